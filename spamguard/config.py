@@ -1,0 +1,85 @@
+"""Settings: built-in defaults, then ``SPAMGUARD_*`` environment variables, then overrides.
+
+Nothing is read at import time: call :func:`load_settings` when you need the settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+PLACEHOLDER_SECRET = "dev-insecure-change-me"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting spamguard reads, with its default."""
+
+    home: Path = Path("instance")
+    database_url: str = ""  # empty: SQLite file in ``home``
+    secret_key: str = PLACEHOLDER_SECRET
+    twilio_auth_token: str = ""
+    twilio_validate: bool = True
+    public_base_url: str = ""  # e.g. https://sms.example.com; used to rebuild signed URLs
+    trust_proxy: bool = False  # honour X-Forwarded-Proto/Host from one proxy
+    env: str = "production"  # "development" allows the placeholder secret
+    backbone: str = ""  # empty: the packaged all-MiniLM-L6-v2
+    max_body_chars: int = 1600
+    max_request_bytes: int = 64 * 1024
+    classify_batch_limit: int = 256
+    api_rate_limit: str = "600 per minute"
+    reply_text: str = ""  # TwiML reply sent to the sender; empty: no reply
+    log_bodies: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'spamguard.db').resolve()}"
+
+
+def _coerce(value: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        return int(value)
+    if isinstance(default, Path):
+        return Path(value)
+    return value
+
+
+def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Settings:
+    """Build settings from defaults, the environment and ``overrides`` (in that order)."""
+    environ = os.environ if environ is None else environ
+    settings = Settings()
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        if f.name == "extra":
+            continue
+        raw = environ.get(f"SPAMGUARD_{f.name.upper()}")
+        if raw is not None:
+            try:
+                values[f.name] = _coerce(raw, getattr(settings, f.name))
+            except ValueError as exc:
+                raise ValueError(f"SPAMGUARD_{f.name.upper()}={raw!r} is not valid: {exc}") from exc
+    extra: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        if key in {f.name for f in fields(Settings)}:
+            values[key] = Path(value) if key == "home" else value
+        else:
+            extra[key] = value
+    settings = replace(settings, **values)
+    if extra:
+        settings = replace(settings, extra={**settings.extra, **extra})
+    return settings
