@@ -1,0 +1,71 @@
+"""Tests for the TF-IDF + linear SVM baseline."""
+
+import numpy as np
+import pytest
+
+from spamguard.ml.baseline import TfidfSvmBaseline
+
+SPAM = [
+    "WINNER! You have won a FREE prize. Call 09061701461 now to claim",
+    "URGENT: your mobile number has won £2000 cash. Text CLAIM to 81010",
+    "Free entry in a weekly comp to win cup final tickets. Txt WIN to 87121",
+    "Congratulations you won a free holiday! Call now to claim your prize",
+    "You have been selected for a £500 reward. Reply CLAIM to 80062 now",
+    "FREE ringtones! Text TONE to 85023 to claim your free prize today",
+]
+HAM = [
+    "Are we still meeting for lunch tomorrow?",
+    "I'll be home late tonight, don't wait up",
+    "Can you pick up some milk on the way back",
+    "Happy birthday! Hope you have a lovely day",
+    "Sorry I missed your call, I was in a meeting",
+    "Ok see you at the station at six",
+    "Did you finish the report for Monday?",
+    "Thanks for dinner last night, it was great",
+]
+
+
+@pytest.fixture
+def fitted() -> TfidfSvmBaseline:
+    return TfidfSvmBaseline().fit(SPAM + HAM, [1] * len(SPAM) + [0] * len(HAM))
+
+
+def test_init_only_stores_params():
+    model = TfidfSvmBaseline(C=0.5, class_weight=None, random_state=3)
+    assert (model.C, model.class_weight, model.random_state) == (0.5, None, 3)
+    assert TfidfSvmBaseline().class_weight == "balanced"
+    assert not hasattr(model, "pipeline_")
+
+
+def test_fit_returns_self_and_separates_obvious_spam(fitted):
+    assert isinstance(fitted, TfidfSvmBaseline)
+    new_spam = ["Claim your FREE prize now! Call 09061701999 to win cash"]
+    new_ham = ["Shall we meet for lunch at the station tomorrow?"]
+    assert fitted.predict(new_spam + new_ham).tolist() == [1, 0]
+    scores = fitted.decision_function(new_spam + new_ham)
+    assert scores.dtype == float and scores.shape == (2,)
+    assert scores[0] > 0 > scores[1]
+
+
+def test_predict_matches_decision_function_at_zero(fitted):
+    texts = SPAM + HAM
+    predictions = fitted.predict(texts)
+    assert predictions.dtype.kind == "i"
+    np.testing.assert_array_equal(predictions, fitted.decision_function(texts) >= 0)
+    assert predictions.tolist() == [1] * len(SPAM) + [0] * len(HAM)
+
+
+def test_deterministic(fitted):
+    again = TfidfSvmBaseline().fit(SPAM + HAM, [1] * len(SPAM) + [0] * len(HAM))
+    texts = ["free prize call now", "see you at lunch"]
+    np.testing.assert_array_equal(fitted.decision_function(texts), again.decision_function(texts))
+
+
+def test_unfitted_raises():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        TfidfSvmBaseline().predict(["hello"])
+
+
+def test_length_mismatch_raises():
+    with pytest.raises(ValueError, match="labels"):
+        TfidfSvmBaseline().fit(["a", "b"], [1])
