@@ -1,0 +1,51 @@
+"""``spamguard db upgrade`` and ``spamguard db current``: create, upgrade and inspect the schema."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from spamguard.cli.context import CliContext, pass_ctx
+from spamguard.db import make_engine, safe_url, schema_status, upgrade_schema
+
+
+def register(cli: click.Group) -> None:
+    """Add the ``db`` command group to ``cli``."""
+
+    @cli.group("db")
+    def db_group() -> None:
+        """Create, upgrade and inspect the database schema."""
+
+    @db_group.command("upgrade")
+    @pass_ctx
+    def upgrade_command(ctx: CliContext) -> None:
+        """Create the database or upgrade its schema to the newest revision."""
+        url = ctx.settings.resolved_database_url
+        upgrade_schema(url)
+        engine = make_engine(url)
+        try:
+            status = schema_status(engine)
+        finally:
+            engine.dispose()
+        click.echo(f"database {safe_url(url)} is at revision {status.current} (newest)")
+
+    @db_group.command("current")
+    @click.option("--check", is_flag=True, help="Exit with status 1 unless the schema is current.")
+    @pass_ctx
+    def current_command(ctx: CliContext, check: bool) -> None:
+        """Show the database's schema revision and whether it needs upgrading."""
+        url = ctx.settings.resolved_database_url
+        engine = make_engine(url)
+        try:
+            status = schema_status(engine)
+        finally:
+            engine.dispose()
+        at = status.current or "empty"
+        if status.is_current:
+            click.echo(f"{safe_url(url)}: at {at} (up to date)")
+            return
+        advice = "run `spamguard db upgrade`" if status.known else "upgrade spamguard"
+        click.echo(f"{safe_url(url)}: at {at}, newest is {status.head}: {advice}")
+        if check:
+            sys.exit(1)

@@ -1,0 +1,101 @@
+"""``spamguard models``, ``promote`` and ``rollback``: the model version registry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import PurePath
+
+import click
+from sqlalchemy.orm import Session
+
+from spamguard.cli.context import CliContext, pass_ctx
+from spamguard.db import make_session_factory, open_database, session_scope
+from spamguard.models import ModelVersion
+from spamguard.services import registry
+
+COLUMNS = ("VERSION", "STATUS", "CREATED", "BACKBONE", "SPAM F1", "MCC", "HAM FPR")
+
+
+@contextmanager
+def registry_session(ctx: CliContext) -> Iterator[Session]:
+    """Yield a session in a transaction on a current schema (a new SQLite file is created)."""
+    engine = open_database(ctx.settings.resolved_database_url, create_if_empty=True)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _score(value: float | None) -> str:
+    """Format a metric for the table."""
+    return "-" if value is None else f"{value:.3f}"
+
+
+def version_row(version: ModelVersion) -> tuple[str, ...]:
+    """Return one table row for ``version``."""
+    scores = registry.headline_metrics(version)
+    return (
+        version.id,
+        version.status,
+        version.created_at.strftime("%Y-%m-%d %H:%M"),
+        PurePath(version.backbone).name or version.backbone,
+        *(_score(scores[name]) for name in registry.HEADLINE_METRICS),
+    )
+
+
+def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...] = COLUMNS) -> str:
+    """Align ``rows`` under ``header`` in plain-text columns."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+             for row in [header, *rows]]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _switch(ctx: CliContext, action: Callable[[Session], ModelVersion], verb: str) -> None:
+    """Run a registry change in one transaction and report old and new active versions."""
+    with registry_session(ctx) as session:
+        before = registry.active_version(session)
+        before_id = before.id if before else "none"
+        version = action(session)
+    click.echo(f"{verb} {version.id} (was {before_id}); running services switch without restart")
+
+
+def register(cli: click.Group) -> None:
+    """Add ``models``, ``promote`` and ``rollback`` to ``cli``."""
+
+    @cli.command("models")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+    @pass_ctx
+    def models_command(ctx: CliContext, as_json: bool) -> None:
+        """List model versions with their status and test metrics."""
+        with registry_session(ctx) as session:
+            versions = registry.list_versions(session)
+            if as_json:
+                for version in versions:
+                    click.echo(json.dumps({
+                        "version": version.id, "status": version.status,
+                        "created_at": version.created_at.isoformat(),
+                        "backbone": version.backbone, "directory": version.directory,
+                        "threshold": version.threshold, **registry.headline_metrics(version),
+                    }))
+                return
+            if not versions:
+                click.echo("no model versions yet: run `spamguard train`")
+                return
+            click.echo(format_table([version_row(version) for version in versions]))
+
+    @cli.command("promote")
+    @click.argument("version_id", metavar="VERSION")
+    @pass_ctx
+    def promote_command(ctx: CliContext, version_id: str) -> None:
+        """Make VERSION the active model version (the current one is retired)."""
+        _switch(ctx, lambda s: registry.promote(session=s, version_id=version_id), "promoted")
+
+    @cli.command("rollback")
+    @pass_ctx
+    def rollback_command(ctx: CliContext) -> None:
+        """Re-activate the previously active model version."""
+        _switch(ctx, lambda s: registry.rollback(session=s), "rolled back to")

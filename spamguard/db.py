@@ -1,0 +1,224 @@
+"""Engines, sessions and schema migrations for SQLite (default) and PostgreSQL.
+
+Nothing here connects at import time: build an engine with :func:`make_engine` when needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+import spamguard
+from spamguard.errors import DatabaseError, SchemaOutOfDateError
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Parse ``url``, pointing plain ``postgresql://`` (or ``postgres://``) at psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def is_sqlite(url: str | URL) -> bool:
+    """Return True when ``url`` names an SQLite database."""
+    return normalise_url(url).get_backend_name() == "sqlite"
+
+
+def safe_url(url: str | URL) -> str:
+    """Render ``url`` with its password hidden, for messages and logs."""
+    return normalise_url(url).render_as_string(hide_password=True)
+
+
+def ensure_sqlite_parent(url: str | URL) -> None:
+    """Create the folder an SQLite database file lives in (no-op for other databases)."""
+    parsed = normalise_url(url)
+    database = parsed.database or ""
+    if not is_sqlite(parsed) or database in {"", ":memory:"} or database.startswith("file:"):
+        return
+    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_on_connect(*, foreign_keys: bool):
+    """Build a connect hook that sets the pragmas every SQLite connection needs."""
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+        finally:
+            cursor.close()
+
+    return on_connect
+
+
+def make_engine(url: str | URL, **engine_kwargs: Any) -> Engine:
+    """Create an engine: SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL psycopg 3."""
+    parsed = normalise_url(url)
+    if is_sqlite(parsed):
+        engine = create_engine(parsed, **engine_kwargs)
+        event.listen(engine, "connect", _sqlite_on_connect(foreign_keys=True))
+        return engine
+    engine_kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(parsed, **engine_kwargs)
+
+
+def make_migration_engine(url: str | URL) -> Engine:
+    """Create a single-use engine for migrations (SQLite: foreign keys off, real transactions)."""
+    parsed = normalise_url(url)
+    if not is_sqlite(parsed):
+        return create_engine(parsed, poolclass=NullPool)
+    # Batch migrations rebuild tables; with foreign keys on, dropping the old copy would
+    # cascade-delete child rows. pysqlite also never BEGINs before DDL, so begin explicitly.
+    engine = create_engine(parsed, poolclass=NullPool)
+    on_connect = _sqlite_on_connect(foreign_keys=False)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        on_connect(dbapi_connection, record)
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Return a session factory bound to ``engine`` (objects stay usable after commit)."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    """Yield a session in a transaction: commit on success, roll back on error, then close."""
+    with session_factory() as session, session.begin():
+        yield session
+
+
+def migrations_dir() -> Path:
+    """Return the Alembic folder (``migrations/`` beside the package, installed editable)."""
+    return Path(spamguard.__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(**attributes: Any):
+    """Build an Alembic config for :func:`migrations_dir` without touching logging."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes.update(attributes)
+    return config
+
+
+def head_revision() -> str:
+    """Return the newest migration revision this code knows."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "migrations/versions holds no revision"
+    return head
+
+
+def upgrade_schema(url: str | URL, revision: str = "head") -> None:
+    """Create or upgrade the schema at ``url`` to ``revision`` (the SQLite folder too)."""
+    from alembic import command
+    from sqlalchemy import text
+
+    ensure_sqlite_parent(url)
+    engine = make_migration_engine(url)
+    try:
+        with engine.connect() as connection:
+            command.upgrade(alembic_config(connection=connection), revision)
+            if is_sqlite(url):
+                problems = connection.execute(text("PRAGMA foreign_key_check")).fetchall()
+                if problems:
+                    raise DatabaseError(f"foreign key violations after upgrade: {problems[:5]}")
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot upgrade {safe_url(url)}: {_first_line(exc)}") from exc
+    finally:
+        engine.dispose()
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where a database's schema stands relative to the code's migrations."""
+
+    current: str | None
+    head: str
+    known: bool
+
+    @property
+    def is_current(self) -> bool:
+        """Return True when the database is at the newest revision."""
+        return self.current == self.head
+
+
+def schema_status(engine: Engine) -> SchemaStatus:
+    """Read the database's Alembic revision and compare it with the code's head."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    except SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"cannot read the database {safe_url(engine.url)}: {_first_line(exc)}"
+        ) from exc
+    known = current is None or current in {rev.revision for rev in script.walk_revisions()}
+    return SchemaStatus(current=current, head=head_revision(), known=known)
+
+
+def ensure_schema_current(engine: Engine) -> SchemaStatus:
+    """Raise :class:`SchemaOutOfDateError` unless the database is at the newest revision."""
+    status = schema_status(engine)
+    if not status.is_current:
+        raise SchemaOutOfDateError(status.current, status.head, newer=not status.known)
+    return status
+
+
+def open_database(url: str | URL, *, create_if_empty: bool = False) -> Engine:
+    """Return an engine on ``url`` whose schema is current, or raise SchemaOutOfDateError.
+
+    With ``create_if_empty``, a new SQLite database (no tables at all) is upgraded to head
+    first; one at an older revision is never upgraded behind the operator's back.
+    """
+    from sqlalchemy import inspect
+
+    ensure_sqlite_parent(url)
+    engine = make_engine(url)
+    try:
+        status = schema_status(engine)
+        if status.current is None and create_if_empty and is_sqlite(url):
+            with engine.connect() as connection:
+                empty = not inspect(connection).get_table_names()
+            if empty:
+                upgrade_schema(url)
+        ensure_schema_current(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def _first_line(exc: BaseException) -> str:
+    """Return the first line of a driver error (SQLAlchemy appends SQL and links)."""
+    original = getattr(exc, "orig", None) or exc
+    return (str(original).strip().splitlines() or [type(original).__name__])[0]

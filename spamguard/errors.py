@@ -1,0 +1,43 @@
+"""Errors a user can fix: the CLI prints them as one line and exits non-zero."""
+
+
+class SpamguardError(Exception):
+    """A problem the user can act on (bad file, missing model, wrong setting)."""
+
+    exit_code = 2
+
+
+class DataError(SpamguardError):
+    """A data file that cannot be read as labelled or unlabelled messages."""
+
+
+class ModelError(SpamguardError):
+    """A model version or backbone that cannot be loaded or used."""
+
+
+class DatabaseError(SpamguardError):
+    """A database that cannot be reached or used."""
+
+
+class SchemaOutOfDateError(DatabaseError):
+    """A database whose schema revision is not the one this code needs."""
+
+    def __init__(self, current: str | None, head: str, *, newer: bool = False) -> None:
+        self.current = current
+        self.head = head
+        at = current or "empty"
+        if newer:
+            message = (f"database schema is newer than this spamguard (at {at}, know {head}): "
+                       "upgrade spamguard")
+        else:
+            message = (f"database schema is out of date (at {at}, need {head}): "
+                       "run `spamguard db upgrade`")
+        super().__init__(message)
+
+
+class RegistryError(SpamguardError):
+    """A model version that cannot be registered, promoted, rolled back or rejected."""
+
+
+class VersionNotFoundError(RegistryError):
+    """A model version id that is not in the registry."""

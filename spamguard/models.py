@@ -1,0 +1,343 @@
+"""Database tables as SQLAlchemy 2.x typed models (the Alembic migrations mirror this file).
+
+Timestamps are timezone-aware UTC in Python on every backend (see :class:`UTCDateTime`).
+Allowed values of the string "enum" columns are the tuples below, enforced by CHECK constraints.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ROLES = ("admin", "moderator", "viewer")
+LABELS = ("spam", "ham")
+VERSION_STATUSES = ("candidate", "active", "retired", "rejected")
+VERDICT_STATUSES = ("pending", "classified")
+RUN_STATUSES = ("running", "promoted", "rejected", "skipped", "failed", "dry_run")
+RUN_TRIGGERS = ("cli", "cron", "ui")
+EVAL_SOURCES = ("base", "review")
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def _one_of(column: str, values: tuple[str, ...], *, nullable: bool = False) -> CheckConstraint:
+    """Build a named CHECK constraint limiting ``column`` to ``values``."""
+    allowed = ", ".join(f"'{value}'" for value in values)
+    sql = f'"{column}" IN ({allowed})'  # quoted: "trigger" is an SQL keyword
+    if nullable:
+        sql = f'"{column}" IS NULL OR {sql}'
+    return CheckConstraint(sql, name=column)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A DateTime stored as UTC and always returned timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:  # naive values are taken to be UTC already
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base holding the shared metadata and naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class User(Base):
+    """A person who logs in to the admin UI."""
+
+    __tablename__ = "users"
+    __table_args__ = (_one_of("role", ROLES),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="moderator")
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    last_login_at: Mapped[datetime | None]
+
+
+class ApiKey(Base):
+    """A JSON API key; only its sha256 is stored, the prefix finds the row."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class ModelVersion(Base):
+    """A trained model version directory and its lifecycle status."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        _one_of("status", VERSION_STATUSES),
+        # At most one active version: a partial unique index works on SQLite and PostgreSQL.
+        Index(
+            "uq_model_versions_one_active",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    directory: Mapped[str] = mapped_column(String(1024))
+    backbone: Mapped[str] = mapped_column(String(255))
+    backbone_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    registered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="candidate", index=True)
+    threshold: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    activated_at: Mapped[datetime | None]
+    previous_active_id: Mapped[str | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+
+    @property
+    def path(self) -> Path:
+        """Return the version directory as a path."""
+        return Path(self.directory)
+
+
+class Campaign(Base):
+    """A group of near-identical messages (close backbone embeddings)."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (_one_of("label", LABELS, nullable=True),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    first_seen: Mapped[datetime] = mapped_column(index=True)
+    last_seen: Mapped[datetime] = mapped_column(index=True)
+    size: Mapped[int] = mapped_column(Integer, default=0, index=True)
+    label: Mapped[str | None] = mapped_column(String(8))
+    # use_alter: messages and campaigns reference each other.
+    representative_message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL", use_alter=True)
+    )
+
+    messages: Mapped[list[Message]] = relationship(
+        back_populates="campaign", foreign_keys="Message.campaign_id"
+    )
+    representative: Mapped[Message | None] = relationship(
+        foreign_keys=[representative_message_id], post_update=True
+    )
+
+
+class Message(Base):
+    """An inbound SMS, with its latest verdict and current review copied in for fast lists."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("gateway", "external_id"),
+        _one_of("verdict_status", VERDICT_STATUSES),
+        _one_of("model_label", LABELS, nullable=True),
+        _one_of("review_label", LABELS, nullable=True),
+        # Composite indexes serve a filter plus the list's newest-first order.
+        Index("ix_messages_received_at", "received_at", "id"),
+        Index("ix_messages_sender", "sender", "received_at"),
+        Index("ix_messages_review_label", "review_label", "received_at"),
+        Index("ix_messages_model_label", "model_label", "received_at"),
+        Index("ix_messages_campaign_id", "campaign_id", "received_at"),
+        # Review queue: unreviewed rows ranged by probability around the threshold.
+        Index("ix_messages_review_queue", "review_label", "spam_probability"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    sender: Mapped[str] = mapped_column(String(255))
+    recipient: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    raw: Mapped[dict[str, Any] | None]
+    text_hash: Mapped[str] = mapped_column(String(64), index=True)
+    verdict_status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    spam_probability: Mapped[float | None] = mapped_column(Float, index=True)
+    model_label: Mapped[str | None] = mapped_column(String(8))
+    model_version_id: Mapped[str | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    review_label: Mapped[str | None] = mapped_column(String(8))
+    reviewed_at: Mapped[datetime | None]
+    campaign_id: Mapped[int | None] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="SET NULL")
+    )
+
+    verdicts: Mapped[list[Verdict]] = relationship(
+        back_populates="message", order_by="Verdict.id", cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+    reviews: Mapped[list[Review]] = relationship(
+        back_populates="message", order_by="Review.id", cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+    campaign: Mapped[Campaign | None] = relationship(
+        back_populates="messages", foreign_keys=[campaign_id]
+    )
+
+
+class Verdict(Base):
+    """One classification of a message by one model version."""
+
+    __tablename__ = "verdicts"
+    __table_args__ = (_one_of("label", LABELS),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    model_version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    spam_probability: Mapped[float] = mapped_column(Float)
+    label: Mapped[str] = mapped_column(String(8))
+    threshold: Mapped[float] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    message: Mapped[Message] = relationship(back_populates="verdicts")
+    model_version: Mapped[ModelVersion] = relationship()
+
+
+class Review(Base):
+    """A moderator's label for a message; the newest one per message is ``is_current``."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        _one_of("label", LABELS),
+        Index("ix_reviews_message_id", "message_id", "id"),
+        # One current review per message; concurrent reviewers conflict instead of both winning.
+        Index(
+            "uq_reviews_one_current",
+            "message_id",
+            unique=True,
+            sqlite_where=text("is_current = 1"),
+            postgresql_where=text("is_current"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    label: Mapped[str] = mapped_column(String(8))
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    is_current: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    message: Mapped[Message] = relationship(back_populates="reviews")
+    user: Mapped[User | None] = relationship()
+
+
+class TrainingRun(Base):
+    """One ``spamguard retrain`` run: its outcome, counts and report location."""
+
+    __tablename__ = "training_runs"
+    __table_args__ = (
+        _one_of("status", RUN_STATUSES),
+        _one_of("trigger", RUN_TRIGGERS),
+        Index("ix_training_runs_status", "status", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    trigger: Mapped[str] = mapped_column(String(8), default="cli")
+    candidate_version_id: Mapped[str | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    # The version the candidate was compared against (the active one when the run started).
+    active_version_id: Mapped[str | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    # Highest reviews.id included, so the next run can count the reviews that are new.
+    max_review_id: Mapped[int | None] = mapped_column(Integer)
+    counts: Mapped[dict[str, Any] | None]
+    summary: Mapped[str | None] = mapped_column(Text)
+    report_path: Mapped[str | None] = mapped_column(String(1024))
+    error: Mapped[str | None] = mapped_column(Text)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str | None] = mapped_column(String(255))
+
+
+class EvalExample(Base):
+    """A member of the fixed evaluation set that retraining never trains on."""
+
+    __tablename__ = "eval_examples"
+    __table_args__ = (_one_of("label", LABELS), _one_of("source", EVAL_SOURCES))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    text: Mapped[str] = mapped_column(Text)
+    label: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(8), default="base")
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Lock(Base):
+    """A named lease (e.g. ``retrain``); an expired lease may be taken over."""
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]

@@ -1,0 +1,174 @@
+"""Model version registry: which trained versions exist, which one is active, and rollback.
+
+Functions flush but never commit: the caller owns the transaction (see ``db.session_scope``).
+The partial unique index on ``model_versions`` guarantees at most one active version even
+when two processes promote at once; the loser gets a :class:`RegistryError`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from spamguard.errors import RegistryError, VersionNotFoundError
+from spamguard.models import ModelVersion, utcnow
+
+REGISTRABLE_STATUSES = ("candidate", "rejected", "active")
+HEADLINE_METRICS = ("spam_f1", "mcc", "ham_fpr")
+
+
+def read_model_json(version_dir: Path) -> dict[str, Any]:
+    """Read and check the fields of ``version_dir/model.json`` the registry relies on."""
+    path = Path(version_dir) / "model.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise RegistryError(f"{path} not found: not a model version directory") from exc
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"{path} cannot be read: {exc}") from exc
+    backbone = info.get("backbone") if isinstance(info, dict) else None
+    if not isinstance(backbone, dict) or not all(
+        isinstance(info.get(key), kind)
+        for key, kind in (("version", str), ("created_at", str), ("threshold", int | float))
+    ):
+        raise RegistryError(f"{path} lacks version, created_at, threshold or backbone")
+    return info
+
+
+def _parse_time(value: str, path: Path) -> datetime:
+    """Parse an ISO timestamp from model.json as aware UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise RegistryError(f"{path}: created_at {value!r} is not an ISO timestamp") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def register_version(
+    *, session: Session, version_dir: Path | str, activate_if_none: bool = True,
+    status: str = "candidate",
+) -> ModelVersion:
+    """Record the version in ``version_dir`` (idempotent); activate it if none is active."""
+    if status not in REGISTRABLE_STATUSES:
+        raise RegistryError(f"cannot register a version as {status!r}")
+    version_dir = Path(version_dir).resolve()
+    info = read_model_json(version_dir)
+    existing = session.get(ModelVersion, info["version"])
+    if existing is not None:
+        if Path(existing.directory) != version_dir:
+            raise RegistryError(
+                f"version {existing.id} is already registered at {existing.directory}"
+            )
+        return existing
+    backbone = info["backbone"]
+    version = ModelVersion(
+        id=info["version"],
+        directory=str(version_dir),
+        backbone=str(backbone.get("name", "")),
+        backbone_hash=str(backbone.get("hash", "")),
+        created_at=_parse_time(info["created_at"], version_dir / "model.json"),
+        status="candidate" if status == "active" else status,
+        threshold=float(info["threshold"]),
+        metrics=info.get("metrics") or {},
+    )
+    session.add(version)
+    session.flush()
+    if status == "active" or (
+        status == "candidate" and activate_if_none and active_version(session) is None
+    ):
+        promote(session=session, version_id=version.id)
+    return version
+
+
+def active_version(session: Session) -> ModelVersion | None:
+    """Return the active version, or None when there is none."""
+    return session.scalars(select(ModelVersion).where(ModelVersion.status == "active")).first()
+
+
+def get_version(session: Session, version_id: str) -> ModelVersion:
+    """Return the version ``version_id`` or raise :class:`VersionNotFoundError`."""
+    version = session.get(ModelVersion, version_id)
+    if version is None:
+        raise VersionNotFoundError(f"no model version {version_id!r} (see `spamguard models`)")
+    return version
+
+
+def list_versions(session: Session) -> list[ModelVersion]:
+    """Return every version, newest first."""
+    query = select(ModelVersion).order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())
+    return list(session.scalars(query))
+
+
+def headline_metrics(version: ModelVersion, split: str = "test") -> dict[str, float | None]:
+    """Return spam F1, MCC and ham false-positive rate on ``split`` (None where missing)."""
+    scores = (version.metrics or {}).get(split) or {}
+    return {name: scores.get(name) for name in HEADLINE_METRICS}
+
+
+def _check_loadable(version: ModelVersion) -> None:
+    """Refuse to activate a version whose directory is gone or incomplete."""
+    if not (version.path / "model.json").is_file():
+        raise RegistryError(f"version {version.id}: {version.directory} has no model.json")
+
+
+def _activate(session: Session, version: ModelVersion, *, previous_id: str | None) -> None:
+    """Retire whatever is active and make ``version`` active, in the caller's transaction."""
+    try:
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.status == "active", ModelVersion.id != version.id)
+            .values(status="retired")
+            .execution_options(synchronize_session="fetch")
+        )
+        version.status = "active"
+        version.activated_at = utcnow()
+        version.previous_active_id = previous_id
+        session.flush()
+    except IntegrityError as exc:
+        raise RegistryError(
+            f"could not activate {version.id}: another version was activated at the same "
+            "time; try again"
+        ) from exc
+
+
+def promote(*, session: Session, version_id: str) -> ModelVersion:
+    """Make ``version_id`` the active version; the old one is retired and remembered."""
+    version = get_version(session, version_id)
+    if version.status == "active":
+        return version
+    _check_loadable(version)
+    current = active_version(session)
+    _activate(session, version, previous_id=current.id if current else None)
+    return version
+
+
+def rollback(*, session: Session) -> ModelVersion:
+    """Re-activate the version that was active before the current one; return it."""
+    current = active_version(session)
+    if current is None:
+        raise RegistryError("no active model version to roll back from")
+    if current.previous_active_id is None:
+        raise RegistryError(f"version {current.id} has no previously active version")
+    previous = get_version(session, current.previous_active_id)
+    _check_loadable(previous)
+    # Keep the target's own predecessor so repeated rollbacks walk further back.
+    _activate(session, previous, previous_id=previous.previous_active_id)
+    return previous
+
+
+def reject(*, session: Session, version_id: str) -> ModelVersion:
+    """Mark a non-active version as rejected (kept with its report, never served)."""
+    version = get_version(session, version_id)
+    if version.status == "active":
+        raise RegistryError(
+            f"version {version_id} is active: promote another version or roll back first"
+        )
+    version.status = "rejected"
+    session.flush()
+    return version

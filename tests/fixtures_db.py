@@ -1,0 +1,197 @@
+"""Database fixtures (SQLite and PostgreSQL).
+
+Every database fixture is parametrised over ``db_backend``: SQLite in ``tmp_path`` always, and
+PostgreSQL when ``SPAMGUARD_TEST_POSTGRES_URL`` names a server whose role may create databases
+(``eval "$(bash .ci/postgres.sh)"`` sets it up). Each test gets a database of its own:
+
+- ``db_url``: an empty database (no tables), for migration tests;
+- ``migrated_db_url``: a copy of a database already upgraded to head (cloned from a template
+  made once per session, so it is cheap);
+- ``db_engine``, ``db_session_factory``, ``db_session``: on top of ``migrated_db_url``;
+- ``make_version_dir``: writes a minimal model version directory (``model.json`` only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from spamguard.db import make_engine, make_session_factory, normalise_url, upgrade_schema
+
+POSTGRES_ENV = "SPAMGUARD_TEST_POSTGRES_URL"
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def postgres_server_url() -> str | None:
+    """Return the PostgreSQL server URL the tests may create databases on, if any."""
+    return os.environ.get(POSTGRES_ENV) or None
+
+
+def _admin_engine(server_url: str) -> Engine:
+    """Return an autocommit engine for CREATE/DROP DATABASE."""
+    return create_engine(
+        normalise_url(server_url), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+
+
+def create_postgres_database(server_url: str, *, template: str | None = None) -> str:
+    """Create a randomly named database (optionally cloned from ``template``); return its URL."""
+    name = f"spamguard_test_{uuid.uuid4().hex[:12]}"
+    clause = f' TEMPLATE "{template}"' if template else ""
+    engine = _admin_engine(server_url)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"{clause}')
+    finally:
+        engine.dispose()
+    return normalise_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(server_url: str, url: str) -> None:
+    """Drop the database ``url`` names, closing any connection left to it."""
+    name = normalise_url(url).database
+    engine = _admin_engine(server_url)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def temporary_postgres_database(server_url: str, *, template: str | None = None) -> Iterator[str]:
+    """Yield the URL of a fresh database that is dropped afterwards."""
+    url = create_postgres_database(server_url, template=template)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(server_url, url)
+
+
+class MigratedTemplates:
+    """One database per backend upgraded to head, made on first use and cloned per test."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._sqlite: Path | None = None
+        self._postgres: str | None = None
+
+    def sqlite_copy(self, target: Path) -> str:
+        """Copy the migrated SQLite template to ``target``; return its URL."""
+        if self._sqlite is None:
+            template = self.folder / "template.db"
+            upgrade_schema(f"sqlite:///{template}")  # its engine is disposed: WAL checkpointed
+            self._sqlite = template
+        shutil.copyfile(self._sqlite, target)
+        return f"sqlite:///{target}"
+
+    def postgres_template(self, server_url: str) -> str:
+        """Return the name of the migrated PostgreSQL template database."""
+        if self._postgres is None:
+            url = create_postgres_database(server_url)
+            upgrade_schema(url)
+            self._postgres = url
+        return str(normalise_url(self._postgres).database)
+
+    def close(self) -> None:
+        """Drop the PostgreSQL template, if one was made."""
+        server_url = postgres_server_url()
+        if self._postgres is not None and server_url:
+            with suppress(Exception):
+                drop_postgres_database(server_url, self._postgres)
+
+
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedTemplates]:
+    """Session-wide migrated template databases."""
+    templates = MigratedTemplates(tmp_path_factory.mktemp("db-template"))
+    yield templates
+    templates.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """Name the backend under test (the PostgreSQL one is skipped without a server)."""
+    if request.param == "postgresql" and not postgres_server_url():
+        pytest.skip(f"{POSTGRES_ENV} is not set (see .ci/postgres.sh)")
+    return request.param
+
+
+@pytest.fixture
+def db_url(db_backend: str, tmp_path: Path) -> Iterator[str]:
+    """Yield the URL of a fresh, empty database."""
+    if db_backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'spamguard.db'}"
+        return
+    with temporary_postgres_database(str(postgres_server_url())) as url:
+        yield url
+
+
+@pytest.fixture
+def migrated_db_url(
+    db_backend: str, tmp_path: Path, migrated_templates: MigratedTemplates
+) -> Iterator[str]:
+    """Yield the URL of a fresh database whose schema is at head."""
+    if db_backend == "sqlite":
+        yield migrated_templates.sqlite_copy(tmp_path / "spamguard.db")
+        return
+    server_url = str(postgres_server_url())
+    template = migrated_templates.postgres_template(server_url)
+    with temporary_postgres_database(server_url, template=template) as url:
+        yield url
+
+
+@pytest.fixture
+def db_engine(migrated_db_url: str) -> Iterator[Engine]:
+    """Yield an engine on a migrated database, disposed afterwards."""
+    engine = make_engine(migrated_db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db_session_factory(db_engine: Engine) -> sessionmaker[Session]:
+    """Return a session factory on the migrated database."""
+    return make_session_factory(db_engine)
+
+
+@pytest.fixture
+def db_session(db_session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    """Yield a session on the migrated database, closed afterwards."""
+    with db_session_factory() as session:
+        yield session
+
+
+@pytest.fixture
+def make_version_dir(tmp_path: Path) -> Callable[..., Path]:
+    """Return a factory writing ``models/<version>/model.json`` under ``tmp_path``."""
+
+    def make(
+        version: str, *, created_at: str = "2026-11-22T10:15:00+00:00", threshold: float = 0.5,
+        spam_f1: float = 0.9, mcc: float = 0.85, ham_fpr: float = 0.01,
+        backbone: str = "all-MiniLM-L6-v2",
+    ) -> Path:
+        directory = tmp_path / "models" / version
+        directory.mkdir(parents=True, exist_ok=True)
+        info = {
+            "version": version,
+            "created_at": created_at,
+            "backbone": {"name": backbone, "hash": "b" * 16, "hidden_size": 384},
+            "threshold": threshold,
+            "metrics": {"test": {"spam_f1": spam_f1, "mcc": mcc, "ham_fpr": ham_fpr,
+                                 "accuracy": 0.97}},
+        }
+        (directory / "model.json").write_text(json.dumps(info), encoding="utf-8")
+        return directory
+
+    return make

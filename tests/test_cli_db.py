@@ -1,0 +1,113 @@
+"""Tests for ``spamguard db``, ``models``, ``promote`` and ``rollback`` through Click."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from spamguard import db
+from spamguard.cli import _Group, db_commands, model_commands
+from spamguard.services import registry
+
+
+@pytest.fixture
+def cli() -> click.Group:
+    """Build a command group holding only this area's commands."""
+    group = _Group("spamguard")
+    db_commands.register(group)
+    model_commands.register(group)
+    return group
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """Point SPAMGUARD_HOME at a folder that does not exist yet."""
+    path = tmp_path / "nested" / "instance"
+    monkeypatch.setenv("SPAMGUARD_HOME", str(path))
+    monkeypatch.delenv("SPAMGUARD_DATABASE_URL", raising=False)
+    return path
+
+
+@pytest.fixture
+def registered(migrated_db_url, make_version_dir, monkeypatch) -> str:
+    """Point the CLI at a migrated database holding v1 (active) and v2."""
+    monkeypatch.setenv("SPAMGUARD_DATABASE_URL", migrated_db_url)
+    engine = db.make_engine(migrated_db_url)
+    with db.session_scope(db.make_session_factory(engine)) as session:
+        registry.register_version(session=session, version_dir=make_version_dir(
+            "v1", created_at="2026-11-01T09:30:00Z", spam_f1=0.9123, mcc=0.8, ham_fpr=0.0123))
+        registry.register_version(session=session, version_dir=make_version_dir(
+            "v2", created_at="2026-11-02T09:30:00Z"))
+    engine.dispose()
+    return migrated_db_url
+
+
+def run(cli: click.Group, *args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_db_upgrade_creates_home_and_database(cli, home) -> None:
+    result = run(cli, "db", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert (home / "spamguard.db").exists()
+    assert f"revision {db.head_revision()}" in result.output
+    assert run(cli, "db", "upgrade").exit_code == 0
+
+
+def test_db_current(cli, home) -> None:
+    home.mkdir(parents=True)
+    result = run(cli, "db", "current", "--check")
+    assert result.exit_code == 1
+    assert "at empty" in result.output and "spamguard db upgrade" in result.output
+    run(cli, "db", "upgrade")
+    result = run(cli, "db", "current", "--check")
+    assert result.exit_code == 0 and "up to date" in result.output
+
+
+def test_models_on_a_fresh_home(cli, home) -> None:
+    result = run(cli, "models")
+    assert result.exit_code == 0, result.output
+    assert "no model versions yet" in result.output
+
+
+def test_models_table_and_json(cli, registered) -> None:
+    lines = run(cli, "models").output.splitlines()
+    assert lines[0].split() == ["VERSION", "STATUS", "CREATED", "BACKBONE", "SPAM", "F1", "MCC",
+                                "HAM", "FPR"]
+    assert lines[1].split()[:2] == ["v2", "candidate"]
+    assert lines[2].split() == ["v1", "active", "2026-11-01", "09:30", "all-MiniLM-L6-v2",
+                                "0.912", "0.800", "0.012"]
+    rows = [json.loads(line) for line in run(cli, "models", "--json").output.splitlines()]
+    assert [(r["version"], r["status"], r["mcc"]) for r in rows] == [
+        ("v2", "candidate", 0.85), ("v1", "active", 0.8)]
+
+
+def test_promote_and_rollback(cli, registered) -> None:
+    result = run(cli, "promote", "v2")
+    assert result.exit_code == 0 and "promoted v2 (was v1)" in result.output
+    result = run(cli, "rollback")
+    assert result.exit_code == 0 and "rolled back to v1 (was v2)" in result.output
+    statuses = [line.split()[:2] for line in run(cli, "models").output.splitlines()[1:]]
+    assert statuses == [["v2", "retired"], ["v1", "active"]]
+
+
+def test_errors_are_one_line(cli, registered) -> None:
+    result = CliRunner().invoke(cli, ["promote", "nope"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: no model version 'nope' (see `spamguard models`)"]
+    result = CliRunner().invoke(cli, ["rollback"])
+    assert result.exit_code == 2 and "v1 has no previously active version" in result.output
+
+
+def test_refuses_an_out_of_date_schema(cli, home, monkeypatch) -> None:
+    assert run(cli, "db", "upgrade").exit_code == 0
+    monkeypatch.setattr(db, "head_revision", lambda: "0002")
+    result = CliRunner().invoke(cli, ["models"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: database schema is out of date (at 0001, need 0002): run `spamguard db upgrade`"
+    )

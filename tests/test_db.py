@@ -1,0 +1,220 @@
+"""Tests for spamguard.db and the constraints in spamguard.models, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import Engine, delete, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from spamguard import db
+from spamguard.errors import DatabaseError, SchemaOutOfDateError
+from spamguard.models import Campaign, Message, ModelVersion, Review, User, Verdict
+
+
+def _message(**overrides) -> Message:
+    fields = dict(gateway="twilio", external_id="SM1", sender="+15550001", recipient="+15550002",
+                  body="WIN a prize now", text_hash="h" * 64)
+    return Message(**{**fields, **overrides})
+
+
+def _version(version_id: str = "v1", status: str = "candidate") -> ModelVersion:
+    return ModelVersion(id=version_id, directory="/tmp/x", backbone="b", backbone_hash="h",
+                        created_at=datetime.now(UTC), status=status, threshold=0.5)
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgresql://u:p@h/d", "postgresql+psycopg"),
+        ("postgres://u:p@h/d", "postgresql+psycopg"),
+        ("postgresql+psycopg://u:p@h/d", "postgresql+psycopg"),
+        ("sqlite:///x.db", "sqlite"),
+    ],
+)
+def test_normalise_url_uses_psycopg3(url: str, driver: str) -> None:
+    assert db.normalise_url(url).drivername == driver
+
+
+def test_safe_url_hides_password() -> None:
+    assert "secret" not in db.safe_url("postgresql://u:secret@h/d")
+
+
+def test_make_engine_does_not_connect(tmp_path) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path}/missing/dir/x.db")
+    with pytest.raises(DatabaseError, match="cannot read the database"):
+        db.schema_status(engine)
+
+
+def test_sqlite_pragmas(tmp_path) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path}/x.db")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()
+
+
+def test_upgrade_schema_creates_sqlite_parent(tmp_path) -> None:
+    path = tmp_path / "a" / "b" / "spamguard.db"
+    db.upgrade_schema(f"sqlite:///{path}")
+    assert path.exists()
+
+
+def test_session_scope_commits_and_rolls_back(db_session_factory) -> None:
+    with db.session_scope(db_session_factory) as session:
+        session.add(User(username="ann", password_hash="x", role="admin"))
+    with pytest.raises(RuntimeError), db.session_scope(db_session_factory) as session:
+        session.add(User(username="bob", password_hash="x"))
+        session.flush()
+        raise RuntimeError("boom")
+    with db.session_scope(db_session_factory) as session:
+        assert session.scalars(select(User.username)).all() == ["ann"]
+
+
+def test_timestamps_come_back_aware_utc(db_session: Session) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    db_session.add(_message(received_at=datetime(2026, 1, 1, 12, 0, tzinfo=plus_two)))
+    db_session.add(_message(external_id="SM2", received_at=datetime(2026, 1, 1, 11, 0)))
+    db_session.commit()
+    db_session.expire_all()
+    times = db_session.scalars(select(Message.received_at).order_by(Message.received_at)).all()
+    assert times == [datetime(2026, 1, 1, hour, 0, tzinfo=UTC) for hour in (10, 11)]
+    assert all(t.tzinfo is not None for t in times)
+
+
+def test_external_id_unique_per_gateway(db_session: Session) -> None:
+    db_session.add_all([_message(), _message(gateway="api"), _message(external_id=None),
+                        _message(external_id=None)])
+    db_session.commit()
+    db_session.add(_message())
+    with pytest.raises(IntegrityError):
+        db_session.commit()
+
+
+def test_foreign_keys_enforced(db_session: Session) -> None:
+    db_session.add(_version())
+    db_session.commit()
+    db_session.add(Verdict(message_id=999, model_version_id="v1", spam_probability=0.9,
+                           label="spam", threshold=0.5))
+    with pytest.raises(IntegrityError):
+        db_session.commit()
+
+
+@pytest.mark.parametrize("bad", [User(username="x", password_hash="x", role="root"),
+                                 _message(verdict_status="done"), _message(review_label="eggs")])
+def test_check_constraints(db_session: Session, bad) -> None:
+    db_session.add(bad)
+    with pytest.raises(IntegrityError):
+        db_session.commit()
+
+
+def test_one_current_review_per_message(db_session: Session) -> None:
+    message = _message()
+    db_session.add(message)
+    db_session.flush()
+    db_session.add(Review(message_id=message.id, label="spam", is_current=False))
+    db_session.add(Review(message_id=message.id, label="ham", is_current=True))
+    db_session.commit()
+    db_session.add(Review(message_id=message.id, label="spam", is_current=True))
+    with pytest.raises(IntegrityError):
+        db_session.commit()
+
+
+def test_one_active_version(db_session: Session) -> None:
+    db_session.add_all([_version("v1", "active"), _version("v2", "retired"),
+                        _version("v3", "retired")])
+    db_session.commit()
+    db_session.add(_version("v4", "active"))
+    with pytest.raises(IntegrityError):
+        db_session.commit()
+
+
+def test_deleting_a_message_cascades(db_session: Session) -> None:
+    message = _message()
+    db_session.add_all([_version(), message])
+    db_session.flush()
+    campaign = Campaign(first_seen=message.received_at, last_seen=message.received_at, size=1,
+                        representative_message_id=message.id)
+    db_session.add_all([campaign, Review(message_id=message.id, label="spam"),
+                        Verdict(message_id=message.id, model_version_id="v1",
+                                spam_probability=0.9, label="spam", threshold=0.5)])
+    db_session.commit()
+    db_session.execute(delete(Message).where(Message.id == message.id))
+    db_session.commit()
+    db_session.expire_all()
+    assert db_session.scalars(select(Verdict)).all() == []
+    assert db_session.scalars(select(Review)).all() == []
+    assert db_session.get(Campaign, campaign.id).representative_message_id is None
+
+
+def test_schema_status_and_refusal(db_url: str) -> None:
+    engine = db.make_engine(db_url)
+    try:
+        status = db.schema_status(engine)
+        assert (status.current, status.is_current) == (None, False)
+        with pytest.raises(SchemaOutOfDateError) as caught:
+            db.ensure_schema_current(engine)
+        head = db.head_revision()
+        assert str(caught.value) == (
+            f"database schema is out of date (at empty, need {head}): run `spamguard db upgrade`"
+        )
+        db.upgrade_schema(db_url)
+        assert db.ensure_schema_current(engine).current == head
+    finally:
+        engine.dispose()
+
+
+def test_unknown_revision_is_called_newer(db_engine: Engine) -> None:
+    with db_engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(SchemaOutOfDateError, match="newer than this spamguard"):
+        db.ensure_schema_current(db_engine)
+
+
+def test_open_database_creates_only_fresh_sqlite(tmp_path, monkeypatch) -> None:
+    url = f"sqlite:///{tmp_path}/new/spamguard.db"
+    with pytest.raises(SchemaOutOfDateError):
+        db.open_database(url)
+    db.open_database(url, create_if_empty=True).dispose()
+    monkeypatch.setattr(db, "head_revision", lambda: "0002")
+    with pytest.raises(SchemaOutOfDateError, match=r"at 0001, need 0002\): run `spamguard db"):
+        db.open_database(url, create_if_empty=True)
+
+
+def test_open_database_leaves_foreign_sqlite_alone(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/other.db"
+    engine = db.make_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE unrelated (x INTEGER)")
+    engine.dispose()
+    with pytest.raises(SchemaOutOfDateError, match="at empty"):
+        db.open_database(url, create_if_empty=True)
+
+
+@pytest.mark.parametrize(
+    ("where", "index"),
+    [
+        ("review_label IS NULL ORDER BY received_at DESC", "ix_messages_review_label"),
+        ("sender = '+1555' ORDER BY received_at DESC", "ix_messages_sender"),
+        ("campaign_id = 3 ORDER BY received_at DESC", "ix_messages_campaign_id"),
+        ("model_label = 'spam' ORDER BY received_at DESC", "ix_messages_model_label"),
+        ("1 = 1 ORDER BY received_at DESC, id DESC", "ix_messages_received_at"),
+        ("review_label IS NULL AND spam_probability >= 0.5 ORDER BY spam_probability",
+         "ix_messages_review_queue"),
+        ("verdict_status = 'pending' ORDER BY id", "ix_messages_verdict_status"),
+    ],
+)
+def test_admin_list_queries_use_indexes(tmp_path, where: str, index: str) -> None:
+    url = f"sqlite:///{tmp_path}/x.db"
+    db.upgrade_schema(url)
+    engine = db.make_engine(url)
+    with engine.connect() as connection:
+        plan = connection.exec_driver_sql(
+            f"EXPLAIN QUERY PLAN SELECT id FROM messages WHERE {where} LIMIT 50"
+        ).fetchall()
+    engine.dispose()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert index in details and "TEMP B-TREE" not in details, details

@@ -1,0 +1,136 @@
+"""Tests for spamguard.services.registry on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from spamguard.db import session_scope
+from spamguard.errors import RegistryError, VersionNotFoundError
+from spamguard.models import ModelVersion
+from spamguard.services import registry
+
+
+@pytest.fixture
+def three(db_session: Session, make_version_dir) -> Session:
+    """Register v1 (active), v2 and v3 (candidates), oldest first."""
+    for n in (1, 2, 3):
+        path = make_version_dir(f"v{n}", created_at=f"2026-11-2{n}T10:00:00Z", mcc=0.8 + n / 100)
+        registry.register_version(session=db_session, version_dir=path)
+    db_session.commit()
+    return db_session
+
+
+def _statuses(session: Session) -> dict[str, str]:
+    return dict(session.execute(select(ModelVersion.id, ModelVersion.status)).all())
+
+
+def test_first_version_becomes_active(three: Session) -> None:
+    assert _statuses(three) == {"v1": "active", "v2": "candidate", "v3": "candidate"}
+    active = registry.active_version(three)
+    assert active.id == "v1" and active.activated_at is not None
+    assert active.backbone == "all-MiniLM-L6-v2" and active.threshold == 0.5
+    assert registry.headline_metrics(active) == {"spam_f1": 0.9, "mcc": 0.81, "ham_fpr": 0.01}
+
+
+def test_register_without_activation(db_session: Session, make_version_dir) -> None:
+    registry.register_version(session=db_session, version_dir=make_version_dir("a"),
+                              activate_if_none=False)
+    registry.register_version(session=db_session, version_dir=make_version_dir("b"),
+                              status="rejected")
+    assert registry.active_version(db_session) is None
+    assert _statuses(db_session) == {"a": "candidate", "b": "rejected"}
+
+
+def test_register_is_idempotent_for_the_same_directory(three: Session, make_version_dir) -> None:
+    again = registry.register_version(session=three, version_dir=make_version_dir("v2"))
+    assert again.status == "candidate"
+    other = make_version_dir("elsewhere")
+    (other / "model.json").write_text(
+        (other / "model.json").read_text().replace('"elsewhere"', '"v2"'))
+    with pytest.raises(RegistryError, match="already registered"):
+        registry.register_version(session=three, version_dir=other)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "not found"), ("{not json", "cannot be read"), ('{"version": "x"}', "lacks")],
+)
+def test_register_rejects_bad_directories(db_session, tmp_path, content, message) -> None:
+    directory = tmp_path / "bad"
+    directory.mkdir()
+    if content is not None:
+        (directory / "model.json").write_text(content)
+    with pytest.raises(RegistryError, match=message):
+        registry.register_version(session=db_session, version_dir=directory)
+
+
+def test_list_versions_newest_first(three: Session) -> None:
+    assert [v.id for v in registry.list_versions(three)] == ["v3", "v2", "v1"]
+
+
+def test_promote_retires_the_old_active(three: Session) -> None:
+    registry.promote(session=three, version_id="v3")
+    three.commit()
+    assert _statuses(three) == {"v1": "retired", "v2": "candidate", "v3": "active"}
+    assert registry.get_version(three, "v3").previous_active_id == "v1"
+
+
+def test_promote_errors(three: Session, make_version_dir) -> None:
+    with pytest.raises(VersionNotFoundError, match="no model version 'nope'"):
+        registry.promote(session=three, version_id="nope")
+    shutil.rmtree(make_version_dir("v2"))
+    with pytest.raises(RegistryError, match="has no model.json"):
+        registry.promote(session=three, version_id="v2")
+    assert registry.active_version(three).id == "v1"
+
+
+def test_rollback_walks_back(three: Session) -> None:
+    registry.promote(session=three, version_id="v2")
+    registry.promote(session=three, version_id="v3")
+    assert registry.rollback(session=three).id == "v2"
+    assert registry.rollback(session=three).id == "v1"
+    three.commit()
+    assert _statuses(three) == {"v1": "active", "v2": "retired", "v3": "retired"}
+    with pytest.raises(RegistryError, match="v1 has no previously active version"):
+        registry.rollback(session=three)
+
+
+def test_rollback_without_active(db_session: Session) -> None:
+    with pytest.raises(RegistryError, match="no active model version"):
+        registry.rollback(session=db_session)
+
+
+def test_reject(three: Session) -> None:
+    assert registry.reject(session=three, version_id="v2").status == "rejected"
+    with pytest.raises(RegistryError, match="v1 is active"):
+        registry.reject(session=three, version_id="v1")
+
+
+def test_concurrent_promotions_leave_one_active(three: Session, db_session_factory) -> None:
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def promote(version_id: str) -> None:
+        barrier.wait()
+        try:
+            with session_scope(db_session_factory) as session:
+                registry.promote(session=session, version_id=version_id)
+            outcomes.append("ok")
+        except RegistryError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in ("v2", "v3")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    three.expire_all()
+    statuses = _statuses(three)
+    assert "ok" in outcomes and len(outcomes) == 2
+    assert list(statuses.values()).count("active") == 1
+    assert statuses["v1"] == "retired"
