@@ -7,7 +7,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from spamguard.models import Base, UTCDateTime
+from spamguard.models import Base
+from spamguard.sqltypes import UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata

@@ -6,15 +6,13 @@ Allowed values of the string "enum" columns are the tuples below, enforced by CH
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
-    CheckConstraint,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -23,19 +21,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    text,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-from sqlalchemy.types import TypeDecorator
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from spamguard.sqltypes import NAMING_CONVENTION, UTCDateTime, one_of, unique_where, utcnow
 
 ROLES = ("admin", "moderator", "viewer")
 LABELS = ("spam", "ham")
@@ -44,41 +33,6 @@ VERDICT_STATUSES = ("pending", "classified")
 RUN_STATUSES = ("running", "promoted", "rejected", "skipped", "failed", "dry_run")
 RUN_TRIGGERS = ("cli", "cron", "ui")
 EVAL_SOURCES = ("base", "review")
-
-
-def utcnow() -> datetime:
-    """Return the current time as an aware UTC datetime."""
-    return datetime.now(UTC)
-
-
-def _one_of(column: str, values: tuple[str, ...], *, nullable: bool = False) -> CheckConstraint:
-    """Build a named CHECK constraint limiting ``column`` to ``values``."""
-    allowed = ", ".join(f"'{value}'" for value in values)
-    sql = f'"{column}" IN ({allowed})'  # quoted: "trigger" is an SQL keyword
-    if nullable:
-        sql = f'"{column}" IS NULL OR {sql}'
-    return CheckConstraint(sql, name=column)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A DateTime stored as UTC and always returned timezone-aware (SQLite drops the zone)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:  # naive values are taken to be UTC already
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -92,7 +46,7 @@ class User(Base):
     """A person who logs in to the admin UI."""
 
     __tablename__ = "users"
-    __table_args__ = (_one_of("role", ROLES),)
+    __table_args__ = (one_of("role", ROLES),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -124,14 +78,11 @@ class ModelVersion(Base):
 
     __tablename__ = "model_versions"
     __table_args__ = (
-        _one_of("status", VERSION_STATUSES),
+        one_of("status", VERSION_STATUSES),
         # At most one active version: a partial unique index works on SQLite and PostgreSQL.
-        Index(
-            "uq_model_versions_one_active",
-            "status",
-            unique=True,
-            sqlite_where=text("status = 'active'"),
-            postgresql_where=text("status = 'active'"),
+        unique_where(
+            "uq_model_versions_one_active", "status",
+            sqlite="status = 'active'", postgresql="status = 'active'",
         ),
     )
 
@@ -159,7 +110,7 @@ class Campaign(Base):
     """A group of near-identical messages (close backbone embeddings)."""
 
     __tablename__ = "campaigns"
-    __table_args__ = (_one_of("label", LABELS, nullable=True),)
+    __table_args__ = (one_of("label", LABELS, nullable=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -186,9 +137,9 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("gateway", "external_id"),
-        _one_of("verdict_status", VERDICT_STATUSES),
-        _one_of("model_label", LABELS, nullable=True),
-        _one_of("review_label", LABELS, nullable=True),
+        one_of("verdict_status", VERDICT_STATUSES),
+        one_of("model_label", LABELS, nullable=True),
+        one_of("review_label", LABELS, nullable=True),
         # Composite indexes serve a filter plus the list's newest-first order.
         Index("ix_messages_received_at", "received_at", "id"),
         Index("ix_messages_sender", "sender", "received_at"),
@@ -238,7 +189,7 @@ class Verdict(Base):
     """One classification of a message by one model version."""
 
     __tablename__ = "verdicts"
-    __table_args__ = (_one_of("label", LABELS),)
+    __table_args__ = (one_of("label", LABELS),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     message_id: Mapped[int] = mapped_column(
@@ -260,15 +211,11 @@ class Review(Base):
 
     __tablename__ = "reviews"
     __table_args__ = (
-        _one_of("label", LABELS),
+        one_of("label", LABELS),
         Index("ix_reviews_message_id", "message_id", "id"),
         # One current review per message; concurrent reviewers conflict instead of both winning.
-        Index(
-            "uq_reviews_one_current",
-            "message_id",
-            unique=True,
-            sqlite_where=text("is_current = 1"),
-            postgresql_where=text("is_current"),
+        unique_where(
+            "uq_reviews_one_current", "message_id", sqlite="is_current = 1", postgresql="is_current"
         ),
     )
 
@@ -291,8 +238,8 @@ class TrainingRun(Base):
 
     __tablename__ = "training_runs"
     __table_args__ = (
-        _one_of("status", RUN_STATUSES),
-        _one_of("trigger", RUN_TRIGGERS),
+        one_of("status", RUN_STATUSES),
+        one_of("trigger", RUN_TRIGGERS),
         Index("ix_training_runs_status", "status", "started_at"),
     )
 
@@ -322,7 +269,7 @@ class EvalExample(Base):
     """A member of the fixed evaluation set that retraining never trains on."""
 
     __tablename__ = "eval_examples"
-    __table_args__ = (_one_of("label", LABELS), _one_of("source", EVAL_SOURCES))
+    __table_args__ = (one_of("label", LABELS), one_of("source", EVAL_SOURCES))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     text_hash: Mapped[str] = mapped_column(String(64), unique=True)

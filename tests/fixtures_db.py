@@ -37,35 +37,30 @@ def postgres_server_url() -> str | None:
     return os.environ.get(POSTGRES_ENV) or None
 
 
-def _admin_engine(server_url: str) -> Engine:
-    """Return an autocommit engine for CREATE/DROP DATABASE."""
-    return create_engine(
+def _admin_execute(server_url: str, sql: str) -> None:
+    """Run ``sql`` (CREATE/DROP DATABASE) outside a transaction on the server."""
+    engine = create_engine(
         normalise_url(server_url), isolation_level="AUTOCOMMIT", poolclass=NullPool
     )
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
 
 
 def create_postgres_database(server_url: str, *, template: str | None = None) -> str:
     """Create a randomly named database (optionally cloned from ``template``); return its URL."""
     name = f"spamguard_test_{uuid.uuid4().hex[:12]}"
     clause = f' TEMPLATE "{template}"' if template else ""
-    engine = _admin_engine(server_url)
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"{clause}')
-    finally:
-        engine.dispose()
+    _admin_execute(server_url, f'CREATE DATABASE "{name}"{clause}')
     return normalise_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_postgres_database(server_url: str, url: str) -> None:
     """Drop the database ``url`` names, closing any connection left to it."""
     name = normalise_url(url).database
-    engine = _admin_engine(server_url)
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        engine.dispose()
+    _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager

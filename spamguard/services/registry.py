@@ -8,7 +8,7 @@ when two processes promote at once; the loser gets a :class:`RegistryError`.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from spamguard.errors import RegistryError, VersionNotFoundError
-from spamguard.models import ModelVersion, utcnow
+from spamguard.models import ModelVersion
+from spamguard.sqltypes import as_utc, utcnow
 
 REGISTRABLE_STATUSES = ("candidate", "rejected", "active")
 HEADLINE_METRICS = ("spam_f1", "mcc", "ham_fpr")
@@ -47,7 +48,7 @@ def _parse_time(value: str, path: Path) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
         raise RegistryError(f"{path}: created_at {value!r} is not an ISO timestamp") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return as_utc(parsed)
 
 
 def register_version(

@@ -1,0 +1,58 @@
+"""Column types and constraint builders shared by :mod:`spamguard.models`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import CheckConstraint, DateTime, Index, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Return ``value`` in UTC, taking a naive datetime to be UTC already."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A DateTime stored as UTC and always returned timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return as_utc(value)
+
+
+def one_of(column: str, values: tuple[str, ...], *, nullable: bool = False) -> CheckConstraint:
+    """Build a CHECK constraint, named ``ck_<table>_<column>``, allowing only ``values``."""
+    allowed = ", ".join(f"'{value}'" for value in values)
+    sql = f'"{column}" IN ({allowed})'  # quoted: "trigger" is an SQL keyword
+    if nullable:
+        sql = f'"{column}" IS NULL OR {sql}'
+    return CheckConstraint(sql, name=column)
+
+
+def unique_where(name: str, column: str, *, sqlite: str, postgresql: str) -> Index:
+    """Build a partial unique index (the predicate is spelled per dialect)."""
+    return Index(
+        name, column, unique=True, sqlite_where=text(sqlite), postgresql_where=text(postgresql)
+    )
