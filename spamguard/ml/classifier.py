@@ -1,0 +1,158 @@
+"""A trained model version: load it from its directory, classify texts, save it.
+
+A version directory holds ``head.safetensors`` (the head's weights, never a pickle),
+``model.json`` (everything needed to rebuild the inputs exactly as in training, plus data
+hashes, metrics and library versions) and the report files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from spamguard.errors import ModelError
+from spamguard.ml.backbone import Backbone, load_backbone
+from spamguard.ml.embeddings import CachedEncoder
+from spamguard.ml.features import FEATURE_NAMES, message_features
+from spamguard.ml.head import BertArch
+
+LABEL_MAP = {0: "ham", 1: "spam"}
+WEIGHTS_FILE = "head.safetensors"
+METADATA_FILE = "model.json"
+
+
+def build_inputs(encoder: CachedEncoder, texts: Sequence[str], features: Sequence[str],
+                 progress: bool | None = None) -> np.ndarray:
+    """Head inputs for ``texts``: pooled embedding, then the message features if any.
+
+    Training and serving both call this, so preprocessing is written once.
+    """
+    embeddings = encoder(texts, progress=progress)
+    if not features:
+        return embeddings
+    if tuple(features) != FEATURE_NAMES:
+        raise ModelError(f"model expects features {list(features)}, this spamguard computes "
+                         f"{list(FEATURE_NAMES)}: retrain the model")
+    return np.concatenate([embeddings, message_features(texts)], axis=1)
+
+
+def read_metadata(directory: str | Path) -> dict[str, Any]:
+    """Read ``model.json`` of a version directory."""
+    path = Path(directory) / METADATA_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{directory} is not a model version (no {METADATA_FILE})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: unreadable model metadata ({exc})") from None
+
+
+class SpamClassifier:
+    """Frozen backbone + trained head + the settings that link them."""
+
+    def __init__(self, *, backbone: Backbone, head: BertArch, metadata: dict[str, Any],
+                 cache_root: str | Path | None = None, batch_size: int = 32):
+        self.backbone, self.head, self.metadata = backbone, head, metadata
+        self.head.eval()
+        self.encoder = CachedEncoder(backbone, cache_root, pooling=metadata["pooling"],
+                                     max_length=metadata["max_length"], batch_size=batch_size)
+
+    @property
+    def version(self) -> str:
+        return self.metadata.get("version", "")
+
+    @property
+    def threshold(self) -> float:
+        return float(self.metadata["threshold"])
+
+    @classmethod
+    def load(cls, directory: str | Path, *, backbone: Backbone | None = None,
+             cache_root: str | Path | None = None, batch_size: int = 32) -> SpamClassifier:
+        """Load a version directory.
+
+        Args:
+            directory: the version's folder.
+            backbone: an already loaded backbone to reuse (its hash must match).
+            cache_root: folder of the embedding cache (None: no cache).
+            batch_size: texts per backbone forward pass.
+
+        Raises:
+            ModelError: the folder is not a complete version, or the backbone's weights
+                differ from those the head was trained on.
+        """
+        directory = Path(directory)
+        metadata = read_metadata(directory)
+        expected = metadata["backbone"]
+        backbone = backbone or load_backbone(expected.get("location") or expected["name"])
+        if backbone.hash != expected["hash"]:
+            raise ModelError(
+                f"backbone mismatch for model {metadata.get('version', directory)}: it was "
+                f"trained on {expected['name']} with weights {expected['hash'][:12]}, but the "
+                f"loaded backbone's weights are {backbone.hash[:12]}")
+        try:
+            state = load_file(str(directory / WEIGHTS_FILE))
+        except (FileNotFoundError, OSError) as exc:
+            raise ModelError(f"{directory}: cannot read {WEIGHTS_FILE} ({exc})") from None
+        head = BertArch(metadata["input_dim"], **metadata.get("head", {}))
+        head.load_state_dict(state)
+        return cls(backbone=backbone, head=head, metadata=metadata, cache_root=cache_root,
+                   batch_size=batch_size)
+
+    def inputs(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
+        """Head inputs (embedding + features) for ``texts``."""
+        return build_inputs(self.encoder, texts, self.metadata.get("features", []), progress)
+
+    def predict_proba(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
+        """Spam probability of each text, in order.
+
+        Args:
+            texts: messages.
+            progress: show a progress bar (None: only when long and on a terminal).
+
+        Returns:
+            float array of shape (len(texts),) with values in [0, 1].
+        """
+        if not len(texts):
+            return np.zeros(0, dtype=np.float64)
+        return self.proba_from_inputs(self.inputs(texts, progress))
+
+    def proba_from_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """Spam probability from precomputed head inputs."""
+        with torch.inference_mode():
+            log_probs = self.head(torch.from_numpy(np.asarray(inputs, dtype=np.float32)))
+        return log_probs[:, 1].exp().double().numpy()
+
+    def classify(self, texts: Sequence[str], progress: bool | None = None) -> list[dict]:
+        """``{"text", "label", "spam_probability"}`` for each text, in order."""
+        probs = self.predict_proba(texts, progress)
+        return [{"text": t, "label": self.label_for(p), "spam_probability": round(float(p), 6)}
+                for t, p in zip(texts, probs, strict=True)]
+
+    def label_for(self, probability: float) -> str:
+        """``"spam"`` at or above the version's threshold, else ``"ham"``."""
+        return LABEL_MAP[int(probability >= self.threshold)]
+
+    def save(self, directory: str | Path, extra_files: dict[str, Path] | None = None) -> Path:
+        """Write the version to ``directory`` atomically (temporary folder, then rename)."""
+        directory = Path(directory)
+        tmp = directory.parent / f".tmp-{directory.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        state = {k: v.contiguous() for k, v in self.head.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE))
+        (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2, sort_keys=True),
+                                         encoding="utf-8")
+        for name, path in (extra_files or {}).items():
+            shutil.copyfile(path, tmp / name)
+        if directory.exists():
+            raise ModelError(f"{directory} already exists")
+        os.replace(tmp, directory)
+        return directory

@@ -1,0 +1,64 @@
+"""Evaluate a saved model version on a labelled file, beside the TF-IDF baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from spamguard.errors import ModelError
+from spamguard.ml import report as reporting
+from spamguard.ml.baseline import TfidfSvmBaseline
+from spamguard.ml.classifier import SpamClassifier
+from spamguard.ml.data import LabelledData, data_hash, dedupe, load_labelled, split
+
+
+def stored_report(directory: Path) -> tuple[str, Path]:
+    """The summary and Markdown path of the report written when the version was trained."""
+    path = Path(directory) / "report.json"
+    if not path.exists():
+        raise ModelError(f"{directory} has no report.json")
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    return (reporting.render_summary(stored["model"], stored.get("baseline")),
+            Path(directory) / "report.md")
+
+
+def training_split(metadata: dict) -> LabelledData | None:
+    """Rebuild the version's training split from its recorded source, if still identical."""
+    data_info = metadata.get("data", {})
+    source = Path(data_info.get("source") or "")
+    if not source.is_file():
+        return None
+    data = load_labelled(source)
+    if data_hash(data) != data_info.get("hash"):
+        return None
+    unique, _ = dedupe(data)
+    return split(unique, seed=metadata.get("config", {}).get("split_seed", 2018)).train
+
+
+def evaluate_version(directory: Path, data_path: Path, out: Path) -> tuple[str, Path]:
+    """Score ``data_path`` with the version and (when its training data is at hand) the
+    baseline trained on the same training split; write the report to ``out``.
+
+    Returns:
+        The terminal summary and the path of ``report.md``.
+    """
+    classifier = SpamClassifier.load(directory)
+    test = load_labelled(data_path)
+    scores = classifier.predict_proba(test.texts)
+    model_eval = reporting.evaluate(test.labels, scores, classifier.threshold)
+    train = training_split(classifier.metadata)
+    baseline_eval = baseline_scores = None
+    if train is not None:
+        baseline = TfidfSvmBaseline(random_state=classifier.metadata.get("seed", 0))
+        baseline_scores = baseline.fit(train.texts, train.labels).decision_function(test.texts)
+        baseline_eval = reporting.evaluate(test.labels, baseline_scores, 0.0,
+                                           probabilities=False)
+    info = {"model version": classifier.version, "evaluated on": str(data_path),
+            "messages": len(test),
+            "baseline": "trained on the version's training split" if train is not None
+            else "not shown: the version's training data is no longer at its recorded path"}
+    files = reporting.write_report(
+        out, title=f"spamguard model {classifier.version} on {data_path.name}",
+        model=model_eval, baseline=baseline_eval, y_true=test.labels, model_scores=scores,
+        baseline_scores=baseline_scores, info=info)
+    return reporting.render_summary(model_eval, baseline_eval), files["markdown"]

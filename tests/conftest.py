@@ -1,0 +1,6 @@
+"""Shared pytest setup: fixtures live in one plugin module per area."""
+
+pytest_plugins = [
+    "tests.fixtures_ml",
+    "tests.fixtures_db",
+]

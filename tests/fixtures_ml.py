@@ -1,0 +1,1 @@
+"""ML fixtures (tiny random BERT, sample data)."""
