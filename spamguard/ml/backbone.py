@@ -94,6 +94,7 @@ def load_backbone(name: str | None = None) -> Backbone:
 
     display, location = resolve(name)
     hf_logging.set_verbosity_error()  # "some weights unused" is expected for encoders
+    hf_logging.disable_progress_bar()  # a bar for a sub-second weight load is noise
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModel.from_pretrained(location)
