@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures_ml",
     "tests.fixtures_db",
+    "tests.fixtures_app",
 ]
