@@ -22,7 +22,7 @@ from spamguard.errors import DataError
 LABELS = {"ham": 0, "spam": 1, "0": 0, "1": 1}
 LABEL_NAMES = ("ham", "spam")
 TEXT_HEADERS = {"text", "message", "body", "sms"}
-LABEL_HEADERS = {"label", "class", "category", "spam"}
+LABEL_HEADERS = {"label", "class", "category", "is_spam"}
 
 _PUNCT = re.compile(r"[^\w\s]+")
 _DIGITS = re.compile(r"\d+")
@@ -225,11 +225,24 @@ class Split:
     test: LabelledData
 
 
+MIN_PER_CLASS = 5
+
+
+def check_trainable(data: LabelledData, source: str = "data") -> None:
+    """Refuse data with too few messages of a class to split and train on."""
+    counts = data.counts()
+    for name in LABEL_NAMES:
+        if counts[name] < MIN_PER_CLASS:
+            raise DataError(f"{source}: only {counts[name]} distinct {name} message(s) after "
+                            f"removing duplicates; need at least {MIN_PER_CLASS} of each class")
+
+
 def split(data: LabelledData, *, seed: int = 2018, train_size: float = 0.7) -> Split:
     """Stratified split: ``train_size`` for training, the rest halved into val and test.
 
     Call on deduplicated data, so no normalised text lands on both sides.
     """
+    check_trainable(data)
     index = np.arange(len(data))
     train_idx, rest_idx = train_test_split(
         index, train_size=train_size, random_state=seed, stratify=data.labels)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.classifier import LABEL_MAP, SpamClassifier, build_inputs
-from spamguard.ml.data import LabelledData, Split, data_hash, dedupe, split
+from spamguard.ml.data import LabelledData, Split, check_trainable, data_hash, dedupe, split
 from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.features import FEATURE_NAMES
 from spamguard.ml.head import BertArch
@@ -159,6 +159,7 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     timing: dict[str, float] = {}
     started = time.perf_counter()
     unique, stats = dedupe(data)
+    check_trainable(unique, data_source or "training data")
     parts = split(unique, seed=config.split_seed)
     if not isinstance(backbone, Backbone):
         backbone = load_backbone(backbone)

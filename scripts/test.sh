@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite. As root (CI, containers) it also installs and starts
+# PostgreSQL (so database tests run on both backends) and Chromium (browser tests);
+# otherwise those tests are skipped with a reason.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if [ "$(id -u)" = 0 ] && [ -z "${SPAMGUARD_TEST_POSTGRES_URL:-}" ]; then
+    eval "$(bash .ci/postgres.sh)"
+fi
+if [ "$(id -u)" = 0 ] && [ ! -x /usr/bin/chromium ]; then
+    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) >&2 \
+        || echo "chromium could not be installed: browser tests will be skipped" >&2
+fi
+export SPAMGUARD_ARTIFACTS="${SPAMGUARD_ARTIFACTS:-$(pwd)/artifacts/screenshots}"
+mkdir -p "$SPAMGUARD_ARTIFACTS"
+echo "browser test screenshots: $SPAMGUARD_ARTIFACTS"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+.venv/bin/python -m pytest "$@"

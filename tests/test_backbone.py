@@ -1,0 +1,34 @@
+"""Loading and freezing backbones of any hidden size, and their fingerprints."""
+
+import pytest
+
+from spamguard.errors import ModelError
+from spamguard.ml.backbone import load_backbone
+from tests.fixtures_ml import make_tiny_backbone_dir
+
+
+def test_backbone_is_frozen_and_in_eval_mode(tiny_backbone):
+    assert all(not p.requires_grad for p in tiny_backbone.model.parameters())
+    assert not tiny_backbone.model.training
+    assert tiny_backbone.hidden_size == 32
+
+
+def test_fingerprint_is_stable_and_weight_sensitive(tiny_backbone_dir, tmp_path):
+    again = load_backbone(str(tiny_backbone_dir))
+    other = load_backbone(str(make_tiny_backbone_dir(tmp_path / "other", seed=1)))
+    assert again.hash == load_backbone(str(tiny_backbone_dir)).hash
+    assert again.hash != other.hash
+
+
+def test_missing_backbone_is_one_clear_line(tmp_path):
+    with pytest.raises(ModelError) as info:
+        load_backbone(str(tmp_path / "no-such-model"))
+    message = str(info.value)
+    assert "cannot load backbone" in message and "\n" not in message
+
+
+@pytest.mark.integration
+def test_packaged_default_backbone_loads_offline():
+    backbone = load_backbone(None)
+    assert backbone.name == "all-MiniLM-L6-v2"
+    assert backbone.hidden_size == 384

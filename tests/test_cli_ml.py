@@ -1,0 +1,107 @@
+"""``spamguard train``, ``classify`` and ``report`` from the command line."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from spamguard.cli import build_cli
+from tests.fixtures_ml import sample_data
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, tiny_backbone_dir):
+    """An instance folder with one model trained through the CLI."""
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "train.tsv"
+    sample = sample_data()
+    data.write_text("".join(f"{'spam' if y else 'ham'}\t{t}\n"
+                            for t, y in zip(sample.texts, sample.labels, strict=True)))
+    env = {"SPAMGUARD_HOME": str(root / "instance"), "SPAMGUARD_DATABASE_URL": ""}
+    result = CliRunner().invoke(build_cli(), ["train", "--data", str(data), "--backbone",
+                                              str(tiny_backbone_dir), "--epochs", "3"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "TF-IDF + SVM" in result.output and "(active)" in result.output
+    return env, root
+
+
+def run(env, args, input=None):
+    return CliRunner().invoke(build_cli(), args, env=env, input=input)
+
+
+def test_classify_stdin_writes_json_lines_in_order(home):
+    env, _ = home
+    texts = ["WIN a free prize now, call 09061701461", "see you at lunch", "ok"]
+    result = run(env, ["classify", "-"], input="\n".join(texts) + "\n")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["text"] for r in rows] == texts
+    for row in rows:
+        assert set(row) == {"text", "label", "spam_probability"}
+        assert row["label"] in {"spam", "ham"} and 0.0 <= row["spam_probability"] <= 1.0
+
+
+def test_classify_csv_with_text_column(home, tmp_path):
+    env, _ = home
+    source = tmp_path / "in.csv"
+    source.write_text('id,text\n1,"hello, friend"\n2,WIN NOW\n')
+    result = run(env, ["classify", str(source)])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(x)["text"] for x in result.output.splitlines()] == [
+        "hello, friend", "WIN NOW"]
+
+
+def test_classify_with_explicit_model_dir(home):
+    env, root = home
+    version_dir = next((root / "instance" / "models").iterdir())
+    result = run(env, ["classify", "--model", str(version_dir), "-"], input="hi\n")
+    assert result.exit_code == 0 and json.loads(result.output)["text"] == "hi"
+
+
+def test_report_shows_stored_and_new_reports(home, tmp_path):
+    env, root = home
+    shown = run(env, ["report"])
+    assert shown.exit_code == 0 and "spam F1" in shown.output
+    test_file = tmp_path / "test.tsv"
+    test_file.write_text("spam\tFREE prize!! call 09061701461 now\nham\tlunch at 1?\n")
+    made = run(env, ["report", "--data", str(test_file), "--out", str(tmp_path / "rep")])
+    assert made.exit_code == 0, made.output
+    assert (tmp_path / "rep" / "report.md").exists()
+    assert (tmp_path / "rep" / "confusion_matrix.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "{bad}"], "unknown label"),
+    (["train", "--data", "{tiny}"], "need at least 5 of each class"),
+    (["classify", "--model", "no-such-version", "-"], "no-such-version"),
+    (["train", "--data", "{good}", "--backbone", "/nonexistent/model"],
+     "cannot load backbone"),
+])
+def test_user_errors_are_one_line_and_non_zero(tmp_path, args, message):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("ham\thi\nmeh\tthere\n")
+    good = tmp_path / "good.tsv"
+    good.write_text("".join(f"ham\thello number {i}\nspam\tWIN prize {i}\n" for i in "abcdefgh"))
+    tiny = tmp_path / "tiny.tsv"
+    tiny.write_text("ham\thi\nspam\tWIN\n")
+    args = [a.format(bad=bad, good=good, tiny=tiny) for a in args]
+    env = {"SPAMGUARD_HOME": str(tmp_path / "instance"), "SPAMGUARD_DATABASE_URL": ""}
+    result = run(env, args, input="hi\n")
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_classify_without_any_model_says_what_to_do(tmp_path):
+    env = {"SPAMGUARD_HOME": str(tmp_path / "instance"), "SPAMGUARD_DATABASE_URL": ""}
+    result = run(env, ["classify", "-"], input="hi\n")
+    assert result.exit_code != 0
+    assert "spamguard train" in result.output
+
+
+def test_default_data_path_is_the_shipped_file():
+    from spamguard.cli.ml_commands import DEFAULT_DATA
+
+    assert Path(DEFAULT_DATA).is_file()

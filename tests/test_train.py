@@ -1,0 +1,105 @@
+"""Head training, threshold choice, determinism and the version directory it writes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from spamguard.ml.classifier import SpamClassifier
+from spamguard.ml.head import BertArch
+from spamguard.ml.threshold import choose_threshold
+from spamguard.ml.train import TrainConfig, class_weights, train_model
+from tests.fixtures_ml import make_tiny_backbone_dir, sample_data
+
+
+def test_head_shape_follows_input_and_outputs_log_probs():
+    head = BertArch(40).eval()
+    out = head(torch.randn(5, 40))
+    assert out.shape == (5, 2)
+    torch.testing.assert_close(out.exp().sum(1), torch.ones(5))
+
+
+def test_class_weights_are_balanced():
+    weights = class_weights(np.array([0] * 87 + [1] * 13))
+    assert weights[1] > weights[0]
+    assert float(weights[0] * 87 + weights[1] * 13) == pytest.approx(100)
+
+
+def test_threshold_respects_fpr_budget():
+    labels = np.array([0] * 100 + [1] * 10)
+    scores = np.concatenate([np.linspace(0, 0.6, 100), np.linspace(0.5, 1, 10)])
+    threshold, info = choose_threshold(labels, scores, max_ham_fpr=0.0)
+    assert ((scores >= threshold) & (labels == 0)).sum() == 0
+    assert info["val_ham_fpr"] == 0.0
+    loose, _ = choose_threshold(labels, scores, max_ham_fpr=0.05)
+    assert loose <= threshold
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_backbone):
+    root = tmp_path_factory.mktemp("train")
+    result = train_model(sample_data(), models_dir=root / "models", cache_root=root / "cache",
+                         backbone=tiny_backbone, config=TrainConfig(epochs=4),
+                         data_source="sample", progress=False)
+    return root, result
+
+
+def test_version_directory_contents(trained):
+    _, result = trained
+    names = {p.name for p in result.directory.iterdir()}
+    assert {"head.safetensors", "model.json", "report.json", "report.md", "pr_curve.png",
+            "confusion_matrix.png"} <= names
+    assert not any(p.suffix in {".pt", ".pkl", ".bin"} for p in result.directory.iterdir())
+    meta = json.loads((result.directory / "model.json").read_text())
+    for key in ("backbone", "pooling", "max_length", "features", "threshold", "label_map",
+                "data", "seed", "versions", "timing", "metrics"):
+        assert key in meta
+    assert meta["backbone"]["hidden_size"] == 32
+    assert meta["data"]["counts"]["input"]["total"] == len(sample_data())
+    assert set(meta["metrics"]) == {"test", "val", "baseline_test"}
+    report = (result.directory / "report.md").read_text()
+    assert "TF-IDF" in report and "duplicates removed" in report
+
+
+def test_same_data_and_settings_give_the_same_model(trained, tiny_backbone):
+    root, first = trained
+    second = train_model(sample_data(), models_dir=root / "models2", cache_root=root / "cache",
+                         backbone=tiny_backbone, config=TrainConfig(epochs=4), progress=False)
+    a = first.classifier.head.state_dict()
+    b = second.classifier.head.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert second.metadata["threshold"] == first.metadata["threshold"]
+    assert second.metadata["timing"]["backbone_texts_embedded"] == 0  # warm cache
+
+
+def test_save_load_round_trip(trained, tiny_backbone):
+    _, result = trained
+    texts = ["WIN a £500 prize, call 09061701461", "see you at lunch"]
+    loaded = SpamClassifier.load(result.directory, backbone=tiny_backbone)
+    np.testing.assert_allclose(loaded.predict_proba(texts),
+                               result.classifier.predict_proba(texts), atol=1e-6)
+    assert loaded.threshold == result.metadata["threshold"]
+
+
+def test_load_refuses_a_different_backbone(trained, tmp_path):
+    from spamguard.errors import ModelError
+    from spamguard.ml.backbone import load_backbone
+
+    _, result = trained
+    other = load_backbone(str(make_tiny_backbone_dir(tmp_path / "other", seed=7)))
+    with pytest.raises(ModelError, match="backbone mismatch"):
+        SpamClassifier.load(result.directory, backbone=other)
+
+
+def test_hidden_size_768_backbone_trains_and_classifies(tmp_path):
+    from spamguard.ml.backbone import load_backbone
+
+    wide = load_backbone(str(make_tiny_backbone_dir(tmp_path / "wide", hidden_size=768)))
+    assert wide.hidden_size == 768
+    result = train_model(sample_data(2), models_dir=tmp_path / "models", cache_root=None,
+                         backbone=wide, config=TrainConfig(epochs=2), progress=False)
+    assert result.metadata["input_dim"] == 768 + len(result.metadata["features"])
+    loaded = SpamClassifier.load(result.directory)  # loads the backbone by its recorded path
+    assert len(loaded.classify(["hello"])) == 1
