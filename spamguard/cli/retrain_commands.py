@@ -1,0 +1,109 @@
+"""``spamguard retrain`` and ``spamguard evalset``: thin wrappers over the retrain services."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+from sqlalchemy.orm import Session, sessionmaker
+
+from spamguard.cli.context import CliContext, pass_ctx
+from spamguard.db import make_session_factory, open_database, session_scope
+from spamguard.models import RUN_TRIGGERS
+
+
+@contextmanager
+def session_factory_for(ctx: CliContext) -> Iterator[sessionmaker[Session]]:
+    """Yield a session factory on a current schema (a new SQLite file is created)."""
+    engine = open_database(ctx.settings.resolved_database_url, create_if_empty=True)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+def _stop_on_sigterm() -> None:
+    """Turn SIGTERM (systemd stop, timeouts) into SystemExit so the run records it."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def register(cli: click.Group) -> None:
+    """Add ``retrain`` and the ``evalset`` group to ``cli``."""
+    from spamguard.services.retrain import GATE_METRICS
+
+    @cli.command("retrain")
+    @click.option("--force", is_flag=True,
+                  help="Train even with few new reviews, and promote whatever the comparison.")
+    @click.option("--dry-run", is_flag=True, help="Train and report, never promote.")
+    @click.option("--trigger", type=click.Choice(RUN_TRIGGERS), default="cli",
+                  show_default=True, help="Who started the run (recorded).")
+    @click.option("--min-new-reviews", type=click.IntRange(0), default=None,
+                  help="Skip when fewer reviews are new since the last run "
+                       "[default: SPAMGUARD_RETRAIN_MIN_NEW_REVIEWS or 20].")
+    @click.option("--margin", type=click.FloatRange(0, 1), default=None,
+                  help="How much worse on the metric the candidate may be "
+                       "[default: SPAMGUARD_RETRAIN_MARGIN or 0].")
+    @click.option("--metric", type=click.Choice(GATE_METRICS), default=None,
+                  help="Metric compared on the evaluation set [default: mcc].")
+    @pass_ctx
+    def retrain_command(ctx: CliContext, force: bool, dry_run: bool, trigger: str,
+                        min_new_reviews: int | None, margin: float | None,
+                        metric: str | None) -> None:
+        """Train a candidate from base data + reviews; promote it if it is not worse.
+
+        Exit codes: 0 promoted, skipped or dry run; 1 failed; 2 needs a fix (data,
+        settings); 3 rejected; 4 another run holds the lock.
+        """
+        from spamguard.cli.ml_commands import _quiet_transformers
+        from spamguard.services.retrain import run_retrain
+
+        _quiet_transformers()
+        _stop_on_sigterm()
+        with session_factory_for(ctx) as factory:
+            outcome = run_retrain(
+                session_factory=factory, settings=ctx.settings, force=force, dry_run=dry_run,
+                trigger=trigger, min_new_reviews=min_new_reviews, margin=margin,
+                metric=metric, log=lambda line: click.echo(line, err=True))
+        click.echo(outcome.summary)
+        sys.exit(outcome.exit_code)
+
+    @cli.group("evalset")
+    def evalset_group() -> None:
+        """The fixed evaluation set retraining compares models on."""
+
+    @evalset_group.command("show")
+    @pass_ctx
+    def show_command(ctx: CliContext) -> None:
+        """Print the evaluation set's size by label and source."""
+        from spamguard.services.evalset import load_evalset
+
+        with session_factory_for(ctx) as factory, session_scope(factory) as session:
+            click.echo(load_evalset(session).describe())
+
+    @evalset_group.command("add")
+    @click.option("--message-id", "message_ids", type=int, multiple=True,
+                  help="A reviewed message to add (repeatable).")
+    @click.option("--from-reviews", "count", type=click.IntRange(0), default=0,
+                  help="Also add this many other reviewed messages, chosen at random.")
+    @pass_ctx
+    def add_command(ctx: CliContext, message_ids: tuple[int, ...], count: int) -> None:
+        """Add reviewed messages to the evaluation set (they are no longer trained on)."""
+        from spamguard.ml.data import load_labelled
+        from spamguard.services.evalset import add_reviewed, ensure_evalset, load_evalset
+
+        if not message_ids and not count:
+            raise click.UsageError("give --message-id ID or --from-reviews N")
+        settings = ctx.settings
+        with session_factory_for(ctx) as factory, session_scope(factory) as session:
+            # Choose the base part first, so added messages never stand in for it.
+            ensure_evalset(session=session, base=load_labelled(settings.base_data_path),
+                           fraction=settings.evalset_fraction)
+            added = add_reviewed(session=session, message_ids=message_ids, count=count)
+            click.echo(f"added {added} reviewed message(s); {load_evalset(session).describe()}")

@@ -1,0 +1,148 @@
+"""The fixed evaluation set: chosen once, stored in ``eval_examples``, never trained on.
+
+Every candidate and the active model are scored on these same messages, so their numbers
+compare. The set is a seeded, stratified sample of the deduplicated base data, made on the
+first retraining; afterwards it only grows, by an explicit ``spamguard evalset add``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from spamguard.errors import DataError
+from spamguard.ml.data import LABEL_NAMES, LabelledData, dedupe, text_hash
+from spamguard.models import EvalExample
+from spamguard.services.training_data import LABEL_IDS, latest_reviews
+
+EVALSET_SEED = 2018
+
+
+@dataclass
+class EvalSet:
+    """The stored evaluation messages, in insertion order."""
+
+    texts: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    hashes: set[str] = field(default_factory=set)
+    sources: Counter = field(default_factory=Counter)
+    created_at: datetime | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def as_data(self) -> LabelledData:
+        """Return the set as labelled data."""
+        return LabelledData(list(self.texts), np.asarray(self.labels, dtype=np.int64))
+
+    def counts(self) -> dict[str, int]:
+        """Count messages by label and source."""
+        spam = sum(self.labels)
+        return {"total": len(self), "spam": spam, "ham": len(self) - spam,
+                **{f"from_{source}": n for source, n in sorted(self.sources.items())}}
+
+    def describe(self) -> str:
+        """One line for the terminal and reports."""
+        c = self.counts()
+        if not len(self):
+            return "evaluation set: empty (the first `spamguard retrain` chooses it)"
+        since = f", chosen {self.created_at:%Y-%m-%d}" if self.created_at else ""
+        return (f"evaluation set: {c['total']} messages ({c['spam']} spam, {c['ham']} ham; "
+                f"{c.get('from_base', 0)} from base data, {c.get('from_review', 0)} from "
+                f"reviews{since})")
+
+
+def load_evalset(session: Session) -> EvalSet:
+    """Read the stored evaluation set (empty when none was chosen yet)."""
+    evalset = EvalSet()
+    for row in session.scalars(select(EvalExample).order_by(EvalExample.id)):
+        evalset.texts.append(row.text)
+        evalset.labels.append(LABEL_IDS[row.label])
+        evalset.hashes.add(row.text_hash)
+        evalset.sources[row.source] += 1
+        evalset.created_at = evalset.created_at or row.added_at
+    return evalset
+
+
+def choose_from_base(base: LabelledData, fraction: float, *,
+                     seed: int = EVALSET_SEED) -> LabelledData:
+    """Return a seeded stratified sample of the deduplicated ``base`` (``fraction`` of it)."""
+    unique, _ = dedupe(base)
+    if not 0 < fraction < 1:
+        raise DataError(f"evaluation set fraction must be between 0 and 1, got {fraction}")
+    try:
+        _, chosen = train_test_split(np.arange(len(unique)), test_size=fraction,
+                                     random_state=seed, stratify=unique.labels)
+    except ValueError as exc:
+        raise DataError(f"cannot choose an evaluation set from {len(unique)} base messages "
+                        f"({unique.counts()['spam']} spam): {exc}") from None
+    return unique.subset(sorted(chosen))
+
+
+def _insert(session: Session, texts: Sequence[str], labels: Sequence[int], source: str,
+            known: set[str]) -> int:
+    """Add the texts whose normalised form is not in ``known``; return how many."""
+    added = 0
+    for text, label in zip(texts, labels, strict=True):
+        key = text_hash(text)
+        if key in known:
+            continue
+        known.add(key)
+        session.add(EvalExample(text_hash=key, text=text, label=LABEL_NAMES[int(label)],
+                                source=source))
+        added += 1
+    session.flush()
+    return added
+
+
+def ensure_evalset(*, session: Session, base: LabelledData, fraction: float,
+                   seed: int = EVALSET_SEED) -> tuple[EvalSet, bool]:
+    """Return the evaluation set, choosing it from ``base`` if none exists yet.
+
+    Returns:
+        The set and whether it was created now. The caller commits.
+    """
+    evalset = load_evalset(session)
+    if len(evalset):
+        return evalset, False
+    chosen = choose_from_base(base, fraction, seed=seed)
+    if min(chosen.counts()["spam"], chosen.counts()["ham"]) < 1:
+        raise DataError("the evaluation set needs spam and ham: add more base data")
+    _insert(session, chosen.texts, chosen.labels.tolist(), "base", set())
+    return load_evalset(session), True
+
+
+def add_reviewed(*, session: Session, message_ids: Sequence[int] = (), count: int = 0,
+                 seed: int = EVALSET_SEED) -> int:
+    """Add reviewed messages to the evaluation set (they leave the training data).
+
+    Args:
+        session: database session (the caller commits).
+        message_ids: these reviewed messages, by id.
+        count: also this many other reviewed messages not yet in the set, chosen at random
+            with ``seed``.
+
+    Returns:
+        How many messages were added (texts already in the set are not added twice).
+    """
+    known = load_evalset(session).hashes
+    reviewed = {r.message_id: r for r in latest_reviews(session)}
+    missing = [i for i in message_ids if i not in reviewed]
+    if missing:
+        raise DataError(f"message(s) {', '.join(map(str, missing))} have no review")
+    picked = [reviewed[i] for i in message_ids]
+    if count:
+        chosen_ids = set(message_ids)
+        pool = [r for r in reviewed.values()
+                if r.message_id not in chosen_ids and text_hash(r.text) not in known]
+        picked += random.Random(seed).sample(pool, min(count, len(pool)))
+    return _insert(session, [r.text for r in picked], [LABEL_IDS[r.label] for r in picked],
+                   "review", known)

@@ -1,0 +1,167 @@
+"""Named leases in the ``locks`` table, so one retraining runs at a time across machines.
+
+A lease has an owner (``host:pid:token``) and an expiry. Another process may take it over
+when it has expired, or when its owner ran on the same host and that process is gone (a
+``kill -9`` leaves the row behind). Every change is a single conditional INSERT, UPDATE or
+DELETE in its own transaction, which is atomic on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from spamguard.errors import LockHeldError, LockLostError
+from spamguard.models import Lock
+from spamguard.sqltypes import as_utc, utcnow
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a lease: host name, process id and a random token for this acquisition."""
+
+    host: str
+    pid: int
+    token: str
+
+    @classmethod
+    def current(cls) -> Owner:
+        """Return an owner for this process (a fresh token each time)."""
+        return cls(socket.gethostname(), os.getpid(), secrets.token_hex(4))
+
+    @classmethod
+    def parse(cls, text: str) -> Owner | None:
+        """Read ``host:pid:token`` back (None for an owner written by something else)."""
+        parts = text.rsplit(":", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
+            return None
+        host, pid, token = parts
+        return cls(host, int(pid), token)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid}:{self.token}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Return True if process ``pid`` exists on this host and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        # The state letter follows the parenthesised command name, which may hold spaces.
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def is_stale(lock: Lock, *, now: datetime | None = None) -> bool:
+    """Return True if ``lock`` may be taken over: expired, or its local owner is dead."""
+    now = now or utcnow()
+    if as_utc(lock.expires_at) <= now:
+        return True
+    owner = Owner.parse(lock.owner)
+    return (owner is not None and owner.host == socket.gethostname()
+            and not pid_alive(owner.pid))
+
+
+class Lease:
+    """A held lock: renew it while working, release it when done (or use ``with``)."""
+
+    def __init__(self, session_factory: sessionmaker[Session], name: str, owner: Owner,
+                 ttl: float, *, took_over: str | None = None) -> None:
+        self.session_factory, self.name, self.owner, self.ttl = session_factory, name, owner, ttl
+        self.took_over = took_over  # the stale owner this lease replaced, if any
+
+    def renew(self) -> None:
+        """Push the expiry ``ttl`` seconds ahead; raise LockLostError if no longer ours."""
+        with self.session_factory() as session, session.begin():
+            result = session.execute(
+                update(Lock).where(Lock.name == self.name, Lock.owner == str(self.owner))
+                .values(expires_at=utcnow() + timedelta(seconds=self.ttl)))
+        if result.rowcount != 1:
+            raise LockLostError(f"lock {self.name!r} was taken over by another process")
+
+    def release(self) -> None:
+        """Drop the lock if this process still holds it."""
+        with self.session_factory() as session, session.begin():
+            session.execute(delete(Lock).where(Lock.name == self.name,
+                                               Lock.owner == str(self.owner)))
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
+def _try_insert(session_factory: sessionmaker[Session], name: str, owner: Owner,
+                ttl: float) -> bool:
+    """Insert the lock row; False when a row with that name exists."""
+    now = utcnow()
+    try:
+        with session_factory() as session, session.begin():
+            session.add(Lock(name=name, owner=str(owner), acquired_at=now,
+                             expires_at=now + timedelta(seconds=ttl)))
+    except IntegrityError:
+        return False
+    return True
+
+
+def _try_take_over(session_factory: sessionmaker[Session], name: str, owner: Owner,
+                   ttl: float) -> tuple[bool, str | None]:
+    """Replace a stale row (compare-and-swap on its owner and expiry).
+
+    Returns:
+        (taken, previous owner); previous owner is None when the row vanished meanwhile.
+    """
+    with session_factory() as session, session.begin():
+        current = session.get(Lock, name)
+        if current is None:
+            return False, None
+        if not is_stale(current):
+            raise LockHeldError(describe_holder(current))
+        now, previous = utcnow(), current.owner
+        result = session.execute(
+            update(Lock).where(Lock.name == name, Lock.owner == previous,
+                               Lock.expires_at == current.expires_at)
+            .values(owner=str(owner), acquired_at=now, expires_at=now + timedelta(seconds=ttl))
+            .execution_options(synchronize_session=False))
+        return result.rowcount == 1, previous
+
+
+def describe_holder(lock: Lock) -> str:
+    """One line naming who holds ``lock`` and until when."""
+    owner = Owner.parse(lock.owner)
+    who = f"pid {owner.pid} on {owner.host}" if owner else lock.owner
+    since = as_utc(lock.acquired_at)
+    return (f"lock {lock.name!r} is held by {who} since {since:%Y-%m-%d %H:%M:%S} UTC "
+            f"(expires {as_utc(lock.expires_at):%H:%M:%S} UTC)")
+
+
+def acquire(*, session_factory: sessionmaker[Session], name: str, ttl: float,
+            owner: Owner | None = None) -> Lease:
+    """Take the lock ``name`` for ``ttl`` seconds, taking over a stale holder.
+
+    Raises:
+        LockHeldError: a live process holds it.
+    """
+    owner = owner or Owner.current()
+    for _ in range(3):  # a row may vanish or change between our reads; retry briefly
+        if _try_insert(session_factory, name, owner, ttl):
+            return Lease(session_factory, name, owner, ttl)
+        taken, previous = _try_take_over(session_factory, name, owner, ttl)
+        if taken:
+            return Lease(session_factory, name, owner, ttl, took_over=previous)
+    raise LockHeldError(f"lock {name!r} is changing hands too fast; try again")

@@ -1,0 +1,232 @@
+"""``spamguard retrain``: turn moderators' reviews into a candidate model and promote it
+only if it is not worse than the active one on the fixed evaluation set.
+
+Fault safety rests on three rules: one run at a time (the ``retrain`` lock); a version
+directory is complete before the database hears of it (``train_model`` writes a temporary
+folder and renames it); and registering, promoting and finishing the run's row happen in one
+transaction. A run killed anywhere leaves the active model as it was; the next run marks
+the dead run failed and removes its temporary folders.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from spamguard.config import Settings
+from spamguard.errors import LockHeldError, SpamguardError
+from spamguard.models import RUN_TRIGGERS, TrainingRun
+from spamguard.services import locks
+from spamguard.services.retrain_steps import (
+    Candidate,
+    Gate,
+    Snapshot,
+    clean_leftovers,
+    decide,
+    evaluate_and_report,
+    prepare_data,
+    record_versions,
+    take_snapshot,
+    train_candidate,
+)
+from spamguard.sqltypes import utcnow
+
+EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_REJECTED, EXIT_LOCKED = 0, 1, 2, 3, 4
+EXIT_CODES = {"promoted": EXIT_OK, "skipped": EXIT_OK, "dry_run": EXIT_OK,
+              "rejected": EXIT_REJECTED, "locked": EXIT_LOCKED}
+LOCK_NAME = "retrain"
+GATE_METRICS = ("mcc", "spam_f1", "accuracy", "roc_auc", "spam_precision", "spam_recall")
+PAUSE_ENV, PAUSE_SECONDS_ENV = "SPAMGUARD_TEST_PAUSE_AT", "SPAMGUARD_TEST_PAUSE_SECONDS"
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RetrainOutcome:
+    """How a run ended: what a scheduler, the CLI and the admin UI need."""
+
+    status: str  # promoted, rejected, skipped, dry_run, failed, locked
+    exit_code: int
+    summary: str  # one line
+    report_path: Path | None = None
+    run_id: int | None = None
+    candidate_version: str | None = None
+    active_version: str | None = None
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def checkpoint(stage: str, lease: locks.Lease | None, log: Callable[[str], None]) -> None:
+    """Renew the lock between stages; pause here when the test hook names ``stage``."""
+    if lease is not None:
+        lease.renew()
+    log(f"retrain: {stage}")
+    if os.environ.get(PAUSE_ENV) == stage:
+        # Test hook: a test kills the process here to prove a crash leaves the model intact.
+        log(f"retrain: paused at {stage} (pid {os.getpid()})")
+        time.sleep(float(os.environ.get(PAUSE_SECONDS_ENV, "60")))
+
+
+def run_retrain(*, session_factory: sessionmaker[Session], settings: Settings,
+                force: bool = False, dry_run: bool = False, trigger: str = "cli",
+                min_new_reviews: int | None = None, metric: str | None = None,
+                margin: float | None = None, progress: bool | None = None,
+                log: Callable[[str], None] | None = None) -> RetrainOutcome:
+    """Run one retraining: skip, or train a candidate, compare it and promote or reject it.
+
+    Args:
+        session_factory: sessions on a database whose schema is current.
+        settings: instance settings (models and cache folders, base data, retrain_*).
+        force: ignore the new-review minimum and promote whatever the comparison says.
+        dry_run: train and report, but never promote (the candidate stays a candidate).
+        trigger: who started the run: cli, cron or ui.
+        min_new_reviews, metric, margin: override the settings of the same name.
+        progress: tqdm bars while training (None: only on a terminal).
+        log: receives one line per stage (None: the module logger).
+
+    Returns:
+        The outcome; ``exit_code`` is 0 promoted/skipped/dry run, 3 rejected, 4 locked,
+        2 a problem the operator must fix, 1 any other failure.
+    """
+    if trigger not in RUN_TRIGGERS:
+        raise SpamguardError(f"trigger must be one of {', '.join(RUN_TRIGGERS)}")
+    metric = metric or settings.retrain_metric
+    if metric not in GATE_METRICS:
+        raise SpamguardError(f"metric must be one of {', '.join(GATE_METRICS)}")
+    settings = replace(
+        settings, retrain_metric=metric,
+        retrain_margin=settings.retrain_margin if margin is None else margin,
+        retrain_min_new_reviews=(settings.retrain_min_new_reviews if min_new_reviews is None
+                                 else min_new_reviews))
+    log = log or logger.info
+    try:
+        lease = locks.acquire(session_factory=session_factory, name=LOCK_NAME,
+                              ttl=settings.retrain_lock_ttl)
+    except LockHeldError as exc:
+        return RetrainOutcome("locked", EXIT_LOCKED, f"retrain: locked: {exc}")
+    with lease:
+        job = _Retrain(session_factory, settings, lease, log, force=force, dry_run=dry_run,
+                       progress=progress)
+        return job.run(trigger)
+
+
+class _Retrain:
+    """One run's state, so each step stays a short method."""
+
+    def __init__(self, session_factory: sessionmaker[Session], settings: Settings,
+                 lease: locks.Lease, log: Callable[[str], None], *, force: bool,
+                 dry_run: bool, progress: bool | None) -> None:
+        self.session_factory, self.settings, self.lease, self.log = (
+            session_factory, settings, lease, log)
+        self.force, self.dry_run, self.progress = force, dry_run, progress
+        self.counts: dict[str, Any] = {}
+        self.run_id: int | None = None
+
+    def run(self, trigger: str) -> RetrainOutcome:
+        """Clean up after dead runs, record this run, do it, and record how it ended."""
+        cleaned = clean_leftovers(session_factory=self.session_factory,
+                                  models_dir=self.settings.models_dir,
+                                  max_age_s=self.settings.retrain_lock_ttl)
+        if self.lease.took_over:
+            cleaned["lock_taken_over_from"] = self.lease.took_over
+        self.counts["cleanup"] = cleaned
+        self.run_id = self._start(trigger)
+        try:
+            outcome = self._work()
+        except SpamguardError as exc:
+            outcome = self._failed(str(exc), exc.exit_code)
+        except Exception as exc:  # any bug or I/O error: record it, never leave "running"
+            logger.exception("retrain failed")
+            outcome = self._failed(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+        except BaseException:  # Ctrl-C, SIGTERM (the CLI raises SystemExit): record and stop
+            self._finish(self._failed("interrupted", EXIT_FAILED))
+            raise
+        if outcome.status not in {"promoted", "rejected", "dry_run"}:
+            self._finish(outcome)  # the decision paths finish inside their transaction
+        return outcome
+
+    def _start(self, trigger: str) -> int:
+        with self.session_factory() as session, session.begin():
+            run = TrainingRun(trigger=trigger, status="running", started_at=utcnow(),
+                              pid=os.getpid(), host=socket.gethostname()[:255],
+                              counts=self.counts, summary="retrain: starting")
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def _work(self) -> RetrainOutcome:
+        checkpoint("snapshot", self.lease, self.log)
+        with self.session_factory() as session, session.begin():
+            snapshot = take_snapshot(session)
+            session.get(TrainingRun, self.run_id).active_version_id = snapshot.active_id
+        self.counts["new_reviews"] = snapshot.new_reviews
+        need = self.settings.retrain_min_new_reviews
+        if snapshot.active_id and not self.force and snapshot.new_reviews < need:
+            return self._outcome("skipped", f"retrain: skipped: {snapshot.new_reviews} new "
+                                 f"review(s) since the last run (need {need})")
+        checkpoint("data", self.lease, self.log)
+        training, evalset = prepare_data(session_factory=self.session_factory,
+                                         settings=self.settings, snapshot=snapshot)
+        self.counts.update(training=training.counts, eval_set=evalset.counts())
+        checkpoint("training", self.lease, self.log)
+        candidate = train_candidate(training, settings=self.settings, snapshot=snapshot,
+                                    progress=self.progress)
+        checkpoint("evaluating", self.lease, self.log)
+        changes = evaluate_and_report(candidate, snapshot=snapshot, evalset=evalset,
+                                      settings=self.settings)
+        gate = decide(changes, metric=self.settings.retrain_metric,
+                      margin=self.settings.retrain_margin, force=self.force,
+                      dry_run=self.dry_run)
+        candidate.write_changes(changes, gate, evalset)
+        self.counts.update(metrics={"active": changes["active"],
+                                    "candidate": changes["candidate"]},
+                           flips=candidate.flip_counts, decision=gate.as_dict(),
+                           timing=candidate.timing)
+        checkpoint("registering", self.lease, self.log)
+        return self._record(candidate, snapshot, gate)
+
+    def _record(self, candidate: Candidate, snapshot: Snapshot, gate: Gate) -> RetrainOutcome:
+        """Register (and promote or reject) the candidate and finish the run atomically."""
+        summary = f"{gate.summary(candidate.version)}; report {candidate.report_path}"
+        outcome = self._outcome(gate.outcome, summary, candidate=candidate.version,
+                                report=candidate.report_path)
+        with self.session_factory() as session, session.begin():
+            record_versions(session, candidate.directory, gate,
+                            self.counts["metrics"]["candidate"])
+            self._write_finish(session, outcome, max_review_id=snapshot.max_review_id)
+            session.flush()
+            checkpoint("promoting", None, self.log)  # killed here: nothing above commits
+        outcome.active_version = snapshot.active_id
+        return outcome
+
+    def _outcome(self, status: str, summary: str, *, candidate: str | None = None,
+                 report: Path | None = None) -> RetrainOutcome:
+        return RetrainOutcome(status, EXIT_CODES[status], summary, report, self.run_id,
+                              candidate, None, self.counts)
+
+    def _failed(self, error: str, exit_code: int) -> RetrainOutcome:
+        outcome = RetrainOutcome("failed", exit_code, f"retrain: failed: {error}",
+                                 run_id=self.run_id, counts=self.counts)
+        outcome.counts["error"] = error
+        return outcome
+
+    def _finish(self, outcome: RetrainOutcome) -> None:
+        with self.session_factory() as session, session.begin():
+            self._write_finish(session, outcome, max_review_id=None)
+
+    def _write_finish(self, session: Session, outcome: RetrainOutcome, *,
+                      max_review_id: int | None) -> None:
+        run = session.get(TrainingRun, self.run_id)
+        run.status, run.finished_at, run.summary = outcome.status, utcnow(), outcome.summary
+        run.counts = dict(self.counts)
+        run.max_review_id = max_review_id
+        run.report_path = str(outcome.report_path) if outcome.report_path else None
+        run.error = self.counts.get("error")
+        if outcome.candidate_version:
+            run.candidate_version_id = outcome.candidate_version

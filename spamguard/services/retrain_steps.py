@@ -1,0 +1,242 @@
+"""The steps of one retraining run (see :mod:`spamguard.services.retrain` for the order)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from spamguard.config import Settings
+from spamguard.ml.backbone import Backbone, load_backbone
+from spamguard.ml.classifier import SpamClassifier, read_metadata
+from spamguard.ml.data import load_labelled
+from spamguard.ml.train import TrainConfig, train_model
+from spamguard.models import ModelVersion, TrainingRun
+from spamguard.services import model_diff, registry
+from spamguard.services.evalset import EvalSet, ensure_evalset
+from spamguard.services.locks import pid_alive
+from spamguard.services.training_data import (
+    TrainingSet,
+    build_training_set,
+    check_class_sizes,
+    count_reviews_after,
+    max_review_id,
+)
+from spamguard.sqltypes import utcnow
+
+COMPLETED = ("promoted", "rejected")  # runs whose reviews count as used
+
+
+@dataclass
+class Snapshot:
+    """The state a run starts from: active version and reviews."""
+
+    active_id: str | None
+    active_dir: Path | None
+    active_metadata: dict[str, Any] | None
+    max_review_id: int | None
+    new_reviews: int
+
+
+def take_snapshot(session: Session) -> Snapshot:
+    """Read the active version and count reviews newer than the last completed run's."""
+    active = registry.active_version(session)
+    last = session.scalars(select(TrainingRun).where(TrainingRun.status.in_(COMPLETED))
+                           .order_by(TrainingRun.id.desc()).limit(1)).first()
+    new = count_reviews_after(session, last.max_review_id if last else None)
+    return Snapshot(
+        active_id=active.id if active else None,
+        active_dir=active.path if active else None,
+        active_metadata=read_metadata(active.path) if active else None,
+        max_review_id=max_review_id(session), new_reviews=new)
+
+
+def clean_leftovers(*, session_factory: sessionmaker[Session], models_dir: Path,
+                    max_age_s: float) -> dict[str, Any]:
+    """Mark dead runs failed and delete dead runs' temporary version folders.
+
+    Call only while holding the retrain lock: then no other run is alive, so every
+    ``running`` row belongs to a process that died or lost its lock.
+    """
+    with session_factory() as session, session.begin():
+        stale = list(session.scalars(select(TrainingRun).where(TrainingRun.status == "running")))
+        for run in stale:
+            run.status, run.finished_at = "failed", utcnow()
+            run.error = (f"interrupted: pid {run.pid} on {run.host} stopped before finishing "
+                         "(found by the next run); the active model was not changed")
+            run.summary = f"retrain: failed: {run.error}"
+    removed = []
+    for tmp in sorted(Path(models_dir).glob(".tmp-*")):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        age = time.time() - tmp.stat().st_mtime
+        # A live pid may be a `spamguard train` writing right now; leave it unless ancient.
+        if pid.isdigit() and pid_alive(int(pid)) and age < max_age_s:
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp.name)
+    return {"stale_runs_failed": [run.id for run in stale], "tmp_dirs_removed": removed}
+
+
+def prepare_data(*, session_factory: sessionmaker[Session], settings: Settings,
+                 snapshot: Snapshot) -> tuple[TrainingSet, EvalSet]:
+    """Load the base data, choose the evaluation set if needed, merge in the reviews."""
+    base = load_labelled(settings.base_data_path)
+    with session_factory() as session, session.begin():
+        evalset, _ = ensure_evalset(session=session, base=base,
+                                    fraction=settings.evalset_fraction)
+        training = build_training_set(session=session, base=base, exclude=evalset.hashes,
+                                      up_to_review=snapshot.max_review_id)
+    check_class_sizes(training.data, settings.retrain_min_per_class)
+    return training, evalset
+
+
+def config_from(metadata: dict[str, Any] | None) -> TrainConfig:
+    """The active version's training settings (same pooling and length hit the cache)."""
+    recorded = (metadata or {}).get("config") or {}
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in recorded.items() if k in known})
+
+
+def backbone_location(metadata: dict[str, Any] | None, settings: Settings) -> str | None:
+    """Where the active version's backbone lives (or the configured default)."""
+    if metadata:
+        recorded = metadata.get("backbone", {})
+        return recorded.get("location") or recorded.get("name")
+    return settings.backbone or None
+
+
+@dataclass
+class Candidate:
+    """A trained, complete (renamed into place) but not yet registered version."""
+
+    directory: Path
+    classifier: SpamClassifier
+    backbone: Backbone
+    timing: dict[str, Any] = field(default_factory=dict)
+    report_path: Path | None = None
+    flip_counts: dict[str, int] | None = None
+
+    @property
+    def version(self) -> str:
+        return self.classifier.version
+
+    def write_changes(self, changes: dict[str, Any], gate: Gate, evalset: EvalSet) -> None:
+        """Write changes.json/.md into the version directory."""
+        changes["decision"] = gate.as_dict()
+        changes["evalset"] = evalset.describe()
+        self.report_path = model_diff.write_changes(self.directory, changes)
+        self.flip_counts = model_diff.flip_counts(changes)
+
+
+def train_candidate(training: TrainingSet, *, settings: Settings, snapshot: Snapshot,
+                    progress: bool | None) -> Candidate:
+    """Train a version on ``training`` with the active version's backbone and settings."""
+    started = time.perf_counter()
+    backbone = load_backbone(backbone_location(snapshot.active_metadata, settings))
+    counts = training.counts
+    result = train_model(
+        training.data, models_dir=settings.models_dir, cache_root=settings.cache_dir,
+        backbone=backbone, config=config_from(snapshot.active_metadata), progress=progress,
+        data_source=f"{settings.base_data_path} + {counts['reviewed_messages']} reviewed "
+                    f"messages - {counts['excluded_eval']} evaluation messages")
+    timing = {**result.metadata["timing"], "train_total_s": time.perf_counter() - started}
+    return Candidate(result.directory, result.classifier, backbone,
+                     timing={k: round(v, 3) for k, v in timing.items()})
+
+
+def evaluate_and_report(candidate: Candidate, *, snapshot: Snapshot, evalset: EvalSet,
+                        settings: Settings) -> dict[str, Any]:
+    """Score the candidate and the active version on the evaluation set and compare."""
+    started = time.perf_counter()
+    data = evalset.as_data()
+    new_scores = candidate.classifier.predict_proba(data.texts)
+    old_scores = old_threshold = None
+    if snapshot.active_dir is not None:
+        same = snapshot.active_metadata["backbone"]["hash"] == candidate.backbone.hash
+        active = SpamClassifier.load(snapshot.active_dir, cache_root=settings.cache_dir,
+                                     backbone=candidate.backbone if same else None)
+        old_scores, old_threshold = active.predict_proba(data.texts), active.threshold
+    changes = model_diff.compare(texts=data.texts, y_true=data.labels, new_scores=new_scores,
+                                 new_threshold=candidate.classifier.threshold,
+                                 old_scores=old_scores, old_threshold=old_threshold)
+    changes["versions"] = {"active": snapshot.active_id, "candidate": candidate.version}
+    candidate.timing["evaluate_s"] = round(time.perf_counter() - started, 3)
+    return changes
+
+
+@dataclass
+class Gate:
+    """The promotion decision and why."""
+
+    outcome: str  # promoted, rejected, dry_run
+    passed: bool
+    reason: str
+    forced: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self, version: str) -> str:
+        """One line for the terminal and the run's row."""
+        verb = {"promoted": "promoted", "rejected": "rejected",
+                "dry_run": "dry run, would " + ("promote" if self.passed else "reject")}
+        return f"retrain: {verb[self.outcome]} {version}: {self.reason}"
+
+
+def _worse(candidate: dict[str, Any], active: dict[str, Any], metric: str,
+           margin: float) -> tuple[bool, str]:
+    """Compare on ``metric`` (higher is better) and ham FPR (must not rise)."""
+    new, old = candidate.get(metric), active.get(metric)
+    new_fpr, old_fpr = candidate.get("ham_fpr") or 0.0, active.get("ham_fpr") or 0.0
+    if new is None or old is None:
+        return True, f"{metric} is undefined on the evaluation set"
+    worse = new < old - margin - 1e-12
+    fpr_up = new_fpr > old_fpr + 1e-12
+    reason = (f"{metric} {new:.4f} vs active {old:.4f} (margin {margin:g}), ham FPR "
+              f"{new_fpr:.2%} vs {old_fpr:.2%}")
+    if worse or fpr_up:
+        reason += " - " + " and ".join(
+            part for part, bad in ((f"{metric} is worse", worse), ("ham FPR is higher", fpr_up))
+            if bad)
+    return worse or fpr_up, reason
+
+
+def decide(changes: dict[str, Any], *, metric: str, margin: float, force: bool,
+           dry_run: bool) -> Gate:
+    """Promote when not worse on ``metric`` by more than ``margin`` and ham FPR not higher."""
+    candidate, active = changes["candidate"], changes["active"]
+    if active is None:
+        passed, reason = True, f"no active model; {metric} {candidate[metric]:.4f}"
+    else:
+        worse, reason = _worse(candidate, active, metric, margin)
+        passed = not worse
+    flipped = changes.get("flips")
+    if flipped:
+        reason += (f"; {flipped['total']} flips ({flipped['fixed']} fixed, "
+                   f"{flipped['broken']} broken)")
+    if dry_run:
+        return Gate("dry_run", passed, reason)
+    if not passed and force:
+        return Gate("promoted", passed, reason + "; promoted anyway (--force)", forced=True)
+    return Gate("promoted" if passed else "rejected", passed, reason)
+
+
+def record_versions(session: Session, directory: Path, gate: Gate,
+                    eval_metrics: dict[str, Any]) -> ModelVersion:
+    """Register the candidate (rejected if it failed the gate) and promote it if decided.
+
+    The candidate's evaluation-set metrics are kept in the registry as ``metrics["eval"]``.
+    """
+    status = "candidate" if gate.passed or gate.forced else "rejected"
+    version = registry.register_version(session=session, version_dir=directory,
+                                        activate_if_none=False, status=status)
+    version.metrics = {**(version.metrics or {}), "eval": eval_metrics}
+    if gate.outcome == "promoted":
+        registry.promote(session=session, version_id=version.id)
+    return version
+

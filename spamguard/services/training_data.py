@@ -1,0 +1,127 @@
+"""Retraining data: the base data set plus every reviewed message, minus the evaluation set.
+
+Messages are keyed by normalised text (:func:`spamguard.ml.data.text_hash`), so a review
+overrides the base label of the same text, near-identical copies count once, and nothing
+whose text is in the evaluation set is ever trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from spamguard.errors import DataError
+from spamguard.ml.data import LABEL_NAMES, LabelledData, text_hash
+from spamguard.models import Message, Review
+
+LABEL_IDS = {name: i for i, name in enumerate(LABEL_NAMES)}
+REVIEW_ORIGIN = "review:"  # origin of a reviewed message: review:<message id>
+
+
+@dataclass(frozen=True)
+class ReviewedMessage:
+    """A message with the label of its latest review."""
+
+    message_id: int
+    review_id: int
+    text: str
+    label: str
+
+
+def max_review_id(session: Session) -> int | None:
+    """Return the highest review id (None when there are no reviews)."""
+    return session.scalar(select(func.max(Review.id)))
+
+
+def count_reviews_after(session: Session, review_id: int | None) -> int:
+    """Count reviews newer than ``review_id`` (all of them when None)."""
+    query = select(func.count(Review.id))
+    if review_id is not None:
+        query = query.where(Review.id > review_id)
+    return int(session.scalar(query) or 0)
+
+
+def latest_reviews(session: Session, *, up_to: int | None = None) -> list[ReviewedMessage]:
+    """Return each reviewed message with its latest review (by id, at most ``up_to``)."""
+    latest = select(Review.message_id, func.max(Review.id).label("review_id"))
+    if up_to is not None:
+        latest = latest.where(Review.id <= up_to)
+    latest = latest.group_by(Review.message_id).subquery()
+    rows = session.execute(
+        select(Message.id, Review.id, Message.body, Review.label)
+        .join(latest, latest.c.message_id == Message.id)
+        .join(Review, Review.id == latest.c.review_id)
+        .order_by(Review.id)
+    )
+    return [ReviewedMessage(*row) for row in rows]
+
+
+@dataclass
+class TrainingSet:
+    """The labelled messages a candidate trains on, and how they were assembled."""
+
+    data: LabelledData
+    max_review_id: int | None
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def build_training_set(*, session: Session, base: LabelledData, exclude: Collection[str],
+                       up_to_review: int | None = None) -> TrainingSet:
+    """Merge ``base`` with the reviewed messages, latest review winning, minus ``exclude``.
+
+    Args:
+        session: database session to read reviews from.
+        base: the base labelled data set.
+        exclude: text hashes of the evaluation set.
+        up_to_review: ignore reviews newer than this id (a stable snapshot); None: all.
+
+    Returns:
+        One message per normalised text, with counts for the training run's record.
+    """
+    merged: dict[str, tuple[str, int, str]] = {}
+    origins = base.origins or [f"base:{i}" for i in range(len(base))]
+    for text, label, origin in zip(base.texts, base.labels, origins, strict=True):
+        key = text_hash(text)
+        if key in merged:  # as ml.data.dedupe: the first copy stays, spam wins a conflict
+            first_text, first_label, first_origin = merged[key]
+            merged[key] = (first_text, max(first_label, int(label)), first_origin)
+        else:
+            merged[key] = (text, int(label), origin)
+    base_unique = len(merged)
+    reviews = latest_reviews(session, up_to=up_to_review)
+    overridden = confirmed = 0
+    for review in reviews:
+        key, label = text_hash(review.text), LABEL_IDS[review.label]
+        previous = merged.get(key)
+        if previous is not None and not previous[2].startswith(REVIEW_ORIGIN):
+            overridden += previous[1] != label
+            confirmed += previous[1] == label
+        merged[key] = (review.text, label, f"{REVIEW_ORIGIN}{review.message_id}")
+    excluded = [key for key in exclude if key in merged]
+    for key in excluded:
+        del merged[key]
+    texts = [text for text, _, _ in merged.values()]
+    labels = np.asarray([label for _, label, _ in merged.values()], dtype=np.int64)
+    data = LabelledData(texts, labels, [origin for _, _, origin in merged.values()])
+    counts = {
+        "base_messages": len(base), "base_unique": base_unique,
+        "reviewed_messages": len(reviews), "reviews_overriding_base": overridden,
+        "reviews_confirming_base": confirmed,
+        "excluded_eval": len(excluded), **data.counts(),
+    }
+    return TrainingSet(data, up_to_review, counts)
+
+
+def check_class_sizes(data: LabelledData, minimum: int) -> None:
+    """Raise DataError when spam or ham has fewer than ``minimum`` examples."""
+    counts = data.counts()
+    short = [f"{counts[name]} {name}" for name in LABEL_NAMES if counts[name] < minimum]
+    if short:
+        raise DataError(
+            f"too few training examples: {' and '.join(short)} (need at least {minimum} of "
+            "each; add labelled data or reviews, or lower SPAMGUARD_RETRAIN_MIN_PER_CLASS)")

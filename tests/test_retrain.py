@@ -1,0 +1,214 @@
+"""Tests for spamguard.services.retrain on the tiny backbone (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from spamguard.db import session_scope
+from spamguard.ml.classifier import SpamClassifier
+from spamguard.models import EvalExample, ModelVersion, TrainingRun
+from spamguard.services import locks, registry
+from spamguard.services.retrain import LOCK_NAME
+from tests.fixtures_retrain import base_rows, copy_version, store_reviews, write_labelled
+
+NEW_HAM = ["the meeting moved to thursday afternoon", "bring the blue folder tomorrow",
+           "mum says dinner is at seven", "can you feed the cat tonight"]
+
+
+def _install_active(settings, factory, source: Path) -> str:
+    """Make a copy of ``source`` the active version."""
+    directory = copy_version(source, settings.models_dir)
+    with session_scope(factory) as session:
+        version = registry.register_version(session=session, version_dir=directory)
+        registry.promote(session=session, version_id=version.id)
+        return version.id
+
+
+def _runs(factory) -> list[TrainingRun]:
+    with session_scope(factory) as session:
+        return list(session.scalars(select(TrainingRun).order_by(TrainingRun.id)))
+
+
+def _status(factory, version_id: str) -> str:
+    with session_scope(factory) as session:
+        return registry.get_version(session, version_id).status
+
+
+def _active_id(factory) -> str | None:
+    with session_scope(factory) as session:
+        active = registry.active_version(session)
+        return active.id if active else None
+
+
+def _inverting_reviews() -> list[tuple[str, str]]:
+    """Every base message reviewed with the opposite label: a candidate learns nonsense."""
+    return [(text, "ham" if label else "spam") for label, text in base_rows()]
+
+
+def test_first_run_without_active_model_promotes(retrain, db_session_factory) -> None:
+    outcome = retrain(trigger="cron")
+    assert outcome.status == "promoted" and outcome.exit_code == 0
+    assert _active_id(db_session_factory) == outcome.candidate_version
+    assert outcome.summary.startswith("retrain: promoted ") and "\n" not in outcome.summary
+    (run,) = _runs(db_session_factory)
+    assert (run.status, run.trigger, run.candidate_version_id) == (
+        "promoted", "cron", outcome.candidate_version)
+    assert run.finished_at >= run.started_at and run.pid and run.host
+    assert run.report_path == str(outcome.report_path) and Path(run.report_path).is_file()
+    assert run.counts["eval_set"]["total"] == 17 and run.counts["training"]["excluded_eval"] == 17
+    changes = json.loads((outcome.report_path.parent / "changes.json").read_text())
+    assert changes["active"] is None and changes["candidate"]["n"] == 17
+
+
+def test_skips_when_too_few_new_reviews(retrain, db_session_factory) -> None:
+    retrain()
+    store_reviews(db_session_factory, [(NEW_HAM[0], "ham"), (NEW_HAM[1], "ham")])
+    outcome = retrain()
+    assert (outcome.status, outcome.exit_code) == ("skipped", 0)
+    assert outcome.summary == "retrain: skipped: 2 new review(s) since the last run (need 3)"
+    assert _runs(db_session_factory)[-1].status == "skipped"
+    assert retrain(min_new_reviews=2).status == "promoted"
+
+
+def test_promotes_a_better_candidate_and_reports_flips(
+        retrain, retrain_settings, db_session_factory, bad_model_dir) -> None:
+    bad_id = _install_active(retrain_settings, db_session_factory, bad_model_dir)
+    store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+    outcome = retrain()
+    assert outcome.status == "promoted", outcome.summary
+    assert _active_id(db_session_factory) == outcome.candidate_version
+    assert _status(db_session_factory, bad_id) == "retired"
+    run = _runs(db_session_factory)[-1]
+    assert run.active_version_id == bad_id and run.counts["new_reviews"] == 4
+    assert run.counts["flips"]["total"] > 0 and run.counts["flips"]["fixed"] > 0
+    changes = json.loads((outcome.report_path.parent / "changes.json").read_text())
+    assert changes["candidate"]["mcc"] > changes["active"]["mcc"]
+    kind = "ham_to_spam" if changes["flips"]["ham_to_spam"]["count"] else "spam_to_ham"
+    assert changes["flips"][kind]["examples"][0]["text"]
+    assert "## Flips:" in outcome.report_path.read_text()
+
+
+def test_rejects_a_worse_candidate(retrain, db_session_factory) -> None:
+    first = retrain()
+    store_reviews(db_session_factory, _inverting_reviews())
+    outcome = retrain()
+    assert (outcome.status, outcome.exit_code) == ("rejected", 3), outcome.summary
+    assert "mcc is worse" in outcome.summary
+    assert _active_id(db_session_factory) == first.candidate_version
+    assert _status(db_session_factory, outcome.candidate_version) == "rejected"
+    assert outcome.report_path.is_file()
+    run = _runs(db_session_factory)[-1]
+    assert run.status == "rejected" and run.counts["decision"]["passed"] is False
+    # The reviews were used: without new ones the next run skips rather than repeats.
+    assert retrain().status == "skipped"
+
+
+def test_force_promotes_and_dry_run_never_does(retrain, db_session_factory) -> None:
+    first = retrain()
+    store_reviews(db_session_factory, _inverting_reviews())
+    dry = retrain(dry_run=True)
+    assert (dry.status, dry.exit_code) == ("dry_run", 0)
+    assert "would reject" in dry.summary
+    assert _active_id(db_session_factory) == first.candidate_version
+    forced = retrain(force=True)
+    assert forced.status == "promoted" and "promoted anyway (--force)" in forced.summary
+    assert _active_id(db_session_factory) == forced.candidate_version
+
+
+def test_evaluation_set_stays_fixed_and_is_never_trained_on(
+        retrain, retrain_settings, db_session_factory) -> None:
+    def stored() -> list[tuple[str, str]]:
+        with session_scope(db_session_factory) as session:
+            return list(session.execute(select(EvalExample.text_hash, EvalExample.label)))
+
+    first = retrain()
+    before = stored()
+    # A different base file later must not re-choose the set.
+    write_labelled(Path(retrain_settings.base_data), base_rows()[5:])
+    store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+    second = retrain()
+    assert stored() == before and len(before) == 17
+    for outcome in (first, second):
+        trained = SpamClassifier.load(outcome.report_path.parent).metadata["data"]
+        assert trained["counts"]["input"]["total"] == outcome.counts["training"]["total"]
+        assert outcome.counts["eval_set"]["total"] == 17
+
+
+def test_too_few_examples_of_a_class_fails_clearly(
+        retrain, retrain_settings, db_session_factory) -> None:
+    write_labelled(Path(retrain_settings.base_data),
+                   [row for row in base_rows() if row[0] == 0] + base_rows()[:3])
+    outcome = retrain()
+    assert (outcome.status, outcome.exit_code) == ("failed", 2)
+    assert "too few training examples" in outcome.summary
+    run = _runs(db_session_factory)[-1]
+    assert run.status == "failed" and "spam" in run.error and run.finished_at
+    assert _active_id(db_session_factory) is None
+
+
+def test_lock_contention_reports_locked(retrain, db_session_factory) -> None:
+    with locks.acquire(session_factory=db_session_factory, name=LOCK_NAME, ttl=60):
+        outcome = retrain()
+    assert (outcome.status, outcome.exit_code) == ("locked", 4)
+    assert "held by pid" in outcome.summary and _runs(db_session_factory) == []
+    assert retrain().status == "promoted"
+
+
+def test_next_run_cleans_up_after_a_dead_one(
+        retrain, retrain_settings, db_session_factory) -> None:
+    dead = locks.Owner("elsewhere", 1, "dead")
+    locks.acquire(session_factory=db_session_factory, name=LOCK_NAME, ttl=-1, owner=dead)
+    with session_scope(db_session_factory) as session:
+        session.add(TrainingRun(status="running", trigger="cron", pid=999999, host="gone"))
+    leftover = retrain_settings.models_dir / ".tmp-20260101-000000-abcdef-999999"
+    leftover.mkdir(parents=True)
+    (leftover / "head.safetensors").write_bytes(b"half")
+    outcome = retrain()
+    assert outcome.status == "promoted"
+    assert not leftover.exists()
+    stale, current = _runs(db_session_factory)
+    assert stale.status == "failed" and "interrupted" in stale.error
+    assert current.counts["cleanup"]["lock_taken_over_from"] == str(dead)
+    assert current.counts["cleanup"]["tmp_dirs_removed"] == [leftover.name]
+
+
+def test_rollback_restores_the_previous_version(retrain, db_session_factory) -> None:
+    first = retrain()
+    store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+    second = retrain(force=True)
+    assert _active_id(db_session_factory) == second.candidate_version
+    with session_scope(db_session_factory) as session:
+        assert registry.rollback(session=session).id == first.candidate_version
+    assert _status(db_session_factory, second.candidate_version) == "retired"
+    with session_scope(db_session_factory) as session:
+        stored = session.get(ModelVersion, second.candidate_version)
+        assert stored.metrics["eval"]["n"] == 17  # eval-set metrics kept in the registry
+
+
+def test_service_switches_to_the_promoted_model_without_restart(
+        retrain, retrain_settings, db_session_factory) -> None:
+    provider_module = pytest.importorskip("spamguard.services.model_provider")
+    first = retrain()
+    provider = provider_module.ModelProvider(check_seconds=0,
+                                             cache_root=retrain_settings.cache_dir)
+    with session_scope(db_session_factory) as session:
+        assert provider.get(session=session).version == first.candidate_version
+    store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+    second = retrain(force=True)
+    with session_scope(db_session_factory) as session:
+        classifier = provider.get(session=session)
+    assert classifier.version == second.candidate_version and provider.loads == 2
+    assert classifier.classify(["WIN a prize now"])[0]["label"] in {"spam", "ham"}
+
+
+def test_rejects_bad_arguments(retrain) -> None:
+    from spamguard.errors import SpamguardError
+
+    with pytest.raises(SpamguardError, match="trigger"):
+        retrain(trigger="web")
+    with pytest.raises(SpamguardError, match="metric"):
+        retrain(metric="ham_fpr")
