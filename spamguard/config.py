@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 PLACEHOLDER_SECRET = "dev-insecure-change-me"
+# The shipped labelled data set (beside the package; installed editable).
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "sms_spam_collection.tsv"
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,13 @@ class Settings:
     api_rate_limit: str = "600 per minute"
     reply_text: str = ""  # TwiML reply sent to the sender; empty: no reply
     log_bodies: bool = False
+    base_data: str = ""  # retraining's base data set; empty: DEFAULT_DATA
+    retrain_min_new_reviews: int = 20  # fewer new reviews since the last run: skip
+    retrain_metric: str = "mcc"  # compared on the fixed evaluation set
+    retrain_margin: float = 0.0  # candidate may be this much worse on the metric
+    retrain_min_per_class: int = 10  # fewer spam or ham training examples: fail
+    retrain_lock_ttl: int = 3600  # seconds; a lock held longer may be taken over
+    evalset_fraction: float = 0.15  # share of the deduplicated base data held out, once
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -41,6 +50,10 @@ class Settings:
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+    @property
+    def base_data_path(self) -> Path:
+        return Path(self.base_data) if self.base_data else DEFAULT_DATA
 
     @property
     def resolved_database_url(self) -> str:
@@ -54,6 +67,8 @@ def _coerce(value: str, default: Any) -> Any:
         return value.strip().lower() in {"1", "true", "yes", "on"}
     if isinstance(default, int):
         return int(value)
+    if isinstance(default, float):
+        return float(value)
     if isinstance(default, Path):
         return Path(value)
     return value

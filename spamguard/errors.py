@@ -41,3 +41,15 @@ class RegistryError(SpamguardError):
 
 class VersionNotFoundError(RegistryError):
     """A model version id that is not in the registry."""
+
+
+class LockHeldError(SpamguardError):
+    """A named lock (e.g. ``retrain``) that another live process holds."""
+
+    exit_code = 4
+
+
+class LockLostError(SpamguardError):
+    """A lock this process held was taken over (it expired while the work ran)."""
+
+    exit_code = 1

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures_ml",
     "tests.fixtures_db",
     "tests.fixtures_app",
+    "tests.fixtures_retrain",
 ]

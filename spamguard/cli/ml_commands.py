@@ -10,9 +10,8 @@ from pathlib import Path
 import click
 
 from spamguard.cli.context import CliContext, pass_ctx
+from spamguard.config import DEFAULT_DATA
 from spamguard.errors import ModelError
-
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "data" / "sms_spam_collection.tsv"
 
 
 def resolve_model_dir(ctx: CliContext, model: str | None) -> Path:
