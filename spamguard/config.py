@@ -34,6 +34,9 @@ class Settings:
     api_rate_limit: str = "600 per minute"
     reply_text: str = ""  # TwiML reply sent to the sender; empty: no reply
     log_bodies: bool = False
+    model_check_seconds: int = 5  # how often a worker checks for a newly active model
+    rate_limit_storage_uri: str = "memory://"  # per worker; redis://... to share limits
+    pending_drain_batch: int = 32  # pending messages a worker classifies after a request
     base_data: str = ""  # retraining's base data set; empty: DEFAULT_DATA
     retrain_min_new_reviews: int = 20  # fewer new reviews since the last run: skip
     retrain_metric: str = "mcc"  # compared on the fixed evaluation set

@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures_ml",
     "tests.fixtures_db",
     "tests.fixtures_app",
+    "tests.fixtures_service",
     "tests.fixtures_retrain",
 ]

@@ -1,0 +1,187 @@
+"""The JSON API under ``/api/v1`` (Bearer API key, rate-limited per key)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from spamguard.extensions import db_session
+from spamguard.intake import BadInput, check_text, current_classifier, ingest, json_error, settings
+from spamguard.services import apikeys, messages
+from spamguard.sqltypes import as_utc
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+GATEWAY = "api"
+MESSAGE_FIELDS = {"id", "from", "to", "body", "received_at"}
+
+
+def rate_limit_key() -> str:
+    """Limit per API key (a digest of the presented token); anonymous callers per address."""
+    token = bearer_token()
+    if token:
+        return "key:" + hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:32]
+    return "addr:" + get_remote_address()
+
+
+def init_app(app: Flask) -> None:
+    """Attach a Flask-Limiter to this app that limits only the API blueprint."""
+    current = app.config["SPAMGUARD"]
+    limiter = Limiter(key_func=rate_limit_key, app=app, storage_uri=current.rate_limit_storage_uri,
+                      headers_enabled=True, default_limits=[])
+    limiter.limit(lambda: current_app.config["SPAMGUARD"].api_rate_limit)(bp)
+    app.extensions["spamguard.limiter"] = limiter
+
+
+def bearer_token() -> str | None:
+    """Return the token of ``Authorization: Bearer <token>``, if present."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+@bp.before_request
+def require_api_key() -> Response | None:
+    """Answer 401 unless the request carries an active API key."""
+    token = bearer_token()
+    if token is None:
+        return json_error("missing API key: send Authorization: Bearer <key>", 401,
+                          **{"WWW-Authenticate": "Bearer"})
+    key = apikeys.verify_api_key(session=db_session(), key=token)
+    if key is None:
+        db_session().rollback()
+        return json_error("invalid or revoked API key", 401,
+                          **{"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    db_session().commit()  # last_used_at, when it changed
+    g.api_key_id = key.id
+    return None
+
+
+def read_json_object() -> dict[str, Any]:
+    """Parse the request body as a JSON object, strictly (415/400 otherwise)."""
+    if not request.is_json:
+        raise BadInput("Content-Type must be application/json", 415)
+    try:
+        data = json.loads(request.get_data().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadInput("request body is not valid UTF-8") from None
+    except ValueError as exc:
+        raise BadInput(f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInput("the JSON body must be an object")
+    return data
+
+
+def reject_unknown(data: dict[str, Any], allowed: set[str]) -> None:
+    """Refuse fields the endpoint does not know (a typo must not be silently dropped)."""
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise BadInput(f"unknown field(s): {', '.join(unknown)} "
+                       f"(allowed: {', '.join(sorted(allowed))})")
+
+
+def parse_time(value: Any) -> datetime:
+    """Parse ``received_at`` (ISO 8601; a time without a zone is taken as UTC)."""
+    if not isinstance(value, str):
+        raise BadInput("received_at must be an ISO 8601 string")
+    try:
+        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        raise BadInput(f"received_at {value[:40]!r} is not an ISO 8601 time") from None
+
+
+def message_input(data: dict[str, Any]) -> dict[str, Any]:
+    """Validate a message object and map it onto :func:`messages.ingest` arguments."""
+    reject_unknown(data, MESSAGE_FIELDS)
+    missing = [name for name in ("from", "to", "body") if name not in data]
+    if missing:
+        raise BadInput(f"missing field(s): {', '.join(missing)}")
+    external_id = data.get("id")
+    if external_id is not None:
+        external_id = check_text("id", external_id, max_chars=128)
+    received = data.get("received_at")
+    return {
+        "external_id": external_id,
+        "sender": check_text("from", data["from"], max_chars=255),
+        "recipient": check_text("to", data["to"], max_chars=255),
+        "body": check_text("body", data["body"], max_chars=settings().max_body_chars),
+        "received_at": parse_time(received) if received is not None else None,
+    }
+
+
+@bp.post("/messages")
+def post_message() -> Response:
+    """Store and classify a message (201; 200 on replay of ``id``; 202 while pending)."""
+    try:
+        fields = message_input(read_json_object())
+    except BadInput as exc:
+        return json_error(str(exc), exc.status)
+    result = ingest(gateway=GATEWAY, **fields)
+    message = result.message
+    if not result.created and (message.sender, message.recipient, message.body) != (
+            fields["sender"], fields["recipient"], fields["body"]):
+        return json_error(f"id {fields['external_id']!r} was already used for another message",
+                          409)
+    status = 202 if result.pending else (201 if result.created else 200)
+    return jsonify(verdict_summary(message)), status
+
+
+def verdict_summary(message) -> dict[str, Any]:
+    """The answer to a submitted message."""
+    return {"message_id": message.id, "id": message.external_id,
+            "status": message.verdict_status, "label": message.model_label,
+            "spam_probability": message.spam_probability,
+            "model_version": message.model_version_id}
+
+
+@bp.post("/classify")
+def classify() -> Response:
+    """Classify up to ``classify_batch_limit`` texts without storing them."""
+    limit = settings().classify_batch_limit
+    try:
+        data = read_json_object()
+        reject_unknown(data, {"texts"})
+        texts = data.get("texts")
+        if not isinstance(texts, list) or not texts:
+            raise BadInput("texts must be a non-empty list of strings")
+        if len(texts) > limit:
+            raise BadInput(f"texts has {len(texts)} items; the limit is {limit}", 413)
+        texts = [check_text(f"texts[{i}]", t, max_chars=settings().max_body_chars)
+                 for i, t in enumerate(texts)]
+    except BadInput as exc:
+        return json_error(str(exc), exc.status)
+    classifier = current_classifier()
+    if classifier is None:
+        return json_error("no model is loaded yet; try again later", 503, **{"Retry-After": "30"})
+    results = classifier.classify(texts)
+    return jsonify(model_version=classifier.version, results=results)
+
+
+@bp.get("/messages/<int:message_id>")
+def get_message(message_id: int) -> Response:
+    """Return a stored message with its verdicts and reviews."""
+    message = messages.get_message(session=db_session(), message_id=message_id)
+    if message is None:
+        return json_error(f"no message {message_id}", 404)
+    return jsonify(message_document(message))
+
+
+def message_document(message) -> dict[str, Any]:
+    """A message with its verdicts and reviews, as JSON-ready data."""
+    return {
+        **verdict_summary(message),
+        "gateway": message.gateway, "from": message.sender, "to": message.recipient,
+        "body": message.body, "received_at": message.received_at.isoformat(),
+        "review_label": message.review_label,
+        "verdicts": [{"model_version": v.model_version_id, "label": v.label,
+                      "spam_probability": v.spam_probability, "threshold": v.threshold,
+                      "latency_ms": v.latency_ms, "created_at": v.created_at.isoformat()}
+                     for v in message.verdicts],
+        "reviews": [{"label": r.label, "note": r.note, "user_id": r.user_id,
+                     "current": r.is_current, "created_at": r.created_at.isoformat()}
+                    for r in message.reviews],
+    }

@@ -1,0 +1,118 @@
+"""``spamguard serve``, ``classify-pending`` and ``api-key``: the service's commands."""
+
+from __future__ import annotations
+
+import click
+
+from spamguard.cli.context import CliContext, pass_ctx
+
+
+def register(cli: click.Group) -> None:
+    """Add ``serve``, ``classify-pending`` and the ``api-key`` group to ``cli``."""
+    cli.add_command(serve_command)
+    cli.add_command(classify_pending_command)
+    cli.add_command(api_key_group)
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 for all interfaces).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Gunicorn worker processes [default: cores, between 2 and 4].")
+@click.option("--timeout", type=click.IntRange(10, 3600), default=120, show_default=True,
+              help="Seconds a request may take (the first one in a worker loads the model).")
+@pass_ctx
+def serve_command(ctx: CliContext, host: str, port: int, workers: int | None,
+                  timeout: int) -> None:
+    """Run the web service (webhook, JSON API, admin) with gunicorn."""
+    from spamguard.serving import check_ready, default_workers, gunicorn_options, run_gunicorn
+
+    settings = ctx.settings
+    check_ready(settings)
+    workers = workers or default_workers()
+    click.echo(f"spamguard: serving on http://{host}:{port} with {workers} workers "
+               f"(home {settings.home})", err=True)
+    run_gunicorn(settings, gunicorn_options(host=host, port=port, workers=workers,
+                                            timeout=timeout))
+
+
+@click.command("classify-pending")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Classify at most this many messages [default: all].")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=64, show_default=True)
+@pass_ctx
+def classify_pending_command(ctx: CliContext, limit: int | None, batch_size: int) -> None:
+    """Classify stored messages that have no verdict yet, with the active model."""
+    from spamguard.db import make_session_factory, open_database
+    from spamguard.errors import ModelError
+    from spamguard.services import messages
+    from spamguard.services.model_provider import ModelProvider
+
+    # A plain session: classify_pending commits batch by batch.
+    engine = open_database(ctx.settings.resolved_database_url, create_if_empty=True)
+    try:
+        with make_session_factory(engine)() as session:
+            classifier = ModelProvider(check_seconds=0).get(session=session)
+            if classifier is None:
+                raise ModelError("no active model could be loaded: run `spamguard train` first")
+            done = messages.classify_pending(session=session, classifier=classifier,
+                                             limit=limit, batch_size=batch_size)
+            left = messages.count_pending(session=session)
+    finally:
+        engine.dispose()
+    click.echo(f"classified {done} pending message(s) with {classifier.version}; "
+               f"{left} still pending")
+
+
+@click.group("api-key")
+def api_key_group() -> None:
+    """Create, list and revoke JSON API keys."""
+
+
+@api_key_group.command("create")
+@click.argument("name")
+@pass_ctx
+def api_key_create(ctx: CliContext, name: str) -> None:
+    """Create an API key called NAME and print it (it is shown only this once)."""
+    from spamguard.cli.model_commands import registry_session
+    from spamguard.services import apikeys
+
+    with registry_session(ctx) as session:
+        row, plaintext = apikeys.create_api_key(session=session, name=name)
+        key_id = row.id
+    click.echo(plaintext)
+    click.echo(f"API key {key_id} ({name}) created; store it now, it cannot be shown again",
+               err=True)
+
+
+@api_key_group.command("list")
+@pass_ctx
+def api_key_list(ctx: CliContext) -> None:
+    """List API keys (prefix, name, created, last used, revoked) — never the keys."""
+    from spamguard.cli.model_commands import format_table, registry_session
+    from spamguard.services import apikeys
+
+    def when(value) -> str:
+        return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+    with registry_session(ctx) as session:
+        rows = [(str(k.id), k.key_prefix, k.name, when(k.created_at), when(k.last_used_at),
+                 when(k.revoked_at)) for k in apikeys.list_api_keys(session=session)]
+    if not rows:
+        click.echo("no API keys yet: run `spamguard api-key create NAME`")
+        return
+    click.echo(format_table(rows, ("ID", "PREFIX", "NAME", "CREATED", "LAST USED", "REVOKED")))
+
+
+@api_key_group.command("revoke")
+@click.argument("key_ref", metavar="ID_OR_PREFIX")
+@pass_ctx
+def api_key_revoke(ctx: CliContext, key_ref: str) -> None:
+    """Revoke an API key by its id or prefix (requests with it get 401 at once)."""
+    from spamguard.cli.model_commands import registry_session
+    from spamguard.services import apikeys
+
+    with registry_session(ctx) as session:
+        row = apikeys.revoke_api_key(session=session, key_ref=key_ref)
+        click.echo(f"revoked API key {row.id} ({row.name}, {row.key_prefix})")

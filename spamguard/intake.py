@@ -1,0 +1,68 @@
+"""Web glue shared by the webhook and the JSON API: input checks, JSON errors, ingest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, current_app, g, jsonify
+
+from spamguard.extensions import db_session
+from spamguard.services import messages
+from spamguard.services.model_provider import provider_for
+
+
+class BadInput(Exception):
+    """Request content the caller must fix (becomes a JSON 4xx, nothing stored)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def json_error(message: str, status: int, **headers: str) -> Response:
+    """Return ``{"error": message}`` with ``status``."""
+    response = jsonify(error=message)
+    response.status_code = status
+    response.headers.update(headers)
+    return response
+
+
+def check_text(name: str, value: Any, *, max_chars: int, allow_empty: bool = False) -> str:
+    """Return ``value`` if it is a storable string for field ``name``, else raise BadInput."""
+    if not isinstance(value, str):
+        raise BadInput(f"{name} must be a string")
+    if not value.strip() and not allow_empty:
+        raise BadInput(f"{name} must not be empty")
+    if len(value) > max_chars:
+        raise BadInput(f"{name} is {len(value)} characters long; the limit is {max_chars}")
+    if "\x00" in value:
+        raise BadInput(f"{name} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from JSON "\ud800" escapes
+        raise BadInput(f"{name} is not valid Unicode (lone surrogate)") from None
+    return value
+
+
+def settings():
+    """The app's settings."""
+    return current_app.config["SPAMGUARD"]
+
+
+def current_classifier():
+    """The process's classifier for the active version (None: classify later)."""
+    return provider_for(current_app).get(session=db_session())
+
+
+def ingest(**fields: Any) -> messages.IngestResult:
+    """Store and classify a message for this request; note its id and label for the log."""
+    result = messages.ingest(session=db_session(), classifier=current_classifier(), **fields)
+    g.message_id = result.message.id
+    g.verdict_label = result.message.model_label
+    if settings().log_bodies:
+        g.log_body = result.message.body
+    if result.verdict is not None:
+        count_verdict = current_app.extensions.get("spamguard.count_verdict")
+        if count_verdict is not None:
+            count_verdict(result.verdict.label)
+    return result

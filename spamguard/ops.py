@@ -1,0 +1,161 @@
+"""Operations: ``/healthz``, ``/metrics``, one JSON log line per request, JSON errors.
+
+Metrics use prometheus_client; with ``PROMETHEUS_MULTIPROC_DIR`` set (``spamguard serve``
+sets it) every gunicorn worker writes its samples there and ``/metrics`` sums them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from spamguard.extensions import db_session, get_db
+from spamguard.intake import json_error
+from spamguard.metrics import Metrics
+from spamguard.services import messages
+from spamguard.services.model_provider import provider_for
+
+bp = Blueprint("ops", __name__)
+access_log = logging.getLogger("spamguard.access")
+JSON_PREFIXES = ("/api/", "/webhook/")
+
+
+def init_app(app: Flask) -> None:
+    """Install proxy handling, metrics, request logging, JSON errors and pending draining."""
+    if app.config["SPAMGUARD"].trust_proxy:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)
+    metrics = Metrics()
+    app.extensions["spamguard.metrics"] = metrics
+    app.extensions["spamguard.count_verdict"] = metrics.count_verdict
+    _ensure_log_handler()
+    app.before_request(_start_timer)
+    app.after_request(_after_request)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+
+
+def _ensure_log_handler() -> None:
+    """Send access lines to stderr (gunicorn keeps it) unless logging is set up already."""
+    if not access_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+
+
+def _start_timer() -> None:
+    g.request_started = time.perf_counter()
+
+
+def _after_request(response: Response) -> Response:
+    """Log and count the request; drain pending messages after a model (re)load."""
+    started = g.get("request_started", time.perf_counter())
+    duration = time.perf_counter() - started
+    endpoint = request.endpoint or "unmatched"  # unmatched: no per-URL label explosion
+    metrics, provider = current_app.extensions["spamguard.metrics"], provider_for(current_app)
+    metrics.observe(endpoint, request.method, response.status_code, duration)
+    metrics.set_model(provider.version_id)
+    record = {"event": "request", "method": request.method, "path": request.path,
+              "status": response.status_code, "duration_ms": round(duration * 1000, 2),
+              "message_id": g.get("message_id"), "label": g.get("verdict_label"),
+              "pid": os.getpid()}
+    if "log_body" in g:
+        record["body"] = g.log_body  # only when SPAMGUARD_LOG_BODIES is on
+    access_log.info(json.dumps(record, ensure_ascii=False))
+    if provider.just_loaded and provider.peek() is not None:
+        response.call_on_close(_drain_callback(current_app._get_current_object()))
+    return response
+
+
+def _drain_callback(app: Flask):
+    """Return a function that classifies a batch of pending messages once the answer is sent."""
+
+    def drain() -> None:
+        provider = provider_for(app)
+        classifier = provider.peek()
+        if classifier is None or not provider.just_loaded:
+            return
+        provider.just_loaded = False  # one drain at a time in this process
+        batch = app.config["SPAMGUARD"].pending_drain_batch
+        with app.app_context():
+            with get_db().session_factory() as session:
+                done = messages.classify_pending(session=session, classifier=classifier,
+                                                 limit=batch)
+        if done >= batch:
+            provider.just_loaded = True  # more may wait: continue after the next request
+
+    return drain
+
+
+def _wants_json() -> bool:
+    return request.path.startswith(JSON_PREFIXES)
+
+
+def _http_error(exc: HTTPException):
+    """JSON errors for API and webhook paths; the usual pages elsewhere."""
+    if not _wants_json():
+        return exc
+    headers = {k: v for k, v in exc.get_headers() if k.lower() in {"allow", "retry-after"}}
+    message = exc.description or exc.name
+    if exc.code == 413:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        message = f"request body too large: the limit is {limit} bytes"
+    elif exc.code == 429:
+        message = f"rate limit exceeded ({exc.description}); retry later"
+    response = json_error(message, exc.code or 500, **headers)
+    if exc.code == 429 and "Retry-After" not in response.headers:
+        response.headers["Retry-After"] = str(_retry_after())
+    return response
+
+
+def _retry_after() -> int:
+    """Seconds until the current rate-limit window resets (Flask-Limiter knows it)."""
+    window = getattr(g, "view_rate_limit", None)
+    limiter = current_app.extensions.get("spamguard.limiter")
+    if window is None or limiter is None:
+        return 60
+    reset_at, _remaining = limiter.limiter.get_window_stats(window.limit, *window.request_args)
+    return max(1, int(reset_at - time.time()) + 1)
+
+
+def _unexpected_error(exc: Exception):
+    """Log the traceback; API and webhook callers get a JSON 500 without internals."""
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)
+    if not _wants_json():
+        raise exc  # other areas keep Flask's own handling (and tests see the traceback)
+    current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
+    return json_error("internal error; the message, if accepted, is kept", 500)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Database reachable (200) or not (503); whether a model is loaded and which version."""
+    try:
+        session = db_session()
+        session.execute(text("SELECT 1"))
+        classifier = provider_for(current_app).get(session=session)
+        pending = messages.count_pending(session=session)
+    except Exception as exc:  # the database is down: report, don't crash
+        get_db().dispose()
+        return jsonify(status="error", database=f"unreachable: {type(exc).__name__}"), 503
+    provider = provider_for(current_app)
+    model = {"loaded": classifier is not None, "version": provider.version_id,
+             "error": provider.last_error}
+    status = "ok" if classifier is not None else "degraded"
+    return jsonify(status=status, database="ok", model=model, pending=pending)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format (all workers' samples in multiprocess mode)."""
+    body, content_type = current_app.extensions["spamguard.metrics"].render()
+    return Response(body, content_type=content_type)

@@ -1,0 +1,92 @@
+"""API keys for the JSON API: shown once at creation, stored only as a SHA-256 hash.
+
+A key looks like ``sg_<43 url-safe characters>`` (256 random bits); its first 12 characters
+are kept as a prefix so operators can tell keys apart in lists and revoke one by prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from spamguard.errors import SpamguardError
+from spamguard.models import ApiKey
+from spamguard.sqltypes import as_utc, utcnow
+
+KEY_PREFIX = "sg_"
+PREFIX_CHARS = 12
+# Writing last_used_at on every request would make each API call a write; a minute is enough.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class ApiKeyError(SpamguardError):
+    """An API key that cannot be created, found or revoked."""
+
+
+def hash_key(key: str) -> str:
+    """Return the hex SHA-256 of a plaintext key (what the database stores)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def create_api_key(*, session: Session, name: str) -> tuple[ApiKey, str]:
+    """Create a key named ``name``; return the row and the plaintext (shown only this once)."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ApiKeyError("an API key needs a name of 1 to 100 characters")
+    plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(name=name, key_prefix=plaintext[:PREFIX_CHARS], key_hash=hash_key(plaintext))
+    session.add(row)
+    session.flush()
+    return row, plaintext
+
+
+def verify_api_key(*, session: Session, key: str) -> ApiKey | None:
+    """Return the active key matching the plaintext ``key``, or None (unknown or revoked)."""
+    if not key.startswith(KEY_PREFIX) or len(key) > 200:
+        return None
+    digest = hash_key(key)
+    row = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).first()
+    if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at:
+        return None
+    now = utcnow()
+    if row.last_used_at is None or now - as_utc(row.last_used_at) >= LAST_USED_RESOLUTION:
+        row.last_used_at = now
+        session.flush()
+    return row
+
+
+def list_api_keys(*, session: Session) -> list[ApiKey]:
+    """Return every key, oldest first (revoked ones included)."""
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+def revoke_api_key(*, session: Session, key_ref: str) -> ApiKey:
+    """Revoke the key whose id or prefix is ``key_ref``; return it."""
+    rows = _find(session, key_ref)
+    if not rows:
+        raise ApiKeyError(f"no API key {key_ref!r} (see `spamguard api-key list`)")
+    if len(rows) > 1:
+        raise ApiKeyError(f"{key_ref!r} matches {len(rows)} keys: use the numeric id")
+    row = rows[0]
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.flush()
+    return row
+
+
+def _find(session: Session, key_ref: str) -> list[ApiKey]:
+    """Keys matching an id or a (leading part of a) prefix."""
+    if key_ref.isdigit():
+        row = session.get(ApiKey, int(key_ref))
+        return [row] if row is not None else []
+    if len(key_ref) < 4:
+        return []
+    # A pasted whole key works too: only its first PREFIX_CHARS characters are compared.
+    prefix = key_ref[:PREFIX_CHARS]
+    return list(session.scalars(
+        select(ApiKey).where(ApiKey.key_prefix.startswith(prefix, autoescape=True))))

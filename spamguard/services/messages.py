@@ -1,0 +1,179 @@
+"""Store inbound messages and their verdicts: persistence first, nothing lost, no duplicates.
+
+:func:`ingest` commits the message row before it classifies, so a message survives a
+missing or failing model (it stays ``pending`` and :func:`classify_pending` completes it).
+(gateway, external_id) is unique: a retried delivery, even one racing the original in
+another worker, finds the first row instead of writing a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from spamguard.ml.data import text_hash
+from spamguard.models import Message, Verdict
+from spamguard.sqltypes import utcnow
+
+log = logging.getLogger("spamguard.messages")
+
+
+@dataclass
+class IngestResult:
+    """What :func:`ingest` did: the stored message, its new verdict (if any), and whether
+    this call created the row (False for a retried delivery)."""
+
+    message: Message
+    verdict: Verdict | None
+    created: bool
+
+    @property
+    def pending(self) -> bool:
+        return self.message.verdict_status == "pending"
+
+
+def find_message(*, session: Session, gateway: str, external_id: str) -> Message | None:
+    """Return the message a gateway delivered under ``external_id``, if stored."""
+    query = select(Message).where(Message.gateway == gateway, Message.external_id == external_id)
+    return session.scalars(query).first()
+
+
+def get_message(*, session: Session, message_id: int) -> Message | None:
+    """Return a message with its verdicts and reviews loaded."""
+    query = (select(Message).where(Message.id == message_id)
+             .options(selectinload(Message.verdicts), selectinload(Message.reviews)))
+    return session.scalars(query).first()
+
+
+def ingest(*, session: Session, classifier: Any, gateway: str, external_id: str | None,
+           sender: str, recipient: str, body: str, received_at: datetime | None = None,
+           raw: dict[str, Any] | None = None) -> IngestResult:
+    """Store a message (commit), classify it with ``classifier`` (may be None), commit the verdict.
+
+    A message already stored under (gateway, external_id) is returned as it is, classified
+    first if it is still pending and a classifier is available.
+    """
+    message, created = _store(session=session, gateway=gateway, external_id=external_id,
+                              fields={"sender": sender, "recipient": recipient, "body": body,
+                                      "received_at": received_at or utcnow(), "raw": raw})
+    verdict = None
+    if classifier is not None and message.verdict_status == "pending":
+        verdicts = classify_messages(session=session, classifier=classifier, messages=[message])
+        verdict = verdicts[0] if verdicts else None
+        if verdict is None:
+            session.refresh(message)  # classified meanwhile by another process, or failed
+    return IngestResult(message=message, verdict=verdict, created=created)
+
+
+def _store(*, session: Session, gateway: str, external_id: str | None,
+           fields: dict[str, Any]) -> tuple[Message, bool]:
+    """Insert and commit the message, or return the row an earlier delivery stored."""
+    if external_id is not None:
+        existing = find_message(session=session, gateway=gateway, external_id=external_id)
+        if existing is not None:
+            return existing, False
+    message = Message(gateway=gateway, external_id=external_id, verdict_status="pending",
+                      text_hash=text_hash(fields["body"]), **fields)
+    session.add(message)
+    try:
+        session.commit()
+    except IntegrityError:
+        # A concurrent retry committed the same (gateway, external_id) first: use its row.
+        session.rollback()
+        if external_id is None:
+            raise
+        existing = find_message(session=session, gateway=gateway, external_id=external_id)
+        if existing is None:
+            raise
+        return existing, False
+    return message, True
+
+
+def classify_messages(*, session: Session, classifier: Any,
+                      messages: Sequence[Message]) -> list[Verdict | None]:
+    """Classify pending ``messages`` in one batch and commit their verdicts.
+
+    Returns one entry per message: its new verdict, or None when another process classified
+    it first or classification failed (the message then stays pending; the error is logged).
+    """
+    if not messages:
+        return []
+    started = time.perf_counter()
+    try:
+        probabilities = classifier.predict_proba([m.body for m in messages])
+    except Exception:
+        log.exception("classification failed for %d message(s); left pending", len(messages))
+        return [None] * len(messages)
+    latency_ms = (time.perf_counter() - started) * 1000 / len(messages)
+    verdicts = [_record_verdict(session, classifier, m, float(p), latency_ms)
+                for m, p in zip(messages, probabilities, strict=True)]
+    session.commit()
+    return verdicts
+
+
+def _record_verdict(session: Session, classifier: Any, message: Message, probability: float,
+                    latency_ms: float) -> Verdict | None:
+    """Mark the message classified (only if still pending) and add its verdict row."""
+    label = classifier.label_for(probability)
+    # Conditional update: two processes classifying the same pending message write one verdict.
+    claimed = session.execute(
+        update(Message)
+        .where(Message.id == message.id, Message.verdict_status == "pending")
+        .values(verdict_status="classified", spam_probability=probability, model_label=label,
+                model_version_id=classifier.version)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not claimed:
+        return None
+    verdict = Verdict(message_id=message.id, model_version_id=classifier.version,
+                      spam_probability=probability, label=label,
+                      threshold=classifier.threshold, latency_ms=latency_ms)
+    session.add(verdict)
+    message.verdict_status, message.spam_probability = "classified", probability
+    message.model_label, message.model_version_id = label, classifier.version
+    return verdict
+
+
+def count_pending(*, session: Session) -> int:
+    """Return how many messages wait for a verdict."""
+    from sqlalchemy import func
+
+    query = select(func.count()).select_from(Message).where(Message.verdict_status == "pending")
+    return int(session.scalar(query) or 0)
+
+
+def classify_pending(*, session: Session, classifier: Any, limit: int | None = None,
+                     batch_size: int = 64) -> int:
+    """Classify pending messages, oldest first, in batches; return how many got a verdict.
+
+    Stops after ``limit`` messages (None: all), or when a batch fails to classify.
+    """
+    done, after_id = 0, 0
+    while limit is None or done < limit:
+        size = batch_size if limit is None else min(batch_size, limit - done)
+        batch = list(session.scalars(
+            select(Message).where(Message.verdict_status == "pending", Message.id > after_id)
+            .order_by(Message.id).limit(size)))
+        if not batch:
+            break
+        after_id = batch[-1].id
+        verdicts = classify_messages(session=session, classifier=classifier, messages=batch)
+        if all(v is None for v in verdicts) and not _any_classified(session, batch):
+            break  # the model fails on these: stop rather than spin
+        done += sum(v is not None for v in verdicts)
+    return done
+
+
+def _any_classified(session: Session, batch: Sequence[Message]) -> bool:
+    """True when some of ``batch`` is no longer pending (another process classified it)."""
+    ids = [m.id for m in batch]
+    query = select(Message.id).where(Message.id.in_(ids), Message.verdict_status != "pending")
+    return session.scalars(query).first() is not None

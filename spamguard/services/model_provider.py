@@ -1,0 +1,132 @@
+"""Per-process lazy model loader that follows the registry's active version.
+
+A worker loads the active version on first use (never at import), re-checks the database at
+most every ``check_seconds`` and switches to a newly activated version without a restart,
+reusing the loaded backbone when the new version was trained on the same weights. When no
+version is active or loading fails it returns None, so callers keep messages pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from spamguard.models import ModelVersion
+
+log = logging.getLogger("spamguard.model")
+EXTENSION_KEY = "spamguard.model_provider"
+
+
+@dataclass(frozen=True)
+class ActiveRow:
+    """The registry's view of the active version (what the provider compares against)."""
+
+    id: str
+    directory: str
+    backbone_hash: str
+
+
+class ModelProvider:
+    """Hold this process's classifier and keep it in step with the active version."""
+
+    def __init__(self, *, check_seconds: float = 5.0, cache_root: Path | None = None,
+                 clock=time.monotonic) -> None:
+        self.check_seconds = check_seconds
+        self.cache_root = cache_root
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the loaded model (tests; also done automatically after a fork)."""
+        self._pid = os.getpid()
+        self._classifier: Any = None
+        self._version_id: str | None = None
+        self._checked_at: float | None = None
+        self.last_error: str | None = None
+        self.loads = 0  # versions loaded by this process (tests and /healthz read it)
+        self.backbone_reuses = 0
+        self.just_loaded = False  # set on each load: pending messages may now be classifiable
+
+    @property
+    def version_id(self) -> str | None:
+        """The loaded version, or None."""
+        return self._version_id if self._classifier is not None else None
+
+    def peek(self) -> Any:
+        """Return the loaded classifier without touching the database (None if none)."""
+        return self._classifier if self._pid == os.getpid() else None
+
+    def get(self, *, session: Session) -> Any:
+        """Return the classifier for the active version, loading or switching when due."""
+        if self._pid != os.getpid():
+            self.reset()  # a forked child must not trust its parent's state
+        if not self._due():
+            return self._classifier
+        with self._lock:
+            if self._due():
+                self._refresh(session)
+        return self._classifier
+
+    def _due(self) -> bool:
+        return self._checked_at is None or self._clock() - self._checked_at >= self.check_seconds
+
+    def _refresh(self, session: Session) -> None:
+        """Compare the loaded version with the active one and load it when they differ."""
+        self._checked_at = self._clock()
+        active = read_active(session)
+        if active is None:
+            if self._classifier is not None:
+                log.warning("no active model version any more; keeping %s", self._version_id)
+            return
+        if active.id == self._version_id and self._classifier is not None:
+            return
+        try:
+            self._classifier = self._load(active)
+        except Exception as exc:  # any failure leaves messages pending, never a 500
+            self.last_error = f"cannot load model {active.id}: {exc}"
+            log.error(self.last_error)
+            return
+        self._version_id, self.last_error = active.id, None
+        self.loads += 1
+        self.just_loaded = True
+        log.info("loaded model version %s", active.id)
+
+    def _load(self, active: ActiveRow) -> Any:
+        """Load ``active``, reusing the current backbone when the weights are the same."""
+        from spamguard.ml.classifier import SpamClassifier
+
+        backbone = None
+        current = self._classifier
+        if current is not None and current.backbone.hash == active.backbone_hash:
+            backbone = current.backbone
+            self.backbone_reuses += 1
+        return SpamClassifier.load(Path(active.directory), backbone=backbone,
+                                   cache_root=self.cache_root)
+
+
+def read_active(session: Session) -> ActiveRow | None:
+    """Return the active version's id, directory and backbone hash (one small query)."""
+    row = session.execute(
+        select(ModelVersion.id, ModelVersion.directory, ModelVersion.backbone_hash)
+        .where(ModelVersion.status == "active")
+    ).first()
+    return ActiveRow(*row) if row is not None else None
+
+
+def provider_for(app: Any) -> ModelProvider:
+    """Return (creating on first use) the provider kept in ``app.extensions``."""
+    provider = app.extensions.get(EXTENSION_KEY)
+    if provider is None:
+        settings = app.config["SPAMGUARD"]
+        provider = ModelProvider(check_seconds=settings.model_check_seconds)
+        app.extensions[EXTENSION_KEY] = provider
+    return provider

@@ -1,0 +1,84 @@
+"""Run the app under gunicorn: start-up checks and the gunicorn application (no Click here)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from spamguard.config import Settings
+
+log = logging.getLogger("spamguard.serve")
+
+
+def check_ready(settings: Settings) -> None:
+    """Refuse to start with the placeholder secret or an out-of-date schema (one line each).
+
+    A brand-new SQLite database is created; an existing one is never upgraded silently.
+    """
+    from spamguard.app import check_secret
+    from spamguard.db import open_database
+
+    check_secret(settings, testing=False)
+    open_database(settings.resolved_database_url, create_if_empty=True).dispose()
+    if not settings.twilio_validate:
+        log.warning("Twilio signature validation is OFF: for local testing only")
+
+
+def default_workers() -> int:
+    """2 to 4 workers: one per core, at least two so a slow request never blocks all."""
+    return max(2, min(4, os.cpu_count() or 2))
+
+
+def gunicorn_options(*, host: str, port: int, workers: int, timeout: int) -> dict[str, Any]:
+    """Gunicorn settings: no preload (each worker builds the app and loads the model itself)."""
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "sync",
+        "preload_app": False,
+        "timeout": timeout,  # the first request in a worker loads the model (seconds)
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        "accesslog": None,  # spamguard.access writes one JSON line per request instead
+        "errorlog": "-",
+        "child_exit": _child_exit,
+    }
+
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges from the multiprocess metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def run_gunicorn(settings: Settings, options: dict[str, Any]) -> None:
+    """Serve ``create_app()`` with gunicorn until stopped, with a fresh metrics folder."""
+    from gunicorn.app.base import BaseApplication
+
+    metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="spamguard-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # Each worker is one request at a time: one torch thread each avoids oversubscribing cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+    class Application(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            from spamguard.app import create_app
+
+            return create_app()
+
+    try:
+        Application().run()
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

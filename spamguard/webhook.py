@@ -1,0 +1,103 @@
+"""``POST /webhook/twilio``: Twilio's inbound-SMS webhook (signed, idempotent on MessageSid)."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qsl
+
+from flask import Blueprint, Flask, Response, request
+from twilio.request_validator import RequestValidator, get_signature_algorithm
+from twilio.twiml.messaging_response import MessagingResponse
+
+from spamguard.intake import BadInput, check_text, ingest, json_error, settings
+
+bp = Blueprint("webhook", __name__, url_prefix="/webhook")
+log = logging.getLogger("spamguard.webhook")
+GATEWAY = "twilio"
+FORM_TYPE = "application/x-www-form-urlencoded"
+# Stored beside the message for moderators and audits; Body/From/To have their own columns.
+RAW_FIELDS = ("AccountSid", "MessagingServiceSid", "NumMedia", "NumSegments", "SmsStatus",
+              "FromCountry", "FromState", "FromCity", "ToCountry", "ApiVersion")
+
+
+def init_app(app: Flask) -> None:
+    """Warn once at startup when signature checks are off or cannot pass."""
+    current = app.config["SPAMGUARD"]
+    if not current.twilio_validate:
+        log.warning("Twilio signature validation is OFF (SPAMGUARD_TWILIO_VALIDATE=0): "
+                    "anyone can post to /webhook/twilio; use this for local testing only")
+    elif not current.twilio_auth_token:
+        log.warning("SPAMGUARD_TWILIO_AUTH_TOKEN is not set: /webhook/twilio answers 403")
+
+
+def signed_url() -> str:
+    """The URL Twilio signed: the configured public base URL, else the request's own URL."""
+    base = settings().public_base_url.rstrip("/")
+    if not base:
+        return request.url  # ProxyFix (SPAMGUARD_TRUST_PROXY) has applied X-Forwarded-*
+    query = request.query_string.decode("latin-1")
+    return base + request.path + (f"?{query}" if query else "")
+
+
+def signature_ok() -> bool:
+    """Check X-Twilio-Signature against the auth token (always True when validation is off)."""
+    current = settings()
+    if not current.twilio_validate:
+        return True
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature or not current.twilio_auth_token:
+        return False
+    algorithm = get_signature_algorithm(
+        request.headers.get("X-Twilio-Webhooks-Signature-Settings"))
+    validator = RequestValidator(current.twilio_auth_token)
+    return validator.validate(signed_url(), request.form, signature, algorithm=algorithm)
+
+
+def read_form() -> None:
+    """Refuse a body that is not strict UTF-8 form data (werkzeug would replace bad bytes)."""
+    if request.mimetype != FORM_TYPE:
+        raise BadInput(f"Content-Type must be {FORM_TYPE}", 415)
+    raw = request.get_data(cache=True)  # bounded by MAX_CONTENT_LENGTH; form reuses it
+    try:
+        parse_qsl(raw.decode("ascii"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise BadInput("request body is not valid UTF-8 form data") from None
+
+
+def message_fields() -> dict:
+    """Validate Twilio's fields and map them onto :func:`messages.ingest` arguments."""
+    form, limit = request.form, settings().max_body_chars
+    missing = [name for name in ("MessageSid", "From", "To", "Body") if name not in form]
+    if missing:
+        raise BadInput(f"missing field(s): {', '.join(missing)}")
+    has_media = form.get("NumMedia", "0").strip() not in {"", "0"}
+    return {
+        "external_id": check_text("MessageSid", form["MessageSid"], max_chars=128),
+        "sender": check_text("From", form["From"], max_chars=255),
+        "recipient": check_text("To", form["To"], max_chars=255),
+        # A picture message may have no text: keep it (it is still a delivery to log).
+        "body": check_text("Body", form["Body"], max_chars=limit, allow_empty=has_media),
+        "raw": {name: form[name][:255] for name in RAW_FIELDS if name in form} or None,
+    }
+
+
+@bp.post("/twilio")
+def twilio_inbound() -> Response:
+    """Store, classify and acknowledge one inbound SMS with TwiML."""
+    try:
+        read_form()
+        if not signature_ok():
+            return json_error("missing or invalid X-Twilio-Signature", 403)
+        fields = message_fields()
+    except BadInput as exc:
+        return json_error(str(exc), exc.status)
+    ingest(gateway=GATEWAY, **fields)
+    return Response(twiml_answer(), status=200, mimetype="text/xml")
+
+
+def twiml_answer() -> str:
+    """Empty ``<Response/>``, or a reply message when the operator configured one."""
+    answer = MessagingResponse()
+    if settings().reply_text:
+        answer.message(settings().reply_text)  # the TwiML library escapes it
+    return str(answer)

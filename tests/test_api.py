@@ -1,0 +1,225 @@
+"""The JSON API: keys, messages, classify, bad input, rate limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from spamguard.models import Message, Verdict
+from tests.fixtures_service import count_rows, create_key
+
+MESSAGE = {"from": "+15550001111", "to": "+15550002222",
+           "body": "FREE entry to win a new phone! Text WIN to 87121"}
+
+pytestmark = pytest.mark.usefixtures("reuse_backbones")
+
+
+def test_post_message_stores_and_classifies(app, api):
+    response = api("POST", "/messages", json=MESSAGE)
+    assert response.status_code == 201
+    data = response.get_json()
+    assert data["status"] == "classified"
+    assert data["label"] in {"spam", "ham"}
+    assert 0.0 <= data["spam_probability"] <= 1.0
+    assert data["model_version"]
+    assert count_rows(app, Message) == count_rows(app, Verdict) == 1
+
+
+def test_replay_of_id_is_idempotent(app, api):
+    first = api("POST", "/messages", json={**MESSAGE, "id": "abc-1"})
+    again = api("POST", "/messages", json={**MESSAGE, "id": "abc-1"})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.get_json() == again.get_json()
+    assert count_rows(app, Message) == 1
+
+
+def test_reused_id_for_other_content_is_409(app, api):
+    api("POST", "/messages", json={**MESSAGE, "id": "abc-2"})
+    response = api("POST", "/messages", json={**MESSAGE, "id": "abc-2", "body": "other"})
+    assert response.status_code == 409
+    assert count_rows(app, Message) == 1
+
+
+def test_received_at_is_kept(app, api):
+    response = api("POST", "/messages", json={**MESSAGE, "received_at": "2026-01-02T03:04:05Z"})
+    stored = api("GET", f"/messages/{response.get_json()['message_id']}").get_json()
+    assert stored["received_at"].startswith("2026-01-02T03:04:05")
+
+
+def test_get_message_returns_verdicts_and_reviews(app, api):
+    from spamguard.extensions import get_db
+    from spamguard.models import Review
+
+    message_id = api("POST", "/messages", json=MESSAGE).get_json()["message_id"]
+    with app.app_context(), get_db().session_factory() as session:
+        session.add(Review(message_id=message_id, label="spam", note="<script>x</script>"))
+        session.commit()
+    data = api("GET", f"/messages/{message_id}").get_json()
+    assert data["body"] == MESSAGE["body"] and data["from"] == MESSAGE["from"]
+    assert len(data["verdicts"]) == 1 and data["verdicts"][0]["label"] == data["label"]
+    assert data["reviews"][0]["label"] == "spam"
+
+
+def test_get_unknown_message_is_404_json(api):
+    response = api("GET", "/messages/999999")
+    assert response.status_code == 404
+    assert "999999" in response.get_json()["error"]
+
+
+def test_classify_returns_results_in_order_and_stores_nothing(app, api):
+    texts = ["WINNER!! Call 09061701461 to claim your prize", "see you at 6", "ok"]
+    response = api("POST", "/classify", json={"texts": texts})
+    assert response.status_code == 200
+    results = response.get_json()["results"]
+    assert [r["text"] for r in results] == texts
+    assert all(r["label"] in {"spam", "ham"} for r in results)
+    assert count_rows(app, Message) == 0
+
+
+def test_classify_batch_limit(make_app):
+    app = make_app(classify_batch_limit=2)
+    headers = {"Authorization": f"Bearer {create_key(app)}"}
+    response = app.test_client().post("/api/v1/classify", json={"texts": ["a", "b", "c"]},
+                                      headers=headers)
+    assert response.status_code == 413
+    assert "limit is 2" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("payload, status, fragment", [
+    ({"to": "+1", "body": "hi"}, 400, "missing field(s): from"),
+    ({**MESSAGE, "body": ""}, 400, "body must not be empty"),
+    ({**MESSAGE, "body": "   "}, 400, "body must not be empty"),
+    ({**MESSAGE, "body": "x" * 1601}, 400, "limit is 1600"),
+    ({**MESSAGE, "body": 42}, 400, "body must be a string"),
+    ({**MESSAGE, "id": 7}, 400, "id must be a string"),
+    ({**MESSAGE, "colour": "red"}, 400, "unknown field(s): colour"),
+    ({**MESSAGE, "received_at": "yesterday"}, 400, "not an ISO 8601"),
+    ({**MESSAGE, "received_at": 12}, 400, "received_at must be"),
+    ({**MESSAGE, "body": "a\x00b"}, 400, "NUL"),
+    ({**MESSAGE, "body": "\ud800"}, 400, "surrogate"),
+    (["not", "an", "object"], 400, "must be an object"),
+])
+def test_bad_message_input(app, api, payload, status, fragment):
+    response = api("POST", "/messages", json=payload)
+    assert response.status_code == status
+    assert fragment in response.get_json()["error"]
+    assert count_rows(app, Message) == 0
+
+
+@pytest.mark.parametrize("data, content_type, status, fragment", [
+    (b'{"from": "+1", ', "application/json", 400, "malformed JSON"),
+    (b'{"body": "caf\xe9"}', "application/json", 400, "UTF-8"),
+    (b"from=1&to=2&body=3", "application/x-www-form-urlencoded", 415, "application/json"),
+    (b"", "text/plain", 415, "application/json"),
+])
+def test_bad_body_encoding(app, api, data, content_type, status, fragment):
+    response = api("POST", "/messages", data=data, content_type=content_type)
+    assert response.status_code == status
+    assert fragment in response.get_json()["error"]
+    assert count_rows(app, Message) == 0
+
+
+@pytest.mark.parametrize("payload, fragment", [
+    ({}, "texts must be"), ({"texts": []}, "texts must be"), ({"texts": "hi"}, "texts must be"),
+    ({"texts": ["ok", 3]}, "texts[1] must be a string"), ({"texts": ["a"], "x": 1}, "unknown"),
+])
+def test_bad_classify_input(api, payload, fragment):
+    response = api("POST", "/classify", json=payload)
+    assert response.status_code == 400
+    assert fragment in response.get_json()["error"]
+
+
+def test_oversized_request_is_413_before_reading(app, api):
+    response = api("POST", "/messages", data=b"{" + b" " * 70_000 + b"}",
+                   content_type="application/json")
+    assert response.status_code == 413
+    assert "limit is 65536 bytes" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("headers, fragment", [
+    ({}, "missing API key"),
+    ({"Authorization": "Bearer sg_wrong"}, "invalid"),
+    ({"Authorization": "Basic dXNlcjpwdw=="}, "missing API key"),
+])
+def test_missing_or_wrong_key_is_401(app, client, headers, fragment):
+    response = client.post("/api/v1/messages", json=MESSAGE, headers=headers)
+    assert response.status_code == 401
+    assert fragment in response.get_json()["error"]
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert count_rows(app, Message) == 0
+
+
+def test_revoked_key_is_401(app, api, api_key):
+    from spamguard.extensions import get_db
+    from spamguard.services import apikeys
+
+    assert api("POST", "/classify", json={"texts": ["hi"]}).status_code == 200
+    with app.app_context(), get_db().session_factory() as session:
+        apikeys.revoke_api_key(session=session, key_ref=api_key[:12])
+        session.commit()
+    assert api("POST", "/classify", json={"texts": ["hi"]}).status_code == 401
+
+
+def test_rate_limit_per_key_429_with_retry_after(make_app):
+    app = make_app(api_rate_limit="2 per minute")
+    client = app.test_client()
+    first, second = ({"Authorization": f"Bearer {create_key(app, n)}"} for n in ("a", "b"))
+    statuses = [client.get("/api/v1/messages/1", headers=first).status_code for _ in range(3)]
+    assert statuses == [404, 404, 429]
+    limited = client.get("/api/v1/messages/1", headers=first)
+    assert 0 < int(limited.headers["Retry-After"]) <= 61
+    assert "rate limit" in limited.get_json()["error"]
+    assert client.get("/api/v1/messages/1", headers=second).status_code == 404
+
+
+def test_pending_when_no_model_then_classified_on_replay(app_without_model, install_model,
+                                                         tiny_model_dir):
+    app = app_without_model
+    app.config["SPAMGUARD"] = _with(app.config["SPAMGUARD"], model_check_seconds=0)
+    headers = {"Authorization": f"Bearer {create_key(app)}"}
+    client = app.test_client()
+    pending = client.post("/api/v1/messages", json={**MESSAGE, "id": "p1"}, headers=headers)
+    assert pending.status_code == 202
+    assert pending.get_json()["status"] == "pending" and pending.get_json()["label"] is None
+    assert client.post("/api/v1/classify", json={"texts": ["x"]}, headers=headers
+                       ).status_code == 503
+    install_model(tiny_model_dir)
+    replay = client.post("/api/v1/messages", json={**MESSAGE, "id": "p1"}, headers=headers)
+    assert replay.status_code == 200
+    assert replay.get_json()["status"] == "classified"
+    assert count_rows(app, Message) == count_rows(app, Verdict) == 1
+
+
+def test_classification_error_keeps_message_pending(app, api, monkeypatch):
+    from spamguard.ml.classifier import SpamClassifier
+
+    def broken(self, texts, progress=None):
+        raise RuntimeError("backbone exploded")
+
+    monkeypatch.setattr(SpamClassifier, "predict_proba", broken)
+    response = api("POST", "/messages", json=MESSAGE)
+    assert response.status_code == 202
+    assert count_rows(app, Message) == 1 and count_rows(app, Verdict) == 0
+
+
+def test_unexpected_error_is_json_500(app, api, monkeypatch):
+    from spamguard import api as api_module
+
+    def crash(**_):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(api_module.messages, "get_message", crash)
+    response = api("GET", "/messages/1")
+    assert response.status_code == 500
+    assert "boom" not in response.get_json()["error"]
+
+
+def test_unknown_api_path_is_404_json(api):
+    response = api("GET", "/nothing")
+    assert response.status_code == 404
+    assert response.get_json()["error"]
+
+
+def _with(settings, **changes):
+    from dataclasses import replace
+
+    return replace(settings, **changes)

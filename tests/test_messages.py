@@ -1,0 +1,155 @@
+"""services.messages: persistence first, idempotency (also under races), pending and draining."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from spamguard.models import Message, Verdict
+from spamguard.services import messages, registry
+
+
+class FakeClassifier:
+    """A stand-in with the classifier's serving interface (fast, countable, breakable)."""
+
+    def __init__(self, version: str, probability: float = 0.9, fail: bool = False) -> None:
+        self.version, self.threshold = version, 0.5
+        self.probability, self.fail, self.calls = probability, fail, 0
+
+    def predict_proba(self, texts):
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("model broke")
+        return np.full(len(texts), self.probability)
+
+    def label_for(self, p: float) -> str:
+        return "spam" if p >= self.threshold else "ham"
+
+
+@pytest.fixture
+def version_id(db_session, make_version_dir) -> str:
+    version = registry.register_version(session=db_session,
+                                        version_dir=make_version_dir("v1"))
+    db_session.commit()
+    return version.id
+
+
+def ingest(session, classifier, external_id="SM1", body="Win a prize now", **kwargs):
+    return messages.ingest(session=session, classifier=classifier, gateway="twilio",
+                           external_id=external_id, sender="+1", recipient="+2", body=body,
+                           **kwargs)
+
+
+def counts(session) -> tuple[int, int]:
+    return (session.scalar(select(func.count()).select_from(Message)),
+            session.scalar(select(func.count()).select_from(Verdict)))
+
+
+def test_ingest_commits_message_then_verdict(db_session, db_session_factory, version_id):
+    result = ingest(db_session, FakeClassifier(version_id))
+    assert result.created and not result.pending
+    assert result.verdict.label == "spam" and result.verdict.threshold == 0.5
+    assert result.verdict.latency_ms >= 0
+    with db_session_factory() as other:  # committed: another session sees both rows
+        stored = other.get(Message, result.message.id)
+        assert stored.model_label == "spam" and stored.model_version_id == version_id
+        assert stored.text_hash and counts(other) == (1, 1)
+
+
+def test_no_classifier_keeps_message_pending(db_session, version_id):
+    result = ingest(db_session, None)
+    assert result.pending and result.verdict is None
+    assert counts(db_session) == (1, 0)
+
+
+def test_failing_classifier_keeps_message_pending(db_session, version_id):
+    result = ingest(db_session, FakeClassifier(version_id, fail=True))
+    assert result.pending
+    assert counts(db_session) == (1, 0)
+
+
+def test_retry_returns_first_row_and_classifies_if_pending(db_session, version_id):
+    first = ingest(db_session, None)
+    again = ingest(db_session, FakeClassifier(version_id))
+    assert not again.created and again.message.id == first.message.id
+    assert not again.pending
+    assert counts(db_session) == (1, 1)
+    third = ingest(db_session, FakeClassifier(version_id))
+    assert third.verdict is None and counts(db_session) == (1, 1)
+
+
+def test_messages_without_external_id_are_all_kept(db_session, version_id):
+    ingest(db_session, None, external_id=None)
+    ingest(db_session, None, external_id=None)
+    assert counts(db_session) == (2, 0)
+
+
+def test_concurrent_retries_store_one_message(db_session_factory, db_backend, version_id):
+    """Eight threads deliver the same MessageSid at once: one row, one verdict."""
+    barrier, errors = threading.Barrier(8), []
+
+    def deliver() -> None:
+        try:
+            with db_session_factory() as session:
+                barrier.wait()
+                ingest(session, FakeClassifier(version_id), external_id="SM-race")
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    with db_session_factory() as session:
+        assert counts(session) == (1, 1)
+
+
+def test_integrity_race_falls_back_to_existing_row(db_session, db_session_factory, version_id,
+                                                   monkeypatch):
+    """The row appears between the lookup and the insert (the race, made deterministic)."""
+    with db_session_factory() as other:
+        ingest(other, None, external_id="SM-late")
+    real_find = messages.find_message
+    calls = []
+
+    def late_find(**kwargs):
+        calls.append(1)
+        return None if len(calls) == 1 else real_find(**kwargs)
+
+    monkeypatch.setattr(messages, "find_message", late_find)
+    result = ingest(db_session, FakeClassifier(version_id), external_id="SM-late")
+    assert not result.created and counts(db_session) == (1, 1)
+
+
+def test_classify_pending_completes_in_batches(db_session, version_id):
+    for i in range(7):
+        ingest(db_session, None, external_id=f"SM{i}")
+    classifier = FakeClassifier(version_id, probability=0.1)
+    assert messages.classify_pending(session=db_session, classifier=classifier, limit=3,
+                                     batch_size=2) == 3
+    assert messages.count_pending(session=db_session) == 4
+    assert messages.classify_pending(session=db_session, classifier=classifier,
+                                     batch_size=2) == 4
+    assert messages.count_pending(session=db_session) == 0
+    labels = db_session.scalars(select(Verdict.label)).all()
+    assert labels == ["ham"] * 7
+
+
+def test_classify_pending_stops_when_model_fails(db_session, version_id):
+    ingest(db_session, None)
+    broken = FakeClassifier(version_id, fail=True)
+    assert messages.classify_pending(session=db_session, classifier=broken) == 0
+    assert broken.calls == 1 and messages.count_pending(session=db_session) == 1
+
+
+def test_get_message_loads_verdicts(db_session, version_id):
+    result = ingest(db_session, FakeClassifier(version_id))
+    db_session.expunge_all()
+    message = messages.get_message(session=db_session, message_id=result.message.id)
+    assert [v.label for v in message.verdicts] == ["spam"]
+    assert messages.get_message(session=db_session, message_id=10**6) is None

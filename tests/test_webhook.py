@@ -1,0 +1,156 @@
+"""POST /webhook/twilio: signatures, storage, retries, bad input, TwiML answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from spamguard.models import Message, Verdict
+from tests.fixtures_service import count_rows, post_signed, sign, twilio_params
+
+pytestmark = pytest.mark.usefixtures("reuse_backbones")
+
+
+def stored(app) -> list[Message]:
+    from sqlalchemy import select
+
+    from spamguard.extensions import get_db
+
+    with app.app_context(), get_db().session_factory() as session:
+        return list(session.scalars(select(Message).order_by(Message.id)))
+
+
+def test_signed_request_is_stored_classified_and_answered(app, post_twilio):
+    params = twilio_params("WINNER!! Claim your £1000 prize, call 09061701461")
+    response = post_twilio(params)
+    assert response.status_code == 200
+    assert response.mimetype == "text/xml"
+    assert response.data.decode().endswith("<Response />")
+    [message] = stored(app)
+    assert (message.gateway, message.external_id) == ("twilio", params["MessageSid"])
+    assert (message.sender, message.recipient, message.body) == (
+        params["From"], params["To"], params["Body"])
+    assert message.verdict_status == "classified"
+    assert message.model_label in {"spam", "ham"}
+    assert message.raw["AccountSid"] == params["AccountSid"]
+    assert count_rows(app, Verdict) == 1
+
+
+@pytest.mark.parametrize("signature", [None, "", "bm90IGEgc2lnbmF0dXJl"])
+def test_missing_or_wrong_signature_is_403_and_stores_nothing(app, client, signature):
+    headers = {} if signature is None else {"X-Twilio-Signature": signature}
+    response = client.post("/webhook/twilio", data=twilio_params(), headers=headers)
+    assert response.status_code == 403
+    assert "Signature" in response.get_json()["error"]
+    assert count_rows(app, Message) == 0
+
+
+def test_signature_for_other_params_is_rejected(app, post_twilio):
+    params = twilio_params()
+    forged = sign({**params, "Body": "something else"})
+    assert post_twilio(params, signature=forged).status_code == 403
+
+
+def test_signature_with_wrong_token_is_rejected(app, post_twilio):
+    params = twilio_params()
+    assert post_twilio(params, signature=sign(params, token="other")).status_code == 403
+
+
+def test_retry_with_same_message_sid_stores_one_row_and_same_answer(app, post_twilio):
+    params = twilio_params()
+    first, second = post_twilio(params), post_twilio(params)
+    assert first.status_code == second.status_code == 200
+    assert first.data == second.data
+    assert count_rows(app, Message) == 1
+    assert count_rows(app, Verdict) == 1
+
+
+def test_public_base_url_is_the_signed_url(make_app):
+    client = make_app(public_base_url="https://sms.example.com/").test_client()
+    params = twilio_params()
+    assert post_signed(client, params).status_code == 403
+    public = post_signed(client, params, url="https://sms.example.com/webhook/twilio")
+    assert public.status_code == 200
+
+
+@pytest.mark.parametrize("trust_proxy, expected", [(True, 200), (False, 403)])
+def test_proxy_headers_honoured_only_when_trusted(make_app, trust_proxy, expected):
+    client = make_app(trust_proxy=trust_proxy).test_client()
+    params = twilio_params()
+    signature = sign(params, url="https://sms.example.com/webhook/twilio")
+    response = client.post("/webhook/twilio", data=params, headers={
+        "X-Twilio-Signature": signature, "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "sms.example.com"})
+    assert response.status_code == expected
+
+
+def test_validation_off_accepts_unsigned(make_app):
+    client = make_app(twilio_validate=False).test_client()
+    assert client.post("/webhook/twilio", data=twilio_params()).status_code == 200
+
+
+def test_reply_text_is_escaped_twiml(make_app):
+    client = make_app(reply_text="Thanks <b>& bye").test_client()
+    response = post_signed(client, twilio_params())
+    assert "<Message>Thanks &lt;b&gt;&amp; bye</Message>" in response.data.decode()
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"MessageSid": None}, "MessageSid"),
+    ({"From": None}, "From"),
+    ({"Body": None}, "Body"),
+    ({"From": "  "}, "From must not be empty"),
+    ({"Body": ""}, "Body must not be empty"),
+    ({"Body": "x" * 1601}, "limit is 1600"),
+    ({"Body": "nul\x00byte"}, "NUL"),
+])
+def test_bad_fields_are_400_and_store_nothing(app, post_twilio, change, fragment):
+    params = {k: v for k, v in {**twilio_params(), **change}.items() if v is not None}
+    response = post_twilio(params)
+    assert response.status_code == 400
+    assert fragment in response.get_json()["error"]
+    assert count_rows(app, Message) == 0
+
+
+def test_picture_message_without_text_is_kept(app, post_twilio):
+    params = twilio_params("", NumMedia="1")
+    assert post_twilio(params).status_code == 200
+    assert count_rows(app, Message) == 1
+
+
+def test_wrong_content_type_is_415(app, client):
+    params = twilio_params()
+    response = client.post("/webhook/twilio", json=params,
+                           headers={"X-Twilio-Signature": sign(params)})
+    assert response.status_code == 415
+    assert "Content-Type" in response.get_json()["error"]
+
+
+def test_invalid_utf8_is_400(app, client):
+    body = b"MessageSid=SM1&From=%2B1&To=%2B2&Body=caf%E9"
+    response = client.post("/webhook/twilio", data=body,
+                           content_type="application/x-www-form-urlencoded",
+                           headers={"X-Twilio-Signature": "x"})
+    assert response.status_code == 400
+    assert "UTF-8" in response.get_json()["error"]
+    assert count_rows(app, Message) == 0
+
+
+def test_oversized_request_is_413_json(app, client):
+    response = client.post("/webhook/twilio", data={"Body": "x" * 70_000},
+                           headers={"X-Twilio-Signature": "x"})
+    assert response.status_code == 413
+    assert "too large" in response.get_json()["error"]
+
+
+def test_get_is_405_json(client):
+    response = client.get("/webhook/twilio")
+    assert response.status_code == 405
+    assert response.get_json()["error"]
+    assert "POST" in response.headers["Allow"]
+
+
+def test_without_model_message_is_kept_pending(app_without_model):
+    response = post_signed(app_without_model.test_client(), twilio_params())
+    assert response.status_code == 200  # Twilio needs no verdict; the message is safe
+    [message] = stored(app_without_model)
+    assert message.verdict_status == "pending"
