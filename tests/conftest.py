@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.fixtures_ml",
     "tests.fixtures_db",
     "tests.fixtures_app",
-    "tests.fixtures_service",
+    "tests.fixtures_admin",
     "tests.fixtures_retrain",
+    "tests.fixtures_service",
 ]

@@ -1,0 +1,88 @@
+"""Log in, log out, and (admins) manage accounts."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_user, logout_user
+
+from spamguard.admin.base import (
+    LoggedInUser,
+    bp,
+    fail,
+    is_local,
+    role_required,
+    run_action,
+    session,
+)
+from spamguard.models import ROLES
+from spamguard.services import users
+
+LOGIN_ERRORS = {
+    "invalid": "Wrong username or password.",
+    "locked": "Too many failed attempts: this account is locked for a while. Try again later.",
+    "inactive": "This account is disabled.",
+}
+
+
+def _safe_next(target: str | None) -> str:
+    """Return ``target`` if it is a local admin path, else the dashboard."""
+    return target if is_local(target) else url_for("admin.dashboard")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Show the login form; check it and start a session."""
+    if current_user.is_authenticated:
+        return redirect(_safe_next(request.args.get("next")))
+    if request.method == "GET":
+        return render_template("admin/login.html", next=request.args.get("next", ""))
+    db = session()
+    result = users.authenticate(session=db, username=request.form.get("username", ""),
+                                password=request.form.get("password", ""))
+    db.commit()  # failed-login counters are kept even when the login fails
+    if not result.ok:
+        flash(LOGIN_ERRORS[result.reason], "error")
+        return render_template("admin/login.html", next=request.form.get("next", "")), 401
+    user = result.user
+    login_user(LoggedInUser(user.id, user.username, user.role))
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    """End the session."""
+    logout_user()
+    flash("Logged out.", "info")
+    return redirect(url_for("admin.login"))
+
+
+@bp.route("/users")
+@role_required("admin")
+def user_list():
+    """List accounts, with a form to add one."""
+    return render_template("admin/users.html", users=users.list_users(session()), roles=ROLES)
+
+
+@bp.route("/users", methods=["POST"])
+@role_required("admin")
+def user_create():
+    """Create an account from the form."""
+    form = request.form
+    return run_action(
+        lambda db: users.create_user(session=db, username=form.get("username", ""),
+                                     password=form.get("password", ""),
+                                     role=form.get("role", "")),
+        done=lambda user: f"Created {user.role} {user.username}.", endpoint="admin.user_list")
+
+
+@bp.route("/users/<int:user_id>/active", methods=["POST"])
+@role_required("admin")
+def user_active(user_id: int):
+    """Enable or disable an account (not your own)."""
+    if user_id == int(current_user.id):
+        return fail("You cannot disable your own account.", "admin.user_list")
+    active = request.form.get("active") == "1"
+    return run_action(
+        lambda db: users.set_active(session=db, user_id=user_id, active=active),
+        done=lambda u: f"{u.username} is now {'enabled' if u.is_active else 'disabled'}.",
+        endpoint="admin.user_list")

@@ -1,0 +1,114 @@
+"""The admin blueprint and what its views share: roles, the request's session, helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Blueprint, abort, current_app, flash, redirect, request, url_for
+from flask_login import UserMixin, current_user
+from sqlalchemy.orm import Session
+
+from spamguard.config import Settings
+from spamguard.errors import SpamguardError
+from spamguard.extensions import db_session
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+ROLE_RANK = {"viewer": 0, "moderator": 1, "admin": 2}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class LoggedInUser(UserMixin):
+    """The logged-in account as Flask-Login sees it (a plain copy, not a database row)."""
+
+    def __init__(self, user_id: int, username: str, role: str) -> None:
+        self.id, self.username, self.role = user_id, username, role
+
+    def can(self, role: str) -> bool:
+        """Return True when this user's role is ``role`` or above."""
+        return ROLE_RANK.get(self.role, -1) >= ROLE_RANK[role]
+
+
+def role_required(role: str) -> Callable[[F], F]:
+    """Allow the view to users whose role is ``role`` or above (403 otherwise)."""
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                return current_app.login_manager.unauthorized()
+            if not current_user.can(role):
+                abort(403, description=f"this needs the {role} role")
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def session() -> Session:
+    """The request's database session."""
+    return db_session()
+
+
+def settings() -> Settings:
+    """The app's settings."""
+    return current_app.config["SPAMGUARD"]
+
+
+def user_id() -> int:
+    """The logged-in user's id."""
+    return int(current_user.id)
+
+
+def is_local(target: str | None) -> bool:
+    """Return True when ``target`` is a path inside the admin UI (safe to redirect to)."""
+    return bool(target) and target.startswith("/admin") and "//" not in target \
+        and "\\" not in target
+
+
+def back(default: str, **values: Any):
+    """Redirect to a safe local ``next`` form field, or to ``default``."""
+    target = request.form.get("next", "")
+    return redirect(target if is_local(target) else url_for(default, **values))
+
+
+def fail(message: str, default: str, **values: Any):
+    """Flash an error and go back."""
+    flash(message, "error")
+    return back(default, **values)
+
+
+def run_action(action: Callable[[Session], Any], *, done: Callable[[Any], str],
+               endpoint: str, **values: Any):
+    """Run a service call in the request's session; commit and flash ``done(result)``, or
+    roll back and flash the error. Either way go back to ``endpoint``."""
+    db = session()
+    try:
+        result = action(db)
+    except SpamguardError as exc:
+        db.rollback()
+        return fail(str(exc), endpoint, **values)
+    db.commit()
+    flash(done(result), "info")
+    return back(endpoint, **values)
+
+
+@bp.app_template_filter("when")
+def format_when(value: datetime | None) -> str:
+    """Format a timestamp as ``YYYY-MM-DD HH:MM`` UTC."""
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M")
+
+
+@bp.app_template_filter("pct")
+def format_pct(value: float | None, digits: int = 1) -> str:
+    """Format a share as a percentage."""
+    return "–" if value is None else f"{100 * value:.{digits}f}%"
+
+
+@bp.app_template_filter("num")
+def format_num(value: float | None, digits: int = 3) -> str:
+    """Format a score with ``digits`` decimals."""
+    return "–" if value is None else f"{value:.{digits}f}"

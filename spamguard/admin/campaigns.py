@@ -1,0 +1,52 @@
+"""Campaigns by size or recency; one decision labels a whole campaign."""
+
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, request, url_for
+
+from spamguard.admin.base import bp, role_required, run_action, session, settings, user_id
+from spamguard.models import LABELS
+from spamguard.services import campaigns, retrain_jobs
+
+PER_PAGE = 50
+
+
+@bp.route("/campaigns")
+def campaign_list():
+    """List campaigns, largest or most recent first."""
+    order = request.args.get("order", "size")
+    if order not in ("size", "recent"):
+        abort(400, description="order must be size or recent")
+    try:
+        page = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        abort(400, description="page must be a whole number")
+    db = session()
+    items = campaigns.list_campaigns(db, order=order, limit=PER_PAGE,
+                                     offset=(page - 1) * PER_PAGE)
+    total = campaigns.count_campaigns(db)
+    return render_template("admin/campaigns.html", campaigns=items, order=order, page=page,
+                           has_next=page * PER_PAGE < total, total=total, labels=LABELS,
+                           similarity=campaigns.DEFAULT_SIMILARITY)
+
+
+@bp.route("/campaigns/<int:campaign_id>/label", methods=["POST"])
+@role_required("moderator")
+def campaign_label(campaign_id: int):
+    """Label every message of the campaign."""
+    label = request.form.get("label", "")
+    return run_action(
+        lambda db: campaigns.label_campaign(session=db, campaign_id=campaign_id, label=label,
+                                            user_id=user_id(), note=request.form.get("note")),
+        done=lambda count: f"Campaign {campaign_id}: {count} messages labelled {label}.",
+        endpoint="admin.campaign_list", order=request.form.get("order", "size"))
+
+
+@bp.route("/campaigns/rebuild", methods=["POST"])
+@role_required("moderator")
+def campaign_rebuild():
+    """Start `spamguard campaigns rebuild` in the background."""
+    pid = retrain_jobs.start_campaign_rebuild(settings=settings())
+    flash(f"Campaign rebuild started in the background (process {pid}); reload in a minute.",
+          "info")
+    return redirect(url_for("admin.campaign_list"))

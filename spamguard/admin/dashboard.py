@@ -1,0 +1,41 @@
+"""The dashboard: volume, spam share, verdicts, reviews, backlog, disagreement, model."""
+
+from __future__ import annotations
+
+from flask import Response, abort, redirect, render_template, request, url_for
+
+from spamguard.admin.base import bp, session
+from spamguard.services import dashboard
+
+
+def _bucket() -> str:
+    bucket = request.args.get("bucket", "day")
+    if bucket not in dashboard.BUCKETS:
+        abort(400, description=f"bucket must be one of {', '.join(dashboard.BUCKETS)}")
+    return bucket
+
+
+@bp.route("/")
+def index():
+    """Send the bare /admin/ to the dashboard."""
+    return redirect(url_for("admin.dashboard"))
+
+
+@bp.route("/dashboard", endpoint="dashboard")
+def dashboard_page():
+    """Show the dashboard."""
+    bucket = _bucket()
+    db = session()
+    points = dashboard.volume(db, bucket=bucket)
+    return render_template("admin/dashboard.html", summary=dashboard.summary(db),
+                           points=points[-12:][::-1], bucket=bucket,
+                           buckets=list(dashboard.BUCKETS))
+
+
+@bp.route("/dashboard/volume.svg")
+def dashboard_chart():
+    """Render the volume chart as SVG."""
+    bucket = _bucket()
+    svg = dashboard.volume_svg(dashboard.volume(session(), bucket=bucket), bucket=bucket)
+    return Response(svg, mimetype="image/svg+xml")
+

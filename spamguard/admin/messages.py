@@ -1,0 +1,100 @@
+"""Message list with filters and bulk relabelling, and the message detail page."""
+
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, request, url_for
+
+from spamguard.admin.base import bp, fail, role_required, run_action, session, user_id
+from spamguard.errors import SpamguardError
+from spamguard.models import LABELS, Message
+from spamguard.services import message_queries, reviews
+from spamguard.services.message_queries import FilterError, MessageFilter
+
+PER_PAGE = 50
+
+
+def _filters(args) -> MessageFilter:
+    """Parse the filter arguments, answering 400 with the reason when one is bad."""
+    try:
+        return MessageFilter.from_args(args)
+    except FilterError as exc:
+        abort(400, description=str(exc))
+
+
+def _page_number() -> int:
+    try:
+        return max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        abort(400, description="page must be a whole number")
+
+
+@bp.route("/messages")
+def message_list():
+    """List messages matching the filters, newest first."""
+    filters = _filters(request.args)
+    page = message_queries.list_messages(session(), filters, page=_page_number(),
+                                         per_page=PER_PAGE)
+    return render_template("admin/messages.html", page=page, filters=filters,
+                           args=filters.as_args(), labels=LABELS)
+
+
+@bp.route("/messages/bulk", methods=["POST"])
+@role_required("moderator")
+def message_bulk():
+    """Relabel the selected messages or all matching the filter, after a confirmation."""
+    form = request.form
+    label = form.get("label", "")
+    scope = form.get("scope") or request.args.get("scope", "selected")
+    if label not in LABELS:
+        return fail("Choose spam or ham.", "admin.message_list")
+    filters = _filters(form)
+    if scope == "filter":
+        ids = message_queries.matching_ids(filters)
+        count = message_queries.count_messages(session(), filters)
+    else:
+        try:
+            chosen = sorted({int(i) for i in form.getlist("ids")})
+        except ValueError:
+            abort(400, description="ids must be message numbers")
+        if not chosen:
+            return fail("Select at least one message.", "admin.message_list", **filters.as_args())
+        ids, count = chosen, len(chosen)
+    if form.get("confirmed") != "1" or form.get("expected") != str(count):
+        return render_template("admin/confirm_bulk.html", count=count, label=label,
+                               scope=scope, ids=ids if scope != "filter" else [],
+                               filters=filters, args=filters.as_args())
+    db = session()
+    try:
+        done = reviews.bulk_relabel(session=db, ids=ids, label=label, user_id=user_id(),
+                                    note=form.get("note"))
+    except SpamguardError as exc:
+        db.rollback()
+        return fail(str(exc), "admin.message_list", **filters.as_args())
+    db.commit()
+    flash(f"Labelled {done} message{'s' if done != 1 else ''} as {label}.", "info")
+    return redirect(url_for("admin.message_list", **filters.as_args()))
+
+
+@bp.route("/messages/<int:message_id>")
+def message_detail(message_id: int):
+    """Show a message with every verdict, every review and similar messages."""
+    db = session()
+    message = db.get(Message, message_id)
+    if message is None:
+        abort(404, description=f"no message {message_id}")
+    return render_template("admin/message.html", message=message,
+                           similar=message_queries.similar_messages(db, message),
+                           history=reviews.review_history(db, message_id), labels=LABELS)
+
+
+@bp.route("/messages/<int:message_id>/review", methods=["POST"])
+@role_required("moderator")
+def message_review(message_id: int):
+    """Label (or relabel) one message from its detail page."""
+    form = request.form
+    return run_action(
+        lambda db: reviews.add_review(session=db, message_id=message_id,
+                                      label=form.get("label", ""), user_id=user_id(),
+                                      note=form.get("note")),
+        done=lambda review: f"Message {message_id} labelled {review.label}.",
+        endpoint="admin.message_detail", message_id=message_id)

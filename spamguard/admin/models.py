@@ -1,0 +1,113 @@
+"""Model versions: list, full report, side-by-side comparison, promote, roll back, retrain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flask import abort, flash, redirect, render_template, request, send_from_directory, url_for
+
+from spamguard.admin.base import bp, fail, role_required, run_action, session, settings
+from spamguard.models import ModelVersion
+from spamguard.services import registry, retrain_jobs
+
+REPORT_IMAGES = ("pr_curve.png", "confusion_matrix.png")  # the only files served
+
+
+def load_report(version: ModelVersion) -> dict[str, Any] | None:
+    """Read the version's ``report.json`` (None when missing or unreadable)."""
+    try:
+        report = json.loads((Path(version.directory) / "report.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def headline_rows(results: list[dict | None]) -> list[list[str]]:
+    """Rows of (metric, one formatted value per result) in the report's own format."""
+    from spamguard.ml.report import HEADLINE
+
+    rows = []
+    for label, key, fmt in HEADLINE:
+        cells = [fmt(r[key]) if r and r.get(key) is not None else "–" for r in results]
+        rows.append([label, *cells])
+    return rows
+
+
+def _version(version_id: str) -> ModelVersion:
+    version = session().get(ModelVersion, version_id)
+    if version is None:
+        abort(404, description=f"no model version {version_id}")
+    return version
+
+
+@bp.route("/models")
+def model_list():
+    """List every version with its status and headline metrics, and recent training runs."""
+    db = session()
+    versions = registry.list_versions(db)
+    runs = retrain_jobs.recent_runs(db)
+    return render_template("admin/models.html", versions=versions, runs=runs,
+                           running=retrain_jobs.any_running(runs),
+                           headline=registry.headline_metrics)
+
+
+@bp.route("/models/<version_id>")
+def model_detail(version_id: str):
+    """Show a version's full classification report beside the TF-IDF baseline."""
+    version = _version(version_id)
+    report = load_report(version)
+    results = [report.get("model"), report.get("baseline")] if report else []
+    return render_template("admin/model.html", version=version, report=report,
+                           rows=headline_rows(results) if report else [],
+                           images=[n for n in REPORT_IMAGES if (version.path / n).is_file()])
+
+
+@bp.route("/models/<version_id>/files/<name>")
+def model_file(version_id: str, name: str):
+    """Serve one of the version's report images (no other file of the folder)."""
+    if name not in REPORT_IMAGES:
+        abort(404)
+    return send_from_directory(_version(version_id).path, name, mimetype="image/png")
+
+
+@bp.route("/models/compare")
+def model_compare():
+    """Compare two versions side by side."""
+    a, b = _version(request.args.get("a", "")), _version(request.args.get("b", ""))
+    reports = [load_report(a), load_report(b)]
+    rows = headline_rows([(r or {}).get("model") for r in reports])
+    return render_template("admin/compare.html", versions=[a, b], rows=rows, reports=reports,
+                           images=REPORT_IMAGES)
+
+
+@bp.route("/models/<version_id>/promote", methods=["POST"])
+@role_required("admin")
+def model_promote(version_id: str):
+    """Make this version the active one."""
+    return run_action(lambda db: registry.promote(session=db, version_id=version_id),
+                      done=lambda v: f"Version {v.id} is now active.",
+                      endpoint="admin.model_list")
+
+
+@bp.route("/models/rollback", methods=["POST"])
+@role_required("admin")
+def model_rollback():
+    """Re-activate the previously active version."""
+    return run_action(lambda db: registry.rollback(session=db),
+                      done=lambda v: f"Rolled back: version {v.id} is active again.",
+                      endpoint="admin.model_list")
+
+
+@bp.route("/models/retrain", methods=["POST"])
+@role_required("admin")
+def model_retrain():
+    """Start `spamguard retrain --trigger ui` in the background."""
+    try:
+        pid = retrain_jobs.start_retrain(settings=settings())
+    except OSError as exc:
+        return fail(f"Could not start retraining: {exc}", "admin.model_list")
+    flash(f"Retraining started in the background (process {pid}). This page refreshes "
+          "while it runs.", "info")
+    return redirect(url_for("admin.model_list"))

@@ -1,0 +1,92 @@
+"""The review queue: the most uncertain unreviewed message first, decided with one key."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+from flask import session as cookie
+
+from spamguard.admin.base import bp, fail, role_required, session, user_id
+from spamguard.errors import SpamguardError
+from spamguard.models import Message
+from spamguard.services import message_queries, registry, reviews
+
+MAX_SKIPPED = 300  # remembered per login session, so the signed cookie stays small
+UPCOMING = 10
+
+
+def _threshold() -> float:
+    """The active model's threshold (0.5 when none is active)."""
+    active = registry.active_version(session())
+    return active.threshold if active else 0.5
+
+
+@bp.route("/queue")
+def queue():
+    """Show the next message to review and the ones after it."""
+    db = session()
+    threshold = _threshold()
+    skipped = cookie.get("queue_skip", [])
+    items = message_queries.review_queue(db, threshold=threshold, limit=UPCOMING + 1,
+                                         exclude_ids=skipped)
+    focus = cookie.pop("queue_focus", None)
+    if focus is not None:  # just undone: show it again first
+        message = db.get(Message, focus)
+        if message is not None and message.review_label is None:
+            items = [message, *[m for m in items if m.id != focus]][:UPCOMING + 1]
+    last = reviews.last_review_by(db, user_id())
+    return render_template("admin/queue.html", current=items[0] if items else None,
+                           upcoming=items[1:], threshold=threshold, skipped=len(skipped),
+                           backlog=message_queries.queue_size(db), last=last)
+
+
+@bp.route("/queue/decide", methods=["POST"])
+@role_required("moderator")
+def queue_decide():
+    """Record the decision on one message and move on."""
+    db = session()
+    try:
+        message_id = int(request.form.get("message_id", ""))
+        reviews.add_review(session=db, message_id=message_id,
+                           label=request.form.get("label", ""), user_id=user_id(),
+                           note=request.form.get("note"))
+    except (ValueError, SpamguardError) as exc:
+        db.rollback()
+        return fail(f"Not recorded: {exc}", "admin.queue")
+    db.commit()
+    return redirect(url_for("admin.queue"))
+
+
+@bp.route("/queue/skip", methods=["POST"])
+@role_required("moderator")
+def queue_skip():
+    """Put a message aside for this login session."""
+    try:
+        message_id = int(request.form.get("message_id", ""))
+    except ValueError:
+        return fail("Nothing to skip.", "admin.queue")
+    skipped = [i for i in cookie.get("queue_skip", []) if i != message_id]
+    cookie["queue_skip"] = [*skipped, message_id][-MAX_SKIPPED:]
+    return redirect(url_for("admin.queue"))
+
+
+@bp.route("/queue/reset-skipped", methods=["POST"])
+@role_required("moderator")
+def queue_reset_skipped():
+    """Bring skipped messages back into the queue."""
+    cookie.pop("queue_skip", None)
+    return redirect(url_for("admin.queue"))
+
+
+@bp.route("/queue/undo", methods=["POST"])
+@role_required("moderator")
+def queue_undo():
+    """Take back this user's latest decision that is still current."""
+    db = session()
+    review = reviews.last_review_by(db, user_id())
+    if review is None:
+        return fail("Nothing to undo.", "admin.queue")
+    message = reviews.undo_review(session=db, review_id=review.id)
+    db.commit()
+    cookie["queue_focus"] = message.id
+    flash(f"Undid your decision on message {message.id}.", "info")
+    return redirect(url_for("admin.queue"))

@@ -1,0 +1,76 @@
+"""Logins, CSRF, cookies and the Content-Security-Policy of the admin UI."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFProtect
+
+from spamguard.admin.base import LoggedInUser, bp, session
+
+# No inline script or style anywhere: every script and stylesheet is a file under /static.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+PUBLIC_ENDPOINTS = {"admin.login", "admin.static"}
+
+csrf = CSRFProtect()
+
+
+def init_security(app: Flask) -> None:
+    """Set up Flask-Login, CSRF for admin requests, cookie flags and security headers."""
+    insecure = bool(app.config.get("TESTING")) or app.config["SPAMGUARD"].env == "development"
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=not insecure, REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax", REMEMBER_COOKIE_SECURE=not insecure,
+        # The webhook and API authenticate by signature or key: CSRF is checked by the
+        # admin blueprint only (see _protect), not app-wide.
+        WTF_CSRF_CHECK_DEFAULT=False,
+    )
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", 8 * 3600)
+    csrf.init_app(app)
+    manager = LoginManager()
+    manager.login_view = "admin.login"
+    manager.login_message = "Please log in."
+    manager.session_protection = "basic"
+    manager.user_loader(load_user)
+    manager.init_app(app)
+    app.after_request(security_headers)
+
+
+def load_user(user_id: str) -> LoggedInUser | None:
+    """Load the session's user; a disabled or deleted account is logged out."""
+    from spamguard.services.users import get_user
+
+    try:
+        user = get_user(session(), int(user_id))
+    except ValueError:
+        return None
+    if user is None or not user.is_active:
+        return None
+    return LoggedInUser(user.id, user.username, user.role)
+
+
+def security_headers(response: Response) -> Response:
+    """Add CSP and related headers to HTML responses."""
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if request.blueprint == "admin":
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+@bp.before_request
+def _protect():
+    """Check CSRF on every state-changing admin request, then require a login."""
+    from flask import current_app
+    from flask_login import current_user
+
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        csrf.protect()
+    if request.endpoint not in PUBLIC_ENDPOINTS and not current_user.is_authenticated:
+        return current_app.login_manager.unauthorized()
+    return None

@@ -1,0 +1,67 @@
+"""``spamguard user create`` and ``spamguard campaigns rebuild``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from spamguard.cli.context import CliContext, pass_ctx
+from spamguard.cli.model_commands import registry_session
+from spamguard.errors import SpamguardError
+from spamguard.models import ROLES
+from spamguard.services import campaigns, users
+
+
+def read_password(prompt: bool) -> str:
+    """Ask twice at a hidden prompt on a terminal, else read the first line of stdin."""
+    if prompt:
+        return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    line = sys.stdin.readline()
+    if not line:
+        raise SpamguardError("no password on standard input")
+    return line.rstrip("\r\n")
+
+
+def register(cli: click.Group) -> None:
+    """Add the ``user`` and ``campaigns`` groups to ``cli``."""
+
+    @cli.group("user")
+    def user_group() -> None:
+        """Manage admin UI accounts."""
+
+    @user_group.command("create")
+    @click.argument("name")
+    @click.option("--role", type=click.Choice(ROLES), default="moderator", show_default=True,
+                  help="admin: everything; moderator: review and relabel; viewer: read only.")
+    @pass_ctx
+    def user_create(ctx: CliContext, name: str, role: str) -> None:
+        """Create the account NAME; the password is asked for (or read from stdin)."""
+        password = read_password(sys.stdin.isatty())
+        with registry_session(ctx) as session:
+            user = users.create_user(session=session, username=name, password=password,
+                                     role=role)
+            click.echo(f"created {user.role} {user.username}")
+
+    @cli.group("campaigns")
+    def campaigns_group() -> None:
+        """Group near-identical messages into campaigns."""
+
+    @campaigns_group.command("rebuild")
+    @click.option("--similarity", type=click.FloatRange(0.0, 1.0),
+                  default=campaigns.DEFAULT_SIMILARITY, show_default=True,
+                  help="Cosine similarity of embeddings at or above which messages group.")
+    @click.option("--min-size", type=click.IntRange(min=2), default=campaigns.DEFAULT_MIN_SIZE,
+                  show_default=True, help="Smallest group that counts as a campaign.")
+    @click.option("--days", type=click.IntRange(min=0), default=campaigns.DEFAULT_DAYS,
+                  show_default=True, help="Look at messages of the last DAYS days (0: all).")
+    @pass_ctx
+    def campaigns_rebuild(ctx: CliContext, similarity: float, min_size: int, days: int) -> None:
+        """Recompute all campaigns from the active model's (cached) embeddings."""
+        with registry_session(ctx) as session:
+            encoder = campaigns.active_encoder(session=session, settings=ctx.settings)
+            result = campaigns.rebuild_campaigns(session=session, encoder=encoder,
+                                                 similarity=similarity, min_size=min_size,
+                                                 days=days or None)
+        click.echo(f"{result.campaigns} campaigns holding {result.grouped_messages} of "
+                   f"{result.messages} messages ({result.distinct_texts} distinct texts)")

@@ -1,0 +1,168 @@
+"""Campaigns: groups of near-identical messages, found from frozen-backbone embeddings.
+
+Two messages belong together when the cosine similarity of their embeddings is at least
+:data:`DEFAULT_SIMILARITY` (0.92), or when their normalised texts are equal; a campaign is
+a connected group of at least :data:`DEFAULT_MIN_SIZE` messages. Embeddings come from the
+active model's encoder, whose on-disk cache means each distinct text is embedded once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from spamguard.errors import SpamguardError
+from spamguard.models import Campaign, Message
+from spamguard.services import reviews
+from spamguard.sqltypes import utcnow
+
+DEFAULT_SIMILARITY = 0.92
+DEFAULT_MIN_SIZE = 3
+DEFAULT_DAYS = 30
+ENCODE_CHUNK = 2000  # texts per encoder call (bounded memory, one cache shard each)
+BLOCK = 1024  # rows per similarity block
+Encoder = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    """What a rebuild looked at and found."""
+
+    messages: int
+    distinct_texts: int
+    campaigns: int
+    grouped_messages: int
+
+
+def group_vectors(vectors: np.ndarray, *, similarity: float = DEFAULT_SIMILARITY) -> np.ndarray:
+    """Return a component id per row: rows linked by cosine similarity >= ``similarity``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(vectors)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    unit = np.asarray(vectors, dtype=np.float32)
+    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    rows, cols = [], []
+    for start in range(0, n, BLOCK):
+        # Only pairs (i, j) with j > i: the upper triangle, block by block.
+        sims = unit[start:start + BLOCK] @ unit[start:].T
+        i, j = np.nonzero(np.triu(sims >= similarity, k=1))
+        rows.append((i + start).astype(np.int32))
+        cols.append((j + start).astype(np.int32))
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def _encode(encoder: Encoder, texts: list[str]) -> np.ndarray:
+    """Embed ``texts`` in chunks."""
+    parts = [encoder(texts[i:i + ENCODE_CHUNK]) for i in range(0, len(texts), ENCODE_CHUNK)]
+    return np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+
+
+def _groups(rows: list, encoder: Encoder, similarity: float) -> list[list]:
+    """Group message rows by text hash, then link the distinct texts by embedding."""
+    by_hash: dict[str, list] = {}
+    for row in rows:
+        by_hash.setdefault(row.text_hash, []).append(row)
+    hashes = list(by_hash)
+    component = group_vectors(_encode(encoder, [by_hash[h][0].body for h in hashes]),
+                              similarity=similarity)
+    groups: dict[int, list] = {}
+    for h, comp in zip(hashes, component, strict=True):
+        groups.setdefault(int(comp), []).extend(by_hash[h])
+    return list(groups.values())
+
+
+def rebuild_campaigns(*, session: Session, encoder: Encoder,
+                      similarity: float = DEFAULT_SIMILARITY, min_size: int = DEFAULT_MIN_SIZE,
+                      days: int | None = DEFAULT_DAYS, now: datetime | None = None
+                      ) -> RebuildResult:
+    """Replace all campaigns by those found among the messages of the last ``days`` days.
+
+    A label a moderator gave an old campaign carries over to the new campaign holding its
+    messages when all of them agree. Flushes; the caller commits.
+    """
+    query = select(Message.id, Message.body, Message.text_hash, Message.received_at,
+                   Message.campaign_id)
+    if days:
+        query = query.where(Message.received_at >= (now or utcnow()) - timedelta(days=days))
+    rows = list(session.execute(query))
+    old_labels = dict(session.execute(select(Campaign.id, Campaign.label)).all())
+    groups = [g for g in _groups(rows, encoder, similarity) if len(g) >= min_size]
+    session.execute(update(Message).where(Message.campaign_id.is_not(None))
+                    .values(campaign_id=None).execution_options(synchronize_session=False))
+    session.execute(update(Campaign).values(representative_message_id=None))
+    session.execute(delete(Campaign))
+    for members in groups:
+        _store(session, members, old_labels)
+    session.expire_all()
+    distinct = len({row.text_hash for row in rows})
+    return RebuildResult(len(rows), distinct, len(groups), sum(len(g) for g in groups))
+
+
+def _store(session: Session, members: list, old_labels: dict[int, str | None]) -> Campaign:
+    """Insert one campaign and point its messages at it."""
+    members = sorted(members, key=lambda r: (r.received_at, r.id))
+    labels = {old_labels.get(m.campaign_id) for m in members if m.campaign_id is not None}
+    campaign = Campaign(first_seen=members[0].received_at, last_seen=members[-1].received_at,
+                        size=len(members), representative_message_id=members[0].id,
+                        label=labels.pop() if len(labels) == 1 else None)
+    session.add(campaign)
+    session.flush()
+    ids = [m.id for m in members]
+    for start in range(0, len(ids), 5000):
+        session.execute(update(Message).where(Message.id.in_(ids[start:start + 5000]))
+                        .values(campaign_id=campaign.id)
+                        .execution_options(synchronize_session=False))
+    return campaign
+
+
+def list_campaigns(session: Session, *, order: str = "size", limit: int = 50,
+                   offset: int = 0) -> list[Campaign]:
+    """Return campaigns by size (largest first) or recency (latest message first)."""
+    keys = {"size": (Campaign.size.desc(), Campaign.last_seen.desc()),
+            "recent": (Campaign.last_seen.desc(), Campaign.size.desc())}
+    if order not in keys:
+        raise SpamguardError("order must be size or recent")
+    query = select(Campaign).order_by(*keys[order], Campaign.id).limit(limit).offset(offset)
+    return list(session.scalars(query))
+
+
+def count_campaigns(session: Session) -> int:
+    """Count campaigns."""
+    return session.scalar(select(func.count()).select_from(Campaign)) or 0
+
+
+def label_campaign(*, session: Session, campaign_id: int, label: str, user_id: int | None,
+                   note: str | None = None) -> int:
+    """Label every message of a campaign with one decision; return how many."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise SpamguardError(f"no campaign {campaign_id}")
+    ids = select(Message.id).where(Message.campaign_id == campaign_id)
+    count = reviews.bulk_relabel(session=session, ids=ids, label=label, user_id=user_id,
+                                 note=note or f"campaign {campaign_id}")
+    campaign = session.get(Campaign, campaign_id)
+    campaign.label = label
+    session.flush()
+    return count
+
+
+def active_encoder(*, session: Session, settings) -> Encoder:
+    """Load the active model's cached encoder (raises when no model is active)."""
+    from spamguard.ml.classifier import SpamClassifier
+    from spamguard.services import registry
+
+    version = registry.active_version(session)
+    if version is None:
+        raise SpamguardError("no active model version: run `spamguard train` first")
+    classifier = SpamClassifier.load(version.directory, cache_root=settings.cache_dir)
+    return lambda texts: classifier.encoder(texts, progress=False)

@@ -1,0 +1,217 @@
+"""Read-side queries over messages: filtered, paginated lists and the review queue.
+
+Every list is ordered newest first (``received_at, id``), which the composite indexes in
+:mod:`spamguard.models` serve together with each filter's own column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from spamguard.models import LABELS, Message
+
+REVIEW_STATES = ("spam", "ham", "reviewed", "unreviewed")
+MAX_PER_PAGE = 200
+
+
+class FilterError(ValueError):
+    """A filter value that cannot be understood (shown to the user)."""
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    """What a message list shows; empty fields do not filter."""
+
+    model_label: str = ""  # spam | ham | pending
+    review: str = ""  # one of REVIEW_STATES
+    disagreement: bool = False  # reviewed, and the moderator's label differs from the model's
+    min_p: float | None = None
+    max_p: float | None = None
+    since: date | None = None
+    until: date | None = None  # inclusive day
+    sender: str = ""
+    q: str = ""  # substring of the body
+    campaign_id: int | None = None
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> MessageFilter:
+        """Parse query-string arguments; raise :class:`FilterError` naming a bad one."""
+        model_label = _choice(args, "model_label", (*LABELS, "pending"))
+        review = _choice(args, "review", REVIEW_STATES)
+        return cls(
+            model_label=model_label, review=review,
+            disagreement=args.get("disagreement", "") in {"1", "on", "true", "yes"},
+            min_p=_number(args, "min_p"), max_p=_number(args, "max_p"),
+            since=_day(args, "since"), until=_day(args, "until"),
+            sender=args.get("sender", "").strip()[:255], q=args.get("q", "").strip()[:200],
+            campaign_id=int(_number(args, "campaign_id") or 0) or None,
+        )
+
+    def as_args(self) -> dict[str, str]:
+        """Return the non-empty fields as query-string arguments (for links and forms)."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value in (None, "", False):
+                continue
+            out[f.name] = "1" if value is True else str(value)
+        return out
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.as_args()
+
+
+def _choice(args: Mapping[str, str], name: str, allowed: Iterable[str]) -> str:
+    value = args.get(name, "").strip()
+    if value and value not in allowed:
+        raise FilterError(f"{name} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _number(args: Mapping[str, str], name: str) -> float | None:
+    value = args.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise FilterError(f"{name} must be a number, not {value!r}") from None
+
+
+def _day(args: Mapping[str, str], name: str) -> date | None:
+    value = args.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise FilterError(f"{name} must be a date like 2026-11-30, not {value!r}") from None
+
+
+def _start_of(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def conditions(f: MessageFilter) -> list:
+    """Build the SQL conditions for ``f``."""
+    where: list = []
+    if f.model_label == "pending":
+        where.append(Message.verdict_status == "pending")
+    elif f.model_label:
+        where.append(Message.model_label == f.model_label)
+    if f.review in LABELS:
+        where.append(Message.review_label == f.review)
+    elif f.review == "reviewed":
+        where.append(Message.review_label.is_not(None))
+    elif f.review == "unreviewed":
+        where.append(Message.review_label.is_(None))
+    if f.disagreement:
+        where += [Message.review_label.is_not(None), Message.model_label.is_not(None),
+                  Message.review_label != Message.model_label]
+    if f.min_p is not None:
+        where.append(Message.spam_probability >= f.min_p)
+    if f.max_p is not None:
+        where.append(Message.spam_probability <= f.max_p)
+    if f.since:
+        where.append(Message.received_at >= _start_of(f.since))
+    if f.until:
+        where.append(Message.received_at < _start_of(f.until + timedelta(days=1)))
+    if f.sender:
+        where.append(Message.sender == f.sender)
+    if f.q:
+        escaped = f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append(Message.body.ilike(f"%{escaped}%", escape="\\"))
+    if f.campaign_id:
+        where.append(Message.campaign_id == f.campaign_id)
+    return where
+
+
+def matching_ids(f: MessageFilter) -> Select:
+    """A ``SELECT id`` of the messages matching ``f`` (for bulk updates)."""
+    return select(Message.id).where(*conditions(f))
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a message list."""
+
+    items: list[Message]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
+
+def count_messages(session: Session, f: MessageFilter) -> int:
+    """Count the messages matching ``f``."""
+    return session.scalar(select(func.count()).select_from(Message).where(*conditions(f))) or 0
+
+
+def list_messages(session: Session, f: MessageFilter, *, page: int = 1,
+                  per_page: int = 50) -> Page:
+    """Return page ``page`` of the messages matching ``f``, newest first."""
+    per_page = max(1, min(per_page, MAX_PER_PAGE))
+    page = max(1, page)
+    query = (select(Message).where(*conditions(f))
+             .order_by(Message.received_at.desc(), Message.id.desc())
+             .limit(per_page).offset((page - 1) * per_page))
+    return Page(list(session.scalars(query)), page, per_page, count_messages(session, f))
+
+
+def review_queue(session: Session, *, threshold: float, limit: int = 20,
+                 exclude_ids: Iterable[int] = ()) -> list[Message]:
+    """Return unreviewed messages, the spam probability closest to ``threshold`` first.
+
+    Two range scans on ``ix_messages_review_queue`` (probabilities at or above the
+    threshold ascending, below it descending) each return at most ``limit`` rows, which
+    are merged by distance; a sort over every unreviewed row is never needed. Messages
+    still waiting for a verdict come after all classified ones.
+    """
+    base = [Message.review_label.is_(None)]
+    excluded = list(exclude_ids)
+    if excluded:
+        base.append(Message.id.not_in(excluded))
+    p = Message.spam_probability
+    above = select(Message).where(*base, p >= threshold).order_by(p.asc(), Message.id)
+    below = select(Message).where(*base, p < threshold).order_by(p.desc(), Message.id)
+    rows = [*session.scalars(above.limit(limit)), *session.scalars(below.limit(limit))]
+    rows.sort(key=lambda m: (abs(m.spam_probability - threshold), m.id))
+    rows = rows[:limit]
+    if len(rows) < limit:
+        pending = (select(Message).where(*base, p.is_(None))
+                   .order_by(Message.received_at, Message.id).limit(limit - len(rows)))
+        rows += list(session.scalars(pending))
+    return rows
+
+
+def queue_size(session: Session) -> int:
+    """Count the messages not yet reviewed."""
+    query = select(func.count()).select_from(Message).where(Message.review_label.is_(None))
+    return session.scalar(query) or 0
+
+
+def similar_messages(session: Session, message: Message, *, limit: int = 20) -> list[Message]:
+    """Return other messages with the same normalised text or in the same campaign."""
+    same = Message.text_hash == message.text_hash
+    if message.campaign_id is not None:
+        same = or_(same, Message.campaign_id == message.campaign_id)
+    query = (select(Message).where(and_(same, Message.id != message.id))
+             .order_by(Message.received_at.desc(), Message.id.desc()).limit(limit))
+    return list(session.scalars(query))

@@ -1,0 +1,114 @@
+"""Moderators' decisions: a review per decision, the newest one current, history kept.
+
+``messages.review_label``/``reviewed_at`` mirror the current review so lists and the queue
+never join ``reviews``. Functions flush but never commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Integer, Select, String, Text, func, insert, literal, select, update
+from sqlalchemy.orm import Session
+
+from spamguard.errors import SpamguardError
+from spamguard.models import LABELS, Message, Review
+from spamguard.sqltypes import UTCDateTime, utcnow
+
+MAX_NOTE_CHARS = 2000
+
+
+class ReviewError(SpamguardError):
+    """A review that cannot be recorded or undone."""
+
+
+def _check(label: str, note: str | None) -> str | None:
+    if label not in LABELS:
+        raise ReviewError(f"label must be one of {', '.join(LABELS)}")
+    note = (note or "").strip()
+    if len(note) > MAX_NOTE_CHARS:
+        raise ReviewError(f"note is longer than {MAX_NOTE_CHARS} characters")
+    return note or None
+
+
+def add_review(*, session: Session, message_id: int, label: str, user_id: int | None,
+               note: str | None = None) -> Review:
+    """Record a decision on one message; the previous current review is superseded."""
+    note = _check(label, note)
+    message = session.get(Message, message_id)
+    if message is None:
+        raise ReviewError(f"no message {message_id}")
+    # Clear the old flag first: the partial unique index allows one current review.
+    session.execute(update(Review).where(Review.message_id == message_id, Review.is_current)
+                    .values(is_current=False).execution_options(synchronize_session="fetch"))
+    now = utcnow()
+    review = Review(message_id=message_id, user_id=user_id, label=label, note=note,
+                    created_at=now, is_current=True)
+    session.add(review)
+    message.review_label, message.reviewed_at = label, now
+    session.flush()
+    return review
+
+
+def undo_review(*, session: Session, review_id: int) -> Message:
+    """Take back a current review: the one before it (if any) becomes current again."""
+    review = session.get(Review, review_id)
+    if review is None or not review.is_current:
+        raise ReviewError("only the current review of a message can be undone")
+    message = review.message
+    session.delete(review)
+    session.flush()
+    previous = session.scalars(select(Review).where(Review.message_id == message.id)
+                               .order_by(Review.id.desc()).limit(1)).first()
+    if previous is None:
+        message.review_label, message.reviewed_at = None, None
+    else:
+        previous.is_current = True
+        message.review_label, message.reviewed_at = previous.label, previous.created_at
+    session.flush()
+    return message
+
+
+def last_review_by(session: Session, user_id: int) -> Review | None:
+    """Return the user's most recent review that is still current (what undo takes back)."""
+    query = (select(Review).where(Review.user_id == user_id, Review.is_current)
+             .order_by(Review.id.desc()).limit(1))
+    return session.scalars(query).first()
+
+
+def bulk_relabel(*, session: Session, ids: Select | list[int], label: str,
+                 user_id: int | None, note: str | None = None) -> int:
+    """Label many messages at once (ids, or a ``SELECT id`` subquery); return the count.
+
+    Set-based: three statements whatever the number of messages, so relabelling
+    everything a filter matches stays fast on tens of thousands of rows.
+    """
+    note = _check(label, note)
+    target = select(Message.id).where(Message.id.in_(ids)) if isinstance(ids, list) else ids
+    target_ids = [row for row in session.scalars(target)]
+    if not target_ids:
+        return 0
+    now = utcnow()
+    for start in range(0, len(target_ids), 5000):  # bounded IN lists for every backend
+        chunk = target_ids[start:start + 5000]
+        session.execute(update(Review).where(Review.message_id.in_(chunk), Review.is_current)
+                        .values(is_current=False).execution_options(synchronize_session=False))
+        rows = select(Message.id, literal(user_id, Integer), literal(label, String),
+                      literal(note, Text), literal(now, UTCDateTime()), literal(True, Boolean)
+                      ).where(Message.id.in_(chunk))
+        session.execute(insert(Review).from_select(
+            ["message_id", "user_id", "label", "note", "created_at", "is_current"], rows))
+        session.execute(update(Message).where(Message.id.in_(chunk))
+                        .values(review_label=label, reviewed_at=now)
+                        .execution_options(synchronize_session=False))
+    session.expire_all()
+    return len(target_ids)
+
+
+def review_history(session: Session, message_id: int) -> list[Review]:
+    """Return every review of a message, oldest first."""
+    return list(session.scalars(select(Review).where(Review.message_id == message_id)
+                                .order_by(Review.id)))
+
+
+def count_reviews(session: Session) -> int:
+    """Count every review ever recorded."""
+    return session.scalar(select(func.count()).select_from(Review)) or 0

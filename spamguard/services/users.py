@@ -1,0 +1,113 @@
+"""Admin UI accounts: create users with a scrypt password hash, authenticate with lock-out.
+
+Functions flush but never commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from spamguard.errors import SpamguardError
+from spamguard.models import ROLES, User
+from spamguard.sqltypes import as_utc, utcnow
+
+MAX_FAILURES = 5  # failed logins in a row before the account is locked
+LOCKOUT = timedelta(minutes=15)
+MIN_PASSWORD_LENGTH = 8
+USERNAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-@")
+# Checked when the user does not exist, so a wrong name costs as long as a wrong password.
+_DUMMY_HASH = generate_password_hash("spamguard-dummy-password", method="scrypt")
+
+
+class UserError(SpamguardError):
+    """A user that cannot be created or changed as asked."""
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    """Outcome of :func:`authenticate`: the user on success, else why not."""
+
+    user: User | None
+    reason: str = ""  # "", "invalid", "locked", "inactive"
+
+    @property
+    def ok(self) -> bool:
+        return self.user is not None
+
+
+def hash_password(password: str) -> str:
+    """Hash ``password`` with scrypt (Werkzeug)."""
+    return generate_password_hash(password, method="scrypt")
+
+
+def validate_new_user(username: str, password: str, role: str) -> str:
+    """Check a new account's fields; return the normalised username."""
+    name = username.strip().lower()
+    if not 2 <= len(name) <= 64 or not set(name) <= USERNAME_CHARS:
+        raise UserError("username must be 2-64 characters of a-z, 0-9, '.', '_', '-', '@'")
+    if role not in ROLES:
+        raise UserError(f"role must be one of {', '.join(ROLES)}")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    return name
+
+
+def create_user(*, session: Session, username: str, password: str, role: str) -> User:
+    """Create an account; refuse a taken name, a short password or an unknown role."""
+    name = validate_new_user(username, password, role)
+    if session.scalars(select(User).where(User.username == name)).first() is not None:
+        raise UserError(f"user {name!r} already exists")
+    user = User(username=name, password_hash=hash_password(password), role=role,
+                is_active=True, failed_logins=0)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def get_user(session: Session, user_id: int) -> User | None:
+    """Return the user ``user_id`` or None."""
+    return session.get(User, user_id)
+
+
+def list_users(session: Session) -> list[User]:
+    """Return every account by name."""
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def set_active(*, session: Session, user_id: int, active: bool) -> User:
+    """Enable or disable an account (a disabled account cannot log in)."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise UserError(f"no user {user_id}")
+    user.is_active = active
+    if active:
+        user.failed_logins, user.locked_until = 0, None
+    session.flush()
+    return user
+
+
+def authenticate(*, session: Session, username: str, password: str) -> LoginResult:
+    """Check a login; count failures and lock the account after :data:`MAX_FAILURES`."""
+    user = session.scalars(select(User).where(User.username == username.strip().lower())).first()
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password)
+        return LoginResult(None, "invalid")
+    now = utcnow()
+    if user.locked_until is not None and as_utc(user.locked_until) > now:
+        return LoginResult(None, "locked")
+    if not check_password_hash(user.password_hash, password):
+        user.failed_logins = (user.failed_logins or 0) + 1
+        if user.failed_logins >= MAX_FAILURES:
+            user.locked_until, user.failed_logins = now + LOCKOUT, 0
+        session.flush()
+        return LoginResult(None, "invalid")
+    if not user.is_active:
+        return LoginResult(None, "inactive")
+    user.failed_logins, user.locked_until, user.last_login_at = 0, None, now
+    session.flush()
+    return LoginResult(user)

@@ -1,0 +1,82 @@
+"""Logging in and out, lock-out, roles, account management pages."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures_admin import PASSWORD, AdminClient, csrf_token
+
+PAGES = ["/admin/dashboard", "/admin/queue", "/admin/messages", "/admin/campaigns",
+         "/admin/models"]
+
+
+@pytest.mark.parametrize("url", [*PAGES, "/admin/users"])
+def test_pages_need_login(client, url):
+    response = client.get(url)
+    assert response.status_code == 302 and "/admin/login" in response.headers["Location"]
+
+
+def test_login_and_logout(app, make_user):
+    make_user("mo", "moderator")
+    client = AdminClient(app.test_client(), "mo")
+    bad = client.login("wrong-password")
+    assert bad.status_code == 401 and "Wrong username or password" in bad.get_data(as_text=True)
+    assert client.login().status_code == 302
+    assert "mo" in client.get("/admin/queue").get_data(as_text=True)
+    assert client.post("/admin/logout").status_code == 302
+    assert client.get("/admin/queue").status_code == 302
+
+
+def test_login_redirects_only_to_local_pages(app, make_user):
+    make_user("mo", "moderator")
+    client = app.test_client()
+    for target, expected in [("/admin/messages", "/admin/messages"),
+                             ("https://evil.example/", "/admin/dashboard"),
+                             ("//evil.example/admin", "/admin/dashboard")]:
+        response = client.post("/admin/login", data={
+            "username": "mo", "password": PASSWORD, "next": target,
+            "csrf_token": csrf_token(client)})
+        assert response.headers["Location"] == expected
+        client.post("/admin/logout", data={"csrf_token": csrf_token(client, "/admin/queue")})
+
+
+def test_lockout_after_failures(app, make_user):
+    make_user("mo", "moderator")
+    client = AdminClient(app.test_client(), "mo")
+    for _ in range(5):
+        client.login("wrong-password")
+    locked = client.login()
+    assert locked.status_code == 401 and "locked" in locked.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_every_page_renders_for_a_viewer(viewer_client, url):
+    assert viewer_client.get(url).status_code == 200
+
+
+def test_users_page_is_admin_only(admin_client, moderator_client):
+    assert moderator_client.get("/admin/users").status_code == 403
+    assert moderator_client.post("/admin/users", data={
+        "username": "x1", "password": "long-enough", "role": "admin"}).status_code == 403
+    response = admin_client.post("/admin/users", data={
+        "username": "newbie", "password": "long-enough", "role": "viewer"},
+        follow_redirects=True)
+    assert "Created viewer newbie" in response.get_data(as_text=True)
+    short = admin_client.post("/admin/users", data={
+        "username": "newbie2", "password": "short", "role": "viewer"}, follow_redirects=True)
+    assert "at least 8 characters" in short.get_data(as_text=True)
+
+
+def test_disabling_a_user_logs_them_out(admin_client, moderator_client, db_session_factory):
+    from sqlalchemy import select
+
+    from spamguard.models import User
+
+    with db_session_factory() as session:
+        mo_id = session.scalars(select(User.id).where(User.username == "moderator")).one()
+    assert admin_client.post(f"/admin/users/{mo_id}/active", data={"active": "0"}
+                             ).status_code == 302
+    assert moderator_client.get("/admin/queue").status_code == 302
+    own = admin_client.post("/admin/users/1/active", data={"active": "0"},
+                            follow_redirects=True).get_data(as_text=True)
+    assert "cannot disable your own" in own or "now disabled" not in own

@@ -1,0 +1,84 @@
+"""Message list, filters, bulk relabel with confirmation, detail page."""
+
+from __future__ import annotations
+
+import re
+
+from spamguard.models import Message
+
+
+def test_list_and_filters(viewer_client, add_messages):
+    add_messages(("Free prize call now", 0.97), ("lunch at noon?", 0.02))
+    page = viewer_client.get("/admin/messages").get_data(as_text=True)
+    assert "Free prize call now" in page and "lunch at noon?" in page
+    spam = viewer_client.get("/admin/messages?model_label=spam").get_data(as_text=True)
+    assert "Free prize" in spam and "lunch" not in spam
+    found = viewer_client.get("/admin/messages?q=noon").get_data(as_text=True)
+    assert "lunch" in found and "Free prize" not in found
+    bad = viewer_client.get("/admin/messages?min_p=lots")
+    assert bad.status_code == 400 and "min_p must be a number" in bad.get_data(as_text=True)
+    assert viewer_client.get("/admin/messages?page=0x").status_code == 400
+
+
+def test_bulk_selected_needs_confirmation(moderator_client, add_messages, db_session_factory):
+    a, b, c = add_messages(("one", 0.9), ("two", 0.8), ("three", 0.1))
+    confirm = moderator_client.post("/admin/messages/bulk",
+                                    data={"label": "ham", "ids": [str(a), str(b)]})
+    text = confirm.get_data(as_text=True)
+    assert "Label 2 messages as ham?" in text
+    with db_session_factory() as session:
+        assert session.get(Message, a).review_label is None  # nothing changed yet
+    done = moderator_client.post("/admin/messages/bulk", data={
+        "label": "ham", "ids": [str(a), str(b)], "confirmed": "1", "expected": "2"},
+        follow_redirects=True)
+    assert "Labelled 2 messages as ham" in done.get_data(as_text=True)
+    with db_session_factory() as session:
+        assert [session.get(Message, i).review_label for i in (a, b, c)] == ["ham", "ham", None]
+
+
+def test_bulk_by_filter_rechecks_count(moderator_client, add_messages, db_session_factory):
+    add_messages(("spam 1", 0.9), ("spam 2", 0.95), ("ham", 0.05))
+    confirm = moderator_client.post("/admin/messages/bulk?scope=filter",
+                                    data={"label": "spam", "model_label": "spam"})
+    assert "Label 2 messages as spam?" in confirm.get_data(as_text=True)
+    add_messages(("spam 3", 0.99))  # arrives between confirmation and click
+    stale = moderator_client.post("/admin/messages/bulk", data={
+        "label": "spam", "scope": "filter", "model_label": "spam", "confirmed": "1",
+        "expected": "2"})
+    assert "Label 3 messages as spam?" in stale.get_data(as_text=True)
+    moderator_client.post("/admin/messages/bulk", data={
+        "label": "spam", "scope": "filter", "model_label": "spam", "confirmed": "1",
+        "expected": "3"})
+    reviewed = moderator_client.get("/admin/messages?review=spam").get_data(as_text=True)
+    assert "3 messages" in reviewed
+
+
+def test_bulk_refuses_bad_input(moderator_client, viewer_client):
+    nothing = moderator_client.post("/admin/messages/bulk", data={"label": "spam"},
+                                    follow_redirects=True)
+    assert "Select at least one message" in nothing.get_data(as_text=True)
+    assert moderator_client.post("/admin/messages/bulk", data={
+        "label": "spam", "ids": "x"}).status_code == 400
+    assert viewer_client.post("/admin/messages/bulk",
+                              data={"label": "spam", "ids": "1"}).status_code == 403
+
+
+def test_detail_shows_verdicts_reviews_and_similar(moderator_client, add_messages,
+                                                   db_session_factory, app):
+    from spamguard.models import ModelVersion, Verdict
+
+    first, twin = add_messages(("Call 0800 111 now", 0.9), ("call 0800 222 NOW", 0.9))
+    with db_session_factory() as session:
+        version = session.query(ModelVersion).one()
+        session.add(Verdict(message_id=first, model_version_id=version.id,
+                            spam_probability=0.9, label="spam", threshold=0.5, latency_ms=12.5))
+        session.commit()
+        version_id = version.id
+    moderator_client.post(f"/admin/messages/{first}/review",
+                          data={"label": "ham", "note": "known sender"})
+    moderator_client.post(f"/admin/messages/{first}/review", data={"label": "spam"})
+    page = moderator_client.get(f"/admin/messages/{first}").get_data(as_text=True)
+    assert version_id in page and "12.5 ms" in page
+    assert "known sender" in page and "superseded" in page
+    assert re.search(rf'href="/admin/messages/{twin}"', page)
+    assert moderator_client.get("/admin/messages/424242").status_code == 404

@@ -1,0 +1,102 @@
+"""Model pages: list, report, images, compare, promote, rollback, retrain button, runs."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from spamguard.models import ModelVersion, TrainingRun
+
+
+@pytest.fixture
+def two_versions(install_model, tiny_model_dir, tmp_path):
+    """The tiny model (active) and a copy of it registered as a second, candidate version."""
+    import json
+
+    first = install_model(tiny_model_dir)
+    copy = tmp_path / "copy-source" / f"{tiny_model_dir.name}-b"
+    shutil.copytree(tiny_model_dir, copy)
+    info = json.loads((copy / "model.json").read_text())
+    info["version"] = f"{info['version']}-b"
+    (copy / "model.json").write_text(json.dumps(info))
+    second = install_model(copy, activate=False)
+    return first, second
+
+
+def test_list_report_and_images(viewer_client, two_versions):
+    first, second = two_versions
+    listing = viewer_client.get("/admin/models").get_data(as_text=True)
+    assert first in listing and second in listing and "Promote" not in listing
+    report = viewer_client.get(f"/admin/models/{first}").get_data(as_text=True)
+    assert "TF-IDF + SVM baseline" in report and "precision" in report
+    assert "predicted spam" in report
+    image = viewer_client.get(f"/admin/models/{first}/files/pr_curve.png")
+    assert image.status_code == 200 and image.data[:4] == b"\x89PNG"
+    for name in ("model.json", "head.safetensors", "..%2Fmodel.json", "report.json"):
+        assert viewer_client.get(f"/admin/models/{first}/files/{name}").status_code == 404
+    assert viewer_client.get("/admin/models/nope").status_code == 404
+
+
+def test_compare(viewer_client, two_versions):
+    first, second = two_versions
+    page = viewer_client.get(f"/admin/models/compare?a={first}&b={second}")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and first in text and second in text and "MCC" in text
+    assert viewer_client.get(f"/admin/models/compare?a={first}&b=zzz").status_code == 404
+
+
+def test_promote_and_rollback_are_admin_only(admin_client, moderator_client, two_versions,
+                                             db_session_factory):
+    first, second = two_versions
+    assert moderator_client.post(f"/admin/models/{second}/promote").status_code == 403
+    assert moderator_client.post("/admin/models/rollback").status_code == 403
+    done = admin_client.post(f"/admin/models/{second}/promote", follow_redirects=True)
+    assert f"Version {second} is now active" in done.get_data(as_text=True)
+    with db_session_factory() as session:
+        assert session.get(ModelVersion, second).status == "active"
+    back = admin_client.post("/admin/models/rollback", follow_redirects=True)
+    assert f"version {first} is active again" in back.get_data(as_text=True)
+    again = admin_client.post("/admin/models/rollback", follow_redirects=True)
+    assert "no previously active version" in again.get_data(as_text=True)
+    missing = admin_client.post("/admin/models/ghost/promote", follow_redirects=True)
+    assert "no model version" in missing.get_data(as_text=True)
+
+
+def test_retrain_button_launches_background_job(admin_client, moderator_client, monkeypatch):
+    import subprocess
+    import sys
+
+    from spamguard.services import retrain_jobs
+
+    calls = []
+
+    class FakePopen:
+        def __init__(self, args, **kwargs):
+            calls.append((args, kwargs))
+            self.pid = 31337
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    assert moderator_client.post("/admin/models/retrain").status_code == 403
+    response = admin_client.post("/admin/models/retrain", follow_redirects=True)
+    assert "process 31337" in response.get_data(as_text=True)
+    (args, kwargs), = calls
+    assert args == [sys.executable, "-m", "spamguard", *retrain_jobs.RETRAIN_ARGS]
+    assert kwargs["start_new_session"] and "SPAMGUARD_DATABASE_URL" in kwargs["env"]
+
+
+def test_runs_table_refreshes_while_running(viewer_client, db_session_factory):
+    with db_session_factory() as session:
+        session.add(TrainingRun(status="running", trigger="ui"))
+        session.add(TrainingRun(status="promoted", trigger="cron", summary="F1 0.91 -> 0.93",
+                                counts={"flips": {"ham -> spam": 3, "spam -> ham": 1}}))
+        session.commit()
+    page = viewer_client.get("/admin/models").get_data(as_text=True)
+    assert 'http-equiv="refresh"' in page and "F1 0.91 -&gt; 0.93" in page
+    assert "What changed" in page and "ham -&gt; spam" in page
+    with db_session_factory() as session:
+        for run in session.query(TrainingRun):
+            run.status = "failed" if run.status == "running" else run.status
+        session.commit()
+    assert 'http-equiv="refresh"' not in viewer_client.get("/admin/models").get_data(
+        as_text=True)

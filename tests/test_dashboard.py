@@ -1,0 +1,65 @@
+"""Dashboard numbers (buckets computed in SQL on both backends) and the dashboard page."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from spamguard.services import dashboard, reviews
+
+NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)  # a Wednesday; 47 h after the first message
+
+
+@pytest.fixture
+def traffic(add_messages):
+    # Monday 09:00 ... : two spam and one ham per hour for three hours, plus a pending one.
+    start = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    items = [("spam now", 0.9), ("spam again", 0.8), ("hi", 0.1)] * 3
+    ids = add_messages(*items, start=start, step=timedelta(minutes=20))
+    ids += add_messages("pending", start=datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
+    return ids
+
+
+def test_volume_by_hour_day_week(db_session, traffic):
+    hours = dashboard.volume(db_session, bucket="hour", now=NOW)
+    assert [(p.start.hour, p.total, p.spam) for p in hours] == \
+        [(9, 3, 2), (10, 3, 2), (11, 3, 2), (10, 1, 0)]
+    assert hours[0].start == datetime(2026, 11, 23, 9, tzinfo=UTC)
+    days = dashboard.volume(db_session, bucket="day", now=NOW)
+    assert [(p.start.day, p.total, p.spam) for p in days] == [(23, 9, 6), (25, 1, 0)]
+    weeks = dashboard.volume(db_session, bucket="week", now=NOW)
+    assert [(p.start, p.total) for p in weeks] == [(datetime(2026, 11, 23, tzinfo=UTC), 10)]
+    assert weeks[0].spam_share == pytest.approx(0.6)
+    with pytest.raises(ValueError):
+        dashboard.volume(db_session, bucket="month")
+
+
+def test_summary_counts(db_session, traffic):
+    reviews.add_review(session=db_session, message_id=traffic[0], label="spam", user_id=None)
+    reviews.add_review(session=db_session, message_id=traffic[2], label="spam", user_id=None)
+    db_session.commit()
+    s = dashboard.summary(db_session, now=NOW)
+    assert s.total == 10 and s.labels == {"spam": 6, "ham": 3, "pending": 1}
+    assert (s.reviewed, s.backlog, s.disagreements) == (2, 8, 1)
+    assert s.disagreement_rate == pytest.approx(0.5)
+    assert s.reviews_total == 2 and s.active is None
+
+
+def test_chart_is_svg():
+    points = [dashboard.Point(NOW, 10, 3), dashboard.Point(NOW + timedelta(days=1), 5, 0)]
+    svg = dashboard.volume_svg(points, bucket="day")
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    assert "<svg" in dashboard.volume_svg([], bucket="hour")
+
+
+def test_dashboard_page(viewer_client, traffic):
+    page = viewer_client.get("/admin/dashboard?bucket=hour")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and "waiting for review" in text
+    assert "/admin/dashboard/volume.svg?bucket=hour" in text
+    assert "Active model" in text and "spam F1" in text.replace("Spam F1", "spam F1")
+    chart = viewer_client.get("/admin/dashboard/volume.svg?bucket=week")
+    assert chart.status_code == 200 and chart.mimetype == "image/svg+xml"
+    assert viewer_client.get("/admin/dashboard?bucket=year").status_code == 400
+    assert viewer_client.get("/admin/").status_code == 302

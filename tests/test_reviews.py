@@ -1,0 +1,135 @@
+"""Reviews: supersede with history, undo, bulk relabel; and the queries that list them."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from spamguard.models import Message, Review
+from spamguard.services import message_queries, reviews
+from spamguard.services.message_queries import FilterError, MessageFilter
+from spamguard.services.reviews import ReviewError
+
+
+@pytest.fixture
+def ids(add_messages):
+    return add_messages(("win a prize", 0.92), ("lunch?", 0.1), ("maybe spam", 0.56),
+                        ("maybe ham", 0.45), ("pending one", None))
+
+
+def _message(session, message_id) -> Message:
+    session.expire_all()
+    return session.get(Message, message_id)
+
+
+def test_relabel_supersedes_and_keeps_history(db_session, ids, make_user):
+    uid = make_user("mo")
+    reviews.add_review(session=db_session, message_id=ids[0], label="spam", user_id=uid)
+    reviews.add_review(session=db_session, message_id=ids[0], label="ham", user_id=uid,
+                       note="a real prize draw")
+    db_session.commit()
+    history = reviews.review_history(db_session, ids[0])
+    assert [(r.label, r.is_current) for r in history] == [("spam", False), ("ham", True)]
+    assert history[1].note == "a real prize draw"
+    assert _message(db_session, ids[0]).review_label == "ham"
+
+
+def test_undo_restores_previous_review(db_session, ids, make_user):
+    uid = make_user("mo")
+    reviews.add_review(session=db_session, message_id=ids[1], label="ham", user_id=uid)
+    second = reviews.add_review(session=db_session, message_id=ids[1], label="spam",
+                                user_id=uid)
+    assert reviews.last_review_by(db_session, uid).id == second.id
+    reviews.undo_review(session=db_session, review_id=second.id)
+    db_session.commit()
+    assert _message(db_session, ids[1]).review_label == "ham"
+    first = reviews.last_review_by(db_session, uid)
+    reviews.undo_review(session=db_session, review_id=first.id)
+    db_session.commit()
+    message = _message(db_session, ids[1])
+    assert message.review_label is None and message.reviewed_at is None
+    with pytest.raises(ReviewError):
+        reviews.undo_review(session=db_session, review_id=first.id)
+
+
+@pytest.mark.parametrize(("label", "note"), [("maybe", None), ("spam", "x" * 2001)])
+def test_add_review_rejects_bad_input(db_session, ids, label, note):
+    with pytest.raises(ReviewError):
+        reviews.add_review(session=db_session, message_id=ids[0], label=label, user_id=None,
+                           note=note)
+    with pytest.raises(ReviewError, match="no message"):
+        reviews.add_review(session=db_session, message_id=999999, label="spam", user_id=None)
+
+
+def test_bulk_relabel_by_ids_and_by_filter(db_session, ids, make_user):
+    uid = make_user("mo")
+    reviews.add_review(session=db_session, message_id=ids[0], label="ham", user_id=uid)
+    assert reviews.bulk_relabel(session=db_session, ids=[ids[0], ids[1]], label="spam",
+                                user_id=uid) == 2
+    db_session.commit()
+    assert _message(db_session, ids[0]).review_label == "spam"
+    current = db_session.scalar(select(func.count()).select_from(Review).where(
+        Review.message_id == ids[0], Review.is_current))
+    assert current == 1 and len(reviews.review_history(db_session, ids[0])) == 2
+    matching = message_queries.matching_ids(MessageFilter(review="unreviewed"))
+    assert reviews.bulk_relabel(session=db_session, ids=matching, label="ham",
+                                user_id=uid) == 3
+    db_session.commit()
+    assert message_queries.queue_size(db_session) == 0
+    assert reviews.bulk_relabel(session=db_session, ids=[], label="ham", user_id=uid) == 0
+
+
+def test_review_queue_orders_by_uncertainty(db_session, ids):
+    queue = message_queries.review_queue(db_session, threshold=0.5, limit=10)
+    assert [m.id for m in queue] == [ids[3], ids[2], ids[1], ids[0], ids[4]]
+    assert [m.id for m in message_queries.review_queue(
+        db_session, threshold=0.5, limit=2, exclude_ids=[ids[3]])] == [ids[2], ids[1]]
+    reviews.add_review(session=db_session, message_id=ids[3], label="ham", user_id=None)
+    assert ids[3] not in [m.id for m in message_queries.review_queue(db_session,
+                                                                      threshold=0.5)]
+
+
+@pytest.mark.parametrize(("filters", "expected"), [
+    ({}, [4, 3, 2, 1, 0]),
+    ({"model_label": "spam"}, [2, 0]),
+    ({"model_label": "pending"}, [4]),
+    ({"review": "unreviewed"}, [4, 3, 2, 1]),
+    ({"review": "ham"}, [0]),
+    ({"disagreement": "1"}, [0]),
+    ({"min_p": "0.4", "max_p": "0.6"}, [3, 2]),
+    ({"q": "MAYBE"}, [3, 2]),
+    ({"q": "100%"}, []),
+    ({"sender": "+15550002222"}, [1]),
+    ({"since": (date.today() + timedelta(days=1)).isoformat()}, []),
+    ({"until": date.today().isoformat()}, [4, 3, 2, 1, 0]),
+])
+def test_list_filters(db_session, ids, filters, expected):
+    db_session.get(Message, ids[1]).sender = "+15550002222"
+    reviews.add_review(session=db_session, message_id=ids[0], label="ham", user_id=None)
+    db_session.commit()
+    page = message_queries.list_messages(db_session, MessageFilter.from_args(filters))
+    assert [m.id for m in page.items] == [ids[i] for i in expected]
+    assert page.total == len(expected)
+
+
+@pytest.mark.parametrize("args", [{"model_label": "maybe"}, {"min_p": "lots"},
+                                  {"since": "yesterday"}, {"review": "x"}])
+def test_filter_errors_name_the_field(args):
+    with pytest.raises(FilterError, match=next(iter(args))):
+        MessageFilter.from_args(args)
+
+
+def test_pagination(db_session, add_messages):
+    add_messages(*[f"message {i}" for i in range(7)])
+    page = message_queries.list_messages(db_session, MessageFilter(), page=2, per_page=3)
+    assert (page.total, page.pages, page.has_prev, page.has_next) == (7, 3, True, True)
+    assert [m.body for m in page.items] == ["message 3", "message 2", "message 1"]
+
+
+def test_similar_messages_share_text_or_campaign(db_session, add_messages):
+    a, b, c = add_messages("Call 0800 123 now!", "call 0800 999 NOW", "unrelated")
+    similar = message_queries.similar_messages(db_session, db_session.get(Message, a))
+    assert [m.id for m in similar] == [b]
+    assert c not in [m.id for m in similar]

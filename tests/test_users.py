@@ -1,0 +1,97 @@
+"""Accounts: creation rules, password hashing, lock-out, and `spamguard user create`."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from spamguard.models import User
+from spamguard.services import users
+from spamguard.services.users import UserError
+
+
+def test_create_hashes_with_scrypt(db_session):
+    user = users.create_user(session=db_session, username="Alice", password="s3cret-pass",
+                             role="admin")
+    assert user.username == "alice"
+    assert user.password_hash.startswith("scrypt:") and "s3cret-pass" not in user.password_hash
+
+
+@pytest.mark.parametrize(("username", "password", "role", "problem"), [
+    ("a", "long-enough", "moderator", "username"),
+    ("bad name", "long-enough", "moderator", "username"),
+    ("bob", "short", "moderator", "password"),
+    ("bob", "long-enough", "root", "role"),
+])
+def test_create_rejects_bad_fields(db_session, username, password, role, problem):
+    with pytest.raises(UserError, match=problem):
+        users.create_user(session=db_session, username=username, password=password, role=role)
+
+
+def test_create_rejects_taken_name(db_session):
+    users.create_user(session=db_session, username="bob", password="long-enough", role="viewer")
+    with pytest.raises(UserError, match="already exists"):
+        users.create_user(session=db_session, username="BOB", password="long-enough",
+                          role="viewer")
+
+
+def test_authenticate(db_session):
+    users.create_user(session=db_session, username="carol", password="long-enough",
+                      role="moderator")
+    assert users.authenticate(session=db_session, username="carol", password="long-enough").ok
+    assert users.authenticate(session=db_session, username="carol", password="nope").reason \
+        == "invalid"
+    assert users.authenticate(session=db_session, username="nobody", password="x").reason \
+        == "invalid"
+
+
+def test_lockout_after_repeated_failures(db_session):
+    users.create_user(session=db_session, username="dave", password="long-enough",
+                      role="moderator")
+    for _ in range(users.MAX_FAILURES):
+        assert not users.authenticate(session=db_session, username="dave", password="bad").ok
+    # Locked now: even the right password is refused until the lock expires.
+    result = users.authenticate(session=db_session, username="dave", password="long-enough")
+    assert result.reason == "locked"
+    user = db_session.scalars(select(User).where(User.username == "dave")).one()
+    user.locked_until = user.locked_until - users.LOCKOUT
+    assert users.authenticate(session=db_session, username="dave", password="long-enough").ok
+
+
+def test_disabled_user_cannot_log_in(db_session):
+    user = users.create_user(session=db_session, username="erin", password="long-enough",
+                             role="viewer")
+    users.set_active(session=db_session, user_id=user.id, active=False)
+    result = users.authenticate(session=db_session, username="erin", password="long-enough")
+    assert result.reason == "inactive"
+
+
+@pytest.fixture
+def cli_env(monkeypatch, tmp_path, migrated_db_url):
+    monkeypatch.setenv("SPAMGUARD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SPAMGUARD_DATABASE_URL", migrated_db_url)
+
+
+def test_cli_user_create_reads_stdin(cli_env, db_session_factory):
+    from click.testing import CliRunner
+
+    from spamguard.cli import build_cli
+
+    result = CliRunner().invoke(build_cli(), ["user", "create", "Frank", "--role", "admin"],
+                                input="long-enough\n")
+    assert result.exit_code == 0, result.output
+    assert "created admin frank" in result.output
+    with db_session_factory() as session:
+        assert users.authenticate(session=session, username="frank", password="long-enough").ok
+    again = CliRunner().invoke(build_cli(), ["user", "create", "frank"], input="long-enough\n")
+    assert again.exit_code != 0 and "already exists" in again.output
+
+
+def test_cli_user_create_rejects_bad_role(cli_env):
+    from click.testing import CliRunner
+
+    from spamguard.cli import build_cli
+
+    result = CliRunner().invoke(build_cli(), ["user", "create", "gina", "--role", "root"],
+                                input="long-enough\n")
+    assert result.exit_code != 0 and "root" in result.output

@@ -1,0 +1,51 @@
+// spamguard admin UI: keyboard shortcuts and "select all". No inline scripts (CSP).
+(function () {
+  "use strict";
+
+  function typing(target) {
+    var tag = (target && target.tagName) || "";
+    return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || target.isContentEditable;
+  }
+
+  // Any enabled button with data-key="x" is pressed by the key x (review queue: s/h/k/u).
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) {
+      return;
+    }
+    var key = event.key.toLowerCase();
+    if (key.length !== 1 || !/^[a-z]$/.test(key)) {
+      return;
+    }
+    var button = document.querySelector('button[data-key="' + key + '"]:not([disabled])');
+    if (button) {
+      event.preventDefault();
+      if (button.form && typeof button.form.requestSubmit === "function") {
+        button.form.requestSubmit(button);  // keeps the button's name/value in the form data
+      } else {
+        button.click();
+      }
+    }
+  });
+
+  // <input type="checkbox" data-select-all="ids"> toggles every checkbox named "ids".
+  document.addEventListener("change", function (event) {
+    var name = event.target.getAttribute && event.target.getAttribute("data-select-all");
+    if (!name) {
+      return;
+    }
+    var boxes = document.querySelectorAll('input[type="checkbox"][name="' + name + '"]');
+    boxes.forEach(function (box) { box.checked = event.target.checked; });
+  });
+
+  // Keep one submission per form (a double press would otherwise review the next message).
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (form.dataset.submitted === "1") {
+      event.preventDefault();
+      return;
+    }
+    if (form.method.toLowerCase() === "post") {
+      form.dataset.submitted = "1";
+    }
+  });
+})();
