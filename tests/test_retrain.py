@@ -11,7 +11,7 @@ from sqlalchemy import select
 from spamguard.db import session_scope
 from spamguard.ml.classifier import SpamClassifier
 from spamguard.models import EvalExample, ModelVersion, TrainingRun
-from spamguard.services import locks, registry
+from spamguard.services import locks, model_diff, registry
 from spamguard.services.retrain import LOCK_NAME
 from tests.fixtures_retrain import base_rows, copy_version, store_reviews, write_labelled
 
@@ -60,8 +60,10 @@ def test_first_run_without_active_model_promotes(retrain, db_session_factory) ->
     assert run.finished_at >= run.started_at and run.pid and run.host
     assert run.report_path == str(outcome.report_path) and Path(run.report_path).is_file()
     assert run.counts["eval_set"]["total"] == 17 and run.counts["training"]["excluded_eval"] == 17
-    changes = json.loads((outcome.report_path.parent / "changes.json").read_text())
+    changes = model_diff.load_changes(outcome.report_path.parent)
     assert changes["active"] is None and changes["candidate"]["n"] == 17
+    assert changes["decision"]["outcome"] == "promoted" and "17 messages" in changes["evalset"]
+    assert model_diff.load_changes(outcome.report_path.parent / "nothing-here") is None
 
 
 def test_skips_when_too_few_new_reviews(retrain, db_session_factory) -> None:

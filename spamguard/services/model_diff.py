@@ -144,3 +144,12 @@ def flip_counts(changes: dict[str, Any]) -> dict[str, int] | None:
         return None
     return {"total": flipped["total"], "fixed": flipped["fixed"], "broken": flipped["broken"],
             **{name: flipped[name]["count"] for name, _, _ in FLIP_KINDS}}
+
+
+def load_changes(directory: Path | str) -> dict[str, Any] | None:
+    """Read a version's ``changes.json`` (None when it has none, e.g. trained by hand)."""
+    path = Path(directory) / CHANGES_JSON
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,83 @@
+"""Tests for spamguard.services.evalset and ``spamguard evalset`` (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from spamguard.cli import build_cli
+from spamguard.db import session_scope
+from spamguard.errors import DataError
+from spamguard.ml.data import load_labelled, text_hash
+from spamguard.services.evalset import (
+    add_reviewed,
+    choose_from_base,
+    ensure_evalset,
+    load_evalset,
+)
+from tests.fixtures_ml import sample_data
+from tests.fixtures_retrain import store_reviews
+
+
+def test_choose_from_base_is_stratified_seeded_and_deduplicated() -> None:
+    base = sample_data(6)
+    doubled = type(base)(base.texts + [t.upper() for t in base.texts],
+                         type(base.labels)(list(base.labels) * 2))
+    first = choose_from_base(doubled, 0.25)
+    assert first.texts == choose_from_base(base, 0.25).texts
+    assert len(first) == 21 and first.counts()["spam"] == 9
+    assert choose_from_base(base, 0.25, seed=1).texts != first.texts
+
+
+def test_choose_from_base_refuses_impossible_sets() -> None:
+    with pytest.raises(DataError, match="between 0 and 1"):
+        choose_from_base(sample_data(2), 1.5)
+    with pytest.raises(DataError, match="cannot choose an evaluation set"):
+        choose_from_base(sample_data(1), 0.05)
+
+
+def test_ensure_evalset_chooses_once(db_session_factory) -> None:
+    with session_scope(db_session_factory) as session:
+        chosen, created = ensure_evalset(session=session, base=sample_data(6), fraction=0.2)
+    assert created and len(chosen) == 17
+    with session_scope(db_session_factory) as session:
+        again, created = ensure_evalset(session=session, base=sample_data(3), fraction=0.5)
+    assert not created and again.texts == chosen.texts and again.hashes == chosen.hashes
+
+
+def test_add_reviewed_grows_the_set(db_session_factory) -> None:
+    ids = store_reviews(db_session_factory, [("one reviewed message", "spam"),
+                                             ("two reviewed message", "ham"),
+                                             ("three reviewed message", "ham"),
+                                             ("ONE reviewed message!", "spam")])
+    with session_scope(db_session_factory) as session:
+        ensure_evalset(session=session, base=sample_data(6), fraction=0.2)
+        assert add_reviewed(session=session, message_ids=[ids[0]]) == 1
+        assert add_reviewed(session=session, message_ids=[ids[3]]) == 0  # same text
+        assert add_reviewed(session=session, count=5) == 2
+        evalset = load_evalset(session)
+    assert len(evalset) == 20 and evalset.sources == {"base": 17, "review": 3}
+    assert text_hash("two reviewed message") in evalset.hashes
+    assert "3 from reviews" in evalset.describe()
+
+
+def test_add_reviewed_refuses_unreviewed_messages(db_session_factory) -> None:
+    with session_scope(db_session_factory) as session, pytest.raises(DataError, match="12345"):
+        add_reviewed(session=session, message_ids=[12345])
+
+
+def test_evalset_cli(retrain_env, retrain_settings, db_session_factory) -> None:
+    runner = CliRunner()
+    cli = build_cli()
+    result = runner.invoke(cli, ["evalset", "show"], env=retrain_env)
+    assert result.exit_code == 0 and "empty" in result.output
+    result = runner.invoke(cli, ["evalset", "add"], env=retrain_env)
+    assert result.exit_code == 2 and "--from-reviews" in result.output
+    store_reviews(db_session_factory, [("please hold this one out", "ham")])
+    result = runner.invoke(cli, ["evalset", "add", "--from-reviews", "5"], env=retrain_env)
+    assert result.exit_code == 0, result.output
+    assert "added 1 reviewed message(s)" in result.output
+    base = load_labelled(retrain_settings.base_data)
+    assert len(choose_from_base(base, 0.2)) == 17
+    result = runner.invoke(cli, ["evalset", "show"], env=retrain_env)
+    assert "evaluation set: 18 messages" in result.output and "1 from reviews" in result.output

@@ -1,0 +1,75 @@
+"""Tests for ``spamguard retrain`` (exit codes, summary line) and the change report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from spamguard.cli import build_cli
+from spamguard.services import locks, model_diff
+from spamguard.services.retrain import LOCK_NAME
+from tests.fixtures_retrain import base_rows, store_reviews
+
+
+@pytest.fixture
+def invoke(retrain_env, one_torch_thread):
+    runner, cli = CliRunner(), build_cli()
+
+    def run(*args: str):
+        return runner.invoke(cli, ["retrain", *args], env=retrain_env)
+
+    return run
+
+
+def test_exit_codes_and_summary_lines(invoke, retrain_env, db_session_factory) -> None:
+    first = invoke("--trigger", "cron")
+    assert first.exit_code == 0, first.output
+    assert first.stdout.strip().splitlines()[-1].startswith("retrain: promoted ")
+    skipped = invoke()
+    assert skipped.exit_code == 0 and "retrain: skipped: 0 new review(s)" in skipped.stdout
+    store_reviews(db_session_factory,
+                  [(text, "ham" if label else "spam") for label, text in base_rows()])
+    rejected = invoke()
+    assert rejected.exit_code == 3 and "retrain: rejected " in rejected.stdout
+    with locks.acquire(session_factory=db_session_factory, name=LOCK_NAME, ttl=60):
+        locked = invoke("--force")
+    assert locked.exit_code == 4 and "retrain: locked: " in locked.stdout
+    models = CliRunner().invoke(build_cli(), ["models"], env=retrain_env)
+    statuses = [line.split()[1] for line in models.stdout.splitlines()[1:]]
+    assert sorted(statuses) == ["active", "rejected"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--metric", "ham_fpr"], "Invalid value for '--metric'"),
+    (["--trigger", "web"], "Invalid value for '--trigger'"),
+    (["--margin", "-1"], "Invalid value for '--margin'"),
+])
+def test_usage_errors_exit_2(invoke, args, message) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_failure_exit_2_names_the_problem(invoke, retrain_env, tmp_path) -> None:
+    result = CliRunner().invoke(build_cli(), ["retrain"], env={
+        **retrain_env, "SPAMGUARD_BASE_DATA": str(tmp_path / "missing.tsv")})
+    assert result.exit_code == 2
+    assert result.stdout.strip().startswith("retrain: failed: ")
+    assert "missing.tsv" in result.stdout
+
+
+def test_flips_and_markdown_escape_message_text() -> None:
+    y = np.array([0, 0, 1, 1])
+    texts = ["fine", "<script>alert(1)</script> | pipe", "spam one", "spam two"]
+    changes = model_diff.compare(texts=texts, y_true=y,
+                                 new_scores=np.array([0.1, 0.9, 0.9, 0.2]), new_threshold=0.5,
+                                 old_scores=np.array([0.1, 0.2, 0.2, 0.9]), old_threshold=0.5)
+    flips = changes["flips"]
+    assert (flips["total"], flips["fixed"], flips["broken"]) == (3, 1, 2)
+    assert flips["ham_to_spam"]["count"] == 2 and flips["ham_to_spam"]["broken"] == 1
+    assert flips["spam_to_ham"]["examples"][0]["text"] == "spam two"
+    assert model_diff.flip_counts(changes) == {"total": 3, "fixed": 1, "broken": 2,
+                                               "ham_to_spam": 2, "spam_to_ham": 1}
+    markdown = model_diff.render_markdown(changes)
+    assert "<script>" not in markdown and "&lt;script&gt;" in markdown
+    assert "&#124; pipe" in markdown
