@@ -117,3 +117,18 @@ def add_messages(db_session_factory):
             return [row.id for row in rows]
 
     return add
+
+
+@pytest.fixture
+def two_versions(install_model, tiny_model_dir, tmp_path):
+    """The tiny model (active) and a copy registered as a second, candidate version."""
+    import json
+    import shutil
+
+    first = install_model(tiny_model_dir)
+    copy = tmp_path / "copy-source" / f"{tiny_model_dir.name}-b"
+    shutil.copytree(tiny_model_dir, copy)
+    info = json.loads((copy / "model.json").read_text())
+    info["version"] = f"{info['version']}-b"
+    (copy / "model.json").write_text(json.dumps(info))
+    return first, install_model(copy, activate=False)

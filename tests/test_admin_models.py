@@ -2,26 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-
-import pytest
-
 from spamguard.models import ModelVersion, TrainingRun
-
-
-@pytest.fixture
-def two_versions(install_model, tiny_model_dir, tmp_path):
-    """The tiny model (active) and a copy of it registered as a second, candidate version."""
-    import json
-
-    first = install_model(tiny_model_dir)
-    copy = tmp_path / "copy-source" / f"{tiny_model_dir.name}-b"
-    shutil.copytree(tiny_model_dir, copy)
-    info = json.loads((copy / "model.json").read_text())
-    info["version"] = f"{info['version']}-b"
-    (copy / "model.json").write_text(json.dumps(info))
-    second = install_model(copy, activate=False)
-    return first, second
 
 
 def test_list_report_and_images(viewer_client, two_versions):

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from spamguard.errors import SpamguardError
 from spamguard.models import Campaign, Message
@@ -132,7 +132,8 @@ def list_campaigns(session: Session, *, order: str = "size", limit: int = 50,
             "recent": (Campaign.last_seen.desc(), Campaign.size.desc())}
     if order not in keys:
         raise SpamguardError("order must be size or recent")
-    query = select(Campaign).order_by(*keys[order], Campaign.id).limit(limit).offset(offset)
+    query = (select(Campaign).options(selectinload(Campaign.representative))
+             .order_by(*keys[order], Campaign.id).limit(limit).offset(offset))
     return list(session.scalars(query))
 
 

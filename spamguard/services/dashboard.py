@@ -110,31 +110,39 @@ def _count(session: Session, *where) -> int:
     return session.scalar(select(func.count()).select_from(Message).where(*where)) or 0
 
 
-def volume_svg(points: list[Point], *, bucket: str) -> str:
+def volume_svg(points: list[Point], *, bucket: str, now: datetime | None = None) -> str:
     """Render messages and spam share per bucket as an SVG chart (matplotlib, no pyplot)."""
     import io
 
     from matplotlib.backends.backend_svg import FigureCanvasSVG
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 3), layout="constrained")
+    end = (now or utcnow()) + BUCKETS[bucket]
+    fig = Figure(figsize=(9, 3), layout="constrained")
     ax = fig.add_subplot()
-    width = BUCKETS[bucket] * 0.8
-    starts = [p.start for p in points]
-    ax.bar(starts, [p.total for p in points], width=width, color="#9db4cf", label="messages")
-    ax.bar(starts, [p.spam for p in points], width=width, color="#c0392b", label="spam")
-    ax.set_ylabel("messages")
+    width, starts = BUCKETS[bucket] * 0.8, [p.start for p in points]
+    ax.bar(starts, [p.total for p in points], width=width, align="edge", color="#9db4cf",
+           label="messages")
+    ax.bar(starts, [p.spam for p in points], width=width, align="edge", color="#c0392b",
+           label="spam")
+    ax.set_xlim(end - WINDOWS[bucket] - BUCKETS[bucket], end)  # the whole window, always
+    locator = AutoDateLocator()
+    ax.xaxis.set(major_locator=locator, major_formatter=ConciseDateFormatter(locator))
+    ax.set_ylabel("messages", fontsize=9)
+    ax.tick_params(labelsize=8)
     ax.grid(axis="y", alpha=0.3)
     share = ax.twinx()
-    share.plot(starts, [100 * (p.spam_share or 0) for p in points], color="#222", lw=1.2,
-               marker="." if len(points) < 60 else None, label="spam %")
-    share.set_ylim(0, 100)
-    share.set_ylabel("spam share (%)")
-    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    share.plot([s + BUCKETS[bucket] * 0.4 for s in starts],
+               [100 * (p.spam_share or 0) for p in points], color="#222", lw=1.2, marker=".",
+               label="spam %")
+    share.set_ylim(0, 105)
+    share.set_ylabel("spam share (%)", fontsize=9)
+    share.tick_params(labelsize=8)
+    fig.legend(loc="outside upper left", ncols=3, fontsize=8, frameon=False)
     if not points:
         ax.text(0.5, 0.5, "no messages in this window", ha="center", va="center",
                 transform=ax.transAxes)
-    fig.autofmt_xdate()
     out = io.StringIO()
     FigureCanvasSVG(fig).print_svg(out)
     return out.getvalue()

@@ -1,0 +1,150 @@
+"""Admin page latency with 50,000 messages on SQLite.
+
+Builds a fresh instance in a temporary folder (schema at head, 50,000 messages with
+verdicts, 10% reviewed, campaigns), logs in with the Flask test client and times each page
+in-process (no network), printing p50/p95/max per page. Target: list pages under 200 ms.
+
+    python bench/admin_pages.py [--messages 50000] [--repeats 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import statistics
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import insert, select, update
+
+from spamguard.app import create_app
+from spamguard.db import make_engine, make_session_factory, session_scope, upgrade_schema
+from spamguard.ml.data import text_hash
+from spamguard.models import Campaign, Message, Review
+from spamguard.services import registry, users
+from spamguard.sqltypes import utcnow
+
+WORDS = ("free prize call now win cash claim txt reply stop lunch tomorrow home late see you "
+         "meeting ok thanks love running station milk birthday voucher urgent account").split()
+PAGES = [
+    ("dashboard", "/admin/dashboard"),
+    ("dashboard chart (svg)", "/admin/dashboard/volume.svg?bucket=day"),
+    ("review queue", "/admin/queue"),
+    ("messages, newest", "/admin/messages"),
+    ("messages, page 500", "/admin/messages?page=500"),
+    ("messages, model says spam", "/admin/messages?model_label=spam"),
+    ("messages, unreviewed", "/admin/messages?review=unreviewed"),
+    ("messages, disagreement", "/admin/messages?disagreement=1"),
+    ("messages, P 0.4-0.6", "/admin/messages?min_p=0.4&max_p=0.6"),
+    ("messages, sender", "/admin/messages?sender=%2B447700900007"),
+    ("messages, text search", "/admin/messages?q=voucher"),
+    ("messages, date range", "/admin/messages?since={day}&until={day}"),
+    ("message detail", "/admin/messages/{mid}"),
+    ("campaigns", "/admin/campaigns"),
+    ("models", "/admin/models"),
+]
+
+
+def seed(url: str, home: Path, n: int) -> None:
+    """Fill the database: messages, reviews, campaigns, a model version and an admin."""
+    rng = random.Random(7)
+    engine = make_engine(url)
+    now = utcnow()
+    with session_scope(make_session_factory(engine)) as session:
+        version_dir = home / "models" / "bench-v1"
+        version_dir.mkdir(parents=True)
+        (version_dir / "model.json").write_text(json.dumps({
+            "version": "bench-v1", "created_at": now.isoformat(), "threshold": 0.5,
+            "backbone": {"name": "bench", "hash": "0" * 16},
+            "metrics": {"test": {"spam_f1": 0.95, "mcc": 0.94, "ham_fpr": 0.002}}}))
+        registry.register_version(session=session, version_dir=version_dir)
+        users.create_user(session=session, username="bench", password="bench-password",
+                          role="admin")
+        rows = []
+        for i in range(n):
+            body = " ".join(rng.choices(WORDS, k=rng.randint(4, 20))) + f" {i % 997}"
+            p = rng.betavariate(0.5, 2.0)
+            rows.append({"gateway": "bench", "external_id": f"SM{i}",
+                         "sender": f"+4477009{i % 5000:05d}", "recipient": "+15550000000",
+                         "body": body, "received_at": now - timedelta(minutes=n - i),
+                         "created_at": now, "text_hash": text_hash(body),
+                         "verdict_status": "classified", "spam_probability": p,
+                         "model_label": "spam" if p >= 0.5 else "ham",
+                         "model_version_id": "bench-v1"})
+        session.execute(insert(Message), rows)
+        reviewed = list(range(1, n + 1, 10))
+        session.execute(insert(Review), [
+            {"message_id": i, "user_id": None, "label": rng.choice(["spam", "ham"]),
+             "created_at": now, "is_current": True} for i in reviewed])
+        for start in range(0, len(reviewed), 1000):
+            chunk = reviewed[start:start + 1000]
+            session.execute(update(Message).where(Message.id.in_(chunk))
+                            .values(review_label="spam", reviewed_at=now))
+        for c in range(200):
+            members = list(range(2 + c * 40, 2 + c * 40 + rng.randint(3, 30)))
+            campaign = Campaign(first_seen=now - timedelta(days=1), last_seen=now,
+                                size=len(members), representative_message_id=members[0])
+            session.add(campaign)
+            session.flush()
+            session.execute(update(Message).where(Message.id.in_(members))
+                            .values(campaign_id=campaign.id))
+    engine.dispose()
+
+
+def login(client) -> None:
+    token = re.search(r'name="csrf_token" value="([^"]+)"',
+                      client.get("/admin/login").get_data(as_text=True)).group(1)
+    response = client.post("/admin/login", data={"username": "bench", "password":
+                                                 "bench-password", "csrf_token": token})
+    assert response.status_code == 302, "login failed"
+
+
+def time_page(client, url: str, repeats: int) -> list[float]:
+    """Return the latency of each GET in milliseconds (after one warm-up)."""
+    assert client.get(url).status_code == 200, url
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        response = client.get(url)
+        samples.append((time.perf_counter() - start) * 1000)
+        assert response.status_code == 200, url
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        url = f"sqlite:///{home / 'spamguard.db'}"
+        upgrade_schema(url)
+        started = time.perf_counter()
+        seed(url, home, args.messages)
+        print(f"seeded {args.messages} messages in {time.perf_counter() - started:.1f} s")
+        app = create_app({"home": home, "database_url": url, "secret_key": "bench",
+                          "TESTING": True})
+        with app.app_context():
+            from spamguard.extensions import db_session
+
+            mid = db_session().scalar(select(Message.id).order_by(Message.id.desc()))
+        client = app.test_client()
+        login(client)
+        day = (utcnow() - timedelta(days=2)).date().isoformat()
+        print(f"{'page':30} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  target")
+        for name, template in PAGES:
+            samples = sorted(time_page(client, template.format(mid=mid, day=day),
+                                       args.repeats))
+            p50, p95 = statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
+            verdict = "ok" if p95 < 200 else "SLOW"
+            print(f"{name:30} {p50:8.1f} {p95:8.1f} {samples[-1]:8.1f}  {verdict}")
+        app.extensions["spamguard.db"].dispose()
+
+
+if __name__ == "__main__":
+    main()

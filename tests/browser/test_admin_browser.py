@@ -1,0 +1,122 @@
+"""End-to-end: a moderator logs in, reviews with the keyboard, labels a campaign; an admin
+promotes a model. Screenshots of each main page go to ``$SPAMGUARD_ARTIFACTS``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.browser.conftest import shoot
+from tests.fixtures_admin import PASSWORD
+
+pytestmark = pytest.mark.browser
+
+BODIES = [("WINNER! Claim your £1000 prize, call 09061701461 now", 0.97),
+          ("Are we still on for lunch tomorrow?", 0.03),
+          ("Your parcel is waiting, pay the fee at http://bit.ly/x", 0.58),
+          ("Can you call me when you get this", 0.44),
+          ("<script>alert(1)</script> free ringtone txt TONE", 0.51)]
+WAVE = [f"FREE entry to win a phone! Text WIN to 8712{i}" for i in range(4)]
+
+
+def login(page, base: str, username: str) -> None:
+    page.goto(f"{base}/admin/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+
+
+def current_id(page) -> int:
+    return int(page.get_attribute("#current", "data-message-id"))
+
+
+@pytest.fixture
+def seeded(make_user, add_messages, db_session_factory, two_versions):
+    from spamguard.services import campaigns
+
+    make_user("mo", "moderator")
+    make_user("root", "admin")
+    ids = add_messages(*BODIES)
+    add_messages(*[(body, 0.9) for body in WAVE])
+    with db_session_factory() as session:
+        # One vector for the wave, distinct ones for the rest: one campaign of four.
+        def encoder(texts):
+            return np.asarray([[1.0, 0, 0] if "FREE entry" in t else
+                               [0, np.cos(i), np.sin(i)] for i, t in enumerate(texts)],
+                              dtype=np.float32)
+
+        campaigns.rebuild_campaigns(session=session, encoder=encoder, min_size=3)
+        session.commit()
+    return ids, two_versions
+
+
+def test_review_queue_with_the_keyboard(page, live_server, seeded, db_session_factory):
+    from spamguard.models import Message
+
+    login(page, live_server, "mo")
+    page.goto(f"{live_server}/admin/queue")
+    shoot(page, "queue")
+    decided = []
+    for key in ("s", "h"):
+        decided.append(current_id(page))
+        with page.expect_navigation():
+            page.keyboard.press(key)
+    skipped = current_id(page)
+    with page.expect_navigation():
+        page.keyboard.press("k")
+    assert current_id(page) not in (*decided, skipped)
+    with page.expect_navigation():
+        page.keyboard.press("u")
+    assert current_id(page) == decided[1]  # the undone decision comes back first
+    assert "Undid your decision" in page.inner_text("main")
+    page.fill("input[name=note]", "typing s here must not decide")
+    assert current_id(page) == decided[1]
+    with db_session_factory() as session:
+        labels = [session.get(Message, i).review_label for i in decided]
+    assert labels == ["spam", None]
+    # The script-like body is shown as text, not run.
+    page.goto(f"{live_server}/admin/messages?q=ringtone")
+    assert "<script>alert(1)</script>" in page.inner_text("table.messages")
+    shoot(page, "messages")
+    page.click("table.messages a.snippet")
+    shoot(page, "message")
+
+
+def test_label_a_campaign(page, live_server, seeded, db_session_factory):
+    from sqlalchemy import select
+
+    from spamguard.models import Message
+
+    login(page, live_server, "mo")
+    page.goto(f"{live_server}/admin/campaigns")
+    shoot(page, "campaigns")
+    with page.expect_navigation():
+        page.click("article.campaign button[value=spam]")
+    assert "4 messages labelled spam" in page.inner_text("main")
+    with db_session_factory() as session:
+        labels = session.scalars(select(Message.review_label).where(
+            Message.body.like("FREE entry%"))).all()
+    assert labels == ["spam"] * 4
+
+
+def test_admin_promotes_a_model(page, live_server, seeded, db_session_factory):
+    from spamguard.models import ModelVersion
+
+    _, (first, second) = seeded
+    login(page, live_server, "root")
+    shoot(page, "dashboard")
+    page.goto(f"{live_server}/admin/models")
+    shoot(page, "models")
+    with page.expect_navigation():
+        page.click(f"button[data-promote='{second}']")
+    assert f"Version {second} is now active" in page.inner_text("main")
+    with db_session_factory() as session:
+        assert session.get(ModelVersion, second).status == "active"
+    page.goto(f"{live_server}/admin/models/{first}")
+    page.wait_for_load_state("networkidle")
+    shoot(page, "model-report")
+    page.goto(f"{live_server}/admin/models/compare?a={first}&b={second}")
+    shoot(page, "compare")
+    page.goto(f"{live_server}/admin/users")
+    shoot(page, "users")
