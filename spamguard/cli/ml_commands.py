@@ -85,10 +85,12 @@ def register(cli: click.Group) -> None:
     @click.option("--model", default=None, help="Version id or version directory "
                   "(default: the active model).")
     @click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
+    @click.option("--quantize", is_flag=True, help="Run the backbone with int8 Linear layers "
+                  "(faster on CPU, scores shift slightly; see docs/performance.md).")
     @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path),
                     default="-")
     @pass_ctx
-    def classify_command(ctx: CliContext, model: str | None, batch_size: int,
+    def classify_command(ctx: CliContext, model: str | None, batch_size: int, quantize: bool,
                          source: Path) -> None:
         """Classify messages (a text file, one a line, or CSV/TSV with a text column).
 
@@ -104,7 +106,8 @@ def register(cli: click.Group) -> None:
             if not source.exists():
                 raise click.BadParameter(f"{source}: no such file", param_hint="SOURCE")
             texts = load_texts(source)
-        classifier = SpamClassifier.load(resolve_model_dir(ctx, model), batch_size=batch_size)
+        classifier = SpamClassifier.load(resolve_model_dir(ctx, model), batch_size=batch_size,
+                                         quantize=quantize)
         for result in classifier.classify(texts):
             click.echo(json.dumps(result, ensure_ascii=False))
 

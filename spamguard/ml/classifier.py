@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from spamguard.errors import ModelError
-from spamguard.ml.backbone import Backbone, load_backbone
+from spamguard.ml.backbone import Backbone, load_backbone, quantize_backbone
 from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.features import FEATURE_NAMES, message_features
 from spamguard.ml.head import BertArch
@@ -75,7 +75,8 @@ class SpamClassifier:
 
     @classmethod
     def load(cls, directory: str | Path, *, backbone: Backbone | None = None,
-             cache_root: str | Path | None = None, batch_size: int = 32) -> SpamClassifier:
+             cache_root: str | Path | None = None, batch_size: int = 32,
+             quantize: bool = False) -> SpamClassifier:
         """Load a version directory.
 
         Args:
@@ -83,6 +84,9 @@ class SpamClassifier:
             backbone: an already loaded backbone to reuse (its hash must match).
             cache_root: folder of the embedding cache (None: no cache).
             batch_size: texts per backbone forward pass.
+            quantize: run the backbone with int8 dynamically quantised Linear layers
+                (faster on CPUs with int8 instructions; scores shift slightly, see
+                docs/performance.md).
 
         Raises:
             ModelError: the folder is not a complete version, or the backbone's weights
@@ -101,6 +105,8 @@ class SpamClassifier:
             state = load_file(str(directory / WEIGHTS_FILE))
         except (FileNotFoundError, OSError) as exc:
             raise ModelError(f"{directory}: cannot read {WEIGHTS_FILE} ({exc})") from None
+        if quantize:
+            backbone = quantize_backbone(backbone)
         head = BertArch(metadata["input_dim"], **metadata.get("head", {}))
         head.load_state_dict(state)
         return cls(backbone=backbone, head=head, metadata=metadata, cache_root=cache_root,

@@ -171,7 +171,7 @@ class CachedEncoder:
                  pooling: str = "mean", max_length: int = 128, batch_size: int = 32):
         self.backbone = backbone
         self.pooling, self.max_length, self.batch_size = pooling, max_length, batch_size
-        self.cache = (EmbeddingCache(cache_root, backbone.hash, pooling, max_length)
+        self.cache = (EmbeddingCache(cache_root, backbone.cache_key, pooling, max_length)
                       if cache_root is not None else None)
         self.computed = 0  # texts that went through the backbone (tests and logs read it)
 
