@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from spamguard.cli import build_cli
 from spamguard.db import session_scope
 from spamguard.errors import DataError
-from spamguard.ml.data import load_labelled, text_hash
+from spamguard.ml.data import LabelledData, load_labelled, text_hash
 from spamguard.services.evalset import (
     add_reviewed,
     choose_from_base,
@@ -21,8 +22,8 @@ from tests.fixtures_retrain import store_reviews
 
 def test_choose_from_base_is_stratified_seeded_and_deduplicated() -> None:
     base = sample_data(6)
-    doubled = type(base)(base.texts + [t.upper() for t in base.texts],
-                         type(base.labels)(list(base.labels) * 2))
+    doubled = LabelledData(base.texts + [t.upper() for t in base.texts],
+                           np.concatenate([base.labels, base.labels]))
     first = choose_from_base(doubled, 0.25)
     assert first.texts == choose_from_base(base, 0.25).texts
     assert len(first) == 21 and first.counts()["spam"] == 9

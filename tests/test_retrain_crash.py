@@ -68,3 +68,16 @@ def test_kill_9_mid_run_leaves_the_active_model_working(
         dead = session.scalars(select(TrainingRun).where(TrainingRun.pid == process.pid)).one()
         assert dead.status == "failed" and "interrupted" in dead.error
         assert registry.active_version(session).id == outcome.candidate_version
+
+
+def test_sigterm_records_the_run_as_interrupted_and_frees_the_lock(
+        retrain_env, db_session_factory) -> None:
+    process = _start_paused(retrain_env, "data")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    process.stdout.close()
+    process.stderr.close()
+    with session_scope(db_session_factory) as session:
+        run = session.scalars(select(TrainingRun)).one()
+        assert (run.status, run.error) == ("failed", "interrupted")
+        assert session.get(Lock, "retrain") is None

@@ -102,8 +102,9 @@ def render_markdown(changes: dict[str, Any]) -> str:
         lines += [changes["evalset"], ""]
     lines += ["| metric | active | candidate |", "|---|---|---|"]
     active = changes.get("active") or {}
+    # Thresholds differ per version, so a flip can happen while p(spam) barely moves.
     lines += [f"| {name} | {_cell(active.get(name))} | {_cell(changes['candidate'].get(name))} |"
-              for name in METRICS]
+              for name in (*METRICS, "threshold")]
     flipped = changes.get("flips")
     if not flipped:
         return "\n".join([*lines, "", "No active model to compare with.", ""])

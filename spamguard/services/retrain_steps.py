@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,6 +18,7 @@ from spamguard.config import Settings
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.classifier import SpamClassifier, read_metadata
 from spamguard.ml.data import load_labelled
+from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.train import TrainConfig, train_model
 from spamguard.models import ModelVersion, TrainingRun
 from spamguard.services import model_diff, registry
@@ -30,6 +34,7 @@ from spamguard.services.training_data import (
 from spamguard.sqltypes import utcnow
 
 COMPLETED = ("promoted", "rejected")  # runs whose reviews count as used
+HEAD_THREADS = 1
 
 
 @dataclass
@@ -133,18 +138,39 @@ class Candidate:
         self.flip_counts = model_diff.flip_counts(changes)
 
 
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch threads, then restore the previous number."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train_candidate(training: TrainingSet, *, settings: Settings, snapshot: Snapshot,
                     progress: bool | None) -> Candidate:
     """Train a version on ``training`` with the active version's backbone and settings."""
     started = time.perf_counter()
     backbone = load_backbone(backbone_location(snapshot.active_metadata, settings))
-    counts = training.counts
-    result = train_model(
-        training.data, models_dir=settings.models_dir, cache_root=settings.cache_dir,
-        backbone=backbone, config=config_from(snapshot.active_metadata), progress=progress,
-        data_source=f"{settings.base_data_path} + {counts['reviewed_messages']} reviewed "
-                    f"messages - {counts['excluded_eval']} evaluation messages")
-    timing = {**result.metadata["timing"], "train_total_s": time.perf_counter() - started}
+    config, counts = config_from(snapshot.active_metadata), training.counts
+    # New texts go through the backbone first, on every core, into the cache ...
+    encoder = CachedEncoder(backbone, settings.cache_dir, pooling=config.pooling,
+                            max_length=config.max_length, batch_size=config.batch_size)
+    encoder(training.data.texts, progress=progress)
+    embedded_s = time.perf_counter() - started
+    # ... then the small head trains on one thread: on a busy 2-core machine two threads
+    # spin-wait on each other and were measured up to 20 times slower (bench/retrain.py).
+    with torch_threads(HEAD_THREADS):
+        result = train_model(
+            training.data, models_dir=settings.models_dir, cache_root=settings.cache_dir,
+            backbone=backbone, config=config, progress=progress,
+            data_source=f"{settings.base_data_path} + {counts['reviewed_messages']} reviewed "
+                        f"messages - {counts['excluded_eval']} evaluation messages")
+    timing = {**result.metadata["timing"], "load_and_embed_s": embedded_s,
+              "backbone_texts_embedded": encoder.computed,
+              "train_total_s": time.perf_counter() - started}
     return Candidate(result.directory, result.classifier, backbone,
                      timing={k: round(v, 3) for k, v in timing.items()})
 
