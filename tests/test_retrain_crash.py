@@ -41,7 +41,7 @@ def _start_paused(env: dict[str, str], stage: str) -> subprocess.Popen:
     pytest.fail(f"retrain never paused at {stage}: {''.join(seen)[-2000:]}")
 
 
-@pytest.mark.parametrize("stage", ["training", "promoting"])
+@pytest.mark.parametrize("stage", ["training", "committing"])
 def test_kill_9_mid_run_leaves_the_active_model_working(
         stage, retrain, retrain_settings, retrain_env, db_session_factory) -> None:
     first = retrain()

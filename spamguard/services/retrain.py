@@ -201,7 +201,7 @@ class _Retrain:
                             self.counts["metrics"]["candidate"])
             self._write_finish(session, outcome, max_review_id=snapshot.max_review_id)
             session.flush()
-            checkpoint("promoting", None, self.log)  # killed here: nothing above commits
+            checkpoint("committing", None, self.log)  # killed here: nothing above commits
         outcome.active_version = snapshot.active_id
         return outcome
 
