@@ -85,7 +85,8 @@ def test_promotes_a_better_candidate_and_reports_flips(
     assert _active_id(db_session_factory) == outcome.candidate_version
     assert _status(db_session_factory, bad_id) == "retired"
     run = _runs(db_session_factory)[-1]
-    assert run.active_version_id == bad_id and run.counts["new_reviews"] == 4
+    assert run.active_version_id == bad_id == outcome.active_version
+    assert run.counts["new_reviews"] == 4
     assert run.counts["flips"]["total"] > 0 and run.counts["flips"]["fixed"] > 0
     changes = json.loads((outcome.report_path.parent / "changes.json").read_text())
     assert changes["candidate"]["mcc"] > changes["active"]["mcc"]

@@ -127,6 +127,7 @@ class _Retrain:
         self.force, self.dry_run, self.progress = force, dry_run, progress
         self.counts: dict[str, Any] = {}
         self.run_id: int | None = None
+        self.active_id: str | None = None  # the version the candidate is compared with
 
     def run(self, trigger: str) -> RetrainOutcome:
         """Clean up after dead runs, record this run, do it, and record how it ended."""
@@ -165,7 +166,7 @@ class _Retrain:
         with self.session_factory() as session, session.begin():
             snapshot = take_snapshot(session)
             session.get(TrainingRun, self.run_id).active_version_id = snapshot.active_id
-        self.counts["new_reviews"] = snapshot.new_reviews
+        self.counts["new_reviews"], self.active_id = snapshot.new_reviews, snapshot.active_id
         need = self.settings.retrain_min_new_reviews
         if snapshot.active_id and not self.force and snapshot.new_reviews < need:
             return self._outcome("skipped", f"retrain: skipped: {snapshot.new_reviews} new "
@@ -202,13 +203,12 @@ class _Retrain:
             self._write_finish(session, outcome, max_review_id=snapshot.max_review_id)
             session.flush()
             checkpoint("committing", None, self.log)  # killed here: nothing above commits
-        outcome.active_version = snapshot.active_id
         return outcome
 
     def _outcome(self, status: str, summary: str, *, candidate: str | None = None,
                  report: Path | None = None) -> RetrainOutcome:
         return RetrainOutcome(status, EXIT_CODES[status], summary, report, self.run_id,
-                              candidate, None, self.counts)
+                              candidate, self.active_id, self.counts)
 
     def _failed(self, error: str, exit_code: int) -> RetrainOutcome:
         outcome = RetrainOutcome("failed", exit_code, f"retrain: failed: {error}",
