@@ -45,7 +45,16 @@ def gunicorn_options(*, host: str, port: int, workers: int, timeout: int) -> dic
         "accesslog": None,  # spamguard.access writes one JSON line per request instead
         "errorlog": "-",
         "child_exit": _child_exit,
+        "post_worker_init": _one_torch_thread,
     }
+
+
+def _one_torch_thread(_worker: Any) -> None:
+    """Give each worker one torch thread: workers already use every core between them, and
+    extra intra-op threads only spin against each other."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("SPAMGUARD_TORCH_THREADS", "1")))
 
 
 def _child_exit(_server: Any, worker: Any) -> None:

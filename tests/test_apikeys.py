@@ -1,0 +1,48 @@
+"""services.apikeys: keys shown once, stored hashed, verified, revoked."""
+
+from __future__ import annotations
+
+import pytest
+
+from spamguard.models import ApiKey
+from spamguard.services import apikeys
+
+
+def test_create_stores_only_hash_and_prefix(db_session):
+    row, plaintext = apikeys.create_api_key(session=db_session, name="gateway")
+    assert plaintext.startswith("sg_") and len(plaintext) > 40
+    stored = db_session.get(ApiKey, row.id)
+    assert stored.key_hash == apikeys.hash_key(plaintext) != plaintext
+    assert stored.key_prefix == plaintext[:12]
+
+
+def test_verify_accepts_the_key_and_notes_use(db_session):
+    row, plaintext = apikeys.create_api_key(session=db_session, name="gateway")
+    assert apikeys.verify_api_key(session=db_session, key=plaintext).id == row.id
+    assert row.last_used_at is not None
+
+
+@pytest.mark.parametrize("key", ["", "sg_", "sg_nope", "not-a-key", "sg_" + "x" * 300])
+def test_verify_refuses_unknown_keys(db_session, key):
+    apikeys.create_api_key(session=db_session, name="gateway")
+    assert apikeys.verify_api_key(session=db_session, key=key) is None
+
+
+@pytest.mark.parametrize("by", ["id", "prefix", "whole key"])
+def test_revoke_by_id_or_prefix(db_session, by):
+    row, plaintext = apikeys.create_api_key(session=db_session, name="gateway")
+    ref = {"id": str(row.id), "prefix": row.key_prefix, "whole key": plaintext}[by]
+    apikeys.revoke_api_key(session=db_session, key_ref=ref)
+    assert apikeys.verify_api_key(session=db_session, key=plaintext) is None
+
+
+@pytest.mark.parametrize("ref", ["999", "sg_zzzzzzzzz", "sg"])
+def test_revoke_unknown_is_an_error(db_session, ref):
+    with pytest.raises(apikeys.ApiKeyError):
+        apikeys.revoke_api_key(session=db_session, key_ref=ref)
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 101])
+def test_create_needs_a_name(db_session, name):
+    with pytest.raises(apikeys.ApiKeyError):
+        apikeys.create_api_key(session=db_session, name=name)

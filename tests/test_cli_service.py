@@ -1,0 +1,105 @@
+"""spamguard api-key / classify-pending / serve checks, run through Click."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from spamguard.cli import build_cli
+
+
+@pytest.fixture
+def cli_env(migrated_db_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPAMGUARD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SPAMGUARD_DATABASE_URL", migrated_db_url)
+    return migrated_db_url
+
+
+def run(*args: str):
+    return CliRunner().invoke(build_cli(), list(args), catch_exceptions=False)
+
+
+def test_api_key_create_list_revoke(cli_env):
+    created = run("api-key", "create", "gateway")
+    assert created.exit_code == 0
+    key = created.stdout.strip()
+    assert key.startswith("sg_")
+    listed = run("api-key", "list")
+    assert "gateway" in listed.output and key[:12] in listed.output and key not in listed.output
+    revoked = run("api-key", "revoke", key[:12])
+    assert revoked.exit_code == 0 and "revoked" in revoked.output
+    assert run("api-key", "revoke", "sg_unknown12").exit_code == 2
+
+
+def test_classify_pending_needs_a_model(cli_env):
+    result = run("classify-pending")
+    assert result.exit_code == 2
+    assert "spamguard train" in result.output
+
+
+def test_classify_pending_completes_pending_messages(cli_env, tiny_model_dir, tmp_path):
+    from spamguard.db import make_engine, make_session_factory, session_scope
+    from spamguard.services import messages, registry
+
+    engine = make_engine(cli_env)
+    factory = make_session_factory(engine)
+    with factory() as session:
+        for i in range(5):
+            messages.ingest(session=session, classifier=None, gateway="twilio",
+                            external_id=f"SM{i}", sender="+1", recipient="+2", body=f"hi {i}")
+    target = tmp_path / "models" / tiny_model_dir.name
+    shutil.copytree(tiny_model_dir, target)
+    with session_scope(factory) as session:
+        registry.register_version(session=session, version_dir=target)
+    result = run("classify-pending", "--limit", "3")
+    assert result.exit_code == 0 and "classified 3" in result.output and "2 still" in result.output
+    result = run("classify-pending")
+    assert "classified 2" in result.output and "0 still pending" in result.output
+    with factory() as session:
+        assert messages.count_pending(session=session) == 0
+    engine.dispose()
+
+
+@pytest.fixture
+def no_gunicorn(monkeypatch):
+    """Fail instead of serving, should a start-up check let ``serve`` through."""
+    from spamguard import serving
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("serve started gunicorn")
+
+    monkeypatch.setattr(serving, "run_gunicorn", refuse)
+
+
+def test_serve_refuses_out_of_date_schema(db_url, monkeypatch, no_gunicorn):
+    from sqlalchemy import text
+
+    from spamguard.db import make_engine
+
+    engine = make_engine(db_url)  # tables but no schema revision: not ours to upgrade
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE legacy (id INTEGER PRIMARY KEY)"))
+    engine.dispose()
+    monkeypatch.setenv("SPAMGUARD_DATABASE_URL", db_url)
+    monkeypatch.setenv("SPAMGUARD_SECRET_KEY", "s" * 32)
+    result = run("serve", "--port", "8999")
+    assert result.exit_code == 2
+    assert "out of date" in result.output and "spamguard db upgrade" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_serve_refuses_placeholder_secret(cli_env, monkeypatch, no_gunicorn):
+    monkeypatch.delenv("SPAMGUARD_SECRET_KEY", raising=False)
+    monkeypatch.delenv("SPAMGUARD_ENV", raising=False)
+    result = run("serve")
+    assert result.exit_code == 2 and "SPAMGUARD_SECRET_KEY" in result.output
+
+
+def test_gunicorn_options_do_not_preload():
+    from spamguard.serving import default_workers, gunicorn_options
+
+    options = gunicorn_options(host="127.0.0.1", port=8000, workers=3, timeout=120)
+    assert options["preload_app"] is False and options["workers"] == 3
+    assert 2 <= default_workers() <= 4

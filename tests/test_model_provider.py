@@ -1,0 +1,103 @@
+"""The per-process model provider: lazy load, hot switch, backbone reuse, failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from spamguard.services import registry
+from spamguard.services.model_provider import ModelProvider, provider_for, read_active
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def second_version(tiny_model_dir, tmp_path):
+    """A copy of the tiny model under another version id (same backbone)."""
+    target = tmp_path / "models" / "second"
+    shutil.copytree(tiny_model_dir, target)
+    info = json.loads((target / "model.json").read_text())
+    info["version"] = "second-version"
+    (target / "model.json").write_text(json.dumps(info))
+    return target
+
+
+def register(session, directory, *, activate=True):
+    version = registry.register_version(session=session, version_dir=directory,
+                                        activate_if_none=activate)
+    if activate:
+        registry.promote(session=session, version_id=version.id)
+    session.commit()
+    return version.id
+
+
+def test_nothing_active_returns_none(db_session):
+    provider = ModelProvider(check_seconds=0)
+    assert provider.get(session=db_session) is None
+    assert provider.loads == 0
+
+
+def test_loads_lazily_and_switches_after_interval(db_session, tiny_model_dir, second_version):
+    first = register(db_session, tiny_model_dir)
+    clock = Clock()
+    provider = ModelProvider(check_seconds=5, clock=clock)
+    assert provider.peek() is None  # nothing loaded before first use
+    assert provider.get(session=db_session).version == first
+    second = register(db_session, second_version)
+    clock.now = 4
+    assert provider.get(session=db_session).version == first  # not due yet: no query
+    clock.now = 5
+    switched = provider.get(session=db_session)
+    assert switched.version == second and provider.loads == 2
+    assert provider.backbone_reuses == 1  # same backbone hash: not loaded again
+
+
+def test_failed_load_returns_none_and_retries(db_session, tiny_model_dir, tmp_path):
+    broken = tmp_path / "models" / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    version_id = register(db_session, broken)
+    (broken / "head.safetensors").unlink()
+    clock = Clock()
+    provider = ModelProvider(check_seconds=5, clock=clock)
+    assert provider.get(session=db_session) is None
+    assert version_id in provider.last_error
+    shutil.copy(tiny_model_dir / "head.safetensors", broken / "head.safetensors")
+    clock.now = 5
+    assert provider.get(session=db_session).version == version_id
+    assert provider.last_error is None
+
+
+def test_reset_forgets_the_model(db_session, tiny_model_dir):
+    register(db_session, tiny_model_dir)
+    provider = ModelProvider(check_seconds=60)
+    assert provider.get(session=db_session) is not None
+    provider.reset()
+    assert provider.peek() is None and provider.version_id is None
+
+
+def test_read_active_and_app_extension(db_session, app):
+    active = registry.active_version(db_session)  # the app fixture installed the tiny model
+    assert read_active(db_session).id == active.id
+    assert provider_for(app) is provider_for(app)
+    assert provider_for(app).check_seconds == app.config["SPAMGUARD"].model_check_seconds
+
+
+def test_running_app_switches_without_restart(make_app, second_version, install_model):
+    app = make_app(model_check_seconds=0)
+    from tests.fixtures_service import create_key
+
+    headers = {"Authorization": f"Bearer {create_key(app)}"}
+    client = app.test_client()
+    before = client.post("/api/v1/classify", json={"texts": ["hi"]}, headers=headers)
+    install_model(second_version)  # activates it, as `spamguard promote` would
+    after = client.post("/api/v1/classify", json={"texts": ["hi"]}, headers=headers)
+    assert before.get_json()["model_version"] != after.get_json()["model_version"]
+    assert after.get_json()["model_version"] == "second-version"

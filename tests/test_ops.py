@@ -1,0 +1,88 @@
+"""/healthz, /metrics, request logs, pending draining after a model appears."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from spamguard.models import Message
+from tests.fixtures_service import count_rows, post_signed, twilio_params
+
+pytestmark = pytest.mark.usefixtures("reuse_backbones")
+
+
+def test_healthz_reports_database_and_model(client):
+    data = client.get("/healthz").get_json()
+    assert data["status"] == "ok" and data["database"] == "ok"
+    assert data["model"]["loaded"] and data["model"]["version"]
+    assert data["pending"] == 0
+
+
+def test_healthz_without_model_is_degraded_but_up(app_without_model):
+    response = app_without_model.test_client().get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "degraded"
+    assert response.get_json()["model"]["loaded"] is False
+
+
+def test_healthz_database_down_is_503(make_app, tmp_path):
+    app = make_app(database_url=f"sqlite:///{tmp_path}/missing/dir/x.db")
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["status"] == "error"
+
+
+def test_metrics_count_requests_verdicts_and_model(client):
+    post_signed(client, twilio_params())
+    client.get("/nowhere")
+    text = client.get("/metrics").data.decode()
+    assert ('spamguard_http_requests_total{endpoint="webhook.twilio_inbound",method="POST",'
+            'status="200"} 1.0') in text
+    assert 'endpoint="unmatched"' in text
+    assert "spamguard_http_request_duration_seconds_bucket" in text
+    assert "spamguard_verdicts_total{label=" in text
+    assert 'spamguard_model_loaded{version="' in text
+
+
+def test_one_json_log_line_per_request_without_body(client, caplog):
+    body = "secret body text 12345"
+    with caplog.at_level(logging.INFO, logger="spamguard.access"):
+        post_signed(client, twilio_params(body))
+    [line] = [r.getMessage() for r in caplog.records if r.name == "spamguard.access"]
+    record = json.loads(line)
+    assert record["path"] == "/webhook/twilio" and record["status"] == 200
+    assert record["message_id"] and record["label"] in {"spam", "ham"}
+    assert record["duration_ms"] >= 0
+    assert body not in line
+
+
+def test_bodies_logged_only_when_enabled(make_app, caplog):
+    client = make_app(log_bodies=True).test_client()
+    with caplog.at_level(logging.INFO, logger="spamguard.access"):
+        post_signed(client, twilio_params("log me please"))
+    assert any("log me please" in r.getMessage() for r in caplog.records)
+
+
+def test_pending_messages_drained_once_a_model_loads(app_without_model, install_model,
+                                                     tiny_model_dir):
+    from dataclasses import replace
+
+    app = app_without_model
+    app.config["SPAMGUARD"] = replace(app.config["SPAMGUARD"], model_check_seconds=0)
+    client = app.test_client()
+    for _ in range(3):
+        post_signed(client, twilio_params())
+    assert client.get("/healthz").get_json()["pending"] == 3
+    install_model(tiny_model_dir)
+    response = client.get("/healthz")  # loads the model; the drain runs once the answer is sent
+    response.close()
+    assert client.get("/healthz").get_json()["pending"] == 0
+    assert count_rows(app, Message) == 3
+
+
+def test_admin_paths_keep_html_errors(client):
+    response = client.get("/no-such-page")
+    assert response.status_code == 404
+    assert response.mimetype == "text/html"
