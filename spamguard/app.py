@@ -51,12 +51,7 @@ def _register(app: Flask, module_name: str) -> None:
     """Register ``module_name.bp`` (and run its ``init_app`` if it has one)."""
     from importlib import import_module
 
-    try:
-        module = import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:  # area not built yet
-            return
-        raise
+    module = import_module(module_name)
     if hasattr(module, "init_app"):
         module.init_app(app)
     app.register_blueprint(module.bp)

@@ -31,17 +31,17 @@ def build_cli() -> click.Group:
     def cli() -> None:
         """SMS spam detection: train, classify, serve, moderate, retrain."""
 
-    from spamguard.cli import ml_commands
+    from spamguard.cli import (
+        db_commands,
+        ml_commands,
+        model_commands,
+        retrain_commands,
+        service_commands,
+        user_commands,
+    )
 
-    ml_commands.register(cli)
-    for name in ("db_commands", "model_commands", "service_commands", "user_commands",
-                 "retrain_commands"):
-        try:
-            module = __import__(f"spamguard.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"spamguard.cli.{name}":
-                raise
-            continue
+    for module in (ml_commands, db_commands, model_commands, service_commands, user_commands,
+                   retrain_commands):
         module.register(cli)
     return cli
 
