@@ -114,29 +114,45 @@ def hf_pipeline(backbone_dir: str):
     return pipeline("text-classification", model=model, tokenizer=tokenizer, device=-1)
 
 
+def interleaved_seconds(jobs: dict[str, Callable[[], object]], repeats: int
+                        ) -> dict[str, float]:
+    """Median wall time of each job, the jobs taking turns within each repeat.
+
+    A burst of other load on the machine then hits every contender, not just one row.
+    """
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    for _ in range(repeats):
+        for name, fn in jobs.items():
+            times[name].append(median_seconds(fn, 1, warm=False))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def throughput_rows(args, classifiers: dict[str, SpamClassifier], pipe, baseline,
                     texts: list[str]) -> list[list[str]]:
     """Messages/s (batched) and single-message latency for every contender."""
-    n, reps, samples = len(texts), args.repeats, args.latency_samples
     tok = {"truncation": True, "max_length": 128}
-    rows = []
-    for name, clf in classifiers.items():
-        clf.predict_proba(texts[:64])  # warm-up on a slice: a full pass would double the cost
-        rate = n / median_seconds(lambda c=clf: c.predict_proba(texts), reps, warm=False)
-        p50, p99 = latency_ms(lambda t, c=clf: c.predict_proba([t]), texts, samples)
-        rows.append([name, str(clf.encoder.batch_size), f"{rate:.0f}", f"{p50:.1f}",
-                     f"{p99:.1f}"])
+    batched: dict[str, Callable[[], object]] = {
+        name: (lambda c=clf: c.predict_proba(texts)) for name, clf in classifiers.items()}
+    batched["transformers pipeline (b=32)"] = lambda: pipe(texts, batch_size=32, **tok)
+    batched["transformers pipeline (b=1)"] = lambda: pipe(texts, batch_size=1, **tok)
+    batched["TF-IDF + linear SVM (1 thread)"] = lambda: baseline.decision_function(texts)
+    single: dict[str, Callable[[str], object]] = {
+        name: (lambda t, c=clf: c.predict_proba([t])) for name, clf in classifiers.items()}
+    single["transformers pipeline (b=1)"] = lambda t: pipe(t, **tok)
+    single["TF-IDF + linear SVM (1 thread)"] = lambda t: baseline.decision_function([t])
+    for clf in classifiers.values():  # warm-up on a slice: a full pass would double the cost
+        clf.predict_proba(texts[:64])
     pipe(texts[:64], batch_size=32, **tok)
-    for batch in (32, 1):
-        rate = n / median_seconds(lambda b=batch: pipe(texts, batch_size=b, **tok), reps,
-                                  warm=False)
-        rows.append([f"transformers pipeline (b={batch})", str(batch), f"{rate:.0f}", "", ""])
-    p50, p99 = latency_ms(lambda t: pipe(t, **tok), texts, samples)
-    rows[-1][3:] = [f"{p50:.1f}", f"{p99:.1f}"]
-    rate = n / median_seconds(lambda: baseline.decision_function(texts), reps)
-    p50, p99 = latency_ms(lambda t: baseline.decision_function([t]), texts, samples)
-    rows.append(["TF-IDF + linear SVM (1 thread)", "all", f"{rate:.0f}", f"{p50:.2f}",
-                 f"{p99:.2f}"])
+    seconds = interleaved_seconds(batched, args.repeats)
+    sizes = {name: str(clf.encoder.batch_size) for name, clf in classifiers.items()}
+    sizes |= {"transformers pipeline (b=32)": "32", "transformers pipeline (b=1)": "1"}
+    rows = []
+    for name, took in seconds.items():
+        latency = (latency_ms(single[name], texts, args.latency_samples)
+                   if name in single else None)
+        rows.append([name, sizes.get(name, "all"), f"{len(texts) / took:.0f}",
+                     *((f"{x:.2f}" if x < 10 else f"{x:.1f}" for x in latency) if latency
+                       else ("", ""))])
     return rows
 
 
@@ -198,15 +214,14 @@ def gflops_rows(args, classifiers: dict[str, SpamClassifier], texts: list[str]
             for batch in batches:
                 model(**batch)
 
-    jobs = {f"torch.mm fp32 {size}x{size} (x4)": (lambda: [torch.mm(a, b) for _ in range(4)],
-                                                   4 * 2 * size**3)}
+    mm_name = f"torch.mm fp32 {size}x{size} (x4)"
+    jobs = {mm_name: lambda: [torch.mm(a, b) for _ in range(4)]}
     for name, clf in classifiers.items():
-        jobs[f"{name} backbone forward"] = (lambda m=clf.backbone.model: forward(m), flops)
-    times: dict[str, list[float]] = {name: [] for name in jobs}
-    for round_ in range(max(3, args.repeats)):
-        for name, (fn, _) in jobs.items():
-            times[name].append(median_seconds(fn, 1, warm=round_ == 0))
-    rates = {name: jobs[name][1] / statistics.median(t) / 1e9 for name, t in times.items()}
+        jobs[f"{name} backbone forward"] = lambda m=clf.backbone.model: forward(m)
+    jobs[mm_name]()  # warm-up (the forwards were warmed by the FLOP count and earlier tables)
+    seconds = interleaved_seconds(jobs, max(3, args.repeats))
+    rates = {name: (4 * 2 * size**3 if name == mm_name else flops) / took / 1e9
+             for name, took in seconds.items()}
     mm = next(iter(rates.values()))
     rows = [[name, f"{rate:.1f}", f"{rate / mm:.0%}"] for name, rate in rates.items()]
     rows.append([f"(counted: {flops / 1e9:.1f} GFLOP for {len(texts)} messages, "
