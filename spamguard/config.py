@@ -37,6 +37,7 @@ class Settings:
     model_check_seconds: int = 5  # how often a worker checks for a newly active model
     rate_limit_storage_uri: str = "memory://"  # per worker; redis://... to share limits
     pending_drain_batch: int = 32  # pending messages a worker classifies after a request
+    quantize: bool = False  # serve with int8 dynamic quantisation (docs/performance.md)
     base_data: str = ""  # retraining's base data set; empty: DEFAULT_DATA
     retrain_min_new_reviews: int = 20  # fewer new reviews since the last run: skip
     retrain_metric: str = "mcc"  # compared on the fixed evaluation set

@@ -101,3 +101,14 @@ def test_running_app_switches_without_restart(make_app, second_version, install_
     after = client.post("/api/v1/classify", json={"texts": ["hi"]}, headers=headers)
     assert before.get_json()["model_version"] != after.get_json()["model_version"]
     assert after.get_json()["model_version"] == "second-version"
+
+
+def test_quantize_setting_serves_an_int8_backbone(db_session, tiny_model_dir, second_version):
+    register(db_session, tiny_model_dir)
+    provider = ModelProvider(check_seconds=0, quantize=True)
+    first = provider.get(session=db_session)
+    assert first.backbone.variant == "int8"
+    assert 0.0 <= float(first.predict_proba(["WIN a prize now"])[0]) <= 1.0
+    register(db_session, second_version)
+    switched = provider.get(session=db_session)
+    assert switched.backbone is first.backbone  # reused, not quantised a second time

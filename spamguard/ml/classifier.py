@@ -105,7 +105,7 @@ class SpamClassifier:
             state = load_file(str(directory / WEIGHTS_FILE))
         except (FileNotFoundError, OSError) as exc:
             raise ModelError(f"{directory}: cannot read {WEIGHTS_FILE} ({exc})") from None
-        if quantize:
+        if quantize and backbone.variant == "fp32":  # a reused backbone may be int8 already
             backbone = quantize_backbone(backbone)
         head = BertArch(metadata["input_dim"], **metadata.get("head", {}))
         head.load_state_dict(state)

@@ -38,9 +38,10 @@ class ModelProvider:
     """Hold this process's classifier and keep it in step with the active version."""
 
     def __init__(self, *, check_seconds: float = 5.0, cache_root: Path | None = None,
-                 clock=time.monotonic) -> None:
+                 quantize: bool = False, clock=time.monotonic) -> None:
         self.check_seconds = check_seconds
         self.cache_root = cache_root
+        self.quantize = quantize
         self._clock = clock
         self._lock = threading.Lock()
         self.reset()
@@ -110,7 +111,7 @@ class ModelProvider:
             backbone = current.backbone
             self.backbone_reuses += 1
         return SpamClassifier.load(Path(active.directory), backbone=backbone,
-                                   cache_root=self.cache_root)
+                                   cache_root=self.cache_root, quantize=self.quantize)
 
 
 def read_active(session: Session) -> ActiveRow | None:
@@ -127,6 +128,7 @@ def provider_for(app: Any) -> ModelProvider:
     provider = app.extensions.get(EXTENSION_KEY)
     if provider is None:
         settings = app.config["SPAMGUARD"]
-        provider = ModelProvider(check_seconds=settings.model_check_seconds)
+        provider = ModelProvider(check_seconds=settings.model_check_seconds,
+                                 quantize=settings.quantize)
         app.extensions[EXTENSION_KEY] = provider
     return provider
