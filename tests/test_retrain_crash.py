@@ -41,7 +41,7 @@ def _start_paused(env: dict[str, str], stage: str) -> subprocess.Popen:
     pytest.fail(f"retrain never paused at {stage}: {''.join(seen)[-2000:]}")
 
 
-@pytest.mark.parametrize("stage", ["training", "committing"])
+@pytest.mark.parametrize("stage", ["training", "registering", "committing"])
 def test_kill_9_mid_run_leaves_the_active_model_working(
         stage, retrain, retrain_settings, retrain_env, db_session_factory) -> None:
     first = retrain()
@@ -68,6 +68,9 @@ def test_kill_9_mid_run_leaves_the_active_model_working(
         dead = session.scalars(select(TrainingRun).where(TrainingRun.pid == process.pid)).one()
         assert dead.status == "failed" and "interrupted" in dead.error
         assert registry.active_version(session).id == outcome.candidate_version
+        registered = set(session.scalars(select(ModelVersion.id)))
+    # no complete-but-unregistered candidate is left behind by the killed run
+    assert {p.name for p in retrain_settings.models_dir.iterdir()} == registered
 
 
 def test_sigterm_records_the_run_as_interrupted_and_frees_the_lock(

@@ -178,6 +178,11 @@ class _Retrain:
         checkpoint("training", self.lease, self.log)
         candidate = train_candidate(training, settings=self.settings, snapshot=snapshot,
                                     progress=self.progress)
+        # Recorded before anything can fail, so the next run can delete an unregistered
+        # candidate left by a run that died between training and registering.
+        self.counts["candidate_dir"] = str(candidate.directory)
+        with self.session_factory() as session, session.begin():
+            session.get(TrainingRun, self.run_id).counts = dict(self.counts)
         checkpoint("evaluating", self.lease, self.log)
         changes = evaluate_and_report(candidate, snapshot=snapshot, evalset=evalset,
                                       settings=self.settings)

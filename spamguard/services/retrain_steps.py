@@ -63,7 +63,7 @@ def take_snapshot(session: Session) -> Snapshot:
 
 def clean_leftovers(*, session_factory: sessionmaker[Session], models_dir: Path,
                     max_age_s: float) -> dict[str, Any]:
-    """Mark dead runs failed and delete dead runs' temporary version folders.
+    """Mark dead runs failed; delete dead runs' temporary and never-registered version folders.
 
     Call only while holding the retrain lock: then no other run is alive, so every
     ``running`` row belongs to a process that died or lost its lock.
@@ -75,6 +75,16 @@ def clean_leftovers(*, session_factory: sessionmaker[Session], models_dir: Path,
             run.error = (f"interrupted: pid {run.pid} on {run.host} stopped before finishing "
                          "(found by the next run); the active model was not changed")
             run.summary = f"retrain: failed: {run.error}"
+        failed = session.scalars(select(TrainingRun).where(TrainingRun.status == "failed"))
+        candidates = {Path(d).name for run in failed
+                      if (d := (run.counts or {}).get("candidate_dir"))}
+        registered = set(session.scalars(select(ModelVersion.id)))
+    orphans = []
+    for name in sorted(candidates - registered):
+        folder = Path(models_dir) / name
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            orphans.append(name)
     removed = []
     for tmp in sorted(Path(models_dir).glob(".tmp-*")):
         pid = tmp.name.rsplit("-", 1)[-1]
@@ -84,7 +94,8 @@ def clean_leftovers(*, session_factory: sessionmaker[Session], models_dir: Path,
             continue
         shutil.rmtree(tmp, ignore_errors=True)
         removed.append(tmp.name)
-    return {"stale_runs_failed": [run.id for run in stale], "tmp_dirs_removed": removed}
+    return {"stale_runs_failed": [run.id for run in stale], "tmp_dirs_removed": removed,
+            "unregistered_candidates_removed": orphans}
 
 
 def prepare_data(*, session_factory: sessionmaker[Session], settings: Settings,
