@@ -51,6 +51,8 @@ if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '$PG_USER'")" != "
 else
     psql_admin -c "ALTER ROLE \"$PG_USER\" LOGIN CREATEDB PASSWORD '$PG_PASSWORD'"
 fi
+# DROP DATABASE ... WITH (FORCE) must be able to end an autovacuum worker on a test database.
+psql_admin -c "GRANT pg_signal_backend TO \"$PG_USER\""
 
 echo "postgres.sh: PostgreSQL $VERSION ready on 127.0.0.1:$PORT as $PG_USER" >&2
 echo "export SPAMGUARD_TEST_POSTGRES_URL=postgresql+psycopg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PORT/postgres" >&3

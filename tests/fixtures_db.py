@@ -57,10 +57,25 @@ def create_postgres_database(server_url: str, *, template: str | None = None) ->
     return normalise_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
-def drop_postgres_database(server_url: str, url: str) -> None:
-    """Drop the database ``url`` names, closing any connection left to it."""
+def drop_postgres_database(server_url: str, url: str, attempts: int = 5) -> None:
+    """Drop the database ``url`` names, closing any connection left to it.
+
+    Retried: a server process (autovacuum) may hold the database for a moment and a role
+    without ``pg_signal_backend`` cannot end it.
+    """
+    import time
+
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     name = normalise_url(url).database
-    _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for attempt in range(attempts):
+        try:
+            _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except (OperationalError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 @contextmanager
