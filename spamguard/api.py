@@ -14,7 +14,7 @@ from flask_limiter.util import get_remote_address
 from spamguard.extensions import db_session
 from spamguard.intake import BadInput, check_text, current_classifier, ingest, json_error, settings
 from spamguard.services import apikeys, messages
-from spamguard.sqltypes import as_utc
+from spamguard.sqltypes import MAX_ID, as_utc
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 GATEWAY = "api"
@@ -71,6 +71,8 @@ def read_json_object() -> dict[str, Any]:
         raise BadInput("request body is not valid UTF-8") from None
     except ValueError as exc:
         raise BadInput(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BadInput("malformed JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise BadInput("the JSON body must be an object")
     return data
@@ -90,7 +92,7 @@ def parse_time(value: Any) -> datetime:
         raise BadInput("received_at must be an ISO 8601 string")
     try:
         return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise BadInput(f"received_at {value[:40]!r} is not an ISO 8601 time") from None
 
 
@@ -164,6 +166,8 @@ def classify() -> Response:
 @bp.get("/messages/<int:message_id>")
 def get_message(message_id: int) -> Response:
     """Return a stored message with its verdicts and reviews."""
+    if message_id > MAX_ID:  # beyond any database integer: cannot exist
+        return json_error(f"no message {message_id}", 404)
     message = messages.get_message(session=db_session(), message_id=message_id)
     if message is None:
         return json_error(f"no message {message_id}", 404)

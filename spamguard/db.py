@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -25,7 +25,11 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 
 def normalise_url(url: str | URL) -> URL:
     """Parse ``url``, pointing plain ``postgresql://`` (or ``postgres://``) at psycopg 3."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(f"database URL {str(url)[:60]!r} is not a URL like "
+                            "sqlite:///path or postgresql://user:pass@host/db") from None
     if parsed.drivername in {"postgresql", "postgres"}:
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
@@ -47,7 +51,11 @@ def ensure_sqlite_parent(url: str | URL) -> None:
     database = parsed.database or ""
     if not is_sqlite(parsed) or database in {"", ":memory:"} or database.startswith("file:"):
         return
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(database).expanduser().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(f"cannot create the database folder {folder}: {exc.strerror}") from None
 
 
 def _sqlite_on_connect(*, foreign_keys: bool):
@@ -69,12 +77,16 @@ def _sqlite_on_connect(*, foreign_keys: bool):
 def make_engine(url: str | URL, **engine_kwargs: Any) -> Engine:
     """Create an engine: SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL psycopg 3."""
     parsed = normalise_url(url)
-    if is_sqlite(parsed):
-        engine = create_engine(parsed, **engine_kwargs)
-        event.listen(engine, "connect", _sqlite_on_connect(foreign_keys=True))
-        return engine
-    engine_kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(parsed, **engine_kwargs)
+    try:
+        if is_sqlite(parsed):
+            engine = create_engine(parsed, **engine_kwargs)
+            event.listen(engine, "connect", _sqlite_on_connect(foreign_keys=True))
+            return engine
+        engine_kwargs.setdefault("pool_pre_ping", True)
+        return create_engine(parsed, **engine_kwargs)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise DatabaseError(f"unsupported database URL {safe_url(parsed)}: {_first_line(exc)} "
+                            "(use sqlite:/// or postgresql://)") from None
 
 
 def make_migration_engine(url: str | URL) -> Engine:

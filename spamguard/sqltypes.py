@@ -56,3 +56,14 @@ def unique_where(name: str, column: str, *, sqlite: str, postgresql: str) -> Ind
     return Index(
         name, column, unique=True, sqlite_where=text(sqlite), postgresql_where=text(postgresql)
     )
+
+
+MAX_ID = 2**63 - 1  # the largest id SQLite and PostgreSQL (bigint) can hold
+
+
+def parse_id(value: str) -> int:
+    """Parse a row id from a form or URL; ValueError unless it is a whole number in range."""
+    value = (value or "").strip()
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_ID:
+        raise ValueError(f"{value[:30]!r} is not a valid id")
+    return int(value)

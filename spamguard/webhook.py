@@ -70,7 +70,10 @@ def message_fields() -> dict:
     missing = [name for name in ("MessageSid", "From", "To", "Body") if name not in form]
     if missing:
         raise BadInput(f"missing field(s): {', '.join(missing)}")
-    has_media = form.get("NumMedia", "0").strip() not in {"", "0"}
+    num_media = form.get("NumMedia", "0").strip() or "0"
+    if not (num_media.isascii() and num_media.isdigit()):
+        raise BadInput(f"NumMedia must be a whole number, got {num_media[:20]!r}")
+    has_media = int(num_media) > 0
     return {
         "external_id": check_text("MessageSid", form["MessageSid"], max_chars=128),
         "sender": check_text("From", form["From"], max_chars=255),

@@ -18,6 +18,11 @@ def test_list_and_filters(viewer_client, add_messages):
     bad = viewer_client.get("/admin/messages?min_p=lots")
     assert bad.status_code == 400 and "min_p must be a number" in bad.get_data(as_text=True)
     assert viewer_client.get("/admin/messages?page=0x").status_code == 400
+    for query in ("min_p=nan", "max_p=inf", "campaign_id=1e30", "campaign_id=-3",
+                  "until=9999-12-31"):
+        assert viewer_client.get(f"/admin/messages?{query}").status_code == 400, query
+    huge = viewer_client.get("/admin/messages?page=99999999999999999999")
+    assert huge.status_code == 200
 
 
 def test_bulk_selected_needs_confirmation(moderator_client, add_messages, db_session_factory):
@@ -57,8 +62,9 @@ def test_bulk_refuses_bad_input(moderator_client, viewer_client):
     nothing = moderator_client.post("/admin/messages/bulk", data={"label": "spam"},
                                     follow_redirects=True)
     assert "Select at least one message" in nothing.get_data(as_text=True)
-    assert moderator_client.post("/admin/messages/bulk", data={
-        "label": "spam", "ids": "x"}).status_code == 400
+    for bad in ("x", "99999999999999999999999", "-1"):
+        assert moderator_client.post("/admin/messages/bulk", data={
+            "label": "spam", "ids": bad}).status_code == 400
     assert viewer_client.post("/admin/messages/bulk",
                               data={"label": "spam", "ids": "1"}).status_code == 403
 

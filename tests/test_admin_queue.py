@@ -58,3 +58,16 @@ def test_viewer_sees_queue_but_cannot_decide(viewer_client, add_messages):
     assert viewer_client.post("/admin/queue/decide",
                               data={"message_id": mid, "label": "spam"}).status_code == 403
     assert viewer_client.post("/admin/queue/undo").status_code == 403
+
+
+def test_out_of_range_ids_are_refused_and_do_not_break_the_queue(moderator_client,
+                                                                 add_messages):
+    add_messages(("unsure", 0.51))
+    huge = "9" * 30
+    decided = moderator_client.post("/admin/queue/decide",
+                                    data={"message_id": huge, "label": "spam"},
+                                    follow_redirects=True)
+    assert decided.status_code == 200 and "Not recorded" in decided.get_data(as_text=True)
+    moderator_client.post("/admin/queue/skip", data={"message_id": huge})
+    page = moderator_client.get("/admin/queue")
+    assert page.status_code == 200 and "unsure" in page.get_data(as_text=True)

@@ -94,6 +94,8 @@ def test_classify_batch_limit(make_app):
     ({**MESSAGE, "colour": "red"}, 400, "unknown field(s): colour"),
     ({**MESSAGE, "received_at": "yesterday"}, 400, "not an ISO 8601"),
     ({**MESSAGE, "received_at": 12}, 400, "received_at must be"),
+    ({**MESSAGE, "received_at": "0001-01-01T00:00:00+14:00"}, 400, "not an ISO 8601"),
+    ({**MESSAGE, "received_at": "9999-12-31T23:59:59-14:00"}, 400, "not an ISO 8601"),
     ({**MESSAGE, "body": "a\x00b"}, 400, "NUL"),
     ({**MESSAGE, "body": "\ud800"}, 400, "surrogate"),
     (["not", "an", "object"], 400, "must be an object"),
@@ -107,6 +109,7 @@ def test_bad_message_input(app, api, payload, status, fragment):
 
 @pytest.mark.parametrize("data, content_type, status, fragment", [
     (b'{"from": "+1", ', "application/json", 400, "malformed JSON"),
+    (b"[" * 5000 + b"]" * 5000, "application/json", 400, "nested too deeply"),
     (b'{"body": "caf\xe9"}', "application/json", 400, "UTF-8"),
     (b"from=1&to=2&body=3", "application/x-www-form-urlencoded", 415, "application/json"),
     (b"", "text/plain", 415, "application/json"),
@@ -223,3 +226,8 @@ def _with(settings, **changes):
     from dataclasses import replace
 
     return replace(settings, **changes)
+
+
+def test_message_id_beyond_any_database_integer_is_404(api):
+    response = api("GET", "/messages/99999999999999999999999")
+    assert response.status_code == 404 and "no message" in response.get_json()["error"]

@@ -36,7 +36,7 @@ def test_revoke_by_id_or_prefix(db_session, by):
     assert apikeys.verify_api_key(session=db_session, key=plaintext) is None
 
 
-@pytest.mark.parametrize("ref", ["999", "sg_zzzzzzzzz", "sg"])
+@pytest.mark.parametrize("ref", ["999", "sg_zzzzzzzzz", "sg", "²", "9" * 30])
 def test_revoke_unknown_is_an_error(db_session, ref):
     with pytest.raises(apikeys.ApiKeyError):
         apikeys.revoke_api_key(session=db_session, key_ref=ref)

@@ -111,3 +111,16 @@ def test_refuses_an_out_of_date_schema(cli, home, monkeypatch) -> None:
     assert result.output.strip() == (
         "error: database schema is out of date (at 0001, need 0002): run `spamguard db upgrade`"
     )
+
+
+@pytest.mark.parametrize("url, fragment", [
+    ("bogus://x", "unsupported database URL"),
+    ("notaurl", "is not a URL"),
+])
+def test_bad_database_urls_are_one_line_errors(tmp_path, url, fragment):
+    from spamguard.cli import build_cli
+
+    result = CliRunner().invoke(build_cli(), ["models"], env={
+        "SPAMGUARD_HOME": str(tmp_path), "SPAMGUARD_DATABASE_URL": url})
+    assert result.exit_code == 2
+    assert fragment in result.output and "Traceback" not in result.output

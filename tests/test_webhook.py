@@ -102,6 +102,8 @@ def test_reply_text_is_escaped_twiml(make_app):
     ({"Body": ""}, "Body must not be empty"),
     ({"Body": "x" * 1601}, "limit is 1600"),
     ({"Body": "nul\x00byte"}, "NUL"),
+    ({"Body": "", "NumMedia": "abc"}, "NumMedia must be a whole number"),
+    ({"Body": "", "NumMedia": "00"}, "Body must not be empty"),
 ])
 def test_bad_fields_are_400_and_store_nothing(app, post_twilio, change, fragment):
     params = {k: v for k, v in {**twilio_params(), **change}.items() if v is not None}

@@ -7,6 +7,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from spamguard.admin.base import bp, role_required, run_action, session, settings, user_id
 from spamguard.models import LABELS
 from spamguard.services import campaigns, retrain_jobs
+from spamguard.services.message_queries import MAX_PAGE
 
 PER_PAGE = 50
 
@@ -18,7 +19,7 @@ def campaign_list():
     if order not in ("size", "recent"):
         abort(400, description="order must be size or recent")
     try:
-        page = max(1, int(request.args.get("page", "1")))
+        page = min(max(1, int(request.args.get("page", "1"))), MAX_PAGE)
     except ValueError:
         abort(400, description="page must be a whole number")
     db = session()

@@ -8,7 +8,8 @@ from spamguard.admin.base import bp, fail, role_required, run_action, session, u
 from spamguard.errors import SpamguardError
 from spamguard.models import LABELS, Message
 from spamguard.services import message_queries, reviews
-from spamguard.services.message_queries import FilterError, MessageFilter
+from spamguard.services.message_queries import MAX_PAGE, FilterError, MessageFilter
+from spamguard.sqltypes import parse_id
 
 PER_PAGE = 50
 
@@ -23,7 +24,7 @@ def _filters(args) -> MessageFilter:
 
 def _page_number() -> int:
     try:
-        return max(1, int(request.args.get("page", "1")))
+        return min(max(1, int(request.args.get("page", "1"))), MAX_PAGE)
     except ValueError:
         abort(400, description="page must be a whole number")
 
@@ -53,7 +54,7 @@ def message_bulk():
         count = message_queries.count_messages(session(), filters)
     else:
         try:
-            chosen = sorted({int(i) for i in form.getlist("ids")})
+            chosen = sorted({parse_id(i) for i in form.getlist("ids")})
         except ValueError:
             abort(400, description="ids must be message numbers")
         if not chosen:

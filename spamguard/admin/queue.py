@@ -9,6 +9,7 @@ from spamguard.admin.base import bp, fail, role_required, session, user_id
 from spamguard.errors import SpamguardError
 from spamguard.models import Message
 from spamguard.services import message_queries, registry, reviews
+from spamguard.sqltypes import parse_id
 
 MAX_SKIPPED = 300  # remembered per login session, so the signed cookie stays small
 UPCOMING = 10
@@ -45,7 +46,7 @@ def queue_decide():
     """Record the decision on one message and move on."""
     db = session()
     try:
-        message_id = int(request.form.get("message_id", ""))
+        message_id = parse_id(request.form.get("message_id", ""))
         reviews.add_review(session=db, message_id=message_id,
                            label=request.form.get("label", ""), user_id=user_id(),
                            note=request.form.get("note"))
@@ -61,7 +62,7 @@ def queue_decide():
 def queue_skip():
     """Put a message aside for this login session."""
     try:
-        message_id = int(request.form.get("message_id", ""))
+        message_id = parse_id(request.form.get("message_id", ""))
     except ValueError:
         return fail("Nothing to skip.", "admin.queue")
     skipped = [i for i in cookie.get("queue_skip", []) if i != message_id]

@@ -20,6 +20,10 @@ def read_password(prompt: bool) -> str:
     line = sys.stdin.readline()
     if not line:
         raise SpamguardError("no password on standard input")
+    try:
+        line.encode("utf-8")
+    except UnicodeError:  # undecodable bytes arrive as surrogates
+        raise SpamguardError("the password on standard input is not valid UTF-8") from None
     return line.rstrip("\r\n")
 
 

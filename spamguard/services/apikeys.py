@@ -81,8 +81,9 @@ def revoke_api_key(*, session: Session, key_ref: str) -> ApiKey:
 
 def _find(session: Session, key_ref: str) -> list[ApiKey]:
     """Keys matching an id or a (leading part of a) prefix."""
-    if key_ref.isdigit():
-        row = session.get(ApiKey, int(key_ref))
+    if key_ref.isascii() and key_ref.isdigit():
+        key_id = int(key_ref)
+        row = session.get(ApiKey, key_id) if key_id <= 2**63 - 1 else None
         return [row] if row is not None else []
     if len(key_ref) < 4:
         return []

@@ -6,6 +6,7 @@ Every list is ordered newest first (``received_at, id``), which the composite in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
@@ -14,9 +15,13 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from spamguard.models import LABELS, Message
+from spamguard.sqltypes import parse_id
 
 REVIEW_STATES = ("spam", "ham", "reviewed", "unreviewed")
 MAX_PER_PAGE = 200
+
+
+MAX_PAGE = 100_000  # a larger page number is clamped (its offset would overflow SQL)
 
 
 class FilterError(ValueError):
@@ -49,7 +54,7 @@ class MessageFilter:
             min_p=_number(args, "min_p"), max_p=_number(args, "max_p"),
             since=_day(args, "since"), until=_day(args, "until"),
             sender=args.get("sender", "").strip()[:255], q=args.get("q", "").strip()[:200],
-            campaign_id=int(_number(args, "campaign_id") or 0) or None,
+            campaign_id=_id(args, "campaign_id"),
         )
 
     def as_args(self) -> dict[str, str]:
@@ -79,9 +84,22 @@ def _number(args: Mapping[str, str], name: str) -> float | None:
     if not value:
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise FilterError(f"{name} must be a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise FilterError(f"{name} must be a finite number, not {value!r}")
+    return number
+
+
+def _id(args: Mapping[str, str], name: str) -> int | None:
+    value = args.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return parse_id(value)
+    except ValueError:
+        raise FilterError(f"{name} must be a positive whole number, not {value[:30]!r}") from None
 
 
 def _day(args: Mapping[str, str], name: str) -> date | None:
@@ -89,9 +107,12 @@ def _day(args: Mapping[str, str], name: str) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise FilterError(f"{name} must be a date like 2026-11-30, not {value!r}") from None
+    if day >= date.max:  # the day after it (the inclusive end) does not exist
+        raise FilterError(f"{name} must be before {date.max.isoformat()}")
+    return day
 
 
 def _start_of(day: date) -> datetime:
