@@ -128,7 +128,8 @@ def main() -> None:
 
     reviewed = variants(texts, labels, REVIEWED, rng, seen)
     store_reviews(factory, reviewed, rng, args.noise)
-    # The service embeds every message it classifies into the same cache.
+    # As `spamguard campaigns rebuild` does before a retrain: recent messages embedded into
+    # the same cache in one batch (the web service itself does not write the cache).
     encoder = CachedEncoder(load_backbone(settings.backbone or None), settings.cache_dir)
     encoder([text for text, _ in reviewed])
     rows.append(("+1,000 reviewed, warm cache", timed_run(factory, settings)))
