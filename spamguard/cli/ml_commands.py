@@ -29,13 +29,6 @@ def resolve_model_dir(ctx: CliContext, model: str | None) -> Path:
         return Path(version.directory)
 
 
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
 def register(cli: click.Group) -> None:
     """Add ``train``, ``classify`` and ``report`` to ``cli``."""
 
@@ -64,7 +57,6 @@ def register(cli: click.Group) -> None:
         from spamguard.ml.train import TrainConfig, train_model
         from spamguard.services import registry
 
-        _quiet_transformers()
         settings = ctx.settings
         data = load_labelled(data_path)
         config = TrainConfig(pooling=pooling, max_length=max_length, epochs=epochs, seed=seed,
@@ -99,7 +91,6 @@ def register(cli: click.Group) -> None:
         from spamguard.ml.classifier import SpamClassifier
         from spamguard.ml.data import load_texts
 
-        _quiet_transformers()
         if str(source) == "-":
             texts = load_texts(Path("<stdin>"), sys.stdin.buffer.read())
         else:
@@ -128,7 +119,6 @@ def register(cli: click.Group) -> None:
         if data_path is None:
             summary, path = stored_report(directory)
         else:
-            _quiet_transformers()
             stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
             out = out or directory / "reports" / f"{data_path.stem}-{stamp}"
             summary, path = evaluate_version(directory, data_path, out)

@@ -61,10 +61,8 @@ def register(cli: click.Group) -> None:
         Exit codes: 0 promoted, skipped or dry run; 1 failed; 2 needs a fix (data,
         settings); 3 rejected; 4 another run holds the lock.
         """
-        from spamguard.cli.ml_commands import _quiet_transformers
         from spamguard.services.retrain import run_retrain
 
-        _quiet_transformers()
         _stop_on_sigterm()
         with session_factory_for(ctx) as factory:
             outcome = run_retrain(

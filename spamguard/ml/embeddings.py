@@ -73,7 +73,7 @@ def encode(backbone: Backbone, texts: Sequence[str], *, pooling: str = "mean",
     ids = encoded["input_ids"]
     batches = length_batches([len(x) for x in ids], batch_size)
     out = np.zeros((len(texts), embedding_dim(backbone, pooling)), dtype=np.float32)
-    show = _show_progress(progress, len(batches))
+    show = show_progress(progress, len(batches))
     with torch.inference_mode():
         for batch in tqdm(batches, desc="embedding", unit="batch", disable=not show):
             features = {k: [encoded[k][i] for i in batch] for k in encoded.keys()}
@@ -83,7 +83,8 @@ def encode(backbone: Backbone, texts: Sequence[str], *, pooling: str = "mean",
     return out
 
 
-def _show_progress(progress: bool | None, steps: int) -> bool:
+def show_progress(progress: bool | None, steps: int) -> bool:
+    """Whether to draw a bar: as asked, else only on a terminal and for more than a few steps."""
     if progress is not None:
         return progress
     import sys

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.classifier import LABEL_MAP, SpamClassifier, build_inputs
 from spamguard.ml.data import LabelledData, Split, check_trainable, data_hash, dedupe, split
-from spamguard.ml.embeddings import CachedEncoder
+from spamguard.ml.embeddings import CachedEncoder, show_progress
 from spamguard.ml.features import FEATURE_NAMES
 from spamguard.ml.head import BertArch
 from spamguard.ml.threshold import choose_threshold
@@ -83,7 +83,7 @@ def fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val:
                                   weight_decay=config.weight_decay)
     best = HeadFit(head=head, best_epoch=-1, best_val_loss=float("inf"))
     best_state = None
-    show = progress if progress is not None else _on_terminal()
+    show = show_progress(progress, config.epochs)
     for epoch in tqdm(range(config.epochs), desc="training head", unit="epoch", disable=not show):
         head.train()
         order = torch.randperm(len(xt), generator=generator)
@@ -108,12 +108,6 @@ def fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val:
     head.load_state_dict(best_state)
     head.eval()
     return best
-
-
-def _on_terminal() -> bool:
-    import sys
-
-    return sys.stderr.isatty()
 
 
 @dataclass
