@@ -69,6 +69,16 @@ def is_local(target: str | None) -> bool:
         and "\\" not in target
 
 
+def page_number() -> int:
+    """The ``page`` query argument: 400 unless a whole number; clamped to 1..MAX_PAGE."""
+    from spamguard.services.message_queries import MAX_PAGE
+
+    try:
+        return min(max(1, int(request.args.get("page", "1"))), MAX_PAGE)
+    except ValueError:
+        abort(400, description="page must be a whole number")
+
+
 def back(default: str, **values: Any):
     """Redirect to a safe local ``next`` form field, or to ``default``."""
     target = request.form.get("next", "")

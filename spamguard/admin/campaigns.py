@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, request, url_for
 
-from spamguard.admin.base import bp, role_required, run_action, session, settings, user_id
-from spamguard.models import LABELS
+from spamguard.admin.base import (
+    bp,
+    fail,
+    page_number,
+    role_required,
+    run_action,
+    session,
+    settings,
+    user_id,
+)
 from spamguard.services import campaigns, retrain_jobs
-from spamguard.services.message_queries import MAX_PAGE
 
 PER_PAGE = 50
 
@@ -18,16 +25,13 @@ def campaign_list():
     order = request.args.get("order", "size")
     if order not in ("size", "recent"):
         abort(400, description="order must be size or recent")
-    try:
-        page = min(max(1, int(request.args.get("page", "1"))), MAX_PAGE)
-    except ValueError:
-        abort(400, description="page must be a whole number")
+    page = page_number()
     db = session()
     items = campaigns.list_campaigns(db, order=order, limit=PER_PAGE,
                                      offset=(page - 1) * PER_PAGE)
     total = campaigns.count_campaigns(db)
     return render_template("admin/campaigns.html", campaigns=items, order=order, page=page,
-                           has_next=page * PER_PAGE < total, total=total, labels=LABELS,
+                           has_next=page * PER_PAGE < total, total=total,
                            similarity=campaigns.DEFAULT_SIMILARITY)
 
 
@@ -47,7 +51,10 @@ def campaign_label(campaign_id: int):
 @role_required("moderator")
 def campaign_rebuild():
     """Start `spamguard campaigns rebuild` in the background."""
-    pid = retrain_jobs.start_campaign_rebuild(settings=settings())
+    try:
+        pid = retrain_jobs.start_campaign_rebuild(settings=settings())
+    except OSError as exc:
+        return fail(f"Could not start the campaign rebuild: {exc}", "admin.campaign_list")
     flash(f"Campaign rebuild started in the background (process {pid}); reload in a minute.",
           "info")
     return redirect(url_for("admin.campaign_list"))

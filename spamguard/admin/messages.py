@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, render_template, request
 
-from spamguard.admin.base import bp, fail, role_required, run_action, session, user_id
-from spamguard.errors import SpamguardError
+from spamguard.admin.base import (
+    bp,
+    fail,
+    page_number,
+    role_required,
+    run_action,
+    session,
+    user_id,
+)
 from spamguard.models import LABELS, Message
 from spamguard.services import message_queries, reviews
-from spamguard.services.message_queries import MAX_PAGE, FilterError, MessageFilter
+from spamguard.services.message_queries import FilterError, MessageFilter
 from spamguard.sqltypes import parse_id
 
 PER_PAGE = 50
@@ -22,21 +29,14 @@ def _filters(args) -> MessageFilter:
         abort(400, description=str(exc))
 
 
-def _page_number() -> int:
-    try:
-        return min(max(1, int(request.args.get("page", "1"))), MAX_PAGE)
-    except ValueError:
-        abort(400, description="page must be a whole number")
-
-
 @bp.route("/messages")
 def message_list():
     """List messages matching the filters, newest first."""
     filters = _filters(request.args)
-    page = message_queries.list_messages(session(), filters, page=_page_number(),
+    page = message_queries.list_messages(session(), filters, page=page_number(),
                                          per_page=PER_PAGE)
     return render_template("admin/messages.html", page=page, filters=filters,
-                           args=filters.as_args(), labels=LABELS)
+                           args=filters.as_args())
 
 
 @bp.route("/messages/bulk", methods=["POST"])
@@ -64,16 +64,11 @@ def message_bulk():
         return render_template("admin/confirm_bulk.html", count=count, label=label,
                                scope=scope, ids=ids if scope != "filter" else [],
                                filters=filters, args=filters.as_args())
-    db = session()
-    try:
-        done = reviews.bulk_relabel(session=db, ids=ids, label=label, user_id=user_id(),
-                                    note=form.get("note"))
-    except SpamguardError as exc:
-        db.rollback()
-        return fail(str(exc), "admin.message_list", **filters.as_args())
-    db.commit()
-    flash(f"Labelled {done} message{'s' if done != 1 else ''} as {label}.", "info")
-    return redirect(url_for("admin.message_list", **filters.as_args()))
+    return run_action(
+        lambda db: reviews.bulk_relabel(session=db, ids=ids, label=label, user_id=user_id(),
+                                        note=form.get("note")),
+        done=lambda n: f"Labelled {n} message{'s' if n != 1 else ''} as {label}.",
+        endpoint="admin.message_list", **filters.as_args())
 
 
 @bp.route("/messages/<int:message_id>")

@@ -8,14 +8,15 @@ window of tens of thousands of messages costs one indexed scan, not a Python loo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from spamguard.models import Message, ModelVersion, Review
-from spamguard.services import registry
-from spamguard.sqltypes import utcnow
+from spamguard.services import message_queries, registry, reviews
+from spamguard.services.message_queries import MessageFilter
+from spamguard.sqltypes import as_utc, utcnow
 
 BUCKETS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
 WINDOWS = {"hour": timedelta(hours=48), "day": timedelta(days=30), "week": timedelta(weeks=26)}
@@ -64,12 +65,6 @@ def _bucket_expr(session: Session, bucket: str):
     return func.date_trunc(bucket, func.timezone("UTC", column))
 
 
-def _as_datetime(value) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def volume(session: Session, *, bucket: str = "day", now: datetime | None = None
            ) -> list[Point]:
     """Return messages and spam (model label) per bucket over the bucket's default window."""
@@ -80,8 +75,9 @@ def volume(session: Session, *, bucket: str = "day", now: datetime | None = None
     spam = func.sum(case((Message.model_label == "spam", 1), else_=0))
     query = (select(key, func.count(), spam).where(Message.received_at >= since)
              .group_by(key).order_by(key))
-    return [Point(_as_datetime(start), int(total), int(spam or 0))
-            for start, total, spam in session.execute(query)]
+    # SQLite's strftime buckets come back as text, PostgreSQL's date_trunc as timestamps.
+    return [Point(as_utc(datetime.fromisoformat(start) if isinstance(start, str) else start),
+                  int(total), int(spam or 0)) for start, total, spam in session.execute(query)]
 
 
 def summary(session: Session, *, now: datetime | None = None) -> Summary:
@@ -94,10 +90,9 @@ def summary(session: Session, *, now: datetime | None = None) -> Summary:
     out.total = sum(out.labels.values())
     reviewed = Message.review_label.is_not(None)
     out.reviewed = _count(session, reviewed, Message.model_label.is_not(None))
-    out.backlog = _count(session, Message.review_label.is_(None))
-    out.disagreements = _count(session, reviewed, Message.model_label.is_not(None),
-                               Message.review_label != Message.model_label)
-    out.reviews_total = session.scalar(select(func.count()).select_from(Review)) or 0
+    out.backlog = message_queries.queue_size(session)
+    out.disagreements = message_queries.count_messages(session, MessageFilter(disagreement=True))
+    out.reviews_total = reviews.count_reviews(session)
     out.reviews_recent = session.scalar(select(func.count()).select_from(Review).where(
         Review.created_at >= now - timedelta(hours=24))) or 0
     out.active = registry.active_version(session)
