@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from flask import Response, current_app, g, jsonify
@@ -55,8 +56,17 @@ def current_classifier():
 
 
 def ingest(**fields: Any) -> messages.IngestResult:
-    """Store and classify a message for this request; note its id and label for the log."""
-    result = messages.ingest(session=db_session(), classifier=current_classifier(), **fields)
+    """Store and classify a message for this request; note its id and label for the log.
+
+    The row is committed before the model is asked for: a worker's first request loads the
+    model (seconds), and a crash or timeout then must not lose the message.
+    """
+    db = db_session()
+    result = messages.ingest(session=db, classifier=None, **fields)
+    if result.message.verdict_status == "pending":
+        verdict = messages.classify_stored(session=db, classifier=current_classifier(),
+                                           message=result.message)
+        result = replace(result, verdict=verdict)
     g.message_id = result.message.id
     g.verdict_label = result.message.model_label
     if settings().log_bodies:

@@ -231,3 +231,18 @@ def _with(settings, **changes):
 def test_message_id_beyond_any_database_integer_is_404(api):
     response = api("GET", "/messages/99999999999999999999999")
     assert response.status_code == 404 and "no message" in response.get_json()["error"]
+
+
+def test_message_is_committed_before_the_model_is_asked_for(app, api, monkeypatch):
+    from spamguard.services.model_provider import ModelProvider
+
+    stored_when_asked = []
+    real_get = ModelProvider.get
+
+    def get(self, *, session):
+        stored_when_asked.append(count_rows(app, Message))  # a separate session sees it
+        return real_get(self, session=session)
+
+    monkeypatch.setattr(ModelProvider, "get", get)
+    response = api("POST", "/messages", json=MESSAGE)
+    assert response.status_code == 201 and stored_when_asked == [1]

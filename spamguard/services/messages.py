@@ -64,13 +64,19 @@ def ingest(*, session: Session, classifier: Any, gateway: str, external_id: str 
     message, created = _store(session=session, gateway=gateway, external_id=external_id,
                               fields={"sender": sender, "recipient": recipient, "body": body,
                                       "received_at": received_at or utcnow(), "raw": raw})
-    verdict = None
-    if classifier is not None and message.verdict_status == "pending":
-        verdicts = classify_messages(session=session, classifier=classifier, messages=[message])
-        verdict = verdicts[0] if verdicts else None
-        if verdict is None:
-            session.refresh(message)  # classified meanwhile by another process, or failed
+    verdict = classify_stored(session=session, classifier=classifier, message=message)
     return IngestResult(message=message, verdict=verdict, created=created)
+
+
+def classify_stored(*, session: Session, classifier: Any, message: Message) -> Verdict | None:
+    """Classify a stored message if it is still pending and a classifier is available."""
+    if classifier is None or message.verdict_status != "pending":
+        return None
+    verdicts = classify_messages(session=session, classifier=classifier, messages=[message])
+    verdict = verdicts[0] if verdicts else None
+    if verdict is None:
+        session.refresh(message)  # classified meanwhile by another process, or failed
+    return verdict
 
 
 def _store(*, session: Session, gateway: str, external_id: str | None,
