@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 PLACEHOLDER_SECRET = "dev-insecure-change-me"
+# Metrics retraining may compare candidate and active models on (settings.retrain_metric).
+GATE_METRICS = ("mcc", "spam_f1", "accuracy", "roc_auc", "spam_precision", "spam_recall")
 # The shipped labelled data set (beside the package; installed editable).
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "sms_spam_collection.tsv"
 

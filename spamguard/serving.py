@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
 from typing import Any
 
 from spamguard.config import Settings
-
-log = logging.getLogger("spamguard.serve")
 
 
 def check_ready(settings: Settings) -> None:
@@ -23,8 +20,6 @@ def check_ready(settings: Settings) -> None:
 
     check_secret(settings, testing=False)
     open_database(settings.resolved_database_url, create_if_empty=True).dispose()
-    if not settings.twilio_validate:
-        log.warning("Twilio signature validation is OFF: for local testing only")
 
 
 def default_workers() -> int:

@@ -10,7 +10,6 @@ import sys
 
 import click
 
-from spamguard.cli.context import pass_ctx  # noqa: F401  (re-exported for sub-modules)
 from spamguard.errors import SpamguardError
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 
 import click
@@ -23,3 +25,24 @@ class CliContext:
 
 
 pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
+
+
+@contextmanager
+def session_factory_for(ctx: CliContext) -> Iterator:
+    """Yield a session factory on a current schema (a new SQLite file is created)."""
+    from spamguard.db import make_session_factory, open_database
+
+    engine = open_database(ctx.settings.resolved_database_url, create_if_empty=True)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def transaction(ctx: CliContext) -> Iterator:
+    """Yield a session in one transaction (committed on success) on a current schema."""
+    from spamguard.db import session_scope
+
+    with session_factory_for(ctx) as factory, session_scope(factory) as session:
+        yield session

@@ -18,10 +18,10 @@ def resolve_model_dir(ctx: CliContext, model: str | None) -> Path:
     """A version directory from a path, a version id, or (None) the active version."""
     if model and Path(model).is_dir():
         return Path(model)
-    from spamguard.cli.model_commands import registry_session
+    from spamguard.cli.context import transaction
     from spamguard.services import registry
 
-    with registry_session(ctx) as session:
+    with transaction(ctx) as session:
         version = registry.get_version(session, model) if model else registry.active_version(
             session)
         if version is None:
@@ -52,7 +52,7 @@ def register(cli: click.Group) -> None:
                       max_length: int, epochs: int, seed: int, no_features: bool,
                       max_ham_fpr: float) -> None:
         """Train a model version on labelled data and print its report."""
-        from spamguard.cli.model_commands import registry_session
+        from spamguard.cli.context import transaction
         from spamguard.ml.data import load_labelled
         from spamguard.ml.train import TrainConfig, train_model
         from spamguard.services import registry
@@ -64,7 +64,7 @@ def register(cli: click.Group) -> None:
         result = train_model(data, models_dir=settings.models_dir, cache_root=settings.cache_dir,
                              backbone=backbone or settings.backbone or None, config=config,
                              data_source=str(data_path))
-        with registry_session(ctx) as session:
+        with transaction(ctx) as session:
             version = registry.register_version(session=session, version_dir=result.directory)
             status = version.status
         click.echo(result.summary)

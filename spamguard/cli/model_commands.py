@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import PurePath
 
 import click
 from sqlalchemy.orm import Session
 
-from spamguard.cli.context import CliContext, pass_ctx
-from spamguard.db import make_session_factory, open_database, session_scope
+from spamguard.cli.context import CliContext, pass_ctx, transaction
 from spamguard.models import ModelVersion
 from spamguard.services import registry
 
 COLUMNS = ("VERSION", "STATUS", "CREATED", "BACKBONE", "SPAM F1", "MCC", "HAM FPR")
-
-
-@contextmanager
-def registry_session(ctx: CliContext) -> Iterator[Session]:
-    """Yield a session in a transaction on a current schema (a new SQLite file is created)."""
-    engine = open_database(ctx.settings.resolved_database_url, create_if_empty=True)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            yield session
-    finally:
-        engine.dispose()
 
 
 def _score(value: float | None) -> str:
@@ -56,7 +43,7 @@ def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...] = COLUMNS)
 
 def _switch(ctx: CliContext, action: Callable[[Session], ModelVersion], verb: str) -> None:
     """Run a registry change in one transaction and report old and new active versions."""
-    with registry_session(ctx) as session:
+    with transaction(ctx) as session:
         before = registry.active_version(session)
         before_id = before.id if before else "none"
         version = action(session)
@@ -71,7 +58,7 @@ def register(cli: click.Group) -> None:
     @pass_ctx
     def models_command(ctx: CliContext, as_json: bool) -> None:
         """List model versions with their status and test metrics."""
-        with registry_session(ctx) as session:
+        with transaction(ctx) as session:
             versions = registry.list_versions(session)
             if as_json:
                 for version in versions:

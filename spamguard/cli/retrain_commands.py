@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import click
-from sqlalchemy.orm import Session, sessionmaker
 
-from spamguard.cli.context import CliContext, pass_ctx
-from spamguard.db import make_session_factory, open_database, session_scope
+from spamguard.cli.context import CliContext, pass_ctx, session_factory_for, transaction
 from spamguard.models import RUN_TRIGGERS
-
-
-@contextmanager
-def session_factory_for(ctx: CliContext) -> Iterator[sessionmaker[Session]]:
-    """Yield a session factory on a current schema (a new SQLite file is created)."""
-    engine = open_database(ctx.settings.resolved_database_url, create_if_empty=True)
-    try:
-        yield make_session_factory(engine)
-    finally:
-        engine.dispose()
 
 
 def _stop_on_sigterm() -> None:
@@ -36,7 +22,7 @@ def _stop_on_sigterm() -> None:
 
 def register(cli: click.Group) -> None:
     """Add ``retrain`` and the ``evalset`` group to ``cli``."""
-    from spamguard.services.retrain import GATE_METRICS
+    from spamguard.config import GATE_METRICS
 
     @cli.command("retrain")
     @click.option("--force", is_flag=True,
@@ -82,7 +68,7 @@ def register(cli: click.Group) -> None:
         """Print the evaluation set's size by label and source."""
         from spamguard.services.evalset import load_evalset
 
-        with session_factory_for(ctx) as factory, session_scope(factory) as session:
+        with transaction(ctx) as session:
             click.echo(load_evalset(session).describe())
 
     @evalset_group.command("add")
@@ -99,7 +85,7 @@ def register(cli: click.Group) -> None:
         if not message_ids and not count:
             raise click.UsageError("give --message-id ID or --from-reviews N")
         settings = ctx.settings
-        with session_factory_for(ctx) as factory, session_scope(factory) as session:
+        with transaction(ctx) as session:
             # Choose the base part first, so added messages never stand in for it.
             ensure_evalset(session=session, base=load_labelled(settings.base_data_path),
                            fraction=settings.evalset_fraction)

@@ -44,23 +44,19 @@ def serve_command(ctx: CliContext, host: str, port: int, workers: int | None,
 @pass_ctx
 def classify_pending_command(ctx: CliContext, limit: int | None, batch_size: int) -> None:
     """Classify stored messages that have no verdict yet, with the active model."""
-    from spamguard.db import make_session_factory, open_database
+    from spamguard.cli.context import session_factory_for
     from spamguard.errors import ModelError
     from spamguard.services import messages
     from spamguard.services.model_provider import ModelProvider
 
     # A plain session: classify_pending commits batch by batch.
-    engine = open_database(ctx.settings.resolved_database_url, create_if_empty=True)
-    try:
-        with make_session_factory(engine)() as session:
-            classifier = ModelProvider(check_seconds=0).get(session=session)
-            if classifier is None:
-                raise ModelError("no active model could be loaded: run `spamguard train` first")
-            done = messages.classify_pending(session=session, classifier=classifier,
-                                             limit=limit, batch_size=batch_size)
-            left = messages.count_pending(session=session)
-    finally:
-        engine.dispose()
+    with session_factory_for(ctx) as factory, factory() as session:
+        classifier = ModelProvider(check_seconds=0).get(session=session)
+        if classifier is None:
+            raise ModelError("no active model could be loaded: run `spamguard train` first")
+        done = messages.classify_pending(session=session, classifier=classifier,
+                                         limit=limit, batch_size=batch_size)
+        left = messages.count_pending(session=session)
     click.echo(f"classified {done} pending message(s) with {classifier.version}; "
                f"{left} still pending")
 
@@ -75,10 +71,10 @@ def api_key_group() -> None:
 @pass_ctx
 def api_key_create(ctx: CliContext, name: str) -> None:
     """Create an API key called NAME and print it (it is shown only this once)."""
-    from spamguard.cli.model_commands import registry_session
+    from spamguard.cli.context import transaction
     from spamguard.services import apikeys
 
-    with registry_session(ctx) as session:
+    with transaction(ctx) as session:
         row, plaintext = apikeys.create_api_key(session=session, name=name)
         key_id = row.id
     click.echo(plaintext)
@@ -90,13 +86,14 @@ def api_key_create(ctx: CliContext, name: str) -> None:
 @pass_ctx
 def api_key_list(ctx: CliContext) -> None:
     """List API keys (prefix, name, created, last used, revoked) — never the keys."""
-    from spamguard.cli.model_commands import format_table, registry_session
+    from spamguard.cli.context import transaction
+    from spamguard.cli.model_commands import format_table
     from spamguard.services import apikeys
 
     def when(value) -> str:
         return value.strftime("%Y-%m-%d %H:%M") if value else "-"
 
-    with registry_session(ctx) as session:
+    with transaction(ctx) as session:
         rows = [(str(k.id), k.key_prefix, k.name, when(k.created_at), when(k.last_used_at),
                  when(k.revoked_at)) for k in apikeys.list_api_keys(session=session)]
     if not rows:
@@ -110,9 +107,9 @@ def api_key_list(ctx: CliContext) -> None:
 @pass_ctx
 def api_key_revoke(ctx: CliContext, key_ref: str) -> None:
     """Revoke an API key by its id or prefix (requests with it get 401 at once)."""
-    from spamguard.cli.model_commands import registry_session
+    from spamguard.cli.context import transaction
     from spamguard.services import apikeys
 
-    with registry_session(ctx) as session:
+    with transaction(ctx) as session:
         row = apikeys.revoke_api_key(session=session, key_ref=key_ref)
         click.echo(f"revoked API key {row.id} ({row.name}, {row.key_prefix})")

@@ -6,8 +6,7 @@ import sys
 
 import click
 
-from spamguard.cli.context import CliContext, pass_ctx
-from spamguard.cli.model_commands import registry_session
+from spamguard.cli.context import CliContext, pass_ctx, transaction
 from spamguard.errors import SpamguardError
 from spamguard.models import ROLES
 from spamguard.services import campaigns, users
@@ -42,7 +41,7 @@ def register(cli: click.Group) -> None:
     def user_create(ctx: CliContext, name: str, role: str) -> None:
         """Create the account NAME; the password is asked for (or read from stdin)."""
         password = read_password(sys.stdin.isatty())
-        with registry_session(ctx) as session:
+        with transaction(ctx) as session:
             user = users.create_user(session=session, username=name, password=password,
                                      role=role)
             click.echo(f"created {user.role} {user.username}")
@@ -62,7 +61,7 @@ def register(cli: click.Group) -> None:
     @pass_ctx
     def campaigns_rebuild(ctx: CliContext, similarity: float, min_size: int, days: int) -> None:
         """Recompute all campaigns from the active model's (cached) embeddings."""
-        with registry_session(ctx) as session:
+        with transaction(ctx) as session:
             encoder = campaigns.active_encoder(session=session, settings=ctx.settings)
             result = campaigns.rebuild_campaigns(session=session, encoder=encoder,
                                                  similarity=similarity, min_size=min_size,

@@ -95,7 +95,7 @@ class SpamClassifier:
         directory = Path(directory)
         metadata = read_metadata(directory)
         expected = metadata["backbone"]
-        backbone = backbone or load_backbone(expected.get("location") or expected["name"])
+        backbone = backbone or load_backbone(expected["name"])
         if backbone.hash != expected["hash"]:
             raise ModelError(
                 f"backbone mismatch for model {metadata.get('version', directory)}: it was "
@@ -105,7 +105,7 @@ class SpamClassifier:
             state = load_file(str(directory / WEIGHTS_FILE))
         except (FileNotFoundError, OSError) as exc:
             raise ModelError(f"{directory}: cannot read {WEIGHTS_FILE} ({exc})") from None
-        if quantize and backbone.variant == "fp32":  # a reused backbone may be int8 already
+        if quantize:  # a no-op for a reused backbone that is int8 already
             backbone = quantize_backbone(backbone)
         head = BertArch(metadata["input_dim"], **metadata.get("head", {}))
         head.load_state_dict(state)

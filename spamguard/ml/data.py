@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from spamguard.errors import DataError
 
@@ -244,6 +243,9 @@ def split(data: LabelledData, *, seed: int = 2018, train_size: float = 0.7) -> S
     """
     check_trainable(data)
     index = np.arange(len(data))
+    # Imported here: the web service uses this module (text_hash) and needs no scikit-learn.
+    from sklearn.model_selection import train_test_split
+
     train_idx, rest_idx = train_test_split(
         index, train_size=train_size, random_state=seed, stratify=data.labels)
     val_idx, test_idx = train_test_split(

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -79,6 +78,8 @@ def choose_from_base(base: LabelledData, fraction: float, *,
     if not 0 < fraction < 1:
         raise DataError(f"evaluation set fraction must be between 0 and 1, got {fraction}")
     try:
+        from sklearn.model_selection import train_test_split
+
         _, chosen = train_test_split(np.arange(len(unique)), test_size=fraction,
                                      random_state=seed, stratify=unique.labels)
     except ValueError as exc:

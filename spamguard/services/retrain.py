@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from spamguard.config import Settings
+from spamguard.config import GATE_METRICS, Settings
 from spamguard.errors import LockHeldError, SpamguardError
 from spamguard.models import RUN_TRIGGERS, TrainingRun
 from spamguard.services import locks
@@ -43,7 +43,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_REJECTED, EXIT_LOCKED = 0, 1, 2, 3, 
 EXIT_CODES = {"promoted": EXIT_OK, "skipped": EXIT_OK, "dry_run": EXIT_OK,
               "rejected": EXIT_REJECTED, "locked": EXIT_LOCKED}
 LOCK_NAME = "retrain"
-GATE_METRICS = ("mcc", "spam_f1", "accuracy", "roc_auc", "spam_precision", "spam_recall")
 PAUSE_ENV, PAUSE_SECONDS_ENV = "SPAMGUARD_TEST_PAUSE_AT", "SPAMGUARD_TEST_PAUSE_SECONDS"
 logger = logging.getLogger(__name__)
 

@@ -122,7 +122,7 @@ def backbone_location(metadata: dict[str, Any] | None, settings: Settings) -> st
     """Where the active version's backbone lives (or the configured default)."""
     if metadata:
         recorded = metadata.get("backbone", {})
-        return recorded.get("location") or recorded.get("name")
+        return recorded.get("name")
     return settings.backbone or None
 
 
@@ -194,9 +194,10 @@ def evaluate_and_report(candidate: Candidate, *, snapshot: Snapshot, evalset: Ev
     new_scores = candidate.classifier.predict_proba(data.texts)
     old_scores = old_threshold = None
     if snapshot.active_dir is not None:
-        same = snapshot.active_metadata["backbone"]["hash"] == candidate.backbone.hash
+        # The candidate was trained on the active version's backbone: reuse it (load
+        # checks the hash, so a mismatch still fails with a clear message).
         active = SpamClassifier.load(snapshot.active_dir, cache_root=settings.cache_dir,
-                                     backbone=candidate.backbone if same else None)
+                                     backbone=candidate.backbone)
         old_scores, old_threshold = active.predict_proba(data.texts), active.threshold
     changes = model_diff.compare(texts=data.texts, y_true=data.labels, new_scores=new_scores,
                                  new_threshold=candidate.classifier.threshold,
