@@ -106,6 +106,16 @@ def run_action(action: Callable[[Session], Any], *, done: Callable[[Any], str],
     return back(endpoint, **values)
 
 
+def start_job(start: Callable[..., int], *, what: str, started: str, endpoint: str):
+    """Start a background job (see services.retrain_jobs) and say so, or say why not."""
+    try:
+        pid = start(settings=settings())
+    except OSError as exc:
+        return fail(f"Could not start {what}: {exc}", endpoint)
+    flash(started.format(pid=pid), "info")
+    return redirect(url_for(endpoint))
+
+
 @bp.app_template_filter("when")
 def format_when(value: datetime | None) -> str:
     """Format a timestamp as ``YYYY-MM-DD HH:MM`` UTC."""

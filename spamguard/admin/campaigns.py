@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, render_template, request
 
 from spamguard.admin.base import (
     bp,
-    fail,
     page_number,
     role_required,
     run_action,
     session,
-    settings,
+    start_job,
     user_id,
 )
 from spamguard.services import campaigns, retrain_jobs
@@ -51,10 +50,6 @@ def campaign_label(campaign_id: int):
 @role_required("moderator")
 def campaign_rebuild():
     """Start `spamguard campaigns rebuild` in the background."""
-    try:
-        pid = retrain_jobs.start_campaign_rebuild(settings=settings())
-    except OSError as exc:
-        return fail(f"Could not start the campaign rebuild: {exc}", "admin.campaign_list")
-    flash(f"Campaign rebuild started in the background (process {pid}); reload in a minute.",
-          "info")
-    return redirect(url_for("admin.campaign_list"))
+    return start_job(retrain_jobs.start_campaign_rebuild, what="the campaign rebuild",
+                     started="Campaign rebuild started in the background (process {pid}); "
+                             "reload in a minute.", endpoint="admin.campaign_list")

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flask import abort, flash, redirect, render_template, request, send_from_directory, url_for
+from flask import abort, render_template, request, send_from_directory
 
-from spamguard.admin.base import bp, fail, role_required, run_action, session, settings
+from spamguard.admin.base import bp, role_required, run_action, session, start_job
 from spamguard.models import ModelVersion
 from spamguard.services import registry, retrain_jobs
 
@@ -104,10 +104,6 @@ def model_rollback():
 @role_required("admin")
 def model_retrain():
     """Start `spamguard retrain --trigger ui` in the background."""
-    try:
-        pid = retrain_jobs.start_retrain(settings=settings())
-    except OSError as exc:
-        return fail(f"Could not start retraining: {exc}", "admin.model_list")
-    flash(f"Retraining started in the background (process {pid}). This page refreshes "
-          "while it runs.", "info")
-    return redirect(url_for("admin.model_list"))
+    return start_job(retrain_jobs.start_retrain, what="retraining",
+                     started="Retraining started in the background (process {pid}). This "
+                             "page refreshes while it runs.", endpoint="admin.model_list")
