@@ -37,7 +37,14 @@ echo "listen_addresses = '127.0.0.1'" | as_root tee "$CONF_DIR/spamguard-ci.conf
 STATUS="$(pg_lsclusters -h | awk -v v="$VERSION" -v c="$CLUSTER" '$1==v && $2==c {print $4}')"
 if [ "$STATUS" != "online" ]; then
     echo "postgres.sh: starting cluster $VERSION/$CLUSTER" >&2
-    as_root pg_ctlcluster "$VERSION" "$CLUSTER" start
+    # The server outlives this script: it must not inherit the caller's pipes (fd 3 is the
+    # $(...) of `eval "$(bash .ci/postgres.sh)"`, which would otherwise wait for it forever).
+    START_LOG="$(mktemp)"
+    if ! as_root pg_ctlcluster "$VERSION" "$CLUSTER" start </dev/null >"$START_LOG" 2>&1 3>&-; then
+        cat "$START_LOG" >&2
+        exit 1
+    fi
+    rm -f "$START_LOG"
 fi
 for _ in $(seq 1 30); do
     pg_isready -q -h 127.0.0.1 -p "$PORT" && break

@@ -9,7 +9,7 @@ if [ "$(id -u)" = 0 ] && [ -z "${SPAMGUARD_TEST_POSTGRES_URL:-}" ]; then
     eval "$(bash .ci/postgres.sh)"
 fi
 if [ "$(id -u)" = 0 ] && [ ! -x /usr/bin/chromium ]; then
-    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) >&2 \
+    (timeout 900 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq chromium >/dev/null) >&2 \
         || echo "chromium could not be installed: browser tests will be skipped" >&2
 fi
 export SPAMGUARD_ARTIFACTS="${SPAMGUARD_ARTIFACTS:-$(pwd)/artifacts/screenshots}"
