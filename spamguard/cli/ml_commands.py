@@ -79,11 +79,13 @@ def register(cli: click.Group) -> None:
     @click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
     @click.option("--quantize", is_flag=True, help="Run the backbone with int8 Linear layers "
                   "(faster on CPU, scores shift slightly; see docs/performance.md).")
+    @click.option("--runtime", type=click.Choice(["onnx", "torch"]), default=None,
+                  help="Backbone runtime (default: SPAMGUARD_RUNTIME, else onnx).")
     @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path),
                     default="-")
     @pass_ctx
     def classify_command(ctx: CliContext, model: str | None, batch_size: int, quantize: bool,
-                         source: Path) -> None:
+                         runtime: str | None, source: Path) -> None:
         """Classify messages (a text file, one a line, or CSV/TSV with a text column).
 
         Prints one JSON object a line, in input order.
@@ -98,7 +100,9 @@ def register(cli: click.Group) -> None:
                 raise click.BadParameter(f"{source}: no such file", param_hint="SOURCE")
             texts = load_texts(source)
         classifier = SpamClassifier.load(resolve_model_dir(ctx, model), batch_size=batch_size,
-                                         quantize=quantize)
+                                         quantize=quantize,
+                                         runtime=runtime or ctx.settings.runtime,
+                                         onnx_dir=ctx.settings.onnx_dir)
         for result in classifier.classify(texts):
             click.echo(json.dumps(result, ensure_ascii=False))
 

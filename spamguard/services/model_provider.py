@@ -38,10 +38,12 @@ class ModelProvider:
     """Hold this process's classifier and keep it in step with the active version."""
 
     def __init__(self, *, check_seconds: float = 5.0, cache_root: Path | None = None,
-                 quantize: bool = False, clock=time.monotonic) -> None:
+                 quantize: bool = False, runtime: str = "torch", onnx_dir: Path | None = None,
+                 clock=time.monotonic) -> None:
         self.check_seconds = check_seconds
         self.cache_root = cache_root
         self.quantize = quantize
+        self.runtime, self.onnx_dir = runtime, onnx_dir
         self._clock = clock
         self._lock = threading.Lock()
         self.reset()
@@ -111,7 +113,8 @@ class ModelProvider:
             backbone = current.backbone
             self.backbone_reuses += 1
         return SpamClassifier.load(Path(active.directory), backbone=backbone,
-                                   cache_root=self.cache_root, quantize=self.quantize)
+                                   cache_root=self.cache_root, quantize=self.quantize,
+                                   runtime=self.runtime, onnx_dir=self.onnx_dir)
 
 
 def read_active(session: Session) -> ActiveRow | None:
@@ -129,6 +132,7 @@ def provider_for(app: Any) -> ModelProvider:
     if provider is None:
         settings = app.config["SPAMGUARD"]
         provider = ModelProvider(check_seconds=settings.model_check_seconds,
-                                 quantize=settings.quantize)
+                                 quantize=settings.quantize, runtime=settings.runtime,
+                                 onnx_dir=settings.onnx_dir)
         app.extensions[EXTENSION_KEY] = provider
     return provider

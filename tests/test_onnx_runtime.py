@@ -1,0 +1,148 @@
+"""ONNX Runtime backbone: PyTorch-equal embeddings in fp32, int8 cached apart, exported once."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from spamguard.config import load_settings
+from spamguard.errors import ModelError
+from spamguard.ml import onnx_runtime
+from spamguard.ml.classifier import SpamClassifier
+from spamguard.ml.embeddings import CachedEncoder, encode
+from spamguard.ml.onnx_runtime import OnnxEncoder, onnx_backbone, with_runtime
+
+# Different lengths, so every batch is padded; one longer than the tiny model's usual input.
+TEXTS = ["WIN a FREE prize now! Call 09061701461", "ok", "see you at 6 at the station",
+         "URGENT your account is suspended visit http://bit.ly/x " * 6, "ok thanks"]
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tiny_backbone, onnx_dir):
+    return onnx_backbone(tiny_backbone, onnx_dir)
+
+
+@pytest.fixture(scope="module")
+def int8_onnx(tiny_backbone, onnx_dir):
+    return onnx_backbone(tiny_backbone, onnx_dir, int8=True)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "mean-cls"])
+@pytest.mark.parametrize("batch_size", [1, 2, 32])
+def test_fp32_embeddings_match_pytorch(tiny_backbone, fp32_onnx, pooling, batch_size):
+    expected = encode(tiny_backbone, TEXTS, pooling=pooling, batch_size=batch_size)
+    got = encode(fp32_onnx, TEXTS, pooling=pooling, batch_size=batch_size)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_fp32_shares_the_pytorch_cache_and_int8_does_not(tmp_path, tiny_backbone, fp32_onnx,
+                                                          int8_onnx):
+    assert isinstance(fp32_onnx.model, OnnxEncoder)
+    assert fp32_onnx.hash == int8_onnx.hash == tiny_backbone.hash  # versions still match
+    assert fp32_onnx.cache_key == tiny_backbone.cache_key
+    assert int8_onnx.variant == "onnx-int8" and int8_onnx.cache_key != tiny_backbone.cache_key
+    warm = CachedEncoder(tiny_backbone, tmp_path)
+    warm(TEXTS)
+    assert CachedEncoder(fp32_onnx, tmp_path)(TEXTS) is not None
+    reused = CachedEncoder(fp32_onnx, tmp_path)
+    reused(TEXTS)
+    assert reused.computed == 0
+    int8 = CachedEncoder(int8_onnx, tmp_path)
+    int8(TEXTS)
+    assert int8.computed == len(TEXTS)
+
+
+def test_int8_graph_keeps_ffn_output_projections_fp32(int8_onnx):
+    graph = onnx.load(str(int8_onnx.model.path)).graph
+    float_matmuls = [n.name for n in graph.node if n.op_type == "MatMul"
+                     and "/dense/" in n.name]
+    int8_matmuls = [n.name for n in graph.node if n.op_type == "MatMulInteger"]
+    layers = int8_onnx.model.config.num_hidden_layers
+    assert len(float_matmuls) == layers  # one FFN output projection a layer
+    assert all("/output/dense/" in name and "attention" not in name for name in float_matmuls)
+    pooler = [name for name in int8_matmuls if "/pooler/" in name]
+    # query, key, value, attention output and FFN input in every layer, and the pooler
+    assert len(int8_matmuls) == 5 * layers + len(pooler) and len(pooler) <= 1
+
+
+def test_export_leaves_the_pytorch_backbone_frozen(tiny_backbone, tmp_path):
+    onnx_backbone(tiny_backbone, tmp_path)
+    assert not any(module.training for module in tiny_backbone.model.modules())
+    np.testing.assert_array_equal(encode(tiny_backbone, TEXTS), encode(tiny_backbone, TEXTS))
+
+
+def test_graphs_are_exported_once_and_reused(tiny_backbone, tmp_path, monkeypatch):
+    first = onnx_backbone(tiny_backbone, tmp_path, int8=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{tiny_backbone.hash[:24]}-fp32.onnx", f"{tiny_backbone.hash[:24]}-int8.onnx"]
+    monkeypatch.setattr(onnx_runtime, "export", lambda *a: pytest.fail("exported again"))
+    monkeypatch.setattr(onnx_runtime, "quantize", lambda *a: pytest.fail("quantised again"))
+    again = onnx_backbone(tiny_backbone, tmp_path, int8=True)
+    np.testing.assert_array_equal(encode(again, TEXTS), encode(first, TEXTS))
+    assert onnx_backbone(again, tmp_path) is again  # already on ONNX Runtime: unchanged
+
+
+def test_export_failure_is_one_clear_line(tiny_backbone, tmp_path, monkeypatch):
+    def broken(backbone, path):
+        raise RuntimeError("Unsupported: aten::weird_op\nlong traceback text")
+
+    monkeypatch.setattr(onnx_runtime, "export", broken)
+    with pytest.raises(ModelError) as caught:
+        onnx_backbone(tiny_backbone, tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and "aten::weird_op" in message and "torch runtime" in message
+    assert not list(tmp_path.iterdir())  # nothing half-written left behind
+
+
+def test_unknown_runtime_is_refused(tiny_backbone, monkeypatch):
+    with pytest.raises(ModelError, match="unknown runtime 'tpu'"):
+        with_runtime(tiny_backbone, "tpu", folder=None)
+    monkeypatch.setenv("SPAMGUARD_RUNTIME", "tpu")
+    with pytest.raises(ValueError, match="SPAMGUARD_RUNTIME='tpu'"):
+        load_settings()
+
+
+def test_torch_runtime_keeps_the_pytorch_backbone(tiny_backbone):
+    assert with_runtime(tiny_backbone, "torch", folder=None) is tiny_backbone
+    assert with_runtime(tiny_backbone, "torch", folder=None, int8=True).variant == "int8"
+
+
+def test_classifier_on_onnx_scores_like_pytorch(tiny_model_dir, tiny_backbone, tiny_classifier,
+                                                tmp_path):
+    fast = SpamClassifier.load(tiny_model_dir, backbone=tiny_backbone, runtime="onnx",
+                               cache_root=tmp_path)
+    assert isinstance(fast.backbone.model, OnnxEncoder)
+    assert fast.backbone.model.path.parent == tmp_path / "onnx"  # beside the embeddings
+    np.testing.assert_allclose(fast.predict_proba(TEXTS), tiny_classifier.predict_proba(TEXTS),
+                               atol=1e-5)
+    int8 = SpamClassifier.load(tiny_model_dir, backbone=tiny_backbone, runtime="onnx",
+                               quantize=True, onnx_dir=tmp_path / "elsewhere")
+    assert int8.backbone.variant == "onnx-int8"
+    assert np.abs(int8.predict_proba(TEXTS) - tiny_classifier.predict_proba(TEXTS)).max() < 0.25
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_classify_cli_runtime_option(tiny_model_dir, tmp_path, runtime):
+    from click.testing import CliRunner
+
+    from spamguard.cli import build_cli
+
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    home = tmp_path / "home"
+    env = {"SPAMGUARD_HOME": str(home), "SPAMGUARD_DATABASE_URL": ""}
+    result = CliRunner().invoke(build_cli(), ["classify", "--runtime", runtime, "--model",
+                                              str(tiny_model_dir), str(source)], env=env)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["text"] for r in rows] == TEXTS
+    exported = list((home / "cache" / "onnx").glob("*.onnx"))
+    assert len(exported) == (1 if runtime == "onnx" else 0)
