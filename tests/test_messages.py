@@ -109,21 +109,23 @@ def test_concurrent_retries_store_one_message(db_session_factory, db_backend, ve
         assert counts(session) == (1, 1)
 
 
-def test_integrity_race_falls_back_to_existing_row(db_session, db_session_factory, version_id,
-                                                   monkeypatch):
-    """The row appears between the lookup and the insert (the race, made deterministic)."""
-    with db_session_factory() as other:
-        ingest(other, None, external_id="SM-late")
+def test_insert_first_looks_up_only_on_conflict(db_session, db_session_factory, version_id,
+                                                monkeypatch):
+    """A new message costs one INSERT; a delivery stored by another session (a retry, or a
+    race between workers) hits the unique index and the existing row is returned."""
     real_find = messages.find_message
     calls = []
 
-    def late_find(**kwargs):
+    def counting_find(**kwargs):
         calls.append(1)
-        return None if len(calls) == 1 else real_find(**kwargs)
+        return real_find(**kwargs)
 
-    monkeypatch.setattr(messages, "find_message", late_find)
+    monkeypatch.setattr(messages, "find_message", counting_find)
+    with db_session_factory() as other:
+        first = ingest(other, None, external_id="SM-late")
+    assert first.created and calls == []
     result = ingest(db_session, FakeClassifier(version_id), external_id="SM-late")
-    assert not result.created and counts(db_session) == (1, 1)
+    assert not result.created and calls == [1] and counts(db_session) == (1, 1)
 
 
 def test_classify_pending_completes_in_batches(db_session, version_id):

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from spamguard.ml.data import text_hash
 from spamguard.models import Message, Verdict
@@ -81,18 +82,18 @@ def classify_stored(*, session: Session, classifier: Any, message: Message) -> V
 
 def _store(*, session: Session, gateway: str, external_id: str | None,
            fields: dict[str, Any]) -> tuple[Message, bool]:
-    """Insert and commit the message, or return the row an earlier delivery stored."""
-    if external_id is not None:
-        existing = find_message(session=session, gateway=gateway, external_id=external_id)
-        if existing is not None:
-            return existing, False
+    """Insert and commit the message, or return the row an earlier delivery stored.
+
+    Insert first, look up only on a conflict: retries are the exception, so the common
+    case costs one statement, and the unique index decides races between workers.
+    """
     message = Message(gateway=gateway, external_id=external_id, verdict_status="pending",
                       text_hash=text_hash(fields["body"]), **fields)
     session.add(message)
     try:
         session.commit()
     except IntegrityError:
-        # A concurrent retry committed the same (gateway, external_id) first: use its row.
+        # An earlier (or concurrent) delivery stored this (gateway, external_id): use its row.
         session.rollback()
         if external_id is None:
             raise
@@ -143,8 +144,10 @@ def _record_verdict(session: Session, classifier: Any, message: Message, probabi
                       spam_probability=probability, label=label,
                       threshold=classifier.threshold, latency_ms=latency_ms)
     session.add(verdict)
-    message.verdict_status, message.spam_probability = "classified", probability
-    message.model_label, message.model_version_id = label, classifier.version
+    # Mirror the UPDATE in memory without marking the row dirty (no second UPDATE at flush).
+    for key, value in {"verdict_status": "classified", "spam_probability": probability,
+                       "model_label": label, "model_version_id": classifier.version}.items():
+        set_committed_value(message, key, value)
     return verdict
 
 
