@@ -15,6 +15,8 @@ stored exactly once (lost = 0, duplicated = 0).
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import random
 import shutil
@@ -28,6 +30,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 import requests
@@ -188,6 +191,8 @@ class Driver:
 
     def __init__(self, args, plan: Plan, base: str, api_key: str) -> None:
         self.args, self.plan, self.base = args, plan, base
+        address = urlsplit(base)
+        self.host, self.port = address.hostname, address.port
         self.api_key = api_key
         self.validator = RequestValidator(TOKEN)
         self.results = Results()
@@ -214,7 +219,6 @@ class Driver:
         return time.time() - self.started
 
     def client(self) -> None:
-        session = requests.Session()
         while (i := self.take()) is not None:
             if self.args.rate:
                 delay = self.started + i / self.args.rate - time.time()
@@ -222,8 +226,8 @@ class Driver:
                     time.sleep(delay)
             kind = self.plan.kinds[i]
             try:
-                status, ident, seconds = self.send(session, kind, i)
-            except requests.RequestException:
+                status, ident, seconds = self.send(kind, i)
+            except (OSError, http.client.HTTPException):
                 status, ident, seconds = 0, "", 0.0
             self.results.add(kind, status, seconds, ident)
 
@@ -237,21 +241,35 @@ class Driver:
             self.sent_sids.append(params)
             return params
 
-    def send(self, session: requests.Session, kind: str, i: int) -> tuple[int, str, float]:
+    def send(self, kind: str, i: int) -> tuple[int, str, float]:
         if kind == "api":
             payload = {"id": f"bench-{i}", "from": "+15551234567", "to": "+15550000000",
                        "body": self.plan.bodies[i]}
-            started = time.perf_counter()
-            response = session.post(f"{self.base}/api/v1/messages", json=payload, timeout=30,
-                                    headers={"Authorization": f"Bearer {self.api_key}"})
-            return response.status_code, payload["id"], time.perf_counter() - started
+            status, seconds = self.post("/api/v1/messages", json.dumps(payload).encode(), {
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {self.api_key}"})
+            return status, payload["id"], seconds
         params = self.webhook_params(kind, i)
-        url = f"{self.base}/webhook/twilio"
-        signature = self.validator.compute_signature(url, params)
+        signature = self.validator.compute_signature(f"{self.base}/webhook/twilio", params)
+        body = urlencode(params).encode()
+        status, seconds = self.post("/webhook/twilio", body, {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": signature})
+        return status, params["MessageSid"], seconds
+
+    def post(self, path: str, body: bytes, headers: dict) -> tuple[int, float]:
+        """One POST on a fresh connection (gunicorn's sync workers close it after each
+        request anyway). http.client, not requests: the clients share the server's cores,
+        and the lighter the client, the more of the machine measures the server."""
         started = time.perf_counter()
-        response = session.post(url, data=params, timeout=30,
-                                headers={"X-Twilio-Signature": signature})
-        return response.status_code, params["MessageSid"], time.perf_counter() - started
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            connection.request("POST", path, body, headers)
+            response = connection.getresponse()
+            response.read()
+            return response.status, time.perf_counter() - started
+        finally:
+            connection.close()
 
 
 def database_counts(env: dict) -> dict:
@@ -278,8 +296,6 @@ with e.connect() as c:
         "select external_id from messages where gateway='api'"))]
 print(json.dumps(out))
 """
-    import json
-
     done = subprocess.run([sys.executable, "-c", code], env=env, check=True,
                           capture_output=True, text=True)
     return json.loads(done.stdout)
@@ -289,7 +305,8 @@ def percentile_ms(values: list[float], q: float) -> str:
     return f"{np.percentile(values, q) * 1000:.1f}" if values else "-"
 
 
-def report(args, results: Results, elapsed: float, counts: dict, warm: float) -> int:
+def report(args, results: Results, elapsed: float, counts: dict, warm: float,
+           client_cpu: float) -> int:
     """Print the results table; return the number of integrity failures."""
     def sent(kind: str) -> int:
         return len(results.latencies.get(kind, []))
@@ -311,6 +328,8 @@ def report(args, results: Results, elapsed: float, counts: dict, warm: float) ->
         ("requests sent (webhook / retry / api)",
          f"{total} ({sent('webhook')} / {sent('retry')} / {sent('api')})"),
         ("elapsed", f"{elapsed:.1f} s"),
+        # The clients share the server's 2 cores: what they burn, the server cannot use.
+        ("load generator CPU (share of one core)", f"{client_cpu:.0%}"),
         ("throughput, all requests", f"{total / elapsed:.1f} req/s"),
         ("throughput, webhook messages", f"{len(webhook) / elapsed:.1f} msg/s"),
         ("webhook latency p50 / p95 / p99 / max (ms)",
@@ -350,9 +369,11 @@ def main() -> int:
         warm = warm_up(base, args.workers or default_workers(), time.time() + 120)
         print(f"server ready after {warm:.1f} s; sending...", flush=True)
         driver = Driver(args, make_plan(args), base, api_key)
+        cpu_started = time.process_time()
         elapsed = driver.run()
+        client_cpu = (time.process_time() - cpu_started) / elapsed  # cores this process used
         counts = database_counts(env)
-        failures = report(args, driver.results, elapsed, counts, warm)
+        failures = report(args, driver.results, elapsed, counts, warm, client_cpu)
         return 1 if failures else 0
     finally:
         if server is not None:
