@@ -206,7 +206,7 @@ def gflops_rows(args, classifiers: dict[str, SpamClassifier], texts: list[str]
     batches = forward_batches(next(iter(classifiers.values())), texts)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         for batch in batches:
-            classifiers["spamguard fp32"].backbone.model(**batch)
+            next(iter(classifiers.values())).backbone.model(**batch)
     flops = counter.get_total_flops()  # matmuls + attention, padding included
 
     def forward(model: torch.nn.Module) -> None:
@@ -231,14 +231,18 @@ def gflops_rows(args, classifiers: dict[str, SpamClassifier], texts: list[str]
 
 def accuracy_rows(classifiers: dict[str, SpamClassifier], baseline, parts: Split
                   ) -> tuple[list[list[str]], str]:
-    """Spam F1, MCC and ham FPR on validation and test: what quantisation costs, if anything.
+    """Spam F1, MCC and ham FPR on validation and test: what each runtime costs, if anything.
 
     Returns:
-        The rows, and a note on how far int8 probabilities moved from fp32 ones.
+        The rows, and a note on how far each variant's probabilities moved from the first's.
     """
     from spamguard.ml.report import evaluate
 
-    rows, moved, flipped, total = [], 0.0, 0, 0
+    reference = next(iter(classifiers))
+    moved: dict[str, float] = {name: 0.0 for name in classifiers if name != reference}
+    flipped: dict[str, int] = dict.fromkeys(moved, 0)
+    rows, total = [], 0
+    threshold = classifiers[reference].threshold
     for part in ("val", "test"):
         data = getattr(parts, part)
         probs = {name: clf.predict_proba(data.texts) for name, clf in classifiers.items()}
@@ -250,13 +254,14 @@ def accuracy_rows(classifiers: dict[str, SpamClassifier], baseline, parts: Split
                      probabilities=False)
         rows.append([f"TF-IDF + SVM ({part})", f"{m['spam_f1']:.4f}", f"{m['mcc']:.4f}",
                      f"{m['ham_fpr']:.2%}"])
-        fp32, int8 = probs.values()
-        threshold = next(iter(classifiers.values())).threshold
-        moved = max(moved, float(np.abs(fp32 - int8).max()))
-        flipped += int(((fp32 >= threshold) != (int8 >= threshold)).sum())
-        total += len(fp32)
-    return rows, (f"int8 vs fp32 on val+test: {flipped} of {total} decisions differ, "
-                  f"largest probability change {moved:.4f}")
+        for name in moved:
+            moved[name] = max(moved[name], float(np.abs(probs[name] - probs[reference]).max()))
+            flipped[name] += int(((probs[name] >= threshold)
+                                  != (probs[reference] >= threshold)).sum())
+        total += len(data.texts)
+    return rows, "\n".join(
+        f"{name} vs {reference} on val+test: {flipped[name]} of {total} decisions differ, "
+        f"largest probability change {moved[name]:.4f}" for name in moved)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -274,8 +279,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run every measurement and print the tables."""
     from transformers.utils import logging as hf_logging
 
-    from spamguard.ml.backbone import quantize_backbone, resolve
+    from spamguard.ml.backbone import resolve
     from spamguard.ml.baseline import TfidfSvmBaseline
+    from spamguard.ml.onnx_runtime import with_runtime
 
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.ao notices
@@ -286,9 +292,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         version_dir = find_model(args, tmp)
         fp32 = SpamClassifier.load(version_dir, batch_size=args.batch_size)
-        int8 = SpamClassifier(backbone=quantize_backbone(fp32.backbone), head=fp32.head,
-                              metadata=fp32.metadata, batch_size=args.batch_size)
-    classifiers = {"spamguard fp32": fp32, "spamguard int8 (--quantize)": int8}
+
+        def variant(runtime: str, int8: bool) -> SpamClassifier:
+            backbone = with_runtime(fp32.backbone, runtime, folder=Path(tmp) / "onnx",
+                                    int8=int8)
+            return SpamClassifier(backbone=backbone, head=fp32.head, metadata=fp32.metadata,
+                                  batch_size=args.batch_size)
+
+        classifiers = {"spamguard fp32 (torch)": fp32,
+                       "spamguard fp32 (onnx, default)": variant("onnx", False),
+                       "spamguard int8 (torch)": variant("torch", True),
+                       "spamguard int8 (onnx, --quantize)": variant("onnx", True)}
     pipe = hf_pipeline(resolve(fp32.backbone.name)[1])
     baseline = TfidfSvmBaseline(random_state=42).fit(parts.train.texts, parts.train.labels)
     print(f"model {fp32.version} ({fp32.backbone.name}); {len(test.texts)} test messages; "
@@ -297,9 +311,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = throughput_rows(args, classifiers, pipe, baseline, test.texts)
     print(table(["classifier", "batch", "messages/s", "p50 ms (1 msg)", "p99 ms (1 msg)"],
                 rows))
-    speedup = float(rows[0][2]) / float(rows[2][2]), float(rows[1][2]) / float(rows[2][2])
-    print(f"\nspamguard vs pipeline (b=32): fp32 {speedup[0]:.2f}x, int8 {speedup[1]:.2f}x "
-          "(target >= 3x)")
+    rates = {row[0]: float(row[2]) for row in rows}
+    pipeline = rates["transformers pipeline (b=32)"]
+    print("\nspamguard vs pipeline (b=32), target >= 3x: " + ", ".join(
+        f"{name.removeprefix('spamguard ')} {rates[name] / pipeline:.2f}x"
+        for name in classifiers))
     print(padding_note(fp32, test.texts) + "\n")
     print(table(["compute", "GFLOP/s", "of torch.mm"], gflops_rows(args, classifiers,
                                                                    test.texts)))

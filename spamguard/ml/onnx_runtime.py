@@ -33,6 +33,7 @@ from spamguard.ml.backbone import Backbone, _int8_layers, freeze
 
 RUNTIMES = ("onnx", "torch")
 OPSET = 17
+PER_CHANNEL = True
 log = logging.getLogger(__name__)
 
 
@@ -114,7 +115,8 @@ def quantize(source: Path, path: Path, backbone: Backbone) -> None:
         root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint there
         try:
             quantize_dynamic(str(source), tmp, weight_type=QuantType.QInt8,
-                             nodes_to_exclude=exclude, op_types_to_quantize=["MatMul", "Gemm"])
+                             nodes_to_exclude=exclude, op_types_to_quantize=["MatMul", "Gemm"],
+                             per_channel=PER_CHANNEL)
         finally:
             root.setLevel(level)
         os.replace(tmp, path)
