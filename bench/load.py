@@ -5,6 +5,7 @@ Usage::
     python bench/load.py --model-home /path/to/instance      # reuse a trained model
     python bench/load.py                                      # train the default model first
     python bench/load.py --rate 120 --requests 6000           # paced at 120 requests/s
+    python bench/load.py --quantize                           # int8 backbone (SPAMGUARD_QUANTIZE)
 
 Every run uses a fresh temporary SPAMGUARD_HOME with a new SQLite database. Clients send
 signed Twilio webhooks (a share of them retries of an earlier MessageSid) and JSON API
@@ -79,6 +80,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--api-share", type=float, default=0.10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the temporary home")
+    parser.add_argument("--quantize", action="store_true",
+                        help="serve with SPAMGUARD_QUANTIZE=1 (int8 backbone)")
+    parser.add_argument("--runtime", choices=["onnx", "torch"], default=None,
+                        help="SPAMGUARD_RUNTIME for the server (default: its own default)")
     return parser.parse_args()
 
 
@@ -323,6 +328,7 @@ def report(args, results: Results, elapsed: float, counts: dict, warm: float,
     extra = (counts["twilio_rows"] - len(results.sids)) + (counts["api_rows"]
                                                           - len(results.api_ids))
     rows = [
+        ("backbone runtime", args.backbone_setup),
         ("clients / rate", f"{args.clients} / {args.rate or 'max'} req/s"),
         ("warm-up (model load in workers)", f"{warm:.1f} s"),
         ("requests sent (webhook / retry / api)",
@@ -360,6 +366,12 @@ def main() -> int:
            "SPAMGUARD_TWILIO_AUTH_TOKEN": TOKEN, "SPAMGUARD_PUBLIC_BASE_URL": base,
            "SPAMGUARD_API_RATE_LIMIT": "1000000 per minute"}
     env.pop("SPAMGUARD_DATABASE_URL", None)
+    if args.quantize:
+        env["SPAMGUARD_QUANTIZE"] = "1"
+    if args.runtime:
+        env["SPAMGUARD_RUNTIME"] = args.runtime
+    args.backbone_setup = (f"{env.get('SPAMGUARD_RUNTIME', 'onnx')}, "
+                           f"{'int8' if env.get('SPAMGUARD_QUANTIZE') == '1' else 'fp32'}")
     server = None
     try:
         api_key = prepare_home(home, env, args.model_home)
