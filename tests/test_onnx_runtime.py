@@ -110,9 +110,11 @@ def test_unknown_runtime_is_refused(tiny_backbone, monkeypatch):
         load_settings()
 
 
-def test_torch_runtime_keeps_the_pytorch_backbone(tiny_backbone):
+def test_torch_runtime_keeps_the_pytorch_backbone(tiny_backbone, fp32_onnx):
     assert with_runtime(tiny_backbone, "torch", folder=None) is tiny_backbone
     assert with_runtime(tiny_backbone, "torch", folder=None, int8=True).variant == "int8"
+    with pytest.raises(ModelError, match="already runs on ONNX Runtime"):
+        with_runtime(fp32_onnx, "torch", folder=None)
 
 
 def test_classifier_on_onnx_scores_like_pytorch(tiny_model_dir, tiny_backbone, tiny_classifier,

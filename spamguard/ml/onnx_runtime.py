@@ -215,6 +215,9 @@ def with_runtime(backbone: Backbone, runtime: str, *, folder: str | Path | None,
     if runtime not in RUNTIMES:
         raise ModelError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
     if runtime == "torch":
+        if isinstance(backbone.model, OnnxEncoder):
+            raise ModelError("this backbone already runs on ONNX Runtime; load it again "
+                             "for the torch runtime")
         return quantize_backbone(backbone) if int8 else backbone
     if folder is None:
         folder = Path(tempfile.gettempdir()) / "spamguard-onnx"
