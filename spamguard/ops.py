@@ -87,8 +87,10 @@ def _drain_callback(app: Flask):
         batch = app.config["SPAMGUARD"].pending_drain_batch
         with app.app_context():
             with get_db().session_factory() as session:
+                count = app.extensions["spamguard.count_verdict"]
                 done = messages.classify_pending(session=session, classifier=classifier,
-                                                 limit=batch)
+                                                 limit=batch,
+                                                 on_verdict=lambda v: count(v.label))
         if done >= batch:
             provider.just_loaded = True  # more may wait: continue after the next request
 

@@ -80,6 +80,10 @@ def test_pending_messages_drained_once_a_model_loads(app_without_model, install_
     response.close()
     assert client.get("/healthz").get_json()["pending"] == 0
     assert count_rows(app, Message) == 3
+    metrics = client.get("/metrics").get_data(as_text=True)
+    counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                  if line.startswith("spamguard_verdicts_total{"))
+    assert counted == 3  # drained verdicts are counted like answered ones
 
 
 def test_admin_paths_keep_html_errors(client):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -165,10 +165,12 @@ def count_pending(*, session: Session) -> int:
 
 
 def classify_pending(*, session: Session, classifier: Any, limit: int | None = None,
-                     batch_size: int = 64) -> int:
+                     batch_size: int = 64,
+                     on_verdict: Callable[[Verdict], None] | None = None) -> int:
     """Classify pending messages, oldest first, in batches; return how many got a verdict.
 
     Stops after ``limit`` messages (None: all), or when a batch fails to classify.
+    ``on_verdict`` is called with each new verdict (the service counts them in /metrics).
     """
     done, after_id = 0, 0
     while limit is None or done < limit:
@@ -182,7 +184,11 @@ def classify_pending(*, session: Session, classifier: Any, limit: int | None = N
         verdicts = classify_messages(session=session, classifier=classifier, messages=batch)
         if all(v is None for v in verdicts) and not _any_classified(session, batch):
             break  # the model fails on these: stop rather than spin
-        done += sum(v is not None for v in verdicts)
+        new = [v for v in verdicts if v is not None]
+        if on_verdict is not None:
+            for verdict in new:
+                on_verdict(verdict)
+        done += len(new)
     return done
 
 
