@@ -42,6 +42,7 @@ if [ "$STATUS" != "online" ]; then
     START_LOG="$(mktemp)"
     if ! as_root pg_ctlcluster "$VERSION" "$CLUSTER" start </dev/null >"$START_LOG" 2>&1 3>&-; then
         cat "$START_LOG" >&2
+        rm -f "$START_LOG"
         exit 1
     fi
     rm -f "$START_LOG"

@@ -55,6 +55,8 @@ def test_classify_pending_completes_pending_messages(cli_env, tiny_model_dir, tm
         registry.register_version(session=session, version_dir=target)
     result = run("classify-pending", "--limit", "3")
     assert result.exit_code == 0 and "classified 3" in result.output and "2 still" in result.output
+    # the service's runtime (ONNX Runtime by default), so its verdicts match the service's
+    assert list((tmp_path / "home" / "cache" / "onnx").glob("*-fp32.onnx"))
     result = run("classify-pending")
     assert "classified 2" in result.output and "0 still pending" in result.output
     with factory() as session:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -13,7 +16,7 @@ from spamguard.errors import ModelError
 from spamguard.ml import onnx_runtime
 from spamguard.ml.classifier import SpamClassifier
 from spamguard.ml.embeddings import CachedEncoder, encode
-from spamguard.ml.onnx_runtime import OnnxEncoder, onnx_backbone, with_runtime
+from spamguard.ml.onnx_runtime import INT8_VARIANT, OnnxEncoder, onnx_backbone, with_runtime
 
 # Different lengths, so every batch is padded; one longer than the tiny model's usual input.
 TEXTS = ["WIN a FREE prize now! Call 09061701461", "ok", "see you at 6 at the station",
@@ -48,7 +51,8 @@ def test_fp32_shares_the_pytorch_cache_and_int8_does_not(tmp_path, tiny_backbone
     assert isinstance(fp32_onnx.model, OnnxEncoder)
     assert fp32_onnx.hash == int8_onnx.hash == tiny_backbone.hash  # versions still match
     assert fp32_onnx.cache_key == tiny_backbone.cache_key
-    assert int8_onnx.variant == "onnx-int8" and int8_onnx.cache_key != tiny_backbone.cache_key
+    assert int8_onnx.variant == INT8_VARIANT
+    assert int8_onnx.cache_key != tiny_backbone.cache_key
     warm = CachedEncoder(tiny_backbone, tmp_path)
     warm(TEXTS)
     assert CachedEncoder(fp32_onnx, tmp_path)(TEXTS) is not None
@@ -81,25 +85,58 @@ def test_export_leaves_the_pytorch_backbone_frozen(tiny_backbone, tmp_path):
 
 def test_graphs_are_exported_once_and_reused(tiny_backbone, tmp_path, monkeypatch):
     first = onnx_backbone(tiny_backbone, tmp_path, int8=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        f"{tiny_backbone.hash[:24]}-fp32.onnx", f"{tiny_backbone.hash[:24]}-int8.onnx"]
+    prefix = tiny_backbone.hash[:24]
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == [
+        f"{prefix}-fp32.onnx", f"{prefix}-{INT8_VARIANT}.onnx"]  # no scratch files either
+    assert not list(tmp_path.glob("*.tmp"))
     monkeypatch.setattr(onnx_runtime, "export", lambda *a: pytest.fail("exported again"))
     monkeypatch.setattr(onnx_runtime, "quantize", lambda *a: pytest.fail("quantised again"))
     again = onnx_backbone(tiny_backbone, tmp_path, int8=True)
     np.testing.assert_array_equal(encode(again, TEXTS), encode(first, TEXTS))
-    assert onnx_backbone(again, tmp_path) is again  # already on ONNX Runtime: unchanged
+    assert onnx_backbone(again, tmp_path, int8=True) is again  # already as asked: unchanged
+    with pytest.raises(ModelError, match="load it again"):
+        onnx_backbone(again, tmp_path)  # int8 on ONNX Runtime cannot become fp32 in place
+
+
+def test_graphs_are_readable_like_other_cache_files(tiny_backbone, tmp_path):
+    onnx_backbone(tiny_backbone, tmp_path, int8=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    for graph in tmp_path.glob("*.onnx"):
+        assert stat.S_IMODE(graph.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_concurrent_first_use_exports_once(tiny_backbone, tmp_path, monkeypatch):
+    """gunicorn workers start together: one exports and quantises, the others wait."""
+    calls = {"export": 0, "quantize": 0}
+    real_export, real_quantize = onnx_runtime.export, onnx_runtime.quantize
+
+    def counted(name, real):
+        def call(*args):
+            calls[name] += 1
+            return real(*args)
+        return call
+
+    monkeypatch.setattr(onnx_runtime, "export", counted("export", real_export))
+    monkeypatch.setattr(onnx_runtime, "quantize", counted("quantize", real_quantize))
+    with ThreadPoolExecutor(4) as pool:
+        backbones = list(pool.map(lambda _: onnx_backbone(tiny_backbone, tmp_path, int8=True),
+                                  range(4)))
+    assert calls == {"export": 1, "quantize": 1}
+    assert all(b.variant == INT8_VARIANT for b in backbones)
 
 
 def test_export_failure_is_one_clear_line(tiny_backbone, tmp_path, monkeypatch):
-    def broken(backbone, path):
+    def broken(*args, **kwargs):
         raise RuntimeError("Unsupported: aten::weird_op\nlong traceback text")
 
-    monkeypatch.setattr(onnx_runtime, "export", broken)
+    monkeypatch.setattr(onnx_runtime.torch.onnx, "export", broken)
     with pytest.raises(ModelError) as caught:
         onnx_backbone(tiny_backbone, tmp_path)
     message = str(caught.value)
     assert "\n" not in message and "aten::weird_op" in message and "torch runtime" in message
-    assert not list(tmp_path.iterdir())  # nothing half-written left behind
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # no half-written graph left
+    assert not any(module.training for module in tiny_backbone.model.modules())
 
 
 def test_unknown_runtime_is_refused(tiny_backbone, monkeypatch):
@@ -127,7 +164,7 @@ def test_classifier_on_onnx_scores_like_pytorch(tiny_model_dir, tiny_backbone, t
                                atol=1e-5)
     int8 = SpamClassifier.load(tiny_model_dir, backbone=tiny_backbone, runtime="onnx",
                                quantize=True, onnx_dir=tmp_path / "elsewhere")
-    assert int8.backbone.variant == "onnx-int8"
+    assert int8.backbone.variant == INT8_VARIANT
     assert np.abs(int8.predict_proba(TEXTS) - tiny_classifier.predict_proba(TEXTS)).max() < 0.25
 
 

@@ -51,7 +51,9 @@ def classify_pending_command(ctx: CliContext, limit: int | None, batch_size: int
 
     # A plain session: classify_pending commits batch by batch.
     with session_factory_for(ctx) as factory, factory() as session:
-        classifier = ModelProvider(check_seconds=0).get(session=session)
+        # The service's runtime and quantisation: its verdicts match the service's.
+        provider = ModelProvider.from_settings(ctx.settings, check_seconds=0)
+        classifier = provider.get(session=session)
         if classifier is None:
             raise ModelError("no active model could be loaded: run `spamguard train` first")
         done = messages.classify_pending(session=session, classifier=classifier,

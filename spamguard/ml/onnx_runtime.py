@@ -2,17 +2,21 @@
 
 The backbone never trains, so it can be exported once to an ONNX graph (a protobuf file,
 not a pickle) and run by ONNX Runtime, which fuses the encoder's operations and has far
-less per-call overhead than eager PyTorch: one SMS goes through all-MiniLM-L6-v2 in about
-a third of the time on one core, and batches about 1.3x faster (docs/performance.md).
+less per-call overhead than eager PyTorch: one SMS goes through all-MiniLM-L6-v2 in less
+than half the time (6.7 vs 14.8 ms p50); batches of 32 run at about the same speed, since
+the per-call overhead is then shared by 32 messages (docs/performance.md).
 
 The fp32 graph computes the same function as the PyTorch model up to float rounding
 (largest difference 1e-6 on the shipped data, cosine 0.9999998), so it keeps the PyTorch
 backbone's ``variant`` and shares its embedding cache. The int8 graph (ONNX Runtime's
-dynamic quantisation) computes a different function and is cached apart ("onnx-int8").
+dynamic quantisation) computes a different function and is cached apart (its variant,
+:data:`INT8_VARIANT`, names the quantisation recipe, so a changed recipe never reuses old
+graphs or embeddings).
 
 Exported graphs are kept in a folder (normally the instance's ``cache/onnx``), named by the
-backbone's weight hash and the variant, and written atomically so that several worker
-processes starting at once never read a half-written file.
+first 24 hex digits of the backbone's weight hash and the variant. A file lock makes one
+process export while the others wait (gunicorn workers start together), and files are
+written to a temporary name and renamed, so no process ever reads a half-written graph.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,7 +38,9 @@ from spamguard.ml.backbone import Backbone, _int8_layers, freeze
 
 RUNTIMES = ("onnx", "torch")
 OPSET = 17
-PER_CHANNEL = True
+# int8 recipe: per-channel weight scales, FFN output projections fp32 (see quantize()).
+# Change the tag with the recipe: it names the graph file and the embedding-cache space.
+INT8_VARIANT = "onnx-int8-pc1"
 log = logging.getLogger(__name__)
 
 
@@ -74,8 +81,7 @@ def export(backbone: Backbone, path: Path) -> None:
     if with_pooler:
         axes["pooler_output"] = {0: "batch"}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _temp_beside(path)
     try:
         with warnings.catch_warnings():
             # The tracer warns about Python-side shape checks inside transformers; the
@@ -87,7 +93,7 @@ def export(backbone: Backbone, path: Path) -> None:
                               tuple(example[k] for k in names), tmp, input_names=names,
                               output_names=outputs, dynamic_axes=axes, opset_version=OPSET,
                               dynamo=False)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
         freeze(backbone.model)  # whatever the exporter did, the backbone stays frozen
@@ -104,24 +110,59 @@ def quantize(source: Path, path: Path, backbone: Backbone) -> None:
     keep = {name for name in _linear_names(backbone) if name not in _int8_layers(backbone.model)}
     import onnx
 
-    graph = onnx.load(str(source), load_external_data=False).graph
-    exclude = [node.name for node in graph.node
+    model = onnx.load(str(source))
+    exclude = [node.name for node in model.graph.node
                if node.op_type in {"MatMul", "Gemm"} and _node_module(node.name) in keep]
+    tmp = _temp_beside(path)
+    root = logging.getLogger()
+    hint = _DropMessage("pre-processing before quantization")
+    root.addFilter(hint)  # quantize_dynamic logs this hint on the root logger
+    try:
+        # A ModelProto, not a path: given a path, quantize_dynamic writes a scratch
+        # "-inferred.onnx" file beside the source.
+        quantize_dynamic(model, tmp, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                         op_types_to_quantize=["MatMul", "Gemm"], per_channel=True)
+        _publish(tmp, path)
+    finally:
+        root.removeFilter(hint)
+        Path(tmp).unlink(missing_ok=True)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def _temp_beside(path: Path) -> str:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    try:
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint there
+    return tmp
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Give ``tmp`` the usual umask permissions (mkstemp makes it 0600, which would lock
+    out a service running as another user) and rename it to ``path``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _folder_lock(folder: Path):
+    """Hold an exclusive lock on ``folder`` (one process exports; the others wait)."""
+    import fcntl
+
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            quantize_dynamic(str(source), tmp, weight_type=QuantType.QInt8,
-                             nodes_to_exclude=exclude, op_types_to_quantize=["MatMul", "Gemm"],
-                             per_channel=PER_CHANNEL)
+            yield
         finally:
-            root.setLevel(level)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _linear_names(backbone: Backbone) -> set[str]:
@@ -182,20 +223,26 @@ def onnx_backbone(backbone: Backbone, folder: str | Path, *, int8: bool = False)
     Raises:
         ModelError: in one line, when the backbone cannot be exported or run.
     """
+    variant = INT8_VARIANT if int8 else "fp32"
     if isinstance(backbone.model, OnnxEncoder):
+        if backbone.variant != variant:
+            raise ModelError(f"this backbone runs {backbone.variant} on ONNX Runtime, not "
+                             f"{variant}; load it again")
         return backbone
     if backbone.variant != "fp32":
         raise ModelError(f"cannot run a {backbone.variant} PyTorch backbone on ONNX Runtime")
     folder = Path(folder)
     fp32 = folder / f"{backbone.hash[:24]}-fp32.onnx"
-    target = folder / f"{backbone.hash[:24]}-int8.onnx" if int8 else fp32
+    target = folder / f"{backbone.hash[:24]}-{variant}.onnx" if int8 else fp32
     try:
         if not target.exists():
-            if not fp32.exists():
-                log.info("exporting backbone %s to %s", backbone.name, fp32)
-                export(backbone, fp32)
-            if int8:
-                quantize(fp32, target, backbone)
+            folder.mkdir(parents=True, exist_ok=True)
+            with _folder_lock(folder):
+                if not fp32.exists():  # checked again: another process may have made it
+                    log.info("exporting backbone %s to %s", backbone.name, fp32)
+                    export(backbone, fp32)
+                if int8 and not target.exists():
+                    quantize(fp32, target, backbone)
         encoder = OnnxEncoder(target, backbone.model.config)
     except ModelError:
         raise
@@ -204,7 +251,7 @@ def onnx_backbone(backbone: Backbone, folder: str | Path, *, int8: bool = False)
         raise ModelError(f"cannot run backbone {backbone.name!r} on ONNX Runtime: {reason} "
                          "(use the torch runtime)") from None
     return Backbone(name=backbone.name, model=encoder, tokenizer=backbone.tokenizer,
-                    hash=backbone.hash, variant="onnx-int8" if int8 else "fp32")
+                    hash=backbone.hash, variant=variant)
 
 
 def with_runtime(backbone: Backbone, runtime: str, *, folder: str | Path | None,
@@ -219,6 +266,6 @@ def with_runtime(backbone: Backbone, runtime: str, *, folder: str | Path | None,
             raise ModelError("this backbone already runs on ONNX Runtime; load it again "
                              "for the torch runtime")
         return quantize_backbone(backbone) if int8 else backbone
-    if folder is None:
-        folder = Path(tempfile.gettempdir()) / "spamguard-onnx"
+    if folder is None:  # a private folder: never load a graph another user could plant
+        folder = Path.home() / ".cache" / "spamguard" / "onnx"
     return onnx_backbone(backbone, folder, int8=int8)

@@ -48,6 +48,14 @@ class ModelProvider:
         self._lock = threading.Lock()
         self.reset()
 
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> ModelProvider:
+        """A provider with the service's model settings (runtime, quantize, ONNX folder)."""
+        options = {"check_seconds": settings.model_check_seconds,
+                   "quantize": settings.quantize, "runtime": settings.runtime,
+                   "onnx_dir": settings.onnx_dir}
+        return cls(**{**options, **overrides})
+
     def reset(self) -> None:
         """Forget the loaded model (tests; also done automatically after a fork)."""
         self._pid = os.getpid()
@@ -130,9 +138,6 @@ def provider_for(app: Any) -> ModelProvider:
     """Return (creating on first use) the provider kept in ``app.extensions``."""
     provider = app.extensions.get(EXTENSION_KEY)
     if provider is None:
-        settings = app.config["SPAMGUARD"]
-        provider = ModelProvider(check_seconds=settings.model_check_seconds,
-                                 quantize=settings.quantize, runtime=settings.runtime,
-                                 onnx_dir=settings.onnx_dir)
+        provider = ModelProvider.from_settings(app.config["SPAMGUARD"])
         app.extensions[EXTENSION_KEY] = provider
     return provider
