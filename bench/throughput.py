@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             backbone = with_runtime(fp32.backbone, runtime, folder=Path(tmp) / "onnx",
                                     int8=int8)
             return SpamClassifier(backbone=backbone, head=fp32.head, metadata=fp32.metadata,
-                                  batch_size=args.batch_size)
+                                  batch_size=args.batch_size, lexical=fp32.lexical)
 
         classifiers = {"spamguard fp32 (torch)": fp32,
                        "spamguard fp32 (onnx, default)": variant("onnx", False),

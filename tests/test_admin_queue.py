@@ -14,9 +14,15 @@ def current_id(client) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def test_decide_skip_undo(moderator_client, add_messages, db_session_factory):
-    sure, unsure, middle = add_messages(("sure spam", 0.99), ("unsure", 0.51),
-                                        ("middle", 0.3))
+def test_decide_skip_undo(moderator_client, add_messages, db_session_factory,
+                          tiny_model_dir):
+    import json
+
+    # Placed around the active (tiny) model's threshold: closest first.
+    t = json.loads((tiny_model_dir / "model.json").read_text())["threshold"]
+    assert 0.2 < t < 0.8
+    sure, unsure, middle = add_messages(("sure spam", 0.999), ("unsure", t + 0.01),
+                                        ("middle", t - 0.15))
     assert current_id(moderator_client) == unsure
     moderator_client.post("/admin/queue/decide", data={"message_id": unsure, "label": "ham",
                                                        "note": "a friend"})

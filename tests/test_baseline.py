@@ -69,3 +69,28 @@ def test_unfitted_raises():
 def test_length_mismatch_raises():
     with pytest.raises(ValueError, match="labels"):
         TfidfSvmBaseline().fit(["a", "b"], [1])
+
+
+def test_save_and_load_give_the_same_scores_without_pickle(fitted, tmp_path):
+    paths = fitted.save(tmp_path)
+    assert sorted(p.name for p in paths) == ["lexical.json", "lexical.safetensors"]
+    assert not list(tmp_path.glob("*.pkl"))
+    loaded = TfidfSvmBaseline.load(tmp_path)
+    texts = SPAM + HAM + ["unseen words entirely, zzz qqq", ""]
+    np.testing.assert_array_equal(loaded.decision_function(texts),
+                                  fitted.decision_function(texts))
+    assert loaded.C == fitted.C and loaded.class_weight == fitted.class_weight
+
+
+def test_load_of_broken_files_is_a_clear_error(fitted, tmp_path):
+    fitted.save(tmp_path)
+    (tmp_path / "lexical.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="unreadable lexical model"):
+        TfidfSvmBaseline.load(tmp_path)
+    with pytest.raises(ValueError, match="unreadable lexical model"):
+        TfidfSvmBaseline.load(tmp_path / "missing")
+
+
+def test_save_before_fit_is_refused(tmp_path):
+    with pytest.raises(RuntimeError, match="not fitted"):
+        TfidfSvmBaseline().save(tmp_path)

@@ -31,9 +31,30 @@ def test_threshold_respects_fpr_budget():
     scores = np.concatenate([np.linspace(0, 0.6, 100), np.linspace(0.5, 1, 10)])
     threshold, info = choose_threshold(labels, scores, max_ham_fpr=0.0)
     assert ((scores >= threshold) & (labels == 0)).sum() == 0
-    assert info["val_ham_fpr"] == 0.0
-    loose, _ = choose_threshold(labels, scores, max_ham_fpr=0.05)
+    assert info["val_ham_fpr"] == 0.0 and info["raised"]
+    assert threshold == pytest.approx(0.6)  # just above the top ham, no further
+    loose, info = choose_threshold(labels, scores, max_ham_fpr=0.05)
     assert loose <= threshold
+    assert ((scores >= loose) & (labels == 0)).sum() == 5  # 5% of 100 ham
+    assert info["val_ham_fpr"] == 0.05
+
+
+def test_threshold_keeps_the_natural_boundary_when_it_fits_the_budget():
+    labels = np.array([0] * 100 + [1] * 10)
+    scores = np.concatenate([np.linspace(0, 0.3, 100), np.linspace(0.2, 1, 10)])
+    threshold, info = choose_threshold(labels, scores, max_ham_fpr=0.0, boundary=0.4)
+    assert threshold == 0.4 and not info["raised"] and info["boundary"] == 0.4
+    # The rule never lowers the boundary to catch more spam on validation data.
+    assert ((scores < 0.4) & (labels == 1)).sum() > 0
+
+
+def test_threshold_budget_counts_whole_messages():
+    labels = np.array([0] * 594 + [1] * 78)
+    scores = np.concatenate([np.full(592, 0.1), [0.7, 0.9], np.full(78, 0.95)])
+    # 0.2% of 594 ham is 1.19 messages: one may be blocked, not two.
+    threshold, info = choose_threshold(labels, scores, max_ham_fpr=0.002)
+    assert 0.7 < threshold <= 0.9
+    assert info["val_ham_fpr"] == pytest.approx(1 / 594)
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +78,56 @@ def test_version_directory_contents(trained):
         assert key in meta
     assert meta["backbone"]["hidden_size"] == 32
     assert meta["data"]["counts"]["input"]["total"] == len(sample_data())
-    assert set(meta["metrics"]) == {"test", "val", "baseline_test"}
+    assert set(meta["metrics"]) == {"test", "val", "baseline_test", "head_test"}
+    assert set(meta["blend"]) == {"head_scale", "lexical_scale", "platt_a", "platt_b"}
+    assert {"lexical.json", "lexical.safetensors"} <= names
     report = (result.directory / "report.md").read_text()
     assert "TF-IDF" in report and "duplicates removed" in report
+    assert "BERT head alone" in report and "BERT head alone" in result.summary
+
+
+def test_blended_score_uses_both_halves(trained, tiny_backbone):
+    from spamguard.ml.blend import head_logit
+
+    _, result = trained
+    clf = result.classifier
+    texts = ["WIN a £500 prize, call 09061701461", "see you at lunch", "ok"]
+    inputs = clf.inputs(texts)
+    logits = head_logit(clf.head_log_probs(inputs))
+    lexical = clf.lexical.decision_function(texts)
+    expected = clf.blend.probability(clf.blend.score(logits, lexical))
+    np.testing.assert_allclose(clf.predict_proba(texts), expected)
+    # Neither half alone gives the blended probability.
+    assert not np.allclose(clf.predict_proba(texts), np.exp(clf.head_log_probs(inputs)[:, 1]))
+    with pytest.raises(ValueError, match="texts"):
+        clf.proba_from_inputs(inputs)
+
+
+def test_head_only_model_has_no_lexical_files(tmp_path, tiny_backbone):
+    result = train_model(sample_data(), models_dir=tmp_path / "models", cache_root=None,
+                         backbone=tiny_backbone, config=TrainConfig(epochs=2, lexical=False),
+                         progress=False)
+    names = {p.name for p in result.directory.iterdir()}
+    assert "lexical.json" not in names and "blend" not in result.metadata
+    assert set(result.metadata["metrics"]) == {"test", "val", "baseline_test"}
+    loaded = SpamClassifier.load(result.directory, backbone=tiny_backbone)
+    assert loaded.lexical is None
+    inputs = loaded.inputs(["hello there"])
+    np.testing.assert_allclose(loaded.predict_proba(["hello there"]),
+                               np.exp(loaded.head_log_probs(inputs)[:, 1]))
+
+
+def test_blended_version_missing_its_lexical_model_is_refused(trained, tiny_backbone, tmp_path):
+    import shutil
+
+    from spamguard.errors import ModelError
+
+    _, result = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(result.directory, copy)
+    (copy / "lexical.safetensors").unlink()
+    with pytest.raises(ModelError, match="unreadable lexical model"):
+        SpamClassifier.load(copy, backbone=tiny_backbone)
 
 
 def test_same_data_and_settings_give_the_same_model(trained, tiny_backbone):

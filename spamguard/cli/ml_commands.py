@@ -45,12 +45,15 @@ def register(cli: click.Group) -> None:
     @click.option("--epochs", type=click.IntRange(1, 1000), default=40, show_default=True)
     @click.option("--seed", type=int, default=42, show_default=True)
     @click.option("--no-features", is_flag=True, help="Use the embedding alone.")
+    @click.option("--no-lexical", is_flag=True,
+                  help="Score with the BERT head alone, without blending in the TF-IDF + SVM "
+                       "model.")
     @click.option("--max-ham-fpr", type=click.FloatRange(0, 1), default=0.002,
                   show_default=True, help="Validation ham false-positive budget for the threshold.")
     @pass_ctx
     def train_command(ctx: CliContext, data_path: Path, backbone: str | None, pooling: str,
                       max_length: int, epochs: int, seed: int, no_features: bool,
-                      max_ham_fpr: float) -> None:
+                      no_lexical: bool, max_ham_fpr: float) -> None:
         """Train a model version on labelled data and print its report."""
         from spamguard.cli.context import transaction
         from spamguard.ml.data import load_labelled
@@ -60,7 +63,8 @@ def register(cli: click.Group) -> None:
         settings = ctx.settings
         data = load_labelled(data_path)
         config = TrainConfig(pooling=pooling, max_length=max_length, epochs=epochs, seed=seed,
-                             features=not no_features, max_ham_fpr=max_ham_fpr)
+                             features=not no_features, lexical=not no_lexical,
+                             max_ham_fpr=max_ham_fpr)
         result = train_model(data, models_dir=settings.models_dir, cache_root=settings.cache_dir,
                              backbone=backbone or settings.backbone or None, config=config,
                              data_source=str(data_path))

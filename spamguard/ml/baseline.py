@@ -1,16 +1,25 @@
-"""TF-IDF + linear SVM baseline: the cheap model the BERT head has to beat.
+"""TF-IDF + linear SVM: the cheap model the BERT head has to beat, and its lexical partner.
 
-Used only inside evaluation reports; it is refitted each time and never persisted.
+Every report trains it on the same split as the model and shows it side by side. A model
+version trained with ``lexical=True`` (the default) also keeps one, fitted on the same
+training split, as the lexical half of its score (see :mod:`spamguard.ml.blend`). It is
+saved as JSON (parameters and vocabularies) plus safetensors (IDF weights and the SVM's
+coefficients), never as a pickle.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
+
+LEXICAL_JSON = "lexical.json"
+LEXICAL_WEIGHTS = "lexical.safetensors"
 
 
 class TfidfSvmBaseline:
@@ -103,6 +112,71 @@ class TfidfSvmBaseline:
             Int array of shape (n,): 1 for spam, 0 for ham.
         """
         return (self.decision_function(texts) >= 0).astype(int)
+
+    def save(self, directory: str | Path) -> list[Path]:
+        """Write ``lexical.json`` and ``lexical.safetensors`` into ``directory``."""
+        from safetensors.numpy import save_file
+
+        self._check_fitted()
+        directory = Path(directory)
+        union = self.pipeline_.named_steps["features"]
+        svm = self.pipeline_.named_steps["svm"]
+        meta: dict = {"format": 1, "params": self._params(), "vocabularies": {}}
+        arrays = {"coef": np.ascontiguousarray(svm.coef_, dtype=np.float64),
+                  "intercept": np.asarray(svm.intercept_, dtype=np.float64)}
+        for name, vectorizer in union.transformer_list:
+            terms = [""] * len(vectorizer.vocabulary_)
+            for term, index in vectorizer.vocabulary_.items():
+                terms[index] = term
+            meta["vocabularies"][name] = terms
+            arrays[f"idf_{name}"] = np.asarray(vectorizer.idf_, dtype=np.float64)
+        paths = [directory / LEXICAL_JSON, directory / LEXICAL_WEIGHTS]
+        paths[0].write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        save_file(arrays, str(paths[1]))
+        return paths
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TfidfSvmBaseline:
+        """Rebuild a fitted model from the files :meth:`save` wrote.
+
+        Raises:
+            ValueError: the files are missing, unreadable or do not fit together.
+        """
+        from safetensors.numpy import load_file
+
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / LEXICAL_JSON).read_text(encoding="utf-8"))
+            arrays = load_file(str(directory / LEXICAL_WEIGHTS))
+            params = meta["params"]
+            model = cls(C=params["C"], class_weight=params["class_weight"],
+                        word_ngram_range=tuple(params["word_ngram_range"]),
+                        char_ngram_range=tuple(params["char_ngram_range"]),
+                        random_state=params["random_state"])
+            pipeline = model._build()
+            total = 0
+            for name, vectorizer in pipeline.named_steps["features"].transformer_list:
+                terms = meta["vocabularies"][name]
+                vectorizer.vocabulary_ = {term: i for i, term in enumerate(terms)}
+                vectorizer.idf_ = arrays[f"idf_{name}"]
+                total += len(terms)
+            svm = pipeline.named_steps["svm"]
+            svm.coef_, svm.intercept_ = arrays["coef"], arrays["intercept"]
+            svm.classes_ = np.array([0, 1])
+            svm.n_features_in_ = total
+            if svm.coef_.shape != (1, total):
+                raise ValueError(f"{svm.coef_.shape[1]} coefficients for {total} terms")
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{directory}: unreadable lexical model "
+                             f"({type(exc).__name__}: {exc})") from None
+        model.pipeline_ = pipeline
+        return model
+
+    def _params(self) -> dict:
+        return {"C": self.C, "class_weight": self.class_weight,
+                "word_ngram_range": list(self.word_ngram_range),
+                "char_ngram_range": list(self.char_ngram_range),
+                "random_state": self.random_state}
 
     def _check_fitted(self) -> None:
         """Raise a clear error when used before ``fit``."""

@@ -2,7 +2,9 @@
 
 A version directory holds ``head.safetensors`` (the head's weights, never a pickle),
 ``model.json`` (everything needed to rebuild the inputs exactly as in training, plus data
-hashes, metrics and library versions) and the report files.
+hashes, metrics and library versions) and the report files. A version that blends in the
+TF-IDF + SVM model (``model.json`` has ``blend``) also holds ``lexical.json`` and
+``lexical.safetensors``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from spamguard.errors import ModelError
 from spamguard.ml.backbone import Backbone, load_backbone
+from spamguard.ml.baseline import TfidfSvmBaseline
+from spamguard.ml.blend import Blend, head_logit
 from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.features import FEATURE_NAMES, message_features
 from spamguard.ml.head import BertArch
@@ -60,9 +64,15 @@ class SpamClassifier:
     """Frozen backbone + trained head + the settings that link them."""
 
     def __init__(self, *, backbone: Backbone, head: BertArch, metadata: dict[str, Any],
-                 cache_root: str | Path | None = None, batch_size: int = 32):
+                 cache_root: str | Path | None = None, batch_size: int = 32,
+                 lexical: TfidfSvmBaseline | None = None):
         self.backbone, self.head, self.metadata = backbone, head, metadata
         self.head.eval()
+        self.lexical = lexical
+        self.blend = Blend.from_json(metadata["blend"]) if metadata.get("blend") else None
+        if (self.blend is None) != (lexical is None):
+            raise ModelError("a blended model needs both its blend settings and its "
+                             "lexical model")
         self.encoder = CachedEncoder(backbone, cache_root, pooling=metadata["pooling"],
                                      max_length=metadata["max_length"], batch_size=batch_size)
 
@@ -116,8 +126,14 @@ class SpamClassifier:
         backbone = with_runtime(backbone, runtime, folder=onnx_dir, int8=quantize)
         head = BertArch(metadata["input_dim"], **metadata.get("head", {}))
         head.load_state_dict(state)
+        lexical = None
+        if metadata.get("blend"):
+            try:
+                lexical = TfidfSvmBaseline.load(directory)
+            except ValueError as exc:
+                raise ModelError(str(exc)) from None
         return cls(backbone=backbone, head=head, metadata=metadata, cache_root=cache_root,
-                   batch_size=batch_size)
+                   batch_size=batch_size, lexical=lexical)
 
     def inputs(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
         """Head inputs (embedding + features) for ``texts``."""
@@ -135,13 +151,25 @@ class SpamClassifier:
         """
         if not len(texts):
             return np.zeros(0, dtype=np.float64)
-        return self.proba_from_inputs(self.inputs(texts, progress))
+        return self.proba_from_inputs(self.inputs(texts, progress), texts)
 
-    def proba_from_inputs(self, inputs: np.ndarray) -> np.ndarray:
-        """Spam probability from precomputed head inputs."""
+    def head_log_probs(self, inputs: np.ndarray) -> np.ndarray:
+        """The head's (n, 2) log-probabilities (ham, spam) for precomputed inputs."""
         with torch.inference_mode():
             log_probs = self.head(torch.from_numpy(np.asarray(inputs, dtype=np.float32)))
-        return log_probs[:, 1].exp().double().numpy()
+        return log_probs.double().numpy()
+
+    def proba_from_inputs(self, inputs: np.ndarray, texts: Sequence[str] | None = None
+                          ) -> np.ndarray:
+        """Spam probability from precomputed head inputs (and, for a blended model, the
+        texts they came from)."""
+        log_probs = self.head_log_probs(inputs)
+        if self.blend is None:
+            return np.exp(log_probs[:, 1])
+        if texts is None or len(texts) != len(log_probs):
+            raise ValueError("a blended model needs the texts of its inputs")
+        lexical = self.lexical.decision_function(texts)
+        return self.blend.probability(self.blend.score(head_logit(log_probs), lexical))
 
     def classify(self, texts: Sequence[str], progress: bool | None = None) -> list[dict]:
         """``{"text", "label", "spam_probability"}`` for each text, in order."""
@@ -161,6 +189,8 @@ class SpamClassifier:
         tmp.mkdir(parents=True)
         state = {k: v.contiguous() for k, v in self.head.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
+        if self.lexical is not None:
+            self.lexical.save(tmp)
         (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2, sort_keys=True),
                                          encoding="utf-8")
         for name, path in (extra_files or {}).items():

@@ -18,7 +18,8 @@ def stored_report(directory: Path) -> tuple[str, Path]:
     if not path.exists():
         raise ModelError(f"{directory} has no report.json")
     stored = json.loads(path.read_text(encoding="utf-8"))
-    return (reporting.render_summary(stored["model"], stored.get("baseline")),
+    return (reporting.render_summary(stored["model"], stored.get("baseline"),
+                                     stored.get("components")),
             Path(directory) / "report.md")
 
 

@@ -133,9 +133,11 @@ def _headline_rows(models: Sequence[Result]) -> list[list[str]]:
     return rows
 
 
-def _named(model: Result, baseline: Result | None) -> list[tuple[str, Result]]:
-    """Pair each present result with its display name."""
-    pairs = [(MODEL_NAME, model)]
+def _named(model: Result, baseline: Result | None,
+           components: Mapping[str, Result] | None = None) -> list[tuple[str, Result]]:
+    """Pair each present result with its display name: the model, its components (such as
+    the BERT head alone), then the baseline."""
+    pairs = [(MODEL_NAME, model), *(components or {}).items()]
     if baseline is not None:
         pairs.append((BASELINE_NAME, baseline))
     return pairs
@@ -147,17 +149,19 @@ def _text_row(row: Sequence[str], widths: Sequence[int]) -> str:
     return "  ".join([row[0].ljust(widths[0]), *cells[1:]])
 
 
-def render_summary(model: Result, baseline: Result | None = None) -> str:
+def render_summary(model: Result, baseline: Result | None = None,
+                   components: Mapping[str, Result] | None = None) -> str:
     """Render a short plain-text comparison table for the terminal.
 
     Args:
         model: Result of ``evaluate`` for the spamguard model.
         baseline: Result of ``evaluate`` for the TF-IDF + SVM baseline, if any.
+        components: Results of parts of the model on their own, by display name.
 
     Returns:
         The table as a multi-line string without a trailing newline.
     """
-    named = _named(model, baseline)
+    named = _named(model, baseline, components)
     rows = [["metric", *(name for name, _ in named)]]
     rows += _headline_rows([m for _, m in named])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -222,7 +226,7 @@ def _plot_pr(
     """Plot precision-recall curves on one axes, each operating point marked."""
     fig = Figure(figsize=(6, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    for (name, scores, result), marker in zip(curves, ("o", "s"), strict=False):
+    for (name, scores, result), marker in zip(curves, ("o", "^", "s"), strict=False):
         if result["n_spam"] and result["n_ham"]:
             precision, recall, _ = metrics.precision_recall_curve(y_true, scores)
             ap = result["average_precision"]
@@ -260,6 +264,7 @@ def write_report(
     model_scores: Sequence[float] | np.ndarray,
     baseline_scores: Sequence[float] | np.ndarray | None = None,
     info: Mapping[str, Any] | None = None,
+    components: Sequence[tuple[str, Result, Sequence[float] | np.ndarray]] = (),
 ) -> dict[str, Path]:
     """Write report.json, report.md, pr_curve.png and confusion_matrix.png.
 
@@ -272,6 +277,8 @@ def write_report(
         model_scores: The model's spam scores on ``y_true``.
         baseline_scores: The baseline's scores; needed when ``baseline`` is given.
         info: Key/value facts about the run (data counts, duplicates removed, ...).
+        components: ``(name, result, scores)`` of parts of the model on their own (the
+            BERT head alone in a blended model), shown between the model and baseline.
 
     Returns:
         Paths by kind: ``json``, ``markdown``, ``pr_curve``, ``confusion_matrix``.
@@ -279,8 +286,10 @@ def write_report(
     if (baseline is None) != (baseline_scores is None):
         raise ValueError("pass baseline and baseline_scores together")
     y = np.asarray(y_true, dtype=int)
-    named = _named(model, baseline)
-    all_scores = [model_scores] if baseline_scores is None else [model_scores, baseline_scores]
+    named = _named(model, baseline, {name: result for name, result, _ in components})
+    all_scores = [model_scores, *(scores for _, _, scores in components)]
+    if baseline_scores is not None:
+        all_scores.append(baseline_scores)
     curves = [
         (n, np.asarray(s, dtype=float), m) for (n, m), s in zip(named, all_scores, strict=True)
     ]
@@ -290,7 +299,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     paths = {kind: out / name for kind, name in REPORT_FILES.items()}
     info = dict(info or {})
-    payload = {"title": title, "info": info, "model": model, "baseline": baseline}
+    payload = {"title": title, "info": info, "model": model, "baseline": baseline,
+               "components": {name: result for name, result, _ in components}}
     payload["files"] = REPORT_FILES
     text = json.dumps(_json_safe(payload), indent=2, allow_nan=False)
     paths["json"].write_text(text + "\n", encoding="utf-8")

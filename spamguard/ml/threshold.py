@@ -7,30 +7,32 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import matthews_corrcoef
 
+RULE = "natural boundary, raised only if validation ham FPR exceeds the budget"
 
-def choose_threshold(labels: np.ndarray, scores: np.ndarray, max_ham_fpr: float
-                     ) -> tuple[float, dict[str, Any]]:
-    """Return the threshold with the best MCC among those that block at most
-    ``max_ham_fpr`` of ham, and the numbers behind the choice.
 
-    Blocking a customer's real message costs more than letting one spam through, so the
-    false-positive budget is a constraint and MCC decides among what fits in it.
+def choose_threshold(labels: np.ndarray, scores: np.ndarray, max_ham_fpr: float,
+                     boundary: float = 0.5) -> tuple[float, dict[str, Any]]:
+    """Return the threshold and the numbers behind the choice.
+
+    The model's natural boundary (0.5, or the probability at blended score 0) is kept
+    unless it blocks more than ``max_ham_fpr`` of validation ham; then the threshold rises
+    just far enough to fit the budget. Blocking a customer's real message costs more than
+    letting one spam through, so the budget is a hard constraint.
+
+    Why not the highest-MCC threshold on validation (the rule until November 2026): with
+    about 80 validation spam it fits noise. In 5-fold x 4 cross-validation on train+val it
+    scored MCC 0.960 against 0.965 for this rule (README, "How the settings were chosen").
     """
     labels = np.asarray(labels)
     scores = np.asarray(scores, dtype=np.float64)
-    ham = labels == 0
-    candidates = np.unique(np.concatenate([scores, [0.5]]))
-    best: tuple[float, float, float] | None = None
-    for threshold in candidates:
-        predicted = scores >= threshold
-        fpr = float(predicted[ham].mean()) if ham.any() else 0.0
-        if fpr > max_ham_fpr:
-            continue
-        mcc = float(matthews_corrcoef(labels, predicted.astype(int)))
-        if best is None or mcc > best[1]:
-            best = (float(threshold), mcc, fpr)
-    if best is None:  # every candidate over budget: block nothing below the top score
-        best = (float(np.nextafter(scores.max(), 1.0)), 0.0, 0.0)
-    threshold, mcc, fpr = best
-    return threshold, {"rule": "max validation MCC with ham FPR <= budget",
-                       "max_ham_fpr": max_ham_fpr, "val_mcc": mcc, "val_ham_fpr": fpr}
+    ham_scores = np.sort(scores[labels == 0])[::-1]
+    allowed = int(np.floor(max_ham_fpr * len(ham_scores) + 1e-9))  # ham that may be blocked
+    threshold = float(boundary)
+    if allowed < len(ham_scores) and ham_scores[allowed] >= threshold:
+        threshold = float(np.nextafter(ham_scores[allowed], np.inf))
+    predicted = scores >= threshold
+    fpr = float(predicted[labels == 0].mean()) if len(ham_scores) else 0.0
+    mcc = float(matthews_corrcoef(labels, predicted.astype(int))) if len(labels) else 0.0
+    return threshold, {"rule": RULE, "max_ham_fpr": max_ham_fpr, "boundary": float(boundary),
+                       "raised": threshold != float(boundary), "val_mcc": mcc,
+                       "val_ham_fpr": fpr}

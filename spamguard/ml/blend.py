@@ -1,0 +1,85 @@
+"""Blend the BERT head with the TF-IDF + SVM model into one spam score.
+
+Why: on the shipped data the frozen MiniLM head alone is a little less accurate than a
+TF-IDF + linear SVM (cross-validated MCC at most 0.947 against 0.956 on train+val), but
+the two make different mistakes. Their sum, each scaled by its spread on the validation
+split, beat the SVM alone in every repeat of a 5-fold x 4 cross-validation (MCC 0.965 vs
+0.956, ham FPR 0.07% vs 0.12%); the numbers and the alternatives tried are in the README.
+
+The blended score is ``head_logit / head_scale + svm_score / svm_scale``; its natural
+boundary is 0, where both halves are undecided on average. ``spam_probability`` is that
+score through a logistic (Platt) calibration fitted on the validation split, so the
+service's probabilities mean what they say; the calibration is monotonic, so it never
+changes a decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+def head_logit(log_probs: np.ndarray) -> np.ndarray:
+    """log p(spam) - log p(ham) from the head's (n, 2) LogSoftmax output."""
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    return log_probs[:, 1] - log_probs[:, 0]
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
+
+
+@dataclass(frozen=True)
+class Blend:
+    """How to turn a head logit and an SVM score into one score and a probability."""
+
+    head_scale: float
+    lexical_scale: float
+    platt_a: float = 1.0
+    platt_b: float = 0.0
+
+    def score(self, logits: np.ndarray, lexical: np.ndarray) -> np.ndarray:
+        """The blended score: > 0 leans spam."""
+        return (np.asarray(logits, dtype=np.float64) / self.head_scale
+                + np.asarray(lexical, dtype=np.float64) / self.lexical_scale)
+
+    def probability(self, score: np.ndarray) -> np.ndarray:
+        """Calibrated spam probability of blended scores (monotonic in the score)."""
+        return _sigmoid(self.platt_a * np.asarray(score, dtype=np.float64) + self.platt_b)
+
+    @property
+    def boundary(self) -> float:
+        """The probability at blended score 0, the natural decision boundary."""
+        return float(self.probability(np.zeros(1))[0])
+
+    @classmethod
+    def fit(cls, logits: np.ndarray, lexical: np.ndarray, labels: np.ndarray) -> Blend:
+        """Scales and calibration from validation data (never the data the halves saw).
+
+        A half with no spread (constant scores) gets scale 1 rather than a division by 0.
+        """
+        from sklearn.linear_model import LogisticRegression
+
+        logits = np.asarray(logits, dtype=np.float64)
+        lexical = np.asarray(lexical, dtype=np.float64)
+        scales = [float(x.std()) if x.size and x.std() > 1e-12 else 1.0
+                  for x in (logits, lexical)]
+        blend = cls(head_scale=scales[0], lexical_scale=scales[1])
+        labels = np.asarray(labels, dtype=int)
+        if np.unique(labels).size < 2:
+            return blend
+        z = blend.score(logits, lexical).reshape(-1, 1)
+        platt = LogisticRegression().fit(z, labels)
+        a, b = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+        if a <= 0:  # scores that do not rise with spam: keep the uncalibrated sigmoid
+            return blend
+        return cls(head_scale=scales[0], lexical_scale=scales[1], platt_a=a, platt_b=b)
+
+    def to_json(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, float]) -> Blend:
+        return cls(**{k: float(data[k]) for k in ("head_scale", "lexical_scale",
+                                                  "platt_a", "platt_b")})
