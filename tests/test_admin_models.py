@@ -12,6 +12,11 @@ def test_list_report_and_images(viewer_client, two_versions):
     report = viewer_client.get(f"/admin/models/{first}").get_data(as_text=True)
     assert "TF-IDF + SVM baseline" in report and "precision" in report
     assert "predicted spam" in report
+    # A blended model's report has three columns: the blend, its BERT half, the baseline.
+    assert report.count("<th>BERT head alone</th>") == 1
+    assert report.count('<td class="num">') >= 3 * 7
+    for name in ("lexical.json", "lexical.safetensors"):
+        assert viewer_client.get(f"/admin/models/{first}/files/{name}").status_code == 404
     image = viewer_client.get(f"/admin/models/{first}/files/pr_curve.png")
     assert image.status_code == 200 and image.data[:4] == b"\x89PNG"
     for name in ("model.json", "head.safetensors", "..%2Fmodel.json", "report.json"):

@@ -94,3 +94,9 @@ def test_load_of_broken_files_is_a_clear_error(fitted, tmp_path):
 def test_save_before_fit_is_refused(tmp_path):
     with pytest.raises(RuntimeError, match="not fitted"):
         TfidfSvmBaseline().save(tmp_path)
+
+
+def test_decision_function_equals_the_pipelines_own(fitted):
+    texts = SPAM + HAM + ["", "zzz"]
+    np.testing.assert_allclose(fitted.decision_function(texts),
+                               fitted.pipeline_.decision_function(texts), rtol=0, atol=1e-12)

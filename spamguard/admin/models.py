@@ -58,10 +58,20 @@ def model_detail(version_id: str):
     """Show a version's full classification report beside the TF-IDF baseline."""
     version = _version(version_id)
     report = load_report(version)
-    results = [report.get("model"), report.get("baseline")] if report else []
+    columns = report_columns(report) if report else []
     return render_template("admin/model.html", version=version, report=report,
-                           rows=headline_rows(results) if report else [],
+                           columns=columns,
+                           rows=headline_rows([r for _, r in columns]) if report else [],
                            images=[n for n in REPORT_IMAGES if (version.path / n).is_file()])
+
+
+def report_columns(report: dict) -> list[tuple[str, dict]]:
+    """(name, result) of the model, its parts on their own (the BERT head alone of a
+    blended model) and the baseline, as far as the report has them."""
+    columns = [("spamguard", report.get("model"))]
+    columns += list((report.get("components") or {}).items())
+    columns.append(("TF-IDF + SVM baseline", report.get("baseline")))
+    return [(name, result) for name, result in columns if isinstance(result, dict)]
 
 
 @bp.route("/models/<version_id>/files/<name>")
