@@ -100,3 +100,34 @@ def test_decision_function_equals_the_pipelines_own(fitted):
     texts = SPAM + HAM + ["", "zzz"]
     np.testing.assert_allclose(fitted.decision_function(texts),
                                fitted.pipeline_.decision_function(texts), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "nan coef", "flat coef", "format",
+                                    "short idf", "ngram range", "duplicate terms"])
+def test_damaged_files_fail_at_load_not_later(fitted, tmp_path, damage):
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    fitted.save(tmp_path)
+    meta_path, weights_path = tmp_path / "lexical.json", tmp_path / "lexical.safetensors"
+    meta, arrays = json.loads(meta_path.read_text()), load_file(str(weights_path))
+    if damage == "truncated weights":
+        weights_path.write_bytes(weights_path.read_bytes()[:100])
+    elif damage == "nan coef":
+        arrays["coef"][0, 3] = np.nan
+    elif damage == "flat coef":
+        arrays["coef"] = arrays["coef"][0].copy()
+    elif damage == "format":
+        meta["format"] = 99
+    elif damage == "short idf":
+        arrays["idf_word"] = arrays["idf_word"][:-1].copy()
+    elif damage == "ngram range":
+        meta["params"]["char_ngram_range"] = [2, 5, 7]
+    elif damage == "duplicate terms":
+        meta["vocabularies"]["word"][1] = meta["vocabularies"]["word"][0]
+    if damage != "truncated weights":
+        save_file(arrays, str(weights_path))
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="unreadable lexical model"):
+        TfidfSvmBaseline.load(tmp_path)

@@ -44,3 +44,16 @@ def test_degenerate_validation_data_does_not_divide_by_zero():
     inverted = Blend.fit(np.array([3.0, 2, -2, -3]), np.array([1.0, 1, -1, -1]),
                          np.array([0, 0, 1, 1]))
     assert inverted.platt_a == 1.0
+
+
+@pytest.mark.parametrize("data", [{}, {"head_scale": "x", "lexical_scale": 1, "platt_a": 1,
+                                       "platt_b": 0},
+                                  {"head_scale": 0, "lexical_scale": 1, "platt_a": 1,
+                                   "platt_b": 0},
+                                  {"head_scale": 1, "lexical_scale": 1, "platt_a": -2,
+                                   "platt_b": 0},
+                                  {"head_scale": float("nan"), "lexical_scale": 1,
+                                   "platt_a": 1, "platt_b": 0}])
+def test_bad_settings_are_refused(data):
+    with pytest.raises(ValueError, match="bad blend settings"):
+        Blend.from_json(data)

@@ -215,3 +215,13 @@ def test_rejects_bad_arguments(retrain) -> None:
         retrain(trigger="web")
     with pytest.raises(SpamguardError, match="metric"):
         retrain(metric="ham_fpr")
+
+
+def test_config_from_keeps_the_recipe_of_versions_made_before_the_blend() -> None:
+    from spamguard.services.retrain_steps import config_from
+
+    old = {"config": {"pooling": "mean", "lr": 0.001, "max_length": 128}}
+    assert config_from(old).lexical is False and config_from(old).lr == 0.001
+    new = {"config": {"pooling": "mean", "lr": 0.0003, "lexical": True}}
+    assert config_from(new).lexical is True
+    assert config_from(None).lexical is True  # no active version: today's default

@@ -97,8 +97,13 @@ def test_blended_score_uses_both_halves(trained, tiny_backbone):
     lexical = clf.lexical.decision_function(texts)
     expected = clf.blend.probability(clf.blend.score(logits, lexical))
     np.testing.assert_allclose(clf.predict_proba(texts), expected)
-    # Neither half alone gives the blended probability.
-    assert not np.allclose(clf.predict_proba(texts), np.exp(clf.head_log_probs(inputs)[:, 1]))
+    # Neither half alone decides the order: each half's own ranking differs from the blend's
+    # on some pair, or the blend moves when either half's score moves.
+    assert not np.allclose(clf.predict_proba(texts), clf.head_proba(inputs))
+    shifted = clf.blend.probability(clf.blend.score(logits, lexical + 0.5))
+    assert (shifted > expected).all()
+    shifted = clf.blend.probability(clf.blend.score(logits + 1.0, lexical))
+    assert (shifted > expected).all()
     with pytest.raises(ValueError, match="texts"):
         clf.proba_from_inputs(inputs)
 
@@ -114,7 +119,7 @@ def test_head_only_model_has_no_lexical_files(tmp_path, tiny_backbone):
     assert loaded.lexical is None
     inputs = loaded.inputs(["hello there"])
     np.testing.assert_allclose(loaded.predict_proba(["hello there"]),
-                               np.exp(loaded.head_log_probs(inputs)[:, 1]))
+                               loaded.head_proba(inputs))
 
 
 def test_blended_version_missing_its_lexical_model_is_refused(trained, tiny_backbone, tmp_path):
@@ -171,3 +176,40 @@ def test_hidden_size_768_backbone_trains_and_classifies(tmp_path):
     assert result.metadata["input_dim"] == 768 + len(result.metadata["features"])
     loaded = SpamClassifier.load(result.directory)  # loads the backbone by its recorded path
     assert len(loaded.classify(["hello"])) == 1
+
+
+def test_bad_blend_settings_in_model_json_are_a_model_error(trained, tiny_backbone, tmp_path):
+    import shutil
+
+    from spamguard.errors import ModelError
+
+    _, result = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(result.directory, copy)
+    meta = json.loads((copy / "model.json").read_text())
+    meta["blend"]["head_scale"] = 0
+    (copy / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="bad blend settings"):
+        SpamClassifier.load(copy, backbone=tiny_backbone)
+
+
+def test_threshold_ties_at_the_budget_edge_are_not_blocked():
+    labels = np.array([0] * 10 + [1] * 3)
+    # Three ham tie at 0.8; a budget of one ham cannot be met by blocking some of them.
+    scores = np.array([0.1] * 7 + [0.8, 0.8, 0.8] + [0.9, 0.8, 0.95])
+    threshold, info = choose_threshold(labels, scores, max_ham_fpr=0.1)
+    assert threshold > 0.8 and info["val_ham_fpr"] == 0.0
+
+
+def test_report_on_other_data_uses_the_versions_own_lexical_half(trained, tmp_path):
+    from spamguard.ml.evaluation import evaluate_version
+
+    _, result = trained
+    data = tmp_path / "other.tsv"
+    data.write_text("spam\tWIN a £500 prize, call 09061701461 now\nham\tsee you at lunch\n"
+                    "ham\tok thanks\nspam\tFREE entry, txt WIN to 87121\n", encoding="utf-8")
+    # The version's recorded training data ("sample") is not a file: only the lexical half
+    # it carries can stand in for the baseline.
+    summary, markdown = evaluate_version(result.directory, data, tmp_path / "out")
+    assert "TF-IDF + SVM" in summary
+    assert "trained on the version's training split" in markdown.read_text()

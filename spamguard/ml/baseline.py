@@ -149,36 +149,61 @@ class TfidfSvmBaseline:
     def load(cls, directory: str | Path) -> TfidfSvmBaseline:
         """Rebuild a fitted model from the files :meth:`save` wrote.
 
+        Every array is checked for shape and finite values and one text is scored, so a
+        damaged file fails here, at load time, not on every message later.
+
         Raises:
             ValueError: the files are missing, unreadable or do not fit together.
         """
-        from safetensors.numpy import load_file
-
         directory = Path(directory)
         try:
-            meta = json.loads((directory / LEXICAL_JSON).read_text(encoding="utf-8"))
-            arrays = load_file(str(directory / LEXICAL_WEIGHTS))
-            params = meta["params"]
-            model = cls(C=params["C"], class_weight=params["class_weight"],
-                        word_ngram_range=tuple(params["word_ngram_range"]),
-                        char_ngram_range=tuple(params["char_ngram_range"]),
-                        random_state=params["random_state"])
-            pipeline = model._build()
-            total = 0
-            for name, vectorizer in pipeline.named_steps["features"].transformer_list:
-                terms = meta["vocabularies"][name]
-                vectorizer.vocabulary_ = {term: i for i, term in enumerate(terms)}
-                vectorizer.idf_ = arrays[f"idf_{name}"]
-                total += len(terms)
-            svm = pipeline.named_steps["svm"]
-            svm.coef_, svm.intercept_ = arrays["coef"], arrays["intercept"]
-            svm.classes_ = np.array([0, 1])
-            svm.n_features_in_ = total
-            if svm.coef_.shape != (1, total):
-                raise ValueError(f"{svm.coef_.shape[1]} coefficients for {total} terms")
-        except (OSError, KeyError, TypeError, ValueError) as exc:
+            model = cls._rebuild(directory)
+            model.decision_function(["spamguard load check 0800 123 456"])
+        except Exception as exc:  # json, safetensors, numpy and sklearn raise many types
             raise ValueError(f"{directory}: unreadable lexical model "
                              f"({type(exc).__name__}: {exc})") from None
+        return model
+
+    @classmethod
+    def _rebuild(cls, directory: Path) -> TfidfSvmBaseline:
+        from safetensors.numpy import load_file
+
+        meta = json.loads((directory / LEXICAL_JSON).read_text(encoding="utf-8"))
+        if meta.get("format") != 1:
+            raise ValueError(f"unknown format {meta.get('format')!r}")
+        arrays = load_file(str(directory / LEXICAL_WEIGHTS))
+        params = meta["params"]
+        ranges = [tuple(params[k]) for k in ("word_ngram_range", "char_ngram_range")]
+        for low_high in ranges:
+            if (len(low_high) != 2 or not all(isinstance(n, int) for n in low_high)
+                    or not 1 <= low_high[0] <= low_high[1]):
+                raise ValueError(f"bad n-gram range {list(low_high)}")
+        model = cls(C=float(params["C"]), class_weight=params["class_weight"],
+                    word_ngram_range=ranges[0], char_ngram_range=ranges[1],
+                    random_state=int(params["random_state"]))
+        pipeline = model._build()
+        total = 0
+        for name, vectorizer in pipeline.named_steps["features"].transformer_list:
+            terms = meta["vocabularies"][name]
+            idf = arrays[f"idf_{name}"]
+            if not all(isinstance(t, str) for t in terms) or len(set(terms)) != len(terms):
+                raise ValueError(f"{name} vocabulary is not a list of distinct strings")
+            if not terms or idf.shape != (len(terms),) or not np.isfinite(idf).all():
+                raise ValueError(f"{name}: {len(terms)} terms but IDF weights of shape "
+                                 f"{idf.shape} (or not finite)")
+            vectorizer.vocabulary_ = {term: i for i, term in enumerate(terms)}
+            vectorizer.idf_ = idf
+            total += len(terms)
+        svm = pipeline.named_steps["svm"]
+        coef, intercept = arrays["coef"], arrays["intercept"]
+        if coef.shape != (1, total) or intercept.shape != (1,):
+            raise ValueError(f"coefficients of shape {coef.shape} and intercept of shape "
+                             f"{intercept.shape} for {total} terms")
+        if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+            raise ValueError("coefficients are not finite")
+        svm.coef_, svm.intercept_ = coef, intercept
+        svm.classes_ = np.array([0, 1])
+        svm.n_features_in_ = total
         model.pipeline_ = pipeline
         return model
 

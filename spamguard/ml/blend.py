@@ -55,7 +55,11 @@ class Blend:
 
     @classmethod
     def fit(cls, logits: np.ndarray, lexical: np.ndarray, labels: np.ndarray) -> Blend:
-        """Scales and calibration from validation data (never the data the halves saw).
+        """Scales and calibration from the validation split (the halves were fitted on the
+        training split; the head's early stopping also looked at validation loss).
+
+        The calibration is scikit-learn's ``LogisticRegression`` on the one blended score
+        (its default L2 penalty, C=1, hardly matters for two parameters and 672 messages).
 
         A half with no spread (constant scores) gets scale 1 rather than a division by 0.
         """
@@ -81,5 +85,19 @@ class Blend:
 
     @classmethod
     def from_json(cls, data: dict[str, float]) -> Blend:
-        return cls(**{k: float(data[k]) for k in ("head_scale", "lexical_scale",
-                                                  "platt_a", "platt_b")})
+        """Read the blend settings of ``model.json``.
+
+        Raises:
+            ValueError: a value is missing, not a finite number, or a scale or the
+                calibration slope is not positive (which would flip or blank scores).
+        """
+        try:
+            values = {k: float(data[k]) for k in ("head_scale", "lexical_scale",
+                                                  "platt_a", "platt_b")}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad blend settings ({type(exc).__name__}: {exc})") from None
+        if not all(np.isfinite(v) for v in values.values()):
+            raise ValueError("bad blend settings (not finite)")
+        if min(values["head_scale"], values["lexical_scale"], values["platt_a"]) <= 0:
+            raise ValueError("bad blend settings (scales and slope must be positive)")
+        return cls(**values)

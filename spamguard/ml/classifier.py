@@ -69,7 +69,10 @@ class SpamClassifier:
         self.backbone, self.head, self.metadata = backbone, head, metadata
         self.head.eval()
         self.lexical = lexical
-        self.blend = Blend.from_json(metadata["blend"]) if metadata.get("blend") else None
+        try:
+            self.blend = Blend.from_json(metadata["blend"]) if metadata.get("blend") else None
+        except ValueError as exc:
+            raise ModelError(f"model {metadata.get('version', '')}: {exc}") from None
         if (self.blend is None) != (lexical is None):
             raise ModelError("a blended model needs both its blend settings and its "
                              "lexical model")
@@ -120,18 +123,18 @@ class SpamClassifier:
             state = load_file(str(directory / WEIGHTS_FILE))
         except (FileNotFoundError, OSError) as exc:
             raise ModelError(f"{directory}: cannot read {WEIGHTS_FILE} ({exc})") from None
+        lexical = None
+        if metadata.get("blend"):  # before the (slow, first-time) ONNX export
+            try:
+                lexical = TfidfSvmBaseline.load(directory)
+            except ValueError as exc:
+                raise ModelError(str(exc)) from None
         if onnx_dir is None and cache_root is not None:
             onnx_dir = Path(cache_root) / "onnx"
         # A no-op for a reused backbone that already runs as asked.
         backbone = with_runtime(backbone, runtime, folder=onnx_dir, int8=quantize)
         head = BertArch(metadata["input_dim"], **metadata.get("head", {}))
         head.load_state_dict(state)
-        lexical = None
-        if metadata.get("blend"):
-            try:
-                lexical = TfidfSvmBaseline.load(directory)
-            except ValueError as exc:
-                raise ModelError(str(exc)) from None
         return cls(backbone=backbone, head=head, metadata=metadata, cache_root=cache_root,
                    batch_size=batch_size, lexical=lexical)
 
@@ -153,19 +156,26 @@ class SpamClassifier:
             return np.zeros(0, dtype=np.float64)
         return self.proba_from_inputs(self.inputs(texts, progress), texts)
 
+    def _head(self, inputs: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.head(torch.from_numpy(np.asarray(inputs, dtype=np.float32)))
+
     def head_log_probs(self, inputs: np.ndarray) -> np.ndarray:
         """The head's (n, 2) log-probabilities (ham, spam) for precomputed inputs."""
-        with torch.inference_mode():
-            log_probs = self.head(torch.from_numpy(np.asarray(inputs, dtype=np.float32)))
-        return log_probs.double().numpy()
+        return self._head(inputs).double().numpy()
+
+    def head_proba(self, inputs: np.ndarray) -> np.ndarray:
+        """The head's own spam probability (exp in float32 first, exactly as versions
+        trained before the blend computed it, so their thresholds still mean the same)."""
+        return self._head(inputs)[:, 1].exp().double().numpy()
 
     def proba_from_inputs(self, inputs: np.ndarray, texts: Sequence[str] | None = None
                           ) -> np.ndarray:
         """Spam probability from precomputed head inputs (and, for a blended model, the
         texts they came from)."""
-        log_probs = self.head_log_probs(inputs)
         if self.blend is None:
-            return np.exp(log_probs[:, 1])
+            return self.head_proba(inputs)
+        log_probs = self.head_log_probs(inputs)
         if texts is None or len(texts) != len(log_probs):
             raise ValueError("a blended model needs the texts of its inputs")
         lexical = self.lexical.decision_function(texts)

@@ -47,16 +47,21 @@ def evaluate_version(directory: Path, data_path: Path, out: Path) -> tuple[str, 
     test = load_labelled(data_path)
     scores = classifier.predict_proba(test.texts)
     model_eval = reporting.evaluate(test.labels, scores, classifier.threshold)
-    train = training_split(classifier.metadata)
-    baseline_eval = baseline_scores = None
+    # A blended version carries the baseline, fitted on its training split, as its
+    # lexical half; otherwise refit it from the recorded training data, if still there.
+    baseline = classifier.lexical
+    train = None if baseline is not None else training_split(classifier.metadata)
     if train is not None:
         baseline = TfidfSvmBaseline(random_state=classifier.metadata.get("seed", 0))
-        baseline_scores = baseline.fit(train.texts, train.labels).decision_function(test.texts)
+        baseline.fit(train.texts, train.labels)
+    baseline_eval = baseline_scores = None
+    if baseline is not None:
+        baseline_scores = baseline.decision_function(test.texts)
         baseline_eval = reporting.evaluate(test.labels, baseline_scores, 0.0,
                                            probabilities=False)
     info = {"model version": classifier.version, "evaluated on": str(data_path),
             "messages": len(test),
-            "baseline": "trained on the version's training split" if train is not None
+            "baseline": "trained on the version's training split" if baseline is not None
             else "not shown: the version's training data is no longer at its recorded path"}
     files = reporting.write_report(
         out, title=f"spamguard model {classifier.version} on {data_path.name}",

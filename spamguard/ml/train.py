@@ -182,8 +182,7 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     timing["baseline_s"] = time.perf_counter() - mark
     classifier = SpamClassifier(backbone=backbone, head=fit.head, metadata=metadata,
                                 cache_root=cache_root, batch_size=config.batch_size)
-    head_only = {name: np.exp(classifier.head_log_probs(inputs[name])[:, 1])
-                 for name in ("val", "test")}
+    head_only = {name: classifier.head_proba(inputs[name]) for name in ("val", "test")}
     boundary = 0.5
     if config.lexical:
         blend = Blend.fit(head_logit(classifier.head_log_probs(inputs["val"])),

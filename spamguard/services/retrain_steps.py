@@ -112,10 +112,17 @@ def prepare_data(*, session_factory: sessionmaker[Session], settings: Settings,
 
 
 def config_from(metadata: dict[str, Any] | None) -> TrainConfig:
-    """The active version's training settings (same pooling and length hit the cache)."""
+    """The active version's training settings (same pooling and length hit the cache).
+
+    A version trained before the TF-IDF + SVM blend existed records no ``lexical``: it is
+    retrained as it was made, head only (``spamguard train`` makes a blended one).
+    """
     recorded = (metadata or {}).get("config") or {}
     known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in recorded.items() if k in known})
+    settings = {k: v for k, v in recorded.items() if k in known}
+    if recorded:
+        settings.setdefault("lexical", False)
+    return TrainConfig(**settings)
 
 
 def backbone_location(metadata: dict[str, Any] | None, settings: Settings) -> str | None:
