@@ -82,7 +82,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temporary home")
     parser.add_argument("--quantize", action="store_true",
                         help="serve with SPAMGUARD_QUANTIZE=1 (int8 backbone)")
-    parser.add_argument("--runtime", choices=["onnx", "torch"], default=None,
+    parser.add_argument("--runtime", choices=["onnx", "torch", "torch-bf16"], default=None,
                         help="SPAMGUARD_RUNTIME for the server (default: its own default)")
     return parser.parse_args()
 

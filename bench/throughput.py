@@ -302,7 +302,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         classifiers = {"spamguard fp32 (torch)": fp32,
                        "spamguard fp32 (onnx, default)": variant("onnx", False),
                        "spamguard int8 (torch)": variant("torch", True),
-                       "spamguard int8 (onnx, --quantize)": variant("onnx", True)}
+                       "spamguard int8 (onnx, --quantize)": variant("onnx", True),
+                       "spamguard bf16 (torch-bf16)": variant("torch-bf16", False)}
     pipe = hf_pipeline(resolve(fp32.backbone.name)[1])
     baseline = TfidfSvmBaseline(random_state=42).fit(parts.train.texts, parts.train.labels)
     print(f"model {fp32.version} ({fp32.backbone.name}); {len(test.texts)} test messages; "
@@ -319,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(padding_note(fp32, test.texts) + "\n")
     print(table(["compute", "GFLOP/s", "of torch.mm"], gflops_rows(args, classifiers,
                                                                    test.texts)))
-    print("(int8 rows: fp32-equivalent FLOPs per second; target for fp32 >= 60%)\n")
+    print("(int8 and bf16 rows: fp32-equivalent FLOPs per second; target for fp32 >= 60%)\n")
     if args.sweep:
         print(table(["spamguard fp32 batch size", "messages/s"], sweep_rows(args, fp32,
                                                                            test.texts)) + "\n")

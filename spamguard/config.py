@@ -14,7 +14,7 @@ PLACEHOLDER_SECRET = "dev-insecure-change-me"
 # Metrics retraining may compare candidate and active models on (settings.retrain_metric).
 GATE_METRICS = ("mcc", "spam_f1", "accuracy", "roc_auc", "spam_precision", "spam_recall")
 # Backbone runtimes (spamguard.ml.onnx_runtime.RUNTIMES; repeated so config imports no torch).
-RUNTIMES = ("onnx", "torch")
+RUNTIMES = ("onnx", "torch", "torch-bf16")
 # The shipped labelled data set (beside the package; installed editable).
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "sms_spam_collection.tsv"
 
@@ -42,7 +42,7 @@ class Settings:
     rate_limit_storage_uri: str = "memory://"  # per worker; redis://... to share limits
     pending_drain_batch: int = 32  # pending messages a worker classifies after a request
     quantize: bool = False  # serve with int8 dynamic quantisation (docs/performance.md)
-    runtime: str = "onnx"  # backbone runtime for serving and classify: "onnx" or "torch"
+    runtime: str = "onnx"  # backbone runtime for serving and classify (RUNTIMES)
     base_data: str = ""  # retraining's base data set; empty: DEFAULT_DATA
     retrain_min_new_reviews: int = 20  # fewer new reviews since the last run: skip
     retrain_metric: str = "mcc"  # compared on the fixed evaluation set
@@ -109,9 +109,12 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
         else:
             extra[key] = value
     settings = replace(settings, **values)
+    if settings.quantize and settings.runtime == "torch-bf16":
+        raise ValueError("SPAMGUARD_QUANTIZE=1 and SPAMGUARD_RUNTIME=torch-bf16 exclude each "
+                         "other: choose int8 or bf16")
     if settings.runtime not in RUNTIMES:
         raise ValueError(f"SPAMGUARD_RUNTIME={settings.runtime!r} is not valid: choose "
-                         f"{' or '.join(RUNTIMES)}")
+                         f"{', '.join(RUNTIMES)}")
     if extra:
         settings = replace(settings, extra={**settings.extra, **extra})
     return settings

@@ -168,7 +168,7 @@ def test_classifier_on_onnx_scores_like_pytorch(tiny_model_dir, tiny_backbone, t
     assert np.abs(int8.predict_proba(TEXTS) - tiny_classifier.predict_proba(TEXTS)).max() < 0.25
 
 
-@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+@pytest.mark.parametrize("runtime", ["onnx", "torch", "torch-bf16"])
 def test_classify_cli_runtime_option(tiny_model_dir, tmp_path, runtime):
     from click.testing import CliRunner
 

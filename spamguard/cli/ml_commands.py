@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from spamguard.cli.context import CliContext, pass_ctx
-from spamguard.config import DEFAULT_DATA
+from spamguard.config import DEFAULT_DATA, RUNTIMES
 from spamguard.errors import ModelError
 
 
@@ -83,8 +83,9 @@ def register(cli: click.Group) -> None:
     @click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
     @click.option("--quantize", is_flag=True, help="Run the backbone with int8 Linear layers "
                   "(faster on CPU, scores shift slightly; see docs/performance.md).")
-    @click.option("--runtime", type=click.Choice(["onnx", "torch"]), default=None,
-                  help="Backbone runtime (default: SPAMGUARD_RUNTIME, else onnx).")
+    @click.option("--runtime", type=click.Choice(list(RUNTIMES)), default=None,
+                  help="Backbone runtime (default: SPAMGUARD_RUNTIME, else onnx); torch-bf16 "
+                       "pays off on CPUs with bf16 matrix units (docs/performance.md).")
     @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path),
                     default="-")
     @pass_ctx

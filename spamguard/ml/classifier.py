@@ -102,8 +102,10 @@ class SpamClassifier:
             quantize: run the backbone with int8 dynamically quantised Linear layers
                 (faster on CPUs with int8 instructions; scores shift slightly, see
                 docs/performance.md).
-            runtime: ``"torch"`` (PyTorch eager) or ``"onnx"`` (the backbone exported once
-                to ONNX and run by ONNX Runtime: same scores in fp32, faster).
+            runtime: ``"torch"`` (PyTorch eager), ``"onnx"`` (the backbone exported once
+                to ONNX and run by ONNX Runtime: same scores in fp32, faster) or
+                ``"torch-bf16"`` (PyTorch in bfloat16: much faster on CPUs with bf16
+                matrix units, scores shift slightly; not with ``quantize``).
             onnx_dir: where exported graphs are kept (default: ``cache_root/onnx``).
 
         Raises:

@@ -25,14 +25,15 @@ MAX_SHARDS = 16
 
 
 def pool(output, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Reduce token states to one vector per text."""
-    hidden = output.last_hidden_state
+    """Reduce token states to one vector per text (in float32, whatever the backbone's
+    number format: a bf16 sum over 100 tokens would lose digits)."""
+    hidden = output.last_hidden_state.float()
     if pooling == "cls":
         return hidden[:, 0]
     if pooling == "pooler":
         if getattr(output, "pooler_output", None) is None:
             raise ValueError("this backbone has no pooler output; use mean or cls pooling")
-        return output.pooler_output
+        return output.pooler_output.float()
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
     if pooling == "mean":

@@ -36,7 +36,8 @@ from torch import nn
 from spamguard.errors import ModelError
 from spamguard.ml.backbone import Backbone, _int8_layers, freeze
 
-RUNTIMES = ("onnx", "torch")
+# "torch-bf16": PyTorch with bfloat16 weights (fast only on CPUs with bf16 matrix units).
+RUNTIMES = ("onnx", "torch", "torch-bf16")
 OPSET = 17
 # int8 recipe: per-channel weight scales, FFN output projections fp32 (see quantize()).
 # Change the tag with the recipe: it names the graph file and the embedding-cache space.
@@ -256,15 +257,23 @@ def onnx_backbone(backbone: Backbone, folder: str | Path, *, int8: bool = False)
 
 def with_runtime(backbone: Backbone, runtime: str, *, folder: str | Path | None,
                  int8: bool = False) -> Backbone:
-    """``backbone`` on the asked runtime (``"onnx"`` or ``"torch"``), int8 if asked."""
-    from spamguard.ml.backbone import quantize_backbone
+    """``backbone`` on the asked runtime (one of :data:`RUNTIMES`), int8 if asked."""
+    from spamguard.ml.backbone import bf16_backbone, native_bf16, quantize_backbone
 
     if runtime not in RUNTIMES:
         raise ModelError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
-    if runtime == "torch":
+    if runtime.startswith("torch"):
         if isinstance(backbone.model, OnnxEncoder):
             raise ModelError("this backbone already runs on ONNX Runtime; load it again "
-                             "for the torch runtime")
+                             f"for the {runtime} runtime")
+        if runtime == "torch-bf16":
+            if int8:
+                raise ModelError("int8 quantisation and the torch-bf16 runtime exclude each "
+                                 "other: choose one")
+            if not native_bf16():
+                log.warning("this CPU has no bf16 matrix instructions: the torch-bf16 "
+                            "runtime will be slower than torch")
+            return bf16_backbone(backbone)
         return quantize_backbone(backbone) if int8 else backbone
     if folder is None:  # a private folder: never load a graph another user could plant
         folder = Path.home() / ".cache" / "spamguard" / "onnx"

@@ -1,0 +1,71 @@
+"""The torch-bf16 runtime: a bfloat16 copy of the backbone, opt-in, cached apart."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spamguard.config import load_settings
+from spamguard.errors import ModelError
+from spamguard.ml.backbone import bf16_backbone
+from spamguard.ml.classifier import SpamClassifier
+from spamguard.ml.embeddings import CachedEncoder, encode
+from spamguard.ml.onnx_runtime import with_runtime
+
+TEXTS = ["WIN a FREE prize now! Call 09061701461", "see you at 6 at the station",
+         "URGENT your account is suspended visit http://bit.ly/x", "ok thanks"]
+
+
+@pytest.fixture(scope="module")
+def bf16(tiny_backbone):
+    return bf16_backbone(tiny_backbone)
+
+
+def test_bf16_copy_is_frozen_and_leaves_the_source_alone(tiny_backbone, bf16):
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in tiny_backbone.model.parameters()} == {torch.float32}
+    assert not any(p.requires_grad for p in bf16.model.parameters())
+    assert not any(m.training for m in bf16.model.modules())
+    assert bf16.hash == tiny_backbone.hash and bf16.variant == "bf16"
+    assert bf16.cache_key != tiny_backbone.cache_key
+    assert bf16_backbone(bf16) is bf16
+
+
+def test_bf16_embeddings_are_float32_and_close_to_fp32(tiny_backbone, bf16):
+    ref = encode(tiny_backbone, TEXTS)
+    out = encode(bf16, TEXTS)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    cosine = (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cosine.min() > 0.99
+    assert not np.array_equal(out, ref)  # it really ran in bf16
+
+
+def test_bf16_embeddings_are_cached_apart(tiny_backbone, bf16, tmp_path):
+    CachedEncoder(tiny_backbone, tmp_path)(TEXTS)
+    encoder = CachedEncoder(bf16, tmp_path)
+    encoder(TEXTS)
+    assert encoder.computed == len(TEXTS)  # the fp32 vectors were not reused
+
+
+def test_runtime_option_and_its_conflicts(tiny_backbone, tiny_model_dir, monkeypatch):
+    assert with_runtime(tiny_backbone, "torch-bf16", folder=None).variant == "bf16"
+    with pytest.raises(ModelError, match="exclude each other"):
+        with_runtime(tiny_backbone, "torch-bf16", folder=None, int8=True)
+    clf = SpamClassifier.load(tiny_model_dir, backbone=tiny_backbone, runtime="torch-bf16")
+    assert clf.backbone.variant == "bf16" and len(clf.classify(TEXTS)) == len(TEXTS)
+    monkeypatch.setenv("SPAMGUARD_RUNTIME", "torch-bf16")
+    assert load_settings().runtime == "torch-bf16"
+    monkeypatch.setenv("SPAMGUARD_QUANTIZE", "1")
+    with pytest.raises(ValueError, match="exclude each other"):
+        load_settings()
+
+
+def test_a_cpu_without_bf16_units_gets_a_warning(tiny_backbone, monkeypatch, caplog):
+    import torch.cpu
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    with caplog.at_level("WARNING"):
+        assert with_runtime(tiny_backbone, "torch-bf16", folder=None).variant == "bf16"
+    assert "no bf16 matrix instructions" in caplog.text
