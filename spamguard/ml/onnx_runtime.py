@@ -274,6 +274,8 @@ def with_runtime(backbone: Backbone, runtime: str, *, folder: str | Path | None,
                 log.warning("this CPU has no bf16 matrix instructions: the torch-bf16 "
                             "runtime will be slower than torch")
             return bf16_backbone(backbone)
+        if backbone.variant == "bf16":
+            raise ModelError("this backbone runs in bf16; load it again for the torch runtime")
         return quantize_backbone(backbone) if int8 else backbone
     if folder is None:  # a private folder: never load a graph another user could plant
         folder = Path.home() / ".cache" / "spamguard" / "onnx"
