@@ -103,23 +103,15 @@ def test_running_app_switches_without_restart(make_app, second_version, install_
     assert after.get_json()["model_version"] == "second-version"
 
 
-def test_quantize_setting_serves_an_int8_backbone(db_session, tiny_model_dir, second_version):
+@pytest.mark.parametrize(("options", "variant"), [({"quantize": True}, "int8"),
+                                                  ({"runtime": "torch-bf16"}, "bf16")])
+def test_number_format_settings_serve_that_backbone(db_session, tiny_model_dir, second_version,
+                                                    options, variant):
     register(db_session, tiny_model_dir)
-    provider = ModelProvider(check_seconds=0, quantize=True)
+    provider = ModelProvider(check_seconds=0, **options)
     first = provider.get(session=db_session)
-    assert first.backbone.variant == "int8"
+    assert first.backbone.variant == variant
     assert 0.0 <= float(first.predict_proba(["WIN a prize now"])[0]) <= 1.0
     register(db_session, second_version)
     switched = provider.get(session=db_session)
-    assert switched.backbone is first.backbone  # reused, not quantised a second time
-
-
-def test_bf16_runtime_serves_a_bf16_backbone(db_session, tiny_model_dir, second_version):
-    register(db_session, tiny_model_dir)
-    provider = ModelProvider(check_seconds=0, runtime="torch-bf16")
-    first = provider.get(session=db_session)
-    assert first.backbone.variant == "bf16"
-    assert 0.0 <= float(first.predict_proba(["WIN a prize now"])[0]) <= 1.0
-    register(db_session, second_version)
-    switched = provider.get(session=db_session)
-    assert switched.backbone is first.backbone  # reused, not copied a second time
+    assert switched.backbone is first.backbone  # reused, not converted a second time
