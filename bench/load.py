@@ -37,6 +37,8 @@ import numpy as np
 import requests
 from twilio.request_validator import RequestValidator
 
+from spamguard.config import check_number_format
+
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-twilio-token"
 
@@ -85,8 +87,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runtime", choices=["onnx", "torch", "torch-bf16"], default=None,
                         help="SPAMGUARD_RUNTIME for the server (default: its own default)")
     args = parser.parse_args()
-    if args.quantize and args.runtime == "torch-bf16":
-        parser.error("--quantize and --runtime torch-bf16 exclude each other")
+    try:
+        check_number_format(args.runtime or "onnx", args.quantize)
+    except ValueError as exc:
+        parser.error(str(exc))
     return args
 
 

@@ -15,6 +15,19 @@ PLACEHOLDER_SECRET = "dev-insecure-change-me"
 GATE_METRICS = ("mcc", "spam_f1", "accuracy", "roc_auc", "spam_precision", "spam_recall")
 # Backbone runtimes (spamguard.ml.onnx_runtime.RUNTIMES; repeated so config imports no torch).
 RUNTIMES = ("onnx", "torch", "torch-bf16")
+
+
+def check_number_format(runtime: str, quantize: bool) -> None:
+    """Refuse int8 quantisation on the bf16 runtime (one backbone has one number format).
+
+    Raises:
+        ValueError: both were asked for.
+    """
+    if quantize and runtime == "torch-bf16":
+        raise ValueError("int8 quantisation (SPAMGUARD_QUANTIZE, --quantize) and the "
+                         "torch-bf16 runtime exclude each other: choose int8 or bf16")
+
+
 # The shipped labelled data set (beside the package; installed editable).
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "sms_spam_collection.tsv"
 
@@ -109,12 +122,10 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
         else:
             extra[key] = value
     settings = replace(settings, **values)
-    if settings.quantize and settings.runtime == "torch-bf16":
-        raise ValueError("SPAMGUARD_QUANTIZE=1 and SPAMGUARD_RUNTIME=torch-bf16 exclude each "
-                         "other: choose int8 or bf16")
     if settings.runtime not in RUNTIMES:
         raise ValueError(f"SPAMGUARD_RUNTIME={settings.runtime!r} is not valid: choose "
                          f"{', '.join(RUNTIMES)}")
+    check_number_format(settings.runtime, settings.quantize)
     if extra:
         settings = replace(settings, extra={**settings.extra, **extra})
     return settings

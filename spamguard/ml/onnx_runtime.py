@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from spamguard.config import check_number_format
 from spamguard.errors import ModelError
 from spamguard.ml.backbone import Backbone, _int8_layers, freeze
 
@@ -262,20 +263,23 @@ def with_runtime(backbone: Backbone, runtime: str, *, folder: str | Path | None,
 
     if runtime not in RUNTIMES:
         raise ModelError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
+    try:
+        check_number_format(runtime, int8)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
     if runtime.startswith("torch"):
         if isinstance(backbone.model, OnnxEncoder):
             raise ModelError("this backbone already runs on ONNX Runtime; load it again "
                              f"for the {runtime} runtime")
-        if runtime == "torch-bf16":
-            if int8:
-                raise ModelError("int8 quantisation and the torch-bf16 runtime exclude each "
-                                 "other: choose one")
+        wanted = "bf16" if runtime == "torch-bf16" else "int8" if int8 else "fp32"
+        if backbone.variant not in ("fp32", wanted):  # only an fp32 backbone is converted
+            raise ModelError(f"this backbone runs in {backbone.variant}; load it again for "
+                             f"the {runtime} runtime{' with int8' if int8 else ''}")
+        if wanted == "bf16":
             if not native_bf16():
                 log.warning("this CPU has no bf16 matrix instructions: the torch-bf16 "
                             "runtime will be slower than torch")
             return bf16_backbone(backbone)
-        if backbone.variant == "bf16":
-            raise ModelError("this backbone runs in bf16; load it again for the torch runtime")
         return quantize_backbone(backbone) if int8 else backbone
     if folder is None:  # a private folder: never load a graph another user could plant
         folder = Path.home() / ".cache" / "spamguard" / "onnx"
