@@ -44,6 +44,15 @@ def test_base_only_counts_duplicates_once(db_session_factory) -> None:
     assert training.counts["total"] == 4 and training.max_review_id is None
 
 
+def test_base_label_conflict_keeps_first_copy_as_spam(db_session_factory) -> None:
+    base = LabelledData(["Free entry today", "see you", "FREE ENTRY today!!"], np.array([0, 0, 1]))
+    with session_scope(db_session_factory) as session:
+        training = build_training_set(session=session, base=base, exclude=set())
+    assert _labels(training) == {"Free entry today": 1, "see you": 0}
+    assert training.data.origins == ["base:0", "base:1"]
+    assert training.counts["base_unique"] == 2
+
+
 def test_reviews_override_base_labels_and_add_new_texts(db_session_factory) -> None:
     store_reviews(db_session_factory, [("RUNNING LATE sorry!!", "spam"),
                                        ("brand new message", "ham"),

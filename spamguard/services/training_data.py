@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from spamguard.errors import DataError
-from spamguard.ml.data import LABEL_NAMES, LabelledData, text_hash
+from spamguard.ml.data import LABEL_NAMES, LabelledData, dedupe, text_hash
 from spamguard.models import Message, Review
 
 LABEL_IDS = {name: i for i, name in enumerate(LABEL_NAMES)}
@@ -83,15 +83,12 @@ def build_training_set(*, session: Session, base: LabelledData, exclude: Collect
     Returns:
         One message per normalised text, with counts for the training run's record.
     """
-    merged: dict[str, tuple[str, int, str]] = {}
     origins = base.origins or [f"base:{i}" for i in range(len(base))]
-    for text, label, origin in zip(base.texts, base.labels, origins, strict=True):
-        key = text_hash(text)
-        if key in merged:  # as ml.data.dedupe: the first copy stays, spam wins a conflict
-            first_text, first_label, first_origin = merged[key]
-            merged[key] = (first_text, max(first_label, int(label)), first_origin)
-        else:
-            merged[key] = (text, int(label), origin)
+    # ml.data.dedupe: one message per normalised text, the first copy stays, spam wins.
+    unique, _ = dedupe(LabelledData(base.texts, base.labels, origins))
+    merged: dict[str, tuple[str, int, str]] = {
+        text_hash(text): (text, int(label), origin)
+        for text, label, origin in zip(unique.texts, unique.labels, unique.origins, strict=True)}
     base_unique = len(merged)
     reviews = latest_reviews(session, up_to=up_to_review)
     overridden = confirmed = 0
