@@ -68,9 +68,10 @@ def model_detail(version_id: str):
 def report_columns(report: dict) -> list[tuple[str, dict]]:
     """(name, result) of the model, its parts on their own (the BERT head alone of a
     blended model) and the baseline, as far as the report has them."""
-    columns = [("spamguard", report.get("model"))]
-    columns += list((report.get("components") or {}).items())
-    columns.append(("TF-IDF + SVM baseline", report.get("baseline")))
+    from spamguard.ml.report import named_results
+
+    columns = named_results(report.get("model"), report.get("baseline"),
+                            report.get("components"), baseline_name="TF-IDF + SVM baseline")
     return [(name, result) for name, result in columns if isinstance(result, dict)]
 
 

@@ -133,13 +133,14 @@ def _headline_rows(models: Sequence[Result]) -> list[list[str]]:
     return rows
 
 
-def _named(model: Result, baseline: Result | None,
-           components: Mapping[str, Result] | None = None) -> list[tuple[str, Result]]:
+def named_results(model: Result, baseline: Result | None,
+                  components: Mapping[str, Result] | None = None, *,
+                  baseline_name: str = BASELINE_NAME) -> list[tuple[str, Result]]:
     """Pair each present result with its display name: the model, its components (such as
-    the BERT head alone), then the baseline."""
+    the BERT head alone), then the baseline (reports and the admin model page)."""
     pairs = [(MODEL_NAME, model), *(components or {}).items()]
     if baseline is not None:
-        pairs.append((BASELINE_NAME, baseline))
+        pairs.append((baseline_name, baseline))
     return pairs
 
 
@@ -161,7 +162,7 @@ def render_summary(model: Result, baseline: Result | None = None,
     Returns:
         The table as a multi-line string without a trailing newline.
     """
-    named = _named(model, baseline, components)
+    named = named_results(model, baseline, components)
     rows = [["metric", *(name for name, _ in named)]]
     rows += _headline_rows([m for _, m in named])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -286,7 +287,7 @@ def write_report(
     if (baseline is None) != (baseline_scores is None):
         raise ValueError("pass baseline and baseline_scores together")
     y = np.asarray(y_true, dtype=int)
-    named = _named(model, baseline, {name: result for name, result, _ in components})
+    named = named_results(model, baseline, {name: result for name, result, _ in components})
     all_scores = [model_scores, *(scores for _, _, scores in components)]
     if baseline_scores is not None:
         all_scores.append(baseline_scores)
