@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from spamguard.models import Message, Verdict
 from spamguard.services import messages, registry
@@ -35,6 +35,14 @@ def version_id(db_session, make_version_dir) -> str:
                                         version_dir=make_version_dir("v1"))
     db_session.commit()
     return version.id
+
+
+@pytest.fixture(params=["on-conflict-do-nothing", "catch-integrity-error"])
+def store_path(request, monkeypatch) -> str:
+    """Both ways of storing: the PostgreSQL/SQLite upsert and the other databases' path."""
+    if request.param == "catch-integrity-error":
+        monkeypatch.setattr(messages, "_insert_ignoring_duplicates", lambda session: None)
+    return request.param
 
 
 def ingest(session, classifier, external_id="SM1", body="Win a prize now", **kwargs):
@@ -71,7 +79,8 @@ def test_failing_classifier_keeps_message_pending(db_session, version_id):
     assert counts(db_session) == (1, 0)
 
 
-def test_retry_returns_first_row_and_classifies_if_pending(db_session, version_id):
+def test_retry_returns_first_row_and_classifies_if_pending(db_session, version_id,
+                                                            store_path):
     first = ingest(db_session, None)
     again = ingest(db_session, FakeClassifier(version_id))
     assert not again.created and again.message.id == first.message.id
@@ -81,13 +90,14 @@ def test_retry_returns_first_row_and_classifies_if_pending(db_session, version_i
     assert third.verdict is None and counts(db_session) == (1, 1)
 
 
-def test_messages_without_external_id_are_all_kept(db_session, version_id):
+def test_messages_without_external_id_are_all_kept(db_session, version_id, store_path):
     ingest(db_session, None, external_id=None)
     ingest(db_session, None, external_id=None)
     assert counts(db_session) == (2, 0)
 
 
-def test_concurrent_retries_store_one_message(db_session_factory, db_backend, version_id):
+def test_concurrent_retries_store_one_message(db_session_factory, db_backend, version_id,
+                                              store_path):
     """Eight threads deliver the same MessageSid at once: one row, one verdict."""
     barrier, errors = threading.Barrier(8), []
 
@@ -110,7 +120,7 @@ def test_concurrent_retries_store_one_message(db_session_factory, db_backend, ve
 
 
 def test_insert_first_looks_up_only_on_conflict(db_session, db_session_factory, version_id,
-                                                monkeypatch):
+                                                monkeypatch, store_path):
     """A new message costs one INSERT; a delivery stored by another session (a retry, or a
     race between workers) hits the unique index and the existing row is returned."""
     real_find = messages.find_message
@@ -155,3 +165,21 @@ def test_get_message_loads_verdicts(db_session, version_id):
     message = messages.get_message(session=db_session, message_id=result.message.id)
     assert [v.label for v in message.verdicts] == ["spam"]
     assert messages.get_message(session=db_session, message_id=10**6) is None
+
+
+def test_retried_delivery_is_not_a_failed_statement(db_session, version_id):
+    """On PostgreSQL and SQLite a retry is ON CONFLICT DO NOTHING, not a duplicate-key error
+    (PostgreSQL logs every failed statement as an ERROR in the server log)."""
+    engine, failed = db_session.get_bind(), []
+
+    def record(context) -> None:
+        failed.append(context.original_exception)
+
+    event.listen(engine, "handle_error", record)
+    try:
+        first = ingest(db_session, None, external_id="SM-retry")
+        again = ingest(db_session, FakeClassifier(version_id), external_id="SM-retry")
+    finally:
+        event.remove(engine, "handle_error", record)
+    assert first.created and not again.created and again.message.id == first.message.id
+    assert failed == [] and counts(db_session) == (1, 1)

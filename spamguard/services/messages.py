@@ -85,23 +85,58 @@ def _store(*, session: Session, gateway: str, external_id: str | None,
     """Insert and commit the message, or return the row an earlier delivery stored.
 
     Insert first, look up only on a conflict: retries are the exception, so the common
-    case costs one statement, and the unique index decides races between workers.
+    case costs one statement, and the unique index decides races between workers. On
+    PostgreSQL and SQLite the insert says ``ON CONFLICT DO NOTHING``, so a retried delivery
+    is not a failed statement: PostgreSQL would log each one as a duplicate-key ERROR.
     """
-    message = Message(gateway=gateway, external_id=external_id, verdict_status="pending",
-                      text_hash=text_hash(fields["body"]), **fields)
+    values = {"gateway": gateway, "external_id": external_id, "verdict_status": "pending",
+              "text_hash": text_hash(fields["body"]), **fields}
+    upsert = _insert_ignoring_duplicates(session)
+    if upsert is None:
+        return _store_catching_conflict(session, values)
+    statement = (upsert(Message).values(**values)
+                 .on_conflict_do_nothing(index_elements=["gateway", "external_id"])
+                 .returning(Message))
+    message = session.scalars(statement).first()
+    session.commit()
+    if message is not None:
+        return message, True
+    return _earlier_delivery(session, gateway, external_id), False
+
+
+def _insert_ignoring_duplicates(session: Session):
+    """The dialect's ``insert`` that has ``on_conflict_do_nothing`` (None elsewhere)."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        return None
+    return dialect_insert
+
+
+def _store_catching_conflict(session: Session, values: dict[str, Any]) -> tuple[Message, bool]:
+    """Other databases: insert, and on a unique-index conflict return the earlier row."""
+    message = Message(**values)
     session.add(message)
     try:
         session.commit()
     except IntegrityError:
-        # An earlier (or concurrent) delivery stored this (gateway, external_id): use its row.
         session.rollback()
-        if external_id is None:
+        if values["external_id"] is None:
             raise
-        existing = find_message(session=session, gateway=gateway, external_id=external_id)
-        if existing is None:
-            raise
-        return existing, False
+        return _earlier_delivery(session, values["gateway"], values["external_id"]), False
     return message, True
+
+
+def _earlier_delivery(session: Session, gateway: str, external_id: str | None) -> Message:
+    """The row an earlier (or concurrent, now committed) delivery stored."""
+    existing = (find_message(session=session, gateway=gateway, external_id=external_id)
+                if external_id is not None else None)
+    if existing is None:  # the conflicting row vanished: not expected, never silent
+        raise RuntimeError(f"message {gateway}/{external_id} conflicted but was not found")
+    return existing
 
 
 def classify_messages(*, session: Session, classifier: Any,
