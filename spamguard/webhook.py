@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from flask import Blueprint, Flask, Response, request
 from twilio.request_validator import RequestValidator, get_signature_algorithm
@@ -15,6 +15,7 @@ bp = Blueprint("webhook", __name__, url_prefix="/webhook")
 log = logging.getLogger("spamguard.webhook")
 GATEWAY = "twilio"
 FORM_TYPE = "application/x-www-form-urlencoded"
+PATH_SAFE = "/:@!$&'()*+,;=~"  # RFC 3986 path characters that stay unescaped
 # Stored beside the message for moderators and audits; Body/From/To have their own columns.
 RAW_FIELDS = ("AccountSid", "MessagingServiceSid", "NumMedia", "NumSegments", "SmsStatus",
               "FromCountry", "FromState", "FromCity", "ToCountry", "ApiVersion")
@@ -31,12 +32,15 @@ def init_app(app: Flask) -> None:
 
 
 def signed_url() -> str:
-    """The URL Twilio signed: the configured public base URL, else the request's own URL."""
-    base = settings().public_base_url.rstrip("/")
-    if not base:
-        return request.url  # ProxyFix (SPAMGUARD_TRUST_PROXY) has applied X-Forwarded-*
+    """The URL Twilio signed: the configured public base URL, else the request's own root
+    (ProxyFix, SPAMGUARD_TRUST_PROXY, has applied X-Forwarded-*), then path and query.
+
+    The query string is used as it arrived: Twilio signs the URL exactly as configured, so
+    ``?cb=https%3A%2F%2Fx`` must not be decoded (werkzeug's ``request.url`` would decode it).
+    """
+    base = settings().public_base_url.rstrip("/") or request.root_url.rstrip("/")
     query = request.query_string.decode("latin-1")
-    return base + request.path + (f"?{query}" if query else "")
+    return base + quote(request.path, safe=PATH_SAFE) + (f"?{query}" if query else "")
 
 
 def signature_ok() -> bool:
@@ -71,7 +75,7 @@ def message_fields() -> dict:
     if missing:
         raise BadInput(f"missing field(s): {', '.join(missing)}")
     num_media = form.get("NumMedia", "0").strip() or "0"
-    if not (num_media.isascii() and num_media.isdigit()):
+    if not (num_media.isascii() and num_media.isdigit() and len(num_media) <= 9):
         raise BadInput(f"NumMedia must be a whole number, got {num_media[:20]!r}")
     has_media = int(num_media) > 0
     return {

@@ -72,6 +72,19 @@ def test_public_base_url_is_the_signed_url(make_app):
     assert public.status_code == 200
 
 
+@pytest.mark.parametrize("query", ["cb=https%3A%2F%2Fx.example%2Fy%3Fa%3D1", "name=Jos%C3%A9",
+                                   "a=%7Eb&c=d+e"])
+@pytest.mark.parametrize("public_base_url", ["", "https://sms.example.com"])
+def test_signature_covers_the_query_string_as_sent(make_app, query, public_base_url):
+    """Twilio signs the configured URL verbatim: percent-escapes in it must not be decoded."""
+    client = make_app(public_base_url=public_base_url).test_client()
+    params = twilio_params()
+    root = public_base_url or "http://localhost"
+    response = client.post(f"/webhook/twilio?{query}", data=params, headers={
+        "X-Twilio-Signature": sign(params, url=f"{root}/webhook/twilio?{query}")})
+    assert response.status_code == 200
+
+
 @pytest.mark.parametrize("trust_proxy, expected", [(True, 200), (False, 403)])
 def test_proxy_headers_honoured_only_when_trusted(make_app, trust_proxy, expected):
     client = make_app(trust_proxy=trust_proxy).test_client()
@@ -104,6 +117,7 @@ def test_reply_text_is_escaped_twiml(make_app):
     ({"Body": "nul\x00byte"}, "NUL"),
     ({"Body": "", "NumMedia": "abc"}, "NumMedia must be a whole number"),
     ({"Body": "", "NumMedia": "00"}, "Body must not be empty"),
+    ({"Body": "", "NumMedia": "9" * 5000}, "NumMedia must be a whole number"),
 ])
 def test_bad_fields_are_400_and_store_nothing(app, post_twilio, change, fragment):
     params = {k: v for k, v in {**twilio_params(), **change}.items() if v is not None}
