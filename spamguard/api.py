@@ -32,10 +32,20 @@ def rate_limit_key() -> str:
 def init_app(app: Flask) -> None:
     """Attach a Flask-Limiter to this app that limits only the API blueprint."""
     current = app.config["SPAMGUARD"]
+    # Registered before the limiter's own hook, so it runs after it (Flask runs after-request
+    # functions in reverse order): Flask-Limiter puts Retry-After on every response, which
+    # tells a client to back off after a success; keep it only where it means "retry later".
+    app.after_request(_retry_after_only_when_refused)
     limiter = Limiter(key_func=rate_limit_key, app=app, storage_uri=current.rate_limit_storage_uri,
                       headers_enabled=True, default_limits=[])
     limiter.limit(lambda: current_app.config["SPAMGUARD"].api_rate_limit)(bp)
     app.extensions["spamguard.limiter"] = limiter
+
+
+def _retry_after_only_when_refused(response: Response) -> Response:
+    if response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    return response
 
 
 def bearer_token() -> str | None:

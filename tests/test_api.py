@@ -174,6 +174,18 @@ def test_rate_limit_per_key_429_with_retry_after(make_app):
     assert client.get("/api/v1/messages/1", headers=second).status_code == 404
 
 
+def test_retry_after_only_on_refusals(make_app):
+    """Flask-Limiter adds Retry-After to every response; a success must not say "retry"."""
+    app = make_app(api_rate_limit="5 per minute")
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {create_key(app)}"}
+    ok = client.post("/api/v1/classify", json={"texts": ["hi"]}, headers=headers)
+    assert ok.status_code == 200 and "Retry-After" not in ok.headers
+    assert ok.headers["X-RateLimit-Limit"] == "5"
+    missing = client.get("/api/v1/messages/1", headers=headers)
+    assert missing.status_code == 404 and "Retry-After" not in missing.headers
+
+
 def test_pending_when_no_model_then_classified_on_replay(app_without_model, install_model,
                                                          tiny_model_dir):
     app = app_without_model
@@ -183,8 +195,8 @@ def test_pending_when_no_model_then_classified_on_replay(app_without_model, inst
     pending = client.post("/api/v1/messages", json={**MESSAGE, "id": "p1"}, headers=headers)
     assert pending.status_code == 202
     assert pending.get_json()["status"] == "pending" and pending.get_json()["label"] is None
-    assert client.post("/api/v1/classify", json={"texts": ["x"]}, headers=headers
-                       ).status_code == 503
+    refused = client.post("/api/v1/classify", json={"texts": ["x"]}, headers=headers)
+    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 30
     install_model(tiny_model_dir)
     replay = client.post("/api/v1/messages", json={**MESSAGE, "id": "p1"}, headers=headers)
     assert replay.status_code == 200
