@@ -133,3 +133,39 @@ def test_similar_messages_share_text_or_campaign(db_session, add_messages):
     similar = message_queries.similar_messages(db_session, db_session.get(Message, a))
     assert [m.id for m in similar] == [b]
     assert c not in [m.id for m in similar]
+
+
+def test_concurrent_decisions_on_one_message_take_turns(db_session_factory, ids, make_user):
+    """Two moderators decide the same message at once: both are kept, the later one is
+    current, and neither gets an error (on PostgreSQL the loser used to hit the unique
+    one-current-review index)."""
+    import threading
+    import time
+
+    uid = make_user("mo")
+    barrier, errors, order = threading.Barrier(2), [], []
+
+    def decide(label: str) -> None:
+        try:
+            with db_session_factory() as session:
+                session.get(Message, ids[2])  # both have read the message before deciding
+                barrier.wait()
+                reviews.add_review(session=session, message_id=ids[2], label=label,
+                                   user_id=uid)
+                time.sleep(0.3)  # hold the transaction open while the other one tries
+                session.commit()
+                order.append(label)
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=decide, args=(label,)) for label in ("spam", "ham")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == [] and len(order) == 2
+    with db_session_factory() as session:
+        history = reviews.review_history(session, ids[2])
+        assert [r.label for r in history] == order
+        assert [r.is_current for r in history] == [False, True]
+        assert session.get(Message, ids[2]).review_label == order[-1]

@@ -33,7 +33,7 @@ def add_review(*, session: Session, message_id: int, label: str, user_id: int | 
                note: str | None = None) -> Review:
     """Record a decision on one message; the previous current review is superseded."""
     note = _check(label, note)
-    message = session.get(Message, message_id)
+    message = _lock_message(session, message_id)
     if message is None:
         raise ReviewError(f"no message {message_id}")
     # Clear the old flag first: the partial unique index allows one current review.
@@ -48,9 +48,24 @@ def add_review(*, session: Session, message_id: int, label: str, user_id: int | 
     return review
 
 
+def _lock_message(session: Session, message_id: int) -> Message | None:
+    """Load the message and lock its row until the transaction ends (PostgreSQL: SELECT ...
+    FOR UPDATE; SQLite serialises writers anyway). Two moderators deciding the same message
+    at once (the queue shows everyone the most uncertain first) then take turns, and the
+    later decision becomes current, instead of the loser hitting the one-current-review
+    index with an error."""
+    query = (select(Message).where(Message.id == message_id).with_for_update()
+             .execution_options(populate_existing=True))
+    return session.scalars(query).first()
+
+
 def undo_review(*, session: Session, review_id: int) -> Message:
     """Take back a current review: the one before it (if any) becomes current again."""
     review = session.get(Review, review_id)
+    if review is not None:  # re-read under the lock: a concurrent decision may have won
+        _lock_message(session, review.message_id)
+        review = session.scalars(select(Review).where(Review.id == review_id)
+                                 .execution_options(populate_existing=True)).first()
     if review is None or not review.is_current:
         raise ReviewError("only the current review of a message can be undone")
     message = review.message
@@ -89,6 +104,8 @@ def bulk_relabel(*, session: Session, ids: Select | list[int], label: str,
     now = utcnow()
     for start in range(0, len(target_ids), 5000):  # bounded IN lists for every backend
         chunk = target_ids[start:start + 5000]
+        session.execute(select(Message.id).where(Message.id.in_(chunk)).order_by(Message.id)
+                        .with_for_update())  # as _lock_message; id order: no deadlocks
         session.execute(update(Review).where(Review.message_id.in_(chunk), Review.is_current)
                         .values(is_current=False).execution_options(synchronize_session=False))
         rows = select(Message.id, literal(user_id, Integer), literal(label, String),
