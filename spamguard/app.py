@@ -23,12 +23,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """
     settings = load_settings(config)
     check_secret(settings, testing=bool(settings.extra.get("TESTING")))
+    settings.home.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__, template_folder=str(WEB_DIR / "templates"),
                 static_folder=str(WEB_DIR / "static"), static_url_path="/static")
-    app.config.update(SECRET_KEY=settings.secret_key,
+    app.config.update(SECRET_KEY=session_secret(settings),
                       MAX_CONTENT_LENGTH=settings.max_request_bytes,
                       SPAMGUARD=settings, **settings.extra)
-    settings.home.mkdir(parents=True, exist_ok=True)
     Database().init_app(app)
     for module_name in BLUEPRINTS:
         _register(app, module_name)
@@ -45,6 +45,40 @@ def check_secret(settings: Settings, *, testing: bool) -> None:
     if settings.secret_key == PLACEHOLDER_SECRET and settings.env != "development" and not testing:
         raise SpamguardError("SPAMGUARD_SECRET_KEY is not set: set it to a long random string "
                              "(or SPAMGUARD_ENV=development for local use)")
+
+
+DEV_SECRET_FILE = "dev-secret-key"
+
+
+def session_secret(settings: Settings) -> str:
+    """The key that signs session cookies.
+
+    Development mode without ``SPAMGUARD_SECRET_KEY`` must not sign with the placeholder: it
+    is public, so anyone could forge an admin's session cookie. It gets a random key instead,
+    made once and kept in ``$SPAMGUARD_HOME/dev-secret-key`` (mode 600), so logins survive
+    a restart and every gunicorn worker signs alike.
+    """
+    if settings.secret_key != PLACEHOLDER_SECRET or settings.env != "development":
+        return settings.secret_key
+    import os
+    import secrets
+
+    path = settings.home / DEV_SECRET_FILE
+    if not path.exists():
+        tmp = settings.home / f".{DEV_SECRET_FILE}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)  # atomic and exclusive: workers starting together agree
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    key = path.read_text(encoding="utf-8").strip()
+    if len(key) < 32:
+        raise SpamguardError(f"{path} holds no usable key: delete it to make a new one")
+    return key
 
 
 def _register(app: Flask, module_name: str) -> None:

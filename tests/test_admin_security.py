@@ -74,6 +74,25 @@ def test_production_cookies_are_secure(app_config):
     assert production.config["REMEMBER_COOKIE_SECURE"] is True
 
 
+def test_development_mode_signs_with_a_random_kept_key(app_config):
+    """Without SPAMGUARD_SECRET_KEY, development mode must not sign sessions with the public
+    placeholder (anyone could forge an admin's cookie): a random key is made and kept."""
+    from spamguard.app import DEV_SECRET_FILE, create_app
+    from spamguard.config import PLACEHOLDER_SECRET
+
+    config = {**app_config, "TESTING": False, "env": "development",
+              "secret_key": PLACEHOLDER_SECRET}
+    first = create_app(config)
+    key = first.config["SECRET_KEY"]
+    path = app_config["home"] / DEV_SECRET_FILE
+    assert key != PLACEHOLDER_SECRET and len(key) >= 32
+    assert path.read_text().strip() == key and path.stat().st_mode & 0o077 == 0
+    second = create_app(config)
+    assert second.config["SECRET_KEY"] == key  # logins survive a restart
+    for app in (first, second):
+        app.extensions["spamguard.db"].dispose()
+
+
 def test_api_and_webhook_are_not_csrf_checked(client):
     # Other blueprints authenticate by signature or key; CSRF must not get in their way.
     response = client.post("/webhook/twilio", data={"Body": "hi"})
