@@ -73,6 +73,50 @@ def test_load_texts_plain_and_table(tmp_path):
         load_texts(write(tmp_path, "in.tsv", "id\tbody\n1\thi\n"))
 
 
+def test_plain_text_with_commas_is_not_taken_for_a_table(tmp_path):
+    lines = ["Text, me when you are free", "sure, see you at 6, ok",
+             "WIN cash now, call 09061701461"]
+    assert load_texts(write(tmp_path, "plain.txt", "\n".join(lines) + "\n")) == lines
+    # a real header still makes a table without a .csv suffix (e.g. on standard input)
+    assert load_texts(write(tmp_path, "stdin", "id,text\n1,hi\n")) == ["hi"]
+    assert load_texts(write(tmp_path, "stdin2", "id\tText\n1\thi\n")) == ["hi"]
+
+
+def test_unquoted_delimiter_in_the_last_column_is_put_back(tmp_path):
+    data = load_labelled(write(tmp_path, "a.csv", "spam,WIN cash, call 0800 now\n"))
+    assert data.texts == ["WIN cash, call 0800 now"]
+    data = load_labelled(write(tmp_path, "b.csv", "label,text\nspam,WIN cash, call now\n"))
+    assert data.texts == ["WIN cash, call now"]
+    data = load_labelled(write(tmp_path, "c.tsv", "label\ttext\nspam\tWIN\tnow\n"))
+    assert data.texts == ["WIN\tnow"]
+    assert load_texts(write(tmp_path, "in.csv", "id,text\n1,hi, you\n")) == ["hi, you"]
+
+
+def test_unquoted_delimiter_before_the_last_column_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="a.csv:2: 3 fields where 2 were expected"):
+        load_labelled(write(tmp_path, "a.csv", "text,label\nhi, you,0\n"))
+    with pytest.raises(DataError, match="in.csv:2: 3 fields where 2 were expected"):
+        load_texts(write(tmp_path, "in.csv", "text,id\nhi, you,1\n"))
+
+
+def test_huge_field_and_unreadable_input_are_data_errors(tmp_path):
+    big = "x" * 200_000
+    assert load_texts(write(tmp_path, "big.csv", f"text\n{big}\n")) == [big]
+    assert load_labelled(write(tmp_path, "big.tsv", f"ham\t{big}\n")).texts == [big]
+    with pytest.raises(DataError, match="cannot read"):
+        load_texts(tmp_path / "missing.txt")
+    with pytest.raises(DataError, match="cannot read"):
+        load_texts(tmp_path)  # a directory
+
+
+def test_too_small_to_split_is_a_data_error():
+    from spamguard.ml.data import LabelledData
+
+    data = LabelledData([f"message {i}" for i in range(10)], np.array([0] * 5 + [1] * 5))
+    with pytest.raises(DataError, match="cannot split 5 ham and 5 spam"):
+        split(data)
+
+
 def test_normalise_groups_near_duplicates():
     assert normalise("WIN £100 now!!  Call 0800") == normalise("win £250 now call 0900")
     assert normalise("Hello there") != normalise("Hello where")

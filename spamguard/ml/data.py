@@ -87,19 +87,43 @@ def _delimiter(path: Path, text: str) -> str:
     return "\t" if "\t" in first else ","
 
 
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+# The csv module refuses fields over 128 KiB by default; a message is far shorter, but a
+# file with one huge field must get a clear error from the length checks, not a traceback.
+MAX_FIELD_CHARS = 64 * 1024 * 1024
+
+
 def _read_rows(path: Path, source: bytes | None = None) -> tuple[str, list[list[str]]]:
     """Decode ``path`` (or ``source``) and split it into rows."""
-    if source is None:
-        try:
-            source = path.read_bytes()
-        except OSError as exc:
-            raise DataError(f"{path}: cannot read ({exc.strerror})") from None
-    text = _decode(path, source)
+    text = _decode(path, _read_bytes(path) if source is None else source)
     delimiter = _delimiter(path, text)
     # Quote handling only for CSV: SMS bodies in TSV routinely start with a bare quote.
     quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
+    if csv.field_size_limit() < MAX_FIELD_CHARS:
+        csv.field_size_limit(MAX_FIELD_CHARS)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    return delimiter, list(reader)
+    try:
+        return delimiter, list(reader)
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: {exc}") from None
+
+
+def _row_text(path: Path, lineno: int, row: list[str], col: int, width: int,
+              delimiter: str) -> str:
+    """The text cell of ``row``; a row with more cells than ``width`` had the delimiter
+    inside an unquoted message, which is put back when the text is the last column."""
+    if len(row) <= width:
+        return row[col]
+    if col == width - 1:
+        return delimiter.join(row[col:])
+    raise DataError(f"{path}:{lineno}: {len(row)} fields where {width} were expected; "
+                    "quote messages that contain the delimiter")
 
 
 def _find_columns(path: Path, header: list[str]) -> tuple[int, int] | None:
@@ -124,8 +148,9 @@ def load_labelled(path: str | Path, source: bytes | None = None) -> LabelledData
         DataError: naming the file, line and problem.
     """
     path = Path(path)
-    _, rows = _read_rows(path, source)
+    delimiter, rows = _read_rows(path, source)
     columns = _find_columns(path, rows[0]) if rows else None
+    width = len(rows[0]) if columns else 2
     start = 2 if columns else 1
     label_col, text_col = columns or (0, 1)
     body = rows[1:] if columns else rows
@@ -136,13 +161,11 @@ def load_labelled(path: str | Path, source: bytes | None = None) -> LabelledData
         if len(row) <= max(label_col, text_col):
             raise DataError(f"{path}:{lineno}: expected a label and a text column, "
                             f"found {len(row)} column(s)")
+        text = _row_text(path, lineno, row, text_col, width, delimiter)
         label = row[label_col].strip().lower()
         if label not in LABELS:
             raise DataError(f"{path}:{lineno}: unknown label {row[label_col]!r} "
                             "(expected ham/spam or 0/1)")
-        text = row[text_col]
-        if len(row) > 2 and not columns:
-            text = "\t".join(row[text_col:])  # an unquoted tab inside the message
         if not text.strip():
             raise DataError(f"{path}:{lineno}: empty text")
         texts.append(text.strip())
@@ -153,6 +176,19 @@ def load_labelled(path: str | Path, source: bytes | None = None) -> LabelledData
     return LabelledData(texts, np.asarray(labels, dtype=np.int64), origins)
 
 
+_HEADER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,39}")
+
+
+def _looks_like_header(first_line: str) -> bool:
+    """Whether an input without a .csv/.tsv suffix starts with a table header: cells split
+    by tab or comma, each a short name without spaces, one of them ``text``. A plain SMS
+    such as "Text, me when you are free" is not one."""
+    delimiter = "\t" if "\t" in first_line else ","
+    cells = [c.strip() for c in first_line.rstrip("\r").split(delimiter)]
+    return (len(cells) > 1 and all(_HEADER_NAME.fullmatch(c) for c in cells)
+            and "text" in [c.lower() for c in cells])
+
+
 def load_texts(path: str | Path, source: bytes | None = None) -> list[str]:
     """Read messages to classify: plain text (one a line) or CSV/TSV with a ``text`` header.
 
@@ -160,26 +196,24 @@ def load_texts(path: str | Path, source: bytes | None = None) -> list[str]:
         DataError: naming the file, line and problem.
     """
     path = Path(path)
-    raw = path.read_bytes() if source is None else source
+    raw = _read_bytes(path) if source is None else source
     text = _decode(path, raw)
-    first = text.split("\n", 1)[0]
-    is_table = path.suffix.lower() in {".csv", ".tsv"} or (
-        "\t" in first or "," in first) and "text" in [
-        c.strip().lower() for c in re.split(r"[\t,]", first)]
+    is_table = (path.suffix.lower() in {".csv", ".tsv"}
+                or _looks_like_header(text.split("\n", 1)[0]))
     if not is_table:
         return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
-    _, rows = _read_rows(path, raw)
+    delimiter, rows = _read_rows(path, raw)
     header = [c.strip().lower() for c in rows[0]] if rows else []
     if "text" not in header:
         raise DataError(f"{path}:1: a CSV/TSV input needs a header with a 'text' column")
     col = header.index("text")
     texts = []
     for lineno, row in enumerate(rows[1:], start=2):
-        if not row:
+        if not row or not any(cell.strip() for cell in row):
             continue
         if len(row) <= col:
             raise DataError(f"{path}:{lineno}: row has no text column")
-        texts.append(row[col])
+        texts.append(_row_text(path, lineno, row, col, len(header), delimiter))
     return texts
 
 
@@ -246,10 +280,16 @@ def split(data: LabelledData, *, seed: int = 2018, train_size: float = 0.7) -> S
     # Imported here: the web service uses this module (text_hash) and needs no scikit-learn.
     from sklearn.model_selection import train_test_split
 
-    train_idx, rest_idx = train_test_split(
-        index, train_size=train_size, random_state=seed, stratify=data.labels)
-    val_idx, test_idx = train_test_split(
-        rest_idx, test_size=0.5, random_state=seed, stratify=data.labels[rest_idx])
+    try:
+        train_idx, rest_idx = train_test_split(
+            index, train_size=train_size, random_state=seed, stratify=data.labels)
+        val_idx, test_idx = train_test_split(
+            rest_idx, test_size=0.5, random_state=seed, stratify=data.labels[rest_idx])
+    except ValueError as exc:  # a class too small to reach both validation and test
+        counts = data.counts()
+        raise DataError(f"cannot split {counts['ham']} ham and {counts['spam']} spam into "
+                        f"train, validation and test with both classes in each ({exc}); "
+                        "add labelled messages") from None
     return Split(data.subset(train_idx), data.subset(val_idx), data.subset(test_idx))
 
 
