@@ -32,3 +32,12 @@ def test_packaged_default_backbone_loads_offline():
     backbone = load_backbone(None)
     assert backbone.name == "all-MiniLM-L6-v2"
     assert backbone.hidden_size == 384
+
+
+def test_local_backbone_is_named_by_absolute_path(tiny_backbone_dir, monkeypatch):
+    """model.json records the name; a relative one would only load from one directory."""
+    monkeypatch.chdir(tiny_backbone_dir.parent)
+    backbone = load_backbone(tiny_backbone_dir.name)
+    assert backbone.name == str(tiny_backbone_dir.resolve())
+    monkeypatch.chdir("/")
+    assert load_backbone(backbone.name).hash == backbone.hash

@@ -59,15 +59,17 @@ def test_classify_with_explicit_model_dir(home):
     assert result.exit_code == 0 and json.loads(result.output)["text"] == "hi"
 
 
-def test_train_no_lexical_makes_a_head_only_version(home, tiny_backbone_dir):
+def test_train_no_lexical_makes_a_head_only_version(home, tiny_backbone_dir, monkeypatch):
     env, root = home
-    result = run(env, ["train", "--data", str(root / "train.tsv"), "--backbone",
+    monkeypatch.chdir(root)  # relative paths are recorded absolute
+    result = run(env, ["train", "--data", "train.tsv", "--backbone",
                        str(tiny_backbone_dir), "--epochs", "2", "--no-lexical"])
     assert result.exit_code == 0, result.output
     assert "BERT head alone" not in result.output and "TF-IDF + SVM" in result.output
     newest = max((root / "instance" / "models").iterdir(), key=lambda p: p.name)
     meta = json.loads((newest / "model.json").read_text())
     assert meta["config"]["lexical"] is False and "blend" not in meta
+    assert meta["data"]["source"] == str((root / "train.tsv").resolve())
     assert not (newest / "lexical.json").exists()
     shown = run(env, ["classify", "--model", str(newest), "-"], input="hi\n")
     assert shown.exit_code == 0 and json.loads(shown.output)["text"] == "hi"

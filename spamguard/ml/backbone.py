@@ -29,11 +29,14 @@ def default_backbone_path() -> str:
 
 
 def resolve(name: str | None) -> tuple[str, str]:
-    """Map a user's backbone name to ``(display name, directory or hub id)``."""
+    """Map a user's backbone name to ``(display name, directory or hub id)``; a local
+    directory is named by its absolute path."""
     if not name or name == DEFAULT_BACKBONE:
         return DEFAULT_BACKBONE, default_backbone_path()
     path = Path(name).expanduser()
-    return name, str(path) if path.exists() else name
+    if path.exists():  # recorded in model.json: absolute, so any working directory finds it
+        return str(path.resolve()), str(path.resolve())
+    return name, name
 
 
 @dataclass
