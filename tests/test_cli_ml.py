@@ -42,6 +42,19 @@ def test_classify_stdin_writes_json_lines_in_order(home):
         assert row["label"] in {"spam", "ham"} and 0.0 <= row["spam_probability"] <= 1.0
 
 
+def test_classify_empty_input_prints_nothing_and_succeeds(home, monkeypatch):
+    from spamguard.ml.classifier import SpamClassifier
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model is not needed for no messages")
+
+    monkeypatch.setattr(SpamClassifier, "load", no_load)
+    env, _ = home
+    result = CliRunner().invoke(build_cli(), ["classify", "-"], env=env, input="\n  \n")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert "no messages" in result.stderr
+
+
 def test_classify_csv_with_text_column(home, tmp_path):
     env, _ = home
     source = tmp_path / "in.csv"
@@ -108,6 +121,53 @@ def test_user_errors_are_one_line_and_non_zero(tmp_path, args, message):
     assert message in result.output
     assert "Traceback" not in result.output
     assert len([line for line in result.output.splitlines() if line.startswith("error:")]) == 1
+
+
+def _drop_pooling(version):
+    meta = json.loads((version / "model.json").read_text())
+    del meta["pooling"]
+    (version / "model.json").write_text(json.dumps(meta))
+
+
+def _wrong_input_dim(version):
+    meta = json.loads((version / "model.json").read_text())
+    meta["input_dim"] += 1
+    (version / "model.json").write_text(json.dumps(meta))
+
+
+def _truncate_head(version):
+    weights = version / "head.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_drop_pooling, "missing or invalid pooling"),
+    (_wrong_input_dim, "does not fit model.json"),
+    (_truncate_head, "cannot read head.safetensors"),
+])
+def test_damaged_version_is_one_line(home, tmp_path, damage, message):
+    import shutil
+
+    env, root = home
+    version = tmp_path / "version"
+    shutil.copytree(next((root / "instance" / "models").iterdir()), version)
+    damage(version)
+    result = run(env, ["classify", "--model", str(version), "-"], input="hi\n")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.output
+
+
+def test_damaged_stored_report_is_one_line(home, tmp_path):
+    import shutil
+
+    env, root = home
+    version = tmp_path / "version"
+    shutil.copytree(next((root / "instance" / "models").iterdir()), version)
+    (version / "report.json").write_text('{"model": ')
+    result = run(env, ["report", "--model", str(version)])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "unreadable report" in result.output
 
 
 def test_classify_without_any_model_says_what_to_do(tmp_path):

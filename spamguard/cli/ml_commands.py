@@ -104,7 +104,11 @@ def register(cli: click.Group) -> None:
             if not source.exists():
                 raise click.BadParameter(f"{source}: no such file", param_hint="SOURCE")
             texts = load_texts(source)
-        classifier = SpamClassifier.load(resolve_model_dir(ctx, model), batch_size=batch_size,
+        directory = resolve_model_dir(ctx, model)
+        if not texts:  # nothing to do: skip loading the backbone (seconds)
+            click.echo("spamguard: no messages in the input", err=True)
+            return
+        classifier = SpamClassifier.load(directory, batch_size=batch_size,
                                          quantize=quantize,
                                          runtime=runtime or ctx.settings.runtime,
                                          onnx_dir=ctx.settings.onnx_dir)

@@ -60,6 +60,22 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
         raise ModelError(f"{path}: unreadable model metadata ({exc})") from None
 
 
+# Fields load() relies on, with their types: a version missing one is refused in one line.
+REQUIRED_METADATA = {"pooling": str, "max_length": int, "input_dim": int,
+                     "threshold": (int, float), "backbone": dict}
+
+
+def _check_metadata(directory: Path, metadata: Any) -> None:
+    problems = [name for name, kind in REQUIRED_METADATA.items()
+                if not isinstance(metadata, dict) or not isinstance(metadata.get(name), kind)]
+    if not problems and not all(isinstance(metadata["backbone"].get(k), str)
+                                for k in ("name", "hash")):
+        problems = ["backbone.name/hash"]
+    if problems:
+        raise ModelError(f"{directory / METADATA_FILE}: missing or invalid "
+                         f"{', '.join(problems)}; not a usable model version")
+
+
 class SpamClassifier:
     """Frozen backbone + trained head + the settings that link them."""
 
@@ -114,6 +130,7 @@ class SpamClassifier:
         """
         directory = Path(directory)
         metadata = read_metadata(directory)
+        _check_metadata(directory, metadata)
         expected = metadata["backbone"]
         backbone = backbone or load_backbone(expected["name"])
         if backbone.hash != expected["hash"]:
@@ -123,7 +140,7 @@ class SpamClassifier:
                 f"loaded backbone's weights are {backbone.hash[:12]}")
         try:
             state = load_file(str(directory / WEIGHTS_FILE))
-        except (FileNotFoundError, OSError) as exc:
+        except Exception as exc:  # missing, truncated or not safetensors at all
             raise ModelError(f"{directory}: cannot read {WEIGHTS_FILE} ({exc})") from None
         lexical = None
         if metadata.get("blend"):  # before the (slow, first-time) ONNX export
@@ -135,8 +152,13 @@ class SpamClassifier:
             onnx_dir = Path(cache_root) / "onnx"
         # A no-op for a reused backbone that already runs as asked.
         backbone = with_runtime(backbone, runtime, folder=onnx_dir, int8=quantize)
-        head = BertArch(metadata["input_dim"], **metadata.get("head", {}))
-        head.load_state_dict(state)
+        try:
+            head = BertArch(metadata["input_dim"], **metadata.get("head", {}))
+            head.load_state_dict(state)
+        except (TypeError, ValueError, RuntimeError) as exc:  # weights that do not fit
+            reason = str(exc).strip().splitlines()[0]
+            raise ModelError(f"{directory}: {WEIGHTS_FILE} does not fit {METADATA_FILE} "
+                             f"({reason})") from None
         return cls(backbone=backbone, head=head, metadata=metadata, cache_root=cache_root,
                    batch_size=batch_size, lexical=lexical)
 

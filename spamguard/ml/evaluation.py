@@ -17,10 +17,14 @@ def stored_report(directory: Path) -> tuple[str, Path]:
     path = Path(directory) / "report.json"
     if not path.exists():
         raise ModelError(f"{directory} has no report.json")
-    stored = json.loads(path.read_text(encoding="utf-8"))
-    return (reporting.render_summary(stored["model"], stored.get("baseline"),
-                                     stored.get("components")),
-            Path(directory) / "report.md")
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        summary = reporting.render_summary(stored["model"], stored.get("baseline"),
+                                           stored.get("components"))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # damaged by hand or disk
+        raise ModelError(f"{path}: unreadable report ({type(exc).__name__}: {exc}); "
+                         "`spamguard report --data FILE` writes a new one") from None
+    return summary, Path(directory) / "report.md"
 
 
 def training_split(metadata: dict) -> LabelledData | None:
