@@ -60,25 +60,46 @@ def session_secret(settings: Settings) -> str:
     """
     if settings.secret_key != PLACEHOLDER_SECRET or settings.env != "development":
         return settings.secret_key
-    import os
     import secrets
 
     path = settings.home / DEV_SECRET_FILE
-    if not path.exists():
-        tmp = settings.home / f".{DEV_SECRET_FILE}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
-        try:
-            os.link(tmp, path)  # atomic and exclusive: workers starting together agree
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    key = path.read_text(encoding="utf-8").strip()
+    try:
+        if not path.exists():
+            _publish_secret(path, secrets.token_urlsafe(48))
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpamguardError(f"{path}: cannot make or read the development key ({exc}); "
+                             "set SPAMGUARD_SECRET_KEY") from None
     if len(key) < 32:
         raise SpamguardError(f"{path} holds no usable key: delete it to make a new one")
     return key
+
+
+def _publish_secret(path: Path, key: str) -> None:
+    """Write ``key`` to ``path`` (mode 600) unless another process got there first: written
+    to a temporary file and hard-linked into place, so nobody reads half a key. Where the
+    file system has no hard links, an exclusive create does (a reader may then, rarely, see
+    an empty file for an instant and fail with a clear error; a restart fixes it)."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    try:
+        os.link(tmp, path)  # atomic and exclusive: workers starting together agree
+    except FileExistsError:
+        pass
+    except OSError:  # no hard links here (some network or shared folders)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(key)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _register(app: Flask, module_name: str) -> None:

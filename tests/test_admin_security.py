@@ -93,6 +93,17 @@ def test_development_mode_signs_with_a_random_kept_key(app_config):
         app.extensions["spamguard.db"].dispose()
 
 
+def test_unreadable_development_key_is_one_clear_error(app_config):
+    from spamguard.app import DEV_SECRET_FILE, create_app
+    from spamguard.config import PLACEHOLDER_SECRET
+    from spamguard.errors import SpamguardError
+
+    (app_config["home"] / DEV_SECRET_FILE).write_bytes(b"\xff\xfe not a key")
+    with pytest.raises(SpamguardError, match="cannot make or read the development key"):
+        create_app({**app_config, "TESTING": False, "env": "development",
+                    "secret_key": PLACEHOLDER_SECRET})
+
+
 def test_api_and_webhook_are_not_csrf_checked(client):
     # Other blueprints authenticate by signature or key; CSRF must not get in their way.
     response = client.post("/webhook/twilio", data={"Body": "hi"})

@@ -65,6 +65,15 @@ def test_classify_csv_with_text_column(home, tmp_path):
         "hello, friend", "WIN NOW"]
 
 
+def test_classify_format_option_reads_a_table_from_stdin(home):
+    env, _ = home
+    source = "message id,text\n1,hello friend\n"
+    assert len(run(env, ["classify", "-"], input=source).output.splitlines()) == 2
+    result = run(env, ["classify", "--format", "csv", "-"], input=source)
+    assert result.exit_code == 0, result.output
+    assert [json.loads(x)["text"] for x in result.output.splitlines()] == ["hello friend"]
+
+
 def test_classify_with_explicit_model_dir(home):
     env, root = home
     version_dir = next((root / "instance" / "models").iterdir())
@@ -102,7 +111,7 @@ def test_report_shows_stored_and_new_reports(home, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--data", "{bad}"], "unknown label"),
-    (["train", "--data", "{tiny}"], "need at least 5 of each class"),
+    (["train", "--data", "{tiny}"], "need at least 6 of each class"),
     (["classify", "--model", "no-such-version", "-"], "no-such-version"),
     (["train", "--data", "{good}", "--backbone", "/nonexistent/model"],
      "cannot load backbone"),

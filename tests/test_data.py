@@ -80,6 +80,12 @@ def test_plain_text_with_commas_is_not_taken_for_a_table(tmp_path):
     # a real header still makes a table without a .csv suffix (e.g. on standard input)
     assert load_texts(write(tmp_path, "stdin", "id,text\n1,hi\n")) == ["hi"]
     assert load_texts(write(tmp_path, "stdin2", "id\tText\n1\thi\n")) == ["hi"]
+    assert load_texts(write(tmp_path, "pandas", ",text\n0,hello there\n")) == ["hello there"]
+    # a header name with a space needs the format said outright
+    spaced = write(tmp_path, "spaced", "message id,text\n1,hello\n")
+    assert load_texts(spaced) == ["message id,text", "1,hello"]
+    assert load_texts(spaced, input_format="csv") == ["hello"]
+    assert load_texts(write(tmp_path, "t.csv", "a,b\n"), input_format="text") == ["a,b"]
 
 
 def test_unquoted_delimiter_in_the_last_column_is_put_back(tmp_path):
@@ -90,6 +96,10 @@ def test_unquoted_delimiter_in_the_last_column_is_put_back(tmp_path):
     data = load_labelled(write(tmp_path, "c.tsv", "label\ttext\nspam\tWIN\tnow\n"))
     assert data.texts == ["WIN\tnow"]
     assert load_texts(write(tmp_path, "in.csv", "id,text\n1,hi, you\n")) == ["hi, you"]
+    # a trailing delimiter is not part of the message
+    assert load_texts(write(tmp_path, "t.csv", "id,text\n1,hi,\n2,yo,,\n")) == ["hi", "yo"]
+    assert load_labelled(write(tmp_path, "t2.csv", "label,text\nspam,win now,\n")
+                         ).texts == ["win now"]
 
 
 def test_unquoted_delimiter_before_the_last_column_is_an_error(tmp_path):
@@ -109,12 +119,18 @@ def test_huge_field_and_unreadable_input_are_data_errors(tmp_path):
         load_texts(tmp_path)  # a directory
 
 
-def test_too_small_to_split_is_a_data_error():
+def test_too_small_to_split_is_a_data_error(monkeypatch):
+    import spamguard.ml.data as data_module
     from spamguard.ml.data import LabelledData
 
-    data = LabelledData([f"message {i}" for i in range(10)], np.array([0] * 5 + [1] * 5))
+    five = LabelledData([f"message {i}" for i in range(10)], np.array([0] * 5 + [1] * 5))
+    with pytest.raises(DataError, match="only 5 distinct ham"):
+        split(five)  # refused up front: 6 of each is the least that always splits
+    six = LabelledData([f"message {i}" for i in range(12)], np.array([0] * 6 + [1] * 6))
+    assert len(split(six).test) == 2
+    monkeypatch.setattr(data_module, "check_trainable", lambda data, source="data": None)
     with pytest.raises(DataError, match="cannot split 5 ham and 5 spam"):
-        split(data)
+        split(five)  # the split's own guard, should the two ever disagree
 
 
 def test_normalise_groups_near_duplicates():

@@ -86,11 +86,16 @@ def register(cli: click.Group) -> None:
     @click.option("--runtime", type=click.Choice(list(RUNTIMES)), default=None,
                   help="Backbone runtime (default: SPAMGUARD_RUNTIME, else onnx); torch-bf16 "
                        "pays off on CPUs with bf16 matrix units (docs/performance.md).")
+    @click.option("--format", "input_format", type=click.Choice(["auto", "text", "csv", "tsv"]),
+                  default="auto", show_default=True,
+                  help="Input format; auto: a .csv/.tsv suffix or a first line that looks "
+                       "like a header with a text column means a table, else one message a "
+                       "line.")
     @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path),
                     default="-")
     @pass_ctx
     def classify_command(ctx: CliContext, model: str | None, batch_size: int, quantize: bool,
-                         runtime: str | None, source: Path) -> None:
+                         runtime: str | None, input_format: str, source: Path) -> None:
         """Classify messages (a text file, one a line, or CSV/TSV with a text column).
 
         Prints one JSON object a line, in input order.
@@ -99,11 +104,12 @@ def register(cli: click.Group) -> None:
         from spamguard.ml.data import load_texts
 
         if str(source) == "-":
-            texts = load_texts(Path("<stdin>"), sys.stdin.buffer.read())
+            texts = load_texts(Path("<stdin>"), sys.stdin.buffer.read(),
+                               input_format=input_format)
         else:
             if not source.exists():
                 raise click.BadParameter(f"{source}: no such file", param_hint="SOURCE")
-            texts = load_texts(source)
+            texts = load_texts(source, input_format=input_format)
         directory = resolve_model_dir(ctx, model)
         if not texts:  # nothing to do: skip loading the backbone (seconds)
             click.echo("spamguard: no messages in the input", err=True)

@@ -94,15 +94,19 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-# The csv module refuses fields over 128 KiB by default; a message is far shorter, but a
-# file with one huge field must get a clear error from the length checks, not a traceback.
+# The csv module refuses fields over 128 KiB by default and raises a bare csv.Error. Raised
+# once for the process (it only ever goes up, so other csv readers lose nothing), so a long
+# field is read like a long plain-text line: training keeps it, the service's body limits
+# apply where messages arrive.
 MAX_FIELD_CHARS = 64 * 1024 * 1024
 
 
-def _read_rows(path: Path, source: bytes | None = None) -> tuple[str, list[list[str]]]:
-    """Decode ``path`` (or ``source``) and split it into rows."""
+def _read_rows(path: Path, source: bytes | None = None,
+               delimiter: str | None = None) -> tuple[str, list[list[str]]]:
+    """Decode ``path`` (or ``source``) and split it into rows (by ``delimiter``, or the one
+    the suffix or first line suggests)."""
     text = _decode(path, _read_bytes(path) if source is None else source)
-    delimiter = _delimiter(path, text)
+    delimiter = delimiter or _delimiter(path, text)
     # Quote handling only for CSV: SMS bodies in TSV routinely start with a bare quote.
     quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
     if csv.field_size_limit() < MAX_FIELD_CHARS:
@@ -118,6 +122,8 @@ def _row_text(path: Path, lineno: int, row: list[str], col: int, width: int,
               delimiter: str) -> str:
     """The text cell of ``row``; a row with more cells than ``width`` had the delimiter
     inside an unquoted message, which is put back when the text is the last column."""
+    while len(row) > width and not row[-1].strip():
+        row = row[:-1]  # a trailing delimiter, e.g. "1,hi,"
     if len(row) <= width:
         return row[col]
     if col == width - 1:
@@ -177,32 +183,46 @@ def load_labelled(path: str | Path, source: bytes | None = None) -> LabelledData
 
 
 _HEADER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,39}")
+INPUT_FORMATS = ("auto", "text", "csv", "tsv")
 
 
 def _looks_like_header(first_line: str) -> bool:
     """Whether an input without a .csv/.tsv suffix starts with a table header: cells split
-    by tab or comma, each a short name without spaces, one of them ``text``. A plain SMS
-    such as "Text, me when you are free" is not one."""
+    by tab or comma, one of them ``text`` and each other one empty (pandas' index column)
+    or a short name without spaces. A plain SMS such as "Text, me when you are free" is
+    not one; a header with spaces in a name needs ``--format csv`` (or ``tsv``)."""
     delimiter = "\t" if "\t" in first_line else ","
     cells = [c.strip() for c in first_line.rstrip("\r").split(delimiter)]
-    return (len(cells) > 1 and all(_HEADER_NAME.fullmatch(c) for c in cells)
-            and "text" in [c.lower() for c in cells])
+    return (len(cells) > 1 and "text" in [c.lower() for c in cells]
+            and all(not c or _HEADER_NAME.fullmatch(c) for c in cells))
 
 
-def load_texts(path: str | Path, source: bytes | None = None) -> list[str]:
+def load_texts(path: str | Path, source: bytes | None = None, *,
+               input_format: str = "auto") -> list[str]:
     """Read messages to classify: plain text (one a line) or CSV/TSV with a ``text`` header.
+
+    Args:
+        path: the file (or a name for ``source``, such as ``<stdin>``).
+        source: the bytes, when they do not come from ``path``.
+        input_format: ``auto`` (a .csv/.tsv suffix, or a first line that looks like a
+            header with a ``text`` column, means a table), ``text``, ``csv`` or ``tsv``.
 
     Raises:
         DataError: naming the file, line and problem.
     """
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"input_format must be one of {INPUT_FORMATS}")
     path = Path(path)
     raw = _read_bytes(path) if source is None else source
     text = _decode(path, raw)
-    is_table = (path.suffix.lower() in {".csv", ".tsv"}
-                or _looks_like_header(text.split("\n", 1)[0]))
+    if input_format == "auto":
+        is_table = (path.suffix.lower() in {".csv", ".tsv"}
+                    or _looks_like_header(text.split("\n", 1)[0]))
+    else:
+        is_table = input_format != "text"
     if not is_table:
         return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
-    delimiter, rows = _read_rows(path, raw)
+    delimiter, rows = _read_rows(path, raw, {"csv": ",", "tsv": "\t"}.get(input_format))
     header = [c.strip().lower() for c in rows[0]] if rows else []
     if "text" not in header:
         raise DataError(f"{path}:1: a CSV/TSV input needs a header with a 'text' column")
@@ -258,7 +278,7 @@ class Split:
     test: LabelledData
 
 
-MIN_PER_CLASS = 5
+MIN_PER_CLASS = 6  # fewer cannot always put both classes in validation and test
 
 
 def check_trainable(data: LabelledData, source: str = "data") -> None:

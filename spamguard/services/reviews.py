@@ -98,7 +98,7 @@ def bulk_relabel(*, session: Session, ids: Select | list[int], label: str,
     """
     note = _check(label, note)
     target = select(Message.id).where(Message.id.in_(ids)) if isinstance(ids, list) else ids
-    target_ids = [row for row in session.scalars(target)]
+    target_ids = sorted(session.scalars(target))  # lock in id order: no deadlocks
     if not target_ids:
         return 0
     now = utcnow()
