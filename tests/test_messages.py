@@ -159,6 +159,35 @@ def test_classify_pending_stops_when_model_fails(db_session, version_id):
     assert broken.calls == 1 and messages.count_pending(session=db_session) == 1
 
 
+class PickyClassifier(FakeClassifier):
+    """Fails on any batch holding a message with POISON in it."""
+
+    def predict_proba(self, texts):
+        self.calls += 1
+        if any("POISON" in t for t in texts):
+            raise RuntimeError("model broke on one message")
+        return np.full(len(texts), self.probability)
+
+
+def test_one_bad_message_does_not_hold_back_the_others(db_session, version_id):
+    for i, body in enumerate(["hi", "POISON here", "lunch?", "ok", "bye"]):
+        ingest(db_session, None, external_id=f"SM{i}", body=body)
+    picky = PickyClassifier(version_id, probability=0.1)
+    assert messages.classify_pending(session=db_session, classifier=picky, batch_size=4) == 4
+    pending = db_session.scalars(select(Message.body).where(
+        Message.verdict_status == "pending")).all()
+    assert pending == ["POISON here"]
+
+
+def test_a_broken_model_stops_after_a_few_single_tries(db_session, version_id):
+    for i in range(10):
+        ingest(db_session, None, external_id=f"SM{i}")
+    broken = FakeClassifier(version_id, fail=True)
+    assert messages.classify_pending(session=db_session, classifier=broken, batch_size=8) == 0
+    assert broken.calls == 1 + messages.SINGLE_FAILURES_TO_STOP
+    assert messages.count_pending(session=db_session) == 10
+
+
 def test_get_message_loads_verdicts(db_session, version_id):
     result = ingest(db_session, FakeClassifier(version_id))
     db_session.expunge_all()

@@ -204,7 +204,9 @@ def classify_pending(*, session: Session, classifier: Any, limit: int | None = N
                      on_verdict: Callable[[Verdict], None] | None = None) -> int:
     """Classify pending messages, oldest first, in batches; return how many got a verdict.
 
-    Stops after ``limit`` messages (None: all), or when a batch fails to classify.
+    Stops after ``limit`` messages (None: all), or when the model fails on every message
+    it is given. A batch that fails is retried one message at a time, so one message the
+    model cannot handle stays pending (and logged) without holding back the rest.
     ``on_verdict`` is called with each new verdict (the service counts them in /metrics).
     """
     done, after_id = 0, 0
@@ -218,13 +220,36 @@ def classify_pending(*, session: Session, classifier: Any, limit: int | None = N
         after_id = batch[-1].id
         verdicts = classify_messages(session=session, classifier=classifier, messages=batch)
         if all(v is None for v in verdicts) and not _any_classified(session, batch):
-            break  # the model fails on these: stop rather than spin
+            verdicts = _one_by_one(session, classifier, batch) if len(batch) > 1 else []
+            if not any(v is not None for v in verdicts):
+                break  # the model fails on all of these: stop rather than spin
         new = [v for v in verdicts if v is not None]
         if on_verdict is not None:
             for verdict in new:
                 on_verdict(verdict)
         done += len(new)
     return done
+
+
+# A failed batch retried message by message stops after this many failures in a row with no
+# success: then the model is broken, not one message.
+SINGLE_FAILURES_TO_STOP = 3
+
+
+def _one_by_one(session: Session, classifier: Any,
+                batch: Sequence[Message]) -> list[Verdict | None]:
+    """Classify a failed batch message by message (the messages still pending)."""
+    verdicts: list[Verdict | None] = []
+    for message in batch:
+        session.refresh(message)
+        if message.verdict_status != "pending":
+            continue
+        verdict = classify_messages(session=session, classifier=classifier,
+                                    messages=[message])[0]
+        verdicts.append(verdict)
+        if not any(v is not None for v in verdicts) and len(verdicts) >= SINGLE_FAILURES_TO_STOP:
+            break
+    return verdicts
 
 
 def _any_classified(session: Session, batch: Sequence[Message]) -> bool:
