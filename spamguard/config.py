@@ -54,6 +54,7 @@ class Settings:
     model_check_seconds: int = 5  # how often a worker checks for a newly active model
     rate_limit_storage_uri: str = "memory://"  # per worker; redis://... to share limits
     pending_drain_batch: int = 32  # pending messages a worker classifies after a request
+    pending_retry_seconds: int = 300  # with a model loaded, retry pending this often (0: never)
     quantize: bool = False  # serve with int8 dynamic quantisation (docs/performance.md)
     runtime: str = "onnx"  # backbone runtime for serving and classify (RUNTIMES)
     base_data: str = ""  # retraining's base data set; empty: DEFAULT_DATA

@@ -56,7 +56,8 @@ def _start_timer() -> None:
 
 
 def _after_request(response: Response) -> Response:
-    """Log and count the request; drain pending messages after a model (re)load."""
+    """Log and count the request; drain pending messages after a model (re)load, and every
+    ``SPAMGUARD_PENDING_RETRY_SECONDS`` while one is loaded."""
     started = g.get("request_started", time.perf_counter())
     duration = time.perf_counter() - started
     endpoint = request.endpoint or "unmatched"  # unmatched: no per-URL label explosion
@@ -70,7 +71,7 @@ def _after_request(response: Response) -> Response:
     if "log_body" in g:
         record["body"] = g.log_body  # only when SPAMGUARD_LOG_BODIES is on
     access_log.info(json.dumps(record, ensure_ascii=False))
-    if provider.just_loaded and provider.peek() is not None:
+    if provider.drain_due():
         response.call_on_close(_drain_callback(current_app._get_current_object()))
     return response
 
@@ -81,9 +82,8 @@ def _drain_callback(app: Flask):
     def drain() -> None:
         provider = provider_for(app)
         classifier = provider.peek()
-        if classifier is None or not provider.just_loaded:
-            return
-        provider.just_loaded = False  # one drain at a time in this process
+        if classifier is None or not provider.start_drain():
+            return  # one drain at a time in this process
         batch = app.config["SPAMGUARD"].pending_drain_batch
         with app.app_context():
             with get_db().session_factory() as session:

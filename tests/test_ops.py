@@ -86,6 +86,34 @@ def test_pending_messages_drained_once_a_model_loads(app_without_model, install_
     assert counted == 3  # drained verdicts are counted like answered ones
 
 
+def test_pending_after_a_failure_is_retried_while_the_model_stays(make_app, monkeypatch):
+    """A message whose classification failed with a model loaded is tried again after
+    SPAMGUARD_PENDING_RETRY_SECONDS, not only at the next model load."""
+    from spamguard.services.model_provider import provider_for
+
+    app = make_app(model_check_seconds=0, pending_retry_seconds=300)
+    client = app.test_client()
+    client.get("/healthz").close()  # loads the model (and drains nothing)
+    provider = provider_for(app)
+    now = [1000.0]
+    monkeypatch.setattr(provider, "_clock", lambda: now[0])
+    provider._drained_at = now[0]
+    classifier = provider.peek()
+
+    def out_of_memory(texts, progress=None):
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(classifier, "predict_proba", out_of_memory)
+    post_signed(client, twilio_params("WIN a prize now")).close()
+    monkeypatch.undo()  # the model works again, but nothing was reloaded
+    monkeypatch.setattr(provider, "_clock", lambda: now[0])
+    client.get("/healthz").close()
+    assert client.get("/healthz").get_json()["pending"] == 1  # not due yet
+    now[0] += 300
+    client.get("/healthz").close()  # due: the drain runs once the answer is sent
+    assert client.get("/healthz").get_json()["pending"] == 0
+
+
 def test_admin_paths_keep_html_errors(client):
     response = client.get("/no-such-page")
     assert response.status_code == 404

@@ -39,8 +39,9 @@ class ModelProvider:
 
     def __init__(self, *, check_seconds: float = 5.0, cache_root: Path | None = None,
                  quantize: bool = False, runtime: str = "torch", onnx_dir: Path | None = None,
-                 clock=time.monotonic) -> None:
+                 retry_seconds: float = 0.0, clock=time.monotonic) -> None:
         self.check_seconds = check_seconds
+        self.retry_seconds = retry_seconds
         self.cache_root = cache_root
         self.quantize = quantize
         self.runtime, self.onnx_dir = runtime, onnx_dir
@@ -53,7 +54,8 @@ class ModelProvider:
         """A provider with the service's model settings (runtime, quantize, ONNX folder)."""
         options = {"check_seconds": settings.model_check_seconds,
                    "quantize": settings.quantize, "runtime": settings.runtime,
-                   "onnx_dir": settings.onnx_dir}
+                   "onnx_dir": settings.onnx_dir,
+                   "retry_seconds": settings.pending_retry_seconds}
         return cls(**{**options, **overrides})
 
     def reset(self) -> None:
@@ -66,6 +68,7 @@ class ModelProvider:
         self.loads = 0  # versions loaded by this process (tests and /healthz read it)
         self.backbone_reuses = 0
         self.just_loaded = False  # set on each load: pending messages may now be classifiable
+        self._drained_at: float | None = None
 
     @property
     def version_id(self) -> str | None:
@@ -75,6 +78,25 @@ class ModelProvider:
     def peek(self) -> Any:
         """Return the loaded classifier without touching the database (None if none)."""
         return self._classifier if self._pid == os.getpid() else None
+
+    def drain_due(self) -> bool:
+        """Whether pending messages should be tried: a model is loaded and it is new, or
+        the last try is ``retry_seconds`` old (messages whose classification failed while
+        this model was loaded, e.g. after an out-of-memory error)."""
+        if self.peek() is None:
+            return False
+        if self.just_loaded:
+            return True
+        return (self.retry_seconds > 0 and self._drained_at is not None
+                and self._clock() - self._drained_at >= self.retry_seconds)
+
+    def start_drain(self) -> bool:
+        """Claim a due drain for this process (one at a time); False when none is due."""
+        with self._lock:
+            if not self.drain_due():
+                return False
+            self.just_loaded, self._drained_at = False, self._clock()
+            return True
 
     def get(self, *, session: Session) -> Any:
         """Return the classifier for the active version, loading or switching when due."""
