@@ -36,7 +36,7 @@ from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.baseline import TfidfSvmBaseline
-from spamguard.ml.blend import head_logit
+from spamguard.ml.blend import Blend, head_logit
 from spamguard.ml.classifier import build_inputs
 from spamguard.ml.data import dedupe, load_labelled, split
 from spamguard.ml.embeddings import CachedEncoder
@@ -166,9 +166,11 @@ def run(args: argparse.Namespace) -> str:
                 threshold, _ = choose_threshold(labels[val_idx], hv, config.max_ham_fpr, 0.0)
                 predicted[cand.name][rep, test] = ht >= threshold
                 continue
-            w = cand.head_share  # 2x: share 0.5 is the shipped sum of the scaled halves
-            bv = 2 * (w * hv / hv.std() + (1 - w) * sv / sv.std())
-            bt = 2 * (w * ht / hv.std() + (1 - w) * st / sv.std())
+            # The shipped Blend with each scale divided by twice its share: share 0.5 is the
+            # shipped sum of the scaled halves, and the boundary keeps its units.
+            w = cand.head_share
+            blend = Blend(head_scale=hv.std() / (2 * w), lexical_scale=sv.std() / (2 * (1 - w)))
+            bv, bt = blend.score(hv, sv), blend.score(ht, st)
             threshold, _ = choose_threshold(labels[val_idx], bv, config.max_ham_fpr,
                                             cand.boundary)
             predicted[cand.name][rep, test] = bt >= threshold

@@ -92,7 +92,7 @@ def _drain_callback(app: Flask):
                                                  limit=batch,
                                                  on_verdict=lambda v: count(v.label))
         if done >= batch:
-            provider.just_loaded = True  # more may wait: continue after the next request
+            provider.drain_wanted = True  # more may wait: continue after the next request
 
     return drain
 

@@ -186,13 +186,13 @@ _HEADER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,39}")
 INPUT_FORMATS = ("auto", "text", "csv", "tsv")
 
 
-def _looks_like_header(first_line: str) -> bool:
+def _looks_like_header(path: Path, text: str) -> bool:
     """Whether an input without a .csv/.tsv suffix starts with a table header: cells split
     by tab or comma, one of them ``text`` and each other one empty (pandas' index column)
     or a short name without spaces. A plain SMS such as "Text, me when you are free" is
     not one; a header with spaces in a name needs ``--format csv`` (or ``tsv``)."""
-    delimiter = "\t" if "\t" in first_line else ","
-    cells = [c.strip() for c in first_line.rstrip("\r").split(delimiter)]
+    first_line = text.split("\n", 1)[0].rstrip("\r")
+    cells = [c.strip() for c in first_line.split(_delimiter(path, text))]
     return (len(cells) > 1 and "text" in [c.lower() for c in cells]
             and all(not c or _HEADER_NAME.fullmatch(c) for c in cells))
 
@@ -216,8 +216,7 @@ def load_texts(path: str | Path, source: bytes | None = None, *,
     raw = _read_bytes(path) if source is None else source
     text = _decode(path, raw)
     if input_format == "auto":
-        is_table = (path.suffix.lower() in {".csv", ".tsv"}
-                    or _looks_like_header(text.split("\n", 1)[0]))
+        is_table = path.suffix.lower() in {".csv", ".tsv"} or _looks_like_header(path, text)
     else:
         is_table = input_format != "text"
     if not is_table:

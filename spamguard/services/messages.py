@@ -244,10 +244,9 @@ def _one_by_one(session: Session, classifier: Any,
         session.refresh(message)
         if message.verdict_status != "pending":
             continue
-        verdict = classify_messages(session=session, classifier=classifier,
-                                    messages=[message])[0]
-        verdicts.append(verdict)
-        if not any(v is not None for v in verdicts) and len(verdicts) >= SINGLE_FAILURES_TO_STOP:
+        verdicts.append(classify_messages(session=session, classifier=classifier,
+                                          messages=[message])[0])
+        if verdicts == [None] * SINGLE_FAILURES_TO_STOP:
             break
     return verdicts
 

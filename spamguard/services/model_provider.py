@@ -67,7 +67,9 @@ class ModelProvider:
         self.last_error: str | None = None
         self.loads = 0  # versions loaded by this process (tests and /healthz read it)
         self.backbone_reuses = 0
-        self.just_loaded = False  # set on each load: pending messages may now be classifiable
+        # Set on each load (pending messages may now be classifiable) and by a drain that
+        # filled its batch (more may wait).
+        self.drain_wanted = False
         self._drained_at: float | None = None
 
     @property
@@ -80,12 +82,12 @@ class ModelProvider:
         return self._classifier if self._pid == os.getpid() else None
 
     def drain_due(self) -> bool:
-        """Whether pending messages should be tried: a model is loaded and it is new, or
-        the last try is ``retry_seconds`` old (messages whose classification failed while
+        """Whether pending messages should be tried: a model is loaded and a drain is wanted,
+        or the last try is ``retry_seconds`` old (messages whose classification failed while
         this model was loaded, e.g. after an out-of-memory error)."""
         if self.peek() is None:
             return False
-        if self.just_loaded:
+        if self.drain_wanted:
             return True
         return (self.retry_seconds > 0 and self._drained_at is not None
                 and self._clock() - self._drained_at >= self.retry_seconds)
@@ -95,7 +97,7 @@ class ModelProvider:
         with self._lock:
             if not self.drain_due():
                 return False
-            self.just_loaded, self._drained_at = False, self._clock()
+            self.drain_wanted, self._drained_at = False, self._clock()
             return True
 
     def get(self, *, session: Session) -> Any:
@@ -130,7 +132,7 @@ class ModelProvider:
             return
         self._version_id, self.last_error = active.id, None
         self.loads += 1
-        self.just_loaded = True
+        self.drain_wanted = True
         log.info("loaded model version %s", active.id)
 
     def _load(self, active: ActiveRow) -> Any:
