@@ -127,6 +127,9 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
         raise ValueError(f"SPAMGUARD_RUNTIME={settings.runtime!r} is not valid: choose "
                          f"{', '.join(RUNTIMES)}")
     check_number_format(settings.runtime, settings.quantize)
+    if not 0.0 <= settings.retrain_margin <= 1.0:  # as `retrain --margin` allows
+        raise ValueError(f"SPAMGUARD_RETRAIN_MARGIN={settings.retrain_margin!r} is not valid: "
+                         "choose a number from 0 to 1")
     if extra:
         settings = replace(settings, extra={**settings.extra, **extra})
     return settings

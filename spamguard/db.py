@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 import spamguard
-from spamguard.errors import DatabaseError, SchemaOutOfDateError
+from spamguard.errors import DatabaseError, DatabaseUnavailableError, SchemaOutOfDateError
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -191,7 +191,7 @@ def schema_status(engine: Engine) -> SchemaStatus:
         with engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
     except SQLAlchemyError as exc:
-        raise DatabaseError(
+        raise DatabaseUnavailableError(
             f"cannot read the database {safe_url(engine.url)}: {_first_line(exc)}"
         ) from exc
     known = current is None or current in {rev.revision for rev in script.walk_revisions()}

@@ -19,6 +19,13 @@ class DatabaseError(SpamguardError):
     """A database that cannot be reached or used."""
 
 
+class DatabaseUnavailableError(DatabaseError):
+    """A database that does not answer (down, refused, timed out): worth retrying later, so a
+    scheduler sees the "retry" exit code 1 rather than 2 ("a person must fix this")."""
+
+    exit_code = 1
+
+
 class SchemaOutOfDateError(DatabaseError):
     """A database whose schema revision is not the one this code needs."""
 
@@ -37,6 +44,12 @@ class SchemaOutOfDateError(DatabaseError):
 
 class RegistryError(SpamguardError):
     """A model version that cannot be registered, promoted, rolled back or rejected."""
+
+
+class ConcurrentActivationError(RegistryError):
+    """Two activations raced and this one lost; trying again is the fix."""
+
+    exit_code = 1
 
 
 class VersionNotFoundError(RegistryError):

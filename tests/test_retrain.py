@@ -95,6 +95,39 @@ def test_promotes_a_better_candidate_and_reports_flips(
     assert "## Flips:" in outcome.report_path.read_text()
 
 
+def test_never_promotes_over_a_version_it_was_not_compared_with(
+        retrain, retrain_settings, db_session_factory, bad_model_dir, monkeypatch) -> None:
+    """An operator's rollback while the run trains: the candidate was compared with the old
+    active version, so it is kept unpromoted and the run fails (exit 1: retry next time)."""
+    from spamguard.services import retrain as retrain_module
+
+    first = retrain()
+    bad_id = _install_active(retrain_settings, db_session_factory, bad_model_dir)
+    store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+    train = retrain_module.train_candidate
+
+    def train_while_the_operator_rolls_back(*args, **kwargs):
+        candidate = train(*args, **kwargs)
+        with session_scope(db_session_factory) as session:
+            registry.rollback(session=session)
+        return candidate
+
+    monkeypatch.setattr(retrain_module, "train_candidate", train_while_the_operator_rolls_back)
+    outcome = retrain()
+    assert (outcome.status, outcome.exit_code) == ("failed", 1), outcome.summary
+    assert "active version changed during the run" in outcome.summary
+    assert f"{bad_id} -> {first.candidate_version}" in outcome.summary
+    assert _active_id(db_session_factory) == first.candidate_version
+    assert _status(db_session_factory, outcome.candidate_version) == "candidate"
+    run = _runs(db_session_factory)[-1]
+    assert run.status == "failed" and run.max_review_id is None
+    assert run.candidate_version_id == outcome.candidate_version
+    monkeypatch.setattr(retrain_module, "train_candidate", train)
+    again = retrain()  # the reviews were not used up: the next run compares with A
+    assert again.active_version == first.candidate_version
+    assert again.status in {"promoted", "rejected"}, again.summary
+
+
 def test_rejects_a_worse_candidate(retrain, db_session_factory) -> None:
     first = retrain()
     store_reviews(db_session_factory, _inverting_reviews())

@@ -73,3 +73,20 @@ def test_flips_and_markdown_escape_message_text() -> None:
     markdown = model_diff.render_markdown(changes)
     assert "<script>" not in markdown and "&lt;script&gt;" in markdown
     assert "&#124; pipe" in markdown
+
+
+def test_unreachable_database_exits_1_so_a_scheduler_retries(retrain_env) -> None:
+    result = CliRunner().invoke(build_cli(), ["retrain", "--trigger", "cron"], env={
+        **retrain_env,
+        "SPAMGUARD_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"})
+    assert result.exit_code == 1, result.output
+    assert "cannot read the database" in result.output
+
+
+@pytest.mark.parametrize("margin", ["-0.1", "1.5"])
+def test_margin_setting_out_of_range_is_refused(margin) -> None:
+    from spamguard.config import load_settings
+
+    with pytest.raises(ValueError, match="SPAMGUARD_RETRAIN_MARGIN=.*from 0 to 1"):
+        load_settings(environ={"SPAMGUARD_RETRAIN_MARGIN": margin})
+    assert load_settings(environ={"SPAMGUARD_RETRAIN_MARGIN": "0.02"}).retrain_margin == 0.02

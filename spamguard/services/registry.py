@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from spamguard.errors import RegistryError, VersionNotFoundError
+from spamguard.errors import ConcurrentActivationError, RegistryError, VersionNotFoundError
 from spamguard.models import ModelVersion
 from spamguard.sqltypes import as_utc, utcnow
 
@@ -132,7 +132,7 @@ def _activate(session: Session, version: ModelVersion, *, previous_id: str | Non
         version.previous_active_id = previous_id
         session.flush()
     except IntegrityError as exc:
-        raise RegistryError(
+        raise ConcurrentActivationError(
             f"could not activate {version.id}: another version was activated at the same "
             "time; try again"
         ) from exc

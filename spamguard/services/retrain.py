@@ -32,6 +32,7 @@ from spamguard.services.retrain_steps import (
     clean_leftovers,
     decide,
     evaluate_and_report,
+    locked_active_id,
     prepare_data,
     record_versions,
     take_snapshot,
@@ -127,6 +128,7 @@ class _Retrain:
         self.counts: dict[str, Any] = {}
         self.run_id: int | None = None
         self.active_id: str | None = None  # the version the candidate is compared with
+        self.committed = False  # the run's end is in the database (never rewrite it)
 
     def run(self, trigger: str) -> RetrainOutcome:
         """Clean up after dead runs, record this run, do it, and record how it ended."""
@@ -145,9 +147,10 @@ class _Retrain:
             logger.exception("retrain failed")
             outcome = self._failed(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
         except BaseException:  # Ctrl-C, SIGTERM (the CLI raises SystemExit): record and stop
-            self._finish(self._failed("interrupted", EXIT_FAILED))
+            if not self.committed:  # a signal just after the commit must not undo its record
+                self._finish(self._failed("interrupted", EXIT_FAILED))
             raise
-        if outcome.status not in {"promoted", "rejected", "dry_run"}:
+        if not self.committed:
             self._finish(outcome)  # the decision paths finish inside their transaction
         return outcome
 
@@ -202,11 +205,26 @@ class _Retrain:
         outcome = self._outcome(gate.outcome, summary, candidate=candidate.version,
                                 report=candidate.report_path)
         with self.session_factory() as session, session.begin():
+            now_active = locked_active_id(session)
+            if now_active != snapshot.active_id and gate.outcome != "dry_run":
+                # Someone promoted or rolled back while this run trained: the comparison was
+                # made against a model that is no longer served. Keep the candidate (with its
+                # report) unpromoted and let the next run compare with the model in service.
+                gate = replace(gate, outcome="dry_run")
+                outcome = self._failed(
+                    f"the active version changed during the run ({snapshot.active_id or 'none'}"
+                    f" -> {now_active or 'none'}); candidate {candidate.version} was compared "
+                    "with the old one, so it is kept unpromoted; the next run compares again",
+                    EXIT_FAILED)
+                outcome.candidate_version = candidate.version
+                outcome.report_path = candidate.report_path
             record_versions(session, candidate.directory, gate,
                             self.counts["metrics"]["candidate"])
-            self._write_finish(session, outcome, max_review_id=snapshot.max_review_id)
+            self._write_finish(session, outcome, max_review_id=None if outcome.status ==
+                               "failed" else snapshot.max_review_id)
             session.flush()
             checkpoint("committing", None, self.log)  # killed here: nothing above commits
+        self.committed = True
         return outcome
 
     def _outcome(self, status: str, summary: str, *, candidate: str | None = None,

@@ -271,6 +271,13 @@ def decide(changes: dict[str, Any], *, metric: str, margin: float, force: bool,
     return Gate("promoted" if passed else "rejected", passed, reason)
 
 
+def locked_active_id(session: Session) -> str | None:
+    """The active version's id, its row locked until the transaction ends (PostgreSQL), so
+    a promote or rollback cannot slip in between this check and the run's own promotion."""
+    return session.scalars(select(ModelVersion.id).where(ModelVersion.status == "active")
+                           .with_for_update()).first()
+
+
 def record_versions(session: Session, directory: Path, gate: Gate,
                     eval_metrics: dict[str, Any]) -> ModelVersion:
     """Register the candidate (rejected if it failed the gate) and promote it if decided.
