@@ -43,7 +43,8 @@ def spam_wave(add_messages):
                         "loan offer #5", "lunch? #6")
 
 
-def test_rebuild_groups_and_labels_whole_campaign(db_session, spam_wave, make_user):
+def test_rebuild_groups_and_labels_whole_campaign(db_session, spam_wave, make_user,
+                                                  add_messages):
     result = campaigns.rebuild_campaigns(session=db_session, encoder=fake_encoder,
                                          similarity=0.92, min_size=2)
     db_session.commit()
@@ -58,11 +59,17 @@ def test_rebuild_groups_and_labels_whole_campaign(db_session, spam_wave, make_us
     assert count == 3
     assert [db_session.get(Message, i).review_label for i in spam_wave] == \
         ["spam", "spam", "spam", None, None, None]
-    # A rebuild keeps the moderators' decision on the campaign.
+    # A rebuild keeps the moderators' decision on the campaign...
     campaigns.rebuild_campaigns(session=db_session, encoder=fake_encoder, min_size=2)
     db_session.commit()
     assert campaigns.list_campaigns(db_session)[0].label == "spam"
     assert campaigns.count_campaigns(db_session) == 2
+    # ...until an unreviewed member joins: then the campaign asks for a decision again.
+    add_messages("prize a #7")
+    campaigns.rebuild_campaigns(session=db_session, encoder=fake_encoder, min_size=2)
+    db_session.commit()
+    grown = campaigns.list_campaigns(db_session)[0]
+    assert (grown.size, grown.label) == (4, None)
 
 
 def test_rebuild_respects_min_size_and_window(db_session, spam_wave):
@@ -93,11 +100,101 @@ def test_campaign_page_and_label_button(moderator_client, viewer_client, db_sess
     assert "All 3 spam" not in viewer_client.get("/admin/campaigns").get_data(as_text=True)
     assert viewer_client.post(f"/admin/campaigns/{top}/label",
                               data={"label": "spam"}).status_code == 403
-    response = moderator_client.post(f"/admin/campaigns/{top}/label", data={"label": "ham"},
-                                     follow_redirects=True)
+    assert f'name="representative" value="{spam_wave[0]}"' in page
+    assert moderator_client.post(f"/admin/campaigns/{top}/label",
+                                 data={"label": "ham"}).status_code == 400  # no fingerprint
+    response = moderator_client.post(
+        f"/admin/campaigns/{top}/label",
+        data={"label": "ham", "size": "3", "representative": str(spam_wave[0])},
+        follow_redirects=True)
     assert "3 messages labelled ham" in response.get_data(as_text=True)
     assert moderator_client.get("/admin/campaigns?order=recent").status_code == 200
     assert moderator_client.get("/admin/campaigns?order=weird").status_code == 400
+
+
+def test_a_page_from_before_a_rebuild_labels_nothing(moderator_client, db_session_factory,
+                                                      add_messages):
+    """A rebuild replaces the campaigns and may reuse ids: the old page's button is refused."""
+    ham = add_messages("lunch? #1", "lunch? #2")
+    spam = add_messages("loan offer #3", "loan offer #4", "loan offer #5")
+    with db_session_factory() as session:
+        campaigns.rebuild_campaigns(session=session, encoder=fake_encoder, min_size=3)
+        session.commit()
+        (shown,) = campaigns.list_campaigns(session)
+        seen = (str(shown.size), str(shown.representative_message_id))
+    ham += add_messages("lunch? #6")
+    with db_session_factory() as session:
+        campaigns.rebuild_campaigns(session=session, encoder=fake_encoder, min_size=3)
+        session.commit()
+        now = {c.id: c.representative_message_id for c in campaigns.list_campaigns(session)}
+    response = moderator_client.post(
+        f"/admin/campaigns/{shown.id}/label",
+        data={"label": "spam", "size": seen[0], "representative": seen[1]},
+        follow_redirects=True)
+    text = response.get_data(as_text=True)
+    assert "nothing was labelled" in text or f"no campaign {shown.id}" in text, now
+    with db_session_factory() as session:
+        assert all(session.get(Message, i).review_label is None for i in ham + spam)
+
+
+def test_group_vectors_matches_all_pairs_linking(monkeypatch):
+    """Blockwise grouping by component gives the partition of linking every similar pair."""
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(3)
+    for block in (1, 7, 64):
+        monkeypatch.setattr(campaigns, "BLOCK", block)
+        centers = rng.normal(size=(5, 4))
+        vectors = centers[rng.integers(0, 5, 150)] + rng.normal(scale=0.3, size=(150, 4))
+        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        expected = connected_components(unit @ unit.T >= 0.9, directed=False)[1]
+        got = campaigns.group_vectors(vectors, similarity=0.9)
+        assert len(set(zip(got, expected, strict=True))) == len(set(expected)) == len(set(got))
+        assert sorted(set(got)) == list(range(len(set(got))))
+
+
+def test_concurrent_rebuilds_do_not_duplicate_campaigns(db_session_factory, add_messages,
+                                                       db_backend):
+    import threading
+
+    add_messages("loan offer #1", "loan offer #2", "loan offer #3", "prize a #4",
+                 "prize b #5", "prize a #6")
+    first_encoding, release = threading.Event(), threading.Event()
+    second_encoded, errors = [], []
+
+    def first_encoder(texts):
+        first_encoding.set()
+        release.wait(timeout=30)
+        return fake_encoder(texts)
+
+    def second_encoder(texts):
+        second_encoded.append(release.is_set())
+        return fake_encoder(texts)
+
+    def rebuild(encoder):
+        try:
+            with db_session_factory() as session:
+                campaigns.rebuild_campaigns(session=session, encoder=encoder, min_size=3)
+                session.commit()
+        except Exception as exc:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(repr(exc))
+
+    first = threading.Thread(target=rebuild, args=(first_encoder,))
+    first.start()
+    assert first_encoding.wait(timeout=30)
+    second = threading.Thread(target=rebuild, args=(second_encoder,))
+    second.start()
+    second.join(timeout=1.0)  # PostgreSQL: waits for the first rebuild's lock
+    release.set()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    assert not errors
+    if db_backend == "postgresql":
+        assert second_encoded == [True]  # it read only after the first had committed
+    with db_session_factory() as session:
+        found = [(c.size, session.query(Message).filter(Message.campaign_id == c.id).count())
+                 for c in session.scalars(select(Campaign))]
+    assert sorted(found) == [(3, 3), (3, 3)]
 
 
 def test_rebuild_button_starts_background_job(moderator_client, monkeypatch):

@@ -39,9 +39,16 @@ def campaign_list():
 def campaign_label(campaign_id: int):
     """Label every message of the campaign."""
     label = request.form.get("label", "")
+    try:  # what the moderator was shown; a rebuild since then is refused (label_campaign)
+        representative = request.form.get("representative", "")
+        seen = (int(request.form["size"]), int(representative) if representative else None)
+    except (KeyError, ValueError):
+        abort(400, description="the form lacks the campaign's size and representative "
+                               "message: reload the page")
     return run_action(
         lambda db: campaigns.label_campaign(session=db, campaign_id=campaign_id, label=label,
-                                            user_id=user_id(), note=request.form.get("note")),
+                                            user_id=user_id(), note=request.form.get("note"),
+                                            seen=seen),
         done=lambda count: f"Campaign {campaign_id}: {count} messages labelled {label}.",
         endpoint="admin.campaign_list", order=request.form.get("order", "size"))
 

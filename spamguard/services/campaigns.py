@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from spamguard.errors import SpamguardError
@@ -26,6 +26,7 @@ DEFAULT_MIN_SIZE = 3
 DEFAULT_DAYS = 30
 ENCODE_CHUNK = 2000  # texts per encoder call (bounded memory, one cache shard each)
 BLOCK = 1024  # rows per similarity block
+REBUILD_LOCK_KEY = 0x5347_4341  # PostgreSQL advisory lock id of a rebuild ("SGCA")
 Encoder = Callable[[Sequence[str]], np.ndarray]
 
 
@@ -40,7 +41,13 @@ class RebuildResult:
 
 
 def group_vectors(vectors: np.ndarray, *, similarity: float = DEFAULT_SIMILARITY) -> np.ndarray:
-    """Return a component id per row: rows linked by cosine similarity >= ``similarity``."""
+    """Return a component id per row: rows linked by cosine similarity >= ``similarity``.
+
+    Rows are taken a block at a time against every earlier row. Earlier rows already carry
+    their component's label, so a block's links collapse to (row, component) pairs: memory
+    stays about a block times the row count, even when one campaign holds most rows (storing
+    every similar pair would grow with the square of the campaign's size).
+    """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -49,16 +56,34 @@ def group_vectors(vectors: np.ndarray, *, similarity: float = DEFAULT_SIMILARITY
         return np.zeros(0, dtype=np.int64)
     unit = np.asarray(vectors, dtype=np.float32)
     unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
-    rows, cols = [], []
+    label = np.arange(n)  # rows before the block: the smallest row of their component
     for start in range(0, n, BLOCK):
-        # Only pairs (i, j) with j > i: the upper triangle, block by block.
-        sims = unit[start:start + BLOCK] @ unit[start:].T
-        i, j = np.nonzero(np.triu(sims >= similarity, k=1))
-        rows.append((i + start).astype(np.int32))
-        cols.append((j + start).astype(np.int32))
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
+        end = min(start + BLOCK, n)
+        hits = unit[start:end] @ unit[:end].T >= similarity
+        # Within the block, pairs (i, j) with j < i; earlier rows, by component.
+        rows, cols = np.nonzero(np.tril(hits[:, start:end], k=-1))
+        pairs = [(rows + start, cols + start)]
+        if start:
+            order = np.argsort(label[:start], kind="stable")
+            sorted_labels = label[:start][order]
+            first = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+            touched = (hits[:, :start] if len(first) == start  # no groups yet: as it is
+                       else np.logical_or.reduceat(hits[:, order], first, axis=1))
+            rows, groups = np.nonzero(touched)
+            pairs.append((rows + start, sorted_labels[first[groups]]))
+        a = np.concatenate([p[0] for p in pairs])
+        b = np.concatenate([p[1] for p in pairs])
+        nodes = np.unique(np.concatenate([np.arange(start, end), b]))
+        ia, ib = np.searchsorted(nodes, a), np.searchsorted(nodes, b)
+        graph = coo_matrix((np.ones(len(ia), dtype=np.int8), (ia, ib)),
+                           shape=(len(nodes), len(nodes)))
+        _, component = connected_components(graph, directed=False)
+        smallest = np.full(component.max() + 1, n)
+        np.minimum.at(smallest, component, nodes)
+        remap = np.arange(n)
+        remap[nodes] = smallest[component]
+        label[:end] = remap[label[:end]]
+    return np.unique(label, return_inverse=True)[1]
 
 
 def _encode(encoder: Encoder, texts: list[str]) -> np.ndarray:
@@ -88,10 +113,12 @@ def rebuild_campaigns(*, session: Session, encoder: Encoder,
     """Replace all campaigns by those found among the messages of the last ``days`` days.
 
     A label a moderator gave an old campaign carries over to the new campaign holding its
-    messages when all of them agree. Flushes; the caller commits.
+    messages when all of them agree and every member's current review says the same (a
+    campaign with new, unreviewed members shows no label). Flushes; the caller commits.
     """
+    _one_rebuild_at_a_time(session)
     query = select(Message.id, Message.body, Message.text_hash, Message.received_at,
-                   Message.campaign_id)
+                   Message.campaign_id, Message.review_label)
     if days:
         query = query.where(Message.received_at >= (now or utcnow()) - timedelta(days=days))
     rows = list(session.execute(query))
@@ -108,13 +135,28 @@ def rebuild_campaigns(*, session: Session, encoder: Encoder,
     return RebuildResult(len(rows), distinct, len(groups), sum(len(g) for g in groups))
 
 
+def _one_rebuild_at_a_time(session: Session) -> None:
+    """PostgreSQL: make a concurrent rebuild wait until this one commits, then read afresh.
+
+    Two rebuilds that both read before either writes would each insert every campaign
+    (duplicates, half of them empty). A transaction-scoped advisory lock blocks only other
+    rebuilds, not message intake or reviews. SQLite needs nothing: its writers take turns,
+    and a rebuild's delete-all and insert-all are one write transaction.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": REBUILD_LOCK_KEY})
+
+
 def _store(session: Session, members: list, old_labels: dict[int, str | None]) -> Campaign:
     """Insert one campaign and point its messages at it."""
     members = sorted(members, key=lambda r: (r.received_at, r.id))
     labels = {old_labels.get(m.campaign_id) for m in members if m.campaign_id is not None}
+    label = labels.pop() if len(labels) == 1 else None
+    if any(m.review_label != label for m in members):
+        label = None  # new or relabelled members: the campaign needs a moderator's look again
     campaign = Campaign(first_seen=members[0].received_at, last_seen=members[-1].received_at,
                         size=len(members), representative_message_id=members[0].id,
-                        label=labels.pop() if len(labels) == 1 else None)
+                        label=label)
     session.add(campaign)
     session.flush()
     ids = [m.id for m in members]
@@ -143,11 +185,22 @@ def count_campaigns(session: Session) -> int:
 
 
 def label_campaign(*, session: Session, campaign_id: int, label: str, user_id: int | None,
-                   note: str | None = None) -> int:
-    """Label every message of a campaign with one decision; return how many."""
-    campaign = session.get(Campaign, campaign_id)
+                   note: str | None = None, seen: tuple[int, int | None] | None = None) -> int:
+    """Label every message of a campaign with one decision; return how many.
+
+    ``seen`` is the (size, representative message id) the moderator was shown. A rebuild
+    replaces every campaign and may reuse ids, so a page loaded before it could otherwise
+    label a different group under the same id; a mismatch is refused.
+    """
+    campaign = session.scalars(select(Campaign).where(Campaign.id == campaign_id)
+                               .with_for_update()).first()  # a rebuild waits for us
     if campaign is None:
-        raise SpamguardError(f"no campaign {campaign_id}")
+        raise SpamguardError(f"no campaign {campaign_id} (campaigns were rebuilt): reload "
+                             "the page")
+    if seen is not None and seen != (campaign.size, campaign.representative_message_id):
+        raise SpamguardError(f"campaign {campaign_id} changed since the page was loaded "
+                             f"(campaigns were rebuilt; it now holds {campaign.size} "
+                             "messages): nothing was labelled; reload the page and check it")
     ids = select(Message.id).where(Message.campaign_id == campaign_id)
     count = reviews.bulk_relabel(session=session, ids=ids, label=label, user_id=user_id,
                                  note=note or f"campaign {campaign_id}")
