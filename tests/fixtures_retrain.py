@@ -34,6 +34,19 @@ def base_rows(repeats: int = RETRAIN_BASE_REPEATS) -> list[tuple[int, str]]:
     return list(zip(data.labels.tolist(), data.texts, strict=True))
 
 
+def inverting_reviews(session_factory: sessionmaker[Session]) -> list[tuple[str, str]]:
+    """Every base message outside the evaluation set reviewed with the opposite label: a
+    candidate learns nonsense, and the set (whose labels follow reviews) still knows better."""
+    from spamguard.db import session_scope
+    from spamguard.ml.data import text_hash
+    from spamguard.services.evalset import load_evalset
+
+    with session_scope(session_factory) as session:
+        held_out = load_evalset(session).hashes
+    return [(text, "ham" if label else "spam") for label, text in base_rows()
+            if text_hash(text) not in held_out]
+
+
 def store_reviews(session_factory: sessionmaker[Session],
                   reviews: Iterable[tuple[str, str]]) -> list[int]:
     """Store each ``(text, label)`` as a received message with a moderator's review."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import func, select
 
 from spamguard.cli import build_cli
 from spamguard.db import session_scope
 from spamguard.errors import DataError
 from spamguard.ml.data import LabelledData, load_labelled, text_hash
+from spamguard.models import Review
 from spamguard.services.evalset import (
     add_reviewed,
     choose_from_base,
@@ -60,6 +62,45 @@ def test_add_reviewed_grows_the_set(db_session_factory) -> None:
     assert len(evalset) == 20 and evalset.sources == {"base": 17, "review": 3}
     assert text_hash("two reviewed message") in evalset.hashes
     assert "3 from reviews" in evalset.describe()
+
+
+def test_labels_follow_the_latest_review(db_session_factory) -> None:
+    """A corrected review relabels its evaluation message; an undone one leaves it out; a
+    review of a base evaluation text overrides the base label (and is not counted twice)."""
+    from spamguard.services import reviews
+    from spamguard.services.training_data import build_training_set
+
+    base = sample_data(6)
+    (mistake,) = store_reviews(db_session_factory, [("see you at the gym at 6", "spam")])
+    (undone,) = store_reviews(db_session_factory, [("lunch at noon then?", "ham")])
+    with session_scope(db_session_factory) as session:
+        chosen, _ = ensure_evalset(session=session, base=base, fraction=0.2)
+        assert add_reviewed(session=session, message_ids=[mistake, undone]) == 2
+    base_ham = next(t for t, label in zip(chosen.texts, chosen.labels, strict=True)
+                    if label == 0)
+    (moderated,) = store_reviews(db_session_factory, [(base_ham, "spam")])
+    with session_scope(db_session_factory) as session:
+        snapshot = session.scalar(select(func.max(Review.id)))
+        reviews.add_review(session=session, message_id=mistake, label="ham", user_id=None)
+        last = reviews.review_history(session, undone)[-1].id
+        reviews.undo_review(session=session, review_id=last)
+    with session_scope(db_session_factory) as session:
+        evalset = load_evalset(session)
+        before = load_evalset(session, up_to_review=snapshot)
+        training = build_training_set(session=session, base=base, exclude=evalset.hashes)
+    labels = dict(zip(evalset.texts, evalset.labels, strict=True))
+    assert labels["see you at the gym at 6"] == 0 and labels[base_ham] == 1
+    assert "lunch at noon then?" not in labels and text_hash("lunch at noon then?") in \
+        evalset.hashes
+    assert (evalset.relabelled, evalset.left_out, len(evalset)) == (2, 1, 18)
+    assert "2 relabelled by later reviews; 1 left out: review undone" in evalset.describe()
+    assert evalset.counts()["relabelled_by_reviews"] == 2
+    # The run's snapshot: reviews after it do not count yet (an undo deletes its review).
+    before_labels = dict(zip(before.texts, before.labels, strict=True))
+    assert before_labels["see you at the gym at 6"] == 1 and before.relabelled == 1
+    # Evaluation texts are never trained on, nor counted as overriding the base data.
+    assert base_ham not in training.data.texts
+    assert training.counts["reviews_overriding_base"] == 0
 
 
 def test_add_reviewed_refuses_unreviewed_messages(db_session_factory) -> None:

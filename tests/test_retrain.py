@@ -13,7 +13,13 @@ from spamguard.ml.classifier import SpamClassifier
 from spamguard.models import EvalExample, ModelVersion, TrainingRun
 from spamguard.services import locks, model_diff, registry
 from spamguard.services.retrain import LOCK_NAME
-from tests.fixtures_retrain import base_rows, copy_version, store_reviews, write_labelled
+from tests.fixtures_retrain import (
+    base_rows,
+    copy_version,
+    inverting_reviews,
+    store_reviews,
+    write_labelled,
+)
 
 NEW_HAM = ["the meeting moved to thursday afternoon", "bring the blue folder tomorrow",
            "mum says dinner is at seven", "can you feed the cat tonight"]
@@ -42,11 +48,6 @@ def _active_id(factory) -> str | None:
     with session_scope(factory) as session:
         active = registry.active_version(session)
         return active.id if active else None
-
-
-def _inverting_reviews() -> list[tuple[str, str]]:
-    """Every base message reviewed with the opposite label: a candidate learns nonsense."""
-    return [(text, "ham" if label else "spam") for label, text in base_rows()]
 
 
 def test_first_run_without_active_model_promotes(retrain, db_session_factory) -> None:
@@ -130,7 +131,7 @@ def test_never_promotes_over_a_version_it_was_not_compared_with(
 
 def test_rejects_a_worse_candidate(retrain, db_session_factory) -> None:
     first = retrain()
-    store_reviews(db_session_factory, _inverting_reviews())
+    store_reviews(db_session_factory, inverting_reviews(db_session_factory))
     outcome = retrain()
     assert (outcome.status, outcome.exit_code) == ("rejected", 3), outcome.summary
     assert "mcc is worse" in outcome.summary
@@ -145,7 +146,7 @@ def test_rejects_a_worse_candidate(retrain, db_session_factory) -> None:
 
 def test_force_promotes_and_dry_run_never_does(retrain, db_session_factory) -> None:
     first = retrain()
-    store_reviews(db_session_factory, _inverting_reviews())
+    store_reviews(db_session_factory, inverting_reviews(db_session_factory))
     dry = retrain(dry_run=True)
     assert (dry.status, dry.exit_code) == ("dry_run", 0)
     assert "would reject" in dry.summary

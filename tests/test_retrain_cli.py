@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from spamguard.cli import build_cli
 from spamguard.services import locks, model_diff
 from spamguard.services.retrain import LOCK_NAME
-from tests.fixtures_retrain import base_rows, store_reviews
+from tests.fixtures_retrain import inverting_reviews, store_reviews
 
 
 @pytest.fixture
@@ -28,8 +28,7 @@ def test_exit_codes_and_summary_lines(invoke, retrain_env, db_session_factory) -
     assert first.stdout.strip().splitlines()[-1].startswith("retrain: promoted ")
     skipped = invoke()
     assert skipped.exit_code == 0 and "retrain: skipped: 0 new review(s)" in skipped.stdout
-    store_reviews(db_session_factory,
-                  [(text, "ham" if label else "spam") for label, text in base_rows()])
+    store_reviews(db_session_factory, inverting_reviews(db_session_factory))
     rejected = invoke()
     assert rejected.exit_code == 3 and "retrain: rejected " in rejected.stdout
     with locks.acquire(session_factory=db_session_factory, name=LOCK_NAME, ttl=60):

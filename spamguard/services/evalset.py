@@ -3,6 +3,12 @@
 Every candidate and the active model are scored on these same messages, so their numbers
 compare. The set is a seeded, stratified sample of the deduplicated base data, made on the
 first retraining; afterwards it only grows, by an explicit ``spamguard evalset add``.
+
+Its labels follow the moderators, as the training data's do: when the latest review of a
+text in the set (same normalised text) disagrees with the stored label, the review wins,
+and a message added from a review that has since been undone is left out. Judging models
+by a label the moderators have corrected would reward the model that repeats the mistake.
+The stored rows never change, so a later review can change the label back.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ class EvalSet:
     hashes: set[str] = field(default_factory=set)
     sources: Counter = field(default_factory=Counter)
     created_at: datetime | None = None
+    relabelled: int = 0  # stored label overridden by the latest review of the same text
+    left_out: int = 0  # added from a review that was undone since: no label to judge by
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -46,28 +54,51 @@ class EvalSet:
         """Count messages by label and source."""
         spam = sum(self.labels)
         return {"total": len(self), "spam": spam, "ham": len(self) - spam,
-                **{f"from_{source}": n for source, n in sorted(self.sources.items())}}
+                **{f"from_{source}": n for source, n in sorted(self.sources.items())},
+                "relabelled_by_reviews": self.relabelled, "left_out_undone": self.left_out}
 
     def describe(self) -> str:
         """One line for the terminal and reports."""
         c = self.counts()
-        if not len(self):
+        if not self.hashes:
             return "evaluation set: empty (the first `spamguard retrain` chooses it)"
         since = f", chosen {self.created_at:%Y-%m-%d}" if self.created_at else ""
+        changed = "".join(
+            f"; {n} {what}" for n, what in ((self.relabelled, "relabelled by later reviews"),
+                                            (self.left_out, "left out: review undone"))
+            if n)
         return (f"evaluation set: {c['total']} messages ({c['spam']} spam, {c['ham']} ham; "
                 f"{c.get('from_base', 0)} from base data, {c.get('from_review', 0)} from "
-                f"reviews{since})")
+                f"reviews{since}{changed})")
 
 
-def load_evalset(session: Session) -> EvalSet:
-    """Read the stored evaluation set (empty when none was chosen yet)."""
+def load_evalset(session: Session, *, up_to_review: int | None = None) -> EvalSet:
+    """Read the evaluation set with the moderators' current labels (module docstring).
+
+    Args:
+        session: database session.
+        up_to_review: ignore reviews newer than this id (the run's snapshot); None: all.
+
+    Returns:
+        The set (empty when none was chosen yet). ``hashes`` holds every stored text, the
+        left-out ones too, so none of them is ever trained on.
+    """
+    reviewed = {text_hash(r.text): LABEL_IDS[r.label]  # by review id: the latest wins
+                for r in latest_reviews(session, up_to=up_to_review)}
     evalset = EvalSet()
     for row in session.scalars(select(EvalExample).order_by(EvalExample.id)):
-        evalset.texts.append(row.text)
-        evalset.labels.append(LABEL_IDS[row.label])
         evalset.hashes.add(row.text_hash)
-        evalset.sources[row.source] += 1
         evalset.created_at = evalset.created_at or row.added_at
+        label = reviewed.get(row.text_hash)
+        if label is None and row.source == "review":
+            evalset.left_out += 1
+            continue
+        if label is None:
+            label = LABEL_IDS[row.label]
+        evalset.relabelled += label != LABEL_IDS[row.label]
+        evalset.texts.append(row.text)
+        evalset.labels.append(label)
+        evalset.sources[row.source] += 1
     return evalset
 
 
@@ -105,20 +136,23 @@ def _insert(session: Session, texts: Sequence[str], labels: Sequence[int], sourc
 
 
 def ensure_evalset(*, session: Session, base: LabelledData, fraction: float,
-                   seed: int = EVALSET_SEED) -> tuple[EvalSet, bool]:
+                   seed: int = EVALSET_SEED, up_to_review: int | None = None
+                   ) -> tuple[EvalSet, bool]:
     """Return the evaluation set, choosing it from ``base`` if none exists yet.
+
+    ``up_to_review`` is passed to :func:`load_evalset`.
 
     Returns:
         The set and whether it was created now. The caller commits.
     """
-    evalset = load_evalset(session)
-    if len(evalset):
+    evalset = load_evalset(session, up_to_review=up_to_review)
+    if evalset.hashes:
         return evalset, False
     chosen = choose_from_base(base, fraction, seed=seed)
     if min(chosen.counts()["spam"], chosen.counts()["ham"]) < 1:
         raise DataError("the evaluation set needs spam and ham: add more base data")
     _insert(session, chosen.texts, chosen.labels.tolist(), "base", set())
-    return load_evalset(session), True
+    return load_evalset(session, up_to_review=up_to_review), True
 
 
 def add_reviewed(*, session: Session, message_ids: Sequence[int] = (), count: int = 0,

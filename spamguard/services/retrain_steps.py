@@ -104,7 +104,8 @@ def prepare_data(*, session_factory: sessionmaker[Session], settings: Settings,
     base = load_labelled(settings.base_data_path)
     with session_factory() as session, session.begin():
         evalset, _ = ensure_evalset(session=session, base=base,
-                                    fraction=settings.evalset_fraction)
+                                    fraction=settings.evalset_fraction,
+                                    up_to_review=snapshot.max_review_id)
         training = build_training_set(session=session, base=base, exclude=evalset.hashes,
                                       up_to_review=snapshot.max_review_id)
     check_class_sizes(training.data, settings.retrain_min_per_class)

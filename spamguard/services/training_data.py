@@ -95,7 +95,8 @@ def build_training_set(*, session: Session, base: LabelledData, exclude: Collect
     for review in reviews:
         key, label = text_hash(review.text), LABEL_IDS[review.label]
         previous = merged.get(key)
-        if previous is not None and not previous[2].startswith(REVIEW_ORIGIN):
+        if (previous is not None and not previous[2].startswith(REVIEW_ORIGIN)
+                and key not in exclude):  # evaluation texts are counted by the eval set
             overridden += previous[1] != label
             confirmed += previous[1] == label
         merged[key] = (review.text, label, f"{REVIEW_ORIGIN}{review.message_id}")
