@@ -77,14 +77,17 @@ def seed(url: str, home: Path, n: int) -> None:
                          "model_version_id": "bench-v1"})
         session.execute(insert(Message), rows)
         reviewed = list(range(1, n + 1, 10))
+        decided = {i: rng.choice(["spam", "ham"]) for i in reviewed}
         session.execute(insert(Review), [
-            {"message_id": i, "user_id": None, "label": rng.choice(["spam", "ham"]),
-             "created_at": now, "is_current": True} for i in reviewed])
-        for start in range(0, len(reviewed), 1000):
-            chunk = reviewed[start:start + 1000]
-            session.execute(update(Message).where(Message.id.in_(chunk))
-                            .values(review_label="spam", reviewed_at=now))
-        for c in range(200):
+            {"message_id": i, "user_id": None, "label": label, "created_at": now,
+             "is_current": True} for i, label in decided.items()])
+        for label in ("spam", "ham"):  # each message carries its own review's label
+            ids = [i for i, chosen in decided.items() if chosen == label]
+            for start in range(0, len(ids), 1000):
+                session.execute(update(Message).where(Message.id.in_(ids[start:start + 1000]))
+                                .values(review_label=label, reviewed_at=now))
+        # Up to 200 campaigns of 3-30 messages, 40 ids apart, within the n messages.
+        for c in range(min(200, max(0, (n - 32) // 40 + 1))):
             members = list(range(2 + c * 40, 2 + c * 40 + rng.randint(3, 30)))
             campaign = Campaign(first_seen=now - timedelta(days=1), last_seen=now,
                                 size=len(members), representative_message_id=members[0])

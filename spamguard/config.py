@@ -57,6 +57,7 @@ class Settings:
     pending_retry_seconds: int = 300  # with a model loaded, retry pending this often (0: never)
     quantize: bool = False  # serve with int8 dynamic quantisation (docs/performance.md)
     runtime: str = "onnx"  # backbone runtime for serving and classify (RUNTIMES)
+    torch_threads: int = 1  # torch and ONNX Runtime threads per service worker
     base_data: str = ""  # retraining's base data set; empty: DEFAULT_DATA
     retrain_min_new_reviews: int = 20  # fewer new reviews since the last run: skip
     retrain_metric: str = "mcc"  # compared on the fixed evaluation set
@@ -127,6 +128,12 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
         raise ValueError(f"SPAMGUARD_RUNTIME={settings.runtime!r} is not valid: choose "
                          f"{', '.join(RUNTIMES)}")
     check_number_format(settings.runtime, settings.quantize)
+    if settings.retrain_metric not in GATE_METRICS:
+        raise ValueError(f"SPAMGUARD_RETRAIN_METRIC={settings.retrain_metric!r} is not valid: "
+                         f"choose {', '.join(GATE_METRICS)}")
+    if settings.torch_threads < 1:
+        raise ValueError(f"SPAMGUARD_TORCH_THREADS={settings.torch_threads!r} is not valid: "
+                         "choose 1 or more")
     if not 0.0 <= settings.retrain_margin <= 1.0:  # as `retrain --margin` allows
         raise ValueError(f"SPAMGUARD_RETRAIN_MARGIN={settings.retrain_margin!r} is not valid: "
                          "choose a number from 0 to 1")

@@ -49,6 +49,9 @@ def _ensure_log_handler() -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         access_log.addHandler(handler)
         access_log.setLevel(logging.INFO)
+        # Not also to the root logger: a library that calls logging.info() (onnxruntime's
+        # quantizer does) gives the root a handler, and every line would print twice.
+        access_log.propagate = False
 
 
 def _start_timer() -> None:

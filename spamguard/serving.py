@@ -49,7 +49,9 @@ def _one_torch_thread(_worker: Any) -> None:
     extra intra-op threads only spin against each other."""
     import torch
 
-    torch.set_num_threads(int(os.environ.get("SPAMGUARD_TORCH_THREADS", "1")))
+    from spamguard.config import load_settings
+
+    torch.set_num_threads(load_settings().torch_threads)  # checked before gunicorn starts
 
 
 def _child_exit(_server: Any, worker: Any) -> None:

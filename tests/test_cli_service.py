@@ -105,3 +105,31 @@ def test_gunicorn_options_do_not_preload():
     options = gunicorn_options(host="127.0.0.1", port=8000, workers=3, timeout=120)
     assert options["preload_app"] is False and options["workers"] == 3
     assert 2 <= default_workers() <= 4
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("SPAMGUARD_TORCH_THREADS", "abc", "invalid literal"),
+    ("SPAMGUARD_TORCH_THREADS", "0", "choose 1 or more"),
+    ("SPAMGUARD_RETRAIN_METRIC", "foo", "choose mcc"),
+])
+def test_serve_refuses_bad_settings_in_one_line(cli_env, monkeypatch, no_gunicorn, name, value,
+                                                says):
+    monkeypatch.setenv(name, value)
+    result = run("serve")
+    assert result.exit_code == 2
+    assert result.output.strip() == result.output.strip().splitlines()[0]
+    assert f"{name}=" in result.output and says in result.output
+
+
+def test_workers_get_the_configured_torch_threads(monkeypatch):
+    import torch
+
+    from spamguard import serving
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("SPAMGUARD_TORCH_THREADS", "2")
+    try:
+        serving._one_torch_thread(None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -118,3 +118,23 @@ def test_admin_paths_keep_html_errors(client):
     response = client.get("/no-such-page")
     assert response.status_code == 404
     assert response.mimetype == "text/html"
+
+
+def test_access_line_printed_once_even_when_a_library_configures_the_root_logger(tmp_path):
+    """onnxruntime's quantizer calls logging.info(), which gives the root logger a handler;
+    the access log must not then reach stderr twice."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging\n"
+        "from spamguard.app import create_app\n"
+        f"app = create_app({{'home': {str(tmp_path)!r}, 'TESTING': True}})\n"
+        "logging.info('a library talking')\n"
+        "app.test_client().get('/healthz')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if '"path": "/healthz"' in line
+             or '"path":"/healthz"' in line]
+    assert len(lines) == 1, result.stderr

@@ -78,6 +78,8 @@ def test_sigterm_records_the_run_as_interrupted_and_frees_the_lock(
     process = _start_paused(retrain_env, "data")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    last = process.stdout.read().strip().splitlines()[-1]  # the scheduler's log gets a line
+    assert last.startswith("retrain: failed: interrupted")
     process.stdout.close()
     process.stderr.close()
     with session_scope(db_session_factory) as session:

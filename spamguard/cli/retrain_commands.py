@@ -50,11 +50,15 @@ def register(cli: click.Group) -> None:
         from spamguard.services.retrain import run_retrain
 
         _stop_on_sigterm()
-        with session_factory_for(ctx) as factory:
-            outcome = run_retrain(
-                session_factory=factory, settings=ctx.settings, force=force, dry_run=dry_run,
-                trigger=trigger, min_new_reviews=min_new_reviews, margin=margin,
-                metric=metric, log=lambda line: click.echo(line, err=True))
+        try:
+            with session_factory_for(ctx) as factory:
+                outcome = run_retrain(
+                    session_factory=factory, settings=ctx.settings, force=force,
+                    dry_run=dry_run, trigger=trigger, min_new_reviews=min_new_reviews,
+                    margin=margin, metric=metric, log=lambda line: click.echo(line, err=True))
+        except (SystemExit, KeyboardInterrupt):  # SIGTERM or Ctrl-C: the log still gets a line
+            click.echo("retrain: failed: interrupted (recorded as failed in training_runs)")
+            raise
         click.echo(outcome.summary)
         sys.exit(outcome.exit_code)
 
