@@ -13,6 +13,7 @@ from flask_limiter.util import get_remote_address
 
 from spamguard.extensions import db_session
 from spamguard.intake import BadInput, check_text, current_classifier, ingest, json_error, settings
+from spamguard.ml.blend import shown_probability
 from spamguard.services import apikeys, messages
 from spamguard.sqltypes import MAX_ID, as_utc
 
@@ -146,7 +147,7 @@ def verdict_summary(message) -> dict[str, Any]:
     """The answer to a submitted message."""
     return {"message_id": message.id, "id": message.external_id,
             "status": message.verdict_status, "label": message.model_label,
-            "spam_probability": message.spam_probability,
+            "spam_probability": shown_probability(message.spam_probability),
             "model_version": message.model_version_id}
 
 
@@ -192,7 +193,8 @@ def message_document(message) -> dict[str, Any]:
         "body": message.body, "received_at": message.received_at.isoformat(),
         "review_label": message.review_label,
         "verdicts": [{"model_version": v.model_version_id, "label": v.label,
-                      "spam_probability": v.spam_probability, "threshold": v.threshold,
+                      "spam_probability": shown_probability(v.spam_probability),
+                      "threshold": v.threshold,
                       "latency_ms": v.latency_ms, "created_at": v.created_at.isoformat()}
                      for v in message.verdicts],
         "reviews": [{"label": r.label, "note": r.note, "user_id": r.user_id,

@@ -12,7 +12,17 @@ import os
 import sys
 import time
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    request,
+    url_for,
+)
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -139,6 +149,12 @@ def _unexpected_error(exc: Exception):
         raise exc  # other areas keep Flask's own handling (and tests see the traceback)
     current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
     return json_error("internal error; the message, if accepted, is kept", 500)
+
+
+@bp.get("/")
+def index() -> Response:
+    """A person opening the server's address wants the admin UI (it asks to log in)."""
+    return redirect(url_for("admin.dashboard"))
 
 
 @bp.get("/healthz")

@@ -20,6 +20,9 @@ def test_post_message_stores_and_classifies(app, api):
     assert data["status"] == "classified"
     assert data["label"] in {"spam", "ham"}
     assert 0.0 <= data["spam_probability"] <= 1.0
+    assert data["spam_probability"] == round(data["spam_probability"], 6)  # as /classify
+    stored = api("GET", f"/messages/{data['message_id']}").get_json()
+    assert stored["verdicts"][0]["spam_probability"] == data["spam_probability"]
     assert data["model_version"]
     assert count_rows(app, Message) == count_rows(app, Verdict) == 1
 

@@ -25,6 +25,12 @@ def test_missing_backbone_is_one_clear_line(tmp_path):
         load_backbone(str(tmp_path / "no-such-model"))
     message = str(info.value)
     assert "cannot load backbone" in message and "\n" not in message
+    assert f"no such directory {tmp_path / 'no-such-model'}" in message
+
+
+def test_an_existing_directory_that_is_no_model_says_why(tmp_path):
+    with pytest.raises(ModelError, match="cannot load backbone .* from "):
+        load_backbone(str(tmp_path))
 
 
 @pytest.mark.integration

@@ -94,6 +94,15 @@ def test_promote_and_rollback(cli, registered) -> None:
     assert statuses == [["v2", "retired"], ["v1", "active"]]
 
 
+def test_promote_registers_a_version_folder(cli, registered, make_version_dir) -> None:
+    folder = make_version_dir("v3", created_at="2026-11-03T09:30:00Z")
+    result = run(cli, "promote", str(folder))
+    assert result.exit_code == 0 and "promoted v3 (was v1)" in result.output
+    statuses = [line.split()[:2] for line in run(cli, "models").output.splitlines()[1:]]
+    assert statuses == [["v3", "active"], ["v2", "candidate"], ["v1", "retired"]]
+    assert "promoted v3" in run(cli, "promote", str(folder)).output  # already: no change
+
+
 def test_errors_are_one_line(cli, registered) -> None:
     result = CliRunner().invoke(cli, ["promote", "nope"])
     assert result.exit_code == 2

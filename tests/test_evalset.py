@@ -103,9 +103,12 @@ def test_labels_follow_the_latest_review(db_session_factory) -> None:
     assert training.counts["reviews_overriding_base"] == 0
 
 
-def test_add_reviewed_refuses_unreviewed_messages(db_session_factory) -> None:
-    with session_scope(db_session_factory) as session, pytest.raises(DataError, match="12345"):
-        add_reviewed(session=session, message_ids=[12345])
+def test_add_reviewed_refuses_unreviewed_messages(db_session_factory, add_messages) -> None:
+    (unreviewed,) = add_messages("nobody looked at me")
+    with session_scope(db_session_factory) as session, pytest.raises(
+            DataError, match=f"^no such message\\(s\\): 12345; message\\(s\\) with no "
+                             f"review: {unreviewed}$"):
+        add_reviewed(session=session, message_ids=[12345, unreviewed])
 
 
 def test_evalset_cli(retrain_env, retrain_settings, db_session_factory) -> None:

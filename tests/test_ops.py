@@ -138,3 +138,8 @@ def test_access_line_printed_once_even_when_a_library_configures_the_root_logger
     lines = [line for line in result.stderr.splitlines() if '"path": "/healthz"' in line
              or '"path":"/healthz"' in line]
     assert len(lines) == 1, result.stderr
+
+
+def test_the_bare_address_leads_to_the_admin_ui(client):
+    response = client.get("/")
+    assert response.status_code == 302 and response.location.endswith("/admin/dashboard")

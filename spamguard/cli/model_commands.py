@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 import click
 from sqlalchemy.orm import Session
@@ -78,8 +78,21 @@ def register(cli: click.Group) -> None:
     @click.argument("version_id", metavar="VERSION")
     @pass_ctx
     def promote_command(ctx: CliContext, version_id: str) -> None:
-        """Make VERSION the active model version (the current one is retired)."""
-        _switch(ctx, lambda s: registry.promote(session=s, version_id=version_id), "promoted")
+        """Make VERSION the active model version (the current one is retired).
+
+        VERSION is a registered version id, or a version folder (one with model.json, e.g.
+        written by the Python API's train_model), which is registered first.
+        """
+        folder = Path(version_id)
+
+        def promote(session: Session) -> ModelVersion:
+            target = version_id
+            if (folder / "model.json").is_file():
+                target = registry.register_version(session=session, version_dir=folder,
+                                                   activate_if_none=False).id
+            return registry.promote(session=session, version_id=target)
+
+        _switch(ctx, promote, "promoted")
 
     @cli.command("rollback")
     @pass_ctx

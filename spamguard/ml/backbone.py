@@ -39,6 +39,13 @@ def resolve(name: str | None) -> tuple[str, str]:
     return name, name
 
 
+def _is_missing_path(location: str) -> bool:
+    """A location written as a path (``/``, ``./``, ``~``, or more than one ``/``; a hub id
+    is ``name`` or ``owner/name``) that does not exist: say so instead of asking the hub."""
+    looks_like_path = location.startswith(("/", ".", "~")) or location.count("/") > 1
+    return looks_like_path and not Path(location).expanduser().exists()
+
+
 @dataclass
 class Backbone:
     """A frozen encoder with its tokenizer, name and weight fingerprint."""
@@ -104,6 +111,9 @@ def load_backbone(name: str | None = None) -> Backbone:
     from transformers.utils import logging as hf_logging
 
     display, location = resolve(name)
+    if _is_missing_path(location):
+        raise ModelError(f"cannot load backbone {display!r}: no such directory "
+                         f"{Path(location).expanduser().resolve()}")
     hf_logging.set_verbosity_error()  # "some weights unused" is expected for encoders
     hf_logging.disable_progress_bar()  # a bar for a sub-second weight load is noise
     try:

@@ -19,6 +19,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+PROBABILITY_DIGITS = 6  # spam probabilities as answered: the CLI, the API and stored verdicts
+
+
+def shown_probability(probability: float | None) -> float | None:
+    """A spam probability as every answer shows it (None stays None: still pending)."""
+    return None if probability is None else round(float(probability), PROBABILITY_DIGITS)
+
 
 def head_logit(log_probs: np.ndarray) -> np.ndarray:
     """log p(spam) - log p(ham) from the head's (n, 2) LogSoftmax output."""

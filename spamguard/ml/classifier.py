@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from spamguard.errors import ModelError
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.baseline import TfidfSvmBaseline
-from spamguard.ml.blend import Blend, head_logit
+from spamguard.ml.blend import Blend, head_logit, shown_probability
 from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.features import FEATURE_NAMES, message_features
 from spamguard.ml.head import BertArch
@@ -208,7 +208,8 @@ class SpamClassifier:
     def classify(self, texts: Sequence[str], progress: bool | None = None) -> list[dict]:
         """``{"text", "label", "spam_probability"}`` for each text, in order."""
         probs = self.predict_proba(texts, progress)
-        return [{"text": t, "label": self.label_for(p), "spam_probability": round(float(p), 6)}
+        return [{"text": t, "label": self.label_for(p),
+                 "spam_probability": shown_probability(p)}
                 for t, p in zip(texts, probs, strict=True)]
 
     def label_for(self, probability: float) -> str:

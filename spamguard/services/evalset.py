@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from spamguard.errors import DataError
 from spamguard.ml.data import LABEL_NAMES, LabelledData, dedupe, text_hash
-from spamguard.models import EvalExample
+from spamguard.models import EvalExample, Message
 from spamguard.services.training_data import LABEL_IDS, latest_reviews
 
 EVALSET_SEED = 2018
@@ -172,7 +172,13 @@ def add_reviewed(*, session: Session, message_ids: Sequence[int] = (), count: in
     reviewed = {r.message_id: r for r in latest_reviews(session)}
     missing = [i for i in message_ids if i not in reviewed]
     if missing:
-        raise DataError(f"message(s) {', '.join(map(str, missing))} have no review")
+        exists = set(session.scalars(select(Message.id).where(Message.id.in_(missing))))
+        unknown = [i for i in missing if i not in exists]
+        raise DataError("; ".join(
+            f"{what} {', '.join(map(str, ids))}" for what, ids in (
+                ("no such message(s):", unknown),
+                ("message(s) with no review:", [i for i in missing if i in exists]))
+            if ids))
     picked = [reviewed[i] for i in message_ids]
     if count:
         chosen_ids = set(message_ids)
