@@ -138,6 +138,13 @@ def test_normalise_groups_near_duplicates():
     assert normalise("Hello there") != normalise("Hello where")
 
 
+def test_normalise_sees_through_html_entities_and_invisible_characters():
+    assert normalise("I'll be there til &lt;#&gt; ok") == normalise("I'll be there til <#> ok")
+    assert normalise("FR\u200bEE entry") == normalise("free entry")  # zero-width space
+    assert normalise("pre\u00admium offer") == normalise("premium offer")  # soft hyphen
+    assert normalise("fish &amp; chips") == normalise("fish & chips")
+
+
 def test_dedupe_counts_and_conflicts():
     from spamguard.ml.data import LabelledData
 

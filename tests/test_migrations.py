@@ -93,3 +93,42 @@ def test_alembic_command_line_uses_settings(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert _tables(env["SPAMGUARD_DATABASE_URL"]) == TABLES | {"alembic_version"}
+
+
+def test_0002_rehashes_texts_and_keeps_one_copy_per_evaluation_text(db_url: str) -> None:
+    """Rows stored by 0001's normaliser get the current hashes; an evaluation text that now
+    matches an earlier one is removed (the hash column is unique)."""
+    import hashlib
+
+    from sqlalchemy import text
+
+    from spamguard.ml.data import text_hash
+
+    def old_hash(body: str) -> str:  # 0001's normaliser did not unescape: "lt gt"
+        return hashlib.sha256(body.encode()).hexdigest()  # any stale value will do
+
+    db.upgrade_schema(db_url, "0001")
+    engine = db.make_engine(db_url)
+    bodies = ["til &lt;#&gt; ok", "til <#> ok", "FR\u200bEE entry", "plain text"]
+    with engine.begin() as connection:
+        for i, body in enumerate(bodies, start=1):
+            stale = old_hash(body) if i != 4 else text_hash(body)
+            connection.execute(text(
+                "INSERT INTO messages (id, gateway, sender, recipient, body, text_hash, "
+                "received_at, created_at, verdict_status) VALUES (:id, 'test', '+1', '+2', "
+                ":body, :hash, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'pending')"),
+                {"id": i, "body": body, "hash": stale})
+            connection.execute(text(
+                "INSERT INTO eval_examples (id, text_hash, text, label, source, added_at) "
+                "VALUES (:id, :hash, :body, 'ham', 'base', CURRENT_TIMESTAMP)"),
+                {"id": i, "body": body, "hash": stale})
+    db.upgrade_schema(db_url)
+    with engine.connect() as connection:
+        stored = dict(connection.execute(text("SELECT body, text_hash FROM messages")).all())
+        examples = connection.execute(
+            text("SELECT id, text, text_hash FROM eval_examples ORDER BY id")).all()
+    engine.dispose()
+    assert stored == {body: text_hash(body) for body in bodies}
+    assert stored["til &lt;#&gt; ok"] == stored["til <#> ok"]
+    assert [(row[0], row[2]) for row in examples] == [
+        (1, text_hash("til <#> ok")), (3, text_hash("free entry")), (4, text_hash("plain text"))]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import io
 import re
 import unicodedata
@@ -55,8 +56,15 @@ def normalise(text: str) -> str:
     """Return the key two messages share when they are the same text in different dress.
 
     Case, punctuation, spacing and the digits of a number (claim codes, prices, phone
-    numbers) are ignored, so one campaign's copies count as one message.
+    numbers) are ignored, so one campaign's copies count as one message. So are HTML
+    entities (the shipped data writes ``&lt;#&gt;`` where a live SMS has ``<#>``) and
+    invisible format characters (zero-width spaces, soft hyphens: a spammer's way to make
+    a known text look new, and ones the tokenizer drops too).
     """
+    if "&" in text:
+        text = html.unescape(text)
+    if not text.isascii():
+        text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
     text = unicodedata.normalize("NFKC", text).casefold()
     text = _DIGITS.sub("0", _PUNCT.sub(" ", text))
     return _SPACE.sub(" ", text).strip()
