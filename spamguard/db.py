@@ -45,13 +45,27 @@ def safe_url(url: str | URL) -> str:
     return normalise_url(url).render_as_string(hide_password=True)
 
 
-def ensure_sqlite_parent(url: str | URL) -> None:
-    """Create the folder an SQLite database file lives in (no-op for other databases)."""
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file an SQLite URL names (None for other databases, memory and ``file:`` URIs)."""
     parsed = normalise_url(url)
     database = parsed.database or ""
     if not is_sqlite(parsed) or database in {"", ":memory:"} or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
+def missing_sqlite_file(url: str | URL) -> Path | None:
+    """The file of an SQLite URL when it does not exist yet (None otherwise)."""
+    path = sqlite_file(url)
+    return path if path is not None and not path.exists() else None
+
+
+def ensure_sqlite_parent(url: str | URL) -> None:
+    """Create the folder an SQLite database file lives in (no-op for other databases)."""
+    path = sqlite_file(url)
+    if path is None:
         return
-    folder = Path(database).expanduser().parent
+    folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

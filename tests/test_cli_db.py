@@ -58,10 +58,13 @@ def test_db_upgrade_creates_home_and_database(cli, home) -> None:
 
 
 def test_db_current(cli, home) -> None:
+    result = run(cli, "db", "current")  # a brand-new home: not even its folder exists
+    assert result.exit_code == 0 and "no database yet" in result.output
+    assert not home.exists()  # looking creates nothing
     home.mkdir(parents=True)
     result = run(cli, "db", "current", "--check")
     assert result.exit_code == 1
-    assert "at empty" in result.output and "spamguard db upgrade" in result.output
+    assert "no database yet" in result.output and "spamguard db upgrade" in result.output
     run(cli, "db", "upgrade")
     result = run(cli, "db", "current", "--check")
     assert result.exit_code == 0 and "up to date" in result.output

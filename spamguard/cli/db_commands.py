@@ -7,7 +7,13 @@ import sys
 import click
 
 from spamguard.cli.context import CliContext, pass_ctx
-from spamguard.db import make_engine, safe_url, schema_status, upgrade_schema
+from spamguard.db import (
+    make_engine,
+    missing_sqlite_file,
+    safe_url,
+    schema_status,
+    upgrade_schema,
+)
 
 
 def register(cli: click.Group) -> None:
@@ -36,6 +42,11 @@ def register(cli: click.Group) -> None:
     def current_command(ctx: CliContext, check: bool) -> None:
         """Show the database's schema revision and whether it needs upgrading."""
         url = ctx.settings.resolved_database_url
+        missing = missing_sqlite_file(url)
+        if missing is not None:
+            click.echo(f"{safe_url(url)}: no database yet ({missing} does not exist): run "
+                       "`spamguard db upgrade`")
+            sys.exit(1 if check else 0)
         engine = make_engine(url)
         try:
             status = schema_status(engine)
