@@ -59,19 +59,21 @@ def test_failure_exit_2_names_the_problem(invoke, retrain_env, tmp_path) -> None
 
 def test_flips_and_markdown_escape_message_text() -> None:
     y = np.array([0, 0, 1, 1])
-    texts = ["fine", "<script>alert(1)</script> | pipe", "spam one", "spam two"]
+    texts = ["fine", "<script>alert(1)</script> | pipe", "spam one",
+             "spam two ![x](http://track.example/p.png) [win](http://x.example)"]
     changes = model_diff.compare(texts=texts, y_true=y,
                                  new_scores=np.array([0.1, 0.9, 0.9, 0.2]), new_threshold=0.5,
                                  old_scores=np.array([0.1, 0.2, 0.2, 0.9]), old_threshold=0.5)
     flips = changes["flips"]
     assert (flips["total"], flips["fixed"], flips["broken"]) == (3, 1, 2)
     assert flips["ham_to_spam"]["count"] == 2 and flips["ham_to_spam"]["broken"] == 1
-    assert flips["spam_to_ham"]["examples"][0]["text"] == "spam two"
+    assert flips["spam_to_ham"]["examples"][0]["text"] == texts[3]
     assert model_diff.flip_counts(changes) == {"total": 3, "fixed": 1, "broken": 2,
                                                "ham_to_spam": 2, "spam_to_ham": 1}
     markdown = model_diff.render_markdown(changes)
     assert "<script>" not in markdown and "&lt;script&gt;" in markdown
     assert "&#124; pipe" in markdown
+    assert "](http" not in markdown and r"\!\[x\]\(http://track.example/p.png\)" in markdown
 
 
 def test_unreachable_database_exits_1_so_a_scheduler_retries(retrain_env) -> None:

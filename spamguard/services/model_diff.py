@@ -86,9 +86,15 @@ def _cell(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+_MARKDOWN = str.maketrans({c: f"\\{c}" for c in "\\`*_[]()!~"})  # <, > and & by html
+
+
 def _escape(text: str) -> str:
-    """Escape an SMS for a Markdown table cell (HTML, pipes, newlines)."""
-    return html.escape(text).replace("|", "&#124;").replace("\n", " ")
+    """Escape an SMS for a Markdown table cell: HTML, pipes and newlines, and Markdown's
+    own syntax, so a message cannot become a link or an image (which a viewer would load)
+    when ``changes.md`` is rendered."""
+    return (html.escape(text.translate(_MARKDOWN), quote=False).replace("|", "&#124;")
+            .replace("\r", " ").replace("\n", " "))
 
 
 def render_markdown(changes: dict[str, Any]) -> str:
