@@ -204,13 +204,29 @@ def test_next_run_cleans_up_after_a_dead_one(
     leftover = retrain_settings.models_dir / ".tmp-20260101-000000-abcdef-999999"
     leftover.mkdir(parents=True)
     (leftover / "head.safetensors").write_bytes(b"half")
+    # A machine sharing the models folder may be writing this one right now: left alone.
+    elsewhere = retrain_settings.models_dir / ".tmp-20260101-000001-abcdef@web-2-4242"
+    elsewhere.mkdir()
     outcome = retrain()
     assert outcome.status == "promoted"
-    assert not leftover.exists()
+    assert not leftover.exists() and elsewhere.exists()
     stale, current = _runs(db_session_factory)
     assert stale.status == "failed" and "interrupted" in stale.error
     assert current.counts["cleanup"]["lock_taken_over_from"] == str(dead)
     assert current.counts["cleanup"]["tmp_dirs_removed"] == [leftover.name]
+
+
+def test_temporary_version_folders_name_their_writer() -> None:
+    import os
+    import socket
+
+    from spamguard.ml.classifier import temporary_name, temporary_writer
+
+    name = temporary_name("20261201-000000-abcdef")
+    assert temporary_writer(name) == (socket.gethostname(), os.getpid())
+    assert temporary_writer(".tmp-20261201-000000-abcdef@web-2-77") == ("web-2", 77)
+    assert temporary_writer(".tmp-20261201-000000-abcdef-77") == (None, 77)  # older name
+    assert temporary_writer(".tmp-odd") == (None, None)
 
 
 def test_rollback_restores_the_previous_version(retrain, db_session_factory) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,21 @@ def _check_metadata(directory: Path, metadata: Any) -> None:
     if problems:
         raise ModelError(f"{directory / METADATA_FILE}: missing or invalid "
                          f"{', '.join(problems)}; not a usable model version")
+
+
+def temporary_name(version: str) -> str:
+    """``.tmp-<version>@<host>-<pid>``: where :meth:`SpamClassifier.save` writes first. The
+    host and pid let a cleanup tell a dead writer's leftovers from a live writer's work,
+    also on a models folder that several machines share."""
+    return f".tmp-{version}@{socket.gethostname()}-{os.getpid()}"
+
+
+def temporary_writer(name: str) -> tuple[str | None, int | None]:
+    """The (host, pid) of a :func:`temporary_name` (host None for the older
+    ``.tmp-<version>-<pid>`` names; pid None when there is none)."""
+    head, _, pid = name.rpartition("-")
+    host = head.rpartition("@")[2] if "@" in head else None
+    return host, int(pid) if pid.isdigit() else None
 
 
 class SpamClassifier:
@@ -219,7 +235,7 @@ class SpamClassifier:
     def save(self, directory: str | Path, extra_files: dict[str, Path] | None = None) -> Path:
         """Write the version to ``directory`` atomically (temporary folder, then rename)."""
         directory = Path(directory)
-        tmp = directory.parent / f".tmp-{directory.name}-{os.getpid()}"
+        tmp = directory.parent / temporary_name(directory.name)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         state = {k: v.contiguous() for k, v in self.head.state_dict().items()}

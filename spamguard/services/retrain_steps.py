@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from spamguard.config import Settings
 from spamguard.ml.backbone import Backbone, load_backbone
-from spamguard.ml.classifier import SpamClassifier, read_metadata
+from spamguard.ml.classifier import SpamClassifier, read_metadata, temporary_writer
 from spamguard.ml.data import load_labelled
 from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.train import TrainConfig, train_model
@@ -86,11 +87,14 @@ def clean_leftovers(*, session_factory: sessionmaker[Session], models_dir: Path,
             shutil.rmtree(folder, ignore_errors=True)
             orphans.append(name)
     removed = []
+    here = socket.gethostname()
     for tmp in sorted(Path(models_dir).glob(".tmp-*")):
-        pid = tmp.name.rsplit("-", 1)[-1]
+        host, pid = temporary_writer(tmp.name)
         age = time.time() - tmp.stat().st_mtime
-        # A live pid may be a `spamguard train` writing right now; leave it unless ancient.
-        if pid.isdigit() and pid_alive(int(pid)) and age < max_age_s:
+        # A live pid may be a `spamguard train` writing right now, and another machine's
+        # pid cannot be checked from here: leave those unless ancient.
+        writing = host not in (None, here) or (pid is not None and pid_alive(pid))
+        if writing and age < max_age_s:
             continue
         shutil.rmtree(tmp, ignore_errors=True)
         removed.append(tmp.name)
