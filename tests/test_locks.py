@@ -111,3 +111,20 @@ def test_owner_parse(text, parsed) -> None:
 def test_pid_alive() -> None:
     assert locks.pid_alive(os.getpid())
     assert not locks.pid_alive(_dead_pid())
+
+
+def test_kept_alive_outlives_its_ttl(db_session_factory) -> None:
+    """A stage longer than the ttl: the background renewal keeps the lease; once the block
+    ends, renewal stops and the lease expires as before."""
+    import time
+
+    lease = locks.acquire(session_factory=db_session_factory, name="job", ttl=2)
+    with lease.kept_alive():
+        time.sleep(2.5)  # longer than the ttl
+        with pytest.raises(LockHeldError):
+            locks.acquire(session_factory=db_session_factory, name="job", ttl=60)
+    time.sleep(2.5)
+    taker = locks.acquire(session_factory=db_session_factory, name="job", ttl=60)
+    assert taker.took_over == str(lease.owner)
+    with pytest.raises(LockLostError):
+        lease.renew()

@@ -8,9 +8,13 @@ DELETE in its own transaction, which is atomic on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from spamguard.errors import LockHeldError, LockLostError
 from spamguard.models import Lock
 from spamguard.sqltypes import as_utc, utcnow
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,30 @@ class Lease:
                 .values(expires_at=utcnow() + timedelta(seconds=self.ttl)))
         if result.rowcount != 1:
             raise LockLostError(f"lock {self.name!r} was taken over by another process")
+
+    @contextmanager
+    def kept_alive(self) -> Iterator[None]:
+        """Renew the lease in a background thread every third of its ttl while the block
+        runs, so one long stage (training a large backbone) cannot outlive it. A lease lost
+        anyway is noticed by the next :meth:`renew` of the work itself."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(max(self.ttl / 3, 0.05)):
+                try:
+                    self.renew()
+                except LockLostError:
+                    return
+                except Exception:  # a database hiccup: the next beat tries again
+                    logger.warning("could not renew lock %r", self.name, exc_info=True)
+
+        thread = threading.Thread(target=beat, name=f"lease-{self.name}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def release(self) -> None:
         """Drop the lock if this process still holds it."""

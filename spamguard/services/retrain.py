@@ -140,7 +140,8 @@ class _Retrain:
         self.counts["cleanup"] = cleaned
         self.run_id = self._start(trigger)
         try:
-            outcome = self._work()
+            with self.lease.kept_alive():
+                outcome = self._work()
         except SpamguardError as exc:
             outcome = self._failed(str(exc), exc.exit_code)
         except Exception as exc:  # any bug or I/O error: record it, never leave "running"
