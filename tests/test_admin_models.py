@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from spamguard.models import ModelVersion, TrainingRun
 
 
@@ -69,6 +71,21 @@ def test_retrain_button_launches_background_job(admin_client, moderator_client, 
     (args, kwargs), = calls
     assert args == [sys.executable, "-m", "spamguard", *retrain_jobs.RETRAIN_ARGS]
     assert kwargs["start_new_session"] and "SPAMGUARD_DATABASE_URL" in kwargs["env"]
+
+
+def test_retrain_button_says_when_a_run_already_holds_the_lock(admin_client,
+                                                               db_session_factory,
+                                                               monkeypatch):
+    import subprocess
+
+    from spamguard.services import locks, retrain_jobs
+
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("job started"))
+    with locks.acquire(session_factory=db_session_factory, name=retrain_jobs.RETRAIN_LOCK,
+                       ttl=600):
+        response = admin_client.post("/admin/models/retrain", follow_redirects=True)
+    text = response.get_data(as_text=True)
+    assert "Not started: a retraining is already running" in text and "held by pid" in text
 
 
 def test_runs_table_refreshes_while_running(viewer_client, db_session_factory):

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import abort, render_template, request, send_from_directory
 
-from spamguard.admin.base import bp, role_required, run_action, session, start_job
+from spamguard.admin.base import bp, fail, role_required, run_action, session, start_job
 from spamguard.models import ModelVersion
 from spamguard.services import registry, retrain_jobs
 
@@ -115,6 +115,10 @@ def model_rollback():
 @role_required("admin")
 def model_retrain():
     """Start `spamguard retrain --trigger ui` in the background."""
+    running = retrain_jobs.retrain_running(session())
+    if running:
+        return fail(f"Not started: a retraining is already running ({running}).",
+                    "admin.model_list")
     return start_job(retrain_jobs.start_retrain, what="retraining",
                      started="Retraining started in the background (process {pid}). This "
                              "page refreshes while it runs.", endpoint="admin.model_list")

@@ -25,6 +25,7 @@ from spamguard.config import GATE_METRICS, Settings
 from spamguard.errors import LockHeldError, SpamguardError
 from spamguard.models import RUN_TRIGGERS, TrainingRun
 from spamguard.services import locks
+from spamguard.services.retrain_jobs import RETRAIN_LOCK as LOCK_NAME
 from spamguard.services.retrain_steps import (
     Candidate,
     Gate,
@@ -43,7 +44,6 @@ from spamguard.sqltypes import utcnow
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_REJECTED, EXIT_LOCKED = 0, 1, 2, 3, 4
 EXIT_CODES = {"promoted": EXIT_OK, "skipped": EXIT_OK, "dry_run": EXIT_OK,
               "rejected": EXIT_REJECTED, "locked": EXIT_LOCKED}
-LOCK_NAME = "retrain"
 PAUSE_ENV, PAUSE_SECONDS_ENV = "SPAMGUARD_TEST_PAUSE_AT", "SPAMGUARD_TEST_PAUSE_SECONDS"
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from spamguard.config import Settings
 from spamguard.models import TrainingRun
 
 RETRAIN_ARGS = ("retrain", "--trigger", "ui")
+RETRAIN_LOCK = "retrain"  # the lock one retraining holds (spamguard.services.retrain)
 CAMPAIGN_ARGS = ("campaigns", "rebuild")
 
 
@@ -45,6 +46,16 @@ def launch(args: tuple[str, ...], *, settings: Settings, log_name: str) -> int:
 def start_retrain(*, settings: Settings) -> int:
     """Start ``spamguard retrain --trigger ui`` in the background; return its pid."""
     return launch(RETRAIN_ARGS, settings=settings, log_name="retrain-ui.log")
+
+
+def retrain_running(session: Session) -> str | None:
+    """Who holds the retrain lock, if a live run does (the UI says so instead of starting a
+    job that would only exit "locked")."""
+    from spamguard.models import Lock
+    from spamguard.services import locks
+
+    lock = session.get(Lock, RETRAIN_LOCK)
+    return None if lock is None or locks.is_stale(lock) else locks.describe_holder(lock)
 
 
 def start_campaign_rebuild(*, settings: Settings) -> int:
