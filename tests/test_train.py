@@ -1,6 +1,7 @@
 """Head training, threshold choice, determinism and the version directory it writes."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,6 +155,26 @@ def test_save_load_round_trip(trained, tiny_backbone):
     np.testing.assert_allclose(loaded.predict_proba(texts),
                                result.classifier.predict_proba(texts), atol=1e-6)
     assert loaded.threshold == result.metadata["threshold"]
+
+
+def test_save_syncs_every_file_before_the_rename(trained, tmp_path, monkeypatch):
+    import os
+
+    from spamguard.ml import classifier as classifier_module
+
+    _, result = trained
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(classifier_module.os, "fsync",
+                        lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+                        or real_fsync(fd))
+    monkeypatch.setattr(classifier_module.os, "replace",
+                        lambda a, b: events.append(("replace", str(b))) or real_replace(a, b))
+    saved = result.classifier.save(tmp_path / "v1")
+    renamed = events.index(("replace", str(saved)))
+    synced_before = {Path(path).name for kind, path in events[:renamed] if kind == "fsync"}
+    assert {p.name for p in saved.iterdir()} <= synced_before
+    assert ("fsync", str(tmp_path)) in events[renamed:]  # the rename itself
 
 
 def test_load_refuses_a_different_backbone(trained, tmp_path):

@@ -77,6 +77,24 @@ def _check_metadata(directory: Path, metadata: Any) -> None:
                          f"{', '.join(problems)}; not a usable model version")
 
 
+def _sync_folder(folder: Path, *, files: bool = True) -> None:
+    """fsync the files directly in ``folder`` (unless ``files`` is False), then the folder
+    itself (POSIX; skipped where a directory cannot be opened), so a power cut cannot leave
+    an active version with truncated files."""
+    for path in folder.iterdir() if files else ():
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def temporary_name(version: str) -> str:
     """``.tmp-<version>@<host>-<pid>``: where :meth:`SpamClassifier.save` writes first. The
     host and pid let a cleanup tell a dead writer's leftovers from a live writer's work,
@@ -248,5 +266,7 @@ class SpamClassifier:
             shutil.copyfile(path, tmp / name)
         if directory.exists():
             raise ModelError(f"{directory} already exists")
+        _sync_folder(tmp)  # on disk before the rename makes it a version a registry can name
         os.replace(tmp, directory)
+        _sync_folder(directory.parent, files=False)  # and the rename itself
         return directory
