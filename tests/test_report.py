@@ -61,7 +61,19 @@ def test_single_class_has_no_ranking_metrics(labels, matrix, ham_fpr):
     assert r["roc_auc"] is None and r["average_precision"] is None
     assert r["confusion_matrix"]["matrix"] == matrix
     assert r["ham_fpr"] == (None if ham_fpr is None else pytest.approx(ham_fpr))
+    assert r["mcc"] is None  # undefined with one class, not 0
     json.dumps(r, allow_nan=False)
+
+
+def test_undefined_spam_metrics_are_none_and_shown_as_na(recwarn):
+    all_ham = evaluate([0, 0, 0], [0.1, 0.2, 0.3], 0.5)  # no spam, none predicted
+    assert (all_ham["spam_precision"], all_ham["spam_recall"], all_ham["spam_f1"]) == (
+        None, None, None)
+    assert not [w for w in recwarn if "single label" in str(w.message)]
+    missed = evaluate([0, 1], [0.1, 0.2], 0.5)  # spam exists, none predicted
+    assert missed["spam_precision"] is None and missed["spam_recall"] == 0.0
+    assert missed["spam_f1"] == 0.0
+    assert "spam F1" in render_summary(all_ham) and "n/a" in render_summary(all_ham)
 
 
 @pytest.mark.parametrize(

@@ -261,7 +261,9 @@ def decide(changes: dict[str, Any], *, metric: str, margin: float, force: bool,
     """Promote when not worse on ``metric`` by more than ``margin`` and ham FPR not higher."""
     candidate, active = changes["candidate"], changes["active"]
     if active is None:
-        passed, reason = True, f"no active model; {metric} {candidate[metric]:.4f}"
+        value = candidate.get(metric)
+        passed, reason = True, (f"no active model; {metric} "
+                                f"{'undefined' if value is None else f'{value:.4f}'}")
     else:
         worse, reason = _worse(candidate, active, metric, margin)
         passed = not worse
