@@ -41,6 +41,9 @@ def gunicorn_options(*, host: str, port: int, workers: int, timeout: int) -> dic
         "errorlog": "-",
         "child_exit": _child_exit,
         "post_worker_init": _one_torch_thread,
+        # gunicorn 27's runtime control socket lives at one path per user (~/.gunicorn), so
+        # two instances on a host would share it, and it is state outside SPAMGUARD_HOME.
+        "control_socket_disable": True,
     }
 
 

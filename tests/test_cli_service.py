@@ -104,6 +104,7 @@ def test_gunicorn_options_do_not_preload():
 
     options = gunicorn_options(host="127.0.0.1", port=8000, workers=3, timeout=120)
     assert options["preload_app"] is False and options["workers"] == 3
+    assert options["control_socket_disable"] is True  # no shared ~/.gunicorn socket
     assert 2 <= default_workers() <= 4
 
 
