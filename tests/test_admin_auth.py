@@ -23,8 +23,12 @@ def test_login_and_logout(app, make_user):
     assert bad.status_code == 401 and "Wrong username or password" in bad.get_data(as_text=True)
     assert client.login().status_code == 302
     assert "mo" in client.get("/admin/queue").get_data(as_text=True)
+    with client.client.session_transaction() as cookie:
+        cookie["queue_skip"] = [1, 2]  # the queue's state of this login
     assert client.post("/admin/logout").status_code == 302
     assert client.get("/admin/queue").status_code == 302
+    with client.client.session_transaction() as cookie:
+        assert "queue_skip" not in cookie  # the next person on this browser starts clean
 
 
 def test_login_redirects_only_to_local_pages(app, make_user):

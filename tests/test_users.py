@@ -95,3 +95,30 @@ def test_cli_user_create_rejects_bad_role(cli_env):
     result = CliRunner().invoke(build_cli(), ["user", "create", "gina", "--role", "root"],
                                 input="long-enough\n")
     assert result.exit_code != 0 and "root" in result.output
+
+
+def test_parallel_wrong_guesses_all_count(db_session_factory):
+    """Guesses sent at once must still lock the account at the fifth failure."""
+    import threading
+
+    from spamguard.db import session_scope
+
+    with session_scope(db_session_factory) as session:
+        users.create_user(session=session, username="frank", password="long-enough",
+                          role="moderator")
+    barrier, reasons = threading.Barrier(8), []
+
+    def guess() -> None:
+        barrier.wait(timeout=30)
+        with session_scope(db_session_factory) as session:
+            reasons.append(users.authenticate(session=session, username="frank",
+                                              password="bad").reason)
+
+    threads = [threading.Thread(target=guess) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    with session_scope(db_session_factory) as session:
+        result = users.authenticate(session=session, username="frank", password="long-enough")
+    assert result.reason == "locked", reasons

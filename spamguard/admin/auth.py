@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
+from flask import session as flask_session
 from flask_login import current_user, login_user, logout_user
 
 from spamguard.admin.base import (
@@ -44,6 +45,7 @@ def login():
         flash(LOGIN_ERRORS[result.reason], "error")
         return render_template("admin/login.html", next=request.form.get("next", "")), 401
     user = result.user
+    flask_session.clear()  # nothing of a previous login (skips, focus) carries over
     login_user(LoggedInUser(user.id, user.username, user.role))
     return redirect(_safe_next(request.form.get("next")))
 
@@ -52,6 +54,7 @@ def login():
 def logout():
     """End the session."""
     logout_user()
+    flask_session.clear()  # the queue's skips and focus belong to this login only
     flash("Logged out.", "info")
     return redirect(url_for("admin.login"))
 

@@ -86,7 +86,11 @@ def queue_undo():
     review = reviews.last_review_by(db, user_id())
     if review is None:
         return fail("Nothing to undo.", "admin.queue")
-    message = reviews.undo_review(session=db, review_id=review.id)
+    try:
+        message = reviews.undo_review(session=db, review_id=review.id)
+    except SpamguardError as exc:  # another decision on that message came first
+        db.rollback()
+        return fail(f"Could not undo: {exc}.", "admin.queue")
     db.commit()
     cookie["queue_focus"] = message.id
     flash(f"Undid your decision on message {message.id}.", "info")

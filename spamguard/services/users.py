@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -101,10 +101,16 @@ def authenticate(*, session: Session, username: str, password: str) -> LoginResu
     if user.locked_until is not None and as_utc(user.locked_until) > now:
         return LoginResult(None, "locked")
     if not check_password_hash(user.password_hash, password):
-        user.failed_logins = (user.failed_logins or 0) + 1
-        if user.failed_logins >= MAX_FAILURES:
-            user.locked_until, user.failed_logins = now + LOCKOUT, 0
-        session.flush()
+        # One atomic increment in SQL: parallel wrong guesses must each count (a read,
+        # increment and write in Python let them overwrite each other, and never lock).
+        failures = session.execute(
+            update(User).where(User.id == user.id)
+            .values(failed_logins=func.coalesce(User.failed_logins, 0) + 1)
+            .returning(User.failed_logins)).scalar_one()
+        if failures >= MAX_FAILURES:
+            session.execute(update(User).where(User.id == user.id)
+                            .values(locked_until=now + LOCKOUT, failed_logins=0))
+        session.expire(user)
         return LoginResult(None, "invalid")
     if not user.is_active:
         return LoginResult(None, "inactive")
