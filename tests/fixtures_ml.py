@@ -31,8 +31,10 @@ HAM = [
 ]
 
 
-def make_tiny_backbone_dir(path: Path, hidden_size: int = 32, seed: int = 0) -> Path:
-    """Save a random 2-layer BERT with the packaged tokenizer to ``path``."""
+def make_tiny_backbone_dir(path: Path, hidden_size: int = 32, seed: int = 0,
+                           pooler: bool = True) -> Path:
+    """Save a random 2-layer BERT with the packaged tokenizer to ``path`` (``pooler=False``:
+    a checkpoint without pooler weights, as many sentence encoders are saved)."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -43,7 +45,7 @@ def make_tiny_backbone_dir(path: Path, hidden_size: int = 32, seed: int = 0) -> 
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size,
                         num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=hidden_size * 2, max_position_embeddings=256)
-    BertModel(config).save_pretrained(path)
+    BertModel(config, add_pooling_layer=pooler).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

@@ -20,6 +20,32 @@ def test_fingerprint_is_stable_and_weight_sensitive(tiny_backbone_dir, tmp_path)
     assert again.hash != other.hash
 
 
+def test_checkpoint_without_pooler_keeps_its_hash_and_refuses_pooler_pooling(tmp_path):
+    """transformers fills a missing pooler with random weights on every load: they must
+    not enter the hash (or no version trained on it would load again), nor the pooling."""
+    from spamguard.ml.train import TrainConfig, train_model
+    from tests.fixtures_ml import sample_data
+
+    directory = make_tiny_backbone_dir(tmp_path / "no-pooler", pooler=False)
+    first, second = load_backbone(str(directory)), load_backbone(str(directory))
+    assert first.hash == second.hash
+    assert not first.trained_pooler
+    assert first.untrained == {"pooler.dense.weight", "pooler.dense.bias"}
+    with pytest.raises(ModelError, match="no pooler weights.*use mean or cls pooling"):
+        train_model(sample_data(), models_dir=tmp_path / "models", cache_root=None,
+                    backbone=first, config=TrainConfig(epochs=1, pooling="pooler"))
+    result = train_model(sample_data(), models_dir=tmp_path / "models", cache_root=None,
+                         backbone=first, config=TrainConfig(epochs=1, lexical=False))
+    from spamguard.ml.classifier import SpamClassifier
+
+    loaded = SpamClassifier.load(result.directory)  # loads the backbone from disk again
+    assert loaded.backbone.hash == first.hash
+
+
+def test_a_complete_checkpoint_has_every_weight_in_its_hash(tiny_backbone):
+    assert tiny_backbone.untrained == frozenset() and tiny_backbone.trained_pooler
+
+
 def test_missing_backbone_is_one_clear_line(tmp_path):
     with pytest.raises(ModelError) as info:
         load_backbone(str(tmp_path / "no-such-model"))

@@ -144,6 +144,14 @@ def _wrong_input_dim(version):
     (version / "model.json").write_text(json.dumps(meta))
 
 
+def _setting(field, value):
+    def damage(version):
+        meta = json.loads((version / "model.json").read_text())
+        meta[field] = value
+        (version / "model.json").write_text(json.dumps(meta))
+    return damage
+
+
 def _truncate_head(version):
     weights = version / "head.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
@@ -153,6 +161,12 @@ def _truncate_head(version):
     (_drop_pooling, "missing or invalid pooling"),
     (_wrong_input_dim, "does not fit model.json"),
     (_truncate_head, "cannot read head.safetensors"),
+    (_setting("threshold", float("nan")), "threshold nan is not a probability"),
+    (_setting("threshold", 1.5), "threshold 1.5 is not a probability"),
+    (_setting("pooling", "max"), "unknown pooling 'max'"),
+    (_setting("max_length", 0), "max_length 0 is not between 1 and"),
+    (_setting("max_length", True), "missing or invalid max_length"),
+    (_setting("features", "digits"), "features is not a list of names"),
 ])
 def test_damaged_version_is_one_line(home, tmp_path, damage, message):
     import shutil

@@ -1,9 +1,16 @@
 """Pooling, length batching and the on-disk embedding cache."""
 
+import logging
+import os
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from spamguard.ml.embeddings import CachedEncoder, EmbeddingCache, encode, length_batches
+from spamguard.ml.files import folder_lock
 
 
 def test_length_batches_group_similar_lengths():
@@ -67,3 +74,83 @@ def test_cache_compacts_shards(tmp_path):
     fresh = EmbeddingCache(tmp_path, "hash", "mean", 128)
     assert len(fresh) == 20
     assert fresh.get(["text 7"])[0].tolist() == [7.0] * 4
+
+
+def _cache_with(tmp_path, count: int) -> EmbeddingCache:
+    cache = EmbeddingCache(tmp_path, "hash", "mean", 128)
+    for i in range(count):
+        cache.put([f"text {i}"], np.full((1, 4), i, dtype=np.float32))
+    return cache
+
+
+@pytest.mark.parametrize("damage", [b"", b"not safetensors at all", "wrong tensors"])
+def test_damaged_shard_is_dropped_not_fatal(tmp_path, caplog, damage):
+    cache = _cache_with(tmp_path, 3)
+    bad = cache.dir / "0damaged.safetensors"
+    if damage == "wrong tensors":
+        save_file({"keys": np.zeros((2, 5), dtype=np.uint8),
+                   "vectors": np.zeros((2, 4), dtype=np.float32)}, str(bad))
+    else:
+        bad.write_bytes(damage)
+    with caplog.at_level(logging.WARNING, logger="spamguard.ml.embeddings"):
+        fresh = EmbeddingCache(tmp_path, "hash", "mean", 128)
+        assert len(fresh) == 3  # the good shards still load
+    assert not bad.exists()
+    assert "deleting unreadable shard" in caplog.text
+
+
+def test_encoder_recomputes_texts_of_a_damaged_shard(tiny_backbone, tmp_path):
+    CachedEncoder(tiny_backbone, tmp_path)(["a", "b"], progress=False)
+    for shard in (tmp_path / "embeddings").rglob("*.safetensors"):
+        shard.write_bytes(b"")  # what a power cut before the data reached the disk leaves
+    again = CachedEncoder(tiny_backbone, tmp_path)
+    again(["a", "b"], progress=False)
+    assert again.computed == 2
+
+
+def test_reader_scans_again_when_a_shard_is_compacted_away(tmp_path, monkeypatch):
+    cache = _cache_with(tmp_path, 4)
+    shards = cache._shards()
+    vanished = cache.dir / "vanished.safetensors"  # listed, then gone before it is read
+    calls = []
+
+    def shards_once_stale(self):
+        calls.append(1)
+        return ([vanished] if len(calls) == 1 else []) + shards
+
+    monkeypatch.setattr(EmbeddingCache, "_shards", shards_once_stale)
+    fresh = EmbeddingCache(tmp_path, "hash", "mean", 128)
+    assert len(fresh) == 4
+    assert len(calls) == 2
+
+
+def test_one_compaction_at_a_time(tmp_path):
+    cache = _cache_with(tmp_path, 3)
+    with folder_lock(cache.dir, ".compact.lock"):  # another process is compacting
+        assert cache.compact() is False
+        assert len(cache._shards()) == 3
+    assert cache.compact() is True
+    assert len(cache._shards()) == 1
+    assert len(EmbeddingCache(tmp_path, "hash", "mean", 128)) == 3
+
+
+def test_compaction_removes_old_temporary_files_only(tmp_path):
+    cache = _cache_with(tmp_path, 2)
+    old, new = cache.dir / ".x.safetensors.1.tmp", cache.dir / ".y.safetensors.2.tmp"
+    old.write_bytes(b"half")
+    new.write_bytes(b"half")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    cache.compact()
+    assert not old.exists() and new.exists()
+
+
+def test_shards_are_synced_before_they_get_their_name(tmp_path, monkeypatch):
+    synced = []
+    import spamguard.ml.files as files
+
+    real = files.sync_file
+    monkeypatch.setattr(files, "sync_file", lambda path: (synced.append(Path(path)),
+                                                          real(path)))
+    cache = _cache_with(tmp_path, 1)
+    assert [p.suffix for p in synced] == [".tmp"]
+    assert len(cache._shards()) == 1

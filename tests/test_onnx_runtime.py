@@ -185,3 +185,51 @@ def test_classify_cli_runtime_option(tiny_model_dir, tmp_path, runtime):
     assert [r["text"] for r in rows] == TEXTS
     exported = list((home / "cache" / "onnx").glob("*.onnx"))
     assert len(exported) == (1 if runtime == "onnx" else 0)
+
+
+def _no_more(monkeypatch, *names):
+    for name in names:
+        monkeypatch.setattr(onnx_runtime, name, lambda *a, _n=name: pytest.fail(f"{_n} again"))
+
+
+@pytest.mark.parametrize("damage", [b"", b"\x08\x07garbage"])
+def test_a_damaged_fp32_graph_is_exported_again(tiny_backbone, tmp_path, caplog, damage):
+    onnx_backbone(tiny_backbone, tmp_path)
+    graph = tmp_path / f"{tiny_backbone.hash[:24]}-fp32.onnx"
+    graph.write_bytes(damage)  # what a power cut or a full disk can leave
+    with caplog.at_level("WARNING", logger="spamguard.ml.onnx_runtime"):
+        again = onnx_backbone(tiny_backbone, tmp_path)
+    assert "exporting the backbone again" in caplog.text
+    assert graph.stat().st_size > 1000
+    np.testing.assert_allclose(encode(again, TEXTS), encode(tiny_backbone, TEXTS),
+                               atol=1e-5, rtol=1e-4)
+
+
+def test_a_damaged_int8_graph_is_quantised_again_from_a_good_fp32(tiny_backbone, tmp_path,
+                                                                   monkeypatch):
+    first = onnx_backbone(tiny_backbone, tmp_path, int8=True)
+    graph = tmp_path / f"{tiny_backbone.hash[:24]}-{INT8_VARIANT}.onnx"
+    graph.write_bytes(b"")
+    _no_more(monkeypatch, "export")  # the fp32 graph is fine: only the int8 one is redone
+    again = onnx_backbone(tiny_backbone, tmp_path, int8=True)
+    np.testing.assert_array_equal(encode(again, TEXTS), encode(first, TEXTS))
+
+
+def test_int8_from_a_damaged_fp32_graph_redoes_both(tiny_backbone, tmp_path):
+    onnx_backbone(tiny_backbone, tmp_path, int8=True)
+    for graph in tmp_path.glob("*.onnx"):
+        graph.write_bytes(b"")
+    again = onnx_backbone(tiny_backbone, tmp_path, int8=True)
+    assert again.variant == INT8_VARIANT
+    assert all(graph.stat().st_size > 1000 for graph in tmp_path.glob("*.onnx"))
+
+
+def test_a_graph_another_process_already_replaced_is_kept(tiny_backbone, tmp_path,
+                                                          monkeypatch):
+    onnx_backbone(tiny_backbone, tmp_path)
+    graph = tmp_path / f"{tiny_backbone.hash[:24]}-fp32.onnx"
+    _no_more(monkeypatch, "export", "quantize")
+    # This process saw a damaged file, but while it waited for the lock another process
+    # wrote a good one (a different inode): nothing is deleted or redone.
+    onnx_runtime._build(tiny_backbone, tmp_path, graph, graph, damaged=(-1, -1))
+    assert graph.stat().st_size > 1000

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -57,6 +57,9 @@ class Backbone:
     # "fp32", or "int8" after quantize_backbone: the weights the hash names are the same,
     # but the function computed differs, so the embedding cache keys on this too.
     variant: str = "fp32"
+    # Weights the checkpoint did not hold, which transformers initialised at random (a
+    # checkpoint saved without its pooler): left out of the hash, never used for pooling.
+    untrained: frozenset[str] = frozenset()
 
     @property
     def hidden_size(self) -> int:
@@ -67,12 +70,19 @@ class Backbone:
         """Identity of the embeddings this backbone computes (weights hash plus variant)."""
         return self.hash if self.variant == "fp32" else f"{self.hash}|{self.variant}"
 
+    @property
+    def trained_pooler(self) -> bool:
+        """Whether the pooler's weights came from the checkpoint (not random)."""
+        return not any(name.split(".")[0] == "pooler" for name in self.untrained)
+
     @classmethod
-    def from_model(cls, name: str, model: nn.Module, tokenizer) -> Backbone:
+    def from_model(cls, name: str, model: nn.Module, tokenizer,
+                   untrained: frozenset[str] | set[str] = frozenset()) -> Backbone:
         """Freeze ``model`` and wrap it (used by :func:`load_backbone` and by tests)."""
         freeze(model)
+        untrained = frozenset(untrained)
         return cls(name=name, model=model, tokenizer=tokenizer,
-                   hash=fingerprint(model, tokenizer))
+                   hash=fingerprint(model, tokenizer, skip=untrained), untrained=untrained)
 
 
 def freeze(model: nn.Module) -> None:
@@ -82,10 +92,16 @@ def freeze(model: nn.Module) -> None:
     model.eval()
 
 
-def fingerprint(model: nn.Module, tokenizer) -> str:
-    """Hex SHA-256 over the weights (name, shape, dtype, bytes) and the tokenizer's vocabulary."""
+def fingerprint(model: nn.Module, tokenizer, skip: frozenset[str] = frozenset()) -> str:
+    """Hex SHA-256 over the weights (name, shape, dtype, bytes) and the tokenizer's vocabulary.
+
+    Weights named in ``skip`` (initialised at random on every load) are left out, so the
+    same checkpoint always gets the same hash.
+    """
     digest = hashlib.sha256()
     for key, tensor in sorted(model.state_dict().items()):
+        if key in skip:
+            continue
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{key}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
@@ -118,13 +134,14 @@ def load_backbone(name: str | None = None) -> Backbone:
     hf_logging.disable_progress_bar()  # a bar for a sub-second weight load is noise
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModel.from_pretrained(location)
+        model, loading = AutoModel.from_pretrained(location, output_loading_info=True)
     except Exception as exc:  # transformers raises many types for "not found/offline"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load backbone {display!r} from {location}: {reason}") from None
     if not getattr(tokenizer, "is_fast", False):
         logging.getLogger(__name__).warning("backbone %s has no fast tokenizer", display)
-    return Backbone.from_model(display, model, tokenizer)
+    return Backbone.from_model(display, model, tokenizer,
+                               untrained=set(loading.get("missing_keys") or ()))
 
 
 def _int8_layers(model: nn.Module) -> set[str]:
@@ -165,8 +182,7 @@ def quantize_backbone(backbone: Backbone) -> Backbone:
         model = quantize_dynamic(backbone.model, _int8_layers(backbone.model),
                                  dtype=torch.qint8, inplace=False)
     model.eval()
-    return Backbone(name=backbone.name, model=model, tokenizer=backbone.tokenizer,
-                    hash=backbone.hash, variant="int8")
+    return replace(backbone, model=model, variant="int8")
 
 
 def bf16_backbone(backbone: Backbone) -> Backbone:
@@ -186,8 +202,7 @@ def bf16_backbone(backbone: Backbone) -> Backbone:
 
     model = copy.deepcopy(backbone.model).to(torch.bfloat16)
     freeze(model)
-    return Backbone(name=backbone.name, model=model, tokenizer=backbone.tokenizer,
-                    hash=backbone.hash, variant="bf16")
+    return replace(backbone, model=model, variant="bf16")
 
 
 def native_bf16() -> bool:

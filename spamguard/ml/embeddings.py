@@ -8,7 +8,9 @@ second training run on the same data never runs the backbone again.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,9 +21,14 @@ from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
 from spamguard.ml.backbone import Backbone
+from spamguard.ml.files import folder_lock, replace_durably
 
 POOLINGS = ("mean", "cls", "pooler", "mean-cls")
 MAX_SHARDS = 16
+KEY_BYTES = 32  # SHA-256
+SCAN_ATTEMPTS = 5
+STALE_TMP_SECONDS = 3600
+log = logging.getLogger(__name__)
 
 
 def pool(output, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -41,6 +48,16 @@ def pool(output, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     if pooling == "mean-cls":
         return torch.cat([mean, hidden[:, 0]], dim=1)
     raise ValueError(f"unknown pooling {pooling!r} (choose from {', '.join(POOLINGS)})")
+
+
+def pooling_problem(backbone: Backbone, pooling: str) -> str | None:
+    """Why ``backbone`` cannot pool this way, or None."""
+    if pooling not in POOLINGS:
+        return f"unknown pooling {pooling!r} (choose from {', '.join(POOLINGS)})"
+    if pooling == "pooler" and not backbone.trained_pooler:
+        return (f"backbone {backbone.name}'s checkpoint has no pooler weights (transformers "
+                "would make up random ones); use mean or cls pooling")
+    return None
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
@@ -65,8 +82,9 @@ def encode(backbone: Backbone, texts: Sequence[str], *, pooling: str = "mean",
     Returns:
         float32 array of shape (len(texts), dim) in input order.
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r} (choose from {', '.join(POOLINGS)})")
+    problem = pooling_problem(backbone, pooling)
+    if problem:
+        raise ValueError(problem)
     if not texts:
         return np.zeros((0, embedding_dim(backbone, pooling)), dtype=np.float32)
     tokenizer = backbone.tokenizer
@@ -102,8 +120,16 @@ class EmbeddingCache:
     """Embeddings on disk, in safetensors shards under ``root/<space>/``.
 
     A *space* is one (backbone hash, pooling, max length); inside it a vector is found by
-    the SHA-256 of its text. Shards are written to a temporary name and renamed, so
-    concurrent writers (web workers, retraining) never see half a file.
+    the SHA-256 of its text. Several processes share a space (web workers, retraining,
+    campaign rebuilds), so:
+
+    - shards are written to a temporary name, synced and renamed: no reader sees half a
+      file, and a power cut cannot leave a truncated shard under a shard's name;
+    - a shard that vanishes while being read (another process compacted it away) makes
+      the reader scan again, picking up the merged shard;
+    - one process compacts at a time (a file lock); the others skip it;
+    - an unreadable shard (damaged on disk) is logged and deleted: the cache only holds
+      what the backbone can compute again, so the worst case is recomputing it.
     """
 
     def __init__(self, root: str | Path, backbone_hash: str, pooling: str, max_length: int):
@@ -116,14 +142,50 @@ class EmbeddingCache:
         """Digest a text is stored under."""
         return hashlib.sha256(text.encode("utf-8")).digest()
 
+    def _shards(self) -> list[Path]:
+        return sorted(self.dir.glob("*.safetensors"))
+
     def _load(self) -> dict[bytes, np.ndarray]:
         if self._index is None:
-            self._index = {}
-            for shard in sorted(self.dir.glob("*.safetensors")):
-                tensors = load_file(shard)
-                for key, vector in zip(tensors["keys"], tensors["vectors"], strict=True):
-                    self._index[key.tobytes()] = vector
+            for _ in range(SCAN_ATTEMPTS):
+                try:
+                    self._index = self._scan()
+                    break
+                except FileNotFoundError:  # compacted away under us: scan again
+                    continue
+            else:
+                log.warning("embedding cache %s kept changing while being read; "
+                            "starting from an empty index", self.dir)
+                self._index = {}
         return self._index
+
+    def _scan(self) -> dict[bytes, np.ndarray]:
+        index: dict[bytes, np.ndarray] = {}
+        for shard in self._shards():
+            for key, vector in self._read(shard):
+                index[key.tobytes()] = vector
+        return index
+
+    def _read(self, shard: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The (key, vector) pairs of one shard; [] for a damaged shard, which is deleted.
+
+        Raises:
+            FileNotFoundError: the shard vanished (compaction).
+        """
+        try:
+            tensors = load_file(shard)
+            keys, vectors = tensors["keys"], tensors["vectors"]
+            if (keys.dtype != np.uint8 or keys.ndim != 2 or keys.shape[1] != KEY_BYTES
+                    or vectors.ndim != 2 or len(vectors) != len(keys)):
+                raise ValueError(f"keys {keys.dtype}{keys.shape}, vectors {vectors.shape}")
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # truncated, zero-length, not safetensors, wrong tensors
+            log.warning("embedding cache: deleting unreadable shard %s (%s); its texts "
+                        "will be embedded again", shard, str(exc).strip() or type(exc).__name__)
+            shard.unlink(missing_ok=True)
+            return []
+        return list(zip(keys, vectors.astype(np.float32, copy=False), strict=True))
 
     def __len__(self) -> int:
         return len(self._load())
@@ -142,28 +204,48 @@ class EmbeddingCache:
         index = self._load()
         for key, vector in zip(keys, vectors, strict=True):
             index[key.tobytes()] = np.asarray(vector, dtype=np.float32)
-        if len(list(self.dir.glob("*.safetensors"))) > MAX_SHARDS:
+        if len(self._shards()) > MAX_SHARDS:
             self.compact()
 
-    def _write(self, keys: np.ndarray, vectors: np.ndarray, name: str | None = None) -> Path:
+    def _write(self, keys: np.ndarray, vectors: np.ndarray) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
-        final = self.dir / (name or f"{uuid.uuid4().hex}.safetensors")
+        final = self.dir / f"{uuid.uuid4().hex}.safetensors"
         tmp = self.dir / f".{final.name}.{os.getpid()}.tmp"
-        save_file({"keys": np.ascontiguousarray(keys), "vectors": np.ascontiguousarray(vectors)},
-                  str(tmp))
-        os.replace(tmp, final)
+        try:
+            save_file({"keys": np.ascontiguousarray(keys),
+                       "vectors": np.ascontiguousarray(vectors)}, str(tmp))
+            replace_durably(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
         return final
 
-    def compact(self) -> None:
-        """Merge all shards into one."""
-        old = sorted(self.dir.glob("*.safetensors"))
-        self._index = None
-        index = self._load()
-        keys = np.stack([np.frombuffer(k, dtype=np.uint8) for k in index])
-        merged = self._write(keys, np.stack(list(index.values())))
-        for shard in old:
-            if shard != merged:
-                shard.unlink(missing_ok=True)
+    def compact(self) -> bool:
+        """Merge all shards into one; returns False (doing nothing) while another process
+        is compacting this space. Also removes temporary files that crashed writers left
+        more than an hour ago."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with folder_lock(self.dir, ".compact.lock", wait=False) as held:
+            if not held:
+                return False
+            old = self._shards()
+            self._index = None
+            index = self._load()
+            if index:
+                keys = np.stack([np.frombuffer(k, dtype=np.uint8) for k in index])
+                merged = self._write(keys, np.stack(list(index.values())))
+            else:
+                merged = None
+            for shard in old:
+                if shard != merged:
+                    shard.unlink(missing_ok=True)
+            stale = time.time() - STALE_TMP_SECONDS
+            for tmp in self.dir.glob(".*.tmp"):
+                try:
+                    if tmp.stat().st_mtime < stale:
+                        tmp.unlink()
+                except FileNotFoundError:
+                    pass
+            return True
 
 
 class CachedEncoder:

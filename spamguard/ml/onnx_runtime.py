@@ -25,7 +25,7 @@ import logging
 import os
 import tempfile
 import warnings
-from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -36,6 +36,7 @@ from torch import nn
 from spamguard.config import check_number_format
 from spamguard.errors import ModelError
 from spamguard.ml.backbone import Backbone, _int8_layers, freeze
+from spamguard.ml.files import folder_lock, replace_durably
 
 # "torch-bf16": PyTorch with bfloat16 weights (fast only on CPUs with bf16 matrix units).
 RUNTIMES = ("onnx", "torch", "torch-bf16")
@@ -151,20 +152,7 @@ def _publish(tmp: str, path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-@contextmanager
-def _folder_lock(folder: Path):
-    """Hold an exclusive lock on ``folder`` (one process exports; the others wait)."""
-    import fcntl
-
-    with open(folder / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    replace_durably(tmp, path)
 
 
 def _linear_names(backbone: Backbone) -> set[str]:
@@ -238,22 +226,62 @@ def onnx_backbone(backbone: Backbone, folder: str | Path, *, int8: bool = False)
     target = folder / f"{backbone.hash[:24]}-{variant}.onnx" if int8 else fp32
     try:
         if not target.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            with _folder_lock(folder):
-                if not fp32.exists():  # checked again: another process may have made it
-                    log.info("exporting backbone %s to %s", backbone.name, fp32)
-                    export(backbone, fp32)
-                if int8 and not target.exists():
-                    quantize(fp32, target, backbone)
-        encoder = OnnxEncoder(target, backbone.model.config)
+            _build(backbone, folder, fp32, target)
+        try:
+            encoder = OnnxEncoder(target, backbone.model.config)
+        except Exception as exc:  # damaged on disk (a crash, a full disk): make it again
+            log.warning("cannot open %s (%s); exporting the backbone again", target,
+                        _first_line(exc))
+            _build(backbone, folder, fp32, target, damaged=_identity(target))
+            encoder = OnnxEncoder(target, backbone.model.config)
     except ModelError:
         raise
     except Exception as exc:  # exporter and runtime raise many types
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot run backbone {backbone.name!r} on ONNX Runtime: {reason} "
-                         "(use the torch runtime)") from None
-    return Backbone(name=backbone.name, model=encoder, tokenizer=backbone.tokenizer,
-                    hash=backbone.hash, variant=variant)
+        raise ModelError(f"cannot run backbone {backbone.name!r} on ONNX Runtime: "
+                         f"{_first_line(exc)} (use the torch runtime)") from None
+    return replace(backbone, model=encoder, variant=variant)
+
+
+def _build(backbone: Backbone, folder: Path, fp32: Path, target: Path, *,
+            damaged: tuple[int, int] | None = None) -> None:
+    """Export (and quantise) what is missing, one process at a time.
+
+    ``damaged`` is the (inode, mtime) of a ``target`` that would not open: it is replaced
+    unless another process already replaced it while this one waited for the lock. For an
+    int8 target the fp32 graph it came from is checked too.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with folder_lock(folder):
+        if damaged is not None and _identity(target) == damaged:
+            target.unlink(missing_ok=True)
+            if target != fp32 and not _opens(fp32, backbone):
+                fp32.unlink(missing_ok=True)
+        if not fp32.exists():  # checked again: another process may have made it
+            log.info("exporting backbone %s to %s", backbone.name, fp32)
+            export(backbone, fp32)
+        if not target.exists():
+            quantize(fp32, target, backbone)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def _opens(path: Path, backbone: Backbone) -> bool:
+    try:
+        OnnxEncoder(path, backbone.model.config)
+    except Exception:
+        return False
+    return True
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def with_runtime(backbone: Backbone, runtime: str, *, folder: str | Path | None,

@@ -15,11 +15,12 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 from tqdm.auto import tqdm
 
+from spamguard.errors import ModelError
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.blend import Blend, head_logit
 from spamguard.ml.classifier import LABEL_MAP, SpamClassifier, build_inputs
 from spamguard.ml.data import LabelledData, Split, check_trainable, data_hash, dedupe, split
-from spamguard.ml.embeddings import CachedEncoder, show_progress
+from spamguard.ml.embeddings import CachedEncoder, pooling_problem, show_progress
 from spamguard.ml.features import FEATURE_NAMES
 from spamguard.ml.head import BertArch
 from spamguard.ml.threshold import choose_threshold
@@ -161,6 +162,8 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     parts = split(unique, seed=config.split_seed)
     if not isinstance(backbone, Backbone):
         backbone = load_backbone(backbone)
+    if problem := pooling_problem(backbone, config.pooling):
+        raise ModelError(problem)
     timing["load_backbone_s"] = time.perf_counter() - started
     encoder = CachedEncoder(backbone, cache_root, pooling=config.pooling,
                             max_length=config.max_length, batch_size=config.batch_size)

@@ -1,0 +1,66 @@
+"""Crash-safe files for the model core: fsync before a rename, and folder locks.
+
+Model versions, cached embeddings and exported ONNX graphs are all written to a
+temporary name and renamed into place, so no reader sees half a file. A rename alone
+does not survive a power cut, though: the file's data may not be on disk yet, and what
+is left is a zero-length or truncated file under the final name. Syncing the file before
+the rename, and the folder after it, closes that gap.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def sync_file(path: str | Path) -> None:
+    """fsync one file's data to disk."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def sync_folder(folder: Path, *, files: bool = True) -> None:
+    """fsync the files directly in ``folder`` (unless ``files`` is False), then the folder
+    itself (POSIX; skipped where a directory cannot be opened), so a rename into or out of
+    it is on disk too."""
+    for path in folder.iterdir() if files else ():
+        if path.is_file():
+            sync_file(path)
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def replace_durably(tmp: str | Path, final: Path) -> None:
+    """Rename a finished ``tmp`` file to ``final`` so that, after a crash, ``final`` is
+    either the old file or the whole new one."""
+    sync_file(tmp)
+    os.replace(tmp, final)
+    sync_folder(final.parent, files=False)
+
+
+@contextmanager
+def folder_lock(folder: Path, name: str = ".lock", *, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``folder/name`` (processes on one host).
+
+    Yields True when the lock is held; with ``wait=False`` it yields False at once
+    instead of waiting for another holder (the caller then skips its work).
+    """
+    with open(folder / name, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
