@@ -67,6 +67,26 @@ def test_first_run_without_active_model_promotes(retrain, db_session_factory) ->
     assert model_diff.load_changes(outcome.report_path.parent / "nothing-here") is None
 
 
+def test_a_run_reads_the_reviews_once(retrain, db_session_factory, monkeypatch) -> None:
+    """The evaluation set and the training set see one read of the reviews (one snapshot)."""
+    from spamguard.services import evalset, retrain_steps, training_data
+
+    store_reviews(db_session_factory, [(NEW_HAM[0], "ham"), (NEW_HAM[1], "ham")])
+    reads = []
+    real = training_data.latest_reviews
+
+    def counted(*args, **kwargs):
+        reads.append(kwargs.get("up_to"))
+        return real(*args, **kwargs)
+
+    for module in (training_data, evalset, retrain_steps):
+        monkeypatch.setattr(module, "latest_reviews", counted)
+    outcome = retrain(min_new_reviews=0)
+    assert outcome.status == "promoted"
+    assert len(reads) == 1 and reads[0] is not None
+    assert outcome.counts["training"]["reviewed_messages"] == 2
+
+
 def test_skips_when_too_few_new_reviews(retrain, db_session_factory) -> None:
     retrain()
     store_reviews(db_session_factory, [(NEW_HAM[0], "ham"), (NEW_HAM[1], "ham")])

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from spamguard.errors import DataError
 from spamguard.ml.data import LABEL_NAMES, LabelledData, dedupe, text_hash
 from spamguard.models import EvalExample, Message
-from spamguard.services.training_data import LABEL_IDS, latest_reviews
+from spamguard.services.training_data import LABEL_IDS, ReviewedMessage, latest_reviews
 
 EVALSET_SEED = 2018
 
@@ -72,19 +72,22 @@ class EvalSet:
                 f"reviews{since}{changed})")
 
 
-def load_evalset(session: Session, *, up_to_review: int | None = None) -> EvalSet:
+def load_evalset(session: Session, *, up_to_review: int | None = None,
+                 reviews: list[ReviewedMessage] | None = None) -> EvalSet:
     """Read the evaluation set with the moderators' current labels (module docstring).
 
     Args:
         session: database session.
         up_to_review: ignore reviews newer than this id (the run's snapshot); None: all.
+        reviews: the ``latest_reviews`` up to ``up_to_review``, if already read.
 
     Returns:
         The set (empty when none was chosen yet). ``hashes`` holds every stored text, the
         left-out ones too, so none of them is ever trained on.
     """
-    reviewed = {text_hash(r.text): LABEL_IDS[r.label]  # by review id: the latest wins
-                for r in latest_reviews(session, up_to=up_to_review)}
+    if reviews is None:
+        reviews = latest_reviews(session, up_to=up_to_review)
+    reviewed = {r.text_hash: LABEL_IDS[r.label] for r in reviews}  # by review id: latest wins
     evalset = EvalSet()
     for row in session.scalars(select(EvalExample).order_by(EvalExample.id)):
         evalset.hashes.add(row.text_hash)
@@ -136,23 +139,23 @@ def _insert(session: Session, texts: Sequence[str], labels: Sequence[int], sourc
 
 
 def ensure_evalset(*, session: Session, base: LabelledData, fraction: float,
-                   seed: int = EVALSET_SEED, up_to_review: int | None = None
-                   ) -> tuple[EvalSet, bool]:
+                   seed: int = EVALSET_SEED, up_to_review: int | None = None,
+                   reviews: list[ReviewedMessage] | None = None) -> tuple[EvalSet, bool]:
     """Return the evaluation set, choosing it from ``base`` if none exists yet.
 
-    ``up_to_review`` is passed to :func:`load_evalset`.
+    ``up_to_review`` and ``reviews`` are passed to :func:`load_evalset`.
 
     Returns:
         The set and whether it was created now. The caller commits.
     """
-    evalset = load_evalset(session, up_to_review=up_to_review)
+    evalset = load_evalset(session, up_to_review=up_to_review, reviews=reviews)
     if evalset.hashes:
         return evalset, False
     chosen = choose_from_base(base, fraction, seed=seed)
     if min(chosen.counts()["spam"], chosen.counts()["ham"]) < 1:
         raise DataError("the evaluation set needs spam and ham: add more base data")
     _insert(session, chosen.texts, chosen.labels.tolist(), "base", set())
-    return load_evalset(session, up_to_review=up_to_review), True
+    return load_evalset(session, up_to_review=up_to_review, reviews=reviews), True
 
 
 def add_reviewed(*, session: Session, message_ids: Sequence[int] = (), count: int = 0,
@@ -168,8 +171,9 @@ def add_reviewed(*, session: Session, message_ids: Sequence[int] = (), count: in
     Returns:
         How many messages were added (texts already in the set are not added twice).
     """
-    known = load_evalset(session).hashes
-    reviewed = {r.message_id: r for r in latest_reviews(session)}
+    reviews = latest_reviews(session)
+    known = load_evalset(session, reviews=reviews).hashes
+    reviewed = {r.message_id: r for r in reviews}
     missing = [i for i in message_ids if i not in reviewed]
     if missing:
         exists = set(session.scalars(select(Message.id).where(Message.id.in_(missing))))
@@ -183,7 +187,7 @@ def add_reviewed(*, session: Session, message_ids: Sequence[int] = (), count: in
     if count:
         chosen_ids = set(message_ids)
         pool = [r for r in reviewed.values()
-                if r.message_id not in chosen_ids and text_hash(r.text) not in known]
+                if r.message_id not in chosen_ids and r.text_hash not in known]
         picked += random.Random(seed).sample(pool, min(count, len(pool)))
     return _insert(session, [r.text for r in picked], [LABEL_IDS[r.label] for r in picked],
                    "review", known)

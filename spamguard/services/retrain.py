@@ -207,11 +207,11 @@ class _Retrain:
                                 report=candidate.report_path)
         with self.session_factory() as session, session.begin():
             now_active = locked_active_id(session)
-            if now_active != snapshot.active_id and gate.outcome != "dry_run":
+            stale = now_active != snapshot.active_id and gate.outcome != "dry_run"
+            if stale:
                 # Someone promoted or rolled back while this run trained: the comparison was
                 # made against a model that is no longer served. Keep the candidate (with its
                 # report) unpromoted and let the next run compare with the model in service.
-                gate = replace(gate, outcome="dry_run")
                 outcome = self._failed(
                     f"the active version changed during the run ({snapshot.active_id or 'none'}"
                     f" -> {now_active or 'none'}); candidate {candidate.version} was compared "
@@ -220,7 +220,8 @@ class _Retrain:
                 outcome.candidate_version = candidate.version
                 outcome.report_path = candidate.report_path
             record_versions(session, candidate.directory, gate,
-                            self.counts["metrics"]["candidate"])
+                            self.counts["metrics"]["candidate"],
+                            promote=gate.outcome == "promoted" and not stale)
             self._write_finish(session, outcome, max_review_id=None if outcome.status ==
                                "failed" else snapshot.max_review_id)
             session.flush()

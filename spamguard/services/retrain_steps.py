@@ -30,6 +30,7 @@ from spamguard.services.training_data import (
     build_training_set,
     check_class_sizes,
     count_reviews_after,
+    latest_reviews,
     max_review_id,
 )
 from spamguard.sqltypes import utcnow
@@ -107,11 +108,12 @@ def prepare_data(*, session_factory: sessionmaker[Session], settings: Settings,
     """Load the base data, choose the evaluation set if needed, merge in the reviews."""
     base = load_labelled(settings.base_data_path)
     with session_factory() as session, session.begin():
+        reviews = latest_reviews(session, up_to=snapshot.max_review_id)  # read once, for both
         evalset, _ = ensure_evalset(session=session, base=base,
                                     fraction=settings.evalset_fraction,
-                                    up_to_review=snapshot.max_review_id)
+                                    up_to_review=snapshot.max_review_id, reviews=reviews)
         training = build_training_set(session=session, base=base, exclude=evalset.hashes,
-                                      up_to_review=snapshot.max_review_id)
+                                      up_to_review=snapshot.max_review_id, reviews=reviews)
     check_class_sizes(training.data, settings.retrain_min_per_class)
     return training, evalset
 
@@ -286,8 +288,9 @@ def locked_active_id(session: Session) -> str | None:
 
 
 def record_versions(session: Session, directory: Path, gate: Gate,
-                    eval_metrics: dict[str, Any]) -> ModelVersion:
-    """Register the candidate (rejected if it failed the gate) and promote it if decided.
+                    eval_metrics: dict[str, Any], *, promote: bool) -> ModelVersion:
+    """Register the candidate (rejected if it failed the gate) and promote it if ``promote``
+    (the gate said so and nothing since has made that decision stale).
 
     The candidate's evaluation-set metrics are kept in the registry as ``metrics["eval"]``.
     """
@@ -295,7 +298,7 @@ def record_versions(session: Session, directory: Path, gate: Gate,
     version = registry.register_version(session=session, version_dir=directory,
                                         activate_if_none=False, status=status)
     version.metrics = {**(version.metrics or {}), "eval": eval_metrics}
-    if gate.outcome == "promoted":
+    if promote:
         registry.promote(session=session, version_id=version.id)
     return version
 

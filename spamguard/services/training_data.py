@@ -31,6 +31,7 @@ class ReviewedMessage:
     review_id: int
     text: str
     label: str
+    text_hash: str  # stored with the message (normalised text; migrations keep it current)
 
 
 def max_review_id(session: Session) -> int | None:
@@ -47,13 +48,17 @@ def count_reviews_after(session: Session, review_id: int | None) -> int:
 
 
 def latest_reviews(session: Session, *, up_to: int | None = None) -> list[ReviewedMessage]:
-    """Return each reviewed message with its latest review (by id, at most ``up_to``)."""
+    """Return each reviewed message with its latest review (by id, at most ``up_to``).
+
+    A retraining run reads them once and hands them to both :func:`build_training_set` and
+    :func:`spamguard.services.evalset.load_evalset`, so both see the same snapshot.
+    """
     latest = select(Review.message_id, func.max(Review.id).label("review_id"))
     if up_to is not None:
         latest = latest.where(Review.id <= up_to)
     latest = latest.group_by(Review.message_id).subquery()
     rows = session.execute(
-        select(Message.id, Review.id, Message.body, Review.label)
+        select(Message.id, Review.id, Message.body, Review.label, Message.text_hash)
         .join(latest, latest.c.message_id == Message.id)
         .join(Review, Review.id == latest.c.review_id)
         .order_by(Review.id)
@@ -71,7 +76,8 @@ class TrainingSet:
 
 
 def build_training_set(*, session: Session, base: LabelledData, exclude: Collection[str],
-                       up_to_review: int | None = None) -> TrainingSet:
+                       up_to_review: int | None = None,
+                       reviews: list[ReviewedMessage] | None = None) -> TrainingSet:
     """Merge ``base`` with the reviewed messages, latest review winning, minus ``exclude``.
 
     Args:
@@ -79,6 +85,7 @@ def build_training_set(*, session: Session, base: LabelledData, exclude: Collect
         base: the base labelled data set.
         exclude: text hashes of the evaluation set.
         up_to_review: ignore reviews newer than this id (a stable snapshot); None: all.
+        reviews: the :func:`latest_reviews` up to ``up_to_review``, if already read.
 
     Returns:
         One message per normalised text, with counts for the training run's record.
@@ -90,10 +97,11 @@ def build_training_set(*, session: Session, base: LabelledData, exclude: Collect
         text_hash(text): (text, int(label), origin)
         for text, label, origin in zip(unique.texts, unique.labels, unique.origins, strict=True)}
     base_unique = len(merged)
-    reviews = latest_reviews(session, up_to=up_to_review)
+    if reviews is None:
+        reviews = latest_reviews(session, up_to=up_to_review)
     overridden = confirmed = 0
     for review in reviews:
-        key, label = text_hash(review.text), LABEL_IDS[review.label]
+        key, label = review.text_hash, LABEL_IDS[review.label]
         previous = merged.get(key)
         if (previous is not None and not previous[2].startswith(REVIEW_ORIGIN)
                 and key not in exclude):  # evaluation texts are counted by the eval set
