@@ -175,3 +175,27 @@ def test_data_hash_ignores_order_but_not_labels():
     b = LabelledData(["y", "x"], np.array([1, 0]))
     c = LabelledData(["x", "y"], np.array([1, 1]))
     assert data_hash(a) == data_hash(b) != data_hash(c)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("d.tsv", "ham\thello\rworld\r\nspam\tWIN now\r\n"),
+    ("d.csv", 'label,text\nham,hello\rworld\nspam,"WIN\rnow"\n'),
+])
+def test_a_lone_carriage_return_stays_inside_its_message(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content.encode())
+    data = load_labelled(path)
+    assert data.texts == ["hello\rworld", "WIN now" if name.endswith("tsv") else "WIN\rnow"]
+    assert data.labels.tolist() == [0, 1]
+
+
+def test_a_file_with_carriage_return_line_endings_still_splits(tmp_path):
+    path = tmp_path / "mac.tsv"
+    path.write_bytes(b"ham\thi there\rspam\tWIN now\r")
+    assert load_labelled(path).texts == ["hi there", "WIN now"]
+
+
+def test_classify_input_keeps_a_lone_carriage_return(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"id,text\n1,see you\rat 6\n2,ok\n")
+    assert load_texts(path) == ["see you\rat 6", "ok"]

@@ -119,11 +119,34 @@ def _read_rows(path: Path, source: bytes | None = None,
     quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
     if csv.field_size_limit() < MAX_FIELD_CHARS:
         csv.field_size_limit(MAX_FIELD_CHARS)
+    text, restore = _shield_lone_cr(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     try:
-        return delimiter, list(reader)
+        rows = list(reader)
     except csv.Error as exc:
         raise DataError(f"{path}:{reader.line_num}: {exc}") from None
+    return delimiter, [[restore(cell) for cell in row] for row in rows] if restore else rows
+
+
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
+def _shield_lone_cr(text: str):
+    """Hide carriage returns that are not part of a line ending from the csv module.
+
+    csv ends a row at a lone ``\r``, so an SMS body holding one (old phones send them)
+    would split its row in two. In a file whose lines end in ``\n`` or ``\r\n``, a lone
+    ``\r`` is part of a message: it is swapped for a character the text does not contain
+    and put back in each cell. (A file with no ``\n`` at all uses ``\r`` as its line
+    ending, and is left alone.)
+
+    Returns:
+        The text to parse, and the function that restores a cell (None: nothing hidden).
+    """
+    if "\n" not in text or not _LONE_CR.search(text):
+        return text, None
+    stand_in = next(chr(c) for c in range(0xE000, 0xF900) if chr(c) not in text)
+    return _LONE_CR.sub(stand_in, text), lambda cell: cell.replace(stand_in, "\r")
 
 
 def _row_text(path: Path, lineno: int, row: list[str], col: int, width: int,
