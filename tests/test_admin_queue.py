@@ -5,13 +5,28 @@ from __future__ import annotations
 import re
 
 from spamguard.models import Message, Review
+from tests.fixtures_admin import AdminClient
 
 CURRENT = re.compile(r'id="current" data-message-id="(\d+)"')
+SEEN = re.compile(r'name="seen" value="([^"]+)"')
 
 
 def current_id(client) -> int | None:
     match = CURRENT.search(client.get("/admin/queue").get_data(as_text=True))
     return int(match.group(1)) if match else None
+
+
+def decide_form(client) -> dict:
+    """The queue's decide form as the page shows it: the message and what was seen of it."""
+    page = client.get("/admin/queue").get_data(as_text=True)
+    return {"message_id": CURRENT.search(page).group(1), "seen": SEEN.search(page).group(1)}
+
+
+def logged_in(app, make_user, name: str) -> AdminClient:
+    make_user(name, "moderator")
+    client = AdminClient(app.test_client(), name)
+    assert client.login().status_code == 302
+    return client
 
 
 def test_decide_skip_undo(moderator_client, add_messages, db_session_factory,
@@ -25,14 +40,15 @@ def test_decide_skip_undo(moderator_client, add_messages, db_session_factory,
                                         ("middle", t - 0.15))
     assert current_id(moderator_client) == unsure
     moderator_client.post("/admin/queue/decide", data={"message_id": unsure, "label": "ham",
-                                                       "note": "a friend"})
+                                                       "note": "a friend", "seen": "none"})
     assert current_id(moderator_client) == middle
     moderator_client.post("/admin/queue/skip", data={"message_id": middle})
     assert current_id(moderator_client) == sure
     response = moderator_client.post("/admin/queue/undo", follow_redirects=True)
     assert f"Undid your decision on message {unsure}" in response.get_data(as_text=True)
     assert current_id(moderator_client) == unsure  # the undone message comes back first
-    moderator_client.post("/admin/queue/decide", data={"message_id": unsure, "label": "spam"})
+    moderator_client.post("/admin/queue/decide", data={"message_id": unsure, "label": "spam",
+                                                       "seen": "none"})
     moderator_client.post("/admin/queue/reset-skipped")
     assert current_id(moderator_client) == middle
     with db_session_factory() as session:
@@ -51,7 +67,7 @@ def test_bad_decision_is_refused(moderator_client, add_messages):
     (mid,) = add_messages(("x", 0.5))
     for data in ({"message_id": mid, "label": "maybe"}, {"message_id": "abc", "label": "spam"},
                  {"message_id": 987654, "label": "spam"}):
-        response = moderator_client.post("/admin/queue/decide", data=data,
+        response = moderator_client.post("/admin/queue/decide", data={**data, "seen": "none"},
                                          follow_redirects=True)
         assert "Not recorded" in response.get_data(as_text=True)
     assert current_id(moderator_client) == mid
@@ -71,9 +87,34 @@ def test_out_of_range_ids_are_refused_and_do_not_break_the_queue(moderator_clien
     add_messages(("unsure", 0.51))
     huge = "9" * 30
     decided = moderator_client.post("/admin/queue/decide",
-                                    data={"message_id": huge, "label": "spam"},
+                                    data={"message_id": huge, "label": "spam", "seen": "none"},
                                     follow_redirects=True)
     assert decided.status_code == 200 and "Not recorded" in decided.get_data(as_text=True)
     moderator_client.post("/admin/queue/skip", data={"message_id": huge})
     page = moderator_client.get("/admin/queue")
     assert page.status_code == 200 and "unsure" in page.get_data(as_text=True)
+
+
+def test_a_decision_on_a_message_someone_reviewed_meanwhile_is_not_saved(
+        app, make_user, add_messages, db_session_factory):
+    first, second = add_messages(("unsure", 0.5), ("next one", 0.1))
+    alice, bob = (logged_in(app, make_user, name) for name in ("alice", "bob"))
+    alice_form, bob_form = decide_form(alice), decide_form(bob)
+    assert alice_form == bob_form == {"message_id": str(first), "seen": "none"}
+    alice.post("/admin/queue/decide", data={**alice_form, "label": "spam"})
+    late = bob.post("/admin/queue/decide", data={**bob_form, "label": "ham"},
+                    follow_redirects=True).get_data(as_text=True)
+    assert (f"alice labelled message {first} spam while you were looking; your ham label "
+            f"was not saved.") in late
+    assert f'data-message-id="{second}"' in late  # and bob sees the next message
+    again = alice.post("/admin/queue/decide", data={**alice_form, "label": "ham"},
+                       follow_redirects=True).get_data(as_text=True)  # a second tab
+    assert f"You had already labelled message {first} spam" in again
+    with db_session_factory() as session:
+        assert session.get(Message, first).review_label == "spam"
+        assert [r.label for r in session.query(Review).filter_by(message_id=first)] == ["spam"]
+    stale = bob.post("/admin/queue/decide", data={"message_id": second, "label": "ham"},
+                     follow_redirects=True).get_data(as_text=True)  # a page from before
+    assert "Not recorded: the page was out of date" in stale
+    assert current_id(bob) == second
+

@@ -169,3 +169,62 @@ def test_concurrent_decisions_on_one_message_take_turns(db_session_factory, ids,
         assert [r.label for r in history] == order
         assert [r.is_current for r in history] == [False, True]
         assert session.get(Message, ids[2]).review_label == order[-1]
+
+
+def test_a_decision_is_refused_when_the_message_changed_since_it_was_seen(
+        db_session, ids, make_user):
+    alice, bob = make_user("alice"), make_user("bob")
+    seen = reviews.Seen(reviews.latest_review_id(db_session, ids[0]))
+    assert seen == reviews.Seen(None)
+    first = reviews.add_review(session=db_session, message_id=ids[0], label="spam",
+                               user_id=alice, seen=seen)
+    db_session.commit()
+    with pytest.raises(reviews.ReviewConflict) as refused:
+        reviews.add_review(session=db_session, message_id=ids[0], label="ham", user_id=bob,
+                           seen=seen)
+    assert refused.value.review.id == first.id and refused.value.review.user.username == "alice"
+    db_session.rollback()
+    assert [r.label for r in reviews.review_history(db_session, ids[0])] == ["spam"]
+    # Seen after alice's decision, a relabel goes through.
+    later = reviews.Seen(reviews.latest_review_id(db_session, ids[0]))
+    reviews.add_review(session=db_session, message_id=ids[0], label="ham", user_id=bob,
+                       seen=later)
+    db_session.commit()
+    assert _message(db_session, ids[0]).review_label == "ham"
+
+
+def test_concurrent_decisions_on_what_both_saw_unreviewed_keep_only_the_first(
+        db_session_factory, ids, make_user):
+    """Both moderators were shown the message unreviewed and decide at the same moment: one
+    decision is recorded, the other is refused (on SQLite too, which ignores FOR UPDATE)."""
+    import threading
+    import time
+
+    uid = make_user("mo")
+    barrier, outcomes = threading.Barrier(2), []
+
+    def decide(label: str) -> None:
+        try:
+            with db_session_factory() as session:
+                session.get(Message, ids[2])
+                barrier.wait()
+                reviews.add_review(session=session, message_id=ids[2], label=label,
+                                   user_id=uid, seen=reviews.Seen(None))
+                time.sleep(0.3)  # hold the transaction open while the other one tries
+                session.commit()
+                outcomes.append(label)
+        except reviews.ReviewConflict:
+            outcomes.append("refused")
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=decide, args=(label,)) for label in ("spam", "ham")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    winners = [o for o in outcomes if o != "refused"]
+    assert len(outcomes) == 2 and winners in (["spam"], ["ham"]), outcomes
+    with db_session_factory() as session:
+        history = reviews.review_history(session, ids[2])
+        assert [(r.label, r.is_current) for r in history] == [(winners[0], True)]

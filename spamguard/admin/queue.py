@@ -21,6 +21,16 @@ def _threshold() -> float:
     return active.threshold if active else 0.5
 
 
+def _seen(value: str | None) -> reviews.Seen:
+    """Parse the decide form's ``seen`` field: "none" or the id of the latest review."""
+    if value == "none":
+        return reviews.Seen(None)
+    try:
+        return reviews.Seen(parse_id(value or ""))
+    except ValueError:
+        raise ValueError("the page was out of date (reload it)") from None
+
+
 @bp.route("/queue")
 def queue():
     """Show the next message to review and the ones after it."""
@@ -34,8 +44,12 @@ def queue():
         message = db.get(Message, focus)
         if message is not None and message.review_label is None:
             items = [message, *[m for m in items if m.id != focus]][:UPCOMING + 1]
+    current = items[0] if items else None
+    # What the decision form says this moderator saw (queue_decide refuses the decision if
+    # someone reviewed the message in between).
+    seen = reviews.latest_review_id(db, current.id) if current else None
     last = reviews.last_review_by(db, user_id())
-    return render_template("admin/queue.html", current=items[0] if items else None,
+    return render_template("admin/queue.html", current=current, seen=seen,
                            upcoming=items[1:], threshold=threshold, skipped=len(skipped),
                            backlog=message_queries.queue_size(db), last=last)
 
@@ -43,18 +57,38 @@ def queue():
 @bp.route("/queue/decide", methods=["POST"])
 @role_required("moderator")
 def queue_decide():
-    """Record the decision on one message and move on."""
+    """Record the decision on one message and move on, unless someone else reviewed it
+    since the page was shown (then say so and show the next message)."""
     db = session()
+    label = request.form.get("label", "")
     try:
         message_id = parse_id(request.form.get("message_id", ""))
-        reviews.add_review(session=db, message_id=message_id,
-                           label=request.form.get("label", ""), user_id=user_id(),
-                           note=request.form.get("note"))
+        reviews.add_review(session=db, message_id=message_id, label=label,
+                           user_id=user_id(), note=request.form.get("note"),
+                           seen=_seen(request.form.get("seen")))
+    except reviews.ReviewConflict as exc:
+        flash(_conflict_message(exc, label), "error")
+        db.rollback()
+        return redirect(url_for("admin.queue"))
     except (ValueError, SpamguardError) as exc:
         db.rollback()
         return fail(f"Not recorded: {exc}", "admin.queue")
     db.commit()
     return redirect(url_for("admin.queue"))
+
+
+def _conflict_message(exc: reviews.ReviewConflict, label: str) -> str:
+    """Say who decided the message first (read before the rollback expires the review)."""
+    theirs = exc.review
+    if theirs is None:
+        return (f"Message {exc.message_id} changed while you were looking (a decision on it "
+                f"was undone); your label was not saved.")
+    if theirs.user_id == user_id():
+        return (f"You had already labelled message {exc.message_id} {theirs.label} (in "
+                f"another tab or window); this {label} label was not saved.")
+    who = theirs.user.username if theirs.user is not None else "Someone"
+    return (f"{who} labelled message {exc.message_id} {theirs.label} while you were "
+            f"looking; your {label} label was not saved.")
 
 
 @bp.route("/queue/skip", methods=["POST"])

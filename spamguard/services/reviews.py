@@ -6,6 +6,8 @@ never join ``reviews``. Functions flush but never commit: the caller owns the tr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import Boolean, Integer, Select, String, Text, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
@@ -20,6 +22,28 @@ class ReviewError(SpamguardError):
     """A review that cannot be recorded or undone."""
 
 
+class ReviewConflict(ReviewError):
+    """The message was reviewed after the moderator was shown it, so the decision was not
+    recorded (see :class:`Seen`)."""
+
+    def __init__(self, message_id: int, review: Review | None) -> None:
+        super().__init__(f"message {message_id} was reviewed after it was shown to you")
+        self.message_id = message_id
+        self.review = review  # the latest review now (None: the one shown was undone)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a moderator was shown of a message: the id of its latest review then, or None
+    when it had none. A decision made with it is recorded only if that is still so, which
+    makes the queue optimistic without a version column (a new review always gets a higher
+    id than the message's others; undo deletes the review it takes back). The queue shows
+    unreviewed messages, so its forms carry None. (An id is not proof on its own: SQLite may
+    give the id of a deleted newest review to the next one.)"""
+
+    latest_review_id: int | None
+
+
 def _check(label: str, note: str | None) -> str | None:
     if label not in LABELS:
         raise ReviewError(f"label must be one of {', '.join(LABELS)}")
@@ -30,12 +54,17 @@ def _check(label: str, note: str | None) -> str | None:
 
 
 def add_review(*, session: Session, message_id: int, label: str, user_id: int | None,
-               note: str | None = None) -> Review:
-    """Record a decision on one message; the previous current review is superseded."""
+               note: str | None = None, seen: Seen | None = None) -> Review:
+    """Record a decision on one message; the previous current review is superseded.
+
+    With ``seen``, raise :class:`ReviewConflict` instead when someone reviewed the message
+    after the moderator was shown it (the caller rolls back)."""
     note = _check(label, note)
     message = _lock_message(session, message_id)
     if message is None:
         raise ReviewError(f"no message {message_id}")
+    if seen is not None:
+        _check_unchanged(session, message_id, seen)
     # Clear the old flag first: the partial unique index allows one current review.
     session.execute(update(Review).where(Review.message_id == message_id, Review.is_current)
                     .values(is_current=False).execution_options(synchronize_session="fetch"))
@@ -59,6 +88,35 @@ def _lock_message(session: Session, message_id: int) -> Message | None:
     return session.scalars(query).first()
 
 
+def _check_unchanged(session: Session, message_id: int, seen: Seen) -> None:
+    """Raise :class:`ReviewConflict` unless the message's latest review is still the one seen.
+
+    The check is a write (a no-op UPDATE of the message, guarded by it), not a read: on
+    PostgreSQL the row is locked already, but SQLite ignores FOR UPDATE, and two moderators
+    shown the same message would both pass a read before either wrote. The UPDATE waits for
+    SQLite's write lock and then sees what the other one committed."""
+    latest = (select(func.max(Review.id)).where(Review.message_id == message_id)
+              .scalar_subquery())
+    unchanged = latest.is_(None) if seen.latest_review_id is None \
+        else latest == seen.latest_review_id
+    claimed = session.execute(update(Message).where(Message.id == message_id, unchanged)
+                              .values(review_label=Message.review_label)
+                              .execution_options(synchronize_session=False)).rowcount
+    if not claimed:
+        raise ReviewConflict(message_id, latest_review(session, message_id))
+
+
+def latest_review(session: Session, message_id: int) -> Review | None:
+    """Return the message's newest review (the current one), or None."""
+    return session.scalars(select(Review).where(Review.message_id == message_id)
+                           .order_by(Review.id.desc()).limit(1)).first()
+
+
+def latest_review_id(session: Session, message_id: int) -> int | None:
+    """Return the id of the message's newest review, or None: what :class:`Seen` records."""
+    return session.scalar(select(func.max(Review.id)).where(Review.message_id == message_id))
+
+
 def undo_review(*, session: Session, review_id: int) -> Message:
     """Take back a current review: the one before it (if any) becomes current again."""
     review = session.get(Review, review_id)
@@ -71,8 +129,7 @@ def undo_review(*, session: Session, review_id: int) -> Message:
     message = review.message
     session.delete(review)
     session.flush()
-    previous = session.scalars(select(Review).where(Review.message_id == message.id)
-                               .order_by(Review.id.desc()).limit(1)).first()
+    previous = latest_review(session, message.id)
     if previous is None:
         message.review_label, message.reviewed_at = None, None
     else:
@@ -83,7 +140,7 @@ def undo_review(*, session: Session, review_id: int) -> Message:
 
 
 def last_review_by(session: Session, user_id: int) -> Review | None:
-    """Return the user's most recent review that is still current (what undo takes back)."""
+    """Return the user's most recent review that is still current, wherever it was made."""
     query = (select(Review).where(Review.user_id == user_id, Review.is_current)
              .order_by(Review.id.desc()).limit(1))
     return session.scalars(query).first()
