@@ -118,3 +118,36 @@ def test_a_decision_on_a_message_someone_reviewed_meanwhile_is_not_saved(
     assert "Not recorded: the page was out of date" in stale
     assert current_id(bob) == second
 
+
+def test_undo_takes_back_the_queue_decision_not_a_later_relabel_elsewhere(
+        moderator_client, add_messages, db_session_factory):
+    queued, other = add_messages(("unsure", 0.5), ("elsewhere", 0.99))
+    moderator_client.post("/admin/queue/decide", data={**decide_form(moderator_client),
+                                                       "label": "spam"})
+    moderator_client.post("/admin/messages/bulk", data={  # a later bulk relabel
+        "label": "ham", "ids": [str(other)], "confirmed": "1", "expected": "1"})
+    undone = moderator_client.post("/admin/queue/undo", follow_redirects=True)
+    assert f"Undid your decision on message {queued}" in undone.get_data(as_text=True)
+    with db_session_factory() as session:
+        assert session.get(Message, queued).review_label is None
+        assert session.get(Message, other).review_label == "ham"  # the bulk label stays
+    nothing = moderator_client.post("/admin/queue/undo", follow_redirects=True)
+    assert "Nothing to undo in the queue." in nothing.get_data(as_text=True)
+
+
+def test_undo_leaves_a_queue_decision_that_was_relabelled_since(
+        moderator_client, add_messages, db_session_factory):
+    first, second = add_messages(("unsure", 0.5), ("less unsure", 0.9))
+    for label in ("spam", "ham"):
+        moderator_client.post("/admin/queue/decide", data={**decide_form(moderator_client),
+                                                           "label": label})
+    moderator_client.post(f"/admin/messages/{second}/review", data={"label": "spam"})
+    refused = moderator_client.post("/admin/queue/undo", follow_redirects=True)
+    assert (f"Nothing to undo in the queue: message {second} was relabelled"
+            in refused.get_data(as_text=True))
+    with db_session_factory() as session:
+        assert session.get(Message, second).review_label == "spam"  # the detail page's
+        assert session.get(Message, first).review_label == "spam"
+    # The decision before it is still the user's to take back, key by key.
+    undone = moderator_client.post("/admin/queue/undo", follow_redirects=True)
+    assert f"Undid your decision on message {first}" in undone.get_data(as_text=True)

@@ -7,11 +7,12 @@ from flask import session as cookie
 
 from spamguard.admin.base import bp, fail, role_required, session, user_id
 from spamguard.errors import SpamguardError
-from spamguard.models import Message
+from spamguard.models import Message, Review
 from spamguard.services import message_queries, registry, reviews
 from spamguard.sqltypes import parse_id
 
 MAX_SKIPPED = 300  # remembered per login session, so the signed cookie stays small
+MAX_DECISIONS = 20  # queue decisions that "u" can take back, newest last
 UPCOMING = 10
 
 
@@ -31,6 +32,24 @@ def _seen(value: str | None) -> reviews.Seen:
         raise ValueError("the page was out of date (reload it)") from None
 
 
+def _decisions() -> list[list[int]]:
+    """This login session's queue decisions, oldest first, as [review id, message id].
+
+    Undo takes back only these, so a relabel made elsewhere (message list, detail page,
+    campaigns) is never undone by the queue's "u"."""
+    return [list(item) for item in cookie.get("queue_decisions", [])]
+
+
+def _undoable(db, decision: list[int]) -> Review | None:
+    """The review of a remembered queue decision if it is still the message's current one."""
+    review_id, message_id = decision
+    review = db.get(Review, review_id)
+    if review is None or not review.is_current or review.message_id != message_id \
+            or review.user_id != user_id():
+        return None
+    return review
+
+
 @bp.route("/queue")
 def queue():
     """Show the next message to review and the ones after it."""
@@ -48,10 +67,12 @@ def queue():
     # What the decision form says this moderator saw (queue_decide refuses the decision if
     # someone reviewed the message in between).
     seen = reviews.latest_review_id(db, current.id) if current else None
-    last = reviews.last_review_by(db, user_id())
+    decisions = _decisions()
+    last = _undoable(db, decisions[-1]) if decisions else None
     return render_template("admin/queue.html", current=current, seen=seen,
                            upcoming=items[1:], threshold=threshold, skipped=len(skipped),
-                           backlog=message_queries.queue_size(db), last=last)
+                           backlog=message_queries.queue_size(db), last=last,
+                           can_undo=bool(decisions))
 
 
 @bp.route("/queue/decide", methods=["POST"])
@@ -63,9 +84,9 @@ def queue_decide():
     label = request.form.get("label", "")
     try:
         message_id = parse_id(request.form.get("message_id", ""))
-        reviews.add_review(session=db, message_id=message_id, label=label,
-                           user_id=user_id(), note=request.form.get("note"),
-                           seen=_seen(request.form.get("seen")))
+        review = reviews.add_review(session=db, message_id=message_id, label=label,
+                                    user_id=user_id(), note=request.form.get("note"),
+                                    seen=_seen(request.form.get("seen")))
     except reviews.ReviewConflict as exc:
         flash(_conflict_message(exc, label), "error")
         db.rollback()
@@ -74,6 +95,7 @@ def queue_decide():
         db.rollback()
         return fail(f"Not recorded: {exc}", "admin.queue")
     db.commit()
+    cookie["queue_decisions"] = [*_decisions(), [review.id, message_id]][-MAX_DECISIONS:]
     return redirect(url_for("admin.queue"))
 
 
@@ -115,11 +137,17 @@ def queue_reset_skipped():
 @bp.route("/queue/undo", methods=["POST"])
 @role_required("moderator")
 def queue_undo():
-    """Take back this user's latest decision that is still current."""
+    """Take back this user's latest decision in the queue, if it is still current."""
+    decisions = _decisions()
+    if not decisions:
+        return fail("Nothing to undo in the queue.", "admin.queue")
+    *older, decision = decisions
+    cookie["queue_decisions"] = older  # undone or not undoable: either way it is done with
     db = session()
-    review = reviews.last_review_by(db, user_id())
+    review = _undoable(db, decision)
     if review is None:
-        return fail("Nothing to undo.", "admin.queue")
+        return fail(f"Nothing to undo in the queue: message {decision[1]} was relabelled or "
+                    f"undone after your decision there.", "admin.queue")
     try:
         message = reviews.undo_review(session=db, review_id=review.id)
     except SpamguardError as exc:  # another decision on that message came first
