@@ -44,6 +44,45 @@ def test_login_redirects_only_to_local_pages(app, make_user):
         client.post("/admin/logout", data={"csrf_token": csrf_token(client, "/admin/queue")})
 
 
+@pytest.mark.parametrize(("target", "expected"), [
+    ("/admin/queue/decide", "/admin/queue"),
+    ("/admin/queue/undo", "/admin/queue"),
+    ("/admin/messages?review=spam", "/admin/messages?review=spam"),
+    ("/admin/messages/bulk", "/admin/messages"),
+    ("/admin/messages/12/review", "/admin/messages/12"),
+    ("/admin/campaigns/3/label", "/admin/campaigns"),
+    ("/admin/models/rollback", "/admin/models"),  # not the page of a version "rollback"
+    ("/admin/users", "/admin/users"),
+    ("/admin/logout", "/admin/dashboard"),
+    ("/admin/no/such/page", "/admin/dashboard"),
+])
+def test_login_goes_back_to_a_page_not_to_a_post_only_action(app, make_user, target,
+                                                              expected):
+    make_user("mo", "moderator")
+    client = app.test_client()
+    response = client.post("/admin/login", data={
+        "username": "mo", "password": PASSWORD, "next": target,
+        "csrf_token": csrf_token(client)})
+    assert response.headers["Location"] == expected
+
+
+def test_a_form_sent_after_the_login_expired_leads_back_to_its_page(moderator_client,
+                                                                    add_messages):
+    (mid,) = add_messages(("unsure", 0.5))
+    with moderator_client.client.session_transaction() as cookie:
+        del cookie["_user_id"]  # the login expired; the form's CSRF token is still good
+    sent = moderator_client.post("/admin/queue/decide", data={
+        "message_id": mid, "label": "spam", "seen": "none"})
+    assert sent.status_code == 302 and "/admin/login?next=" in sent.headers["Location"]
+    form = moderator_client.get(sent.headers["Location"]).get_data(as_text=True)
+    assert 'name="next" value="/admin/queue/decide"' in form
+    logged_in = moderator_client.client.post("/admin/login", data={
+        "username": "moderator", "password": PASSWORD, "next": "/admin/queue/decide",
+        "csrf_token": csrf_token(moderator_client.client)})
+    assert logged_in.headers["Location"] == "/admin/queue"
+    assert moderator_client.get("/admin/queue").status_code == 200
+
+
 def test_lockout_after_failures(app, make_user):
     make_user("mo", "moderator")
     client = AdminClient(app.test_client(), "mo")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from flask import session as flask_session
 from flask_login import current_user, login_user, logout_user
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 
 from spamguard.admin.base import (
     LoggedInUser,
@@ -26,8 +28,39 @@ LOGIN_ERRORS = {
 
 
 def _safe_next(target: str | None) -> str:
-    """Return ``target`` if it is a local admin path, else the dashboard."""
-    return target if is_local(target) else url_for("admin.dashboard")
+    """Return ``target`` if it is a local admin page, else the dashboard.
+
+    A login that expired is noticed by whatever request comes next, often a form's POST
+    (/admin/queue/decide), and ``next`` is that request's URL; redirecting there after the
+    login would GET a POST-only URL (405). So such a target is replaced by the nearest page
+    above it, the page the form was on (/admin/queue, /admin/messages/12), or the dashboard.
+    """
+    if not is_local(target):
+        return url_for("admin.dashboard")
+    path = target.partition("?")[0]
+    if _answers_get(path):
+        return target
+    parts = path.rstrip("/").split("/")  # "", "admin", ...
+    for end in range(len(parts) - 1, 2, -1):
+        if _answers_get("/".join(parts[:end])):
+            return "/".join(parts[:end])
+    return url_for("admin.dashboard")
+
+
+def _answers_get(path: str) -> bool:
+    """Return True when ``path`` is a page: a GET on it reaches the rule a POST would."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    try:
+        rule, _ = adapter.match(path, method="GET", return_rule=True)
+    except RequestRedirect:  # a missing trailing slash
+        return True
+    except HTTPException:  # 404, or 405 for a POST-only action
+        return False
+    try:  # /admin/models/rollback (POST) would match /admin/models/<version_id> for a GET
+        posted, _ = adapter.match(path, method="POST", return_rule=True)
+    except HTTPException:
+        return True
+    return posted.rule == rule.rule
 
 
 @bp.route("/login", methods=["GET", "POST"])
