@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures_admin import PASSWORD, AdminClient, csrf_token
+from tests.fixtures_admin import PASSWORD, TOKEN, AdminClient, csrf_token
 
 PAGES = ["/admin/dashboard", "/admin/queue", "/admin/messages", "/admin/campaigns",
          "/admin/models"]
@@ -83,13 +83,34 @@ def test_a_form_sent_after_the_login_expired_leads_back_to_its_page(moderator_cl
     assert moderator_client.get("/admin/queue").status_code == 200
 
 
-def test_lockout_after_failures(app, make_user):
+def test_lockout_after_failures(app, make_user, admin_client):
     make_user("mo", "moderator")
     client = AdminClient(app.test_client(), "mo")
     for _ in range(5):
         client.login("wrong-password")
     locked = client.login()
-    assert locked.status_code == 401 and "locked" in locked.get_data(as_text=True)
+    assert locked.status_code == 401 and "is locked for 15 minutes" in locked.get_data(
+        as_text=True)
+    assert client.get("/admin/queue").status_code == 302
+    assert "locked until" in admin_client.get("/admin/users").get_data(as_text=True)
+
+
+def test_login_answers_do_not_tell_which_names_are_accounts(app, make_user):
+    make_user("mo", "moderator")
+
+    def answer(username: str, password: str) -> tuple[int, str]:
+        client = app.test_client()
+        response = client.post("/admin/login", data={
+            "username": username, "password": password, "csrf_token": csrf_token(client)})
+        return response.status_code, TOKEN.sub("", response.get_data(as_text=True))
+
+    unknown = answer("nobody", "wrong-password")
+    assert unknown[0] == 401 and "Wrong username or password" in unknown[1]
+    for _ in range(5):  # the fifth locks mo
+        assert answer("mo", "wrong-password") == unknown
+        assert answer("nobody", "wrong-password") == unknown  # never "locked"
+    assert answer("mo", PASSWORD) == unknown  # locked: the right password gets it too
+    assert answer("mo", "wrong-password") == unknown
 
 
 @pytest.mark.parametrize("url", PAGES)

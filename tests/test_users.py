@@ -58,6 +58,30 @@ def test_lockout_after_repeated_failures(db_session):
     assert users.authenticate(session=db_session, username="dave", password="long-enough").ok
 
 
+def test_every_refusal_costs_one_password_check(db_session, monkeypatch):
+    """An unknown name and a locked account take as long as a wrong password: one scrypt
+    check each, and a locked account says "locked" whether or not the password is right."""
+    users.create_user(session=db_session, username="gina", password="long-enough",
+                      role="moderator")
+    checks = []
+
+    def check(pwhash: str, password: str) -> bool:
+        checks.append(password)
+        return real_check(pwhash, password)
+
+    real_check = users.check_password_hash
+    monkeypatch.setattr(users, "check_password_hash", check)
+    for username, password, reason in [("nobody", "x", "invalid"), ("gina", "bad", "invalid"),
+                                       *[("gina", "bad", "invalid")] * (users.MAX_FAILURES - 1),
+                                       ("gina", "long-enough", "locked"),
+                                       ("gina", "bad", "locked")]:
+        checks.clear()
+        result = users.authenticate(session=db_session, username=username, password=password)
+        assert (result.reason, checks) == (reason, [password])
+    user = db_session.scalars(select(User).where(User.username == "gina")).one()
+    assert users.locked_until(user) is not None
+
+
 def test_disabled_user_cannot_log_in(db_session):
     user = users.create_user(session=db_session, username="erin", password="long-enough",
                              role="viewer")

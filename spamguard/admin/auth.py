@@ -20,9 +20,14 @@ from spamguard.admin.base import (
 from spamguard.models import ROLES
 from spamguard.services import users
 
+# An unknown name, a wrong password and a locked account get the same answer: only real
+# accounts can be locked, so a distinct "locked" would tell which names exist. ("inactive"
+# is only ever said to someone who gave the account's right password.)
+REFUSED = (f"Wrong username or password. After {users.MAX_FAILURES} failed attempts in a row "
+           f"an account is locked for {int(users.LOCKOUT.total_seconds()) // 60} minutes.")
 LOGIN_ERRORS = {
-    "invalid": "Wrong username or password.",
-    "locked": "Too many failed attempts: this account is locked for a while. Try again later.",
+    "invalid": REFUSED,
+    "locked": REFUSED,
     "inactive": "This account is disabled.",
 }
 
@@ -96,7 +101,9 @@ def logout():
 @role_required("admin")
 def user_list():
     """List accounts, with a form to add one."""
-    return render_template("admin/users.html", users=users.list_users(session()), roles=ROLES)
+    accounts = users.list_users(session())
+    locked = {user.id: until for user in accounts if (until := users.locked_until(user))}
+    return render_template("admin/users.html", users=accounts, locked=locked, roles=ROLES)
 
 
 @bp.route("/users", methods=["POST"])

@@ -6,7 +6,7 @@ Functions flush but never commit: the caller owns the transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -91,14 +91,28 @@ def set_active(*, session: Session, user_id: int, active: bool) -> User:
     return user
 
 
+def locked_until(user: User) -> datetime | None:
+    """When the account's lock after failed logins ends, or None if it is not locked (the
+    login page does not say so: admins see it on the users page)."""
+    if user.locked_until is None or as_utc(user.locked_until) <= utcnow():
+        return None
+    return as_utc(user.locked_until)
+
+
 def authenticate(*, session: Session, username: str, password: str) -> LoginResult:
-    """Check a login; count failures and lock the account after :data:`MAX_FAILURES`."""
+    """Check a login; count failures and lock the account after :data:`MAX_FAILURES`.
+
+    Every answer costs one password hash check, so the time taken does not tell an unknown
+    name or a locked account from a wrong password. A locked account answers "locked"
+    whatever the password is (else guessing could go on, unlimited, during the lock); the
+    login page shows "locked" and "invalid" alike, since only real accounts can be locked."""
     user = session.scalars(select(User).where(User.username == username.strip().lower())).first()
     if user is None:
         check_password_hash(_DUMMY_HASH, password)
         return LoginResult(None, "invalid")
     now = utcnow()
-    if user.locked_until is not None and as_utc(user.locked_until) > now:
+    if locked_until(user) is not None:
+        check_password_hash(user.password_hash, password)  # for the time only
         return LoginResult(None, "locked")
     if not check_password_hash(user.password_hash, password):
         # One atomic increment in SQL: parallel wrong guesses must each count (a read,
