@@ -144,3 +144,45 @@ def test_disabling_a_user_logs_them_out(admin_client, moderator_client, db_sessi
     own = admin_client.post("/admin/users/1/active", data={"active": "0"},
                             follow_redirects=True).get_data(as_text=True)
     assert "cannot disable your own" in own or "now disabled" not in own
+
+
+def test_change_own_password(app, viewer_client):
+    page = viewer_client.get("/admin/dashboard").get_data(as_text=True)
+    assert 'href="/admin/password"' in page  # in the layout, beside "Log out"
+    assert "Change your password" in viewer_client.get("/admin/password").get_data(
+        as_text=True)
+
+    def change(current: str, new: str, again: str | None = None) -> str:
+        response = viewer_client.post("/admin/password", data={
+            "current_password": current, "new_password": new,
+            "new_password_again": new if again is None else again}, follow_redirects=True)
+        return response.get_data(as_text=True)
+
+    assert "the current password is wrong" in change("wrong-password", "new-long-secret")
+    assert "differ" in change(PASSWORD, "new-long-secret", "new-long-secreT")
+    assert "at least 8 characters" in change(PASSWORD, "short")
+    assert "Your password was changed." in change(PASSWORD, "new-long-secret")
+    assert viewer_client.get("/admin/queue").status_code == 200  # still logged in
+    fresh = AdminClient(app.test_client(), "viewer")
+    assert fresh.login().status_code == 401
+    assert fresh.login("new-long-secret").status_code == 302
+
+
+def test_password_change_needs_csrf_and_a_login(client, viewer_client):
+    refused = viewer_client.client.post("/admin/password", data={
+        "current_password": PASSWORD, "new_password": "new-long-secret",
+        "new_password_again": "new-long-secret"})
+    assert refused.status_code == 400
+    assert client.get("/admin/password").status_code == 302
+
+
+def test_wrong_current_passwords_lock_the_account(app, moderator_client):
+    for _ in range(5):
+        moderator_client.post("/admin/password", data={
+            "current_password": "wrong-password", "new_password": "new-long-secret",
+            "new_password_again": "new-long-secret"})
+    locked = moderator_client.post("/admin/password", data={
+        "current_password": PASSWORD, "new_password": "new-long-secret",
+        "new_password_again": "new-long-secret"}, follow_redirects=True)
+    assert "too many wrong passwords: try again after" in locked.get_data(as_text=True)
+    assert AdminClient(app.test_client(), "moderator").login().status_code == 401

@@ -146,3 +146,48 @@ def test_parallel_wrong_guesses_all_count(db_session_factory):
     with session_scope(db_session_factory) as session:
         result = users.authenticate(session=session, username="frank", password="long-enough")
     assert result.reason == "locked", reasons
+
+
+def test_change_password_checks_the_current_one(db_session):
+    user = users.create_user(session=db_session, username="hal", password="long-enough",
+                             role="viewer")
+    with pytest.raises(UserError, match="current password is wrong"):
+        users.change_password(session=db_session, user_id=user.id, current="nope",
+                              new="new-password", repeated="new-password")
+    db_session.refresh(user)
+    assert user.failed_logins == 1  # counted like a failed login
+    with pytest.raises(UserError, match="differ"):
+        users.change_password(session=db_session, user_id=user.id, current="long-enough",
+                              new="new-password", repeated="new-passwort")
+    with pytest.raises(UserError, match="at least 8"):
+        users.change_password(session=db_session, user_id=user.id, current="long-enough",
+                              new="short", repeated="short")
+    users.change_password(session=db_session, user_id=user.id, current="long-enough",
+                          new="new-password", repeated="new-password")
+    assert users.authenticate(session=db_session, username="hal", password="new-password").ok
+    assert not users.authenticate(session=db_session, username="hal",
+                                  password="long-enough").ok
+
+
+def test_cli_user_set_password(cli_env, db_session_factory):
+    from click.testing import CliRunner
+
+    from spamguard.cli import build_cli
+    from spamguard.db import session_scope
+
+    with session_scope(db_session_factory) as session:
+        users.create_user(session=session, username="ivy", password="long-enough",
+                          role="moderator")
+        for _ in range(users.MAX_FAILURES):
+            users.authenticate(session=session, username="ivy", password="bad")
+    result = CliRunner().invoke(build_cli(), ["user", "set-password", "IVY"],
+                                input="brand-new-pass\n")
+    assert result.exit_code == 0 and "new password set for ivy" in result.output
+    with session_scope(db_session_factory) as session:  # and the lock is lifted
+        assert users.authenticate(session=session, username="ivy",
+                                  password="brand-new-pass").ok
+    for args, stdin, problem in [(["nobody"], "brand-new-pass\n", "no user 'nobody'"),
+                                 (["ivy"], "short\n", "at least 8 characters"),
+                                 (["ivy"], "", "no password on standard input")]:
+        refused = CliRunner().invoke(build_cli(), ["user", "set-password", *args], input=stdin)
+        assert refused.exit_code != 0 and problem in refused.output, refused.output

@@ -1,4 +1,4 @@
-"""Log in, log out, and (admins) manage accounts."""
+"""Log in, log out, change your password, and (admins) manage accounts."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from spamguard.admin.base import (
     role_required,
     run_action,
     session,
+    user_id,
 )
 from spamguard.models import ROLES
 from spamguard.services import users
@@ -95,6 +96,30 @@ def logout():
     flask_session.clear()  # the queue's skips and focus belong to this login only
     flash("Logged out.", "info")
     return redirect(url_for("admin.login"))
+
+
+@bp.route("/password")
+def password_form():
+    """Show the form to change your own password."""
+    return render_template("admin/password.html", min_length=users.MIN_PASSWORD_LENGTH)
+
+
+@bp.route("/password", methods=["POST"])
+def password_change():
+    """Change your own password (any role); a wrong current one counts as a failed login."""
+    db = session()
+    form = request.form
+    try:
+        users.change_password(session=db, user_id=user_id(),
+                              current=form.get("current_password", ""),
+                              new=form.get("new_password", ""),
+                              repeated=form.get("new_password_again", ""))
+    except users.UserError as exc:
+        db.commit()  # keeps the failed-attempt count (the only write before an error)
+        return fail(f"Password not changed: {exc}.", "admin.password_form")
+    db.commit()
+    flash("Your password was changed.", "info")
+    return redirect(url_for("admin.dashboard"))
 
 
 @bp.route("/users")

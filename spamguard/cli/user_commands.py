@@ -1,4 +1,4 @@
-"""``spamguard user create`` and ``spamguard campaigns rebuild``."""
+"""``spamguard user create`` / ``set-password`` and ``spamguard campaigns rebuild``."""
 
 from __future__ import annotations
 
@@ -45,6 +45,17 @@ def register(cli: click.Group) -> None:
             user = users.create_user(session=session, username=name, password=password,
                                      role=role)
             click.echo(f"created {user.role} {user.username}")
+
+    @user_group.command("set-password")
+    @click.argument("name")
+    @pass_ctx
+    def user_set_password(ctx: CliContext, name: str) -> None:
+        """Give the account NAME a new password, asked for (or read from stdin); this also
+        lifts a lock after failed logins."""
+        password = read_password(sys.stdin.isatty())
+        with transaction(ctx) as session:
+            user = users.set_password(session=session, username=name, password=password)
+            click.echo(f"new password set for {user.username}")
 
     @cli.group("campaigns")
     def campaigns_group() -> None:

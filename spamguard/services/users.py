@@ -1,4 +1,5 @@
-"""Admin UI accounts: create users with a scrypt password hash, authenticate with lock-out.
+"""Admin UI accounts: create users with a scrypt password hash, authenticate with lock-out,
+change and reset passwords.
 
 Functions flush but never commit: the caller owns the transaction.
 """
@@ -52,9 +53,14 @@ def validate_new_user(username: str, password: str, role: str) -> str:
         raise UserError("username must be 2-64 characters of a-z, 0-9, '.', '_', '-', '@'")
     if role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)}")
+    validate_password(password)
+    return name
+
+
+def validate_password(password: str) -> None:
+    """Check a new password against the one rule every password follows (its length)."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
-    return name
 
 
 def create_user(*, session: Session, username: str, password: str, role: str) -> User:
@@ -115,19 +121,63 @@ def authenticate(*, session: Session, username: str, password: str) -> LoginResu
         check_password_hash(user.password_hash, password)  # for the time only
         return LoginResult(None, "locked")
     if not check_password_hash(user.password_hash, password):
-        # One atomic increment in SQL: parallel wrong guesses must each count (a read,
-        # increment and write in Python let them overwrite each other, and never lock).
-        failures = session.execute(
-            update(User).where(User.id == user.id)
-            .values(failed_logins=func.coalesce(User.failed_logins, 0) + 1)
-            .returning(User.failed_logins)).scalar_one()
-        if failures >= MAX_FAILURES:
-            session.execute(update(User).where(User.id == user.id)
-                            .values(locked_until=now + LOCKOUT, failed_logins=0))
-        session.expire(user)
+        _count_failure(session, user)
         return LoginResult(None, "invalid")
     if not user.is_active:
         return LoginResult(None, "inactive")
     user.failed_logins, user.locked_until, user.last_login_at = 0, None, now
     session.flush()
     return LoginResult(user)
+
+
+def _count_failure(session: Session, user: User) -> None:
+    """Count a wrong password; the :data:`MAX_FAILURES`-th in a row locks the account."""
+    # One atomic increment in SQL: parallel wrong guesses must each count (a read,
+    # increment and write in Python let them overwrite each other, and never lock).
+    failures = session.execute(
+        update(User).where(User.id == user.id)
+        .values(failed_logins=func.coalesce(User.failed_logins, 0) + 1)
+        .returning(User.failed_logins)).scalar_one()
+    if failures >= MAX_FAILURES:
+        session.execute(update(User).where(User.id == user.id)
+                        .values(locked_until=utcnow() + LOCKOUT, failed_logins=0))
+    session.expire(user)
+
+
+def change_password(*, session: Session, user_id: int, current: str, new: str,
+                    repeated: str) -> User:
+    """Change a user's own password: ``current`` must be right, ``new`` typed twice alike.
+
+    A wrong current password counts as a failed login (a stolen session must not become a
+    way to guess the password without limit), so while the account is locked no change is
+    made either. The only write before an error is that count: the caller commits even
+    when this raises, as after a failed login."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise UserError(f"no user {user_id}")
+    until = locked_until(user)
+    if until is not None:
+        raise UserError(f"too many wrong passwords: try again after "
+                        f"{until:%H:%M} UTC")
+    if not check_password_hash(user.password_hash, current):
+        _count_failure(session, user)
+        raise UserError("the current password is wrong")
+    if new != repeated:
+        raise UserError("the new password and its repetition differ")
+    validate_password(new)
+    user.password_hash, user.failed_logins = hash_password(new), 0
+    session.flush()
+    return user
+
+
+def set_password(*, session: Session, username: str, password: str) -> User:
+    """Give the account ``username`` a new password (an admin's reset); lifts a lock."""
+    name = username.strip().lower()
+    user = session.scalars(select(User).where(User.username == name)).first()
+    if user is None:
+        raise UserError(f"no user {name!r}")
+    validate_password(password)
+    user.password_hash = hash_password(password)
+    user.failed_logins, user.locked_until = 0, None
+    session.flush()
+    return user
