@@ -184,7 +184,9 @@ def db_session(db_session_factory: sessionmaker[Session]) -> Iterator[Session]:
 
 @pytest.fixture
 def make_version_dir(tmp_path: Path) -> Callable[..., Path]:
-    """Return a factory writing ``models/<version>/model.json`` under ``tmp_path``."""
+    """Return a factory writing ``models/<version>/`` under ``tmp_path``: a ``model.json``
+    with every field loading checks, and a placeholder head file (the registry checks a
+    version is complete, not that its weights load)."""
 
     def make(
         version: str, *, created_at: str = "2026-11-22T10:15:00+00:00", threshold: float = 0.5,
@@ -197,11 +199,12 @@ def make_version_dir(tmp_path: Path) -> Callable[..., Path]:
             "version": version,
             "created_at": created_at,
             "backbone": {"name": backbone, "hash": "b" * 16, "hidden_size": 384},
-            "threshold": threshold,
+            "threshold": threshold, "pooling": "mean", "max_length": 128, "input_dim": 384,
             "metrics": {"test": {"spam_f1": spam_f1, "mcc": mcc, "ham_fpr": ham_fpr,
                                  "accuracy": 0.97}},
         }
         (directory / "model.json").write_text(json.dumps(info), encoding="utf-8")
+        (directory / "head.safetensors").write_bytes(b"placeholder")
         return directory
 
     return make

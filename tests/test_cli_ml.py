@@ -204,3 +204,101 @@ def test_default_data_path_is_the_shipped_file():
     from spamguard.cli.ml_commands import DEFAULT_DATA
 
     assert Path(DEFAULT_DATA).is_file()
+
+
+def test_classify_output_is_one_object_a_line_whatever_the_text(home):
+    texts = ["call me\u2028later", "ok\x85bye", "para\u2029graph"]
+    result = run(home[0], ["classify", "--runtime", "torch", "-"], input="\n".join(texts) + "\n")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()  # str.splitlines breaks at U+2028, U+0085 too
+    assert [json.loads(line)["text"] for line in lines] == texts
+
+
+def test_classify_says_when_it_took_the_first_line_for_a_header(home):
+    result = run(home[0], ["classify", "--runtime", "torch", "-"],
+                 input="Sure,text\nhello, how are you\n")
+    assert result.exit_code == 0, result.output
+    assert "reading <stdin> as a table with the header 'Sure,text'" in result.stderr
+    assert "--format text" in result.stderr
+    plain = run(home[0], ["classify", "--runtime", "torch", "--format", "text", "-"],
+                input="Sure,text\nhello, how are you\n")
+    assert [json.loads(line)["text"] for line in plain.stdout.splitlines()] == [
+        "Sure,text", "hello, how are you"]
+    assert "note:" not in plain.stderr
+
+
+def test_file_system_errors_are_one_line(home, tmp_path):
+    env, root = home
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    test_file = tmp_path / "test.tsv"
+    test_file.write_text("spam\tFREE prize!! call 09061701461 now\nham\tlunch at 1?\n")
+    result = run(env, ["report", "--data", str(test_file), "--out", str(blocker / "sub")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip() == f"error: {blocker / 'sub'}: Not a directory"
+
+
+def test_train_refuses_an_unwritable_models_folder_before_training(tmp_path, tiny_backbone_dir,
+                                                                  monkeypatch):
+    import spamguard.ml.train as train
+
+    monkeypatch.setattr(train, "fit_head", lambda *a, **k: pytest.fail("trained anyway"))
+    home = tmp_path / "instance"
+    home.mkdir()
+    (home / "models").write_text("a file where the models folder should be")
+    good = tmp_path / "good.tsv"
+    good.write_text("".join(f"ham\thello number {i}\nspam\tWIN prize {i}\n" for i in "abcdefgh"))
+    env = {"SPAMGUARD_HOME": str(home), "SPAMGUARD_DATABASE_URL": ""}
+    result = run(env, ["train", "--data", str(good), "--backbone", str(tiny_backbone_dir)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "Not a directory" in result.output or "File exists" in result.output
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_train_seed_out_of_range_is_a_usage_error(tmp_path, seed):
+    env = {"SPAMGUARD_HOME": str(tmp_path / "instance"), "SPAMGUARD_DATABASE_URL": ""}
+    result = run(env, ["train", "--seed", seed])
+    assert result.exit_code == 2 and "Invalid value for '--seed'" in result.output
+
+
+def test_max_length_beyond_the_backbone_is_one_line(tmp_path, tiny_backbone_dir):
+    env = {"SPAMGUARD_HOME": str(tmp_path / "instance"), "SPAMGUARD_DATABASE_URL": ""}
+    good = tmp_path / "good.tsv"
+    good.write_text("".join(f"ham\thello number {i}\nspam\tWIN prize {i}\n" for i in "abcdefgh"))
+    result = run(env, ["train", "--data", str(good), "--backbone", str(tiny_backbone_dir),
+                       "--max-length", "512"])  # the tiny backbone has 256 positions
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "max length 512 is more than backbone" in result.output
+    assert "(256 positions)" in result.output
+
+
+def test_report_on_a_head_only_version_whose_training_file_broke(home, tiny_backbone_dir,
+                                                                  tmp_path, monkeypatch):
+    env, root = home
+    data = tmp_path / "train.tsv"
+    data.write_text((root / "train.tsv").read_text())
+    result = run(env, ["train", "--data", str(data), "--backbone", str(tiny_backbone_dir),
+                       "--epochs", "2", "--no-lexical"])
+    assert result.exit_code == 0, result.output
+    version = json.loads((max((root / "instance" / "models").iterdir(),
+                              key=lambda p: p.name) / "model.json").read_text())["version"]
+    with data.open("a") as handle:
+        handle.write("bogus\n")  # the recorded training file no longer parses
+    test_file = tmp_path / "test.tsv"
+    test_file.write_text("spam\tFREE prize!! call 09061701461 now\nham\tlunch at 1?\n")
+    made = run(env, ["report", "--model", version, "--data", str(test_file),
+                     "--out", str(tmp_path / "rep")])
+    assert made.exit_code == 0, made.output
+    assert (tmp_path / "rep" / "report.md").exists()
+
+
+def test_promote_of_the_active_version_says_nothing_changed(home):
+    env, _ = home
+    listed = run(env, ["models", "--json"])
+    active = next(json.loads(line)["version"] for line in listed.output.splitlines()
+                  if json.loads(line)["status"] == "active")
+    result = run(env, ["promote", active])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"{active} is already the active version; nothing changed"
+    table = run(env, ["models"]).output
+    assert "%" in table.splitlines()[1]  # ham FPR in percent, as in reports

@@ -199,3 +199,20 @@ def test_classify_input_keeps_a_lone_carriage_return(tmp_path):
     path = tmp_path / "in.csv"
     path.write_bytes(b"id,text\n1,see you\rat 6\n2,ok\n")
     assert load_texts(path) == ["see you\rat 6", "ok"]
+
+
+def test_errors_name_the_file_line_after_multi_line_messages(tmp_path):
+    path = tmp_path / "multi.csv"
+    path.write_text('label,text\nham,"first line\nsecond line\nthird line"\nspam,"a\nb"\n'
+                    'hma,oops typo\n')
+    with pytest.raises(DataError, match=r"multi.csv:7: unknown label 'hma'"):
+        load_labelled(path)
+    good = tmp_path / "good.csv"
+    good.write_text('label,text\nham,"two\nlines"\nspam,WIN\n')
+    assert load_labelled(good).origins == ["good.csv:2", "good.csv:4"]
+
+
+def test_plain_text_with_carriage_return_line_endings_is_one_message_a_line(tmp_path):
+    path = tmp_path / "mac.txt"
+    path.write_bytes(b"hello\rWIN a FREE prize call 09061701461\r")
+    assert load_texts(path) == ["hello", "WIN a FREE prize call 09061701461"]

@@ -84,7 +84,24 @@ def test_promote_errors(three: Session, make_version_dir) -> None:
     with pytest.raises(VersionNotFoundError, match="no model version 'nope'"):
         registry.promote(session=three, version_id="nope")
     shutil.rmtree(make_version_dir("v2"))
-    with pytest.raises(RegistryError, match="has no model.json"):
+    with pytest.raises(RegistryError, match="is not a model version"):
+        registry.promote(session=three, version_id="v2")
+    assert registry.active_version(three).id == "v1"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "head.safetensors").unlink(), "incomplete model version .no head"),
+    (lambda d: (d / "model.json").write_text('{"threshold": 0.5}'), "missing or invalid"),
+    (lambda d: (d / "model.json").write_text(
+        (d / "model.json").read_text().replace('"input_dim": 384', '"input_dim": 384, '
+                                                 '"blend": {"w": 1}')),
+     "no lexical.json, lexical.safetensors"),
+])
+def test_promote_and_rollback_refuse_an_incomplete_version(three: Session, make_version_dir,
+                                                           damage, message) -> None:
+    """A service started after such a promote would have no model to serve."""
+    damage(make_version_dir("v2"))
+    with pytest.raises(RegistryError, match=message):
         registry.promote(session=three, version_id="v2")
     assert registry.active_version(three).id == "v1"
 

@@ -6,6 +6,7 @@ Each sub-module registers its commands in :func:`build_cli`; user errors
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -20,6 +21,13 @@ class _Group(click.Group):
         except SpamguardError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except BrokenPipeError:  # `spamguard classify | head`: the reader has gone
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no flush error at exit)
+            sys.exit(1)
+        except OSError as exc:  # a full disk, a folder that is a file, no permission
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(2)
 
 
 def build_cli() -> click.Group:

@@ -43,7 +43,7 @@ def register(cli: click.Group) -> None:
                   default="mean", show_default=True)
     @click.option("--max-length", type=click.IntRange(8, 512), default=128, show_default=True)
     @click.option("--epochs", type=click.IntRange(1, 1000), default=40, show_default=True)
-    @click.option("--seed", type=int, default=42, show_default=True)
+    @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, show_default=True)
     @click.option("--no-features", is_flag=True, help="Use the embedding alone.")
     @click.option("--no-lexical", is_flag=True,
                   help="Score with the BERT head alone, without blending in the TF-IDF + SVM "
@@ -103,13 +103,16 @@ def register(cli: click.Group) -> None:
         from spamguard.ml.classifier import SpamClassifier
         from spamguard.ml.data import load_texts
 
+        def notice(line: str) -> None:
+            click.echo(f"note: {line}", err=True)
+
         if str(source) == "-":
             texts = load_texts(Path("<stdin>"), sys.stdin.buffer.read(),
-                               input_format=input_format)
+                               input_format=input_format, notice=notice)
         else:
             if not source.exists():
                 raise click.BadParameter(f"{source}: no such file", param_hint="SOURCE")
-            texts = load_texts(source, input_format=input_format)
+            texts = load_texts(source, input_format=input_format, notice=notice)
         directory = resolve_model_dir(ctx, model)
         if not texts:  # nothing to do: skip loading the backbone (seconds)
             click.echo("spamguard: no messages in the input", err=True)
@@ -119,7 +122,7 @@ def register(cli: click.Group) -> None:
                                          runtime=runtime or ctx.settings.runtime,
                                          onnx_dir=ctx.settings.onnx_dir)
         for result in classifier.classify(texts):
-            click.echo(json.dumps(result, ensure_ascii=False))
+            click.echo(json_line(result))
 
     @cli.command("report")
     @click.option("--model", default=None, help="Version id or directory (default: active).")
@@ -140,6 +143,18 @@ def register(cli: click.Group) -> None:
         else:
             stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
             out = out or directory / "reports" / f"{data_path.stem}-{stamp}"
+            out.mkdir(parents=True, exist_ok=True)  # a bad --out fails before the scoring
             summary, path = evaluate_version(directory, data_path, out)
         click.echo(summary)
         click.echo(f"\nreport: {path}")
+
+
+# Line breaks for Python's str.splitlines() (and JavaScript before ES2019) that
+# json.dumps(ensure_ascii=False) leaves raw (it escapes those below U+0020 itself):
+# escaped, so each line of output is one object.
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+def json_line(value: object) -> str:
+    """``value`` as JSON on exactly one line, UTF-8 text kept readable."""
+    return json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS)

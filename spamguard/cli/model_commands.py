@@ -21,15 +21,21 @@ def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _percent(value: float | None) -> str:
+    """Format a rate as reports and the README do."""
+    return "-" if value is None else f"{value:.2%}"
+
+
 def version_row(version: ModelVersion) -> tuple[str, ...]:
-    """Return one table row for ``version``."""
+    """Return one table row for ``version`` (the ham false-positive rate in percent)."""
     scores = registry.headline_metrics(version)
     return (
         version.id,
         version.status,
         version.created_at.strftime("%Y-%m-%d %H:%M"),
         PurePath(version.backbone).name or version.backbone,
-        *(_score(scores[name]) for name in registry.HEADLINE_METRICS),
+        *((_percent if name == "ham_fpr" else _score)(scores[name])
+          for name in registry.HEADLINE_METRICS),
     )
 
 
@@ -47,6 +53,9 @@ def _switch(ctx: CliContext, action: Callable[[Session], ModelVersion], verb: st
         before = registry.active_version(session)
         before_id = before.id if before else "none"
         version = action(session)
+    if version.id == before_id:
+        click.echo(f"{version.id} is already the active version; nothing changed")
+        return
     click.echo(f"{verb} {version.id} (was {before_id}); running services switch without restart")
 
 

@@ -18,8 +18,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 
-LEXICAL_JSON = "lexical.json"
-LEXICAL_WEIGHTS = "lexical.safetensors"
+from spamguard.ml.version_files import LEXICAL_JSON, LEXICAL_WEIGHTS
 
 
 class TfidfSvmBaseline:

@@ -10,7 +10,6 @@ TF-IDF + SVM model (``model.json`` has ``blend``) also holds ``lexical.json`` an
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import socket
@@ -26,15 +25,19 @@ from spamguard.errors import ModelError
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.baseline import TfidfSvmBaseline
 from spamguard.ml.blend import Blend, head_logit, shown_probability
-from spamguard.ml.embeddings import POOLINGS, CachedEncoder, pooling_problem
+from spamguard.ml.embeddings import CachedEncoder, length_problem, pooling_problem
 from spamguard.ml.features import FEATURE_NAMES, message_features
 from spamguard.ml.files import sync_folder
 from spamguard.ml.head import BertArch
 from spamguard.ml.onnx_runtime import with_runtime
+from spamguard.ml.version_files import (  # noqa: F401  (read_metadata: part of this API)
+    METADATA_FILE,
+    WEIGHTS_FILE,
+    check_metadata,
+    read_metadata,
+)
 
 LABEL_MAP = {0: "ham", 1: "spam"}
-WEIGHTS_FILE = "head.safetensors"
-METADATA_FILE = "model.json"
 
 
 def build_inputs(encoder: CachedEncoder, texts: Sequence[str], features: Sequence[str],
@@ -50,62 +53,6 @@ def build_inputs(encoder: CachedEncoder, texts: Sequence[str], features: Sequenc
         raise ModelError(f"model expects features {list(features)}, this spamguard computes "
                          f"{list(FEATURE_NAMES)}: retrain the model")
     return np.concatenate([embeddings, message_features(texts)], axis=1)
-
-
-def read_metadata(directory: str | Path) -> dict[str, Any]:
-    """Read ``model.json`` of a version directory."""
-    path = Path(directory) / METADATA_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{directory} is not a model version (no {METADATA_FILE})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable model metadata ({exc})") from None
-
-
-# Fields load() relies on, with their types: a version missing one is refused in one line.
-REQUIRED_METADATA = {"pooling": str, "max_length": int, "input_dim": int,
-                     "threshold": (int, float), "backbone": dict}
-# The largest threshold training can choose: just above a validation ham scored 1.0.
-MAX_THRESHOLD = float(np.nextafter(1.0, 2.0))
-MAX_TOKENS = 8192
-
-
-def _check_metadata(directory: Path, metadata: Any) -> None:
-    """Refuse a ``model.json`` whose values would make the model silently wrong (a NaN
-    threshold labels everything ham) or fail on the first message instead of at load."""
-    problems = [name for name, kind in REQUIRED_METADATA.items()
-                if not isinstance(metadata, dict) or not isinstance(metadata.get(name), kind)
-                or isinstance(metadata.get(name), bool)]
-    if not problems and not all(isinstance(metadata["backbone"].get(k), str)
-                                for k in ("name", "hash")):
-        problems = ["backbone.name/hash"]
-    if problems:
-        raise ModelError(f"{directory / METADATA_FILE}: missing or invalid "
-                         f"{', '.join(problems)}; not a usable model version")
-    bad = _bad_values(metadata)
-    if bad:
-        raise ModelError(f"{directory / METADATA_FILE}: {'; '.join(bad)}; not a usable "
-                         "model version")
-
-
-def _bad_values(metadata: dict[str, Any]) -> list[str]:
-    bad = []
-    threshold = float(metadata["threshold"])
-    if not (math.isfinite(threshold) and 0.0 <= threshold <= MAX_THRESHOLD):
-        bad.append(f"threshold {metadata['threshold']!r} is not a probability")
-    if metadata["pooling"] not in POOLINGS:
-        bad.append(f"unknown pooling {metadata['pooling']!r} (one of {', '.join(POOLINGS)})")
-    if not 1 <= metadata["max_length"] <= MAX_TOKENS:
-        bad.append(f"max_length {metadata['max_length']} is not between 1 and {MAX_TOKENS}")
-    if metadata["input_dim"] < 1:
-        bad.append(f"input_dim {metadata['input_dim']} is not positive")
-    features = metadata.get("features", [])
-    if not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
-        bad.append("features is not a list of names")
-    if not isinstance(metadata.get("head", {}), dict):
-        bad.append("head is not an object of settings")
-    return bad
 
 
 def temporary_name(version: str) -> str:
@@ -177,7 +124,7 @@ class SpamClassifier:
         """
         directory = Path(directory)
         metadata = read_metadata(directory)
-        _check_metadata(directory, metadata)
+        check_metadata(directory, metadata)
         expected = metadata["backbone"]
         backbone = backbone or load_backbone(expected["name"])
         if backbone.hash != expected["hash"]:
@@ -185,7 +132,8 @@ class SpamClassifier:
                 f"backbone mismatch for model {metadata.get('version', directory)}: it was "
                 f"trained on {expected['name']} with weights {expected['hash'][:12]}, but the "
                 f"loaded backbone's weights are {backbone.hash[:12]}")
-        if problem := pooling_problem(backbone, metadata["pooling"]):
+        if problem := pooling_problem(backbone, metadata["pooling"]) or length_problem(
+                backbone, metadata["max_length"]):
             raise ModelError(f"model {metadata.get('version', directory)}: {problem}")
         try:
             state = load_file(str(directory / WEIGHTS_FILE))

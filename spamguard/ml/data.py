@@ -12,6 +12,7 @@ import html
 import io
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,10 +110,15 @@ def _read_bytes(path: Path) -> bytes:
 MAX_FIELD_CHARS = 64 * 1024 * 1024
 
 
-def _read_rows(path: Path, source: bytes | None = None,
-               delimiter: str | None = None) -> tuple[str, list[list[str]]]:
+def _read_rows(path: Path, source: bytes | None = None, delimiter: str | None = None
+               ) -> tuple[str, list[list[str]], list[int]]:
     """Decode ``path`` (or ``source``) and split it into rows (by ``delimiter``, or the one
-    the suffix or first line suggests)."""
+    the suffix or first line suggests).
+
+    Returns:
+        The delimiter, the rows, and the file line each row starts on (a quoted CSV
+        message may span several lines, so errors name the line a user's editor shows).
+    """
     text = _decode(path, _read_bytes(path) if source is None else source)
     delimiter = delimiter or _delimiter(path, text)
     # Quote handling only for CSV: SMS bodies in TSV routinely start with a bare quote.
@@ -120,12 +126,17 @@ def _read_rows(path: Path, source: bytes | None = None,
     if csv.field_size_limit() < MAX_FIELD_CHARS:
         csv.field_size_limit(MAX_FIELD_CHARS)
     text, restore = _shield_lone_cr(text)
+    lines_read = 0
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    rows, lines = [], []
     try:
-        rows = list(reader)
+        for row in reader:
+            lines.append(lines_read + 1)
+            rows.append([restore(cell) for cell in row] if restore else row)
+            lines_read = reader.line_num
     except csv.Error as exc:
         raise DataError(f"{path}:{reader.line_num}: {exc}") from None
-    return delimiter, [[restore(cell) for cell in row] for row in rows] if restore else rows
+    return delimiter, rows, lines
 
 
 _LONE_CR = re.compile(r"\r(?!\n)")
@@ -185,14 +196,13 @@ def load_labelled(path: str | Path, source: bytes | None = None) -> LabelledData
         DataError: naming the file, line and problem.
     """
     path = Path(path)
-    delimiter, rows = _read_rows(path, source)
+    delimiter, rows, lines = _read_rows(path, source)
     columns = _find_columns(path, rows[0]) if rows else None
     width = len(rows[0]) if columns else 2
-    start = 2 if columns else 1
     label_col, text_col = columns or (0, 1)
-    body = rows[1:] if columns else rows
+    skip = 1 if columns else 0
     texts, labels, origins = [], [], []
-    for lineno, row in enumerate(body, start=start):
+    for lineno, row in zip(lines[skip:], rows[skip:], strict=True):
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         if len(row) <= max(label_col, text_col):
@@ -229,7 +239,8 @@ def _looks_like_header(path: Path, text: str) -> bool:
 
 
 def load_texts(path: str | Path, source: bytes | None = None, *,
-               input_format: str = "auto") -> list[str]:
+               input_format: str = "auto", notice: Callable[[str], None] | None = None
+               ) -> list[str]:
     """Read messages to classify: plain text (one a line) or CSV/TSV with a ``text`` header.
 
     Args:
@@ -237,6 +248,8 @@ def load_texts(path: str | Path, source: bytes | None = None, *,
         source: the bytes, when they do not come from ``path``.
         input_format: ``auto`` (a .csv/.tsv suffix, or a first line that looks like a
             header with a ``text`` column, means a table), ``text``, ``csv`` or ``tsv``.
+        notice: called with one line when ``auto`` took the input for a table because of
+            its first line (a first message such as "Sure,text" looks like a header).
 
     Raises:
         DataError: naming the file, line and problem.
@@ -247,18 +260,26 @@ def load_texts(path: str | Path, source: bytes | None = None, *,
     raw = _read_bytes(path) if source is None else source
     text = _decode(path, raw)
     if input_format == "auto":
-        is_table = path.suffix.lower() in {".csv", ".tsv"} or _looks_like_header(path, text)
+        is_table = path.suffix.lower() in {".csv", ".tsv"}
+        if not is_table and _looks_like_header(path, text):
+            is_table = True
+            if notice is not None:
+                first = text.split("\n", 1)[0].rstrip("\r")
+                notice(f"reading {path} as a table with the header {first!r}; say "
+                       "--format text to read one message a line")
     else:
         is_table = input_format != "text"
     if not is_table:
-        return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
-    delimiter, rows = _read_rows(path, raw, {"csv": ",", "tsv": "\t"}.get(input_format))
+        # Lines end in \n or \r\n; a text with no \n at all ends its lines in \r.
+        lines_of = text.split("\n") if "\n" in text else text.split("\r")
+        return [line.rstrip("\r") for line in lines_of if line.strip()]
+    delimiter, rows, lines = _read_rows(path, raw, {"csv": ",", "tsv": "\t"}.get(input_format))
     header = [c.strip().lower() for c in rows[0]] if rows else []
     if "text" not in header:
         raise DataError(f"{path}:1: a CSV/TSV input needs a header with a 'text' column")
     col = header.index("text")
     texts = []
-    for lineno, row in enumerate(rows[1:], start=2):
+    for lineno, row in zip(lines[1:], rows[1:], strict=True):
         if not row or not any(cell.strip() for cell in row):
             continue
         if len(row) <= col:

@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from spamguard.ml.backbone import Backbone
 from spamguard.ml.files import folder_lock, replace_durably
+from spamguard.ml.version_files import POOLINGS
 
-POOLINGS = ("mean", "cls", "pooler", "mean-cls")
 MAX_SHARDS = 16
 KEY_BYTES = 32  # SHA-256
 SCAN_ATTEMPTS = 5
@@ -57,6 +57,16 @@ def pooling_problem(backbone: Backbone, pooling: str) -> str | None:
     if pooling == "pooler" and not backbone.trained_pooler:
         return (f"backbone {backbone.name}'s checkpoint has no pooler weights (transformers "
                 "would make up random ones); use mean or cls pooling")
+    return None
+
+
+def length_problem(backbone: Backbone, max_length: int) -> str | None:
+    """Why ``backbone`` cannot read ``max_length`` tokens (its position table is shorter),
+    or None."""
+    positions = getattr(backbone.model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and max_length > positions:
+        return (f"max length {max_length} is more than backbone {backbone.name} can read "
+                f"({positions} positions)")
     return None
 
 

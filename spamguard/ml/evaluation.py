@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from spamguard.errors import ModelError
+from spamguard.errors import DataError, ModelError
 from spamguard.ml import report as reporting
 from spamguard.ml.baseline import TfidfSvmBaseline
 from spamguard.ml.classifier import SpamClassifier
@@ -28,12 +28,16 @@ def stored_report(directory: Path) -> tuple[str, Path]:
 
 
 def training_split(metadata: dict) -> LabelledData | None:
-    """Rebuild the version's training split from its recorded source, if still identical."""
+    """Rebuild the version's training split from its recorded source, if still identical
+    (None when it is gone, changed, or no longer reads: the report then shows no baseline)."""
     data_info = metadata.get("data", {})
     source = Path(data_info.get("source") or "")
     if not source.is_file():
         return None
-    data = load_labelled(source)
+    try:
+        data = load_labelled(source)
+    except DataError:
+        return None
     if data_hash(data) != data_info.get("hash"):
         return None
     unique, _ = dedupe(data)

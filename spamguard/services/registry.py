@@ -16,7 +16,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from spamguard.errors import ConcurrentActivationError, RegistryError, VersionNotFoundError
+from spamguard.errors import (
+    ConcurrentActivationError,
+    ModelError,
+    RegistryError,
+    VersionNotFoundError,
+)
+from spamguard.ml.version_files import check_complete
 from spamguard.models import ModelVersion
 from spamguard.sqltypes import as_utc, utcnow
 
@@ -113,9 +119,12 @@ def headline_metrics(version: ModelVersion, split: str = "test") -> dict[str, fl
 
 
 def _check_loadable(version: ModelVersion) -> None:
-    """Refuse to activate a version whose directory is gone or incomplete."""
-    if not (version.path / "model.json").is_file():
-        raise RegistryError(f"version {version.id}: {version.directory} has no model.json")
+    """Refuse to activate a version whose directory is gone or incomplete (a service
+    started after that would have no model)."""
+    try:
+        check_complete(version.path)
+    except ModelError as exc:
+        raise RegistryError(f"version {version.id}: {exc}") from None
 
 
 def _activate(session: Session, version: ModelVersion, *, previous_id: str | None) -> None:
