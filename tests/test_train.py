@@ -234,3 +234,29 @@ def test_report_on_other_data_uses_the_versions_own_lexical_half(trained, tmp_pa
     summary, markdown = evaluate_version(result.directory, data, tmp_path / "out")
     assert "TF-IDF + SVM" in summary
     assert "trained on the version's training split" in markdown.read_text()
+
+
+def test_head_trains_on_one_thread_and_gives_the_same_bytes_on_any_core_count(monkeypatch):
+    from spamguard.ml.train import fit_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 64)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * rng.normal(size=300) > 0.8).astype(np.int64)
+    seen = []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    before = torch.get_num_threads()
+    states = []
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        fit = fit_head(x[:240], y[:240], x[240:], y[240:], TrainConfig(epochs=3))
+        states.append(fit.head.state_dict())
+        assert torch.get_num_threads() == threads  # restored afterwards
+    torch.set_num_threads(before)
+    assert set(seen) == {1}
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

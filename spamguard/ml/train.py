@@ -5,6 +5,8 @@ from __future__ import annotations
 import platform
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,9 +71,28 @@ def class_weights(labels: np.ndarray) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block.
+
+    The head's matrices (32 x 400 by 400 x 512) are far too small to share between
+    threads: on 2 cores one thread trained the default head in 1.8 s against 11-19 s with
+    two while anything else ran on the machine (2026-12-01), and as fast when it was
+    quiet. One thread also makes the trained bytes the same on any number of cores.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
              config: TrainConfig, progress: bool | None = None) -> HeadFit:
     """Train BERT_Arch with class-weighted NLLLoss; keep the weights of the best val loss.
+
+    Runs on one torch thread (:func:`one_thread`).
 
     Args:
         x_train, y_train: head inputs and 0/1 labels to learn from.
@@ -82,6 +103,12 @@ def fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val:
     Returns:
         The best head (in eval mode) with its epoch and loss history.
     """
+    with one_thread():
+        return _fit_head(x_train, y_train, x_val, y_val, config, progress)
+
+
+def _fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+              config: TrainConfig, progress: bool | None) -> HeadFit:
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     xt, yt = torch.from_numpy(x_train.astype(np.float32)), torch.from_numpy(y_train)
