@@ -85,13 +85,16 @@ def login():
         return render_template("admin/login.html", next=request.form.get("next", "")), 401
     user = result.user
     flask_session.clear()  # nothing of a previous login (skips, focus) carries over
-    login_user(LoggedInUser(user.id, user.username, user.role))
+    login_user(LoggedInUser.of(user))
     return redirect(_safe_next(request.form.get("next")))
 
 
 @bp.route("/logout", methods=["POST"])
 def logout():
     """End the session."""
+    db = session()
+    users.end_sessions(session=db, user_id=user_id())  # copies of the cookie end too
+    db.commit()
     logout_user()
     flask_session.clear()  # the queue's skips and focus belong to this login only
     flash("Logged out.", "info")
@@ -110,7 +113,7 @@ def password_change():
     db = session()
     form = request.form
     try:
-        users.change_password(session=db, user_id=user_id(),
+        user = users.change_password(session=db, user_id=user_id(),
                               current=form.get("current_password", ""),
                               new=form.get("new_password", ""),
                               repeated=form.get("new_password_again", ""))
@@ -118,6 +121,7 @@ def password_change():
         db.commit()  # keeps the failed-attempt count (the only write before an error)
         return fail(f"Password not changed: {exc}.", "admin.password_form")
     db.commit()
+    login_user(LoggedInUser.of(user))  # other sessions ended with the change; this one goes on
     flash("Your password was changed.", "info")
     return redirect(url_for("admin.dashboard"))
 

@@ -23,8 +23,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 class LoggedInUser(UserMixin):
     """The logged-in account as Flask-Login sees it (a plain copy, not a database row)."""
 
-    def __init__(self, user_id: int, username: str, role: str) -> None:
-        self.id, self.username, self.role = user_id, username, role
+    def __init__(self, user_id: int, username: str, role: str, epoch: int = 0) -> None:
+        self.id, self.username, self.role, self.epoch = user_id, username, role, epoch
+
+    def get_id(self) -> str:
+        """``<id>.<epoch>``: what the session cookie stores (see ``load_user``)."""
+        return f"{self.id}.{self.epoch}"
+
+    @classmethod
+    def of(cls, user) -> LoggedInUser:
+        """The login of a ``models.User`` row."""
+        return cls(user.id, user.username, user.role, user.session_epoch)
 
     def can(self, role: str) -> bool:
         """Return True when this user's role is ``role`` or above."""

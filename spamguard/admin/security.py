@@ -38,17 +38,20 @@ def init_security(app: Flask) -> None:
     app.after_request(security_headers)
 
 
-def load_user(user_id: str) -> LoggedInUser | None:
-    """Load the session's user; a disabled or deleted account is logged out."""
+def load_user(session_id: str) -> LoggedInUser | None:
+    """Load the session's user from its ``<id>.<epoch>``; a disabled or deleted account,
+    or a session ended since (logout, password change), is logged out."""
     from spamguard.services.users import get_user
 
+    user_id, _, epoch = session_id.partition(".")
     try:
         user = get_user(session(), int(user_id))
-    except ValueError:
+        epoch_number = int(epoch)
+    except ValueError:  # not ours, or a session from before epochs: log in again
         return None
-    if user is None or not user.is_active:
+    if user is None or not user.is_active or user.session_epoch != epoch_number:
         return None
-    return LoggedInUser(user.id, user.username, user.role)
+    return LoggedInUser.of(user)
 
 
 def security_headers(response: Response) -> Response:

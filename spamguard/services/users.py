@@ -86,15 +86,32 @@ def list_users(session: Session) -> list[User]:
 
 
 def set_active(*, session: Session, user_id: int, active: bool) -> User:
-    """Enable or disable an account (a disabled account cannot log in)."""
+    """Enable or disable an account (a disabled account cannot log in, and its open
+    sessions end)."""
     user = session.get(User, user_id)
     if user is None:
         raise UserError(f"no user {user_id}")
     user.is_active = active
     if active:
         user.failed_logins, user.locked_until = 0, None
+    else:
+        end_sessions(session=session, user_id=user.id)
     session.flush()
     return user
+
+
+def end_sessions(*, session: Session, user_id: int) -> int:
+    """End every login session of the account (sessions are signed cookies, kept by the
+    browser: each carries the account's epoch, and an old epoch is no longer accepted).
+
+    Returns:
+        The new epoch, for a session that should carry on (after a password change).
+    """
+    epoch = session.execute(update(User).where(User.id == user_id)
+                            .values(session_epoch=User.session_epoch + 1)
+                            .returning(User.session_epoch)).scalar_one()
+    session.expire_all()
+    return int(epoch)
 
 
 def locked_until(user: User) -> datetime | None:
@@ -167,6 +184,7 @@ def change_password(*, session: Session, user_id: int, current: str, new: str,
     validate_password(new)
     user.password_hash, user.failed_logins = hash_password(new), 0
     session.flush()
+    end_sessions(session=session, user_id=user.id)  # a stolen session ends with the change
     return user
 
 
@@ -180,4 +198,5 @@ def set_password(*, session: Session, username: str, password: str) -> User:
     user.password_hash = hash_password(password)
     user.failed_logins, user.locked_until = 0, None
     session.flush()
+    end_sessions(session=session, user_id=user.id)
     return user
