@@ -91,9 +91,29 @@ class Settings:
         return f"sqlite:///{(self.home / 'spamguard.db').resolve()}"
 
 
+# Spellings a boolean variable accepts (case-insensitive, surrounding spaces ignored). Any
+# other value is refused: a typo in SPAMGUARD_TWILIO_VALIDATE must not switch checks off.
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def parse_bool(value: str) -> bool:
+    """Read a boolean variable's value.
+
+    Raises:
+        ValueError: ``value`` is none of :data:`TRUE_WORDS` or :data:`FALSE_WORDS`.
+    """
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"use one of {'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)}")
+
+
 def _coerce(value: str, default: Any) -> Any:
     if isinstance(default, bool):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
+        return parse_bool(value)
     if isinstance(default, int):
         return int(value)
     if isinstance(default, float):
@@ -104,7 +124,15 @@ def _coerce(value: str, default: Any) -> Any:
 
 
 def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Settings:
-    """Build settings from defaults, the environment and ``overrides`` (in that order)."""
+    """Build settings from defaults, the environment and ``overrides`` (in that order).
+
+    An empty (or all-space) variable counts as unset, so the default applies: deployment
+    templates often write ``SPAMGUARD_X=`` for "not set", and for a boolean such as
+    ``SPAMGUARD_TWILIO_VALIDATE`` that must mean the safe default, not "off".
+
+    Raises:
+        ValueError: a value is not valid (one line that names the variable).
+    """
     environ = os.environ if environ is None else environ
     settings = Settings()
     values: dict[str, Any] = {}
@@ -112,7 +140,7 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
         if f.name == "extra":
             continue
         raw = environ.get(f"SPAMGUARD_{f.name.upper()}")
-        if raw is not None:
+        if raw is not None and raw.strip():
             try:
                 values[f.name] = _coerce(raw, getattr(settings, f.name))
             except ValueError as exc:

@@ -101,6 +101,23 @@ def test_validation_off_accepts_unsigned(make_app):
     assert client.post("/webhook/twilio", data=twilio_params()).status_code == 200
 
 
+@pytest.mark.parametrize("raw", ["", " ", "1", "on", "TRUE"])
+def test_empty_or_true_validate_variable_keeps_checks_on(make_app, monkeypatch, raw):
+    monkeypatch.setenv("SPAMGUARD_TWILIO_VALIDATE", raw)
+    app = make_app()
+    assert app.config["SPAMGUARD"].twilio_validate is True
+    assert app.test_client().post("/webhook/twilio", data=twilio_params()).status_code == 403
+    assert count_rows(app, Message) == 0
+
+
+@pytest.mark.parametrize("raw", ["enabled", "2", "y"])
+def test_unknown_validate_value_refuses_to_build_the_app(make_app, monkeypatch, raw):
+    """An unrecognised value used to mean "off": anyone could post forged messages."""
+    monkeypatch.setenv("SPAMGUARD_TWILIO_VALIDATE", raw)
+    with pytest.raises(ValueError, match=f"SPAMGUARD_TWILIO_VALIDATE={raw!r} is not valid"):
+        make_app()
+
+
 def test_reply_text_is_escaped_twiml(make_app):
     client = make_app(reply_text="Thanks <b>& bye").test_client()
     response = post_signed(client, twilio_params())

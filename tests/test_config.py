@@ -1,0 +1,56 @@
+"""Settings from the environment: boolean spellings, empty variables, refused values."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+
+from spamguard.config import Settings, load_settings
+
+BOOLEAN_SETTINGS = [f.name for f in fields(Settings) if isinstance(f.default, bool)]
+
+
+def variable(name: str) -> str:
+    return f"SPAMGUARD_{name.upper()}"
+
+
+def test_the_boolean_settings_are_the_expected_ones():
+    assert {"twilio_validate", "trust_proxy", "log_bodies", "quantize"} <= set(BOOLEAN_SETTINGS)
+
+
+@pytest.mark.parametrize("name", BOOLEAN_SETTINGS)
+@pytest.mark.parametrize("raw, expected", [
+    ("1", True), ("true", True), ("YES", True), (" On ", True),
+    ("0", False), ("False", False), ("no", False), ("OFF\n", False),
+])
+def test_boolean_spellings(name, raw, expected):
+    assert getattr(load_settings(environ={variable(name): raw}), name) is expected
+
+
+@pytest.mark.parametrize("name", BOOLEAN_SETTINGS)
+@pytest.mark.parametrize("raw", ["enabled", "disabled", "2", "y", "n", "tru", "1 0"])
+def test_unknown_boolean_value_is_refused_in_one_line_naming_the_variable(name, raw):
+    """A typo must not silently turn a check off (SPAMGUARD_TWILIO_VALIDATE=enabled did)."""
+    with pytest.raises(ValueError) as caught:
+        load_settings(environ={variable(name): raw})
+    message = str(caught.value)
+    assert message.startswith(f"{variable(name)}={raw!r} is not valid")
+    assert "1/true/yes/on" in message and "0/false/no/off" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("name", BOOLEAN_SETTINGS)
+@pytest.mark.parametrize("raw", ["", "  "])
+def test_empty_boolean_variable_means_the_default(name, raw):
+    assert getattr(load_settings(environ={variable(name): raw}), name) == getattr(Settings(), name)
+
+
+def test_empty_twilio_validate_keeps_signature_checks_on():
+    assert load_settings(environ={"SPAMGUARD_TWILIO_VALIDATE": ""}).twilio_validate is True
+
+
+@pytest.mark.parametrize("name", ["max_body_chars", "runtime", "retrain_metric", "secret_key",
+                                  "home"])
+def test_empty_variable_of_any_kind_means_the_default(name):
+    assert getattr(load_settings(environ={variable(name): ""}), name) == getattr(Settings(), name)
