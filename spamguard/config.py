@@ -28,6 +28,23 @@ def check_number_format(runtime: str, quantize: bool) -> None:
                          "torch-bf16 runtime exclude each other: choose int8 or bf16")
 
 
+def check_rate_limit(value: str) -> None:
+    """Refuse an API rate limit Flask-Limiter cannot read: it would log the error on each
+    request and apply no limit at all, so "600 per minut" silently meant "unlimited".
+
+    Raises:
+        ValueError: ``value`` is not in the limits syntax (``600 per minute``, ``10/second``;
+            several joined with ``;`` or ``,``).
+    """
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError as exc:
+        raise ValueError(f"SPAMGUARD_API_RATE_LIMIT={value!r} is not valid: {exc} (write it "
+                         "like '600 per minute' or '600/minute;20/second')") from None
+
+
 # The shipped labelled data set (beside the package; installed editable).
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "sms_spam_collection.tsv"
 
@@ -162,6 +179,7 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
     if settings.torch_threads < 1:
         raise ValueError(f"SPAMGUARD_TORCH_THREADS={settings.torch_threads!r} is not valid: "
                          "choose 1 or more")
+    check_rate_limit(settings.api_rate_limit)
     if not 0.0 <= settings.retrain_margin <= 1.0:  # as `retrain --margin` allows
         raise ValueError(f"SPAMGUARD_RETRAIN_MARGIN={settings.retrain_margin!r} is not valid: "
                          "choose a number from 0 to 1")

@@ -177,6 +177,12 @@ def test_rate_limit_per_key_429_with_retry_after(make_app):
     assert client.get("/api/v1/messages/1", headers=second).status_code == 404
 
 
+def test_mistyped_rate_limit_refuses_to_build_the_app(make_app):
+    """It used to serve with no limit at all (Flask-Limiter logged and skipped it)."""
+    with pytest.raises(ValueError, match="SPAMGUARD_API_RATE_LIMIT='600 per minut'"):
+        make_app(api_rate_limit="600 per minut")
+
+
 def test_retry_after_only_on_refusals(make_app):
     """Flask-Limiter adds Retry-After to every response; a success must not say "retry"."""
     app = make_app(api_rate_limit="5 per minute")

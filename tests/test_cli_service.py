@@ -114,6 +114,7 @@ def test_gunicorn_options_do_not_preload():
     ("SPAMGUARD_RETRAIN_METRIC", "foo", "choose mcc"),
     ("SPAMGUARD_TWILIO_VALIDATE", "enabled", "0/false/no/off"),
     ("SPAMGUARD_LOG_BODIES", "2", "0/false/no/off"),
+    ("SPAMGUARD_API_RATE_LIMIT", "600 per minut", "no granularity matched for minut"),
 ])
 def test_serve_refuses_bad_settings_in_one_line(cli_env, monkeypatch, no_gunicorn, name, value,
                                                 says):

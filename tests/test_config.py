@@ -54,3 +54,20 @@ def test_empty_twilio_validate_keeps_signature_checks_on():
                                   "home"])
 def test_empty_variable_of_any_kind_means_the_default(name):
     assert getattr(load_settings(environ={variable(name): ""}), name) == getattr(Settings(), name)
+
+
+@pytest.mark.parametrize("raw", ["600 per minut", "600 per minute; ", "six hundred a minute",
+                                 "600"])
+def test_unreadable_rate_limit_is_refused_in_one_line(raw):
+    """Flask-Limiter would log the parse error per request and apply no limit at all."""
+    with pytest.raises(ValueError) as caught:
+        load_settings(environ={"SPAMGUARD_API_RATE_LIMIT": raw})
+    message = str(caught.value)
+    assert message.startswith(f"SPAMGUARD_API_RATE_LIMIT={raw!r} is not valid")
+    assert "600 per minute" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("raw", ["600 per minute", "10/second", "600/minute;20/second",
+                                 "100 per hour, 5 per second"])
+def test_rate_limit_in_limits_syntax_is_kept(raw):
+    assert load_settings(environ={"SPAMGUARD_API_RATE_LIMIT": raw}).api_rate_limit == raw
