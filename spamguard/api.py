@@ -1,4 +1,4 @@
-"""The JSON API under ``/api/v1`` (Bearer API key, rate-limited per key)."""
+"""The JSON API under ``/api/v1`` (Bearer API key, rate-limited per key across the API)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def rate_limit_key() -> str:
 
 
 def init_app(app: Flask) -> None:
-    """Attach a Flask-Limiter to this app that limits only the API blueprint."""
+    """Attach a Flask-Limiter to this app that limits only the API blueprint, with one
+    allowance per key shared by all its endpoints."""
     current = app.config["SPAMGUARD"]
     # Registered before the limiter's own hook, so it runs after it (Flask runs after-request
     # functions in reverse order): Flask-Limiter puts Retry-After on every response, which
@@ -39,7 +40,9 @@ def init_app(app: Flask) -> None:
     app.after_request(_retry_after_only_when_refused)
     limiter = Limiter(key_func=rate_limit_key, app=app, storage_uri=current.rate_limit_storage_uri,
                       headers_enabled=True, default_limits=[])
-    limiter.limit(lambda: current_app.config["SPAMGUARD"].api_rate_limit)(bp)
+    # One bucket per key for the whole API: limiter.limit(...)(bp) would give every route its
+    # own bucket, so a key could make the limit's worth of calls to each endpoint.
+    limiter.shared_limit(lambda: current_app.config["SPAMGUARD"].api_rate_limit, scope="api")(bp)
     app.extensions["spamguard.limiter"] = limiter
 
 

@@ -177,6 +177,24 @@ def test_rate_limit_per_key_429_with_retry_after(make_app):
     assert client.get("/api/v1/messages/1", headers=second).status_code == 404
 
 
+def test_rate_limit_is_one_allowance_per_key_across_the_api(make_app):
+    """Calls to different endpoints draw on the same allowance (it was one per endpoint)."""
+    app = make_app(api_rate_limit="3 per minute")
+    client = app.test_client()
+    first, second = ({"Authorization": f"Bearer {create_key(app, n)}"} for n in ("a", "b"))
+    calls = [lambda h: client.post("/api/v1/messages", json=MESSAGE, headers=h),
+             lambda h: client.post("/api/v1/classify", json={"texts": ["hi"]}, headers=h),
+             lambda h: client.get("/api/v1/messages/999999", headers=h)]
+    answers = [call(first) for call in calls]
+    assert [a.status_code for a in answers] == [201, 200, 404]
+    assert [a.headers["X-RateLimit-Remaining"] for a in answers] == ["2", "1", "0"]
+    for call in calls:
+        refused = call(first)
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert count_rows(app, Message) == 1
+    assert [call(second).status_code for call in calls] == [201, 200, 404]  # its own allowance
+
+
 def test_mistyped_rate_limit_refuses_to_build_the_app(make_app):
     """It used to serve with no limit at all (Flask-Limiter logged and skipped it)."""
     with pytest.raises(ValueError, match="SPAMGUARD_API_RATE_LIMIT='600 per minut'"):
