@@ -88,9 +88,16 @@ def _sqlite_on_connect(*, foreign_keys: bool):
     return on_connect
 
 
-def make_engine(url: str | URL, **engine_kwargs: Any) -> Engine:
-    """Create an engine: SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL psycopg 3."""
+def make_engine(url: str | URL, *, hide_parameters: bool = True, **engine_kwargs: Any) -> Engine:
+    """Create an engine: SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL psycopg 3.
+
+    ``hide_parameters`` (the default) keeps bound values out of SQLAlchemy's error text: a
+    failed INSERT would otherwise put the SMS body, phone numbers or a password hash into the
+    error log as ``[parameters: ...]``. Pass ``not settings.log_bodies`` where settings are at
+    hand, so only an operator who asked for bodies in the log gets them there.
+    """
     parsed = normalise_url(url)
+    engine_kwargs["hide_parameters"] = hide_parameters
     try:
         if is_sqlite(parsed):
             engine = create_engine(parsed, **engine_kwargs)
@@ -107,10 +114,10 @@ def make_migration_engine(url: str | URL) -> Engine:
     """Create a single-use engine for migrations (SQLite: foreign keys off, real transactions)."""
     parsed = normalise_url(url)
     if not is_sqlite(parsed):
-        return create_engine(parsed, poolclass=NullPool)
+        return create_engine(parsed, poolclass=NullPool, hide_parameters=True)
     # Batch migrations rebuild tables; with foreign keys on, dropping the old copy would
     # cascade-delete child rows. pysqlite also never BEGINs before DDL, so begin explicitly.
-    engine = create_engine(parsed, poolclass=NullPool)
+    engine = create_engine(parsed, poolclass=NullPool, hide_parameters=True)
     on_connect = _sqlite_on_connect(foreign_keys=False)
 
     @event.listens_for(engine, "connect")
@@ -220,16 +227,18 @@ def ensure_schema_current(engine: Engine) -> SchemaStatus:
     return status
 
 
-def open_database(url: str | URL, *, create_if_empty: bool = False) -> Engine:
+def open_database(url: str | URL, *, create_if_empty: bool = False,
+                  hide_parameters: bool = True) -> Engine:
     """Return an engine on ``url`` whose schema is current, or raise SchemaOutOfDateError.
 
     With ``create_if_empty``, a new SQLite database (no tables at all) is upgraded to head
     first; one at an older revision is never upgraded behind the operator's back.
+    ``hide_parameters`` as for :func:`make_engine`.
     """
     from sqlalchemy import inspect
 
     ensure_sqlite_parent(url)
-    engine = make_engine(url)
+    engine = make_engine(url, hide_parameters=hide_parameters)
     try:
         status = schema_status(engine)
         if status.current is None and create_if_empty and is_sqlite(url):

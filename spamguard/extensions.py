@@ -27,8 +27,10 @@ class Database:
     def engine(self) -> Engine:
         """The process's engine (rebuilt in a forked worker so no connection is shared)."""
         if self._engine is None or self._pid != os.getpid():
-            url = current_app.config["SPAMGUARD"].resolved_database_url
-            self._engine = make_engine(url)
+            settings = current_app.config["SPAMGUARD"]
+            # Bound values (SMS bodies, numbers) reach error logs only with log_bodies on.
+            self._engine = make_engine(settings.resolved_database_url,
+                                       hide_parameters=not settings.log_bodies)
             self._factory = make_session_factory(self._engine)
             self._pid = os.getpid()
         return self._engine

@@ -137,3 +137,13 @@ def test_workers_get_the_configured_torch_threads(monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("log_bodies", "hidden"), [("0", True), ("1", False)])
+def test_cli_engines_hide_bound_values_unless_bodies_are_logged(cli_env, monkeypatch,
+                                                                log_bodies, hidden):
+    from spamguard.cli.context import CliContext, session_factory_for
+
+    monkeypatch.setenv("SPAMGUARD_LOG_BODIES", log_bodies)
+    with session_factory_for(CliContext()) as factory:
+        assert factory.kw["bind"].hide_parameters is hidden

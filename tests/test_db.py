@@ -219,3 +219,17 @@ def test_admin_list_queries_use_indexes(tmp_path, where: str, index: str) -> Non
     engine.dispose()
     details = " ".join(str(row[-1]) for row in plan)
     assert index in details and "TEMP B-TREE" not in details, details
+
+
+def test_engines_hide_bound_values_in_errors_by_default(tmp_path) -> None:
+    """A failed statement's error text must not carry an SMS body (SPAMGUARD_LOG_BODIES=0)."""
+    from sqlalchemy.exc import OperationalError
+
+    url = f"sqlite:///{tmp_path}/x.db"
+    for engine, hidden in ((db.make_engine(url), True),
+                           (db.make_engine(url, hide_parameters=False), False),
+                           (db.make_migration_engine(url), True)):
+        with engine.connect() as connection, pytest.raises(OperationalError) as caught:
+            connection.execute(text("INSERT INTO nowhere VALUES (:body)"), {"body": "PIN 4921"})
+        engine.dispose()
+        assert ("PIN 4921" not in str(caught.value)) is hidden

@@ -187,3 +187,49 @@ def test_without_model_message_is_kept_pending(app_without_model):
     assert response.status_code == 200  # Twilio needs no verdict; the message is safe
     [message] = stored(app_without_model)
     assert message.verdict_status == "pending"
+
+
+@pytest.fixture
+def failing_message_insert():
+    """Make the database refuse every INSERT into messages of ``app`` (as a lock timeout
+    would), with the driver's own error class, so SQLAlchemy wraps it as usual."""
+    from sqlalchemy import event
+
+    from spamguard.extensions import get_db
+
+    def install(app) -> None:
+        with app.app_context():
+            engine = get_db().engine
+        error = engine.dialect.loaded_dbapi.OperationalError
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def refuse(_conn, _cursor, statement, _parameters, _context, _many):
+            if statement.lstrip().upper().startswith("INSERT INTO MESSAGES"):
+                raise error("database is locked")
+
+    return install
+
+
+SECRET_BODY = "my bank PIN is 4921"
+SENDER = "+15559876543"
+
+
+def test_database_error_does_not_log_the_body(make_app, failing_message_insert, caplog):
+    app = make_app()
+    failing_message_insert(app)
+    with caplog.at_level("DEBUG"):
+        response = post_signed(app.test_client(), twilio_params(SECRET_BODY, From=SENDER))
+    assert response.status_code == 500
+    assert SECRET_BODY not in caplog.text and SENDER not in caplog.text
+    assert "database is locked" in caplog.text  # the error itself is still logged
+    assert "hidden due to hide_parameters" in caplog.text
+    assert SECRET_BODY not in response.get_data(as_text=True)
+
+
+def test_database_error_logs_the_body_when_bodies_are_logged(make_app, failing_message_insert,
+                                                             caplog):
+    app = make_app(log_bodies=True)
+    failing_message_insert(app)
+    with caplog.at_level("DEBUG"):
+        assert post_signed(app.test_client(), twilio_params(SECRET_BODY)).status_code == 500
+    assert SECRET_BODY in caplog.text

@@ -32,7 +32,8 @@ def session_factory_for(ctx: CliContext) -> Iterator:
     """Yield a session factory on a current schema (a new SQLite file is created)."""
     from spamguard.db import make_session_factory, open_database
 
-    engine = open_database(ctx.settings.resolved_database_url, create_if_empty=True)
+    engine = open_database(ctx.settings.resolved_database_url, create_if_empty=True,
+                           hide_parameters=not ctx.settings.log_bodies)
     try:
         yield make_session_factory(engine)
     finally:
