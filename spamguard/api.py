@@ -124,7 +124,8 @@ def message_input(data: dict[str, Any]) -> dict[str, Any]:
         "external_id": external_id,
         "sender": check_text("from", data["from"], max_chars=255),
         "recipient": check_text("to", data["to"], max_chars=255),
-        "body": check_text("body", data["body"], max_chars=settings().max_body_chars),
+        "body": check_text("body", data["body"], max_chars=settings().max_body_chars,
+                           allow_blank=True),
         "received_at": parse_time(received) if received is not None else None,
     }
 
@@ -166,7 +167,8 @@ def classify() -> Response:
             raise BadInput("texts must be a non-empty list of strings")
         if len(texts) > limit:
             raise BadInput(f"texts has {len(texts)} items; the limit is {limit}", 413)
-        texts = [check_text(f"texts[{i}]", t, max_chars=settings().max_body_chars)
+        texts = [check_text(f"texts[{i}]", t, max_chars=settings().max_body_chars,
+                            allow_blank=True)  # as /messages takes them
                  for i, t in enumerate(texts)]
     except BadInput as exc:
         return json_error(str(exc), exc.status)

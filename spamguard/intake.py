@@ -28,11 +28,19 @@ def json_error(message: str, status: int, **headers: str) -> Response:
     return response
 
 
-def check_text(name: str, value: Any, *, max_chars: int, allow_empty: bool = False) -> str:
-    """Return ``value`` if it is a storable string for field ``name``, else raise BadInput."""
+def check_text(name: str, value: Any, *, max_chars: int, allow_empty: bool = False,
+               allow_blank: bool = False) -> str:
+    """Return ``value`` if it is a storable string for field ``name``, else raise BadInput.
+
+    An empty string is refused unless ``allow_empty``; one of spaces or line breaks only is
+    refused too unless ``allow_blank``. Message text allows blanks: someone can send an SMS
+    of one space, and refusing it loses it (Twilio does not retry a 4xx answer). Identifiers
+    and numbers do not.
+    """
     if not isinstance(value, str):
         raise BadInput(f"{name} must be a string")
-    if not value.strip() and not allow_empty:
+    empty = value == "" if allow_blank else not value.strip()
+    if empty and not allow_empty:
         raise BadInput(f"{name} must not be empty")
     if len(value) > max_chars:
         raise BadInput(f"{name} is {len(value)} characters long; the limit is {max_chars}")

@@ -82,8 +82,10 @@ def message_fields() -> dict:
         "external_id": check_text("MessageSid", form["MessageSid"], max_chars=128),
         "sender": check_text("From", form["From"], max_chars=255),
         "recipient": check_text("To", form["To"], max_chars=255),
-        # A picture message may have no text: keep it (it is still a delivery to log).
-        "body": check_text("Body", form["Body"], max_chars=limit, allow_empty=has_media),
+        # A picture message may have no text: keep it (it is still a delivery to log). Text
+        # of spaces only is still a message someone sent: keep it too.
+        "body": check_text("Body", form["Body"], max_chars=limit, allow_empty=has_media,
+                           allow_blank=True),
         "raw": {name: form[name][:255] for name in RAW_FIELDS if name in form} or None,
     }
 

@@ -90,7 +90,8 @@ def test_classify_batch_limit(make_app):
 @pytest.mark.parametrize("payload, status, fragment", [
     ({"to": "+1", "body": "hi"}, 400, "missing field(s): from"),
     ({**MESSAGE, "body": ""}, 400, "body must not be empty"),
-    ({**MESSAGE, "body": "   "}, 400, "body must not be empty"),
+    ({**MESSAGE, "from": "   "}, 400, "from must not be empty"),
+    ({**MESSAGE, "id": " "}, 400, "id must not be empty"),
     ({**MESSAGE, "body": "x" * 1601}, 400, "limit is 1600"),
     ({**MESSAGE, "body": 42}, 400, "body must be a string"),
     ({**MESSAGE, "id": 7}, 400, "id must be a string"),
@@ -110,6 +111,19 @@ def test_bad_message_input(app, api, payload, status, fragment):
     assert count_rows(app, Message) == 0
 
 
+@pytest.mark.parametrize("body", [" ", "\n"])
+def test_body_of_spaces_only_is_stored_and_classified(app, api, body):
+    """As the webhook: a message of spaces is still a message someone sent."""
+    response = api("POST", "/messages", json={**MESSAGE, "body": body})
+    assert response.status_code == 201
+    assert response.get_json()["status"] == "classified"
+    stored = api("GET", f"/messages/{response.get_json()['message_id']}").get_json()
+    assert stored["body"] == body
+    classified = api("POST", "/classify", json={"texts": [body, "hi"]})
+    assert classified.status_code == 200
+    assert [r["text"] for r in classified.get_json()["results"]] == [body, "hi"]
+
+
 @pytest.mark.parametrize("data, content_type, status, fragment", [
     (b'{"from": "+1", ', "application/json", 400, "malformed JSON"),
     (b"[" * 5000 + b"]" * 5000, "application/json", 400, "nested too deeply"),
@@ -127,6 +141,7 @@ def test_bad_body_encoding(app, api, data, content_type, status, fragment):
 @pytest.mark.parametrize("payload, fragment", [
     ({}, "texts must be"), ({"texts": []}, "texts must be"), ({"texts": "hi"}, "texts must be"),
     ({"texts": ["ok", 3]}, "texts[1] must be a string"), ({"texts": ["a"], "x": 1}, "unknown"),
+    ({"texts": ["ok", ""]}, "texts[1] must not be empty"),
 ])
 def test_bad_classify_input(api, payload, fragment):
     response = api("POST", "/classify", json=payload)

@@ -144,6 +144,18 @@ def test_bad_fields_are_400_and_store_nothing(app, post_twilio, change, fragment
     assert count_rows(app, Message) == 0
 
 
+@pytest.mark.parametrize("body", [" ", "\n", " \r\n\t "])
+def test_body_of_spaces_only_is_stored_classified_and_answered(app, post_twilio, body):
+    """A 400 would lose it: Twilio does not retry a 4xx answer."""
+    response = post_twilio(twilio_params(body))
+    assert response.status_code == 200
+    assert response.data.decode().endswith("<Response />")
+    [message] = stored(app)
+    assert message.body == body
+    assert message.verdict_status == "classified" and message.model_label in {"spam", "ham"}
+    assert 0.0 <= message.spam_probability <= 1.0
+
+
 def test_picture_message_without_text_is_kept(app, post_twilio):
     params = twilio_params("", NumMedia="1")
     assert post_twilio(params).status_code == 200
