@@ -36,7 +36,8 @@ def init_app(app: Flask) -> None:
     current = app.config["SPAMGUARD"]
     # Registered before the limiter's own hook, so it runs after it (Flask runs after-request
     # functions in reverse order): Flask-Limiter puts Retry-After on every response, which
-    # tells a client to back off after a success; keep it only where it means "retry later".
+    # tells a client to back off after a success; keep it only where it means "retry later",
+    # and on a 503 put back the view's own value (the limiter raises it to the window's end).
     app.after_request(_retry_after_only_when_refused)
     limiter = Limiter(key_func=rate_limit_key, app=app, storage_uri=current.rate_limit_storage_uri,
                       headers_enabled=True, default_limits=[])
@@ -47,9 +48,18 @@ def init_app(app: Flask) -> None:
 
 
 def _retry_after_only_when_refused(response: Response) -> Response:
-    if response.status_code not in (429, 503):
+    own = g.pop("retry_after", None)
+    if response.status_code == 503 and own is not None:
+        response.headers["Retry-After"] = own
+    elif response.status_code not in (429, 503):
         response.headers.pop("Retry-After", None)
     return response
+
+
+def unavailable(message: str, retry_after: int) -> Response:
+    """A 503 that tells the client when to try again (kept as given; see init_app)."""
+    g.retry_after = str(retry_after)
+    return json_error(message, 503, **{"Retry-After": g.retry_after})
 
 
 def bearer_token() -> str | None:
@@ -174,7 +184,7 @@ def classify() -> Response:
         return json_error(str(exc), exc.status)
     classifier = current_classifier()
     if classifier is None:
-        return json_error("no model is loaded yet; try again later", 503, **{"Retry-After": "30"})
+        return unavailable("no model is loaded yet; try again later", retry_after=30)
     results = classifier.classify(texts)
     return jsonify(model_version=classifier.version, results=results)
 
