@@ -115,9 +115,14 @@ def parse_time(value: Any) -> datetime:
     if not isinstance(value, str):
         raise BadInput("received_at must be an ISO 8601 string")
     try:
-        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except (ValueError, OverflowError):
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
         raise BadInput(f"received_at {value[:40]!r} is not an ISO 8601 time") from None
+    try:
+        return as_utc(parsed)
+    except OverflowError:  # a valid time that falls before year 1 or after 9999 in UTC
+        raise BadInput(f"received_at {value[:40]!r} is out of range: in UTC it must fall "
+                       "between 0001-01-01 and 9999-12-31") from None
 
 
 def message_input(data: dict[str, Any]) -> dict[str, Any]:
