@@ -59,7 +59,7 @@ class Settings:
     twilio_auth_token: str = ""
     twilio_validate: bool = True
     public_base_url: str = ""  # e.g. https://sms.example.com; used to rebuild signed URLs
-    trust_proxy: bool = False  # honour X-Forwarded-Proto/Host from one proxy
+    trust_proxy: bool = False  # honour X-Forwarded-For/Proto/Host/Port from one proxy
     env: str = "production"  # "development" allows the placeholder secret
     backbone: str = ""  # empty: the packaged all-MiniLM-L6-v2
     max_body_chars: int = 1600
