@@ -96,6 +96,35 @@ def test_proxy_headers_honoured_only_when_trusted(make_app, trust_proxy, expecte
     assert response.status_code == expected
 
 
+@pytest.mark.parametrize("extra, signed_url, expected", [
+    ({"X-Forwarded-Port": "8443"}, "https://sms.example.com:8443/webhook/twilio", 200),
+    ({"X-Forwarded-Prefix": "/sms"}, "https://sms.example.com/sms/webhook/twilio", 403),
+    ({"X-Forwarded-Prefix": "/sms"}, "https://sms.example.com/webhook/twilio", 200),
+])
+def test_trusted_proxy_headers_are_proto_host_and_port_not_prefix(make_app, extra, signed_url,
+                                                                  expected):
+    """As docs/service.md lists them (ProxyFix x_for, x_proto, x_host, x_port)."""
+    client = make_app(trust_proxy=True).test_client()
+    params = twilio_params()
+    response = client.post("/webhook/twilio", data=params, headers={
+        "X-Twilio-Signature": sign(params, url=signed_url), "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "sms.example.com", **extra})
+    assert response.status_code == expected
+
+
+def test_sharedkey_signing_is_not_supported(app, post_twilio):
+    """Documented: only auth token signatures are checked; SharedKey ones get 403."""
+    from twilio.request_validator import RequestValidator
+
+    params = twilio_params()
+    signature = RequestValidator("shared-key-secret").compute_signature(
+        "http://localhost/webhook/twilio", params, algorithm="HMAC_SHA256")
+    response = post_twilio(params, signature=signature, headers={
+        "X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256"})
+    assert response.status_code == 403
+    assert count_rows(app, Message) == 0
+
+
 def test_validation_off_accepts_unsigned(make_app):
     client = make_app(twilio_validate=False).test_client()
     assert client.post("/webhook/twilio", data=twilio_params()).status_code == 200
