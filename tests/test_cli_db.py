@@ -82,7 +82,7 @@ def test_models_table_and_json(cli, registered) -> None:
                                 "HAM", "FPR"]
     assert lines[1].split()[:2] == ["v2", "candidate"]
     assert lines[2].split() == ["v1", "active", "2026-11-01", "09:30", "all-MiniLM-L6-v2",
-                                "0.912", "0.800", "0.012"]
+                                "0.912", "0.800", "1.23%"]
     rows = [json.loads(line) for line in run(cli, "models", "--json").output.splitlines()]
     assert [(r["version"], r["status"], r["mcc"]) for r in rows] == [
         ("v2", "candidate", 0.85), ("v1", "active", 0.8)]
@@ -103,7 +103,7 @@ def test_promote_registers_a_version_folder(cli, registered, make_version_dir) -
     assert result.exit_code == 0 and "promoted v3 (was v1)" in result.output
     statuses = [line.split()[:2] for line in run(cli, "models").output.splitlines()[1:]]
     assert statuses == [["v3", "active"], ["v2", "candidate"], ["v1", "retired"]]
-    assert "promoted v3" in run(cli, "promote", str(folder)).output  # already: no change
+    assert "v3 is already the active version" in run(cli, "promote", str(folder)).output
 
 
 def test_errors_are_one_line(cli, registered) -> None:
