@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 
 from flask import (
     Blueprint,
@@ -24,6 +25,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -147,7 +149,16 @@ def _unexpected_error(exc: Exception):
         return _http_error(exc)
     if not _wants_json():
         raise exc  # other areas keep Flask's own handling (and tests see the traceback)
-    current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
+    if isinstance(exc, DBAPIError) and not current_app.config["SPAMGUARD"].log_bodies:
+        # The driver's text can quote the row (PostgreSQL: "DETAIL: Failing row contains
+        # (...)", with the SMS body and numbers): log its first line and the stack only.
+        first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+        current_app.logger.error(
+            "unhandled database error on %s %s: %s: %s (details hidden; "
+            "SPAMGUARD_LOG_BODIES=1 logs them)\n%s", request.method, request.path,
+            type(exc.orig).__name__, first, "".join(traceback.format_tb(exc.__traceback__)))
+    else:
+        current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
     return json_error("internal error; the message, if accepted, is kept", 500)
 
 

@@ -238,7 +238,7 @@ def failing_message_insert():
 
     from spamguard.extensions import get_db
 
-    def install(app) -> None:
+    def install(app, text: str = "database is locked") -> None:
         with app.app_context():
             engine = get_db().engine
         error = engine.dialect.loaded_dbapi.OperationalError
@@ -246,7 +246,7 @@ def failing_message_insert():
         @event.listens_for(engine, "before_cursor_execute")
         def refuse(_conn, _cursor, statement, _parameters, _context, _many):
             if statement.lstrip().upper().startswith("INSERT INTO MESSAGES"):
-                raise error("database is locked")
+                raise error(text)
 
     return install
 
@@ -263,8 +263,21 @@ def test_database_error_does_not_log_the_body(make_app, failing_message_insert, 
     assert response.status_code == 500
     assert SECRET_BODY not in caplog.text and SENDER not in caplog.text
     assert "database is locked" in caplog.text  # the error itself is still logged
-    assert "hidden due to hide_parameters" in caplog.text
+    assert "details hidden" in caplog.text
     assert SECRET_BODY not in response.get_data(as_text=True)
+
+
+def test_driver_detail_quoting_the_row_is_not_logged(make_app, failing_message_insert, caplog):
+    """PostgreSQL's constraint errors quote the failing row (body and numbers included)."""
+    app = make_app()
+    failing_message_insert(app, 'null value in column "x" violates not-null constraint\n'
+                                f"DETAIL:  Failing row contains (1, {SENDER}, {SECRET_BODY}).")
+    with caplog.at_level("DEBUG"):
+        response = post_signed(app.test_client(), twilio_params(SECRET_BODY, From=SENDER))
+    assert response.status_code == 500
+    assert SECRET_BODY not in caplog.text and SENDER not in caplog.text
+    assert "violates not-null constraint" in caplog.text and "details hidden" in caplog.text
+    assert "webhook" in caplog.text  # the stack is still there to debug with
 
 
 def test_database_error_logs_the_body_when_bodies_are_logged(make_app, failing_message_insert,
