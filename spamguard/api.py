@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime
 from typing import Any
@@ -23,11 +22,20 @@ MESSAGE_FIELDS = {"id", "from", "to", "body", "received_at"}
 
 
 def rate_limit_key() -> str:
-    """Limit per API key (a digest of the presented token); anonymous callers per address."""
-    token = bearer_token()
-    if token:
-        return "key:" + hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:32]
-    return "addr:" + get_remote_address()
+    """Limit per valid API key; callers without one (no token, or a wrong or revoked one)
+    per address, so trying many made-up tokens does not buy a fresh allowance each time."""
+    key = verified_key()
+    return f"key:{key.id}" if key is not None else "addr:" + get_remote_address()
+
+
+def verified_key():
+    """The active API key the request's bearer token names, or None (looked up once per
+    request: the rate limiter asks before the blueprint's check does)."""
+    if "api_key" not in g:
+        token = bearer_token()
+        g.api_key = (apikeys.verify_api_key(session=db_session(), key=token)
+                     if token is not None else None)
+    return g.api_key
 
 
 def init_app(app: Flask) -> None:
@@ -75,7 +83,7 @@ def require_api_key() -> Response | None:
     if token is None:
         return json_error("missing API key: send Authorization: Bearer <key>", 401,
                           **{"WWW-Authenticate": "Bearer"})
-    key = apikeys.verify_api_key(session=db_session(), key=token)
+    key = verified_key()
     if key is None:
         db_session().rollback()
         return json_error("invalid or revoked API key", 401,

@@ -211,6 +211,19 @@ def test_rate_limit_is_one_allowance_per_key_across_the_api(make_app):
     assert [call(second).status_code for call in calls] == [201, 200, 404]  # its own allowance
 
 
+def test_made_up_tokens_share_their_address_allowance(make_app):
+    """Each wrong token used to get its own bucket, so guessing keys was not limited."""
+    app = make_app(api_rate_limit="3 per minute")
+    client = app.test_client()
+    statuses = [client.get("/api/v1/messages/1",
+                           headers={"Authorization": f"Bearer sg_made_up_{n}"}).status_code
+                for n in range(5)]
+    assert statuses == [401, 401, 401, 429, 429]
+    assert client.get("/api/v1/messages/1").status_code == 429  # no token: same address
+    good = {"Authorization": f"Bearer {create_key(app)}"}
+    assert client.get("/api/v1/messages/1", headers=good).status_code == 404  # its own
+
+
 def test_mistyped_rate_limit_refuses_to_build_the_app(make_app):
     """It used to serve with no limit at all (Flask-Limiter logged and skipped it)."""
     with pytest.raises(ValueError, match="SPAMGUARD_API_RATE_LIMIT='600 per minut'"):
