@@ -39,10 +39,13 @@ def check_rate_limit(value: str) -> None:
     from limits import parse_many
 
     try:
-        parse_many(value)
+        limits = parse_many(value)
     except ValueError as exc:
         raise ValueError(f"SPAMGUARD_API_RATE_LIMIT={value!r} is not valid: {exc} (write it "
                          "like '600 per minute' or '600/minute;20/second')") from None
+    if any(limit.amount < 1 for limit in limits):  # "0 per minute" would refuse every call
+        raise ValueError(f"SPAMGUARD_API_RATE_LIMIT={value!r} allows no call at all; "
+                         "give each limit at least 1")
 
 
 # The shipped labelled data set (beside the package; installed editable).

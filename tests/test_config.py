@@ -67,6 +67,12 @@ def test_unreadable_rate_limit_is_refused_in_one_line(raw):
     assert "600 per minute" in message and "\n" not in message
 
 
+@pytest.mark.parametrize("raw", ["0 per minute", "600/minute;0/second"])
+def test_rate_limit_that_allows_nothing_is_refused(raw):
+    with pytest.raises(ValueError, match="allows no call at all"):
+        load_settings(environ={"SPAMGUARD_API_RATE_LIMIT": raw})
+
+
 @pytest.mark.parametrize("raw", ["600 per minute", "10/second", "600/minute;20/second",
                                  "100 per hour, 5 per second"])
 def test_rate_limit_in_limits_syntax_is_kept(raw):
