@@ -84,8 +84,15 @@ def _sqlite_on_connect(*, foreign_keys: bool):
             cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         finally:
             cursor.close()
+        # SQLite's lower() (and so ILIKE, which SQLAlchemy writes as lower() LIKE lower())
+        # folds ASCII letters only: a search for "приз" missed "ПРИЗ". Python's does all.
+        dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
 
     return on_connect
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 def make_engine(url: str | URL, *, hide_parameters: bool = True, **engine_kwargs: Any) -> Engine:

@@ -25,6 +25,15 @@ def test_list_and_filters(viewer_client, add_messages):
     assert huge.status_code == 200
 
 
+def test_search_ignores_case_beyond_ascii(viewer_client, add_messages):
+    """SQLite folds ASCII letters only; PostgreSQL's ILIKE folds all of them."""
+    add_messages(("ВЫ ВЫИГРАЛИ ПРИЗ, позвоните", 0.97), ("Café ÉMILE à midi", 0.02),
+                 ("lunch at noon?", 0.02))
+    for query, expected in (("приз", "ПРИЗ"), ("émile", "ÉMILE"), ("CAFÉ", "Café")):
+        page = viewer_client.get(f"/admin/messages?q={query}").get_data(as_text=True)
+        assert expected in page and "lunch" not in page, query
+
+
 def test_bulk_selected_needs_confirmation(moderator_client, add_messages, db_session_factory):
     a, b, c = add_messages(("one", 0.9), ("two", 0.8), ("three", 0.1))
     confirm = moderator_client.post("/admin/messages/bulk",
