@@ -123,7 +123,9 @@ def parse_time(value: Any) -> datetime:
     if not isinstance(value, str):
         raise BadInput("received_at must be an ISO 8601 string")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        # RFC 3339 allows a lower-case "z" for UTC; fromisoformat takes only "Z".
+        parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith(("Z", "z"))
+                                        else value)
     except ValueError:
         raise BadInput(f"received_at {value[:40]!r} is not an ISO 8601 time") from None
     try:

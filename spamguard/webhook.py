@@ -63,9 +63,15 @@ def read_form() -> None:
         raise BadInput(f"Content-Type must be {FORM_TYPE}", 415)
     raw = request.get_data(cache=True)  # bounded by MAX_CONTENT_LENGTH; form reuses it
     try:
-        parse_qsl(raw.decode("ascii"), keep_blank_values=True, errors="strict")
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"request body is not URL-encoded form data: byte {exc.start} "
+                       f"(0x{raw[exc.start]:02x}) must be percent-encoded") from None
+    try:
+        parse_qsl(text, keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
-        raise BadInput("request body is not valid UTF-8 form data") from None
+        raise BadInput("request body is not valid UTF-8 form data (a percent-encoded "
+                       "byte sequence is not UTF-8)") from None
 
 
 def message_fields() -> dict:

@@ -42,8 +42,10 @@ def test_reused_id_for_other_content_is_409(app, api):
     assert count_rows(app, Message) == 1
 
 
-def test_received_at_is_kept(app, api):
-    response = api("POST", "/messages", json={**MESSAGE, "received_at": "2026-01-02T03:04:05Z"})
+@pytest.mark.parametrize("zone", ["Z", "z", "+00:00"])
+def test_received_at_is_kept(app, api, zone):
+    response = api("POST", "/messages", json={**MESSAGE, "id": f"t-{zone}",
+                                              "received_at": f"2026-01-02T03:04:05{zone}"})
     stored = api("GET", f"/messages/{response.get_json()['message_id']}").get_json()
     assert stored["received_at"].startswith("2026-01-02T03:04:05")
 

@@ -209,6 +209,16 @@ def test_invalid_utf8_is_400(app, client):
     assert count_rows(app, Message) == 0
 
 
+def test_raw_bytes_in_a_form_body_say_what_is_wrong(app, client):
+    body = "MessageSid=SM1&From=%2B1&To=%2B2&Body=café".encode()  # not percent-encoded
+    response = client.post("/webhook/twilio", data=body,
+                           content_type="application/x-www-form-urlencoded",
+                           headers={"X-Twilio-Signature": "x"})
+    assert response.status_code == 400
+    assert response.get_json()["error"] == ("request body is not URL-encoded form data: "
+                                            "byte 41 (0xc3) must be percent-encoded")
+
+
 def test_oversized_request_is_413_json(app, client):
     response = client.post("/webhook/twilio", data={"Body": "x" * 70_000},
                            headers={"X-Twilio-Signature": "x"})
