@@ -114,6 +114,7 @@ class Settings:
 # Spellings a boolean variable accepts (case-insensitive, surrounding spaces ignored). Any
 # other value is refused: a typo in SPAMGUARD_TWILIO_VALIDATE must not switch checks off.
 TRUE_WORDS = ("1", "true", "yes", "on")
+ENVIRONMENTS = ("production", "development")
 FALSE_WORDS = ("0", "false", "no", "off")
 
 
@@ -135,9 +136,15 @@ def _coerce(value: str, default: Any) -> Any:
     if isinstance(default, bool):
         return parse_bool(value)
     if isinstance(default, int):
-        return int(value)
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError("use a whole number") from None
     if isinstance(default, float):
-        return float(value)
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("use a number") from None
     if isinstance(default, Path):
         return Path(value)
     return value
@@ -172,6 +179,9 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
         else:
             extra[key] = value
     settings = replace(settings, **values)
+    if settings.env not in ENVIRONMENTS:  # "dev" would silently mean production
+        raise ValueError(f"SPAMGUARD_ENV={settings.env!r} is not valid: choose "
+                         f"{', '.join(ENVIRONMENTS)}")
     if settings.runtime not in RUNTIMES:
         raise ValueError(f"SPAMGUARD_RUNTIME={settings.runtime!r} is not valid: choose "
                          f"{', '.join(RUNTIMES)}")

@@ -109,12 +109,14 @@ def test_gunicorn_options_do_not_preload():
 
 
 @pytest.mark.parametrize(("name", "value", "says"), [
-    ("SPAMGUARD_TORCH_THREADS", "abc", "invalid literal"),
+    ("SPAMGUARD_TORCH_THREADS", "abc", "use a whole number"),
     ("SPAMGUARD_TORCH_THREADS", "0", "choose 1 or more"),
     ("SPAMGUARD_RETRAIN_METRIC", "foo", "choose mcc"),
     ("SPAMGUARD_TWILIO_VALIDATE", "enabled", "0/false/no/off"),
     ("SPAMGUARD_LOG_BODIES", "2", "0/false/no/off"),
     ("SPAMGUARD_API_RATE_LIMIT", "600 per minut", "no granularity matched for minut"),
+    ("SPAMGUARD_ENV", "dev", "choose production, development"),
+    ("SPAMGUARD_RETRAIN_MARGIN", "a bit", "use a number"),
 ])
 def test_serve_refuses_bad_settings_in_one_line(cli_env, monkeypatch, no_gunicorn, name, value,
                                                 says):

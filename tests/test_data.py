@@ -216,3 +216,14 @@ def test_plain_text_with_carriage_return_line_endings_is_one_message_a_line(tmp_
     path = tmp_path / "mac.txt"
     path.write_bytes(b"hello\rWIN a FREE prize call 09061701461\r")
     assert load_texts(path) == ["hello", "WIN a FREE prize call 09061701461"]
+
+
+def test_an_unterminated_quote_is_an_error_not_a_swallowed_file(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text('id,text\n1,"unterminated\n2,ok\n3,fine\n')
+    with pytest.raises(DataError, match=r"bad.csv:2: a quote opened in this row is never closed"):
+        load_texts(path)
+    labelled = tmp_path / "bad-labels.csv"
+    labelled.write_text('label,text\nham,"unterminated\nspam,WIN\n')
+    with pytest.raises(DataError, match="bad-labels.csv:2: a quote opened"):
+        load_labelled(labelled)

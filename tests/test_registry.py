@@ -58,7 +58,11 @@ def test_register_is_idempotent_for_the_same_directory(three: Session, make_vers
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "not found"), ("{not json", "cannot be read"), ('{"version": "x"}', "lacks")],
+    [(None, "is not a model version .no model.json"), ("{not json", "unreadable model metadata"),
+     ('{"version": "x"}', "missing or invalid pooling, max_length, input_dim, threshold"),
+     ('{"version": "x", "created_at": "2026-01-01", "threshold": NaN, "pooling": "mean", '
+      '"max_length": 128, "input_dim": 4, "backbone": {"name": "b", "hash": "h"}}',
+      "threshold nan is not a probability")],
 )
 def test_register_rejects_bad_directories(db_session, tmp_path, content, message) -> None:
     directory = tmp_path / "bad"

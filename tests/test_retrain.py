@@ -169,7 +169,11 @@ def test_force_promotes_and_dry_run_never_does(retrain, db_session_factory) -> N
     store_reviews(db_session_factory, inverting_reviews(db_session_factory))
     dry = retrain(dry_run=True)
     assert (dry.status, dry.exit_code) == ("dry_run", 0)
-    assert "would reject" in dry.summary
+    assert "would reject" in dry.summary and "evaluation set mcc" in dry.summary
+    assert _active_id(db_session_factory) == first.candidate_version
+    dry_forced = retrain(dry_run=True, force=True)
+    assert "dry run, would promote" in dry_forced.summary
+    assert "--force would promote it anyway" in dry_forced.summary
     assert _active_id(db_session_factory) == first.candidate_version
     forced = retrain(force=True)
     assert forced.status == "promoted" and "promoted anyway (--force)" in forced.summary

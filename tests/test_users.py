@@ -162,6 +162,9 @@ def test_change_password_checks_the_current_one(db_session):
     with pytest.raises(UserError, match="at least 8"):
         users.change_password(session=db_session, user_id=user.id, current="long-enough",
                               new="short", repeated="short")
+    with pytest.raises(UserError, match="is the current one"):
+        users.change_password(session=db_session, user_id=user.id, current="long-enough",
+                              new="long-enough", repeated="long-enough")
     users.change_password(session=db_session, user_id=user.id, current="long-enough",
                           new="new-password", repeated="new-password")
     assert users.authenticate(session=db_session, username="hal", password="new-password").ok

@@ -96,7 +96,7 @@ def register(cli: click.Group) -> None:
 
         def promote(session: Session) -> ModelVersion:
             target = version_id
-            if (folder / "model.json").is_file():
+            if folder.is_dir():  # a folder: register it (or say why it is no version)
                 target = registry.register_version(session=session, version_dir=folder,
                                                    activate_if_none=False).id
             return registry.promote(session=session, version_id=target)

@@ -31,7 +31,8 @@ def serve_command(ctx: CliContext, host: str, port: int, workers: int | None,
     settings = ctx.settings
     check_ready(settings)
     workers = workers or default_workers()
-    click.echo(f"spamguard: serving on http://{host}:{port} with {workers} workers "
+    plural = "s" if workers != 1 else ""
+    click.echo(f"spamguard: serving on http://{host}:{port} with {workers} worker{plural} "
                f"(home {settings.home})", err=True)
     run_gunicorn(settings, gunicorn_options(host=host, port=port, workers=workers,
                                             timeout=timeout))

@@ -12,10 +12,19 @@ from spamguard.models import ROLES
 from spamguard.services import campaigns, users
 
 
-def read_password(prompt: bool) -> str:
-    """Ask twice at a hidden prompt on a terminal, else read the first line of stdin."""
+def read_password(prompt: bool, name: str = "") -> str:
+    """Ask twice at a hidden prompt on a terminal (again while too short), else read the
+    first line of stdin."""
     if prompt:
-        return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        label = f"New password for {name}" if name else "Password"
+        while True:
+            password = click.prompt(label, hide_input=True, confirmation_prompt=True)
+            try:
+                users.validate_password(password)
+            except users.UserError as exc:
+                click.echo(f"{exc}; try again", err=True)
+                continue
+            return password
     line = sys.stdin.readline()
     if not line:
         raise SpamguardError("no password on standard input")
@@ -52,7 +61,7 @@ def register(cli: click.Group) -> None:
     def user_set_password(ctx: CliContext, name: str) -> None:
         """Give the account NAME a new password, asked for (or read from stdin); this also
         lifts a lock after failed logins."""
-        password = read_password(sys.stdin.isatty())
+        password = read_password(sys.stdin.isatty(), name)
         with transaction(ctx) as session:
             user = users.set_password(session=session, username=name, password=password)
             click.echo(f"new password set for {user.username}")

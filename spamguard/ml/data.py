@@ -127,7 +127,10 @@ def _read_rows(path: Path, source: bytes | None = None, delimiter: str | None = 
         csv.field_size_limit(MAX_FIELD_CHARS)
     text, restore = _shield_lone_cr(text)
     lines_read = 0
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    # strict: an unterminated quote is an error, not a message that swallows every row
+    # after it (csv's default reads on to the end of the file).
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting,
+                        strict=delimiter == ",")
     rows, lines = [], []
     try:
         for row in reader:
@@ -135,6 +138,9 @@ def _read_rows(path: Path, source: bytes | None = None, delimiter: str | None = 
             rows.append([restore(cell) for cell in row] if restore else row)
             lines_read = reader.line_num
     except csv.Error as exc:
+        if "end of data" in str(exc):  # the row that starts here opens a quote it never closes
+            raise DataError(f"{path}:{lines_read + 1}: a quote opened in this row is never "
+                            "closed (the file ends inside it)") from None
         raise DataError(f"{path}:{reader.line_num}: {exc}") from None
     return delimiter, rows, lines
 

@@ -7,7 +7,6 @@ when two processes promote at once; the loser gets a :class:`RegistryError`.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,20 +30,19 @@ HEADLINE_METRICS = ("spam_f1", "mcc", "ham_fpr")
 
 
 def read_model_json(version_dir: Path) -> dict[str, Any]:
-    """Read and check the fields of ``version_dir/model.json`` the registry relies on."""
+    """Read and check ``version_dir/model.json`` as loading would (a NaN threshold, a
+    missing field), plus the fields only the registry needs, before anything is stored."""
     path = Path(version_dir) / "model.json"
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise RegistryError(f"{path} not found: not a model version directory") from exc
-    except (OSError, ValueError) as exc:
-        raise RegistryError(f"{path} cannot be read: {exc}") from exc
-    backbone = info.get("backbone") if isinstance(info, dict) else None
-    if not isinstance(backbone, dict) or not all(
-        isinstance(info.get(key), kind)
-        for key, kind in (("version", str), ("created_at", str), ("threshold", int | float))
-    ):
-        raise RegistryError(f"{path} lacks version, created_at, threshold or backbone")
+        info = check_complete(version_dir)
+    except ModelError as exc:
+        raise RegistryError(str(exc)) from None
+    except OSError as exc:
+        raise RegistryError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    missing = [key for key in ("version", "created_at") if not isinstance(info.get(key), str)]
+    if missing:
+        raise RegistryError(f"{path}: missing or invalid {', '.join(missing)}; not a usable "
+                            "model version")
     return info
 
 

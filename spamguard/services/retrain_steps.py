@@ -236,7 +236,8 @@ class Gate:
     def summary(self, version: str) -> str:
         """One line for the terminal and the run's row."""
         verb = {"promoted": "promoted", "rejected": "rejected",
-                "dry_run": "dry run, would " + ("promote" if self.passed else "reject")}
+                "dry_run": "dry run, would " + ("promote" if self.passed or self.forced
+                                                else "reject")}
         return f"retrain: {verb[self.outcome]} {version}: {self.reason}"
 
 
@@ -249,8 +250,8 @@ def _worse(candidate: dict[str, Any], active: dict[str, Any], metric: str,
         return True, f"{metric} is undefined on the evaluation set"
     worse = new < old - margin - 1e-12
     fpr_up = new_fpr > old_fpr + 1e-12
-    reason = (f"{metric} {new:.4f} vs active {old:.4f} (margin {margin:g}), ham FPR "
-              f"{new_fpr:.2%} vs {old_fpr:.2%}")
+    reason = (f"evaluation set {metric} {new:.4f} vs active {old:.4f} (margin {margin:g}), "
+              f"ham FPR {new_fpr:.2%} vs {old_fpr:.2%}")
     if worse or fpr_up:
         reason += " - " + " and ".join(
             part for part, bad in ((f"{metric} is worse", worse), ("ham FPR is higher", fpr_up))
@@ -273,8 +274,10 @@ def decide(changes: dict[str, Any], *, metric: str, margin: float, force: bool,
     if flipped:
         reason += (f"; {flipped['total']} flips ({flipped['fixed']} fixed, "
                    f"{flipped['broken']} broken)")
-    if dry_run:
-        return Gate("dry_run", passed, reason)
+    if dry_run:  # with --force, say what the real run would do: promote anyway
+        forced = force and not passed
+        return Gate("dry_run", passed, reason + ("; --force would promote it anyway"
+                                                 if forced else ""), forced=forced)
     if not passed and force:
         return Gate("promoted", passed, reason + "; promoted anyway (--force)", forced=True)
     return Gate("promoted" if passed else "rejected", passed, reason)

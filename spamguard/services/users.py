@@ -181,6 +181,8 @@ def change_password(*, session: Session, user_id: int, current: str, new: str,
         raise UserError("the current password is wrong")
     if new != repeated:
         raise UserError("the new password and its repetition differ")
+    if new == current:
+        raise UserError("the new password is the current one")
     validate_password(new)
     user.password_hash, user.failed_logins = hash_password(new), 0
     session.flush()
