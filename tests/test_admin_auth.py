@@ -203,6 +203,8 @@ def test_logout_ends_copies_of_the_session_cookie(app, moderator_client):
     assert copy.get("/admin/queue").status_code == 200  # a copied cookie works like the original
     assert moderator_client.post("/admin/logout").status_code == 302
     assert copy.get("/admin/queue").status_code == 302  # to the login page
+    page = copy.get("/admin/queue", follow_redirects=True).get_data(as_text=True)
+    assert "Your session has ended" in page and "Please log in again" in page
     again = AdminClient(app.test_client(), "moderator")
     assert again.login().status_code == 302 and again.get("/admin/queue").status_code == 200
 

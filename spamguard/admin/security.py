@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
-from flask_login import LoginManager
+from flask import Flask, Response, flash, g, redirect, request
+from flask_login import LoginManager, login_url
 from flask_wtf.csrf import CSRFProtect
 
 from spamguard.admin.base import LoggedInUser, bp, session
@@ -12,6 +12,8 @@ from spamguard.admin.base import LoggedInUser, bp, session
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 PUBLIC_ENDPOINTS = {"admin.login", "admin.static"}
+SESSION_ENDED = ("Your session has ended (this account logged out, or its password changed, "
+                 "in another browser). Please log in again.")
 
 csrf = CSRFProtect()
 
@@ -49,7 +51,10 @@ def load_user(session_id: str) -> LoggedInUser | None:
         epoch_number = int(epoch)
     except ValueError:  # not ours, or a session from before epochs: log in again
         return None
-    if user is None or not user.is_active or user.session_epoch != epoch_number:
+    if user is None or not user.is_active:
+        return None
+    if user.session_epoch != epoch_number:
+        g.session_ended = True  # _protect says why this browser must log in again
         return None
     return LoggedInUser.of(user)
 
@@ -75,5 +80,9 @@ def _protect():
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         csrf.protect()
     if request.endpoint not in PUBLIC_ENDPOINTS and not current_user.is_authenticated:
+        if g.pop("session_ended", False):
+            flash(SESSION_ENDED, "info")
+            return redirect(login_url(current_app.login_manager.login_view,
+                                      next_url=request.url))
         return current_app.login_manager.unauthorized()
     return None
