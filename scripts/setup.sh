@@ -13,7 +13,8 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/pip install --quiet ${SPAMGUARD_TORCH_INDEX_URL:+--index-url "$SPAMGUARD_TORCH_INDEX_URL"} \
         "torch==2.13.0"
 fi
-if .venv/bin/python -c "import sys, torch; sys.exit(torch.version.cuda is None)"; then
+# (stderr hidden: before numpy is installed, torch warns that it cannot initialise NumPy)
+if .venv/bin/python -c "import sys, torch; sys.exit(torch.version.cuda is None)" 2>/dev/null; then
     echo "setup: warning: torch in .venv is a CUDA build; for the CPU build run" \
          "SPAMGUARD_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu after removing .venv" >&2
 fi

@@ -227,3 +227,11 @@ def test_an_unterminated_quote_is_an_error_not_a_swallowed_file(tmp_path):
     labelled.write_text('label,text\nham,"unterminated\nspam,WIN\n')
     with pytest.raises(DataError, match="bad-labels.csv:2: a quote opened"):
         load_labelled(labelled)
+
+
+def test_a_row_short_of_the_text_column_says_how_short(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("label,text\nhello there\n")
+    with pytest.raises(DataError, match=r"in.csv:2: 1 field\(s\), but the header puts 'text' "
+                                        r"in column 2"):
+        load_texts(path)

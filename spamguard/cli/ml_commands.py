@@ -115,7 +115,7 @@ def register(cli: click.Group) -> None:
             texts = load_texts(source, input_format=input_format, notice=notice)
         directory = resolve_model_dir(ctx, model)
         if not texts:  # nothing to do: skip loading the backbone (seconds)
-            click.echo("spamguard: no messages in the input", err=True)
+            click.echo("note: no messages in the input", err=True)
             return
         classifier = SpamClassifier.load(directory, batch_size=batch_size,
                                          quantize=quantize,

@@ -289,7 +289,8 @@ def load_texts(path: str | Path, source: bytes | None = None, *,
         if not row or not any(cell.strip() for cell in row):
             continue
         if len(row) <= col:
-            raise DataError(f"{path}:{lineno}: row has no text column")
+            raise DataError(f"{path}:{lineno}: {len(row)} field(s), but the header puts "
+                            f"'text' in column {col + 1}")
         texts.append(_row_text(path, lineno, row, col, len(header), delimiter))
     return texts
 
