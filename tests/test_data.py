@@ -235,3 +235,16 @@ def test_a_row_short_of_the_text_column_says_how_short(tmp_path):
     with pytest.raises(DataError, match=r"in.csv:2: 1 field\(s\), but the header puts 'text' "
                                         r"in column 2"):
         load_texts(path)
+
+
+@pytest.mark.parametrize("content, texts", [
+    # "CSV (Macintosh)": rows end in CR, a cell holds an LF line break
+    (b'label,text\rham,"line1\nline2"\rspam,win now\rham,hi there\r',
+     ["line1\nline2", "win now", "hi there"]),
+    # a quote that ends before the message does: csv's lenient reading, as always
+    (b'label,text\nham,"Hello" he said\nspam,win now\n', ["Hello he said", "win now"]),
+])
+def test_csv_quirks_that_always_loaded_still_load(tmp_path, content, texts):
+    path = tmp_path / "d.csv"
+    path.write_bytes(content)
+    assert load_labelled(path).texts == texts

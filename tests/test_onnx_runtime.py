@@ -233,3 +233,12 @@ def test_a_graph_another_process_already_replaced_is_kept(tiny_backbone, tmp_pat
     # wrote a good one (a different inode): nothing is deleted or redone.
     onnx_runtime._build(tiny_backbone, tmp_path, graph, graph, damaged=(-1, -1))
     assert graph.stat().st_size > 1000
+
+
+def test_int8_first_used_on_a_damaged_fp32_graph_exports_it_again(tiny_backbone, tmp_path):
+    """SPAMGUARD_QUANTIZE switched on after a power cut truncated the fp32 graph."""
+    onnx_backbone(tiny_backbone, tmp_path)
+    fp32 = tmp_path / f"{tiny_backbone.hash[:24]}-fp32.onnx"
+    fp32.write_bytes(b"")
+    again = onnx_backbone(tiny_backbone, tmp_path, int8=True)
+    assert again.variant == INT8_VARIANT and fp32.stat().st_size > 1000

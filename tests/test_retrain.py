@@ -175,6 +175,8 @@ def test_force_promotes_and_dry_run_never_does(retrain, db_session_factory) -> N
     assert "dry run, would promote" in dry_forced.summary
     assert "--force would promote it anyway" in dry_forced.summary
     assert _active_id(db_session_factory) == first.candidate_version
+    with db_session_factory() as session:  # registered as the gate said, not as --force
+        assert session.get(ModelVersion, dry_forced.candidate_version).status == "rejected"
     forced = retrain(force=True)
     assert forced.status == "promoted" and "promoted anyway (--force)" in forced.summary
     assert _active_id(db_session_factory) == forced.candidate_version

@@ -126,23 +126,50 @@ def _read_rows(path: Path, source: bytes | None = None, delimiter: str | None = 
     if csv.field_size_limit() < MAX_FIELD_CHARS:
         csv.field_size_limit(MAX_FIELD_CHARS)
     text, restore = _shield_lone_cr(text)
-    lines_read = 0
-    # strict: an unterminated quote is an error, not a message that swallows every row
-    # after it (csv's default reads on to the end of the file).
+    if quoting == csv.QUOTE_MINIMAL:
+        _check_quotes_close(path, text, delimiter)
+    try:
+        rows, lines = _parse(text, delimiter, quoting, strict=False)
+    except _RowError as exc:
+        raise DataError(f"{path}:{exc.line}: {exc.reason}") from None
+    if restore:
+        rows = [[restore(cell) for cell in row] for row in rows]
+    return delimiter, rows, lines
+
+
+class _RowError(Exception):
+    def __init__(self, line: int, reason: str):
+        super().__init__(reason)
+        self.line, self.reason = line, reason
+
+
+def _parse(text: str, delimiter: str, quoting: int, *, strict: bool
+           ) -> tuple[list[list[str]], list[int]]:
+    """Rows and the line each starts on; :class:`_RowError` names the line of a bad row."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting,
-                        strict=delimiter == ",")
-    rows, lines = [], []
+                        strict=strict)
+    rows, lines, lines_read = [], [], 0
     try:
         for row in reader:
             lines.append(lines_read + 1)
-            rows.append([restore(cell) for cell in row] if restore else row)
+            rows.append(row)
             lines_read = reader.line_num
     except csv.Error as exc:
-        if "end of data" in str(exc):  # the row that starts here opens a quote it never closes
-            raise DataError(f"{path}:{lines_read + 1}: a quote opened in this row is never "
-                            "closed (the file ends inside it)") from None
-        raise DataError(f"{path}:{reader.line_num}: {exc}") from None
-    return delimiter, rows, lines
+        start = lines_read + 1 if "end of data" in str(exc) else reader.line_num
+        raise _RowError(start, str(exc)) from None
+    return rows, lines
+
+
+def _check_quotes_close(path: Path, text: str, delimiter: str) -> None:
+    """Refuse a CSV whose last quoted message is never closed: csv's lenient reading would
+    make one message of the rest of the file. (Only that: other quirks csv's strict mode
+    refuses, such as ``"Hello" he said``, keep loading as they always did.)"""
+    try:
+        _parse(text, delimiter, csv.QUOTE_MINIMAL, strict=True)
+    except _RowError as exc:
+        if "end of data" in exc.reason:
+            raise DataError(f"{path}:{exc.line}: a quote opened in this row is never closed "
+                            "(the file ends inside it)") from None
 
 
 _LONE_CR = re.compile(r"\r(?!\n)")
@@ -155,12 +182,14 @@ def _shield_lone_cr(text: str):
     would split its row in two. In a file whose lines end in ``\n`` or ``\r\n``, a lone
     ``\r`` is part of a message: it is swapped for a character the text does not contain
     and put back in each cell. (A file with no ``\n`` at all uses ``\r`` as its line
-    ending, and is left alone.)
+    ending, and is left alone; so is one with more lone ``\r`` than ``\n``: its rows end in
+    ``\r`` and a ``\n`` is a line break inside a message.)
 
     Returns:
         The text to parse, and the function that restores a cell (None: nothing hidden).
     """
-    if "\n" not in text or not _LONE_CR.search(text):
+    lone = len(_LONE_CR.findall(text))
+    if not lone or lone >= text.count("\n"):  # CR line endings (maybe a line break in a cell)
         return text, None
     stand_in = next(chr(c) for c in range(0xE000, 0xF900) if chr(c) not in text)
     return _LONE_CR.sub(stand_in, text), lambda cell: cell.replace(stand_in, "\r")

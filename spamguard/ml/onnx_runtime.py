@@ -254,8 +254,9 @@ def _build(backbone: Backbone, folder: Path, fp32: Path, target: Path, *,
     with folder_lock(folder):
         if damaged is not None and _identity(target) == damaged:
             target.unlink(missing_ok=True)
-            if target != fp32 and not _opens(fp32, backbone):
-                fp32.unlink(missing_ok=True)
+        if target != fp32 and not target.exists() and fp32.exists() and not _opens(fp32,
+                                                                                   backbone):
+            fp32.unlink()  # the int8 graph is made from it: a damaged one is exported again
         if not fp32.exists():  # checked again: another process may have made it
             log.info("exporting backbone %s to %s", backbone.name, fp32)
             export(backbone, fp32)

@@ -297,7 +297,9 @@ def record_versions(session: Session, directory: Path, gate: Gate,
 
     The candidate's evaluation-set metrics are kept in the registry as ``metrics["eval"]``.
     """
-    status = "candidate" if gate.passed or gate.forced else "rejected"
+    # A dry run's "forced" only says what --force would do: it registers as the gate said.
+    status = ("candidate" if gate.passed or (gate.forced and gate.outcome == "promoted")
+              else "rejected")
     version = registry.register_version(session=session, version_dir=directory,
                                         activate_if_none=False, status=status)
     version.metrics = {**(version.metrics or {}), "eval": eval_metrics}
