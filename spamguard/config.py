@@ -114,8 +114,8 @@ class Settings:
 # Spellings a boolean variable accepts (case-insensitive, surrounding spaces ignored). Any
 # other value is refused: a typo in SPAMGUARD_TWILIO_VALIDATE must not switch checks off.
 TRUE_WORDS = ("1", "true", "yes", "on")
-ENVIRONMENTS = ("production", "development")
 FALSE_WORDS = ("0", "false", "no", "off")
+ENVIRONMENTS = ("production", "development")
 
 
 def parse_bool(value: str) -> bool:

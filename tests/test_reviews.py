@@ -135,6 +135,17 @@ def test_similar_messages_share_text_or_campaign(db_session, add_messages):
     assert c not in [m.id for m in similar]
 
 
+def _at_once(decide, *labels: str) -> None:
+    """Run ``decide(label)`` for each label in its own thread and wait for all of them."""
+    import threading
+
+    threads = [threading.Thread(target=decide, args=(label,)) for label in labels]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+
 def test_concurrent_decisions_on_one_message_take_turns(db_session_factory, ids, make_user):
     """Two moderators decide the same message at once: both are kept, the later one is
     current, and neither gets an error (on PostgreSQL the loser used to hit the unique
@@ -158,11 +169,7 @@ def test_concurrent_decisions_on_one_message_take_turns(db_session_factory, ids,
         except Exception as exc:  # noqa: BLE001  (reported below)
             errors.append(exc)
 
-    threads = [threading.Thread(target=decide, args=(label,)) for label in ("spam", "ham")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    _at_once(decide, "spam", "ham")
     assert errors == [] and len(order) == 2
     with db_session_factory() as session:
         history = reviews.review_history(session, ids[2])
@@ -218,11 +225,7 @@ def test_concurrent_decisions_on_what_both_saw_unreviewed_keep_only_the_first(
         except Exception as exc:  # noqa: BLE001  (reported below)
             outcomes.append(exc)
 
-    threads = [threading.Thread(target=decide, args=(label,)) for label in ("spam", "ham")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    _at_once(decide, "spam", "ham")
     winners = [o for o in outcomes if o != "refused"]
     assert len(outcomes) == 2 and winners in (["spam"], ["ham"]), outcomes
     with db_session_factory() as session:

@@ -25,7 +25,7 @@ from spamguard.errors import ModelError
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.baseline import TfidfSvmBaseline
 from spamguard.ml.blend import Blend, head_logit, shown_probability
-from spamguard.ml.embeddings import CachedEncoder, length_problem, pooling_problem
+from spamguard.ml.embeddings import CachedEncoder, setting_problem
 from spamguard.ml.features import FEATURE_NAMES, message_features
 from spamguard.ml.files import sync_folder
 from spamguard.ml.head import BertArch
@@ -132,8 +132,7 @@ class SpamClassifier:
                 f"backbone mismatch for model {metadata.get('version', directory)}: it was "
                 f"trained on {expected['name']} with weights {expected['hash'][:12]}, but the "
                 f"loaded backbone's weights are {backbone.hash[:12]}")
-        if problem := pooling_problem(backbone, metadata["pooling"]) or length_problem(
-                backbone, metadata["max_length"]):
+        if problem := setting_problem(backbone, metadata["pooling"], metadata["max_length"]):
             raise ModelError(f"model {metadata.get('version', directory)}: {problem}")
         try:
             state = load_file(str(directory / WEIGHTS_FILE))

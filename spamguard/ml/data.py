@@ -126,10 +126,9 @@ def _read_rows(path: Path, source: bytes | None = None, delimiter: str | None = 
     if csv.field_size_limit() < MAX_FIELD_CHARS:
         csv.field_size_limit(MAX_FIELD_CHARS)
     text, restore = _shield_lone_cr(text)
-    if quoting == csv.QUOTE_MINIMAL:
-        _check_quotes_close(path, text, delimiter)
     try:
-        rows, lines = _parse(text, delimiter, quoting, strict=False)
+        rows, lines = _parse_csv(path, text, delimiter) if quoting == csv.QUOTE_MINIMAL \
+            else _parse(text, delimiter, quoting, strict=False)
     except _RowError as exc:
         raise DataError(f"{path}:{exc.line}: {exc.reason}") from None
     if restore:
@@ -160,16 +159,18 @@ def _parse(text: str, delimiter: str, quoting: int, *, strict: bool
     return rows, lines
 
 
-def _check_quotes_close(path: Path, text: str, delimiter: str) -> None:
-    """Refuse a CSV whose last quoted message is never closed: csv's lenient reading would
-    make one message of the rest of the file. (Only that: other quirks csv's strict mode
-    refuses, such as ``"Hello" he said``, keep loading as they always did.)"""
+def _parse_csv(path: Path, text: str, delimiter: str) -> tuple[list[list[str]], list[int]]:
+    """Parse strictly, refusing a CSV whose last quoted message is never closed: csv's
+    lenient reading would make one message of the rest of the file. Only that: a file with
+    other quirks strict mode refuses, such as ``"Hello" he said``, is parsed again
+    leniently and loads as it always did."""
     try:
-        _parse(text, delimiter, csv.QUOTE_MINIMAL, strict=True)
+        return _parse(text, delimiter, csv.QUOTE_MINIMAL, strict=True)
     except _RowError as exc:
         if "end of data" in exc.reason:
             raise DataError(f"{path}:{exc.line}: a quote opened in this row is never closed "
                             "(the file ends inside it)") from None
+    return _parse(text, delimiter, csv.QUOTE_MINIMAL, strict=False)
 
 
 _LONE_CR = re.compile(r"\r(?!\n)")

@@ -50,19 +50,14 @@ def pool(output, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     raise ValueError(f"unknown pooling {pooling!r} (choose from {', '.join(POOLINGS)})")
 
 
-def pooling_problem(backbone: Backbone, pooling: str) -> str | None:
-    """Why ``backbone`` cannot pool this way, or None."""
+def setting_problem(backbone: Backbone, pooling: str, max_length: int) -> str | None:
+    """Why ``backbone`` cannot embed with this pooling and max length, or None (training,
+    loading and :func:`encode` all ask)."""
     if pooling not in POOLINGS:
         return f"unknown pooling {pooling!r} (choose from {', '.join(POOLINGS)})"
     if pooling == "pooler" and not backbone.trained_pooler:
         return (f"backbone {backbone.name}'s checkpoint has no pooler weights (transformers "
                 "would make up random ones); use mean or cls pooling")
-    return None
-
-
-def length_problem(backbone: Backbone, max_length: int) -> str | None:
-    """Why ``backbone`` cannot read ``max_length`` tokens (its position table is shorter),
-    or None."""
     positions = getattr(backbone.model.config, "max_position_embeddings", None)
     if isinstance(positions, int) and max_length > positions:
         return (f"max length {max_length} is more than backbone {backbone.name} can read "
@@ -92,8 +87,7 @@ def encode(backbone: Backbone, texts: Sequence[str], *, pooling: str = "mean",
     Returns:
         float32 array of shape (len(texts), dim) in input order.
     """
-    problem = pooling_problem(backbone, pooling)
-    if problem:
+    if problem := setting_problem(backbone, pooling, max_length):
         raise ValueError(problem)
     if not texts:
         return np.zeros((0, embedding_dim(backbone, pooling)), dtype=np.float32)

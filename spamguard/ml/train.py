@@ -22,12 +22,7 @@ from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.blend import Blend, head_logit
 from spamguard.ml.classifier import LABEL_MAP, SpamClassifier, build_inputs
 from spamguard.ml.data import LabelledData, Split, check_trainable, data_hash, dedupe, split
-from spamguard.ml.embeddings import (
-    CachedEncoder,
-    length_problem,
-    pooling_problem,
-    show_progress,
-)
+from spamguard.ml.embeddings import CachedEncoder, setting_problem, show_progress
 from spamguard.ml.features import FEATURE_NAMES
 from spamguard.ml.head import BertArch
 from spamguard.ml.threshold import choose_threshold
@@ -197,8 +192,7 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     parts = split(unique, seed=config.split_seed)
     if not isinstance(backbone, Backbone):
         backbone = load_backbone(backbone)
-    if problem := pooling_problem(backbone, config.pooling) or length_problem(
-            backbone, config.max_length):
+    if problem := setting_problem(backbone, config.pooling, config.max_length):
         raise ModelError(problem)
     timing["load_backbone_s"] = time.perf_counter() - started
     encoder = CachedEncoder(backbone, cache_root, pooling=config.pooling,

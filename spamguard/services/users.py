@@ -80,6 +80,11 @@ def get_user(session: Session, user_id: int) -> User | None:
     return session.get(User, user_id)
 
 
+def _by_name(session: Session, username: str) -> User | None:
+    """The account ``username`` names (names are stored lower-case), or None."""
+    return session.scalars(select(User).where(User.username == username.strip().lower())).first()
+
+
 def list_users(session: Session) -> list[User]:
     """Return every account by name."""
     return list(session.scalars(select(User).order_by(User.username)))
@@ -100,18 +105,14 @@ def set_active(*, session: Session, user_id: int, active: bool) -> User:
     return user
 
 
-def end_sessions(*, session: Session, user_id: int) -> int:
+def end_sessions(*, session: Session, user_id: int) -> None:
     """End every login session of the account (sessions are signed cookies, kept by the
-    browser: each carries the account's epoch, and an old epoch is no longer accepted).
-
-    Returns:
-        The new epoch, for a session that should carry on (after a password change).
+    browser: each carries the account's epoch, and an old epoch is no longer accepted). A
+    session that should carry on (after a password change) logs in again with the new one.
     """
-    epoch = session.execute(update(User).where(User.id == user_id)
-                            .values(session_epoch=User.session_epoch + 1)
-                            .returning(User.session_epoch)).scalar_one()
+    session.execute(update(User).where(User.id == user_id)
+                    .values(session_epoch=User.session_epoch + 1))
     session.expire_all()
-    return int(epoch)
 
 
 def locked_until(user: User) -> datetime | None:
@@ -129,7 +130,7 @@ def authenticate(*, session: Session, username: str, password: str) -> LoginResu
     name or a locked account from a wrong password. A locked account answers "locked"
     whatever the password is (else guessing could go on, unlimited, during the lock); the
     login page shows "locked" and "invalid" alike, since only real accounts can be locked."""
-    user = session.scalars(select(User).where(User.username == username.strip().lower())).first()
+    user = _by_name(session, username)
     if user is None:
         check_password_hash(_DUMMY_HASH, password)
         return LoginResult(None, "invalid")
@@ -192,10 +193,9 @@ def change_password(*, session: Session, user_id: int, current: str, new: str,
 
 def set_password(*, session: Session, username: str, password: str) -> User:
     """Give the account ``username`` a new password (an admin's reset); lifts a lock."""
-    name = username.strip().lower()
-    user = session.scalars(select(User).where(User.username == name)).first()
+    user = _by_name(session, username)
     if user is None:
-        raise UserError(f"no user {name!r}")
+        raise UserError(f"no user {username.strip().lower()!r}")
     validate_password(password)
     user.password_hash = hash_password(password)
     user.failed_logins, user.locked_until = 0, None
