@@ -119,6 +119,35 @@ def test_a_decision_on_a_message_someone_reviewed_meanwhile_is_not_saved(
     assert current_id(bob) == second
 
 
+def test_a_review_saved_while_the_queue_page_renders_is_not_overwritten(
+        app, make_user, add_messages, db_session_factory, monkeypatch):
+    """The form's "seen" comes from the row the page shows, not from a later read that
+    could already see another moderator's review (and so let this decision replace it)."""
+    from spamguard.services import message_queries, reviews
+
+    first, _ = add_messages(("unsure", 0.5), ("next one", 0.1))
+    alice = logged_in(app, make_user, "alice")
+    bob_id = make_user("bob", "moderator")
+    original = message_queries.review_queue
+
+    def queue_then_bob_decides(*args, **kwargs):
+        items = original(*args, **kwargs)  # alice's page has read the queue ...
+        with db_session_factory() as other:  # ... and bob's decision commits now
+            reviews.add_review(session=other, message_id=first, label="spam", user_id=bob_id)
+            other.commit()
+        monkeypatch.setattr(message_queries, "review_queue", original)
+        return items
+
+    monkeypatch.setattr(message_queries, "review_queue", queue_then_bob_decides)
+    form = decide_form(alice)
+    assert form == {"message_id": str(first), "seen": "none"}
+    late = alice.post("/admin/queue/decide", data={**form, "label": "ham"},
+                      follow_redirects=True).get_data(as_text=True)
+    assert f"bob labelled message {first} spam while you were looking" in late
+    with db_session_factory() as session:
+        assert session.get(Message, first).review_label == "spam"
+
+
 def test_undo_takes_back_the_queue_decision_not_a_later_relabel_elsewhere(
         moderator_client, add_messages, db_session_factory):
     queued, other = add_messages(("unsure", 0.5), ("elsewhere", 0.99))

@@ -64,12 +64,13 @@ def queue():
         if message is not None and message.review_label is None:
             items = [message, *[m for m in items if m.id != focus]][:UPCOMING + 1]
     current = items[0] if items else None
-    # What the decision form says this moderator saw (queue_decide refuses the decision if
-    # someone reviewed the message in between).
-    seen = reviews.latest_review_id(db, current.id) if current else None
     decisions = _decisions()
     last = _undoable(db, decisions[-1]) if decisions else None
-    return render_template("admin/queue.html", current=current, seen=seen,
+    # The queue shows only unreviewed messages, so its decision form always says "seen no
+    # review" (reviews.Seen(None)); queue_decide refuses the decision if one exists by then.
+    # Reading the latest review id in a second query instead could pick up a review saved
+    # after the queue was read, and the form would then let this decision overwrite it.
+    return render_template("admin/queue.html", current=current,
                            upcoming=items[1:], threshold=threshold, skipped=len(skipped),
                            backlog=message_queries.queue_size(db), last=last,
                            can_undo=bool(decisions))
