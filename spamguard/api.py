@@ -11,7 +11,15 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from spamguard.extensions import db_session
-from spamguard.intake import BadInput, check_text, current_classifier, ingest, json_error, settings
+from spamguard.intake import (
+    BadInput,
+    check_text,
+    current_classifier,
+    ingest,
+    json_error,
+    settings,
+    unavailable,
+)
 from spamguard.ml.blend import shown_probability
 from spamguard.services import apikeys, messages
 from spamguard.sqltypes import MAX_ID, as_utc
@@ -62,12 +70,6 @@ def _retry_after_only_when_refused(response: Response) -> Response:
     elif response.status_code not in (429, 503):
         response.headers.pop("Retry-After", None)
     return response
-
-
-def unavailable(message: str, retry_after: int) -> Response:
-    """A 503 that tells the client when to try again (kept as given; see init_app)."""
-    g.retry_after = str(retry_after)
-    return json_error(message, 503, **{"Retry-After": g.retry_after})
 
 
 def bearer_token() -> str | None:

@@ -28,6 +28,13 @@ def json_error(message: str, status: int, **headers: str) -> Response:
     return response
 
 
+def unavailable(message: str, retry_after: int) -> Response:
+    """A 503 that tells the client when to try again (kept as given: the API's rate limiter
+    would raise Retry-After to its window's end; see ``spamguard.api.init_app``)."""
+    g.retry_after = str(retry_after)
+    return json_error(message, 503, **{"Retry-After": g.retry_after})
+
+
 def check_text(name: str, value: Any, *, max_chars: int, allow_empty: bool = False,
                allow_blank: bool = False) -> str:
     """Return ``value`` if it is a storable string for field ``name``, else raise BadInput.

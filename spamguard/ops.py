@@ -25,12 +25,12 @@ from flask import (
     url_for,
 )
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from spamguard.extensions import db_session, get_db
-from spamguard.intake import json_error
+from spamguard.intake import json_error, unavailable
 from spamguard.metrics import Metrics
 from spamguard.services import messages
 from spamguard.services.model_provider import provider_for
@@ -38,6 +38,7 @@ from spamguard.services.model_provider import provider_for
 bp = Blueprint("ops", __name__)
 access_log = logging.getLogger("spamguard.access")
 JSON_PREFIXES = ("/api/", "/webhook/")
+DATABASE_RETRY_SECONDS = 5  # Retry-After of a 503 for a busy or unreachable database
 
 
 def init_app(app: Flask) -> None:
@@ -143,20 +144,49 @@ def _retry_after() -> int:
     return max(1, int(reset_at - time.time()) + 1)
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` is a busy or unreachable database (worth a retry), not a bad statement.
+
+    SQLite: locked past its busy timeout (SQLite also says OperationalError for a missing
+    table, hence the text check). PostgreSQL (psycopg): every OperationalError is a lost or
+    refused connection, a lock or statement timeout, or a server shutting down.
+    """
+    if not isinstance(exc, OperationalError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if type(exc.orig).__module__.startswith("sqlite3"):
+        text = str(exc.orig).lower()
+        return "locked" in text or "busy" in text
+    return True
+
+
+def _first_line(exc: DBAPIError) -> str:
+    """The driver's error class and first line: PostgreSQL's DETAIL lines can quote the row
+    (the SMS body and numbers included)."""
+    first = (str(exc.orig).strip().splitlines() or [""])[0]
+    return f"{type(exc.orig).__name__}: {first}"
+
+
 def _unexpected_error(exc: Exception):
     """Log the traceback; API and webhook callers get a JSON 500 without internals."""
     if isinstance(exc, HTTPException):
         return _http_error(exc)
     if not _wants_json():
         raise exc  # other areas keep Flask's own handling (and tests see the traceback)
+    if database_unavailable(exc):
+        current_app.logger.warning("database busy or unreachable on %s %s: %s (answered 503)",
+                                   request.method, request.path, _first_line(exc))
+        return unavailable("the database is busy or unreachable; try again shortly (a "
+                           "retried message with the same id is stored once)",
+                           retry_after=DATABASE_RETRY_SECONDS)
     if isinstance(exc, DBAPIError) and not current_app.config["SPAMGUARD"].log_bodies:
         # The driver's text can quote the row (PostgreSQL: "DETAIL: Failing row contains
         # (...)", with the SMS body and numbers): log its first line and the stack only.
-        first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
         current_app.logger.error(
-            "unhandled database error on %s %s: %s: %s (details hidden; "
+            "unhandled database error on %s %s: %s (details hidden; "
             "SPAMGUARD_LOG_BODIES=1 logs them)\n%s", request.method, request.path,
-            type(exc.orig).__name__, first, "".join(traceback.format_tb(exc.__traceback__)))
+            _first_line(exc), "".join(traceback.format_tb(exc.__traceback__)))
     else:
         current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
     return json_error("internal error; the message, if accepted, is kept", 500)

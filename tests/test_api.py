@@ -318,3 +318,20 @@ def test_message_is_committed_before_the_model_is_asked_for(app, api, monkeypatc
     monkeypatch.setattr(ModelProvider, "get", get)
     response = api("POST", "/messages", json=MESSAGE)
     assert response.status_code == 201 and stored_when_asked == [1]
+
+
+def test_a_busy_database_is_a_503_whose_retry_after_the_limiter_keeps(api, monkeypatch):
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from spamguard import api as api_module
+
+    def locked(**_):
+        raise OperationalError("INSERT INTO messages ...", {},
+                               sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(api_module, "ingest", locked)
+    response = api("POST", "/messages", json=MESSAGE)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert "busy or unreachable" in response.get_json()["error"]

@@ -248,10 +248,10 @@ def failing_message_insert():
 
     from spamguard.extensions import get_db
 
-    def install(app, text: str = "database is locked") -> None:
+    def install(app, text: str = "database is locked", kind: str = "OperationalError") -> None:
         with app.app_context():
             engine = get_db().engine
-        error = engine.dialect.loaded_dbapi.OperationalError
+        error = getattr(engine.dialect.loaded_dbapi, kind)
 
         @event.listens_for(engine, "before_cursor_execute")
         def refuse(_conn, _cursor, statement, _parameters, _context, _many):
@@ -267,21 +267,73 @@ SENDER = "+15559876543"
 
 def test_database_error_does_not_log_the_body(make_app, failing_message_insert, caplog):
     app = make_app()
-    failing_message_insert(app)
+    failing_message_insert(app, "CHECK constraint failed: x", kind="IntegrityError")
     with caplog.at_level("DEBUG"):
         response = post_signed(app.test_client(), twilio_params(SECRET_BODY, From=SENDER))
     assert response.status_code == 500
     assert SECRET_BODY not in caplog.text and SENDER not in caplog.text
-    assert "database is locked" in caplog.text  # the error itself is still logged
+    assert "CHECK constraint failed" in caplog.text  # the error itself is still logged
     assert "details hidden" in caplog.text
     assert SECRET_BODY not in response.get_data(as_text=True)
+
+
+def test_a_locked_database_answers_503_with_retry_after(make_app, failing_message_insert,
+                                                        caplog):
+    """Busy, not broken: the caller should send the message again (same id: stored once)."""
+    app = make_app()
+    failing_message_insert(app)  # "database is locked", as SQLite says after its busy timeout
+    with caplog.at_level("DEBUG"):
+        response = post_signed(app.test_client(), twilio_params(SECRET_BODY, From=SENDER))
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert "try again" in response.get_json()["error"]
+    assert "database is locked" in caplog.text and "answered 503" in caplog.text
+    assert SECRET_BODY not in caplog.text and SENDER not in caplog.text
+
+
+def test_a_really_locked_sqlite_database_answers_503_and_the_retry_is_stored_once(
+        make_app, monkeypatch):
+    import sqlite3
+
+    from spamguard import db as db_module
+    from spamguard.extensions import get_db
+
+    monkeypatch.setattr(db_module, "SQLITE_BUSY_TIMEOUT_MS", 200)  # instead of 5 s
+    app = make_app()
+    with app.app_context():
+        url = get_db().engine.url
+    if url.get_backend_name() != "sqlite":
+        pytest.skip("SQLite's file lock")
+    params = twilio_params("a message sent while the database was busy")
+    holder = sqlite3.connect(url.database)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        busy = post_signed(app.test_client(), params)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "5"
+    assert post_signed(app.test_client(), params).status_code == 200  # the gateway's retry
+    assert post_signed(app.test_client(), params).status_code == 200  # and a second one
+    assert count_rows(app, Message) == 1
+
+
+def test_a_broken_statement_is_a_500_not_a_retry(make_app, failing_message_insert):
+    """SQLite raises OperationalError for a missing table too: retrying would not help."""
+    app = make_app()
+    failing_message_insert(app, "no such table: messages")
+    response = post_signed(app.test_client(), twilio_params("hi"))
+    if app.config["SPAMGUARD"].database_url.startswith("postgresql"):
+        assert response.status_code == 503  # psycopg's OperationalError: connection trouble
+    else:
+        assert response.status_code == 500
 
 
 def test_driver_detail_quoting_the_row_is_not_logged(make_app, failing_message_insert, caplog):
     """PostgreSQL's constraint errors quote the failing row (body and numbers included)."""
     app = make_app()
     failing_message_insert(app, 'null value in column "x" violates not-null constraint\n'
-                                f"DETAIL:  Failing row contains (1, {SENDER}, {SECRET_BODY}).")
+                                f"DETAIL:  Failing row contains (1, {SENDER}, {SECRET_BODY}).",
+                           kind="IntegrityError")
     with caplog.at_level("DEBUG"):
         response = post_signed(app.test_client(), twilio_params(SECRET_BODY, From=SENDER))
     assert response.status_code == 500
@@ -293,7 +345,7 @@ def test_driver_detail_quoting_the_row_is_not_logged(make_app, failing_message_i
 def test_database_error_logs_the_body_when_bodies_are_logged(make_app, failing_message_insert,
                                                              caplog):
     app = make_app(log_bodies=True)
-    failing_message_insert(app)
+    failing_message_insert(app, "CHECK constraint failed: x", kind="IntegrityError")
     with caplog.at_level("DEBUG"):
         assert post_signed(app.test_client(), twilio_params(SECRET_BODY)).status_code == 500
     assert SECRET_BODY in caplog.text
