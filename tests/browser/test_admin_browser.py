@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.browser.conftest import shoot
+from tests.browser.conftest import SIZES, shoot
 from tests.fixtures_admin import PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -57,6 +57,10 @@ def test_review_queue_with_the_keyboard(page, live_server, seeded, db_session_fa
     login(page, live_server, "mo")
     page.goto(f"{live_server}/admin/queue")
     shoot(page, "queue")
+    page.set_viewport_size(SIZES["phone"])  # who is logged in shows on a phone too
+    assert page.is_visible(".whoami span") and "mo" in page.inner_text(".whoami span")
+    assert page.evaluate("document.documentElement.scrollWidth") <= SIZES["phone"]["width"]
+    page.set_viewport_size(SIZES["laptop"])
     decided = []
     for key in ("s", "h"):
         decided.append(current_id(page))
