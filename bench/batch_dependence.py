@@ -25,8 +25,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import DATA, find_model, load_split, table  # noqa: E402
 
-VARIANTS = {"fp32 (onnx, default)": ("onnx", False), "int8 (onnx, --quantize)": ("onnx", True),
-            "int8 (torch)": ("torch", True), "bf16 (torch-bf16)": ("torch-bf16", False)}
+VARIANTS = {"fp32 (onnx, service default)": ("onnx", False),
+            "int8 (onnx, --quantize)": ("onnx", True), "int8 (torch)": ("torch", True),
+            "bf16 (torch-bf16)": ("torch-bf16", False)}
 
 
 def scores_three_ways(clf, texts: list[str], batch_size: int) -> dict[str, np.ndarray]:

@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from spamguard.ml.backbone import resolve
     from spamguard.ml.baseline import TfidfSvmBaseline
-    from spamguard.ml.onnx_runtime import with_runtime
+    from spamguard.ml.onnx_runtime import resolve_runtime, with_runtime
 
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.ao notices
@@ -300,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                   batch_size=args.batch_size, lexical=fp32.lexical)
 
         classifiers = {"spamguard fp32 (torch)": fp32,
-                       "spamguard fp32 (onnx, default)": variant("onnx", False),
+                       "spamguard fp32 (onnx, service default)": variant("onnx", False),
                        "spamguard int8 (torch)": variant("torch", True),
                        "spamguard int8 (onnx, --quantize)": variant("onnx", True),
                        "spamguard bf16 (torch-bf16)": variant("torch-bf16", False)}
@@ -317,6 +317,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("\nspamguard vs pipeline (b=32), target >= 3x: " + ", ".join(
         f"{name.removeprefix('spamguard ')} {rates[name] / pipeline:.2f}x"
         for name in classifiers))
+    batch_default = resolve_runtime("auto")
+    label = {"onnx": "spamguard fp32 (onnx, service default)",
+             "torch-bf16": "spamguard bf16 (torch-bf16)"}[batch_default]
+    print(f"`spamguard classify` default on this CPU (--runtime auto -> {batch_default}): "
+          f"{rates[label] / pipeline:.2f}x the pipeline")
     print(padding_note(fp32, test.texts) + "\n")
     print(table(["compute", "GFLOP/s", "of torch.mm"], gflops_rows(args, classifiers,
                                                                    test.texts)))

@@ -14,7 +14,9 @@ PLACEHOLDER_SECRET = "dev-insecure-change-me"
 # Metrics retraining may compare candidate and active models on (settings.retrain_metric).
 GATE_METRICS = ("mcc", "spam_f1", "accuracy", "roc_auc", "spam_precision", "spam_recall")
 # Backbone runtimes (spamguard.ml.onnx_runtime.RUNTIMES; repeated so config imports no torch).
-RUNTIMES = ("onnx", "torch", "torch-bf16")
+# "auto": onnx for the service's single messages; for batches (`spamguard classify`),
+# torch-bf16 on a CPU with bf16 matrix units and onnx elsewhere.
+RUNTIMES = ("auto", "onnx", "torch", "torch-bf16")
 
 
 def check_number_format(runtime: str, quantize: bool) -> None:
@@ -76,7 +78,7 @@ class Settings:
     pending_drain_batch: int = 32  # pending messages a worker classifies after a request
     pending_retry_seconds: int = 300  # with a model loaded, retry pending this often (0: never)
     quantize: bool = False  # serve with int8 dynamic quantisation (docs/performance.md)
-    runtime: str = "onnx"  # backbone runtime for serving and classify (RUNTIMES)
+    runtime: str = "auto"  # backbone runtime for serving and classify (RUNTIMES)
     torch_threads: int = 1  # torch and ONNX Runtime threads per service worker
     base_data: str = ""  # retraining's base data set; empty: DEFAULT_DATA
     retrain_min_new_reviews: int = 20  # fewer new reviews since the last run: skip

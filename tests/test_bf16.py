@@ -89,13 +89,55 @@ def test_a_bf16_backbone_is_not_passed_off_as_fp32(bf16):
         with_runtime(bf16, "torch", folder=None)
 
 
-def test_classify_cli_runs_the_bf16_backbone(tiny_model_dir, tmp_path, monkeypatch):
+def bf16_units(monkeypatch, present: bool) -> None:
+    """Pretend the CPU has (or lacks) bf16 matrix units."""
+    import spamguard.ml.backbone as backbone_module
+
+    monkeypatch.setattr(backbone_module, "native_bf16", lambda: present)
+
+
+@pytest.mark.parametrize(("present", "int8", "expected"), [
+    (True, False, "torch-bf16"), (False, False, "onnx"), (True, True, "onnx")])
+def test_auto_is_bf16_only_on_a_cpu_with_bf16_units(monkeypatch, present, int8, expected):
+    from spamguard.ml.onnx_runtime import resolve_runtime
+
+    bf16_units(monkeypatch, present)
+    assert resolve_runtime("auto", int8=int8) == expected
+    for name in ("onnx", "torch", "torch-bf16"):  # a named runtime is kept as asked
+        assert resolve_runtime(name) == name
+
+
+def test_auto_runtime_loads_the_resolved_backbone(tiny_backbone, tiny_model_dir, monkeypatch):
+    bf16_units(monkeypatch, True)
+    assert with_runtime(tiny_backbone, "auto", folder=None).variant == "bf16"
+    clf = SpamClassifier.load(tiny_model_dir, backbone=tiny_backbone, runtime="auto")
+    assert clf.backbone.variant == "bf16"
+
+
+def test_the_service_maps_auto_to_onnx(monkeypatch):
+    from spamguard.services.model_provider import ModelProvider
+
+    bf16_units(monkeypatch, True)
+    assert load_settings(environ={}).runtime == "auto"
+    assert ModelProvider.from_settings(load_settings(environ={})).runtime == "onnx"
+    settings = load_settings(environ={"SPAMGUARD_RUNTIME": "torch-bf16"})
+    assert ModelProvider.from_settings(settings).runtime == "torch-bf16"
+
+
+@pytest.mark.parametrize(("args", "env_runtime", "present", "expected"), [
+    (["--runtime", "torch-bf16"], "", False, ["bf16"]),
+    ([], "", True, ["bf16"]),  # the default, auto, on a CPU with bf16 units
+    ([], "torch", True, ["fp32"]),  # SPAMGUARD_RUNTIME is the default when it is set
+])
+def test_classify_cli_runs_the_bf16_backbone(tiny_model_dir, tmp_path, monkeypatch, args,
+                                             env_runtime, present, expected):
     import json
 
     from click.testing import CliRunner
 
     from spamguard.cli import build_cli
 
+    bf16_units(monkeypatch, present)
     variants = []
     original = SpamClassifier.classify
 
@@ -104,10 +146,11 @@ def test_classify_cli_runs_the_bf16_backbone(tiny_model_dir, tmp_path, monkeypat
         return original(self, texts, progress)
 
     monkeypatch.setattr(SpamClassifier, "classify", spy)
-    env = {"SPAMGUARD_HOME": str(tmp_path / "home"), "SPAMGUARD_DATABASE_URL": ""}
-    result = CliRunner().invoke(build_cli(), ["classify", "--runtime", "torch-bf16", "--model",
+    env = {"SPAMGUARD_HOME": str(tmp_path / "home"), "SPAMGUARD_DATABASE_URL": "",
+           "SPAMGUARD_RUNTIME": env_runtime}
+    result = CliRunner().invoke(build_cli(), ["classify", *args, "--model",
                                               str(tiny_model_dir), "-"], env=env,
                                 input="\n".join(TEXTS) + "\n")
     assert result.exit_code == 0, result.output
     assert [json.loads(x)["text"] for x in result.output.splitlines()] == TEXTS
-    assert variants == ["bf16"]
+    assert variants == expected

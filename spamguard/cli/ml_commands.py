@@ -84,8 +84,8 @@ def register(cli: click.Group) -> None:
     @click.option("--quantize", is_flag=True, help="Run the backbone with int8 Linear layers "
                   "(faster on CPU, scores shift slightly; see docs/performance.md).")
     @click.option("--runtime", type=click.Choice(list(RUNTIMES)), default=None,
-                  help="Backbone runtime (default: SPAMGUARD_RUNTIME, else onnx); torch-bf16 "
-                       "pays off on CPUs with bf16 matrix units (docs/performance.md).")
+                  help="Backbone runtime (default: SPAMGUARD_RUNTIME, else auto: torch-bf16 "
+                       "on a CPU with bf16 matrix units, else onnx; docs/performance.md).")
     @click.option("--format", "input_format", type=click.Choice(["auto", "text", "csv", "tsv"]),
                   default="auto", show_default=True,
                   help="Input format; auto: a .csv/.tsv suffix or a first line that looks "

@@ -191,7 +191,8 @@ def bf16_backbone(backbone: Backbone) -> Backbone:
     Worth it on CPUs with native bf16 matrix units (Intel AMX, AVX512-BF16): 2.3x the fp32
     throughput of all-MiniLM-L6-v2 on a 2-core Sapphire-Rapids-class Xeon, with pooled
     embeddings at a cosine of at least 0.9998 to the fp32 ones. Without such units bf16
-    is emulated and slower than fp32, so it is opt-in (docs/performance.md). The copy keeps
+    is emulated and slower than fp32, so the ``auto`` runtime picks it only where
+    :func:`native_bf16` says so (docs/performance.md). The copy keeps
     the weights ``hash`` but has ``variant="bf16"``: its embeddings are cached apart.
     """
     if backbone.variant == "bf16":

@@ -44,7 +44,10 @@ class ModelProvider:
         self.retry_seconds = retry_seconds
         self.cache_root = cache_root
         self.quantize = quantize
-        self.runtime, self.onnx_dir = runtime, onnx_dir
+        # The service classifies one message at a time, where ONNX Runtime has the lowest
+        # latency and bf16 gains nothing, so "auto" means onnx here (not as for batches).
+        self.runtime = "onnx" if runtime == "auto" else runtime
+        self.onnx_dir = onnx_dir
         self._clock = clock
         self._lock = threading.Lock()
         self.reset()
