@@ -228,7 +228,7 @@ class Gate:
     outcome: str  # promoted, rejected, dry_run
     passed: bool
     reason: str
-    forced: bool = False
+    forced: bool = False  # promoted although it failed (--force); in a dry run: would be
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -297,9 +297,9 @@ def record_versions(session: Session, directory: Path, gate: Gate,
 
     The candidate's evaluation-set metrics are kept in the registry as ``metrics["eval"]``.
     """
-    # A dry run's "forced" only says what --force would do: it registers as the gate said.
-    status = ("candidate" if gate.passed or (gate.forced and gate.outcome == "promoted")
-              else "rejected")
+    # A promotion (passed, or forced) is a candidate until promoted; a dry run registers as
+    # the gate said, whatever --force would have done.
+    status = "candidate" if gate.passed or gate.outcome == "promoted" else "rejected"
     version = registry.register_version(session=session, version_dir=directory,
                                         activate_if_none=False, status=status)
     version.metrics = {**(version.metrics or {}), "eval": eval_metrics}

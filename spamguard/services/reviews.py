@@ -139,13 +139,6 @@ def undo_review(*, session: Session, review_id: int) -> Message:
     return message
 
 
-def last_review_by(session: Session, user_id: int) -> Review | None:
-    """Return the user's most recent review that is still current, wherever it was made."""
-    query = (select(Review).where(Review.user_id == user_id, Review.is_current)
-             .order_by(Review.id.desc()).limit(1))
-    return session.scalars(query).first()
-
-
 def bulk_relabel(*, session: Session, ids: Select | list[int], label: str,
                  user_id: int | None, note: str | None = None) -> int:
     """Label many messages at once (ids, or a ``SELECT id`` subquery); return the count.
