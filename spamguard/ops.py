@@ -169,7 +169,8 @@ def _first_line(exc: DBAPIError) -> str:
 
 
 def _unexpected_error(exc: Exception):
-    """Log the traceback; API and webhook callers get a JSON 500 without internals."""
+    """Log the traceback; API and webhook callers get a JSON 500 without internals (a 503
+    with Retry-After when the database is only busy or unreachable)."""
     if isinstance(exc, HTTPException):
         return _http_error(exc)
     if not _wants_json():
