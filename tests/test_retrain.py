@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from spamguard.db import session_scope
 from spamguard.ml.classifier import SpamClassifier
@@ -301,3 +301,46 @@ def test_config_from_keeps_the_recipe_of_versions_made_before_the_blend() -> Non
     new = {"config": {"pooling": "mean", "lr": 0.0003, "lexical": True}}
     assert config_from(new).lexical is True
     assert config_from(None).lexical is True  # no active version: today's default
+
+
+def _train_active_on_base(settings, factory, tiny_backbone) -> str:
+    """`spamguard train` on the base file: the active version records it as its source."""
+    from spamguard.ml.data import load_labelled
+    from spamguard.ml.train import TrainConfig, train_model
+
+    result = train_model(load_labelled(settings.base_data_path), models_dir=settings.home,
+                         cache_root=None, backbone=tiny_backbone, config=TrainConfig(epochs=3),
+                         data_source=str(settings.base_data_path), progress=False)
+    return _install_active(settings, factory, result.directory)
+
+
+def test_the_evaluation_set_avoids_what_the_active_model_was_trained_on(
+        retrain, retrain_settings, db_session_factory, tiny_backbone) -> None:
+    from spamguard.ml.data import text_hash
+    from spamguard.ml.evaluation import version_split
+
+    active = _train_active_on_base(retrain_settings, db_session_factory, tiny_backbone)
+    store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+    lines: list[str] = []
+    retrain(log=lines.append)
+    with session_scope(db_session_factory) as session:
+        chosen = set(session.scalars(select(EvalExample.text_hash)))
+        directory = Path(registry.get_version(session, active).directory)
+    parts = version_split(json.loads((directory / "model.json").read_text()))
+    seen = {text_hash(t) for t in parts.train.texts + parts.val.texts}
+    assert chosen and not chosen & seen  # 20% was asked; only its 13 test texts are unseen
+    assert chosen == {text_hash(t) for t in parts.test.texts}
+    assert not any("could not be rebuilt" in line for line in lines)
+
+
+def test_an_evaluation_set_chosen_blind_says_so(
+        retrain, retrain_settings, db_session_factory, tiny_backbone) -> None:
+    _train_active_on_base(retrain_settings, db_session_factory, tiny_backbone)
+    # The file the active version was trained on has changed since: its split is lost.
+    write_labelled(Path(retrain_settings.base_data), base_rows()[3:])
+    store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+    lines: list[str] = []
+    retrain(log=lines.append)
+    assert any("could not be rebuilt" in line and "favours it" in line for line in lines)
+    with session_scope(db_session_factory) as session:
+        assert session.scalar(select(func.count()).select_from(EvalExample)) == 17

@@ -9,7 +9,7 @@ from spamguard.errors import DataError, ModelError
 from spamguard.ml import report as reporting
 from spamguard.ml.baseline import TfidfSvmBaseline
 from spamguard.ml.classifier import SpamClassifier
-from spamguard.ml.data import LabelledData, data_hash, dedupe, load_labelled, split
+from spamguard.ml.data import LabelledData, Split, data_hash, dedupe, load_labelled, split
 
 
 def stored_report(directory: Path) -> tuple[str, Path]:
@@ -27,21 +27,29 @@ def stored_report(directory: Path) -> tuple[str, Path]:
     return summary, Path(directory) / "report.md"
 
 
-def training_split(metadata: dict) -> LabelledData | None:
-    """Rebuild the version's training split from its recorded source, if still identical
-    (None when it is gone, changed, or no longer reads: the report then shows no baseline)."""
+def version_split(metadata: dict) -> Split | None:
+    """Rebuild the version's train/validation/test split from its recorded source, if still
+    identical (None when it is gone, changed, no longer reads, or was not one file: a
+    retrained version's data came from the database too)."""
     data_info = metadata.get("data", {})
     source = Path(data_info.get("source") or "")
     if not source.is_file():
         return None
     try:
         data = load_labelled(source)
+        if data_hash(data) != data_info.get("hash"):
+            return None
+        unique, _ = dedupe(data)
+        return split(unique, seed=metadata.get("config", {}).get("split_seed", 2018))
     except DataError:
         return None
-    if data_hash(data) != data_info.get("hash"):
-        return None
-    unique, _ = dedupe(data)
-    return split(unique, seed=metadata.get("config", {}).get("split_seed", 2018)).train
+
+
+def training_split(metadata: dict) -> LabelledData | None:
+    """The version's training split (None as for :func:`version_split`: the report then
+    shows no baseline)."""
+    parts = version_split(metadata)
+    return parts.train if parts is not None else None
 
 
 def evaluate_version(directory: Path, data_path: Path, out: Path) -> tuple[str, Path]:

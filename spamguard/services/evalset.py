@@ -13,9 +13,10 @@ The stored rows never change, so a later review can change the label back.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -105,21 +106,30 @@ def load_evalset(session: Session, *, up_to_review: int | None = None,
     return evalset
 
 
-def choose_from_base(base: LabelledData, fraction: float, *,
-                     seed: int = EVALSET_SEED) -> LabelledData:
-    """Return a seeded stratified sample of the deduplicated ``base`` (``fraction`` of it)."""
+def choose_from_base(base: LabelledData, fraction: float, *, seed: int = EVALSET_SEED,
+                     exclude: set[str] | frozenset[str] = frozenset()) -> LabelledData:
+    """Return a seeded stratified sample of ``fraction`` of the deduplicated ``base``, taken
+    from the messages whose normalised text is not in ``exclude`` (the texts the active
+    model was trained or tuned on: scoring it on those would favour it in every comparison).
+    When fewer than that are left, all of them are taken.
+    """
     unique, _ = dedupe(base)
     if not 0 < fraction < 1:
         raise DataError(f"evaluation set fraction must be between 0 and 1, got {fraction}")
+    pool = np.array([i for i, text in enumerate(unique.texts) if text_hash(text) not in exclude],
+                    dtype=int)
+    wanted = math.ceil(fraction * len(unique))  # as scikit-learn rounds a fractional size
+    if len(pool) <= wanted:
+        return unique.subset(pool.tolist())
     try:
         from sklearn.model_selection import train_test_split
 
-        _, chosen = train_test_split(np.arange(len(unique)), test_size=fraction,
-                                     random_state=seed, stratify=unique.labels)
+        _, chosen = train_test_split(pool, test_size=wanted, random_state=seed,
+                                     stratify=unique.labels[pool])
     except ValueError as exc:
-        raise DataError(f"cannot choose an evaluation set from {len(unique)} base messages "
-                        f"({unique.counts()['spam']} spam): {exc}") from None
-    return unique.subset(sorted(chosen))
+        raise DataError(f"cannot choose an evaluation set from {len(pool)} base messages "
+                        f"({int(unique.labels[pool].sum())} spam): {exc}") from None
+    return unique.subset(sorted(chosen.tolist()))
 
 
 def _insert(session: Session, texts: Sequence[str], labels: Sequence[int], source: str,
@@ -140,8 +150,10 @@ def _insert(session: Session, texts: Sequence[str], labels: Sequence[int], sourc
 
 def ensure_evalset(*, session: Session, base: LabelledData, fraction: float,
                    seed: int = EVALSET_SEED, up_to_review: int | None = None,
-                   reviews: list[ReviewedMessage] | None = None) -> tuple[EvalSet, bool]:
-    """Return the evaluation set, choosing it from ``base`` if none exists yet.
+                   reviews: list[ReviewedMessage] | None = None,
+                   exclude: Callable[[], set[str]] = set) -> tuple[EvalSet, bool]:
+    """Return the evaluation set, choosing it from ``base`` if none exists yet, never from
+    the texts ``exclude()`` returns (called only then; see :func:`choose_from_base`).
 
     ``up_to_review`` and ``reviews`` are passed to :func:`load_evalset`.
 
@@ -151,7 +163,7 @@ def ensure_evalset(*, session: Session, base: LabelledData, fraction: float,
     evalset = load_evalset(session, up_to_review=up_to_review, reviews=reviews)
     if evalset.hashes:
         return evalset, False
-    chosen = choose_from_base(base, fraction, seed=seed)
+    chosen = choose_from_base(base, fraction, seed=seed, exclude=exclude())
     if min(chosen.counts()["spam"], chosen.counts()["ham"]) < 1:
         raise DataError("the evaluation set needs spam and ham: add more base data")
     _insert(session, chosen.texts, chosen.labels.tolist(), "base", set())

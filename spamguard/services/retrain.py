@@ -176,7 +176,8 @@ class _Retrain:
                                  f"review(s) since the last run (need {need})")
         checkpoint("data", self.lease, self.log)
         training, evalset = prepare_data(session_factory=self.session_factory,
-                                         settings=self.settings, snapshot=snapshot)
+                                         settings=self.settings, snapshot=snapshot,
+                                         log=self.log)
         self.counts.update(training=training.counts, eval_set=evalset.counts())
         checkpoint("training", self.lease, self.log)
         candidate = train_candidate(training, settings=self.settings, snapshot=snapshot,

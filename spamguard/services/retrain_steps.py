@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from spamguard.config import Settings
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.classifier import SpamClassifier, read_metadata, temporary_writer
-from spamguard.ml.data import load_labelled
+from spamguard.ml.data import load_labelled, text_hash
 from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.train import TrainConfig, train_model
 from spamguard.models import ModelVersion, TrainingRun
@@ -103,17 +103,50 @@ def clean_leftovers(*, session_factory: sessionmaker[Session], models_dir: Path,
             "unregistered_candidates_removed": orphans}
 
 
+def seen_by_active(snapshot: Snapshot) -> set[str] | None:
+    """Normalised texts the active model was trained or tuned on (its training and
+    validation splits), rebuilt from its recorded data file; None if that is not possible
+    (no file, a changed one, or a retrained version, whose data came from the database)."""
+    if snapshot.active_metadata is None:
+        return set()
+    from spamguard.ml.evaluation import version_split
+
+    parts = version_split(snapshot.active_metadata)
+    if parts is None:
+        return None
+    return {text_hash(text) for text in parts.train.texts + parts.val.texts}
+
+
 def prepare_data(*, session_factory: sessionmaker[Session], settings: Settings,
-                 snapshot: Snapshot) -> tuple[TrainingSet, EvalSet]:
-    """Load the base data, choose the evaluation set if needed, merge in the reviews."""
+                 snapshot: Snapshot, log: Callable[[str], None] = lambda _line: None,
+                 ) -> tuple[TrainingSet, EvalSet]:
+    """Load the base data, choose the evaluation set if needed, merge in the reviews.
+
+    The evaluation set is chosen once, on the first run, away from the texts the active
+    model has seen, so the comparison does not favour it; when those cannot be rebuilt,
+    ``log`` says that the first comparisons may.
+    """
     base = load_labelled(settings.base_data_path)
+    unknown = False
+
+    def active_texts() -> set[str]:  # only when the set is chosen: it reads the data file
+        nonlocal unknown
+        seen = seen_by_active(snapshot)
+        unknown = seen is None
+        return seen or set()
+
     with session_factory() as session, session.begin():
         reviews = latest_reviews(session, up_to=snapshot.max_review_id)  # read once, for both
         evalset, _ = ensure_evalset(session=session, base=base,
                                     fraction=settings.evalset_fraction,
-                                    up_to_review=snapshot.max_review_id, reviews=reviews)
+                                    up_to_review=snapshot.max_review_id, reviews=reviews,
+                                    exclude=active_texts)
         training = build_training_set(session=session, base=base, exclude=evalset.hashes,
                                       up_to_review=snapshot.max_review_id, reviews=reviews)
+    if unknown:
+        log(f"retrain: note: the active model's training data ({snapshot.active_id}) could not "
+            "be rebuilt, so the new evaluation set may hold texts it was trained on; that "
+            "favours it in comparisons until it is replaced")
     check_class_sizes(training.data, settings.retrain_min_per_class)
     return training, evalset
 
