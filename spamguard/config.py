@@ -152,6 +152,27 @@ def _coerce(value: str, default: Any) -> Any:
     return value
 
 
+MIN_LOCK_TTL = 60  # seconds: a lease renews every third of its TTL
+
+
+def _check_retrain_numbers(settings: Settings) -> None:
+    """Refuse retraining settings that would misbehave at run time rather than at start: a
+    lock TTL of 0 let a second run take the lock from a live one; negative counts meant
+    "never skip" and "any class size"; the evaluation fraction failed only mid-run."""
+    checks = (
+        ("retrain_lock_ttl", settings.retrain_lock_ttl >= MIN_LOCK_TTL,
+         f"choose {MIN_LOCK_TTL} seconds or more"),
+        ("retrain_min_new_reviews", settings.retrain_min_new_reviews >= 0, "choose 0 or more"),
+        ("retrain_min_per_class", settings.retrain_min_per_class >= 1, "choose 1 or more"),
+        ("evalset_fraction", 0.0 < settings.evalset_fraction < 1.0,
+         "choose a number between 0 and 1 (0.15 holds out 15%)"),
+    )
+    for name, ok, advice in checks:
+        if not ok:
+            raise ValueError(f"SPAMGUARD_{name.upper()}={getattr(settings, name)!r} is not "
+                             f"valid: {advice}")
+
+
 def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Settings:
     """Build settings from defaults, the environment and ``overrides`` (in that order).
 
@@ -195,6 +216,7 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
         raise ValueError(f"SPAMGUARD_TORCH_THREADS={settings.torch_threads!r} is not valid: "
                          "choose 1 or more")
     check_rate_limit(settings.api_rate_limit)
+    _check_retrain_numbers(settings)
     if not 0.0 <= settings.retrain_margin <= 1.0:  # as `retrain --margin` allows
         raise ValueError(f"SPAMGUARD_RETRAIN_MARGIN={settings.retrain_margin!r} is not valid: "
                          "choose a number from 0 to 1")

@@ -344,3 +344,25 @@ def test_an_evaluation_set_chosen_blind_says_so(
     assert any("could not be rebuilt" in line and "favours it" in line for line in lines)
     with session_scope(db_session_factory) as session:
         assert session.scalar(select(func.count()).select_from(EvalExample)) == 17
+
+
+def test_a_missing_base_file_fails_even_when_the_run_would_skip(
+        retrain, retrain_settings, db_session_factory) -> None:
+    assert retrain().status == "promoted"
+    Path(retrain_settings.base_data).unlink()
+    outcome = retrain()  # no new reviews: it used to say "skipped" every night
+    assert outcome.status == "failed" and outcome.exit_code == 2
+    assert "base.tsv" in outcome.summary
+
+
+def test_a_changed_base_file_is_trained_on_without_new_reviews(
+        retrain, retrain_settings, db_session_factory) -> None:
+    first = retrain()
+    assert retrain().status == "skipped"  # nothing new
+    write_labelled(Path(retrain_settings.base_data), base_rows()[:-4])
+    lines: list[str] = []
+    outcome = retrain(log=lines.append)
+    assert outcome.status in ("promoted", "rejected")
+    assert any("base data" in line and "changed since the last run" in line for line in lines)
+    assert outcome.counts["base_data_hash"] != first.counts["base_data_hash"]
+    assert retrain().status == "skipped"  # and then it is the last run's base again

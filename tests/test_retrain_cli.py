@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -91,3 +95,39 @@ def test_margin_setting_out_of_range_is_refused(margin) -> None:
     with pytest.raises(ValueError, match="SPAMGUARD_RETRAIN_MARGIN=.*from 0 to 1"):
         load_settings(environ={"SPAMGUARD_RETRAIN_MARGIN": margin})
     assert load_settings(environ={"SPAMGUARD_RETRAIN_MARGIN": "0.02"}).retrain_margin == 0.02
+
+
+@pytest.mark.parametrize(("variable", "raw", "advice"), [
+    ("SPAMGUARD_RETRAIN_LOCK_TTL", "0", "60 seconds or more"),
+    ("SPAMGUARD_RETRAIN_LOCK_TTL", "-10", "60 seconds or more"),
+    ("SPAMGUARD_RETRAIN_MIN_NEW_REVIEWS", "-5", "0 or more"),
+    ("SPAMGUARD_RETRAIN_MIN_PER_CLASS", "0", "1 or more"),
+    ("SPAMGUARD_EVALSET_FRACTION", "1.5", "between 0 and 1"),
+    ("SPAMGUARD_EVALSET_FRACTION", "0", "between 0 and 1"),
+])
+def test_retraining_numbers_are_checked_at_start(variable, raw, advice) -> None:
+    """A lock TTL of 0 let a second run take the lock from a live first one."""
+    from spamguard.config import load_settings
+
+    with pytest.raises(ValueError, match=f"{variable}=.* is not valid: choose .*{advice}"):
+        load_settings(environ={variable: raw})
+
+
+def test_the_documented_crontab_line_runs_and_logs(tmp_path) -> None:
+    """The line from docs/retraining.md, with /srv/spamguard replaced by a scratch folder:
+    it must reach spamguard (the log folder is made first) and leave one summary line. The
+    scratch instance has no database, which retrain refuses instead of starting a new one."""
+    import subprocess
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "retraining.md"
+    (line,) = [x for x in docs.read_text().splitlines() if x.startswith("15 3 * * *")]
+    command = line.split(None, 5)[5].replace("/srv/spamguard", str(tmp_path))
+    (tmp_path / ".venv").symlink_to(sys.prefix)  # the virtual environment running the tests
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPAMGUARD_")}
+    done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    log = (tmp_path / "instance" / "logs" / "retrain.log").read_text()
+    assert log.startswith("retrain: started ") and " UTC (pid " in log
+    assert log.splitlines()[-1].startswith("retrain: failed: no spamguard database at ")
+    assert not (tmp_path / "instance" / "spamguard.db").exists()  # nothing was created

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+from datetime import UTC, datetime
 
 import click
 
@@ -47,15 +49,26 @@ def register(cli: click.Group) -> None:
         Exit codes: 0 promoted, skipped or dry run; 1 failed; 2 needs a fix (data,
         settings); 3 rejected; 4 another run holds the lock.
         """
+        from spamguard.db import missing_sqlite_file
+        from spamguard.errors import DatabaseError, SpamguardError
         from spamguard.services.retrain import run_retrain
 
         _stop_on_sigterm()
+        click.echo(f"retrain: started {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC "
+                   f"(pid {os.getpid()})", err=True)  # cron logs have no timestamps
         try:
+            missing = missing_sqlite_file(ctx.settings.resolved_database_url)
+            if missing is not None:  # a mistyped SPAMGUARD_HOME must not start a new instance
+                raise DatabaseError(f"no spamguard database at {missing}: check SPAMGUARD_HOME "
+                                    "(`spamguard train` or `spamguard db upgrade` makes one)")
             with session_factory_for(ctx) as factory:
                 outcome = run_retrain(
                     session_factory=factory, settings=ctx.settings, force=force,
                     dry_run=dry_run, trigger=trigger, min_new_reviews=min_new_reviews,
                     margin=margin, metric=metric, log=lambda line: click.echo(line, err=True))
+        except SpamguardError as exc:  # before the run could start: still one summary line
+            click.echo(f"retrain: failed: {exc}")
+            sys.exit(exc.exit_code)
         except (SystemExit, KeyboardInterrupt):  # SIGTERM or Ctrl-C: the log still gets a line
             click.echo("retrain: failed: interrupted (recorded as failed in training_runs)")
             raise

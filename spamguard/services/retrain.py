@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from spamguard.config import GATE_METRICS, Settings
 from spamguard.errors import LockHeldError, SpamguardError
+from spamguard.ml.data import data_hash, load_labelled
 from spamguard.models import RUN_TRIGGERS, TrainingRun
 from spamguard.services import locks
 from spamguard.services.retrain_jobs import RETRAIN_LOCK as LOCK_NAME
@@ -170,14 +171,22 @@ class _Retrain:
             snapshot = take_snapshot(session)
             session.get(TrainingRun, self.run_id).active_version_id = snapshot.active_id
         self.counts["new_reviews"], self.active_id = snapshot.new_reviews, snapshot.active_id
+        # Read every night, skip or not: a missing or broken base file fails now (exit 2),
+        # not on the night enough reviews have come in, and a changed one is trained on.
+        base = load_labelled(self.settings.base_data_path)
+        self.counts["base_data_hash"] = data_hash(base)
+        base_changed = snapshot.last_base_hash not in (None, self.counts["base_data_hash"])
         need = self.settings.retrain_min_new_reviews
         if snapshot.active_id and not self.force and snapshot.new_reviews < need:
-            return self._outcome("skipped", f"retrain: skipped: {snapshot.new_reviews} new "
-                                 f"review(s) since the last run (need {need})")
+            if not base_changed:
+                return self._outcome("skipped", f"retrain: skipped: {snapshot.new_reviews} "
+                                     f"new review(s) since the last run (need {need})")
+            self.log(f"retrain: note: the base data ({self.settings.base_data_path}) changed "
+                     f"since the last run: training with {snapshot.new_reviews} new review(s)")
         checkpoint("data", self.lease, self.log)
         training, evalset = prepare_data(session_factory=self.session_factory,
                                          settings=self.settings, snapshot=snapshot,
-                                         log=self.log)
+                                         base=base, log=self.log)
         self.counts.update(training=training.counts, eval_set=evalset.counts())
         checkpoint("training", self.lease, self.log)
         candidate = train_candidate(training, settings=self.settings, snapshot=snapshot,

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from spamguard.config import Settings
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.classifier import SpamClassifier, read_metadata, temporary_writer
-from spamguard.ml.data import load_labelled, text_hash
+from spamguard.ml.data import LabelledData, text_hash
 from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.train import TrainConfig, train_model
 from spamguard.models import ModelVersion, TrainingRun
@@ -48,6 +48,7 @@ class Snapshot:
     active_metadata: dict[str, Any] | None
     max_review_id: int | None
     new_reviews: int
+    last_base_hash: str | None = None  # the base data the last completed run trained on
 
 
 def take_snapshot(session: Session) -> Snapshot:
@@ -60,7 +61,8 @@ def take_snapshot(session: Session) -> Snapshot:
         active_id=active.id if active else None,
         active_dir=active.path if active else None,
         active_metadata=read_metadata(active.path) if active else None,
-        max_review_id=max_review_id(session), new_reviews=new)
+        max_review_id=max_review_id(session), new_reviews=new,
+        last_base_hash=(last.counts or {}).get("base_data_hash") if last else None)
 
 
 def clean_leftovers(*, session_factory: sessionmaker[Session], models_dir: Path,
@@ -118,15 +120,15 @@ def seen_by_active(snapshot: Snapshot) -> set[str] | None:
 
 
 def prepare_data(*, session_factory: sessionmaker[Session], settings: Settings,
-                 snapshot: Snapshot, log: Callable[[str], None] = lambda _line: None,
+                 snapshot: Snapshot, base: LabelledData,
+                 log: Callable[[str], None] = lambda _line: None,
                  ) -> tuple[TrainingSet, EvalSet]:
-    """Load the base data, choose the evaluation set if needed, merge in the reviews.
+    """Choose the evaluation set if needed and merge the reviews into the ``base`` data.
 
     The evaluation set is chosen once, on the first run, away from the texts the active
     model has seen, so the comparison does not favour it; when those cannot be rebuilt,
     ``log`` says that the first comparisons may.
     """
-    base = load_labelled(settings.base_data_path)
     unknown = False
 
     def active_texts() -> set[str]:  # only when the set is chosen: it reads the data file
