@@ -41,6 +41,11 @@ def test_exit_codes_and_summary_lines(invoke, retrain_env, db_session_factory) -
     models = CliRunner().invoke(build_cli(), ["models"], env=retrain_env)
     statuses = [line.split()[1] for line in models.stdout.splitlines()[1:]]
     assert sorted(statuses) == ["active", "rejected"]
+    rejected_row = next(line.split() for line in models.stdout.splitlines()
+                        if " rejected " in line)
+    # The evaluation-set numbers the gate rejected it by are in the table.
+    assert rejected_row[-2].replace(".", "", 1).lstrip("-").isdigit()
+    assert rejected_row[-1].endswith("%")
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -13,7 +13,11 @@ from spamguard.cli.context import CliContext, pass_ctx, transaction
 from spamguard.models import ModelVersion
 from spamguard.services import registry
 
-COLUMNS = ("VERSION", "STATUS", "CREATED", "BACKBONE", "SPAM F1", "MCC", "HAM FPR")
+# TEST: each version's own test split (versions trained on different data are not
+# comparable on it); EVAL: the fixed evaluation set retraining compares on (retrained
+# versions only), the numbers a candidate was promoted or rejected by.
+COLUMNS = ("VERSION", "STATUS", "CREATED", "BACKBONE", "TEST F1", "TEST MCC", "TEST HAM FPR",
+           "EVAL MCC", "EVAL HAM FPR")
 
 
 def _score(value: float | None) -> str:
@@ -27,15 +31,17 @@ def _percent(value: float | None) -> str:
 
 
 def version_row(version: ModelVersion) -> tuple[str, ...]:
-    """Return one table row for ``version`` (the ham false-positive rate in percent)."""
-    scores = registry.headline_metrics(version)
+    """Return one table row for ``version`` (ham false-positive rates in percent)."""
+    test, evaluation = registry.headline_metrics(version), registry.headline_metrics(
+        version, "eval")
     return (
         version.id,
         version.status,
         version.created_at.strftime("%Y-%m-%d %H:%M"),
         PurePath(version.backbone).name or version.backbone,
-        *((_percent if name == "ham_fpr" else _score)(scores[name])
+        *((_percent if name == "ham_fpr" else _score)(test[name])
           for name in registry.HEADLINE_METRICS),
+        _score(evaluation["mcc"]), _percent(evaluation["ham_fpr"]),
     )
 
 
@@ -76,6 +82,7 @@ def register(cli: click.Group) -> None:
                         "created_at": version.created_at.isoformat(),
                         "backbone": version.backbone, "directory": version.directory,
                         "threshold": version.threshold, **registry.headline_metrics(version),
+                        "eval": registry.headline_metrics(version, "eval"),
                     }))
                 return
             if not versions:
