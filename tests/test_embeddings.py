@@ -154,3 +154,28 @@ def test_shards_are_synced_before_they_get_their_name(tmp_path, monkeypatch):
     cache = _cache_with(tmp_path, 1)
     assert [p.suffix for p in synced] == [".tmp"]
     assert len(cache._shards()) == 1
+
+
+@pytest.mark.parametrize("failure", ["oserror", "safetensors"])
+def test_a_cache_that_cannot_be_written_is_only_a_warning(tiny_backbone, tmp_path, monkeypatch,
+                                                          caplog, failure):
+    """A full or read-only cache folder used to abort a whole retraining after hours of
+    embedding; the cache only saves time, so the vectors are returned all the same."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    def refuse(self, texts, vectors):
+        if failure == "oserror":
+            raise OSError(errno.EROFS, "Read-only file system")
+        raise SafetensorError("Error while serializing: I/O error: Read-only file system")
+
+    monkeypatch.setattr(EmbeddingCache, "put", refuse)
+    encoder = CachedEncoder(tiny_backbone, tmp_path)
+    with caplog.at_level("WARNING"):
+        first = encoder(["hello there", "WIN a prize"])
+        second = encoder(["hello there", "another one"])
+    assert first.shape[0] == 2 and second.shape[0] == 2
+    assert np.allclose(first[0], second[0], atol=1e-5)
+    assert caplog.text.count("cannot write the embedding cache") == 1  # said once
+    assert encoder.computed == 4  # nothing was cached, so "hello there" ran twice

@@ -366,3 +366,31 @@ def test_a_changed_base_file_is_trained_on_without_new_reviews(
     assert any("base data" in line and "changed since the last run" in line for line in lines)
     assert outcome.counts["base_data_hash"] != first.counts["base_data_hash"]
     assert retrain().status == "skipped"  # and then it is the last run's base again
+
+
+def test_a_models_folder_that_cannot_be_written_fails_before_training(
+        retrain, retrain_settings, db_session_factory) -> None:
+    retrain_settings.home.mkdir(parents=True, exist_ok=True)
+    retrain_settings.models_dir.write_text("not a folder")  # as a read-only mount would
+    lines: list[str] = []
+    outcome = retrain(log=lines.append)
+    assert outcome.status == "failed" and outcome.exit_code == 2
+    assert "cannot write model versions in " in outcome.summary
+    assert "retrain: training" not in lines  # found before the hours of work, not after
+
+
+def test_a_full_disk_is_one_line_and_exit_2(retrain, db_session_factory, monkeypatch,
+                                            caplog) -> None:
+    import errno
+
+    from spamguard.services import retrain_steps
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/srv/models/x")
+
+    monkeypatch.setattr(retrain_steps, "train_model", full)
+    with caplog.at_level("ERROR"):
+        outcome = retrain()
+    assert (outcome.status, outcome.exit_code) == ("failed", 2)
+    assert outcome.summary == "retrain: failed: No space left on device: /srv/models/x"
+    assert "Traceback" not in caplog.text

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -262,6 +263,16 @@ class CachedEncoder:
         self.cache = (EmbeddingCache(cache_root, backbone.cache_key, pooling, max_length)
                       if cache_root is not None else None)
         self.computed = 0  # texts that went through the backbone (tests and logs read it)
+        self.cache_writes = True  # off after a write failed: the cache is only a speed-up
+
+    def _store(self, texts: list[str], vectors: np.ndarray) -> None:
+        """Cache fresh vectors; a full or read-only disk costs speed later, not this call."""
+        try:
+            self.cache.put(texts, vectors)
+        except (OSError, SafetensorError) as exc:
+            self.cache_writes = False
+            log.warning("cannot write the embedding cache in %s (%s); carrying on without "
+                        "caching new embeddings", self.cache.dir, exc)
 
     def __call__(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
         """Embeddings for ``texts`` in order; only texts not cached run the backbone."""
@@ -275,8 +286,8 @@ class CachedEncoder:
                              progress=progress)
             self.computed += len(missing)
             fresh = dict(zip(missing, vectors, strict=True))
-            if self.cache is not None:
-                self.cache.put(missing, vectors)
+            if self.cache is not None and self.cache_writes:
+                self._store(missing, vectors)
         dim = embedding_dim(self.backbone, self.pooling)
         out = np.zeros((len(texts), dim), dtype=np.float32)
         for i, (text, vector) in enumerate(zip(texts, found, strict=True)):

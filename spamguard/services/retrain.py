@@ -10,6 +10,7 @@ the dead run failed and removes its temporary folders.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -31,6 +32,7 @@ from spamguard.services.retrain_steps import (
     Candidate,
     Gate,
     Snapshot,
+    check_writable,
     clean_leftovers,
     decide,
     evaluate_and_report,
@@ -45,6 +47,9 @@ from spamguard.sqltypes import utcnow
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_REJECTED, EXIT_LOCKED = 0, 1, 2, 3, 4
 EXIT_CODES = {"promoted": EXIT_OK, "skipped": EXIT_OK, "dry_run": EXIT_OK,
               "rejected": EXIT_REJECTED, "locked": EXIT_LOCKED}
+# A full, read-only or forbidden disk does not heal by itself: exit 2 ("a person must fix
+# this"), with one line and no traceback, instead of 1 ("retry next time").
+NEEDS_A_PERSON = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 PAUSE_ENV, PAUSE_SECONDS_ENV = "SPAMGUARD_TEST_PAUSE_AT", "SPAMGUARD_TEST_PAUSE_SECONDS"
 logger = logging.getLogger(__name__)
 
@@ -146,8 +151,13 @@ class _Retrain:
         except SpamguardError as exc:
             outcome = self._failed(str(exc), exc.exit_code)
         except Exception as exc:  # any bug or I/O error: record it, never leave "running"
-            logger.exception("retrain failed")
-            outcome = self._failed(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+            if isinstance(exc, OSError) and exc.errno in NEEDS_A_PERSON:
+                logger.debug("retrain failed", exc_info=True)  # one line is the whole story
+                outcome = self._failed(f"{exc.strerror}: {exc.filename}" if exc.filename
+                                       else str(exc), EXIT_USER_ERROR)
+            else:
+                logger.exception("retrain failed")
+                outcome = self._failed(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
         except BaseException:  # Ctrl-C, SIGTERM (the CLI raises SystemExit): record and stop
             if not self.committed:  # a signal just after the commit must not undo its record
                 self._finish(self._failed("interrupted", EXIT_FAILED))
@@ -183,6 +193,7 @@ class _Retrain:
                                      f"new review(s) since the last run (need {need})")
             self.log(f"retrain: note: the base data ({self.settings.base_data_path}) changed "
                      f"since the last run: training with {snapshot.new_reviews} new review(s)")
+        check_writable(self.settings.models_dir)
         checkpoint("data", self.lease, self.log)
         training, evalset = prepare_data(session_factory=self.session_factory,
                                          settings=self.settings, snapshot=snapshot,

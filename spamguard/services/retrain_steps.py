@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from spamguard.config import Settings
+from spamguard.errors import SpamguardError
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.classifier import SpamClassifier, read_metadata, temporary_writer
 from spamguard.ml.data import LabelledData, text_hash
@@ -103,6 +105,18 @@ def clean_leftovers(*, session_factory: sessionmaker[Session], models_dir: Path,
         removed.append(tmp.name)
     return {"stale_runs_failed": [run.id for run in stale], "tmp_dirs_removed": removed,
             "unregistered_candidates_removed": orphans}
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before the training, not after it, when no version can be written (a read-only
+    mount, a full disk, another user's folder)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise SpamguardError(f"cannot write model versions in {folder}: "
+                             f"{exc.strerror or exc}") from None
 
 
 def seen_by_active(snapshot: Snapshot) -> set[str] | None:
