@@ -55,9 +55,9 @@ def test_add_reviewed_grows_the_set(db_session_factory) -> None:
                                              ("ONE reviewed message!", "spam")])
     with session_scope(db_session_factory) as session:
         ensure_evalset(session=session, base=sample_data(6), fraction=0.2)
-        assert add_reviewed(session=session, message_ids=[ids[0]]) == 1
-        assert add_reviewed(session=session, message_ids=[ids[3]]) == 0  # same text
-        assert add_reviewed(session=session, count=5) == 2
+        assert add_reviewed(session=session, message_ids=[ids[0]]) == (1, 0)
+        assert add_reviewed(session=session, message_ids=[ids[3]]) == (0, 1)  # same text
+        assert add_reviewed(session=session, count=5)[0] == 2
         evalset = load_evalset(session)
     assert len(evalset) == 20 and evalset.sources == {"base": 17, "review": 3}
     assert text_hash("two reviewed message") in evalset.hashes
@@ -75,7 +75,7 @@ def test_labels_follow_the_latest_review(db_session_factory) -> None:
     (undone,) = store_reviews(db_session_factory, [("lunch at noon then?", "ham")])
     with session_scope(db_session_factory) as session:
         chosen, _ = ensure_evalset(session=session, base=base, fraction=0.2)
-        assert add_reviewed(session=session, message_ids=[mistake, undone]) == 2
+        assert add_reviewed(session=session, message_ids=[mistake, undone]) == (2, 0)
     base_ham = next(t for t, label in zip(chosen.texts, chosen.labels, strict=True)
                     if label == 0)
     (moderated,) = store_reviews(db_session_factory, [(base_ham, "spam")])
@@ -126,3 +126,7 @@ def test_evalset_cli(retrain_env, retrain_settings, db_session_factory) -> None:
     assert len(choose_from_base(base, 0.2)) == 17
     result = runner.invoke(cli, ["evalset", "show"], env=retrain_env)
     assert "evaluation set: 18 messages" in result.output and "1 from reviews" in result.output
+    (again,) = store_reviews(db_session_factory, [("PLEASE hold this one out!", "ham")])
+    result = runner.invoke(cli, ["evalset", "add", "--message-id", str(again)], env=retrain_env)
+    assert "added 0 reviewed message(s) (1 not: the same text is in the set already)" in (
+        result.output)

@@ -96,15 +96,27 @@ def register(cli: click.Group) -> None:
     @pass_ctx
     def add_command(ctx: CliContext, message_ids: tuple[int, ...], count: int) -> None:
         """Add reviewed messages to the evaluation set (they are no longer trained on)."""
+        from spamguard.ml.classifier import read_metadata
         from spamguard.ml.data import load_labelled
+        from spamguard.services import registry
         from spamguard.services.evalset import add_reviewed, ensure_evalset, load_evalset
+        from spamguard.services.retrain_steps import away_from
 
         if not message_ids and not count:
             raise click.UsageError("give --message-id ID or --from-reviews N")
         settings = ctx.settings
         with transaction(ctx) as session:
-            # Choose the base part first, so added messages never stand in for it.
+            active = registry.active_version(session)
+            away = away_from(read_metadata(active.path) if active else None,
+                             active.id if active else None,
+                             lambda line: click.echo(f"note: {line}", err=True))
+            # Choose the base part first (as `retrain` would), so added messages never
+            # stand in for it.
             ensure_evalset(session=session, base=load_labelled(settings.base_data_path),
-                           fraction=settings.evalset_fraction)
-            added = add_reviewed(session=session, message_ids=message_ids, count=count)
-            click.echo(f"added {added} reviewed message(s); {load_evalset(session).describe()}")
+                           fraction=settings.evalset_fraction, exclude=away)
+            added, already = add_reviewed(session=session, message_ids=message_ids,
+                                          count=count)
+            skipped = (f" ({already} not: the same text is in the set already)"
+                       if already else "")
+            click.echo(f"added {added} reviewed message(s){skipped}; "
+                       f"{load_evalset(session).describe()}")

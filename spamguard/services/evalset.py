@@ -171,7 +171,7 @@ def ensure_evalset(*, session: Session, base: LabelledData, fraction: float,
 
 
 def add_reviewed(*, session: Session, message_ids: Sequence[int] = (), count: int = 0,
-                 seed: int = EVALSET_SEED) -> int:
+                 seed: int = EVALSET_SEED) -> tuple[int, int]:
     """Add reviewed messages to the evaluation set (they leave the training data).
 
     Args:
@@ -181,7 +181,8 @@ def add_reviewed(*, session: Session, message_ids: Sequence[int] = (), count: in
             with ``seed``.
 
     Returns:
-        How many messages were added (texts already in the set are not added twice).
+        How many messages were added, and how many were not because their normalised text
+        was in the set already (or twice among those picked).
     """
     reviews = latest_reviews(session)
     known = load_evalset(session, reviews=reviews).hashes
@@ -201,5 +202,6 @@ def add_reviewed(*, session: Session, message_ids: Sequence[int] = (), count: in
         pool = [r for r in reviewed.values()
                 if r.message_id not in chosen_ids and r.text_hash not in known]
         picked += random.Random(seed).sample(pool, min(count, len(pool)))
-    return _insert(session, [r.text for r in picked], [LABEL_IDS[r.label] for r in picked],
-                   "review", known)
+    added = _insert(session, [r.text for r in picked], [LABEL_IDS[r.label] for r in picked],
+                    "review", known)
+    return added, len(picked) - added

@@ -119,18 +119,36 @@ def check_writable(folder: Path) -> None:
                              f"{exc.strerror or exc}") from None
 
 
-def seen_by_active(snapshot: Snapshot) -> set[str] | None:
-    """Normalised texts the active model was trained or tuned on (its training and
-    validation splits), rebuilt from its recorded data file; None if that is not possible
-    (no file, a changed one, or a retrained version, whose data came from the database)."""
-    if snapshot.active_metadata is None:
+def texts_seen_by(metadata: dict[str, Any] | None) -> set[str] | None:
+    """Normalised texts a version was trained or tuned on (its training and validation
+    splits), rebuilt from its recorded data file; None if that is not possible (no file, a
+    changed one, or a retrained version, whose data came from the database). No version
+    (``None``) has seen nothing."""
+    if metadata is None:
         return set()
     from spamguard.ml.evaluation import version_split
 
-    parts = version_split(snapshot.active_metadata)
+    parts = version_split(metadata)
     if parts is None:
         return None
     return {text_hash(text) for text in parts.train.texts + parts.val.texts}
+
+
+def away_from(metadata: dict[str, Any] | None, version: str | None,
+              note: Callable[[str], None]) -> Callable[[], set[str]]:
+    """The ``exclude`` of :func:`~spamguard.services.evalset.ensure_evalset`: the texts the
+    active version saw, rebuilt only if a set is chosen; when they cannot be, ``note`` says
+    that the set may favour that version."""
+
+    def texts() -> set[str]:
+        seen = texts_seen_by(metadata)
+        if seen is None:
+            note(f"the active model's training data ({version}) could not be rebuilt, so "
+                 "the new evaluation set may hold texts it was trained on; that favours it "
+                 "in comparisons until it is replaced")
+        return seen or set()
+
+    return texts
 
 
 def prepare_data(*, session_factory: sessionmaker[Session], settings: Settings,
@@ -140,29 +158,18 @@ def prepare_data(*, session_factory: sessionmaker[Session], settings: Settings,
     """Choose the evaluation set if needed and merge the reviews into the ``base`` data.
 
     The evaluation set is chosen once, on the first run, away from the texts the active
-    model has seen, so the comparison does not favour it; when those cannot be rebuilt,
-    ``log`` says that the first comparisons may.
+    model has seen, so the comparison does not favour it (:func:`away_from`).
     """
-    unknown = False
-
-    def active_texts() -> set[str]:  # only when the set is chosen: it reads the data file
-        nonlocal unknown
-        seen = seen_by_active(snapshot)
-        unknown = seen is None
-        return seen or set()
-
     with session_factory() as session, session.begin():
         reviews = latest_reviews(session, up_to=snapshot.max_review_id)  # read once, for both
         evalset, _ = ensure_evalset(session=session, base=base,
                                     fraction=settings.evalset_fraction,
                                     up_to_review=snapshot.max_review_id, reviews=reviews,
-                                    exclude=active_texts)
+                                    exclude=away_from(snapshot.active_metadata,
+                                                      snapshot.active_id,
+                                                      lambda line: log(f"retrain: note: {line}")))
         training = build_training_set(session=session, base=base, exclude=evalset.hashes,
                                       up_to_review=snapshot.max_review_id, reviews=reviews)
-    if unknown:
-        log(f"retrain: note: the active model's training data ({snapshot.active_id}) could not "
-            "be rebuilt, so the new evaluation set may hold texts it was trained on; that "
-            "favours it in comparisons until it is replaced")
     check_class_sizes(training.data, settings.retrain_min_per_class)
     return training, evalset
 
