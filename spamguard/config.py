@@ -152,19 +152,48 @@ def _coerce(value: str, default: Any) -> Any:
     return value
 
 
+# Settings that name one of a few choices (matched without regard to case or spaces).
+CHOICES = {"env": ENVIRONMENTS, "runtime": RUNTIMES, "retrain_metric": GATE_METRICS}
+
+
+def check_public_base_url(value: str) -> None:
+    """Refuse a base URL Twilio's signatures cannot match: "sms.example.com" (no scheme)
+    made every correctly signed webhook a 403, with nothing in the log to say why."""
+    if not value:
+        return
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"SPAMGUARD_PUBLIC_BASE_URL={value!r} is not valid: write the "
+                         "address Twilio posts to, like https://sms.example.com")
+
+
 MIN_LOCK_TTL = 60  # seconds: a lease renews every third of its TTL
+MIN_REQUEST_BYTES = 1024  # below that not even one SMS form post fits
 
 
-def _check_retrain_numbers(settings: Settings) -> None:
-    """Refuse retraining settings that would misbehave at run time rather than at start: a
-    lock TTL of 0 let a second run take the lock from a live one; negative counts meant
-    "never skip" and "any class size"; the evaluation fraction failed only mid-run."""
+def _check_numbers(settings: Settings) -> None:
+    """Refuse numbers that would misbehave at run time rather than at start: a body limit
+    of -5 refused every SMS with a 400, a lock TTL of 0 let a second retraining take the
+    lock from a live one, negative counts meant "never skip", and the evaluation fraction
+    failed only mid-run."""
+    s = settings
     checks = (
-        ("retrain_lock_ttl", settings.retrain_lock_ttl >= MIN_LOCK_TTL,
+        ("max_body_chars", s.max_body_chars >= 1, "choose 1 or more"),
+        ("max_request_bytes", s.max_request_bytes >= MIN_REQUEST_BYTES,
+         f"choose {MIN_REQUEST_BYTES} bytes or more"),
+        ("classify_batch_limit", s.classify_batch_limit >= 1, "choose 1 or more"),
+        ("model_check_seconds", s.model_check_seconds >= 0, "choose 0 or more"),
+        ("pending_drain_batch", s.pending_drain_batch >= 0, "choose 0 or more"),
+        ("pending_retry_seconds", s.pending_retry_seconds >= 0, "choose 0 or more"),
+        ("torch_threads", s.torch_threads >= 1, "choose 1 or more"),
+        ("retrain_lock_ttl", s.retrain_lock_ttl >= MIN_LOCK_TTL,
          f"choose {MIN_LOCK_TTL} seconds or more"),
-        ("retrain_min_new_reviews", settings.retrain_min_new_reviews >= 0, "choose 0 or more"),
-        ("retrain_min_per_class", settings.retrain_min_per_class >= 1, "choose 1 or more"),
-        ("evalset_fraction", 0.0 < settings.evalset_fraction < 1.0,
+        ("retrain_min_new_reviews", s.retrain_min_new_reviews >= 0, "choose 0 or more"),
+        ("retrain_min_per_class", s.retrain_min_per_class >= 1, "choose 1 or more"),
+        ("retrain_margin", 0.0 <= s.retrain_margin <= 1.0, "choose a number from 0 to 1"),
+        ("evalset_fraction", 0.0 < s.evalset_fraction < 1.0,
          "choose a number between 0 and 1 (0.15 holds out 15%)"),
     )
     for name, ok, advice in checks:
@@ -201,25 +230,18 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
             values[key] = Path(value) if key == "home" else value
         else:
             extra[key] = value
+    for name, choices in CHOICES.items():  # "ONNX" means onnx, as "Yes" means yes
+        given = values.get(name, getattr(settings, name))
+        value = str(given).strip().lower()
+        if value not in choices:  # "dev" must not silently mean production
+            raise ValueError(f"SPAMGUARD_{name.upper()}={given!r} is not valid: choose "
+                             f"{', '.join(choices)}")
+        values[name] = value
     settings = replace(settings, **values)
-    if settings.env not in ENVIRONMENTS:  # "dev" would silently mean production
-        raise ValueError(f"SPAMGUARD_ENV={settings.env!r} is not valid: choose "
-                         f"{', '.join(ENVIRONMENTS)}")
-    if settings.runtime not in RUNTIMES:
-        raise ValueError(f"SPAMGUARD_RUNTIME={settings.runtime!r} is not valid: choose "
-                         f"{', '.join(RUNTIMES)}")
     check_number_format(settings.runtime, settings.quantize)
-    if settings.retrain_metric not in GATE_METRICS:
-        raise ValueError(f"SPAMGUARD_RETRAIN_METRIC={settings.retrain_metric!r} is not valid: "
-                         f"choose {', '.join(GATE_METRICS)}")
-    if settings.torch_threads < 1:
-        raise ValueError(f"SPAMGUARD_TORCH_THREADS={settings.torch_threads!r} is not valid: "
-                         "choose 1 or more")
     check_rate_limit(settings.api_rate_limit)
-    _check_retrain_numbers(settings)
-    if not 0.0 <= settings.retrain_margin <= 1.0:  # as `retrain --margin` allows
-        raise ValueError(f"SPAMGUARD_RETRAIN_MARGIN={settings.retrain_margin!r} is not valid: "
-                         "choose a number from 0 to 1")
+    check_public_base_url(settings.public_base_url)
+    _check_numbers(settings)
     if extra:
         settings = replace(settings, extra={**settings.extra, **extra})
     return settings

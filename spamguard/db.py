@@ -21,6 +21,7 @@ import spamguard
 from spamguard.errors import DatabaseError, DatabaseUnavailableError, SchemaOutOfDateError
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")  # what the migrations and tests cover
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -32,6 +33,10 @@ def normalise_url(url: str | URL) -> URL:
                             "sqlite:///path or postgresql://user:pass@host/db") from None
     if parsed.drivername in {"postgresql", "postgres"}:
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:  # else: a driver ImportError
+        raise DatabaseError(f"database URL {parsed.render_as_string(hide_password=True)!r}: "
+                            f"{parsed.get_backend_name()} is not supported; use "
+                            "sqlite:///path or postgresql://user:pass@host/db")
     return parsed
 
 

@@ -8,6 +8,7 @@ import tempfile
 from typing import Any
 
 from spamguard.config import Settings
+from spamguard.errors import SpamguardError
 
 
 def check_ready(settings: Settings) -> None:
@@ -20,6 +21,25 @@ def check_ready(settings: Settings) -> None:
 
     check_secret(settings, testing=False)
     open_database(settings.resolved_database_url, create_if_empty=True).dispose()
+    check_rate_limit_store(settings.rate_limit_storage_uri)
+
+
+def check_rate_limit_store(uri: str) -> None:
+    """Refuse a rate-limit store the workers could not use: they would boot, fail and take
+    gunicorn down after it had already said it was serving."""
+    from limits.errors import ConfigurationError
+    from limits.storage import storage_from_string
+
+    try:
+        reachable = storage_from_string(uri).check()
+    except ConfigurationError as exc:
+        raise SpamguardError(f"SPAMGUARD_RATE_LIMIT_STORAGE_URI={uri!r}: {exc}") from None
+    except Exception as exc:  # the store's client library failing to connect
+        raise SpamguardError(f"SPAMGUARD_RATE_LIMIT_STORAGE_URI={uri!r}: cannot use it "
+                             f"({type(exc).__name__}: {exc})") from None
+    if not reachable:
+        raise SpamguardError(f"SPAMGUARD_RATE_LIMIT_STORAGE_URI={uri!r}: the store does not "
+                             "answer")
 
 
 def default_workers() -> int:

@@ -54,7 +54,14 @@ def signature_ok() -> bool:
     algorithm = get_signature_algorithm(
         request.headers.get("X-Twilio-Webhooks-Signature-Settings"))
     validator = RequestValidator(current.twilio_auth_token)
-    return validator.validate(signed_url(), request.form, signature, algorithm=algorithm)
+    url = signed_url()
+    if validator.validate(url, request.form, signature, algorithm=algorithm):
+        return True
+    # The usual cause is a URL that differs from the one configured in Twilio (a proxy
+    # not trusted, a wrong SPAMGUARD_PUBLIC_BASE_URL): say which one was checked.
+    log.warning("X-Twilio-Signature does not match %s (Twilio must be set to post to exactly "
+                "that URL; see SPAMGUARD_PUBLIC_BASE_URL and SPAMGUARD_TRUST_PROXY)", url)
+    return False
 
 
 def read_form() -> None:

@@ -117,9 +117,15 @@ def test_gunicorn_options_do_not_preload():
     ("SPAMGUARD_API_RATE_LIMIT", "600 per minut", "no granularity matched for minut"),
     ("SPAMGUARD_ENV", "dev", "choose production, development"),
     ("SPAMGUARD_RETRAIN_MARGIN", "a bit", "use a number"),
+    ("SPAMGUARD_MAX_BODY_CHARS", "-5", "choose 1 or more"),
+    ("SPAMGUARD_PUBLIC_BASE_URL", "sms.example.com", "like https://sms.example.com"),
+    ("SPAMGUARD_RATE_LIMIT_STORAGE_URI", "bogus://x", "unknown storage scheme"),
+    # The redis client library is not installed here: found at start, not by each worker.
+    ("SPAMGUARD_RATE_LIMIT_STORAGE_URI", "redis://127.0.0.1:1", "'redis' prerequisite"),
 ])
 def test_serve_refuses_bad_settings_in_one_line(cli_env, monkeypatch, no_gunicorn, name, value,
                                                 says):
+    monkeypatch.setenv("SPAMGUARD_SECRET_KEY", "s" * 32)  # so the later checks are reached
     monkeypatch.setenv(name, value)
     result = run("serve")
     assert result.exit_code == 2

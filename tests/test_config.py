@@ -77,3 +77,41 @@ def test_rate_limit_that_allows_nothing_is_refused(raw):
                                  "100 per hour, 5 per second"])
 def test_rate_limit_in_limits_syntax_is_kept(raw):
     assert load_settings(environ={"SPAMGUARD_API_RATE_LIMIT": raw}).api_rate_limit == raw
+
+
+@pytest.mark.parametrize(("name", "raw", "advice"), [
+    ("max_body_chars", "-5", "1 or more"),
+    ("max_request_bytes", "10", "1024 bytes or more"),
+    ("classify_batch_limit", "0", "1 or more"),
+    ("model_check_seconds", "-1", "0 or more"),
+    ("pending_drain_batch", "-1", "0 or more"),
+    ("pending_retry_seconds", "-300", "0 or more"),
+    ("torch_threads", "0", "1 or more"),
+])
+def test_service_numbers_out_of_range_stop_the_start(name, raw, advice):
+    """A body limit of -5 used to start fine and then refuse every SMS with a 400."""
+    with pytest.raises(ValueError, match=f"^{variable(name)}={raw} is not valid: choose {advice}"):
+        load_settings(environ={variable(name): raw})
+
+
+@pytest.mark.parametrize(("name", "raw", "value"), [
+    ("runtime", "ONNX", "onnx"), ("env", " Development ", "development"),
+    ("retrain_metric", "MCC", "mcc")])
+def test_choices_ignore_case_and_spaces(name, raw, value):
+    assert getattr(load_settings(environ={variable(name): raw}), name) == value
+
+
+@pytest.mark.parametrize("raw", ["sms.example.com", "ftp://sms.example.com", "https://"])
+def test_a_public_base_url_signatures_cannot_match_is_refused(raw):
+    with pytest.raises(ValueError, match="like https://sms.example.com"):
+        load_settings(environ={"SPAMGUARD_PUBLIC_BASE_URL": raw})
+    assert load_settings(environ={"SPAMGUARD_PUBLIC_BASE_URL": "https://sms.example.com"})
+
+
+def test_an_unsupported_database_is_one_line_not_a_driver_traceback():
+    from spamguard.db import normalise_url
+    from spamguard.errors import DatabaseError
+
+    with pytest.raises(DatabaseError, match=r"^database URL 'mysql://x:\*\*\*@h/db': mysql is "
+                                            "not supported; use sqlite"):
+        normalise_url("mysql://x:secret@h/db")

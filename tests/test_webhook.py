@@ -55,6 +55,18 @@ def test_signature_with_wrong_token_is_rejected(app, post_twilio):
     assert post_twilio(params, signature=sign(params, token="other")).status_code == 403
 
 
+def test_a_signature_for_another_url_logs_the_url_it_was_checked_against(make_app, caplog):
+    """A wrong public base URL made every webhook a 403 with nothing in the log."""
+    app = make_app(public_base_url="https://sms.example.com")
+    params = twilio_params("hello")
+    with caplog.at_level("WARNING"):
+        response = post_signed(app.test_client(), params,
+                               url="https://other.example.org/webhook/twilio")
+    assert response.status_code == 403
+    assert "does not match https://sms.example.com/webhook/twilio" in caplog.text
+    assert "hello" not in caplog.text  # never the message
+
+
 def test_retry_with_same_message_sid_stores_one_row_and_same_answer(app, post_twilio):
     params = twilio_params()
     first, second = post_twilio(params), post_twilio(params)
