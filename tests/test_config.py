@@ -87,9 +87,17 @@ def test_rate_limit_in_limits_syntax_is_kept(raw):
     ("pending_drain_batch", "-1", "0 or more"),
     ("pending_retry_seconds", "-300", "0 or more"),
     ("torch_threads", "0", "1 or more"),
+    ("retrain_lock_ttl", "0", "60 seconds or more"),
+    ("retrain_lock_ttl", "-10", "60 seconds or more"),
+    ("retrain_min_new_reviews", "-5", "0 or more"),
+    ("retrain_min_per_class", "0", "1 or more"),
+    ("retrain_margin", "1.5", "a number from 0 to 1"),
+    ("evalset_fraction", "1.5", "a number between 0 and 1"),
+    ("evalset_fraction", "-0.5", "a number between 0 and 1"),
 ])
-def test_service_numbers_out_of_range_stop_the_start(name, raw, advice):
-    """A body limit of -5 used to start fine and then refuse every SMS with a 400."""
+def test_numbers_out_of_range_stop_the_start(name, raw, advice):
+    """A body limit of -5 used to start fine and then refuse every SMS with a 400; a lock
+    TTL of 0 let a second retraining take the lock from a live first one."""
     with pytest.raises(ValueError, match=f"^{variable(name)}={raw} is not valid: choose {advice}"):
         load_settings(environ={variable(name): raw})
 
