@@ -220,6 +220,10 @@ class Review(Base):
         unique_where(
             "uq_reviews_one_current", "message_id", sqlite="is_current = 1", postgresql="is_current"
         ),
+        # Ids only grow, even after the newest review is undone (deleted): retraining counts
+        # reviews by id and the queue's Seen check compares them. PostgreSQL's sequence never
+        # reuses an id anyway; SQLite does unless the table is AUTOINCREMENT (migration 0004).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -88,18 +88,78 @@ def test_retrain_button_says_when_a_run_already_holds_the_lock(admin_client,
     assert "Not started: a retraining is already running" in text and "held by pid" in text
 
 
+def _running_run(factory, *, pid: int) -> int:
+    import socket
+
+    with factory() as session:
+        run = TrainingRun(status="running", trigger="ui", pid=pid, host=socket.gethostname())
+        session.add(run)
+        session.commit()
+        return run.id
+
+
 def test_runs_table_refreshes_while_running(viewer_client, db_session_factory):
+    import os
+
+    from spamguard.services import locks, retrain_jobs
+
+    _running_run(db_session_factory, pid=os.getpid())
     with db_session_factory() as session:
-        session.add(TrainingRun(status="running", trigger="ui"))
         session.add(TrainingRun(status="promoted", trigger="cron", summary="F1 0.91 -> 0.93",
                                 counts={"flips": {"ham -> spam": 3, "spam -> ham": 1}}))
         session.commit()
-    page = viewer_client.get("/admin/models").get_data(as_text=True)
+    with locks.acquire(session_factory=db_session_factory, name=retrain_jobs.RETRAIN_LOCK,
+                       ttl=600):  # held by this process, as the run row says
+        page = viewer_client.get("/admin/models").get_data(as_text=True)
     assert 'http-equiv="refresh"' in page and "F1 0.91 -&gt; 0.93" in page
     assert "What changed" in page and "ham -&gt; spam" in page
+    assert retrain_jobs.STOPPED not in page
     with db_session_factory() as session:
         for run in session.query(TrainingRun):
             run.status = "failed" if run.status == "running" else run.status
         session.commit()
     assert 'http-equiv="refresh"' not in viewer_client.get("/admin/models").get_data(
         as_text=True)
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.parametrize("lock", ["dead owner", "expired", "gone", "another run's"])
+def test_a_killed_run_shows_as_stopped_and_the_page_stops_refreshing(
+        viewer_client, db_session_factory, lock):
+    """After kill -9 the row still says running; its lock (dead owner, expired, released)
+    says it is not, and the page believes the lock. The row itself is left for the next
+    retrain to mark failed."""
+    import os
+    import socket
+    from datetime import timedelta
+
+    from spamguard.models import Lock
+    from spamguard.services import retrain_jobs
+    from spamguard.sqltypes import utcnow
+
+    dead = _dead_pid()
+    run_id = _running_run(db_session_factory, pid=dead)
+    now, host = utcnow(), socket.gethostname()
+    owner, expires = {
+        "dead owner": (f"{host}:{dead}:t0", now + timedelta(minutes=10)),
+        "expired": (f"elsewhere:{dead}:t0", now - timedelta(seconds=1)),
+        "another run's": (f"{host}:{os.getpid()}:t1", now + timedelta(minutes=10)),
+    }.get(lock, (None, None))
+    with db_session_factory() as session:
+        if owner:
+            session.add(Lock(name=retrain_jobs.RETRAIN_LOCK, owner=owner, acquired_at=now,
+                             expires_at=expires))
+        session.commit()
+    page = viewer_client.get("/admin/models").get_data(as_text=True)
+    assert 'http-equiv="refresh"' not in page and "a run is in progress" not in page
+    assert retrain_jobs.STOPPED in page
+    with db_session_factory() as session:
+        assert session.get(TrainingRun, run_id).status == "running"  # not rewritten

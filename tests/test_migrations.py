@@ -132,3 +132,50 @@ def test_0002_rehashes_texts_and_keeps_one_copy_per_evaluation_text(db_url: str)
     assert stored["til &lt;#&gt; ok"] == stored["til <#> ok"]
     assert [(row[0], row[2]) for row in examples] == [
         (1, text_hash("til <#> ok")), (3, text_hash("free entry")), (4, text_hash("plain text"))]
+
+
+def test_0004_makes_sqlite_review_ids_grow_and_keeps_rows_and_indexes(tmp_path: Path) -> None:
+    """The rebuilt table keeps its rows, partial unique index and constraints, and its
+    counter starts above any review id a training run counted (even one deleted since)."""
+    import sqlite3
+
+    import pytest
+
+    url = f"sqlite:///{tmp_path}/x.db"
+    db.upgrade_schema(url, "0003")
+    with sqlite3.connect(tmp_path / "x.db") as connection:
+        connection.execute(
+            "INSERT INTO messages (id, gateway, sender, recipient, body, text_hash, "
+            "received_at, created_at, verdict_status) VALUES (1, 'test', '+1', '+2', 'b', "
+            "'h', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'pending')")
+        for review_id in (1, 2, 3):
+            connection.execute(
+                "INSERT INTO reviews (id, message_id, label, note, created_at, is_current) "
+                "VALUES (?, 1, 'spam', ?, CURRENT_TIMESTAMP, ?)",
+                (review_id, f"note {review_id}", review_id == 3))
+        connection.execute(  # counted review 5, deleted (undone) before the upgrade
+            "INSERT INTO training_runs (started_at, status, \"trigger\", max_review_id) "
+            "VALUES (CURRENT_TIMESTAMP, 'promoted', 'cron', 5)")
+    connection.close()
+    db.upgrade_schema(url)
+    with sqlite3.connect(tmp_path / "x.db") as connection:
+        schema = connection.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'reviews'").fetchone()[0]
+        assert "AUTOINCREMENT" in schema
+        assert connection.execute("SELECT id, note, is_current FROM reviews ORDER BY id"
+                                  ).fetchall() == [(1, "note 1", 0), (2, "note 2", 0),
+                                                   (3, "note 3", 1)]
+        partial = connection.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'uq_reviews_one_current'").fetchone()[0]
+        assert partial.endswith("WHERE is_current = 1")
+        with pytest.raises(sqlite3.IntegrityError):  # still one current review per message
+            connection.execute("INSERT INTO reviews (message_id, label, created_at, "
+                               "is_current) VALUES (1, 'ham', CURRENT_TIMESTAMP, 1)")
+        with pytest.raises(sqlite3.IntegrityError):  # the label check survived too
+            connection.execute("INSERT INTO reviews (message_id, label, created_at, "
+                               "is_current) VALUES (1, 'maybe', CURRENT_TIMESTAMP, 0)")
+        new = connection.execute("INSERT INTO reviews (message_id, label, created_at, "
+                                 "is_current) VALUES (1, 'ham', CURRENT_TIMESTAMP, 0)").lastrowid
+        assert new == 6
+    connection.close()
+    assert _diff(url) == []

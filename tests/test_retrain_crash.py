@@ -15,7 +15,7 @@ from sqlalchemy import select
 from spamguard.db import session_scope
 from spamguard.ml.classifier import SpamClassifier
 from spamguard.models import Lock, ModelVersion, TrainingRun
-from spamguard.services import registry
+from spamguard.services import registry, retrain_jobs
 from spamguard.services.retrain import PAUSE_ENV, PAUSE_SECONDS_ENV
 from tests.fixtures_retrain import store_reviews
 
@@ -41,16 +41,26 @@ def _start_paused(env: dict[str, str], stage: str) -> subprocess.Popen:
     pytest.fail(f"retrain never paused at {stage}: {''.join(seen)[-2000:]}")
 
 
+def _shown_status(factory, pid: int) -> tuple[str, str]:
+    """(recorded, shown on the admin page) status of the run of process ``pid``."""
+    with session_scope(factory) as session:
+        run = session.scalars(select(TrainingRun).where(TrainingRun.pid == pid)).one()
+        return run.status, retrain_jobs.shown_statuses(session, [run])[run.id]
+
+
 @pytest.mark.parametrize("stage", ["training", "registering", "committing"])
 def test_kill_9_mid_run_leaves_the_active_model_working(
         stage, retrain, retrain_settings, retrain_env, db_session_factory) -> None:
     first = retrain()
     store_reviews(db_session_factory, [("see you at the gym later", "ham")] * 3)
     process = _start_paused(retrain_env, stage)
+    assert _shown_status(db_session_factory, process.pid) == ("running", "running")
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
     process.stdout.close()
     process.stderr.close()
+    # The admin page stops showing it as running at once; its row waits for the next run.
+    assert _shown_status(db_session_factory, process.pid) == ("running", retrain_jobs.STOPPED)
 
     with session_scope(db_session_factory) as session:
         active = registry.active_version(session)

@@ -53,6 +53,27 @@ def test_undo_restores_previous_review(db_session, ids, make_user):
         reviews.undo_review(session=db_session, review_id=first.id)
 
 
+def test_an_undone_newest_review_id_is_never_given_out_again(db_session, ids, make_user):
+    """SQLite reuses the highest id after it is deleted unless the table is AUTOINCREMENT;
+    then a moderator who saw the undone review would pass the Seen check of a new one."""
+    alice, bob = make_user("alice"), make_user("bob")
+    reviews.add_review(session=db_session, message_id=ids[1], label="ham", user_id=alice)
+    newest = reviews.add_review(session=db_session, message_id=ids[0], label="spam",
+                                user_id=alice)
+    db_session.commit()
+    seen = reviews.Seen(reviews.latest_review_id(db_session, ids[0]))
+    reviews.undo_review(session=db_session, review_id=newest.id)
+    db_session.commit()
+    again = reviews.add_review(session=db_session, message_id=ids[0], label="ham",
+                               user_id=alice)
+    db_session.commit()
+    assert again.id > newest.id
+    with pytest.raises(reviews.ReviewConflict):
+        reviews.add_review(session=db_session, message_id=ids[0], label="spam", user_id=bob,
+                           seen=seen)
+    db_session.rollback()
+
+
 @pytest.mark.parametrize(("label", "note"), [("maybe", None), ("spam", "x" * 2001)])
 def test_add_review_rejects_bad_input(db_session, ids, label, note):
     with pytest.raises(ReviewError):

@@ -177,6 +177,31 @@ def test_save_syncs_every_file_before_the_rename(trained, tmp_path, monkeypatch)
     assert ("fsync", str(tmp_path)) in events[renamed:]  # the rename itself
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002], ids=["022", "002"])
+def test_saved_weights_and_cache_shards_get_the_umask_mode(trained, tmp_path, umask):
+    """safetensors writes 0600; retraining may run as another user than the service, which
+    must still read a version it promoted (and the shared embedding cache)."""
+    import os
+    import stat
+
+    from spamguard.ml.embeddings import EmbeddingCache
+
+    _, result = trained
+    old = os.umask(umask)
+    try:
+        saved = result.classifier.save(tmp_path / "v1")
+        cache = EmbeddingCache(tmp_path / "cache", "hash", "mean", 128)
+        cache.put(["some text"], np.zeros((1, 4), dtype=np.float32))
+    finally:
+        os.umask(old)
+    shards = list(cache.dir.glob("*.safetensors"))
+    assert len(shards) == 1 and (saved / "lexical.safetensors").is_file()
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode)
+             for path in [*saved.iterdir(), *shards] if path.is_file()}
+    assert "head.safetensors" in modes
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask)
+
+
 def test_load_refuses_a_different_backbone(trained, tmp_path):
     from spamguard.errors import ModelError
     from spamguard.ml.backbone import load_backbone

@@ -106,6 +106,27 @@ def test_review_counting(db_session_factory) -> None:
         assert count_reviews_after(session, top - 1) == 1
 
 
+def test_a_relabel_after_an_undo_counts_as_new_for_the_next_run(db_session_factory) -> None:
+    """The undone review's id is not given out again (SQLite: AUTOINCREMENT), so a run that
+    counted it still sees the relabel made after the undo as new."""
+    from spamguard.models import TrainingRun
+    from spamguard.services import reviews
+    from spamguard.services.retrain_steps import take_snapshot
+
+    first, second = store_reviews(db_session_factory, [("a", "ham"), ("b", "spam")])
+    with session_scope(db_session_factory) as session:
+        counted = max_review_id(session)
+        session.add(TrainingRun(status="promoted", trigger="cron", max_review_id=counted))
+    with session_scope(db_session_factory) as session:
+        reviews.undo_review(session=session, review_id=counted)  # b's review, the newest
+    with session_scope(db_session_factory) as session:
+        relabel = reviews.add_review(session=session, message_id=second, label="ham",
+                                     user_id=None)
+        assert relabel.id > counted
+    with session_scope(db_session_factory) as session:
+        assert take_snapshot(session).new_reviews == 1
+
+
 @pytest.mark.parametrize(("labels", "message"), [
     ([0] * 12 + [1] * 3, "3 spam"),
     ([1] * 12 + [0] * 2, "2 ham"),

@@ -48,8 +48,10 @@ def model_list():
     db = session()
     versions = registry.list_versions(db)
     runs = retrain_jobs.recent_runs(db)
+    statuses = retrain_jobs.shown_statuses(db, runs)
     return render_template("admin/models.html", versions=versions, runs=runs,
-                           running=retrain_jobs.any_running(runs),
+                           statuses=statuses, stopped=retrain_jobs.STOPPED,
+                           running=retrain_jobs.any_running(statuses),
                            headline=registry.headline_metrics)
 
 

@@ -18,6 +18,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 
+from spamguard.ml.files import give_usual_mode
 from spamguard.ml.version_files import LEXICAL_JSON, LEXICAL_WEIGHTS
 
 
@@ -142,6 +143,7 @@ class TfidfSvmBaseline:
         paths = [directory / LEXICAL_JSON, directory / LEXICAL_WEIGHTS]
         paths[0].write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         save_file(arrays, str(paths[1]))
+        give_usual_mode(paths[1])  # safetensors writes 0600
         return paths
 
     @classmethod

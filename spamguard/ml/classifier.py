@@ -27,7 +27,7 @@ from spamguard.ml.baseline import TfidfSvmBaseline
 from spamguard.ml.blend import Blend, head_logit, shown_probability
 from spamguard.ml.embeddings import CachedEncoder, setting_problem
 from spamguard.ml.features import FEATURE_NAMES, message_features
-from spamguard.ml.files import sync_folder
+from spamguard.ml.files import give_usual_mode, sync_folder
 from spamguard.ml.head import BertArch
 from spamguard.ml.onnx_runtime import with_runtime
 from spamguard.ml.version_files import (  # noqa: F401  (read_metadata: part of this API)
@@ -222,6 +222,7 @@ class SpamClassifier:
         tmp.mkdir(parents=True)
         state = {k: v.contiguous() for k, v in self.head.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
+        give_usual_mode(tmp / WEIGHTS_FILE)  # safetensors writes 0600
         if self.lexical is not None:
             self.lexical.save(tmp)
         (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2, sort_keys=True),

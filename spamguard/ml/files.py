@@ -5,15 +5,54 @@ temporary name and renamed into place, so no reader sees half a file. A rename a
 does not survive a power cut, though: the file's data may not be on disk yet, and what
 is left is a zero-length or truncated file under the final name. Syncing the file before
 the rename, and the folder after it, closes that gap.
+
+A file written through a temporary name also needs its mode set: ``tempfile.mkstemp`` and
+safetensors' ``save_file`` create it 0600, whatever the umask. Retraining often runs as
+another user than the web service (a root crontab, systemd ``User=``), which could then not
+read the version it promoted. :func:`replace_durably` and :func:`give_usual_mode` give a
+published file the mode ``open()`` would have: ``0o666 & ~umask``.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it.
+
+    ``os.umask`` can only be read by setting it, and for that instant any other thread
+    creating a file gets the temporary value. Linux (4.7 and later) shows it in
+    ``/proc/self/status``; only where that is missing is it set and restored, under a lock
+    (which keeps this module's own callers apart, not other code's)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        umask = os.umask(0o077)  # the strictest guess for the instant it is set
+        os.umask(umask)
+    return umask
+
+
+def usual_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` less the umask."""
+    return 0o666 & ~current_umask()
+
+
+def give_usual_mode(path: str | Path) -> None:
+    """Set ``path`` to :func:`usual_mode` (for files created 0600 by mkstemp or safetensors)."""
+    os.chmod(path, usual_mode())
 
 
 def sync_file(path: str | Path) -> None:
@@ -41,7 +80,8 @@ def sync_folder(folder: Path, *, files: bool = True) -> None:
 
 def replace_durably(tmp: str | Path, final: Path) -> None:
     """Rename a finished ``tmp`` file to ``final`` so that, after a crash, ``final`` is
-    either the old file or the whole new one."""
+    either the old file or the whole new one; ``final`` gets :func:`usual_mode`."""
+    give_usual_mode(tmp)
     sync_file(tmp)
     os.replace(tmp, final)
     sync_folder(final.parent, files=False)

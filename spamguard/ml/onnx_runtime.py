@@ -97,7 +97,7 @@ def export(backbone: Backbone, path: Path) -> None:
                               tuple(example[k] for k in names), tmp, input_names=names,
                               output_names=outputs, dynamic_axes=axes, opset_version=OPSET,
                               dynamo=False)
-        _publish(tmp, path)
+        replace_durably(tmp, path)  # also undoes mkstemp's 0600
     finally:
         Path(tmp).unlink(missing_ok=True)
         freeze(backbone.model)  # whatever the exporter did, the backbone stays frozen
@@ -126,7 +126,7 @@ def quantize(source: Path, path: Path, backbone: Backbone) -> None:
         # "-inferred.onnx" file beside the source.
         quantize_dynamic(model, tmp, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                          op_types_to_quantize=["MatMul", "Gemm"], per_channel=True)
-        _publish(tmp, path)
+        replace_durably(tmp, path)  # also undoes mkstemp's 0600
     finally:
         root.removeFilter(hint)
         Path(tmp).unlink(missing_ok=True)
@@ -145,15 +145,6 @@ def _temp_beside(path: Path) -> str:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     return tmp
-
-
-def _publish(tmp: str, path: Path) -> None:
-    """Give ``tmp`` the usual umask permissions (mkstemp makes it 0600, which would lock
-    out a service running as another user) and rename it to ``path``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    replace_durably(tmp, path)
 
 
 def _linear_names(backbone: Backbone) -> set[str]:

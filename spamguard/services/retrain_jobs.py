@@ -16,11 +16,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from spamguard.config import Settings
-from spamguard.models import TrainingRun
+from spamguard.models import Lock, TrainingRun
+from spamguard.services import locks
 
 RETRAIN_ARGS = ("retrain", "--trigger", "ui")
 RETRAIN_LOCK = "retrain"  # the lock one retraining holds (spamguard.services.retrain)
 CAMPAIGN_ARGS = ("campaigns", "rebuild")
+STOPPED = "stopped (no heartbeat)"  # shown for a "running" row whose process is gone
 
 
 def job_environment(settings: Settings) -> dict[str, str]:
@@ -51,9 +53,6 @@ def start_retrain(*, settings: Settings) -> int:
 def retrain_running(session: Session) -> str | None:
     """Who holds the retrain lock, if a live run does (the UI says so instead of starting a
     job that would only exit "locked")."""
-    from spamguard.models import Lock
-    from spamguard.services import locks
-
     lock = session.get(Lock, RETRAIN_LOCK)
     return None if lock is None or locks.is_stale(lock) else locks.describe_holder(lock)
 
@@ -69,6 +68,31 @@ def recent_runs(session: Session, *, limit: int = 20) -> list[TrainingRun]:
     return list(session.scalars(query.limit(limit)))
 
 
-def any_running(runs: list[TrainingRun]) -> bool:
-    """Return True when one of ``runs`` has not finished (the page keeps refreshing)."""
-    return any(run.status == "running" for run in runs)
+def shown_statuses(session: Session, runs: list[TrainingRun]) -> dict[int, str]:
+    """The status to show for each of ``runs``, by id: its recorded one, except that a
+    ``running`` row whose process no longer holds a live retrain lock shows as
+    :data:`STOPPED`.
+
+    A run killed with ``kill -9`` cannot record its end; its row stays ``running`` until the
+    next retrain marks it failed. Its lock tells the truth sooner: a live run renews it every
+    third of its ttl, and :func:`locks.is_stale` sees a dead local owner at once. The row is
+    not changed here (only a run holding the lock cleans up after others)."""
+    lock = session.get(Lock, RETRAIN_LOCK)
+    return {run.id: STOPPED if run.status == "running" and not _holds(lock, run)
+            else run.status for run in runs}
+
+
+def _holds(lock: Lock | None, run: TrainingRun) -> bool:
+    """Return True when ``lock`` is live and (as far as can be told) held by ``run``."""
+    if lock is None or locks.is_stale(lock):
+        return False
+    owner = locks.Owner.parse(lock.owner)
+    if owner is None or run.pid is None:  # cannot tell whose it is: a live run holds it
+        return True
+    return owner.pid == run.pid and owner.host[:255] == run.host
+
+
+def any_running(statuses: dict[int, str]) -> bool:
+    """Return True when a run is still working (the page keeps refreshing): by
+    :func:`shown_statuses`, so a dead run's row does not keep it reloading."""
+    return any(status == "running" for status in statuses.values())

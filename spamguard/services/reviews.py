@@ -38,8 +38,9 @@ class Seen:
     when it had none. A decision made with it is recorded only if that is still so, which
     makes the queue optimistic without a version column (a new review always gets a higher
     id than the message's others; undo deletes the review it takes back). The queue shows
-    unreviewed messages, so its forms carry None. (An id is not proof on its own: SQLite may
-    give the id of a deleted newest review to the next one.)"""
+    unreviewed messages, so its forms carry None. Ids are never reused, so a review made
+    after an undo is not mistaken for the one undone: PostgreSQL takes them from a sequence,
+    and on SQLite ``reviews`` is an AUTOINCREMENT table (migration 0004)."""
 
     latest_review_id: int | None
 
