@@ -154,3 +154,19 @@ def test_classify_cli_runs_the_bf16_backbone(tiny_model_dir, tmp_path, monkeypat
     assert result.exit_code == 0, result.output
     assert [json.loads(x)["text"] for x in result.output.splitlines()] == TEXTS
     assert variants == expected
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_classify_names_the_runtime_auto_picked_only_to_a_person(tiny_model_dir, tmp_path,
+                                                                 monkeypatch, tty):
+    from click.testing import CliRunner
+
+    from spamguard.cli import build_cli, ml_commands
+
+    bf16_units(monkeypatch, True)
+    monkeypatch.setattr(ml_commands, "stderr_is_terminal", lambda: tty)
+    env = {"SPAMGUARD_HOME": str(tmp_path / "home"), "SPAMGUARD_DATABASE_URL": ""}
+    result = CliRunner().invoke(build_cli(), ["classify", "--model", str(tiny_model_dir), "-"],
+                                env=env, input="hello\n")
+    assert result.exit_code == 0, result.output
+    assert ("note: runtime torch-bf16 (auto" in result.stderr) is tty

@@ -29,6 +29,11 @@ def resolve_model_dir(ctx: CliContext, model: str | None) -> Path:
         return Path(version.directory)
 
 
+def stderr_is_terminal() -> bool:
+    """Whether a person is likely reading stderr (notes meant for people only)."""
+    return sys.stderr.isatty()
+
+
 def register(cli: click.Group) -> None:
     """Add ``train``, ``classify`` and ``report`` to ``cli``."""
 
@@ -117,9 +122,15 @@ def register(cli: click.Group) -> None:
         if not texts:  # nothing to do: skip loading the backbone (seconds)
             click.echo("note: no messages in the input", err=True)
             return
+        runtime = runtime or ctx.settings.runtime
+        if runtime == "auto" and stderr_is_terminal():  # a person, not a script, is watching
+            from spamguard.ml.onnx_runtime import resolve_runtime
+
+            if resolve_runtime(runtime, int8=quantize) == "torch-bf16":
+                notice("runtime torch-bf16 (auto: this CPU has bf16 matrix units); "
+                       "--runtime onnx gives the service's fp32 scores")
         classifier = SpamClassifier.load(directory, batch_size=batch_size,
-                                         quantize=quantize,
-                                         runtime=runtime or ctx.settings.runtime,
+                                         quantize=quantize, runtime=runtime,
                                          onnx_dir=ctx.settings.onnx_dir)
         for result in classifier.classify(texts):
             click.echo(json_line(result))
