@@ -172,8 +172,9 @@ def test_force_promotes_and_dry_run_never_does(retrain, db_session_factory) -> N
     assert "would reject" in dry.summary and "evaluation set mcc" in dry.summary
     assert _active_id(db_session_factory) == first.candidate_version
     dry_forced = retrain(dry_run=True, force=True)
-    assert "dry run, would promote" in dry_forced.summary
-    assert "--force would promote it anyway" in dry_forced.summary
+    assert dry_forced.summary.startswith(
+        f"retrain: dry run, would reject {dry_forced.candidate_version}, though --force "
+        "promotes it anyway (registered as rejected): evaluation set mcc")
     assert _active_id(db_session_factory) == first.candidate_version
     with db_session_factory() as session:  # registered as the gate said, not as --force
         assert session.get(ModelVersion, dry_forced.candidate_version).status == "rejected"

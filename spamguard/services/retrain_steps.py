@@ -291,10 +291,12 @@ class Gate:
 
     def summary(self, version: str) -> str:
         """One line for the terminal and the run's row."""
-        verb = {"promoted": "promoted", "rejected": "rejected",
-                "dry_run": "dry run, would " + ("promote" if self.passed or self.forced
-                                                else "reject")}
-        return f"retrain: {verb[self.outcome]} {version}: {self.reason}"
+        head = f"{self.outcome} {version}"
+        if self.outcome == "dry_run":
+            head = f"dry run, would {'promote' if self.passed else 'reject'} {version}"
+            if self.forced:  # --force with --dry-run: say what the real run would do
+                head += ", though --force promotes it anyway (registered as rejected)"
+        return f"retrain: {head}: {self.reason}"
 
 
 def _worse(candidate: dict[str, Any], active: dict[str, Any], metric: str,
@@ -330,10 +332,8 @@ def decide(changes: dict[str, Any], *, metric: str, margin: float, force: bool,
     if flipped:
         reason += (f"; {flipped['total']} flips ({flipped['fixed']} fixed, "
                    f"{flipped['broken']} broken)")
-    if dry_run:  # with --force, say what the real run would do: promote anyway
-        forced = force and not passed
-        return Gate("dry_run", passed, reason + ("; --force would promote it anyway"
-                                                 if forced else ""), forced=forced)
+    if dry_run:
+        return Gate("dry_run", passed, reason, forced=force and not passed)
     if not passed and force:
         return Gate("promoted", passed, reason + "; promoted anyway (--force)", forced=True)
     return Gate("promoted" if passed else "rejected", passed, reason)
