@@ -1,5 +1,6 @@
 """Loading, validation, normalisation, deduplication and splitting of labelled data."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +52,13 @@ def test_tab_inside_unquoted_message_is_kept(tmp_path):
     ("bad.tsv", "ham\thi\nspam\t   \n", "bad.tsv:2: empty text"),
     ("bad.tsv", "ham\thi\nspam\n", "bad.tsv:2: expected a label and a text column"),
     ("bad.csv", "label,body2\nham,hi\n", "bad.csv:1: header has no text column"),
+    ("nolabel.csv", "id,text\n1,hi\n", "(found: id, text; name it category or class or "
+                                         "is_spam or label)"),
     ("bad.tsv", b"ham\thi\nspam\t\xff\xfe bad\n", "bad.tsv:2: not valid UTF-8"),
     ("bad.tsv", "", "no messages found"),
 ])
 def test_bad_files_name_file_line_and_problem(tmp_path, name, content, expected):
-    with pytest.raises(DataError, match=expected.replace("(", r"\(")):
+    with pytest.raises(DataError, match=re.escape(expected)):
         load_labelled(write(tmp_path, name, content))
 
 

@@ -218,7 +218,9 @@ def _find_columns(path: Path, header: list[str]) -> tuple[int, int] | None:
         return None
     if label is None or text is None:
         missing = "label" if label is None else "text"
-        raise DataError(f"{path}:1: header has no {missing} column (found: {', '.join(names)})")
+        accepted = sorted(LABEL_HEADERS if label is None else TEXT_HEADERS)
+        raise DataError(f"{path}:1: header has no {missing} column (found: {', '.join(names)}; "
+                        f"name it {' or '.join(accepted)})")
     return label, text
 
 
