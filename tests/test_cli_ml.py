@@ -88,6 +88,10 @@ def test_train_no_lexical_makes_a_head_only_version(home, tiny_backbone_dir, mon
                        str(tiny_backbone_dir), "--epochs", "2", "--no-lexical"])
     assert result.exit_code == 0, result.output
     assert "BERT head alone" not in result.output and "TF-IDF + SVM" in result.output
+    # Stage lines on stderr: with no terminal there are no progress bars to show life.
+    stages = [line for line in result.stderr.splitlines() if line.startswith("train: ")]
+    assert [line.split(":")[1].split()[0] for line in stages] == [
+        "56", "loading", "embedding", "0", "fitting"]  # all 56 texts cached by the first run
     newest = max((root / "instance" / "models").iterdir(), key=lambda p: p.name)
     meta = json.loads((newest / "model.json").read_text())
     assert meta["config"]["lexical"] is False and "blend" not in meta

@@ -72,7 +72,8 @@ def register(cli: click.Group) -> None:
                              max_ham_fpr=max_ham_fpr)
         result = train_model(data, models_dir=settings.models_dir, cache_root=settings.cache_dir,
                              backbone=backbone or settings.backbone or None, config=config,
-                             data_source=str(Path(data_path).resolve()))
+                             data_source=str(Path(data_path).resolve()),
+                             log=lambda line: click.echo(line, err=True))
         with transaction(ctx) as session:
             version = registry.register_version(session=session, version_dir=result.directory)
             status = version.status

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -163,7 +163,8 @@ def new_version_id(seed_text: str) -> str:
 
 def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str | Path | None,
                 backbone: Backbone | str | None = None, config: TrainConfig | None = None,
-                data_source: str = "", progress: bool | None = None) -> TrainResult:
+                data_source: str = "", progress: bool | None = None,
+                log: Callable[[str], None] | None = None) -> TrainResult:
     """Deduplicate, split, embed (cached), train, pick a threshold, evaluate, save.
 
     Args:
@@ -174,6 +175,8 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
         config: training settings.
         data_source: where ``data`` came from, for the record.
         progress: progress bars (None: only on a terminal).
+        log: receives one line per stage (the CLI prints them: without a terminal there
+            are no progress bars, and a first training takes minutes).
 
     Returns:
         The trained classifier, its directory, metadata and a printable summary.
@@ -182,6 +185,7 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     from spamguard.ml.baseline import TfidfSvmBaseline
 
     config = config or TrainConfig()
+    say = log or (lambda _line: None)
     timing: dict[str, float] = {}
     started = time.perf_counter()
     for folder in (models_dir, cache_root):  # an unwritable place fails now, not after training
@@ -190,7 +194,10 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     unique, stats = dedupe(data)
     check_trainable(unique, data_source or "training data")
     parts = split(unique, seed=config.split_seed)
+    say(f"train: {len(unique)} distinct messages ({stats.removed} duplicates grouped): "
+        f"{len(parts.train)} train, {len(parts.val)} validation, {len(parts.test)} test")
     if not isinstance(backbone, Backbone):
+        say("train: loading the backbone")
         backbone = load_backbone(backbone)
     if problem := setting_problem(backbone, config.pooling, config.max_length):
         raise ModelError(problem)
@@ -199,9 +206,13 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
                             max_length=config.max_length, batch_size=config.batch_size)
     features = list(FEATURE_NAMES) if config.features else []
     mark = time.perf_counter()
+    say(f"train: embedding {len(unique)} messages with {backbone.name} (cached ones are "
+        "not run again)")
     inputs = {name: build_inputs(encoder, getattr(parts, name).texts, features, progress)
               for name in ("train", "val", "test")}
     timing["embed_s"] = time.perf_counter() - mark
+    say(f"train: {encoder.computed} texts run through the backbone in "
+        f"{timing['embed_s']:.1f} s; training the head")
     mark = time.perf_counter()
     fit = fit_head(inputs["train"], parts.train.labels, inputs["val"], parts.val.labels,
                    config, progress)
@@ -209,6 +220,7 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
 
     metadata = _metadata(backbone, config, features, fit, parts, stats, data, data_source)
     mark = time.perf_counter()
+    say("train: fitting the TF-IDF + SVM baseline, choosing the threshold, writing the report")
     # The report's baseline; with lexical=True the same fitted model is the lexical half.
     baseline = TfidfSvmBaseline(random_state=config.seed).fit(parts.train.texts,
                                                                parts.train.labels)
