@@ -19,6 +19,15 @@ class DatabaseError(SpamguardError):
     """A database that cannot be reached or used."""
 
 
+class NoDatabaseError(DatabaseError):
+    """No SQLite database where settings point: a command that only reads (or retrain, which
+    must not start a new instance) says where it looked instead of creating one there."""
+
+    def __init__(self, path, home) -> None:
+        super().__init__(f"no spamguard database at {path}: check SPAMGUARD_HOME (now "
+                         f"{home}); `spamguard train` or `spamguard db upgrade` makes one")
+
+
 class DatabaseUnavailableError(DatabaseError):
     """A database that does not answer (down, refused, timed out): worth retrying later, so a
     scheduler sees the "retry" exit code 1 rather than 2 ("a person must fix this")."""

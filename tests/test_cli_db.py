@@ -73,7 +73,10 @@ def test_db_current(cli, home) -> None:
 def test_models_on_a_fresh_home(cli, home) -> None:
     result = run(cli, "models")
     assert result.exit_code == 0, result.output
-    assert "no model versions yet" in result.output
+    assert "no model versions yet: no spamguard database at " in result.output
+    assert str(home.resolve()) in result.output  # where it looked, as an absolute path
+    assert not home.exists()  # a read-only command leaves no empty instance behind
+    assert run(cli, "models", "--json").output == ""
 
 
 def test_models_table_and_json(cli, registered) -> None:
@@ -128,7 +131,7 @@ def test_refuses_an_out_of_date_schema(cli, home, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("url, fragment", [
-    ("bogus://x", "unsupported database URL"),
+    ("bogus://x", "bogus is not supported"),
     ("notaurl", "is not a URL"),
 ])
 def test_bad_database_urls_are_one_line_errors(tmp_path, url, fragment):

@@ -116,7 +116,9 @@ def test_report_shows_stored_and_new_reports(home, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["train", "--data", "{bad}"], "unknown label"),
     (["train", "--data", "{tiny}"], "need at least 6 of each class"),
-    (["classify", "--model", "no-such-version", "-"], "no-such-version"),
+    # A fresh home has no database: said with its path, and nothing is created there.
+    (["classify", "--model", "no-such-version", "-"], "no spamguard database at "),
+    (["classify", "-"], "check SPAMGUARD_HOME"),
     (["train", "--data", "{good}", "--backbone", "/nonexistent/model"],
      "cannot load backbone"),
 ])
@@ -134,6 +136,8 @@ def test_user_errors_are_one_line_and_non_zero(tmp_path, args, message):
     assert message in result.output
     assert "Traceback" not in result.output
     assert len([line for line in result.output.splitlines() if line.startswith("error:")]) == 1
+    if args[0] == "classify":
+        assert not (tmp_path / "instance" / "spamguard.db").exists()
 
 
 def _drop_pooling(version):

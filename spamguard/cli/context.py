@@ -28,12 +28,20 @@ pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
 
 
 @contextmanager
-def session_factory_for(ctx: CliContext) -> Iterator:
-    """Yield a session factory on a current schema (a new SQLite file is created)."""
-    from spamguard.db import make_session_factory, open_database
+def session_factory_for(ctx: CliContext, *, create: bool = True) -> Iterator:
+    """Yield a session factory on a current schema.
 
-    engine = open_database(ctx.settings.resolved_database_url, create_if_empty=True,
-                           hide_parameters=not ctx.settings.log_bodies)
+    A missing SQLite file is created, unless ``create`` is False (commands that only read):
+    then it raises :class:`~spamguard.errors.NoDatabaseError` naming the absolute path,
+    rather than leaving a new empty instance wherever the command happened to run.
+    """
+    from spamguard.db import make_session_factory, missing_sqlite_file, open_database
+    from spamguard.errors import NoDatabaseError
+
+    url = ctx.settings.resolved_database_url
+    if not create and (missing := missing_sqlite_file(url)) is not None:
+        raise NoDatabaseError(missing, ctx.settings.home.resolve())
+    engine = open_database(url, create_if_empty=True, hide_parameters=not ctx.settings.log_bodies)
     try:
         yield make_session_factory(engine)
     finally:
@@ -41,9 +49,10 @@ def session_factory_for(ctx: CliContext) -> Iterator:
 
 
 @contextmanager
-def transaction(ctx: CliContext) -> Iterator:
-    """Yield a session in one transaction (committed on success) on a current schema."""
+def transaction(ctx: CliContext, *, create: bool = True) -> Iterator:
+    """Yield a session in one transaction (committed on success) on a current schema
+    (``create`` as for :func:`session_factory_for`)."""
     from spamguard.db import session_scope
 
-    with session_factory_for(ctx) as factory, session_scope(factory) as session:
+    with session_factory_for(ctx, create=create) as factory, session_scope(factory) as session:
         yield session

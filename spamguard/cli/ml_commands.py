@@ -21,7 +21,7 @@ def resolve_model_dir(ctx: CliContext, model: str | None) -> Path:
     from spamguard.cli.context import transaction
     from spamguard.services import registry
 
-    with transaction(ctx) as session:
+    with transaction(ctx, create=False) as session:
         version = registry.get_version(session, model) if model else registry.active_version(
             session)
         if version is None:

@@ -45,6 +45,16 @@ def version_row(version: ModelVersion) -> tuple[str, ...]:
     )
 
 
+def _json_row(version: ModelVersion) -> dict:
+    """One ``models --json`` line: test-split headline metrics, and ``eval`` for retrained
+    versions."""
+    return {"version": version.id, "status": version.status,
+            "created_at": version.created_at.isoformat(), "backbone": version.backbone,
+            "directory": version.directory, "threshold": version.threshold,
+            **registry.headline_metrics(version),
+            "eval": registry.headline_metrics(version, "eval")}
+
+
 def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...] = COLUMNS) -> str:
     """Align ``rows`` under ``header`` in plain-text columns."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -73,22 +83,23 @@ def register(cli: click.Group) -> None:
     @pass_ctx
     def models_command(ctx: CliContext, as_json: bool) -> None:
         """List model versions with their status and test metrics."""
-        with transaction(ctx) as session:
-            versions = registry.list_versions(session)
-            if as_json:
-                for version in versions:
-                    click.echo(json.dumps({
-                        "version": version.id, "status": version.status,
-                        "created_at": version.created_at.isoformat(),
-                        "backbone": version.backbone, "directory": version.directory,
-                        "threshold": version.threshold, **registry.headline_metrics(version),
-                        "eval": registry.headline_metrics(version, "eval"),
-                    }))
-                return
-            if not versions:
-                click.echo("no model versions yet: run `spamguard train`")
-                return
-            click.echo(format_table([version_row(version) for version in versions]))
+        from spamguard.errors import NoDatabaseError
+
+        try:
+            with transaction(ctx, create=False) as session:
+                versions = registry.list_versions(session)
+                rows = [_json_row(v) if as_json else version_row(v) for v in versions]
+        except NoDatabaseError as exc:
+            if not as_json:
+                click.echo(f"no model versions yet: {exc}")
+            return
+        if as_json:
+            for row in rows:
+                click.echo(json.dumps(row))
+        elif not rows:
+            click.echo("no model versions yet: run `spamguard train`")
+        else:
+            click.echo(format_table(rows))
 
     @cli.command("promote")
     @click.argument("version_id", metavar="VERSION")

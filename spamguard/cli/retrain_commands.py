@@ -49,19 +49,15 @@ def register(cli: click.Group) -> None:
         Exit codes: 0 promoted, skipped or dry run; 1 failed; 2 needs a fix (data,
         settings); 3 rejected; 4 another run holds the lock.
         """
-        from spamguard.db import missing_sqlite_file
-        from spamguard.errors import DatabaseError, SpamguardError
+        from spamguard.errors import SpamguardError
         from spamguard.services.retrain import run_retrain
 
         _stop_on_sigterm()
         click.echo(f"retrain: started {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC "
                    f"(pid {os.getpid()})", err=True)  # cron logs have no timestamps
         try:
-            missing = missing_sqlite_file(ctx.settings.resolved_database_url)
-            if missing is not None:  # a mistyped SPAMGUARD_HOME must not start a new instance
-                raise DatabaseError(f"no spamguard database at {missing}: check SPAMGUARD_HOME "
-                                    "(`spamguard train` or `spamguard db upgrade` makes one)")
-            with session_factory_for(ctx) as factory:
+            # create=False: a mistyped SPAMGUARD_HOME must not start a new instance.
+            with session_factory_for(ctx, create=False) as factory:
                 outcome = run_retrain(
                     session_factory=factory, settings=ctx.settings, force=force,
                     dry_run=dry_run, trigger=trigger, min_new_reviews=min_new_reviews,
@@ -85,7 +81,7 @@ def register(cli: click.Group) -> None:
         """Print the evaluation set's size by label and source."""
         from spamguard.services.evalset import load_evalset
 
-        with transaction(ctx) as session:
+        with transaction(ctx, create=False) as session:
             click.echo(load_evalset(session).describe())
 
     @evalset_group.command("add")
