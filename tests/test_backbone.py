@@ -73,3 +73,40 @@ def test_local_backbone_is_named_by_absolute_path(tiny_backbone_dir, monkeypatch
     assert backbone.name == str(tiny_backbone_dir.resolve())
     monkeypatch.chdir("/")
     assert load_backbone(backbone.name).hash == backbone.hash
+
+
+@pytest.mark.parametrize(("cached", "offline", "calls"), [
+    (True, False, [True]),  # in the local hub cache: no network at all
+    (False, False, [True, False]),  # not cached: then the hub
+    (False, True, [True]),  # not cached and HF_HUB_OFFLINE: fail at once
+])
+def test_a_hub_id_is_looked_up_locally_first(tiny_backbone_dir, monkeypatch, cached, offline,
+                                             calls):
+    """Offline, going to the hub first cost about 50 s of retries and a dozen log lines."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from spamguard.errors import ModelError
+    from spamguard.ml.backbone import load_backbone
+
+    seen: list[bool] = []
+    real_tokenizer, real_model = AutoTokenizer.from_pretrained, AutoModel.from_pretrained
+
+    def fake(real):
+        def load(_name, **options):
+            local = options.pop("local_files_only", False)
+            if real is real_tokenizer:
+                seen.append(local)
+            if local and not cached:
+                raise OSError("not in the local cache")
+            return real(str(tiny_backbone_dir), **options)
+        return load
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", fake(real_tokenizer))
+    monkeypatch.setattr(AutoModel, "from_pretrained", fake(real_model))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
+    if offline and not cached:
+        with pytest.raises(ModelError, match="not in the local cache"):
+            load_backbone("some-org/some-bert")
+    else:
+        assert load_backbone("some-org/some-bert").hidden_size > 0
+    assert seen == calls

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -132,9 +133,17 @@ def load_backbone(name: str | None = None) -> Backbone:
                          f"{Path(location).expanduser().resolve()}")
     hf_logging.set_verbosity_error()  # "some weights unused" is expected for encoders
     hf_logging.disable_progress_bar()  # a bar for a sub-second weight load is noise
+
+    def load(**options):
+        tokenizer = AutoTokenizer.from_pretrained(location, **options)
+        return (tokenizer, *AutoModel.from_pretrained(location, output_loading_info=True,
+                                                      **options))
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
-        model, loading = AutoModel.from_pretrained(location, output_loading_info=True)
+        if Path(location).expanduser().is_dir():
+            tokenizer, model, loading = load()
+        else:
+            tokenizer, model, loading = _hub_load(load)
     except Exception as exc:  # transformers raises many types for "not found/offline"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load backbone {display!r} from {location}: {reason}") from None
@@ -142,6 +151,24 @@ def load_backbone(name: str | None = None) -> Backbone:
         logging.getLogger(__name__).warning("backbone %s has no fast tokenizer", display)
     return Backbone.from_model(display, model, tokenizer,
                                untrained=set(loading.get("missing_keys") or ()))
+
+
+def _hub_load(load):
+    """``load`` a hub id from the local hub cache first, then (unless HF_HUB_OFFLINE) from
+    the hub: offline, the hub client retries for about 50 s and logs a dozen lines before it
+    fails, which a copy already on disk never needs."""
+    try:
+        return load(local_files_only=True)
+    except Exception:
+        if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+            raise
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # the retry warnings; the final error is ours to say
+    try:
+        return load()
+    finally:
+        hub_log.setLevel(level)
 
 
 def _int8_layers(model: nn.Module) -> set[str]:
