@@ -72,6 +72,20 @@ def test_bulk_by_filter_rechecks_count(moderator_client, add_messages, db_sessio
     assert "3 messages" in reviewed
 
 
+def test_bulk_confirmation_sentences_end_cleanly(moderator_client, add_messages):
+    """No tag between the last word and the full stop: text read element by element (a
+    screen reader, a copy, a text dump) would show "every message ."."""
+    add_messages(("spam 1", 0.9))
+    for data in ({"label": "spam"}, {"label": "spam", "model_label": "spam"}):
+        page = moderator_client.post("/admin/messages/bulk?scope=filter", data=data)
+        sentence = re.search(r"<p>Every message.*?</p>", page.get_data(as_text=True), re.S)
+        text = " ".join(re.sub(r"<[^>]+>", " ", sentence.group(0)).split())
+        assert " ." not in text and text.startswith("Every message that matches"), text
+    empty = moderator_client.post("/admin/messages/bulk?scope=filter", data={"label": "spam"})
+    assert "that is, every message." in " ".join(
+        re.sub(r"<[^>]+>", " ", empty.get_data(as_text=True)).split())
+
+
 def test_bulk_refuses_bad_input(moderator_client, viewer_client):
     nothing = moderator_client.post("/admin/messages/bulk", data={"label": "spam"},
                                     follow_redirects=True)
