@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -29,7 +30,11 @@ def test_api_key_create_list_revoke(cli_env):
     listed = run("api-key", "list")
     assert "gateway" in listed.output and key[:12] in listed.output and key not in listed.output
     revoked = run("api-key", "revoke", key[:12])
-    assert revoked.exit_code == 0 and "revoked" in revoked.output
+    assert revoked.exit_code == 0 and revoked.output.startswith("revoked API key 1 (gateway")
+    again = run("api-key", "revoke", "1")
+    assert again.exit_code == 0
+    assert re.fullmatch(r"API key 1 \(gateway, sg_\S+\) was already revoked on "
+                        r"\d{4}-\d\d-\d\d \d\d:\d\d UTC\n", again.output), again.output
     assert run("api-key", "revoke", "sg_unknown12").exit_code == 2
 
 

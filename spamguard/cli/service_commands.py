@@ -112,7 +112,13 @@ def api_key_revoke(ctx: CliContext, key_ref: str) -> None:
     """Revoke an API key by its id or prefix (requests with it get 401 at once)."""
     from spamguard.cli.context import transaction
     from spamguard.services import apikeys
+    from spamguard.sqltypes import as_utc
 
     with transaction(ctx) as session:
-        row = apikeys.revoke_api_key(session=session, key_ref=key_ref)
-        click.echo(f"revoked API key {row.id} ({row.name}, {row.key_prefix})")
+        row, revoked_now = apikeys.revoke_api_key(session=session, key_ref=key_ref)
+        described = f"API key {row.id} ({row.name}, {row.key_prefix})"
+        if revoked_now:
+            click.echo(f"revoked {described}")
+        else:
+            when = as_utc(row.revoked_at).strftime("%Y-%m-%d %H:%M UTC")
+            click.echo(f"{described} was already revoked on {when}")
