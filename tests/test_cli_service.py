@@ -44,6 +44,42 @@ def test_classify_pending_needs_a_model(cli_env):
     assert "spamguard train" in result.output
 
 
+def test_classify_pending_without_an_active_version_names_a_candidate(cli_env, tiny_model_dir,
+                                                                     tmp_path):
+    from spamguard.db import make_engine, make_session_factory, session_scope
+    from spamguard.services import registry
+
+    engine = make_engine(cli_env)
+    with session_scope(make_session_factory(engine)) as session:
+        target = tmp_path / "models" / tiny_model_dir.name
+        shutil.copytree(tiny_model_dir, target)
+        registry.register_version(session=session, version_dir=target, activate_if_none=False)
+    engine.dispose()
+    result = run("classify-pending")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "1 registered, none active" in result.output
+    assert f"spamguard promote {tiny_model_dir.name}` (the newest candidate)" in result.output
+    assert "spamguard train" not in result.output
+
+
+def test_classify_pending_says_why_the_active_version_did_not_load(cli_env, tiny_model_dir,
+                                                                   tmp_path):
+    from spamguard.db import make_engine, make_session_factory, session_scope
+    from spamguard.services import registry
+
+    engine = make_engine(cli_env)
+    with session_scope(make_session_factory(engine)) as session:
+        target = tmp_path / "models" / tiny_model_dir.name
+        shutil.copytree(tiny_model_dir, target)
+        registry.register_version(session=session, version_dir=target)
+    engine.dispose()
+    (target / "head.safetensors").unlink()
+    result = run("classify-pending")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert f"cannot load model {tiny_model_dir.name}" in result.output, result.output
+    assert "spamguard train" not in result.output
+
+
 def test_classify_pending_completes_pending_messages(cli_env, tiny_model_dir, tmp_path):
     from spamguard.db import make_engine, make_session_factory, session_scope
     from spamguard.services import messages, registry

@@ -56,12 +56,28 @@ def classify_pending_command(ctx: CliContext, limit: int | None, batch_size: int
         provider = ModelProvider.from_settings(ctx.settings, check_seconds=0)
         classifier = provider.get(session=session)
         if classifier is None:
-            raise ModelError("no active model could be loaded: run `spamguard train` first")
+            raise ModelError(_no_model_reason(session, provider.last_error))
         done = messages.classify_pending(session=session, classifier=classifier,
                                          limit=limit, batch_size=batch_size)
         left = messages.count_pending(session=session)
     click.echo(f"classified {done} pending message(s) with {classifier.version}; "
                f"{left} still pending")
+
+
+def _no_model_reason(session, load_error: str | None) -> str:
+    """Why there is no model to classify with, and what to run."""
+    from spamguard.services import registry
+
+    if registry.active_version(session) is not None:  # there is one, but it failed to load
+        return load_error or "the active model version could not be loaded"
+    versions = registry.list_versions(session)
+    if not versions:
+        return "no active model could be loaded: run `spamguard train` first"
+    candidates = [v.id for v in versions if v.status == "candidate"]
+    run = (f"`spamguard promote {candidates[0]}` (the newest candidate)" if candidates
+           else "`spamguard promote VERSION`")
+    return (f"no model version is active ({len(versions)} registered, none active): run "
+            f"{run}, or choose another from `spamguard models`")
 
 
 @click.group("api-key")
