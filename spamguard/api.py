@@ -217,6 +217,13 @@ def get_message(message_id: int) -> Response:
     return jsonify(message_document(message))
 
 
+@bp.get("/messages/<reference>")
+def get_message_not_by_number(reference: str) -> Response:
+    """A client's own ``id`` (or anything else not a number) in place of ``message_id``."""
+    return json_error(f"no message {reference[:40]!r}: the path takes the numeric message_id "
+                      "that POST /api/v1/messages returned, not the message's own id", 404)
+
+
 def message_document(message) -> dict[str, Any]:
     """A message with its verdicts and reviews, as JSON-ready data."""
     return {

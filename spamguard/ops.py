@@ -199,6 +199,13 @@ def index() -> Response:
     return redirect(url_for("admin.dashboard"))
 
 
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """Browsers ask for /favicon.ico on any page without an icon link (a JSON answer, say):
+    send them to the admin UI's icon rather than a 404 in their console."""
+    return redirect(url_for("static", filename="favicon.svg"), 301)
+
+
 @bp.get("/healthz")
 def healthz() -> Response:
     """Database reachable (200) or not (503); whether a model is loaded and which version."""

@@ -21,6 +21,11 @@ def test_list_and_filters(viewer_client, add_messages):
     for query in ("min_p=nan", "max_p=inf", "campaign_id=1e30", "campaign_id=-3",
                   "until=9999-12-31"):
         assert viewer_client.get(f"/admin/messages?{query}").status_code == 400, query
+    campaign = viewer_client.get("/admin/messages?campaign=abc")
+    assert campaign.status_code == 400
+    assert "campaign must be a positive whole number, not &#39;abc&#39;" in campaign.get_data(
+        as_text=True)
+    assert viewer_client.get("/admin/messages?campaign=2&campaign_id=3").status_code == 400
     huge = viewer_client.get("/admin/messages?page=99999999999999999999")
     assert huge.status_code == 200
 
@@ -67,6 +72,20 @@ def test_bulk_by_filter_rechecks_count(moderator_client, add_messages, db_sessio
     assert "3 messages" in reviewed
 
 
+def test_bulk_confirmation_sentences_end_cleanly(moderator_client, add_messages):
+    """No tag between the last word and the full stop: text read element by element (a
+    screen reader, a copy, a text dump) would show "every message ."."""
+    add_messages(("spam 1", 0.9))
+    for data in ({"label": "spam"}, {"label": "spam", "model_label": "spam"}):
+        page = moderator_client.post("/admin/messages/bulk?scope=filter", data=data)
+        sentence = re.search(r"<p>Every message.*?</p>", page.get_data(as_text=True), re.S)
+        text = " ".join(re.sub(r"<[^>]+>", " ", sentence.group(0)).split())
+        assert " ." not in text and text.startswith("Every message that matches"), text
+    empty = moderator_client.post("/admin/messages/bulk?scope=filter", data={"label": "spam"})
+    assert "that is, every message." in " ".join(
+        re.sub(r"<[^>]+>", " ", empty.get_data(as_text=True)).split())
+
+
 def test_bulk_refuses_bad_input(moderator_client, viewer_client):
     nothing = moderator_client.post("/admin/messages/bulk", data={"label": "spam"},
                                     follow_redirects=True)
@@ -97,3 +116,20 @@ def test_detail_shows_verdicts_reviews_and_similar(moderator_client, add_message
     assert "known sender" in page and "superseded" in page
     assert re.search(rf'href="/admin/messages/{twin}"', page)
     assert moderator_client.get("/admin/messages/424242").status_code == 404
+
+
+def test_campaign_filter_also_answers_to_campaign(viewer_client, add_messages,
+                                                  db_session_factory):
+    from spamguard.db import session_scope
+    from spamguard.models import Campaign
+    from spamguard.sqltypes import utcnow
+
+    inside, outside = add_messages(("Free prize call now", 0.97), ("lunch at noon?", 0.02))
+    with session_scope(db_session_factory) as session:
+        campaign = Campaign(first_seen=utcnow(), last_seen=utcnow(), size=1)
+        session.add(campaign)
+        session.flush()
+        session.get(Message, inside).campaign_id = campaign_id = campaign.id
+    for key in ("campaign", "campaign_id"):
+        page = viewer_client.get(f"/admin/messages?{key}={campaign_id}").get_data(as_text=True)
+        assert "Free prize" in page and "lunch" not in page, key

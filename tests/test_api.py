@@ -70,6 +70,15 @@ def test_get_unknown_message_is_404_json(api):
     assert "999999" in response.get_json()["error"]
 
 
+@pytest.mark.parametrize("reference", ["m-1", "-3", "1.5"])
+def test_get_message_by_anything_but_its_number_says_what_the_path_takes(api, reference):
+    api("POST", "/messages", json={**MESSAGE, "id": "m-1"})
+    response = api("GET", f"/messages/{reference}")
+    assert response.status_code == 404
+    error = response.get_json()["error"]
+    assert repr(reference) in error and "numeric message_id" in error
+
+
 def test_classify_returns_results_in_order_and_stores_nothing(app, api):
     texts = ["WINNER!! Call 09061701461 to claim your prize", "see you at 6", "ok"]
     response = api("POST", "/classify", json={"texts": texts})

@@ -32,8 +32,16 @@ def test_verify_refuses_unknown_keys(db_session, key):
 def test_revoke_by_id_or_prefix(db_session, by):
     row, plaintext = apikeys.create_api_key(session=db_session, name="gateway")
     ref = {"id": str(row.id), "prefix": row.key_prefix, "whole key": plaintext}[by]
-    apikeys.revoke_api_key(session=db_session, key_ref=ref)
+    assert apikeys.revoke_api_key(session=db_session, key_ref=ref) == (row, True)
     assert apikeys.verify_api_key(session=db_session, key=plaintext) is None
+
+
+def test_revoking_twice_keeps_the_first_time(db_session):
+    row, _ = apikeys.create_api_key(session=db_session, name="gateway")
+    apikeys.revoke_api_key(session=db_session, key_ref=str(row.id))
+    first = row.revoked_at
+    assert apikeys.revoke_api_key(session=db_session, key_ref=str(row.id)) == (row, False)
+    assert row.revoked_at == first
 
 
 @pytest.mark.parametrize("ref", ["999", "sg_zzzzzzzzz", "sg", "²", "9" * 30])

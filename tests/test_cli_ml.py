@@ -42,6 +42,20 @@ def test_classify_stdin_writes_json_lines_in_order(home):
         assert row["label"] in {"spam", "ham"} and 0.0 <= row["spam_probability"] <= 1.0
 
 
+@pytest.mark.parametrize("args", [["classify"], ["classify", "-"]])
+def test_classify_from_a_terminal_says_it_reads_standard_input(home, monkeypatch, args):
+    from spamguard.cli import ml_commands
+
+    prompt = "reading messages from standard input, one a line; end with Ctrl-D"
+    env, _ = home
+    piped = run(env, args, input="hi\n")  # CliRunner's stdin is no terminal
+    assert piped.exit_code == 0 and prompt not in piped.stderr
+    monkeypatch.setattr(ml_commands, "stdin_is_a_terminal", lambda: True, raising=False)
+    typed = run(env, args, input="hi\n")
+    assert typed.exit_code == 0 and len(typed.stdout.splitlines()) == 1
+    assert typed.stderr.splitlines()[0] == prompt
+
+
 def test_classify_empty_input_prints_nothing_and_succeeds(home, monkeypatch):
     from spamguard.ml.classifier import SpamClassifier
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -29,7 +30,11 @@ def test_api_key_create_list_revoke(cli_env):
     listed = run("api-key", "list")
     assert "gateway" in listed.output and key[:12] in listed.output and key not in listed.output
     revoked = run("api-key", "revoke", key[:12])
-    assert revoked.exit_code == 0 and "revoked" in revoked.output
+    assert revoked.exit_code == 0 and revoked.output.startswith("revoked API key 1 (gateway")
+    again = run("api-key", "revoke", "1")
+    assert again.exit_code == 0
+    assert re.fullmatch(r"API key 1 \(gateway, sg_\S+\) was already revoked on "
+                        r"\d{4}-\d\d-\d\d \d\d:\d\d UTC\n", again.output), again.output
     assert run("api-key", "revoke", "sg_unknown12").exit_code == 2
 
 
@@ -37,6 +42,42 @@ def test_classify_pending_needs_a_model(cli_env):
     result = run("classify-pending")
     assert result.exit_code == 2
     assert "spamguard train" in result.output
+
+
+def test_classify_pending_without_an_active_version_names_a_candidate(cli_env, tiny_model_dir,
+                                                                     tmp_path):
+    from spamguard.db import make_engine, make_session_factory, session_scope
+    from spamguard.services import registry
+
+    engine = make_engine(cli_env)
+    with session_scope(make_session_factory(engine)) as session:
+        target = tmp_path / "models" / tiny_model_dir.name
+        shutil.copytree(tiny_model_dir, target)
+        registry.register_version(session=session, version_dir=target, activate_if_none=False)
+    engine.dispose()
+    result = run("classify-pending")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "1 registered, none active" in result.output
+    assert f"spamguard promote {tiny_model_dir.name}` (the newest candidate)" in result.output
+    assert "spamguard train" not in result.output
+
+
+def test_classify_pending_says_why_the_active_version_did_not_load(cli_env, tiny_model_dir,
+                                                                   tmp_path):
+    from spamguard.db import make_engine, make_session_factory, session_scope
+    from spamguard.services import registry
+
+    engine = make_engine(cli_env)
+    with session_scope(make_session_factory(engine)) as session:
+        target = tmp_path / "models" / tiny_model_dir.name
+        shutil.copytree(tiny_model_dir, target)
+        registry.register_version(session=session, version_dir=target)
+    engine.dispose()
+    (target / "head.safetensors").unlink()
+    result = run("classify-pending")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert f"cannot load model {tiny_model_dir.name}" in result.output, result.output
+    assert "spamguard train" not in result.output
 
 
 def test_classify_pending_completes_pending_messages(cli_env, tiny_model_dir, tmp_path):

@@ -143,3 +143,12 @@ def test_access_line_printed_once_even_when_a_library_configures_the_root_logger
 def test_the_bare_address_leads_to_the_admin_ui(client):
     response = client.get("/")
     assert response.status_code == 302 and response.location.endswith("/admin/dashboard")
+
+
+def test_favicon_is_served(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response.location.endswith("/static/favicon.svg")
+    icon = client.get(response.location)
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+    login = client.get("/admin/login").get_data(as_text=True)
+    assert '<link rel="icon" type="image/svg+xml" href="/static/favicon.svg">' in login

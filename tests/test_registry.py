@@ -117,8 +117,16 @@ def test_rollback_walks_back(three: Session) -> None:
     assert registry.rollback(session=three).id == "v1"
     three.commit()
     assert _statuses(three) == {"v1": "active", "v2": "retired", "v3": "retired"}
-    with pytest.raises(RegistryError, match="v1 has no previously active version"):
+    with pytest.raises(RegistryError, match="v1 has no previously active version") as error:
         registry.rollback(session=three)
+    assert "does not undo a rollback" in str(error.value)
+    assert "to re-activate v2, active before it, run `spamguard promote v2`" in str(error.value)
+
+
+def test_rollback_of_the_first_version_suggests_promote(three: Session) -> None:
+    with pytest.raises(RegistryError, match="v1 has no previously active version") as error:
+        registry.rollback(session=three)
+    assert "run `spamguard promote VERSION` (see `spamguard models`)" in str(error.value)
 
 
 def test_rollback_without_active(db_session: Session) -> None:

@@ -13,6 +13,16 @@ from spamguard.cli.context import CliContext, pass_ctx
 from spamguard.config import DEFAULT_DATA, RUNTIMES
 from spamguard.errors import ModelError
 
+STDIN_PROMPT = "reading messages from standard input, one a line; end with Ctrl-D"
+
+
+def stdin_is_a_terminal() -> bool:
+    """Whether standard input is a terminal (not a pipe or a file)."""
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):  # no stdin, or a closed one
+        return False
+
 
 def resolve_model_dir(ctx: CliContext, model: str | None) -> Path:
     """A version directory from a path, a version id, or (None) the active version."""
@@ -113,6 +123,8 @@ def register(cli: click.Group) -> None:
             click.echo(f"note: {line}", err=True)
 
         if str(source) == "-":
+            if stdin_is_a_terminal():  # a person, who would otherwise wait with no prompt
+                click.echo(STDIN_PROMPT, err=True)
             texts = load_texts(Path("<stdin>"), sys.stdin.buffer.read(),
                                input_format=input_format, notice=notice)
         else:

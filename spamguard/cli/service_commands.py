@@ -56,12 +56,28 @@ def classify_pending_command(ctx: CliContext, limit: int | None, batch_size: int
         provider = ModelProvider.from_settings(ctx.settings, check_seconds=0)
         classifier = provider.get(session=session)
         if classifier is None:
-            raise ModelError("no active model could be loaded: run `spamguard train` first")
+            raise ModelError(_no_model_reason(session, provider.last_error))
         done = messages.classify_pending(session=session, classifier=classifier,
                                          limit=limit, batch_size=batch_size)
         left = messages.count_pending(session=session)
     click.echo(f"classified {done} pending message(s) with {classifier.version}; "
                f"{left} still pending")
+
+
+def _no_model_reason(session, load_error: str | None) -> str:
+    """Why there is no model to classify with, and what to run."""
+    from spamguard.services import registry
+
+    if registry.active_version(session) is not None:  # there is one, but it failed to load
+        return load_error or "the active model version could not be loaded"
+    versions = registry.list_versions(session)
+    if not versions:
+        return "no active model could be loaded: run `spamguard train` first"
+    candidates = [v.id for v in versions if v.status == "candidate"]
+    run = (f"`spamguard promote {candidates[0]}` (the newest candidate)" if candidates
+           else "`spamguard promote VERSION`")
+    return (f"no model version is active ({len(versions)} registered, none active): run "
+            f"{run}, or choose another from `spamguard models`")
 
 
 @click.group("api-key")
@@ -112,7 +128,13 @@ def api_key_revoke(ctx: CliContext, key_ref: str) -> None:
     """Revoke an API key by its id or prefix (requests with it get 401 at once)."""
     from spamguard.cli.context import transaction
     from spamguard.services import apikeys
+    from spamguard.sqltypes import as_utc
 
     with transaction(ctx) as session:
-        row = apikeys.revoke_api_key(session=session, key_ref=key_ref)
-        click.echo(f"revoked API key {row.id} ({row.name}, {row.key_prefix})")
+        row, revoked_now = apikeys.revoke_api_key(session=session, key_ref=key_ref)
+        described = f"API key {row.id} ({row.name}, {row.key_prefix})"
+        if revoked_now:
+            click.echo(f"revoked {described}")
+        else:
+            when = as_utc(row.revoked_at).strftime("%Y-%m-%d %H:%M UTC")
+            click.echo(f"{described} was already revoked on {when}")

@@ -65,18 +65,20 @@ def list_api_keys(*, session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
 
 
-def revoke_api_key(*, session: Session, key_ref: str) -> ApiKey:
-    """Revoke the key whose id or prefix is ``key_ref``; return it."""
+def revoke_api_key(*, session: Session, key_ref: str) -> tuple[ApiKey, bool]:
+    """Revoke the key whose id or prefix is ``key_ref``; return it and whether this call
+    revoked it (False: it was revoked already, and keeps its first revocation time)."""
     rows = _find(session, key_ref)
     if not rows:
         raise ApiKeyError(f"no API key {key_ref!r} (see `spamguard api-key list`)")
     if len(rows) > 1:
         raise ApiKeyError(f"{key_ref!r} matches {len(rows)} keys: use the numeric id")
     row = rows[0]
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
-        session.flush()
-    return row
+    if row.revoked_at is not None:
+        return row, False
+    row.revoked_at = utcnow()
+    session.flush()
+    return row, True
 
 
 def _find(session: Session, key_ref: str) -> list[ApiKey]:

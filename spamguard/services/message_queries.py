@@ -54,7 +54,7 @@ class MessageFilter:
             min_p=_number(args, "min_p"), max_p=_number(args, "max_p"),
             since=_day(args, "since"), until=_day(args, "until"),
             sender=args.get("sender", "").strip()[:255], q=args.get("q", "").strip()[:200],
-            campaign_id=_id(args, "campaign_id"),
+            campaign_id=_campaign(args),
         )
 
     def as_args(self) -> dict[str, str]:
@@ -100,6 +100,14 @@ def _id(args: Mapping[str, str], name: str) -> int | None:
         return parse_id(value)
     except ValueError:
         raise FilterError(f"{name} must be a positive whole number, not {value[:30]!r}") from None
+
+
+def _campaign(args: Mapping[str, str]) -> int | None:
+    """``campaign_id``, or ``campaign`` as people also write it (never silently ignored)."""
+    by_id, by_name = _id(args, "campaign_id"), _id(args, "campaign")
+    if None not in (by_id, by_name) and by_id != by_name:
+        raise FilterError(f"campaign {by_name} and campaign_id {by_id} disagree: give one")
+    return by_name if by_id is None else by_id
 
 
 def _day(args: Mapping[str, str], name: str) -> date | None:

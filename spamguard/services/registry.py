@@ -162,12 +162,27 @@ def rollback(*, session: Session) -> ModelVersion:
     if current is None:
         raise RegistryError("no active model version to roll back from")
     if current.previous_active_id is None:
-        raise RegistryError(f"version {current.id} has no previously active version")
+        raise RegistryError(_nothing_to_roll_back_to(session, current))
     previous = get_version(session, current.previous_active_id)
     _check_loadable(previous)
     # Keep the target's own predecessor so repeated rollbacks walk further back.
     _activate(session, previous, previous_id=previous.previous_active_id)
     return previous
+
+
+def _nothing_to_roll_back_to(session: Session, current: ModelVersion) -> str:
+    """Say why ``current`` has no predecessor and which version ``promote`` could bring back
+    (the one activated last before it, e.g. the version a rollback just left)."""
+    before = session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.id != current.id, ModelVersion.activated_at.is_not(None))
+        .order_by(ModelVersion.activated_at.desc(), ModelVersion.id.desc())
+    ).first()
+    hint = (f"to re-activate {before.id}, active before it, run `spamguard promote {before.id}`"
+            if before is not None else
+            "to switch versions, run `spamguard promote VERSION` (see `spamguard models`)")
+    return (f"version {current.id} has no previously active version to roll back to (rollback "
+            f"follows the chain of promotions, so it does not undo a rollback); {hint}")
 
 
 def reject(*, session: Session, version_id: str) -> ModelVersion:

@@ -124,3 +124,16 @@ def test_admin_promotes_a_model(page, live_server, seeded, db_session_factory):
     shoot(page, "compare")
     page.goto(f"{live_server}/admin/users")
     shoot(page, "users")
+
+
+def test_the_icon_loads_under_the_csp(page, live_server):
+    """No 404 in the console for the icon, and the CSP lets the page show it."""
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{live_server}/admin/login")
+    href = page.get_attribute("link[rel=icon]", "href")
+    width = page.evaluate("async (src) => { const img = new Image(); img.src = src; "
+                          "await img.decode(); return img.naturalWidth; }", href)
+    assert width > 0
+    assert page.goto(f"{live_server}/favicon.ico").ok
+    assert not errors, errors
