@@ -194,3 +194,29 @@ def test_cli_user_set_password(cli_env, db_session_factory):
                                  (["ivy"], "", "no password on standard input")]:
         refused = CliRunner().invoke(build_cli(), ["user", "set-password", *args], input=stdin)
         assert refused.exit_code != 0 and problem in refused.output, refused.output
+
+
+def test_cli_user_list_disable_enable(cli_env, db_session_factory):
+    """Accounts can be managed without the web UI (and an admin locked out of it can be
+    let back in)."""
+    from click.testing import CliRunner
+
+    from spamguard.cli import build_cli
+    from spamguard.db import session_scope
+
+    def run(*args):
+        return CliRunner().invoke(build_cli(), ["user", *args])
+
+    assert "no accounts yet" in run("list").output
+    with session_scope(db_session_factory) as session:
+        users.create_user(session=session, username="jo", password="long-enough", role="admin")
+    assert run("list").output.splitlines()[1].split() == ["jo", "admin", "enabled", "never"]
+    assert run("disable", "JO").output.strip() == "disabled jo"
+    with session_scope(db_session_factory) as session:
+        assert not users.authenticate(session=session, username="jo", password="long-enough").ok
+    assert run("list").output.splitlines()[1].split()[2] == "disabled"
+    assert run("enable", "jo").output.strip() == "enabled jo"
+    with session_scope(db_session_factory) as session:
+        assert users.authenticate(session=session, username="jo", password="long-enough").ok
+    refused = run("disable", "nobody")
+    assert refused.exit_code == 2 and "no user 'nobody'" in refused.output

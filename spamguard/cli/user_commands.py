@@ -1,4 +1,5 @@
-"""``spamguard user create`` / ``set-password`` and ``spamguard campaigns rebuild``."""
+"""``spamguard user create`` / ``set-password`` / ``list`` / ``enable`` / ``disable`` and
+``spamguard campaigns rebuild``."""
 
 from __future__ import annotations
 
@@ -65,6 +66,31 @@ def register(cli: click.Group) -> None:
         with transaction(ctx) as session:
             user = users.set_password(session=session, username=name, password=password)
             click.echo(f"new password set for {user.username}")
+
+    @user_group.command("list")
+    @pass_ctx
+    def user_list(ctx: CliContext) -> None:
+        """List the accounts: name, role, whether enabled, last login."""
+        from spamguard.cli.model_commands import format_table
+
+        with transaction(ctx, create=False) as session:
+            rows = [(u.username, u.role, "enabled" if u.is_active else "disabled",
+                     f"{u.last_login_at:%Y-%m-%d %H:%M}" if u.last_login_at else "never")
+                    for u in users.list_users(session)]
+        click.echo(format_table(rows, ("NAME", "ROLE", "STATE", "LAST LOGIN")) if rows
+                   else "no accounts yet: `spamguard user create NAME --role admin`")
+
+    for verb, active in (("enable", True), ("disable", False)):
+        @user_group.command(verb, help=f"{verb.capitalize()} the account NAME"
+                            + ("; its open sessions end." if not active else
+                               " (and lift a lock after failed logins)."))
+        @click.argument("name")
+        @pass_ctx
+        def user_set_active(ctx: CliContext, name: str, active: bool = active,
+                            verb: str = verb) -> None:
+            with transaction(ctx) as session:
+                user = users.set_active(session=session, username=name, active=active)
+                click.echo(f"{verb}d {user.username}")
 
     @cli.group("campaigns")
     def campaigns_group() -> None:

@@ -90,12 +90,13 @@ def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.username)))
 
 
-def set_active(*, session: Session, user_id: int, active: bool) -> User:
-    """Enable or disable an account (a disabled account cannot log in, and its open
-    sessions end)."""
-    user = session.get(User, user_id)
+def set_active(*, session: Session, user_id: int | None = None, username: str | None = None,
+               active: bool) -> User:
+    """Enable or disable an account, by id or by name (a disabled account cannot log in,
+    and its open sessions end)."""
+    user = session.get(User, user_id) if user_id is not None else _by_name(session, username or "")
     if user is None:
-        raise UserError(f"no user {user_id}")
+        raise UserError(f"no user {user_id if user_id is not None else username!r}")
     user.is_active = active
     if active:
         user.failed_logins, user.locked_until = 0, None
