@@ -164,9 +164,17 @@ def check_public_base_url(value: str) -> None:
     from urllib.parse import urlsplit
 
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts.port  # noqa: B018 - reading it checks it ("https://x:abc" raises)
+        usable = (parts.scheme in ("http", "https") and bool(parts.hostname)
+                  and not parts.query and not parts.fragment
+                  and not any(c.isspace() for c in value))  # urlsplit drops some spaces
+    except ValueError:
+        usable = False
+    if not usable:
         raise ValueError(f"SPAMGUARD_PUBLIC_BASE_URL={value!r} is not valid: write the "
-                         "address Twilio posts to, like https://sms.example.com")
+                         "address Twilio posts to, like https://sms.example.com (a path "
+                         "prefix may follow; no spaces, query or fragment)")
 
 
 MIN_LOCK_TTL = 60  # seconds: a lease renews every third of its TTL

@@ -40,6 +40,35 @@ def normalise_url(url: str | URL) -> URL:
     return parsed
 
 
+# PostgreSQL error classes that pass (SQLSTATE): connection exceptions, transaction
+# rollbacks (serialization, deadlock), lock not available, too many connections, query
+# cancelled (statement timeout), server shutting down. A wrong password (28P01), a missing
+# database (3D000) or a full disk (53100) need a person, not a retry.
+TRANSIENT_SQLSTATES = ("08", "40", "55P03", "53300", "57014", "57P01", "57P02", "57P03")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` is a busy or unreachable database (worth a retry), not a bad statement
+    or a setting someone must fix.
+
+    SQLite: locked past its busy timeout (SQLite also says OperationalError for a missing
+    table, hence the text check). PostgreSQL: a lost connection, or a server error of a
+    class in :data:`TRANSIENT_SQLSTATES`; a connection refused before the server said
+    anything has no SQLSTATE and counts as unavailable too.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    if not isinstance(exc, OperationalError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if type(exc.orig).__module__.startswith("sqlite3"):
+        text = str(exc.orig).lower()
+        return "locked" in text or "busy" in text
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(TRANSIENT_SQLSTATES)
+
+
 def is_sqlite(url: str | URL) -> bool:
     """Return True when ``url`` names an SQLite database."""
     return normalise_url(url).get_backend_name() == "sqlite"

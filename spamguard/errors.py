@@ -23,9 +23,9 @@ class NoDatabaseError(DatabaseError):
     """No SQLite database where settings point: a command that only reads (or retrain, which
     must not start a new instance) says where it looked instead of creating one there."""
 
-    def __init__(self, path, home) -> None:
-        super().__init__(f"no spamguard database at {path}: check SPAMGUARD_HOME (now "
-                         f"{home}); `spamguard train` or `spamguard db upgrade` makes one")
+    def __init__(self, path, setting: str) -> None:
+        super().__init__(f"no spamguard database at {path}: check {setting}; "
+                         "`spamguard train` or `spamguard db upgrade` makes one")
 
 
 class DatabaseUnavailableError(DatabaseError):

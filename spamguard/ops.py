@@ -25,10 +25,11 @@ from flask import (
     url_for,
 )
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from spamguard.db import database_unavailable
 from spamguard.extensions import db_session, get_db
 from spamguard.intake import json_error, unavailable
 from spamguard.metrics import Metrics
@@ -142,23 +143,6 @@ def _retry_after() -> int:
         return 60
     reset_at, _remaining = limiter.limiter.get_window_stats(window.limit, *window.request_args)
     return max(1, int(reset_at - time.time()) + 1)
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` is a busy or unreachable database (worth a retry), not a bad statement.
-
-    SQLite: locked past its busy timeout (SQLite also says OperationalError for a missing
-    table, hence the text check). PostgreSQL (psycopg): every OperationalError is a lost or
-    refused connection, a lock or statement timeout, or a server shutting down.
-    """
-    if not isinstance(exc, OperationalError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    if type(exc.orig).__module__.startswith("sqlite3"):
-        text = str(exc.orig).lower()
-        return "locked" in text or "busy" in text
-    return True
 
 
 def _first_line(exc: DBAPIError) -> str:

@@ -20,8 +20,8 @@ def check_ready(settings: Settings) -> None:
     from spamguard.db import open_database
 
     check_secret(settings, testing=False)
+    check_rate_limit_store(settings.rate_limit_storage_uri)  # before a database is created
     open_database(settings.resolved_database_url, create_if_empty=True).dispose()
-    check_rate_limit_store(settings.rate_limit_storage_uri)
 
 
 def check_rate_limit_store(uri: str) -> None:
@@ -30,16 +30,32 @@ def check_rate_limit_store(uri: str) -> None:
     from limits.errors import ConfigurationError
     from limits.storage import storage_from_string
 
+    shown = redact_uri(uri)  # the message goes to the journal: no password in it
+
+    def refuse(problem: str) -> SpamguardError:
+        return SpamguardError(f"SPAMGUARD_RATE_LIMIT_STORAGE_URI={shown!r}: "
+                              f"{problem.replace(uri, shown)}")
+
     try:
         reachable = storage_from_string(uri).check()
     except ConfigurationError as exc:
-        raise SpamguardError(f"SPAMGUARD_RATE_LIMIT_STORAGE_URI={uri!r}: {exc}") from None
+        raise refuse(str(exc)) from None
     except Exception as exc:  # the store's client library failing to connect
-        raise SpamguardError(f"SPAMGUARD_RATE_LIMIT_STORAGE_URI={uri!r}: cannot use it "
-                             f"({type(exc).__name__}: {exc})") from None
+        raise refuse(f"cannot use it ({type(exc).__name__}: {exc})") from None
     if not reachable:
-        raise SpamguardError(f"SPAMGUARD_RATE_LIMIT_STORAGE_URI={uri!r}: the store does not "
-                             "answer")
+        raise refuse("the store does not answer")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with its password (if any) shown as ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 def default_workers() -> int:

@@ -344,3 +344,22 @@ def test_a_busy_database_is_a_503_whose_retry_after_the_limiter_keeps(api, monke
     response = api("POST", "/messages", json=MESSAGE)
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert "busy or unreachable" in response.get_json()["error"]
+
+
+def test_a_busy_database_after_the_message_is_stored_answers_pending_not_503(app, api,
+                                                                           monkeypatch):
+    """A 503 would have the caller send the message again: without an id, stored twice."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from spamguard.services import messages
+
+    def locked(**_):
+        raise OperationalError("UPDATE messages ...", {},
+                               sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(messages, "classify_stored", locked)
+    response = api("POST", "/messages", json={k: v for k, v in MESSAGE.items() if k != "id"})
+    assert response.status_code == 202 and response.get_json()["status"] == "pending"
+    assert count_rows(app, Message) == 1 and count_rows(app, Verdict) == 0

@@ -76,7 +76,8 @@ def test_models_on_a_fresh_home(cli, home) -> None:
     assert "no model versions yet: no spamguard database at " in result.output
     assert str(home.resolve()) in result.output  # where it looked, as an absolute path
     assert not home.exists()  # a read-only command leaves no empty instance behind
-    assert run(cli, "models", "--json").output == ""
+    as_json = run(cli, "models", "--json")
+    assert as_json.exit_code == 2 and "no spamguard database at " in as_json.output
 
 
 def test_models_table_and_json(cli, registered) -> None:
@@ -141,3 +142,18 @@ def test_bad_database_urls_are_one_line_errors(tmp_path, url, fragment):
         "SPAMGUARD_HOME": str(tmp_path), "SPAMGUARD_DATABASE_URL": url})
     assert result.exit_code == 2
     assert fragment in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", [
+    ["user", "disable", "bob"], ["user", "list"], ["rollback"], ["promote", "v1"],
+    ["api-key", "list"], ["api-key", "revoke", "1"], ["classify-pending"],
+    ["evalset", "show"], ["evalset", "add", "--from-reviews", "1"], ["campaigns", "rebuild"],
+])
+def test_commands_that_need_existing_rows_create_no_database(home, args) -> None:
+    """A mistyped SPAMGUARD_HOME used to leave a new empty instance behind."""
+    from spamguard.cli import build_cli
+
+    result = CliRunner().invoke(build_cli(), args, input="long-enough\n")
+    assert result.exit_code == 2, result.output
+    assert "no spamguard database at " in result.output
+    assert not home.exists()

@@ -163,6 +163,7 @@ def test_gunicorn_options_do_not_preload():
     ("SPAMGUARD_RATE_LIMIT_STORAGE_URI", "bogus://x", "unknown storage scheme"),
     # The redis client library is not installed here: found at start, not by each worker.
     ("SPAMGUARD_RATE_LIMIT_STORAGE_URI", "redis://127.0.0.1:1", "'redis' prerequisite"),
+    ("SPAMGUARD_RATE_LIMIT_STORAGE_URI", "redis://:s3cret@127.0.0.1:1/0", ":***@127.0.0.1"),
 ])
 def test_serve_refuses_bad_settings_in_one_line(cli_env, monkeypatch, no_gunicorn, name, value,
                                                 says):
@@ -172,6 +173,7 @@ def test_serve_refuses_bad_settings_in_one_line(cli_env, monkeypatch, no_gunicor
     assert result.exit_code == 2
     assert result.output.strip() == result.output.strip().splitlines()[0]
     assert f"{name}=" in result.output and says in result.output
+    assert "s3cret" not in result.output  # a store's password is never printed
 
 
 def test_workers_get_the_configured_torch_threads(monkeypatch):

@@ -109,11 +109,15 @@ def test_choices_ignore_case_and_spaces(name, raw, value):
     assert getattr(load_settings(environ={variable(name): raw}), name) == value
 
 
-@pytest.mark.parametrize("raw", ["sms.example.com", "ftp://sms.example.com", "https://"])
+@pytest.mark.parametrize("raw", ["sms.example.com", "ftp://sms.example.com", "https://",
+                                 " https://sms.example.com", "https://sms.example.com\n",
+                                 "https://sms.example.com:abc", "https://sms.example.com/?q=1",
+                                 "https://sms.example.com/#f"])
 def test_a_public_base_url_signatures_cannot_match_is_refused(raw):
     with pytest.raises(ValueError, match="like https://sms.example.com"):
         load_settings(environ={"SPAMGUARD_PUBLIC_BASE_URL": raw})
-    assert load_settings(environ={"SPAMGUARD_PUBLIC_BASE_URL": "https://sms.example.com"})
+    for good in ("https://sms.example.com", "http://10.0.0.5:8000/spamguard"):
+        assert load_settings(environ={"SPAMGUARD_PUBLIC_BASE_URL": good}).public_base_url == good
 
 
 def test_an_unsupported_database_is_one_line_not_a_driver_traceback():

@@ -233,3 +233,29 @@ def test_engines_hide_bound_values_in_errors_by_default(tmp_path) -> None:
             connection.execute(text("INSERT INTO nowhere VALUES (:body)"), {"body": "PIN 4921"})
         engine.dispose()
         assert ("PIN 4921" not in str(caught.value)) is hidden
+
+
+@pytest.mark.parametrize(("orig", "unavailable"), [
+    ("sqlite:database is locked", True),
+    ("sqlite:no such table: messages", False),  # a broken schema: retrying cannot help
+    ("pg:None", True),  # connection refused before the server said anything
+    ("pg:08006", True), ("pg:40P01", True), ("pg:55P03", True), ("pg:57014", True),
+    ("pg:57P01", True), ("pg:53300", True),
+    ("pg:28P01", False),  # wrong password after a rotation: a person must fix it
+    ("pg:3D000", False), ("pg:53100", False),
+])
+def test_which_database_errors_are_worth_a_retry(orig, unavailable):
+    import sqlite3
+
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from spamguard.db import database_unavailable
+
+    kind, detail = orig.split(":", 1)
+    if kind == "sqlite":
+        error = sqlite3.OperationalError(detail)
+    else:
+        error = type("PgError", (Exception,), {"__module__": "psycopg.errors"})("server says no")
+        error.sqlstate = None if detail == "None" else detail
+    assert database_unavailable(OperationalError("SELECT 1", {}, error)) is unavailable
+    assert not database_unavailable(IntegrityError("INSERT", {}, error))

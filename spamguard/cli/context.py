@@ -40,7 +40,9 @@ def session_factory_for(ctx: CliContext, *, create: bool = True) -> Iterator:
 
     url = ctx.settings.resolved_database_url
     if not create and (missing := missing_sqlite_file(url)) is not None:
-        raise NoDatabaseError(missing, ctx.settings.home.resolve())
+        setting = ("SPAMGUARD_DATABASE_URL" if ctx.settings.database_url else
+                   f"SPAMGUARD_HOME (now {ctx.settings.home.resolve()})")
+        raise NoDatabaseError(missing.resolve(), setting)
     engine = open_database(url, create_if_empty=True, hide_parameters=not ctx.settings.log_bodies)
     try:
         yield make_session_factory(engine)

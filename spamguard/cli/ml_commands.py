@@ -16,12 +16,20 @@ from spamguard.errors import ModelError
 STDIN_PROMPT = "reading messages from standard input, one a line; end with Ctrl-D"
 
 
-def stdin_is_a_terminal() -> bool:
-    """Whether standard input is a terminal (not a pipe or a file)."""
+def is_terminal(stream) -> bool:
+    """Whether ``stream`` is a terminal (a person), not a pipe or a file."""
     try:
-        return sys.stdin.isatty()
-    except (AttributeError, ValueError):  # no stdin, or a closed one
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no stream (pythonw, daemons), or a closed one
         return False
+
+
+def stdin_is_a_terminal() -> bool:
+    return is_terminal(sys.stdin)
+
+
+def stderr_is_terminal() -> bool:
+    return is_terminal(sys.stderr)
 
 
 def resolve_model_dir(ctx: CliContext, model: str | None) -> Path:
@@ -37,11 +45,6 @@ def resolve_model_dir(ctx: CliContext, model: str | None) -> Path:
         if version is None:
             raise ModelError("no active model: run `spamguard train` first (or pass --model)")
         return Path(version.directory)
-
-
-def stderr_is_terminal() -> bool:
-    """Whether a person is likely reading stderr (notes meant for people only)."""
-    return sys.stderr.isatty()
 
 
 def register(cli: click.Group) -> None:

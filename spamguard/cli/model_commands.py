@@ -63,9 +63,11 @@ def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...] = COLUMNS)
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _switch(ctx: CliContext, action: Callable[[Session], ModelVersion], verb: str) -> None:
-    """Run a registry change in one transaction and report old and new active versions."""
-    with transaction(ctx) as session:
+def _switch(ctx: CliContext, action: Callable[[Session], ModelVersion], verb: str, *,
+            create: bool = False) -> None:
+    """Run a registry change in one transaction and report old and new active versions
+    (``create``: a missing database may be made, as for registering a folder)."""
+    with transaction(ctx, create=create) as session:
         before = registry.active_version(session)
         before_id = before.id if before else "none"
         version = action(session)
@@ -90,8 +92,9 @@ def register(cli: click.Group) -> None:
                 versions = registry.list_versions(session)
                 rows = [_json_row(v) if as_json else version_row(v) for v in versions]
         except NoDatabaseError as exc:
-            if not as_json:
-                click.echo(f"no model versions yet: {exc}")
+            if as_json:  # a script must not mistake a wrong home for an empty registry
+                raise
+            click.echo(f"no model versions yet: {exc}")
             return
         if as_json:
             for row in rows:
@@ -119,7 +122,7 @@ def register(cli: click.Group) -> None:
                                                    activate_if_none=False).id
             return registry.promote(session=session, version_id=target)
 
-        _switch(ctx, promote, "promoted")
+        _switch(ctx, promote, "promoted", create=folder.is_dir())
 
     @cli.command("rollback")
     @pass_ctx

@@ -101,9 +101,9 @@ def register(cli: click.Group) -> None:
         if not message_ids and not count:
             raise click.UsageError("give --message-id ID or --from-reviews N")
         settings = ctx.settings
-        with transaction(ctx) as session:
+        with transaction(ctx, create=False) as session:
             active = registry.active_version(session)
-            away = away_from(read_metadata(active.path) if active else None,
+            away = away_from(lambda: read_metadata(active.path) if active else None,
                              active.id if active else None,
                              lambda line: click.echo(f"note: {line}", err=True))
             # Choose the base part first (as `retrain` would), so added messages never

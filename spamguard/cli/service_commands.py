@@ -51,7 +51,7 @@ def classify_pending_command(ctx: CliContext, limit: int | None, batch_size: int
     from spamguard.services.model_provider import ModelProvider
 
     # A plain session: classify_pending commits batch by batch.
-    with session_factory_for(ctx) as factory, factory() as session:
+    with session_factory_for(ctx, create=False) as factory, factory() as session:
         # The service's runtime and quantisation: its verdicts match the service's.
         provider = ModelProvider.from_settings(ctx.settings, check_seconds=0)
         classifier = provider.get(session=session)
@@ -112,7 +112,7 @@ def api_key_list(ctx: CliContext) -> None:
     def when(value) -> str:
         return value.strftime("%Y-%m-%d %H:%M") if value else "-"
 
-    with transaction(ctx) as session:
+    with transaction(ctx, create=False) as session:
         rows = [(str(k.id), k.key_prefix, k.name, when(k.created_at), when(k.last_used_at),
                  when(k.revoked_at)) for k in apikeys.list_api_keys(session=session)]
     if not rows:
@@ -130,7 +130,7 @@ def api_key_revoke(ctx: CliContext, key_ref: str) -> None:
     from spamguard.services import apikeys
     from spamguard.sqltypes import as_utc
 
-    with transaction(ctx) as session:
+    with transaction(ctx, create=False) as session:
         row, revoked_now = apikeys.revoke_api_key(session=session, key_ref=key_ref)
         described = f"API key {row.id} ({row.name}, {row.key_prefix})"
         if revoked_now:

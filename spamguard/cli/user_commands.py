@@ -63,7 +63,7 @@ def register(cli: click.Group) -> None:
         """Give the account NAME a new password, asked for (or read from stdin); this also
         lifts a lock after failed logins."""
         password = read_password(sys.stdin.isatty(), name)
-        with transaction(ctx) as session:
+        with transaction(ctx, create=False) as session:
             user = users.set_password(session=session, username=name, password=password)
             click.echo(f"new password set for {user.username}")
 
@@ -88,7 +88,7 @@ def register(cli: click.Group) -> None:
         @pass_ctx
         def user_set_active(ctx: CliContext, name: str, active: bool = active,
                             verb: str = verb) -> None:
-            with transaction(ctx) as session:
+            with transaction(ctx, create=False) as session:
                 user = users.set_active(session=session, username=name, active=active)
                 click.echo(f"{verb}d {user.username}")
 
@@ -107,7 +107,7 @@ def register(cli: click.Group) -> None:
     @pass_ctx
     def campaigns_rebuild(ctx: CliContext, similarity: float, min_size: int, days: int) -> None:
         """Recompute all campaigns from the active model's (cached) embeddings."""
-        with transaction(ctx) as session:
+        with transaction(ctx, create=False) as session:
             encoder = campaigns.active_encoder(session=session, settings=ctx.settings)
             result = campaigns.rebuild_campaigns(session=session, encoder=encoder,
                                                  similarity=similarity, min_size=min_size,

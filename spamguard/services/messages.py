@@ -16,10 +16,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from spamguard.db import database_unavailable
 from spamguard.ml.data import text_hash
 from spamguard.models import Message, Verdict
 from spamguard.sqltypes import utcnow
@@ -65,8 +66,26 @@ def ingest(*, session: Session, classifier: Any, gateway: str, external_id: str 
     message, created = _store(session=session, gateway=gateway, external_id=external_id,
                               fields={"sender": sender, "recipient": recipient, "body": body,
                                       "received_at": received_at or utcnow(), "raw": raw})
-    verdict = classify_stored(session=session, classifier=classifier, message=message)
+    verdict = classify_or_leave_pending(session=session, classifier=classifier,
+                                        message=message)
     return IngestResult(message=message, verdict=verdict, created=created)
+
+
+def classify_or_leave_pending(*, session: Session, classifier: Any,
+                              message: Message) -> Verdict | None:
+    """:func:`classify_stored`, except that a busy or unreachable database leaves the
+    (already committed) message pending for a later drain instead of failing: an error
+    answer would have the caller send the message again, stored twice if it has no id."""
+    message_id = message.id
+    try:
+        return classify_stored(session=session, classifier=classifier, message=message)
+    except DBAPIError as exc:
+        if not database_unavailable(exc):
+            raise
+        session.rollback()
+        log.warning("verdict for message %s not stored (database busy): left pending",
+                    message_id)
+        return None
 
 
 def classify_stored(*, session: Session, classifier: Any, message: Message) -> Verdict | None:

@@ -134,14 +134,14 @@ def texts_seen_by(metadata: dict[str, Any] | None) -> set[str] | None:
     return {text_hash(text) for text in parts.train.texts + parts.val.texts}
 
 
-def away_from(metadata: dict[str, Any] | None, version: str | None,
+def away_from(metadata: Callable[[], dict[str, Any] | None], version: str | None,
               note: Callable[[str], None]) -> Callable[[], set[str]]:
     """The ``exclude`` of :func:`~spamguard.services.evalset.ensure_evalset`: the texts the
-    active version saw, rebuilt only if a set is chosen; when they cannot be, ``note`` says
-    that the set may favour that version."""
+    active version saw, rebuilt (its ``metadata()`` read) only if a set is chosen; when
+    they cannot be, ``note`` says that the set may favour that version."""
 
     def texts() -> set[str]:
-        seen = texts_seen_by(metadata)
+        seen = texts_seen_by(metadata())
         if seen is None:
             note(f"the active model's training data ({version}) could not be rebuilt, so "
                  "the new evaluation set may hold texts it was trained on; that favours it "
@@ -165,7 +165,7 @@ def prepare_data(*, session_factory: sessionmaker[Session], settings: Settings,
         evalset, _ = ensure_evalset(session=session, base=base,
                                     fraction=settings.evalset_fraction,
                                     up_to_review=snapshot.max_review_id, reviews=reviews,
-                                    exclude=away_from(snapshot.active_metadata,
+                                    exclude=away_from(lambda: snapshot.active_metadata,
                                                       snapshot.active_id,
                                                       lambda line: log(f"retrain: note: {line}")))
         training = build_training_set(session=session, base=base, exclude=evalset.hashes,
