@@ -72,6 +72,19 @@ def test_rebuild_groups_and_labels_whole_campaign(db_session, spam_wave, make_us
     assert (grown.size, grown.label) == (4, None)
 
 
+def test_messages_without_words_join_no_campaign(db_session, add_messages, tiny_classifier):
+    # Emoji all read as one unknown token and punctuation normalises away: without the
+    # exclusion these five unrelated replies would be one campaign.
+    add_messages("😂", "❤️", "😂😂", "??", "...", "WIN a FREE phone now call 0800",
+                 "win a free phone NOW call 0899", "win a free phone now, call 0811")
+    result = campaigns.rebuild_campaigns(session=db_session,
+                                         encoder=lambda t: tiny_classifier.encoder(t),
+                                         days=None)
+    assert (result.campaigns, result.grouped_messages) == (1, 3)
+    grouped = db_session.scalars(select(Message.body).where(Message.campaign_id.is_not(None)))
+    assert all("phone" in body for body in grouped)
+
+
 def test_rebuild_respects_min_size_and_window(db_session, spam_wave):
     result = campaigns.rebuild_campaigns(session=db_session, encoder=fake_encoder, min_size=3)
     assert result.campaigns == 1

@@ -4,6 +4,11 @@ Two messages belong together when the cosine similarity of their embeddings is a
 :data:`DEFAULT_SIMILARITY` (0.92), or when their normalised texts are equal; a campaign is
 a connected group of at least :data:`DEFAULT_MIN_SIZE` messages. Embeddings come from the
 active model's encoder, whose on-disk cache means each distinct text is embedded once.
+
+A message with no word or number in it (only emoji or punctuation: "😂", "??", "❤️") joins no
+campaign. Its normalised text is empty, and the backbone's tokenizer reads every emoji as
+the same unknown token, so "😂" from one person and "❤️" from another would otherwise make
+a campaign of unrelated messages, and labelling it would relabel them all.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from spamguard.errors import SpamguardError
+from spamguard.ml.data import text_hash
 from spamguard.models import Campaign, Message
 from spamguard.services import reviews
 from spamguard.sqltypes import utcnow
@@ -28,6 +34,7 @@ ENCODE_CHUNK = 2000  # texts per encoder call (bounded memory, one cache shard e
 BLOCK = 1024  # rows per similarity block
 REBUILD_LOCK_KEY = 0x5347_4341  # PostgreSQL advisory lock id of a rebuild ("SGCA")
 Encoder = Callable[[Sequence[str]], np.ndarray]
+WORDLESS = text_hash("")  # the text hash of a message with no word or number in it
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,8 @@ def _groups(rows: list, encoder: Encoder, similarity: float) -> list[list]:
     """Group message rows by text hash, then link the distinct texts by embedding."""
     by_hash: dict[str, list] = {}
     for row in rows:
-        by_hash.setdefault(row.text_hash, []).append(row)
+        if row.text_hash != WORDLESS:
+            by_hash.setdefault(row.text_hash, []).append(row)
     hashes = list(by_hash)
     component = group_vectors(_encode(encoder, [by_hash[h][0].body for h in hashes]),
                               similarity=similarity)
