@@ -153,6 +153,9 @@ def test_similar_messages_share_text_or_campaign(db_session, add_messages):
     similar = message_queries.similar_messages(db_session, db_session.get(Message, a))
     assert [m.id for m in similar] == [b]
     assert c not in [m.id for m in similar]
+    # Emoji and punctuation normalise to nothing: unrelated, so not "similar".
+    smile, _heart = add_messages("😂", "❤️ ??")
+    assert message_queries.similar_messages(db_session, db_session.get(Message, smile)) == []
 
 
 def _at_once(decide, *labels: str) -> None:

@@ -76,6 +76,11 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(normalise(text).encode("utf-8")).hexdigest()
 
 
+# The text hash of a message with no word or number in it (only emoji or punctuation):
+# "😂" and "??" share it without being the same message, so nothing groups by it.
+WORDLESS_HASH = text_hash("")
+
+
 def _decode(path: Path, raw: bytes) -> str:
     try:
         text = raw.decode("utf-8-sig")

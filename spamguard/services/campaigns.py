@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from spamguard.errors import SpamguardError
-from spamguard.ml.data import text_hash
+from spamguard.ml.data import WORDLESS_HASH
 from spamguard.models import Campaign, Message
 from spamguard.services import reviews
 from spamguard.sqltypes import utcnow
@@ -34,7 +34,6 @@ ENCODE_CHUNK = 2000  # texts per encoder call (bounded memory, one cache shard e
 BLOCK = 1024  # rows per similarity block
 REBUILD_LOCK_KEY = 0x5347_4341  # PostgreSQL advisory lock id of a rebuild ("SGCA")
 Encoder = Callable[[Sequence[str]], np.ndarray]
-WORDLESS = text_hash("")  # the text hash of a message with no word or number in it
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def _groups(rows: list, encoder: Encoder, similarity: float) -> list[list]:
     """Group message rows by text hash, then link the distinct texts by embedding."""
     by_hash: dict[str, list] = {}
     for row in rows:
-        if row.text_hash != WORDLESS:
+        if row.text_hash != WORDLESS_HASH:
             by_hash.setdefault(row.text_hash, []).append(row)
     hashes = list(by_hash)
     component = group_vectors(_encode(encoder, [by_hash[h][0].body for h in hashes]),

@@ -11,9 +11,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, false, func, or_, select
 from sqlalchemy.orm import Session
 
+from spamguard.ml.data import WORDLESS_HASH
 from spamguard.models import LABELS, Message
 from spamguard.sqltypes import parse_id
 
@@ -237,8 +238,13 @@ def queue_size(session: Session) -> int:
 
 
 def similar_messages(session: Session, message: Message, *, limit: int = 20) -> list[Message]:
-    """Return other messages with the same normalised text or in the same campaign."""
-    same = Message.text_hash == message.text_hash
+    """Return other messages with the same normalised text or in the same campaign.
+
+    A message with no words (emoji or punctuation only) matches none by its text: every
+    such message has the same normalised text, empty.
+    """
+    same = (Message.text_hash == message.text_hash if message.text_hash != WORDLESS_HASH
+            else false())
     if message.campaign_id is not None:
         same = or_(same, Message.campaign_id == message.campaign_id)
     query = (select(Message).where(and_(same, Message.id != message.id))
