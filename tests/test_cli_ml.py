@@ -324,3 +324,9 @@ def test_promote_of_the_active_version_says_nothing_changed(home):
     assert result.output.strip() == f"{active} is already the active version; nothing changed"
     table = run(env, ["models"]).output
     assert "%" in table.splitlines()[1]  # ham FPR in percent, as in reports
+
+
+def test_train_help_names_the_backbone_setting() -> None:
+    """--backbone defaults to SPAMGUARD_BACKBONE (README), then the packaged model."""
+    text = " ".join(CliRunner().invoke(build_cli(), ["train", "--help"]).output.split())
+    assert "(default: SPAMGUARD_BACKBONE, else the packaged all-MiniLM-L6-v2)" in text

@@ -56,7 +56,7 @@ def register(cli: click.Group) -> None:
                   help="Labelled TSV/CSV (label ham/spam or 0/1, then text).")
     @click.option("--backbone", default=None,
                   help="Local directory or hub id of a BERT-family encoder "
-                       "(default: the packaged all-MiniLM-L6-v2).")
+                       "(default: SPAMGUARD_BACKBONE, else the packaged all-MiniLM-L6-v2).")
     @click.option("--pooling", type=click.Choice(["mean", "cls", "pooler", "mean-cls"]),
                   default="mean", show_default=True)
     @click.option("--max-length", type=click.IntRange(8, 512), default=128, show_default=True)
