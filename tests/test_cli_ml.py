@@ -330,3 +330,18 @@ def test_train_help_names_the_backbone_setting() -> None:
     """--backbone defaults to SPAMGUARD_BACKBONE (README), then the packaged model."""
     text = " ".join(CliRunner().invoke(build_cli(), ["train", "--help"]).output.split())
     assert "(default: SPAMGUARD_BACKBONE, else the packaged all-MiniLM-L6-v2)" in text
+
+
+def test_classify_with_stdin_closed_is_one_line(tmp_path):
+    """`spamguard classify <&-`: no file named and nothing to read (sys.stdin is None)."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "spamguard", "classify"], capture_output=True, text=True,
+        env={**os.environ, "SPAMGUARD_HOME": str(tmp_path / "home")},
+        preexec_fn=lambda: os.close(0), timeout=120)
+    assert (result.returncode, result.stderr) == (
+        2, "error: standard input is closed: give a FILE to classify\n")
+    assert not (tmp_path / "home").exists()

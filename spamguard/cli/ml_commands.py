@@ -11,7 +11,7 @@ import click
 
 from spamguard.cli.context import CliContext, pass_ctx
 from spamguard.config import DEFAULT_DATA, RUNTIMES
-from spamguard.errors import ModelError
+from spamguard.errors import DataError, ModelError
 
 STDIN_PROMPT = "reading messages from standard input, one a line; end with Ctrl-D"
 
@@ -126,6 +126,8 @@ def register(cli: click.Group) -> None:
             click.echo(f"note: {line}", err=True)
 
         if str(source) == "-":
+            if sys.stdin is None:  # closed (`<&-`): nothing to read, and no FILE given
+                raise DataError("standard input is closed: give a FILE to classify")
             if stdin_is_a_terminal():  # a person, who would otherwise wait with no prompt
                 click.echo(STDIN_PROMPT, err=True)
             texts = load_texts(Path("<stdin>"), sys.stdin.buffer.read(),
