@@ -73,7 +73,7 @@ def register(cli: click.Group) -> None:
                       max_length: int, epochs: int, seed: int, no_features: bool,
                       no_lexical: bool, max_ham_fpr: float) -> None:
         """Train a model version on labelled data and print its report."""
-        from spamguard.cli.context import transaction
+        from spamguard.cli.context import session_factory_for, transaction
         from spamguard.ml.data import load_labelled
         from spamguard.ml.train import TrainConfig, train_model
         from spamguard.services import registry
@@ -83,6 +83,8 @@ def register(cli: click.Group) -> None:
         config = TrainConfig(pooling=pooling, max_length=max_length, epochs=epochs, seed=seed,
                              features=not no_features, lexical=not no_lexical,
                              max_ham_fpr=max_ham_fpr)
+        with session_factory_for(ctx):  # made, or its schema checked, before training: an
+            pass  # out-of-date schema or a server that is down fails now, not minutes later
         result = train_model(data, models_dir=settings.models_dir, cache_root=settings.cache_dir,
                              backbone=backbone or settings.backbone or None, config=config,
                              data_source=str(Path(data_path).resolve()),
