@@ -82,6 +82,14 @@ def check_address(host: str, port: int) -> None:
                                  ) from None
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as gunicorn's bind and a URL take it: an IPv6 address in brackets
+    (gunicorn read ``::1:8000`` as host ``::1:8000`` with an empty port, and exited)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
 def default_workers() -> int:
     """2 to 4 workers: one per core, at least two so a slow request never blocks all."""
     return max(2, min(4, os.cpu_count() or 2))
@@ -90,7 +98,7 @@ def default_workers() -> int:
 def gunicorn_options(*, host: str, port: int, workers: int, timeout: int) -> dict[str, Any]:
     """Gunicorn settings: no preload (each worker builds the app and loads the model itself)."""
     return {
-        "bind": f"{host}:{port}",
+        "bind": host_port(host, port),
         "workers": workers,
         "worker_class": "sync",
         "preload_app": False,

@@ -199,6 +199,15 @@ def test_serve_refuses_bad_settings_in_one_line(cli_env, monkeypatch, no_gunicor
     assert "s3cret" not in result.output  # a store's password is never printed
 
 
+@pytest.mark.parametrize(("host", "bind"), [("127.0.0.1", "127.0.0.1:8831"),
+                                            ("::1", "[::1]:8831"), ("[::1]", "[::1]:8831"),
+                                            ("::", "[::]:8831"), ("localhost", "localhost:8831")])
+def test_gunicorn_binds_ipv6_hosts_in_brackets(host, bind):
+    from spamguard.serving import gunicorn_options
+
+    assert gunicorn_options(host=host, port=8831, workers=2, timeout=120)["bind"] == bind
+
+
 def test_workers_get_the_configured_torch_threads(monkeypatch):
     import torch
 

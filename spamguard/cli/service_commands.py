@@ -31,6 +31,7 @@ def serve_command(ctx: CliContext, host: str, port: int, workers: int | None,
         check_ready,
         default_workers,
         gunicorn_options,
+        host_port,
         run_gunicorn,
     )
 
@@ -39,8 +40,8 @@ def serve_command(ctx: CliContext, host: str, port: int, workers: int | None,
     check_address(host, port)
     workers = workers or default_workers()
     plural = "s" if workers != 1 else ""
-    click.echo(f"spamguard: serving on http://{host}:{port} with {workers} worker{plural} "
-               f"(home {settings.home})", err=True)
+    click.echo(f"spamguard: serving on http://{host_port(host, port)} with {workers} "
+               f"worker{plural} (home {settings.home})", err=True)
     run_gunicorn(settings, gunicorn_options(host=host, port=port, workers=workers,
                                             timeout=timeout))
 
