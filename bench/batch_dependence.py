@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import DATA, find_model, load_split, table  # noqa: E402
+from throughput import DATA, find_model, load_split, run_main, table  # noqa: E402
 
 VARIANTS = {"fp32 (onnx, service default)": ("onnx", False),
             "int8 (onnx, --quantize)": ("onnx", True), "int8 (torch)": ("torch", True),
@@ -77,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

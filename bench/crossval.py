@@ -47,7 +47,7 @@ from spamguard.ml.train import TrainConfig, fit_head
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "sms_spam_collection.tsv"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import table  # noqa: E402  (bench scripts share the table printer)
+from throughput import run_main, table  # noqa: E402  (bench scripts share these)
 
 
 @dataclass(frozen=True)
@@ -209,4 +209,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

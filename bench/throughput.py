@@ -275,6 +275,18 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
                       *map(line, rows)])
 
 
+def run_main(main: Callable[[], object]) -> None:
+    """Run a bench script's ``main``: a user error (a wrong ``--model`` or ``--data``) is
+    one line on stderr and exit 2, as in the ``spamguard`` command, not a traceback."""
+    from spamguard.errors import SpamguardError
+
+    try:
+        main()
+    except SpamguardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run every measurement and print the tables."""
     from transformers.utils import logging as hf_logging
@@ -335,4 +347,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -58,6 +58,38 @@ def redact_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
+def check_address(host: str, port: int) -> None:
+    """Refuse an address gunicorn could not listen on (one line): gunicorn itself retries
+    for five seconds, logs ten lines and exits 1 when the port is taken or the host unknown."""
+    import errno
+    import socket
+
+    where = f"{host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise SpamguardError(f"cannot listen on {where}: {exc.strerror or exc}"
+                             " (--host takes an address or name of this machine)") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            hint = (" (another service, or another `spamguard serve`, uses it: stop it or "
+                    "choose another --port)" if exc.errno == errno.EADDRINUSE else "")
+            raise SpamguardError(f"cannot listen on {where}: {exc.strerror or exc}{hint}"
+                                 ) from None
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as gunicorn's bind and a URL take it: an IPv6 address in brackets
+    (gunicorn read ``::1:8000`` as host ``::1:8000`` with an empty port, and exited)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
 def default_workers() -> int:
     """2 to 4 workers: one per core, at least two so a slow request never blocks all."""
     return max(2, min(4, os.cpu_count() or 2))
@@ -66,7 +98,7 @@ def default_workers() -> int:
 def gunicorn_options(*, host: str, port: int, workers: int, timeout: int) -> dict[str, Any]:
     """Gunicorn settings: no preload (each worker builds the app and loads the model itself)."""
     return {
-        "bind": f"{host}:{port}",
+        "bind": host_port(host, port),
         "workers": workers,
         "worker_class": "sync",
         "preload_app": False,

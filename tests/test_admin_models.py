@@ -32,6 +32,10 @@ def test_compare(viewer_client, two_versions):
     text = page.get_data(as_text=True)
     assert page.status_code == 200 and first in text and second in text and "MCC" in text
     assert viewer_client.get(f"/admin/models/compare?a={first}&b=zzz").status_code == 404
+    for query in ("", f"?a={first}", f"?a={first}&b="):  # a hand-made URL missing a version
+        page = viewer_client.get(f"/admin/models/compare{query}")
+        assert page.status_code == 400
+        assert "compare needs two versions" in page.get_data(as_text=True)
 
 
 def test_promote_and_rollback_are_admin_only(admin_client, moderator_client, two_versions,

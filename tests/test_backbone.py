@@ -55,8 +55,14 @@ def test_missing_backbone_is_one_clear_line(tmp_path):
 
 
 def test_an_existing_directory_that_is_no_model_says_why(tmp_path):
-    with pytest.raises(ModelError, match="cannot load backbone .* from "):
-        load_backbone(str(tmp_path))
+    (tmp_path / "notes.txt").write_text("not a model")
+    for wrong in (tmp_path, tmp_path / "notes.txt"):  # a folder without a model, a file
+        with pytest.raises(ModelError) as info:
+            load_backbone(str(wrong))
+        message = str(info.value)
+        assert message == (f"cannot load backbone {str(wrong)!r}: {wrong} is not a model "
+                           "directory (it has no config.json; give the folder a transformers "
+                           "model was saved to, or a hub id)")
 
 
 @pytest.mark.integration

@@ -276,6 +276,31 @@ def test_train_refuses_an_unwritable_models_folder_before_training(tmp_path, tin
     assert "Not a directory" in result.output or "File exists" in result.output
 
 
+def test_train_refuses_an_out_of_date_database_before_training(tmp_path, tiny_backbone_dir,
+                                                               monkeypatch):
+    """After an upgrade that adds a migration, `train` before `db upgrade` says so at once
+    (it used to train, write an orphan version folder, then fail on the schema)."""
+    import sqlite3
+
+    import spamguard.ml.train as train
+    from spamguard.db import head_revision
+
+    monkeypatch.setattr(train, "fit_head", lambda *a, **k: pytest.fail("trained anyway"))
+    home = tmp_path / "instance"
+    home.mkdir()
+    with sqlite3.connect(home / "spamguard.db") as connection:  # tables, no revision
+        connection.execute("CREATE TABLE legacy (id INTEGER PRIMARY KEY)")
+    good = tmp_path / "good.tsv"
+    good.write_text("".join(f"ham\thello number {i}\nspam\tWIN prize {i}\n" for i in "abcdefgh"))
+    env = {"SPAMGUARD_HOME": str(home), "SPAMGUARD_DATABASE_URL": ""}
+    result = run(env, ["train", "--data", str(good), "--backbone", str(tiny_backbone_dir)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: database schema is out of date (at empty, need {head_revision()}): "
+        "run `spamguard db upgrade`")
+    assert not (home / "models").exists() or not any((home / "models").iterdir())
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_train_seed_out_of_range_is_a_usage_error(tmp_path, seed):
     env = {"SPAMGUARD_HOME": str(tmp_path / "instance"), "SPAMGUARD_DATABASE_URL": ""}
@@ -324,3 +349,24 @@ def test_promote_of_the_active_version_says_nothing_changed(home):
     assert result.output.strip() == f"{active} is already the active version; nothing changed"
     table = run(env, ["models"]).output
     assert "%" in table.splitlines()[1]  # ham FPR in percent, as in reports
+
+
+def test_train_help_names_the_backbone_setting() -> None:
+    """--backbone defaults to SPAMGUARD_BACKBONE (README), then the packaged model."""
+    text = " ".join(CliRunner().invoke(build_cli(), ["train", "--help"]).output.split())
+    assert "(default: SPAMGUARD_BACKBONE, else the packaged all-MiniLM-L6-v2)" in text
+
+
+def test_classify_with_stdin_closed_is_one_line(tmp_path):
+    """`spamguard classify <&-`: no file named and nothing to read (sys.stdin is None)."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "spamguard", "classify"], capture_output=True, text=True,
+        env={**os.environ, "SPAMGUARD_HOME": str(tmp_path / "home")},
+        preexec_fn=lambda: os.close(0), timeout=120)
+    assert (result.returncode, result.stderr) == (
+        2, "error: standard input is closed: give a FILE to classify\n")
+    assert not (tmp_path / "home").exists()

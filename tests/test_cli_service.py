@@ -140,6 +140,29 @@ def test_serve_refuses_placeholder_secret(cli_env, monkeypatch, no_gunicorn):
     assert result.exit_code == 2 and "SPAMGUARD_SECRET_KEY" in result.output
 
 
+def test_serve_refuses_a_port_in_use_in_one_line(cli_env, monkeypatch, no_gunicorn):
+    import socket
+
+    monkeypatch.setenv("SPAMGUARD_SECRET_KEY", "s" * 32)
+    with socket.socket() as taken:  # a port the system picked, held by "another service"
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--port", str(port))
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == result.output.strip().splitlines()[0]
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "choose another --port" in result.output
+
+
+def test_serve_refuses_an_unknown_host_in_one_line(cli_env, monkeypatch, no_gunicorn):
+    monkeypatch.setenv("SPAMGUARD_SECRET_KEY", "s" * 32)
+    result = run("serve", "--host", "no-such-host.invalid", "--port", "8831")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: cannot listen on no-such-host.invalid:8831")
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_gunicorn_options_do_not_preload():
     from spamguard.serving import default_workers, gunicorn_options
 
@@ -174,6 +197,15 @@ def test_serve_refuses_bad_settings_in_one_line(cli_env, monkeypatch, no_gunicor
     assert result.output.strip() == result.output.strip().splitlines()[0]
     assert f"{name}=" in result.output and says in result.output
     assert "s3cret" not in result.output  # a store's password is never printed
+
+
+@pytest.mark.parametrize(("host", "bind"), [("127.0.0.1", "127.0.0.1:8831"),
+                                            ("::1", "[::1]:8831"), ("[::1]", "[::1]:8831"),
+                                            ("::", "[::]:8831"), ("localhost", "localhost:8831")])
+def test_gunicorn_binds_ipv6_hosts_in_brackets(host, bind):
+    from spamguard.serving import gunicorn_options
+
+    assert gunicorn_options(host=host, port=8831, workers=2, timeout=120)["bind"] == bind
 
 
 def test_workers_get_the_configured_torch_threads(monkeypatch):

@@ -134,6 +134,18 @@ def test_write_report_model_only(tmp_path, model_result):
     assert "TF-IDF" not in paths["markdown"].read_text()
 
 
+def test_write_report_when_nothing_is_predicted_spam(tmp_path):
+    """`spamguard report --data` on a small file the model calls all ham: spam precision
+    is undefined, so the curve has no operating point (it crashed matplotlib)."""
+    y_true, scores = [0, 1, 0], [0.1, 0.3, 0.2]
+    result = evaluate(y_true, scores, 0.5)
+    assert result["spam_precision"] is None and result["spam_recall"] == 0.0
+    paths = write_report(tmp_path, title="All ham", model=result, y_true=y_true,
+                         model_scores=scores)
+    assert paths["pr_curve"].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "| spam precision | n/a |" in paths["markdown"].read_text()
+
+
 def test_write_report_needs_baseline_scores(tmp_path, model_result, baseline_result):
     with pytest.raises(ValueError, match="together"):
         write_report(

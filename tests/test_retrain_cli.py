@@ -120,3 +120,11 @@ def test_the_documented_crontab_line_runs_and_logs(tmp_path) -> None:
     assert log.startswith("retrain: started ") and " UTC (pid " in log
     assert log.splitlines()[-1].startswith("retrain: failed: no spamguard database at ")
     assert not (tmp_path / "instance" / "spamguard.db").exists()  # nothing was created
+
+
+def test_help_names_the_settings_behind_option_defaults() -> None:
+    """--metric, like --margin and --min-new-reviews, defaults to its SPAMGUARD_ setting."""
+    text = " ".join(CliRunner().invoke(build_cli(), ["retrain", "--help"]).output.split())
+    for setting in ("SPAMGUARD_RETRAIN_MIN_NEW_REVIEWS", "SPAMGUARD_RETRAIN_MARGIN",
+                    "SPAMGUARD_RETRAIN_METRIC"):
+        assert f"[default: {setting} or" in text, setting

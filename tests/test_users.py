@@ -220,3 +220,17 @@ def test_cli_user_list_disable_enable(cli_env, db_session_factory):
         assert users.authenticate(session=session, username="jo", password="long-enough").ok
     refused = run("disable", "nobody")
     assert refused.exit_code == 2 and "no user 'nobody'" in refused.output
+
+
+@pytest.mark.parametrize("command", [["user", "create", "zed"], ["user", "set-password", "zed"]])
+def test_a_closed_stdin_is_no_password_not_a_traceback(tmp_path, command):
+    """`spamguard user create zed <&-` (stdin closed, so sys.stdin is None)."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "spamguard", *command], capture_output=True, text=True,
+        env={**os.environ, "SPAMGUARD_HOME": str(tmp_path / "home")},
+        preexec_fn=lambda: os.close(0), timeout=120)
+    assert (result.returncode, result.stderr) == (2, "error: no password on standard input\n")

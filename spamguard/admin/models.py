@@ -88,7 +88,11 @@ def model_file(version_id: str, name: str):
 @bp.route("/models/compare")
 def model_compare():
     """Compare two versions side by side."""
-    a, b = _version(request.args.get("a", "")), _version(request.args.get("b", ""))
+    names = [request.args.get(key, "").strip() for key in ("a", "b")]
+    if not all(names):
+        abort(400, description="compare needs two versions: /admin/models/compare?a=VERSION"
+                               "&b=VERSION")
+    a, b = (_version(name) for name in names)
     reports = [load_report(a), load_report(b)]
     rows = headline_rows([(r or {}).get("model") for r in reports])
     return render_template("admin/compare.html", versions=[a, b], rows=rows, reports=reports,

@@ -11,7 +11,7 @@ import click
 
 from spamguard.cli.context import CliContext, pass_ctx
 from spamguard.config import DEFAULT_DATA, RUNTIMES
-from spamguard.errors import ModelError
+from spamguard.errors import DataError, ModelError
 
 STDIN_PROMPT = "reading messages from standard input, one a line; end with Ctrl-D"
 
@@ -56,7 +56,7 @@ def register(cli: click.Group) -> None:
                   help="Labelled TSV/CSV (label ham/spam or 0/1, then text).")
     @click.option("--backbone", default=None,
                   help="Local directory or hub id of a BERT-family encoder "
-                       "(default: the packaged all-MiniLM-L6-v2).")
+                       "(default: SPAMGUARD_BACKBONE, else the packaged all-MiniLM-L6-v2).")
     @click.option("--pooling", type=click.Choice(["mean", "cls", "pooler", "mean-cls"]),
                   default="mean", show_default=True)
     @click.option("--max-length", type=click.IntRange(8, 512), default=128, show_default=True)
@@ -73,7 +73,7 @@ def register(cli: click.Group) -> None:
                       max_length: int, epochs: int, seed: int, no_features: bool,
                       no_lexical: bool, max_ham_fpr: float) -> None:
         """Train a model version on labelled data and print its report."""
-        from spamguard.cli.context import transaction
+        from spamguard.cli.context import session_factory_for, transaction
         from spamguard.ml.data import load_labelled
         from spamguard.ml.train import TrainConfig, train_model
         from spamguard.services import registry
@@ -83,6 +83,8 @@ def register(cli: click.Group) -> None:
         config = TrainConfig(pooling=pooling, max_length=max_length, epochs=epochs, seed=seed,
                              features=not no_features, lexical=not no_lexical,
                              max_ham_fpr=max_ham_fpr)
+        with session_factory_for(ctx):  # made, or its schema checked, before training: an
+            pass  # out-of-date schema or a server that is down fails now, not minutes later
         result = train_model(data, models_dir=settings.models_dir, cache_root=settings.cache_dir,
                              backbone=backbone or settings.backbone or None, config=config,
                              data_source=str(Path(data_path).resolve()),
@@ -126,6 +128,8 @@ def register(cli: click.Group) -> None:
             click.echo(f"note: {line}", err=True)
 
         if str(source) == "-":
+            if sys.stdin is None:  # closed (`<&-`): nothing to read, and no FILE given
+                raise DataError("standard input is closed: give a FILE to classify")
             if stdin_is_a_terminal():  # a person, who would otherwise wait with no prompt
                 click.echo(STDIN_PROMPT, err=True)
             texts = load_texts(Path("<stdin>"), sys.stdin.buffer.read(),

@@ -39,7 +39,8 @@ def register(cli: click.Group) -> None:
                   help="How much worse on the metric the candidate may be "
                        "[default: SPAMGUARD_RETRAIN_MARGIN or 0].")
     @click.option("--metric", type=click.Choice(GATE_METRICS), default=None,
-                  help="Metric compared on the evaluation set [default: mcc].")
+                  help="Metric compared on the evaluation set "
+                       "[default: SPAMGUARD_RETRAIN_METRIC or mcc].")
     @pass_ctx
     def retrain_command(ctx: CliContext, force: bool, dry_run: bool, trigger: str,
                         min_new_reviews: int | None, margin: float | None,

@@ -26,14 +26,22 @@ def register(cli: click.Group) -> None:
 def serve_command(ctx: CliContext, host: str, port: int, workers: int | None,
                   timeout: int) -> None:
     """Run the web service (webhook, JSON API, admin) with gunicorn."""
-    from spamguard.serving import check_ready, default_workers, gunicorn_options, run_gunicorn
+    from spamguard.serving import (
+        check_address,
+        check_ready,
+        default_workers,
+        gunicorn_options,
+        host_port,
+        run_gunicorn,
+    )
 
     settings = ctx.settings
     check_ready(settings)
+    check_address(host, port)
     workers = workers or default_workers()
     plural = "s" if workers != 1 else ""
-    click.echo(f"spamguard: serving on http://{host}:{port} with {workers} worker{plural} "
-               f"(home {settings.home})", err=True)
+    click.echo(f"spamguard: serving on http://{host_port(host, port)} with {workers} "
+               f"worker{plural} (home {settings.home})", err=True)
     run_gunicorn(settings, gunicorn_options(host=host, port=port, workers=workers,
                                             timeout=timeout))
 

@@ -8,6 +8,7 @@ import sys
 import click
 
 from spamguard.cli.context import CliContext, pass_ctx, transaction
+from spamguard.cli.ml_commands import is_terminal
 from spamguard.errors import SpamguardError
 from spamguard.models import ROLES
 from spamguard.services import campaigns, users
@@ -26,7 +27,7 @@ def read_password(prompt: bool, name: str = "") -> str:
                 click.echo(f"{exc}; try again", err=True)
                 continue
             return password
-    line = sys.stdin.readline()
+    line = sys.stdin.readline() if sys.stdin is not None else ""  # None: stdin closed
     if not line:
         raise SpamguardError("no password on standard input")
     try:
@@ -50,7 +51,7 @@ def register(cli: click.Group) -> None:
     @pass_ctx
     def user_create(ctx: CliContext, name: str, role: str) -> None:
         """Create the account NAME; the password is asked for (or read from stdin)."""
-        password = read_password(sys.stdin.isatty())
+        password = read_password(is_terminal(sys.stdin))
         with transaction(ctx) as session:
             user = users.create_user(session=session, username=name, password=password,
                                      role=role)
@@ -62,7 +63,7 @@ def register(cli: click.Group) -> None:
     def user_set_password(ctx: CliContext, name: str) -> None:
         """Give the account NAME a new password, asked for (or read from stdin); this also
         lifts a lock after failed logins."""
-        password = read_password(sys.stdin.isatty(), name)
+        password = read_password(is_terminal(sys.stdin), name)
         with transaction(ctx, create=False) as session:
             user = users.set_password(session=session, username=name, password=password)
             click.echo(f"new password set for {user.username}")

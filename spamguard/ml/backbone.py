@@ -131,6 +131,11 @@ def load_backbone(name: str | None = None) -> Backbone:
     if _is_missing_path(location):
         raise ModelError(f"cannot load backbone {display!r}: no such directory "
                          f"{Path(location).expanduser().resolve()}")
+    local = Path(location).expanduser()
+    if local.exists() and not (local / "config.json").is_file():  # a wrong folder or a file
+        raise ModelError(f"cannot load backbone {display!r}: {local} is not a model directory "
+                         "(it has no config.json; give the folder a transformers model was "
+                         "saved to, or a hub id)")
     hf_logging.set_verbosity_error()  # "some weights unused" is expected for encoders
     hf_logging.disable_progress_bar()  # a bar for a sub-second weight load is noise
 

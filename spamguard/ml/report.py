@@ -233,6 +233,8 @@ def _plot_pr(
             precision, recall, _ = metrics.precision_recall_curve(y_true, scores)
             ap = result["average_precision"]
             (line,) = ax.step(recall, precision, where="post", label=f"{name} (AP {ap:.4f})")
+            if result["spam_precision"] is None:  # nothing predicted spam: no such point
+                continue
             point = (result["spam_recall"], result["spam_precision"])
             label = f"{name} at threshold {result['threshold']:g}"
             ax.plot(*point, marker, ms=8, color=line.get_color(), label=label)
