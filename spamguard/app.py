@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, jsonify
+from werkzeug.wsgi import get_content_length
 
 from spamguard.config import PLACEHOLDER_SECRET, Settings, load_settings
 from spamguard.errors import SpamguardError
@@ -32,6 +34,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     Database().init_app(app)
     for module_name in BLUEPRINTS:
         _register(app, module_name)
+    app.wsgi_app = StreamedBodyLimit(app.wsgi_app, app)  # type: ignore[method-assign]
 
     @app.errorhandler(SpamguardError)
     def _user_error(exc: SpamguardError):
@@ -100,6 +103,40 @@ def _publish_secret(path: Path, key: str) -> None:
                 handle.write(key)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class StreamedBodyLimit:
+    """Hold a body sent without ``Content-Length`` (chunked) to ``MAX_CONTENT_LENGTH`` too.
+
+    For such a body Werkzeug stops reading at the limit without an error when the server
+    ends the stream itself (gunicorn sets ``wsgi.input_terminated``): a 200 KB chunked
+    request was cut at 64 KiB and the cut form or JSON accepted. Here the body is read up to
+    one byte past the limit and handed on with its length, so one too large gets the same
+    413 as a request whose ``Content-Length`` says so.
+    """
+
+    def __init__(self, wsgi_app: Any, app: Flask) -> None:
+        self.wsgi_app, self.app = wsgi_app, app
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        limit = self.app.config.get("MAX_CONTENT_LENGTH")
+        # What Werkzeug streams: no usable Content-Length (or one beside Transfer-Encoding),
+        # from a server that ends the stream (gunicorn: a request without either has none).
+        if limit is not None and environ.get("wsgi.input_terminated") \
+                and get_content_length(environ) is None:
+            stream, chunks, size = environ["wsgi.input"], [], 0
+            while size <= limit:
+                chunk = stream.read(min(64 * 1024, limit + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            # Now a body of known length (with Transfer-Encoding Werkzeug ignores it); one
+            # over the limit gets Werkzeug's 413 before anything reads it.
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+            environ["wsgi.input"] = io.BytesIO(b"".join(chunks))
+            environ["CONTENT_LENGTH"] = str(size)
+        return self.wsgi_app(environ, start_response)
 
 
 def _register(app: Flask, module_name: str) -> None:

@@ -57,6 +57,8 @@ def test_login_redirects_only_to_local_pages(app, make_user):
     ("/admin/users", "/admin/users"),
     ("/admin/logout", "/admin/dashboard"),
     ("/admin/no/such/page", "/admin/dashboard"),
+    ("/admin/messages?q=a\nb", "/admin/dashboard"),  # no header line break: a 500 before
+    ("/admin/messages?q=a\rb", "/admin/dashboard"),
 ])
 def test_login_goes_back_to_a_page_not_to_a_post_only_action(app, make_user, target,
                                                               expected):

@@ -238,6 +238,25 @@ def test_oversized_request_is_413_json(app, client):
     assert "too large" in response.get_json()["error"]
 
 
+def test_oversized_chunked_request_is_413_json(app, client):
+    """A chunked body over the limit was cut at 64 KiB and read as a shorter form."""
+    import io
+    from urllib.parse import urlencode
+
+    params = twilio_params()
+    small = urlencode(params).encode()
+    for body, status in ((small + b"&Pad=" + b"x" * 70_000, 413), (small, 200)):
+        response = client.post(
+            "/webhook/twilio", input_stream=io.BytesIO(body),
+            content_type="application/x-www-form-urlencoded",
+            headers={"X-Twilio-Signature": sign(params), "Transfer-Encoding": "chunked"},
+            environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
+        assert response.status_code == status, response.data
+        if status == 413:
+            assert "too large" in response.get_json()["error"]
+    assert count_rows(app, Message) == 1
+
+
 def test_get_is_405_json(client):
     response = client.get("/webhook/twilio")
     assert response.status_code == 405

@@ -73,9 +73,10 @@ def user_id() -> int:
 
 
 def is_local(target: str | None) -> bool:
-    """Return True when ``target`` is a path inside the admin UI (safe to redirect to)."""
+    """Return True when ``target`` is a path inside the admin UI (safe to redirect to; no
+    line break or other control character, which a Location header cannot carry)."""
     return bool(target) and target.startswith("/admin") and "//" not in target \
-        and "\\" not in target
+        and "\\" not in target and target.isprintable()
 
 
 def page_number() -> int:
