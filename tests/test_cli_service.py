@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -44,17 +45,24 @@ def test_classify_pending_needs_a_model(cli_env):
     assert "spamguard train" in result.output
 
 
-def test_classify_pending_without_an_active_version_names_a_candidate(cli_env, tiny_model_dir,
-                                                                     tmp_path):
+def register_copy(db_url, model_dir, tmp_path, *, activate_if_none: bool) -> Path:
+    """Register a copy of ``model_dir`` under ``tmp_path/models``; return the copy."""
     from spamguard.db import make_engine, make_session_factory, session_scope
     from spamguard.services import registry
 
-    engine = make_engine(cli_env)
+    engine = make_engine(db_url)
     with session_scope(make_session_factory(engine)) as session:
-        target = tmp_path / "models" / tiny_model_dir.name
-        shutil.copytree(tiny_model_dir, target)
-        registry.register_version(session=session, version_dir=target, activate_if_none=False)
+        target = tmp_path / "models" / model_dir.name
+        shutil.copytree(model_dir, target)
+        registry.register_version(session=session, version_dir=target,
+                                  activate_if_none=activate_if_none)
     engine.dispose()
+    return target
+
+
+def test_classify_pending_without_an_active_version_names_a_candidate(cli_env, tiny_model_dir,
+                                                                     tmp_path):
+    register_copy(cli_env, tiny_model_dir, tmp_path, activate_if_none=False)
     result = run("classify-pending")
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "1 registered, none active" in result.output
@@ -64,15 +72,7 @@ def test_classify_pending_without_an_active_version_names_a_candidate(cli_env, t
 
 def test_classify_pending_says_why_the_active_version_did_not_load(cli_env, tiny_model_dir,
                                                                    tmp_path):
-    from spamguard.db import make_engine, make_session_factory, session_scope
-    from spamguard.services import registry
-
-    engine = make_engine(cli_env)
-    with session_scope(make_session_factory(engine)) as session:
-        target = tmp_path / "models" / tiny_model_dir.name
-        shutil.copytree(tiny_model_dir, target)
-        registry.register_version(session=session, version_dir=target)
-    engine.dispose()
+    target = register_copy(cli_env, tiny_model_dir, tmp_path, activate_if_none=True)
     (target / "head.safetensors").unlink()
     result = run("classify-pending")
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
