@@ -27,6 +27,14 @@ class CliContext:
 pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
 
 
+def is_terminal(stream) -> bool:
+    """Whether ``stream`` is a terminal (a person), not a pipe or a file."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no stream (pythonw, daemons), or a closed one
+        return False
+
+
 @contextmanager
 def session_factory_for(ctx: CliContext, *, create: bool = True) -> Iterator:
     """Yield a session factory on a current schema.

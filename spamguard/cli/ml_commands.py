@@ -9,19 +9,11 @@ from pathlib import Path
 
 import click
 
-from spamguard.cli.context import CliContext, pass_ctx
+from spamguard.cli.context import CliContext, is_terminal, pass_ctx
 from spamguard.config import DEFAULT_DATA, RUNTIMES
 from spamguard.errors import DataError, ModelError
 
 STDIN_PROMPT = "reading messages from standard input, one a line; end with Ctrl-D"
-
-
-def is_terminal(stream) -> bool:
-    """Whether ``stream`` is a terminal (a person), not a pipe or a file."""
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # no stream (pythonw, daemons), or a closed one
-        return False
 
 
 def stdin_is_a_terminal() -> bool:
@@ -73,7 +65,8 @@ def register(cli: click.Group) -> None:
                       max_length: int, epochs: int, seed: int, no_features: bool,
                       no_lexical: bool, max_ham_fpr: float) -> None:
         """Train a model version on labelled data and print its report."""
-        from spamguard.cli.context import session_factory_for, transaction
+        from spamguard.cli.context import session_factory_for
+        from spamguard.db import session_scope
         from spamguard.ml.data import load_labelled
         from spamguard.ml.train import TrainConfig, train_model
         from spamguard.services import registry
@@ -83,15 +76,18 @@ def register(cli: click.Group) -> None:
         config = TrainConfig(pooling=pooling, max_length=max_length, epochs=epochs, seed=seed,
                              features=not no_features, lexical=not no_lexical,
                              max_ham_fpr=max_ham_fpr)
-        with session_factory_for(ctx):  # made, or its schema checked, before training: an
-            pass  # out-of-date schema or a server that is down fails now, not minutes later
-        result = train_model(data, models_dir=settings.models_dir, cache_root=settings.cache_dir,
-                             backbone=backbone or settings.backbone or None, config=config,
-                             data_source=str(Path(data_path).resolve()),
-                             log=lambda line: click.echo(line, err=True))
-        with transaction(ctx) as session:
-            version = registry.register_version(session=session, version_dir=result.directory)
-            status = version.status
+        # The database is opened (made, or its schema checked) before training: an
+        # out-of-date schema or a server that is down fails now, not minutes later.
+        with session_factory_for(ctx) as factory:
+            result = train_model(data, models_dir=settings.models_dir,
+                                 cache_root=settings.cache_dir,
+                                 backbone=backbone or settings.backbone or None, config=config,
+                                 data_source=str(Path(data_path).resolve()),
+                                 log=lambda line: click.echo(line, err=True))
+            with session_scope(factory) as session:
+                version = registry.register_version(session=session,
+                                                    version_dir=result.directory)
+                status = version.status
         click.echo(result.summary)
         timing = result.metadata["timing"]
         click.echo(f"\nmodel {result.metadata['version']} ({status}) in {result.directory}")

@@ -7,8 +7,7 @@ import sys
 
 import click
 
-from spamguard.cli.context import CliContext, pass_ctx, transaction
-from spamguard.cli.ml_commands import is_terminal
+from spamguard.cli.context import CliContext, is_terminal, pass_ctx, transaction
 from spamguard.errors import SpamguardError
 from spamguard.models import ROLES
 from spamguard.services import campaigns, users

@@ -145,7 +145,7 @@ def load_backbone(name: str | None = None) -> Backbone:
                                                       **options))
 
     try:
-        if Path(location).expanduser().is_dir():
+        if local.is_dir():
             tokenizer, model, loading = load()
         else:
             tokenizer, model, loading = _hub_load(load)
