@@ -65,6 +65,46 @@ def test_an_existing_directory_that_is_no_model_says_why(tmp_path):
                            "model was saved to, or a hub id)")
 
 
+def test_pickled_weights_are_never_loaded(tiny_backbone_dir, tmp_path):
+    """A folder with only pytorch_model.bin (a pickle, which can run code when read) is
+    refused in one line instead of being unpickled."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_backbone_dir, folder)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    unpickled = []
+    real_load = torch.load
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "load", lambda *a, **k: unpickled.append(a) or real_load(*a, **k))
+        with pytest.raises(ModelError) as info:
+            load_backbone(str(folder))
+    assert str(info.value) == (
+        f"cannot load backbone {str(folder)!r}: {folder} has no .safetensors weights "
+        "(pickled .bin/.pt weights are never loaded: they can run code; re-save the model "
+        "with save_pretrained, which writes safetensors)")
+    assert unpickled == []
+
+
+def test_from_pretrained_is_asked_for_safetensors_only(tiny_backbone_dir, monkeypatch):
+    import transformers
+
+    seen = []
+    real = transformers.AutoModel.from_pretrained
+
+    def spy(location, **options):
+        seen.append(options.get("use_safetensors"))
+        return real(location, **options)
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", spy)
+    load_backbone(str(tiny_backbone_dir))
+    assert seen == [True]
+
+
 @pytest.mark.integration
 def test_packaged_default_backbone_loads_offline():
     backbone = load_backbone(None)

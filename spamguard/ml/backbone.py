@@ -136,13 +136,19 @@ def load_backbone(name: str | None = None) -> Backbone:
         raise ModelError(f"cannot load backbone {display!r}: {local} is not a model directory "
                          "(it has no config.json; give the folder a transformers model was "
                          "saved to, or a hub id)")
+    if local.is_dir() and not any(local.glob("*.safetensors")):
+        raise ModelError(f"cannot load backbone {display!r}: {local} has no .safetensors "
+                         "weights (pickled .bin/.pt weights are never loaded: they can run "
+                         "code; re-save the model with save_pretrained, which writes "
+                         "safetensors)")
     hf_logging.set_verbosity_error()  # "some weights unused" is expected for encoders
     hf_logging.disable_progress_bar()  # a bar for a sub-second weight load is noise
 
     def load(**options):
         tokenizer = AutoTokenizer.from_pretrained(location, **options)
+        # safetensors only: a pickled pytorch_model.bin can run code when it is read
         return (tokenizer, *AutoModel.from_pretrained(location, output_loading_info=True,
-                                                      **options))
+                                                      use_safetensors=True, **options))
 
     try:
         if local.is_dir():
