@@ -308,6 +308,32 @@ def test_train_seed_out_of_range_is_a_usage_error(tmp_path, seed):
     assert result.exit_code == 2 and "Invalid value for '--seed'" in result.output
 
 
+@pytest.mark.parametrize(("args", "line"), [
+    (["trian"], "error: spamguard: No such command 'trian'. (Did you mean one of: 'retrain', "
+     "'train'?) (see 'spamguard --help')"),
+    (["--bogus"], "error: spamguard: No such option '--bogus'. (see 'spamguard --help')"),
+    (["train", "--foo"], "error: spamguard train: No such option '--foo'. "
+     "(see 'spamguard train --help')"),
+    (["classify", "--runtime", "gpu"], "error: spamguard classify: Invalid value for "
+     "'--runtime': 'gpu' is not one of 'auto', 'onnx', 'torch', 'torch-bf16'. "
+     "(see 'spamguard classify --help')"),
+    (["report", "--model"], "error: spamguard report: Option '--model' requires an argument. "
+     "(see 'spamguard report --help')"),
+    (["user", "create"], "error: spamguard user create: Missing argument 'NAME'. "
+     "(see 'spamguard user create --help')"),
+])
+def test_a_usage_error_is_one_line(tmp_path, args, line):
+    env = {"SPAMGUARD_HOME": str(tmp_path / "instance"), "SPAMGUARD_DATABASE_URL": ""}
+    result = run(env, args)
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [line]
+
+
+def test_a_bare_group_still_prints_its_help(tmp_path):
+    result = run({"SPAMGUARD_HOME": str(tmp_path / "instance")}, ["user"])
+    assert "Manage admin UI accounts." in result.output and "Commands:" in result.output
+
+
 def test_max_length_beyond_the_backbone_is_one_line(tmp_path, tiny_backbone_dir):
     env = {"SPAMGUARD_HOME": str(tmp_path / "instance"), "SPAMGUARD_DATABASE_URL": ""}
     good = tmp_path / "good.tsv"

@@ -14,10 +14,46 @@ import click
 from spamguard.errors import SpamguardError
 
 
+class _OneLineUsageError(click.ClickException):
+    """A Click usage error said in one line: Click's own takes three or four (usage,
+    a "Try --help" hint, a blank line, the error)."""
+
+    def __init__(self, error: click.UsageError, path: str) -> None:
+        path = error.ctx.command_path if error.ctx else path
+        message = " ".join(error.format_message().split())
+        super().__init__(f"{path}: {message} (see '{path} --help')")
+        self.exit_code = error.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _usage_error_in_one_line(error: click.UsageError, path: str) -> click.ClickException:
+    """``path``: the command the error is about when Click does not say (a missing option
+    value is raised without its context)."""
+    if isinstance(error, click.exceptions.NoArgsIsHelpError):
+        return error  # a bare group prints its help, as asked
+    return _OneLineUsageError(error, path)
+
+
 class _Group(click.Group):
+    def make_context(self, *args, **kwargs) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:  # `spamguard --bad-option`
+            raise _usage_error_in_one_line(exc, self.name or "spamguard") from None
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta["spamguard.command_path"] = f"{ctx.command_path} {name}"
+        return name, command, rest
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # an unknown command, a bad option or value
+            path = ctx.meta.get("spamguard.command_path", ctx.command_path)
+            raise _usage_error_in_one_line(exc, path) from None
         except SpamguardError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
@@ -33,7 +69,7 @@ class _Group(click.Group):
 def build_cli() -> click.Group:
     """Assemble the command group (imports are local so ``--help`` stays fast)."""
 
-    @click.group(cls=_Group)
+    @click.group("spamguard", cls=_Group)
     @click.version_option(package_name="spamguard")
     def cli() -> None:
         """SMS spam detection: train, classify, serve, moderate, retrain."""
