@@ -38,6 +38,9 @@ def create_api_key(*, session: Session, name: str) -> tuple[ApiKey, str]:
     name = name.strip()
     if not name or len(name) > 100:
         raise ApiKeyError("an API key needs a name of 1 to 100 characters")
+    if not name.isprintable():  # a line break or escape code would garble `api-key list`
+        raise ApiKeyError("an API key name cannot hold a line break, tab or other control "
+                          "character")
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(name=name, key_prefix=plaintext[:PREFIX_CHARS], key_hash=hash_key(plaintext))
     session.add(row)
