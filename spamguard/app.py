@@ -43,11 +43,21 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+MIN_SECRET_CHARS = 32  # a short key can be guessed offline from one signed session cookie
+
+
 def check_secret(settings: Settings, *, testing: bool) -> None:
-    """Refuse the placeholder secret key outside development and tests."""
-    if settings.secret_key == PLACEHOLDER_SECRET and settings.env != "development" and not testing:
+    """Refuse the placeholder or a short secret key outside development and tests."""
+    if settings.env == "development" or testing:
+        return
+    if settings.secret_key == PLACEHOLDER_SECRET:
         raise SpamguardError("SPAMGUARD_SECRET_KEY is not set: set it to a long random string "
                              "(or SPAMGUARD_ENV=development for local use)")
+    if len(settings.secret_key) < MIN_SECRET_CHARS:
+        raise SpamguardError(
+            f"SPAMGUARD_SECRET_KEY has {len(settings.secret_key)} characters: use at least "
+            f"{MIN_SECRET_CHARS} random ones, e.g. from "
+            "python -c 'import secrets; print(secrets.token_hex(32))'")
 
 
 DEV_SECRET_FILE = "dev-secret-key"

@@ -140,6 +140,26 @@ def test_serve_refuses_placeholder_secret(cli_env, monkeypatch, no_gunicorn):
     assert result.exit_code == 2 and "SPAMGUARD_SECRET_KEY" in result.output
 
 
+def test_serve_refuses_a_short_secret_in_production(cli_env, monkeypatch, no_gunicorn):
+    monkeypatch.setenv("SPAMGUARD_SECRET_KEY", "s" * 31)
+    monkeypatch.delenv("SPAMGUARD_ENV", raising=False)
+    result = run("serve")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        "error: SPAMGUARD_SECRET_KEY has 31 characters: use at least 32 random ones, e.g. from "
+        "python -c 'import secrets; print(secrets.token_hex(32))'"]
+
+
+def test_development_mode_takes_a_short_secret(monkeypatch, tmp_path):
+    from spamguard.app import check_secret
+    from spamguard.config import load_settings
+
+    monkeypatch.setenv("SPAMGUARD_HOME", str(tmp_path))
+    monkeypatch.setenv("SPAMGUARD_SECRET_KEY", "short")
+    monkeypatch.setenv("SPAMGUARD_ENV", "development")
+    check_secret(load_settings(), testing=False)  # no error
+
+
 def test_serve_refuses_a_port_in_use_in_one_line(cli_env, monkeypatch, no_gunicorn):
     import socket
 
