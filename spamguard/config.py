@@ -87,6 +87,7 @@ class Settings:
     retrain_min_per_class: int = 10  # fewer spam or ham training examples: fail
     retrain_lock_ttl: int = 3600  # seconds; a lock held longer may be taken over
     evalset_fraction: float = 0.15  # share of the deduplicated base data held out, once
+    session_idle_hours: int = 12  # an admin UI login unused this long must log in again
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -179,6 +180,7 @@ def check_public_base_url(value: str) -> None:
 
 MIN_LOCK_TTL = 60  # seconds: a lease renews every third of its TTL
 MIN_REQUEST_BYTES = 1024  # below that not even one SMS form post fits
+MAX_SESSION_IDLE_HOURS = 24 * 31
 
 
 def _check_numbers(settings: Settings) -> None:
@@ -203,6 +205,8 @@ def _check_numbers(settings: Settings) -> None:
         ("retrain_margin", 0.0 <= s.retrain_margin <= 1.0, "choose a number from 0 to 1"),
         ("evalset_fraction", 0.0 < s.evalset_fraction < 1.0,
          "choose a number between 0 and 1 (0.15 holds out 15%)"),
+        ("session_idle_hours", 1 <= s.session_idle_hours <= MAX_SESSION_IDLE_HOURS,
+         f"choose 1 to {MAX_SESSION_IDLE_HOURS} hours"),
     )
     for name, ok, advice in checks:
         if not ok:

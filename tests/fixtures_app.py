@@ -48,7 +48,7 @@ def install_model(app_home: Path, migrated_db_url: str):
 def app_config(app_home: Path, migrated_db_url: str) -> dict:
     """Overrides for ``create_app`` (extend in a test before asking for ``app``)."""
     return {"TESTING": True, "home": app_home, "database_url": migrated_db_url,
-            "secret_key": "test-secret", "twilio_auth_token": "test-twilio-token"}
+            "secret_key": "test-secret-" + "s" * 32, "twilio_auth_token": "test-twilio-token"}
 
 
 @pytest.fixture

@@ -251,3 +251,34 @@ def test_a_session_from_before_epochs_must_log_in_again(app, moderator_client):
         assert load_user(user_id) is None  # an id without epoch: made before revision 0003
         assert load_user(f"{user_id}.{int(epoch) + 1}") is None
         assert load_user("x.y") is None
+
+
+def test_a_login_ends_after_12_idle_hours_but_not_while_used(moderator_client, monkeypatch):
+    from itsdangerous import TimestampSigner
+
+    now = TimestampSigner.get_timestamp(TimestampSigner("x"))
+    clock = {"offset": 0}
+    monkeypatch.setattr(TimestampSigner, "get_timestamp",
+                        lambda self: now + clock["offset"])
+    response = moderator_client.get("/admin/dashboard")
+    assert response.status_code == 200
+    assert "Expires=" in response.headers["Set-Cookie"]  # a timed cookie, renewed on use
+    for hours in (11, 22, 33):  # used every 11 hours: still logged in after 33
+        clock["offset"] = hours * 3600
+        assert moderator_client.get("/admin/dashboard").status_code == 200, hours
+    clock["offset"] = (33 + 12) * 3600 + 60  # then 12 hours and a minute of nothing
+    response = moderator_client.get("/admin/dashboard")
+    assert response.status_code == 302 and "/admin/login" in response.headers["Location"]
+
+
+def test_the_idle_limit_is_a_setting(app_config, install_model, tiny_model_dir):
+    from datetime import timedelta
+
+    from spamguard.app import create_app
+
+    install_model(tiny_model_dir)
+    app = create_app({**app_config, "session_idle_hours": 2})
+    try:
+        assert app.permanent_session_lifetime == timedelta(hours=2)
+    finally:
+        app.extensions["spamguard.db"].dispose()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Flask, Response, flash, g, redirect, request
+from flask import session as cookie_session
 from flask_login import LoginManager, login_url
 from flask_wtf.csrf import CSRFProtect
 
@@ -20,8 +23,14 @@ csrf = CSRFProtect()
 
 def init_security(app: Flask) -> None:
     """Set up Flask-Login, CSRF for admin requests, cookie flags and security headers."""
-    insecure = bool(app.config.get("TESTING")) or app.config["SPAMGUARD"].env == "development"
+    settings = app.config["SPAMGUARD"]
+    insecure = bool(app.config.get("TESTING")) or settings.env == "development"
     app.config.update(
+        # An idle timeout: a login's cookie is re-signed on every request (permanent
+        # session, refreshed each request), and one signed longer ago than this is refused
+        # by Flask, so a copied or forgotten cookie stops working once nobody uses it.
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_idle_hours),
+        SESSION_REFRESH_EACH_REQUEST=True,
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=not insecure, REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax", REMEMBER_COOKIE_SECURE=not insecure,
@@ -85,4 +94,6 @@ def _protect():
             return redirect(login_url(current_app.login_manager.login_view,
                                       next_url=request.url))
         return current_app.login_manager.unauthorized()
+    if current_user.is_authenticated:
+        cookie_session.permanent = True  # so it is re-signed now: the idle clock restarts
     return None
