@@ -50,6 +50,20 @@ def make_tiny_backbone_dir(path: Path, hidden_size: int = 32, seed: int = 0,
     return path
 
 
+def edited_backbone_copy(source, target, *, config=None, tokenizer=None):
+    """A copy of a backbone folder with some config.json / tokenizer_config.json entries
+    changed in place (the weights stay byte for byte the same)."""
+    import json
+    import shutil
+
+    shutil.copytree(source, target)
+    for name, changes in (("config.json", config), ("tokenizer_config.json", tokenizer)):
+        if changes:
+            path = target / name
+            path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    return target
+
+
 def sample_data(repeats: int = 4):
     """Labelled messages with variation, so dedupe keeps them all."""
     from spamguard.ml.data import LabelledData

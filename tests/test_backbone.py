@@ -4,7 +4,7 @@ import pytest
 
 from spamguard.errors import ModelError
 from spamguard.ml.backbone import load_backbone
-from tests.fixtures_ml import make_tiny_backbone_dir
+from tests.fixtures_ml import edited_backbone_copy, make_tiny_backbone_dir
 
 
 def test_backbone_is_frozen_and_in_eval_mode(tiny_backbone):
@@ -156,3 +156,48 @@ def test_a_hub_id_is_looked_up_locally_first(tiny_backbone_dir, monkeypatch, cac
     else:
         assert load_backbone("some-org/some-bert").hidden_size > 0
     assert seen == calls
+
+
+def test_settings_fingerprint_is_stable_and_ignores_file_metadata(tiny_backbone_dir, tmp_path):
+    first, again = load_backbone(str(tiny_backbone_dir)), load_backbone(str(tiny_backbone_dir))
+    assert first.settings and first.settings == again.settings
+    assert first.identity == again.identity != first.hash
+    relabelled = load_backbone(str(edited_backbone_copy(
+        tiny_backbone_dir, tmp_path / "meta", config={"transformers_version": "0.0.1",
+                                                      "architectures": ["Other"]})))
+    assert relabelled.settings == first.settings
+
+
+@pytest.mark.parametrize(("config", "tokenizer"), [
+    ({"layer_norm_eps": 1e-3}, None),
+    ({"hidden_act": "relu"}, None),
+    (None, {"do_lower_case": False}),
+    (None, {"truncation_side": "left"}),
+])
+def test_an_edited_config_or_tokenizer_is_another_encoder(tiny_backbone_dir, tmp_path, config,
+                                                          tokenizer):
+    original = load_backbone(str(tiny_backbone_dir))
+    edited = load_backbone(str(edited_backbone_copy(tiny_backbone_dir, tmp_path / "edited",
+                                            config=config, tokenizer=tokenizer)))
+    assert edited.hash == original.hash  # same weights and vocabulary
+    assert edited.settings != original.settings
+    assert edited.cache_key != original.cache_key  # so no embedding is reused
+
+
+def test_a_version_refuses_a_backbone_edited_since_training(tiny_model_dir, tiny_backbone_dir,
+                                                            tmp_path):
+    import json
+    import shutil
+
+    from spamguard.ml.classifier import SpamClassifier
+
+    edited = load_backbone(str(edited_backbone_copy(tiny_backbone_dir, tmp_path / "edited",
+                                            tokenizer={"do_lower_case": False})))
+    with pytest.raises(ModelError, match="has the weights it was trained on but a different "
+                       "configuration or tokenizer"):
+        SpamClassifier.load(tiny_model_dir, backbone=edited)
+    old = shutil.copytree(tiny_model_dir, tmp_path / "old-version")  # before fingerprints
+    metadata = json.loads((old / "model.json").read_text())
+    del metadata["backbone"]["settings"]
+    (old / "model.json").write_text(json.dumps(metadata))
+    assert SpamClassifier.load(old, backbone=edited).classify(["hello"])[0]["label"]

@@ -115,3 +115,28 @@ def test_number_format_settings_serve_that_backbone(db_session, tiny_model_dir, 
     register(db_session, second_version)
     switched = provider.get(session=db_session)
     assert switched.backbone is first.backbone  # reused, not converted a second time
+
+
+def test_a_version_on_an_edited_copy_of_the_backbone_gets_its_own(db_session, tiny_model_dir,
+                                                                   tiny_backbone_dir, tmp_path):
+    """Same weights, other tokenizer settings: the loaded backbone is not reused (the new
+    version would refuse it), the version's own backbone is loaded."""
+    from spamguard.ml.backbone import load_backbone
+    from tests.fixtures_ml import edited_backbone_copy
+
+    edited_dir = edited_backbone_copy(tiny_backbone_dir, tmp_path / "edited",
+                                      tokenizer={"do_lower_case": False})
+    edited = load_backbone(str(edited_dir))
+    target = shutil.copytree(tiny_model_dir, tmp_path / "models" / "on-edited")
+    info = json.loads((target / "model.json").read_text())
+    info["version"] = "on-edited"
+    info["backbone"].update(name=edited.name, settings=edited.settings)
+    (target / "model.json").write_text(json.dumps(info))
+    register(db_session, tiny_model_dir)
+    provider = ModelProvider(check_seconds=0)
+    first = provider.get(session=db_session)
+    register(db_session, target)
+    switched = provider.get(session=db_session)
+    assert switched.version == "on-edited" and provider.last_error is None
+    assert provider.backbone_reuses == 0
+    assert switched.backbone.settings == edited.settings != first.backbone.settings

@@ -85,7 +85,7 @@ def test_export_leaves_the_pytorch_backbone_frozen(tiny_backbone, tmp_path):
 
 def test_graphs_are_exported_once_and_reused(tiny_backbone, tmp_path, monkeypatch):
     first = onnx_backbone(tiny_backbone, tmp_path, int8=True)
-    prefix = tiny_backbone.hash[:24]
+    prefix = tiny_backbone.identity[:24]
     assert sorted(p.name for p in tmp_path.glob("*.onnx")) == [
         f"{prefix}-fp32.onnx", f"{prefix}-{INT8_VARIANT}.onnx"]  # no scratch files either
     assert not list(tmp_path.glob("*.tmp"))
@@ -195,7 +195,7 @@ def _no_more(monkeypatch, *names):
 @pytest.mark.parametrize("damage", [b"", b"\x08\x07garbage"])
 def test_a_damaged_fp32_graph_is_exported_again(tiny_backbone, tmp_path, caplog, damage):
     onnx_backbone(tiny_backbone, tmp_path)
-    graph = tmp_path / f"{tiny_backbone.hash[:24]}-fp32.onnx"
+    graph = tmp_path / f"{tiny_backbone.identity[:24]}-fp32.onnx"
     graph.write_bytes(damage)  # what a power cut or a full disk can leave
     with caplog.at_level("WARNING", logger="spamguard.ml.onnx_runtime"):
         again = onnx_backbone(tiny_backbone, tmp_path)
@@ -208,7 +208,7 @@ def test_a_damaged_fp32_graph_is_exported_again(tiny_backbone, tmp_path, caplog,
 def test_a_damaged_int8_graph_is_quantised_again_from_a_good_fp32(tiny_backbone, tmp_path,
                                                                    monkeypatch):
     first = onnx_backbone(tiny_backbone, tmp_path, int8=True)
-    graph = tmp_path / f"{tiny_backbone.hash[:24]}-{INT8_VARIANT}.onnx"
+    graph = tmp_path / f"{tiny_backbone.identity[:24]}-{INT8_VARIANT}.onnx"
     graph.write_bytes(b"")
     _no_more(monkeypatch, "export")  # the fp32 graph is fine: only the int8 one is redone
     again = onnx_backbone(tiny_backbone, tmp_path, int8=True)
@@ -227,7 +227,7 @@ def test_int8_from_a_damaged_fp32_graph_redoes_both(tiny_backbone, tmp_path):
 def test_a_graph_another_process_already_replaced_is_kept(tiny_backbone, tmp_path,
                                                           monkeypatch):
     onnx_backbone(tiny_backbone, tmp_path)
-    graph = tmp_path / f"{tiny_backbone.hash[:24]}-fp32.onnx"
+    graph = tmp_path / f"{tiny_backbone.identity[:24]}-fp32.onnx"
     _no_more(monkeypatch, "export", "quantize")
     # This process saw a damaged file, but while it waited for the lock another process
     # wrote a good one (a different inode): nothing is deleted or redone.
@@ -238,7 +238,7 @@ def test_a_graph_another_process_already_replaced_is_kept(tiny_backbone, tmp_pat
 def test_int8_first_used_on_a_damaged_fp32_graph_exports_it_again(tiny_backbone, tmp_path):
     """SPAMGUARD_QUANTIZE switched on after a power cut truncated the fp32 graph."""
     onnx_backbone(tiny_backbone, tmp_path)
-    fp32 = tmp_path / f"{tiny_backbone.hash[:24]}-fp32.onnx"
+    fp32 = tmp_path / f"{tiny_backbone.identity[:24]}-fp32.onnx"
     fp32.write_bytes(b"")
     again = onnx_backbone(tiny_backbone, tmp_path, int8=True)
     assert again.variant == INT8_VARIANT and fp32.stat().st_size > 1000

@@ -39,7 +39,7 @@ def test_quantize_replaces_linears_but_keeps_ffn_output_fp32(tiny_backbone, int8
 def test_quantized_backbone_keeps_hash_but_not_cache_key(tiny_backbone, int8_backbone):
     assert int8_backbone.variant == "int8" and tiny_backbone.variant == "fp32"
     assert int8_backbone.hash == tiny_backbone.hash
-    assert tiny_backbone.cache_key == tiny_backbone.hash  # existing caches stay valid
+    assert tiny_backbone.cache_key == tiny_backbone.identity  # fp32 adds nothing to it
     assert int8_backbone.cache_key != tiny_backbone.cache_key
     assert quantize_backbone(int8_backbone) is int8_backbone
 

@@ -1,8 +1,11 @@
-"""Load a frozen BERT-family encoder and its tokenizer, and fingerprint its weights.
+"""Load a frozen BERT-family encoder and its tokenizer, and fingerprint them.
 
-The backbone never trains, so everything it computes is a pure function of its weights:
-the fingerprint (``Backbone.hash``) keys the embedding cache and pins a model version to
-the exact encoder it was trained on.
+The backbone never trains, so everything it computes is a pure function of its weights,
+its configuration and its tokenizer's settings: ``Backbone.hash`` (weights and vocabulary)
+pins a model version to the exact encoder it was trained on, and ``Backbone.settings``
+(configuration and tokenizer behaviour) joins it in the key of the embedding cache, so a
+folder whose ``config.json`` or tokenizer settings were edited in place never reuses
+embeddings computed before the edit.
 """
 
 from __future__ import annotations
@@ -61,15 +64,26 @@ class Backbone:
     # Weights the checkpoint did not hold, which transformers initialised at random (a
     # checkpoint saved without its pooler): left out of the hash, never used for pooling.
     untrained: frozenset[str] = frozenset()
+    # Digest of the configuration and tokenizer behaviour (settings_fingerprint); empty
+    # for a Backbone built by hand, whose cache key is then its weights hash alone.
+    settings: str = ""
 
     @property
     def hidden_size(self) -> int:
         return int(self.model.config.hidden_size)
 
     @property
+    def identity(self) -> str:
+        """Hex digest of what the encoder computes: weights, vocabulary, configuration and
+        tokenizer settings (not the number format: see ``cache_key``)."""
+        if not self.settings:
+            return self.hash
+        return hashlib.sha256(f"{self.hash}|{self.settings}".encode()).hexdigest()
+
+    @property
     def cache_key(self) -> str:
-        """Identity of the embeddings this backbone computes (weights hash plus variant)."""
-        return self.hash if self.variant == "fp32" else f"{self.hash}|{self.variant}"
+        """Identity of the embeddings this backbone computes (identity plus variant)."""
+        return self.identity if self.variant == "fp32" else f"{self.identity}|{self.variant}"
 
     @property
     def trained_pooler(self) -> bool:
@@ -83,7 +97,8 @@ class Backbone:
         freeze(model)
         untrained = frozenset(untrained)
         return cls(name=name, model=model, tokenizer=tokenizer,
-                   hash=fingerprint(model, tokenizer, skip=untrained), untrained=untrained)
+                   hash=fingerprint(model, tokenizer, skip=untrained), untrained=untrained,
+                   settings=settings_fingerprint(model, tokenizer))
 
 
 def freeze(model: nn.Module) -> None:
@@ -109,6 +124,46 @@ def fingerprint(model: nn.Module, tokenizer, skip: frozenset[str] = frozenset())
     vocab = tokenizer.get_vocab()
     digest.update(json.dumps(sorted(vocab.items(), key=lambda kv: kv[1])).encode("utf-8"))
     return digest.hexdigest()
+
+
+# Configuration entries that describe the file or training, not what the encoder computes
+# in eval mode (dropout is off; initialisation, output flags and labels do not matter).
+CONFIG_METADATA = frozenset({
+    "transformers_version", "architectures", "dtype", "torch_dtype", "id2label", "label2id",
+    "problem_type", "return_dict", "output_attentions", "output_hidden_states", "use_cache",
+    "initializer_range", "hidden_dropout_prob", "attention_probs_dropout_prob",
+    "classifier_dropout", "gradient_checkpointing", "chunk_size_feed_forward",
+})
+# Text that shows a tokenizer's normalisation: case, accents, CJK splitting, symbols, emoji.
+TOKENIZER_PROBE = "Héllo WORLD! Ça coûte £100 à ÅNGSTRÖM, 東京 naïve 😂 www.x.co/ab 0800-123"
+
+
+def settings_fingerprint(model: nn.Module, tokenizer) -> str:
+    """Hex SHA-256 of the configuration entries that change the encoder's output and of
+    the tokenizer's behaviour (its ids for :data:`TOKENIZER_PROBE`, special tokens, padding
+    and truncation sides): what the weights hash does not see."""
+    config = {key: value for key, value in model.config.to_dict().items()
+              if not key.startswith("_") and key not in CONFIG_METADATA}
+    tokens = {
+        "probe": tokenizer(TOKENIZER_PROBE)["input_ids"],
+        "special": sorted(map(str, tokenizer.special_tokens_map.items())),
+        "padding_side": getattr(tokenizer, "padding_side", None),
+        "truncation_side": getattr(tokenizer, "truncation_side", None),
+    }
+    text = json.dumps({"config": config, "tokenizer": tokens}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def settings_mismatch(backbone: Backbone, recorded: dict) -> str | None:
+    """Why ``backbone`` is not the encoder a model version was trained on although its
+    weights are (``recorded``: the version's ``model.json`` "backbone" entry); None when it
+    is, or when the version predates settings fingerprints (before December 2026)."""
+    expected = recorded.get("settings")
+    if not expected or not backbone.settings or backbone.settings == expected:
+        return None
+    return (f"{recorded.get('name', backbone.name)} has the weights it was trained on but a "
+            "different configuration or tokenizer (config.json or tokenizer files changed "
+            "since): restore them, or train a new version on it")
 
 
 def load_backbone(name: str | None = None) -> Backbone:

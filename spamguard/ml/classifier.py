@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from spamguard.errors import ModelError
-from spamguard.ml.backbone import Backbone, load_backbone
+from spamguard.ml.backbone import Backbone, load_backbone, settings_mismatch
 from spamguard.ml.baseline import TfidfSvmBaseline
 from spamguard.ml.blend import Blend, head_logit, shown_probability
 from spamguard.ml.embeddings import CachedEncoder, setting_problem
@@ -134,6 +134,9 @@ class SpamClassifier:
                 f"backbone mismatch for model {metadata.get('version', directory)}: it was "
                 f"trained on {expected['name']} with weights {expected['hash'][:12]}, but the "
                 f"loaded backbone's weights are {backbone.hash[:12]}")
+        if problem := settings_mismatch(backbone, expected):
+            raise ModelError(f"backbone mismatch for model {metadata.get('version', directory)}: "
+                             f"{problem}")
         if problem := setting_problem(backbone, metadata["pooling"], metadata["max_length"]):
             raise ModelError(f"model {metadata.get('version', directory)}: {problem}")
         try:

@@ -214,8 +214,8 @@ def onnx_backbone(backbone: Backbone, folder: str | Path, *, int8: bool = False)
     if backbone.variant != "fp32":
         raise ModelError(f"cannot run a {backbone.variant} PyTorch backbone on ONNX Runtime")
     folder = Path(folder)
-    fp32 = folder / f"{backbone.hash[:24]}-fp32.onnx"
-    target = folder / f"{backbone.hash[:24]}-{variant}.onnx" if int8 else fp32
+    fp32 = folder / f"{backbone.identity[:24]}-fp32.onnx"
+    target = folder / f"{backbone.identity[:24]}-{variant}.onnx" if int8 else fp32
     try:
         if not target.exists():
             _build(backbone, folder, fp32, target)

@@ -316,7 +316,7 @@ def _metadata(backbone: Backbone, config: TrainConfig, features: list[str], fit:
         "format": 1,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "backbone": {"name": backbone.name, "hash": backbone.hash,
-                     "hidden_size": backbone.hidden_size},
+                     "settings": backbone.settings, "hidden_size": backbone.hidden_size},
         "pooling": config.pooling,
         "max_length": config.max_length,
         "features": features,

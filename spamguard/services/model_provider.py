@@ -139,14 +139,18 @@ class ModelProvider:
         log.info("loaded model version %s", active.id)
 
     def _load(self, active: ActiveRow) -> Any:
-        """Load ``active``, reusing the current backbone when the weights are the same."""
-        from spamguard.ml.classifier import SpamClassifier
+        """Load ``active``, reusing the current backbone when it is the same encoder."""
+        from spamguard.ml.backbone import settings_mismatch
+        from spamguard.ml.classifier import SpamClassifier, read_metadata
 
         backbone = None
         current = self._classifier
         if current is not None and current.backbone.hash == active.backbone_hash:
-            backbone = current.backbone
-            self.backbone_reuses += 1
+            recorded = read_metadata(Path(active.directory)).get("backbone")
+            if not settings_mismatch(current.backbone, recorded if isinstance(recorded, dict)
+                                     else {}):
+                backbone = current.backbone
+                self.backbone_reuses += 1
         return SpamClassifier.load(Path(active.directory), backbone=backbone,
                                    cache_root=self.cache_root, quantize=self.quantize,
                                    runtime=self.runtime, onnx_dir=self.onnx_dir)
