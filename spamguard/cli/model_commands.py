@@ -1,4 +1,5 @@
-"""``spamguard models``, ``promote`` and ``rollback``: the model version registry."""
+"""``spamguard models``, ``promote``, ``rollback`` and ``cache prune``: the model version
+registry and the files its versions need."""
 
 from __future__ import annotations
 
@@ -53,6 +54,10 @@ def _json_row(version: ModelVersion) -> dict:
             "directory": version.directory, "threshold": version.threshold,
             **registry.headline_metrics(version),
             "eval": registry.headline_metrics(version, "eval")}
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
 
 
 def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...] = COLUMNS) -> str:
@@ -129,3 +134,26 @@ def register(cli: click.Group) -> None:
     def rollback_command(ctx: CliContext) -> None:
         """Re-activate the previously active model version."""
         _switch(ctx, lambda s: registry.rollback(session=s), "rolled back to")
+
+    @cli.group("cache")
+    def cache_group() -> None:
+        """The embedding cache and exported ONNX graphs under SPAMGUARD_HOME/cache."""
+
+    @cache_group.command("prune")
+    @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+    @pass_ctx
+    def cache_prune_command(ctx: CliContext, dry_run: bool) -> None:
+        """Remove cached embeddings and ONNX graphs of backbones no registered model
+        version uses (files changed in the last 24 hours are kept)."""
+        from spamguard.services.cache_prune import identities_in_use, prune_cache
+
+        with transaction(ctx, create=False) as session:
+            in_use = identities_in_use(session)
+        result = prune_cache(ctx.settings.cache_dir, in_use, dry_run=dry_run)
+        verb = "would remove" if dry_run else "removed"
+        for path, size in result.removed:
+            click.echo(f"{verb} {path} ({_megabytes(size)})")
+        freed, kept = _megabytes(result.removed_bytes), _megabytes(result.kept_bytes)
+        click.echo(f"{verb} {len(result.removed)} cache entries ({freed}); kept "
+                   f"{len(result.kept)} ({kept}): those of the {len(in_use)} backbone(s) "
+                   "registered versions use, and any changed in the last 24 hours")

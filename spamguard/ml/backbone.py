@@ -76,9 +76,7 @@ class Backbone:
     def identity(self) -> str:
         """Hex digest of what the encoder computes: weights, vocabulary, configuration and
         tokenizer settings (not the number format: see ``cache_key``)."""
-        if not self.settings:
-            return self.hash
-        return hashlib.sha256(f"{self.hash}|{self.settings}".encode()).hexdigest()
+        return backbone_identity(self.hash, self.settings)
 
     @property
     def cache_key(self) -> str:
@@ -99,6 +97,14 @@ class Backbone:
         return cls(name=name, model=model, tokenizer=tokenizer,
                    hash=fingerprint(model, tokenizer, skip=untrained), untrained=untrained,
                    settings=settings_fingerprint(model, tokenizer))
+
+
+def backbone_identity(weights_hash: str, settings: str) -> str:
+    """``Backbone.identity`` from the two fingerprints a model.json records (the weights
+    hash alone for a backbone without a settings fingerprint)."""
+    if not settings:
+        return weights_hash
+    return hashlib.sha256(f"{weights_hash}|{settings}".encode()).hexdigest()
 
 
 def freeze(model: nn.Module) -> None:

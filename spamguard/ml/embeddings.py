@@ -8,6 +8,7 @@ second training run on the same data never runs the backbone again.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -29,6 +30,7 @@ MAX_SHARDS = 16
 KEY_BYTES = 32  # SHA-256
 SCAN_ATTEMPTS = 5
 STALE_TMP_SECONDS = 3600
+SPACE_FILE = "space.json"
 log = logging.getLogger(__name__)
 
 
@@ -124,7 +126,8 @@ def embedding_dim(backbone: Backbone, pooling: str) -> int:
 class EmbeddingCache:
     """Embeddings on disk, in safetensors shards under ``root/<space>/``.
 
-    A *space* is one (backbone hash, pooling, max length); inside it a vector is found by
+    A *space* is one (backbone cache key, pooling, max length), described in its
+    ``space.json`` (what ``spamguard cache prune`` reads); inside it a vector is found by
     the SHA-256 of its text. Several processes share a space (web workers, retraining,
     campaign rebuilds), so:
 
@@ -137,9 +140,11 @@ class EmbeddingCache:
       what the backbone can compute again, so the worst case is recomputing it.
     """
 
-    def __init__(self, root: str | Path, backbone_hash: str, pooling: str, max_length: int):
-        space = hashlib.sha256(f"{backbone_hash}|{pooling}|{max_length}".encode()).hexdigest()
+    def __init__(self, root: str | Path, backbone_key: str, pooling: str, max_length: int):
+        space = hashlib.sha256(f"{backbone_key}|{pooling}|{max_length}".encode()).hexdigest()
         self.dir = Path(root) / "embeddings" / space[:24]
+        self.description = {"backbone_key": backbone_key, "pooling": pooling,
+                            "max_length": max_length}
         self._index: dict[bytes, np.ndarray] | None = None
 
     @staticmethod
@@ -214,6 +219,7 @@ class EmbeddingCache:
 
     def _write(self, keys: np.ndarray, vectors: np.ndarray) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._describe()
         final = self.dir / f"{uuid.uuid4().hex}.safetensors"
         tmp = self.dir / f".{final.name}.{os.getpid()}.tmp"
         try:
@@ -223,6 +229,18 @@ class EmbeddingCache:
         finally:
             tmp.unlink(missing_ok=True)
         return final
+
+    def _describe(self) -> None:
+        """Write ``space.json`` once, so the space can be told apart without the backbone."""
+        final = self.dir / SPACE_FILE
+        if final.exists():
+            return
+        tmp = self.dir / f".{SPACE_FILE}.{os.getpid()}.tmp"
+        try:
+            tmp.write_text(json.dumps(self.description), encoding="utf-8")
+            replace_durably(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def compact(self) -> bool:
         """Merge all shards into one; returns False (doing nothing) while another process

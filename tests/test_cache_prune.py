@@ -1,0 +1,123 @@
+"""`spamguard cache prune`: unused backbones' embeddings and ONNX graphs go, used ones stay."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+from click.testing import CliRunner
+
+from spamguard.cli import build_cli
+from spamguard.ml.embeddings import SPACE_FILE, EmbeddingCache
+from spamguard.services.cache_prune import identities_in_use, prune_cache
+from spamguard.services.registry import register_version
+
+IN_USE, OTHER = "a" * 64, "b" * 64
+DAY = 24 * 3600
+
+
+def _space(cache_dir, key: str, *, age: float = 0.0) -> EmbeddingCache:
+    """An embedding space with one vector, its files made ``age`` seconds old."""
+    cache = EmbeddingCache(cache_dir, key, "mean", 128)
+    cache.put(["hello"], np.ones((1, 4), dtype=np.float32))
+    _age(cache.dir, age)
+    return cache
+
+
+def _age(path, seconds: float) -> None:
+    when = time.time() - seconds
+    for p in [path, *(path.rglob("*") if path.is_dir() else [])]:
+        os.utime(p, (when, when))
+
+
+def test_prune_keeps_used_and_recent_entries_and_removes_the_rest(tmp_path):
+    used = _space(tmp_path, IN_USE, age=30 * DAY)
+    used_int8 = _space(tmp_path, f"{IN_USE}|int8", age=30 * DAY)
+    stale = _space(tmp_path, OTHER, age=2 * DAY)
+    recent = _space(tmp_path, "c" * 64, age=3600)  # a training run may be writing it
+    legacy = _space(tmp_path, "d" * 64, age=2 * DAY)
+    (legacy.dir / SPACE_FILE).unlink()  # written before spaces described themselves
+    _age(legacy.dir, 2 * DAY)
+    onnx = tmp_path / "onnx"
+    onnx.mkdir()
+    graphs = {name: onnx / name for name in (f"{IN_USE[:24]}-fp32.onnx",
+                                              f"{OTHER[:24]}-fp32.onnx",
+                                              f"{OTHER[:24]}-int8.onnx")}
+    for graph in graphs.values():
+        graph.write_bytes(b"x" * 1000)
+        _age(graph, 2 * DAY)
+
+    dry = prune_cache(tmp_path, {IN_USE}, dry_run=True)
+    removable = {stale.dir, legacy.dir, graphs[f"{OTHER[:24]}-fp32.onnx"],
+                 graphs[f"{OTHER[:24]}-int8.onnx"]}
+    assert {path for path, _ in dry.removed} == removable
+    assert all(path.exists() for path in removable)  # a dry run removes nothing
+    assert dry.removed_bytes > 2000
+
+    done = prune_cache(tmp_path, {IN_USE})
+    assert {path for path, _ in done.removed} == removable
+    assert not any(path.exists() for path in removable)
+    kept = {used.dir, used_int8.dir, recent.dir, graphs[f"{IN_USE[:24]}-fp32.onnx"]}
+    assert {path for path, _ in done.kept} == kept and all(path.exists() for path in kept)
+    assert EmbeddingCache(tmp_path, IN_USE, "mean", 128).get(["hello"])[0] is not None
+
+
+def test_a_space_describes_itself(tmp_path):
+    cache = _space(tmp_path, f"{IN_USE}|bf16")
+    assert json.loads((cache.dir / SPACE_FILE).read_text()) == {
+        "backbone_key": f"{IN_USE}|bf16", "pooling": "mean", "max_length": 128}
+    assert [p.name for p in cache.dir.glob("*.safetensors")]  # still read as a shard folder
+    assert len(EmbeddingCache(tmp_path, f"{IN_USE}|bf16", "mean", 128)) == 1
+
+
+def test_registered_versions_name_the_backbones_in_use(db_session, tiny_model_dir, tiny_backbone,
+                                                       tmp_path):
+    register_version(session=db_session, version_dir=tiny_model_dir)
+    gone = shutil.copytree(tiny_model_dir, tmp_path / "gone")
+    metadata = json.loads((gone / "model.json").read_text())
+    metadata["version"] = "gone"
+    (gone / "model.json").write_text(json.dumps(metadata))
+    register_version(session=db_session, version_dir=gone)
+    shutil.rmtree(gone)  # a registered version whose folder was deleted needs no cache
+    db_session.flush()
+    assert identities_in_use(db_session) == {tiny_backbone.identity}
+
+
+def test_cli_prunes_a_stale_space_and_keeps_the_active_models(tmp_path, tiny_backbone_dir):
+    from tests.fixtures_ml import sample_data
+
+    home = tmp_path / "instance"
+    env = {"SPAMGUARD_HOME": str(home), "SPAMGUARD_DATABASE_URL": ""}
+    data = tmp_path / "train.tsv"
+    sample = sample_data()
+    data.write_text("".join(f"{'spam' if y else 'ham'}\t{t}\n"
+                            for t, y in zip(sample.texts, sample.labels, strict=True)))
+    runner = CliRunner()
+    trained = runner.invoke(build_cli(), ["train", "--data", str(data), "--backbone",
+                                          str(tiny_backbone_dir), "--epochs", "2"], env=env)
+    assert trained.exit_code == 0, trained.output
+    used = [p for p in (home / "cache" / "embeddings").iterdir()]
+    _age(home / "cache", 2 * DAY)
+    stale = _space(home / "cache", OTHER, age=2 * DAY)
+
+    dry = runner.invoke(build_cli(), ["cache", "prune", "--dry-run"], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert dry.output.splitlines()[0].startswith(f"would remove {stale.dir} (")
+    assert dry.output.splitlines()[-1].startswith("would remove 1 cache entries (")
+    assert stale.dir.exists()
+
+    pruned = runner.invoke(build_cli(), ["cache", "prune"], env=env)
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.output.splitlines()[-1].startswith("removed 1 cache entries (")
+    assert "the 1 backbone(s) registered versions use" in pruned.output
+    assert not stale.dir.exists() and all(p.exists() for p in used)
+
+
+def test_cli_prune_needs_an_instance(tmp_path):
+    env = {"SPAMGUARD_HOME": str(tmp_path / "nowhere"), "SPAMGUARD_DATABASE_URL": ""}
+    result = CliRunner().invoke(build_cli(), ["cache", "prune"], env=env)
+    assert result.exit_code == 2 and "no spamguard database at" in result.output
+    assert not (tmp_path / "nowhere").exists()
