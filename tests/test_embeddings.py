@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from spamguard.ml.embeddings import CachedEncoder, EmbeddingCache, encode, length_batches
+from spamguard.ml.embeddings import (
+    SPACE_FILE,
+    CachedEncoder,
+    EmbeddingCache,
+    encode,
+    length_batches,
+)
 from spamguard.ml.files import folder_lock
 
 
@@ -152,7 +158,9 @@ def test_shards_are_synced_before_they_get_their_name(tmp_path, monkeypatch):
     monkeypatch.setattr(files, "sync_file", lambda path: (synced.append(Path(path)),
                                                           real(path)))
     cache = _cache_with(tmp_path, 1)
-    assert [p.suffix for p in synced] == [".tmp"]
+    assert [p.suffix for p in synced] == [".tmp", ".tmp"]  # under temporary names only
+    assert sorted(p.name.split(".")[1:3] for p in synced) == sorted(
+        [SPACE_FILE.split("."), [cache._shards()[0].stem, "safetensors"]])
     assert len(cache._shards()) == 1
 
 
