@@ -119,7 +119,14 @@ def test_admin_promotes_a_model(page, live_server, seeded, db_session_factory):
         assert session.get(ModelVersion, second).status == "active"
     page.goto(f"{live_server}/admin/models/{first}")
     page.wait_for_load_state("networkidle")
-    shoot(page, "model-report")
+    shoot(page, "model-report")  # ends at the laptop size
+    # sklearn's report is a 53-column table: at 1280 px all three fit, unwrapped, unscrolled
+    reports = page.locator("pre.report-text")
+    assert reports.count() == 3
+    for k in range(3):
+        box = reports.nth(k)
+        assert box.evaluate("e => e.scrollWidth <= e.clientWidth"), k
+        assert "support" in box.inner_text().splitlines()[0]
     page.goto(f"{live_server}/admin/models/compare?a={first}&b={second}")
     shoot(page, "compare")
     page.goto(f"{live_server}/admin/users")
