@@ -56,13 +56,16 @@ def test_create_needs_a_name(db_session, name):
         apikeys.create_api_key(session=db_session, name=name)
 
 
-@pytest.mark.parametrize("name", ["gate\nway", "gate\tway", "gate\x1b[31mway", "gate\x00"])
+@pytest.mark.parametrize("name", ["gate\nway", "gate\tway", "gate\x1b[31mway", "gate\x00",
+                                  "gate\u2028way", "gate\u202eyaw"])
 def test_create_refuses_control_characters_in_the_name(db_session, name):
     with pytest.raises(apikeys.ApiKeyError, match="cannot hold a line break"):
         apikeys.create_api_key(session=db_session, name=name)
     assert apikeys.list_api_keys(session=db_session) == []
 
 
-def test_create_keeps_a_name_in_any_script(db_session):
-    row, _ = apikeys.create_api_key(session=db_session, name="Шлюз gateway ✓")
-    assert row.name == "Шлюз gateway ✓"
+@pytest.mark.parametrize("name", ["Шлюз gateway ✓", "Ops team\u00a0A",
+                                  "\U0001f469\u200d\U0001f4bb bot", "שער\u200f gateway"])
+def test_create_keeps_a_name_in_any_script(db_session, name):
+    row, _ = apikeys.create_api_key(session=db_session, name=name)
+    assert row.name == name

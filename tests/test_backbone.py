@@ -184,20 +184,47 @@ def test_an_edited_config_or_tokenizer_is_another_encoder(tiny_backbone_dir, tmp
     assert edited.cache_key != original.cache_key  # so no embedding is reused
 
 
-def test_a_version_refuses_a_backbone_edited_since_training(tiny_model_dir, tiny_backbone_dir,
-                                                            tmp_path):
+def test_a_version_warns_about_a_backbone_edited_since_training(tiny_model_dir,
+                                                                tiny_backbone_dir, tmp_path,
+                                                                caplog):
+    """Same weights, other tokenizer behaviour: the version still loads (a library upgrade
+    must not take a service down), but the log says its scores may have moved."""
     import json
+    import logging
     import shutil
 
     from spamguard.ml.classifier import SpamClassifier
 
     edited = load_backbone(str(edited_backbone_copy(tiny_backbone_dir, tmp_path / "edited",
-                                            tokenizer={"do_lower_case": False})))
-    with pytest.raises(ModelError, match="has the weights it was trained on but a different "
-                       "configuration or tokenizer"):
-        SpamClassifier.load(tiny_model_dir, backbone=edited)
+                                                    tokenizer={"do_lower_case": False})))
+    with caplog.at_level(logging.WARNING, logger="spamguard.ml.classifier"):
+        assert SpamClassifier.load(tiny_model_dir, backbone=edited).classify(["hi"])[0]["label"]
+    assert "has the weights this version was trained on but another configuration or " \
+        "tokenizer behaviour" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spamguard.ml.classifier"):
+        SpamClassifier.load(tiny_model_dir, backbone=load_backbone(str(tiny_backbone_dir)))
+    assert "another configuration" not in caplog.text  # the same files: nothing to say
     old = shutil.copytree(tiny_model_dir, tmp_path / "old-version")  # before fingerprints
     metadata = json.loads((old / "model.json").read_text())
     del metadata["backbone"]["settings"]
     (old / "model.json").write_text(json.dumps(metadata))
-    assert SpamClassifier.load(old, backbone=edited).classify(["hello"])[0]["label"]
+    with caplog.at_level(logging.WARNING, logger="spamguard.ml.classifier"):
+        assert SpamClassifier.load(old, backbone=edited).classify(["hello"])[0]["label"]
+    assert "another configuration" not in caplog.text
+
+
+def test_settings_fingerprint_ignores_library_defaults(tiny_backbone):
+    """A transformers release that adds or drops a default config attribute (torchscript,
+    is_decoder=False) must not change any fingerprint: it would orphan every cache."""
+    import copy
+
+    from spamguard.ml.backbone import settings_fingerprint
+
+    model = copy.deepcopy(tiny_backbone.model)
+    model.config.torchscript = True
+    model.config.some_future_default = {"a": 1}
+    del model.config.is_decoder
+    assert settings_fingerprint(model, tiny_backbone.tokenizer) == tiny_backbone.settings
+    model.config.num_attention_heads = 1  # what the encoder computes: counted
+    assert settings_fingerprint(model, tiny_backbone.tokenizer) != tiny_backbone.settings

@@ -8,9 +8,11 @@ import shutil
 import time
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from spamguard.cli import build_cli
+from spamguard.errors import SpamguardError
 from spamguard.ml.embeddings import SPACE_FILE, EmbeddingCache
 from spamguard.services.cache_prune import identities_in_use, prune_cache
 from spamguard.services.registry import register_version
@@ -84,6 +86,53 @@ def test_registered_versions_name_the_backbones_in_use(db_session, tiny_model_di
     shutil.rmtree(gone)  # a registered version whose folder was deleted needs no cache
     db_session.flush()
     assert identities_in_use(db_session) == {tiny_backbone.identity}
+
+
+def _registered_copy(session, source, target, **changes):
+    """Register a copy of the version folder ``source`` with model.json entries changed."""
+    folder = shutil.copytree(source, target)
+    metadata = json.loads((folder / "model.json").read_text())
+    metadata["version"] = target.name
+    for key, value in changes.items():
+        metadata["backbone"][key] = value
+    metadata["backbone"] = {k: v for k, v in metadata["backbone"].items() if v is not None}
+    (folder / "model.json").write_text(json.dumps(metadata))
+    register_version(session=session, version_dir=folder)
+    session.flush()
+    return folder
+
+
+def test_a_version_from_before_fingerprints_keeps_the_cache_it_uses(db_session, tiny_model_dir,
+                                                                   tiny_backbone, tmp_path):
+    """Its model.json has no settings; loading it keys the cache by the backbone's identity
+    as loaded today, so that is what prune must keep (not the bare weights hash)."""
+    _registered_copy(db_session, tiny_model_dir, tmp_path / "legacy", settings=None)
+    loads = []
+
+    def load(name):
+        from spamguard.ml.backbone import load_backbone
+
+        loads.append(name)
+        return load_backbone(name)
+
+    assert identities_in_use(db_session, load=load) == {tiny_backbone.identity}
+    assert loads == [tiny_backbone.name]  # loaded once, by the name it recorded
+
+
+def test_a_legacy_version_whose_backbone_is_gone_needs_no_cache(db_session, tiny_model_dir,
+                                                                tmp_path):
+    _registered_copy(db_session, tiny_model_dir, tmp_path / "legacy", settings=None,
+                     name=str(tmp_path / "no-such-backbone"))
+    assert identities_in_use(db_session) == set()
+
+
+def test_an_unreadable_version_stops_the_prune(db_session, tiny_model_dir, tmp_path):
+    folder = _registered_copy(db_session, tiny_model_dir, tmp_path / "odd")
+    (folder / "model.json").unlink()
+    (folder / "model.json").mkdir()  # unreadable as a file: the error is not "it is gone"
+    with pytest.raises(SpamguardError, match="cannot tell what version odd uses .*nothing "
+                       "was removed"):
+        identities_in_use(db_session)
 
 
 def test_cli_prunes_a_stale_space_and_keeps_the_active_models(tmp_path, tiny_backbone_dir):

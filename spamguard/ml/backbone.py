@@ -132,44 +132,59 @@ def fingerprint(model: nn.Module, tokenizer, skip: frozenset[str] = frozenset())
     return digest.hexdigest()
 
 
-# Configuration entries that describe the file or training, not what the encoder computes
-# in eval mode (dropout is off; initialisation, output flags and labels do not matter).
-CONFIG_METADATA = frozenset({
-    "transformers_version", "architectures", "dtype", "torch_dtype", "id2label", "label2id",
-    "problem_type", "return_dict", "output_attentions", "output_hidden_states", "use_cache",
-    "initializer_range", "hidden_dropout_prob", "attention_probs_dropout_prob",
-    "classifier_dropout", "gradient_checkpointing", "chunk_size_feed_forward",
-})
+# Configuration entries that change what an encoder computes but not its weights' shapes
+# (those the weights hash sees). A fixed list, read with getattr, rather than the whole
+# config.to_dict(): that also holds library defaults, so a transformers upgrade that adds or
+# drops one would change every fingerprint. Unset, None and False count alike, so a default
+# that disappears changes nothing.
+OUTPUT_CONFIG_KEYS = ("model_type", "hidden_act", "layer_norm_eps", "position_embedding_type",
+                      "num_attention_heads", "pad_token_id", "is_decoder", "hidden_size",
+                      "num_hidden_layers", "intermediate_size", "max_position_embeddings",
+                      "type_vocab_size", "vocab_size")
 # Text that shows a tokenizer's normalisation: case, accents, CJK splitting, symbols, emoji.
 TOKENIZER_PROBE = "Héllo WORLD! Ça coûte £100 à ÅNGSTRÖM, 東京 naïve 😂 www.x.co/ab 0800-123"
 
 
+def _plain(value):
+    """A JSON-able stand-in for a config value (a callable activation becomes its name,
+    never a repr with a memory address)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return getattr(value, "__name__", type(value).__qualname__)
+
+
 def settings_fingerprint(model: nn.Module, tokenizer) -> str:
-    """Hex SHA-256 of the configuration entries that change the encoder's output and of
-    the tokenizer's behaviour (its ids for :data:`TOKENIZER_PROBE`, special tokens, padding
-    and truncation sides): what the weights hash does not see."""
-    config = {key: value for key, value in model.config.to_dict().items()
-              if not key.startswith("_") and key not in CONFIG_METADATA}
+    """Hex SHA-256 of the configuration entries that change the encoder's output
+    (:data:`OUTPUT_CONFIG_KEYS`) and of the tokenizer's behaviour (its ids for
+    :data:`TOKENIZER_PROBE`, special tokens, padding and truncation sides): what the weights
+    hash does not see."""
+    config = {key: _plain(value) for key in OUTPUT_CONFIG_KEYS
+              if (value := getattr(model.config, key, None)) not in (None, False)}
     tokens = {
         "probe": tokenizer(TOKENIZER_PROBE)["input_ids"],
-        "special": sorted(map(str, tokenizer.special_tokens_map.items())),
+        "special": sorted(f"{k}={v}" for k, v in tokenizer.special_tokens_map.items()),
         "padding_side": getattr(tokenizer, "padding_side", None),
         "truncation_side": getattr(tokenizer, "truncation_side", None),
     }
-    text = json.dumps({"config": config, "tokenizer": tokens}, sort_keys=True, default=str)
+    text = json.dumps({"config": config, "tokenizer": tokens}, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def settings_mismatch(backbone: Backbone, recorded: dict) -> str | None:
-    """Why ``backbone`` is not the encoder a model version was trained on although its
-    weights are (``recorded``: the version's ``model.json`` "backbone" entry); None when it
-    is, or when the version predates settings fingerprints (before December 2026)."""
+    """Why ``backbone`` computes differently from the encoder a model version was trained on
+    although its weights are the same (``recorded``: the version's ``model.json``
+    "backbone" entry); None when it does not, or when the version predates settings
+    fingerprints (before December 2026)."""
     expected = recorded.get("settings")
     if not expected or not backbone.settings or backbone.settings == expected:
         return None
-    return (f"{recorded.get('name', backbone.name)} has the weights it was trained on but a "
-            "different configuration or tokenizer (config.json or tokenizer files changed "
-            "since): restore them, or train a new version on it")
+    return (f"backbone {recorded.get('name', backbone.name)} has the weights this version was "
+            "trained on but another configuration or tokenizer behaviour (its config.json or "
+            "tokenizer files were edited, or a library upgrade tokenizes differently), so "
+            "its scores may differ from those it was evaluated with; restore the files or "
+            "train a new version")
 
 
 def load_backbone(name: str | None = None) -> Backbone:

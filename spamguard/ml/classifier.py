@@ -10,6 +10,7 @@ TF-IDF + SVM model (``model.json`` has ``blend``) also holds ``lexical.json`` an
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -38,6 +39,7 @@ from spamguard.ml.version_files import (  # noqa: F401  (read_metadata: part of 
 )
 
 LABEL_MAP = {0: "ham", 1: "spam"}
+log = logging.getLogger(__name__)
 
 
 def build_inputs(encoder: CachedEncoder, texts: Sequence[str], features: Sequence[str],
@@ -134,9 +136,8 @@ class SpamClassifier:
                 f"backbone mismatch for model {metadata.get('version', directory)}: it was "
                 f"trained on {expected['name']} with weights {expected['hash'][:12]}, but the "
                 f"loaded backbone's weights are {backbone.hash[:12]}")
-        if problem := settings_mismatch(backbone, expected):
-            raise ModelError(f"backbone mismatch for model {metadata.get('version', directory)}: "
-                             f"{problem}")
+        if problem := settings_mismatch(backbone, expected):  # same weights: serve, but say
+            log.warning("model %s: %s", metadata.get("version", directory), problem)
         if problem := setting_problem(backbone, metadata["pooling"], metadata["max_length"]):
             raise ModelError(f"model {metadata.get('version', directory)}: {problem}")
         try:

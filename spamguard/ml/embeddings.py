@@ -1,6 +1,6 @@
 """Turn texts into fixed-size vectors with a frozen backbone, batched by length, cached on disk.
 
-A frozen backbone makes each embedding a pure function of (backbone hash, pooling, max
+A frozen backbone makes each embedding a pure function of (backbone identity, pooling, max
 length, text), so :class:`EmbeddingCache` keys vectors by a hash of exactly that and a
 second training run on the same data never runs the backbone again.
 """

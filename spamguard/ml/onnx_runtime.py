@@ -14,7 +14,7 @@ dynamic quantisation) computes a different function and is cached apart (its var
 graphs or embeddings).
 
 Exported graphs are kept in a folder (normally the instance's ``cache/onnx``), named by the
-first 24 hex digits of the backbone's weight hash and the variant. A file lock makes one
+first 24 hex digits of the backbone's identity and the variant. A file lock makes one
 process export while the others wait (gunicorn workers start together), and files are
 written to a temporary name and renamed, so no process ever reads a half-written graph.
 """

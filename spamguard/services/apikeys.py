@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import unicodedata
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -33,14 +34,25 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+# Bidirectional embeddings, overrides and isolates: they reorder the rest of a terminal line.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _garbles_a_listing(char: str) -> bool:
+    """A character that would break or disguise an `api-key list` line: control codes
+    (line breaks, tabs, escape sequences), line and paragraph separators, bidi controls.
+    No-break spaces, zero-width joiners in emoji and right-to-left marks are fine."""
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in BIDI_CONTROLS
+
+
 def create_api_key(*, session: Session, name: str) -> tuple[ApiKey, str]:
     """Create a key named ``name``; return the row and the plaintext (shown only this once)."""
     name = name.strip()
     if not name or len(name) > 100:
         raise ApiKeyError("an API key needs a name of 1 to 100 characters")
-    if not name.isprintable():  # a line break or escape code would garble `api-key list`
-        raise ApiKeyError("an API key name cannot hold a line break, tab or other control "
-                          "character")
+    if any(_garbles_a_listing(c) for c in name):
+        raise ApiKeyError("an API key name cannot hold a line break, tab, escape or other "
+                          "control character")
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(name=name, key_prefix=plaintext[:PREFIX_CHARS], key_hash=hash_key(plaintext))
     session.add(row)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from spamguard.errors import ModelError, SpamguardError
 from spamguard.ml.backbone import backbone_identity
 from spamguard.ml.embeddings import SPACE_FILE
 from spamguard.ml.version_files import read_metadata
@@ -44,16 +45,45 @@ class PruneResult:
         return sum(size for _, size in self.kept)
 
 
-def identities_in_use(session: Session) -> set[str]:
-    """Backbone identities of every registered version whose model.json can be read."""
-    identities = set()
+def identities_in_use(session: Session, load=None) -> set[str]:
+    """Backbone identities of every registered version whose folder still exists.
+
+    A version from before settings fingerprints (December 2026) recorded only its weights
+    hash; loading it today computes the settings afresh, and its embeddings and graphs are
+    keyed by that, so its backbone is loaded (``load``: :func:`load_backbone`, once per
+    name) to learn the identity. One that no longer loads, or loads other weights, cannot
+    be served and needs no cache.
+
+    Raises:
+        SpamguardError: a version folder exists but its model.json cannot be read (a
+            permission problem, say): better to remove nothing than to guess.
+    """
+    if load is None:
+        from spamguard.ml.backbone import load_backbone as load
+    identities, loaded = set(), {}
     for version in list_versions(session):
+        directory = Path(version.directory)
+        if not directory.exists():
+            continue  # a deleted version folder needs no cache
         try:
-            recorded = read_metadata(Path(version.directory)).get("backbone")
-        except Exception:  # noqa: BLE001 - a missing or damaged folder needs no cache
+            recorded = read_metadata(directory).get("backbone")
+        except (ModelError, OSError) as exc:
+            raise SpamguardError(f"cannot tell what version {version.id} uses ({exc}); "
+                                 "nothing was removed") from None
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("hash"), str):
             continue
-        if isinstance(recorded, dict) and isinstance(recorded.get("hash"), str):
-            identities.add(backbone_identity(recorded["hash"], recorded.get("settings") or ""))
+        if recorded.get("settings"):
+            identities.add(backbone_identity(recorded["hash"], recorded["settings"]))
+            continue
+        name = str(recorded.get("name") or "")
+        if name not in loaded:
+            try:
+                loaded[name] = load(name or None)
+            except ModelError:
+                loaded[name] = None
+        backbone = loaded[name]
+        if backbone is not None and backbone.hash == recorded["hash"]:
+            identities.add(backbone.identity)
     return identities
 
 
