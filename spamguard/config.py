@@ -30,8 +30,8 @@ def check_number_format(runtime: str, quantize: bool) -> None:
                          "torch-bf16 runtime exclude each other: choose int8 or bf16")
 
 
-def check_rate_limit(value: str) -> None:
-    """Refuse an API rate limit Flask-Limiter cannot read: it would log the error on each
+def check_rate_limit(value: str, variable: str = "SPAMGUARD_API_RATE_LIMIT") -> None:
+    """Refuse a rate limit Flask-Limiter cannot read: it would log the error on each
     request and apply no limit at all, so "600 per minut" silently meant "unlimited".
 
     Raises:
@@ -43,10 +43,10 @@ def check_rate_limit(value: str) -> None:
     try:
         limits = parse_many(value)
     except ValueError as exc:
-        raise ValueError(f"SPAMGUARD_API_RATE_LIMIT={value!r} is not valid: {exc} (write it "
+        raise ValueError(f"{variable}={value!r} is not valid: {exc} (write it "
                          "like '600 per minute' or '600/minute;20/second')") from None
     if any(limit.amount < 1 for limit in limits):  # "0 per minute" would refuse every call
-        raise ValueError(f"SPAMGUARD_API_RATE_LIMIT={value!r} allows no call at all; "
+        raise ValueError(f"{variable}={value!r} allows no call at all; "
                          "give each limit at least 1")
 
 
@@ -71,6 +71,9 @@ class Settings:
     max_request_bytes: int = 64 * 1024
     classify_batch_limit: int = 256
     api_rate_limit: str = "600 per minute"
+    # failed admin logins one address may make (password spraying tries one password on
+    # many accounts, which the per-account lockout never sees)
+    login_failure_limit: str = "20 per 15 minutes"
     reply_text: str = ""  # TwiML reply sent to the sender; empty: no reply
     log_bodies: bool = False
     model_check_seconds: int = 5  # how often a worker checks for a newly active model
@@ -252,6 +255,7 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
     settings = replace(settings, **values)
     check_number_format(settings.runtime, settings.quantize)
     check_rate_limit(settings.api_rate_limit)
+    check_rate_limit(settings.login_failure_limit, "SPAMGUARD_LOGIN_FAILURE_LIMIT")
     check_public_base_url(settings.public_base_url)
     _check_numbers(settings)
     if extra:

@@ -282,3 +282,51 @@ def test_the_idle_limit_is_a_setting(app_config, install_model, tiny_model_dir):
         assert app.permanent_session_lifetime == timedelta(hours=2)
     finally:
         app.extensions["spamguard.db"].dispose()
+
+
+def _limited_app(app_config, install_model, tiny_model_dir, limit: str):
+    from spamguard.app import create_app
+
+    install_model(tiny_model_dir)
+    return create_app({**app_config, "login_failure_limit": limit})
+
+
+def test_failed_logins_from_one_address_are_limited_across_accounts(
+        app_config, install_model, tiny_model_dir, make_user):
+    """Password spraying: one wrong password per account locks no account, but the address
+    runs out of failures; then even a right password is refused from it, not elsewhere."""
+    app = _limited_app(app_config, install_model, tiny_model_dir, "3 per 15 minutes")
+    try:
+        for name in ("ann", "bob", "cyd", "dee"):
+            make_user(name)
+        sprayer = {"REMOTE_ADDR": "203.0.113.9"}
+        for name in ("ann", "bob", "cyd"):
+            client = app.test_client()
+            response = client.post("/admin/login", environ_base=sprayer, data={
+                "username": name, "password": "Winter2026!",
+                "csrf_token": csrf_token(client)})
+            assert response.status_code == 401
+        client = app.test_client()
+        refused = client.post("/admin/login", environ_base=sprayer, data={
+            "username": "dee", "password": PASSWORD, "csrf_token": csrf_token(client)})
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "900"
+        assert ("Too many failed logins from your network address. Try again in 15 minute(s)."
+                in refused.get_data(as_text=True))
+        elsewhere = app.test_client()
+        ok = elsewhere.post("/admin/login", environ_base={"REMOTE_ADDR": "198.51.100.7"},
+                            data={"username": "dee", "password": PASSWORD,
+                                  "csrf_token": csrf_token(elsewhere)})
+        assert ok.status_code == 302
+    finally:
+        app.extensions["spamguard.db"].dispose()
+
+
+def test_successful_logins_do_not_count(app_config, install_model, tiny_model_dir, make_user):
+    app = _limited_app(app_config, install_model, tiny_model_dir, "2 per 15 minutes")
+    try:
+        make_user("ann")
+        for _ in range(4):
+            client = AdminClient(app.test_client(), "ann")
+            assert client.login().status_code == 302
+    finally:
+        app.extensions["spamguard.db"].dispose()

@@ -129,3 +129,12 @@ def test_an_unsupported_database_is_one_line_not_a_driver_traceback():
     with pytest.raises(DatabaseError, match=r"^database URL 'mysql://x:\*\*\*@h/db': mysql is "
                                             "not supported; use sqlite"):
         normalise_url("mysql://x:secret@h/db")
+
+
+@pytest.mark.parametrize(("raw", "says"), [("20 per fortnight", "is not valid"),
+                                           ("0 per minute", "allows no call at all")])
+def test_a_bad_login_failure_limit_names_its_variable(raw, says):
+    with pytest.raises(ValueError) as info:
+        load_settings(environ={"SPAMGUARD_LOGIN_FAILURE_LIMIT": raw})
+    assert str(info.value).startswith(f"SPAMGUARD_LOGIN_FAILURE_LIMIT={raw!r} ")
+    assert says in str(info.value)

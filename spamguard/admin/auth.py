@@ -8,6 +8,7 @@ from flask_login import current_user, login_user, logout_user
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
+from spamguard.admin import login_limit
 from spamguard.admin.base import (
     LoggedInUser,
     bp,
@@ -31,6 +32,10 @@ LOGIN_ERRORS = {
     "locked": REFUSED,
     "inactive": "This account is disabled.",
 }
+
+
+TOO_MANY_FAILURES = ("Too many failed logins from your network address. Try again in "
+                     "{minutes} minute(s).")
 
 
 def _safe_next(target: str | None) -> str:
@@ -76,11 +81,16 @@ def login():
         return redirect(_safe_next(request.args.get("next")))
     if request.method == "GET":
         return render_template("admin/login.html", next=request.args.get("next", ""))
+    if (minutes := login_limit.blocked_minutes()) is not None:  # checked before the password
+        flash(TOO_MANY_FAILURES.format(minutes=minutes), "error")
+        return (render_template("admin/login.html", next=request.form.get("next", "")), 429,
+                {"Retry-After": str(minutes * 60)})
     db = session()
     result = users.authenticate(session=db, username=request.form.get("username", ""),
                                 password=request.form.get("password", ""))
     db.commit()  # failed-login counters are kept even when the login fails
     if not result.ok:
+        login_limit.count_failure()
         flash(LOGIN_ERRORS[result.reason], "error")
         return render_template("admin/login.html", next=request.form.get("next", "")), 401
     user = result.user
