@@ -6,6 +6,8 @@ Run from the repository root (about 5 minutes on 2 cores with a warm embedding c
     python bench/crossval.py [--data PATH] [--folds 5] [--repeats 4] [--quick]
                              [--head-share 0.3,0.5,0.7] [--svm-c 0.3,1,3]
                              [--boundary=-0.4,0,0.2] [--layers 6,5,4]
+                             [--lexical char16,nbsvm,lr] [--refit] [--concat-layers 4,5,6]
+                             [--per-repeat]
 
 The test split is what `spamguard train` reports once; choosing settings by it would tune to
 it. This script redoes, in every fold, what training does with the validation split: a
@@ -16,6 +18,13 @@ folds of a repeat; the table shows the mean over repeats, the worst repeat, and 
 difference to the default with its spread over repeats. Embeddings come from the instance's
 cache (``SPAMGUARD_HOME``), so a second run skips the backbone; ``--layers`` pools an
 earlier encoder layer instead of the last (a backbone that stops there would be faster).
+
+Structural candidates (each combination of the ones asked for is a row): ``--lexical``
+swaps the blend's lexical half for a variant (:data:`LEXICAL_VARIANTS`; each is also shown
+alone, at its natural boundary 0); ``--refit`` refits the head (for the inner part's best
+epoch count, same seed) and the lexical half on the whole fold training part after the
+inner 15% has set the epochs, blend scales and threshold; ``--concat-layers`` feeds the head
+the pooled embeddings of several encoder layers side by side.
 """
 
 from __future__ import annotations
@@ -31,8 +40,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, matthews_corrcoef
 from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
+from sklearn.svm import LinearSVC
 
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.baseline import TfidfSvmBaseline
@@ -41,8 +54,9 @@ from spamguard.ml.classifier import build_inputs
 from spamguard.ml.data import dedupe, load_labelled, split
 from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.features import FEATURE_NAMES
+from spamguard.ml.head import BertArch
 from spamguard.ml.threshold import choose_threshold
-from spamguard.ml.train import TrainConfig, fit_head
+from spamguard.ml.train import TrainConfig, class_weights, fit_head, one_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "sms_spam_collection.tsv"
@@ -58,12 +72,94 @@ class Candidate:
     head_share: float = 0.5
     svm_c: float = 1.0
     boundary: float = 0.0
-    layer: int | None = None  # None: the last encoder layer
-    kind: str = "blend"  # "blend", "head" (BERT head alone) or "svm" (TF-IDF + SVM alone)
+    layer: int | tuple[int, ...] | None = None  # None: the last layer; a tuple: side by side
+    kind: str = "blend"  # "blend", "head" (BERT head alone) or "svm" (lexical half alone)
+    lexical: str | None = None  # a --lexical variant instead of TfidfSvmBaseline(C=svm_c)
+    refit: bool = False  # test scores from models refitted on the whole fold training part
+
+
+@dataclass(frozen=True)
+class LexicalSpec:
+    """A lexical half: word 1-2 grams plus char n-grams, optionally NB-scaled, linear model."""
+
+    char_analyzer: str = "char_wb"
+    char_range: tuple[int, int] = (2, 5)
+    binary: bool = False  # 0/1 n-gram presence instead of sublinear TF-IDF (l2-normalised)
+    nb: bool = False  # scale each feature by the naive-Bayes log-count ratio (NB-SVM)
+    model: str = "svm"  # "svm": LinearSVC; "lr": LogisticRegression (liblinear)
+    C: float = 1.0
+
+
+# Each also accepts "@C", e.g. "lr@3". All use class_weight="balanced" like the baseline.
+LEXICAL_VARIANTS = {
+    "char16": LexicalSpec(char_analyzer="char", char_range=(1, 6)),
+    "char26": LexicalSpec(char_analyzer="char", char_range=(2, 6)),
+    "nbsvm": LexicalSpec(nb=True),  # baseline features x NB ratio, LinearSVC
+    "nbsvm-bin": LexicalSpec(binary=True, nb=True, C=0.1),  # Wang & Manning: binary x r
+    "nblr": LexicalSpec(nb=True, model="lr", C=10.0),
+    "nblr-bin": LexicalSpec(binary=True, nb=True, model="lr", C=1.0),
+    "lr": LexicalSpec(model="lr", C=10.0),  # baseline features, logistic regression
+}
+
+
+def lexical_spec(text: str) -> LexicalSpec:
+    name, _, c = text.partition("@")
+    if name not in LEXICAL_VARIANTS:
+        raise argparse.ArgumentTypeError(f"unknown lexical variant {name!r}; known: "
+                                         f"{', '.join(LEXICAL_VARIANTS)}")
+    spec = LEXICAL_VARIANTS[name]
+    return replace(spec, C=float(c)) if c else spec
+
+
+class LexicalModel:
+    """Fit/decision_function like TfidfSvmBaseline, for a :class:`LexicalSpec`."""
+
+    def __init__(self, spec: LexicalSpec, random_state: int = 0) -> None:
+        self.spec, self.random_state = spec, random_state
+
+    def _features(self, texts: list[str], fit: bool = False):
+        if fit:
+            s = self.spec
+            extra = (dict(binary=True, use_idf=False, norm=None) if s.binary
+                     else dict(sublinear_tf=True))
+            self.vectorizers_ = [
+                TfidfVectorizer(analyzer="word", ngram_range=(1, 2), lowercase=True, **extra),
+                TfidfVectorizer(analyzer=s.char_analyzer, ngram_range=s.char_range,
+                                lowercase=True, **extra)]
+            parts = [v.fit_transform(texts) for v in self.vectorizers_]
+        else:
+            parts = [v.transform(texts) for v in self.vectorizers_]
+        x = sparse.hstack(parts, format="csr")
+        return x.multiply(self.ratio_).tocsr() if self.spec.nb and not fit else x
+
+    def fit(self, texts: Sequence[str], labels: np.ndarray) -> LexicalModel:
+        y = np.asarray(labels, dtype=int)
+        x = self._features(list(texts), fit=True)
+        if self.spec.nb:  # r = log((p / |p|_1) / (q / |q|_1)), alpha = 1 (Wang & Manning)
+            p = 1.0 + np.asarray(x[y == 1].sum(axis=0)).ravel()
+            q = 1.0 + np.asarray(x[y == 0].sum(axis=0)).ravel()
+            self.ratio_ = np.log((p / p.sum()) / (q / q.sum()))
+            x = x.multiply(self.ratio_).tocsr()
+        if self.spec.model == "lr":
+            self.model_ = LogisticRegression(C=self.spec.C, solver="liblinear",
+                                             class_weight="balanced", max_iter=1000)
+        else:
+            self.model_ = LinearSVC(C=self.spec.C, class_weight="balanced",
+                                    random_state=self.random_state, max_iter=5000)
+        self.model_.fit(x, y)
+        return self
+
+    def decision_function(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.model_.decision_function(self._features(list(texts))),
+                          dtype=float)
 
 
 def floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
+
+
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -78,8 +174,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--boundary", type=floats, default=[],
                         help="decision boundaries in blended-score units to try (0); "
                         "negative values need '=': --boundary=-0.4,0.2")
-    parser.add_argument("--layers", type=lambda t: [int(x) for x in t.split(",") if x.strip()],
-                        default=[], help="encoder layers to pool instead of the last")
+    parser.add_argument("--layers", type=ints, default=[],
+                        help="encoder layers to pool instead of the last")
+    parser.add_argument("--lexical", type=lambda t: [x for x in t.split(",") if x.strip()],
+                        default=[], help="lexical halves to try: "
+                        f"{', '.join(LEXICAL_VARIANTS)} (each may end in @C)")
+    parser.add_argument("--refit", action="store_true",
+                        help="also refit head and lexical half on the whole fold training "
+                        "part after the inner 15%% has chosen epochs, scales and threshold")
+    parser.add_argument("--concat-layers", type=ints, default=[],
+                        help="encoder layers whose pooled embeddings the head sees side by "
+                        "side, e.g. 4,5,6")
+    parser.add_argument("--per-repeat", action="store_true",
+                        help="also print each candidate's MCC difference in every repeat")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for the heads (1 is fastest for a 400->512 MLP)")
     parser.add_argument("--quick", action="store_true", help="3 folds x 1 repeat")
@@ -88,17 +195,45 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.folds, args.repeats = 3, 1
     if args.folds < 2 or args.repeats < 1:
         parser.error("--folds must be at least 2 and --repeats at least 1")
+    try:
+        for variant in args.lexical:
+            lexical_spec(variant)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"--lexical: {exc}")
+    if len(args.concat_layers) == 1:
+        parser.error("--concat-layers needs at least two layers")
     return args
 
 
 def candidates(args: argparse.Namespace) -> list[Candidate]:
-    """The default, the two halves alone, and one candidate per setting asked for."""
+    """The default, the two halves alone, and one candidate per setting asked for; the
+    structural options (--lexical, --refit, --concat-layers) add every combination."""
     out = [Candidate("blend (default)"), Candidate("BERT head alone", kind="head"),
            Candidate("TF-IDF + SVM alone", kind="svm")]
     out += [Candidate(f"blend, head share {w:g}", head_share=w) for w in args.head_share]
     out += [Candidate(f"blend, SVM C {c:g}", svm_c=c) for c in args.svm_c]
     out += [Candidate(f"blend, boundary {b:+g}", boundary=b) for b in args.boundary]
     out += [Candidate(f"blend, encoder layer {k}", layer=k) for k in args.layers]
+    refits = [False, True] if args.refit else [False]
+    for refit in refits:
+        suffix = ", fit on fit+val" if refit else ""
+        if refit:
+            out.append(Candidate("TF-IDF + SVM alone" + suffix, kind="svm", refit=True))
+        out += [Candidate(f"lexical {v} alone{suffix}", kind="svm", lexical=v, refit=refit)
+                for v in args.lexical]
+    concat = tuple(args.concat_layers) or None
+    if concat:
+        out.append(Candidate(f"BERT head alone, layers {'+'.join(map(str, concat))}",
+                             kind="head", layer=concat))
+    for layer in [None, concat] if concat else [None]:
+        for lexical in [None, *args.lexical]:
+            for refit in refits:
+                parts = ([f"layers {'+'.join(map(str, layer))}"] if layer else []) + (
+                    [f"lexical {lexical}"] if lexical else []) + (
+                    ["refit on fit+val"] if refit else [])
+                if parts:
+                    out.append(Candidate("blend, " + ", ".join(parts), layer=layer,
+                                         lexical=lexical, refit=refit))
     return out
 
 
@@ -113,19 +248,67 @@ def truncated(backbone: Backbone, layers: int) -> Backbone:
     return replace(backbone, model=model, variant=f"first-{layers}-layers")
 
 
-def head_inputs(texts: list[str], cands: list[Candidate]) -> dict[int | None, np.ndarray]:
-    """Head inputs (pooled embedding + message features) for each layer the candidates use."""
+def head_inputs(texts: list[str], cands: list[Candidate]) -> dict:
+    """Head inputs (pooled embedding + message features) for each layer the candidates use;
+    a tuple of layers gets their embeddings side by side, then the features once."""
     backbone = load_backbone(None)
     home = Path(os.environ.get("SPAMGUARD_HOME", ROOT / "instance"))
     config = TrainConfig()
+    total = len(backbone.model.encoder.layer)
+    wanted = {c.layer for c in cands}
+    single = {k for k in wanted if not isinstance(k, tuple)}
+    single |= {None if k == total else k for key in wanted if isinstance(key, tuple)
+               for k in key}
     out = {}
-    for layer in sorted({c.layer for c in cands}, key=lambda k: -1 if k is None else k):
+    for layer in sorted(single, key=lambda k: -1 if k is None else k):
         source = backbone if layer is None else truncated(backbone, layer)
         encoder = CachedEncoder(source, home / "cache", pooling=config.pooling,
                                 max_length=config.max_length, batch_size=config.batch_size)
         out[layer] = build_inputs(encoder, texts, list(FEATURE_NAMES) if config.features
                                   else [])
-    return out
+    n_features = len(FEATURE_NAMES) if config.features else 0
+    for key in (k for k in wanted if isinstance(k, tuple)):
+        atoms = [out[None if k == total else k] for k in key]
+        out[key] = np.concatenate([a[:, :a.shape[1] - n_features] for a in atoms]
+                                  + [atoms[0][:, atoms[0].shape[1] - n_features:]], axis=1)
+    return {k: v for k, v in out.items() if k in wanted}
+
+
+def fit_head_epochs(x: np.ndarray, y: np.ndarray, epochs: int, config: TrainConfig) -> BertArch:
+    """fit_head's training loop (same seed, same steps) for exactly ``epochs`` epochs with
+    no validation part: the last weights. On fit_head's own training data with its best
+    epoch count + 1 it returns the head fit_head kept."""
+    with one_thread():
+        torch.manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(config.seed)
+        xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
+        head = BertArch(xt.shape[1], hidden=config.hidden, dropout=config.dropout)
+        head.set_scaling(xt)
+        loss_fn = torch.nn.NLLLoss(weight=class_weights(y))
+        optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr,
+                                      weight_decay=config.weight_decay)
+        for _ in range(epochs):
+            head.train()
+            order = torch.randperm(len(xt), generator=generator)
+            for start in range(0, len(order), config.batch_size):
+                batch = order[start:start + config.batch_size]
+                optimiser.zero_grad()
+                loss_fn(head(xt[batch]), yt[batch]).backward()
+                torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+                optimiser.step()
+        head.eval()
+    return head
+
+
+def logits(head: BertArch, x: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return head_logit(head(torch.from_numpy(x)).numpy())
+
+
+def lexical_model(c: float, variant: str | None, seed: int):
+    if variant is None:
+        return TfidfSvmBaseline(random_state=seed, C=c)
+    return LexicalModel(lexical_spec(variant), random_state=seed)
 
 
 def run(args: argparse.Namespace) -> str:
@@ -139,26 +322,39 @@ def run(args: argparse.Namespace) -> str:
     folds = RepeatedStratifiedKFold(n_splits=args.folds, n_repeats=args.repeats,
                                     random_state=args.seed)
     predicted = {c.name: np.zeros((args.repeats, len(labels)), dtype=int) for c in cands}
+    refit_layers = {c.layer for c in cands if c.refit}
+    refit_lexical = {(c.svm_c, c.lexical) for c in cands if c.refit}
     started = time.perf_counter()
     for k, (train, test) in enumerate(folds.split(np.zeros(len(labels)), labels)):
         rep = k // args.folds
         fit_idx, val_idx = train_test_split(train, test_size=0.15, random_state=k,
                                             stratify=labels[train])
-        head = {}  # layer -> (val logits, test logits)
+        head = {}  # layer -> (val logits, test logits, test logits of the refitted head)
         for layer, x in inputs.items():
             fit = fit_head(x[fit_idx], labels[fit_idx], x[val_idx], labels[val_idx], config,
                            progress=False)
-            with torch.inference_mode():
-                head[layer] = tuple(head_logit(fit.head(torch.from_numpy(x[i])).numpy())
-                                    for i in (val_idx, test))
-        svm = {}  # C -> (val scores, test scores)
-        for c in sorted({c.svm_c for c in cands}):
-            model = TfidfSvmBaseline(random_state=config.seed, C=c).fit(
+            refitted = None
+            if layer in refit_layers:  # the inner part's epoch count, on fit + val
+                refitted = logits(fit_head_epochs(x[train], labels[train],
+                                                  fit.best_epoch + 1, config), x[test])
+            head[layer] = (logits(fit.head, x[val_idx]), logits(fit.head, x[test]), refitted)
+        svm = {}  # (C, lexical variant) -> (val scores, test scores, test scores refitted)
+        for c, variant in sorted({(c.svm_c, c.lexical) for c in cands}, key=str):
+            model = lexical_model(c, variant, config.seed).fit(
                 [texts[i] for i in fit_idx], labels[fit_idx])
-            svm[c] = tuple(model.decision_function([texts[j] for j in i])
-                           for i in (val_idx, test))
+            refitted = None
+            if (c, variant) in refit_lexical:
+                refitted = lexical_model(c, variant, config.seed).fit(
+                    [texts[i] for i in train], labels[train]).decision_function(
+                    [texts[j] for j in test])
+            svm[c, variant] = (*(model.decision_function([texts[j] for j in i])
+                                 for i in (val_idx, test)), refitted)
         for cand in cands:
-            (hv, ht), (sv, st) = head[cand.layer], svm[cand.svm_c]
+            # Validation scores (scales, thresholds) always come from the models fitted
+            # without the inner part; with refit the test scores come from the refitted ones.
+            (hv, ht, htr), (sv, st, str_) = head[cand.layer], svm[cand.svm_c, cand.lexical]
+            if cand.refit:
+                ht, st = htr, str_
             if cand.kind == "svm":
                 predicted[cand.name][rep, test] = st >= 0
                 continue
@@ -189,19 +385,26 @@ def report(args, labels: np.ndarray, cands: list[Candidate], predicted) -> str:
                          for p in predicted[name]])
 
     default = per_repeat(cands[0].name)[:, 0]
-    rows = []
+    rows, gaps = [], []
     for cand in cands:
         m = per_repeat(cand.name)
         gap = m[:, 0] - default
+        gaps.append([cand.name, *(f"{g:+.4f}" for g in gap),
+                     f"{(gap > 0).sum()} of {len(gap)}"])
         rows.append([cand.name, f"{m[:, 0].mean():.4f}", f"{m[:, 0].min():.4f}",
                      f"{gap.mean():+.4f} ± {gap.std():.4f}", f"{m[:, 1].mean():.4f}",
                      f"{100 * m[:, 2].mean():.2f}%", f"{m[:, 3].mean():.1f}",
                      f"{m[:, 4].mean():.1f}"])
     head = (f"{len(labels)} train+val messages ({int(labels.sum())} spam); "
             f"{args.folds} folds x {args.repeats} repeats (seed {args.seed})")
-    return head + "\n\n" + table(
+    out = head + "\n\n" + table(
         ["candidate", "MCC", "worst repeat", "MCC vs default", "spam F1", "ham FPR",
          "spam missed", "ham blocked"], rows) + "\n"
+    if args.per_repeat:
+        out += "\nMCC vs default in each repeat:\n\n" + table(
+            ["candidate", *(f"repeat {r + 1}" for r in range(args.repeats)), "ahead in"],
+            gaps[1:]) + "\n"
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
