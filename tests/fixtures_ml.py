@@ -32,9 +32,10 @@ HAM = [
 
 
 def make_tiny_backbone_dir(path: Path, hidden_size: int = 32, seed: int = 0,
-                           pooler: bool = True) -> Path:
-    """Save a random 2-layer BERT with the packaged tokenizer to ``path`` (``pooler=False``:
-    a checkpoint without pooler weights, as many sentence encoders are saved)."""
+                           pooler: bool = True, layers: int = 3) -> Path:
+    """Save a random BERT (3 layers: the default pooling reads the last three) with the
+    packaged tokenizer to ``path`` (``pooler=False``: a checkpoint without pooler weights,
+    as many sentence encoders are saved)."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -43,7 +44,7 @@ def make_tiny_backbone_dir(path: Path, hidden_size: int = 32, seed: int = 0,
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(default_backbone_path())
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size,
-                        num_hidden_layers=2, num_attention_heads=2,
+                        num_hidden_layers=layers, num_attention_heads=2,
                         intermediate_size=hidden_size * 2, max_position_embeddings=256)
     BertModel(config, add_pooling_layer=pooler).save_pretrained(path)
     tokenizer.save_pretrained(path)

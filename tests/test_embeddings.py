@@ -24,7 +24,8 @@ def test_length_batches_group_similar_lengths():
     assert [sorted(b.tolist()) for b in batches] == [[1, 3], [4, 5], [0, 2]]
 
 
-@pytest.mark.parametrize("pooling, width", [("mean", 32), ("cls", 32), ("mean-cls", 64)])
+@pytest.mark.parametrize("pooling, width", [("mean", 32), ("cls", 32), ("mean-cls", 64),
+                                            ("mean-last3", 96)])
 def test_encode_shapes_and_order_independent_of_batching(tiny_backbone, pooling, width):
     texts = ["short", "a much longer message with many more words in it", "mid length one"]
     one = encode(tiny_backbone, texts, pooling=pooling, batch_size=1, progress=False)
@@ -32,6 +33,35 @@ def test_encode_shapes_and_order_independent_of_batching(tiny_backbone, pooling,
     assert one.shape == (3, width)
     # dynamic padding must not change a text's vector (padding is masked out)
     np.testing.assert_allclose(one, many, atol=1e-5)
+
+
+def test_mean_last3_is_the_last_three_layers_mean_pooled_side_by_side(tiny_backbone):
+    """The head reads layers 1, 2 and 3 of the 3-layer tiny BERT (4, 5, 6 of MiniLM): each
+    part equals mean pooling of a copy of the backbone cut after that layer."""
+    import copy
+    from dataclasses import replace
+
+    texts = ["short", "a much longer message with many more words in it"]
+    got = encode(tiny_backbone, texts, pooling="mean-last3", progress=False)
+    parts = []
+    for layers in (1, 2, 3):
+        model = copy.deepcopy(tiny_backbone.model)
+        model.encoder.layer = model.encoder.layer[:layers]
+        cut = replace(tiny_backbone, model=model)
+        parts.append(encode(cut, texts, pooling="mean", progress=False))
+    np.testing.assert_allclose(got, np.concatenate(parts, axis=1), atol=1e-5)
+    np.testing.assert_allclose(got[:, 64:], encode(tiny_backbone, texts, progress=False,
+                                                   pooling="mean"), atol=1e-6)
+
+
+def test_layer_pooling_needs_enough_layers(tmp_path):
+    from spamguard.ml.backbone import load_backbone
+    from tests.fixtures_ml import make_tiny_backbone_dir
+
+    shallow = load_backbone(str(make_tiny_backbone_dir(tmp_path / "shallow", layers=2)))
+    with pytest.raises(ValueError, match="pooling mean-last3 reads the last 3 layers, but "
+                       "backbone .* has 2; use mean pooling"):
+        encode(shallow, ["x"], pooling="mean-last3")
 
 
 def test_unknown_pooling_is_rejected(tiny_backbone):

@@ -38,7 +38,7 @@ def int8_onnx(tiny_backbone, onnx_dir):
     return onnx_backbone(tiny_backbone, onnx_dir, int8=True)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls", "mean-cls"])
+@pytest.mark.parametrize("pooling", ["mean", "cls", "mean-cls", "mean-last3"])
 @pytest.mark.parametrize("batch_size", [1, 2, 32])
 def test_fp32_embeddings_match_pytorch(tiny_backbone, fp32_onnx, pooling, batch_size):
     expected = encode(tiny_backbone, TEXTS, pooling=pooling, batch_size=batch_size)

@@ -219,7 +219,8 @@ def test_hidden_size_768_backbone_trains_and_classifies(tmp_path):
     assert wide.hidden_size == 768
     result = train_model(sample_data(2), models_dir=tmp_path / "models", cache_root=None,
                          backbone=wide, config=TrainConfig(epochs=2), progress=False)
-    assert result.metadata["input_dim"] == 768 + len(result.metadata["features"])
+    # mean-last3: three layers of 768
+    assert result.metadata["input_dim"] == 3 * 768 + len(result.metadata["features"])
     loaded = SpamClassifier.load(result.directory)  # loads the backbone by its recorded path
     assert len(loaded.classify(["hello"])) == 1
 

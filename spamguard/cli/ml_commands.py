@@ -12,6 +12,7 @@ import click
 from spamguard.cli.context import CliContext, is_terminal, pass_ctx
 from spamguard.config import DEFAULT_DATA, RUNTIMES
 from spamguard.errors import DataError, ModelError
+from spamguard.ml.version_files import DEFAULT_POOLING, POOLINGS
 
 STDIN_PROMPT = "reading messages from standard input, one a line; end with Ctrl-D"
 
@@ -49,8 +50,10 @@ def register(cli: click.Group) -> None:
     @click.option("--backbone", default=None,
                   help="Local directory or hub id of a BERT-family encoder "
                        "(default: SPAMGUARD_BACKBONE, else the packaged all-MiniLM-L6-v2).")
-    @click.option("--pooling", type=click.Choice(["mean", "cls", "pooler", "mean-cls"]),
-                  default="mean", show_default=True)
+    @click.option("--pooling", type=click.Choice(POOLINGS), default=DEFAULT_POOLING,
+                  show_default=True,
+                  help="How token states become one vector: mean-last3 (the masked means of "
+                       "the last three layers side by side), mean, cls, pooler or mean-cls.")
     @click.option("--max-length", type=click.IntRange(8, 512), default=128, show_default=True)
     @click.option("--epochs", type=click.IntRange(1, 1000), default=40, show_default=True)
     @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, show_default=True)

@@ -34,6 +34,16 @@ SPACE_FILE = "space.json"
 log = logging.getLogger(__name__)
 
 
+# Poolings that read several layers' states (the backbone is asked for all of them), and
+# how many of the last layers each reads.
+LAYER_POOLINGS = {"mean-last3": 3}
+
+
+def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    states = states.float()
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
 def pool(output, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """Reduce token states to one vector per text (in float32, whatever the backbone's
     number format: a bf16 sum over 100 tokens would lose digits)."""
@@ -44,8 +54,11 @@ def pool(output, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
         if getattr(output, "pooler_output", None) is None:
             raise ValueError("this backbone has no pooler output; use mean or cls pooling")
         return output.pooler_output.float()
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    mask = attention_mask.unsqueeze(-1).float()
+    if pooling in LAYER_POOLINGS:
+        layers = output.hidden_states[-LAYER_POOLINGS[pooling]:]
+        return torch.cat([_masked_mean(states, mask) for states in layers], dim=1)
+    mean = _masked_mean(hidden, mask)
     if pooling == "mean":
         return mean
     if pooling == "mean-cls":
@@ -61,6 +74,10 @@ def setting_problem(backbone: Backbone, pooling: str, max_length: int) -> str | 
     if pooling == "pooler" and not backbone.trained_pooler:
         return (f"backbone {backbone.name}'s checkpoint has no pooler weights (transformers "
                 "would make up random ones); use mean or cls pooling")
+    layers = getattr(backbone.model.config, "num_hidden_layers", None)
+    if pooling in LAYER_POOLINGS and isinstance(layers, int) and layers < LAYER_POOLINGS[pooling]:
+        return (f"pooling {pooling} reads the last {LAYER_POOLINGS[pooling]} layers, but "
+                f"backbone {backbone.name} has {layers}; use mean pooling")
     positions = getattr(backbone.model.config, "max_position_embeddings", None)
     if isinstance(positions, int) and max_length > positions:
         return (f"max length {max_length} is more than backbone {backbone.name} can read "
@@ -100,11 +117,12 @@ def encode(backbone: Backbone, texts: Sequence[str], *, pooling: str = "mean",
     batches = length_batches([len(x) for x in ids], batch_size)
     out = np.zeros((len(texts), embedding_dim(backbone, pooling)), dtype=np.float32)
     show = show_progress(progress, len(batches))
+    hidden_states = {"output_hidden_states": True} if pooling in LAYER_POOLINGS else {}
     with torch.inference_mode():
         for batch in tqdm(batches, desc="embedding", unit="batch", disable=not show):
             features = {k: [encoded[k][i] for i in batch] for k in encoded.keys()}
             padded = tokenizer.pad(features, return_tensors="pt")
-            output = backbone.model(**padded)
+            output = backbone.model(**padded, **hidden_states)
             out[batch] = pool(output, padded["attention_mask"], pooling).float().numpy()
     return out
 
@@ -120,7 +138,7 @@ def show_progress(progress: bool | None, steps: int) -> bool:
 
 def embedding_dim(backbone: Backbone, pooling: str) -> int:
     """Width of the pooled vector."""
-    return backbone.hidden_size * (2 if pooling == "mean-cls" else 1)
+    return backbone.hidden_size * (2 if pooling == "mean-cls" else LAYER_POOLINGS.get(pooling, 1))
 
 
 class EmbeddingCache:

@@ -48,18 +48,25 @@ INT8_VARIANT = "onnx-int8-pc1"
 log = logging.getLogger(__name__)
 
 
+# The states of the layers before the last that a graph also outputs, newest first, for
+# the poolings that read several layers (embeddings.LAYER_POOLINGS reads at most 3 in all).
+EARLIER_STATES = ("hidden_state_minus_1", "hidden_state_minus_2")
+
+
 class _Exportable(nn.Module):
-    """Positional inputs in, hidden states (and the pooler output, if any) out."""
+    """Positional inputs in: the last hidden states, the pooler output (if any), then the
+    states of the layers before the last (:data:`EARLIER_STATES`) out."""
 
     def __init__(self, model: nn.Module, input_names: list[str], with_pooler: bool):
         super().__init__()
         self.model, self.input_names, self.with_pooler = model, input_names, with_pooler
 
     def forward(self, *tensors: torch.Tensor):
-        output = self.model(**dict(zip(self.input_names, tensors, strict=True)))
-        if self.with_pooler:
-            return output.last_hidden_state, output.pooler_output
-        return output.last_hidden_state
+        output = self.model(**dict(zip(self.input_names, tensors, strict=True)),
+                            output_hidden_states=True)
+        earlier = tuple(reversed(output.hidden_states[-1 - len(EARLIER_STATES):-1]))
+        pooler = (output.pooler_output,) if self.with_pooler else ()
+        return (output.last_hidden_state, *pooler, *earlier)
 
 
 def _input_names(backbone: Backbone) -> list[str]:
@@ -80,7 +87,8 @@ def export(backbone: Backbone, path: Path) -> None:
         with_pooler = getattr(backbone.model(**{k: example[k] for k in names}),
                               "pooler_output", None) is not None
     outputs = ["last_hidden_state"] + (["pooler_output"] if with_pooler else [])
-    axes = {name: {0: "batch", 1: "tokens"} for name in names}
+    outputs += EARLIER_STATES
+    axes = {name: {0: "batch", 1: "tokens"} for name in [*names, *EARLIER_STATES]}
     axes["last_hidden_state"] = {0: "batch", 1: "tokens"}
     if with_pooler:
         axes["pooler_output"] = {0: "batch"}
@@ -165,7 +173,9 @@ class OnnxEncoder:
 
     ``encoder(input_ids=..., attention_mask=...)`` returns an object with
     ``last_hidden_state`` (and ``pooler_output``) as torch tensors, so
-    :func:`spamguard.ml.embeddings.encode` and its pooling work unchanged.
+    :func:`spamguard.ml.embeddings.encode` and its pooling work unchanged; with
+    ``output_hidden_states=True`` also ``hidden_states``, the last three layers' states
+    (the earlier ones are not exported; nothing reads them).
     """
 
     def __init__(self, path: Path, config, *, threads: int | None = None):
@@ -182,13 +192,22 @@ class OnnxEncoder:
         self.config = config
         self.path = path
 
-    def __call__(self, **inputs: torch.Tensor) -> SimpleNamespace:
+    def __call__(self, output_hidden_states: bool = False,
+                 **inputs: torch.Tensor) -> SimpleNamespace:
         feeds = {name: np.asarray(inputs[name], dtype=np.int64) for name in self.input_names}
-        values = self.session.run(self.output_names, feeds)
-        out = {name: torch.from_numpy(value) for name, value in zip(self.output_names, values,
-                                                                      strict=True)}
-        return SimpleNamespace(last_hidden_state=out["last_hidden_state"],
-                               pooler_output=out.get("pooler_output"))
+        # Earlier layers' states are fetched only when asked: copying them out costs time.
+        wanted = [name for name in self.output_names
+                  if output_hidden_states or name not in EARLIER_STATES]
+        if output_hidden_states and not set(EARLIER_STATES) <= set(wanted):
+            raise ModelError(f"{self.path} has no earlier layers' states; delete it so the "
+                             "backbone is exported again")
+        values = self.session.run(wanted, feeds)
+        out = {name: torch.from_numpy(value) for name, value in zip(wanted, values, strict=True)}
+        last = out["last_hidden_state"]
+        hidden_states = ((*(out[name] for name in reversed(EARLIER_STATES)), last)
+                         if output_hidden_states else None)
+        return SimpleNamespace(last_hidden_state=last, pooler_output=out.get("pooler_output"),
+                               hidden_states=hidden_states)
 
     def eval(self) -> OnnxEncoder:  # the PyTorch module API callers may use
         return self

@@ -26,6 +26,7 @@ from spamguard.ml.embeddings import CachedEncoder, setting_problem, show_progres
 from spamguard.ml.features import FEATURE_NAMES
 from spamguard.ml.head import BertArch
 from spamguard.ml.threshold import choose_threshold
+from spamguard.ml.version_files import DEFAULT_POOLING
 
 HEAD_ALONE = "BERT head alone"
 
@@ -34,7 +35,7 @@ HEAD_ALONE = "BERT head alone"
 class TrainConfig:
     """Settings of one training run (all recorded in ``model.json``)."""
 
-    pooling: str = "mean"
+    pooling: str = DEFAULT_POOLING
     max_length: int = 128
     features: bool = True
     epochs: int = 40

@@ -18,7 +18,10 @@ METADATA_FILE = "model.json"
 WEIGHTS_FILE = "head.safetensors"
 LEXICAL_JSON = "lexical.json"
 LEXICAL_WEIGHTS = "lexical.safetensors"
-POOLINGS = ("mean", "cls", "pooler", "mean-cls")
+# "mean-last3": the masked means of the last three layers' token states side by side
+# (layers 4, 5, 6 of MiniLM-L6): what the default model reads (README, "The model").
+POOLINGS = ("mean", "cls", "pooler", "mean-cls", "mean-last3")
+DEFAULT_POOLING = "mean-last3"
 
 
 def read_metadata(directory: str | Path) -> dict[str, Any]:
