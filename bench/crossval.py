@@ -5,7 +5,7 @@ Run from the repository root (about 5 minutes on 2 cores with a warm embedding c
 
     python bench/crossval.py [--data PATH] [--folds 5] [--repeats 4] [--quick]
                              [--head-share 0.3,0.5,0.7] [--svm-c 0.3,1,3]
-                             [--boundary=-0.4,0,0.2] [--layers 6,5,4]
+                             [--boundary=-0.4,0,0.2] [--layers 6,5,4] [--pooling mean]
                              [--lexical char16,nbsvm,lr] [--refit] [--concat-layers 4,5,6]
                              [--per-repeat]
 
@@ -16,8 +16,10 @@ and sets the threshold (natural boundary, raised only for the ham false-positive
 Each candidate differs from the default in one setting. MCC, F1 and ham FPR pool the five
 folds of a repeat; the table shows the mean over repeats, the worst repeat, and the mean
 difference to the default with its spread over repeats. Embeddings come from the instance's
-cache (``SPAMGUARD_HOME``), so a second run skips the backbone; ``--layers`` pools an
-earlier encoder layer instead of the last (a backbone that stops there would be faster).
+cache (``SPAMGUARD_HOME``), so a second run skips the backbone; ``--layers`` mean-pools an
+earlier encoder layer instead of the last ones (a backbone that stops there would be
+faster); ``--pooling`` tries another pooling of the whole backbone (``mean``: the recipe
+until December 2026, the last layer alone).
 
 Structural candidates (each combination of the ones asked for is a row): ``--lexical``
 swaps the blend's lexical half for a variant (:data:`LEXICAL_VARIANTS`; each is also shown
@@ -57,6 +59,7 @@ from spamguard.ml.features import FEATURE_NAMES
 from spamguard.ml.head import BertArch
 from spamguard.ml.threshold import choose_threshold
 from spamguard.ml.train import TrainConfig, class_weights, fit_head, one_thread
+from spamguard.ml.version_files import DEFAULT_POOLING, POOLINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "sms_spam_collection.tsv"
@@ -76,6 +79,12 @@ class Candidate:
     kind: str = "blend"  # "blend", "head" (BERT head alone) or "svm" (lexical half alone)
     lexical: str | None = None  # a --lexical variant instead of TfidfSvmBaseline(C=svm_c)
     refit: bool = False  # test scores from models refitted on the whole fold training part
+    pooling: str | None = None  # None: the recipe's (last layer) or mean (earlier layers)
+
+    @property
+    def source(self) -> tuple:
+        """What the head reads: (layer or layers, pooling)."""
+        return self.layer, self.pooling
 
 
 @dataclass(frozen=True)
@@ -175,7 +184,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="decision boundaries in blended-score units to try (0); "
                         "negative values need '=': --boundary=-0.4,0.2")
     parser.add_argument("--layers", type=ints, default=[],
-                        help="encoder layers to pool instead of the last")
+                        help="encoder layers to mean-pool instead of the last ones")
+    parser.add_argument("--pooling", type=lambda t: [x for x in t.split(",") if x.strip()],
+                        default=[], help="poolings of the whole backbone to try instead of "
+                        f"the recipe's {DEFAULT_POOLING} ({', '.join(POOLINGS)})")
     parser.add_argument("--lexical", type=lambda t: [x for x in t.split(",") if x.strip()],
                         default=[], help="lexical halves to try: "
                         f"{', '.join(LEXICAL_VARIANTS)} (each may end in @C)")
@@ -200,6 +212,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             lexical_spec(variant)
     except argparse.ArgumentTypeError as exc:
         parser.error(f"--lexical: {exc}")
+    unknown = [p for p in args.pooling if p not in POOLINGS]
+    if unknown:
+        parser.error(f"--pooling: unknown {', '.join(unknown)} (choose from "
+                     f"{', '.join(POOLINGS)})")
     if len(args.concat_layers) == 1:
         parser.error("--concat-layers needs at least two layers")
     return args
@@ -214,6 +230,7 @@ def candidates(args: argparse.Namespace) -> list[Candidate]:
     out += [Candidate(f"blend, SVM C {c:g}", svm_c=c) for c in args.svm_c]
     out += [Candidate(f"blend, boundary {b:+g}", boundary=b) for b in args.boundary]
     out += [Candidate(f"blend, encoder layer {k}", layer=k) for k in args.layers]
+    out += [Candidate(f"blend, pooling {p}", pooling=p) for p in args.pooling]
     refits = [False, True] if args.refit else [False]
     for refit in refits:
         suffix = ", fit on fit+val" if refit else ""
@@ -249,29 +266,37 @@ def truncated(backbone: Backbone, layers: int) -> Backbone:
 
 
 def head_inputs(texts: list[str], cands: list[Candidate]) -> dict:
-    """Head inputs (pooled embedding + message features) for each layer the candidates use;
-    a tuple of layers gets their embeddings side by side, then the features once."""
+    """Head inputs (pooled embedding + message features) for each source the candidates use:
+    the whole backbone with the recipe's pooling (or a --pooling one), an earlier layer
+    mean-pooled, or several layers mean-pooled side by side, then the features once."""
     backbone = load_backbone(None)
     home = Path(os.environ.get("SPAMGUARD_HOME", ROOT / "instance"))
     config = TrainConfig()
     total = len(backbone.model.encoder.layer)
-    wanted = {c.layer for c in cands}
-    single = {k for k in wanted if not isinstance(k, tuple)}
-    single |= {None if k == total else k for key in wanted if isinstance(key, tuple)
-               for k in key}
-    out = {}
-    for layer in sorted(single, key=lambda k: -1 if k is None else k):
-        source = backbone if layer is None else truncated(backbone, layer)
-        encoder = CachedEncoder(source, home / "cache", pooling=config.pooling,
-                                max_length=config.max_length, batch_size=config.batch_size)
-        out[layer] = build_inputs(encoder, texts, list(FEATURE_NAMES) if config.features
-                                  else [])
     n_features = len(FEATURE_NAMES) if config.features else 0
-    for key in (k for k in wanted if isinstance(k, tuple)):
-        atoms = [out[None if k == total else k] for k in key]
-        out[key] = np.concatenate([a[:, :a.shape[1] - n_features] for a in atoms]
-                                  + [atoms[0][:, atoms[0].shape[1] - n_features:]], axis=1)
-    return {k: v for k, v in out.items() if k in wanted}
+    made: dict[tuple, np.ndarray] = {}
+
+    def single(layer: int | None, pooling: str) -> np.ndarray:
+        layer = None if layer == total else layer
+        if (layer, pooling) not in made:
+            source = backbone if layer is None else truncated(backbone, layer)
+            encoder = CachedEncoder(source, home / "cache", pooling=pooling,
+                                    max_length=config.max_length, batch_size=config.batch_size)
+            made[layer, pooling] = build_inputs(encoder, texts, list(FEATURE_NAMES)
+                                                if config.features else [])
+        return made[layer, pooling]
+
+    out = {}
+    for layer, pooling in sorted({c.source for c in cands}, key=str):
+        if isinstance(layer, tuple):
+            atoms = [single(k, "mean") for k in layer]
+            out[layer, pooling] = np.concatenate(
+                [a[:, :a.shape[1] - n_features] for a in atoms]
+                + [atoms[0][:, atoms[0].shape[1] - n_features:]], axis=1)
+        else:
+            out[layer, pooling] = single(layer, pooling or (config.pooling if layer is None
+                                                            else "mean"))
+    return out
 
 
 def fit_head_epochs(x: np.ndarray, y: np.ndarray, epochs: int, config: TrainConfig) -> BertArch:
@@ -322,7 +347,7 @@ def run(args: argparse.Namespace) -> str:
     folds = RepeatedStratifiedKFold(n_splits=args.folds, n_repeats=args.repeats,
                                     random_state=args.seed)
     predicted = {c.name: np.zeros((args.repeats, len(labels)), dtype=int) for c in cands}
-    refit_layers = {c.layer for c in cands if c.refit}
+    refit_layers = {c.source for c in cands if c.refit}
     refit_lexical = {(c.svm_c, c.lexical) for c in cands if c.refit}
     started = time.perf_counter()
     for k, (train, test) in enumerate(folds.split(np.zeros(len(labels)), labels)):
@@ -352,7 +377,7 @@ def run(args: argparse.Namespace) -> str:
         for cand in cands:
             # Validation scores (scales, thresholds) always come from the models fitted
             # without the inner part; with refit the test scores come from the refitted ones.
-            (hv, ht, htr), (sv, st, str_) = head[cand.layer], svm[cand.svm_c, cand.lexical]
+            (hv, ht, htr), (sv, st, str_) = head[cand.source], svm[cand.svm_c, cand.lexical]
             if cand.refit:
                 ht, st = htr, str_
             if cand.kind == "svm":
