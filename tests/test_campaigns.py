@@ -234,3 +234,36 @@ def test_cli_campaigns_rebuild(monkeypatch, tmp_path, migrated_db_url, install_m
     result = CliRunner().invoke(build_cli(), ["campaigns", "rebuild", "--days", "0"])
     assert result.exit_code == 0, result.output
     assert "1 campaigns holding 3 of 4 messages" in result.output
+
+
+def test_campaigns_compare_the_last_layer_whatever_the_head_reads(db_session, install_model,
+                                                                   tiny_model_dir,
+                                                                   tiny_backbone, tmp_path):
+    """The default head reads three layers (mean-last3); earlier layers' means are alike
+    for any two texts, so campaigns take the last layer's part (what 0.92 was chosen on)."""
+    import json
+
+    from spamguard.config import load_settings
+    from spamguard.ml.embeddings import encode
+    from spamguard.services.campaigns import active_encoder
+
+    assert json.loads((tiny_model_dir / "model.json").read_text())["pooling"] == "mean-last3"
+    install_model(tiny_model_dir)
+    encoder = active_encoder(session=db_session,
+                             settings=load_settings({"home": tmp_path / "home"}))
+    texts = ["Free entry!! text WIN to 80086", "see you at 6"]
+    np.testing.assert_allclose(encoder(texts), encode(tiny_backbone, texts, pooling="mean"),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize(("pooling", "part"), [("mean-last3", slice(64, 96)),
+                                               ("mean-cls", slice(0, 32)),
+                                               ("mean", slice(0, 32))])
+def test_last_layer_mean_finds_its_part(tiny_backbone, pooling, part):
+    from spamguard.ml.embeddings import encode, last_layer_mean
+
+    texts = ["short", "a much longer message with many more words"]
+    pooled = encode(tiny_backbone, texts, pooling=pooling)
+    np.testing.assert_array_equal(last_layer_mean(pooled, pooling, 32), pooled[:, part])
+    np.testing.assert_allclose(pooled[:, part], encode(tiny_backbone, texts, pooling="mean"),
+                               atol=1e-5)

@@ -66,6 +66,22 @@ def pool(output, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     raise ValueError(f"unknown pooling {pooling!r} (choose from {', '.join(POOLINGS)})")
 
 
+def last_layer_mean(vectors: np.ndarray, pooling: str, hidden_size: int) -> np.ndarray:
+    """The last layer's masked mean inside vectors pooled with ``pooling`` (all of them for
+    the single-part poolings).
+
+    Near-duplicate detection (campaigns) compares messages by cosine on it, whatever the
+    head reads: earlier layers' means are much alike for any two texts (random pairs of
+    the shipped messages: cosine 0.48 with the last three layers, 0.13 with the last one),
+    so the campaign threshold would join unrelated messages.
+    """
+    if pooling in LAYER_POOLINGS:
+        return vectors[:, -hidden_size:]  # the last layer is the last part
+    if pooling == "mean-cls":
+        return vectors[:, :hidden_size]
+    return vectors
+
+
 def setting_problem(backbone: Backbone, pooling: str, max_length: int) -> str | None:
     """Why ``backbone`` cannot embed with this pooling and max length, or None (training,
     loading and :func:`encode` all ask)."""

@@ -3,7 +3,9 @@
 Two messages belong together when the cosine similarity of their embeddings is at least
 :data:`DEFAULT_SIMILARITY` (0.92), or when their normalised texts are equal; a campaign is
 a connected group of at least :data:`DEFAULT_MIN_SIZE` messages. Embeddings come from the
-active model's encoder, whose on-disk cache means each distinct text is embedded once.
+active model's encoder, whose on-disk cache means each distinct text is embedded once; the
+cosine is taken on the last layer's mean part of them, whatever else the head reads
+(:func:`spamguard.ml.embeddings.last_layer_mean`), which is what 0.92 was chosen on.
 
 A message with no word or number in it (only emoji or punctuation: "😂", "??", "❤️") joins no
 campaign. Its normalised text is empty, and the backbone's tokenizer reads every emoji as
@@ -220,10 +222,13 @@ def label_campaign(*, session: Session, campaign_id: int, label: str, user_id: i
 def active_encoder(*, session: Session, settings) -> Encoder:
     """Load the active model's cached encoder (raises when no model is active)."""
     from spamguard.ml.classifier import SpamClassifier
+    from spamguard.ml.embeddings import last_layer_mean
     from spamguard.services import registry
 
     version = registry.active_version(session)
     if version is None:
         raise SpamguardError("no active model version: run `spamguard train` first")
     classifier = SpamClassifier.load(version.directory, cache_root=settings.cache_dir)
-    return lambda texts: classifier.encoder(texts, progress=False)
+    encoder = classifier.encoder
+    return lambda texts: last_layer_mean(encoder(texts, progress=False), encoder.pooling,
+                                         encoder.backbone.hidden_size)
