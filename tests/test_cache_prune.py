@@ -45,16 +45,17 @@ def test_prune_keeps_used_and_recent_entries_and_removes_the_rest(tmp_path):
     _age(legacy.dir, 2 * DAY)
     onnx = tmp_path / "onnx"
     onnx.mkdir()
-    graphs = {name: onnx / name for name in (f"{IN_USE[:24]}-fp32.onnx",
-                                              f"{OTHER[:24]}-fp32.onnx",
-                                              f"{OTHER[:24]}-int8.onnx")}
+    graphs = {name: onnx / name for name in (f"{IN_USE[:24]}-h3-fp32.onnx",
+                                              f"{IN_USE[:24]}-fp32.onnx",  # an older format
+                                              f"{OTHER[:24]}-h3-fp32.onnx",
+                                              f"{OTHER[:24]}-h3-int8.onnx")}
     for graph in graphs.values():
         graph.write_bytes(b"x" * 1000)
         _age(graph, 2 * DAY)
 
     dry = prune_cache(tmp_path, {IN_USE}, dry_run=True)
-    removable = {stale.dir, legacy.dir, graphs[f"{OTHER[:24]}-fp32.onnx"],
-                 graphs[f"{OTHER[:24]}-int8.onnx"]}
+    removable = {stale.dir, legacy.dir, graphs[f"{OTHER[:24]}-h3-fp32.onnx"],
+                 graphs[f"{OTHER[:24]}-h3-int8.onnx"], graphs[f"{IN_USE[:24]}-fp32.onnx"]}
     assert {path for path, _ in dry.removed} == removable
     assert all(path.exists() for path in removable)  # a dry run removes nothing
     assert dry.removed_bytes > 2000
@@ -62,9 +63,15 @@ def test_prune_keeps_used_and_recent_entries_and_removes_the_rest(tmp_path):
     done = prune_cache(tmp_path, {IN_USE})
     assert {path for path, _ in done.removed} == removable
     assert not any(path.exists() for path in removable)
-    kept = {used.dir, used_int8.dir, recent.dir, graphs[f"{IN_USE[:24]}-fp32.onnx"]}
+    kept = {used.dir, used_int8.dir, recent.dir, graphs[f"{IN_USE[:24]}-h3-fp32.onnx"]}
     assert {path for path, _ in done.kept} == kept and all(path.exists() for path in kept)
     assert EmbeddingCache(tmp_path, IN_USE, "mean", 128).get(["hello"])[0] is not None
+
+
+def test_the_graph_format_in_the_test_names_is_current():
+    from spamguard.ml.onnx_runtime import GRAPH_FORMAT
+
+    assert GRAPH_FORMAT == "h3"  # the names above; change them with the format
 
 
 def test_a_space_describes_itself(tmp_path):

@@ -16,7 +16,13 @@ from spamguard.errors import ModelError
 from spamguard.ml import onnx_runtime
 from spamguard.ml.classifier import SpamClassifier
 from spamguard.ml.embeddings import CachedEncoder, encode
-from spamguard.ml.onnx_runtime import INT8_VARIANT, OnnxEncoder, onnx_backbone, with_runtime
+from spamguard.ml.onnx_runtime import (
+    GRAPH_FORMAT,
+    INT8_VARIANT,
+    OnnxEncoder,
+    onnx_backbone,
+    with_runtime,
+)
 
 # Different lengths, so every batch is padded; one longer than the tiny model's usual input.
 TEXTS = ["WIN a FREE prize now! Call 09061701461", "ok", "see you at 6 at the station",
@@ -87,7 +93,8 @@ def test_graphs_are_exported_once_and_reused(tiny_backbone, tmp_path, monkeypatc
     first = onnx_backbone(tiny_backbone, tmp_path, int8=True)
     prefix = tiny_backbone.identity[:24]
     assert sorted(p.name for p in tmp_path.glob("*.onnx")) == [
-        f"{prefix}-fp32.onnx", f"{prefix}-{INT8_VARIANT}.onnx"]  # no scratch files either
+        f"{prefix}-{GRAPH_FORMAT}-fp32.onnx",
+        f"{prefix}-{GRAPH_FORMAT}-{INT8_VARIANT}.onnx"]  # no scratch files either
     assert not list(tmp_path.glob("*.tmp"))
     monkeypatch.setattr(onnx_runtime, "export", lambda *a: pytest.fail("exported again"))
     monkeypatch.setattr(onnx_runtime, "quantize", lambda *a: pytest.fail("quantised again"))
@@ -195,7 +202,7 @@ def _no_more(monkeypatch, *names):
 @pytest.mark.parametrize("damage", [b"", b"\x08\x07garbage"])
 def test_a_damaged_fp32_graph_is_exported_again(tiny_backbone, tmp_path, caplog, damage):
     onnx_backbone(tiny_backbone, tmp_path)
-    graph = tmp_path / f"{tiny_backbone.identity[:24]}-fp32.onnx"
+    graph = tmp_path / f"{tiny_backbone.identity[:24]}-{GRAPH_FORMAT}-fp32.onnx"
     graph.write_bytes(damage)  # what a power cut or a full disk can leave
     with caplog.at_level("WARNING", logger="spamguard.ml.onnx_runtime"):
         again = onnx_backbone(tiny_backbone, tmp_path)
@@ -208,7 +215,7 @@ def test_a_damaged_fp32_graph_is_exported_again(tiny_backbone, tmp_path, caplog,
 def test_a_damaged_int8_graph_is_quantised_again_from_a_good_fp32(tiny_backbone, tmp_path,
                                                                    monkeypatch):
     first = onnx_backbone(tiny_backbone, tmp_path, int8=True)
-    graph = tmp_path / f"{tiny_backbone.identity[:24]}-{INT8_VARIANT}.onnx"
+    graph = tmp_path / f"{tiny_backbone.identity[:24]}-{GRAPH_FORMAT}-{INT8_VARIANT}.onnx"
     graph.write_bytes(b"")
     _no_more(monkeypatch, "export")  # the fp32 graph is fine: only the int8 one is redone
     again = onnx_backbone(tiny_backbone, tmp_path, int8=True)
@@ -227,7 +234,7 @@ def test_int8_from_a_damaged_fp32_graph_redoes_both(tiny_backbone, tmp_path):
 def test_a_graph_another_process_already_replaced_is_kept(tiny_backbone, tmp_path,
                                                           monkeypatch):
     onnx_backbone(tiny_backbone, tmp_path)
-    graph = tmp_path / f"{tiny_backbone.identity[:24]}-fp32.onnx"
+    graph = tmp_path / f"{tiny_backbone.identity[:24]}-{GRAPH_FORMAT}-fp32.onnx"
     _no_more(monkeypatch, "export", "quantize")
     # This process saw a damaged file, but while it waited for the lock another process
     # wrote a good one (a different inode): nothing is deleted or redone.
@@ -238,7 +245,28 @@ def test_a_graph_another_process_already_replaced_is_kept(tiny_backbone, tmp_pat
 def test_int8_first_used_on_a_damaged_fp32_graph_exports_it_again(tiny_backbone, tmp_path):
     """SPAMGUARD_QUANTIZE switched on after a power cut truncated the fp32 graph."""
     onnx_backbone(tiny_backbone, tmp_path)
-    fp32 = tmp_path / f"{tiny_backbone.identity[:24]}-fp32.onnx"
+    fp32 = tmp_path / f"{tiny_backbone.identity[:24]}-{GRAPH_FORMAT}-fp32.onnx"
     fp32.write_bytes(b"")
     again = onnx_backbone(tiny_backbone, tmp_path, int8=True)
     assert again.variant == INT8_VARIANT and fp32.stat().st_size > 1000
+
+
+def test_a_graph_named_like_an_older_release_is_never_opened(tiny_backbone, tmp_path):
+    """Graphs exported before the earlier layers' states were outputs (December 2026)
+    lack them; they keep their old names, so a new export is made beside them."""
+    old = tmp_path / f"{tiny_backbone.identity[:24]}-fp32.onnx"
+    old.write_bytes(b"an older graph")
+    onnx_backbone(tiny_backbone, tmp_path)
+    assert old.read_bytes() == b"an older graph"
+    assert (tmp_path / f"{tiny_backbone.identity[:24]}-{GRAPH_FORMAT}-fp32.onnx").exists()
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_a_one_layer_backbone_still_runs_on_onnx(tmp_path, pooling):
+    from spamguard.ml.backbone import load_backbone
+    from tests.fixtures_ml import make_tiny_backbone_dir
+
+    shallow = load_backbone(str(make_tiny_backbone_dir(tmp_path / "one", layers=1)))
+    on_onnx = onnx_backbone(shallow, tmp_path / "onnx")
+    np.testing.assert_allclose(encode(on_onnx, TEXTS, pooling=pooling),
+                               encode(shallow, TEXTS, pooling=pooling), atol=1e-5)

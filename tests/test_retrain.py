@@ -304,6 +304,18 @@ def test_config_from_keeps_the_recipe_of_versions_made_before_the_blend() -> Non
     assert config_from(None).lexical is True  # no active version: today's default
 
 
+def test_config_from_keeps_the_pooling_a_version_loads_with() -> None:
+    """A version's top-level pooling and max length are what loading reads; one without a
+    "config" entry (made by hand, imported) must not be retrained with today's default."""
+    from spamguard.services.retrain_steps import config_from
+
+    bare = config_from({"pooling": "mean", "max_length": 64})
+    assert (bare.pooling, bare.max_length) == ("mean", 64)
+    recorded = config_from({"pooling": "mean", "config": {"pooling": "cls", "lr": 3e-4}})
+    assert recorded.pooling == "cls"  # the recorded training settings win
+    assert config_from(None).pooling == "mean-last3"
+
+
 def _train_active_on_base(settings, factory, tiny_backbone) -> str:
     """`spamguard train` on the base file: the active version records it as its source."""
     from spamguard.ml.data import load_labelled

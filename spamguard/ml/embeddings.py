@@ -57,6 +57,9 @@ def pool(output, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     mask = attention_mask.unsqueeze(-1).float()
     if pooling in LAYER_POOLINGS:
         layers = output.hidden_states[-LAYER_POOLINGS[pooling]:]
+        if len(layers) < LAYER_POOLINGS[pooling]:  # setting_problem refuses such backbones
+            raise ValueError(f"pooling {pooling} needs {LAYER_POOLINGS[pooling]} layers' "
+                             f"states; the backbone gave {len(layers)}")
         return torch.cat([_masked_mean(states, mask) for states in layers], dim=1)
     mean = _masked_mean(hidden, mask)
     if pooling == "mean":

@@ -49,22 +49,28 @@ log = logging.getLogger(__name__)
 
 
 # The states of the layers before the last that a graph also outputs, newest first, for
-# the poolings that read several layers (embeddings.LAYER_POOLINGS reads at most 3 in all).
+# the poolings that read several layers (embeddings.LAYER_POOLINGS reads at most 3 in all;
+# a one-layer backbone has only the embeddings' output before its last layer).
 EARLIER_STATES = ("hidden_state_minus_1", "hidden_state_minus_2")
+# Part of every graph's file name: graphs from before the earlier states were exported
+# (December 2026) have other names, so they are never opened (`cache prune` removes them).
+GRAPH_FORMAT = "h3"
 
 
 class _Exportable(nn.Module):
     """Positional inputs in: the last hidden states, the pooler output (if any), then the
     states of the layers before the last (:data:`EARLIER_STATES`) out."""
 
-    def __init__(self, model: nn.Module, input_names: list[str], with_pooler: bool):
+    def __init__(self, model: nn.Module, input_names: list[str], with_pooler: bool,
+                 earlier: int):
         super().__init__()
         self.model, self.input_names, self.with_pooler = model, input_names, with_pooler
+        self.earlier = earlier
 
     def forward(self, *tensors: torch.Tensor):
         output = self.model(**dict(zip(self.input_names, tensors, strict=True)),
                             output_hidden_states=True)
-        earlier = tuple(reversed(output.hidden_states[-1 - len(EARLIER_STATES):-1]))
+        earlier = tuple(reversed(output.hidden_states[-1 - self.earlier:-1]))
         pooler = (output.pooler_output,) if self.with_pooler else ()
         return (output.last_hidden_state, *pooler, *earlier)
 
@@ -84,11 +90,12 @@ def export(backbone: Backbone, path: Path) -> None:
     example = backbone.tokenizer(["spamguard export", "a longer example message, 0800 123"],
                                  padding=True, return_tensors="pt")
     with torch.inference_mode():
-        with_pooler = getattr(backbone.model(**{k: example[k] for k in names}),
-                              "pooler_output", None) is not None
+        probe = backbone.model(**{k: example[k] for k in names}, output_hidden_states=True)
+    with_pooler = getattr(probe, "pooler_output", None) is not None
+    earlier = EARLIER_STATES[:max(0, len(probe.hidden_states or ()) - 1)]
     outputs = ["last_hidden_state"] + (["pooler_output"] if with_pooler else [])
-    outputs += EARLIER_STATES
-    axes = {name: {0: "batch", 1: "tokens"} for name in [*names, *EARLIER_STATES]}
+    outputs += earlier
+    axes = {name: {0: "batch", 1: "tokens"} for name in [*names, *earlier]}
     axes["last_hidden_state"] = {0: "batch", 1: "tokens"}
     if with_pooler:
         axes["pooler_output"] = {0: "batch"}
@@ -101,7 +108,8 @@ def export(backbone: Backbone, path: Path) -> None:
             warnings.simplefilter("ignore")
             # eval(): the exporter restores the wrapper's train/eval mode afterwards, and
             # a wrapper left in training mode would switch the backbone's dropout back on.
-            torch.onnx.export(_Exportable(backbone.model, names, with_pooler).eval(),
+            torch.onnx.export(_Exportable(backbone.model, names, with_pooler,
+                                          len(earlier)).eval(),
                               tuple(example[k] for k in names), tmp, input_names=names,
                               output_names=outputs, dynamic_axes=axes, opset_version=OPSET,
                               dynamo=False)
@@ -198,14 +206,11 @@ class OnnxEncoder:
         # Earlier layers' states are fetched only when asked: copying them out costs time.
         wanted = [name for name in self.output_names
                   if output_hidden_states or name not in EARLIER_STATES]
-        if output_hidden_states and not set(EARLIER_STATES) <= set(wanted):
-            raise ModelError(f"{self.path} has no earlier layers' states; delete it so the "
-                             "backbone is exported again")
         values = self.session.run(wanted, feeds)
         out = {name: torch.from_numpy(value) for name, value in zip(wanted, values, strict=True)}
         last = out["last_hidden_state"]
-        hidden_states = ((*(out[name] for name in reversed(EARLIER_STATES)), last)
-                         if output_hidden_states else None)
+        hidden_states = ((*(out[name] for name in reversed(EARLIER_STATES) if name in out),
+                          last) if output_hidden_states else None)
         return SimpleNamespace(last_hidden_state=last, pooler_output=out.get("pooler_output"),
                                hidden_states=hidden_states)
 
@@ -233,8 +238,8 @@ def onnx_backbone(backbone: Backbone, folder: str | Path, *, int8: bool = False)
     if backbone.variant != "fp32":
         raise ModelError(f"cannot run a {backbone.variant} PyTorch backbone on ONNX Runtime")
     folder = Path(folder)
-    fp32 = folder / f"{backbone.identity[:24]}-fp32.onnx"
-    target = folder / f"{backbone.identity[:24]}-{variant}.onnx" if int8 else fp32
+    fp32 = folder / f"{backbone.identity[:24]}-{GRAPH_FORMAT}-fp32.onnx"
+    target = folder / f"{backbone.identity[:24]}-{GRAPH_FORMAT}-{variant}.onnx" if int8 else fp32
     try:
         if not target.exists():
             _build(backbone, folder, fp32, target)

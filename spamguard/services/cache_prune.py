@@ -20,13 +20,14 @@ from sqlalchemy.orm import Session
 from spamguard.errors import ModelError, SpamguardError
 from spamguard.ml.backbone import backbone_identity
 from spamguard.ml.embeddings import SPACE_FILE
+from spamguard.ml.onnx_runtime import GRAPH_FORMAT
 from spamguard.ml.version_files import read_metadata
 from spamguard.services.registry import list_versions
 
 # Files touched this recently are kept: a `spamguard train` on a new backbone writes its
 # embeddings before its version is registered.
 RECENT_SECONDS = 24 * 3600
-IDENTITY_PREFIX = 24  # ONNX graphs are named <first 24 hex digits of the identity>-<variant>
+IDENTITY_PREFIX = 24  # graphs: <first 24 hex digits of the identity>-<format>-<variant>.onnx
 
 
 @dataclass
@@ -123,8 +124,10 @@ def prune_cache(cache_dir: Path, in_use: set[str], *, dry_run: bool = False,
             candidates.append((space, _space_identity(space) in in_use))
     graphs = cache_dir / "onnx"
     if graphs.is_dir():
-        for graph in sorted(graphs.glob("*.onnx")):
-            candidates.append((graph, graph.name.split("-")[0] in prefixes))
+        for graph in sorted(graphs.glob("*.onnx")):  # <identity>-<format>-<variant>.onnx
+            prefix, _, rest = graph.name.partition("-")
+            current = rest.startswith(f"{GRAPH_FORMAT}-")  # older formats are never opened
+            candidates.append((graph, prefix in prefixes and current))
     result = PruneResult()
     for path, used in candidates:
         try:

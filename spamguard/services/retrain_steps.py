@@ -185,6 +185,9 @@ def config_from(metadata: dict[str, Any] | None) -> TrainConfig:
     settings = {k: v for k, v in recorded.items() if k in known}
     if recorded:
         settings.setdefault("lexical", False)
+    for key in ("pooling", "max_length"):  # what loading reads, also in a version without
+        if key in (metadata or {}):         # "config": never today's default instead
+            settings.setdefault(key, metadata[key])
     return TrainConfig(**settings)
 
 
