@@ -127,6 +127,8 @@ def test_admin_promotes_a_model(page, live_server, seeded, db_session_factory):
         box = reports.nth(k)
         assert box.evaluate("e => e.scrollWidth <= e.clientWidth"), k
         assert "support" in box.inner_text().splitlines()[0]
+    # the three confusion matrices get the page's width, not half of it (labels readable)
+    assert page.locator("img[alt='confusion matrix']").evaluate("e => e.clientWidth") > 900
     page.goto(f"{live_server}/admin/models/compare?a={first}&b={second}")
     shoot(page, "compare")
     page.goto(f"{live_server}/admin/users")
