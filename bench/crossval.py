@@ -58,7 +58,7 @@ from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.features import FEATURE_NAMES
 from spamguard.ml.head import BertArch
 from spamguard.ml.threshold import choose_threshold
-from spamguard.ml.train import TrainConfig, class_weights, fit_head, one_thread
+from spamguard.ml.train import TrainConfig, fit_head, fit_head_epochs
 from spamguard.ml.version_files import DEFAULT_POOLING, POOLINGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -297,32 +297,6 @@ def head_inputs(texts: list[str], cands: list[Candidate]) -> dict:
             out[layer, pooling] = single(layer, pooling or (config.pooling if layer is None
                                                             else "mean"))
     return out
-
-
-def fit_head_epochs(x: np.ndarray, y: np.ndarray, epochs: int, config: TrainConfig) -> BertArch:
-    """fit_head's training loop (same seed, same steps) for exactly ``epochs`` epochs with
-    no validation part: the last weights. On fit_head's own training data with its best
-    epoch count + 1 it returns the head fit_head kept."""
-    with one_thread():
-        torch.manual_seed(config.seed)
-        generator = torch.Generator().manual_seed(config.seed)
-        xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
-        head = BertArch(xt.shape[1], hidden=config.hidden, dropout=config.dropout)
-        head.set_scaling(xt)
-        loss_fn = torch.nn.NLLLoss(weight=class_weights(y))
-        optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr,
-                                      weight_decay=config.weight_decay)
-        for _ in range(epochs):
-            head.train()
-            order = torch.randperm(len(xt), generator=generator)
-            for start in range(0, len(order), config.batch_size):
-                batch = order[start:start + config.batch_size]
-                optimiser.zero_grad()
-                loss_fn(head(xt[batch]), yt[batch]).backward()
-                torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-                optimiser.step()
-        head.eval()
-    return head
 
 
 def logits(head: BertArch, x: np.ndarray) -> np.ndarray:

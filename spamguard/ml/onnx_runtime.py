@@ -55,6 +55,12 @@ EARLIER_STATES = ("hidden_state_minus_1", "hidden_state_minus_2")
 # Part of every graph's file name: graphs from before the earlier states were exported
 # (December 2026) have other names, so they are never opened (`cache prune` removes them).
 GRAPH_FORMAT = "h3"
+GRAPH_ID_CHARS = 24  # hex digits of the backbone identity that start a graph's file name
+
+
+def graph_name(identity: str, variant: str) -> str:
+    """``<identity prefix>-<format>-<variant>.onnx`` (what ``cache prune`` parses back)."""
+    return f"{identity[:GRAPH_ID_CHARS]}-{GRAPH_FORMAT}-{variant}.onnx"
 
 
 class _Exportable(nn.Module):
@@ -238,8 +244,8 @@ def onnx_backbone(backbone: Backbone, folder: str | Path, *, int8: bool = False)
     if backbone.variant != "fp32":
         raise ModelError(f"cannot run a {backbone.variant} PyTorch backbone on ONNX Runtime")
     folder = Path(folder)
-    fp32 = folder / f"{backbone.identity[:24]}-{GRAPH_FORMAT}-fp32.onnx"
-    target = folder / f"{backbone.identity[:24]}-{GRAPH_FORMAT}-{variant}.onnx" if int8 else fp32
+    fp32 = folder / graph_name(backbone.identity, "fp32")
+    target = folder / graph_name(backbone.identity, variant) if int8 else fp32
     try:
         if not target.exists():
             _build(backbone, folder, fp32, target)

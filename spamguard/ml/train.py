@@ -103,36 +103,60 @@ def fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val:
         return _fit_head(x_train, y_train, x_val, y_val, config, progress)
 
 
+@dataclass
+class _HeadTraining:
+    """A fresh head with its data, loss, optimiser and batch-order generator (seeded)."""
+
+    head: BertArch
+    xt: torch.Tensor
+    yt: torch.Tensor
+    loss_fn: torch.nn.NLLLoss
+    optimiser: torch.optim.Optimizer
+    generator: torch.Generator
+
+    @classmethod
+    def start(cls, x_train: np.ndarray, y_train: np.ndarray,
+              config: TrainConfig) -> _HeadTraining:
+        torch.manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(config.seed)
+        xt, yt = torch.from_numpy(x_train.astype(np.float32)), torch.from_numpy(y_train)
+        head = BertArch(xt.shape[1], hidden=config.hidden, dropout=config.dropout)
+        head.set_scaling(xt)
+        loss_fn = torch.nn.NLLLoss(weight=class_weights(y_train))
+        optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr,
+                                      weight_decay=config.weight_decay)
+        return cls(head, xt, yt, loss_fn, optimiser, generator)
+
+    def epoch(self, batch_size: int) -> float:
+        """One pass over shuffled batches (gradient norm clipped at 1.0); the mean loss."""
+        self.head.train()
+        order = torch.randperm(len(self.xt), generator=self.generator)
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            self.optimiser.zero_grad()
+            loss = self.loss_fn(self.head(self.xt[batch]), self.yt[batch])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.head.parameters(), 1.0)
+            self.optimiser.step()
+            total += float(loss.detach()) * len(batch)
+        self.head.eval()
+        return total / len(self.xt)
+
+
 def _fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
               config: TrainConfig, progress: bool | None) -> HeadFit:
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    xt, yt = torch.from_numpy(x_train.astype(np.float32)), torch.from_numpy(y_train)
+    run = _HeadTraining.start(x_train, y_train, config)
+    head = run.head
     xv, yv = torch.from_numpy(x_val.astype(np.float32)), torch.from_numpy(y_val)
-    head = BertArch(xt.shape[1], hidden=config.hidden, dropout=config.dropout)
-    head.set_scaling(xt)
-    loss_fn = torch.nn.NLLLoss(weight=class_weights(y_train))
-    optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
     best = HeadFit(head=head, best_epoch=-1, best_val_loss=float("inf"))
     best_state = None
     show = show_progress(progress, config.epochs)
     for epoch in tqdm(range(config.epochs), desc="training head", unit="epoch", disable=not show):
-        head.train()
-        order = torch.randperm(len(xt), generator=generator)
-        total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
-            optimiser.zero_grad()
-            loss = loss_fn(head(xt[batch]), yt[batch])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-            optimiser.step()
-            total += float(loss.detach()) * len(batch)
-        head.eval()
+        train_loss = run.epoch(config.batch_size)
         with torch.inference_mode():
-            val_loss = float(loss_fn(head(xv), yv))
-        best.history.append({"epoch": epoch, "train_loss": total / len(xt), "val_loss": val_loss})
+            val_loss = float(run.loss_fn(head(xv), yv))
+        best.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
         if val_loss < best.best_val_loss:
             best.best_val_loss, best.best_epoch = val_loss, epoch
             best_state = {k: v.clone() for k, v in head.state_dict().items()}
@@ -141,6 +165,17 @@ def _fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val
     head.load_state_dict(best_state)
     head.eval()
     return best
+
+
+def fit_head_epochs(x: np.ndarray, y: np.ndarray, epochs: int, config: TrainConfig) -> BertArch:
+    """:func:`fit_head`'s training (same seed, same steps) for exactly ``epochs`` epochs with
+    no validation part, keeping the last weights (cross-validation's refit). On fit_head's
+    own training data with its best epoch count + 1 it returns the head fit_head kept."""
+    with one_thread():
+        run = _HeadTraining.start(x, y, config)
+        for _ in range(epochs):
+            run.epoch(config.batch_size)
+    return run.head
 
 
 @dataclass

@@ -20,14 +20,13 @@ from sqlalchemy.orm import Session
 from spamguard.errors import ModelError, SpamguardError
 from spamguard.ml.backbone import backbone_identity
 from spamguard.ml.embeddings import SPACE_FILE
-from spamguard.ml.onnx_runtime import GRAPH_FORMAT
+from spamguard.ml.onnx_runtime import GRAPH_FORMAT, GRAPH_ID_CHARS
 from spamguard.ml.version_files import read_metadata
 from spamguard.services.registry import list_versions
 
 # Files touched this recently are kept: a `spamguard train` on a new backbone writes its
 # embeddings before its version is registered.
 RECENT_SECONDS = 24 * 3600
-IDENTITY_PREFIX = 24  # graphs: <first 24 hex digits of the identity>-<format>-<variant>.onnx
 
 
 @dataclass
@@ -116,7 +115,7 @@ def prune_cache(cache_dir: Path, in_use: set[str], *, dry_run: bool = False,
     """Remove embedding spaces and ONNX graphs whose backbone identity is not ``in_use``
     and that nothing changed within ``recent_seconds``; with ``dry_run`` only report."""
     now = time.time() if now is None else now
-    prefixes = {identity[:IDENTITY_PREFIX] for identity in in_use}
+    prefixes = {identity[:GRAPH_ID_CHARS] for identity in in_use}
     candidates: list[tuple[Path, bool]] = []  # (path, used)
     spaces = cache_dir / "embeddings"
     if spaces.is_dir():
@@ -124,7 +123,7 @@ def prune_cache(cache_dir: Path, in_use: set[str], *, dry_run: bool = False,
             candidates.append((space, _space_identity(space) in in_use))
     graphs = cache_dir / "onnx"
     if graphs.is_dir():
-        for graph in sorted(graphs.glob("*.onnx")):  # <identity>-<format>-<variant>.onnx
+        for graph in sorted(graphs.glob("*.onnx")):  # onnx_runtime.graph_name
             prefix, _, rest = graph.name.partition("-")
             current = rest.startswith(f"{GRAPH_FORMAT}-")  # older formats are never opened
             candidates.append((graph, prefix in prefixes and current))
