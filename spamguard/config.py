@@ -30,7 +30,8 @@ def check_number_format(runtime: str, quantize: bool) -> None:
                          "torch-bf16 runtime exclude each other: choose int8 or bf16")
 
 
-def check_rate_limit(value: str, variable: str = "SPAMGUARD_API_RATE_LIMIT") -> None:
+def check_rate_limit(value: str, variable: str = "SPAMGUARD_API_RATE_LIMIT",
+                     example: str = "'600 per minute' or '600/minute;20/second'") -> None:
     """Refuse a rate limit Flask-Limiter cannot read: it would log the error on each
     request and apply no limit at all, so "600 per minut" silently meant "unlimited".
 
@@ -44,7 +45,7 @@ def check_rate_limit(value: str, variable: str = "SPAMGUARD_API_RATE_LIMIT") -> 
         limits = parse_many(value)
     except ValueError as exc:
         raise ValueError(f"{variable}={value!r} is not valid: {exc} (write it "
-                         "like '600 per minute' or '600/minute;20/second')") from None
+                         f"like {example})") from None
     if any(limit.amount < 1 for limit in limits):  # "0 per minute" would refuse every call
         raise ValueError(f"{variable}={value!r} allows no call at all; "
                          "give each limit at least 1")
@@ -255,7 +256,8 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
     settings = replace(settings, **values)
     check_number_format(settings.runtime, settings.quantize)
     check_rate_limit(settings.api_rate_limit)
-    check_rate_limit(settings.login_failure_limit, "SPAMGUARD_LOGIN_FAILURE_LIMIT")
+    check_rate_limit(settings.login_failure_limit, "SPAMGUARD_LOGIN_FAILURE_LIMIT",
+                     "'20 per 15 minutes' or '20/15minutes'")
     check_public_base_url(settings.public_base_url)
     _check_numbers(settings)
     if extra:

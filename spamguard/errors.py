@@ -2,9 +2,21 @@
 
 
 class SpamguardError(Exception):
-    """A problem the user can act on (bad file, missing model, wrong setting)."""
+    """A problem the user can act on (bad file, missing model, wrong setting).
+
+    ``cli_hint`` ends the message as the CLI shows it (``str(exc)``: "see `spamguard
+    models`"); the admin UI shows :meth:`for_ui`, the message with ``ui_hint`` instead.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str = "", *, cli_hint: str = "", ui_hint: str = "") -> None:
+        self.message, self.cli_hint, self.ui_hint = message, cli_hint, ui_hint
+        super().__init__(message + cli_hint)
+
+    def for_ui(self) -> str:
+        """The message with the admin UI's hint (no command lines)."""
+        return self.message + self.ui_hint
 
 
 class DataError(SpamguardError):

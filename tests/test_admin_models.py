@@ -50,9 +50,14 @@ def test_promote_and_rollback_are_admin_only(admin_client, moderator_client, two
     back = admin_client.post("/admin/models/rollback", follow_redirects=True)
     assert f"version {first} is active again" in back.get_data(as_text=True)
     again = admin_client.post("/admin/models/rollback", follow_redirects=True)
-    assert "no previously active version" in again.get_data(as_text=True)
+    page = again.get_data(as_text=True)
+    assert "no previously active version" in page
+    # The UI's hint names its own button, not a command line.
+    assert f"to re-activate {second}, active before it, promote it" in page
     missing = admin_client.post("/admin/models/ghost/promote", follow_redirects=True)
-    assert "no model version" in missing.get_data(as_text=True)
+    page = missing.get_data(as_text=True)
+    assert "no model version &#39;ghost&#39;" in page
+    assert "spamguard promote" not in page and "spamguard models" not in page
 
 
 def test_retrain_button_launches_background_job(admin_client, moderator_client, monkeypatch):

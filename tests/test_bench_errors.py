@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(("script", "option", "says"), [
-    ("throughput.py", "--model", "{} is not a model version (no model.json)"),
-    ("batch_dependence.py", "--model", "{} is not a model version (no model.json)"),
+    ("throughput.py", "--model", "model version folder {} does not exist (moved or deleted?)"),
+    ("batch_dependence.py", "--model",
+     "model version folder {} does not exist (moved or deleted?)"),
     ("crossval.py", "--data", "{}: cannot read (No such file or directory)"),
 ])
 def test_a_wrong_path_is_one_error_line(tmp_path, script, option, says):

@@ -110,6 +110,8 @@ def test_campaign_page_and_label_button(moderator_client, viewer_client, db_sess
         top = campaigns.list_campaigns(session)[0].id
     page = moderator_client.get("/admin/campaigns").get_data(as_text=True)
     assert "prize a #1" in page and "All 3 spam" in page
+    total = len(campaigns.list_campaigns(db_session_factory()))
+    assert f"{total} group{'' if total == 1 else 's'} of near-identical messages" in page
     assert "All 3 spam" not in viewer_client.get("/admin/campaigns").get_data(as_text=True)
     assert viewer_client.post(f"/admin/campaigns/{top}/label",
                               data={"label": "spam"}).status_code == 403
@@ -233,7 +235,7 @@ def test_cli_campaigns_rebuild(monkeypatch, tmp_path, migrated_db_url, install_m
     monkeypatch.setenv("SPAMGUARD_DATABASE_URL", migrated_db_url)
     result = CliRunner().invoke(build_cli(), ["campaigns", "rebuild", "--days", "0"])
     assert result.exit_code == 0, result.output
-    assert "1 campaigns holding 3 of 4 messages" in result.output
+    assert "1 campaign holding 3 of 4 messages (2 distinct texts)" in result.output
 
 
 def test_campaigns_compare_the_last_layer_whatever_the_head_reads(db_session, install_model,

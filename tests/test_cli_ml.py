@@ -215,6 +215,24 @@ def test_damaged_stored_report_is_one_line(home, tmp_path):
     assert "unreadable report" in result.output
 
 
+@pytest.mark.parametrize("command", [["report"], ["classify", "-"]])
+def test_a_registered_version_whose_folder_is_gone_says_so(home, tmp_path, command):
+    import shutil
+    import sqlite3
+
+    env, root = home
+    instance = tmp_path / "instance"
+    shutil.copytree(root / "instance", instance, ignore=shutil.ignore_patterns("cache"))
+    with sqlite3.connect(instance / "spamguard.db") as db:
+        version = db.execute("SELECT id FROM model_versions WHERE status = 'active'").fetchone()[0]
+        db.execute("UPDATE model_versions SET directory = ? WHERE id = ?",
+                   (str(tmp_path / "gone"), version))
+    result = run({**env, "SPAMGUARD_HOME": str(instance)}, command, input="hi\n")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert result.stderr == (f"error: model version {version}: its folder {tmp_path / 'gone'} "
+                             "does not exist (moved or deleted?)\n")
+
+
 def test_classify_without_any_model_says_what_to_do(tmp_path):
     env = {"SPAMGUARD_HOME": str(tmp_path / "instance"), "SPAMGUARD_DATABASE_URL": ""}
     result = run(env, ["classify", "-"], input="hi\n")

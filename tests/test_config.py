@@ -138,3 +138,13 @@ def test_a_bad_login_failure_limit_names_its_variable(raw, says):
         load_settings(environ={"SPAMGUARD_LOGIN_FAILURE_LIMIT": raw})
     assert str(info.value).startswith(f"SPAMGUARD_LOGIN_FAILURE_LIMIT={raw!r} ")
     assert says in str(info.value)
+
+
+def test_each_rate_limit_error_shows_an_example_of_its_own_kind():
+    with pytest.raises(ValueError) as login:
+        load_settings(environ={"SPAMGUARD_LOGIN_FAILURE_LIMIT": "lots"})
+    assert str(login.value).endswith("(write it like '20 per 15 minutes' or '20/15minutes')")
+    with pytest.raises(ValueError) as api:
+        load_settings(environ={"SPAMGUARD_API_RATE_LIMIT": "lots"})
+    assert str(api.value).endswith("(write it like '600 per minute' or "
+                                   "'600/minute;20/second')")

@@ -8,6 +8,8 @@ import pytest
 
 from spamguard.errors import DataError
 from spamguard.ml.data import (
+    LabelledData,
+    check_trainable,
     data_hash,
     dedupe,
     load_labelled,
@@ -251,3 +253,23 @@ def test_csv_quirks_that_always_loaded_still_load(tmp_path, content, texts):
     path = tmp_path / "d.csv"
     path.write_bytes(content)
     assert load_labelled(path).texts == texts
+
+
+@pytest.mark.parametrize("ham, spam, expected", [
+    (2, 0, "only 2 distinct ham and 0 distinct spam message(s)"),
+    (9, 0, "only 0 distinct spam message(s)"),
+    (3, 9, "only 3 distinct ham message(s)"),
+])
+def test_too_few_messages_names_every_short_class(ham, spam, expected):
+    texts = [f"ham message {chr(97 + i)}" for i in range(ham)] + [
+        f"spam offer {chr(97 + i)}" for i in range(spam)]
+    data = LabelledData(texts, np.array([0] * ham + [1] * spam))
+    with pytest.raises(DataError) as caught:
+        check_trainable(data, "x.tsv")
+    assert str(caught.value) == (f"x.tsv: {expected} after removing duplicates; "
+                                 "need at least 6 of each class")
+
+
+def test_enough_of_each_class_is_trainable():
+    data = LabelledData([f"m {chr(97 + i)}" for i in range(12)], np.array([0] * 6 + [1] * 6))
+    check_trainable(data)  # no error

@@ -87,8 +87,13 @@ def test_promote_retires_the_old_active(three: Session) -> None:
 def test_promote_errors(three: Session, make_version_dir) -> None:
     with pytest.raises(VersionNotFoundError, match="no model version 'nope'"):
         registry.promote(session=three, version_id="nope")
-    shutil.rmtree(make_version_dir("v2"))
+    folder = make_version_dir("v2")
+    (folder / "model.json").unlink()
     with pytest.raises(RegistryError, match="is not a model version"):
+        registry.promote(session=three, version_id="v2")
+    shutil.rmtree(folder)
+    with pytest.raises(RegistryError, match=r"model version folder .*v2 does not exist "
+                                            r"\(moved or deleted\?\)"):
         registry.promote(session=three, version_id="v2")
     assert registry.active_version(three).id == "v1"
 

@@ -55,7 +55,16 @@ def test_exit_codes_and_summary_lines(invoke, retrain_env, db_session_factory) -
 ])
 def test_usage_errors_exit_2(invoke, args, message) -> None:
     result = invoke(*args)
-    assert result.exit_code == 2 and message in result.output
+    assert result.exit_code == 2 and message in result.stderr
+    # A scheduler's log still ends with the summary line, as for any other failure.
+    last = result.stdout.splitlines()[-1]
+    assert last.startswith("retrain: failed: spamguard retrain: ") and message in last
+
+
+def test_other_commands_usage_errors_print_nothing_on_stdout() -> None:
+    result = CliRunner().invoke(build_cli(), ["models", "--bogus"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: spamguard models: No such option")
 
 
 def test_failure_exit_2_names_the_problem(invoke, retrain_env, tmp_path) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from spamguard.config import Settings
 from spamguard.errors import SpamguardError
 from spamguard.extensions import db_session
+from spamguard.wording import counted
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 ROLE_RANK = {"viewer": 0, "moderator": 1, "admin": 2}
@@ -110,7 +111,7 @@ def run_action(action: Callable[[Session], Any], *, done: Callable[[Any], str],
         result = action(db)
     except SpamguardError as exc:
         db.rollback()
-        return fail(str(exc), endpoint, **values)
+        return fail(exc.for_ui(), endpoint, **values)
     db.commit()
     flash(done(result), "info")
     return back(endpoint, **values)
@@ -136,6 +137,9 @@ def format_when(value: datetime | None) -> str:
 def format_pct(value: float | None, digits: int = 1) -> str:
     """Format a share as a percentage."""
     return "–" if value is None else f"{100 * value:.{digits}f}%"
+
+
+bp.app_template_filter("counted")(counted)  # {{ total|counted("campaign") }}
 
 
 @bp.app_template_filter("num")

@@ -46,6 +46,7 @@ class _Group(click.Group):
     def resolve_command(self, ctx: click.Context, args: list[str]):
         name, command, rest = super().resolve_command(ctx, args)
         ctx.meta["spamguard.command_path"] = f"{ctx.command_path} {name}"
+        ctx.meta["spamguard.command"] = command
         return name, command, rest
 
     def invoke(self, ctx: click.Context):
@@ -53,7 +54,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except click.UsageError as exc:  # an unknown command, a bad option or value
             path = ctx.meta.get("spamguard.command_path", ctx.command_path)
-            raise _usage_error_in_one_line(exc, path) from None
+            error = _usage_error_in_one_line(exc, path)
+            command = ctx.meta.get("spamguard.command")
+            if getattr(command, "summary_prefix", None) and isinstance(error, _OneLineUsageError):
+                # a scheduled command's last stdout line is its summary, whatever went wrong
+                click.echo(f"{command.summary_prefix}: failed: {error.format_message()}")
+            raise error from None
         except SpamguardError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)

@@ -37,7 +37,11 @@ def resolve_model_dir(ctx: CliContext, model: str | None) -> Path:
             session)
         if version is None:
             raise ModelError("no active model: run `spamguard train` first (or pass --model)")
-        return Path(version.directory)
+        directory = Path(version.directory)
+        if not directory.is_dir():
+            raise ModelError(f"model version {version.id}: its folder {directory} does not "
+                             "exist (moved or deleted?)")
+        return directory
 
 
 def register(cli: click.Group) -> None:

@@ -72,6 +72,9 @@ def register(cli: click.Group) -> None:
         click.echo(outcome.summary)
         sys.exit(outcome.exit_code)
 
+    # A usage error (`--metric foo`) also ends stdout with "retrain: failed: ..." (cli/__init__).
+    retrain_command.summary_prefix = "retrain"
+
     @cli.group("evalset")
     def evalset_group() -> None:
         """The fixed evaluation set retraining compares models on."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from spamguard.cli.context import CliContext, pass_ctx
+from spamguard.wording import counted
 
 
 def register(cli: click.Group) -> None:
@@ -39,9 +40,8 @@ def serve_command(ctx: CliContext, host: str, port: int, workers: int | None,
     check_ready(settings)
     check_address(host, port)
     workers = workers or default_workers()
-    plural = "s" if workers != 1 else ""
-    click.echo(f"spamguard: serving on http://{host_port(host, port)} with {workers} "
-               f"worker{plural} (home {settings.home})", err=True)
+    click.echo(f"spamguard: serving on http://{host_port(host, port)} with "
+               f"{counted(workers, 'worker')} (home {settings.home})", err=True)
     run_gunicorn(settings, gunicorn_options(host=host, port=port, workers=workers,
                                             timeout=timeout))
 

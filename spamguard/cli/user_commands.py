@@ -11,6 +11,7 @@ from spamguard.cli.context import CliContext, is_terminal, pass_ctx, transaction
 from spamguard.errors import SpamguardError
 from spamguard.models import ROLES
 from spamguard.services import campaigns, users
+from spamguard.wording import counted
 
 
 def read_password(prompt: bool, name: str = "") -> str:
@@ -112,5 +113,6 @@ def register(cli: click.Group) -> None:
             result = campaigns.rebuild_campaigns(session=session, encoder=encoder,
                                                  similarity=similarity, min_size=min_size,
                                                  days=days or None)
-        click.echo(f"{result.campaigns} campaigns holding {result.grouped_messages} of "
-                   f"{result.messages} messages ({result.distinct_texts} distinct texts)")
+        click.echo(f"{counted(result.campaigns, 'campaign')} holding "
+                   f"{result.grouped_messages} of {counted(result.messages, 'message')} "
+                   f"({counted(result.distinct_texts, 'distinct text')})")

@@ -379,10 +379,11 @@ MIN_PER_CLASS = 6  # fewer cannot always put both classes in validation and test
 def check_trainable(data: LabelledData, source: str = "data") -> None:
     """Refuse data with too few messages of a class to split and train on."""
     counts = data.counts()
-    for name in LABEL_NAMES:
-        if counts[name] < MIN_PER_CLASS:
-            raise DataError(f"{source}: only {counts[name]} distinct {name} message(s) after "
-                            f"removing duplicates; need at least {MIN_PER_CLASS} of each class")
+    short = [name for name in LABEL_NAMES if counts[name] < MIN_PER_CLASS]
+    if short:  # name every class that is short: "0 spam" is the news in ham-only data
+        found = " and ".join(f"{counts[name]} distinct {name}" for name in short)
+        raise DataError(f"{source}: only {found} message(s) after removing duplicates; "
+                        f"need at least {MIN_PER_CLASS} of each class")
 
 
 def split(data: LabelledData, *, seed: int = 2018, train_size: float = 0.7) -> Split:

@@ -30,6 +30,9 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if not Path(directory).exists():
+            raise ModelError(f"model version folder {directory} does not exist (moved or "
+                             "deleted?)") from None
         raise ModelError(f"{directory} is not a model version (no {METADATA_FILE})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: unreadable model metadata ({exc})") from None

@@ -62,7 +62,8 @@ class EvalSet:
         """One line for the terminal and reports."""
         c = self.counts()
         if not self.hashes:
-            return "evaluation set: empty (the first `spamguard retrain` chooses it)"
+            return ("evaluation set: empty (the first `spamguard retrain` or `evalset add` "
+                    "chooses it)")
         since = f", chosen {self.created_at:%Y-%m-%d}" if self.created_at else ""
         changed = "".join(
             f"; {n} {what}" for n, what in ((self.relabelled, "relabelled by later reviews"),

@@ -100,7 +100,8 @@ def get_version(session: Session, version_id: str) -> ModelVersion:
     """Return the version ``version_id`` or raise :class:`VersionNotFoundError`."""
     version = session.get(ModelVersion, version_id)
     if version is None:
-        raise VersionNotFoundError(f"no model version {version_id!r} (see `spamguard models`)")
+        raise VersionNotFoundError(f"no model version {version_id!r}",
+                                   cli_hint=" (see `spamguard models`)")
     return version
 
 
@@ -162,7 +163,7 @@ def rollback(*, session: Session) -> ModelVersion:
     if current is None:
         raise RegistryError("no active model version to roll back from")
     if current.previous_active_id is None:
-        raise RegistryError(_nothing_to_roll_back_to(session, current))
+        raise _nothing_to_roll_back_to(session, current)
     previous = get_version(session, current.previous_active_id)
     _check_loadable(previous)
     # Keep the target's own predecessor so repeated rollbacks walk further back.
@@ -170,7 +171,7 @@ def rollback(*, session: Session) -> ModelVersion:
     return previous
 
 
-def _nothing_to_roll_back_to(session: Session, current: ModelVersion) -> str:
+def _nothing_to_roll_back_to(session: Session, current: ModelVersion) -> RegistryError:
     """Say why ``current`` has no predecessor and which version ``promote`` could bring back
     (the one activated last before it, e.g. the version a rollback just left)."""
     before = session.scalars(
@@ -178,11 +179,15 @@ def _nothing_to_roll_back_to(session: Session, current: ModelVersion) -> str:
         .where(ModelVersion.id != current.id, ModelVersion.activated_at.is_not(None))
         .order_by(ModelVersion.activated_at.desc(), ModelVersion.id.desc())
     ).first()
-    hint = (f"to re-activate {before.id}, active before it, run `spamguard promote {before.id}`"
-            if before is not None else
-            "to switch versions, run `spamguard promote VERSION` (see `spamguard models`)")
-    return (f"version {current.id} has no previously active version to roll back to (rollback "
-            f"follows the chain of promotions, so it does not undo a rollback); {hint}")
+    if before is not None:
+        again = f"to re-activate {before.id}, active before it, "
+        cli_hint, ui_hint = again + f"run `spamguard promote {before.id}`", again + "promote it"
+    else:
+        cli_hint = "to switch versions, run `spamguard promote VERSION` (see `spamguard models`)"
+        ui_hint = "to switch versions, promote another version"
+    message = (f"version {current.id} has no previously active version to roll back to "
+               "(rollback follows the chain of promotions, so it does not undo a rollback); ")
+    return RegistryError(message, cli_hint=cli_hint, ui_hint=ui_hint)
 
 
 def reject(*, session: Session, version_id: str) -> ModelVersion:
