@@ -127,6 +127,112 @@ def test_report_shows_stored_and_new_reports(home, tmp_path):
     assert (tmp_path / "rep" / "confusion_matrix.png").exists()
 
 
+STORED_REPORT = ["confusion_matrix.png", "pr_curve.png", "report.json", "report.md"]
+
+
+def _active_version_dir(root: Path) -> Path:
+    return min((root / "instance" / "models").iterdir(), key=lambda p: p.name)  # home's own
+
+
+def test_report_out_without_data_copies_the_stored_report(home, tmp_path):
+    env, root = home
+    version = _active_version_dir(root)
+    out = tmp_path / "shared" / "report"  # made, parents too
+    result = run(env, ["report", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == STORED_REPORT
+    for name in STORED_REPORT:
+        assert (out / name).read_bytes() == (version / name).read_bytes(), name
+    assert "spam F1" in result.stdout
+    assert result.stdout.rstrip().endswith(f"report: {out / 'report.md'}")
+    # Again into the same folder: the files are replaced, nothing else is touched.
+    (out / "report.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    again = run(env, ["report", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert (out / "report.json").read_bytes() == (version / "report.json").read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == sorted([*STORED_REPORT, "notes.txt"])
+
+
+def test_report_out_copies_listed_images_but_nothing_outside_the_version(home, tmp_path):
+    import shutil
+
+    env, root = home
+    version = tmp_path / "version"
+    shutil.copytree(_active_version_dir(root), version)
+    stored = json.loads((version / "report.json").read_text())
+    stored["files"] = {**stored["files"], "calibration": "calibration.png",
+                       "escape": "../outside.png", "hidden": ".hidden.png"}
+    (version / "report.json").write_text(json.dumps(stored))
+    for name in ("calibration.png", ".hidden.png"):
+        (version / name).write_bytes(b"png")
+    (tmp_path / "outside.png").write_bytes(b"png")
+    (version / "pr_curve.png").unlink()  # a listed file that is gone is skipped
+    out = tmp_path / "out"
+    result = run(env, ["report", "--model", str(version), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "calibration.png", "confusion_matrix.png", "report.json", "report.md"]
+    # --out naming the version directory itself: nothing to copy, no error.
+    same = run(env, ["report", "--model", str(version), "--out", str(version)])
+    assert same.exit_code == 0, same.output
+    assert f"report: {version / 'report.md'}" in same.stdout
+
+
+def test_report_out_with_a_damaged_stored_report_copies_nothing(home, tmp_path):
+    import shutil
+
+    env, root = home
+    version = tmp_path / "version"
+    shutil.copytree(_active_version_dir(root), version)
+    (version / "report.json").write_text("[]")
+    result = run(env, ["report", "--model", str(version), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.startswith("error: ") and "unreadable report" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_on_its_own_training_data_says_how_much_it_saw(home, tmp_path):
+    env, root = home
+    meta = json.loads((_active_version_dir(root) / "model.json").read_text())
+    seen = meta["data"]["split"]["train"]["total"] + meta["data"]["split"]["val"]["total"]
+    lines = (root / "train.tsv").read_text().splitlines()
+    # The training file, again in other dress (same normalised text), and two new messages.
+    dressed = [f"{label}\t{text.upper()}!!" for label, text in
+               (line.split("\t", 1) for line in lines)]
+    new = ["spam\tzebra quantum voucher xyzzy", "ham\tthe heron flew over the quarry"]
+    test_file = tmp_path / "overlap.tsv"
+    test_file.write_text("\n".join(lines + dressed + new) + "\n")
+    total = 2 * len(lines) + 2
+    assert 0 < seen < len(lines)  # the test split is not counted
+    out = tmp_path / "rep"
+    result = run(env, ["report", "--data", str(test_file), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {2 * seen} of {total} messages in {test_file} were in this "
+                     "version's training or validation data; its numbers overstate how it "
+                     "does on new messages"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["overlap"] == {"checked": True, "messages": total, "seen": 2 * seen}
+    assert (f"| seen in training or validation | {2 * seen} of {total} messages: the "
+            "numbers overstate how it does on new messages |") in (out / "report.md").read_text()
+    assert "note:" not in result.stdout
+
+
+def test_report_on_new_messages_has_no_overlap_note(home, tmp_path):
+    env, _ = home
+    test_file = tmp_path / "new.tsv"
+    test_file.write_text("spam\tzebra quantum voucher xyzzy\nham\tthe heron flew over\n")
+    result = run(env, ["report", "--data", str(test_file), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    assert "note:" not in result.stderr
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["overlap"] == {"checked": True, "messages": 2, "seen": 0}
+    assert "| seen in training or validation | 0 of 2 messages |" in (
+        tmp_path / "rep" / "report.md").read_text()
+
+
 @pytest.mark.parametrize("args, message", [
     (["train", "--data", "{bad}"], "unknown label"),
     (["train", "--data", "{tiny}"], "need at least 6 of each class"),
@@ -381,6 +487,14 @@ def test_report_on_a_head_only_version_whose_training_file_broke(home, tiny_back
                      "--out", str(tmp_path / "rep")])
     assert made.exit_code == 0, made.output
     assert (tmp_path / "rep" / "report.md").exists()
+    # Its training data cannot be rebuilt, so the overlap is not known: said, and recorded.
+    notes = [line for line in made.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: could not check {test_file} against this version's training "
+                     "and validation data (its recorded data file is gone or changed, or it "
+                     "was retrained with reviews); its numbers may overstate how it does on "
+                     "new messages"]
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["overlap"] == {"checked": False, "messages": 2, "seen": None}
 
 
 def test_promote_of_the_active_version_says_nothing_changed(home):

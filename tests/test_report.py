@@ -134,6 +134,14 @@ def test_write_report_model_only(tmp_path, model_result):
     assert "TF-IDF" not in paths["markdown"].read_text()
 
 
+def test_write_report_extra_entries_go_into_report_json(tmp_path, model_result):
+    overlap = {"checked": True, "messages": 6, "seen": 2}
+    paths = write_report(tmp_path, title="Extra", model=model_result, y_true=Y_TRUE,
+                         model_scores=SCORES, extra={"overlap": overlap})
+    stored = json.loads(paths["json"].read_text())
+    assert stored["overlap"] == overlap and stored["title"] == "Extra"
+
+
 def test_write_report_when_nothing_is_predicted_spam(tmp_path):
     """`spamguard report --data` on a small file the model calls all ham: spam precision
     is undefined, so the curve has no operating point (it crashed matplotlib)."""

@@ -164,21 +164,27 @@ def register(cli: click.Group) -> None:
                   path_type=Path), default=None,
                   help="Labelled file to evaluate on (default: show the version's own report).")
     @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-                  help="Folder for the new report (default: inside the version directory).")
+                  help="Folder to write the report to, created if missing; files of the same "
+                       "name there are replaced. With --data: the new report (default: a "
+                       "folder under the version's reports/). Without: a copy of the "
+                       "version's stored report (report.json, report.md and its images).")
     @pass_ctx
     def report_command(ctx: CliContext, model: str | None, data_path: Path | None,
                        out: Path | None) -> None:
         """Show a model's classification report, or evaluate it on another labelled file."""
-        from spamguard.ml.evaluation import evaluate_version, stored_report
+        from spamguard.ml.evaluation import copy_stored_report, evaluate_version, stored_report
 
         directory = resolve_model_dir(ctx, model)
         if data_path is None:
-            summary, path = stored_report(directory)
+            summary, path = (stored_report(directory) if out is None
+                             else copy_stored_report(directory, out))
         else:
             stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
             out = out or directory / "reports" / f"{data_path.stem}-{stamp}"
             out.mkdir(parents=True, exist_ok=True)  # a bad --out fails before the scoring
-            summary, path = evaluate_version(directory, data_path, out)
+            summary, path = evaluate_version(
+                directory, data_path, out,
+                note=lambda line: click.echo(f"note: {line}", err=True))
         click.echo(summary)
         click.echo(f"\nreport: {path}")
 

@@ -269,6 +269,7 @@ def write_report(
     baseline_scores: Sequence[float] | np.ndarray | None = None,
     info: Mapping[str, Any] | None = None,
     components: Sequence[tuple[str, Result, Sequence[float] | np.ndarray]] = (),
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write report.json, report.md, pr_curve.png and confusion_matrix.png.
 
@@ -283,6 +284,7 @@ def write_report(
         info: Key/value facts about the run (data counts, duplicates removed, ...).
         components: ``(name, result, scores)`` of parts of the model on their own (the
             BERT head alone in a blended model), shown between the model and baseline.
+        extra: Further top-level entries of report.json (such as ``overlap``).
 
     Returns:
         Paths by kind: ``json``, ``markdown``, ``pr_curve``, ``confusion_matrix``.
@@ -304,7 +306,8 @@ def write_report(
     paths = {kind: out / name for kind, name in REPORT_FILES.items()}
     info = dict(info or {})
     payload = {"title": title, "info": info, "model": model, "baseline": baseline,
-               "components": {name: result for name, result, _ in components}}
+               "components": {name: result for name, result, _ in components},
+               **(extra or {})}
     payload["files"] = REPORT_FILES
     text = json.dumps(_json_safe(payload), indent=2, allow_nan=False)
     paths["json"].write_text(text + "\n", encoding="utf-8")

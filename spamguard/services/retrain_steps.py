@@ -20,7 +20,7 @@ from spamguard.config import Settings
 from spamguard.errors import SpamguardError
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.classifier import SpamClassifier, read_metadata, temporary_writer
-from spamguard.ml.data import LabelledData, text_hash
+from spamguard.ml.data import LabelledData
 from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.train import TrainConfig, train_model
 from spamguard.models import ModelVersion, TrainingRun
@@ -119,26 +119,12 @@ def check_writable(folder: Path) -> None:
                              f"{exc.strerror or exc}") from None
 
 
-def texts_seen_by(metadata: dict[str, Any] | None) -> set[str] | None:
-    """Normalised texts a version was trained or tuned on (its training and validation
-    splits), rebuilt from its recorded data file; None if that is not possible (no file, a
-    changed one, or a retrained version, whose data came from the database). No version
-    (``None``) has seen nothing."""
-    if metadata is None:
-        return set()
-    from spamguard.ml.evaluation import version_split
-
-    parts = version_split(metadata)
-    if parts is None:
-        return None
-    return {text_hash(text) for text in parts.train.texts + parts.val.texts}
-
-
 def away_from(metadata: Callable[[], dict[str, Any] | None], version: str | None,
               note: Callable[[str], None]) -> Callable[[], set[str]]:
     """The ``exclude`` of :func:`~spamguard.services.evalset.ensure_evalset`: the texts the
     active version saw, rebuilt (its ``metadata()`` read) only if a set is chosen; when
     they cannot be, ``note`` says that the set may favour that version."""
+    from spamguard.ml.evaluation import texts_seen_by
 
     def texts() -> set[str]:
         seen = texts_seen_by(metadata())
