@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
@@ -120,8 +120,15 @@ def reject_unknown(data: dict[str, Any], allowed: set[str]) -> None:
                        f"(allowed: {', '.join(sorted(allowed))})")
 
 
-def parse_time(value: Any) -> datetime:
-    """Parse ``received_at`` (ISO 8601; a time without a zone is taken as UTC)."""
+# How far ahead of this server's clock a received_at may be: clock skew, or a local time
+# sent without its zone (taken as UTC, at most 14 hours off). A time further ahead is a
+# mistake that would sit first in every newest-first list for years.
+MAX_FUTURE = timedelta(days=1)
+
+
+def parse_time(value: Any, *, now: datetime | None = None) -> datetime:
+    """Parse ``received_at`` (ISO 8601; a time without a zone is taken as UTC; at most
+    :data:`MAX_FUTURE` ahead of ``now``, the server's UTC time)."""
     if not isinstance(value, str):
         raise BadInput("received_at must be an ISO 8601 string")
     try:
@@ -131,10 +138,15 @@ def parse_time(value: Any) -> datetime:
     except ValueError:
         raise BadInput(f"received_at {value[:40]!r} is not an ISO 8601 time") from None
     try:
-        return as_utc(parsed)
+        received = as_utc(parsed)
     except OverflowError:  # a valid time that falls before year 1 or after 9999 in UTC
         raise BadInput(f"received_at {value[:40]!r} is out of range: in UTC it must fall "
                        "between 0001-01-01 and 9999-12-31") from None
+    now = now or datetime.now(UTC)
+    if received - now > MAX_FUTURE:
+        raise BadInput(f"received_at {value[:40]!r} is in the future: it may be at most a "
+                       f"day ahead of this server's clock ({now:%Y-%m-%dT%H:%M:%SZ})")
+    return received
 
 
 def message_input(data: dict[str, Any]) -> dict[str, Any]:

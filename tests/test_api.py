@@ -42,6 +42,23 @@ def test_reused_id_for_other_content_is_409(app, api):
     assert count_rows(app, Message) == 1
 
 
+def test_received_at_far_in_the_future_is_refused_and_clock_skew_is_not(app, api):
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    for name, ahead in [("skew", timedelta(hours=23)), ("local", timedelta(hours=14))]:
+        stamp = (now + ahead).replace(tzinfo=None).isoformat(timespec="seconds")
+        response = api("POST", "/messages", json={**MESSAGE, "id": name, "received_at": stamp})
+        assert response.status_code == 201, response.get_json()
+    for stamp in ["2999-01-01T00:00:00", (now + timedelta(hours=25)).isoformat()]:
+        response = api("POST", "/messages", json={**MESSAGE, "received_at": stamp})
+        assert response.status_code == 400
+        error = response.get_json()["error"]
+        assert error.startswith(f"received_at {stamp[:40]!r} is in the future: it may be at "
+                                "most a day ahead of this server's clock (")
+    assert count_rows(app, Message) == 2
+
+
 @pytest.mark.parametrize("zone", ["Z", "z", "+00:00"])
 def test_received_at_is_kept(app, api, zone):
     response = api("POST", "/messages", json={**MESSAGE, "id": f"t-{zone}",
