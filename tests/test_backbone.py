@@ -121,18 +121,23 @@ def test_local_backbone_is_named_by_absolute_path(tiny_backbone_dir, monkeypatch
     assert load_backbone(backbone.name).hash == backbone.hash
 
 
-@pytest.mark.parametrize(("cached", "offline", "calls"), [
-    (True, False, [True]),  # in the local hub cache: no network at all
-    (False, False, [True, False]),  # not cached: then the hub
-    (False, True, [True]),  # not cached and HF_HUB_OFFLINE: fail at once
+@pytest.mark.parametrize(("cached", "offline", "reachable", "calls"), [
+    (True, False, False, [True]),  # in the local hub cache: no network at all
+    (False, False, True, [True, False]),  # not cached: then the hub
+    (False, True, True, [True]),  # not cached and HF_HUB_OFFLINE: fail at once
+    (False, False, False, [True]),  # not cached and no route to the hub: fail at once
 ])
 def test_a_hub_id_is_looked_up_locally_first(tiny_backbone_dir, monkeypatch, cached, offline,
-                                             calls):
+                                             reachable, calls):
     """Offline, going to the hub first cost about 50 s of retries and a dozen log lines."""
     from transformers import AutoModel, AutoTokenizer
 
     from spamguard.errors import ModelError
+    from spamguard.ml import backbone as backbone_module
     from spamguard.ml.backbone import load_backbone
+
+    monkeypatch.setattr(backbone_module, "hub_unreachable", lambda: None if reachable else
+                        "the hub (https://hub.example) cannot be reached (no route)")
 
     seen: list[bool] = []
     real_tokenizer, real_model = AutoTokenizer.from_pretrained, AutoModel.from_pretrained
@@ -153,9 +158,47 @@ def test_a_hub_id_is_looked_up_locally_first(tiny_backbone_dir, monkeypatch, cac
     if offline and not cached:
         with pytest.raises(ModelError, match="not in the local cache"):
             load_backbone("some-org/some-bert")
+    elif not cached and not reachable:
+        with pytest.raises(ModelError) as caught:
+            load_backbone("some-org/some-bert")
+        assert str(caught.value) == (
+            "cannot load backbone 'some-org/some-bert' from some-org/some-bert: not in the "
+            "local hub cache, and the hub (https://hub.example) cannot be reached (no route); "
+            "copy the model to a folder on this machine and give its path")
     else:
         assert load_backbone("some-org/some-bert").hidden_size > 0
     assert seen == calls
+
+
+def test_hub_unreachable_tries_one_connection_unless_a_proxy_decides(monkeypatch):
+    import socket
+
+    from spamguard.ml.backbone import PROXY_VARIABLES, hub_unreachable
+
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")  # HF_ENDPOINT
+    tried = []
+
+    class Connection:
+        def close(self):
+            tried.append("closed")
+
+    def refuse(address, timeout):
+        tried.append(address)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert hub_unreachable() == ("the hub (https://huggingface.co) cannot be reached "
+                                 "(Connection refused)")
+    assert tried == [("huggingface.co", 443)]
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout: Connection())
+    assert hub_unreachable() is None and tried[-1] == "closed"
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert hub_unreachable() is None  # the proxy, not a direct connection, reaches the hub
 
 
 def test_settings_fingerprint_is_stable_and_ignores_file_metadata(tiny_backbone_dir, tmp_path):

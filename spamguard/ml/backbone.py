@@ -249,6 +249,10 @@ def _hub_load(load):
     except Exception:
         if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
             raise
+    problem = hub_unreachable()
+    if problem is not None:  # the hub client would spend about 50 s retrying to learn this
+        raise OSError(f"not in the local hub cache, and {problem}; copy the model to a "
+                      "folder on this machine and give its path")
     hub_log = logging.getLogger("huggingface_hub")
     level = hub_log.level
     hub_log.setLevel(logging.ERROR)  # the retry warnings; the final error is ours to say
@@ -256,6 +260,29 @@ def _hub_load(load):
         return load()
     finally:
         hub_log.setLevel(level)
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why this machine cannot open a connection to the model hub (``HF_ENDPOINT``), or
+    None when it can, or when a proxy is configured (the proxy decides, not us)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return None
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except (OSError, ValueError) as exc:  # no DNS, refused, timed out, a bad endpoint
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return f"the hub ({constants.ENDPOINT}) cannot be reached ({reason})"
+    return None
 
 
 def _int8_layers(model: nn.Module) -> set[str]:
