@@ -271,3 +271,31 @@ def test_settings_fingerprint_ignores_library_defaults(tiny_backbone):
     assert settings_fingerprint(model, tiny_backbone.tokenizer) == tiny_backbone.settings
     model.config.num_attention_heads = 1  # what the encoder computes: counted
     assert settings_fingerprint(model, tiny_backbone.tokenizer) != tiny_backbone.settings
+
+
+@pytest.mark.parametrize(("endpoint", "variable"), [
+    ("http://hf-mirror.internal", "HTTP_PROXY"),  # an http mirror goes through HTTP_PROXY
+    ("http://hf-mirror.internal", "http_proxy"),
+    ("https://huggingface.co", "HTTPS_PROXY"),
+])
+def test_hub_unreachable_leaves_it_to_the_proxy_for_the_endpoint_scheme(monkeypatch, endpoint,
+                                                                        variable):
+    """The hub client (httpx, like requests) takes the proxy for the URL's scheme from
+    urllib's getproxies(): HTTP_PROXY for an http HF_ENDPOINT. A direct connection there may
+    well be refused by a firewall that the proxy gets through."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from spamguard.ml.backbone import PROXY_VARIABLES, hub_unreachable
+
+    for name in (*PROXY_VARIABLES, "HTTP_PROXY", "http_proxy", "REQUEST_METHOD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+
+    def refuse(address, timeout):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv(variable, "http://proxy.example:3128")
+    assert hub_unreachable() is None

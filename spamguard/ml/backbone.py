@@ -262,20 +262,26 @@ def _hub_load(load):
         hub_log.setLevel(level)
 
 
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+# The variables a proxy for the hub is usually set with (urllib's getproxies() reads these,
+# any other *_proxy, and on macOS and Windows the system's settings, as the hub client does).
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                   "all_proxy")
 
 
 def hub_unreachable(timeout: float = 5.0) -> str | None:
     """Why this machine cannot open a connection to the model hub (``HF_ENDPOINT``), or
-    None when it can, or when a proxy is configured (the proxy decides, not us)."""
+    None when it can, or when a proxy is configured for the endpoint's scheme (the proxy
+    decides, not us)."""
     import socket
     from urllib.parse import urlsplit
+    from urllib.request import getproxies
 
     from huggingface_hub import constants
 
-    if any(os.environ.get(name) for name in PROXY_VARIABLES):
-        return None
     endpoint = urlsplit(constants.ENDPOINT)
+    proxies = getproxies()  # what the hub client (httpx or requests) goes by
+    if proxies.get(endpoint.scheme) or proxies.get("all"):
+        return None
     port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     try:
         socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
