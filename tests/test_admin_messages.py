@@ -133,3 +133,17 @@ def test_campaign_filter_also_answers_to_campaign(viewer_client, add_messages,
     for key in ("campaign", "campaign_id"):
         page = viewer_client.get(f"/admin/messages?{key}={campaign_id}").get_data(as_text=True)
         assert "Free prize" in page and "lunch" not in page, key
+
+
+def test_list_counts_and_probability_inputs(viewer_client, add_messages):
+    """'1 message' in the pager; a probability such as the threshold 0.393 can be typed."""
+    add_messages(("Free prize call now", 0.97), ("lunch at noon?", 0.02))
+    one = viewer_client.get("/admin/messages?q=noon").get_data(as_text=True)
+    assert "· 1 message</span>" in one and "1 messages" not in one
+    two = viewer_client.get("/admin/messages").get_data(as_text=True)
+    assert "· 2 messages</span>" in two
+    # step="0.01" made the browser refuse 0.393 ("nearest valid values are 0.39 and 0.4")
+    for name in ("min_p", "max_p"):
+        field = re.search(rf'<input name="{name}"[^>]*>', two).group(0)
+        assert 'step="any"' in field, field
+    assert viewer_client.get("/admin/messages?min_p=0.393").status_code == 200

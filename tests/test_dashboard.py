@@ -63,3 +63,10 @@ def test_dashboard_page(viewer_client, traffic):
     assert chart.status_code == 200 and chart.mimetype == "image/svg+xml"
     assert viewer_client.get("/admin/dashboard?bucket=year").status_code == 400
     assert viewer_client.get("/admin/").status_code == 302
+
+
+def test_dashboard_table_summary_counts_its_rows(viewer_client, add_messages):
+    """One hour of traffic is 'Latest 1 hour', not 'Latest 1 hours'."""
+    add_messages(("spam now", 0.9), "hi")  # an hour ago, a minute apart: one hourly bucket
+    text = viewer_client.get("/admin/dashboard?bucket=hour").get_data(as_text=True)
+    assert "Latest 1 hour as a table" in text and "1 hours" not in text
