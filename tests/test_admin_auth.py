@@ -106,7 +106,10 @@ def test_login_answers_do_not_tell_which_names_are_accounts(app, make_user):
         client = app.test_client()
         response = client.post("/admin/login", data={
             "username": username, "password": password, "csrf_token": csrf_token(client)})
-        return response.status_code, TOKEN.sub("", response.get_data(as_text=True))
+        page = response.get_data(as_text=True)
+        # The form keeps the name as typed, for an account or not; the rest is the same.
+        assert f'name="username" autocomplete="username" required value="{username}">' in page
+        return response.status_code, TOKEN.sub("", page.replace(f'value="{username}"', "NAME"))
 
     unknown = answer("nobody", "wrong-password")
     assert unknown[0] == 401 and "Wrong username or password" in unknown[1]
@@ -120,6 +123,12 @@ def test_login_answers_do_not_tell_which_names_are_accounts(app, make_user):
 @pytest.mark.parametrize("url", PAGES)
 def test_every_page_renders_for_a_viewer(viewer_client, url):
     assert viewer_client.get(url).status_code == 200
+
+
+def test_each_enable_or_disable_button_names_its_user(admin_client, make_user):
+    make_user("dora", "moderator")
+    page = admin_client.get("/admin/users").get_data(as_text=True)
+    assert 'aria-label="Disable dora">Disable</button>' in page
 
 
 def test_users_page_is_admin_only(admin_client, moderator_client):

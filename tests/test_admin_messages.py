@@ -26,8 +26,19 @@ def test_list_and_filters(viewer_client, add_messages):
     assert "campaign must be a positive whole number, not &#39;abc&#39;" in campaign.get_data(
         as_text=True)
     assert viewer_client.get("/admin/messages?campaign=2&campaign_id=3").status_code == 400
-    huge = viewer_client.get("/admin/messages?page=99999999999999999999")
-    assert huge.status_code == 200
+    huge = viewer_client.get("/admin/messages?page=99999999999999999999&q=noon")
+    assert huge.status_code == 302  # past the end: to the last page, filters kept
+    assert huge.headers["Location"].endswith("/admin/messages?page=1&q=noon")
+    past = viewer_client.get("/admin/messages?page=99", follow_redirects=True)
+    assert past.status_code == 200 and "page 1 of 1 · 2 messages" in past.get_data(as_text=True)
+    for query, says in [("min_p=2", "min_p is a spam probability, from 0 to 1, not 2"),
+                        ("max_p=-0.1", "max_p is a spam probability, from 0 to 1, not -0.1"),
+                        ("min_p=0.9&max_p=0.1", "min_p 0.9 is above max_p 0.1"),
+                        ("since=2026-11-30&until=2026-11-01",
+                         "since 2026-11-30 is after until 2026-11-01")]:
+        answer = viewer_client.get(f"/admin/messages?{query}")
+        assert answer.status_code == 400 and says in answer.get_data(as_text=True), query
+    assert viewer_client.get("/admin/messages?min_p=0.4&max_p=0.4").status_code == 200
 
 
 def test_search_ignores_case_beyond_ascii(viewer_client, add_messages):
@@ -147,3 +158,19 @@ def test_list_counts_and_probability_inputs(viewer_client, add_messages):
         field = re.search(rf'<input name="{name}"[^>]*>', two).group(0)
         assert 'step="any"' in field, field
     assert viewer_client.get("/admin/messages?min_p=0.393").status_code == 200
+
+
+def test_sms_text_keeps_its_direction_and_a_blank_message_is_marked(moderator_client,
+                                                                      add_messages):
+    hebrew = "שלום, זכית בפרס! התקשר עכשיו"
+    blank, rtl = add_messages(("   ", 0.5), (hebrew, 0.6))
+    listing = moderator_client.get("/admin/messages").get_data(as_text=True)
+    assert f"<bdi>{hebrew}</bdi>" in listing  # isolated: the row's layout stays put
+    assert listing.count('<span class="muted blank">(blank message)</span>') == 1
+    page = moderator_client.get(f"/admin/messages/{rtl}").get_data(as_text=True)
+    assert f'<pre class="body" dir="auto"><bdi>{hebrew}</bdi></pre>' in page
+    page = moderator_client.get(f"/admin/messages/{blank}").get_data(as_text=True)
+    assert ('<pre class="body" dir="auto"><span class="muted blank">(blank message)</span>'
+            "</pre>") in page
+    queue = moderator_client.get("/admin/queue").get_data(as_text=True)
+    assert '<pre class="body" dir="auto">' in queue

@@ -92,7 +92,9 @@ def login():
     if not result.ok:
         login_limit.count_failure()
         flash(LOGIN_ERRORS[result.reason], "error")
-        return render_template("admin/login.html", next=request.form.get("next", "")), 401
+        # The name stays typed (only the password is asked again).
+        return render_template("admin/login.html", next=request.form.get("next", ""),
+                               username=request.form.get("username", "")[:150]), 401
     user = result.user
     flask_session.clear()  # nothing of a previous login (skips, focus) carries over
     login_user(LoggedInUser.of(user))

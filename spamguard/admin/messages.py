@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import abort, render_template, request
+from flask import abort, redirect, render_template, request, url_for
 
 from spamguard.admin.base import (
     bp,
@@ -35,6 +35,8 @@ def message_list():
     filters = _filters(request.args)
     page = message_queries.list_messages(session(), filters, page=page_number(),
                                          per_page=PER_PAGE)
+    if page.page > page.pages:  # an old link after messages went, or a hand-made URL
+        return redirect(url_for("admin.message_list", page=page.pages, **filters.as_args()))
     return render_template("admin/messages.html", page=page, filters=filters,
                            args=filters.as_args())
 

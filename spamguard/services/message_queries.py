@@ -49,11 +49,17 @@ class MessageFilter:
         """Parse query-string arguments; raise :class:`FilterError` naming a bad one."""
         model_label = _choice(args, "model_label", (*LABELS, "pending"))
         review = _choice(args, "review", REVIEW_STATES)
+        min_p, max_p = _probability(args, "min_p"), _probability(args, "max_p")
+        if None not in (min_p, max_p) and min_p > max_p:  # would silently match nothing
+            raise FilterError(f"min_p {min_p:g} is above max_p {max_p:g}: no probability "
+                              "is in that range")
+        since, until = _day(args, "since"), _day(args, "until")
+        if None not in (since, until) and since > until:
+            raise FilterError(f"since {since} is after until {until}: no day is in that range")
         return cls(
             model_label=model_label, review=review,
             disagreement=args.get("disagreement", "") in {"1", "on", "true", "yes"},
-            min_p=_number(args, "min_p"), max_p=_number(args, "max_p"),
-            since=_day(args, "since"), until=_day(args, "until"),
+            min_p=min_p, max_p=max_p, since=since, until=until,
             sender=args.get("sender", "").strip()[:255], q=args.get("q", "").strip()[:200],
             campaign_id=_campaign(args),
         )
@@ -90,6 +96,13 @@ def _number(args: Mapping[str, str], name: str) -> float | None:
         raise FilterError(f"{name} must be a number, not {value!r}") from None
     if not math.isfinite(number):
         raise FilterError(f"{name} must be a finite number, not {value!r}")
+    return number
+
+
+def _probability(args: Mapping[str, str], name: str) -> float | None:
+    number = _number(args, name)
+    if number is not None and not 0.0 <= number <= 1.0:
+        raise FilterError(f"{name} is a spam probability, from 0 to 1, not {number:g}")
     return number
 
 
