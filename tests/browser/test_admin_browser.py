@@ -95,6 +95,23 @@ def test_label_a_campaign(page, live_server, seeded, db_session_factory):
     login(page, live_server, "mo")
     page.goto(f"{live_server}/admin/campaigns")
     shoot(page, "campaigns")
+    asked: list[str] = []
+
+    def answer(accept: bool):
+        def handle(dialog):
+            asked.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+        return handle
+
+    page.once("dialog", answer(False))  # "Cancel": nothing is labelled, the page stays
+    page.click("article.campaign button[value=spam]")
+    page.wait_for_timeout(300)
+    campaign = page.get_attribute("article.campaign", "data-campaign-id")
+    assert asked == [f"Label all 4 messages of campaign #{campaign} spam?"]
+    with db_session_factory() as session:
+        assert not session.scalars(select(Message.review_label).where(
+            Message.review_label.is_not(None))).all()
+    page.once("dialog", answer(True))
     with page.expect_navigation():
         page.click("article.campaign button[value=spam]")
     assert "4 messages labelled spam" in page.inner_text("main")
@@ -112,8 +129,12 @@ def test_admin_promotes_a_model(page, live_server, seeded, db_session_factory):
     shoot(page, "dashboard")
     page.goto(f"{live_server}/admin/models")
     shoot(page, "models")
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     with page.expect_navigation():
         page.click(f"button[data-promote='{second}']")
+    assert asked == [f"Make {second} the active model? Every worker switches to it within "
+                     "seconds."]
     assert f"Version {second} is now active" in page.inner_text("main")
     with db_session_factory() as session:
         assert session.get(ModelVersion, second).status == "active"
@@ -129,6 +150,9 @@ def test_admin_promotes_a_model(page, live_server, seeded, db_session_factory):
         assert "support" in box.inner_text().splitlines()[0]
     # the three confusion matrices get the page's width, not half of it (labels readable)
     assert page.locator("img[alt='confusion matrix']").evaluate("e => e.clientWidth") > 900
+    # ... and each image links to itself at full size
+    link = page.locator("a.image-link:has(img[alt='confusion matrix'])")
+    assert link.get_attribute("href") == page.get_attribute("img[alt='confusion matrix']", "src")
     page.goto(f"{live_server}/admin/models/compare?a={first}&b={second}")
     shoot(page, "compare")
     page.goto(f"{live_server}/admin/users")

@@ -1,4 +1,4 @@
-// spamguard admin UI: keyboard shortcuts and "select all". No inline scripts (CSP).
+// spamguard admin UI: keyboard shortcuts, "select all", confirmations. No inline scripts (CSP).
 (function () {
   "use strict";
 
@@ -37,9 +37,16 @@
     boxes.forEach(function (box) { box.checked = event.target.checked; });
   });
 
-  // Keep one submission per form (a double press would otherwise review the next message).
+  // Keep one submission per form (a double press would otherwise review the next message);
+  // a button with data-confirm="question" asks first (acts on many messages, or on what
+  // every worker serves). Without JavaScript the button acts at once, as before.
   document.addEventListener("submit", function (event) {
     var form = event.target;
+    var question = event.submitter && event.submitter.getAttribute("data-confirm");
+    if (question && form.dataset.submitted !== "1" && !window.confirm(question)) {
+      event.preventDefault();
+      return;
+    }
     if (form.dataset.submitted === "1") {
       event.preventDefault();
       return;
