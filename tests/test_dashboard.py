@@ -58,6 +58,8 @@ def test_dashboard_page(viewer_client, traffic):
     text = page.get_data(as_text=True)
     assert page.status_code == 200 and "waiting for review" in text
     assert "/admin/dashboard/volume.svg?bucket=hour" in text
+    for label in ("spam", "ham", "pending"):  # each share bar in its label's colour
+        assert f'<meter class="share {label}" min="0"' in text
     assert "Active model" in text and "spam F1" in text.replace("Spam F1", "spam F1")
     chart = viewer_client.get("/admin/dashboard/volume.svg?bucket=week")
     assert chart.status_code == 200 and chart.mimetype == "image/svg+xml"
