@@ -125,6 +125,13 @@ def test_every_page_renders_for_a_viewer(viewer_client, url):
     assert viewer_client.get(url).status_code == 200
 
 
+def test_every_page_starts_with_a_skip_link_to_its_content(viewer_client, client):
+    for page in (viewer_client.get("/admin/queue"), client.get("/admin/login")):
+        html = page.get_data(as_text=True)
+        assert html.index('<a class="skip-link" href="#main">') < html.index("<header")
+        assert '<main class="page" id="main" tabindex="-1">' in html
+
+
 def test_each_enable_or_disable_button_names_its_user(admin_client, make_user):
     make_user("dora", "moderator")
     page = admin_client.get("/admin/users").get_data(as_text=True)

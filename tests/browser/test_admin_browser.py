@@ -57,6 +57,12 @@ def test_review_queue_with_the_keyboard(page, live_server, seeded, db_session_fa
     login(page, live_server, "mo")
     page.goto(f"{live_server}/admin/queue")
     shoot(page, "queue")
+    page.keyboard.press("Tab")  # the first Tab shows the skip link, Enter jumps to <main>
+    assert page.evaluate("document.activeElement.className") == "skip-link"
+    assert page.locator(".skip-link").bounding_box()["y"] >= 0
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    page.mouse.click(1, 1)
     page.set_viewport_size(SIZES["phone"])  # who is logged in shows on a phone too
     assert page.is_visible(".whoami span") and "mo" in page.inner_text(".whoami span")
     assert page.evaluate("document.documentElement.scrollWidth") <= SIZES["phone"]["width"]
