@@ -286,3 +286,25 @@ def test_head_trains_on_one_thread_and_gives_the_same_bytes_on_any_core_count(mo
     torch.set_num_threads(before)
     assert set(seen) == {1}
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_the_multi_tensor_optimiser_gives_the_per_tensor_loops_weights(monkeypatch):
+    """fit_head asks AdamW for its foreach path (faster); it must stay the same arithmetic
+    as the per-tensor loop PyTorch uses on a CPU by default, or trained heads would change."""
+    from spamguard.ml.train import fit_head
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 96)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * rng.normal(size=300) > 0.8).astype(np.int64)
+    real = torch.optim.AdamW
+    asked, states = [], []
+    for foreach in (True, False):
+        def adamw(params, foreach_=foreach, **options):
+            asked.append(options.pop("foreach", None))
+            return real(params, foreach=foreach_, **options)
+
+        monkeypatch.setattr(torch.optim, "AdamW", adamw)
+        fit = fit_head(x[:240], y[:240], x[240:], y[240:], TrainConfig(epochs=4))
+        states.append(fit.head.state_dict())
+    assert asked == [True, True]  # what fit_head itself asks for
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

