@@ -36,6 +36,10 @@ def test_compare(viewer_client, two_versions):
         page = viewer_client.get(f"/admin/models/compare{query}")
         assert page.status_code == 400
         assert "compare needs two versions" in page.get_data(as_text=True)
+    same = viewer_client.get(f"/admin/models/compare?a={first}&b={first}")
+    assert same.status_code == 400
+    assert f"compare needs two different versions; both are {first}" in same.get_data(
+        as_text=True)
 
 
 def test_promote_and_rollback_are_admin_only(admin_client, moderator_client, two_versions,

@@ -92,6 +92,8 @@ def model_compare():
     if not all(names):
         abort(400, description="compare needs two versions: /admin/models/compare?a=VERSION"
                                "&b=VERSION")
+    if names[0] == names[1]:  # every row would be equal to itself
+        abort(400, description=f"compare needs two different versions; both are {names[0]}")
     a, b = (_version(name) for name in names)
     reports = [load_report(a), load_report(b)]
     rows = headline_rows([(r or {}).get("model") for r in reports])
