@@ -26,9 +26,13 @@ def _strategy():
     return current_app.extensions["spamguard.limiter"].limiter
 
 
+def _address() -> str:
+    return request.remote_addr or "unknown"
+
+
 def blocked_minutes() -> int | None:
     """Minutes until this address may try again, or None when it may now."""
-    address = request.remote_addr or "unknown"
+    address = _address()
     waits = [_wait(limit, address) for limit in _limits()
              if not _strategy().test(limit, SCOPE, address)]
     return max(waits) if waits else None
@@ -42,6 +46,5 @@ def _wait(limit, address: str) -> int:
 
 def count_failure() -> None:
     """Count one failed login from this address."""
-    address = request.remote_addr or "unknown"
     for limit in _limits():
-        _strategy().hit(limit, SCOPE, address)
+        _strategy().hit(limit, SCOPE, _address())

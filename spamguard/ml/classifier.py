@@ -101,14 +101,17 @@ class SpamClassifier:
 
     @classmethod
     def load(cls, directory: str | Path, *, backbone: Backbone | None = None,
-             cache_root: str | Path | None = None, batch_size: int = 32,
-             quantize: bool = False, runtime: str = "torch",
+             reusable: Backbone | None = None, cache_root: str | Path | None = None,
+             batch_size: int = 32, quantize: bool = False, runtime: str = "torch",
              onnx_dir: str | Path | None = None) -> SpamClassifier:
         """Load a version directory.
 
         Args:
             directory: the version's folder.
             backbone: an already loaded backbone to reuse (its hash must match).
+            reusable: a loaded backbone to use if it is the encoder this version was
+                trained on (same weights and settings), else the version's own is loaded
+                (a service switching versions keeps its backbone when it can).
             cache_root: folder of the embedding cache (None: no cache).
             batch_size: texts per backbone forward pass.
             quantize: run the backbone with int8 dynamically quantised Linear layers
@@ -130,6 +133,9 @@ class SpamClassifier:
         metadata = read_metadata(directory)
         check_metadata(directory, metadata)
         expected = metadata["backbone"]
+        if backbone is None and reusable is not None and reusable.hash == expected["hash"] \
+                and not settings_mismatch(reusable, expected):
+            backbone = reusable
         backbone = backbone or load_backbone(expected["name"])
         if backbone.hash != expected["hash"]:
             raise ModelError(

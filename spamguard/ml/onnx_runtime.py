@@ -63,6 +63,13 @@ def graph_name(identity: str, variant: str) -> str:
     return f"{identity[:GRAPH_ID_CHARS]}-{GRAPH_FORMAT}-{variant}.onnx"
 
 
+def graph_prefix(file_name: str) -> str | None:
+    """The identity prefix of a file :func:`graph_name` named; None for a graph of an older
+    format (never opened)."""
+    prefix, _, rest = file_name.partition("-")
+    return prefix if rest.startswith(f"{GRAPH_FORMAT}-") else None
+
+
 class _Exportable(nn.Module):
     """Positional inputs in: the last hidden states, the pooler output (if any), then the
     states of the layers before the last (:data:`EARLIER_STATES`) out."""

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from spamguard.errors import ModelError, SpamguardError
 from spamguard.ml.backbone import backbone_identity
 from spamguard.ml.embeddings import SPACE_FILE
-from spamguard.ml.onnx_runtime import GRAPH_FORMAT, GRAPH_ID_CHARS
+from spamguard.ml.onnx_runtime import GRAPH_ID_CHARS, graph_prefix
 from spamguard.ml.version_files import read_metadata
 from spamguard.services.registry import list_versions
 
@@ -123,10 +123,8 @@ def prune_cache(cache_dir: Path, in_use: set[str], *, dry_run: bool = False,
             candidates.append((space, _space_identity(space) in in_use))
     graphs = cache_dir / "onnx"
     if graphs.is_dir():
-        for graph in sorted(graphs.glob("*.onnx")):  # onnx_runtime.graph_name
-            prefix, _, rest = graph.name.partition("-")
-            current = rest.startswith(f"{GRAPH_FORMAT}-")  # older formats are never opened
-            candidates.append((graph, prefix in prefixes and current))
+        for graph in sorted(graphs.glob("*.onnx")):
+            candidates.append((graph, graph_prefix(graph.name) in prefixes))
     result = PruneResult()
     for path, used in candidates:
         try:

@@ -2,7 +2,7 @@
 
 A worker loads the active version on first use (never at import), re-checks the database at
 most every ``check_seconds`` and switches to a newly activated version without a restart,
-reusing the loaded backbone when the new version was trained on the same weights. When no
+reusing the loaded backbone when the new version was trained on the same encoder. When no
 version is active or loading fails it returns None, so callers keep messages pending.
 """
 
@@ -31,7 +31,6 @@ class ActiveRow:
 
     id: str
     directory: str
-    backbone_hash: str
 
 
 class ModelProvider:
@@ -139,27 +138,23 @@ class ModelProvider:
         log.info("loaded model version %s", active.id)
 
     def _load(self, active: ActiveRow) -> Any:
-        """Load ``active``, reusing the current backbone when it is the same encoder."""
-        from spamguard.ml.backbone import settings_mismatch
-        from spamguard.ml.classifier import SpamClassifier, read_metadata
+        """Load ``active``, reusing the current backbone when it is the same encoder (the
+        loader decides, from the version's model.json)."""
+        from spamguard.ml.classifier import SpamClassifier
 
-        backbone = None
-        current = self._classifier
-        if current is not None and current.backbone.hash == active.backbone_hash:
-            recorded = read_metadata(Path(active.directory)).get("backbone")
-            if not settings_mismatch(current.backbone, recorded if isinstance(recorded, dict)
-                                     else {}):
-                backbone = current.backbone
-                self.backbone_reuses += 1
-        return SpamClassifier.load(Path(active.directory), backbone=backbone,
-                                   cache_root=self.cache_root, quantize=self.quantize,
-                                   runtime=self.runtime, onnx_dir=self.onnx_dir)
+        current = self._classifier.backbone if self._classifier is not None else None
+        classifier = SpamClassifier.load(Path(active.directory), reusable=current,
+                                         cache_root=self.cache_root, quantize=self.quantize,
+                                         runtime=self.runtime, onnx_dir=self.onnx_dir)
+        if current is not None and classifier.backbone is current:
+            self.backbone_reuses += 1
+        return classifier
 
 
 def read_active(session: Session) -> ActiveRow | None:
-    """Return the active version's id, directory and backbone hash (one small query)."""
+    """Return the active version's id and directory (one small query)."""
     row = session.execute(
-        select(ModelVersion.id, ModelVersion.directory, ModelVersion.backbone_hash)
+        select(ModelVersion.id, ModelVersion.directory)
         .where(ModelVersion.status == "active")
     ).first()
     return ActiveRow(*row) if row is not None else None
