@@ -151,6 +151,29 @@ def test_users_page_is_admin_only(admin_client, moderator_client):
     assert "at least 8 characters" in short.get_data(as_text=True)
 
 
+def test_a_refused_new_user_keeps_the_typed_name_and_role_but_not_the_password(admin_client,
+                                                                              make_user):
+    make_user("dora", "moderator")
+    taken = admin_client.post("/admin/users", data={
+        "username": "Dora", "password": "long-enough-secret", "role": "viewer"})
+    assert taken.status_code == 400
+    page = taken.get_data(as_text=True)
+    assert "User not created: user &#39;dora&#39; already exists" in page
+    assert 'name="username" required autocomplete="off" value="Dora" autofocus' in page
+    assert "<option selected>viewer</option>" in page
+    assert "long-enough-secret" not in page
+    short = admin_client.post("/admin/users", data={
+        "username": "<b>eve</b>", "password": "short", "role": "admin"})
+    assert short.status_code == 400
+    page = short.get_data(as_text=True)
+    assert 'value="&lt;b&gt;eve&lt;/b&gt;"' in page and "<b>eve</b>" not in page
+    assert "<option selected>admin</option>" in page
+    odd_role = admin_client.post("/admin/users", data={
+        "username": "frank", "password": "long-enough", "role": "owner"})
+    assert odd_role.status_code == 400
+    assert "<option selected>moderator</option>" in odd_role.get_data(as_text=True)
+
+
 def test_disabling_a_user_logs_them_out(admin_client, moderator_client, db_session_factory):
     from sqlalchemy import select
 

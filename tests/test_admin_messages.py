@@ -174,3 +174,25 @@ def test_sms_text_keeps_its_direction_and_a_blank_message_is_marked(moderator_cl
             "</pre>") in page
     queue = moderator_client.get("/admin/queue").get_data(as_text=True)
     assert '<pre class="body" dir="auto">' in queue
+
+
+def test_probability_bars_follow_the_deciding_models_threshold(moderator_client, add_messages,
+                                                                 db_session_factory):
+    """A message called spam at 0.25 (threshold 0.2) shows an amber bar, not a green one."""
+    from spamguard.models import ModelVersion, Verdict
+
+    (low,) = add_messages(("Claim your voucher", 0.25), threshold=0.2)
+    (plain,) = add_messages(("see you at 6", 0.1))
+    with db_session_factory() as session:
+        version = session.query(ModelVersion).one()
+        session.add(Verdict(message_id=low, model_version_id=version.id,
+                            spam_probability=0.25, label="spam", threshold=0.2))
+        session.commit()
+    page = moderator_client.get(f"/admin/messages/{low}").get_data(as_text=True)
+    assert re.search(r'<meter min="0" max="1" low="0.2" high="0.7" optimum="0" '
+                     r'value="0.2500" title="0.250 \(threshold 0.200\)">', page)
+    queue = moderator_client.get("/admin/queue").get_data(as_text=True)
+    assert 'low="0.2" high="0.7" optimum="0" value="0.2500"' in queue  # the message at hand
+    # no verdict on record: the fixed bands
+    page = moderator_client.get(f"/admin/messages/{plain}").get_data(as_text=True)
+    assert 'low="0.3" high="0.7" optimum="0" value="0.1000" title="0.100">' in page

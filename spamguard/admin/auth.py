@@ -142,21 +142,35 @@ def password_change():
 @role_required("admin")
 def user_list():
     """List accounts, with a form to add one."""
+    return _users_page()
+
+
+def _users_page(typed: dict[str, str] | None = None, status: int = 200):
+    """The users page; ``typed`` refills the add form after a refusal (never the password)."""
     accounts = users.list_users(session())
     locked = {user.id: until for user in accounts if (until := users.locked_until(user))}
-    return render_template("admin/users.html", users=accounts, locked=locked, roles=ROLES)
+    return render_template("admin/users.html", users=accounts, locked=locked, roles=ROLES,
+                           typed=typed or {}), status
 
 
 @bp.route("/users", methods=["POST"])
 @role_required("admin")
 def user_create():
-    """Create an account from the form."""
+    """Create an account from the form; a refused one comes back as a 400 with the typed
+    username and role still in the form."""
     form = request.form
-    return run_action(
-        lambda db: users.create_user(session=db, username=form.get("username", ""),
-                                     password=form.get("password", ""),
-                                     role=form.get("role", "")),
-        done=lambda user: f"Created {user.role} {user.username}.", endpoint="admin.user_list")
+    db = session()
+    try:
+        user = users.create_user(session=db, username=form.get("username", ""),
+                                 password=form.get("password", ""), role=form.get("role", ""))
+    except users.UserError as exc:
+        db.rollback()
+        flash(f"User not created: {exc.for_ui()}", "error")
+        return _users_page({"username": form.get("username", "")[:150],
+                            "role": form.get("role", "")}, 400)
+    db.commit()
+    flash(f"Created {user.role} {user.username}.", "info")
+    return redirect(url_for("admin.user_list"))
 
 
 @bp.route("/users/<int:user_id>/active", methods=["POST"])

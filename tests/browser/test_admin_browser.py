@@ -165,6 +165,24 @@ def test_admin_promotes_a_model(page, live_server, seeded, db_session_factory):
     shoot(page, "users")
 
 
+def test_phone_tables_show_their_buttons_without_sideways_scrolling(page, live_server, seeded):
+    """At 390 px the models table's Promote and the users table's Disable are on screen:
+    the less needed columns step aside instead of pushing them out of the table's box."""
+    login(page, live_server, "root")
+    for path, button in (("/admin/models", "button[data-promote]"),
+                         ("/admin/users", "form[action*='/active'] button")):
+        page.set_viewport_size(SIZES["phone"])
+        page.goto(f"{live_server}{path}")
+        wrap = page.locator(".table-wrap").first
+        assert wrap.evaluate("e => e.scrollWidth <= e.clientWidth"), path
+        box = page.locator(button).first.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= SIZES["phone"]["width"], path
+    page.set_viewport_size(SIZES["laptop"])  # at laptop size every column is there
+    page.goto(f"{live_server}/admin/models")
+    assert page.locator("button[data-promote]").first.is_visible()
+    assert page.locator("th", has_text="Backbone").is_visible()
+
+
 def test_the_icon_loads_under_the_csp(page, live_server):
     """No 404 in the console for the icon, and the CSP lets the page show it."""
     errors: list[str] = []
