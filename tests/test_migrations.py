@@ -179,3 +179,30 @@ def test_0004_makes_sqlite_review_ids_grow_and_keeps_rows_and_indexes(tmp_path: 
         assert new == 6
     connection.close()
     assert _diff(url) == []
+
+
+def test_0004_downgrade_gives_back_the_0003_reviews_table(tmp_path: Path) -> None:
+    """Down from 0004, ``reviews`` has the named primary key and the indexes 0003 made."""
+    import sqlite3
+
+    def schema(path: Path) -> tuple[set[str], list]:
+        with sqlite3.connect(path) as connection:
+            table = connection.execute(
+                "SELECT sql FROM sqlite_master WHERE name = 'reviews'").fetchone()[0]
+            indexes = connection.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                "AND tbl_name = 'reviews' ORDER BY name").fetchall()
+        connection.close()
+        lines = {line.strip().rstrip(",") for line in table.splitlines()[1:-1]}
+        return lines, indexes
+
+    db.upgrade_schema(f"sqlite:///{tmp_path}/made.db", "0003")
+    down = f"sqlite:///{tmp_path}/down.db"
+    db.upgrade_schema(down)
+    engine = db.make_migration_engine(down)
+    with engine.connect() as connection:
+        command.downgrade(db.alembic_config(connection=connection), "0003")
+    engine.dispose()
+    made, downgraded = schema(tmp_path / "made.db"), schema(tmp_path / "down.db")
+    assert "CONSTRAINT pk_reviews PRIMARY KEY (id)" in downgraded[0]
+    assert downgraded == made

@@ -12,7 +12,8 @@ SQLite cannot add AUTOINCREMENT to a table, so the table is rebuilt (batch mode:
 drop, rename), keeping its rows, constraints and indexes, the partial unique index of the
 current review included. The counter starts above the highest id still in use: the
 table's, and any ``max_review_id`` a training run recorded (a review deleted before this
-upgrade may have had it). Downgrading rebuilds the table without AUTOINCREMENT.
+upgrade may have had it). Downgrading rebuilds the table without AUTOINCREMENT, with the
+named primary key (``pk_reviews``) 0001 gave it.
 
 PostgreSQL takes ids from a sequence, which never hands one out twice: nothing to do there.
 
@@ -34,8 +35,11 @@ depends_on: str | Sequence[str] | None = None
 
 def _rebuild(*, autoincrement: bool) -> None:
     with op.batch_alter_table("reviews", recreate="always",
-                              table_kwargs={"sqlite_autoincrement": autoincrement}):
-        pass
+                              table_kwargs={"sqlite_autoincrement": autoincrement}) as batch:
+        if not autoincrement:
+            # SQLite writes an AUTOINCREMENT key inline, without its name; give the rebuilt
+            # table back the named key 0001 made (CONSTRAINT pk_reviews PRIMARY KEY (id)).
+            batch.create_primary_key("pk_reviews", ["id"])
 
 
 def upgrade() -> None:
