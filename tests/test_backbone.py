@@ -201,6 +201,35 @@ def test_hub_unreachable_tries_one_connection_unless_a_proxy_decides(monkeypatch
     assert hub_unreachable() is None  # the proxy, not a direct connection, reaches the hub
 
 
+def test_hub_check_gives_up_after_its_timeout_however_slow_the_lookup(monkeypatch):
+    """A name lookup that hangs (no socket timeout covers it) ends the check on time."""
+    import socket
+    import threading
+    import time
+
+    from spamguard.ml.backbone import PROXY_VARIABLES, hub_unreachable
+
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")
+    release = threading.Event()
+
+    def hang(address, timeout):
+        release.wait(10)
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    started = time.monotonic()
+    try:
+        assert hub_unreachable(timeout=0.2) == ("the hub (https://huggingface.co) cannot be "
+                                                "reached (no answer within 0.2 s)")
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+
+
 def test_settings_fingerprint_is_stable_and_ignores_file_metadata(tiny_backbone_dir, tmp_path):
     first, again = load_backbone(str(tiny_backbone_dir)), load_backbone(str(tiny_backbone_dir))
     assert first.settings and first.settings == again.settings

@@ -271,8 +271,14 @@ PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "AL
 def hub_unreachable(timeout: float = 5.0) -> str | None:
     """Why this machine cannot open a connection to the model hub (``HF_ENDPOINT``), or
     None when it can, or when a proxy is configured for the endpoint's scheme (the proxy
-    decides, not us)."""
+    decides, not us).
+
+    The whole check, name lookup and every address the name resolves to included, takes at
+    most ``timeout`` seconds: the attempt runs in a daemon thread that is left to finish on
+    its own when it is slower (socket timeouts bound each address, not the lookup).
+    """
     import socket
+    import threading
     from urllib.parse import urlsplit
     from urllib.request import getproxies
 
@@ -282,13 +288,27 @@ def hub_unreachable(timeout: float = 5.0) -> str | None:
     proxies = getproxies()  # what the hub client (httpx or requests) goes by
     if proxies.get(endpoint.scheme) or proxies.get("all"):
         return None
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
-    except (OSError, ValueError) as exc:  # no DNS, refused, timed out, a bad endpoint
+    outcome: dict[str, BaseException | None] = {}
+
+    def attempt() -> None:
+        try:
+            port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+            socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+        except (OSError, ValueError) as exc:  # no DNS, refused, timed out, a bad endpoint
+            outcome["error"] = exc
+        else:
+            outcome["error"] = None
+
+    thread = threading.Thread(target=attempt, name="hub-check", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "error" not in outcome:
+        reason = f"no answer within {timeout:g} s"
+    elif (exc := outcome["error"]) is None:
+        return None
+    else:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        return f"the hub ({constants.ENDPOINT}) cannot be reached ({reason})"
-    return None
+    return f"the hub ({constants.ENDPOINT}) cannot be reached ({reason})"
 
 
 def _int8_layers(model: nn.Module) -> set[str]:
