@@ -92,7 +92,19 @@ def require_api_key() -> Response | None:
                           **{"WWW-Authenticate": 'Bearer error="invalid_token"'})
     db_session().commit()  # last_used_at, when it changed
     g.api_key_id = key.id
+    needed = ENDPOINT_SCOPES.get(request.endpoint or "")
+    if needed is not None and needed not in apikeys.key_scopes(key):
+        return json_error(
+            f"this API key may not {apikeys.SCOPE_HELP[needed]} (it holds: "
+            f"{', '.join(apikeys.key_scopes(key)) or 'no scope'}); use a key with the "
+            f"{needed!r} scope (`spamguard api-key create NAME --scope {needed}`)", 403,
+            **{"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needed}"'})
     return None
+
+
+# The scope each endpoint needs (a path that matches no endpoint needs none: it is a 404).
+ENDPOINT_SCOPES = {"api.post_message": "submit", "api.classify": "classify",
+                   "api.get_message": "read", "api.get_message_not_by_number": "read"}
 
 
 def read_json_object() -> dict[str, Any]:

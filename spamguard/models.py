@@ -33,6 +33,9 @@ VERDICT_STATUSES = ("pending", "classified")
 RUN_STATUSES = ("running", "promoted", "rejected", "skipped", "failed", "dry_run")
 RUN_TRIGGERS = ("cli", "cron", "ui")
 EVAL_SOURCES = ("base", "review")
+# What an API key may do: store messages, classify texts, read stored messages.
+API_SCOPES = ("submit", "classify", "read")
+API_KEY_SCOPES = ",".join(API_SCOPES)  # a key made without --scope, and every older key
 
 
 class Base(DeclarativeBase):
@@ -71,6 +74,10 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(100))
     key_prefix: Mapped[str] = mapped_column(String(16), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # What the key may do, comma-separated (spamguard.services.apikeys.SCOPES); keys made
+    # before scopes existed may do everything, as they could then.
+    scopes: Mapped[str] = mapped_column(String(100), default=API_KEY_SCOPES,
+                                        server_default=API_KEY_SCOPES)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]

@@ -37,13 +37,13 @@ def post_twilio(client):
     return post
 
 
-def create_key(app, name: str = "tests") -> str:
-    """Create an API key in ``app``'s database and return its plaintext."""
+def create_key(app, name: str = "tests", scopes=None) -> str:
+    """Create an API key (``scopes`` None: all) in ``app``'s database; return its plaintext."""
     from spamguard.extensions import get_db
     from spamguard.services import apikeys
 
     with app.app_context(), get_db().session_factory() as session:
-        _row, plaintext = apikeys.create_api_key(session=session, name=name)
+        _row, plaintext = apikeys.create_api_key(session=session, name=name, scopes=scopes)
         session.commit()
     return plaintext
 

@@ -233,6 +233,37 @@ def test_revoked_key_is_401(app, api, api_key):
     assert api("POST", "/classify", json={"texts": ["hi"]}).status_code == 401
 
 
+def test_a_key_may_do_only_what_its_scopes_allow(app, client):
+    """A submit-only key (a gateway's) stores messages but cannot read them back or
+    classify; the refusal is a 403 naming the scope, and nothing is stored by it."""
+    submit = {"Authorization": f"Bearer {create_key(app, 'gateway', scopes=['submit'])}"}
+    stored = client.post("/api/v1/messages", json=MESSAGE, headers=submit)
+    assert stored.status_code == 201
+    message_id = stored.get_json()["message_id"]
+    for method, path, body in (("GET", f"/api/v1/messages/{message_id}", None),
+                               ("GET", "/api/v1/messages/SM-own-id", None),
+                               ("POST", "/api/v1/classify", {"texts": ["hi"]})):
+        refused = client.open(path, method=method, json=body, headers=submit)
+        assert refused.status_code == 403, path
+        needed = "classify" if path.endswith("classify") else "read"
+        assert refused.headers["WWW-Authenticate"] == (
+            f'Bearer error="insufficient_scope", scope="{needed}"')
+        error = refused.get_json()["error"]
+        assert error.startswith("this API key may not ") and "(it holds: submit)" in error
+        assert f"--scope {needed}" in error
+    reader = {"Authorization": f"Bearer {create_key(app, 'audit', scopes=['read'])}"}
+    assert client.get(f"/api/v1/messages/{message_id}", headers=reader).status_code == 200
+    refused = client.post("/api/v1/messages", json={**MESSAGE, "id": "other"}, headers=reader)
+    assert refused.status_code == 403 and "may not store and classify messages" in (
+        refused.get_json()["error"])
+    assert count_rows(app, Message) == 1
+    # an unknown path is a 404 whatever the key holds, and a key with every scope does all
+    assert client.get("/api/v1/nothing", headers=reader).status_code == 404
+    every = {"Authorization": f"Bearer {create_key(app, 'all')}"}
+    assert client.post("/api/v1/classify", json={"texts": ["hi"]},
+                       headers=every).status_code == 200
+
+
 def test_rate_limit_per_key_429_with_retry_after(make_app):
     app = make_app(api_rate_limit="2 per minute")
     client = app.test_client()

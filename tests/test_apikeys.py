@@ -69,3 +69,17 @@ def test_create_refuses_control_characters_in_the_name(db_session, name):
 def test_create_keeps_a_name_in_any_script(db_session, name):
     row, _ = apikeys.create_api_key(session=db_session, name=name)
     assert row.name == name
+
+
+def test_scopes_are_checked_and_kept_in_one_order(db_session):
+    row, _ = apikeys.create_api_key(session=db_session, name="every")
+    assert apikeys.key_scopes(row) == ("submit", "classify", "read") == apikeys.SCOPES
+    row, _ = apikeys.create_api_key(session=db_session, name="two",
+                                    scopes=["read", " Submit", "read"])
+    assert row.scopes == "submit,read" and apikeys.key_scopes(row) == ("submit", "read")
+    with pytest.raises(apikeys.ApiKeyError, match="unknown API key scope 'write'; the scopes "
+                                                  "are submit, classify, read"):
+        apikeys.create_api_key(session=db_session, name="bad", scopes=["submit", "write"])
+    with pytest.raises(apikeys.ApiKeyError, match="at least one scope"):
+        apikeys.create_api_key(session=db_session, name="none", scopes=[])
+    assert set(apikeys.SCOPE_HELP) == set(apikeys.SCOPES)

@@ -39,6 +39,20 @@ def test_api_key_create_list_revoke(cli_env):
     assert run("api-key", "revoke", "sg_unknown12").exit_code == 2
 
 
+def test_api_key_create_with_scopes_and_list_shows_them(cli_env):
+    gateway = run("api-key", "create", "gateway", "--scope", "submit")
+    assert gateway.exit_code == 0
+    assert "API key 1 (gateway, may: submit) created" in gateway.stderr
+    assert run("api-key", "create", "everything").exit_code == 0
+    listed = run("api-key", "list").output.splitlines()
+    assert listed[0].split()[:4] == ["ID", "PREFIX", "NAME", "SCOPES"]
+    assert listed[1].split()[3] == "submit"
+    assert listed[2].split()[3] == "submit,classify,read"
+    bad = run("api-key", "create", "x", "--scope", "write")
+    assert bad.exit_code == 2 and "'write' is not one of 'submit', 'classify', 'read'" in (
+        bad.output)
+
+
 def test_classify_pending_needs_a_model(cli_env):
     result = run("classify-pending")
     assert result.exit_code == 2

@@ -206,3 +206,21 @@ def test_0004_downgrade_gives_back_the_0003_reviews_table(tmp_path: Path) -> Non
     made, downgraded = schema(tmp_path / "made.db"), schema(tmp_path / "down.db")
     assert "CONSTRAINT pk_reviews PRIMARY KEY (id)" in downgraded[0]
     assert downgraded == made
+
+
+def test_0005_gives_existing_api_keys_every_scope(tmp_path: Path) -> None:
+    """Keys made before scopes keep doing all they could; new rows default to all too."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/x.db"
+    db.upgrade_schema(url, "0004")
+    with sqlite3.connect(tmp_path / "x.db") as connection:
+        connection.execute("INSERT INTO api_keys (name, key_prefix, key_hash, created_at) "
+                           "VALUES ('old', 'sg_old', 'h1', CURRENT_TIMESTAMP)")
+    connection.close()
+    db.upgrade_schema(url)
+    with sqlite3.connect(tmp_path / "x.db") as connection:
+        assert connection.execute("SELECT name, scopes FROM api_keys").fetchall() == [
+            ("old", "submit,classify,read")]
+    connection.close()
+    assert _diff(url) == []

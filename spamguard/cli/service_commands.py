@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from spamguard.cli.context import CliContext, pass_ctx
+from spamguard.models import API_SCOPES
 from spamguard.wording import counted
 
 
@@ -95,24 +96,30 @@ def api_key_group() -> None:
 
 @api_key_group.command("create")
 @click.argument("name")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(API_SCOPES),
+              help="What the key may do; repeat for more than one (default: all). "
+                   "submit: store and classify messages (POST /api/v1/messages); classify: "
+                   "classify texts without storing them (POST /api/v1/classify); read: read "
+                   "stored messages (GET /api/v1/messages/ID).")
 @pass_ctx
-def api_key_create(ctx: CliContext, name: str) -> None:
+def api_key_create(ctx: CliContext, name: str, scopes: tuple[str, ...]) -> None:
     """Create an API key called NAME and print it (it is shown only this once)."""
     from spamguard.cli.context import transaction
     from spamguard.services import apikeys
 
     with transaction(ctx) as session:
-        row, plaintext = apikeys.create_api_key(session=session, name=name)
-        key_id = row.id
+        row, plaintext = apikeys.create_api_key(session=session, name=name,
+                                                scopes=scopes or None)
+        key_id, held = row.id, ", ".join(apikeys.key_scopes(row))
     click.echo(plaintext)
-    click.echo(f"API key {key_id} ({name}) created; store it now, it cannot be shown again",
-               err=True)
+    click.echo(f"API key {key_id} ({name}, may: {held}) created; store it now, it cannot be "
+               "shown again", err=True)
 
 
 @api_key_group.command("list")
 @pass_ctx
 def api_key_list(ctx: CliContext) -> None:
-    """List API keys (prefix, name, created, last used, revoked) — never the keys."""
+    """List API keys (prefix, name, scopes, created, last used, revoked) — never the keys."""
     from spamguard.cli.context import transaction
     from spamguard.cli.model_commands import format_table
     from spamguard.services import apikeys
@@ -121,12 +128,14 @@ def api_key_list(ctx: CliContext) -> None:
         return value.strftime("%Y-%m-%d %H:%M") if value else "-"
 
     with transaction(ctx, create=False) as session:
-        rows = [(str(k.id), k.key_prefix, k.name, when(k.created_at), when(k.last_used_at),
-                 when(k.revoked_at)) for k in apikeys.list_api_keys(session=session)]
+        rows = [(str(k.id), k.key_prefix, k.name, ",".join(apikeys.key_scopes(k)),
+                 when(k.created_at), when(k.last_used_at), when(k.revoked_at))
+                for k in apikeys.list_api_keys(session=session)]
     if not rows:
         click.echo("no API keys yet: run `spamguard api-key create NAME`")
         return
-    click.echo(format_table(rows, ("ID", "PREFIX", "NAME", "CREATED", "LAST USED", "REVOKED")))
+    click.echo(format_table(rows, ("ID", "PREFIX", "NAME", "SCOPES", "CREATED", "LAST USED",
+                                   "REVOKED")))
 
 
 @api_key_group.command("revoke")

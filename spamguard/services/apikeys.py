@@ -2,6 +2,8 @@
 
 A key looks like ``sg_<43 url-safe characters>`` (256 random bits); its first 12 characters
 are kept as a prefix so operators can tell keys apart in lists and revoke one by prefix.
+Each key has scopes (:data:`SCOPES`): a client that only sends messages can be given a key
+that cannot read anyone's stored messages back.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import hashlib
 import hmac
 import secrets
 import unicodedata
+from collections.abc import Iterable
 from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from spamguard.errors import SpamguardError
-from spamguard.models import ApiKey
+from spamguard.models import API_SCOPES, ApiKey
 from spamguard.sqltypes import MAX_ID, as_utc, utcnow
 
 KEY_PREFIX = "sg_"
@@ -25,8 +28,36 @@ PREFIX_CHARS = 12
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
+SCOPES = API_SCOPES
+# What each scope allows, as `api-key create --help` and the docs say it.
+SCOPE_HELP = {
+    "submit": "store and classify messages (POST /api/v1/messages)",
+    "classify": "classify texts without storing them (POST /api/v1/classify)",
+    "read": "read stored messages with their verdicts and reviews (GET /api/v1/messages/<id>)",
+}
+
+
 class ApiKeyError(SpamguardError):
     """An API key that cannot be created, found or revoked."""
+
+
+def key_scopes(row: ApiKey) -> tuple[str, ...]:
+    """The scopes ``row`` holds, in :data:`SCOPES` order (unknown names are ignored)."""
+    held = set((row.scopes or "").split(","))
+    return tuple(scope for scope in SCOPES if scope in held)
+
+
+def _scopes_text(scopes: Iterable[str] | None) -> str:
+    """Check scope names; return them as stored (all of them when None)."""
+    if scopes is None:
+        return ",".join(SCOPES)
+    asked = {scope.strip().lower() for scope in scopes}
+    if unknown := sorted(asked - set(SCOPES)):
+        raise ApiKeyError(f"unknown API key scope {', '.join(map(repr, unknown))}; "
+                          f"the scopes are {', '.join(SCOPES)}")
+    if not asked:
+        raise ApiKeyError(f"an API key needs at least one scope of {', '.join(SCOPES)}")
+    return ",".join(scope for scope in SCOPES if scope in asked)
 
 
 def hash_key(key: str) -> str:
@@ -45,8 +76,11 @@ def _garbles_a_listing(char: str) -> bool:
     return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in BIDI_CONTROLS
 
 
-def create_api_key(*, session: Session, name: str) -> tuple[ApiKey, str]:
-    """Create a key named ``name``; return the row and the plaintext (shown only this once)."""
+def create_api_key(*, session: Session, name: str,
+                   scopes: Iterable[str] | None = None) -> tuple[ApiKey, str]:
+    """Create a key named ``name`` holding ``scopes`` (None: every scope); return the row and
+    the plaintext (shown only this once)."""
+    scopes_text = _scopes_text(scopes)
     name = name.strip()
     if not name or len(name) > 100:
         raise ApiKeyError("an API key needs a name of 1 to 100 characters")
@@ -54,7 +88,8 @@ def create_api_key(*, session: Session, name: str) -> tuple[ApiKey, str]:
         raise ApiKeyError("an API key name cannot hold a line break, tab, escape or other "
                           "control character")
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name, key_prefix=plaintext[:PREFIX_CHARS], key_hash=hash_key(plaintext))
+    row = ApiKey(name=name, key_prefix=plaintext[:PREFIX_CHARS], key_hash=hash_key(plaintext),
+                 scopes=scopes_text)
     session.add(row)
     session.flush()
     return row, plaintext
