@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from spamguard.cli.context import CliContext, pass_ctx
-from spamguard.models import API_SCOPES
+from spamguard.services.apikeys import SCOPE_HELP, SCOPES
 from spamguard.wording import counted
 
 
@@ -96,11 +96,9 @@ def api_key_group() -> None:
 
 @api_key_group.command("create")
 @click.argument("name")
-@click.option("--scope", "scopes", multiple=True, type=click.Choice(API_SCOPES),
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(SCOPES),
               help="What the key may do; repeat for more than one (default: all). "
-                   "submit: store and classify messages (POST /api/v1/messages); classify: "
-                   "classify texts without storing them (POST /api/v1/classify); read: read "
-                   "stored messages (GET /api/v1/messages/ID).")
+                   + "; ".join(f"{name}: {text}" for name, text in SCOPE_HELP.items()) + ".")
 @pass_ctx
 def api_key_create(ctx: CliContext, name: str, scopes: tuple[str, ...]) -> None:
     """Create an API key called NAME and print it (it is shown only this once)."""
