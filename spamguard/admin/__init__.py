@@ -1,5 +1,5 @@
 """The moderators' admin UI under ``/admin``: review queue, messages, campaigns, dashboard,
-model reports and accounts. Templates live in ``web/templates/admin/``, assets in
+model reports, accounts and API keys. Templates live in ``web/templates/admin/``, assets in
 ``web/static/``.
 """
 
@@ -9,7 +9,15 @@ from flask import Flask, render_template
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from spamguard.admin import auth, campaigns, dashboard, messages, models, queue  # noqa: F401
+from spamguard.admin import (  # noqa: F401  (each module adds its pages to bp)
+    api_keys,
+    auth,
+    campaigns,
+    dashboard,
+    messages,
+    models,
+    queue,
+)
 from spamguard.admin.base import bp
 from spamguard.admin.security import init_security
 

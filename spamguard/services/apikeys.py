@@ -120,7 +120,7 @@ def revoke_api_key(*, session: Session, key_ref: str) -> tuple[ApiKey, bool]:
     revoked it (False: it was revoked already, and keeps its first revocation time)."""
     rows = _find(session, key_ref)
     if not rows:
-        raise ApiKeyError(f"no API key {key_ref!r} (see `spamguard api-key list`)")
+        raise ApiKeyError(f"no API key {key_ref!r}", cli_hint=" (see `spamguard api-key list`)")
     if len(rows) > 1:
         raise ApiKeyError(f"{key_ref!r} matches {len(rows)} keys: use the numeric id")
     row = rows[0]

@@ -166,11 +166,22 @@ def test_admin_promotes_a_model(page, live_server, seeded, db_session_factory):
 
 
 def test_phone_tables_show_their_buttons_without_sideways_scrolling(page, live_server, seeded):
-    """At 390 px the models table's Promote and the users table's Disable are on screen:
-    the less needed columns step aside instead of pushing them out of the table's box."""
+    """At 390 px the models table's Promote, the users table's Disable and the API keys
+    table's Revoke are on screen: the less needed columns step aside instead of pushing them
+    out of the table's box. (The API key is made through the page's form first.)"""
     login(page, live_server, "root")
+    page.goto(f"{live_server}/admin/api-keys")  # an admin makes a key for a gateway
+    page.fill("input[name=name]", "gateway")
+    for scope in ("classify", "read"):
+        page.uncheck(f"input[name=scope][value={scope}]")
+    with page.expect_navigation():
+        page.click("form.card button[type=submit]")
+    assert page.input_value("#new-key").startswith("sg_")
+    assert "It may: submit." in page.inner_text("main")
+    shoot(page, "api-keys")
     for path, button in (("/admin/models", "button[data-promote]"),
-                         ("/admin/users", "form[action*='/active'] button")):
+                         ("/admin/users", "form[action*='/active'] button"),
+                         ("/admin/api-keys", "button[aria-label^='Revoke']")):
         page.set_viewport_size(SIZES["phone"])
         page.goto(f"{live_server}{path}")
         wrap = page.locator(".table-wrap").first
