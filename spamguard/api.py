@@ -92,17 +92,21 @@ def require_api_key() -> Response | None:
                           **{"WWW-Authenticate": 'Bearer error="invalid_token"'})
     db_session().commit()  # last_used_at, when it changed
     g.api_key_id = key.id
-    needed = ENDPOINT_SCOPES.get(request.endpoint or "")
-    if needed is not None and needed not in apikeys.key_scopes(key):
+    if request.endpoint is None:  # no such path or method: the 404 or 405 says so
+        return None
+    needed = ENDPOINT_SCOPES.get(request.endpoint)
+    held = apikeys.key_scopes(key)
+    if needed is None:  # an endpoint nobody gave a scope: refused, not open to every key
+        return json_error("this call is not open to API keys", 403)
+    if needed not in held:
         return json_error(
             f"this API key may not {apikeys.SCOPE_HELP[needed]} (it holds: "
-            f"{', '.join(apikeys.key_scopes(key)) or 'no scope'}); use a key with the "
-            f"{needed!r} scope (`spamguard api-key create NAME --scope {needed}`)", 403,
+            f"{', '.join(held) or 'no scope'}); ask for a key with the {needed!r} scope", 403,
             **{"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needed}"'})
     return None
 
 
-# The scope each endpoint needs (a path that matches no endpoint needs none: it is a 404).
+# The scope each endpoint needs; an endpoint missing here is refused to every key.
 ENDPOINT_SCOPES = {"api.post_message": "submit", "api.classify": "classify",
                    "api.get_message": "read", "api.get_message_not_by_number": "read"}
 

@@ -170,16 +170,42 @@ def test_a_hub_id_is_looked_up_locally_first(tiny_backbone_dir, monkeypatch, cac
     assert seen == calls
 
 
-def test_hub_unreachable_tries_one_connection_unless_a_proxy_decides(monkeypatch):
+@pytest.fixture
+def hub_at(monkeypatch):
+    """``hub_at(url, addresses)``: the hub endpoint is ``url`` and its name resolves to
+    ``addresses`` (a list of (host, port)), or fails to resolve when that is an exception;
+    no proxy is set."""
     import socket
 
-    from spamguard.ml.backbone import PROXY_VARIABLES, hub_unreachable
+    from huggingface_hub import constants
+
+    from spamguard.ml.backbone import PROXY_VARIABLES
 
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    from huggingface_hub import constants
+    looked_up = []
 
-    monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")  # HF_ENDPOINT
+    def set_up(url: str, addresses):
+        monkeypatch.setattr(constants, "ENDPOINT", url)  # what HF_ENDPOINT sets
+
+        def getaddrinfo(host, port, *args, **kwargs):
+            looked_up.append((host, port))
+            if isinstance(addresses, BaseException):
+                raise addresses
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", a) for a in addresses]
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        return looked_up
+
+    return set_up
+
+
+def test_hub_unreachable_tries_each_address_unless_a_proxy_decides(monkeypatch, hub_at):
+    import socket
+
+    from spamguard.ml.backbone import hub_unreachable
+
+    looked_up = hub_at("https://huggingface.co", [("10.0.0.1", 443), ("10.0.0.2", 443)])
     tried = []
 
     class Connection:
@@ -193,34 +219,34 @@ def test_hub_unreachable_tries_one_connection_unless_a_proxy_decides(monkeypatch
     monkeypatch.setattr(socket, "create_connection", refuse)
     assert hub_unreachable() == ("the hub (https://huggingface.co) cannot be reached "
                                  "(Connection refused)")
-    assert tried == [("huggingface.co", 443)]
+    assert looked_up == [("huggingface.co", 443)]
+    assert tried == [("10.0.0.1", 443), ("10.0.0.2", 443)]
     monkeypatch.setattr(socket, "create_connection", lambda address, timeout: Connection())
     assert hub_unreachable() is None and tried[-1] == "closed"
+    hub_at("https://huggingface.co", socket.gaierror(-2, "Name or service not known"))
+    assert hub_unreachable() == ("the hub (https://huggingface.co) cannot be reached "
+                                 "(Name or service not known)")
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert hub_unreachable() is None  # the proxy, not a direct connection, reaches the hub
 
 
-def test_hub_check_gives_up_after_its_timeout_however_slow_the_lookup(monkeypatch):
+def test_hub_check_gives_up_after_its_timeout_however_slow_the_lookup(monkeypatch, hub_at):
     """A name lookup that hangs (no socket timeout covers it) ends the check on time."""
     import socket
     import threading
     import time
 
-    from spamguard.ml.backbone import PROXY_VARIABLES, hub_unreachable
+    from spamguard.ml.backbone import hub_unreachable
 
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")
+    hub_at("https://huggingface.co", [])
     release = threading.Event()
 
-    def hang(address, timeout):
+    def hang(host, port, *args, **kwargs):
         release.wait(10)
         raise socket.gaierror(-2, "Name or service not known")
 
-    monkeypatch.setattr(socket, "create_connection", hang)
+    monkeypatch.setattr(socket, "getaddrinfo", hang)
     started = time.monotonic()
     try:
         assert hub_unreachable(timeout=0.2) == ("the hub (https://huggingface.co) cannot be "
@@ -228,6 +254,37 @@ def test_hub_check_gives_up_after_its_timeout_however_slow_the_lookup(monkeypatc
         assert time.monotonic() - started < 5
     finally:
         release.set()
+
+
+def test_a_hub_whose_first_address_drops_packets_is_reached_on_the_next(hub_at):
+    """As with broken IPv6: the first address never answers, the second does. Each address
+    gets a share of the time, so the second is tried before the check runs out."""
+    import socket
+
+    from spamguard.ml.backbone import hub_unreachable
+
+    hole = socket.socket()  # a listener whose accept queue is full: connect() hangs
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    fillers = []
+    for _ in range(8):
+        filler = socket.socket()
+        filler.settimeout(0.2)
+        try:
+            filler.connect(hole.getsockname())
+        except OSError:
+            filler.close()
+            break
+        fillers.append(filler)
+    good = socket.socket()
+    good.bind(("127.0.0.1", 0))
+    good.listen(8)
+    hub_at("http://hub.test", [hole.getsockname(), good.getsockname()])
+    try:
+        assert hub_unreachable(timeout=1.0) is None
+    finally:
+        for sock in (hole, good, *fillers):
+            sock.close()
 
 
 def test_settings_fingerprint_is_stable_and_ignores_file_metadata(tiny_backbone_dir, tmp_path):

@@ -273,12 +273,14 @@ def hub_unreachable(timeout: float = 5.0) -> str | None:
     None when it can, or when a proxy is configured for the endpoint's scheme (the proxy
     decides, not us).
 
-    The whole check, name lookup and every address the name resolves to included, takes at
-    most ``timeout`` seconds: the attempt runs in a daemon thread that is left to finish on
-    its own when it is slower (socket timeouts bound each address, not the lookup).
+    The whole check takes at most about ``timeout`` seconds. The name lookup runs in a
+    daemon thread (no socket timeout bounds it), left to finish on its own when it is
+    slower; then each address the name has is tried with an equal share of the time left,
+    so one that drops packets (broken IPv6, say) does not use up the time of the next.
     """
     import socket
     import threading
+    import time
     from urllib.parse import urlsplit
     from urllib.request import getproxies
 
@@ -288,26 +290,38 @@ def hub_unreachable(timeout: float = 5.0) -> str | None:
     proxies = getproxies()  # what the hub client (httpx or requests) goes by
     if proxies.get(endpoint.scheme) or proxies.get("all"):
         return None
-    outcome: dict[str, BaseException | None] = {}
+    deadline = time.monotonic() + timeout
+    found: dict[str, object] = {}
 
-    def attempt() -> None:
+    def lookup() -> None:
         try:
+            if not endpoint.hostname:
+                raise ValueError("no host name")
             port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-            socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
-        except (OSError, ValueError) as exc:  # no DNS, refused, timed out, a bad endpoint
-            outcome["error"] = exc
-        else:
-            outcome["error"] = None
+            found["addresses"] = [info[4][:2] for info in socket.getaddrinfo(
+                endpoint.hostname, port, type=socket.SOCK_STREAM)]
+        except (OSError, UnicodeError, ValueError) as exc:  # no DNS, a bad endpoint
+            found["error"] = exc
 
-    thread = threading.Thread(target=attempt, name="hub-check", daemon=True)
+    thread = threading.Thread(target=lookup, name="hub-lookup", daemon=True)
     thread.start()
     thread.join(timeout)
-    if "error" not in outcome:
+    error = found.get("error")
+    addresses = found.get("addresses", [])
+    for index, address in enumerate(addresses):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            socket.create_connection(address, timeout=left / (len(addresses) - index)).close()
+        except OSError as exc:  # refused, unreachable, timed out
+            error = exc
+        else:
+            return None
+    if error is None:
         reason = f"no answer within {timeout:g} s"
-    elif (exc := outcome["error"]) is None:
-        return None
     else:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
     return f"the hub ({constants.ENDPOINT}) cannot be reached ({reason})"
 
 
