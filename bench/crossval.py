@@ -7,6 +7,7 @@ Run from the repository root (about 5 minutes on 2 cores with a warm embedding c
                              [--head-share 0.3,0.5,0.7] [--svm-c 0.3,1,3]
                              [--boundary=-0.4,0,0.2] [--layers 6,5,4] [--pooling mean]
                              [--lexical char16,nbsvm,lr] [--refit] [--concat-layers 4,5,6]
+                             [--head-seeds 3,5] [--head-lr 1e-4,1e-3] [--weight-decay 0,0.1]
                              [--per-repeat]
 
 The test split is what `spamguard train` reports once; choosing settings by it would tune to
@@ -27,6 +28,11 @@ alone, at its natural boundary 0); ``--refit`` refits the head (for the inner pa
 epoch count, same seed) and the lexical half on the whole fold training part after the
 inner 15% has set the epochs, blend scales and threshold; ``--concat-layers`` feeds the head
 the pooled embeddings of several encoder layers side by side.
+
+Head-training candidates (each a blend row and a BERT head alone row): ``--head-seeds K``
+trains K heads with seeds 42 to 42+K-1 on the same data and early stopping (the first is
+the default's head) and scores with the mean of their logits; ``--head-lr`` and
+``--weight-decay`` change one setting of the head's AdamW.
 """
 
 from __future__ import annotations
@@ -80,11 +86,19 @@ class Candidate:
     lexical: str | None = None  # a --lexical variant instead of TfidfSvmBaseline(C=svm_c)
     refit: bool = False  # test scores from models refitted on the whole fold training part
     pooling: str | None = None  # None: the recipe's (last layer) or mean (earlier layers)
+    head_seeds: int = 1  # K > 1: the mean logit of K heads, seeds 42 to 42+K-1
+    lr: float | None = None  # None: TrainConfig's (AdamW learning rate of the head)
+    weight_decay: float | None = None  # None: TrainConfig's
 
     @property
     def source(self) -> tuple:
         """What the head reads: (layer or layers, pooling)."""
         return self.layer, self.pooling
+
+    @property
+    def training(self) -> tuple:
+        """How its head is trained: (source, number of seeds, learning rate, weight decay)."""
+        return self.source, self.head_seeds, self.lr, self.weight_decay
 
 
 @dataclass(frozen=True)
@@ -197,6 +211,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concat-layers", type=ints, default=[],
                         help="encoder layers whose pooled embeddings the head sees side by "
                         "side, e.g. 4,5,6")
+    parser.add_argument("--head-seeds", type=ints, default=[],
+                        help="seed ensembles to try: K heads (seeds 42 to 42+K-1), their mean "
+                        "logit as the head's score, e.g. 3,5")
+    parser.add_argument("--head-lr", type=floats, default=[],
+                        help=f"head learning rates to try ({TrainConfig.lr:g})")
+    parser.add_argument("--weight-decay", type=floats, default=[],
+                        help=f"head AdamW weight decays to try ({TrainConfig.weight_decay:g})")
     parser.add_argument("--per-repeat", action="store_true",
                         help="also print each candidate's MCC difference in every repeat")
     parser.add_argument("--threads", type=int, default=1,
@@ -218,12 +239,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                      f"{', '.join(POOLINGS)})")
     if len(args.concat_layers) == 1:
         parser.error("--concat-layers needs at least two layers")
+    if any(k < 1 for k in args.head_seeds):
+        parser.error("--head-seeds: each ensemble needs at least one head")
+    if any(lr <= 0 for lr in args.head_lr):
+        parser.error("--head-lr: learning rates must be positive")
+    if any(wd < 0 for wd in args.weight_decay):
+        parser.error("--weight-decay: weight decays must not be negative")
     return args
 
 
 def candidates(args: argparse.Namespace) -> list[Candidate]:
-    """The default, the two halves alone, and one candidate per setting asked for; the
-    structural options (--lexical, --refit, --concat-layers) add every combination."""
+    """The default, the two halves alone, and one candidate per setting asked for (the
+    head-training ones also as the head alone); the structural options (--lexical,
+    --refit, --concat-layers) add every combination."""
     out = [Candidate("blend (default)"), Candidate("BERT head alone", kind="head"),
            Candidate("TF-IDF + SVM alone", kind="svm")]
     out += [Candidate(f"blend, head share {w:g}", head_share=w) for w in args.head_share]
@@ -231,6 +259,13 @@ def candidates(args: argparse.Namespace) -> list[Candidate]:
     out += [Candidate(f"blend, boundary {b:+g}", boundary=b) for b in args.boundary]
     out += [Candidate(f"blend, encoder layer {k}", layer=k) for k in args.layers]
     out += [Candidate(f"blend, pooling {p}", pooling=p) for p in args.pooling]
+    heads = ([(f"{k} head seed{'s' if k > 1 else ''}", dict(head_seeds=k))
+              for k in args.head_seeds]
+             + [(f"head lr {lr:g}", dict(lr=lr)) for lr in args.head_lr]
+             + [(f"weight decay {wd:g}", dict(weight_decay=wd)) for wd in args.weight_decay])
+    for label, setting in heads:
+        out += [Candidate(f"BERT head alone, {label}", kind="head", **setting),
+                Candidate(f"blend, {label}", **setting)]
     refits = [False, True] if args.refit else [False]
     for refit in refits:
         suffix = ", fit on fit+val" if refit else ""
@@ -304,6 +339,19 @@ def logits(head: BertArch, x: np.ndarray) -> np.ndarray:
         return head_logit(head(torch.from_numpy(x)).numpy())
 
 
+def head_config(config: TrainConfig, lr: float | None, weight_decay: float | None,
+                seed: int) -> TrainConfig:
+    """``config`` with a candidate's head seed, learning rate and weight decay."""
+    return replace(config, seed=seed, lr=config.lr if lr is None else lr,
+                   weight_decay=config.weight_decay if weight_decay is None else weight_decay)
+
+
+def mean_logits(members: list[tuple]) -> tuple:
+    """A seed ensemble's (val, test, refitted test) logits: the mean of its heads'."""
+    return tuple(None if parts[0] is None else np.mean(parts, axis=0)
+                 for parts in zip(*members, strict=True))
+
+
 def lexical_model(c: float, variant: str | None, seed: int):
     if variant is None:
         return TfidfSvmBaseline(random_state=seed, C=c)
@@ -328,15 +376,27 @@ def run(args: argparse.Namespace) -> str:
         rep = k // args.folds
         fit_idx, val_idx = train_test_split(train, test_size=0.15, random_state=k,
                                             stratify=labels[train])
-        head = {}  # layer -> (val logits, test logits, test logits of the refitted head)
-        for layer, x in inputs.items():
-            fit = fit_head(x[fit_idx], labels[fit_idx], x[val_idx], labels[val_idx], config,
-                           progress=False)
-            refitted = None
-            if layer in refit_layers:  # the inner part's epoch count, on fit + val
-                refitted = logits(fit_head_epochs(x[train], labels[train],
-                                                  fit.best_epoch + 1, config), x[test])
-            head[layer] = (logits(fit.head, x[val_idx]), logits(fit.head, x[test]), refitted)
+        # (source, lr, weight decay, seed) -> one head's (val logits, test logits, test
+        # logits of the refitted head); seed ensembles share their heads with each other
+        members: dict[tuple, tuple] = {}
+        head = {}  # Candidate.training -> (val logits, test logits, refitted test logits)
+        for setting in sorted({c.training for c in cands}, key=str):
+            source, seeds, lr, weight_decay = setting
+            x = inputs[source]
+            for seed in range(config.seed, config.seed + seeds):
+                if (source, lr, weight_decay, seed) in members:
+                    continue
+                trained = head_config(config, lr, weight_decay, seed)
+                fit = fit_head(x[fit_idx], labels[fit_idx], x[val_idx], labels[val_idx],
+                               trained, progress=False)
+                refitted = None
+                if source in refit_layers:  # the inner part's epoch count, on fit + val
+                    refitted = logits(fit_head_epochs(x[train], labels[train],
+                                                      fit.best_epoch + 1, trained), x[test])
+                members[source, lr, weight_decay, seed] = (
+                    logits(fit.head, x[val_idx]), logits(fit.head, x[test]), refitted)
+            head[setting] = mean_logits([members[source, lr, weight_decay, seed] for seed
+                                         in range(config.seed, config.seed + seeds)])
         svm = {}  # (C, lexical variant) -> (val scores, test scores, test scores refitted)
         for c, variant in sorted({(c.svm_c, c.lexical) for c in cands}, key=str):
             model = lexical_model(c, variant, config.seed).fit(
@@ -351,7 +411,7 @@ def run(args: argparse.Namespace) -> str:
         for cand in cands:
             # Validation scores (scales, thresholds) always come from the models fitted
             # without the inner part; with refit the test scores come from the refitted ones.
-            (hv, ht, htr), (sv, st, str_) = head[cand.source], svm[cand.svm_c, cand.lexical]
+            (hv, ht, htr), (sv, st, str_) = head[cand.training], svm[cand.svm_c, cand.lexical]
             if cand.refit:
                 ht, st = htr, str_
             if cand.kind == "svm":
