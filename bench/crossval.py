@@ -8,7 +8,7 @@ Run from the repository root (about 5 minutes on 2 cores with a warm embedding c
                              [--boundary=-0.4,0,0.2] [--layers 6,5,4] [--pooling mean]
                              [--lexical char16,nbsvm,lr] [--refit] [--concat-layers 4,5,6]
                              [--head-seeds 3,5] [--head-lr 1e-4,1e-3] [--weight-decay 0,0.1]
-                             [--per-repeat]
+                             [--stop-on auc,ap] [--per-repeat]
 
 The test split is what `spamguard train` reports once; choosing settings by it would tune to
 it. This script redoes, in every fold, what training does with the validation split: a
@@ -32,7 +32,10 @@ the pooled embeddings of several encoder layers side by side.
 Head-training candidates (each a blend row and a BERT head alone row): ``--head-seeds K``
 trains K heads with seeds 42 to 42+K-1 on the same data and early stopping (the first is
 the default's head) and scores with the mean of their logits; ``--head-lr`` and
-``--weight-decay`` change one setting of the head's AdamW.
+``--weight-decay`` change one setting of the head's AdamW; ``--stop-on auc,ap`` keeps the
+head of the epoch with the best inner-validation ROC AUC or average precision of its spam
+logit instead of the lowest loss (same patience, counted from that best; ties keep the
+earlier epoch), and prints under the table how the kept epochs spread over the folds.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import copy
 import os
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -64,7 +68,7 @@ from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.features import FEATURE_NAMES
 from spamguard.ml.head import BertArch
 from spamguard.ml.threshold import choose_threshold
-from spamguard.ml.train import TrainConfig, fit_head, fit_head_epochs
+from spamguard.ml.train import SELECTIONS, TrainConfig, fit_head, fit_head_epochs
 from spamguard.ml.version_files import DEFAULT_POOLING, POOLINGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +93,7 @@ class Candidate:
     head_seeds: int = 1  # K > 1: the mean logit of K heads, seeds 42 to 42+K-1
     lr: float | None = None  # None: TrainConfig's (AdamW learning rate of the head)
     weight_decay: float | None = None  # None: TrainConfig's
+    stop_on: str = "loss"  # what picks the head's kept epoch (train.SELECTIONS)
 
     @property
     def source(self) -> tuple:
@@ -97,8 +102,9 @@ class Candidate:
 
     @property
     def training(self) -> tuple:
-        """How its head is trained: (source, number of seeds, learning rate, weight decay)."""
-        return self.source, self.head_seeds, self.lr, self.weight_decay
+        """How its head is trained: (source, number of seeds, learning rate, weight decay,
+        epoch selection)."""
+        return self.source, self.head_seeds, self.lr, self.weight_decay, self.stop_on
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"head learning rates to try ({TrainConfig.lr:g})")
     parser.add_argument("--weight-decay", type=floats, default=[],
                         help=f"head AdamW weight decays to try ({TrainConfig.weight_decay:g})")
+    parser.add_argument("--stop-on", type=lambda t: [x for x in t.split(",") if x.strip()],
+                        default=[], help="what else picks the head's kept epoch instead of "
+                        "the lowest inner-validation loss: auc (ROC AUC), ap (average "
+                        "precision) of its spam logit")
     parser.add_argument("--per-repeat", action="store_true",
                         help="also print each candidate's MCC difference in every repeat")
     parser.add_argument("--threads", type=int, default=1,
@@ -245,6 +255,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--head-lr: learning rates must be positive")
     if any(wd < 0 for wd in args.weight_decay):
         parser.error("--weight-decay: weight decays must not be negative")
+    unknown = [s for s in args.stop_on if s not in SELECTIONS]
+    if unknown:
+        parser.error(f"--stop-on: unknown {', '.join(unknown)} (choose from "
+                     f"{', '.join(SELECTIONS)})")
+    # loss is the default's own rows
+    args.stop_on = [s for s in dict.fromkeys(args.stop_on) if s != "loss"]
     return args
 
 
@@ -262,7 +278,8 @@ def candidates(args: argparse.Namespace) -> list[Candidate]:
     heads = ([(f"{k} head seed{'s' if k > 1 else ''}", dict(head_seeds=k))
               for k in args.head_seeds]
              + [(f"head lr {lr:g}", dict(lr=lr)) for lr in args.head_lr]
-             + [(f"weight decay {wd:g}", dict(weight_decay=wd)) for wd in args.weight_decay])
+             + [(f"weight decay {wd:g}", dict(weight_decay=wd)) for wd in args.weight_decay]
+             + [(f"stop on {s}", dict(stop_on=s)) for s in args.stop_on])
     for label, setting in heads:
         out += [Candidate(f"BERT head alone, {label}", kind="head", **setting),
                 Candidate(f"blend, {label}", **setting)]
@@ -371,32 +388,38 @@ def run(args: argparse.Namespace) -> str:
     predicted = {c.name: np.zeros((args.repeats, len(labels)), dtype=int) for c in cands}
     refit_layers = {c.source for c in cands if c.refit}
     refit_lexical = {(c.svm_c, c.lexical) for c in cands if c.refit}
+    # head key -> per fold (kept epoch, epochs trained, seconds)
+    kept: dict[tuple, list] = defaultdict(list)
     started = time.perf_counter()
     for k, (train, test) in enumerate(folds.split(np.zeros(len(labels)), labels)):
         rep = k // args.folds
         fit_idx, val_idx = train_test_split(train, test_size=0.15, random_state=k,
                                             stratify=labels[train])
-        # (source, lr, weight decay, seed) -> one head's (val logits, test logits, test
-        # logits of the refitted head); seed ensembles share their heads with each other
+        # (source, lr, weight decay, epoch selection, seed) -> one head's (val logits, test
+        # logits, test logits of the refitted head); seed ensembles share their heads
         members: dict[tuple, tuple] = {}
         head = {}  # Candidate.training -> (val logits, test logits, refitted test logits)
         for setting in sorted({c.training for c in cands}, key=str):
-            source, seeds, lr, weight_decay = setting
+            source, seeds, lr, weight_decay, stop_on = setting
             x = inputs[source]
             for seed in range(config.seed, config.seed + seeds):
-                if (source, lr, weight_decay, seed) in members:
+                key = (source, lr, weight_decay, stop_on, seed)
+                if key in members:
                     continue
                 trained = head_config(config, lr, weight_decay, seed)
+                mark = time.perf_counter()
                 fit = fit_head(x[fit_idx], labels[fit_idx], x[val_idx], labels[val_idx],
-                               trained, progress=False)
+                               trained, progress=False, select=stop_on)
+                kept[key].append((fit.best_epoch, len(fit.history),
+                                  time.perf_counter() - mark))
                 refitted = None
                 if source in refit_layers:  # the inner part's epoch count, on fit + val
                     refitted = logits(fit_head_epochs(x[train], labels[train],
                                                       fit.best_epoch + 1, trained), x[test])
-                members[source, lr, weight_decay, seed] = (
-                    logits(fit.head, x[val_idx]), logits(fit.head, x[test]), refitted)
-            head[setting] = mean_logits([members[source, lr, weight_decay, seed] for seed
-                                         in range(config.seed, config.seed + seeds)])
+                members[key] = (logits(fit.head, x[val_idx]), logits(fit.head, x[test]),
+                                refitted)
+            head[setting] = mean_logits([members[source, lr, weight_decay, stop_on, seed]
+                                         for seed in range(config.seed, config.seed + seeds)])
         svm = {}  # (C, lexical variant) -> (val scores, test scores, test scores refitted)
         for c, variant in sorted({(c.svm_c, c.lexical) for c in cands}, key=str):
             model = lexical_model(c, variant, config.seed).fit(
@@ -431,7 +454,27 @@ def run(args: argparse.Namespace) -> str:
             predicted[cand.name][rep, test] = bt >= threshold
         print(f"fold {k + 1}/{args.folds * args.repeats} "
               f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
-    return report(args, labels, cands, predicted)
+    out = report(args, labels, cands, predicted)
+    if args.stop_on:
+        out += "\n" + kept_epochs(kept, ["loss", *args.stop_on], config.seed)
+    return out
+
+
+def kept_epochs(kept: dict[tuple, list], stops: list[str], seed: int) -> str:
+    """How the default head's kept epoch (0-based) spreads over the folds per selection."""
+    lines = ["Kept epoch of the default head (0-based; seed "
+             f"{seed}) over the folds, by what picks it:", ""]
+    for stop in stops:
+        runs = kept[(None, None), None, None, stop, seed]
+        best = np.array([r[0] for r in runs])
+        trained = np.array([r[1] for r in runs])
+        counts = np.bincount(best)
+        spread = " ".join(f"{e}:{n}" for e, n in enumerate(counts) if n)
+        lines.append(f"- stop on {stop}: mean {best.mean():.2f}, median {np.median(best):g}, "
+                     f"min {best.min()}, max {best.max()}; epochs trained mean "
+                     f"{trained.mean():.1f}; head training {sum(r[2] for r in runs):.0f} s; "
+                     f"histogram (epoch:folds) {spread}")
+    return "\n".join(lines) + "\n"
 
 
 def report(args, labels: np.ndarray, cands: list[Candidate], predicted) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.utils.class_weight import compute_class_weight
 from tqdm.auto import tqdm
 
@@ -29,6 +30,9 @@ from spamguard.ml.threshold import choose_threshold
 from spamguard.ml.version_files import DEFAULT_POOLING
 
 HEAD_ALONE = "BERT head alone"
+# What picks the epoch whose weights fit_head keeps: the lowest validation loss (the
+# recipe), or the highest ROC AUC / average precision of the spam logit on validation.
+SELECTIONS = {"loss": None, "auc": roc_auc_score, "ap": average_precision_score}
 
 
 @dataclass
@@ -85,8 +89,10 @@ def one_thread() -> Iterator[None]:
 
 
 def fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-             config: TrainConfig, progress: bool | None = None) -> HeadFit:
-    """Train BERT_Arch with class-weighted NLLLoss; keep the weights of the best val loss.
+             config: TrainConfig, progress: bool | None = None, *,
+             select: str = "loss") -> HeadFit:
+    """Train BERT_Arch with class-weighted NLLLoss; keep the weights of the best val loss
+    (or of the best val ranking, ``select``).
 
     Runs on one torch thread (:func:`one_thread`).
 
@@ -95,12 +101,19 @@ def fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val:
         x_val, y_val: held-out inputs and labels that pick the best epoch.
         config: optimiser and head settings.
         progress: show a bar over epochs (None: only on a terminal).
+        select: what picks the kept epoch (:data:`SELECTIONS`): "loss" (the recipe) or the
+            highest validation ROC AUC ("auc") or average precision ("ap") of the spam
+            logit, recorded in the history as ``val_auc``/``val_ap`` (cross-validation's
+            candidates). Patience counts epochs since the best; ties keep the earlier one.
 
     Returns:
-        The best head (in eval mode) with its epoch and loss history.
+        The best head (in eval mode) with its epoch and loss history (best_val_loss is the
+        kept epoch's validation loss).
     """
+    if select not in SELECTIONS:
+        raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, not {select!r}")
     with one_thread():
-        return _fit_head(x_train, y_train, x_val, y_val, config, progress)
+        return _fit_head(x_train, y_train, x_val, y_val, config, progress, select)
 
 
 @dataclass
@@ -148,23 +161,30 @@ class _HeadTraining:
 
 
 def _fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-              config: TrainConfig, progress: bool | None) -> HeadFit:
+              config: TrainConfig, progress: bool | None, select: str = "loss") -> HeadFit:
     run = _HeadTraining.start(x_train, y_train, config)
     head = run.head
     xv, yv = torch.from_numpy(x_val.astype(np.float32)), torch.from_numpy(y_val)
     best = HeadFit(head=head, best_epoch=-1, best_val_loss=float("inf"))
-    best_state = None
+    best_state, best_score = None, float("inf")  # lower is better: loss or -AUC / -AP
     show = show_progress(progress, config.epochs)
     for epoch in tqdm(range(config.epochs), desc="training head", unit="epoch", disable=not show):
         train_loss = run.epoch(config.batch_size)
         with torch.inference_mode():
-            val_loss = float(run.loss_fn(head(xv), yv))
-        best.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
-        if val_loss < best.best_val_loss:
-            best.best_val_loss, best.best_epoch = val_loss, epoch
+            log_probs = head(xv)
+            val_loss = float(run.loss_fn(log_probs, yv))
+        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
+        score = val_loss
+        if SELECTIONS[select] is not None:
+            record[f"val_{select}"] = float(SELECTIONS[select](y_val,
+                                                               head_logit(log_probs.numpy())))
+            score = -record[f"val_{select}"]
+        best.history.append(record)
+        if score < best_score:
+            best_score, best.best_val_loss, best.best_epoch = score, val_loss, epoch
             best_state = {k: v.clone() for k, v in head.state_dict().items()}
         elif epoch - best.best_epoch >= config.patience:
-            break  # val loss has stopped improving; the best weights are kept
+            break  # the selection measure has stopped improving; the best weights are kept
     head.load_state_dict(best_state)
     head.eval()
     return best
