@@ -1,5 +1,6 @@
 """Loading and freezing backbones of any hidden size, and their fingerprints."""
 
+import numpy as np
 import pytest
 
 from spamguard.errors import ModelError
@@ -385,3 +386,72 @@ def test_hub_unreachable_leaves_it_to_the_proxy_for_the_endpoint_scheme(monkeypa
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setenv(variable, "http://proxy.example:3128")
     assert hub_unreachable() is None
+
+
+def test_a_folder_loaded_before_is_deferred_until_its_encoder_is_used(tiny_backbone_dir,
+                                                                      tmp_path, monkeypatch):
+    """With a cache root, the second load of the same folder knows its fingerprints from
+    the memo and loads nothing until the model or tokenizer is used."""
+    from transformers import AutoModel
+
+    from spamguard.ml.backbone import DeferredBackbone
+
+    cache = tmp_path / "cache"
+    first = load_backbone(str(tiny_backbone_dir), cache_root=cache)
+    assert not isinstance(first, DeferredBackbone)
+    assert len(list((cache / "backbones").glob("*.json"))) == 1
+    loads = []
+    real = AutoModel.from_pretrained
+    monkeypatch.setattr(AutoModel, "from_pretrained",
+                        lambda *a, **k: loads.append(a) or real(*a, **k))
+    again = load_backbone(str(tiny_backbone_dir), cache_root=cache)
+    assert isinstance(again, DeferredBackbone) and loads == []
+    assert (again.hash, again.settings, again.identity, again.cache_key, again.hidden_size,
+            again.untrained) == (first.hash, first.settings, first.identity, first.cache_key,
+                                 first.hidden_size, first.untrained)
+    assert again.config.num_hidden_layers == first.config.num_hidden_layers and loads == []
+    assert again.model is not None and len(loads) == 1  # first use loads it, once
+    assert again.tokenizer is not None and again.config is again.model.config
+    assert len(loads) == 1
+    texts = ["win a prize now", "see you at 6"]
+    from spamguard.ml.embeddings import encode
+
+    assert np.allclose(encode(again, texts), encode(first, texts))
+
+
+def test_a_changed_folder_or_a_bad_memo_is_loaded_in_full(tiny_backbone_dir, tmp_path):
+    import json
+
+    from spamguard.ml.backbone import DeferredBackbone
+
+    cache = tmp_path / "cache"
+    folder = edited_backbone_copy(tiny_backbone_dir, tmp_path / "copy")
+    original = load_backbone(str(folder), cache_root=cache)
+    assert isinstance(load_backbone(str(folder), cache_root=cache), DeferredBackbone)
+    config = json.loads((folder / "config.json").read_text())
+    config["layer_norm_eps"] = 1e-3  # same weights, another computation
+    (folder / "config.json").write_text(json.dumps(config))
+    edited = load_backbone(str(folder), cache_root=cache)
+    assert not isinstance(edited, DeferredBackbone)
+    assert edited.settings != original.settings and edited.hash == original.hash
+    for memo in (cache / "backbones").glob("*.json"):
+        memo.write_text("{not json")
+    assert not isinstance(load_backbone(str(folder), cache_root=cache), DeferredBackbone)
+    assert isinstance(load_backbone(str(folder), cache_root=cache), DeferredBackbone)
+
+
+def test_a_deferred_backbone_refuses_an_encoder_that_is_not_the_one_promised(
+        tiny_backbone_dir, tmp_path):
+    import json
+
+    from spamguard.errors import ModelError
+    from spamguard.ml.backbone import DeferredBackbone
+
+    cache = tmp_path / "cache"
+    load_backbone(str(tiny_backbone_dir), cache_root=cache)
+    (memo,) = (cache / "backbones").glob("*.json")
+    memo.write_text(json.dumps({**json.loads(memo.read_text()), "hash": "0" * 64}))
+    deferred = load_backbone(str(tiny_backbone_dir), cache_root=cache)
+    assert isinstance(deferred, DeferredBackbone) and deferred.hash == "0" * 64
+    with pytest.raises(ModelError, match="is not the encoder it was when this run started"):
+        _ = deferred.model

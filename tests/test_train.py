@@ -148,6 +148,40 @@ def test_same_data_and_settings_give_the_same_model(trained, tiny_backbone):
     assert second.metadata["timing"]["backbone_texts_embedded"] == 0  # warm cache
 
 
+def test_a_warm_retraining_by_folder_never_loads_the_encoder(tiny_backbone_dir, tmp_path,
+                                                             monkeypatch):
+    """Trained twice by folder name with the same cache: the second run knows the encoder
+    from the first (DeferredBackbone) and, every text being cached, never loads it; the
+    model it writes is the same, and says the same about its backbone."""
+    from transformers import AutoModel
+
+    from spamguard.ml.backbone import DeferredBackbone
+
+    def train(models: str):
+        return train_model(sample_data(), models_dir=tmp_path / models,
+                           cache_root=tmp_path / "cache", backbone=str(tiny_backbone_dir),
+                           config=TrainConfig(epochs=3), progress=False)
+
+    first = train("one")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the encoder was loaded")
+
+    monkeypatch.setattr(AutoModel, "from_pretrained", refuse)
+    second = train("two")
+    assert isinstance(second.classifier.backbone, DeferredBackbone)
+    assert second.metadata["timing"]["backbone_texts_embedded"] == 0
+    assert second.metadata["backbone"] == first.metadata["backbone"]
+    a, b = first.classifier.head.state_dict(), second.classifier.head.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert second.metadata["threshold"] == first.metadata["threshold"]
+    monkeypatch.undo()  # a text the cache has not seen loads the encoder then
+    texts = ["a message neither run has seen"]
+    np.testing.assert_allclose(second.classifier.predict_proba(texts),
+                               first.classifier.predict_proba(texts), atol=1e-6)
+
+
 def test_save_load_round_trip(trained, tiny_backbone):
     _, result = trained
     texts = ["WIN a £500 prize, call 09061701461", "see you at lunch"]

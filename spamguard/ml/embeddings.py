@@ -93,11 +93,11 @@ def setting_problem(backbone: Backbone, pooling: str, max_length: int) -> str | 
     if pooling == "pooler" and not backbone.trained_pooler:
         return (f"backbone {backbone.name}'s checkpoint has no pooler weights (transformers "
                 "would make up random ones); use mean or cls pooling")
-    layers = getattr(backbone.model.config, "num_hidden_layers", None)
+    layers = getattr(backbone.config, "num_hidden_layers", None)
     if pooling in LAYER_POOLINGS and isinstance(layers, int) and layers < LAYER_POOLINGS[pooling]:
         return (f"pooling {pooling} reads the last {LAYER_POOLINGS[pooling]} layers, but "
                 f"backbone {backbone.name} has {layers}; use mean pooling")
-    positions = getattr(backbone.model.config, "max_position_embeddings", None)
+    positions = getattr(backbone.config, "max_position_embeddings", None)
     if isinstance(positions, int) and max_length > positions:
         return (f"max length {max_length} is more than backbone {backbone.name} can read "
                 f"({positions} positions)")

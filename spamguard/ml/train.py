@@ -257,7 +257,7 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
         f"{len(parts.train)} train, {len(parts.val)} validation, {len(parts.test)} test")
     if not isinstance(backbone, Backbone):
         say("train: loading the backbone")
-        backbone = load_backbone(backbone)
+        backbone = load_backbone(backbone, cache_root=cache_root)
     if problem := setting_problem(backbone, config.pooling, config.max_length):
         raise ModelError(problem)
     timing["load_backbone_s"] = time.perf_counter() - started
@@ -366,8 +366,9 @@ def report_info(metadata: dict[str, Any]) -> dict[str, Any]:
 
 def _metadata(backbone: Backbone, config: TrainConfig, features: list[str], fit: HeadFit,
               parts: Split, stats, data: LabelledData, source: str) -> dict[str, Any]:
+    from importlib.metadata import version  # importing transformers for it costs 0.5 s
+
     import sklearn
-    import transformers
 
     import spamguard
 
@@ -394,6 +395,6 @@ def _metadata(backbone: Backbone, config: TrainConfig, features: list[str], fit:
             "split": {k: getattr(parts, k).counts() for k in ("train", "val", "test")},
         },
         "versions": {"spamguard": spamguard.__version__, "python": platform.python_version(),
-                     "torch": torch.__version__, "transformers": transformers.__version__,
+                     "torch": torch.__version__, "transformers": version("transformers"),
                      "scikit-learn": sklearn.__version__},
     }

@@ -223,7 +223,8 @@ def train_candidate(training: TrainingSet, *, settings: Settings, snapshot: Snap
                     progress: bool | None) -> Candidate:
     """Train a version on ``training`` with the active version's backbone and settings."""
     started = time.perf_counter()
-    backbone = load_backbone(backbone_location(snapshot.active_metadata, settings))
+    backbone = load_backbone(backbone_location(snapshot.active_metadata, settings),
+                             cache_root=settings.cache_dir)
     config, counts = config_from(snapshot.active_metadata), training.counts
     # New texts go through the backbone first, on every core, into the cache ...
     encoder = CachedEncoder(backbone, settings.cache_dir, pooling=config.pooling,
