@@ -440,8 +440,8 @@ def test_a_changed_folder_or_a_bad_memo_is_loaded_in_full(tiny_backbone_dir, tmp
     assert isinstance(load_backbone(str(folder), cache_root=cache), DeferredBackbone)
 
 
-def test_a_deferred_backbone_refuses_an_encoder_that_is_not_the_one_promised(
-        tiny_backbone_dir, tmp_path):
+def test_a_memo_the_folder_does_not_match_fails_once_and_is_removed(tiny_backbone_dir,
+                                                                    tmp_path):
     import json
 
     from spamguard.errors import ModelError
@@ -453,5 +453,94 @@ def test_a_deferred_backbone_refuses_an_encoder_that_is_not_the_one_promised(
     memo.write_text(json.dumps({**json.loads(memo.read_text()), "hash": "0" * 64}))
     deferred = load_backbone(str(tiny_backbone_dir), cache_root=cache)
     assert isinstance(deferred, DeferredBackbone) and deferred.hash == "0" * 64
-    with pytest.raises(ModelError, match="is not the encoder it was when this run started"):
+    with pytest.raises(ModelError, match="does not have the fingerprints remembered for its "
+                                         "folder .* that record is removed: run again"):
         _ = deferred.model
+    assert not memo.exists()
+    again = load_backbone(str(tiny_backbone_dir), cache_root=cache)  # in full, remembered anew
+    assert not isinstance(again, DeferredBackbone) and again.hash != "0" * 64
+    assert isinstance(load_backbone(str(tiny_backbone_dir), cache_root=cache), DeferredBackbone)
+
+
+def test_a_folder_edited_while_it_loads_is_not_remembered(tiny_backbone_dir, tmp_path,
+                                                          monkeypatch):
+    """An edit between the digest and the load (a deploy, a checkout) would file the edited
+    encoder under the old content's digest; the folder is hashed again after loading."""
+    import json
+
+    from spamguard.ml import backbone as backbone_module
+    from spamguard.ml.backbone import DeferredBackbone
+
+    folder = edited_backbone_copy(tiny_backbone_dir, tmp_path / "bert")
+    original = (folder / "config.json").read_bytes()
+    cache = tmp_path / "cache"
+    real = backbone_module._load_now
+
+    def edited_meanwhile(display, location):
+        config = json.loads(original)
+        config["layer_norm_eps"] = 1e-3
+        (folder / "config.json").write_text(json.dumps(config))
+        return real(display, location)
+
+    monkeypatch.setattr(backbone_module, "_load_now", edited_meanwhile)
+    load_backbone(str(folder), cache_root=cache)
+    monkeypatch.setattr(backbone_module, "_load_now", real)
+    assert not list((cache / "backbones").glob("*.json"))
+    (folder / "config.json").write_bytes(original)  # the edit is undone
+    truth = load_backbone(str(folder), cache_root=cache)
+    assert not isinstance(truth, DeferredBackbone)
+    deferred = load_backbone(str(folder), cache_root=cache)
+    assert isinstance(deferred, DeferredBackbone) and deferred.identity == truth.identity
+
+
+def test_the_folder_digest_reads_only_what_loading_reads_and_tells_files_apart(tmp_path):
+    from spamguard.ml.backbone import folder_digest
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "vocab.txt").write_text("[PAD]\nhello\n")
+    (a / "zz.txt").write_text("world\n")
+    (b / "vocab.txt").write_text("[PAD]\nhello\nzz.txt\nworld\n")  # one file swallowing another
+    assert folder_digest(a) != folder_digest(b)
+    before = folder_digest(a)
+    (a / ".git").mkdir()
+    (a / ".git" / "pack").write_bytes(b"x" * 1000)
+    (a / "pytorch_model.bin").write_bytes(b"never loaded")
+    (a / "README.md").write_text("docs")
+    (a / "onnx").mkdir()
+    (a / "onnx" / "model.onnx").write_bytes(b"another format")
+    assert folder_digest(a) == before
+    (a / "tokenizer_config.json").write_text("{}")
+    assert folder_digest(a) != before
+
+
+def test_threads_sharing_a_deferred_backbone_load_it_once(tiny_backbone_dir, tmp_path,
+                                                           monkeypatch):
+    import threading
+
+    from spamguard.ml import backbone as backbone_module
+    from spamguard.ml.backbone import DeferredBackbone
+
+    cache = tmp_path / "cache"
+    load_backbone(str(tiny_backbone_dir), cache_root=cache)
+    deferred = load_backbone(str(tiny_backbone_dir), cache_root=cache)
+    assert isinstance(deferred, DeferredBackbone)
+    assert "loaded=False" in repr(deferred)  # repr does not load it
+    loads = []
+    real = backbone_module._load_now
+    monkeypatch.setattr(backbone_module, "_load_now",
+                        lambda *args: loads.append(args) or real(*args))
+    barrier, seen = threading.Barrier(4), []
+
+    def use(attribute):
+        barrier.wait()
+        seen.append(id(getattr(deferred, attribute)))
+
+    threads = [threading.Thread(target=use, args=(name,))
+               for name in ("model", "tokenizer", "model", "tokenizer")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(loads) == 1
+    assert set(seen) == {id(deferred.model), id(deferred.tokenizer)}

@@ -407,3 +407,24 @@ def test_a_full_disk_is_one_line_and_exit_2(retrain, db_session_factory, monkeyp
     assert (outcome.status, outcome.exit_code) == ("failed", 2)
     assert outcome.summary == "retrain: failed: No space left on device: /srv/models/x"
     assert "Traceback" not in caplog.text
+
+
+def test_a_warm_retrain_never_loads_the_encoder(retrain, db_session_factory, monkeypatch,
+                                               db_backend) -> None:
+    """Every text cached (reviews of texts trained on before): the candidate's training and
+    its evaluation beside the active version use the deferred backbone unloaded."""
+    if db_backend != "sqlite":
+        pytest.skip("one backend is enough")
+    from spamguard.ml import backbone as backbone_module
+
+    assert retrain(trigger="cron").status == "promoted"  # loads, remembers, fills the cache
+    store_reviews(db_session_factory,
+                  [(text, "spam" if label else "ham") for label, text in base_rows()[:3]])
+    loads = []
+    real = backbone_module._load_now
+    monkeypatch.setattr(backbone_module, "_load_now",
+                        lambda *args: loads.append(args) or real(*args))
+    second = retrain(force=True)
+    assert second.status in ("promoted", "rejected"), second.summary
+    assert second.counts["timing"]["backbone_texts_embedded"] == 0
+    assert loads == []

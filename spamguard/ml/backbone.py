@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass, field, replace
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -76,6 +77,11 @@ class Backbone:
         return self.model.config
 
     @property
+    def loaded_model(self):
+        """``model`` if it is in memory, else None (never loads: see DeferredBackbone)."""
+        return self.model
+
+    @property
     def hidden_size(self) -> int:
         return int(self.config.hidden_size)
 
@@ -111,40 +117,62 @@ class Backbone:
 KNOWN_CONFIG_KEYS = ("hidden_size", "num_hidden_layers", "max_position_embeddings")
 
 
+_DEFERRED_LOAD = threading.Lock()  # one load at a time; not a field: copies must not share it
+
+
 @dataclass
 class DeferredBackbone(Backbone):
     """A backbone whose fingerprints are known from an earlier load of the very same folder
-    (same bytes, same library versions: :func:`load_backbone` with ``cache_root``), and
+    (same files, same library versions: :func:`load_backbone` with ``cache_root``), and
     whose model and tokenizer are loaded only when first used.
 
     Why: with a warm embedding cache, training never runs the encoder, yet loading it costs
     about 3.5 s on 2 cores (mostly importing transformers' model code), a quarter of a
     warm retraining. The loaded encoder must have the fingerprints the memo promised, or
-    using it fails (ModelError) rather than mixing embeddings of two encoders.
+    using it fails (ModelError, and the memo is removed) rather than mixing embeddings of
+    two encoders.
     """
 
     location: str = ""
     known_config: dict = field(default_factory=dict)
+    memo: str = ""  # the memo file this backbone was made from
 
     def __getattribute__(self, name: str):
         if name in ("model", "tokenizer") and object.__getattribute__(self, name) is None:
             object.__getattribute__(self, "_load")()
         return object.__getattribute__(self, name)
 
+    def __repr__(self) -> str:  # the dataclass repr would read (and so load) the model
+        loaded = object.__getattribute__(self, "model") is not None
+        return (f"DeferredBackbone(name={self.name!r}, hash={self.hash[:12]!r}, "
+                f"loaded={loaded})")
+
+    @property
+    def loaded_model(self):
+        return object.__getattribute__(self, "model")
+
     @property
     def config(self):
-        if object.__getattribute__(self, "model") is not None:
+        if self.loaded_model is not None:
             return self.model.config
         return SimpleNamespace(**self.known_config)
 
     def _load(self) -> None:
-        loaded = _load_now(self.name, self.location)
-        if (loaded.hash, loaded.settings) != (self.hash, self.settings):
-            raise ModelError(f"backbone {self.name} in {self.location} is not the encoder it "
-                             "was when this run started (its files changed meanwhile); run "
-                             "again")
-        self.model, self.tokenizer, self.untrained = (loaded.model, loaded.tokenizer,
-                                                      loaded.untrained)
+        with _DEFERRED_LOAD:
+            if object.__getattribute__(self, "model") is not None:  # another thread did
+                return
+            loaded = _load_now(self.name, self.location)
+            if (loaded.hash, loaded.settings) != (self.hash, self.settings):
+                if self.memo:
+                    Path(self.memo).unlink(missing_ok=True)
+                where = "" if self.location == self.name else f" in {self.location}"
+                raise ModelError(
+                    f"backbone {self.name}{where} does not have the fingerprints "
+                    f"remembered for its folder in {self.memo or 'the cache'} (edited files, "
+                    "or a library that changed how it loads); that record is removed: run "
+                    "again")
+            self.tokenizer, self.untrained = loaded.tokenizer, loaded.untrained
+            self.model = loaded.model  # last: a reader that sees it sees the rest
 
 
 MEMO_FOLDER = "backbones"  # under the cache root: one JSON file per folder content
@@ -152,10 +180,17 @@ MEMO_FOLDER = "backbones"  # under the cache root: one JSON file per folder cont
 MEMO_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors")
 
 
+# Files in a model folder that loading never reads (other frameworks' weights, pickles we
+# refuse, docs): left out of the digest, so a 5 GB hub clone is not read on every run.
+NOT_LOADED_SUFFIXES = (".bin", ".h5", ".msgpack", ".ot", ".onnx", ".pt", ".pth", ".ckpt",
+                       ".gguf", ".tflite", ".md")
+
+
 def folder_digest(folder: Path) -> str:
-    """Hex SHA-256 of every file under ``folder`` (relative path and bytes, in path order)
+    """Hex SHA-256 of the files in ``folder`` that loading reads (its top-level files but
+    dot-files and :data:`NOT_LOADED_SUFFIXES`; each as name length, name, size and bytes)
     and of the versions of :data:`MEMO_LIBRARIES`: the key of a backbone's memo. Reading
-    the packaged backbone's 91 MB takes about 0.2 s."""
+    the packaged backbone's 91 MB takes about 0.15 s."""
     digest = hashlib.sha256()
     for library in MEMO_LIBRARIES:
         try:
@@ -163,8 +198,11 @@ def folder_digest(folder: Path) -> str:
         except package_metadata.PackageNotFoundError:
             version = "-"
         digest.update(f"{library}={version}\n".encode())
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(folder).as_posix()}\n".encode())
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and not p.name.lower().endswith(NOT_LOADED_SUFFIXES))
+    for path in files:
+        name = path.name.encode()
+        digest.update(f"{len(name)}:".encode() + name + f":{path.stat().st_size}:".encode())
         with path.open("rb") as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
@@ -326,9 +364,12 @@ def load_backbone(name: str | None = None, *, cache_root: str | Path | None = No
             return DeferredBackbone(name=display, model=None, tokenizer=None,
                                     hash=memo["hash"], settings=memo["settings"],
                                     untrained=frozenset(memo["untrained"]),
-                                    location=location, known_config=memo["config"])
+                                    location=location, known_config=memo["config"],
+                                    memo=str(_memo_file(cache_root, digest)))
     backbone = _load_now(display, location)
-    if digest is not None:
+    # Only if the folder did not change while it loaded: else the memo would file this
+    # encoder's fingerprints under another folder content's digest.
+    if digest is not None and folder_digest(local) == digest:
         _write_memo(cache_root, digest, backbone)
     return backbone
 

@@ -344,7 +344,7 @@ def with_runtime(backbone: Backbone, runtime: str, *, folder: str | Path | None,
     except ValueError as exc:
         raise ModelError(str(exc)) from None
     if runtime.startswith("torch"):
-        if isinstance(backbone.model, OnnxEncoder):
+        if isinstance(backbone.loaded_model, OnnxEncoder):  # a deferred one is not loaded
             raise ModelError("this backbone already runs on ONNX Runtime; load it again "
                              f"for the {runtime} runtime")
         wanted = "bf16" if runtime == "torch-bf16" else "int8" if int8 else "fp32"
