@@ -100,8 +100,8 @@ def require_api_key() -> Response | None:
         return json_error("this call is not open to API keys", 403)
     if needed not in held:
         return json_error(
-            f"this API key may not {apikeys.SCOPE_HELP[needed]} (it holds: "
-            f"{', '.join(held) or 'no scope'}); ask for a key with the {needed!r} scope", 403,
+            f"this API key may not {apikeys.SCOPE_HELP[needed]}; it holds: "
+            f"{', '.join(held) or 'no scope'}; ask for a key with the {needed!r} scope", 403,
             **{"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needed}"'})
     return None
 
