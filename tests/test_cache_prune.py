@@ -68,6 +68,30 @@ def test_prune_keeps_used_and_recent_entries_and_removes_the_rest(tmp_path):
     assert EmbeddingCache(tmp_path, IN_USE, "mean", 128).get(["hello"])[0] is not None
 
 
+def test_prune_drops_backbone_memos_that_no_longer_describe_their_folder(tmp_path,
+                                                                         tiny_backbone_dir):
+    from spamguard.ml.backbone import DeferredBackbone, load_backbone
+
+    folder = tmp_path / "bert"
+    shutil.copytree(tiny_backbone_dir, folder)
+    cache = tmp_path / "cache"
+    backbone = load_backbone(str(folder), cache_root=cache)
+    (current,) = (cache / "backbones").glob("*.json")
+    stale = current.with_name("0" * 64 + ".json")  # as a library upgrade leaves one
+    shutil.copy(current, stale)
+    unused = current.with_name("1" * 64 + ".json")
+    unused.write_text(json.dumps({**json.loads(current.read_text()), "hash": "f" * 64}))
+    for memo in (current, stale, unused):
+        _age(memo, 30 * DAY)
+    done = prune_cache(cache, {backbone.identity})
+    assert sorted(p for p, _ in done.removed) == sorted([stale, unused])
+    assert [p for p, _ in done.kept] == [current]
+    assert isinstance(load_backbone(str(folder), cache_root=cache), DeferredBackbone)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-3}))
+    assert [p for p, _ in prune_cache(cache, {backbone.identity}).removed] == [current]
+
+
 def test_the_graph_format_in_the_test_names_is_current():
     from spamguard.ml.onnx_runtime import GRAPH_FORMAT
 

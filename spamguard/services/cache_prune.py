@@ -1,4 +1,5 @@
-"""Free the disk that cached embeddings and exported ONNX graphs of unused backbones hold.
+"""Free the disk that cached embeddings and exported ONNX graphs of unused backbones hold,
+and drop backbone memos (``cache/backbones``) that no longer describe their folder.
 
 The embedding cache and the ONNX graphs are keyed by the backbone's identity (weights,
 configuration and tokenizer). They only grow: a backbone no registered model version uses
@@ -18,7 +19,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from spamguard.errors import ModelError, SpamguardError
-from spamguard.ml.backbone import backbone_identity
+from spamguard.ml.backbone import MEMO_FOLDER, backbone_identity, folder_digest, resolve
 from spamguard.ml.embeddings import SPACE_FILE
 from spamguard.ml.onnx_runtime import GRAPH_ID_CHARS, graph_prefix
 from spamguard.ml.version_files import read_metadata
@@ -110,10 +111,25 @@ def _space_identity(space: Path) -> str | None:
     return str(key).split("|")[0]  # "identity" or "identity|variant" (int8, bf16)
 
 
+def _memo_current(memo: Path, in_use: set[str]) -> bool:
+    """Whether a backbone memo still describes a backbone in use as its folder is now (same
+    digest: same files and library versions). One left by a library upgrade, an edited or
+    removed folder, or an unused backbone is not."""
+    try:
+        data = json.loads(memo.read_text(encoding="utf-8"))
+        if backbone_identity(data["hash"], data["settings"]) not in in_use:
+            return False
+        folder = Path(resolve(data["name"])[1])
+        return folder.is_dir() and folder_digest(folder) == memo.stem
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
 def prune_cache(cache_dir: Path, in_use: set[str], *, dry_run: bool = False,
                 recent_seconds: float = RECENT_SECONDS, now: float | None = None) -> PruneResult:
-    """Remove embedding spaces and ONNX graphs whose backbone identity is not ``in_use``
-    and that nothing changed within ``recent_seconds``; with ``dry_run`` only report."""
+    """Remove embedding spaces and ONNX graphs whose backbone identity is not ``in_use``,
+    and backbone memos that are not current (:func:`_memo_current`), when nothing changed
+    them within ``recent_seconds``; with ``dry_run`` only report."""
     now = time.time() if now is None else now
     prefixes = {identity[:GRAPH_ID_CHARS] for identity in in_use}
     candidates: list[tuple[Path, bool]] = []  # (path, used)
@@ -125,6 +141,10 @@ def prune_cache(cache_dir: Path, in_use: set[str], *, dry_run: bool = False,
     if graphs.is_dir():
         for graph in sorted(graphs.glob("*.onnx")):
             candidates.append((graph, graph_prefix(graph.name) in prefixes))
+    memos = cache_dir / MEMO_FOLDER
+    if memos.is_dir():
+        for memo in sorted(memos.glob("*.json")):
+            candidates.append((memo, _memo_current(memo, in_use)))
     result = PruneResult()
     for path, used in candidates:
         try:
