@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from spamguard.errors import ModelError
+from spamguard.ml.files import replace_durably
 
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 
@@ -229,9 +230,9 @@ def _read_memo(cache_root: str | Path, digest: str) -> dict | None:
 
 
 def _write_memo(cache_root: str | Path, digest: str, backbone: Backbone) -> None:
-    """Record ``backbone``'s fingerprints for its folder's digest (atomically: a reader sees
-    the old file or the new one). A memo that cannot be written only costs the next run a
-    full load."""
+    """Record ``backbone``'s fingerprints for its folder's digest (through
+    :func:`~spamguard.ml.files.replace_durably`: a reader sees the old file or the new
+    one). A memo that cannot be written only costs the next run a full load."""
     config = {key: getattr(backbone.config, key, None) for key in KNOWN_CONFIG_KEYS}
     if not all(isinstance(value, int) for value in config.values()):
         return
@@ -242,7 +243,7 @@ def _write_memo(cache_root: str | Path, digest: str, backbone: Backbone) -> None
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(f".{os.getpid()}.tmp")
         partial.write_text(json.dumps(memo, sort_keys=True), encoding="utf-8")
-        partial.replace(target)
+        replace_durably(partial, target)
     except OSError as exc:
         logging.getLogger(__name__).warning("cannot write the backbone memo %s: %s", target,
                                             exc)

@@ -111,16 +111,21 @@ def _space_identity(space: Path) -> str | None:
     return str(key).split("|")[0]  # "identity" or "identity|variant" (int8, bf16)
 
 
-def _memo_current(memo: Path, in_use: set[str]) -> bool:
+def _memo_current(memo: Path, in_use: set[str], digests: dict[Path, str]) -> bool:
     """Whether a backbone memo still describes a backbone in use as its folder is now (same
     digest: same files and library versions). One left by a library upgrade, an edited or
-    removed folder, or an unused backbone is not."""
+    removed folder, or an unused backbone is not. ``digests`` keeps each folder's digest
+    for the other memos of the same folder."""
     try:
         data = json.loads(memo.read_text(encoding="utf-8"))
         if backbone_identity(data["hash"], data["settings"]) not in in_use:
             return False
         folder = Path(resolve(data["name"])[1])
-        return folder.is_dir() and folder_digest(folder) == memo.stem
+        if not folder.is_dir():
+            return False
+        if folder not in digests:
+            digests[folder] = folder_digest(folder)
+        return digests[folder] == memo.stem
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
@@ -143,8 +148,9 @@ def prune_cache(cache_dir: Path, in_use: set[str], *, dry_run: bool = False,
             candidates.append((graph, graph_prefix(graph.name) in prefixes))
     memos = cache_dir / MEMO_FOLDER
     if memos.is_dir():
+        digests: dict[Path, str] = {}
         for memo in sorted(memos.glob("*.json")):
-            candidates.append((memo, _memo_current(memo, in_use)))
+            candidates.append((memo, _memo_current(memo, in_use, digests)))
     result = PruneResult()
     for path, used in candidates:
         try:
