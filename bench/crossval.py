@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import re
 import sys
 import time
 from collections import defaultdict
@@ -117,6 +118,10 @@ class LexicalSpec:
     nb: bool = False  # scale each feature by the naive-Bayes log-count ratio (NB-SVM)
     model: str = "svm"  # "svm": LinearSVC; "lr": LogisticRegression (liblinear)
     C: float = 1.0
+    # Digit shapes: "keep" (as the baseline), "zero" (every digit read as 0 by both
+    # vectorizers, so 08712460324 and 09061701461 share their n-grams), "zero-word" (the
+    # word vectorizer only; char n-grams keep the digits).
+    digits: str = "keep"
 
 
 # Each also accepts "@C", e.g. "lr@3". All use class_weight="balanced" like the baseline.
@@ -128,7 +133,16 @@ LEXICAL_VARIANTS = {
     "nblr": LexicalSpec(nb=True, model="lr", C=10.0),
     "nblr-bin": LexicalSpec(binary=True, nb=True, model="lr", C=1.0),
     "lr": LexicalSpec(model="lr", C=10.0),  # baseline features, logistic regression
+    "digits0": LexicalSpec(digits="zero"),  # baseline, every digit read as 0
+    "digits0-word": LexicalSpec(digits="zero-word"),  # ... by the word vectorizer only
 }
+
+_DIGIT = re.compile(r"\d")
+
+
+def zero_digits(text: str) -> str:
+    """Lower-case ``text`` and read every digit as 0: a number's shape, not its value."""
+    return _DIGIT.sub("0", text.lower())
 
 
 def lexical_spec(text: str) -> LexicalSpec:
@@ -151,10 +165,13 @@ class LexicalModel:
             s = self.spec
             extra = (dict(binary=True, use_idf=False, norm=None) if s.binary
                      else dict(sublinear_tf=True))
+            word_pre = zero_digits if s.digits in ("zero", "zero-word") else None
+            char_pre = zero_digits if s.digits == "zero" else None
             self.vectorizers_ = [
-                TfidfVectorizer(analyzer="word", ngram_range=(1, 2), lowercase=True, **extra),
+                TfidfVectorizer(analyzer="word", ngram_range=(1, 2), lowercase=True,
+                                preprocessor=word_pre, **extra),
                 TfidfVectorizer(analyzer=s.char_analyzer, ngram_range=s.char_range,
-                                lowercase=True, **extra)]
+                                lowercase=True, preprocessor=char_pre, **extra)]
             parts = [v.fit_transform(texts) for v in self.vectorizers_]
         else:
             parts = [v.transform(texts) for v in self.vectorizers_]
