@@ -154,8 +154,12 @@ def run_gunicorn(settings: Settings, options: dict[str, Any]) -> None:
 
             return create_app()
 
+    master = os.getpid()
     try:
         Application().run()
     finally:
-        if metrics_dir:
+        # Workers are forked inside run(), and one that exits (SIGTERM, a reload, a timed-out
+        # request) leaves through this block too: only the master may remove the folder all
+        # workers write to, or every later request fails to record its metrics.
+        if metrics_dir and os.getpid() == master:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,18 +1,11 @@
 """bench/crossval.py's lexical variants read the text they say they read."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.bench_modules import load_bench
 
-spec = importlib.util.spec_from_file_location("crossval", ROOT / "bench" / "crossval.py")
-crossval = importlib.util.module_from_spec(spec)
-sys.modules.setdefault("crossval", crossval)  # dataclasses look their module up there
-spec.loader.exec_module(crossval)
+crossval = load_bench("crossval")
 
 TEXTS = ["Call 08712460324 now to claim", "see you at 7", "Call 09061701461 for your prize",
          "ok thanks", "WIN cash, text 80888", "running late, 10 mins"]

@@ -173,6 +173,36 @@ def test_split_is_stratified_disjoint_and_seeded():
     assert split(data).test.texts == parts.test.texts
 
 
+def test_messages_marked_always_train_never_reach_validation_or_test():
+    data, _ = dedupe(load_labelled(SHIPPED))
+    marked = np.zeros(len(data), dtype=bool)
+    marked[::9] = True
+    parts = split(data, always_train=marked)
+    chosen = {data.texts[i] for i in np.flatnonzero(marked)}
+    assert chosen <= set(parts.train.texts)
+    assert not chosen & (set(parts.val.texts) | set(parts.test.texts))
+    rest = split(data.subset(np.flatnonzero(~marked)))  # the others split as they would alone
+    assert (parts.val.texts, parts.test.texts) == (rest.val.texts, rest.test.texts)
+    assert parts.train.texts == rest.train.texts + sorted(chosen, key=data.texts.index)
+    assert len(parts.train) + len(parts.val) + len(parts.test) == len(data)
+    no_marks = split(data, always_train=np.zeros(len(data), dtype=bool))
+    assert no_marks.test.texts == split(data).test.texts
+
+
+def test_too_few_unmarked_messages_to_split_split_everything():
+    from spamguard.ml.data import LabelledData, always_train_count
+
+    texts = [f"spam offer {i}" for i in range(12)] + [f"hello friend {i}" for i in range(12)]
+    data = LabelledData(texts, np.array([1] * 12 + [0] * 12))
+    marked = np.array([True] * 10 + [False] * 14)  # 2 unmarked spam: cannot be split
+    assert always_train_count(data, marked) == 0
+    assert split(data, always_train=marked).test.texts == split(data).test.texts
+    marked[:10] = False
+    marked[:4] = True  # 8 unmarked spam, 12 ham: enough
+    assert always_train_count(data, marked) == 4
+    assert set(texts[:4]) <= set(split(data, always_train=marked).train.texts)
+
+
 def test_data_hash_ignores_order_but_not_labels():
     from spamguard.ml.data import LabelledData
 

@@ -46,6 +46,27 @@ def test_metrics_count_requests_verdicts_and_model(client):
     assert 'spamguard_model_loaded{version="' in text
 
 
+def test_a_metric_that_cannot_be_written_fails_no_request(client, caplog, monkeypatch):
+    """E.g. a temporary-file cleaner removed the multiprocess folder: requests are served
+    (and the message stored), and the log says so once, not on every request."""
+    metrics = client.application.extensions["spamguard.metrics"]
+
+    def gone(*_args):
+        raise FileNotFoundError(2, "No such file or directory", "/tmp/m/counter_1.db")
+
+    for metric in (metrics.requests, metrics.latency, metrics.verdicts, metrics.model):
+        monkeypatch.setattr(metric, "labels", gone)
+    with caplog.at_level(logging.WARNING, logger="spamguard.metrics"):
+        for body in ("first message", "second message"):
+            assert post_signed(client, twilio_params(body)).status_code == 200
+        assert client.get("/healthz").status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if r.name == "spamguard.metrics"]
+    assert warnings == ["metrics: not recorded (FileNotFoundError: [Errno 2] No such file or "
+                        "directory: '/tmp/m/counter_1.db'); requests are served as usual"]
+    assert metrics.failures["FileNotFoundError"] >= 7  # 3 requests, 2 verdicts, model
+    assert count_rows(client.application, Message) == 2
+
+
 def test_one_json_log_line_per_request_without_body(client, caplog):
     body = "secret body text 12345"
     with caplog.at_level(logging.INFO, logger="spamguard.access"):

@@ -87,6 +87,21 @@ def test_a_run_reads_the_reviews_once(retrain, db_session_factory, monkeypatch) 
     assert outcome.counts["training"]["reviewed_messages"] == 2
 
 
+def test_reviewed_messages_always_train(retrain, db_session_factory) -> None:
+    """Moderator labels go to the candidate's training part, never its validation part
+    (where a few hard legitimate messages would raise the threshold; README)."""
+    def split_of(outcome) -> dict:
+        return json.loads((outcome.report_path.parent / "model.json").read_text())["data"]
+
+    before = split_of(retrain(min_new_reviews=0))
+    store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+    after = split_of(retrain(min_new_reviews=0, force=True))
+    assert "always_train" not in before and after["always_train"] == len(NEW_HAM)
+    for part in ("val", "test"):  # drawn from the same base messages as before
+        assert after["split"][part] == before["split"][part]
+    assert after["split"]["train"]["ham"] == before["split"]["train"]["ham"] + len(NEW_HAM)
+
+
 def test_skips_when_too_few_new_reviews(retrain, db_session_factory) -> None:
     retrain()
     store_reviews(db_session_factory, [(NEW_HAM[0], "ham"), (NEW_HAM[1], "ham")])

@@ -386,11 +386,41 @@ def check_trainable(data: LabelledData, source: str = "data") -> None:
                         f"need at least {MIN_PER_CLASS} of each class")
 
 
-def split(data: LabelledData, *, seed: int = 2018, train_size: float = 0.7) -> Split:
+def always_train_count(data: LabelledData, always_train: np.ndarray | None) -> int:
+    """How many messages :func:`split` sets aside for training: the marked ones, or none
+    when the unmarked ones are too few of a class to split."""
+    if always_train is None or not np.any(always_train):
+        return 0
+    left = data.labels[~np.asarray(always_train, dtype=bool)]
+    if min(int(left.sum()), len(left) - int(left.sum())) < MIN_PER_CLASS:
+        return 0
+    return int(np.sum(always_train))
+
+
+def split(data: LabelledData, *, seed: int = 2018, train_size: float = 0.7,
+          always_train: np.ndarray | None = None) -> Split:
     """Stratified split: ``train_size`` for training, the rest halved into val and test.
 
     Call on deduplicated data, so no normalised text lands on both sides.
+
+    ``always_train`` (one bool per message) marks messages that go to training whatever
+    the split; the others are split as usual and the marked ones join the training part.
+    Retraining marks moderator-labelled messages: they are the traffic the model got wrong,
+    and in validation a few legitimate ones the model still scores as spam raise the
+    threshold far enough to lose most spam (bench/fresh_sms.py; README). When the others
+    are too few to split, everything is split as usual (:func:`always_train_count` says
+    which happened).
     """
+    marked = None if always_train is None else np.asarray(always_train, dtype=bool)
+    if marked is not None and len(marked) != len(data):
+        raise ValueError(f"always_train has {len(marked)} flags for {len(data)} messages")
+    if always_train_count(data, marked):
+        rest = split(data.subset(np.flatnonzero(~marked)), seed=seed, train_size=train_size)
+        extra = data.subset(np.flatnonzero(marked))
+        train = LabelledData(rest.train.texts + extra.texts,
+                             np.concatenate([rest.train.labels, extra.labels]),
+                             rest.train.origins + extra.origins)
+        return Split(train, rest.val, rest.test)
     check_trainable(data)
     index = np.arange(len(data))
     # Imported here: the web service uses this module (text_hash) and needs no scikit-learn.

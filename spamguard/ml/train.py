@@ -22,7 +22,15 @@ from spamguard.errors import ModelError
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.blend import Blend, head_logit
 from spamguard.ml.classifier import LABEL_MAP, SpamClassifier, build_inputs
-from spamguard.ml.data import LabelledData, Split, check_trainable, data_hash, dedupe, split
+from spamguard.ml.data import (
+    LabelledData,
+    Split,
+    always_train_count,
+    check_trainable,
+    data_hash,
+    dedupe,
+    split,
+)
 from spamguard.ml.embeddings import CachedEncoder, setting_problem, show_progress
 from spamguard.ml.features import FEATURE_NAMES
 from spamguard.ml.head import BertArch
@@ -223,7 +231,8 @@ def new_version_id(seed_text: str) -> str:
 def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str | Path | None,
                 backbone: Backbone | str | None = None, config: TrainConfig | None = None,
                 data_source: str = "", progress: bool | None = None,
-                log: Callable[[str], None] | None = None) -> TrainResult:
+                log: Callable[[str], None] | None = None,
+                always_train: Callable[[str], bool] | None = None) -> TrainResult:
     """Deduplicate, split, embed (cached), train, pick a threshold, evaluate, save.
 
     Args:
@@ -236,6 +245,9 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
         progress: progress bars (None: only on a terminal).
         log: receives one line per stage (the CLI prints them: without a terminal there
             are no progress bars, and a first training takes minutes).
+        always_train: given a message's origin, whether it goes to the training part
+            whatever the split (retraining: moderator-labelled messages; see
+            :func:`~spamguard.ml.data.split`).
 
     Returns:
         The trained classifier, its directory, metadata and a printable summary.
@@ -252,9 +264,16 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
             Path(folder).mkdir(parents=True, exist_ok=True)
     unique, stats = dedupe(data)
     check_trainable(unique, data_source or "training data")
-    parts = split(unique, seed=config.split_seed)
+    marked = (np.array([always_train(origin) for origin in unique.origins], dtype=bool)
+              if always_train and unique.origins else None)
+    parts = split(unique, seed=config.split_seed, always_train=marked)
+    kept = always_train_count(unique, marked)
+    if marked is not None and marked.any() and not kept:
+        say(f"train: note: too few other messages to split, so the {int(marked.sum())} "
+            "that would always train are split with them")
     say(f"train: {len(unique)} distinct messages ({stats.removed} duplicates grouped): "
-        f"{len(parts.train)} train, {len(parts.val)} validation, {len(parts.test)} test")
+        f"{len(parts.train)} train" + (f" ({kept} of them always)" if kept else "")
+        + f", {len(parts.val)} validation, {len(parts.test)} test")
     if not isinstance(backbone, Backbone):
         say("train: loading the backbone")
         backbone = load_backbone(backbone, cache_root=cache_root)
@@ -278,6 +297,8 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     timing["train_head_s"] = time.perf_counter() - mark
 
     metadata = _metadata(backbone, config, features, fit, parts, stats, data, data_source)
+    if kept:
+        metadata["data"]["always_train"] = kept
     mark = time.perf_counter()
     say("train: fitting the TF-IDF + SVM baseline, choosing the threshold, writing the report")
     # The report's baseline; with lexical=True the same fitted model is the lexical half.

@@ -28,6 +28,7 @@ from spamguard.services import model_diff, registry
 from spamguard.services.evalset import EvalSet, ensure_evalset
 from spamguard.services.locks import pid_alive
 from spamguard.services.training_data import (
+    REVIEW_ORIGIN,
     TrainingSet,
     build_training_set,
     check_class_sizes,
@@ -237,6 +238,8 @@ def train_candidate(training: TrainingSet, *, settings: Settings, snapshot: Snap
         result = train_model(
             training.data, models_dir=settings.models_dir, cache_root=settings.cache_dir,
             backbone=backbone, config=config, progress=progress,
+            # Reviewed messages always train; validation and test come from the base data.
+            always_train=lambda origin: origin.startswith(REVIEW_ORIGIN),
             data_source=f"{settings.base_data_path} + {counts['reviewed_messages']} reviewed "
                         f"messages - {counts['excluded_eval']} evaluation messages")
     timing = {**result.metadata["timing"], "load_and_embed_s": embedded_s,
