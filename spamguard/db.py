@@ -21,6 +21,13 @@ import spamguard
 from spamguard.errors import DatabaseError, DatabaseUnavailableError, SchemaOutOfDateError
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# PostgreSQL limits for the web service's sessions: a request waits at most as long for a
+# lock as SQLite's busy timeout, and no statement outlives gunicorn's 120 s worker timeout
+# (a killed worker answers nothing and loses the message); both end in a 503 the gateway
+# retries. Connecting gives up after PG_CONNECT_TIMEOUT_S (a host that drops packets).
+PG_LOCK_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS
+PG_STATEMENT_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_S = 10
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")  # what the migrations and tests cover
 
 
@@ -129,13 +136,21 @@ def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
-def make_engine(url: str | URL, *, hide_parameters: bool = True, **engine_kwargs: Any) -> Engine:
-    """Create an engine: SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL psycopg 3.
+def make_engine(url: str | URL, *, hide_parameters: bool = True, request_timeouts: bool = False,
+                **engine_kwargs: Any) -> Engine:
+    """Create an engine: SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL psycopg 3
+    with a connect timeout.
 
     ``hide_parameters`` (the default) keeps bound values out of SQLAlchemy's error text: a
     failed INSERT would otherwise put the SMS body, phone numbers or a password hash into the
     error log as ``[parameters: ...]``. Pass ``not settings.log_bodies`` where settings are at
     hand, so only an operator who asked for bodies in the log gets them there.
+
+    ``request_timeouts`` (the web service): PostgreSQL sessions get ``lock_timeout`` and
+    ``statement_timeout`` (:data:`PG_LOCK_TIMEOUT_MS`, :data:`PG_STATEMENT_TIMEOUT_MS`), so a
+    table a migration or a long transaction holds gives a 503 instead of a request that
+    hangs until gunicorn kills the worker. Commands (migrations, retraining) may wait.
+    Settings in the URL (``?connect_timeout=``, ``?options=``) win over these.
     """
     parsed = normalise_url(url)
     engine_kwargs["hide_parameters"] = hide_parameters
@@ -145,10 +160,29 @@ def make_engine(url: str | URL, *, hide_parameters: bool = True, **engine_kwargs
             event.listen(engine, "connect", _sqlite_on_connect(foreign_keys=True))
             return engine
         engine_kwargs.setdefault("pool_pre_ping", True)
+        engine_kwargs["connect_args"] = _postgres_connect_args(
+            parsed, engine_kwargs.get("connect_args", {}), request_timeouts)
         return create_engine(parsed, **engine_kwargs)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise DatabaseError(f"unsupported database URL {safe_url(parsed)}: {_first_line(exc)} "
                             "(use sqlite:/// or postgresql://)") from None
+
+
+def _postgres_connect_args(url: URL, given: dict[str, Any], request_timeouts: bool
+                           ) -> dict[str, Any]:
+    """psycopg connect arguments: a connect timeout, and for the service the lock and
+    statement timeouts, before any ``options`` the URL sets (libpq: the last one wins)."""
+    args = dict(given)
+    if "connect_timeout" not in url.query:
+        args.setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
+    if request_timeouts:
+        ours = (f"-c lock_timeout={PG_LOCK_TIMEOUT_MS} "
+                f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}")
+        theirs = args.get("options", url.query.get("options", ""))
+        if isinstance(theirs, tuple):  # a key given twice in the URL
+            theirs = " ".join(theirs)
+        args["options"] = f"{ours} {theirs}".strip()
+    return args
 
 
 def make_migration_engine(url: str | URL) -> Engine:

@@ -30,7 +30,8 @@ class Database:
             settings = current_app.config["SPAMGUARD"]
             # Bound values (SMS bodies, numbers) reach error logs only with log_bodies on.
             self._engine = make_engine(settings.resolved_database_url,
-                                       hide_parameters=not settings.log_bodies)
+                                       hide_parameters=not settings.log_bodies,
+                                       request_timeouts=True)
             self._factory = make_session_factory(self._engine)
             self._pid = os.getpid()
         return self._engine

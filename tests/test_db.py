@@ -259,3 +259,30 @@ def test_which_database_errors_are_worth_a_retry(orig, unavailable):
         error.sqlstate = None if detail == "None" else detail
     assert database_unavailable(OperationalError("SELECT 1", {}, error)) is unavailable
     assert not database_unavailable(IntegrityError("INSERT", {}, error))
+
+
+@pytest.mark.parametrize("url, timeouts, expected", [
+    ("postgresql://u@h/db", False, {"connect_timeout": 10}),
+    ("postgresql://u@h/db?connect_timeout=3", False, {"connect_timeout": "3"}),
+    ("postgresql://u@h/db", True,
+     {"connect_timeout": 10, "options": "-c lock_timeout=5000 -c statement_timeout=30000"}),
+    ("postgresql://u@h/db?options=-c%20lock_timeout%3D900", True,  # the URL's own wins
+     {"connect_timeout": 10,
+      "options": "-c lock_timeout=5000 -c statement_timeout=30000 -c lock_timeout=900"}),
+])
+def test_postgres_engines_get_a_connect_timeout_and_the_service_lock_timeouts(
+        url, timeouts, expected, monkeypatch):
+    from spamguard.db import make_engine
+
+    engine = make_engine(url, request_timeouts=timeouts)
+    captured = {}
+
+    def connect(*_args, **kwargs):  # what psycopg.connect would get; nothing connects
+        captured.update(kwargs)
+        raise RuntimeError("not connecting")
+
+    monkeypatch.setattr(engine.dialect.dbapi, "connect", connect)
+    with pytest.raises(Exception, match="not connecting"):
+        engine.connect()
+    assert {k: v for k, v in captured.items() if k in ("connect_timeout", "options")} == (
+        expected)

@@ -380,3 +380,39 @@ def test_database_error_logs_the_body_when_bodies_are_logged(make_app, failing_m
     with caplog.at_level("DEBUG"):
         assert post_signed(app.test_client(), twilio_params(SECRET_BODY)).status_code == 500
     assert SECRET_BODY in caplog.text
+
+
+def test_a_locked_messages_table_is_a_prompt_503_on_postgresql(app, post_twilio, db_backend):
+    """A migration or a long transaction holding the table: the request gives up after the
+    lock timeout with a 503 the gateway retries, instead of hanging until gunicorn kills
+    the worker (and the message is lost)."""
+    if db_backend != "postgresql":
+        pytest.skip("SQLite's own busy timeout is tested with the database tests")
+    import threading
+
+    from sqlalchemy import text
+
+    from spamguard.db import make_engine
+
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_table() -> None:
+        engine = make_engine(app.config["SPAMGUARD"].resolved_database_url)
+        with engine.connect() as connection:
+            connection.execute(text("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE"))
+            locked.set()
+            release.wait(timeout=30)  # without a lock timeout the request waits this long
+            connection.rollback()
+        engine.dispose()
+
+    holder = threading.Thread(target=hold_the_table)
+    holder.start()
+    try:
+        assert locked.wait(timeout=30)
+        response = post_twilio(twilio_params("held up by a lock"))
+    finally:
+        release.set()
+        holder.join()
+    assert response.status_code == 503, response.data
+    assert response.headers["Retry-After"] == "5"
+    assert post_twilio(twilio_params("after the lock")).status_code == 200
