@@ -52,6 +52,12 @@ def normalise_url(url: str | URL) -> URL:
 # cancelled (statement timeout), server shutting down. A wrong password (28P01), a missing
 # database (3D000) or a full disk (53100) need a person, not a retry.
 TRANSIENT_SQLSTATES = ("08", "40", "55P03", "53300", "57014", "57P01", "57P02", "57P03")
+# A login the server refuses reaches psycopg without a SQLSTATE (libpq reports connection
+# failures as text), so these, in the server's English wording, mark the ones a person must
+# fix: a wrong or missing password, an unknown database or role, no pg_hba.conf entry. A
+# server that words them in another language counts them as unavailable (retry) instead.
+REFUSED_LOGIN_TEXTS = ("password authentication failed", "no password supplied",
+                       "does not exist", "no pg_hba.conf entry")
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -60,8 +66,8 @@ def database_unavailable(exc: BaseException) -> bool:
 
     SQLite: locked past its busy timeout (SQLite also says OperationalError for a missing
     table, hence the text check). PostgreSQL: a lost connection, or a server error of a
-    class in :data:`TRANSIENT_SQLSTATES`; a connection refused before the server said
-    anything has no SQLSTATE and counts as unavailable too.
+    class in :data:`TRANSIENT_SQLSTATES`; a connection that fails has no SQLSTATE and counts
+    as unavailable too, unless the server refused the login (:data:`REFUSED_LOGIN_TEXTS`).
     """
     from sqlalchemy.exc import OperationalError
 
@@ -73,7 +79,10 @@ def database_unavailable(exc: BaseException) -> bool:
         text = str(exc.orig).lower()
         return "locked" in text or "busy" in text
     sqlstate = getattr(exc.orig, "sqlstate", None)
-    return sqlstate is None or sqlstate.startswith(TRANSIENT_SQLSTATES)
+    if sqlstate is None:
+        text = str(exc.orig)
+        return not any(refused in text for refused in REFUSED_LOGIN_TEXTS)
+    return sqlstate.startswith(TRANSIENT_SQLSTATES)
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -287,9 +296,11 @@ def schema_status(engine: Engine) -> SchemaStatus:
         with engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
     except SQLAlchemyError as exc:
-        raise DatabaseUnavailableError(
-            f"cannot read the database {safe_url(engine.url)}: {_first_line(exc)}"
-        ) from exc
+        # Down or busy: exit 1, try again later; a refused login or a broken database:
+        # exit 2, a person must fix it (docs/retraining.md, exit codes).
+        error = DatabaseUnavailableError if database_unavailable(exc) else DatabaseError
+        raise error(f"cannot read the database {safe_url(engine.url)}: {_first_line(exc)}"
+                    ) from exc
     known = current is None or current in {rev.revision for rev in script.walk_revisions()}
     return SchemaStatus(current=current, head=head_revision(), known=known)
 

@@ -36,8 +36,9 @@ class NoDatabaseError(DatabaseError):
     must not start a new instance) says where it looked instead of creating one there."""
 
     def __init__(self, path, setting: str) -> None:
-        super().__init__(f"no spamguard database at {path}: check {setting}; "
-                         "`spamguard train` or `spamguard db upgrade` makes one")
+        super().__init__(f"no spamguard database at {path}: check {setting}; to start a "
+                         "new instance there instead, `spamguard train` or "
+                         "`spamguard db upgrade` makes one")
 
 
 class DatabaseUnavailableError(DatabaseError):

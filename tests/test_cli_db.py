@@ -156,4 +156,5 @@ def test_commands_that_need_existing_rows_create_no_database(home, args) -> None
     result = CliRunner().invoke(build_cli(), args, input="long-enough\n")
     assert result.exit_code == 2, result.output
     assert "no spamguard database at " in result.output
+    assert "set SPAMGUARD_DATABASE_URL if the service uses PostgreSQL" in result.output
     assert not home.exists()

@@ -243,6 +243,12 @@ def test_engines_hide_bound_values_in_errors_by_default(tmp_path) -> None:
     ("pg:57P01", True), ("pg:53300", True),
     ("pg:28P01", False),  # wrong password after a rotation: a person must fix it
     ("pg:3D000", False), ("pg:53100", False),
+    # what psycopg really reports when the server refuses the login: no SQLSTATE
+    ('pg:None:connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+     'FATAL:  password authentication failed for user "spamguard"', False),
+    ('pg:None:connection failed: ... failed: FATAL:  database "sg" does not exist', False),
+    ("pg:None:connection failed: ... failed: fe_sendauth: no password supplied", False),
+    ('pg:None:connection failed: ... port 5499 failed: Connection refused', True),
 ])
 def test_which_database_errors_are_worth_a_retry(orig, unavailable):
     import sqlite3
@@ -255,8 +261,10 @@ def test_which_database_errors_are_worth_a_retry(orig, unavailable):
     if kind == "sqlite":
         error = sqlite3.OperationalError(detail)
     else:
-        error = type("PgError", (Exception,), {"__module__": "psycopg.errors"})("server says no")
-        error.sqlstate = None if detail == "None" else detail
+        code, _, words = detail.partition(":")
+        error = type("PgError", (Exception,), {"__module__": "psycopg.errors"})(
+            words or "server says no")
+        error.sqlstate = None if code == "None" else code
     assert database_unavailable(OperationalError("SELECT 1", {}, error)) is unavailable
     assert not database_unavailable(IntegrityError("INSERT", {}, error))
 

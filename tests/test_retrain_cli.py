@@ -102,6 +102,19 @@ def test_unreachable_database_exits_1_so_a_scheduler_retries(retrain_env) -> Non
     assert "cannot read the database" in result.output
 
 
+def test_a_refused_login_exits_2_so_a_person_fixes_it(retrain_env, db_backend) -> None:
+    if db_backend != "postgresql":
+        pytest.skip("a password is a PostgreSQL setting")
+    from sqlalchemy.engine import make_url
+
+    wrong = make_url(retrain_env["SPAMGUARD_DATABASE_URL"]).set(password="not-the-password")
+    result = CliRunner().invoke(build_cli(), ["retrain", "--trigger", "cron"], env={
+        **retrain_env, "SPAMGUARD_DATABASE_URL": wrong.render_as_string(hide_password=False)})
+    assert result.exit_code == 2, result.output
+    assert "password authentication failed" in result.output
+    assert "not-the-password" not in result.output
+
+
 @pytest.mark.parametrize("margin", ["-0.1", "1.5"])
 def test_margin_setting_out_of_range_is_refused(margin) -> None:
     from spamguard.config import load_settings
@@ -119,7 +132,10 @@ def test_the_documented_crontab_line_runs_and_logs(tmp_path) -> None:
 
     docs = Path(__file__).resolve().parents[1] / "docs" / "retraining.md"
     (line,) = [x for x in docs.read_text().splitlines() if x.startswith("15 3 * * *")]
-    command = line.split(None, 5)[5].replace("/srv/spamguard", str(tmp_path))
+    env_file = tmp_path / "env"  # as docs/retraining.md describes /etc/spamguard/env
+    env_file.write_text(f"SPAMGUARD_HOME={tmp_path}/instance\n")
+    command = (line.split(None, 5)[5].replace("/etc/spamguard/env", str(env_file))
+               .replace("/srv/spamguard", str(tmp_path)))
     (tmp_path / ".venv").symlink_to(sys.prefix)  # the virtual environment running the tests
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPAMGUARD_")}
     done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True,
@@ -127,7 +143,9 @@ def test_the_documented_crontab_line_runs_and_logs(tmp_path) -> None:
     assert done.returncode == 2, done.stderr
     log = (tmp_path / "instance" / "logs" / "retrain.log").read_text()
     assert log.startswith("retrain: started ") and " UTC (pid " in log
-    assert log.splitlines()[-1].startswith("retrain: failed: no spamguard database at ")
+    last = log.splitlines()[-1]
+    assert last.startswith(f"retrain: failed: no spamguard database at {tmp_path}/instance/")
+    assert "set SPAMGUARD_DATABASE_URL if the service uses PostgreSQL" in last
     assert not (tmp_path / "instance" / "spamguard.db").exists()  # nothing was created
 
 

@@ -49,7 +49,9 @@ def session_factory_for(ctx: CliContext, *, create: bool = True) -> Iterator:
     url = ctx.settings.resolved_database_url
     if not create and (missing := missing_sqlite_file(url)) is not None:
         setting = ("SPAMGUARD_DATABASE_URL" if ctx.settings.database_url else
-                   f"SPAMGUARD_HOME (now {ctx.settings.home.resolve()})")
+                   f"SPAMGUARD_HOME (now {ctx.settings.home.resolve()}), and set "
+                   "SPAMGUARD_DATABASE_URL if the service uses PostgreSQL (it is not set "
+                   "here: cron and systemd do not read your shell's settings)")
         raise NoDatabaseError(missing.resolve(), setting)
     engine = open_database(url, create_if_empty=True, hide_parameters=not ctx.settings.log_bodies)
     try:
