@@ -224,3 +224,31 @@ def test_0005_gives_existing_api_keys_every_scope(tmp_path: Path) -> None:
             ("old", "submit,classify,read")]
     connection.close()
     assert _diff(url) == []
+
+
+def test_0005_downgrade_revokes_keys_it_could_no_longer_limit(db_url: str, caplog) -> None:
+    """Before scopes every key could do everything: a submit-only key must not wake up
+    able to read every stored message after a downgrade (or a downgrade and upgrade)."""
+    import logging
+
+    from sqlalchemy import text
+
+    db.upgrade_schema(db_url)
+    engine = db.make_engine(db_url)
+    with engine.begin() as connection:
+        for name, scopes in (("gateway", "submit"), ("all", "submit,classify,read"),
+                             ("reordered", "read,submit,classify")):
+            connection.execute(text(
+                "INSERT INTO api_keys (name, key_prefix, key_hash, scopes, created_at) "
+                "VALUES (:n, :n, :n, :s, CURRENT_TIMESTAMP)"), {"n": name, "s": scopes})
+    with caplog.at_level(logging.WARNING), engine.begin() as connection:
+        command.downgrade(db.alembic_config(connection=connection), "0004")
+    assert "revoked 1 API key(s) limited to some scopes" in caplog.text
+    assert "1 (gateway)" in caplog.text
+    db.upgrade_schema(db_url)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT name, revoked_at IS NOT NULL FROM api_keys "
+                                       "ORDER BY id")).all()
+    engine.dispose()
+    assert [tuple(row) for row in rows] == [("gateway", True), ("all", False),
+                                            ("reordered", False)]
