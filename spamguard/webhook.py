@@ -19,6 +19,10 @@ PATH_SAFE = "/:@!$&'()*+,;=~"  # RFC 3986 path characters that stay unescaped
 # Stored beside the message for moderators and audits; Body/From/To have their own columns.
 RAW_FIELDS = ("AccountSid", "MessagingServiceSid", "NumMedia", "NumSegments", "SmsStatus",
               "FromCountry", "FromState", "FromCity", "ToCountry", "ApiVersion")
+# A picture message's attachments (Twilio sends at most 10): their types and where Twilio
+# keeps them, so a moderator can see what a message with little or no text carried.
+MAX_MEDIA = 10
+MAX_MEDIA_URL_CHARS = 500  # a longer one is left out rather than kept cut short
 
 
 def init_app(app: Flask) -> None:
@@ -99,8 +103,21 @@ def message_fields() -> dict:
         # of spaces only is still a message someone sent: keep it too.
         "body": check_text("Body", form["Body"], max_chars=limit, allow_empty=has_media,
                            allow_blank=True),
-        "raw": {name: form[name][:255] for name in RAW_FIELDS if name in form} or None,
+        "raw": {**{name: form[name][:255] for name in RAW_FIELDS if name in form},
+                **media_fields(form, int(num_media))} or None,
     }
+
+
+def media_fields(form, count: int) -> dict[str, str]:
+    """``MediaContentTypeN`` and ``MediaUrlN`` of the first attachments, as Twilio sent them."""
+    kept = {}
+    for index in range(min(count, MAX_MEDIA)):
+        kind, url = form.get(f"MediaContentType{index}"), form.get(f"MediaUrl{index}")
+        if kind:
+            kept[f"MediaContentType{index}"] = kind[:100]
+        if url and len(url) <= MAX_MEDIA_URL_CHARS:
+            kept[f"MediaUrl{index}"] = url
+    return kept
 
 
 @bp.post("/twilio")

@@ -131,6 +131,24 @@ def test_detail_shows_verdicts_reviews_and_similar(moderator_client, add_message
     assert moderator_client.get("/admin/messages/424242").status_code == 404
 
 
+def test_a_picture_message_shows_its_attachments_and_links_only_https(
+        moderator_client, add_messages):
+    raw = {"NumMedia": "3", "MediaContentType0": "image/png",
+           "MediaUrl0": "https://media.example/ME1?x=1&y=2",
+           "MediaContentType1": "<b>image/gif</b>", "MediaUrl1": "javascript:alert(1)"}
+    (message,) = add_messages(("", 0.1), raw=raw)
+    for path in (f"/admin/messages/{message}", "/admin/queue"):
+        page = moderator_client.get(path).get_data(as_text=True)
+        assert "3 attachments:" in page, path
+        assert ('<a href="https://media.example/ME1?x=1&amp;y=2" target="_blank" '
+                'rel="noopener noreferrer nofollow">image/png</a>') in page
+        assert "<span>&lt;b&gt;image/gif&lt;/b&gt;</span>" in page and "javascript:" not in page
+        assert "<span>unknown type</span>" in page  # the third: no type was sent
+    (huge,) = add_messages(("hi", 0.1), raw={"NumMedia": "999999999"})
+    page = moderator_client.get(f"/admin/messages/{huge}").get_data(as_text=True)
+    assert "999999999 attachments:" in page and page.count("unknown type") == 10
+
+
 def test_campaign_filter_also_answers_to_campaign(viewer_client, add_messages,
                                                   db_session_factory):
     from spamguard.db import session_scope

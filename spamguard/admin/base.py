@@ -142,6 +142,25 @@ def format_pct(value: float | None, digits: int = 1) -> str:
 bp.app_template_filter("counted")(counted)  # {{ total|counted("campaign") }}
 
 
+@bp.app_template_filter("attachments")
+def attachments(raw: dict | None) -> dict[str, Any]:
+    """A picture message's attachments from its stored gateway fields: how many, and the
+    first ones' types and, for an https address only, links (what came with an SMS is
+    never trusted as a URL)."""
+    from spamguard.webhook import MAX_MEDIA
+
+    raw = raw or {}
+    count = str(raw.get("NumMedia", "0"))
+    count = int(count) if count.isascii() and count.isdigit() else 0
+    items = []
+    for index in range(min(count, MAX_MEDIA)):
+        url = raw.get(f"MediaUrl{index}")
+        items.append({"type": raw.get(f"MediaContentType{index}") or "unknown type",
+                      "url": url if isinstance(url, str) and url.startswith("https://")
+                      else None})
+    return {"count": count, "items": items}
+
+
 @bp.app_template_filter("num")
 def format_num(value: float | None, digits: int = 3) -> str:
     """Format a score with ``digits`` decimals."""
