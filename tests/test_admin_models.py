@@ -68,7 +68,6 @@ def test_retrain_button_launches_background_job(admin_client, moderator_client, 
     import subprocess
     import sys
 
-
     calls = []
 
     class FakePopen:
