@@ -5,6 +5,7 @@ Nothing here connects at import time: build an engine with :func:`make_engine` w
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,10 +55,13 @@ def normalise_url(url: str | URL) -> URL:
 TRANSIENT_SQLSTATES = ("08", "40", "55P03", "53300", "57014", "57P01", "57P02", "57P03")
 # A login the server refuses reaches psycopg without a SQLSTATE (libpq reports connection
 # failures as text), so these, in the server's English wording, mark the ones a person must
-# fix: a wrong or missing password, an unknown database or role, no pg_hba.conf entry. A
+# fix: a wrong or missing password, an unknown database or role, no pg_hba.conf entry, no
+# CONNECT privilege, a NOLOGIN role, SSL required of a server without it. A
 # server that words them in another language counts them as unavailable (retry) instead.
 REFUSED_LOGIN_TEXTS = ("password authentication failed", "no password supplied",
-                       "does not exist", "no pg_hba.conf entry")
+                       "does not exist", "no pg_hba.conf entry",
+                       "permission denied for database", "is not permitted to log in",
+                       "does not support SSL")
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -159,7 +163,8 @@ def make_engine(url: str | URL, *, hide_parameters: bool = True, request_timeout
     ``statement_timeout`` (:data:`PG_LOCK_TIMEOUT_MS`, :data:`PG_STATEMENT_TIMEOUT_MS`), so a
     table a migration or a long transaction holds gives a 503 instead of a request that
     hangs until gunicorn kills the worker. Commands (migrations, retraining) may wait.
-    Settings in the URL (``?connect_timeout=``, ``?options=``) win over these.
+    A timeout set anywhere else (the URL's ``?options=`` or ``?connect_timeout=``,
+    ``PGOPTIONS``, ``PGCONNECT_TIMEOUT``, a service file, ``ALTER ROLE ... SET``) wins.
     """
     parsed = normalise_url(url)
     engine_kwargs["hide_parameters"] = hide_parameters
@@ -170,35 +175,51 @@ def make_engine(url: str | URL, *, hide_parameters: bool = True, request_timeout
             return engine
         engine_kwargs.setdefault("pool_pre_ping", True)
         engine_kwargs["connect_args"] = _postgres_connect_args(
-            parsed, engine_kwargs.get("connect_args", {}), request_timeouts)
-        return create_engine(parsed, **engine_kwargs)
+            parsed, engine_kwargs.get("connect_args", {}))
+        engine = create_engine(parsed, **engine_kwargs)
+        if request_timeouts:
+            event.listen(engine, "connect", _postgres_request_timeouts)
+        return engine
     except (ArgumentError, NoSuchModuleError) as exc:
         raise DatabaseError(f"unsupported database URL {safe_url(parsed)}: {_first_line(exc)} "
                             "(use sqlite:/// or postgresql://)") from None
 
 
-def _postgres_connect_args(url: URL, given: dict[str, Any], request_timeouts: bool
-                           ) -> dict[str, Any]:
-    """psycopg connect arguments: a connect timeout, and for the service the lock and
-    statement timeouts, before any ``options`` the URL sets (libpq: the last one wins)."""
+def _postgres_connect_args(url: URL, given: dict[str, Any]) -> dict[str, Any]:
+    """psycopg connect arguments: a connect timeout unless one is set already."""
     args = dict(given)
-    if "connect_timeout" not in url.query:
+    if "connect_timeout" not in url.query and not os.environ.get("PGCONNECT_TIMEOUT"):
         args.setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
-    if request_timeouts:
-        ours = (f"-c lock_timeout={PG_LOCK_TIMEOUT_MS} "
-                f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}")
-        theirs = args.get("options", url.query.get("options", ""))
-        if isinstance(theirs, tuple):  # a key given twice in the URL
-            theirs = " ".join(theirs)
-        args["options"] = f"{ours} {theirs}".strip()
     return args
+
+
+def _postgres_request_timeouts(dbapi_connection: Any, _record: Any) -> None:
+    """Give a new web-service connection its lock and statement timeouts, each unless the
+    session already has one (from ``PGOPTIONS``, the URL, a service file or the role).
+
+    Set after connecting rather than in libpq's ``options``, which would replace
+    ``PGOPTIONS`` and a service file's options (and which PgBouncer refuses by default);
+    with autocommit on, so the pool's rollback on check-in does not undo them.
+    """
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    try:
+        with dbapi_connection.cursor() as cursor:
+            for name, value in (("lock_timeout", PG_LOCK_TIMEOUT_MS),
+                                ("statement_timeout", PG_STATEMENT_TIMEOUT_MS)):
+                cursor.execute(f"SELECT current_setting('{name}')")
+                if cursor.fetchone()[0] == "0":  # 0: nobody set one, wait for ever
+                    cursor.execute(f"SET {name} = {int(value)}")
+    finally:
+        dbapi_connection.autocommit = autocommit
 
 
 def make_migration_engine(url: str | URL) -> Engine:
     """Create a single-use engine for migrations (SQLite: foreign keys off, real transactions)."""
     parsed = normalise_url(url)
     if not is_sqlite(parsed):
-        return create_engine(parsed, poolclass=NullPool, hide_parameters=True)
+        return create_engine(parsed, poolclass=NullPool, hide_parameters=True,
+                             connect_args=_postgres_connect_args(parsed, {}))
     # Batch migrations rebuild tables; with foreign keys on, dropping the old copy would
     # cascade-delete child rows. pysqlite also never BEGINs before DDL, so begin explicitly.
     engine = create_engine(parsed, poolclass=NullPool, hide_parameters=True)

@@ -104,6 +104,7 @@ def message_fields() -> dict:
         "body": check_text("Body", form["Body"], max_chars=limit, allow_empty=has_media,
                            allow_blank=True),
         "raw": {**{name: form[name][:255] for name in RAW_FIELDS if name in form},
+                **({"NumMedia": num_media} if "NumMedia" in form else {}),  # as checked
                 **media_fields(form, int(num_media))} or None,
     }
 

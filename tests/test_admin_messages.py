@@ -133,7 +133,7 @@ def test_detail_shows_verdicts_reviews_and_similar(moderator_client, add_message
 
 def test_a_picture_message_shows_its_attachments_and_links_only_https(
         moderator_client, add_messages):
-    raw = {"NumMedia": "3", "MediaContentType0": "image/png",
+    raw = {"NumMedia": "3 ", "MediaContentType0": "image/png",  # as stored before Dec 2026
            "MediaUrl0": "https://media.example/ME1?x=1&y=2",
            "MediaContentType1": "<b>image/gif</b>", "MediaUrl1": "javascript:alert(1)"}
     (message,) = add_messages(("", 0.1), raw=raw)

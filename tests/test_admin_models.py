@@ -80,9 +80,9 @@ def test_retrain_button_launches_background_job(admin_client, moderator_client, 
     response = admin_client.post("/admin/models/retrain", follow_redirects=True)
     assert "process 31337" in response.get_data(as_text=True)
     (args, kwargs), = calls
-    # "Retrain now" trains however few reviews are new (the gate still compares)
+    # "Retrain now" trains on one new review or more (the gate still compares)
     assert args == [sys.executable, "-m", "spamguard", "retrain", "--trigger", "ui",
-                    "--min-new-reviews", "0"]
+                    "--min-new-reviews", "1"]
     assert kwargs["start_new_session"] and "SPAMGUARD_DATABASE_URL" in kwargs["env"]
 
 

@@ -248,6 +248,9 @@ def test_engines_hide_bound_values_in_errors_by_default(tmp_path) -> None:
      'FATAL:  password authentication failed for user "spamguard"', False),
     ('pg:None:connection failed: ... failed: FATAL:  database "sg" does not exist', False),
     ("pg:None:connection failed: ... failed: fe_sendauth: no password supplied", False),
+    ('pg:None:connection failed: ... failed: FATAL:  permission denied for database "sg"'
+     '\nDETAIL:  User does not have CONNECT privilege.', False),
+    ('pg:None:connection failed: ... FATAL:  role "sg" is not permitted to log in', False),
     ('pg:None:connection failed: ... port 5499 failed: Connection refused', True),
 ])
 def test_which_database_errors_are_worth_a_retry(orig, unavailable):
@@ -269,28 +272,66 @@ def test_which_database_errors_are_worth_a_retry(orig, unavailable):
     assert not database_unavailable(IntegrityError("INSERT", {}, error))
 
 
-@pytest.mark.parametrize("url, timeouts, expected", [
-    ("postgresql://u@h/db", False, {"connect_timeout": 10}),
-    ("postgresql://u@h/db?connect_timeout=3", False, {"connect_timeout": "3"}),
-    ("postgresql://u@h/db", True,
-     {"connect_timeout": 10, "options": "-c lock_timeout=5000 -c statement_timeout=30000"}),
-    ("postgresql://u@h/db?options=-c%20lock_timeout%3D900", True,  # the URL's own wins
-     {"connect_timeout": 10,
-      "options": "-c lock_timeout=5000 -c statement_timeout=30000 -c lock_timeout=900"}),
+@pytest.mark.parametrize("url, pg_env, expected", [
+    ("postgresql://u@h/db", None, {"connect_timeout": 10}),
+    ("postgresql://u@h/db?connect_timeout=3", None, {"connect_timeout": "3"}),
+    ("postgresql://u@h/db", "4", {}),  # PGCONNECT_TIMEOUT: libpq reads it itself
 ])
-def test_postgres_engines_get_a_connect_timeout_and_the_service_lock_timeouts(
-        url, timeouts, expected, monkeypatch):
+def test_postgres_engines_get_a_connect_timeout_unless_one_is_set(url, pg_env, expected,
+                                                                   monkeypatch):
+    from spamguard.db import make_engine, make_migration_engine
+
+    if pg_env is None:
+        monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("PGCONNECT_TIMEOUT", pg_env)
+    for engine in (make_engine(url), make_engine(url, request_timeouts=True),
+                   make_migration_engine(url)):
+        captured = {}
+
+        def connect(*_args, captured=captured, **kwargs):  # nothing connects
+            captured.update(kwargs)
+            raise RuntimeError("not connecting")
+
+        monkeypatch.setattr(engine.dialect.dbapi, "connect", connect)
+        with pytest.raises(Exception, match="not connecting"):
+            engine.connect()
+        assert {k: v for k, v in captured.items() if k == "connect_timeout"} == expected
+        assert "options" not in captured  # PGOPTIONS and service files keep working
+
+
+@pytest.mark.parametrize("query, pgoptions, expected", [
+    ("", None, ("5s", "30s")),
+    ("options=-c%20lock_timeout%3D900", None, ("900ms", "30s")),  # the URL's own wins
+    ("", "-c statement_timeout=7000 -c search_path=public", ("5s", "7s")),  # so do these
+])
+def test_the_service_sessions_get_lock_and_statement_timeouts(db_backend, db_url, query,
+                                                              pgoptions, expected,
+                                                              monkeypatch):
+    if db_backend != "postgresql":
+        pytest.skip("SQLite has its busy timeout instead")
+    from sqlalchemy.engine import make_url
+
     from spamguard.db import make_engine
 
-    engine = make_engine(url, request_timeouts=timeouts)
-    captured = {}
-
-    def connect(*_args, **kwargs):  # what psycopg.connect would get; nothing connects
-        captured.update(kwargs)
-        raise RuntimeError("not connecting")
-
-    monkeypatch.setattr(engine.dialect.dbapi, "connect", connect)
-    with pytest.raises(Exception, match="not connecting"):
-        engine.connect()
-    assert {k: v for k, v in captured.items() if k in ("connect_timeout", "options")} == (
-        expected)
+    if pgoptions is None:
+        monkeypatch.delenv("PGOPTIONS", raising=False)
+    else:
+        monkeypatch.setenv("PGOPTIONS", pgoptions)
+    url = make_url(db_url)
+    if query:
+        url = url.update_query_string(query)
+    service, command = make_engine(url, request_timeouts=True), make_engine(url)
+    try:
+        for _ in range(2):  # and still after the pool's rollback on check-in
+            with service.connect() as connection:
+                got = tuple(connection.execute(text(f"SHOW {name}")).scalar()
+                            for name in ("lock_timeout", "statement_timeout"))
+                connection.rollback()
+            assert got == expected
+        with command.connect() as connection:
+            assert connection.execute(text("SHOW lock_timeout")).scalar() == (
+                "900ms" if query else "0")
+    finally:
+        service.dispose()
+        command.dispose()

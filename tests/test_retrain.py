@@ -110,6 +110,10 @@ def test_skips_when_too_few_new_reviews(retrain, db_session_factory) -> None:
     assert outcome.summary == "retrain: skipped: 2 new review(s) since the last run (need 3)"
     assert _runs(db_session_factory)[-1].status == "skipped"
     assert retrain(min_new_reviews=2).status == "promoted"
+    # "Retrain now" asks for one: with none new it must not promote a copy of the model
+    again = retrain(min_new_reviews=1)
+    assert (again.status, again.summary) == (
+        "skipped", "retrain: skipped: 0 new review(s) since the last run (need 1)")
 
 
 def test_promotes_a_better_candidate_and_reports_flips(

@@ -133,7 +133,12 @@ def test_the_documented_crontab_line_runs_and_logs(tmp_path) -> None:
     docs = Path(__file__).resolve().parents[1] / "docs" / "retraining.md"
     (line,) = [x for x in docs.read_text().splitlines() if x.startswith("15 3 * * *")]
     env_file = tmp_path / "env"  # as docs/retraining.md describes /etc/spamguard/env
-    env_file.write_text(f"SPAMGUARD_HOME={tmp_path}/instance\n")
+    env_file.write_text(f"SPAMGUARD_HOME='{tmp_path}/instance'\n"  # quoted, as documented
+                        "SPAMGUARD_REPLY_TEXT='Thanks & bye, $USER'\n")
+    read_back = subprocess.run(["sh", "-c", f'set -a && . {env_file} && set +a && '
+                                'printf %s "$SPAMGUARD_REPLY_TEXT"'], capture_output=True,
+                               text=True, check=True)
+    assert read_back.stdout == "Thanks & bye, $USER"  # quoted values survive sh as written
     command = (line.split(None, 5)[5].replace("/etc/spamguard/env", str(env_file))
                .replace("/srv/spamguard", str(tmp_path)))
     (tmp_path / ".venv").symlink_to(sys.prefix)  # the virtual environment running the tests

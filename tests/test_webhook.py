@@ -205,7 +205,7 @@ def test_picture_message_without_text_is_kept(app, post_twilio):
 
 def test_picture_message_keeps_its_attachments_types_and_links(app, post_twilio):
     url = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"
-    params = twilio_params("look at this", NumMedia="2", MediaContentType0="image/jpeg",
+    params = twilio_params("look at this", NumMedia=" 2", MediaContentType0="image/jpeg",
                            MediaUrl0=url, MediaContentType1="video/mp4",
                            MediaUrl1="https://media.example/" + "a" * 600,  # too long to keep
                            MediaContentType5="image/png", MediaUrl5="https://not-counted")
@@ -214,6 +214,7 @@ def test_picture_message_keeps_its_attachments_types_and_links(app, post_twilio)
     media = {k: v for k, v in message.raw.items() if k.startswith("Media")}
     assert media == {"MediaContentType0": "image/jpeg", "MediaUrl0": url,
                      "MediaContentType1": "video/mp4"}
+    assert message.raw["NumMedia"] == "2"  # stored as checked, so the admin UI reads it
 
 
 def test_wrong_content_type_is_415(app, client):

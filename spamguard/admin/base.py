@@ -150,7 +150,7 @@ def attachments(raw: dict | None) -> dict[str, Any]:
     from spamguard.webhook import MAX_MEDIA
 
     raw = raw or {}
-    count = str(raw.get("NumMedia", "0"))
+    count = str(raw.get("NumMedia", "0")).strip()  # stored unstripped before 2026-12-01
     count = int(count) if count.isascii() and count.isdigit() else 0
     items = []
     for index in range(min(count, MAX_MEDIA)):

@@ -122,7 +122,7 @@ def model_rollback():
 @bp.route("/models/retrain", methods=["POST"])
 @role_required("admin")
 def model_retrain():
-    """Start `spamguard retrain --trigger ui --min-new-reviews 0` in the background."""
+    """Start `spamguard retrain --trigger ui --min-new-reviews 1` in the background."""
     running = retrain_jobs.retrain_running(session())
     if running:
         return fail(f"Not started: a retraining is already running ({running}).",

@@ -20,8 +20,10 @@ from spamguard.models import Lock, TrainingRun
 from spamguard.services import locks
 
 # An admin who presses "Retrain now" wants a run now, not a "skipped: too few new reviews"
-# (the scheduled runs keep that minimum); the comparison and the gate still apply.
-RETRAIN_ARGS = ("retrain", "--trigger", "ui", "--min-new-reviews", "0")
+# (the scheduled runs keep that minimum); the comparison and the gate still apply. One new
+# review is still needed: with none, the run would retrain on the same data and promote
+# a copy of the active model.
+RETRAIN_ARGS = ("retrain", "--trigger", "ui", "--min-new-reviews", "1")
 RETRAIN_LOCK = "retrain"  # the lock one retraining holds (spamguard.services.retrain)
 CAMPAIGN_ARGS = ("campaigns", "rebuild")
 STOPPED = "stopped (no heartbeat)"  # shown for a "running" row whose process is gone
@@ -48,7 +50,7 @@ def launch(args: tuple[str, ...], *, settings: Settings, log_name: str) -> int:
 
 
 def start_retrain(*, settings: Settings) -> int:
-    """Start ``spamguard retrain --trigger ui --min-new-reviews 0`` in the background;
+    """Start ``spamguard retrain --trigger ui --min-new-reviews 1`` in the background;
     return its pid."""
     return launch(RETRAIN_ARGS, settings=settings, log_name="retrain-ui.log")
 
