@@ -247,7 +247,7 @@ class Driver:
         with self.index_lock:
             if kind == "retry" and self.sent_sids:
                 return self.rng.choice(self.sent_sids)
-            params = {"MessageSid": f"SMbench{i:026d}", "AccountSid": "AC" + "0" * 32,
+            params = {"MessageSid": f"SM{i:032x}", "AccountSid": "AC" + "0" * 32,
                       "From": f"+1555{i % 10_000_000:07d}", "To": "+15550000000",
                       "Body": self.plan.bodies[i], "NumMedia": "0"}
             self.sent_sids.append(params)

@@ -237,7 +237,7 @@ def classify() -> Response:
 @bp.get("/messages/<int:message_id>")
 def get_message(message_id: int) -> Response:
     """Return a stored message with its verdicts and reviews."""
-    if message_id > MAX_ID:  # beyond any database integer: cannot exist
+    if not 1 <= message_id <= MAX_ID:  # beyond the id columns' range: cannot exist
         return json_error(f"no message {message_id}", 404)
     message = messages.get_message(session=db_session(), message_id=message_id)
     if message is None:

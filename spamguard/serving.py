@@ -112,6 +112,11 @@ def gunicorn_options(*, host: str, port: int, workers: int, timeout: int) -> dic
         # gunicorn 27's runtime control socket lives at one path per user (~/.gunicorn), so
         # two instances on a host would share it, and it is state outside SPAMGUARD_HOME.
         "control_socket_disable": True,
+        # Gunicorn itself believes X-Forwarded-Proto from 127.0.0.1 by default, whatever
+        # SPAMGUARD_TRUST_PROXY says: a proxy on the same host passing on a client's header
+        # would let the client choose the scheme the webhook signature is checked against.
+        # Proxy headers are the app's decision alone (ProxyFix when the setting is on).
+        "forwarded_allow_ips": "",
     }
 
 

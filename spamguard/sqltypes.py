@@ -58,7 +58,10 @@ def unique_where(name: str, column: str, *, sqlite: str, postgresql: str) -> Ind
     )
 
 
-MAX_ID = 2**63 - 1  # the largest id SQLite and PostgreSQL (bigint) can hold
+# The largest id the id columns hold on PostgreSQL, where they are INTEGER (SQLite's go on
+# to 2**63 - 1, but no row gets near either): a larger number cannot name a row, and asking
+# PostgreSQL for it fails with "integer out of range" instead of finding nothing.
+MAX_ID = 2**31 - 1
 
 
 def parse_id(value: str) -> int:
@@ -67,3 +70,15 @@ def parse_id(value: str) -> int:
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_ID:
         raise ValueError(f"{value[:30]!r} is not a valid id")
     return int(value)
+
+
+def id_converter():
+    """The ``<id:name>`` URL converter: a row id from 1 to :data:`MAX_ID`; any other number
+    is a 404 (no such row) instead of an overflow in the database."""
+    from werkzeug.routing import IntegerConverter
+
+    class IdConverter(IntegerConverter):
+        def __init__(self, url_map) -> None:
+            super().__init__(url_map, min=1, max=MAX_ID)
+
+    return IdConverter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from urllib.parse import parse_qsl, quote
 
 from flask import Blueprint, Flask, Response, request
@@ -21,6 +22,11 @@ RAW_FIELDS = ("AccountSid", "MessagingServiceSid", "NumMedia", "NumSegments", "S
               "FromCountry", "FromState", "FromCity", "ToCountry", "ApiVersion")
 # A picture message's attachments (Twilio sends at most 10): their types and where Twilio
 # keeps them, so a moderator can see what a message with little or no text carried.
+# Twilio's message ids: SM (SMS) or MM (picture message) and 32 hex digits. Held to that,
+# because the signature covers the fields' names and values run together: a looser id
+# could swallow the next field ("SM...1fNumMedia0") and pass the same signature as a new
+# message, so one captured request could be stored again and again.
+MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-fA-F]{32}")
 MAX_MEDIA = 10
 MAX_MEDIA_URL_CHARS = 500  # a longer one is left out rather than kept cut short
 
@@ -95,8 +101,12 @@ def message_fields() -> dict:
     if not (num_media.isascii() and num_media.isdigit() and len(num_media) <= 9):
         raise BadInput(f"NumMedia must be a whole number, got {num_media[:20]!r}")
     has_media = int(num_media) > 0
+    sid = form["MessageSid"]
+    if not MESSAGE_SID.fullmatch(sid):
+        raise BadInput(f"MessageSid must be SM or MM and 32 hex digits as Twilio sends it, "
+                       f"got {sid[:40]!r}")
     return {
-        "external_id": check_text("MessageSid", form["MessageSid"], max_chars=128),
+        "external_id": sid,
         "sender": check_text("From", form["From"], max_chars=255),
         "recipient": check_text("To", form["To"], max_chars=255),
         # A picture message may have no text: keep it (it is still a delivery to log). Text

@@ -109,3 +109,17 @@ def test_api_and_webhook_are_not_csrf_checked(client):
     # Other blueprints authenticate by signature or key; CSRF must not get in their way.
     response = client.post("/webhook/twilio", data={"Body": "hi"})
     assert response.status_code != 400 or b"CSRF" not in response.data
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/admin/messages/{n}"), ("POST", "/admin/messages/{n}/review"),
+    ("POST", "/admin/users/{n}/active"), ("POST", "/admin/campaigns/{n}/label"),
+    ("POST", "/admin/api-keys/{n}/revoke"),
+])
+@pytest.mark.parametrize("number", ["99999999999999999999999", "3000000000", "0"])
+def test_an_id_no_row_can_have_is_404_not_a_database_error(admin_client, method, path,
+                                                            number):
+    """Past the id columns' range (PostgreSQL INTEGER), or 0: no such row, not a 500."""
+    send = admin_client.get if method == "GET" else admin_client.post
+    response = send(path.format(n=number), data={"label": "spam"})
+    assert response.status_code == 404

@@ -236,6 +236,35 @@ def test_cli_campaigns_rebuild(monkeypatch, tmp_path, migrated_db_url, install_m
     result = CliRunner().invoke(build_cli(), ["campaigns", "rebuild", "--days", "0"])
     assert result.exit_code == 0, result.output
     assert "1 campaign holding 3 of 4 messages (2 distinct texts)" in result.output
+    assert CliRunner().invoke(build_cli(), ["campaigns", "rebuild"]).exit_code == 0  # released
+
+
+def test_one_campaign_rebuild_at_a_time(monkeypatch, tmp_path, migrated_db_url,
+                                        db_session_factory, moderator_client, install_model,
+                                        tiny_model_dir):
+    """Each rebuild embeds and compares every recent message: a second one at once (the
+    button pressed again, cron meanwhile) is refused instead of doubling the work."""
+    from click.testing import CliRunner
+
+    from spamguard.cli import build_cli
+    from spamguard.services import locks, retrain_jobs
+
+    install_model(tiny_model_dir)
+    started = []
+    monkeypatch.setattr(retrain_jobs, "launch", lambda args, **kw: started.append(args) or 1)
+    monkeypatch.setenv("SPAMGUARD_HOME", str(tmp_path / "cli-home"))
+    monkeypatch.setenv("SPAMGUARD_DATABASE_URL", migrated_db_url)
+    with locks.acquire(session_factory=db_session_factory, name=retrain_jobs.CAMPAIGN_LOCK,
+                       ttl=600):
+        page = moderator_client.post("/admin/campaigns/rebuild", follow_redirects=True)
+        cli = CliRunner().invoke(build_cli(), ["campaigns", "rebuild"])
+    assert started == []
+    assert "Not started: a campaign rebuild is already running (lock &#39;campaigns&#39; is " \
+           "held by pid" in page.get_data(as_text=True)
+    assert cli.exit_code == 4
+    assert "a campaign rebuild is already running: lock 'campaigns' is held by" in cli.output
+    moderator_client.post("/admin/campaigns/rebuild")
+    assert started == [retrain_jobs.CAMPAIGN_ARGS]
 
 
 def test_campaigns_compare_the_last_layer_whatever_the_head_reads(db_session, install_model,

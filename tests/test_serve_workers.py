@@ -10,12 +10,14 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from spamguard import serving
+from tests.fixtures_service import sign, twilio_params
 
 
 def _free_port() -> int:
@@ -32,6 +34,16 @@ def _workers(master: int) -> set[int]:
 def _status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _post(url: str, form: dict, headers: dict) -> int:
+    request = urllib.request.Request(url, data=urllib.parse.urlencode(form).encode(),
+                                     headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -55,7 +67,8 @@ def test_a_worker_that_exits_leaves_the_service_answering(db_backend, migrated_d
     temporary.mkdir()
     env = {**os.environ, "SPAMGUARD_HOME": str(tmp_path / "home"),
            "SPAMGUARD_DATABASE_URL": migrated_db_url, "SPAMGUARD_SECRET_KEY": "s" * 40,
-           "HF_HUB_OFFLINE": "1", "TMPDIR": str(temporary)}
+           "HF_HUB_OFFLINE": "1", "TMPDIR": str(temporary),
+           "SPAMGUARD_TWILIO_AUTH_TOKEN": "test-twilio-token"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "spamguard", "serve", "--port",
@@ -74,6 +87,14 @@ def test_a_worker_that_exits_leaves_the_service_answering(db_backend, migrated_d
         statuses = [_status(f"{base}/healthz") for _ in range(8)]
         statuses += [_status(f"{base}/metrics") for _ in range(4)]
         assert 500 not in statuses, statuses
+        # Proxy headers are the app's call (SPAMGUARD_TRUST_PROXY, off here), not gunicorn's:
+        # it must not believe X-Forwarded-Proto because the request came from 127.0.0.1.
+        params = twilio_params("which scheme?")
+        webhook = f"{base}/webhook/twilio"
+        as_https = sign(params, url=webhook.replace("http://", "https://"))
+        assert _post(webhook, params, {"X-Twilio-Signature": as_https,
+                                       "X-Forwarded-Proto": "https"}) == 403
+        assert _post(webhook, params, {"X-Twilio-Signature": sign(params, url=webhook)}) == 200
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

@@ -176,6 +176,9 @@ def test_reply_text_is_escaped_twiml(make_app):
     ({"Body": "", "NumMedia": "abc"}, "NumMedia must be a whole number"),
     ({"Body": "", "NumMedia": "00"}, "Body must not be empty"),
     ({"Body": "", "NumMedia": "9" * 5000}, "NumMedia must be a whole number"),
+    ({"MessageSid": "SM123"}, "MessageSid must be SM or MM and 32 hex digits"),
+    ({"MessageSid": "SM" + "0" * 32 + "NumMedia0"}, "MessageSid must be SM or MM"),
+    ({"MessageSid": "XX" + "0" * 32}, "MessageSid must be SM or MM"),
 ])
 def test_bad_fields_are_400_and_store_nothing(app, post_twilio, change, fragment):
     params = {k: v for k, v in {**twilio_params(), **change}.items() if v is not None}
@@ -215,6 +218,22 @@ def test_picture_message_keeps_its_attachments_types_and_links(app, post_twilio)
     assert media == {"MediaContentType0": "image/jpeg", "MediaUrl0": url,
                      "MediaContentType1": "video/mp4"}
     assert message.raw["NumMedia"] == "2"  # stored as checked, so the admin UI reads it
+
+
+def test_a_captured_request_cannot_be_stored_again_by_moving_a_field_boundary(
+        app, client):
+    """Twilio signs the fields' names and values run together, so 'MessageSid=SM..1f' +
+    'NumMedia=0' signs like 'MessageSid=SM..1fNumMedia0': a new id for the same request."""
+    params = twilio_params("captured once")
+    signature = sign(params)
+    moved = {k: v for k, v in params.items() if k != "NumMedia"}
+    moved["MessageSid"] = params["MessageSid"] + "NumMedia" + params["NumMedia"]
+    assert sign(moved) == signature  # the same signature really does cover both
+    headers = {"X-Twilio-Signature": signature}
+    assert client.post("/webhook/twilio", data=params, headers=headers).status_code == 200
+    replay = client.post("/webhook/twilio", data=moved, headers=headers)
+    assert replay.status_code == 400
+    assert count_rows(app, Message) == 1
 
 
 def test_wrong_content_type_is_415(app, client):

@@ -173,7 +173,7 @@ def user_create():
     return redirect(url_for("admin.user_list"))
 
 
-@bp.route("/users/<int:user_id>/active", methods=["POST"])
+@bp.route("/users/<id:user_id>/active", methods=["POST"])
 @role_required("admin")
 def user_active(user_id: int):
     """Enable or disable an account (not your own)."""

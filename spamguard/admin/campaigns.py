@@ -6,6 +6,7 @@ from flask import abort, render_template, request
 
 from spamguard.admin.base import (
     bp,
+    fail,
     page_number,
     role_required,
     run_action,
@@ -34,7 +35,7 @@ def campaign_list():
                            similarity=campaigns.DEFAULT_SIMILARITY)
 
 
-@bp.route("/campaigns/<int:campaign_id>/label", methods=["POST"])
+@bp.route("/campaigns/<id:campaign_id>/label", methods=["POST"])
 @role_required("moderator")
 def campaign_label(campaign_id: int):
     """Label every message of the campaign."""
@@ -56,7 +57,12 @@ def campaign_label(campaign_id: int):
 @bp.route("/campaigns/rebuild", methods=["POST"])
 @role_required("moderator")
 def campaign_rebuild():
-    """Start `spamguard campaigns rebuild` in the background."""
+    """Start `spamguard campaigns rebuild` in the background (one at a time: each one
+    embeds and compares every recent message)."""
+    running = retrain_jobs.campaign_rebuild_running(session())
+    if running:
+        return fail(f"Not started: a campaign rebuild is already running ({running}).",
+                    "admin.campaign_list")
     return start_job(retrain_jobs.start_campaign_rebuild, what="the campaign rebuild",
                      started="Campaign rebuild started in the background (process {pid}); "
                              "reload in a minute.", endpoint="admin.campaign_list")

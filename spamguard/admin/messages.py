@@ -73,7 +73,7 @@ def message_bulk():
         endpoint="admin.message_list", **filters.as_args())
 
 
-@bp.route("/messages/<int:message_id>")
+@bp.route("/messages/<id:message_id>")
 def message_detail(message_id: int):
     """Show a message with every verdict, every review and similar messages."""
     db = session()
@@ -85,7 +85,7 @@ def message_detail(message_id: int):
                            history=reviews.review_history(db, message_id), labels=LABELS)
 
 
-@bp.route("/messages/<int:message_id>/review", methods=["POST"])
+@bp.route("/messages/<id:message_id>/review", methods=["POST"])
 @role_required("moderator")
 def message_review(message_id: int):
     """Label (or relabel) one message from its detail page."""

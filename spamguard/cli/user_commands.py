@@ -7,11 +7,21 @@ import sys
 
 import click
 
-from spamguard.cli.context import CliContext, is_terminal, pass_ctx, transaction
-from spamguard.errors import SpamguardError
+from spamguard.cli.context import (
+    CliContext,
+    is_terminal,
+    pass_ctx,
+    session_factory_for,
+    transaction,
+)
+from spamguard.errors import LockHeldError, SpamguardError
 from spamguard.models import ROLES
 from spamguard.services import campaigns, users
 from spamguard.wording import counted
+
+# A rebuild renews its lock every third of this while it runs; a crashed one's lock is
+# taken over at once on the same host (dead pid), after this long from another host.
+CAMPAIGN_LOCK_TTL = 600
 
 
 def read_password(prompt: bool, name: str = "") -> str:
@@ -107,12 +117,26 @@ def register(cli: click.Group) -> None:
                   show_default=True, help="Look at messages of the last DAYS days (0: all).")
     @pass_ctx
     def campaigns_rebuild(ctx: CliContext, similarity: float, min_size: int, days: int) -> None:
-        """Recompute all campaigns from the active model's (cached) embeddings."""
-        with transaction(ctx, create=False) as session:
-            encoder = campaigns.active_encoder(session=session, settings=ctx.settings)
-            result = campaigns.rebuild_campaigns(session=session, encoder=encoder,
-                                                 similarity=similarity, min_size=min_size,
-                                                 days=days or None)
+        """Recompute all campaigns from the active model's (cached) embeddings.
+
+        One rebuild at a time (the ``campaigns`` lock): each embeds and compares every
+        recent message, so a second one at once would only double the work; it exits 4.
+        """
+        from spamguard.db import session_scope
+        from spamguard.services import locks
+        from spamguard.services.retrain_jobs import CAMPAIGN_LOCK
+
+        with session_factory_for(ctx, create=False) as factory:
+            try:
+                lease = locks.acquire(session_factory=factory, name=CAMPAIGN_LOCK,
+                                      ttl=CAMPAIGN_LOCK_TTL)
+            except LockHeldError as exc:
+                raise LockHeldError(f"a campaign rebuild is already running: {exc}") from None
+            with lease, lease.kept_alive(), session_scope(factory) as session:
+                encoder = campaigns.active_encoder(session=session, settings=ctx.settings)
+                result = campaigns.rebuild_campaigns(session=session, encoder=encoder,
+                                                     similarity=similarity,
+                                                     min_size=min_size, days=days or None)
         click.echo(f"{counted(result.campaigns, 'campaign')} holding "
                    f"{result.grouped_messages} of {counted(result.messages, 'message')} "
                    f"({counted(result.distinct_texts, 'distinct text')})")

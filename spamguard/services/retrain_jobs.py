@@ -26,6 +26,7 @@ from spamguard.services import locks
 RETRAIN_ARGS = ("retrain", "--trigger", "ui", "--min-new-reviews", "1")
 RETRAIN_LOCK = "retrain"  # the lock one retraining holds (spamguard.services.retrain)
 CAMPAIGN_ARGS = ("campaigns", "rebuild")
+CAMPAIGN_LOCK = "campaigns"  # the lock one campaign rebuild holds (renewed while it runs)
 STOPPED = "stopped (no heartbeat)"  # shown for a "running" row whose process is gone
 
 
@@ -58,7 +59,16 @@ def start_retrain(*, settings: Settings) -> int:
 def retrain_running(session: Session) -> str | None:
     """Who holds the retrain lock, if a live run does (the UI says so instead of starting a
     job that would only exit "locked")."""
-    lock = session.get(Lock, RETRAIN_LOCK)
+    return _running(session, RETRAIN_LOCK)
+
+
+def campaign_rebuild_running(session: Session) -> str | None:
+    """Who holds the campaign rebuild lock, if a live rebuild does."""
+    return _running(session, CAMPAIGN_LOCK)
+
+
+def _running(session: Session, name: str) -> str | None:
+    lock = session.get(Lock, name)
     return None if lock is None or locks.is_stale(lock) else locks.describe_holder(lock)
 
 
