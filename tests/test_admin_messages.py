@@ -134,13 +134,13 @@ def test_detail_shows_verdicts_reviews_and_similar(moderator_client, add_message
 def test_a_picture_message_shows_its_attachments_and_links_only_https(
         moderator_client, add_messages):
     raw = {"NumMedia": "3 ", "MediaContentType0": "image/png",  # as stored before Dec 2026
-           "MediaUrl0": "https://media.example/ME1?x=1&y=2",
+           "MediaUrl0": "https://api.twilio.com/ME1?x=1&y=2",
            "MediaContentType1": "<b>image/gif</b>", "MediaUrl1": "javascript:alert(1)"}
     (message,) = add_messages(("", 0.1), raw=raw)
     for path in (f"/admin/messages/{message}", "/admin/queue"):
         page = moderator_client.get(path).get_data(as_text=True)
         assert "3 attachments:" in page, path
-        assert ('<a href="https://media.example/ME1?x=1&amp;y=2" target="_blank" '
+        assert ('<a href="https://api.twilio.com/ME1?x=1&amp;y=2" target="_blank" '
                 'rel="noopener noreferrer nofollow">image/png</a>') in page
         assert "<span>&lt;b&gt;image/gif&lt;/b&gt;</span>" in page and "javascript:" not in page
         assert "<span>unknown type</span>" in page  # the third: no type was sent
@@ -226,3 +226,19 @@ def test_probability_bars_follow_the_deciding_models_threshold(moderator_client,
     # no verdict on record: the fixed bands
     (bar,) = _meters(moderator_client.get(f"/admin/messages/{plain}").get_data(as_text=True))
     assert (bar["low"], bar["high"], bar["value"], bar["title"]) == (0.3, 0.7, 0.1, "0.100")
+
+
+@pytest.mark.parametrize("url, linked", [
+    ("https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1", True),
+    ("https://s3-external-1.twiliocdn.com/x", True),
+    ("https://media.example/ME1", False),  # any other host: shown, not linked
+    ("https://api.twilio.com.evil.example/x", False),
+    ("https://user@api.twilio.com/x", False),
+    ("https://api.twilio.com:8443/x", False),
+    ("http://api.twilio.com/x", False),
+    ("https://[broken/x", False),
+])
+def test_only_the_gateways_own_media_addresses_are_links(url, linked):
+    from spamguard.admin.base import is_gateway_media
+
+    assert is_gateway_media(url) is linked

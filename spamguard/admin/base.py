@@ -145,8 +145,9 @@ bp.app_template_filter("counted")(counted)  # {{ total|counted("campaign") }}
 @bp.app_template_filter("attachments")
 def attachments(raw: dict | None) -> dict[str, Any]:
     """A picture message's attachments from its stored gateway fields: how many, and the
-    first ones' types and, for an https address only, links (what came with an SMS is
-    never trusted as a URL)."""
+    first ones' types, linked only when the address is Twilio's own over https (what came
+    with an SMS is never trusted as a URL: a planted link dressed as "image/jpeg" that
+    asks for credentials would be a lure)."""
     from spamguard.webhook import MAX_MEDIA
 
     raw = raw or {}
@@ -156,9 +157,27 @@ def attachments(raw: dict | None) -> dict[str, Any]:
     for index in range(min(count, MAX_MEDIA)):
         url = raw.get(f"MediaUrl{index}")
         items.append({"type": raw.get(f"MediaContentType{index}") or "unknown type",
-                      "url": url if isinstance(url, str) and url.startswith("https://")
-                      else None})
+                      "url": url if is_gateway_media(url) else None})
     return {"count": count, "items": items}
+
+
+def is_gateway_media(url: Any) -> bool:
+    """Whether ``url`` is an https address on Twilio's media hosts."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str) or not url.startswith("https://"):
+        return False
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:  # a malformed address: no link
+        return False
+    return port in (None, 443) and not parts.username and any(
+        host == domain or host.endswith("." + domain) for domain in MEDIA_DOMAINS)
+
+
+MEDIA_DOMAINS = ("twilio.com", "twiliocdn.com")  # where Twilio keeps MMS media
 
 
 @bp.app_template_filter("num")
