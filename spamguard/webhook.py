@@ -39,6 +39,11 @@ def init_app(app: Flask) -> None:
                     "anyone can post to /webhook/twilio; use this for local testing only")
     elif not current.twilio_auth_token:
         log.warning("SPAMGUARD_TWILIO_AUTH_TOKEN is not set: /webhook/twilio answers 403")
+    elif not current.public_base_url and current.env == "production":
+        log.warning("SPAMGUARD_PUBLIC_BASE_URL is not set: Twilio signatures are checked "
+                    "against a URL built from each request's Host header, so a request "
+                    "signed for another webhook of the same Twilio account would pass here; "
+                    "set it to the address Twilio posts to, e.g. https://sms.example.com")
 
 
 def signed_url() -> str:

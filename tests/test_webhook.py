@@ -449,3 +449,19 @@ def test_a_locked_messages_table_is_a_prompt_503_on_postgresql(app, post_twilio,
     assert response.status_code == 503, response.data
     assert response.headers["Retry-After"] == "5"
     assert post_twilio(twilio_params("after the lock")).status_code == 200
+
+
+@pytest.mark.parametrize("overrides, warns", [
+    ({}, True),
+    ({"public_base_url": "https://sms.example.com"}, False),
+    ({"env": "development"}, False),
+])
+def test_startup_warns_when_signed_urls_follow_the_host_header(make_app, caplog, overrides,
+                                                               warns):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="spamguard.webhook"):
+        make_app(**overrides)
+    said = [r.getMessage() for r in caplog.records if "PUBLIC_BASE_URL is not set" in
+            r.getMessage()]
+    assert bool(said) is warns
