@@ -7,7 +7,7 @@ import time
 import pytest
 
 from spamguard.models import TrainingRun
-from tests.fixtures_retrain import base_rows, write_labelled
+from tests.fixtures_retrain import base_rows, store_reviews, write_labelled
 
 
 def test_retrain_button_runs_the_real_job_and_the_page_shows_its_outcome(
@@ -17,11 +17,12 @@ def test_retrain_button_runs_the_real_job_and_the_page_shows_its_outcome(
     base = write_labelled(tmp_path / "base.tsv", base_rows())
     # The job inherits this environment (plus the app's home and database URL).
     monkeypatch.setenv("SPAMGUARD_BASE_DATA", str(base))
-    monkeypatch.setenv("SPAMGUARD_RETRAIN_MIN_NEW_REVIEWS", "0")
     monkeypatch.setenv("SPAMGUARD_EVALSET_FRACTION", "0.2")
     monkeypatch.setenv("SPAMGUARD_RETRAIN_MIN_PER_CLASS", "8")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
+    # "Retrain now" trains on one new review or more (fewer than the scheduled minimum)
+    store_reviews(db_session_factory, [("the meeting moved to thursday afternoon", "ham")])
     started = admin_client.post("/admin/models/retrain", follow_redirects=True)
     assert started.status_code == 200
 
