@@ -237,6 +237,10 @@ def test_probability_bars_follow_the_deciding_models_threshold(moderator_client,
     ("https://api.twilio.com:8443/x", False),
     ("http://api.twilio.com/x", False),
     ("https://[broken/x", False),
+    ("https://evil.example\\.twilio.com/login", False),  # a browser reads \ as /
+    ("https://evil.example\t.twilio.com/x", False),
+    ("https://api.twilio.com/x y", False),
+    ("https://API.Twilio.com/x", True),
 ])
 def test_only_the_gateways_own_media_addresses_are_links(url, linked):
     from spamguard.admin.base import is_gateway_media

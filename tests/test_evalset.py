@@ -118,6 +118,9 @@ def test_evalset_cli(retrain_env, retrain_settings, db_session_factory) -> None:
     assert result.exit_code == 0 and "empty" in result.output
     result = runner.invoke(cli, ["evalset", "add"], env=retrain_env)
     assert result.exit_code == 2 and "--from-reviews" in result.output
+    for no_row in ("3000000000", "0"):  # past PostgreSQL's integer ids: a usage error
+        result = runner.invoke(cli, ["evalset", "add", "--message-id", no_row], env=retrain_env)
+        assert result.exit_code == 2 and "--message-id" in result.output, result.output
     store_reviews(db_session_factory, [("please hold this one out", "ham")])
     result = runner.invoke(cli, ["evalset", "add", "--from-reviews", "5"], env=retrain_env)
     assert result.exit_code == 0, result.output

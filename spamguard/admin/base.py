@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
@@ -165,7 +166,11 @@ def is_gateway_media(url: Any) -> bool:
     """Whether ``url`` is an https address on Twilio's media hosts."""
     from urllib.parse import urlsplit
 
-    if not isinstance(url, str) or not url.startswith("https://"):
+    # Browsers read "\" as "/" and drop tabs and line breaks, where urlsplit does not: an
+    # address holding any of them, or anything but plain host characters before the
+    # path, could name another host than the one checked here.
+    if (not isinstance(url, str) or not url.startswith("https://")
+            or not URL_CHARS.fullmatch(url)):
         return False
     try:
         parts = urlsplit(url)
@@ -173,11 +178,13 @@ def is_gateway_media(url: Any) -> bool:
         port = parts.port
     except ValueError:  # a malformed address: no link
         return False
-    return port in (None, 443) and not parts.username and any(
-        host == domain or host.endswith("." + domain) for domain in MEDIA_DOMAINS)
+    return port in (None, 443) and HOST_CHARS.fullmatch(parts.netloc.lower()) is not None \
+        and any(host == domain or host.endswith("." + domain) for domain in MEDIA_DOMAINS)
 
 
 MEDIA_DOMAINS = ("twilio.com", "twiliocdn.com")  # where Twilio keeps MMS media
+URL_CHARS = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+")  # RFC 3986, nothing else
+HOST_CHARS = re.compile(r"[a-z0-9.-]+(:443)?")  # the whole authority: no user, no oddities
 
 
 @bp.app_template_filter("num")

@@ -11,6 +11,7 @@ import click
 
 from spamguard.cli.context import CliContext, pass_ctx, session_factory_for, transaction
 from spamguard.models import RUN_TRIGGERS
+from spamguard.sqltypes import MAX_ID
 
 
 def _stop_on_sigterm() -> None:
@@ -89,8 +90,8 @@ def register(cli: click.Group) -> None:
             click.echo(load_evalset(session).describe())
 
     @evalset_group.command("add")
-    @click.option("--message-id", "message_ids", type=int, multiple=True,
-                  help="A reviewed message to add (repeatable).")
+    @click.option("--message-id", "message_ids", type=click.IntRange(1, MAX_ID),
+                  multiple=True, help="A reviewed message to add (repeatable).")
     @click.option("--from-reviews", "count", type=click.IntRange(0), default=0,
                   help="Also add this many other reviewed messages, chosen at random.")
     @pass_ctx
