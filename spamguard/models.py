@@ -169,6 +169,9 @@ class Message(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     raw: Mapped[dict[str, Any] | None]
+    # SHA-256 of the X-Twilio-Signature that delivered it: one signature, one message
+    # (migration 0006 says why); None for API messages and those stored before.
+    signature_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     text_hash: Mapped[str] = mapped_column(String(64), index=True)
     verdict_status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     spam_probability: Mapped[float | None] = mapped_column(Float, index=True)

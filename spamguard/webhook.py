@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from urllib.parse import parse_qsl, quote
 
 from flask import Blueprint, Flask, Response, request
+from sqlalchemy.exc import IntegrityError
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 
+from spamguard.extensions import db_session
 from spamguard.intake import BadInput, check_text, ingest, json_error, settings
+from spamguard.services import messages
 
 bp = Blueprint("webhook", __name__, url_prefix="/webhook")
 log = logging.getLogger("spamguard.webhook")
@@ -146,8 +150,46 @@ def twilio_inbound() -> Response:
         fields = message_fields()
     except BadInput as exc:
         return json_error(str(exc), exc.status)
-    ingest(gateway=GATEWAY, **fields)
+    signature = signature_digest()
+    if replayed(signature, fields["external_id"]):
+        return json_error(REPLAYED, 403)
+    if signature is not None and signature_owner(signature) == fields["external_id"]:
+        signature = None  # a retry: the earlier delivery holds it (and is found by its id)
+    try:
+        ingest(gateway=GATEWAY, signature_hash=signature, **fields)
+    except IntegrityError:  # another worker stored this signature meanwhile
+        db_session().rollback()
+        if replayed(signature, fields["external_id"]):
+            return json_error(REPLAYED, 403)
+        ingest(gateway=GATEWAY, **fields)  # that was this message's own retry: find it
     return Response(twiml_answer(), status=200, mimetype="text/xml")
+
+
+REPLAYED = ("this X-Twilio-Signature already delivered another message: a captured request "
+            "with its fields cut up differently, not a Twilio delivery")
+
+
+def signature_digest() -> str | None:
+    """SHA-256 of the request's X-Twilio-Signature (None without one, e.g. validation off).
+
+    Twilio signs the fields' names and values run together, so the same signature also
+    covers the same characters cut into other fields: a sender who writes a body spelling
+    out "From...MessageSid...To..." could turn one captured delivery into new messages.
+    One signature therefore stores one message (``messages.signature_hash``, unique).
+    """
+    value = request.headers.get("X-Twilio-Signature", "")
+    return hashlib.sha256(value.encode()).hexdigest() if value else None
+
+
+def signature_owner(signature: str) -> str | None:
+    """The MessageSid a signature already stored, if any."""
+    return messages.signature_used_by(session=db_session(), signature_hash=signature)
+
+
+def replayed(signature: str | None, message_sid: str) -> bool:
+    """Whether ``signature`` already stored a message with another MessageSid."""
+    owner = signature_owner(signature) if signature is not None else None
+    return owner is not None and owner != message_sid
 
 
 def twiml_answer() -> str:

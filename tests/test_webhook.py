@@ -236,6 +236,57 @@ def test_a_captured_request_cannot_be_stored_again_by_moving_a_field_boundary(
     assert count_rows(app, Message) == 1
 
 
+def _capture_and_recut() -> tuple[dict, dict, dict]:
+    """A delivery whose body (written by the sender) spells out further fields, its
+    signature, and the same characters cut into a new message: new id, sender, recipient."""
+    new_sid = "SM" + "f" * 32
+    params = twilio_params(f"xFrom+19998887777MessageSid{new_sid}To+19990000000Zzz")
+    tail = "".join(f"{k}{params[k]}" for k in sorted(params) if k > "Body")
+    forged = {"AccountSid": params["AccountSid"], "Body": "x", "From": "+19998887777",
+              "MessageSid": new_sid, "To": "+19990000000", "ZzzFrom": tail[len("From"):]}
+    assert sign(forged) == sign(params)  # the same signature really covers the forgery
+    return params, forged, {"X-Twilio-Signature": sign(params)}
+
+
+def test_a_body_that_spells_out_fields_cannot_turn_a_capture_into_new_messages(app, client):
+    """The signature runs names and values together and the body sorts before From,
+    MessageSid and To: one signature stores one message."""
+    params, forged, headers = _capture_and_recut()
+    assert client.post("/webhook/twilio", data=params, headers=headers).status_code == 200
+    replay = client.post("/webhook/twilio", data=forged, headers=headers)
+    assert replay.status_code == 403
+    assert "already delivered another message" in replay.get_json()["error"]
+    again = client.post("/webhook/twilio", data=params, headers=headers)  # Twilio's retry
+    assert again.status_code == 200
+    [message] = stored(app)
+    assert (message.external_id, message.body) == (params["MessageSid"], params["Body"])
+    assert message.signature_hash is not None
+
+
+def test_a_signature_taken_by_another_worker_meanwhile_is_still_one_message(
+        app, client, monkeypatch):
+    """Two workers can both find a signature unused before either stores it: the unique
+    index decides, a retry of the same message finds its row, a re-cut one is refused."""
+    from spamguard import webhook
+
+    params, forged, headers = _capture_and_recut()
+    assert client.post("/webhook/twilio", data=params, headers=headers).status_code == 200
+    real, calls = webhook.signature_owner, []
+
+    def not_yet(signature):  # as seen by a worker that looked before the other committed
+        calls.append(signature)
+        return None if len(calls) <= 2 else real(signature)
+
+    monkeypatch.setattr(webhook, "signature_owner", not_yet)
+    retry = client.post("/webhook/twilio", data=params, headers=headers)
+    assert retry.status_code == 200
+    calls.clear()
+    response = client.post("/webhook/twilio", data=forged, headers=headers)
+    assert response.status_code == 403, response.data
+    assert "already delivered another message" in response.get_json()["error"]
+    assert [m.external_id for m in stored(app)] == [params["MessageSid"]]
+
+
 def test_wrong_content_type_is_415(app, client):
     params = twilio_params()
     response = client.post("/webhook/twilio", json=params,

@@ -57,7 +57,8 @@ def get_message(*, session: Session, message_id: int) -> Message | None:
 
 def ingest(*, session: Session, classifier: Any, gateway: str, external_id: str | None,
            sender: str, recipient: str, body: str, received_at: datetime | None = None,
-           raw: dict[str, Any] | None = None) -> IngestResult:
+           raw: dict[str, Any] | None = None,
+           signature_hash: str | None = None) -> IngestResult:
     """Store a message (commit), classify it with ``classifier`` (may be None), commit the verdict.
 
     A message already stored under (gateway, external_id) is returned as it is, classified
@@ -65,7 +66,8 @@ def ingest(*, session: Session, classifier: Any, gateway: str, external_id: str 
     """
     message, created = _store(session=session, gateway=gateway, external_id=external_id,
                               fields={"sender": sender, "recipient": recipient, "body": body,
-                                      "received_at": received_at or utcnow(), "raw": raw})
+                                      "received_at": received_at or utcnow(), "raw": raw,
+                                      "signature_hash": signature_hash})
     verdict = classify_or_leave_pending(session=session, classifier=classifier,
                                         message=message)
     return IngestResult(message=message, verdict=verdict, created=created)
@@ -97,6 +99,12 @@ def classify_stored(*, session: Session, classifier: Any, message: Message) -> V
     if verdict is None:
         session.refresh(message)  # classified meanwhile by another process, or failed
     return verdict
+
+
+def signature_used_by(*, session: Session, signature_hash: str) -> str | None:
+    """The external id of the message a webhook signature already stored, if any."""
+    return session.scalar(select(Message.external_id)
+                          .where(Message.signature_hash == signature_hash))
 
 
 def _store(*, session: Session, gateway: str, external_id: str | None,
