@@ -150,16 +150,18 @@ def twilio_inbound() -> Response:
         fields = message_fields()
     except BadInput as exc:
         return json_error(str(exc), exc.status)
-    signature = signature_digest()
-    if replayed(signature, fields["external_id"]):
+    sid, signature = fields["external_id"], signature_digest()
+    owner = signature_owner(signature)
+    if owner is not None and owner != sid:
         return json_error(REPLAYED, 403)
-    if signature is not None and signature_owner(signature) == fields["external_id"]:
-        signature = None  # a retry: the earlier delivery holds it (and is found by its id)
-    try:
-        ingest(gateway=GATEWAY, signature_hash=signature, **fields)
+    try:  # a retry (owner == sid) finds the earlier delivery by its id, which holds the hash
+        ingest(gateway=GATEWAY, signature_hash=None if owner else signature, **fields)
     except IntegrityError:  # another worker stored this signature meanwhile
         db_session().rollback()
-        if replayed(signature, fields["external_id"]):
+        owner = signature_owner(signature)
+        if owner is None:
+            raise
+        if owner != sid:
             return json_error(REPLAYED, 403)
         ingest(gateway=GATEWAY, **fields)  # that was this message's own retry: find it
     return Response(twiml_answer(), status=200, mimetype="text/xml")
@@ -181,15 +183,11 @@ def signature_digest() -> str | None:
     return hashlib.sha256(value.encode()).hexdigest() if value else None
 
 
-def signature_owner(signature: str) -> str | None:
-    """The MessageSid a signature already stored, if any."""
+def signature_owner(signature: str | None) -> str | None:
+    """The MessageSid a signature already stored, if any (None without a signature)."""
+    if signature is None:
+        return None
     return messages.signature_used_by(session=db_session(), signature_hash=signature)
-
-
-def replayed(signature: str | None, message_sid: str) -> bool:
-    """Whether ``signature`` already stored a message with another MessageSid."""
-    owner = signature_owner(signature) if signature is not None else None
-    return owner is not None and owner != message_sid
 
 
 def twiml_answer() -> str:

@@ -173,13 +173,12 @@ def is_gateway_media(url: Any) -> bool:
             or not URL_CHARS.fullmatch(url)):
         return False
     try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        port = parts.port
+        authority = urlsplit(url).netloc.lower()
     except ValueError:  # a malformed address: no link
         return False
-    return port in (None, 443) and HOST_CHARS.fullmatch(parts.netloc.lower()) is not None \
-        and any(host == domain or host.endswith("." + domain) for domain in MEDIA_DOMAINS)
+    host = authority.removesuffix(":443")
+    return HOST_CHARS.fullmatch(authority) is not None and any(
+        host == domain or host.endswith("." + domain) for domain in MEDIA_DOMAINS)
 
 
 MEDIA_DOMAINS = ("twilio.com", "twiliocdn.com")  # where Twilio keeps MMS media
