@@ -122,6 +122,9 @@ class LexicalSpec:
     # vectorizers, so 08712460324 and 09061701461 share their n-grams), "zero-word" (the
     # word vectorizer only; char n-grams keep the digits).
     digits: str = "keep"
+    # Letter case: "lower" (as the baseline), "char" (char n-grams keep capitals, so "FREE"
+    # and "free" differ; words are lower-cased), "both" (words keep capitals too).
+    case: str = "lower"
 
 
 # Each also accepts "@C", e.g. "lr@3". All use class_weight="balanced" like the baseline.
@@ -135,6 +138,8 @@ LEXICAL_VARIANTS = {
     "lr": LexicalSpec(model="lr", C=10.0),  # baseline features, logistic regression
     "digits0": LexicalSpec(digits="zero"),  # baseline, every digit read as 0
     "digits0-word": LexicalSpec(digits="zero-word"),  # ... by the word vectorizer only
+    "cased-char": LexicalSpec(case="char"),  # baseline, char n-grams keep capitals
+    "cased": LexicalSpec(case="both"),  # baseline, words and char n-grams keep capitals
 }
 
 _DIGIT = re.compile(r"\d")
@@ -168,10 +173,11 @@ class LexicalModel:
             word_pre = zero_digits if s.digits in ("zero", "zero-word") else None
             char_pre = zero_digits if s.digits == "zero" else None
             self.vectorizers_ = [
-                TfidfVectorizer(analyzer="word", ngram_range=(1, 2), lowercase=True,
-                                preprocessor=word_pre, **extra),
+                TfidfVectorizer(analyzer="word", ngram_range=(1, 2),
+                                lowercase=s.case != "both", preprocessor=word_pre, **extra),
                 TfidfVectorizer(analyzer=s.char_analyzer, ngram_range=s.char_range,
-                                lowercase=True, preprocessor=char_pre, **extra)]
+                                lowercase=s.case == "lower", preprocessor=char_pre,
+                                **extra)]
             parts = [v.fit_transform(texts) for v in self.vectorizers_]
         else:
             parts = [v.transform(texts) for v in self.vectorizers_]

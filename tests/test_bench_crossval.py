@@ -25,3 +25,13 @@ def test_digit_variants_choose_which_vectorizer_sees_digits(variant, word_digits
     assert ("00000000000" in word) is not word_digits
     assert any(any(c in "123456789" for c in gram) for gram in char) is char_digits
     assert model.decision_function(["Call 07000111222 now"]).shape == (1,)
+
+
+@pytest.mark.parametrize("variant, word_cased, char_cased", [
+    ("cased-char", False, True), ("cased", True, True), ("char16", False, False)])
+def test_case_variants_choose_which_vectorizer_keeps_capitals(variant, word_cased, char_cased):
+    model = crossval.LexicalModel(crossval.lexical_spec(variant)).fit(TEXTS, LABELS)
+    word, char = (set(v.vocabulary_) for v in model.vectorizers_)
+    assert ("WIN" in word) is word_cased
+    assert ("win" in word) is not word_cased
+    assert any(any(c.isupper() for c in gram) for gram in char) is char_cased
