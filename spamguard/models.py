@@ -225,6 +225,7 @@ class Review(Base):
     __tablename__ = "reviews"
     __table_args__ = (
         one_of("label", LABELS),
+        one_of("spot_check_of", LABELS, nullable=True),
         Index("ix_reviews_message_id", "message_id", "id"),
         # One current review per message; concurrent reviewers conflict instead of both winning.
         unique_where(
@@ -245,6 +246,9 @@ class Review(Base):
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     is_current: Mapped[bool] = mapped_column(Boolean, default=True)
+    # A spot check's review (spamguard.services.spot_checks): the label of the verdict it
+    # checked, drawn at random from the active model's unreviewed ones; None otherwise.
+    spot_check_of: Mapped[str | None] = mapped_column(String(8))
 
     message: Mapped[Message] = relationship(back_populates="reviews")
     user: Mapped[User | None] = relationship()

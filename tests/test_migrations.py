@@ -252,3 +252,38 @@ def test_0005_downgrade_revokes_keys_it_could_no_longer_limit(db_url: str, caplo
     engine.dispose()
     assert [tuple(row) for row in rows] == [("gateway", True), ("all", False),
                                             ("reordered", False)]
+
+
+def test_0007_adds_spot_check_of_with_its_check_and_keeps_sqlite_autoincrement(
+        db_url: str) -> None:
+    """Existing reviews are no spot checks; only a label or NULL is accepted; on SQLite the
+    table is altered, not rebuilt, so it stays AUTOINCREMENT (0004); down removes it."""
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    db.upgrade_schema(db_url, "0006")
+    engine = db.make_engine(db_url)
+    insert_review = ("INSERT INTO reviews (message_id, label, created_at, is_current{}) "
+                     "VALUES (1, 'spam', CURRENT_TIMESTAMP, {}{})")
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO messages (id, gateway, sender, recipient, body, text_hash, "
+            "received_at, created_at, verdict_status) VALUES (1, 'test', '+1', '+2', 'b', "
+            "'h', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'pending')"))
+        connection.execute(text(insert_review.format("", "false", "")))
+    db.upgrade_schema(db_url)
+    assert _diff(db_url) == []
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT spot_check_of FROM reviews")).all() == [(None,)]
+        connection.execute(text(insert_review.format(", spot_check_of", "true", ", 'ham'")))
+        if engine.dialect.name == "sqlite":
+            sql = connection.execute(text(
+                "SELECT sql FROM sqlite_master WHERE name = 'reviews'")).scalar()
+            assert "AUTOINCREMENT" in sql
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(text(insert_review.format(", spot_check_of", "false", ", 'maybe'")))
+    with engine.begin() as connection:
+        command.downgrade(db.alembic_config(connection=connection), "0006")
+    assert "spot_check_of" not in {c["name"] for c in inspect(engine).get_columns("reviews")}
+    engine.dispose()

@@ -17,6 +17,7 @@ from spamguard.admin import (  # noqa: F401  (each module adds its pages to bp)
     messages,
     models,
     queue,
+    spot_check,
 )
 from spamguard.admin.base import bp
 from spamguard.admin.security import init_security

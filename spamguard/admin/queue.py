@@ -89,7 +89,7 @@ def queue_decide():
                                     user_id=user_id(), note=request.form.get("note"),
                                     seen=_seen(request.form.get("seen")))
     except reviews.ReviewConflict as exc:
-        flash(_conflict_message(exc, label), "error")
+        flash(conflict_message(exc, label), "error")
         db.rollback()
         return redirect(url_for("admin.queue"))
     except (ValueError, SpamguardError) as exc:
@@ -100,7 +100,7 @@ def queue_decide():
     return redirect(url_for("admin.queue"))
 
 
-def _conflict_message(exc: reviews.ReviewConflict, label: str) -> str:
+def conflict_message(exc: reviews.ReviewConflict, label: str) -> str:
     """Say who decided the message first (read before the rollback expires the review)."""
     theirs = exc.review
     if theirs is None:

@@ -14,7 +14,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from spamguard.models import Message, ModelVersion, Review
-from spamguard.services import message_queries, registry, reviews
+from spamguard.services import message_queries, registry, reviews, spot_checks
 from spamguard.services.message_queries import MessageFilter
 from spamguard.sqltypes import as_utc, utcnow
 
@@ -49,6 +49,7 @@ class Summary:
     disagreements: int = 0
     active: ModelVersion | None = None
     headline: dict[str, float | None] = field(default_factory=dict)
+    spot_checks: list[spot_checks.Estimate] = field(default_factory=list)  # active model's
 
     @property
     def disagreement_rate(self) -> float | None:
@@ -98,6 +99,7 @@ def summary(session: Session, *, now: datetime | None = None) -> Summary:
     out.active = registry.active_version(session)
     if out.active is not None:
         out.headline = registry.headline_metrics(out.active)
+        out.spot_checks = spot_checks.estimates(session, out.active.id)
     return out
 
 
