@@ -25,7 +25,7 @@ from spamguard.app import create_app
 from spamguard.db import make_engine, make_session_factory, session_scope, upgrade_schema
 from spamguard.ml.data import text_hash
 from spamguard.models import Campaign, Message, Review
-from spamguard.services import registry, users
+from spamguard.services import registry, spot_checks, users
 from spamguard.sqltypes import utcnow
 
 WORDS = ("free prize call now win cash claim txt reply stop lunch tomorrow home late see you "
@@ -46,6 +46,8 @@ PAGES = [
     ("message detail", "/admin/messages/{mid}"),
     ("campaigns", "/admin/campaigns"),
     ("models", "/admin/models"),
+    ("spot check, spam (kept draw)", "/admin/spot-check?verdict=spam"),
+    ("spot check, ham (kept draw)", "/admin/spot-check?verdict=ham"),
 ]
 
 
@@ -59,8 +61,10 @@ def seed(url: str, home: Path, n: int) -> None:
         version_dir.mkdir(parents=True)
         (version_dir / "model.json").write_text(json.dumps({
             "version": "bench-v1", "created_at": now.isoformat(), "threshold": 0.5,
-            "backbone": {"name": "bench", "hash": "0" * 16},
+            "backbone": {"name": "bench", "hash": "0" * 16}, "pooling": "mean",
+            "max_length": 128, "input_dim": 392,
             "metrics": {"test": {"spam_f1": 0.95, "mcc": 0.94, "ham_fpr": 0.002}}}))
+        (version_dir / "head.safetensors").write_bytes(b"")  # registered, never loaded
         registry.register_version(session=session, version_dir=version_dir)
         users.create_user(session=session, username="bench", password="bench-password",
                           role="admin")
@@ -108,13 +112,22 @@ def login(client) -> None:
 
 def time_page(client, url: str, repeats: int) -> list[float]:
     """Return the latency of each GET in milliseconds (after one warm-up)."""
-    assert client.get(url).status_code == 200, url
+
+    def get() -> bool:
+        assert client.get(url).status_code == 200, url
+        return True
+
+    return time_call(get, repeats)
+
+
+def time_call(call, repeats: int) -> list[float]:
+    """Return the duration of each call in milliseconds (after one warm-up)."""
+    assert call() is not None
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
-        response = client.get(url)
+        call()
         samples.append((time.perf_counter() - start) * 1000)
-        assert response.status_code == 200, url
     return samples
 
 
@@ -146,6 +159,13 @@ def main() -> None:
             p50, p95 = statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
             verdict = "ok" if p95 < 200 else "SLOW"
             print(f"{name:30} {p50:8.1f} {p95:8.1f} {samples[-1]:8.1f}  {verdict}")
+        with app.app_context():  # a new draw (after a decision or a skip): count + offset
+            for label in ("spam", "ham"):
+                samples = sorted(time_call(lambda label=label: spot_checks.draw(
+                    db_session(), label), args.repeats))
+                p50, p95 = statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
+                print(f"{'spot-check draw, ' + label:30} {p50:8.1f} {p95:8.1f} "
+                      f"{samples[-1]:8.1f}  {'ok' if p95 < 200 else 'SLOW'}")
         app.extensions["spamguard.db"].dispose()
 
 
