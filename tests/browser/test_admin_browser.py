@@ -205,3 +205,33 @@ def test_the_icon_loads_under_the_csp(page, live_server):
     assert width > 0
     assert page.goto(f"{live_server}/favicon.ico").ok
     assert not errors, errors
+
+
+def test_spot_check_with_the_keyboard_on_a_phone(page, live_server, seeded, add_messages,
+                                                 db_session_factory):
+    """A moderator spot-checks the active model's spam verdicts at 390 px: the page fits,
+    "h" records the drawn message as a wrong spam verdict, and the estimate says so."""
+    from spamguard.models import Review
+
+    _, (active, _) = seeded
+    drawable = add_messages(("Hi mum, this is my new number, can you text me back", 0.91),
+                            ("Barclays: a payment of £12.00 to TFL was made today", 0.95),
+                            model_version_id=active)
+    login(page, live_server, "mo")
+    page.goto(f"{live_server}/admin/spot-check?verdict=spam")
+    shoot(page, "spot-check")  # leaves the laptop size
+    page.set_viewport_size(SIZES["phone"])
+    assert page.evaluate("document.documentElement.scrollWidth") <= SIZES["phone"]["width"]
+    drawn = current_id(page)
+    assert drawn in drawable
+    page.reload()
+    assert current_id(page) == drawn  # the draw is kept
+    with page.expect_navigation():
+        page.keyboard.press("h")
+    assert f"Message {drawn}: ham (spot check of a spam verdict)" in page.inner_text("main")
+    assert current_id(page) in set(drawable) - {drawn}
+    row = page.locator("table tr", has_text="spam").last.inner_text()
+    assert row.split("\t")[:4] == ["spam", "1", "1", "100.0%"], row
+    with db_session_factory() as session:
+        review = session.query(Review).filter_by(message_id=drawn).one()
+        assert (review.label, review.spot_check_of) == ("ham", "spam")
