@@ -225,7 +225,6 @@ class Review(Base):
     __tablename__ = "reviews"
     __table_args__ = (
         one_of("label", LABELS),
-        one_of("spot_check_of", LABELS, nullable=True),
         Index("ix_reviews_message_id", "message_id", "id"),
         # One current review per message; concurrent reviewers conflict instead of both winning.
         unique_where(
@@ -246,9 +245,6 @@ class Review(Base):
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     is_current: Mapped[bool] = mapped_column(Boolean, default=True)
-    # A spot check's review (spamguard.services.spot_checks): the label of the verdict it
-    # checked, drawn at random from the active model's unreviewed ones; None otherwise.
-    spot_check_of: Mapped[str | None] = mapped_column(String(8))
 
     message: Mapped[Message] = relationship(back_populates="reviews")
     user: Mapped[User | None] = relationship()
@@ -309,3 +305,39 @@ class Lock(Base):
     owner: Mapped[str] = mapped_column(String(255))
     acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
+
+
+SPOT_CHECK_OUTCOMES = ("labelled", "skipped", "expired")
+
+
+class SpotCheckDraw(Base):
+    """A message drawn at random for a moderator's spot check (services.spot_checks).
+
+    Kept on the server, not in the login cookie, so a new login or another browser shows
+    the same open draw and every skip is counted. ``outcome`` is None while the draw is
+    open; "labelled" (by the spot checker, or by anyone: the message's current label is
+    what counts), "skipped", or "expired" (the active model changed before it was decided).
+    """
+
+    __tablename__ = "spot_check_draws"
+    __table_args__ = (
+        one_of("verdict", LABELS),
+        one_of("outcome", SPOT_CHECK_OUTCOMES, nullable=True),
+        Index("ix_spot_check_draws_user", "user_id", "verdict", "outcome"),
+        Index("ix_spot_check_draws_model", "model_version_id", "verdict"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    verdict: Mapped[str] = mapped_column(String(8))
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    model_version_id: Mapped[str] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE")
+    )
+    drawn_at: Mapped[datetime] = mapped_column(default=utcnow)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    closed_at: Mapped[datetime | None]
+
+    message: Mapped[Message] = relationship()

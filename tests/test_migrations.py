@@ -17,7 +17,7 @@ from spamguard import db
 from spamguard.models import Base
 
 TABLES = {"users", "api_keys", "model_versions", "messages", "verdicts", "reviews", "campaigns",
-          "training_runs", "eval_examples", "locks"}
+          "training_runs", "eval_examples", "locks", "spot_check_draws"}
 
 
 def _diff(url: str) -> list:
@@ -254,36 +254,36 @@ def test_0005_downgrade_revokes_keys_it_could_no_longer_limit(db_url: str, caplo
                                             ("reordered", False)]
 
 
-def test_0007_adds_spot_check_of_with_its_check_and_keeps_sqlite_autoincrement(
+def test_0007_spot_check_draws_refuse_unknown_labels_and_go_away_on_downgrade(
         db_url: str) -> None:
-    """Existing reviews are no spot checks; only a label or NULL is accepted; on SQLite the
-    table is altered, not rebuilt, so it stays AUTOINCREMENT (0004); down removes it."""
+    """A draw's verdict and outcome take only the known words; down removes the table."""
     import pytest
     from sqlalchemy import text
     from sqlalchemy.exc import IntegrityError
 
-    db.upgrade_schema(db_url, "0006")
+    db.upgrade_schema(db_url)
     engine = db.make_engine(db_url)
-    insert_review = ("INSERT INTO reviews (message_id, label, created_at, is_current{}) "
-                     "VALUES (1, 'spam', CURRENT_TIMESTAMP, {}{})")
     with engine.begin() as connection:
         connection.execute(text(
             "INSERT INTO messages (id, gateway, sender, recipient, body, text_hash, "
             "received_at, created_at, verdict_status) VALUES (1, 'test', '+1', '+2', 'b', "
             "'h', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'pending')"))
-        connection.execute(text(insert_review.format("", "false", "")))
-    db.upgrade_schema(db_url)
-    assert _diff(db_url) == []
+        connection.execute(text(
+            "INSERT INTO users (id, username, password_hash, role, created_at, is_active, "
+            "failed_logins) VALUES (1, 'mo', 'x', 'moderator', CURRENT_TIMESTAMP, true, 0)"))
+        connection.execute(text(
+            "INSERT INTO model_versions (id, directory, backbone, backbone_hash, created_at, "
+            "registered_at, status, threshold, metrics) VALUES ('v1', '/m', 'b', 'h', "
+            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'active', 0.5, '{}')"))
+    draw = ("INSERT INTO spot_check_draws (user_id, verdict, message_id, model_version_id, "
+            "drawn_at, outcome) VALUES (1, :verdict, 1, 'v1', CURRENT_TIMESTAMP, :outcome)")
     with engine.begin() as connection:
-        assert connection.execute(text("SELECT spot_check_of FROM reviews")).all() == [(None,)]
-        connection.execute(text(insert_review.format(", spot_check_of", "true", ", 'ham'")))
-        if engine.dialect.name == "sqlite":
-            sql = connection.execute(text(
-                "SELECT sql FROM sqlite_master WHERE name = 'reviews'")).scalar()
-            assert "AUTOINCREMENT" in sql
-    with pytest.raises(IntegrityError), engine.begin() as connection:
-        connection.execute(text(insert_review.format(", spot_check_of", "false", ", 'maybe'")))
+        connection.execute(text(draw), {"verdict": "spam", "outcome": None})
+        connection.execute(text(draw), {"verdict": "ham", "outcome": "skipped"})
+    for verdict, outcome in (("maybe", None), ("spam", "lost")):
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(text(draw), {"verdict": verdict, "outcome": outcome})
     with engine.begin() as connection:
         command.downgrade(db.alembic_config(connection=connection), "0006")
-    assert "spot_check_of" not in {c["name"] for c in inspect(engine).get_columns("reviews")}
+    assert "spot_check_draws" not in inspect(engine).get_table_names()
     engine.dispose()

@@ -55,16 +55,12 @@ def _check(label: str, note: str | None) -> str | None:
 
 
 def add_review(*, session: Session, message_id: int, label: str, user_id: int | None,
-               note: str | None = None, seen: Seen | None = None,
-               spot_check_of: str | None = None) -> Review:
+               note: str | None = None, seen: Seen | None = None) -> Review:
     """Record a decision on one message; the previous current review is superseded.
 
     With ``seen``, raise :class:`ReviewConflict` instead when someone reviewed the message
-    after the moderator was shown it (the caller rolls back). ``spot_check_of`` marks a
-    spot check's review with the verdict label it checked (:mod:`spot_checks`)."""
+    after the moderator was shown it (the caller rolls back)."""
     note = _check(label, note)
-    if spot_check_of is not None and spot_check_of not in LABELS:
-        raise ReviewError(f"spot_check_of must be one of {', '.join(LABELS)}")
     message = _lock_message(session, message_id)
     if message is None:
         raise ReviewError(f"no message {message_id}")
@@ -75,7 +71,7 @@ def add_review(*, session: Session, message_id: int, label: str, user_id: int | 
                     .values(is_current=False).execution_options(synchronize_session="fetch"))
     now = utcnow()
     review = Review(message_id=message_id, user_id=user_id, label=label, note=note,
-                    created_at=now, is_current=True, spot_check_of=spot_check_of)
+                    created_at=now, is_current=True)
     session.add(review)
     message.review_label, message.reviewed_at = label, now
     session.flush()

@@ -5,15 +5,18 @@ teach the model most, but a moderator working it never sees what the model is co
 wrong about: on present-day messages the shipped model scores "Hi mum, new number" scams
 0.002-0.14 and some legitimate delivery notices over 0.99 (bench/fresh_sms.tsv). A spot
 check draws one message at random, uniformly, from the active model's unreviewed verdicts
-of one label (spam or ham). The moderator's label on it is stored with the verdict label it
-checked (``reviews.spot_check_of``), and :func:`estimates` turns those into the share of
-such verdicts that are wrong, with a 95% Wilson interval.
+of one label (spam or ham) and keeps the draw in ``spot_check_draws`` until it is decided
+or skipped; :func:`estimates` turns the decided draws into the share of such verdicts that
+are wrong, with a 95% Wilson interval, and counts the skips.
 
 What the estimate means: among messages the active model labelled spam (or ham) that no
-moderator had reviewed when they were drawn, the share a moderator labels otherwise. The
-queue's reviews are not in it (they are not a random sample), and a later relabel of a
-spot-checked message counts (its current label is the best truth known). Skipping drawn
-messages makes the sample less random, so the page counts skips.
+moderator had reviewed when they were drawn, the share that a moderator labelled otherwise.
+A draw counts once its message has a label from anyone (the spot checker, or another
+moderator who got there first: leaving those out would leave out the queue's uncertain,
+often wrong, ones), judged by the message's current label, so a later correction counts
+too. Skipped draws are left out and counted: skipping hard ones biases the estimate, and
+the page shows how many were skipped. The queue's reviews are not in it (not a random
+sample).
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from spamguard.models import LABELS, Message, Review
+from spamguard.models import LABELS, Message, SpotCheckDraw
 from spamguard.services import registry
+from spamguard.sqltypes import utcnow
 
 CONFIDENCE = 0.95
 
@@ -69,22 +73,69 @@ def draw(session: Session, verdict: str, *, rng: random.Random | None = None
     return session.scalars(query).first()
 
 
-def is_drawable(session: Session, message: Message, verdict: str) -> bool:
-    """Whether ``message`` could still be drawn for a spot check of ``verdict`` now."""
+def _close(session: Session, row: SpotCheckDraw, outcome: str) -> None:
+    row.outcome, row.closed_at = outcome, utcnow()
+    session.flush()
+
+
+def open_draw(session: Session, user_id: int, verdict: str) -> SpotCheckDraw | None:
+    """The user's open draw of ``verdict`` (the newest, if two tabs drew at once: the
+    others are closed as expired)."""
+    _check_verdict(verdict)
+    rows = list(session.scalars(
+        select(SpotCheckDraw).where(SpotCheckDraw.user_id == user_id,
+                                    SpotCheckDraw.verdict == verdict,
+                                    SpotCheckDraw.outcome.is_(None))
+        .order_by(SpotCheckDraw.id.desc())))
+    for extra in rows[1:]:
+        _close(session, extra, "expired")
+    return rows[0] if rows else None
+
+
+def current_draw(session: Session, user_id: int, verdict: str, *,
+                 rng: random.Random | None = None) -> SpotCheckDraw | None:
+    """The user's open draw of ``verdict`` if it can still be decided, else a new one.
+
+    An open draw whose message someone labelled meanwhile is closed as labelled (it
+    counts); one of a model no longer active is closed as expired. None when nothing is
+    left to draw. The caller commits."""
+    row = open_draw(session, user_id, verdict)
     active = registry.active_version(session)
-    return (active is not None and message.review_label is None
-            and message.model_version_id == active.id and message.model_label == verdict)
+    if row is not None:
+        if row.message.review_label is not None:
+            _close(session, row, "labelled")
+        elif active is None or row.model_version_id != active.id:
+            _close(session, row, "expired")
+        else:
+            return row
+    message = draw(session, verdict, rng=rng)
+    if message is None:
+        return None
+    row = SpotCheckDraw(user_id=user_id, verdict=verdict, message_id=message.id,
+                        model_version_id=message.model_version_id, drawn_at=utcnow())
+    session.add(row)
+    session.flush()
+    return row
+
+
+def close_draw(session: Session, row: SpotCheckDraw, outcome: str) -> None:
+    """Close an open draw as "labelled" or "skipped"."""
+    if outcome not in ("labelled", "skipped"):
+        raise ValueError("a draw is closed as labelled or skipped")
+    _close(session, row, outcome)
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """Spot checks of one verdict label: how many, how many wrong, and the 95% interval."""
+    """Spot checks of one verdict label: how many decided, how many wrong, the 95%
+    interval of the wrong share, and how many draws were skipped."""
 
     verdict: str
     checked: int
     wrong: int
     low: float | None  # Wilson interval of the wrong share; None when nothing was checked
     high: float | None
+    skipped: int = 0
 
     @property
     def wrong_share(self) -> float | None:
@@ -95,7 +146,7 @@ def wilson_interval(wrong: int, checked: int) -> tuple[float | None, float | Non
     """The 95% Wilson score interval of ``wrong / checked`` (scipy); (None, None) for 0."""
     if not checked:
         return None, None
-    from scipy.stats import binomtest  # only the dashboard needs it; keep service start fast
+    from scipy.stats import binomtest  # only these pages need it; keep service start fast
 
     ci = binomtest(wrong, checked).proportion_ci(confidence_level=CONFIDENCE,
                                                   method="wilson")
@@ -105,18 +156,24 @@ def wilson_interval(wrong: int, checked: int) -> tuple[float | None, float | Non
 def estimates(session: Session, version_id: str) -> list[Estimate]:
     """Spot checks of the version's verdicts, per verdict label (spam first).
 
-    A spot check counts as wrong when the message's current review label differs from the
-    verdict it checked, so a later correction of the spot check's label counts too."""
-    checked = (select(Review.spot_check_of, Message.review_label,
-                      func.count(Review.message_id.distinct()))
-               .join(Message, Message.id == Review.message_id)
-               .where(Review.spot_check_of.is_not(None), Message.model_version_id == version_id,
+    A message counts once, however many moderators drew it, and only if some draw of it
+    was not skipped."""
+    counted = SpotCheckDraw.outcome.is_(None) | (SpotCheckDraw.outcome == "labelled")
+    checked = (select(SpotCheckDraw.verdict, Message.review_label,
+                      func.count(SpotCheckDraw.message_id.distinct()))
+               .join(Message, Message.id == SpotCheckDraw.message_id)
+               .where(SpotCheckDraw.model_version_id == version_id, counted,
                       Message.review_label.is_not(None))
-               .group_by(Review.spot_check_of, Message.review_label))
+               .group_by(SpotCheckDraw.verdict, Message.review_label))
     counts: dict[str, list[int]] = {label: [0, 0] for label in LABELS}
     for verdict, label, n in session.execute(checked):
         counts[verdict][0] += n
         if label != verdict:
             counts[verdict][1] += n
-    return [Estimate(verdict, n, wrong, *wilson_interval(wrong, n))
+    skips = dict(session.execute(
+        select(SpotCheckDraw.verdict, func.count())
+        .where(SpotCheckDraw.model_version_id == version_id,
+               SpotCheckDraw.outcome == "skipped")
+        .group_by(SpotCheckDraw.verdict)).all())
+    return [Estimate(verdict, n, wrong, *wilson_interval(wrong, n), skipped=skips.get(verdict, 0))
             for verdict, (n, wrong) in counts.items()]

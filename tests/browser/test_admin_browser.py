@@ -211,7 +211,7 @@ def test_spot_check_with_the_keyboard_on_a_phone(page, live_server, seeded, add_
                                                  db_session_factory):
     """A moderator spot-checks the active model's spam verdicts at 390 px: the page fits,
     "h" records the drawn message as a wrong spam verdict, and the estimate says so."""
-    from spamguard.models import Review
+    from spamguard.models import Review, SpotCheckDraw
 
     _, (active, _) = seeded
     drawable = add_messages(("Hi mum, this is my new number, can you text me back", 0.91),
@@ -233,5 +233,6 @@ def test_spot_check_with_the_keyboard_on_a_phone(page, live_server, seeded, add_
     row = page.locator("table tr", has_text="spam").last.inner_text()
     assert row.split("\t")[:4] == ["spam", "1", "1", "100.0%"], row
     with db_session_factory() as session:
-        review = session.query(Review).filter_by(message_id=drawn).one()
-        assert (review.label, review.spot_check_of) == ("ham", "spam")
+        assert session.query(Review).filter_by(message_id=drawn).one().label == "ham"
+        row = session.query(SpotCheckDraw).filter_by(message_id=drawn).one()
+        assert (row.verdict, row.outcome) == ("spam", "labelled")
