@@ -323,7 +323,7 @@ class SpotCheckDraw(Base):
     __table_args__ = (
         one_of("verdict", LABELS),
         one_of("outcome", SPOT_CHECK_OUTCOMES, nullable=True),
-        Index("ix_spot_check_draws_user", "user_id", "verdict", "outcome"),
+        Index("ix_spot_check_draws_user", "user_id", "outcome"),
         Index("ix_spot_check_draws_model", "model_version_id", "verdict"),
     )
 
@@ -336,6 +336,9 @@ class SpotCheckDraw(Base):
     model_version_id: Mapped[str] = mapped_column(
         ForeignKey("model_versions.id", ondelete="CASCADE")
     )
+    # Blind: drawn from either label at random and shown without the model's verdict, so
+    # the moderator is not nudged to agree with it ("verdict" is then the label drawn from).
+    blind: Mapped[bool] = mapped_column(Boolean, default=False)
     drawn_at: Mapped[datetime] = mapped_column(default=utcnow)
     outcome: Mapped[str | None] = mapped_column(String(16))
     closed_at: Mapped[datetime | None]

@@ -275,8 +275,8 @@ def test_0007_spot_check_draws_refuse_unknown_labels_and_go_away_on_downgrade(
             "INSERT INTO model_versions (id, directory, backbone, backbone_hash, created_at, "
             "registered_at, status, threshold, metrics) VALUES ('v1', '/m', 'b', 'h', "
             "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'active', 0.5, '{}')"))
-    draw = ("INSERT INTO spot_check_draws (user_id, verdict, message_id, model_version_id, "
-            "drawn_at, outcome) VALUES (1, :verdict, 1, 'v1', CURRENT_TIMESTAMP, :outcome)")
+    draw = ("INSERT INTO spot_check_draws (user_id, verdict, blind, message_id, model_version_id, "
+            "drawn_at, outcome) VALUES (1, :verdict, false, 1, 'v1', CURRENT_TIMESTAMP, :outcome)")
     with engine.begin() as connection:
         connection.execute(text(draw), {"verdict": "spam", "outcome": None})
         connection.execute(text(draw), {"verdict": "ham", "outcome": "skipped"})

@@ -115,7 +115,7 @@ def test_spot_check_page_keeps_its_draw_and_records_the_verdict_checked(
     page = moderator_client.post("/admin/spot-check/decide", follow_redirects=True, data={
         "message_id": first, "label": "ham", "verdict": "spam", "seen": "none"})
     text = page.get_data(as_text=True)
-    assert f"Message {first}: ham (spot check of a spam verdict)" in text
+    assert f"Message {first}: ham; the model had said spam (0.900)." in text
     second = CURRENT.search(text).group(1)
     assert int(second) in set(spam) - {first}
     with session_scope(db_session_factory) as session:
@@ -278,3 +278,33 @@ def test_conflict_message_survives_the_other_decision_being_undone(
     assert undone and response.status_code == 302
     page = moderator_client.get("/admin/spot-check?verdict=spam").get_data(as_text=True)
     assert "your ham label was not saved" in page
+
+
+def test_blind_spot_checks_hide_the_verdict_and_draw_from_both_labels(
+        moderator_client, verdicts, db_session_factory, make_user):
+    spam, ham, _ = verdicts()
+    page = moderator_client.get("/admin/spot-check").get_data(as_text=True)
+    card = page[page.index('id="current"'):page.index("</article>")]
+    assert "verdict hidden until you decide" in card
+    assert "<meter" not in card and "badge" not in card  # neither score nor label shown
+    drawn = int(CURRENT.search(page).group(1))
+    assert shown_id(moderator_client, "spam") in spam  # the spam tab has its own draw
+    assert shown_id(moderator_client, "any") == drawn  # and the blind one is kept
+    label = "ham" if drawn in spam else "spam"  # the model was wrong
+    page = moderator_client.post("/admin/spot-check/decide", follow_redirects=True, data={
+        "message_id": drawn, "label": label, "verdict": "any", "seen": "none"})
+    said = "spam (0.900)" if drawn in spam else "ham (0.100)"
+    assert f"Message {drawn}: {label}; the model had said {said}." in page.get_data(as_text=True)
+    with session_scope(db_session_factory) as session:
+        row = session.query(SpotCheckDraw).filter_by(message_id=drawn, blind=True).one()
+        assert row.verdict == ("spam" if drawn in spam else "ham")
+        assert row.outcome == "labelled"
+        # Blind draws pick a label with equal chances, then a message of it.
+        user, rng = make_user("bea"), random.Random(1)
+        labels = Counter()
+        for _ in range(200):
+            row = spot_checks.current_draw(session, user, "any", rng=rng)
+            labels[row.verdict] += 1
+            assert row.message_id in (spam if row.verdict == "spam" else ham)
+            spot_checks.close_draw(session, row, "skipped")
+        assert min(labels.values()) > 70, labels

@@ -3,7 +3,8 @@
 The review queue shows the most uncertain messages first, so a moderator working it never
 sees what the model gets confidently wrong (on present-day messages: "Hi mum" scams scored
 0.002-0.14, delivery notices up to 0.996). A spot check shows a message drawn at random
-from the active model's unreviewed verdicts of one label. Each draw is a row here, kept on
+from the active model's unreviewed verdicts of one label (blind: of a label chosen at
+random, not shown). Each draw is a row here, kept on
 the server so that a new login or another browser cannot draw again unseen, and every skip
 is counted; the dashboard's estimate of how often such verdicts are wrong comes from it.
 
@@ -31,6 +32,7 @@ def upgrade() -> None:
         sa.Column("verdict", sa.String(length=8), nullable=False),
         sa.Column("message_id", sa.Integer(), nullable=False),
         sa.Column("model_version_id", sa.String(length=64), nullable=False),
+        sa.Column("blind", sa.Boolean(), nullable=False),
         sa.Column("drawn_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("outcome", sa.String(length=16), nullable=True),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
@@ -47,8 +49,7 @@ def upgrade() -> None:
             name=op.f("fk_spot_check_draws_model_version_id_model_versions")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_spot_check_draws")),
     )
-    op.create_index("ix_spot_check_draws_user", "spot_check_draws",
-                    ["user_id", "verdict", "outcome"])
+    op.create_index("ix_spot_check_draws_user", "spot_check_draws", ["user_id", "outcome"])
     op.create_index("ix_spot_check_draws_model", "spot_check_draws",
                     ["model_version_id", "verdict"])
     op.create_index("ix_spot_check_draws_message_id", "spot_check_draws", ["message_id"])

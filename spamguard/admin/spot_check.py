@@ -1,9 +1,10 @@
 """Spot checks: label a message drawn at random from the active model's unreviewed verdicts.
 
-Each moderator has at most one open draw per verdict label, kept on the server
-(``spot_check_draws``), so reloading, switching tabs, logging in again or another browser
-shows the same message until it is labelled or skipped, and every skip is counted (see
-:mod:`spamguard.services.spot_checks`).
+The default tab is blind: the message comes from either label's verdicts and the card does
+not show the model's verdict or score until the moderator has decided. Each moderator has
+at most one open draw per tab, kept on the server (``spot_check_draws``), so reloading,
+switching tabs, logging in again or another browser shows the same message until it is
+labelled or skipped, and every skip is counted (see :mod:`spamguard.services.spot_checks`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from spamguard.sqltypes import parse_id
 
 
 def _verdict() -> str:
-    verdict = request.values.get("verdict", "spam")
-    if verdict not in LABELS:
-        abort(400, description=f"verdict must be one of {', '.join(LABELS)}")
+    """The tab: "any" (blind, the default), "spam" or "ham"."""
+    verdict = request.values.get("verdict", "any")
+    if verdict not in spot_checks.MODES:
+        abort(400, description=f"verdict must be one of {', '.join(spot_checks.MODES)}")
     return verdict
 
 
@@ -42,10 +44,11 @@ def spot_check():
         row = spot_checks.current_draw(db, user_id(), verdict)
         db.commit()
         current = row.message if row is not None else None
+    labels = LABELS if verdict == "any" else (verdict,)
     return render_template(
-        "admin/spot_check.html", verdict=verdict, verdicts=LABELS, active=active,
+        "admin/spot_check.html", verdict=verdict, verdicts=spot_checks.MODES, active=active,
         current=current,
-        left=spot_checks.drawable_count(db, active.id, verdict) if active else 0,
+        left=sum(spot_checks.drawable_count(db, active.id, v) for v in labels) if active else 0,
         estimates=spot_checks.estimates(db, active.id) if active else [])
 
 
@@ -82,9 +85,11 @@ def spot_check_decide():
     except (ValueError, SpamguardError) as exc:
         db.rollback()
         return fail(f"Not recorded: {exc}", "admin.spot_check", verdict=verdict)
+    said = (f"Message {message_id}: {label}; the model had said {row.verdict} "
+            f"({row.message.spam_probability:.3f}).")
     spot_checks.close_draw(db, row, "labelled")
     db.commit()
-    flash(f"Message {message_id}: {label} (spot check of a {verdict} verdict).", "info")
+    flash(said, "info")
     return _back(verdict)
 
 

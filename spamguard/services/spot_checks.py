@@ -5,9 +5,11 @@ teach the model most, but a moderator working it never sees what the model is co
 wrong about: on present-day messages the shipped model scores "Hi mum, new number" scams
 0.002-0.14 and some legitimate delivery notices over 0.99 (bench/fresh_sms.tsv). A spot
 check draws one message at random, uniformly, from the active model's unreviewed verdicts
-of one label (spam or ham) and keeps the draw in ``spot_check_draws`` until it is decided
-or skipped; :func:`estimates` turns the decided draws into the share of such verdicts that
-are wrong, with a 95% Wilson interval, and counts the skips.
+of one label (spam or ham; by default a label chosen at random and not shown, so the
+moderator is not nudged to agree with the model) and keeps the draw in
+``spot_check_draws`` until it is decided or skipped; :func:`estimates` turns the decided
+draws into the share of such verdicts that are wrong, with a 95% Wilson interval, and
+counts the skips.
 
 What the estimate means: among messages the active model labelled spam (or ham) that no
 moderator had reviewed when they were drawn, the share that a moderator labelled otherwise.
@@ -78,28 +80,38 @@ def _close(session: Session, row: SpotCheckDraw, outcome: str) -> None:
     session.flush()
 
 
-def open_draw(session: Session, user_id: int, verdict: str) -> SpotCheckDraw | None:
-    """The user's open draw of ``verdict`` (the newest, if two tabs drew at once: the
-    others are closed as expired)."""
-    _check_verdict(verdict)
-    rows = list(session.scalars(
-        select(SpotCheckDraw).where(SpotCheckDraw.user_id == user_id,
-                                    SpotCheckDraw.verdict == verdict,
-                                    SpotCheckDraw.outcome.is_(None))
-        .order_by(SpotCheckDraw.id.desc())))
+MODES = ("any", *LABELS)  # "any": blind, from either label; or one label, shown
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"verdict must be one of {', '.join(MODES)}")
+
+
+def open_draw(session: Session, user_id: int, mode: str) -> SpotCheckDraw | None:
+    """The user's open draw in ``mode`` (the newest, if two tabs drew at once: the others
+    are closed as expired)."""
+    _check_mode(mode)
+    query = select(SpotCheckDraw).where(SpotCheckDraw.user_id == user_id,
+                                        SpotCheckDraw.outcome.is_(None),
+                                        SpotCheckDraw.blind == (mode == "any"))
+    if mode != "any":
+        query = query.where(SpotCheckDraw.verdict == mode)
+    rows = list(session.scalars(query.order_by(SpotCheckDraw.id.desc())))
     for extra in rows[1:]:
         _close(session, extra, "expired")
     return rows[0] if rows else None
 
 
-def current_draw(session: Session, user_id: int, verdict: str, *,
+def current_draw(session: Session, user_id: int, mode: str, *,
                  rng: random.Random | None = None) -> SpotCheckDraw | None:
-    """The user's open draw of ``verdict`` if it can still be decided, else a new one.
+    """The user's open draw in ``mode`` if it can still be decided, else a new one.
 
-    An open draw whose message someone labelled meanwhile is closed as labelled (it
-    counts); one of a model no longer active is closed as expired. None when nothing is
-    left to draw. The caller commits."""
-    row = open_draw(session, user_id, verdict)
+    ``mode`` "any" draws blind: first a label, spam or ham with equal chances among those
+    with messages left, then a message of it. An open draw whose message someone labelled
+    meanwhile is closed as labelled (it counts); one of a model no longer active is closed
+    as expired. None when nothing is left to draw. The caller commits."""
+    row = open_draw(session, user_id, mode)
     active = registry.active_version(session)
     if row is not None:
         if row.message.review_label is not None:
@@ -108,11 +120,17 @@ def current_draw(session: Session, user_id: int, verdict: str, *,
             _close(session, row, "expired")
         else:
             return row
-    message = draw(session, verdict, rng=rng)
+    if active is None:
+        return None
+    rng = rng or random.SystemRandom()
+    labels = [mode] if mode != "any" else \
+        [label for label in LABELS if drawable_count(session, active.id, label)]
+    message = draw(session, rng.choice(labels), rng=rng) if labels else None
     if message is None:
         return None
-    row = SpotCheckDraw(user_id=user_id, verdict=verdict, message_id=message.id,
-                        model_version_id=message.model_version_id, drawn_at=utcnow())
+    row = SpotCheckDraw(user_id=user_id, verdict=message.model_label, blind=mode == "any",
+                        message_id=message.id, model_version_id=message.model_version_id,
+                        drawn_at=utcnow())
     session.add(row)
     session.flush()
     return row

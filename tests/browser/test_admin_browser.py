@@ -228,8 +228,11 @@ def test_spot_check_with_the_keyboard_on_a_phone(page, live_server, seeded, add_
     assert current_id(page) == drawn  # the draw is kept
     with page.expect_navigation():
         page.keyboard.press("h")
-    assert f"Message {drawn}: ham (spot check of a spam verdict)" in page.inner_text("main")
+    assert f"Message {drawn}: ham; the model had said spam (0." in page.inner_text("main")
     assert current_id(page) in set(drawable) - {drawn}
+    page.goto(f"{live_server}/admin/spot-check")  # blind: the verdict is not shown
+    shoot(page, "spot-check-blind")
+    assert "verdict hidden until you decide" in page.inner_text("#current")
     row = page.locator("table tr", has_text="spam").last.inner_text()
     assert row.split("\t")[:4] == ["spam", "1", "1", "100.0%"], row
     with db_session_factory() as session:
