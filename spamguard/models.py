@@ -308,6 +308,7 @@ class Lock(Base):
 
 
 SPOT_CHECK_OUTCOMES = ("labelled", "skipped", "expired")
+SPOT_CHECK_MODES = ("any", *LABELS)
 
 
 class SpotCheckDraw(Base):
@@ -323,7 +324,10 @@ class SpotCheckDraw(Base):
     __table_args__ = (
         one_of("verdict", LABELS),
         one_of("outcome", SPOT_CHECK_OUTCOMES, nullable=True),
-        Index("ix_spot_check_draws_user", "user_id", "outcome"),
+        one_of("mode", SPOT_CHECK_MODES),
+        # One open draw per moderator and tab, even when two page loads draw at once.
+        unique_where("uq_spot_check_draws_open", "user_id", "mode",
+                     sqlite="outcome IS NULL", postgresql="outcome IS NULL"),
         Index("ix_spot_check_draws_model", "model_version_id", "verdict"),
     )
 
@@ -336,9 +340,9 @@ class SpotCheckDraw(Base):
     model_version_id: Mapped[str] = mapped_column(
         ForeignKey("model_versions.id", ondelete="CASCADE")
     )
-    # Blind: drawn from either label at random and shown without the model's verdict, so
-    # the moderator is not nudged to agree with it ("verdict" is then the label drawn from).
-    blind: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The tab: "any" (blind: drawn from either label at random and shown without the
+    # model's verdict, so the moderator is not nudged to agree with it), "spam" or "ham".
+    mode: Mapped[str] = mapped_column(String(8))
     drawn_at: Mapped[datetime] = mapped_column(default=utcnow)
     outcome: Mapped[str | None] = mapped_column(String(16))
     closed_at: Mapped[datetime | None]

@@ -51,10 +51,10 @@ def one_of(column: str, values: tuple[str, ...], *, nullable: bool = False) -> C
     return CheckConstraint(sql, name=column)
 
 
-def unique_where(name: str, column: str, *, sqlite: str, postgresql: str) -> Index:
+def unique_where(name: str, *columns: str, sqlite: str, postgresql: str) -> Index:
     """Build a partial unique index (the predicate is spelled per dialect)."""
     return Index(
-        name, column, unique=True, sqlite_where=text(sqlite), postgresql_where=text(postgresql)
+        name, *columns, unique=True, sqlite_where=text(sqlite), postgresql_where=text(postgresql)
     )
 
 

@@ -254,9 +254,10 @@ def test_0005_downgrade_revokes_keys_it_could_no_longer_limit(db_url: str, caplo
                                             ("reordered", False)]
 
 
-def test_0007_spot_check_draws_refuse_unknown_labels_and_go_away_on_downgrade(
+def test_0007_spot_check_draws_refuse_unknown_words_and_second_open_draws(
         db_url: str) -> None:
-    """A draw's verdict and outcome take only the known words; down removes the table."""
+    """A draw's verdict, tab and outcome take only the known words, a moderator has one
+    open draw per tab; down removes the table."""
     import pytest
     from sqlalchemy import text
     from sqlalchemy.exc import IntegrityError
@@ -275,14 +276,20 @@ def test_0007_spot_check_draws_refuse_unknown_labels_and_go_away_on_downgrade(
             "INSERT INTO model_versions (id, directory, backbone, backbone_hash, created_at, "
             "registered_at, status, threshold, metrics) VALUES ('v1', '/m', 'b', 'h', "
             "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'active', 0.5, '{}')"))
-    draw = ("INSERT INTO spot_check_draws (user_id, verdict, blind, message_id, model_version_id, "
-            "drawn_at, outcome) VALUES (1, :verdict, false, 1, 'v1', CURRENT_TIMESTAMP, :outcome)")
+    draw = ("INSERT INTO spot_check_draws (user_id, verdict, mode, message_id, "
+            "model_version_id, drawn_at, outcome) VALUES (1, :verdict, :mode, 1, 'v1', "
+            "CURRENT_TIMESTAMP, :outcome)")
     with engine.begin() as connection:
-        connection.execute(text(draw), {"verdict": "spam", "outcome": None})
-        connection.execute(text(draw), {"verdict": "ham", "outcome": "skipped"})
-    for verdict, outcome in (("maybe", None), ("spam", "lost")):
+        for verdict, mode, outcome in (("spam", "spam", None), ("ham", "any", None),
+                                       ("spam", "spam", "skipped"), ("spam", "spam", "expired")):
+            connection.execute(text(draw), {"verdict": verdict, "mode": mode,
+                                            "outcome": outcome})
+    # Unknown words, and a second open draw of one moderator and tab, are refused.
+    for verdict, mode, outcome in (("maybe", "spam", "labelled"), ("spam", "spam", "lost"),
+                                   ("spam", "all", "labelled"), ("ham", "spam", None)):
         with pytest.raises(IntegrityError), engine.begin() as connection:
-            connection.execute(text(draw), {"verdict": verdict, "outcome": outcome})
+            connection.execute(text(draw), {"verdict": verdict, "mode": mode,
+                                            "outcome": outcome})
     with engine.begin() as connection:
         command.downgrade(db.alembic_config(connection=connection), "0006")
     assert "spot_check_draws" not in inspect(engine).get_table_names()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 from collections import Counter
 
 import pytest
@@ -152,9 +153,12 @@ SKIPPED_SPAM = re.compile(r"<td>spam</td>(?:<td[^>]*>[^<]*</td>){4}<td class=\"n
 
 def test_skip_draws_again_and_is_counted(moderator_client, verdicts):
     verdicts()
-    shown_id(moderator_client)
-    page = moderator_client.post("/admin/spot-check/skip", data={"verdict": "spam"},
-                                 follow_redirects=True).get_data(as_text=True)
+    drawn = shown_id(moderator_client)
+    moderator_client.post("/admin/spot-check/skip", data={"verdict": "spam",
+                                                          "message_id": drawn + 1000})
+    assert shown_id(moderator_client) == drawn  # not the draw on screen: nothing skipped
+    page = moderator_client.post("/admin/spot-check/skip", data={
+        "verdict": "spam", "message_id": drawn}, follow_redirects=True).get_data(as_text=True)
     assert SKIPPED_SPAM.search(page).group(1) == "1"
 
 
@@ -221,7 +225,8 @@ def test_logging_in_again_or_another_browser_keeps_the_draw_and_the_skips(
         assert other.login().status_code == 302
         seen.add(shown_id(other))
     assert seen == {first}
-    moderator_client.post("/admin/spot-check/skip", data={"verdict": "spam"})
+    moderator_client.post("/admin/spot-check/skip", data={"verdict": "spam",
+                                                          "message_id": first})
     moderator_client.post("/admin/logout")
     moderator_client.login()
     page = moderator_client.get("/admin/spot-check?verdict=spam").get_data(as_text=True)
@@ -296,7 +301,7 @@ def test_blind_spot_checks_hide_the_verdict_and_draw_from_both_labels(
     said = "spam (0.900)" if drawn in spam else "ham (0.100)"
     assert f"Message {drawn}: {label}; the model had said {said}." in page.get_data(as_text=True)
     with session_scope(db_session_factory) as session:
-        row = session.query(SpotCheckDraw).filter_by(message_id=drawn, blind=True).one()
+        row = session.query(SpotCheckDraw).filter_by(message_id=drawn, mode="any").one()
         assert row.verdict == ("spam" if drawn in spam else "ham")
         assert row.outcome == "labelled"
         # Blind draws pick a label with equal chances, then a message of it.
@@ -308,3 +313,103 @@ def test_blind_spot_checks_hide_the_verdict_and_draw_from_both_labels(
             assert row.message_id in (spam if row.verdict == "spam" else ham)
             spot_checks.close_draw(session, row, "skipped")
         assert min(labels.values()) > 70, labels
+
+
+# From a review of the second version (draws on the server, blind tab).
+
+def test_skip_after_someone_else_labelled_the_draw_keeps_it_in_the_sample(
+        moderator_client, verdicts, db_session_factory, make_user, active_id):
+    """docs/admin.md: "A drawn message that someone else labelled first (from the queue,
+    say) counts too, by that label". The decide route and the page honour this, but the
+    skip route closes the open draw as "skipped" without looking: the message the queue
+    moderator labelled (the uncertain, often wrong, kind) drops out of the estimate and a
+    skip is counted for a message that was in fact decided."""
+    verdicts()
+    drawn = shown_id(moderator_client)  # a spam verdict, shown to the spot checker
+    with session_scope(db_session_factory) as session:  # ann labels it from the queue
+        reviews.add_review(session=session, message_id=drawn, label="ham",
+                           user_id=make_user("ann"))
+    # The spot checker's page still shows it unlabelled; they press "k".
+    moderator_client.post("/admin/spot-check/skip", data={"verdict": "spam",
+                                                          "message_id": drawn})
+    with session_scope(db_session_factory) as session:
+        spam_est, _ = spot_checks.estimates(session, active_id)
+        outcome = session.query(SpotCheckDraw).filter_by(message_id=drawn).one().outcome
+    assert (spam_est.checked, spam_est.wrong, spam_est.skipped) == (1, 1, 0), spam_est
+    assert outcome == "labelled"
+
+
+def test_two_tabs_loading_at_once_show_the_same_draw(
+        app, moderator_client, verdicts, db_session_factory, monkeypatch):
+    """Two GETs of the page at once (two tabs restored together, a reload racing the
+    redirect after a decision) both find no open draw and both draw. The unique index on a
+    moderator's open draw per tab lets one stand, and both tabs show it; without it the
+    other vanished from the sample with neither a label nor a skip."""
+    verdicts()
+    real_draw = spot_checks.draw
+    barrier = threading.Barrier(2, timeout=10)
+
+    def draw_together(*args, **kwargs):  # both requests have looked for an open draw
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        return real_draw(*args, **kwargs)
+
+    monkeypatch.setattr(spot_checks, "draw", draw_together)
+    other_tab = AdminClient(app.test_client(), "moderator")  # same account, second tab
+    assert other_tab.login().status_code == 302
+    shown: dict[str, int | None] = {}
+
+    def load(name: str, client) -> None:
+        page = client.get("/admin/spot-check?verdict=spam").get_data(as_text=True)
+        match = CURRENT.search(page)
+        shown[name] = int(match.group(1)) if match else None
+
+    threads = [threading.Thread(target=load, args=(name, client))
+               for name, client in (("a", moderator_client), ("b", other_tab))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    with session_scope(db_session_factory) as session:
+        open_rows = session.query(SpotCheckDraw).filter_by(outcome=None).count()
+    assert open_rows == 1, f"{open_rows} open draws for one moderator and tab: {shown}"
+    assert shown["a"] == shown["b"], shown
+
+
+def test_a_conflict_whose_other_label_was_undone_keeps_the_draw_open(
+        moderator_client, verdicts, db_session_factory, make_user):
+    """On a ReviewConflict the decide route closes the draw as "labelled" without looking
+    at the message again. When the other decision was undone meanwhile (the flash says so:
+    "a decision on it was undone"), the message has no label: the closed draw counts
+    nowhere (not checked, not skipped), the moderator's own label was not saved, and the
+    page moves on to a new draw. The draw should stay open (show the message again)."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    verdicts()
+    drawn = shown_id(moderator_client)
+    with session_scope(db_session_factory) as session:
+        theirs = reviews.add_review(session=session, message_id=drawn, label="spam",
+                                    user_id=make_user("ann")).id
+    undone: list[int] = []
+
+    def ann_undoes(session) -> None:  # ann takes her queue decision back ("u")
+        if not undone:
+            undone.append(theirs)
+            with session_scope(db_session_factory) as other:
+                reviews.undo_review(session=other, review_id=theirs)
+
+    event.listen(Session, "after_rollback", ann_undoes)
+    try:
+        moderator_client.post("/admin/spot-check/decide", data={
+            "message_id": drawn, "label": "ham", "verdict": "spam", "seen": "none"})
+    finally:
+        event.remove(Session, "after_rollback", ann_undoes)
+    assert undone
+    with session_scope(db_session_factory) as session:
+        row = session.query(SpotCheckDraw).filter_by(message_id=drawn).one()
+        assert session.get(Message, drawn).review_label is None
+        assert row.outcome is None, row.outcome
+    assert shown_id(moderator_client) == drawn

@@ -32,7 +32,7 @@ def upgrade() -> None:
         sa.Column("verdict", sa.String(length=8), nullable=False),
         sa.Column("message_id", sa.Integer(), nullable=False),
         sa.Column("model_version_id", sa.String(length=64), nullable=False),
-        sa.Column("blind", sa.Boolean(), nullable=False),
+        sa.Column("mode", sa.String(length=8), nullable=False),
         sa.Column("drawn_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("outcome", sa.String(length=16), nullable=True),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
@@ -40,6 +40,8 @@ def upgrade() -> None:
                            name=op.f("ck_spot_check_draws_verdict")),
         sa.CheckConstraint("\"outcome\" IS NULL OR \"outcome\" IN ('labelled', 'skipped', "
                            "'expired')", name=op.f("ck_spot_check_draws_outcome")),
+        sa.CheckConstraint("\"mode\" IN ('any', 'spam', 'ham')",
+                           name=op.f("ck_spot_check_draws_mode")),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE",
                                 name=op.f("fk_spot_check_draws_user_id_users")),
         sa.ForeignKeyConstraint(["message_id"], ["messages.id"], ondelete="CASCADE",
@@ -49,7 +51,10 @@ def upgrade() -> None:
             name=op.f("fk_spot_check_draws_model_version_id_model_versions")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_spot_check_draws")),
     )
-    op.create_index("ix_spot_check_draws_user", "spot_check_draws", ["user_id", "outcome"])
+    # One open draw per moderator and tab, even when two page loads draw at once.
+    op.create_index("uq_spot_check_draws_open", "spot_check_draws", ["user_id", "mode"],
+                    unique=True, sqlite_where=sa.text("outcome IS NULL"),
+                    postgresql_where=sa.text("outcome IS NULL"))
     op.create_index("ix_spot_check_draws_model", "spot_check_draws",
                     ["model_version_id", "verdict"])
     op.create_index("ix_spot_check_draws_message_id", "spot_check_draws", ["message_id"])

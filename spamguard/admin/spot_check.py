@@ -75,10 +75,11 @@ def spot_check_decide():
     except reviews.ReviewConflict as exc:
         said = conflict_message(exc, label)  # before the rollback expires the review
         db.rollback()
-        # Someone labelled it first: the draw still counts, by that label.
+        # Someone labelled it first: the draw still counts, by that label (settle). If that
+        # decision was undone meanwhile, the draw stays open and is shown again.
         row = spot_checks.open_draw(db, user_id(), verdict)
         if row is not None and row.message_id == message_id:
-            spot_checks.close_draw(db, row, "labelled")
+            spot_checks.settle(db, row)
         db.commit()
         flash(said, "error")
         return _back(verdict)
@@ -96,11 +97,18 @@ def spot_check_decide():
 @bp.route("/spot-check/skip", methods=["POST"])
 @role_required("moderator")
 def spot_check_skip():
-    """Put the drawn message aside and draw another (counted: skips bias the sample)."""
+    """Put the drawn message aside and draw another (counted: skips bias the sample).
+
+    Only the draw on the moderator's screen is skipped, and not if someone labelled its
+    message meanwhile: that draw counts, by their label."""
     verdict = _verdict()
     db = session()
     row = spot_checks.open_draw(db, user_id(), verdict)
-    if row is not None:
+    try:
+        message_id = parse_id(request.form.get("message_id", ""))
+    except ValueError:
+        message_id = None
+    if row is not None and row.message_id == message_id and not spot_checks.settle(db, row):
         spot_checks.close_draw(db, row, "skipped")
     db.commit()
     return _back(verdict)

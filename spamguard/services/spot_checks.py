@@ -27,9 +27,10 @@ import random
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from spamguard.models import LABELS, Message, SpotCheckDraw
+from spamguard.models import LABELS, SPOT_CHECK_MODES, Message, SpotCheckDraw
 from spamguard.services import registry
 from spamguard.sqltypes import utcnow
 
@@ -80,7 +81,7 @@ def _close(session: Session, row: SpotCheckDraw, outcome: str) -> None:
     session.flush()
 
 
-MODES = ("any", *LABELS)  # "any": blind, from either label; or one label, shown
+MODES = SPOT_CHECK_MODES  # "any": blind, from either label; or one label, shown
 
 
 def _check_mode(mode: str) -> None:
@@ -89,18 +90,25 @@ def _check_mode(mode: str) -> None:
 
 
 def open_draw(session: Session, user_id: int, mode: str) -> SpotCheckDraw | None:
-    """The user's open draw in ``mode`` (the newest, if two tabs drew at once: the others
-    are closed as expired)."""
+    """The user's open draw in ``mode`` (a unique index allows one)."""
     _check_mode(mode)
-    query = select(SpotCheckDraw).where(SpotCheckDraw.user_id == user_id,
-                                        SpotCheckDraw.outcome.is_(None),
-                                        SpotCheckDraw.blind == (mode == "any"))
-    if mode != "any":
-        query = query.where(SpotCheckDraw.verdict == mode)
-    rows = list(session.scalars(query.order_by(SpotCheckDraw.id.desc())))
-    for extra in rows[1:]:
-        _close(session, extra, "expired")
-    return rows[0] if rows else None
+    return session.scalars(select(SpotCheckDraw).where(
+        SpotCheckDraw.user_id == user_id, SpotCheckDraw.mode == mode,
+        SpotCheckDraw.outcome.is_(None))).first()
+
+
+def settle(session: Session, row: SpotCheckDraw) -> bool:
+    """Close an open draw that can no longer be decided: as labelled if someone labelled
+    its message (it counts, by that label), as expired if its model is no longer active.
+    True when it was closed."""
+    active = registry.active_version(session)
+    if row.message.review_label is not None:
+        _close(session, row, "labelled")
+    elif active is None or row.model_version_id != active.id:
+        _close(session, row, "expired")
+    else:
+        return False
+    return True
 
 
 def current_draw(session: Session, user_id: int, mode: str, *,
@@ -108,18 +116,13 @@ def current_draw(session: Session, user_id: int, mode: str, *,
     """The user's open draw in ``mode`` if it can still be decided, else a new one.
 
     ``mode`` "any" draws blind: first a label, spam or ham with equal chances among those
-    with messages left, then a message of it. An open draw whose message someone labelled
-    meanwhile is closed as labelled (it counts); one of a model no longer active is closed
-    as expired. None when nothing is left to draw. The caller commits."""
+    with messages left, then a message of it. None when nothing is left to draw. Two page
+    loads at once: the unique index lets one draw stand, and the other is rolled back and
+    shows it. The caller commits."""
     row = open_draw(session, user_id, mode)
+    if row is not None and not settle(session, row):
+        return row
     active = registry.active_version(session)
-    if row is not None:
-        if row.message.review_label is not None:
-            _close(session, row, "labelled")
-        elif active is None or row.model_version_id != active.id:
-            _close(session, row, "expired")
-        else:
-            return row
     if active is None:
         return None
     rng = rng or random.SystemRandom()
@@ -128,11 +131,15 @@ def current_draw(session: Session, user_id: int, mode: str, *,
     message = draw(session, rng.choice(labels), rng=rng) if labels else None
     if message is None:
         return None
-    row = SpotCheckDraw(user_id=user_id, verdict=message.model_label, blind=mode == "any",
+    row = SpotCheckDraw(user_id=user_id, verdict=message.model_label, mode=mode,
                         message_id=message.id, model_version_id=message.model_version_id,
                         drawn_at=utcnow())
     session.add(row)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # another request of this user and tab drew first
+        session.rollback()
+        return open_draw(session, user_id, mode)
     return row
 
 
