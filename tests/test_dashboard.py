@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from spamguard.services import dashboard, reviews
+from spamguard.sqltypes import utcnow
 
 NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)  # a Wednesday; 47 h after the first message
 
@@ -69,6 +70,9 @@ def test_dashboard_page(viewer_client, traffic):
 
 def test_dashboard_table_summary_counts_its_rows(viewer_client, add_messages):
     """One hour of traffic is 'Latest 1 hour', not 'Latest 1 hours'."""
-    add_messages(("spam now", 0.9), "hi")  # an hour ago, a minute apart: one hourly bucket
+    # The start of the last hour, a minute apart: one hourly bucket whatever the time (an
+    # hour ago from now split them in two when a run came in an hour's last minute).
+    last_hour = utcnow().replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    add_messages(("spam now", 0.9), "hi", start=last_hour)
     text = viewer_client.get("/admin/dashboard?bucket=hour").get_data(as_text=True)
     assert "Latest 1 hour as a table" in text and "1 hours" not in text

@@ -382,3 +382,144 @@ def test_two_tabs_loading_at_once_show_the_same_draw(
         open_rows = session.query(SpotCheckDraw).filter_by(outcome=None).count()
     assert open_rows == 1, f"{open_rows} open draws for one moderator and tab: {shown}"
     assert shown["a"] == shown["b"], shown
+
+
+# From a third review (races between tabs, promotions, undo).
+
+def _interleave_before_close(monkeypatch, other):
+    """Run ``other()`` once, just before the first draw is closed: the moment between a
+    request's check (settle) and its write, when another tab's request can commit."""
+    real_close, done = spot_checks._close, []
+
+    def close(session, row, outcome):
+        if not done:
+            done.append(outcome)
+            other()
+        return real_close(session, row, outcome)
+
+    monkeypatch.setattr(spot_checks, "_close", close)
+    return done
+
+
+def test_a_skip_racing_a_decision_on_the_same_draw_does_not_drop_the_label(
+        app, moderator_client, verdicts, db_session_factory, active_id, monkeypatch):
+    """The same draw is open in two tabs (the page keeps one draw per tab and shows it in
+    every window). Tab B presses "s" while tab A presses "k": the skip checked the message
+    was unlabelled (settle) before B's decision committed, then writes outcome="skipped"
+    over B's "labelled" (an UPDATE by id, no "outcome IS NULL" guard). The moderator's
+    label is then left out of the estimate and a skip is counted instead."""
+    verdicts()
+    drawn = shown_id(moderator_client)
+    tab_b = AdminClient(app.test_client(), "moderator")
+    assert tab_b.login().status_code == 302
+
+    def tab_b_decides():
+        assert tab_b.post("/admin/spot-check/decide", data={
+            "message_id": drawn, "label": "ham", "verdict": "spam",
+            "seen": "none"}).status_code == 302
+
+    done = _interleave_before_close(monkeypatch, tab_b_decides)
+    moderator_client.post("/admin/spot-check/skip", data={"verdict": "spam",
+                                                          "message_id": drawn})
+    assert done == ["skipped"]
+    with session_scope(db_session_factory) as session:
+        assert session.get(Message, drawn).review_label == "ham"  # B's label was saved
+        outcome = session.query(SpotCheckDraw).filter_by(message_id=drawn).one().outcome
+        spam_est, _ = spot_checks.estimates(session, active_id)
+    assert outcome == "labelled"
+    assert (spam_est.checked, spam_est.wrong, spam_est.skipped) == (1, 1, 0), spam_est
+
+
+def test_a_page_load_after_a_promotion_racing_a_decision_does_not_expire_it(
+        app, moderator_client, verdicts, db_session_factory, active_id, two_versions,
+        monkeypatch):
+    """Same race across a promotion: tab A reloads (settle sees no label and a new model,
+    so "expired") while tab B's decision on that draw commits; "expired" overwrites
+    "labelled", and after a rollback to the old model its estimate lacks a draw that was
+    decided: neither counted nor skipped."""
+    verdicts()
+    first, second = two_versions
+    drawn = shown_id(moderator_client)
+    with session_scope(db_session_factory) as session:
+        registry.promote(session=session, version_id=second)
+    tab_b = AdminClient(app.test_client(), "moderator")
+    assert tab_b.login().status_code == 302
+
+    def tab_b_decides():  # B still shows the old draw
+        assert tab_b.post("/admin/spot-check/decide", data={
+            "message_id": drawn, "label": "ham", "verdict": "spam",
+            "seen": "none"}).status_code == 302
+
+    done = _interleave_before_close(monkeypatch, tab_b_decides)
+    assert moderator_client.get("/admin/spot-check?verdict=spam").status_code == 200
+    assert done  # B decided between the page load's check and its write
+    with session_scope(db_session_factory) as session:
+        registry.rollback(session=session)
+    with session_scope(db_session_factory) as session:
+        assert session.get(Message, drawn).review_label == "ham"
+        outcome = session.query(SpotCheckDraw).filter_by(message_id=drawn).one().outcome
+        spam_est, _ = spot_checks.estimates(session, first)
+    assert outcome == "labelled"
+    assert (spam_est.checked, spam_est.wrong) == (1, 1), spam_est
+
+
+def test_a_skip_after_a_promotion_is_counted_as_a_skip(
+        moderator_client, verdicts, db_session_factory, two_versions):
+    """docs/admin.md: "Every skip is counted". A moderator presses "k" on a draw shown
+    before a promotion: the skip route settles first and records "expired", so the skip
+    is counted nowhere, while a label given in the same situation does count for the old
+    model (the decide route closes it as "labelled"). After a rollback the old model's
+    page shows labels of such draws but not their skips."""
+    verdicts()
+    first, second = two_versions
+    drawn = shown_id(moderator_client)
+    with session_scope(db_session_factory) as session:
+        registry.promote(session=session, version_id=second)
+    moderator_client.post("/admin/spot-check/skip", data={"verdict": "spam",
+                                                          "message_id": drawn})
+    with session_scope(db_session_factory) as session:
+        outcome = session.query(SpotCheckDraw).filter_by(message_id=drawn).one().outcome
+        spam_est, _ = spot_checks.estimates(session, first)
+    assert outcome == "skipped"
+    assert spam_est.skipped == 1
+
+
+def test_a_note_with_a_nul_character_is_refused_not_a_500(
+        app, moderator_client, verdicts, db_session_factory, db_backend):
+    """PostgreSQL text cannot hold NUL: the decide form's note reaches the INSERT of the
+    review and psycopg raises DataError, which the route does not catch (a 500). SQLite
+    stores it. (The queue's decide route shares this.)"""
+    verdicts()
+    drawn = shown_id(moderator_client)
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # answer as in production, not raise
+    response = moderator_client.post("/admin/spot-check/decide", data={
+        "message_id": drawn, "label": "spam", "verdict": "spam", "seen": "none",
+        "note": "a\x00b"})
+    assert response.status_code < 500
+
+
+def test_a_draw_settled_by_a_queue_decision_that_is_then_undone_stays_in_the_sample(
+        app, moderator_client, verdicts, db_session_factory, active_id, make_user):
+    """The earlier fix keeps a draw open when the other decision was undone before the
+    spot checker's conflict; the same undo coming after the spot checker's next page load
+    loses it. Ann labels the drawn message from the queue, the spot checker's page load
+    settles the draw as "labelled", Ann presses undo in the queue: the draw stays closed
+    as "labelled" but its message has no label, so it is neither counted nor skipped (and
+    the message goes back into the pool as if it had never been drawn)."""
+    verdicts()
+    drawn = shown_id(moderator_client)
+    make_user("ann")
+    ann = AdminClient(app.test_client(), "ann")
+    assert ann.login().status_code == 302
+    assert ann.post("/admin/queue/decide", data={"message_id": drawn, "label": "ham",
+                                                 "seen": "none"}).status_code == 302
+    assert shown_id(moderator_client) != drawn  # settled as labelled, a new draw shown
+    undone = ann.post("/admin/queue/undo", follow_redirects=True).get_data(as_text=True)
+    assert f"Undid your decision on message {drawn}" in undone
+    with session_scope(db_session_factory) as session:
+        assert session.get(Message, drawn).review_label is None
+        rows = session.query(SpotCheckDraw).filter_by(message_id=drawn).all()
+        spam_est, _ = spot_checks.estimates(session, active_id)
+    # Counted nowhere: not checked, not skipped, not open.
+    in_sample = spam_est.checked + spam_est.skipped + sum(r.outcome is None for r in rows)
+    assert in_sample == 1, ([r.outcome for r in rows], spam_est)

@@ -108,7 +108,10 @@ def spot_check_skip():
         message_id = parse_id(request.form.get("message_id", ""))
     except ValueError:
         message_id = None
-    if row is not None and row.message_id == message_id and not spot_checks.settle(db, row):
-        spot_checks.close_draw(db, row, "skipped")
+    # A skip counts whatever model is active now; if someone labelled the message
+    # meanwhile, the draw counts by that label instead.
+    if row is not None and row.message_id == message_id \
+            and not spot_checks.close_draw(db, row, "skipped"):
+        spot_checks.settle(db, row)
     db.commit()
     return _back(verdict)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from spamguard.errors import SpamguardError
 from spamguard.models import LABELS, Message, Review
+from spamguard.services import spot_checks
 from spamguard.sqltypes import UTCDateTime, utcnow
 
 MAX_NOTE_CHARS = 2000
@@ -49,6 +50,8 @@ def _check(label: str, note: str | None) -> str | None:
     if label not in LABELS:
         raise ReviewError(f"label must be one of {', '.join(LABELS)}")
     note = (note or "").strip()
+    if "\x00" in note:  # PostgreSQL text cannot hold it
+        raise ReviewError("note contains a NUL character")
     if len(note) > MAX_NOTE_CHARS:
         raise ReviewError(f"note is longer than {MAX_NOTE_CHARS} characters")
     return note or None
@@ -133,6 +136,8 @@ def undo_review(*, session: Session, review_id: int) -> Message:
     previous = latest_review(session, message.id)
     if previous is None:
         message.review_label, message.reviewed_at = None, None
+        session.flush()
+        spot_checks.reopen_draws(session, message.id)
     else:
         previous.is_current = True
         message.review_label, message.reviewed_at = previous.label, previous.created_at

@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,6 +35,7 @@ from spamguard.services import registry
 from spamguard.sqltypes import utcnow
 
 CONFIDENCE = 0.95
+MODES = SPOT_CHECK_MODES  # the tabs: "any" (blind, from either label), or one label, shown
 
 
 def _drawable(version_id: str, verdict: str) -> list:
@@ -46,6 +47,11 @@ def _drawable(version_id: str, verdict: str) -> list:
 def _check_verdict(verdict: str) -> None:
     if verdict not in LABELS:
         raise ValueError(f"verdict must be one of {', '.join(LABELS)}")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"verdict must be one of {', '.join(MODES)}")
 
 
 def drawable_count(session: Session, version_id: str, verdict: str) -> int:
@@ -76,17 +82,22 @@ def draw(session: Session, verdict: str, *, rng: random.Random | None = None
     return session.scalars(query).first()
 
 
-def _close(session: Session, row: SpotCheckDraw, outcome: str) -> None:
-    row.outcome, row.closed_at = outcome, utcnow()
-    session.flush()
-
-
-MODES = SPOT_CHECK_MODES  # "any": blind, from either label; or one label, shown
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"verdict must be one of {', '.join(MODES)}")
+def _close(session: Session, row: SpotCheckDraw, outcome: str) -> bool:
+    """Close a draw, guarded in the same statement against a request of another tab:
+    "labelled" only if its message has a label now (a label wins over an earlier skip or
+    expiry); "skipped" or "expired" only if it is still open and its message unlabelled.
+    True when it was closed this way."""
+    labelled = select(Message.id).where(Message.id == row.message_id,
+                                        Message.review_label.is_not(None)).exists()
+    statement = update(SpotCheckDraw).where(SpotCheckDraw.id == row.id)
+    if outcome == "labelled":
+        statement = statement.where(labelled)
+    else:
+        statement = statement.where(SpotCheckDraw.outcome.is_(None), ~labelled)
+    closed = session.execute(statement.values(outcome=outcome, closed_at=utcnow())
+                             .execution_options(synchronize_session=False)).rowcount
+    session.expire(row)
+    return bool(closed)
 
 
 def open_draw(session: Session, user_id: int, mode: str) -> SpotCheckDraw | None:
@@ -100,15 +111,29 @@ def open_draw(session: Session, user_id: int, mode: str) -> SpotCheckDraw | None
 def settle(session: Session, row: SpotCheckDraw) -> bool:
     """Close an open draw that can no longer be decided: as labelled if someone labelled
     its message (it counts, by that label), as expired if its model is no longer active.
-    True when it was closed."""
+    True when it is closed (by this call or by another request meanwhile)."""
+    if _close(session, row, "labelled"):
+        return True
     active = registry.active_version(session)
-    if row.message.review_label is not None:
-        _close(session, row, "labelled")
-    elif active is None or row.model_version_id != active.id:
-        _close(session, row, "expired")
-    else:
-        return False
-    return True
+    if active is None or row.model_version_id != active.id:
+        _close(session, row, "expired") or _close(session, row, "labelled")
+    return row.outcome is not None
+
+
+def reopen_draws(session: Session, message_id: int) -> None:
+    """A message's last label was undone: draws of it closed as labelled go back into the
+    sample, open again (the moderator's newer open draw in that tab, not yet decided, is
+    expired to make room). Otherwise an undone queue decision would drop from the sample a
+    message the queue found uncertain, the kind most often wrong."""
+    rows = list(session.scalars(select(SpotCheckDraw).where(
+        SpotCheckDraw.message_id == message_id, SpotCheckDraw.outcome == "labelled")))
+    for row in rows:
+        newer = open_draw(session, row.user_id, row.mode)
+        if newer is not None:
+            newer.outcome, newer.closed_at = "expired", utcnow()
+            session.flush()
+        row.outcome, row.closed_at = None, None
+        session.flush()
 
 
 def current_draw(session: Session, user_id: int, mode: str, *,
@@ -143,11 +168,12 @@ def current_draw(session: Session, user_id: int, mode: str, *,
     return row
 
 
-def close_draw(session: Session, row: SpotCheckDraw, outcome: str) -> None:
-    """Close an open draw as "labelled" or "skipped"."""
+def close_draw(session: Session, row: SpotCheckDraw, outcome: str) -> bool:
+    """Close a draw as "labelled" (its message has a label now) or "skipped" (it is open
+    and its message unlabelled); False when that does not hold (see :func:`_close`)."""
     if outcome not in ("labelled", "skipped"):
         raise ValueError("a draw is closed as labelled or skipped")
-    _close(session, row, outcome)
+    return _close(session, row, outcome)
 
 
 @dataclass(frozen=True)
