@@ -28,6 +28,17 @@ def _verdict() -> str:
     return verdict
 
 
+def _draw_on_screen(db, verdict: str):
+    """The posted message id, and the moderator's open draw in this tab if that is the
+    message it shows (None otherwise: decided or skipped in another tab)."""
+    try:
+        message_id = parse_id(request.form.get("message_id", ""))
+    except ValueError:
+        return None, None
+    row = spot_checks.open_draw(db, user_id(), verdict)
+    return (row if row is not None and row.message_id == message_id else None), message_id
+
+
 def _back(verdict: str):
     return redirect(url_for("admin.spot_check", verdict=verdict))
 
@@ -59,13 +70,8 @@ def spot_check_decide():
     verdict = _verdict()
     label = request.form.get("label", "")
     db = session()
-    row = spot_checks.open_draw(db, user_id(), verdict)
-    try:
-        message_id = parse_id(request.form.get("message_id", ""))
-    except ValueError:
-        message_id = None
-    if row is None or row.message_id != message_id:
-        db.commit()
+    row, message_id = _draw_on_screen(db, verdict)
+    if row is None:
         return fail(f"Not recorded: message {message_id} is not the one drawn for your spot "
                     "check (it was labelled or skipped in another tab); here is the current "
                     "draw.", "admin.spot_check", verdict=verdict)
@@ -77,8 +83,8 @@ def spot_check_decide():
         db.rollback()
         # Someone labelled it first: the draw still counts, by that label (settle). If that
         # decision was undone meanwhile, the draw stays open and is shown again.
-        row = spot_checks.open_draw(db, user_id(), verdict)
-        if row is not None and row.message_id == message_id:
+        row, _ = _draw_on_screen(db, verdict)
+        if row is not None:
             spot_checks.settle(db, row)
         db.commit()
         flash(said, "error")
@@ -103,15 +109,10 @@ def spot_check_skip():
     message meanwhile: that draw counts, by their label."""
     verdict = _verdict()
     db = session()
-    row = spot_checks.open_draw(db, user_id(), verdict)
-    try:
-        message_id = parse_id(request.form.get("message_id", ""))
-    except ValueError:
-        message_id = None
+    row, _ = _draw_on_screen(db, verdict)
     # A skip counts whatever model is active now; if someone labelled the message
     # meanwhile, the draw counts by that label instead.
-    if row is not None and row.message_id == message_id \
-            and not spot_checks.close_draw(db, row, "skipped"):
+    if row is not None and not spot_checks.close_draw(db, row, "skipped"):
         spot_checks.settle(db, row)
     db.commit()
     return _back(verdict)

@@ -44,19 +44,14 @@ def _drawable(version_id: str, verdict: str) -> list:
             Message.model_label == verdict]
 
 
-def _check_verdict(verdict: str) -> None:
-    if verdict not in LABELS:
-        raise ValueError(f"verdict must be one of {', '.join(LABELS)}")
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"verdict must be one of {', '.join(MODES)}")
+def _check(verdict: str, allowed: tuple[str, ...] = LABELS) -> None:
+    if verdict not in allowed:
+        raise ValueError(f"verdict must be one of {', '.join(allowed)}")
 
 
 def drawable_count(session: Session, version_id: str, verdict: str) -> int:
     """How many unreviewed messages the version labelled ``verdict``."""
-    _check_verdict(verdict)
+    _check(verdict)
     query = select(func.count()).select_from(Message).where(*_drawable(version_id, verdict))
     return session.scalar(query) or 0
 
@@ -69,7 +64,7 @@ def draw(session: Session, verdict: str, *, rng: random.Random | None = None
     Counts them, then reads the k-th by id: one indexed count and one offset scan, no
     ``ORDER BY random()`` sort of the whole table, and every message equally likely (a
     random id with "the next one at or after it" would favour messages after gaps)."""
-    _check_verdict(verdict)
+    _check(verdict)
     active = registry.active_version(session)
     if active is None:
         return None
@@ -102,7 +97,7 @@ def _close(session: Session, row: SpotCheckDraw, outcome: str) -> bool:
 
 def open_draw(session: Session, user_id: int, mode: str) -> SpotCheckDraw | None:
     """The user's open draw in ``mode`` (a unique index allows one)."""
-    _check_mode(mode)
+    _check(mode, MODES)
     return session.scalars(select(SpotCheckDraw).where(
         SpotCheckDraw.user_id == user_id, SpotCheckDraw.mode == mode,
         SpotCheckDraw.outcome.is_(None))).first()
