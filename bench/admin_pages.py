@@ -1,16 +1,22 @@
-"""Admin page latency with 50,000 messages on SQLite.
+"""Admin page latency with 50,000 messages on SQLite (or PostgreSQL).
 
 Builds a fresh instance in a temporary folder (schema at head, 50,000 messages with
-verdicts, 10% reviewed, campaigns), logs in with the Flask test client and times each page
+verdicts, the oldest ``--old-share`` of them by a retired model version and the rest by the
+active one, 10% reviewed, campaigns), logs in with the Flask test client and times each page
 in-process (no network), printing p50/p95/max per page. Target: list pages under 200 ms.
 
-    python bench/admin_pages.py [--messages 50000] [--repeats 15]
+    python bench/admin_pages.py [--messages 50000] [--repeats 15] [--old-share 0.5]
+                                [--database-url postgresql+psycopg://.../scratch]
+
+``--database-url`` must name an empty scratch database (the run fills it and leaves it
+filled); the default is SQLite in the temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import re
 import statistics
@@ -19,12 +25,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from spamguard.app import create_app
 from spamguard.db import make_engine, make_session_factory, session_scope, upgrade_schema
 from spamguard.ml.data import text_hash
-from spamguard.models import Campaign, Message, Review
+from spamguard.models import Campaign, Message, ModelVersion, Review
 from spamguard.services import registry, spot_checks, users
 from spamguard.sqltypes import utcnow
 
@@ -51,21 +57,33 @@ PAGES = [
 ]
 
 
-def seed(url: str, home: Path, n: int) -> None:
-    """Fill the database: messages, reviews, campaigns, a model version and an admin."""
+def register(session, home: Path, name: str, now) -> None:
+    """Register a model version folder that is never loaded (the pages read its JSON)."""
+    version_dir = home / "models" / name
+    version_dir.mkdir(parents=True)
+    (version_dir / "model.json").write_text(json.dumps({
+        "version": name, "created_at": now.isoformat(), "threshold": 0.5,
+        "backbone": {"name": "bench", "hash": "0" * 16}, "pooling": "mean",
+        "max_length": 128, "input_dim": 392,
+        "metrics": {"test": {"spam_f1": 0.95, "mcc": 0.94, "ham_fpr": 0.002}}}))
+    (version_dir / "head.safetensors").write_bytes(b"")
+    registry.register_version(session=session, version_dir=version_dir)
+
+
+def seed(url: str, home: Path, n: int, old_share: float) -> None:
+    """Fill the database: messages, reviews, campaigns, two model versions and an admin."""
     rng = random.Random(7)
     engine = make_engine(url)
     now = utcnow()
+    old = int(n * old_share)
     with session_scope(make_session_factory(engine)) as session:
-        version_dir = home / "models" / "bench-v1"
-        version_dir.mkdir(parents=True)
-        (version_dir / "model.json").write_text(json.dumps({
-            "version": "bench-v1", "created_at": now.isoformat(), "threshold": 0.5,
-            "backbone": {"name": "bench", "hash": "0" * 16}, "pooling": "mean",
-            "max_length": 128, "input_dim": 392,
-            "metrics": {"test": {"spam_f1": 0.95, "mcc": 0.94, "ham_fpr": 0.002}}}))
-        (version_dir / "head.safetensors").write_bytes(b"")  # registered, never loaded
-        registry.register_version(session=session, version_dir=version_dir)
+        if session.scalar(select(func.count()).select_from(Message)):
+            raise SystemExit(f"{url}: not empty; give an empty scratch database")
+        register(session, home, "bench-v0", now)
+        register(session, home, "bench-v1", now)
+        session.execute(update(ModelVersion).values(status="retired"))
+        session.execute(update(ModelVersion).where(ModelVersion.id == "bench-v1")
+                        .values(status="active", previous_active_id="bench-v0"))
         users.create_user(session=session, username="bench", password="bench-password",
                           role="admin")
         rows = []
@@ -78,7 +96,7 @@ def seed(url: str, home: Path, n: int) -> None:
                          "created_at": now, "text_hash": text_hash(body),
                          "verdict_status": "classified", "spam_probability": p,
                          "model_label": "spam" if p >= 0.5 else "ham",
-                         "model_version_id": "bench-v1"})
+                         "model_version_id": "bench-v0" if i < old else "bench-v1"})
         session.execute(insert(Message), rows)
         reviewed = list(range(1, n + 1, 10))
         decided = {i: rng.choice(["spam", "ham"]) for i in reviewed}
@@ -99,6 +117,9 @@ def seed(url: str, home: Path, n: int) -> None:
             session.flush()
             session.execute(update(Message).where(Message.id.in_(members))
                             .values(campaign_id=campaign.id))
+    if engine.dialect.name == "postgresql":  # a live database has statistics; plans use them
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("VACUUM ANALYZE")
     engine.dispose()
 
 
@@ -135,13 +156,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--old-share", type=float, default=0.5,
+                        help="share of the messages (the oldest) classified by a retired "
+                             "model version (default 0.5)")
+    parser.add_argument("--database-url", help="an empty scratch database (default: "
+                                               "SQLite in a temporary folder)")
     args = parser.parse_args()
+    # Not every request's access line on stderr: the table is what this prints.
+    logging.getLogger("spamguard.access").addHandler(logging.NullHandler())
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        url = f"sqlite:///{home / 'spamguard.db'}"
+        url = args.database_url or f"sqlite:///{home / 'spamguard.db'}"
         upgrade_schema(url)
         started = time.perf_counter()
-        seed(url, home, args.messages)
+        seed(url, home, args.messages, args.old_share)
         print(f"seeded {args.messages} messages in {time.perf_counter() - started:.1f} s")
         app = create_app({"home": home, "database_url": url, "secret_key": "bench",
                           "TESTING": True})
@@ -159,7 +187,7 @@ def main() -> None:
             p50, p95 = statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
             verdict = "ok" if p95 < 200 else "SLOW"
             print(f"{name:30} {p50:8.1f} {p95:8.1f} {samples[-1]:8.1f}  {verdict}")
-        with app.app_context():  # a new draw (after a decision or a skip): count + offset
+        with app.app_context():  # a new draw (after a decision or a skip)
             for label in ("spam", "ham"):
                 samples = sorted(time_call(lambda label=label: spot_checks.draw(
                     db_session(), label), args.repeats))

@@ -158,6 +158,9 @@ class Message(Base):
         Index("ix_messages_campaign_id", "campaign_id", "received_at"),
         # Review queue: unreviewed rows ranged by probability around the threshold.
         Index("ix_messages_review_queue", "review_label", "spam_probability"),
+        # Spot checks: a version's unreviewed verdicts of one label, by id (migration 0008).
+        Index("ix_messages_spot_check", "model_version_id", "model_label", "review_label",
+              "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -60,6 +60,110 @@ def test_draw_is_uniform_over_the_active_models_unreviewed_verdicts_of_a_label(
             spot_checks.draw(session, "maybe")
 
 
+@pytest.fixture
+def gappy_spam(add_messages, active_id):
+    """Five spam verdicts of the active model with runs of other messages (ham, reviewed,
+    an older model's) of very different lengths before them: a random id with "the next
+    one at or after it" would draw the one after the longest run most of the time."""
+
+    def add(run_lengths=(0, 40, 1, 12, 3)):
+        spam = []
+        for i, run in enumerate(run_lengths):
+            add_messages(*[(f"hi {i} {j}", 0.1) for j in range(run // 3)],
+                         model_version_id=active_id)
+            add_messages(*[(f"seen {i} {j}", 0.9) for j in range(run // 3)],
+                         model_version_id=active_id, review_label="ham")
+            add_messages(*[(f"old {i} {j}", 0.9) for j in range(run - 2 * (run // 3))])
+            spam += add_messages((f"win {i}", 0.9), model_version_id=active_id)
+        return spam
+
+    return add
+
+
+@pytest.mark.parametrize("batches", [spot_checks.SAMPLE_BATCHES, 0],
+                         ids=["random ids", "count and offset"])
+def test_draw_is_uniform_when_other_messages_lie_between(
+        gappy_spam, db_session_factory, monkeypatch, batches):
+    """Both ways of drawing (random ids, and the count-and-offset fallback when they miss)
+    give each message the same chance, whatever lies between them."""
+    monkeypatch.setattr(spot_checks, "SAMPLE_BATCHES", batches)
+    spam = gappy_spam()
+    rng = random.Random(5)
+    with session_scope(db_session_factory) as session:
+        drawn = Counter(spot_checks.draw(session, "spam", rng=rng).id for _ in range(1500))
+    assert set(drawn) == set(spam)
+    assert all(225 < n < 375 for n in drawn.values()), drawn  # 300 expected each
+
+
+def test_a_draw_does_not_count_the_verdicts_unless_they_are_rare(
+        gappy_spam, db_session_factory, monkeypatch):
+    """Where spam verdicts are 1 in 12 of the ids between the first and the last, random
+    ids find one without counting (the count grows with the table); where they are 1 in
+    1,000, the draw falls back to counting and still finds the right ones."""
+    counts = []
+    real_count = spot_checks.drawable_count
+    monkeypatch.setattr(spot_checks, "drawable_count",
+                        lambda *a, **k: counts.append(a) or real_count(*a, **k))
+    spam = gappy_spam((0, 11, 11, 11))
+    rng = random.Random(1)
+    with session_scope(db_session_factory) as session:
+        assert {spot_checks.draw(session, "spam", rng=rng).id for _ in range(60)} == set(spam)
+    assert counts == []
+    rare = gappy_spam((1000,))
+    with session_scope(db_session_factory) as session:
+        drawn = {spot_checks.draw(session, "spam", rng=rng).id for _ in range(40)}
+    assert drawn == set(spam) | set(rare)
+    assert counts
+
+
+@pytest.mark.parametrize("batches", [spot_checks.SAMPLE_BATCHES, 0],
+                         ids=["random ids", "count and offset"])
+def test_a_draws_queries_read_the_spot_check_index(gappy_spam, db_session_factory,
+                                                   monkeypatch, batches):
+    """Every query a draw makes (the first and last id, the random ids, the count and the
+    k-th id) reads ix_messages_spot_check (migration 0008) or the primary key's exact ids,
+    never walks the table; on PostgreSQL, not the primary key from the first message
+    either, with statistics of a table where an older model's messages come first."""
+    from sqlalchemy import event
+
+    monkeypatch.setattr(spot_checks, "SAMPLE_BATCHES", batches)
+    gappy_spam((900, 3, 3))
+    statements = []
+    with session_scope(db_session_factory) as session:
+        connection = session.connection()
+        dialect = connection.dialect.name
+        if dialect == "postgresql":
+            connection.exec_driver_sql("ANALYZE messages")
+        listen = lambda conn, cursor, sql, params, context, many: statements.append(  # noqa: E731
+            (sql, params))
+        event.listen(connection, "before_cursor_execute", listen)
+        assert spot_checks.draw(session, "spam", rng=random.Random(2)) is not None
+        event.remove(connection, "before_cursor_execute", listen)
+        drawing = [(sql, params) for sql, params in statements
+                   if "FROM messages" in sql and "model_versions" not in sql]
+        assert len(drawing) >= (3 if batches else 4), drawing
+        # The queries with LIMIT first: on PostgreSQL they must pick the index unaided;
+        # the others are then asked which index they would use in a table big enough.
+        for sql, params in sorted(drawing, key=lambda statement: "LIMIT" not in statement[0]):
+            if dialect == "sqlite":
+                plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(
+                    f"EXPLAIN QUERY PLAN {sql}", params))
+                assert ("COVERING INDEX ix_messages_spot_check" in plan
+                        or "INTEGER PRIMARY KEY (rowid=?)" in plan), (sql, plan)
+                assert "SCAN" not in plan.replace("SCAN messages USING COVERING", ""), plan
+                assert "TEMP B-TREE" not in plan, plan
+            else:
+                if "LIMIT" not in sql:
+                    connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+                plan = " ".join(row[0] for row in connection.exec_driver_sql(
+                    f"EXPLAIN {sql}", params))
+                assert "ix_messages_spot_check" in plan or re.search(
+                    r"Index Scan using pk_messages .* Index Cond: \(id = ", plan), (sql, plan)
+                assert "Seq Scan" not in plan and "Sort" not in plan, (sql, plan)
+                if "LIMIT" in sql:
+                    assert "pk_messages" not in plan, (sql, plan)
+
+
 def test_nothing_to_draw_without_an_active_model(app_without_model, db_session_factory):
     with session_scope(db_session_factory) as session:
         assert spot_checks.draw(session, "spam") is None
@@ -319,6 +423,40 @@ def test_blind_spot_checks_hide_the_verdict_and_draw_from_both_labels(
             assert row.message_id in (spam if row.verdict == "spam" else ham)
             spot_checks.close_draw(session, row, "skipped")
         assert min(labels.values()) > 70, labels
+
+
+def test_the_blind_card_links_to_nothing_that_shows_the_verdict(
+        moderator_client, verdicts, db_session_factory, monkeypatch):
+    """The message page and the campaign's list show the model's verdict, so the blind
+    card names the message and its campaign without linking to them; the shown tabs
+    link. The page says how many are left, up to LEFT_SHOWN_UP_TO."""
+    from spamguard.models import Campaign
+    from spamguard.sqltypes import utcnow
+
+    spam, ham, _ = verdicts()
+    with session_scope(db_session_factory) as session:
+        campaign = Campaign(first_seen=utcnow(), last_seen=utcnow(), size=7,
+                            representative_message_id=spam[0])
+        session.add(campaign)
+        session.flush()
+        for message_id in spam + ham:
+            session.get(Message, message_id).campaign_id = campaign.id
+    page = moderator_client.get("/admin/spot-check").get_data(as_text=True)
+    card = page[page.index('id="current"'):page.index("</article>")]
+    drawn = int(CURRENT.search(page).group(1))
+    assert f"#{drawn}" in card and f"campaign {campaign.id}" in card
+    assert "/admin/messages" not in card and "href" not in card
+    assert "(7 left)" in page
+    page = moderator_client.get("/admin/spot-check?verdict=spam").get_data(as_text=True)
+    card = page[page.index('id="current"'):page.index("</article>")]
+    assert f'href="/admin/messages/{CURRENT.search(page).group(1)}"' in card
+    assert f'campaign_id={campaign.id}"' in card
+    assert "(4 left)" in page
+    monkeypatch.setattr(spot_checks, "LEFT_SHOWN_UP_TO", 3)
+    page = moderator_client.get("/admin/spot-check?verdict=spam").get_data(as_text=True)
+    assert "(more than 3 left)" in page
+    assert "(3 left)" in moderator_client.get("/admin/spot-check?verdict=ham").get_data(
+        as_text=True)
 
 
 # From a review of the second version (draws on the server, blind tab).

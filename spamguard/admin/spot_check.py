@@ -59,7 +59,10 @@ def spot_check():
     return render_template(
         "admin/spot_check.html", verdict=verdict, verdicts=spot_checks.MODES, active=active,
         current=current,
-        left=sum(spot_checks.drawable_count(db, active.id, v) for v in labels) if active else 0,
+        left=sum(spot_checks.drawable_count(db, active.id, v,
+                                            up_to=spot_checks.LEFT_SHOWN_UP_TO)
+                 for v in labels) if active else 0,
+        left_shown_up_to=spot_checks.LEFT_SHOWN_UP_TO,
         estimates=spot_checks.estimates(db, active.id) if active else [])
 
 
