@@ -312,6 +312,38 @@ def test_dashboard_shows_the_active_models_spot_check_estimates(
     assert page.count("not spot-checked yet") == 1
 
 
+def test_draws_left_open_are_counted_as_one_number_and_skips_show_before_any_check(
+        moderator_client, viewer_client, verdicts, db_session_factory, make_user, active_id):
+    """A draw nobody decides counts nowhere in the estimate, so the page and the dashboard
+    say how many are open: one number for both labels (per label it would give a blind
+    draw's verdict away). The dashboard shows skips before anything is labelled."""
+    verdicts()
+    with session_scope(db_session_factory) as session:
+        assert spot_checks.undecided(session, active_id) == 0
+    assert "not decided or skipped yet" not in viewer_client.get("/admin/spot-check").get_data(
+        as_text=True)
+    page = moderator_client.get("/admin/spot-check?verdict=spam").get_data(as_text=True)
+    assert "1 drawn message is not decided or skipped yet" in page
+    dashboard = viewer_client.get("/admin/dashboard").get_data(as_text=True)
+    assert "1 drawn, not decided or skipped yet" in dashboard
+    assert "Spot checks open" in dashboard
+    moderator_client.post("/admin/spot-check/skip", data={
+        "verdict": "spam", "message_id": shown_id(moderator_client, "spam")})
+    dashboard = viewer_client.get("/admin/dashboard").get_data(as_text=True)
+    assert "not spot-checked yet</span>, 1 skipped" in dashboard
+    assert "Spot checks open" not in dashboard
+    shown_id(moderator_client, "spam")  # the page after the skip draws the next one
+    assert "1 drawn, not decided" in viewer_client.get("/admin/dashboard").get_data(
+        as_text=True)
+    with session_scope(db_session_factory) as session:
+        row = session.query(SpotCheckDraw).filter_by(outcome=None).one()
+        reviews.add_review(session=session, message_id=row.message_id, label="ham",
+                           user_id=make_user("other"))
+        assert spot_checks.undecided(session, active_id) == 0  # labelled: it counts now
+    dashboard = viewer_client.get("/admin/dashboard").get_data(as_text=True)
+    assert "100.0% of 1 spot-checked" in dashboard and "Spot checks open" not in dashboard
+
+
 # From a review of the first version, which kept the draw in the login cookie.
 TRIES = 20  # 4 spam verdicts: a fresh draw repeats the first one with p = 1/4 each time
 

@@ -63,7 +63,8 @@ def spot_check():
                                             up_to=spot_checks.LEFT_SHOWN_UP_TO)
                  for v in labels) if active else 0,
         left_shown_up_to=spot_checks.LEFT_SHOWN_UP_TO,
-        estimates=spot_checks.estimates(db, active.id) if active else [])
+        estimates=spot_checks.estimates(db, active.id) if active else [],
+        undecided=spot_checks.undecided(db, active.id) if active else 0)
 
 
 @bp.route("/spot-check/decide", methods=["POST"])

@@ -50,6 +50,7 @@ class Summary:
     active: ModelVersion | None = None
     headline: dict[str, float | None] = field(default_factory=dict)
     spot_checks: list[spot_checks.Estimate] = field(default_factory=list)  # active model's
+    spot_checks_undecided: int = 0  # its drawn messages nobody has decided or skipped yet
 
     @property
     def disagreement_rate(self) -> float | None:
@@ -102,6 +103,7 @@ def summary(session: Session, *, now: datetime | None = None) -> Summary:
     if out.active is not None:
         out.headline = registry.headline_metrics(out.active)
         out.spot_checks = spot_checks.estimates(session, out.active.id)
+        out.spot_checks_undecided = spot_checks.undecided(session, out.active.id)
     return out
 
 

@@ -284,3 +284,14 @@ def estimates(session: Session, version_id: str) -> list[Estimate]:
         .group_by(SpotCheckDraw.verdict)).all())
     return [Estimate(verdict, n, wrong, *wilson_interval(wrong, n), skipped=skips.get(verdict, 0))
             for verdict, (n, wrong) in counts.items()]
+
+
+def undecided(session: Session, version_id: str) -> int:
+    """Messages of the version's draws still open and unlabelled: on a moderator's screen,
+    or left in a tab nobody came back to (as telling as a skip, and counted nowhere else).
+    One number for both labels: per label it would give away a blind draw's verdict."""
+    return session.scalar(
+        select(func.count(SpotCheckDraw.message_id.distinct()))
+        .join(Message, Message.id == SpotCheckDraw.message_id)
+        .where(SpotCheckDraw.model_version_id == version_id, SpotCheckDraw.outcome.is_(None),
+               Message.review_label.is_(None))) or 0
