@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -76,3 +77,24 @@ def test_dashboard_table_summary_counts_its_rows(viewer_client, add_messages):
     add_messages(("spam now", 0.9), "hi", start=last_hour)
     text = viewer_client.get("/admin/dashboard?bucket=hour").get_data(as_text=True)
     assert "Latest 1 hour as a table" in text and "1 hours" not in text
+
+
+def _tick_labels(svg: str) -> list[str]:
+    return re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+
+
+@pytest.mark.parametrize("totals", [[], [1], [3], [2, 4, 1]], ids=["none", "one", "three",
+                                                                   "few"])
+def test_chart_y_labels_are_whole_message_counts(totals):
+    """EngFormatter writes 0.2 as "200m" (milli): a y axis of "200m ... 800m messages" reads
+    as millions, and with no messages it shows "-40m" (negative). Counts of messages
+    should be whole numbers, k and M only."""
+    from datetime import timedelta
+
+    from spamguard.sqltypes import utcnow
+
+    now = utcnow().replace(minute=0, second=0, microsecond=0)
+    points = [dashboard.Point(now - timedelta(days=i), n, 0) for i, n in enumerate(totals)]
+    labels = _tick_labels(dashboard.volume_svg(points, bucket="day", now=now))
+    bad = [t for t in labels if re.fullmatch(r"[−-]?[\d.]+\s?[mµunp]", t) or t.startswith("−")]
+    assert bad == [], labels

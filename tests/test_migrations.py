@@ -11,7 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from spamguard import db
 from spamguard.models import Base
@@ -294,3 +294,44 @@ def test_0007_spot_check_draws_refuse_unknown_words_and_second_open_draws(
         command.downgrade(db.alembic_config(connection=connection), "0006")
     assert "spot_check_draws" not in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def _indexes(engine):
+    return {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("messages")}
+
+
+def test_0008_up_and_down_on_a_populated_database(db_url: str) -> None:
+    db.upgrade_schema(db_url, "0007")
+    engine = db.make_engine(db_url)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO model_versions (id, directory, backbone, backbone_hash, created_at, "
+            "registered_at, status, threshold, metrics) VALUES ('v1', '/m', 'b', 'h', "
+            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'active', 0.5, '{}')"))
+        for i in range(1, 301):
+            connection.execute(text(
+                "INSERT INTO messages (id, gateway, sender, recipient, body, text_hash, "
+                "received_at, created_at, verdict_status, model_label, model_version_id, "
+                "review_label, spam_probability) VALUES (:i, 'test', '+1', '+2', 'b', 'h', "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'classified', :label, :v, :r, 0.5)"),
+                {"i": i, "label": "spam" if i % 2 else "ham", "v": "v1" if i % 3 else None,
+                 "r": "ham" if i % 5 == 0 else None})
+    assert "ix_messages_spot_check" not in _indexes(engine)
+    engine.dispose()
+    db.upgrade_schema(db_url)
+    engine = db.make_engine(db_url)
+    assert _indexes(engine)["ix_messages_spot_check"] == [
+        "model_version_id", "model_label", "review_label", "id"]
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM messages")).scalar() == 300
+    engine.dispose()
+    mig = db.make_migration_engine(db_url)
+    with mig.connect() as connection:
+        command.downgrade(db.alembic_config(connection=connection), "0007")
+    mig.dispose()
+    engine = db.make_engine(db_url)
+    assert "ix_messages_spot_check" not in _indexes(engine)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM messages")).scalar() == 300
+    engine.dispose()
+    db.upgrade_schema(db_url)

@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 
 import pytest
+from sqlalchemy import event, text
 
 from spamguard.db import session_scope
 from spamguard.models import Message, Review, SpotCheckDraw
@@ -162,6 +163,76 @@ def test_a_draws_queries_read_the_spot_check_index(gappy_spam, db_session_factor
                 assert "Seq Scan" not in plan and "Sort" not in plan, (sql, plan)
                 if "LIMIT" in sql:
                     assert "pk_messages" not in plan, (sql, plan)
+
+
+# From a review of the random-id draw (session 14).
+
+def test_a_draw_survives_the_verdicts_changing_between_its_first_and_last_query(
+        add_messages, active_id, db_engine, db_session_factory):
+    """Between draw()'s "first id" and "last id" queries (separate statements, so separate
+    snapshots on PostgreSQL's READ COMMITTED and on SQLite outside a write), the only
+    unreviewed spam verdict (B) is labelled and an older one (A) has its label undone: the
+    last id is then below the first, and rng.randint(first, last) raises ValueError (a 500
+    on the spot-check page) instead of drawing A."""
+    a, = add_messages(("win a", 0.9), model_version_id=active_id, review_label="ham")
+    b, = add_messages(("win b", 0.9), model_version_id=active_id)
+    fired = []
+
+    def after(conn, cursor, statement, params, context, many):
+        if (not fired and "ORDER BY messages.review_label, messages.id" in statement
+                and "DESC" not in statement and "LIMIT" in statement):
+            fired.append(statement)
+            with db_engine.connect() as other:  # another moderator's request, committed
+                other.execute(text("UPDATE messages SET review_label = 'spam' WHERE id = :b"),
+                              {"b": b})
+                other.execute(text("UPDATE messages SET review_label = NULL WHERE id = :a"),
+                              {"a": a})
+                other.commit()
+
+    with session_scope(db_session_factory) as session:
+        connection = session.connection()
+        event.listen(connection, "after_cursor_execute", after)
+        try:
+            drawn = spot_checks.draw(session, "spam", rng=random.Random(1))
+        finally:
+            event.remove(connection, "after_cursor_execute", after)
+    assert fired
+    assert drawn is not None and drawn.id == a
+
+
+class _LastIndex(random.Random):
+    """Picks the last k of the count-and-offset fallback."""
+
+    def randrange(self, *args, **kwargs):
+        return args[-1] - 1 if len(args) == 1 else super().randrange(*args, **kwargs)
+
+
+def test_the_fallback_draws_a_message_when_one_is_labelled_between_count_and_offset(
+        add_messages, active_id, db_engine, db_session_factory, monkeypatch):
+    """Count and offset are separate statements: if a moderator labels one of the verdicts
+    between them, OFFSET total-1 is past the end and draw() returns None while an
+    unreviewed verdict is left (the page then says nothing is left to check)."""
+    monkeypatch.setattr(spot_checks, "SAMPLE_BATCHES", 0)  # as when the verdicts are rare
+    a, b = add_messages(("win a", 0.9), ("win b", 0.9), model_version_id=active_id)
+    fired = []
+
+    def after(conn, cursor, statement, params, context, many):
+        if not fired and "count(*)" in statement:
+            fired.append(statement)
+            with db_engine.connect() as other:
+                other.execute(text("UPDATE messages SET review_label = 'spam' WHERE id = :b"),
+                              {"b": b})
+                other.commit()
+
+    with session_scope(db_session_factory) as session:
+        connection = session.connection()
+        event.listen(connection, "after_cursor_execute", after)
+        try:
+            drawn = spot_checks.draw(session, "spam", rng=_LastIndex(1))
+        finally:
+            event.remove(connection, "after_cursor_execute", after)
+    assert fired
+    assert drawn is not None and drawn.id == a
 
 
 def test_nothing_to_draw_without_an_active_model(app_without_model, db_session_factory):

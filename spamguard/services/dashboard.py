@@ -118,13 +118,13 @@ def volume_svg(points: list[Point], *, bucket: str, now: datetime | None = None)
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
-    from matplotlib.ticker import EngFormatter
+    from matplotlib.ticker import EngFormatter, MaxNLocator
 
     end = (now or utcnow()) + BUCKETS[bucket]
     # Fixed margins: matplotlib's constrained layout measured every label twice, which was
     # 140 of the chart's 250 ms.
     fig = Figure(figsize=(9, 3))
-    fig.subplots_adjust(left=0.07, right=0.93, bottom=0.12, top=0.86)
+    fig.subplots_adjust(left=0.07, right=0.93, bottom=0.14, top=0.86)
     ax = fig.add_subplot()
     width, starts = BUCKETS[bucket] * 0.8, [p.start for p in points]
     ax.bar(starts, [p.total for p in points], width=width, align="edge", color="#9db4cf",
@@ -135,7 +135,11 @@ def volume_svg(points: list[Point], *, bucket: str, now: datetime | None = None)
     locator = AutoDateLocator()
     ax.xaxis.set(major_locator=locator, major_formatter=ConciseDateFormatter(locator))
     ax.set_ylabel("messages", fontsize=9)
-    ax.yaxis.set_major_formatter(EngFormatter(sep=""))  # 140k, not 140000: fits the margin
+    # Whole messages from 0 up (never "200m", milli, or a negative axis when empty), and
+    # 140k rather than 140000, which would not fit the margin.
+    ax.yaxis.set_major_locator(MaxNLocator(steps=[1, 2, 2.5, 5, 10], integer=True))
+    ax.yaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.set_ylim(0, max((p.total for p in points), default=0) * 1.05 or 1)
     ax.tick_params(labelsize=8)
     ax.grid(axis="y", alpha=0.3)
     share = ax.twinx()

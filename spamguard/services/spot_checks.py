@@ -88,6 +88,7 @@ def any_drawable(session: Session, version_id: str, verdict: str) -> bool:
 # Random ids tried per query, and queries, before a draw counts and offsets instead.
 SAMPLE_BATCH = 64
 SAMPLE_BATCHES = 4
+COUNT_TRIES = 5  # counts and offsets, each after verdicts changed between the two
 
 
 def draw(session: Session, verdict: str, *, rng: random.Random | None = None
@@ -115,8 +116,15 @@ def draw(session: Session, verdict: str, *, rng: random.Random | None = None
     if first is None:
         return None
     last = session.scalar(_by_index(ids, descending=True).limit(1))
-    message_id = _try_random_ids(session, where, first, last or first, rng)
-    if message_id is None:
+    # Separate statements see separate snapshots (PostgreSQL's READ COMMITTED, SQLite
+    # outside a write): a moderator's label or undo in between can leave no range (last
+    # below first, or nothing left), and one between the count and the offset can put k
+    # past the end. Each case counts and offsets (again), which stays uniform.
+    message_id = (_try_random_ids(session, where, first, last, rng)
+                  if last is not None and last >= first else None)
+    for _ in range(COUNT_TRIES):
+        if message_id is not None:
+            break
         total = drawable_count(session, active.id, verdict)
         if not total:
             return None
