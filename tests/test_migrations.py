@@ -272,10 +272,7 @@ def test_0007_spot_check_draws_refuse_unknown_words_and_second_open_draws(
         connection.execute(text(
             "INSERT INTO users (id, username, password_hash, role, created_at, is_active, "
             "failed_logins) VALUES (1, 'mo', 'x', 'moderator', CURRENT_TIMESTAMP, true, 0)"))
-        connection.execute(text(
-            "INSERT INTO model_versions (id, directory, backbone, backbone_hash, created_at, "
-            "registered_at, status, threshold, metrics) VALUES ('v1', '/m', 'b', 'h', "
-            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'active', 0.5, '{}')"))
+        insert_active_version(connection)
     draw = ("INSERT INTO spot_check_draws (user_id, verdict, mode, message_id, "
             "model_version_id, drawn_at, outcome) VALUES (1, :verdict, :mode, 1, 'v1', "
             "CURRENT_TIMESTAMP, :outcome)")
@@ -304,10 +301,7 @@ def test_0008_up_and_down_on_a_populated_database(db_url: str) -> None:
     db.upgrade_schema(db_url, "0007")
     engine = db.make_engine(db_url)
     with engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO model_versions (id, directory, backbone, backbone_hash, created_at, "
-            "registered_at, status, threshold, metrics) VALUES ('v1', '/m', 'b', 'h', "
-            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'active', 0.5, '{}')"))
+        insert_active_version(connection)
         for i in range(1, 301):
             connection.execute(text(
                 "INSERT INTO messages (id, gateway, sender, recipient, body, text_hash, "
@@ -335,3 +329,11 @@ def test_0008_up_and_down_on_a_populated_database(db_url: str) -> None:
         assert connection.execute(text("SELECT count(*) FROM messages")).scalar() == 300
     engine.dispose()
     db.upgrade_schema(db_url)
+
+
+def insert_active_version(connection) -> None:
+    """Model version 'v1', active, as the SQL of a migration test inserts it."""
+    connection.execute(text(
+        "INSERT INTO model_versions (id, directory, backbone, backbone_hash, created_at, "
+        "registered_at, status, threshold, metrics) VALUES ('v1', '/m', 'b', 'h', "
+        "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'active', 0.5, '{}')"))

@@ -167,37 +167,45 @@ def test_a_draws_queries_read_the_spot_check_index(gappy_spam, db_session_factor
 
 # From a review of the random-id draw (session 14).
 
-def test_a_draw_survives_the_verdicts_changing_between_its_first_and_last_query(
-        add_messages, active_id, db_engine, db_session_factory):
-    """Between draw()'s "first id" and "last id" queries (separate statements, so separate
-    snapshots on PostgreSQL's READ COMMITTED and on SQLite outside a write), the only
-    unreviewed spam verdict (B) is labelled and an older one (A) has its label undone: the
-    last id is then below the first, and rng.randint(first, last) raises ValueError (a 500
-    on the spot-check page) instead of drawing A."""
-    a, = add_messages(("win a", 0.9), model_version_id=active_id, review_label="ham")
-    b, = add_messages(("win b", 0.9), model_version_id=active_id)
+def draw_while_others_label(db_engine, db_session_factory, when, changes, rng):
+    """Draw spam, and once a statement of the draw matching ``when`` has run, commit
+    ``changes`` (review labels by message id; None undoes) from another connection, as
+    another moderator's request would. Returns the drawn message's id."""
     fired = []
 
     def after(conn, cursor, statement, params, context, many):
-        if (not fired and "ORDER BY messages.review_label, messages.id" in statement
-                and "DESC" not in statement and "LIMIT" in statement):
+        if not fired and when(statement):
             fired.append(statement)
-            with db_engine.connect() as other:  # another moderator's request, committed
-                other.execute(text("UPDATE messages SET review_label = 'spam' WHERE id = :b"),
-                              {"b": b})
-                other.execute(text("UPDATE messages SET review_label = NULL WHERE id = :a"),
-                              {"a": a})
+            with db_engine.connect() as other:
+                for message_id, label in changes.items():
+                    other.execute(text("UPDATE messages SET review_label = :label "
+                                       "WHERE id = :id"), {"label": label, "id": message_id})
                 other.commit()
 
     with session_scope(db_session_factory) as session:
         connection = session.connection()
         event.listen(connection, "after_cursor_execute", after)
         try:
-            drawn = spot_checks.draw(session, "spam", rng=random.Random(1))
+            drawn = spot_checks.draw(session, "spam", rng=rng)
         finally:
             event.remove(connection, "after_cursor_execute", after)
-    assert fired
-    assert drawn is not None and drawn.id == a
+        assert fired
+        return drawn.id if drawn is not None else None
+
+
+def test_a_draw_survives_the_verdicts_changing_between_its_first_and_last_query(
+        add_messages, active_id, db_engine, db_session_factory):
+    """Between draw()'s "first id" and "last id" queries (separate statements, so separate
+    snapshots on PostgreSQL's READ COMMITTED and on SQLite outside a write), the only
+    unreviewed spam verdict (B) is labelled and an older one (A) has its label undone: the
+    last id is then below the first, and rng.randint(first, last) raised ValueError (a 500
+    on the spot-check page) instead of drawing A."""
+    a, = add_messages(("win a", 0.9), model_version_id=active_id, review_label="ham")
+    b, = add_messages(("win b", 0.9), model_version_id=active_id)
+    first_id = lambda sql: ("ORDER BY messages.review_label, messages.id" in sql  # noqa: E731
+                            and "DESC" not in sql and "LIMIT" in sql)
+    assert draw_while_others_label(db_engine, db_session_factory, first_id,
+                                   {b: "spam", a: None}, random.Random(1)) == a
 
 
 class _LastIndex(random.Random):
@@ -210,29 +218,13 @@ class _LastIndex(random.Random):
 def test_the_fallback_draws_a_message_when_one_is_labelled_between_count_and_offset(
         add_messages, active_id, db_engine, db_session_factory, monkeypatch):
     """Count and offset are separate statements: if a moderator labels one of the verdicts
-    between them, OFFSET total-1 is past the end and draw() returns None while an
-    unreviewed verdict is left (the page then says nothing is left to check)."""
+    between them, OFFSET total-1 is past the end and draw() returned None while an
+    unreviewed verdict was left (the page then said nothing is left to check)."""
     monkeypatch.setattr(spot_checks, "SAMPLE_BATCHES", 0)  # as when the verdicts are rare
     a, b = add_messages(("win a", 0.9), ("win b", 0.9), model_version_id=active_id)
-    fired = []
-
-    def after(conn, cursor, statement, params, context, many):
-        if not fired and "count(*)" in statement:
-            fired.append(statement)
-            with db_engine.connect() as other:
-                other.execute(text("UPDATE messages SET review_label = 'spam' WHERE id = :b"),
-                              {"b": b})
-                other.commit()
-
-    with session_scope(db_session_factory) as session:
-        connection = session.connection()
-        event.listen(connection, "after_cursor_execute", after)
-        try:
-            drawn = spot_checks.draw(session, "spam", rng=_LastIndex(1))
-        finally:
-            event.remove(connection, "after_cursor_execute", after)
-    assert fired
-    assert drawn is not None and drawn.id == a
+    assert draw_while_others_label(db_engine, db_session_factory,
+                                   lambda sql: "count(*)" in sql, {b: "spam"},
+                                   _LastIndex(1)) == a
 
 
 def test_nothing_to_draw_without_an_active_model(app_without_model, db_session_factory):
