@@ -82,9 +82,25 @@ def test_review_queue_with_the_keyboard(page, live_server, seeded, db_session_fa
     assert "Undid your decision" in page.inner_text("main")
     page.fill("input[name=note]", "typing s here must not decide")
     assert current_id(page) == decided[1]
+    # Enter in the note submits nothing (it pressed Spam, the form's first button, before).
+    page.press("input[name=note]", "Enter")
+    page.wait_for_timeout(500)
+    assert current_id(page) == decided[1]
     with db_session_factory() as session:
         labels = [session.get(Message, i).review_label for i in decided]
     assert labels == ["spam", None]
+    # A held key labels one message, not one per repeat.
+    page.mouse.click(1, 1)
+    with page.expect_navigation():
+        page.keyboard.down("h")
+    held = current_id(page)
+    page.keyboard.down("h")  # the key is still down: a repeat
+    page.wait_for_timeout(500)
+    page.keyboard.up("h")
+    assert current_id(page) == held
+    with db_session_factory() as session:
+        assert session.get(Message, decided[1]).review_label == "ham"
+        assert session.get(Message, held).review_label is None
     # The script-like body is shown as text, not run.
     page.goto(f"{live_server}/admin/messages?q=ringtone")
     assert "<script>alert(1)</script>" in page.inner_text("table.messages")

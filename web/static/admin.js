@@ -9,7 +9,8 @@
 
   // Any enabled button with data-key="x" is pressed by the key x (review queue: s/h/k/u).
   document.addEventListener("keydown", function (event) {
-    if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) {
+    // A held key repeats: one label per press, not one per repeat (the next message).
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat || typing(event.target)) {
       return;
     }
     var key = event.key.toLowerCase();
