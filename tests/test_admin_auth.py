@@ -310,6 +310,33 @@ def test_a_login_ends_after_12_idle_hours_but_not_while_used(moderator_client, m
     assert response.status_code == 302 and "/admin/login" in response.headers["Location"]
 
 
+def test_a_decision_sent_after_the_idle_limit_leads_to_the_login_not_a_csrf_error(
+        moderator_client, add_messages, monkeypatch, db_session_factory):
+    """Idleness ends the whole session cookie, CSRF secret included: the next decision
+    (its form still carries the old token) gets the login page saying it was not
+    recorded, then its page again; it was a 400 "form expired" page. Logging out after
+    the expiry too."""
+    from itsdangerous import TimestampSigner
+
+    from spamguard.models import Message
+
+    (mid,) = add_messages(("unsure", 0.5))
+    now = TimestampSigner.get_timestamp(TimestampSigner("x"))
+    clock = {"offset": 0}
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: now + clock["offset"])
+    token = csrf_token(moderator_client.client, "/admin/queue")
+    clock["offset"] = 13 * 3600
+    for path, data in (("/admin/queue/decide", {"message_id": mid, "label": "spam",
+                                                "seen": "none", "csrf_token": token}),
+                       ("/admin/logout", {"csrf_token": token})):
+        sent = moderator_client.client.post(path, data=data)
+        assert sent.status_code == 302 and "/admin/login?next=" in sent.headers["Location"]
+        page = moderator_client.client.get(sent.headers["Location"]).get_data(as_text=True)
+        assert "That was not recorded: you were no longer logged in" in page
+    with db_session_factory() as session:
+        assert session.get(Message, mid).review_label is None
+
+
 def test_the_idle_limit_is_a_setting(app_config, install_model, tiny_model_dir):
     from datetime import timedelta
 

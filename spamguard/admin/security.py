@@ -17,6 +17,8 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 PUBLIC_ENDPOINTS = {"admin.login", "admin.static"}
 SESSION_ENDED = ("Your session has ended (this account logged out, or its password changed, "
                  "in another browser). Please log in again.")
+NOT_RECORDED = ("That was not recorded: you were no longer logged in (a login ends after "
+                "hours unused). Log in, and do it again.")
 
 csrf = CSRFProtect()
 
@@ -82,18 +84,26 @@ def security_headers(response: Response) -> Response:
 
 @bp.before_request
 def _protect():
-    """Check CSRF on every state-changing admin request, then require a login."""
+    """Require a login, then check CSRF on every state-changing admin request.
+
+    The login first: a login that ended by idleness takes the whole session cookie with it,
+    CSRF secret included, so checking CSRF first answered a moderator's next decision with
+    "the form expired or was not sent by this site" (400) instead of the login page. A
+    request without a login changes nothing either way."""
     from flask import current_app
     from flask_login import current_user
 
-    if request.method not in ("GET", "HEAD", "OPTIONS"):
-        csrf.protect()
+    changes = request.method not in ("GET", "HEAD", "OPTIONS")
     if request.endpoint not in PUBLIC_ENDPOINTS and not current_user.is_authenticated:
-        if g.pop("session_ended", False):
-            flash(SESSION_ENDED, "info")
+        ended = g.pop("session_ended", False)
+        if ended or changes:
+            for said in ([SESSION_ENDED] if ended else []) + ([NOT_RECORDED] if changes else []):
+                flash(said, "info")
             return redirect(login_url(current_app.login_manager.login_view,
                                       next_url=request.url))
         return current_app.login_manager.unauthorized()
+    if changes:
+        csrf.protect()
     if current_user.is_authenticated:
         cookie_session.permanent = True  # so it is re-signed now: the idle clock restarts
     return None
