@@ -13,6 +13,7 @@ from flask_limiter.util import get_remote_address
 from spamguard.extensions import db_session
 from spamguard.intake import (
     BadInput,
+    check_address,
     check_text,
     current_classifier,
     ingest,
@@ -177,8 +178,8 @@ def message_input(data: dict[str, Any]) -> dict[str, Any]:
     received = data.get("received_at")
     return {
         "external_id": external_id,
-        "sender": check_text("from", data["from"], max_chars=255),
-        "recipient": check_text("to", data["to"], max_chars=255),
+        "sender": check_address("from", data["from"]),
+        "recipient": check_address("to", data["to"]),
         "body": check_text("body", data["body"], max_chars=settings().max_body_chars,
                            allow_blank=True),
         "received_at": parse_time(received) if received is not None else None,

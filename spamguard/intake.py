@@ -60,6 +60,13 @@ def check_text(name: str, value: Any, *, max_chars: int, allow_empty: bool = Fal
     return value
 
 
+def check_address(name: str, value: Any) -> str:
+    """A sender or recipient (a phone number, short code or name), without surrounding
+    spaces: the message list's sender filter strips what is typed into it, so a sender
+    stored as " +15550003333 " could never be found, not even from its own message's link."""
+    return check_text(name, value, max_chars=255).strip()
+
+
 def settings():
     """The app's settings."""
     return current_app.config["SPAMGUARD"]

@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 
 from spamguard.extensions import db_session
-from spamguard.intake import BadInput, check_text, ingest, json_error, settings
+from spamguard.intake import BadInput, check_address, check_text, ingest, json_error, settings
 from spamguard.services import messages
 
 bp = Blueprint("webhook", __name__, url_prefix="/webhook")
@@ -116,8 +116,8 @@ def message_fields() -> dict:
                        f"got {sid[:40]!r}")
     return {
         "external_id": sid,
-        "sender": check_text("From", form["From"], max_chars=255),
-        "recipient": check_text("To", form["To"], max_chars=255),
+        "sender": check_address("From", form["From"]),
+        "recipient": check_address("To", form["To"]),
         # A picture message may have no text: keep it (it is still a delivery to log). Text
         # of spaces only is still a message someone sent: keep it too.
         "body": check_text("Body", form["Body"], max_chars=limit, allow_empty=has_media,

@@ -27,6 +27,20 @@ def test_post_message_stores_and_classifies(app, api):
     assert count_rows(app, Message) == count_rows(app, Verdict) == 1
 
 
+def test_sender_and_recipient_are_stored_without_surrounding_spaces(app, api, admin_client):
+    """The message list's sender filter strips what is typed, so " +15550003333 " stored
+    as sent could not be found, not even from its own message's sender link."""
+    sent = api("POST", "/messages", json={**MESSAGE, "from": " +15550003333 ",
+                                          "to": "\t+15550009999\n"})
+    assert sent.status_code == 201
+    stored = api("GET", f"/messages/{sent.get_json()['message_id']}").get_json()
+    assert (stored["from"], stored["to"]) == ("+15550003333", "+15550009999")
+    listed = admin_client.get("/admin/messages?sender=%2B15550003333").get_data(as_text=True)
+    assert "1 message" in listed
+    assert api("POST", "/messages", json={**MESSAGE, "id": "x2", "from": "   "}
+               ).status_code == 400
+
+
 def test_replay_of_id_is_idempotent(app, api):
     first = api("POST", "/messages", json={**MESSAGE, "id": "abc-1"})
     again = api("POST", "/messages", json={**MESSAGE, "id": "abc-1"})
