@@ -162,6 +162,10 @@ def test_change_password_checks_the_current_one(db_session):
     with pytest.raises(UserError, match="at least 8"):
         users.change_password(session=db_session, user_id=user.id, current="long-enough",
                               new="short", repeated="short")
+    for blank in (" " * 8, "\t" * 12, " a b c d e f g "):  # spaces do not count
+        with pytest.raises(UserError, match="at least 8 characters that are not spaces"):
+            users.change_password(session=db_session, user_id=user.id, current="long-enough",
+                                  new=blank, repeated=blank)
     with pytest.raises(UserError, match="is the current one"):
         users.change_password(session=db_session, user_id=user.id, current="long-enough",
                               new="long-enough", repeated="long-enough")

@@ -58,9 +58,13 @@ def validate_new_user(username: str, password: str, role: str) -> str:
 
 
 def validate_password(password: str) -> None:
-    """Check a new password against the one rule every password follows (its length)."""
+    """Check a new password against the one rule every password follows (its length, not
+    counting spaces: eight spaces are no password)."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    if len("".join(password.split())) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters that "
+                        "are not spaces")
 
 
 def create_user(*, session: Session, username: str, password: str, role: str) -> User:
