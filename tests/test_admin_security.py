@@ -29,6 +29,34 @@ def test_message_bodies_are_escaped_everywhere(moderator_client, add_messages,
         assert "&lt;" in html, url
 
 
+def test_reordering_and_invisible_characters_are_shown_not_obeyed(
+        moderator_client, add_messages, db_session_factory):
+    """A right-to-left override makes "\u202eexe.txt" read "txt.exe", a zero-width space
+    hides in "fr\u200bee": every page that shows an SMS or its sender marks them instead
+    ([U+202E]), and escapes what is around them. Joiners, which emoji need, stay."""
+    from spamguard.services import campaigns
+
+    body = "Your code \u202eexe.txt\u202c is <b>1234</b> fr\u200bee 👩\u200d💻"
+    (mid, _other) = add_messages((body, 0.5), (body + " again", 0.6),
+                                 sender="+44\u2066700\u2069900")
+    with db_session_factory() as session:
+        campaigns.rebuild_campaigns(session=session, min_size=2,
+                                    encoder=lambda texts: __import__("numpy").ones(
+                                        (len(texts), 2), dtype="float32"))
+        session.commit()
+    for url in ("/admin/queue", "/admin/messages", f"/admin/messages/{mid}",
+                "/admin/campaigns"):  # the spot check shares the queue's card
+        html = moderator_client.get(url).get_data(as_text=True)
+        for hidden in "\u202e\u202c\u200b\u2066\u2069":
+            assert hidden not in html, (url, hex(ord(hidden)))
+        assert '<span class="ctl" title="right-to-left override">[U+202E]</span>exe.txt' \
+            in html, url
+        assert "&lt;b&gt;1234&lt;/b&gt;" in html and "<b>1234" not in html, url
+        assert "fr<span" in html and "\u200d" in html, url
+        if url != "/admin/campaigns":  # it shows no senders
+            assert "+44<span class=\"ctl\"" in html and "[U+2066]" in html, url
+
+
 def test_csp_forbids_inline_scripts(viewer_client, client):
     for response in (viewer_client.get("/admin/dashboard"), client.get("/admin/login")):
         csp = response.headers["Content-Security-Policy"]

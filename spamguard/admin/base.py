@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
@@ -10,6 +11,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, abort, current_app, flash, redirect, request, url_for
 from flask_login import UserMixin, current_user
+from markupsafe import Markup, escape
 from sqlalchemy.orm import Session
 
 from spamguard.config import Settings
@@ -184,6 +186,29 @@ def is_gateway_media(url: Any) -> bool:
 MEDIA_DOMAINS = ("twilio.com", "twiliocdn.com")  # where Twilio keeps MMS media
 URL_CHARS = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+")  # RFC 3986, nothing else
 HOST_CHARS = re.compile(r"[a-z0-9.-]+(:443)?")  # the whole authority: no user, no oddities
+
+
+# Characters an SMS can use to make a moderator read something other than what was sent:
+# bidi overrides, embeddings and isolates reorder what follows ("Your code \u202eexe.txt"
+# shows as "txt.exe"; <bdi> keeps them from spilling out of the message, not from acting
+# inside it), and invisible ones hide inside words ("fr\u200bee" reads "free"). Joiners
+# (U+200C/D) stay: scripts and emoji need them.
+HIDDEN_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069\u200b\u2060\ufeff]")
+
+
+@bp.app_template_filter("show_controls")
+def show_controls(text: str) -> Markup:
+    """Escape an SMS text for HTML, with each of :data:`HIDDEN_CONTROLS` shown as a marked
+    ``[U+202E]`` (its name on hover) instead of acting."""
+    out, last = [], 0
+    for found in HIDDEN_CONTROLS.finditer(text):
+        char = found.group()
+        out.append(escape(text[last:found.start()]))
+        out.append(Markup('<span class="ctl" title="{}">[U+{}]</span>').format(
+            unicodedata.name(char, "format character").lower(), f"{ord(char):04X}"))
+        last = found.end()
+    out.append(escape(text[last:]))
+    return Markup("").join(out)
 
 
 @bp.app_template_filter("num")
