@@ -17,6 +17,9 @@ PASSWORD = "correct-horse-battery"
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
+SEEN = re.compile(r'name="seen" value="([^"]+)"')  # the review a decision form showed
+
+
 def csrf_token(client, url: str = "/admin/login") -> str:
     """Fetch ``url`` and return the CSRF token of its first form."""
     match = TOKEN.search(client.get(url, follow_redirects=True).get_data(as_text=True))

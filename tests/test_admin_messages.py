@@ -131,6 +131,36 @@ def test_detail_shows_verdicts_reviews_and_similar(moderator_client, add_message
     assert moderator_client.get("/admin/messages/424242").status_code == 404
 
 
+def test_a_stale_message_page_does_not_replace_another_moderators_label(
+        app, moderator_client, add_messages, make_user, db_session_factory):
+    """Both moderators open message 1's page (no label yet); the first labels it spam, then
+    the second, from the page still showing "Label", ham: refused, saying who labelled it,
+    instead of silently superseding their label. From a fresh page, relabelling works."""
+    from spamguard.models import Message
+    from tests.fixtures_admin import SEEN, AdminClient
+
+    (mid,) = add_messages(("Are we still on for lunch?", 0.6))
+    make_user("alice", "moderator")
+    alice = AdminClient(app.test_client(), "alice")
+    alice.login()
+    stale = moderator_client.get(f"/admin/messages/{mid}").get_data(as_text=True)
+    assert 'name="seen" value="none"' in stale
+    alice.post(f"/admin/messages/{mid}/review", data={"label": "spam", "seen": "none"})
+    refused = moderator_client.post(f"/admin/messages/{mid}/review", follow_redirects=True,
+                                    data={"label": "ham", "seen": "none"})
+    said = refused.get_data(as_text=True)
+    assert "alice labelled message" in said and "your ham label was not saved" in said
+    with db_session_factory() as session:
+        assert session.get(Message, mid).review_label == "spam"
+    seen = SEEN.search(said).group(1)  # the page now shows alice's review
+    moderator_client.post(f"/admin/messages/{mid}/review", data={"label": "ham", "seen": seen})
+    with db_session_factory() as session:
+        assert session.get(Message, mid).review_label == "ham"
+    odd = moderator_client.post(f"/admin/messages/{mid}/review", follow_redirects=True,
+                                data={"label": "spam", "seen": "yesterday"})
+    assert "Not recorded: the page was out of date" in odd.get_data(as_text=True)
+
+
 def test_a_picture_message_shows_its_attachments_and_links_only_https(
         moderator_client, add_messages):
     raw = {"NumMedia": "3 ", "MediaContentType0": "image/png",  # as stored before Dec 2026

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import abort, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 
 from spamguard.admin.base import (
+    back,
     bp,
     fail,
     page_number,
@@ -13,6 +14,8 @@ from spamguard.admin.base import (
     session,
     user_id,
 )
+from spamguard.admin.queue import conflict_message
+from spamguard.errors import SpamguardError
 from spamguard.models import LABELS, Message
 from spamguard.services import message_queries, reviews
 from spamguard.services.message_queries import FilterError, MessageFilter
@@ -82,17 +85,32 @@ def message_detail(message_id: int):
         abort(404, description=f"no message {message_id}")
     return render_template("admin/message.html", message=message,
                            similar=message_queries.similar_messages(db, message),
-                           history=reviews.review_history(db, message_id), labels=LABELS)
+                           history=reviews.review_history(db, message_id), labels=LABELS,
+                           seen=reviews.latest_review_id(db, message_id))
 
 
 @bp.route("/messages/<id:message_id>/review", methods=["POST"])
 @role_required("moderator")
 def message_review(message_id: int):
-    """Label (or relabel) one message from its detail page."""
+    """Label (or relabel) one message from its detail page.
+
+    The form says which review the page showed (``seen``); if someone labelled the message
+    after that, the label is refused and the page shows theirs, as in the queue (a stale
+    page silently replaced another moderator's decision)."""
     form = request.form
-    return run_action(
-        lambda db: reviews.add_review(session=db, message_id=message_id,
-                                      label=form.get("label", ""), user_id=user_id(),
-                                      note=form.get("note")),
-        done=lambda review: f"Message {message_id} labelled {review.label}.",
-        endpoint="admin.message_detail", message_id=message_id)
+    label = form.get("label", "")
+    db = session()
+    try:
+        seen = reviews.Seen.parse(form["seen"]) if "seen" in form else None
+        review = reviews.add_review(session=db, message_id=message_id, label=label,
+                                    user_id=user_id(), note=form.get("note"), seen=seen)
+    except reviews.ReviewConflict as exc:
+        said = conflict_message(exc, label)  # before the rollback expires the review
+        db.rollback()
+        return fail(said, "admin.message_detail", message_id=message_id)
+    except (ValueError, SpamguardError) as exc:
+        db.rollback()
+        return fail(f"Not recorded: {exc}", "admin.message_detail", message_id=message_id)
+    db.commit()
+    flash(f"Message {message_id} labelled {review.label}.", "info")
+    return back("admin.message_detail", message_id=message_id)

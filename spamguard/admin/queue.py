@@ -22,16 +22,6 @@ def _threshold() -> float:
     return active.threshold if active else 0.5
 
 
-def _seen(value: str | None) -> reviews.Seen:
-    """Parse the decide form's ``seen`` field: "none" or the id of the latest review."""
-    if value == "none":
-        return reviews.Seen(None)
-    try:
-        return reviews.Seen(parse_id(value or ""))
-    except ValueError:
-        raise ValueError("the page was out of date (reload it)") from None
-
-
 def _decisions() -> list[list[int]]:
     """This login session's queue decisions, oldest first, as [review id, message id].
 
@@ -87,7 +77,7 @@ def queue_decide():
         message_id = parse_id(request.form.get("message_id", ""))
         review = reviews.add_review(session=db, message_id=message_id, label=label,
                                     user_id=user_id(), note=request.form.get("note"),
-                                    seen=_seen(request.form.get("seen")))
+                                    seen=reviews.Seen.parse(request.form.get("seen")))
     except reviews.ReviewConflict as exc:
         flash(conflict_message(exc, label), "error")
         db.rollback()

@@ -45,6 +45,18 @@ class Seen:
 
     latest_review_id: int | None
 
+    @classmethod
+    def parse(cls, value: str | None) -> Seen:
+        """Read a form's ``seen`` field: "none", or the id of the latest review shown."""
+        from spamguard.sqltypes import parse_id
+
+        if value == "none":
+            return cls(None)
+        try:
+            return cls(parse_id(value or ""))
+        except ValueError:
+            raise ValueError("the page was out of date (reload it)") from None
+
 
 def _check(label: str, note: str | None) -> str | None:
     if label not in LABELS:
