@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from spamguard.models import Campaign, Message
-from spamguard.services import campaigns
+from spamguard.services import campaigns, reviews
 from spamguard.sqltypes import utcnow
 
 # Two near-identical spam texts, one other spam, and ham: a fake encoder puts the first
@@ -120,8 +121,8 @@ def test_campaign_page_and_label_button(moderator_client, viewer_client, db_sess
                                  data={"label": "ham"}).status_code == 400  # no fingerprint
     response = moderator_client.post(
         f"/admin/campaigns/{top}/label",
-        data={"label": "ham", "size": "3", "representative": str(spam_wave[0])},
-        follow_redirects=True)
+        data={"label": "ham", "size": "3", "representative": str(spam_wave[0]),
+              "reviewed": "none"}, follow_redirects=True)
     assert "3 messages labelled ham" in response.get_data(as_text=True)
     assert moderator_client.get("/admin/campaigns?order=recent").status_code == 200
     assert moderator_client.get("/admin/campaigns?order=weird").status_code == 400
@@ -144,12 +145,52 @@ def test_a_page_from_before_a_rebuild_labels_nothing(moderator_client, db_sessio
         now = {c.id: c.representative_message_id for c in campaigns.list_campaigns(session)}
     response = moderator_client.post(
         f"/admin/campaigns/{shown.id}/label",
-        data={"label": "spam", "size": seen[0], "representative": seen[1]},
-        follow_redirects=True)
+        data={"label": "spam", "size": seen[0], "representative": seen[1],
+              "reviewed": "none"}, follow_redirects=True)
     text = response.get_data(as_text=True)
     assert "nothing was labelled" in text or f"no campaign {shown.id}" in text, now
     with db_session_factory() as session:
         assert all(session.get(Message, i).review_label is None for i in ham + spam)
+
+
+def test_a_page_from_before_someone_labelled_the_campaign_labels_nothing(
+        moderator_client, db_session_factory, spam_wave, make_user):
+    """Two pages of the campaigns list: "All 3 spam" from one, then "All 3 ham" from the
+    older one is refused (it silently relabelled all 3 before), as is a label from a page
+    loaded before one of its messages was labelled in the queue; a fresh page labels."""
+    from tests.fixtures_admin import TOKEN
+
+    with db_session_factory() as session:
+        campaigns.rebuild_campaigns(session=session, encoder=fake_encoder, min_size=2)
+        session.commit()
+        top = campaigns.list_campaigns(session)[0].id
+        members = list(session.scalars(select(Message.id).where(Message.campaign_id == top)))
+
+    def form() -> dict:
+        page = moderator_client.get("/admin/campaigns").get_data(as_text=True)
+        start = page.index(f'action="/admin/campaigns/{top}/label"')
+        fields = dict(re.findall(r'name="(\w+)" value="([^"]*)"', page[start:start + 900]))
+        assert TOKEN.search(page)
+        return {k: v for k, v in fields.items() if k in ("size", "representative", "reviewed")}
+
+    stale = form()
+    assert stale["reviewed"] == "none"
+    moderator_client.post(f"/admin/campaigns/{top}/label", data={"label": "spam", **form()})
+    refused = moderator_client.post(f"/admin/campaigns/{top}/label", follow_redirects=True,
+                                    data={"label": "ham", **stale}).get_data(as_text=True)
+    assert f"messages of campaign {top} were labelled since the page was loaded" in refused
+    with db_session_factory() as session:
+        assert {session.get(Message, i).review_label for i in members} == {"spam"}
+        before = form()
+        reviews.add_review(session=session, message_id=members[1], label="ham",
+                           user_id=make_user("queue-moderator"))
+        session.commit()
+    refused = moderator_client.post(f"/admin/campaigns/{top}/label", follow_redirects=True,
+                                    data={"label": "spam", **before}).get_data(as_text=True)
+    assert "nothing was labelled" in refused
+    done = moderator_client.post(f"/admin/campaigns/{top}/label", follow_redirects=True,
+                                 data={"label": "spam", **form()}).get_data(as_text=True)
+    assert "3 messages labelled spam" in done
 
 
 def test_group_vectors_matches_all_pairs_linking(monkeypatch):

@@ -32,7 +32,8 @@ def campaign_list():
     total = campaigns.count_campaigns(db)
     return render_template("admin/campaigns.html", campaigns=items, order=order, page=page,
                            has_next=page * PER_PAGE < total, total=total,
-                           similarity=campaigns.DEFAULT_SIMILARITY)
+                           similarity=campaigns.DEFAULT_SIMILARITY,
+                           reviewed=campaigns.latest_reviews(db, [c.id for c in items]))
 
 
 @bp.route("/campaigns/<id:campaign_id>/label", methods=["POST"])
@@ -40,12 +41,15 @@ def campaign_list():
 def campaign_label(campaign_id: int):
     """Label every message of the campaign."""
     label = request.form.get("label", "")
-    try:  # what the moderator was shown; a rebuild since then is refused (label_campaign)
+    try:  # what the moderator was shown; a rebuild or label since is refused (label_campaign)
         representative = request.form.get("representative", "")
-        seen = (int(request.form["size"]), int(representative) if representative else None)
+        reviewed = request.form["reviewed"]
+        seen = (int(request.form["size"]), int(representative) if representative else None,
+                None if reviewed == "none" else int(reviewed))
     except (KeyError, ValueError):
-        abort(400, description="the form lacks the campaign's size and representative "
-                               "message: reload the page")
+        abort(400, description="the form lacks what the page showed of the campaign (its "
+                               "size, representative message and latest review): reload "
+                               "the page")
     return run_action(
         lambda db: campaigns.label_campaign(session=db, campaign_id=campaign_id, label=label,
                                             user_id=user_id(), note=request.form.get("note"),

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from spamguard.errors import SpamguardError
 from spamguard.ml.data import WORDLESS_HASH
-from spamguard.models import Campaign, Message
+from spamguard.models import Campaign, Message, Review
 from spamguard.services import reviews
 from spamguard.sqltypes import utcnow
 
@@ -193,23 +193,42 @@ def count_campaigns(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Campaign)) or 0
 
 
+def latest_reviews(session: Session, campaign_ids: Sequence[int]) -> dict[int, int]:
+    """The id of the latest review of any message of each campaign (campaigns whose
+    messages were never reviewed are left out): what a campaign's label form shows."""
+    if not campaign_ids:
+        return {}
+    query = (select(Message.campaign_id, func.max(Review.id))
+             .join(Review, Review.message_id == Message.id)
+             .where(Message.campaign_id.in_(list(campaign_ids)))
+             .group_by(Message.campaign_id))
+    return {campaign_id: review_id for campaign_id, review_id in session.execute(query)}
+
+
 def label_campaign(*, session: Session, campaign_id: int, label: str, user_id: int | None,
-                   note: str | None = None, seen: tuple[int, int | None] | None = None) -> int:
+                   note: str | None = None,
+                   seen: tuple[int, int | None, int | None] | None = None) -> int:
     """Label every message of a campaign with one decision; return how many.
 
-    ``seen`` is the (size, representative message id) the moderator was shown. A rebuild
-    replaces every campaign and may reuse ids, so a page loaded before it could otherwise
-    label a different group under the same id; a mismatch is refused.
+    ``seen`` is the (size, representative message id, latest review id of its messages)
+    the moderator was shown. A rebuild replaces every campaign and may reuse ids, so a page
+    loaded before it could otherwise label a different group under the same id; and a
+    label given to any of its messages since (another moderator's "All spam", or one
+    message from the queue) would be silently replaced. Either mismatch is refused.
     """
     campaign = session.scalars(select(Campaign).where(Campaign.id == campaign_id)
                                .with_for_update()).first()  # a rebuild waits for us
     if campaign is None:
         raise SpamguardError(f"no campaign {campaign_id} (campaigns were rebuilt): reload "
                              "the page")
-    if seen is not None and seen != (campaign.size, campaign.representative_message_id):
+    if seen is not None and seen[:2] != (campaign.size, campaign.representative_message_id):
         raise SpamguardError(f"campaign {campaign_id} changed since the page was loaded "
                              f"(campaigns were rebuilt; it now holds {campaign.size} "
                              "messages): nothing was labelled; reload the page and check it")
+    if seen is not None and seen[2] != latest_reviews(session, [campaign_id]).get(campaign_id):
+        raise SpamguardError(f"messages of campaign {campaign_id} were labelled since the "
+                             "page was loaded (by another moderator, or in another tab): "
+                             "nothing was labelled; reload the page and check them")
     ids = select(Message.id).where(Message.campaign_id == campaign_id)
     count = reviews.bulk_relabel(session=session, ids=ids, label=label, user_id=user_id,
                                  note=note or f"campaign {campaign_id}")
