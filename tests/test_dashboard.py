@@ -32,7 +32,8 @@ def test_volume_by_hour_day_week(db_session, traffic):
     assert [(p.start.day, p.total, p.spam) for p in days] == [(23, 9, 6), (25, 1, 0)]
     weeks = dashboard.volume(db_session, bucket="week", now=NOW)
     assert [(p.start, p.total) for p in weeks] == [(datetime(2026, 11, 23, tzinfo=UTC), 10)]
-    assert weeks[0].spam_share == pytest.approx(0.6)
+    assert weeks[0].spam_share == pytest.approx(6 / 9)  # of the classified: pending has none
+    assert (hours[3].classified, hours[3].spam_share) == (0, None)
     with pytest.raises(ValueError):
         dashboard.volume(db_session, bucket="month")
 
@@ -46,6 +47,19 @@ def test_summary_counts(db_session, traffic):
     assert (s.reviewed, s.backlog, s.disagreements) == (2, 8, 1)
     assert s.disagreement_rate == pytest.approx(0.5)
     assert s.reviews_total == 2 and s.active is None
+
+
+def test_the_share_line_breaks_where_no_message_was_classified():
+    """Hours 0 and 1 are joined; hour 2 held only pending messages and hours 3-4 nothing,
+    so the line stops after hour 1 and starts again at hour 5 (it ran straight across)."""
+    import math
+
+    hour = timedelta(hours=1)
+    points = [dashboard.Point(NOW, 4, 1, 4), dashboard.Point(NOW + hour, 2, 1, 2),
+              dashboard.Point(NOW + 2 * hour, 3, 0, 0), dashboard.Point(NOW + 5 * hour, 5, 5, 5)]
+    xs, ys = dashboard._share_line(points, hour)
+    assert [y if not math.isnan(y) else None for y in ys] == [25.0, 50.0, None, 100.0]
+    assert xs[0] == NOW + 0.4 * hour and xs[3] == NOW + 5.4 * hour
 
 
 def test_chart_is_svg():

@@ -30,10 +30,14 @@ class Point:
     start: datetime
     total: int
     spam: int
+    classified: int | None = None  # messages with a verdict (the rest are pending)
 
     @property
     def spam_share(self) -> float | None:
-        return self.spam / self.total if self.total else None
+        """Spam among the bucket's classified messages (pending ones have no verdict yet:
+        counting them as ham showed an hour of pending messages as 0% spam)."""
+        judged = self.total if self.classified is None else self.classified
+        return self.spam / judged if judged else None
 
 
 @dataclass
@@ -75,11 +79,28 @@ def volume(session: Session, *, bucket: str = "day", now: datetime | None = None
     since = (now or utcnow()) - WINDOWS[bucket]
     key = _bucket_expr(session, bucket).label("bucket")
     spam = func.sum(case((Message.model_label == "spam", 1), else_=0))
-    query = (select(key, func.count(), spam).where(Message.received_at >= since)
-             .group_by(key).order_by(key))
+    query = (select(key, func.count(), spam, func.count(Message.model_label))
+             .where(Message.received_at >= since).group_by(key).order_by(key))
     # SQLite's strftime buckets come back as text, PostgreSQL's date_trunc as timestamps.
     return [Point(as_utc(datetime.fromisoformat(start) if isinstance(start, str) else start),
-                  int(total), int(spam or 0)) for start, total, spam in session.execute(query)]
+                  int(total), int(spam or 0), int(classified))
+            for start, total, spam, classified in session.execute(query)]
+
+
+def _share_line(points: list[Point], step: timedelta) -> tuple[list, list[float]]:
+    """The spam-share line's points, mid-bucket, broken (NaN) across buckets without a
+    classified message: a line drawn straight over 18 empty hours suggests data there."""
+    xs: list = []
+    ys: list[float] = []
+    for point in points:
+        if point.spam_share is None:
+            continue
+        if xs and point.start - xs[-1] > step:  # xs[-1] is the previous point's mid
+            xs.append(xs[-1] + step / 2)
+            ys.append(float("nan"))
+        xs.append(point.start + step * 0.4)
+        ys.append(100 * point.spam_share)
+    return xs, ys
 
 
 def summary(session: Session, *, now: datetime | None = None) -> Summary:
@@ -143,8 +164,7 @@ def volume_svg(points: list[Point], *, bucket: str, now: datetime | None = None)
     ax.tick_params(labelsize=8)
     ax.grid(axis="y", alpha=0.3)
     share = ax.twinx()
-    share.plot([s + BUCKETS[bucket] * 0.4 for s in starts],
-               [100 * (p.spam_share or 0) for p in points], color="#222", lw=1.2, marker=".",
+    share.plot(*_share_line(points, BUCKETS[bucket]), color="#222", lw=1.2, marker=".",
                label="spam %")
     share.set_ylim(0, 105)
     share.set_ylabel("spam share (%)", fontsize=9)
