@@ -717,6 +717,20 @@ def test_a_skip_after_a_promotion_is_counted_as_a_skip(
     assert spam_est.skipped == 1
 
 
+def test_after_a_promotion_the_empty_page_says_where_the_backlog_is(
+        moderator_client, verdicts, db_session_factory, two_versions):
+    """A new model has no verdicts yet: the page said "nothing left to check" beside
+    hundreds of unreviewed messages. It now says they carry earlier models' verdicts."""
+    verdicts()
+    _, second = two_versions
+    with session_scope(db_session_factory) as session:
+        registry.promote(session=session, version_id=second)
+    page = moderator_client.get("/admin/spot-check").get_data(as_text=True)
+    assert "No unreviewed verdicts of the active model left to check." in page
+    assert "8 unreviewed messages have verdicts of earlier models" in page  # 7 + the other's
+    assert 'href="/admin/queue">review queue</a> has the backlog' in page
+
+
 def test_a_note_with_a_nul_character_is_refused_not_a_500(
         app, moderator_client, verdicts, db_session_factory, db_backend):
     """PostgreSQL text cannot hold NUL: the decide form's note reaches the INSERT of the

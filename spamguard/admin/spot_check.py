@@ -63,6 +63,8 @@ def spot_check():
                                             up_to=spot_checks.LEFT_SHOWN_UP_TO)
                  for v in labels) if active else 0,
         left_shown_up_to=spot_checks.LEFT_SHOWN_UP_TO,
+        older=spot_checks.older_verdicts(db, active.id, up_to=spot_checks.LEFT_SHOWN_UP_TO)
+        if active and current is None else 0,
         estimates=spot_checks.estimates(db, active.id) if active else [],
         undecided=spot_checks.undecided(db, active.id) if active else 0)
 

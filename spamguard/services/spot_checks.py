@@ -78,6 +78,17 @@ def drawable_count(session: Session, version_id: str, verdict: str, *,
     return session.scalar(select(func.count()).select_from(query.subquery())) or 0
 
 
+def older_verdicts(session: Session, version_id: str, *, up_to: int) -> int:
+    """Unreviewed messages with a verdict of another model version than ``version_id``
+    (counted up to ``up_to + 1``): after a promotion they are the backlog, and a spot
+    check, which estimates the model in service, does not draw them."""
+    query = select(Message.id).where(Message.review_label.is_(None),
+                                     Message.model_label.is_not(None),
+                                     Message.model_version_id.is_distinct_from(version_id)
+                                     ).limit(up_to + 1)  # NULL: a deleted version's
+    return session.scalar(select(func.count()).select_from(query.subquery())) or 0
+
+
 def any_drawable(session: Session, version_id: str, verdict: str) -> bool:
     """Whether the version labelled any unreviewed message ``verdict`` (one index seek)."""
     _check(verdict)
