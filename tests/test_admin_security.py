@@ -70,13 +70,37 @@ def test_post_without_csrf_token_is_rejected(moderator_client, add_messages):
     (mid,) = add_messages(("x", 0.5))
     raw = moderator_client.client
     response = raw.post("/admin/queue/decide", data={"message_id": mid, "label": "spam"})
-    assert response.status_code == 400 and "form expired" in response.get_data(as_text=True)
+    assert response.status_code == 400 and "Nothing was changed" in response.get_data(as_text=True)
     wrong = raw.post("/admin/queue/decide",
                      data={"message_id": mid, "label": "spam", "csrf_token": "forged"})
     assert wrong.status_code == 400
     accepted = moderator_client.post("/admin/queue/decide", data={
         "message_id": mid, "label": "spam", "seen": "none"}, follow_redirects=True)
     assert accepted.status_code == 200 and "Not recorded" not in accepted.get_data(as_text=True)
+
+
+def test_a_form_from_before_a_new_login_says_nothing_changed_and_links_back(
+        moderator_client, add_messages):
+    """Logging in again starts a new session, CSRF token included, so a form left open in
+    another tab is refused: the page says nothing was changed and links back to the page
+    the form was on (it said "not sent by this site" and linked to the dashboard only)."""
+    from tests.fixtures_admin import csrf_token
+
+    (mid,) = add_messages(("x", 0.5))
+    old_token = csrf_token(moderator_client.client, "/admin/queue")
+    moderator_client.post("/admin/logout")
+    assert moderator_client.login().status_code == 302
+    refused = moderator_client.client.post(
+        "/admin/queue/decide", headers={"Referer": "http://localhost/admin/queue?x=1"},
+        data={"message_id": mid, "label": "spam", "seen": "none", "csrf_token": old_token})
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 400
+    assert "Nothing was changed: this form was loaded before your last login" in page
+    assert '<a href="/admin/queue?x=1">Back to the page</a>' in page
+    elsewhere = moderator_client.client.post(
+        "/admin/queue/decide", headers={"Referer": "https://evil.example/admin/queue"},
+        data={"message_id": mid, "label": "spam", "seen": "none", "csrf_token": old_token})
+    assert "Back to the page" not in elsewhere.get_data(as_text=True)
 
 
 def test_login_form_needs_csrf(app, make_user):

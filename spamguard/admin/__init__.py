@@ -32,9 +32,24 @@ def init_app(app: Flask) -> None:
 
 @bp.errorhandler(CSRFError)
 def _csrf_error(exc: CSRFError):
-    return render_template("admin/error.html", code=400,
-                           message=f"The form expired or was not sent by this site "
-                                   f"({exc.description}). Go back, reload and try again."), 400
+    """A form whose CSRF token no longer matches: most often one loaded before this
+    browser's last login (a login starts a new session, token included) or more than 8
+    hours ago. Say that nothing changed, and link back to the page the form was on."""
+    from urllib.parse import urlsplit
+
+    from flask import request
+
+    from spamguard.admin.auth import safe_next
+
+    referrer = urlsplit(request.referrer or "")
+    back = None
+    if referrer.netloc == request.host:
+        back = safe_next(referrer.path + (f"?{referrer.query}" if referrer.query else ""))
+    return render_template(
+        "admin/error.html", code=400, back=back,
+        message=f"Nothing was changed: this form was loaded before your last login, or more "
+                f"than 8 hours ago, or not on this site ({exc.description}). Reload the page "
+                f"and do it again."), 400
 
 
 @bp.errorhandler(HTTPException)

@@ -38,7 +38,7 @@ TOO_MANY_FAILURES = ("Too many failed logins from your network address. Try agai
                      "{minutes} minute(s).")
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
     """Return ``target`` if it is a local admin page, else the dashboard.
 
     A login that expired is noticed by whatever request comes next, often a form's POST
@@ -78,7 +78,7 @@ def _answers_get(path: str) -> bool:
 def login():
     """Show the login form; check it and start a session."""
     if current_user.is_authenticated:
-        return redirect(_safe_next(request.args.get("next")))
+        return redirect(safe_next(request.args.get("next")))
     if request.method == "GET":
         return render_template("admin/login.html", next=request.args.get("next", ""))
     if (minutes := login_limit.blocked_minutes()) is not None:  # checked before the password
@@ -98,7 +98,7 @@ def login():
     user = result.user
     flask_session.clear()  # nothing of a previous login (skips, focus) carries over
     login_user(LoggedInUser.of(user))
-    return redirect(_safe_next(request.form.get("next")))
+    return redirect(safe_next(request.form.get("next")))
 
 
 @bp.route("/logout", methods=["POST"])
