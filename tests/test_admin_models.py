@@ -86,6 +86,60 @@ def test_retrain_button_launches_background_job(admin_client, moderator_client, 
     assert kwargs["start_new_session"] and "SPAMGUARD_DATABASE_URL" in kwargs["env"]
 
 
+def test_a_second_press_while_the_first_job_starts_starts_nothing(
+        admin_client, db_session_factory, monkeypatch):
+    """The job takes its lock seconds after it starts: two presses in that time started two
+    jobs (the second logged "locked"). The request now takes the lock first, names the
+    job as its owner, and the job takes it over by a token in its environment."""
+    import os
+    import socket
+    import subprocess
+
+    from spamguard.models import Lock
+    from spamguard.services import locks, retrain_jobs
+
+    calls = []
+
+    class FakePopen:  # a job that is alive (this process) and has not taken the lock yet
+        def __init__(self, args, **kwargs):
+            calls.append(kwargs["env"])
+            self.pid = os.getpid()
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    first = admin_client.post("/admin/models/retrain", follow_redirects=True)
+    assert "Retraining started in the background" in first.get_data(as_text=True)
+    assert '<meta http-equiv="refresh"' in first.get_data(as_text=True)  # before its row
+    second = admin_client.post("/admin/models/retrain", follow_redirects=True)
+    assert "Not started: a retraining is already running" in second.get_data(as_text=True)
+    (env,) = calls
+    name, _, token = env[locks.HANDOVER_ENV].partition(":")
+    assert name == retrain_jobs.RETRAIN_LOCK
+    with db_session_factory() as session:
+        owner = locks.Owner.parse(session.get(Lock, name).owner)
+    assert (owner.host, owner.pid, owner.token) == (socket.gethostname(), os.getpid(), token)
+    # The job's own acquire takes the reserved lock over (once), where anyone else is refused.
+    with pytest.raises(locks.LockHeldError):
+        locks.acquire(session_factory=db_session_factory, name=name, ttl=60)
+    monkeypatch.setenv(locks.HANDOVER_ENV, env[locks.HANDOVER_ENV])
+    lease = locks.acquire(session_factory=db_session_factory, name=name, ttl=60)
+    assert locks.HANDOVER_ENV not in os.environ and lease.owner.token != token
+    lease.release()
+
+
+def test_a_reserved_lock_whose_job_died_is_free_at_once(admin_client, db_session_factory,
+                                                        monkeypatch):
+    import subprocess
+
+    class DeadJob:
+        def __init__(self, args, **kwargs):
+            self.pid = 2 ** 22 + 12345  # above pid_max: no such process
+
+    monkeypatch.setattr(subprocess, "Popen", DeadJob)
+    for _ in range(2):
+        pressed = admin_client.post("/admin/models/retrain", follow_redirects=True)
+        assert "Retraining started in the background" in pressed.get_data(as_text=True)
+
+
 def test_retrain_button_says_when_a_run_already_holds_the_lock(admin_client,
                                                                db_session_factory,
                                                                monkeypatch):
@@ -172,7 +226,11 @@ def test_a_killed_run_shows_as_stopped_and_the_page_stops_refreshing(
                              expires_at=expires))
         session.commit()
     page = viewer_client.get("/admin/models").get_data(as_text=True)
-    assert 'http-equiv="refresh"' not in page and "a run is in progress" not in page
+    # A live lock of another run means a run is in progress (one just started writes its
+    # row a few seconds after taking the lock): the page refreshes for it.
+    refreshes = lock == "another run's"
+    assert ('http-equiv="refresh"' in page) == refreshes
+    assert ("a run is in progress" in page) == refreshes
     assert retrain_jobs.STOPPED in page
     with db_session_factory() as session:
         assert session.get(TrainingRun, run_id).status == "running"  # not rewritten

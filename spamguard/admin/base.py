@@ -120,10 +120,17 @@ def run_action(action: Callable[[Session], Any], *, done: Callable[[Any], str],
     return back(endpoint, **values)
 
 
-def start_job(start: Callable[..., int], *, what: str, started: str, endpoint: str):
-    """Start a background job (see services.retrain_jobs) and say so, or say why not."""
+def start_job(start: Callable[..., int], *, what: str, busy: str, started: str,
+              endpoint: str):
+    """Start a background job (see services.retrain_jobs) and say so, or say why not
+    (``busy``: what to say when its lock is held, as by one started a moment ago)."""
+    from spamguard.errors import LockHeldError
+    from spamguard.extensions import get_db
+
     try:
-        pid = start(settings=settings())
+        pid = start(settings=settings(), session_factory=get_db().session_factory)
+    except LockHeldError as exc:
+        return fail(f"Not started: {busy} ({exc}).", endpoint)
     except OSError as exc:
         return fail(f"Could not start {what}: {exc}", endpoint)
     flash(started.format(pid=pid), "info")

@@ -6,7 +6,6 @@ from flask import abort, render_template, request
 
 from spamguard.admin.base import (
     bp,
-    fail,
     page_number,
     role_required,
     run_action,
@@ -33,7 +32,8 @@ def campaign_list():
     return render_template("admin/campaigns.html", campaigns=items, order=order, page=page,
                            has_next=page * PER_PAGE < total, total=total,
                            similarity=campaigns.DEFAULT_SIMILARITY,
-                           reviewed=campaigns.latest_reviews(db, [c.id for c in items]))
+                           reviewed=campaigns.latest_reviews(db, [c.id for c in items]),
+                           rebuilding=retrain_jobs.campaign_rebuild_running(db))
 
 
 @bp.route("/campaigns/<id:campaign_id>/label", methods=["POST"])
@@ -63,10 +63,7 @@ def campaign_label(campaign_id: int):
 def campaign_rebuild():
     """Start `spamguard campaigns rebuild` in the background (one at a time: each one
     embeds and compares every recent message)."""
-    running = retrain_jobs.campaign_rebuild_running(session())
-    if running:
-        return fail(f"Not started: a campaign rebuild is already running ({running}).",
-                    "admin.campaign_list")
     return start_job(retrain_jobs.start_campaign_rebuild, what="the campaign rebuild",
+                     busy="a campaign rebuild is already running",
                      started="Campaign rebuild started in the background (process {pid}); "
                              "reload in a minute.", endpoint="admin.campaign_list")

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import abort, render_template, request, send_from_directory
 
-from spamguard.admin.base import bp, fail, role_required, run_action, session, start_job
+from spamguard.admin.base import bp, role_required, run_action, session, start_job
 from spamguard.models import ModelVersion
 from spamguard.services import registry, retrain_jobs
 
@@ -51,7 +51,9 @@ def model_list():
     statuses = retrain_jobs.shown_statuses(db, runs)
     return render_template("admin/models.html", versions=versions, runs=runs,
                            statuses=statuses, stopped=retrain_jobs.STOPPED,
-                           running=retrain_jobs.any_running(statuses),
+                           # or a run just started, before it has written its row
+                           running=retrain_jobs.any_running(statuses)
+                           or retrain_jobs.retrain_running(db) is not None,
                            headline=registry.headline_metrics)
 
 
@@ -123,10 +125,7 @@ def model_rollback():
 @role_required("admin")
 def model_retrain():
     """Start `spamguard retrain --trigger ui --min-new-reviews 1` in the background."""
-    running = retrain_jobs.retrain_running(session())
-    if running:
-        return fail(f"Not started: a retraining is already running ({running}).",
-                    "admin.model_list")
     return start_job(retrain_jobs.start_retrain, what="retraining",
+                     busy="a retraining is already running",
                      started="Retraining started in the background (process {pid}). This "
                              "page refreshes while it runs.", endpoint="admin.model_list")

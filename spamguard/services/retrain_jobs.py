@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from spamguard.config import Settings
 from spamguard.models import Lock, TrainingRun
@@ -38,22 +38,44 @@ def job_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def launch(args: tuple[str, ...], *, settings: Settings, log_name: str) -> int:
-    """Start ``python -m spamguard ARGS`` detached from this process; return its pid."""
+RESERVED_TTL = 120  # seconds a lock reserved for a job waits for the job to take it over
+
+
+def launch(args: tuple[str, ...], *, settings: Settings, log_name: str,
+           env: dict[str, str] | None = None) -> int:
+    """Start ``python -m spamguard ARGS`` detached from this process (``env`` added to its
+    environment); return its pid."""
     logs = Path(settings.home) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / log_name, "ab") as log:
         process = subprocess.Popen(  # noqa: S603  (fixed argument list, no shell)
             [sys.executable, "-m", "spamguard", *args], stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, env=job_environment(settings),
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**job_environment(settings), **(env or {})},
             start_new_session=True, close_fds=True)
     return process.pid
 
 
-def start_retrain(*, settings: Settings) -> int:
-    """Start ``spamguard retrain --trigger ui --min-new-reviews 1`` in the background;
-    return its pid."""
-    return launch(RETRAIN_ARGS, settings=settings, log_name="retrain-ui.log")
+def _start(args: tuple[str, ...], *, lock: str, settings: Settings,
+           session_factory: sessionmaker[Session], log_name: str) -> int:
+    """Take ``lock`` for the job, start it, and hand the lock over (see
+    :func:`spamguard.services.locks.reserve`); LockHeldError if a live process holds it."""
+    owner = locks.reserve(session_factory=session_factory, name=lock, ttl=RESERVED_TTL)
+    try:
+        pid = launch(args, settings=settings, log_name=log_name,
+                     env=locks.handover_environment(lock, owner))
+    except BaseException:
+        locks.release_reserved(session_factory=session_factory, name=lock, owner=owner)
+        raise
+    locks.hand_over(session_factory=session_factory, name=lock, owner=owner, pid=pid)
+    return pid
+
+
+def start_retrain(*, settings: Settings, session_factory: sessionmaker[Session]) -> int:
+    """Start ``spamguard retrain --trigger ui --min-new-reviews 1`` in the background with
+    the retrain lock already taken for it; return its pid."""
+    return _start(RETRAIN_ARGS, lock=RETRAIN_LOCK, settings=settings,
+                  session_factory=session_factory, log_name="retrain-ui.log")
 
 
 def retrain_running(session: Session) -> str | None:
@@ -72,9 +94,12 @@ def _running(session: Session, name: str) -> str | None:
     return None if lock is None or locks.is_stale(lock) else locks.describe_holder(lock)
 
 
-def start_campaign_rebuild(*, settings: Settings) -> int:
-    """Start ``spamguard campaigns rebuild`` in the background; return its pid."""
-    return launch(CAMPAIGN_ARGS, settings=settings, log_name="campaigns.log")
+def start_campaign_rebuild(*, settings: Settings,
+                           session_factory: sessionmaker[Session]) -> int:
+    """Start ``spamguard campaigns rebuild`` in the background with the campaign lock
+    already taken for it; return its pid."""
+    return _start(CAMPAIGN_ARGS, lock=CAMPAIGN_LOCK, settings=settings,
+                  session_factory=session_factory, log_name="campaigns.log")
 
 
 def recent_runs(session: Session, *, limit: int = 20) -> list[TrainingRun]:
