@@ -87,6 +87,46 @@ def test_a_form_sent_after_the_login_expired_leads_back_to_its_page(moderator_cl
     assert moderator_client.get("/admin/queue").status_code == 200
 
 
+def test_admins_change_roles_and_unlock_accounts_on_the_users_page(
+        app, make_user, admin_client, moderator_client, db_session_factory):
+    """A role takes effect at the account's next request; an admin cannot change their
+    own; a locked account gets an Unlock button that lifts the lock at once."""
+    from spamguard.models import User
+    from tests.fixtures_admin import TOKEN
+
+    mo = make_user("mo", "moderator")
+    page = admin_client.get("/admin/users").get_data(as_text=True)
+    assert f'action="/admin/users/{mo}/role"' in page
+    done = admin_client.post(f"/admin/users/{mo}/role", data={"role": "viewer"},
+                             follow_redirects=True)
+    assert "mo is now viewer" in done.get_data(as_text=True)
+    client = AdminClient(app.test_client(), "mo")
+    assert client.login().status_code == 302
+    assert client.get("/admin/queue").status_code == 200
+    token = TOKEN.search(client.get("/admin/dashboard").get_data(as_text=True)).group(1)
+    refused = client.client.post("/admin/queue/skip", data={"message_id": 1,
+                                                            "csrf_token": token})
+    assert refused.status_code == 403  # a viewer now
+    odd = admin_client.post(f"/admin/users/{mo}/role", data={"role": "root"},
+                            follow_redirects=True)
+    assert "role must be one of" in odd.get_data(as_text=True)
+    assert moderator_client.post(f"/admin/users/{mo}/role",
+                                 data={"role": "admin"}).status_code == 403
+    with db_session_factory() as session:
+        own = session.query(User).filter_by(role="admin").one().id
+    said = admin_client.post(f"/admin/users/{own}/role", data={"role": "viewer"},
+                             follow_redirects=True).get_data(as_text=True)
+    assert "You cannot change your own role." in said
+    client.post("/admin/logout")
+    for _ in range(5):
+        client.login("wrong-password")
+    page = admin_client.get("/admin/users").get_data(as_text=True)
+    assert "locked until" in page and f'action="/admin/users/{mo}/unlock"' in page
+    admin_client.post(f"/admin/users/{mo}/unlock")
+    page = admin_client.get("/admin/users").get_data(as_text=True)
+    assert "locked until" not in page and client.login().status_code == 302
+
+
 def test_lockout_after_failures(app, make_user, admin_client):
     make_user("mo", "moderator")
     client = AdminClient(app.test_client(), "mo")

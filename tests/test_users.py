@@ -121,6 +121,35 @@ def test_cli_user_create_rejects_bad_role(cli_env):
     assert result.exit_code != 0 and "root" in result.output
 
 
+def test_cli_sets_roles_and_unlocks_but_keeps_the_last_admin(cli_env, db_session_factory):
+    from click.testing import CliRunner
+
+    from spamguard.cli import build_cli
+    from spamguard.models import User
+
+    run = lambda *args: CliRunner().invoke(build_cli(), list(args),  # noqa: E731
+                                           input="long-enough\n")
+    assert run("user", "create", "ada", "--role", "admin").exit_code == 0
+    assert run("user", "create", "bo").exit_code == 0
+    last = run("user", "set-role", "ada", "viewer")
+    assert last.exit_code != 0 and "ada is the last enabled admin" in last.output
+    made = run("user", "set-role", "bo", "admin")
+    assert made.exit_code == 0 and "bo is now admin" in made.output
+    assert run("user", "set-role", "ada", "viewer").exit_code == 0  # bo is admin now
+    assert run("user", "set-role", "bo", "root").exit_code != 0
+    with db_session_factory() as session:
+        for _ in range(5):
+            users.authenticate(session=session, username="bo", password="wrong-password")
+        session.commit()
+        assert users.locked_until(session.query(User).filter_by(username="bo").one())
+    unlocked = run("user", "unlock", "bo")
+    assert unlocked.exit_code == 0 and "unlocked bo" in unlocked.output
+    with db_session_factory() as session:
+        bo = session.query(User).filter_by(username="bo").one()
+        assert users.locked_until(bo) is None and bo.failed_logins == 0
+        assert users.authenticate(session=session, username="bo", password="long-enough").ok
+
+
 def test_parallel_wrong_guesses_all_count(db_session_factory):
     """Guesses sent at once must still lock the account at the fifth failure."""
     import threading

@@ -184,3 +184,24 @@ def user_active(user_id: int):
         lambda db: users.set_active(session=db, user_id=user_id, active=active),
         done=lambda u: f"{u.username} is now {'enabled' if u.is_active else 'disabled'}.",
         endpoint="admin.user_list")
+
+
+@bp.route("/users/<id:user_id>/role", methods=["POST"])
+@role_required("admin")
+def user_role(user_id: int):
+    """Give an account another role (not your own: an admin cannot demote themself out of
+    this page)."""
+    if user_id == int(current_user.id):
+        return fail("You cannot change your own role.", "admin.user_list")
+    role = request.form.get("role", "")
+    return run_action(
+        lambda db: users.set_role(session=db, user_id=user_id, role=role),
+        done=lambda u: f"{u.username} is now {u.role}.", endpoint="admin.user_list")
+
+
+@bp.route("/users/<id:user_id>/unlock", methods=["POST"])
+@role_required("admin")
+def user_unlock(user_id: int):
+    """Lift an account's lock after failed logins."""
+    return run_action(lambda db: users.unlock(session=db, user_id=user_id),
+                      done=lambda u: f"{u.username} is unlocked.", endpoint="admin.user_list")

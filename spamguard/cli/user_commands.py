@@ -91,6 +91,26 @@ def register(cli: click.Group) -> None:
         click.echo(format_table(rows, ("NAME", "ROLE", "STATE", "LAST LOGIN")) if rows
                    else "no accounts yet: `spamguard user create NAME --role admin`")
 
+    @user_group.command("set-role")
+    @click.argument("name")
+    @click.argument("role", type=click.Choice(ROLES))
+    @pass_ctx
+    def user_set_role(ctx: CliContext, name: str, role: str) -> None:
+        """Give the account NAME the role ROLE (from its next request; the last enabled
+        admin stays admin)."""
+        with transaction(ctx, create=False) as session:
+            user = users.set_role(session=session, username=name, role=role)
+            click.echo(f"{user.username} is now {user.role}")
+
+    @user_group.command("unlock")
+    @click.argument("name")
+    @pass_ctx
+    def user_unlock(ctx: CliContext, name: str) -> None:
+        """Lift the lock on the account NAME after failed logins."""
+        with transaction(ctx, create=False) as session:
+            user = users.unlock(session=session, username=name)
+            click.echo(f"unlocked {user.username}")
+
     for verb, active in (("enable", True), ("disable", False)):
         @user_group.command(verb, help=f"{verb.capitalize()} the account NAME"
                             + ("; its open sessions end." if not active else

@@ -98,14 +98,47 @@ def set_active(*, session: Session, user_id: int | None = None, username: str | 
                active: bool) -> User:
     """Enable or disable an account, by id or by name (a disabled account cannot log in,
     and its open sessions end)."""
-    user = session.get(User, user_id) if user_id is not None else _by_name(session, username or "")
-    if user is None:
-        raise UserError(f"no user {user_id if user_id is not None else username!r}")
+    user = _find(session, user_id, username)
     user.is_active = active
     if active:
         user.failed_logins, user.locked_until = 0, None
     else:
         end_sessions(session=session, user_id=user.id)
+    session.flush()
+    return user
+
+
+def _find(session: Session, user_id: int | None, username: str | None) -> User:
+    user = session.get(User, user_id) if user_id is not None else _by_name(session, username or "")
+    if user is None:
+        raise UserError(f"no user {user_id if user_id is not None else username!r}")
+    return user
+
+
+def set_role(*, session: Session, role: str, user_id: int | None = None,
+             username: str | None = None) -> User:
+    """Give an account another role (by id or by name); it applies from its next request.
+    The last enabled admin keeps the role: without one, nobody could manage accounts from
+    the web UI."""
+    if role not in ROLES:
+        raise UserError(f"role must be one of {', '.join(ROLES)}")
+    user = _find(session, user_id, username)
+    if user.role == "admin" and role != "admin" and user.is_active:
+        others = session.scalar(select(func.count()).select_from(User).where(
+            User.role == "admin", User.is_active, User.id != user.id))
+        if not others:
+            raise UserError(f"{user.username} is the last enabled admin; make another "
+                            "admin first")
+    user.role = role
+    session.flush()
+    return user
+
+
+def unlock(*, session: Session, user_id: int | None = None,
+           username: str | None = None) -> User:
+    """Lift the lock after failed logins (and forget those failures) at once."""
+    user = _find(session, user_id, username)
+    user.failed_logins, user.locked_until = 0, None
     session.flush()
     return user
 
