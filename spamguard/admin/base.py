@@ -139,8 +139,8 @@ def start_job(start: Callable[..., int], *, what: str, busy: str, started: str,
 
 @bp.app_template_filter("when")
 def format_when(value: datetime | None) -> str:
-    """Format a timestamp as ``YYYY-MM-DD HH:MM`` UTC."""
-    return "" if value is None else value.strftime("%Y-%m-%d %H:%M")
+    """Format a timestamp as ``YYYY-MM-DD HH:MM UTC`` (moderators may sit in any zone)."""
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
 
 
 @bp.app_template_filter("pct")
