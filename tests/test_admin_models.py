@@ -26,6 +26,29 @@ def test_list_report_and_images(viewer_client, two_versions):
     assert viewer_client.get("/admin/models/nope").status_code == 404
 
 
+def test_the_list_shows_evaluation_set_numbers_and_warns_before_promoting_a_rejected_one(
+        admin_client, two_versions, db_session_factory):
+    """A candidate the gate rejected could look better than the active model on its own
+    test split; the list shows the evaluation-set numbers it was judged by, and Promote
+    says it was rejected."""
+    first, second = two_versions
+    with db_session_factory() as session:
+        version = session.get(ModelVersion, second)
+        version.metrics = {**(version.metrics or {}),
+                           "eval": {"mcc": 0.9486, "ham_fpr": 0.0042, "spam_f1": 0.95}}
+        version.status = "rejected"
+        session.commit()
+    page = admin_client.get("/admin/models").get_data(as_text=True)
+    row = page[page.index(f'href="/admin/models/{second}"'):]
+    row = row[:row.index("</tr>")]
+    assert '<td class="num hide-sm">0.949</td><td class="num hide-sm">0.42%</td>' in row
+    assert f"Retraining rejected {second} (it did worse on the evaluation set" in row
+    first_row = page[page.index(f'href="/admin/models/{first}"'):]
+    assert '<td class="num hide-sm">–</td><td class="num hide-sm">–</td>' in \
+        first_row[:first_row.index("</tr>")]
+    assert "Eval is the fixed evaluation set retraining compares candidates on" in page
+
+
 def test_compare(viewer_client, two_versions):
     first, second = two_versions
     page = viewer_client.get(f"/admin/models/compare?a={first}&b={second}")
