@@ -7,6 +7,7 @@ import re
 import pytest
 
 from spamguard.models import Message
+from spamguard.services import reviews
 
 
 def test_list_and_filters(viewer_client, add_messages):
@@ -276,3 +277,32 @@ def test_only_the_gateways_own_media_addresses_are_links(url, linked):
     from spamguard.admin.base import is_gateway_media
 
     assert is_gateway_media(url) is linked
+
+
+def test_a_stale_message_page_after_an_undo_does_not_blame_an_earlier_reviewer(
+        app, moderator_client, add_messages, make_user, db_session_factory):
+    """The message page shows bob's spam review (seen = its id); bob undoes it in the queue,
+    which makes alice's older ham review current again. The page's label is refused (right)
+    saying "alice labelled message N ham while you were looking" (wrong: alice labelled it
+    before the page was loaded; what happened is that bob's decision was undone).
+    conflict_message assumes a conflicting review is newer than the one seen, which held in
+    the queue (seen is always "none" there) but not on the message page."""
+    from tests.fixtures_admin import SEEN
+
+    (mid,) = add_messages(("Are we still on for lunch?", 0.6))
+    alice, bob = make_user("alice"), make_user("bob")
+    with db_session_factory() as session:
+        reviews.add_review(session=session, message_id=mid, label="ham", user_id=alice)
+        bobs = reviews.add_review(session=session, message_id=mid, label="spam", user_id=bob)
+        session.commit()
+        bobs_id = bobs.id
+    page = moderator_client.get(f"/admin/messages/{mid}").get_data(as_text=True)
+    assert SEEN.search(page).group(1) == str(bobs_id)
+    with db_session_factory() as session:
+        reviews.undo_review(session=session, review_id=bobs_id)
+        session.commit()
+    said = moderator_client.post(f"/admin/messages/{mid}/review", follow_redirects=True,
+                                 data={"label": "ham", "seen": str(bobs_id)}
+                                 ).get_data(as_text=True)
+    assert "not saved" in said
+    assert "alice labelled message" not in said, "blames alice for a review older than the page"

@@ -109,26 +109,36 @@ def test_retrain_button_launches_background_job(admin_client, moderator_client, 
     assert kwargs["start_new_session"] and "SPAMGUARD_DATABASE_URL" in kwargs["env"]
 
 
+@pytest.fixture
+def started_jobs(monkeypatch) -> list[dict]:
+    """Jobs "started" by the admin UI: their environments. Each is alive (it is this
+    process) and has not taken its lock yet."""
+    import os
+    import subprocess
+
+    envs: list[dict] = []
+
+    class FakePopen:
+        def __init__(self, args, **kwargs):
+            envs.append(kwargs["env"])
+            self.pid = os.getpid()
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    return envs
+
+
 def test_a_second_press_while_the_first_job_starts_starts_nothing(
-        admin_client, db_session_factory, monkeypatch):
+        admin_client, db_session_factory, monkeypatch, started_jobs):
     """The job takes its lock seconds after it starts: two presses in that time started two
     jobs (the second logged "locked"). The request now takes the lock first, names the
     job as its owner, and the job takes it over by a token in its environment."""
     import os
     import socket
-    import subprocess
 
     from spamguard.models import Lock
     from spamguard.services import locks, retrain_jobs
 
-    calls = []
-
-    class FakePopen:  # a job that is alive (this process) and has not taken the lock yet
-        def __init__(self, args, **kwargs):
-            calls.append(kwargs["env"])
-            self.pid = os.getpid()
-
-    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    calls = started_jobs
     first = admin_client.post("/admin/models/retrain", follow_redirects=True)
     assert "Retraining started in the background" in first.get_data(as_text=True)
     assert '<meta http-equiv="refresh"' in first.get_data(as_text=True)  # before its row
@@ -257,3 +267,36 @@ def test_a_killed_run_shows_as_stopped_and_the_page_stops_refreshing(
     assert retrain_jobs.STOPPED in page
     with db_session_factory() as session:
         assert session.get(TrainingRun, run_id).status == "running"  # not rewritten
+
+
+def test_a_ui_retrain_still_records_the_dead_run_whose_lock_it_took_over(
+        admin_client, db_session_factory, monkeypatch, started_jobs):
+    """A retraining killed with kill -9 leaves its lock behind; the next run records whose
+    lock it took over (counts.cleanup.lock_taken_over_from, test_retrain). Since 487376b
+    "Retrain now" takes the lock in the web request (reserve -> acquire, whose Lease with
+    took_over is dropped) and the job only takes over the reservation (a Lease without
+    took_over): a UI run no longer records it."""
+    import socket
+    from datetime import timedelta
+
+    from spamguard.models import Lock
+    from spamguard.services import locks, retrain_jobs
+    from spamguard.sqltypes import utcnow
+
+    dead = locks.Owner(socket.gethostname(), 2 ** 22 + 4242, "deadbeef")
+    with db_session_factory() as session:
+        now = utcnow()
+        session.add(Lock(name=retrain_jobs.RETRAIN_LOCK, owner=str(dead), acquired_at=now,
+                         expires_at=now + timedelta(hours=1)))
+        session.commit()
+    envs = started_jobs
+    pressed = admin_client.post("/admin/models/retrain", follow_redirects=True)
+    assert "Retraining started" in pressed.get_data(as_text=True)
+    for key in (locks.HANDOVER_ENV, locks.TOOK_OVER_ENV):  # the job's environment
+        monkeypatch.setenv(key, envs[0][key])
+    lease = locks.acquire(session_factory=db_session_factory,
+                          name=retrain_jobs.RETRAIN_LOCK, ttl=60)  # what the job does
+    try:
+        assert lease.took_over == str(dead)
+    finally:
+        lease.release()

@@ -175,3 +175,16 @@ def test_an_id_no_row_can_have_is_404_not_a_database_error(admin_client, method,
     send = admin_client.get if method == "GET" else admin_client.post
     response = send(path.format(n=number), data={"label": "spam"})
     assert response.status_code == 404
+
+
+def test_invisible_format_characters_in_a_body_are_marked_too(moderator_client, add_messages):
+    """b306dd1 marks "invisible ones [that] hide inside words" (docs: a zero-width space in
+    "fr\\u200bee"), but only U+200B, U+2060 and U+FEFF: a soft hyphen (U+00AD) or an
+    invisible separator (U+2063) hides inside a word just the same ("fr\\u00adee" reads
+    "free" in the browser, and slips past a moderator's eye and any keyword filter)."""
+    body = "Claim your fr\u00adee prize: ca\u2063sh now"
+    (mid,) = add_messages((body, 0.5))
+    html = moderator_client.get(f"/admin/messages/{mid}").get_data(as_text=True)
+    for hidden in "\u00ad\u2063":
+        assert hidden not in html, hex(ord(hidden))
+    assert "[U+00AD]" in html and "[U+2063]" in html

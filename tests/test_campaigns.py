@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from spamguard.models import Campaign, Message
 from spamguard.services import campaigns, reviews
@@ -339,3 +339,66 @@ def test_last_layer_mean_finds_its_part(tiny_backbone, pooling, part):
     np.testing.assert_array_equal(last_layer_mean(pooled, pooling, 32), pooled[:, part])
     np.testing.assert_allclose(pooled[:, part], encode(tiny_backbone, texts, pooling="mean"),
                                atol=1e-5)
+
+
+def test_a_queue_decision_during_a_campaign_label_is_refused_not_overwritten(
+        db_backend, db_engine, db_session_factory, spam_wave, make_user):
+    """A queue decision on one of a campaign's messages, made while "All 3 spam" (from a
+    page showing no review) runs: one of the two must be refused. label_campaign reads the
+    latest review before any message row is locked (SQLite: reads take no lock and FOR
+    UPDATE is ignored), so on SQLite the queue decision commits in between and is silently
+    replaced by the campaign label; on PostgreSQL the two deadlock (the queue decision's
+    foreign-key check waits for the campaign row label_campaign holds FOR UPDATE, and
+    bulk_relabel then waits for the message row): a 500 for one moderator."""
+    import threading
+
+    mo, queue_mo = make_user("mo"), make_user("queue-mo")
+    with db_session_factory() as session:
+        campaigns.rebuild_campaigns(session=session, encoder=fake_encoder, min_size=2)
+        session.commit()
+        top = campaigns.list_campaigns(session)[0]
+        seen = (top.size, top.representative_message_id, None)  # nobody reviewed any yet
+        members = sorted(session.scalars(select(Message.id)
+                                         .where(Message.campaign_id == top.id)))
+    outcome: dict[str, str] = {}
+
+    def queue_decision():  # another moderator, in the queue
+        try:
+            with db_session_factory() as other:
+                reviews.add_review(session=other, message_id=members[1], label="ham",
+                                   user_id=queue_mo, seen=reviews.Seen(None))
+                other.commit()
+            outcome["queue"] = "saved"
+        except reviews.ReviewConflict:
+            outcome["queue"] = "refused"
+        except Exception as exc:  # noqa: BLE001
+            outcome["queue"] = f"error: {type(exc).__name__}: {str(exc)[:100]}"
+
+    worker = threading.Thread(target=queue_decision)
+    fired = []
+
+    def after(conn, cursor, statement, params, context, many):
+        # Right after label_campaign's "latest review" check has run.
+        if not fired and "max(reviews.id)" in statement and "GROUP BY" in statement:
+            fired.append(statement)
+            worker.start()
+            worker.join(1.5)  # done, or waiting for a lock of ours
+
+    with db_session_factory() as session:
+        event.listen(session.connection(), "after_cursor_execute", after)
+        try:
+            campaigns.label_campaign(session=session, campaign_id=top.id, label="spam",
+                                     user_id=mo, seen=seen)
+            session.commit()
+            outcome["campaign"] = "labelled"
+        except campaigns.SpamguardError:
+            session.rollback()
+            outcome["campaign"] = "refused"
+        except Exception as exc:  # noqa: BLE001
+            session.rollback()
+            outcome["campaign"] = f"error: {type(exc).__name__}: {str(exc)[:100]}"
+    worker.join(60)
+    assert fired
+    assert not any(v.startswith("error") for v in outcome.values()), outcome
+    assert outcome != {"queue": "saved", "campaign": "labelled"}, (
+        "the queue decision was saved, then silently replaced by the campaign label")

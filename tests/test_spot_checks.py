@@ -727,7 +727,7 @@ def test_after_a_promotion_the_empty_page_says_where_the_backlog_is(
         registry.promote(session=session, version_id=second)
     page = moderator_client.get("/admin/spot-check").get_data(as_text=True)
     assert "No unreviewed verdicts of the active model left to check." in page
-    assert "8 unreviewed messages have verdicts of earlier models" in page  # 7 + the other's
+    assert "8 unreviewed messages have verdicts of other model versions" in page
     assert 'href="/admin/queue">review queue</a> has the backlog' in page
 
 
@@ -770,3 +770,24 @@ def test_a_draw_settled_by_a_queue_decision_that_is_then_undone_stays_in_the_sam
     # Counted nowhere: not checked, not skipped, not open.
     in_sample = spam_est.checked + spam_est.skipped + sum(r.outcome is None for r in rows)
     assert in_sample == 1, ([r.outcome for r in rows], spam_est)
+
+
+def test_after_a_rollback_the_spot_check_does_not_call_newer_verdicts_earlier(
+        moderator_client, add_messages, db_session_factory, two_versions):
+    """3bd1471: the empty spot-check page says the backlog has "verdicts of earlier models
+    (promoted before <active>)". After a rollback the backlog is the rolled-back, newer
+    model's verdicts: the page says they come from models promoted before the one now
+    active, which is false."""
+    from spamguard.services import registry
+
+    first, second = two_versions
+    with db_session_factory() as session:
+        registry.promote(session=session, version_id=second)
+        session.commit()
+    add_messages(*[(f"win {i}", 0.9) for i in range(3)], model_version_id=second)
+    with db_session_factory() as session:
+        assert registry.rollback(session=session).id == first
+        session.commit()
+    page = moderator_client.get("/admin/spot-check").get_data(as_text=True)
+    assert "3 unreviewed messages have verdicts" in page
+    assert f"earlier models (promoted before {first})" not in page

@@ -45,11 +45,15 @@ def _csrf_error(exc: CSRFError):
     back = None
     if referrer.netloc == request.host:
         back = safe_next(referrer.path + (f"?{referrer.query}" if referrer.query else ""))
+    from flask import current_app
+
+    hours = round((current_app.config.get("WTF_CSRF_TIME_LIMIT") or 0) / 3600)
+    older = f", or more than {hours} hours ago" if hours else ""
     return render_template(
         "admin/error.html", code=400, back=back,
-        message=f"Nothing was changed: this form was loaded before your last login, or more "
-                f"than 8 hours ago, or not on this site ({exc.description}). Reload the page "
-                f"and do it again."), 400
+        message=f"Nothing was changed: this form was loaded before your last login{older}, "
+                f"or not on this site ({exc.description}). Reload the page and do it "
+                f"again."), 400
 
 
 @bp.errorhandler(HTTPException)

@@ -19,6 +19,7 @@ from spamguard.admin.base import (
     session,
     user_id,
 )
+from spamguard.admin.security import NOT_RECORDED
 from spamguard.models import ROLES
 from spamguard.services import users
 
@@ -33,6 +34,9 @@ LOGIN_ERRORS = {
     "inactive": "This account is disabled.",
 }
 
+
+# What the login page says, chosen by its ?why= (a fixed table: never text from the URL).
+LOGIN_NOTICES = {"not-recorded": NOT_RECORDED}
 
 TOO_MANY_FAILURES = ("Too many failed logins from your network address. Try again in "
                      "{minutes} minute(s).")
@@ -80,7 +84,8 @@ def login():
     if current_user.is_authenticated:
         return redirect(safe_next(request.args.get("next")))
     if request.method == "GET":
-        return render_template("admin/login.html", next=request.args.get("next", ""))
+        return render_template("admin/login.html", next=request.args.get("next", ""),
+                               notice=LOGIN_NOTICES.get(request.args.get("why", "")))
     if (minutes := login_limit.blocked_minutes()) is not None:  # checked before the password
         flash(TOO_MANY_FAILURES.format(minutes=minutes), "error")
         return (render_template("admin/login.html", next=request.form.get("next", "")), 429,

@@ -198,9 +198,14 @@ HOST_CHARS = re.compile(r"[a-z0-9.-]+(:443)?")  # the whole authority: no user, 
 # Characters an SMS can use to make a moderator read something other than what was sent:
 # bidi overrides, embeddings and isolates reorder what follows ("Your code \u202eexe.txt"
 # shows as "txt.exe"; <bdi> keeps them from spilling out of the message, not from acting
-# inside it), and invisible ones hide inside words ("fr\u200bee" reads "free"). Joiners
-# (U+200C/D) stay: scripts and emoji need them.
-HIDDEN_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069\u200b\u2060\ufeff]")
+# inside it), and invisible ones hide inside words ("fr\u200bee", "fr\u00adee" and
+# "ca\u2063sh" read "free" and "cash"): format characters, the Hangul and Khmer fillers,
+# the combining grapheme joiner. What real text needs stays: the joiners (U+200C/D, emoji
+# and Indic scripts), the left-to-right / right-to-left / Arabic marks (U+200E/F, U+061C,
+# Hebrew and Arabic), variation selectors, and tag characters (flag emoji).
+HIDDEN_CONTROLS = re.compile(
+    "[\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180e\u200b\u202a-\u202e\u2060-\u2064"
+    "\u2066-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb]")
 
 
 @bp.app_template_filter("show_controls")

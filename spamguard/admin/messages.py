@@ -110,7 +110,8 @@ def message_review(message_id: int):
         return fail(said, "admin.message_detail", message_id=message_id)
     except (ValueError, SpamguardError) as exc:
         db.rollback()
-        return fail(f"Not recorded: {exc}", "admin.message_detail", message_id=message_id)
+        said = exc.for_ui() if isinstance(exc, SpamguardError) else str(exc)
+        return fail(f"Not recorded: {said}", "admin.message_detail", message_id=message_id)
     db.commit()
     flash(f"Message {message_id} labelled {review.label}.", "info")
     return back("admin.message_detail", message_id=message_id)

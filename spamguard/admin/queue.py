@@ -100,6 +100,10 @@ def conflict_message(exc: reviews.ReviewConflict, label: str) -> str:
         return (f"You had already labelled message {exc.message_id} {theirs.label} (in "
                 f"another tab or window); this {label} label was not saved.")
     who = theirs.user.username if theirs.user is not None else "Someone"
+    if exc.went_back:
+        return (f"Message {exc.message_id} changed while you were looking: the decision "
+                f"shown was undone, and its label is {who}'s earlier {theirs.label} again; "
+                f"your {label} label was not saved.")
     return (f"{who} labelled message {exc.message_id} {theirs.label} while you were "
             f"looking; your {label} label was not saved.")
 

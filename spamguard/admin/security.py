@@ -95,12 +95,18 @@ def _protect():
 
     changes = request.method not in ("GET", "HEAD", "OPTIONS")
     if request.endpoint not in PUBLIC_ENDPOINTS and not current_user.is_authenticated:
-        ended = g.pop("session_ended", False)
-        if ended or changes:
-            for said in ([SESSION_ENDED] if ended else []) + ([NOT_RECORDED] if changes else []):
-                flash(said, "info")
-            return redirect(login_url(current_app.login_manager.login_view,
-                                      next_url=request.url))
+        to_login = login_url(current_app.login_manager.login_view, next_url=request.url)
+        if g.pop("session_ended", False):  # this browser's cookie came, with an old epoch
+            flash(SESSION_ENDED, "info")
+            return redirect(to_login)
+        if changes:
+            # Nothing is written to the session here: another site's form arrives without
+            # the login cookie too (SameSite=Lax), and a new session cookie in the answer
+            # would replace the moderator's, logging them out. The login page says why,
+            # from the address (a logout needs no such word).
+            if request.endpoint != "admin.logout":
+                to_login += "&why=not-recorded"
+            return redirect(to_login)
         return current_app.login_manager.unauthorized()
     if changes:
         csrf.protect()

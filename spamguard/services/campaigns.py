@@ -216,8 +216,15 @@ def label_campaign(*, session: Session, campaign_id: int, label: str, user_id: i
     label given to any of its messages since (another moderator's "All spam", or one
     message from the queue) would be silently replaced. Either mismatch is refused.
     """
+    # SQLite: take the write lock first, so nothing is committed between the checks below
+    # and the relabel (it ignores FOR UPDATE, and reads take no lock).
+    session.execute(update(Campaign).where(Campaign.id == campaign_id)
+                    .values(size=Campaign.size).execution_options(synchronize_session=False))
+    # FOR NO KEY UPDATE: a rebuild (DELETE) still waits for us, but a queue decision's
+    # foreign-key check (FOR KEY SHARE) does not, so it cannot deadlock with bulk_relabel.
     campaign = session.scalars(select(Campaign).where(Campaign.id == campaign_id)
-                               .with_for_update()).first()  # a rebuild waits for us
+                               .with_for_update(key_share=True)
+                               .execution_options(populate_existing=True)).first()
     if campaign is None:
         raise SpamguardError(f"no campaign {campaign_id} (campaigns were rebuilt): reload "
                              "the page")
@@ -225,6 +232,10 @@ def label_campaign(*, session: Session, campaign_id: int, label: str, user_id: i
         raise SpamguardError(f"campaign {campaign_id} changed since the page was loaded "
                              f"(campaigns were rebuilt; it now holds {campaign.size} "
                              "messages): nothing was labelled; reload the page and check it")
+    # Lock the members (id order, as bulk_relabel) before reading their latest review: a
+    # decision in progress on one of them is then either seen here or refused as stale.
+    session.execute(select(Message.id).where(Message.campaign_id == campaign_id)
+                    .order_by(Message.id).with_for_update(key_share=True))
     if seen is not None and seen[2] != latest_reviews(session, [campaign_id]).get(campaign_id):
         raise SpamguardError(f"messages of campaign {campaign_id} were labelled since the "
                              "page was loaded (by another moderator, or in another tab): "

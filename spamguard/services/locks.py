@@ -180,64 +180,63 @@ def describe_holder(lock: Lock) -> str:
             f"(expires {as_utc(lock.expires_at):%H:%M:%S} UTC)")
 
 
-# "name:token" of a lock a parent took for the job it starts (see :func:`reserve`).
+# "name:token" of a lock a parent took for the job it starts (see :func:`reserve`), and
+# the stale owner the parent took it over from, if any (so the job can record it).
 HANDOVER_ENV = "SPAMGUARD_LOCK_HANDOVER"
+TOOK_OVER_ENV = "SPAMGUARD_LOCK_TOOK_OVER"
 
 
-def reserve(*, session_factory: sessionmaker[Session], name: str, ttl: float) -> Owner:
+def reserve(*, session_factory: sessionmaker[Session], name: str, ttl: float) -> Lease:
     """Take lock ``name`` for a job this process is about to start, before starting it.
 
     A web request that starts a background job (Retrain now, Rebuild campaigns) used to
     check the lock and start the job, which took the lock seconds later: two presses in
     that time started two jobs, and the second only logged "locked". The request now takes
     the lock first (LockHeldError if a live process holds it), starts the job with
-    :data:`HANDOVER_ENV` naming it (:func:`handover_environment`), names the job's pid as
-    owner (:func:`hand_over`: a job that dies before taking over frees the lock at once),
-    and the job's :func:`acquire` takes the lock over by the token."""
-    owner = Owner.current()
-    acquire(session_factory=session_factory, name=name, ttl=ttl, owner=owner)
-    return owner
+    :func:`handover_environment`, names the job's pid as owner (:func:`hand_over`: a job
+    that dies before taking over frees the lock at once), and the job's :func:`acquire`
+    takes the lock over by the token."""
+    return acquire(session_factory=session_factory, name=name, ttl=ttl)
 
 
-def handover_environment(name: str, owner: Owner) -> dict[str, str]:
-    """The environment entry that lets the started job take over the reserved lock."""
-    return {HANDOVER_ENV: f"{name}:{owner.token}"}
+def handover_environment(lease: Lease) -> dict[str, str]:
+    """The environment entries that let the started job take over the reserved lock."""
+    env = {HANDOVER_ENV: f"{lease.name}:{lease.owner.token}"}
+    if lease.took_over:
+        env[TOOK_OVER_ENV] = lease.took_over
+    return env
 
 
-def hand_over(*, session_factory: sessionmaker[Session], name: str, owner: Owner,
-              pid: int) -> None:
+def hand_over(lease: Lease, pid: int) -> None:
     """Name the started job (``pid``, this host) as the reserved lock's owner, unless the
     job took it over already."""
-    with session_factory() as session, session.begin():
-        session.execute(update(Lock).where(Lock.name == name, Lock.owner == str(owner))
+    owner = lease.owner
+    with lease.session_factory() as session, session.begin():
+        session.execute(update(Lock).where(Lock.name == lease.name, Lock.owner == str(owner))
                         .values(owner=str(Owner(owner.host, pid, owner.token)))
                         .execution_options(synchronize_session=False))
 
 
-def release_reserved(*, session_factory: sessionmaker[Session], name: str,
-                     owner: Owner) -> None:
-    """Give back a reserved lock whose job could not be started."""
-    Lease(session_factory, name, owner, 0).release()
-
-
 def _take_handover(session_factory: sessionmaker[Session], name: str, owner: Owner,
-                   ttl: float) -> bool:
+                   ttl: float) -> Lease | None:
     """Take over lock ``name`` if this process's parent reserved it for this process
-    (:data:`HANDOVER_ENV`); the entry is used once and not passed on."""
+    (:data:`HANDOVER_ENV`); the entries are used once and not passed on."""
     held, _, token = os.environ.get(HANDOVER_ENV, "").partition(":")
     if held != name or not token:
-        return False
+        return None
     os.environ.pop(HANDOVER_ENV, None)
+    took_over = os.environ.pop(TOOK_OVER_ENV, None)
     with session_factory() as session, session.begin():
         current = session.get(Lock, name)
         reserved = Owner.parse(current.owner) if current is not None else None
         if reserved is None or reserved.token != token:
-            return False
+            return None
         now = utcnow()
-        return session.execute(
+        taken = session.execute(
             update(Lock).where(Lock.name == name, Lock.owner == current.owner)
             .values(owner=str(owner), acquired_at=now, expires_at=now + timedelta(seconds=ttl))
             .execution_options(synchronize_session=False)).rowcount == 1
+    return Lease(session_factory, name, owner, ttl, took_over=took_over) if taken else None
 
 
 def acquire(*, session_factory: sessionmaker[Session], name: str, ttl: float,
@@ -249,8 +248,9 @@ def acquire(*, session_factory: sessionmaker[Session], name: str, ttl: float,
         LockHeldError: a live process holds it.
     """
     owner = owner or Owner.current()
-    if _take_handover(session_factory, name, owner, ttl):
-        return Lease(session_factory, name, owner, ttl)
+    handed = _take_handover(session_factory, name, owner, ttl)
+    if handed is not None:
+        return handed
     for _ in range(3):  # a row may vanish or change between our reads; retry briefly
         if _try_insert(session_factory, name, owner, ttl):
             return Lease(session_factory, name, owner, ttl)

@@ -60,14 +60,14 @@ def _start(args: tuple[str, ...], *, lock: str, settings: Settings,
            session_factory: sessionmaker[Session], log_name: str) -> int:
     """Take ``lock`` for the job, start it, and hand the lock over (see
     :func:`spamguard.services.locks.reserve`); LockHeldError if a live process holds it."""
-    owner = locks.reserve(session_factory=session_factory, name=lock, ttl=RESERVED_TTL)
+    lease = locks.reserve(session_factory=session_factory, name=lock, ttl=RESERVED_TTL)
     try:
         pid = launch(args, settings=settings, log_name=log_name,
-                     env=locks.handover_environment(lock, owner))
+                     env=locks.handover_environment(lease))
     except BaseException:
-        locks.release_reserved(session_factory=session_factory, name=lock, owner=owner)
+        lease.release()
         raise
-    locks.hand_over(session_factory=session_factory, name=lock, owner=owner, pid=pid)
+    locks.hand_over(lease, pid)
     return pid
 
 

@@ -27,10 +27,19 @@ class ReviewConflict(ReviewError):
     """The message was reviewed after the moderator was shown it, so the decision was not
     recorded (see :class:`Seen`)."""
 
-    def __init__(self, message_id: int, review: Review | None) -> None:
+    def __init__(self, message_id: int, review: Review | None,
+                 seen: Seen | None = None) -> None:
         super().__init__(f"message {message_id} was reviewed after it was shown to you")
         self.message_id = message_id
         self.review = review  # the latest review now (None: the one shown was undone)
+        self.seen = seen  # what the moderator was shown
+
+    @property
+    def went_back(self) -> bool:
+        """The review shown was undone and an older one is the latest again (the message
+        page shows a labelled message; the queue only unlabelled ones)."""
+        shown = self.seen.latest_review_id if self.seen is not None else None
+        return shown is not None and self.review is not None and self.review.id < shown
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,7 @@ def _check_unchanged(session: Session, message_id: int, seen: Seen) -> None:
                               .values(review_label=Message.review_label)
                               .execution_options(synchronize_session=False)).rowcount
     if not claimed:
-        raise ReviewConflict(message_id, latest_review(session, message_id))
+        raise ReviewConflict(message_id, latest_review(session, message_id), seen)
 
 
 def latest_review(session: Session, message_id: int) -> Review | None:

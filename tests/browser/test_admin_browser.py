@@ -255,3 +255,24 @@ def test_spot_check_with_the_keyboard_on_a_phone(page, live_server, seeded, add_
         assert session.query(Review).filter_by(message_id=drawn).one().label == "ham"
         row = session.query(SpotCheckDraw).filter_by(message_id=drawn).one()
         assert (row.verdict, row.outcome) == ("spam", "labelled")
+
+
+def test_a_cross_site_form_does_not_log_a_moderator_out(page, live_server, make_user):
+    """Another site auto-submits a form to any admin action. SameSite=Lax keeps the session
+    cookie off that POST, so it arrives "logged out"; _protect now flashes "That was not
+    recorded" into a new session and answers with its Set-Cookie, which replaces the
+    moderator's login cookie: any site can log a moderator out. (Before 977280a the CSRF
+    check came first: a 400 that set no cookie.)"""
+    make_user("mo", "moderator")
+    login(page, live_server, "mo")
+    page.goto(f"{live_server}/admin/queue")
+    assert "/admin/login" not in page.url
+    evil = (f"<form method=post action='{live_server}/admin/queue/skip'>"
+            "<input name=message_id value=1></form>"
+            "<script>document.forms[0].submit()</script>")
+    page.route("http://attacker.example/", lambda route: route.fulfill(
+        status=200, content_type="text/html", body=evil))
+    with page.expect_navigation(url="**/admin/**"):
+        page.goto("http://attacker.example/")
+    page.goto(f"{live_server}/admin/queue")
+    assert "/admin/login" not in page.url, "the cross-site POST logged the moderator out"
