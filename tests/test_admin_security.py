@@ -9,20 +9,25 @@ from tests.fixtures_admin import AdminClient
 XSS = ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>']
 
 
-@pytest.mark.parametrize("body", XSS)
-def test_message_bodies_are_escaped_everywhere(moderator_client, add_messages,
-                                               db_session_factory, body):
+def pages_showing(add_messages, db_session_factory, body: str, sender: str) -> list[str]:
+    """Store two messages of ``body`` from ``sender`` as one campaign; return the pages
+    that show them (queue, list, the message, campaigns)."""
     from spamguard.services import campaigns
 
-    (mid, _other) = add_messages((body, 0.5), (body + " again", 0.6),
-                                 sender='<b onmouseover="x">')
+    (mid, _other) = add_messages((body, 0.5), (body + " again", 0.6), sender=sender)
     with db_session_factory() as session:
         campaigns.rebuild_campaigns(session=session, min_size=2,
                                     encoder=lambda texts: __import__("numpy").ones(
                                         (len(texts), 2), dtype="float32"))
         session.commit()
-    for url in ("/admin/queue", "/admin/messages", f"/admin/messages/{mid}",
-                "/admin/campaigns", f"/admin/messages?q={body}"):
+    return ["/admin/queue", "/admin/messages", f"/admin/messages/{mid}", "/admin/campaigns"]
+
+
+@pytest.mark.parametrize("body", XSS)
+def test_message_bodies_are_escaped_everywhere(moderator_client, add_messages,
+                                               db_session_factory, body):
+    for url in [*pages_showing(add_messages, db_session_factory, body, '<b onmouseover="x">'),
+                f"/admin/messages?q={body}"]:
         html = moderator_client.get(url).get_data(as_text=True)
         assert "<script>alert" not in html and "<img src=x" not in html, url
         assert "onmouseover=\"x\"" not in html, url
@@ -34,18 +39,9 @@ def test_reordering_and_invisible_characters_are_shown_not_obeyed(
     """A right-to-left override makes "\u202eexe.txt" read "txt.exe", a zero-width space
     hides in "fr\u200bee": every page that shows an SMS or its sender marks them instead
     ([U+202E]), and escapes what is around them. Joiners, which emoji need, stay."""
-    from spamguard.services import campaigns
-
     body = "Your code \u202eexe.txt\u202c is <b>1234</b> fr\u200bee 👩\u200d💻"
-    (mid, _other) = add_messages((body, 0.5), (body + " again", 0.6),
-                                 sender="+44\u2066700\u2069900")
-    with db_session_factory() as session:
-        campaigns.rebuild_campaigns(session=session, min_size=2,
-                                    encoder=lambda texts: __import__("numpy").ones(
-                                        (len(texts), 2), dtype="float32"))
-        session.commit()
-    for url in ("/admin/queue", "/admin/messages", f"/admin/messages/{mid}",
-                "/admin/campaigns"):  # the spot check shares the queue's card
+    # (the spot check shares the queue's card)
+    for url in pages_showing(add_messages, db_session_factory, body, "+44\u2066700\u2069900"):
         html = moderator_client.get(url).get_data(as_text=True)
         for hidden in "\u202e\u202c\u200b\u2066\u2069":
             assert hidden not in html, (url, hex(ord(hidden)))
