@@ -72,21 +72,23 @@ def drawable_count(session: Session, version_id: str, verdict: str, *,
     ``ix_messages_spot_check`` alone); with ``up_to``, at most ``up_to + 1`` are counted,
     so more than ``up_to`` means "more than that"."""
     _check(verdict)
-    query = select(Message.id).where(*_drawable(version_id, verdict))
+    return _count(session, select(Message.id).where(*_drawable(version_id, verdict)), up_to)
+
+
+def _count(session: Session, ids, up_to: int | None) -> int:
+    """How many rows ``ids`` selects; with ``up_to``, at most ``up_to + 1``."""
     if up_to is not None:
-        query = query.limit(up_to + 1)
-    return session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        ids = ids.limit(up_to + 1)
+    return session.scalar(select(func.count()).select_from(ids.subquery())) or 0
 
 
 def older_verdicts(session: Session, version_id: str, *, up_to: int) -> int:
     """Unreviewed messages with a verdict of another model version than ``version_id``
     (counted up to ``up_to + 1``): after a promotion they are the backlog, and a spot
     check, which estimates the model in service, does not draw them."""
-    query = select(Message.id).where(Message.review_label.is_(None),
-                                     Message.model_label.is_not(None),
-                                     Message.model_version_id.is_distinct_from(version_id)
-                                     ).limit(up_to + 1)  # NULL: a deleted version's
-    return session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    return _count(session, select(Message.id).where(
+        Message.review_label.is_(None), Message.model_label.is_not(None),
+        Message.model_version_id.is_distinct_from(version_id)), up_to)  # NULL: deleted
 
 
 def any_drawable(session: Session, version_id: str, verdict: str) -> bool:
