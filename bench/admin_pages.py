@@ -96,6 +96,7 @@ def seed(url: str, home: Path, n: int, old_share: float) -> None:
                          "created_at": now, "text_hash": text_hash(body),
                          "verdict_status": "classified", "spam_probability": p,
                          "model_label": "spam" if p >= 0.5 else "ham",
+                         "threshold_distance": abs(p - 0.5),
                          "model_version_id": "bench-v0" if i < old else "bench-v1"})
         session.execute(insert(Message), rows)
         reviewed = list(range(1, n + 1, 10))

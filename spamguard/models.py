@@ -156,8 +156,9 @@ class Message(Base):
         Index("ix_messages_review_label", "review_label", "received_at"),
         Index("ix_messages_model_label", "model_label", "received_at"),
         Index("ix_messages_campaign_id", "campaign_id", "received_at"),
-        # Review queue: unreviewed rows ranged by probability around the threshold.
-        Index("ix_messages_review_queue", "review_label", "spam_probability"),
+        # Review queue: unreviewed rows, the closest to their model's threshold first
+        # (migration 0009).
+        Index("ix_messages_review_queue", "review_label", "threshold_distance", "id"),
         # Spot checks: a version's unreviewed verdicts of one label, by id (migration 0008).
         Index("ix_messages_spot_check", "model_version_id", "model_label", "review_label",
               "id"),
@@ -179,6 +180,9 @@ class Message(Base):
     verdict_status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     spam_probability: Mapped[float | None] = mapped_column(Float, index=True)
     model_label: Mapped[str | None] = mapped_column(String(8))
+    # |spam_probability - threshold| of the model that gave the verdict, so the review queue
+    # ranks a backlog scored by several models fairly (migration 0009 says why).
+    threshold_distance: Mapped[float | None] = mapped_column(Float)
     model_version_id: Mapped[str | None] = mapped_column(
         ForeignKey("model_versions.id", ondelete="SET NULL")
     )
@@ -199,6 +203,8 @@ class Message(Base):
     campaign: Mapped[Campaign | None] = relationship(
         back_populates="messages", foreign_keys=[campaign_id]
     )
+    # The version that gave the latest verdict (its threshold colours the probability).
+    model_version: Mapped[ModelVersion | None] = relationship(viewonly=True)
 
 
 class Verdict(Base):

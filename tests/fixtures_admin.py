@@ -100,7 +100,8 @@ def new_message(body: str, *, p: float | None = None, sender: str = "+1555000111
     return Message(gateway="test", sender=sender, recipient="+15559990000", body=body,
                    received_at=received_at or utcnow(), text_hash=text_hash(body),
                    verdict_status="pending" if p is None else "classified",
-                   spam_probability=p, model_label=label, **extra)
+                   spam_probability=p, model_label=label,
+                   threshold_distance=None if p is None else abs(p - threshold), **extra)
 
 
 @pytest.fixture

@@ -208,3 +208,27 @@ def make_version_dir(tmp_path: Path) -> Callable[..., Path]:
         return directory
 
     return make
+
+
+@contextmanager
+def captured_statements(connection) -> Iterator[list[tuple[str, object]]]:
+    """Collect the (SQL, parameters) of every statement ``connection`` runs meanwhile."""
+    from sqlalchemy import event
+
+    statements: list[tuple[str, object]] = []
+
+    def record(conn, cursor, sql, params, context, many) -> None:
+        statements.append((sql, params))
+
+    event.listen(connection, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(connection, "before_cursor_execute", record)
+
+
+def query_plan(connection, sql: str, params) -> str:
+    """The database's plan for a statement, as one line (EXPLAIN QUERY PLAN on SQLite)."""
+    explain = "EXPLAIN QUERY PLAN" if connection.dialect.name == "sqlite" else "EXPLAIN"
+    return " ".join(str(row[-1]) for row in connection.exec_driver_sql(f"{explain} {sql}",
+                                                                      params))

@@ -203,8 +203,8 @@ def test_open_database_leaves_foreign_sqlite_alone(tmp_path) -> None:
         ("campaign_id = 3 ORDER BY received_at DESC", "ix_messages_campaign_id"),
         ("model_label = 'spam' ORDER BY received_at DESC", "ix_messages_model_label"),
         ("1 = 1 ORDER BY received_at DESC, id DESC", "ix_messages_received_at"),
-        ("review_label IS NULL AND spam_probability >= 0.5 ORDER BY spam_probability",
-         "ix_messages_review_queue"),
+        ("review_label IS NULL AND threshold_distance IS NOT NULL "
+         "ORDER BY review_label, threshold_distance, id", "ix_messages_review_queue"),
         ("verdict_status = 'pending' ORDER BY id", "ix_messages_verdict_status"),
     ],
 )

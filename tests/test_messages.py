@@ -65,6 +65,10 @@ def test_ingest_commits_message_then_verdict(db_session, db_session_factory, ver
         stored = other.get(Message, result.message.id)
         assert stored.model_label == "spam" and stored.model_version_id == version_id
         assert stored.text_hash and counts(other) == (1, 1)
+        # The queue's distance, from this model's threshold (migration 0009).
+        assert stored.threshold_distance == pytest.approx(
+            abs(result.verdict.spam_probability - 0.5))
+    assert result.message.threshold_distance == stored.threshold_distance
 
 
 def test_no_classifier_keeps_message_pending(db_session, version_id):

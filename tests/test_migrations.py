@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -28,6 +29,14 @@ def _diff(url: str) -> list:
             return compare_metadata(context, Base.metadata)
     finally:
         engine.dispose()
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Run the migrations down to ``revision`` as `alembic downgrade` would."""
+    engine = db.make_migration_engine(url)
+    with engine.connect() as connection:
+        command.downgrade(db.alembic_config(connection=connection), revision)
+    engine.dispose()
 
 
 def _tables(url: str) -> set[str]:
@@ -59,10 +68,7 @@ def test_upgrade_twice_is_a_no_op(db_url: str) -> None:
 
 def test_downgrade_to_base_and_up_again(db_url: str) -> None:
     db.upgrade_schema(db_url)
-    engine = db.make_migration_engine(db_url)
-    with engine.connect() as connection:
-        command.downgrade(db.alembic_config(connection=connection), "base")
-    engine.dispose()
+    downgrade(db_url, "base")
     assert _tables(db_url) == {"alembic_version"}
     db.upgrade_schema(db_url)
     assert _diff(db_url) == []
@@ -199,10 +205,7 @@ def test_0004_downgrade_gives_back_the_0003_reviews_table(tmp_path: Path) -> Non
     db.upgrade_schema(f"sqlite:///{tmp_path}/made.db", "0003")
     down = f"sqlite:///{tmp_path}/down.db"
     db.upgrade_schema(down)
-    engine = db.make_migration_engine(down)
-    with engine.connect() as connection:
-        command.downgrade(db.alembic_config(connection=connection), "0003")
-    engine.dispose()
+    downgrade(down, "0003")
     made, downgraded = schema(tmp_path / "made.db"), schema(tmp_path / "down.db")
     assert "CONSTRAINT pk_reviews PRIMARY KEY (id)" in downgraded[0]
     assert downgraded == made
@@ -319,14 +322,53 @@ def test_0008_up_and_down_on_a_populated_database(db_url: str) -> None:
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM messages")).scalar() == 300
     engine.dispose()
-    mig = db.make_migration_engine(db_url)
-    with mig.connect() as connection:
-        command.downgrade(db.alembic_config(connection=connection), "0007")
-    mig.dispose()
+    downgrade(db_url, "0007")
     engine = db.make_engine(db_url)
     assert "ix_messages_spot_check" not in _indexes(engine)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM messages")).scalar() == 300
+    engine.dispose()
+    db.upgrade_schema(db_url)
+
+
+def test_0009_fills_each_distance_from_the_latest_verdicts_threshold(db_url: str) -> None:
+    """Up: a classified message's distance is from its latest verdict's threshold (0.5
+    without one), a pending message has none, and the queue index reads the distance.
+    Down: the column goes and the old index comes back."""
+    db.upgrade_schema(db_url, "0008")
+    engine = db.make_engine(db_url)
+    message = ("INSERT INTO messages (id, gateway, sender, recipient, body, text_hash, "
+               "received_at, created_at, verdict_status, spam_probability) VALUES (:i, 'test', "
+               "'+1', '+2', 'b', 'h', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, :status, :p)")
+    verdict = ("INSERT INTO verdicts (id, message_id, model_version_id, spam_probability, "
+               "label, threshold, latency_ms, created_at) VALUES (:id, :m, 'v1', :p, 'spam', "
+               ":t, 1.0, CURRENT_TIMESTAMP)")
+    with engine.begin() as connection:
+        insert_active_version(connection)
+        for i, status, p in ((1, "classified", 0.6), (2, "classified", 0.2),
+                             (3, "pending", None)):
+            connection.execute(text(message), {"i": i, "status": status, "p": p})
+        # Message 1 was scored twice: its latest verdict (threshold 0.7) counts.
+        for vid, m, p, t in ((1, 1, 0.9, 0.3), (2, 1, 0.6, 0.7)):
+            connection.execute(text(verdict), {"id": vid, "m": m, "p": p, "t": t})
+    engine.dispose()
+    db.upgrade_schema(db_url)
+    engine = db.make_engine(db_url)
+    assert _indexes(engine)["ix_messages_review_queue"] == [
+        "review_label", "threshold_distance", "id"]
+    with engine.connect() as connection:
+        rows = dict(connection.execute(text(
+            "SELECT id, threshold_distance FROM messages ORDER BY id")).all())
+    assert rows[1] == pytest.approx(0.1) and rows[2] == pytest.approx(0.3)
+    assert rows[3] is None
+    engine.dispose()
+    downgrade(db_url, "0008")
+    engine = db.make_engine(db_url)
+    assert _indexes(engine)["ix_messages_review_queue"] == ["review_label", "spam_probability"]
+    columns = {c["name"] for c in inspect(engine).get_columns("messages")}
+    assert "threshold_distance" not in columns and "spam_probability" in columns
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM messages")).scalar() == 3
     engine.dispose()
     db.upgrade_schema(db_url)
 

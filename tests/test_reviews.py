@@ -11,6 +11,7 @@ from spamguard.models import Message, Review
 from spamguard.services import message_queries, reviews
 from spamguard.services.message_queries import FilterError, MessageFilter
 from spamguard.services.reviews import ReviewError
+from tests.fixtures_db import captured_statements, query_plan
 
 
 @pytest.fixture
@@ -102,13 +103,23 @@ def test_bulk_relabel_by_ids_and_by_filter(db_session, ids, make_user):
 
 
 def test_review_queue_orders_by_uncertainty(db_session, ids):
-    queue = message_queries.review_queue(db_session, threshold=0.5, limit=10)
+    queue = message_queries.review_queue(db_session, limit=10)
     assert [m.id for m in queue] == [ids[3], ids[2], ids[1], ids[0], ids[4]]
     assert [m.id for m in message_queries.review_queue(
-        db_session, threshold=0.5, limit=2, exclude_ids=[ids[3]])] == [ids[2], ids[1]]
+        db_session, limit=2, exclude_ids=[ids[3]])] == [ids[2], ids[1]]
     reviews.add_review(session=db_session, message_id=ids[3], label="ham", user_id=None)
-    assert ids[3] not in [m.id for m in message_queries.review_queue(db_session,
-                                                                      threshold=0.5)]
+    assert ids[3] not in [m.id for m in message_queries.review_queue(db_session)]
+
+
+def test_review_queue_measures_each_verdict_from_its_own_models_threshold(db_session,
+                                                                          add_messages):
+    """After a promotion the backlog keeps the old model's probabilities: 0.68 under a
+    threshold of 0.7 is the most uncertain verdict there is, though 0.28 away from the new
+    model's 0.4; 0.95 under 0.7 is surer than 0.45 under 0.4."""
+    old = add_messages(("old, nearly spam", 0.68), ("old, sure spam", 0.95), threshold=0.7)
+    new = add_messages(("new, nearly spam", 0.45), ("new, sure ham", 0.02), threshold=0.4)
+    queue = message_queries.review_queue(db_session, limit=10)
+    assert [m.id for m in queue] == [old[0], new[0], old[1], new[1]]
 
 
 @pytest.mark.parametrize(("filters", "expected"), [
@@ -254,3 +265,23 @@ def test_concurrent_decisions_on_what_both_saw_unreviewed_keep_only_the_first(
     with db_session_factory() as session:
         history = reviews.review_history(session, ids[2])
         assert [(r.label, r.is_current) for r in history] == [(winners[0], True)]
+
+
+def test_review_queue_reads_its_index_in_order(db_session_factory, add_messages):
+    """The queue's query reads ix_messages_review_queue in order (migration 0009) and never
+    sorts the unreviewed messages, on SQLite and on PostgreSQL (which uses the index for
+    the order only when the query orders by review_label too)."""
+    from spamguard.db import session_scope
+
+    add_messages(*[(f"message {i}", (i * 37 % 1000) / 1000) for i in range(3000)],
+                 threshold=0.45)
+    with session_scope(db_session_factory) as session:
+        connection = session.connection()
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("ANALYZE messages")
+        with captured_statements(connection) as statements:
+            assert len(message_queries.review_queue(session, limit=11, exclude_ids=[5])) == 11
+        (sql, params), = [s for s in statements if "threshold_distance IS NOT NULL" in s[0]]
+        plan = query_plan(connection, sql, params)
+    assert "ix_messages_review_queue" in plan, plan
+    assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan

@@ -15,6 +15,7 @@ from spamguard.db import session_scope
 from spamguard.models import Message, Review, SpotCheckDraw
 from spamguard.services import registry, reviews, spot_checks
 from tests.fixtures_admin import AdminClient
+from tests.fixtures_db import captured_statements, query_plan
 
 CURRENT = re.compile(r'id="current" data-message-id="(\d+)"')
 
@@ -125,21 +126,15 @@ def test_a_draws_queries_read_the_spot_check_index(gappy_spam, db_session_factor
     k-th id) reads ix_messages_spot_check (migration 0008) or the primary key's exact ids,
     never walks the table; on PostgreSQL, not the primary key from the first message
     either, with statistics of a table where an older model's messages come first."""
-    from sqlalchemy import event
-
     monkeypatch.setattr(spot_checks, "SAMPLE_BATCHES", batches)
     gappy_spam((900, 3, 3))
-    statements = []
     with session_scope(db_session_factory) as session:
         connection = session.connection()
         dialect = connection.dialect.name
         if dialect == "postgresql":
             connection.exec_driver_sql("ANALYZE messages")
-        listen = lambda conn, cursor, sql, params, context, many: statements.append(  # noqa: E731
-            (sql, params))
-        event.listen(connection, "before_cursor_execute", listen)
-        assert spot_checks.draw(session, "spam", rng=random.Random(2)) is not None
-        event.remove(connection, "before_cursor_execute", listen)
+        with captured_statements(connection) as statements:
+            assert spot_checks.draw(session, "spam", rng=random.Random(2)) is not None
         drawing = [(sql, params) for sql, params in statements
                    if "FROM messages" in sql and "model_versions" not in sql]
         assert len(drawing) >= (3 if batches else 4), drawing
@@ -147,8 +142,7 @@ def test_a_draws_queries_read_the_spot_check_index(gappy_spam, db_session_factor
         # the others are then asked which index they would use in a table big enough.
         for sql, params in sorted(drawing, key=lambda statement: "LIMIT" not in statement[0]):
             if dialect == "sqlite":
-                plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(
-                    f"EXPLAIN QUERY PLAN {sql}", params))
+                plan = query_plan(connection, sql, params)
                 assert ("COVERING INDEX ix_messages_spot_check" in plan
                         or "INTEGER PRIMARY KEY (rowid=?)" in plan), (sql, plan)
                 assert "SCAN" not in plan.replace("SCAN messages USING COVERING", ""), plan
@@ -156,8 +150,7 @@ def test_a_draws_queries_read_the_spot_check_index(gappy_spam, db_session_factor
             else:
                 if "LIMIT" not in sql:
                     connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
-                plan = " ".join(row[0] for row in connection.exec_driver_sql(
-                    f"EXPLAIN {sql}", params))
+                plan = query_plan(connection, sql, params)
                 assert "ix_messages_spot_check" in plan or re.search(
                     r"Index Scan using pk_messages .* Index Cond: \(id = ", plan), (sql, plan)
                 assert "Seq Scan" not in plan and "Sort" not in plan, (sql, plan)

@@ -46,8 +46,7 @@ def queue():
     db = session()
     threshold = _threshold()
     skipped = cookie.get("queue_skip", [])
-    items = message_queries.review_queue(db, threshold=threshold, limit=UPCOMING + 1,
-                                         exclude_ids=skipped)
+    items = message_queries.review_queue(db, limit=UPCOMING + 1, exclude_ids=skipped)
     focus = cookie.pop("queue_focus", None)
     if focus is not None:  # just undone: show it again first
         message = db.get(Message, focus)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import Select, and_, false, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from spamguard.ml.data import WORDLESS_HASH
 from spamguard.models import LABELS, Message
@@ -218,27 +218,27 @@ def list_messages(session: Session, f: MessageFilter, *, page: int = 1,
     return Page(list(session.scalars(query)), page, per_page, count_messages(session, f))
 
 
-def review_queue(session: Session, *, threshold: float, limit: int = 20,
+def review_queue(session: Session, *, limit: int = 20,
                  exclude_ids: Iterable[int] = ()) -> list[Message]:
-    """Return unreviewed messages, the spam probability closest to ``threshold`` first.
+    """Return unreviewed messages, the closest to their own model's threshold first.
 
-    Two range scans on ``ix_messages_review_queue`` (probabilities at or above the
-    threshold ascending, below it descending) each return at most ``limit`` rows, which
-    are merged by distance; a sort over every unreviewed row is never needed. Messages
-    still waiting for a verdict come after all classified ones.
+    Each verdict's distance from the threshold of the model that gave it is stored with the
+    message (migration 0009), so a backlog scored by an earlier model is ranked by that
+    model's threshold, not the one in service now. One range scan on
+    ``ix_messages_review_queue``; ordering by ``review_label`` too (a constant here) lets
+    PostgreSQL read the index in order rather than sort every unreviewed row. Messages
+    still waiting for a verdict come after all classified ones, the oldest first.
     """
     base = [Message.review_label.is_(None)]
     excluded = list(exclude_ids)
     if excluded:
         base.append(Message.id.not_in(excluded))
-    p = Message.spam_probability
-    above = select(Message).where(*base, p >= threshold).order_by(p.asc(), Message.id)
-    below = select(Message).where(*base, p < threshold).order_by(p.desc(), Message.id)
-    rows = [*session.scalars(above.limit(limit)), *session.scalars(below.limit(limit))]
-    rows.sort(key=lambda m: (abs(m.spam_probability - threshold), m.id))
-    rows = rows[:limit]
+    scored = (select(Message).where(*base, Message.threshold_distance.is_not(None))
+              .order_by(Message.review_label, Message.threshold_distance, Message.id)
+              .options(selectinload(Message.model_version)).limit(limit))
+    rows = list(session.scalars(scored))
     if len(rows) < limit:
-        pending = (select(Message).where(*base, p.is_(None))
+        pending = (select(Message).where(*base, Message.threshold_distance.is_(None))
                    .order_by(Message.received_at, Message.id).limit(limit - len(rows)))
         rows += list(session.scalars(pending))
     return rows

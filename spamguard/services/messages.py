@@ -192,12 +192,13 @@ def _record_verdict(session: Session, classifier: Any, message: Message, probabi
                     latency_ms: float) -> Verdict | None:
     """Mark the message classified (only if still pending) and add its verdict row."""
     label = classifier.label_for(probability)
+    distance = abs(probability - classifier.threshold)
     # Conditional update: two processes classifying the same pending message write one verdict.
     claimed = session.execute(
         update(Message)
         .where(Message.id == message.id, Message.verdict_status == "pending")
         .values(verdict_status="classified", spam_probability=probability, model_label=label,
-                model_version_id=classifier.version)
+                threshold_distance=distance, model_version_id=classifier.version)
         .execution_options(synchronize_session=False)
     ).rowcount
     if not claimed:
@@ -213,7 +214,8 @@ def _record_verdict(session: Session, classifier: Any, message: Message, probabi
     verdict = Verdict(id=verdict_id, **values)
     # Mirror the UPDATE in memory without marking the row dirty (no second UPDATE at flush).
     for key, value in {"verdict_status": "classified", "spam_probability": probability,
-                       "model_label": label, "model_version_id": classifier.version}.items():
+                       "model_label": label, "threshold_distance": distance,
+                       "model_version_id": classifier.version}.items():
         set_committed_value(message, key, value)
     return verdict
 
