@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from spamguard.models import Base
+from spamguard.services.text_search import include_in_autogenerate
 from spamguard.sqltypes import UTCDateTime
 
 config = context.config
@@ -29,6 +30,7 @@ def run_migrations(connection: Connection) -> None:
         render_as_batch=True,
         compare_type=True,
         render_item=render_item,
+        include_name=include_in_autogenerate,
         transactional_ddl=True,
     )
     with context.begin_transaction():

@@ -232,3 +232,15 @@ def query_plan(connection, sql: str, params) -> str:
     explain = "EXPLAIN QUERY PLAN" if connection.dialect.name == "sqlite" else "EXPLAIN"
     return " ".join(str(row[-1]) for row in connection.exec_driver_sql(f"{explain} {sql}",
                                                                       params))
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Run the migrations down to ``revision`` as `alembic downgrade` would."""
+    from alembic import command
+
+    from spamguard.db import alembic_config, make_migration_engine
+
+    engine = make_migration_engine(url)
+    with engine.connect() as connection:
+        command.downgrade(alembic_config(connection=connection), revision)
+    engine.dispose()

@@ -16,6 +16,8 @@ from sqlalchemy import inspect, text
 
 from spamguard import db
 from spamguard.models import Base
+from spamguard.services import text_search
+from tests.fixtures_db import downgrade
 
 TABLES = {"users", "api_keys", "model_versions", "messages", "verdicts", "reviews", "campaigns",
           "training_runs", "eval_examples", "locks", "spot_check_draws"}
@@ -25,24 +27,19 @@ def _diff(url: str) -> list:
     engine = db.make_engine(url)
     try:
         with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            context = MigrationContext.configure(connection, opts={
+                "compare_type": True, "include_name": text_search.include_in_autogenerate})
             return compare_metadata(context, Base.metadata)
     finally:
         engine.dispose()
 
 
-def downgrade(url: str, revision: str) -> None:
-    """Run the migrations down to ``revision`` as `alembic downgrade` would."""
-    engine = db.make_migration_engine(url)
-    with engine.connect() as connection:
-        command.downgrade(db.alembic_config(connection=connection), revision)
-    engine.dispose()
-
-
 def _tables(url: str) -> set[str]:
+    """The database's tables, but for the full-text index of SQLite (migration 0010)."""
     engine = db.make_engine(url)
     try:
-        return set(inspect(engine).get_table_names())
+        return {name for name in inspect(engine).get_table_names()
+                if not text_search.is_index_table(name)}
     finally:
         engine.dispose()
 
@@ -369,6 +366,44 @@ def test_0009_fills_each_distance_from_the_latest_verdicts_threshold(db_url: str
     assert "threshold_distance" not in columns and "spam_probability" in columns
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM messages")).scalar() == 3
+    engine.dispose()
+    db.upgrade_schema(db_url)
+
+
+def test_0010_indexes_the_texts_already_stored_and_goes_away_cleanly(db_url: str) -> None:
+    """On SQLite, messages stored before 0010 are found through the new index; down leaves
+    no index table or trigger behind. PostgreSQL gets nothing."""
+    db.upgrade_schema(db_url, "0009")
+    engine = db.make_engine(db_url)
+    with engine.begin() as connection:
+        for i, body in enumerate(["Claim your PRIZE", "lunch?", "prize draw"], start=1):
+            connection.execute(text(
+                "INSERT INTO messages (id, gateway, sender, recipient, body, text_hash, "
+                "received_at, created_at, verdict_status) VALUES (:i, 'test', '+1', '+2', "
+                ":body, 'h', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'pending')"),
+                {"i": i, "body": body})
+    engine.dispose()
+    db.upgrade_schema(db_url)
+    engine = db.make_engine(db_url)
+    sqlite = engine.dialect.name == "sqlite"
+    index_objects = ("SELECT name FROM sqlite_master WHERE name LIKE 'messages_fts%'"
+                     if sqlite else "SELECT 1 WHERE false")
+    with engine.connect() as connection:
+        assert bool(connection.execute(text(index_objects)).all()) == sqlite
+        if sqlite:
+            assert connection.execute(text(
+                "SELECT rowid FROM messages_fts WHERE messages_fts MATCH '\"prize\"' "
+                "ORDER BY rowid")).scalars().all() == [1, 3]
+    engine.dispose()
+    downgrade(db_url, "0009")
+    engine = db.make_engine(db_url)
+    with engine.connect() as connection:
+        assert connection.execute(text(index_objects)).all() == []
+        connection.execute(text("INSERT INTO messages (id, gateway, sender, recipient, body, "
+                                "text_hash, received_at, created_at, verdict_status) VALUES "
+                                "(4, 'test', '+1', '+2', 'b', 'h', CURRENT_TIMESTAMP, "
+                                "CURRENT_TIMESTAMP, 'pending')"))  # no trigger left to fail
+        assert connection.execute(text("SELECT count(*) FROM messages")).scalar() == 4
     engine.dispose()
     db.upgrade_schema(db_url)
 

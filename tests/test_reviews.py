@@ -94,7 +94,7 @@ def test_bulk_relabel_by_ids_and_by_filter(db_session, ids, make_user):
     current = db_session.scalar(select(func.count()).select_from(Review).where(
         Review.message_id == ids[0], Review.is_current))
     assert current == 1 and len(reviews.review_history(db_session, ids[0])) == 2
-    matching = message_queries.matching_ids(MessageFilter(review="unreviewed"))
+    matching = message_queries.matching_ids(db_session, MessageFilter(review="unreviewed"))
     assert reviews.bulk_relabel(session=db_session, ids=matching, label="ham",
                                 user_id=uid) == 3
     db_session.commit()

@@ -55,7 +55,7 @@ def message_bulk():
         return fail("Choose spam or ham.", "admin.message_list")
     filters = _filters(form)
     if scope == "filter":
-        ids = message_queries.matching_ids(filters)
+        ids = message_queries.matching_ids(session(), filters)
         count = message_queries.count_messages(session(), filters)
     else:
         try:

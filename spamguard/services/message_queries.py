@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from spamguard.ml.data import WORDLESS_HASH
 from spamguard.models import LABELS, Message
+from spamguard.services import text_search
 from spamguard.sqltypes import parse_id
 
 REVIEW_STATES = ("spam", "ham", "reviewed", "unreviewed")
@@ -141,8 +142,8 @@ def _start_of(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def conditions(f: MessageFilter) -> list:
-    """Build the SQL conditions for ``f``."""
+def conditions(f: MessageFilter, *, indexed_search: bool = False) -> list:
+    """Build the SQL conditions for ``f`` (``indexed_search``: see text_search.has_index)."""
     where: list = []
     if f.model_label == "pending":
         where.append(Message.verdict_status == "pending")
@@ -168,16 +169,20 @@ def conditions(f: MessageFilter) -> list:
     if f.sender:
         where.append(Message.sender == f.sender)
     if f.q:
-        escaped = f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        where.append(Message.body.ilike(f"%{escaped}%", escape="\\"))
+        where.append(text_search.body_contains(f.q, indexed=indexed_search))
     if f.campaign_id:
         where.append(Message.campaign_id == f.campaign_id)
     return where
 
 
-def matching_ids(f: MessageFilter) -> Select:
+def session_conditions(session: Session, f: MessageFilter) -> list:
+    """The conditions for ``f`` on this session's database."""
+    return conditions(f, indexed_search=bool(f.q) and text_search.has_index(session))
+
+
+def matching_ids(session: Session, f: MessageFilter) -> Select:
     """A ``SELECT id`` of the messages matching ``f`` (for bulk updates)."""
-    return select(Message.id).where(*conditions(f))
+    return select(Message.id).where(*session_conditions(session, f))
 
 
 @dataclass(frozen=True)
@@ -204,7 +209,8 @@ class Page:
 
 def count_messages(session: Session, f: MessageFilter) -> int:
     """Count the messages matching ``f``."""
-    return session.scalar(select(func.count()).select_from(Message).where(*conditions(f))) or 0
+    query = select(func.count()).select_from(Message).where(*session_conditions(session, f))
+    return session.scalar(query) or 0
 
 
 def list_messages(session: Session, f: MessageFilter, *, page: int = 1,
@@ -212,7 +218,7 @@ def list_messages(session: Session, f: MessageFilter, *, page: int = 1,
     """Return page ``page`` of the messages matching ``f``, newest first."""
     per_page = max(1, min(per_page, MAX_PER_PAGE))
     page = max(1, page)
-    query = (select(Message).where(*conditions(f))
+    query = (select(Message).where(*session_conditions(session, f))
              .order_by(Message.received_at.desc(), Message.id.desc())
              .limit(per_page).offset((page - 1) * per_page))
     return Page(list(session.scalars(query)), page, per_page, count_messages(session, f))

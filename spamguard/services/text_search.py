@@ -1,0 +1,67 @@
+"""Finding messages whose text contains a string, without reading every body on SQLite.
+
+A plain ``body LIKE '%term%'`` reads every message: about 250 ms at 200,000 messages on
+SQLite, for the count and again for a page of a rare term. Migration 0010 keeps an FTS5
+index of every body, tokenised into trigrams (``messages_fts``, filled by triggers), so a
+term of three or more characters is looked up as a phrase of its trigrams: an exact
+substring match, case-insensitive like the LIKE it replaces (and for non-ASCII letters
+too, which SQLite's LIKE folds only for ASCII). Shorter terms have no trigram and keep the
+LIKE. A SQLite built without FTS5's trigram tokenizer (before 3.34) gets no index from the
+migration and keeps the LIKE for everything. PostgreSQL keeps ``ILIKE`` (157 ms at 200,000
+messages, under the admin pages' 200 ms target).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, select, table, text
+from sqlalchemy.orm import Session
+
+from spamguard.models import Message
+
+INDEX_TABLE = "messages_fts"
+MIN_INDEXED_LENGTH = 3  # a trigram index finds nothing for a shorter term
+
+
+def is_index_table(name: str) -> bool:
+    """True for the FTS table and the shadow tables SQLite keeps for it (``messages_fts_data``
+    and the like), which migrations make and models.py does not describe."""
+    return name == INDEX_TABLE or name.startswith(INDEX_TABLE + "_")
+
+
+def include_in_autogenerate(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's ``include_name``: leave the index's tables out when comparing the database
+    with models.py (migrations/env.py, and the test that they match)."""
+    return not (type_ == "table" and name is not None and is_index_table(name))
+
+
+def has_index(session: Session) -> bool:
+    """Whether this database keeps the trigram index (SQLite with migration 0010 applied)."""
+    if session.get_bind().dialect.name != "sqlite":
+        return False
+    found = session.execute(text("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                 "AND name = :name"), {"name": INDEX_TABLE}).first()
+    return found is not None
+
+
+def like_pattern(term: str) -> str:
+    """``%term%`` with LIKE's wildcards in ``term`` escaped by a backslash."""
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def phrase(term: str) -> str:
+    """An FTS5 query matching ``term`` as one phrase, every character taken literally."""
+    return '"' + term.replace('"', '""') + '"'
+
+
+def body_contains(term: str, *, indexed: bool) -> ColumnElement[bool]:
+    """The condition "the message's text contains ``term``", ignoring case.
+
+    ``indexed`` (from :func:`has_index`) uses the trigram index for terms it can find."""
+    if indexed and len(term) >= MIN_INDEXED_LENGTH:
+        fts = table(INDEX_TABLE)
+        matches = select(text("rowid")).select_from(fts).where(
+            text(f"{INDEX_TABLE} MATCH :text_search_phrase").bindparams(
+                text_search_phrase=phrase(term)))
+        return Message.id.in_(matches)
+    return Message.body.ilike(like_pattern(term), escape="\\")

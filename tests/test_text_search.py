@@ -1,0 +1,107 @@
+"""The messages' text search: the same answers with SQLite's trigram index (migration 0010)
+as reading every body, on SQLite and PostgreSQL, and the index kept in step."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from spamguard.db import session_scope
+from spamguard.models import Message
+from spamguard.services import message_queries, text_search
+from spamguard.services.message_queries import MessageFilter
+from tests.fixtures_db import captured_statements, downgrade, query_plan
+
+BODIES = [
+    "WIN a FREE prize! Call 09061701461 now",
+    "free entry in 2 a wkly comp",
+    "Are you free for lunch at noon?",
+    "100% guaranteed cash_back, reply STOP",
+    "path C:\\temp\\x and 50%_off",
+    'she said "hello there" twice',
+    "Prize PRIZE prize",
+    "Привет, ваш ПРИЗ ждёт",
+    "Delivery 🚚 failed, pay £1.99 at parcel-fee.example",
+    "ok",
+]
+# ASCII terms: every database and path must give Python's case-insensitive "in".
+ASCII_TERMS = ["free", "FREE", "prize", "ze! ca", "100%", "%", "_", "cash_b", "50%_",
+               "\\temp\\", '"hello', 'o" t', "ok", "o", "zzz", "noon?", "0% g", "'", "; --"]
+
+
+@pytest.fixture
+def stored(add_messages) -> dict[int, str]:
+    ids = add_messages(*BODIES)
+    return dict(zip(ids, BODIES, strict=True))
+
+
+def found(session, term: str) -> set[int]:
+    f = MessageFilter(q=term)
+    page = message_queries.list_messages(session, f, per_page=100)
+    assert page.total == len(page.items) == message_queries.count_messages(session, f)
+    ids = {m.id for m in page.items}
+    assert set(session.scalars(message_queries.matching_ids(session, f))) == ids
+    return ids
+
+
+def test_the_index_exists_on_sqlite_only(db_session) -> None:
+    assert text_search.has_index(db_session) == (db_session.get_bind().dialect.name == "sqlite")
+
+
+@pytest.mark.parametrize("term", ASCII_TERMS)
+def test_a_search_finds_what_contains_the_term_ignoring_case(db_session, stored, term) -> None:
+    expected = {i for i, body in stored.items() if term.lower() in body.lower()}
+    assert found(db_session, term) == expected
+
+
+def test_letters_beyond_ascii_ignore_case_when_the_term_is_indexed(db_session, stored) -> None:
+    """"ПРИЗ" finds "ПРИЗ" and "приз" alike: the index folds every letter, as PostgreSQL's
+    ILIKE does (SQLite's LIKE folds only ASCII). Emoji and £ are characters like others."""
+    russian = next(i for i, body in stored.items() if body.startswith("Привет"))
+    assert found(db_session, "приз") == {russian} == found(db_session, "ПРИЗ")
+    assert found(db_session, "ривет") == {russian}
+    delivery = next(i for i, body in stored.items() if "🚚" in body)
+    assert found(db_session, "🚚 fa") == {delivery} == found(db_session, "£1.9")
+
+
+def test_sqlite_reads_the_index_not_every_body(db_session_factory, stored) -> None:
+    with session_scope(db_session_factory) as session:
+        connection = session.connection()
+        if connection.dialect.name != "sqlite":
+            pytest.skip("the trigram index is SQLite's")
+        with captured_statements(connection) as statements:
+            found(session, "prize")
+        searches = [(sql, params) for sql, params in statements if "messages_fts" in sql]
+        assert len(searches) == 4  # the page and its count, a count, the ids of a bulk relabel
+        assert all("LIKE" not in sql for sql, _ in searches)
+        for sql, params in searches:
+            plan = query_plan(connection, sql, params)
+            assert "VIRTUAL TABLE INDEX 0:M" in plan, plan  # a MATCH lookup, not a scan
+
+
+def test_the_index_follows_new_changed_and_deleted_messages(db_session_factory, stored,
+                                                            add_messages) -> None:
+    prize = {i for i, body in stored.items() if "prize" in body.lower()}
+    (late,) = add_messages("a late PRIZE notice")
+    with session_scope(db_session_factory) as session:
+        assert found(session, "prize") == prize | {late}
+        first = min(prize)
+        session.get(Message, first).body = "nothing to see"
+        session.delete(session.get(Message, late))
+    with session_scope(db_session_factory) as session:
+        assert found(session, "prize") == prize - {first}
+        assert found(session, "nothing to s") == {first}
+        if text_search.has_index(session):  # FTS5's own check of index against texts
+            session.execute(text("INSERT INTO messages_fts (messages_fts, rank) "
+                                 "VALUES ('integrity-check', 1)"))
+
+
+def test_without_the_index_the_search_reads_every_body(db_session_factory, stored,
+                                                       migrated_db_url) -> None:
+    """Before migration 0010 (or on a SQLite without the trigram tokenizer) the same
+    answers come from LIKE."""
+    downgrade(migrated_db_url, "0009")
+    with session_scope(db_session_factory) as session:
+        assert not text_search.has_index(session)
+        expected = {i for i, body in stored.items() if "prize" in body.lower()}
+        assert found(session, "prize") == expected
