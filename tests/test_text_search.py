@@ -74,9 +74,17 @@ def test_sqlite_reads_the_index_not_every_body(db_session_factory, stored) -> No
         searches = [(sql, params) for sql, params in statements if "messages_fts" in sql]
         assert len(searches) == 4  # the page and its count, a count, the ids of a bulk relabel
         assert all("LIKE" not in sql for sql, _ in searches)
+        # Only the page checks ids against the found set (a count fetches the found ones).
+        assert [sql for sql, _ in searches if "+messages.id IN" in sql] == [
+            sql for sql, _ in searches if "ORDER BY" in sql]
         for sql, params in searches:
             plan = query_plan(connection, sql, params)
             assert "VIRTUAL TABLE INDEX 0:M" in plan, plan  # a MATCH lookup, not a scan
+        # The page walks the newest-first index and checks each id against the found set,
+        # rather than fetching every found message and sorting them all.
+        page = next(query_plan(connection, sql, params) for sql, params in searches
+                    if "ORDER BY messages.received_at DESC" in sql)
+        assert "ix_messages_received_at" in page and "TEMP B-TREE" not in page, page
 
 
 def test_the_index_follows_new_changed_and_deleted_messages(db_session_factory, stored,

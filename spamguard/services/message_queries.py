@@ -142,8 +142,10 @@ def _start_of(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def conditions(f: MessageFilter, *, indexed_search: bool = False) -> list:
-    """Build the SQL conditions for ``f`` (``indexed_search``: see text_search.has_index)."""
+def conditions(f: MessageFilter, *, indexed_search: bool = False,
+               in_order: bool = False) -> list:
+    """Build the SQL conditions for ``f`` (``indexed_search`` and ``in_order``: see
+    text_search.body_contains)."""
     where: list = []
     if f.model_label == "pending":
         where.append(Message.verdict_status == "pending")
@@ -169,15 +171,17 @@ def conditions(f: MessageFilter, *, indexed_search: bool = False) -> list:
     if f.sender:
         where.append(Message.sender == f.sender)
     if f.q:
-        where.append(text_search.body_contains(f.q, indexed=indexed_search))
+        where.append(text_search.body_contains(f.q, indexed=indexed_search,
+                                               in_order=in_order))
     if f.campaign_id:
         where.append(Message.campaign_id == f.campaign_id)
     return where
 
 
-def session_conditions(session: Session, f: MessageFilter) -> list:
-    """The conditions for ``f`` on this session's database."""
-    return conditions(f, indexed_search=bool(f.q) and text_search.has_index(session))
+def session_conditions(session: Session, f: MessageFilter, *, in_order: bool = False) -> list:
+    """The conditions for ``f`` on this session's database (``in_order``: for a page)."""
+    return conditions(f, indexed_search=bool(f.q) and text_search.has_index(session),
+                      in_order=in_order)
 
 
 def matching_ids(session: Session, f: MessageFilter) -> Select:
@@ -218,7 +222,7 @@ def list_messages(session: Session, f: MessageFilter, *, page: int = 1,
     """Return page ``page`` of the messages matching ``f``, newest first."""
     per_page = max(1, min(per_page, MAX_PER_PAGE))
     page = max(1, page)
-    query = (select(Message).where(*session_conditions(session, f))
+    query = (select(Message).where(*session_conditions(session, f, in_order=True))
              .order_by(Message.received_at.desc(), Message.id.desc())
              .limit(per_page).offset((page - 1) * per_page))
     return Page(list(session.scalars(query)), page, per_page, count_messages(session, f))

@@ -13,7 +13,7 @@ messages, under the admin pages' 200 ms target).
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, select, table, text
+from sqlalchemy import ColumnElement, TextClause, text
 from sqlalchemy.orm import Session
 
 from spamguard.models import Message
@@ -54,14 +54,22 @@ def phrase(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
-def body_contains(term: str, *, indexed: bool) -> ColumnElement[bool]:
+def body_contains(term: str, *, indexed: bool, in_order: bool = False
+                  ) -> ColumnElement[bool] | TextClause:
     """The condition "the message's text contains ``term``", ignoring case.
 
-    ``indexed`` (from :func:`has_index`) uses the trigram index for terms it can find."""
-    if indexed and len(term) >= MIN_INDEXED_LENGTH:
-        fts = table(INDEX_TABLE)
-        matches = select(text("rowid")).select_from(fts).where(
-            text(f"{INDEX_TABLE} MATCH :text_search_phrase").bindparams(
-                text_search_phrase=phrase(term)))
-        return Message.id.in_(matches)
-    return Message.body.ilike(like_pattern(term), escape="\\")
+    ``indexed`` (from :func:`has_index`) uses the trigram index for terms it can find: the
+    ids it finds are then a set. ``in_order`` is for a query that reads a page in the
+    order of another index (the messages list, newest first): the unary ``+`` keeps
+    SQLite from fetching every found message by id and sorting them all, and each message
+    the list's index walks to is checked against the set instead, stopping after a page.
+    A count fetches the found ones, which is cheaper when the list's order does not matter
+    (bench/admin_pages.py, 200,000 messages, a word in 35% of them: a page 22 ms against
+    90, a count 61 ms against 109; a term in none: 0 ms against 12 for a count).
+    """
+    if not indexed or len(term) < MIN_INDEXED_LENGTH:
+        return Message.body.ilike(like_pattern(term), escape="\\")
+    column = "+messages.id" if in_order else "messages.id"
+    return text(f"{column} IN (SELECT rowid FROM {INDEX_TABLE} "
+                f"WHERE {INDEX_TABLE} MATCH :text_search_phrase)").bindparams(
+        text_search_phrase=phrase(term))
