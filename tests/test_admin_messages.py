@@ -74,11 +74,16 @@ def test_bulk_by_filter_rechecks_count(moderator_client, add_messages, db_sessio
     confirm = moderator_client.post("/admin/messages/bulk?scope=filter",
                                     data={"label": "spam", "model_label": "spam"})
     assert "Label 2 messages as spam?" in confirm.get_data(as_text=True)
+    assert "Nothing was labelled" not in confirm.get_data(as_text=True)
     add_messages(("spam 3", 0.99))  # arrives between confirmation and click
     stale = moderator_client.post("/admin/messages/bulk", data={
         "label": "spam", "scope": "filter", "model_label": "spam", "confirmed": "1",
-        "expected": "2"})
-    assert "Label 3 messages as spam?" in stale.get_data(as_text=True)
+        "expected": "2", "note": "prize <wave>"})
+    page = stale.get_data(as_text=True)
+    assert "Label 3 messages as spam?" in page
+    # It says why it asks again, and keeps the note (escaped).
+    assert "Nothing was labelled: you confirmed 2 messages, and the filter now matches 3" in page
+    assert 'value="prize &lt;wave&gt;"' in page
     moderator_client.post("/admin/messages/bulk", data={
         "label": "spam", "scope": "filter", "model_label": "spam", "confirmed": "1",
         "expected": "3"})

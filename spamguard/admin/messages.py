@@ -66,9 +66,12 @@ def message_bulk():
             return fail("Select at least one message.", "admin.message_list", **filters.as_args())
         ids, count = chosen, len(chosen)
     if form.get("confirmed") != "1" or form.get("expected") != str(count):
+        # Asked again: say why, and keep the note typed on the first confirmation.
+        asked = form.get("expected") if form.get("confirmed") == "1" else None
         return render_template("admin/confirm_bulk.html", count=count, label=label,
                                scope=scope, ids=ids if scope != "filter" else [],
-                               filters=filters, args=filters.as_args())
+                               filters=filters, args=filters.as_args(), asked=asked,
+                               note=form.get("note", ""))
     return run_action(
         lambda db: reviews.bulk_relabel(session=db, ids=ids, label=label, user_id=user_id(),
                                         note=form.get("note")),
