@@ -47,7 +47,8 @@ PAGES = [
     ("messages, disagreement", "/admin/messages?disagreement=1"),
     ("messages, P 0.4-0.6", "/admin/messages?min_p=0.4&max_p=0.6"),
     ("messages, sender", "/admin/messages?sender=%2B447700900007"),
-    ("messages, text search", "/admin/messages?q=voucher"),
+    ("messages, text search", "/admin/messages?q=voucher"),  # a word in 35% of them
+    ("messages, rare text", "/admin/messages?q=996"),  # 0.1%: every body ends "i % 997"
     ("messages, date range", "/admin/messages?since={day}&until={day}"),
     ("message detail", "/admin/messages/{mid}"),
     ("campaigns", "/admin/campaigns"),

@@ -1,5 +1,6 @@
-"""The messages' text search: the same answers with SQLite's trigram index (migration 0010)
-as reading every body, on SQLite and PostgreSQL, and the index kept in step."""
+"""The messages' text search: the same answers with the trigram indexes of migration 0010
+(SQLite's FTS5 table, PostgreSQL's pg_trgm) as reading every body, and the index kept in
+step."""
 
 from __future__ import annotations
 
@@ -44,8 +45,14 @@ def found(session, term: str) -> set[int]:
     return ids
 
 
-def test_the_index_exists_on_sqlite_only(db_session) -> None:
-    assert text_search.has_index(db_session) == (db_session.get_bind().dialect.name == "sqlite")
+def test_each_database_has_its_index(db_session) -> None:
+    """SQLite: the FTS5 table the search's query names; PostgreSQL: the pg_trgm index."""
+    sqlite = db_session.get_bind().dialect.name == "sqlite"
+    assert text_search.has_index(db_session) == sqlite
+    if not sqlite:
+        assert db_session.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = "
+                                       ":name"), {"name": text_search.PG_INDEX}).scalar() == (
+            "CREATE INDEX ix_messages_body_trgm ON public.messages USING gin (body gin_trgm_ops)")
 
 
 @pytest.mark.parametrize("term", ASCII_TERMS)
@@ -64,11 +71,26 @@ def test_letters_beyond_ascii_ignore_case_when_the_term_is_indexed(db_session, s
     assert found(db_session, "🚚 fa") == {delivery} == found(db_session, "£1.9")
 
 
+def test_postgresql_can_read_the_trigram_index_for_ilike(db_session_factory, stored) -> None:
+    """The count of a search, with sequential scans priced out as in a big table, reads
+    ix_messages_body_trgm (a few rows are cheaper to read than any index)."""
+    with session_scope(db_session_factory) as session:
+        connection = session.connection()
+        if connection.dialect.name != "postgresql":
+            pytest.skip("pg_trgm is PostgreSQL's")
+        with captured_statements(connection) as statements:
+            message_queries.count_messages(session, MessageFilter(q="Prize"))
+        (sql, params), = [s for s in statements if "ILIKE" in s[0]]
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        plan = query_plan(connection, sql, params)
+    assert f"Bitmap Index Scan on {text_search.PG_INDEX}" in plan, plan
+
+
 def test_sqlite_reads_the_index_not_every_body(db_session_factory, stored) -> None:
     with session_scope(db_session_factory) as session:
         connection = session.connection()
         if connection.dialect.name != "sqlite":
-            pytest.skip("the trigram index is SQLite's")
+            pytest.skip("the FTS5 table is SQLite's")
         with captured_statements(connection) as statements:
             found(session, "prize")
         searches = [(sql, params) for sql, params in statements if "messages_fts" in sql]

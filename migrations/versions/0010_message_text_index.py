@@ -1,17 +1,23 @@
-"""On SQLite, a trigram full-text index of message texts for the text search.
+"""A trigram index of message texts for the messages list's text search.
 
-The messages list's text search was ``lower(body) LIKE '%term%'``, which reads every body:
-250 ms at 200,000 messages on SQLite, over the admin pages' 200 ms target. This creates
-``messages_fts``, an FTS5 table with the trigram tokenizer over ``messages.body`` (external
-content: it stores the index, not a second copy of the texts), fills it, and adds triggers
-that keep it in step with every insert, delete and change of a body.
-``spamguard.services.text_search`` says how the search uses it.
+The text search was ``body LIKE '%term%'`` (ILIKE on PostgreSQL), which reads every body:
+250 ms at 200,000 messages on SQLite, about 160-200 ms on PostgreSQL, against the admin
+pages' 200 ms target. ``spamguard.services.text_search`` says how the search uses these.
 
-SQLite before 3.34, or built without FTS5, has no trigram tokenizer: then nothing is
-created and the search keeps reading every body. PostgreSQL is left as it is (ILIKE: 157
-ms at 200,000 messages). Filling the index reads every message once (about 2.5 s per
-200,000 on the development machine); the triggers add the indexing of one text to each
-stored message.
+- **SQLite:** ``messages_fts``, an FTS5 table with the trigram tokenizer over
+  ``messages.body`` (external content: it stores the index, not a second copy of the
+  texts), filled here, and triggers that keep it in step with every insert, delete and
+  change of a body. SQLite before 3.34, or built without FTS5, has no trigram tokenizer:
+  then nothing is created (a warning says so) and the search keeps reading every body.
+- **PostgreSQL:** the ``pg_trgm`` extension and a GIN index ``ix_messages_body_trgm`` on
+  ``body gin_trgm_ops``, which ILIKE uses as it is. pg_trgm is a trusted extension (any
+  user who may create objects in the database may create it) and ships with PostgreSQL; if
+  it cannot be created here (an older server, or a user without that right), nothing is
+  created (a warning says so, and what to run) and the search keeps reading every body.
+
+Building either reads every message once (about 2.5 s per 200,000 on SQLite on the
+development machine; on PostgreSQL writes to the table wait meanwhile). Afterwards each
+stored message is indexed too: about 0.25 ms more per message on SQLite.
 
 Revision ID: 0010
 Revises: 0009
@@ -22,7 +28,7 @@ import logging
 from collections.abc import Sequence
 
 from alembic import op
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -33,6 +39,7 @@ log = logging.getLogger("alembic.runtime.migration")
 
 CREATE_INDEX = ("CREATE VIRTUAL TABLE messages_fts USING fts5(body, content='messages', "
                 "content_rowid='id', tokenize='trigram')")
+PG_INDEX = "CREATE INDEX ix_messages_body_trgm ON messages USING gin (body gin_trgm_ops)"
 TRIGGERS = (
     "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
     "INSERT INTO messages_fts (rowid, body) VALUES (new.id, new.body); END",
@@ -47,8 +54,13 @@ TRIGGERS = (
 
 def upgrade() -> None:
     bind = op.get_bind()
-    if bind.dialect.name != "sqlite":
-        return
+    if bind.dialect.name == "sqlite":
+        _sqlite_upgrade(bind)
+    elif bind.dialect.name == "postgresql":
+        _postgresql_upgrade(bind)
+
+
+def _sqlite_upgrade(bind) -> None:
     try:
         with bind.begin_nested():  # a savepoint: a failure leaves the migration's transaction
             bind.exec_driver_sql(CREATE_INDEX)
@@ -61,8 +73,25 @@ def upgrade() -> None:
     bind.exec_driver_sql("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
 
 
+def _postgresql_upgrade(bind) -> None:
+    try:
+        with bind.begin_nested():
+            bind.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except DBAPIError as error:  # not installed, or not allowed to this user
+        log.warning("could not create the pg_trgm extension (%s): the messages' text search "
+                    "will read every message. A superuser can run, in this database: CREATE "
+                    "EXTENSION pg_trgm; CREATE INDEX ix_messages_body_trgm ON messages USING "
+                    "gin (body gin_trgm_ops)", str(error).splitlines()[0])
+        return
+    bind.exec_driver_sql(PG_INDEX)
+
+
 def downgrade() -> None:
     bind = op.get_bind()
+    if bind.dialect.name == "postgresql":
+        # The extension stays: other objects may use it, and dropping it needs its owner.
+        bind.exec_driver_sql("DROP INDEX IF EXISTS ix_messages_body_trgm")
+        return
     if bind.dialect.name != "sqlite":
         return
     for name in ("insert", "delete", "update"):
