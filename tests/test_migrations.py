@@ -409,6 +409,26 @@ def test_0010_indexes_the_texts_already_stored_and_goes_away_cleanly(db_url: str
     db.upgrade_schema(db_url)
 
 
+def test_0010_finds_pg_trgm_in_a_schema_off_the_search_path(db_url: str) -> None:
+    """From a review: with pg_trgm already installed in another schema, CREATE EXTENSION IF
+    NOT EXISTS did nothing and the index's unqualified gin_trgm_ops failed the upgrade."""
+    engine = db.make_engine(db_url)
+    if engine.dialect.name != "postgresql":
+        engine.dispose()
+        pytest.skip("pg_trgm is PostgreSQL's")
+    with engine.begin() as connection:
+        connection.execute(text('CREATE SCHEMA "Ext 1"'))
+        connection.execute(text('CREATE EXTENSION pg_trgm SCHEMA "Ext 1"'))
+    engine.dispose()
+    db.upgrade_schema(db_url)
+    engine = db.make_engine(db_url)
+    with engine.connect() as connection:
+        assert '"Ext 1".gin_trgm_ops' in connection.execute(text(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_messages_body_trgm'"
+        )).scalar_one()
+    engine.dispose()
+
+
 def insert_active_version(connection) -> None:
     """Model version 'v1', active, as the SQL of a migration test inserts it."""
     connection.execute(text(

@@ -39,7 +39,7 @@ log = logging.getLogger("alembic.runtime.migration")
 
 CREATE_INDEX = ("CREATE VIRTUAL TABLE messages_fts USING fts5(body, content='messages', "
                 "content_rowid='id', tokenize='trigram')")
-PG_INDEX = "CREATE INDEX ix_messages_body_trgm ON messages USING gin (body gin_trgm_ops)"
+PG_INDEX = "CREATE INDEX ix_messages_body_trgm ON messages USING gin (body {opclass})"
 TRIGGERS = (
     "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
     "INSERT INTO messages_fts (rowid, body) VALUES (new.id, new.body); END",
@@ -77,13 +77,17 @@ def _postgresql_upgrade(bind) -> None:
     try:
         with bind.begin_nested():
             bind.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            # It may live in a schema off the search path (CREATE EXTENSION ... SCHEMA ext):
+            # name its operator class with that schema.
+            schema = bind.exec_driver_sql(
+                "SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n "
+                "ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'").scalar_one()
+            bind.exec_driver_sql(PG_INDEX.format(opclass=f"{schema}.gin_trgm_ops"))
     except DBAPIError as error:  # not installed, or not allowed to this user
-        log.warning("could not create the pg_trgm extension (%s): the messages' text search "
-                    "will read every message. A superuser can run, in this database: CREATE "
-                    "EXTENSION pg_trgm; CREATE INDEX ix_messages_body_trgm ON messages USING "
-                    "gin (body gin_trgm_ops)", str(error).splitlines()[0])
-        return
-    bind.exec_driver_sql(PG_INDEX)
+        log.warning("could not create the pg_trgm extension or its index (%s): the messages' "
+                    "text search will read every message. A superuser can run, in this "
+                    "database: CREATE EXTENSION pg_trgm; CREATE INDEX ix_messages_body_trgm "
+                    "ON messages USING gin (body gin_trgm_ops)", str(error).splitlines()[0])
 
 
 def downgrade() -> None:

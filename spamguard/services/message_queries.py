@@ -61,7 +61,7 @@ class MessageFilter:
             model_label=model_label, review=review,
             disagreement=args.get("disagreement", "") in {"1", "on", "true", "yes"},
             min_p=min_p, max_p=max_p, since=since, until=until,
-            sender=args.get("sender", "").strip()[:255], q=args.get("q", "").strip()[:200],
+            sender=_text(args, "sender", 255), q=_text(args, "q", 200),
             campaign_id=_campaign(args),
         )
 
@@ -78,6 +78,16 @@ class MessageFilter:
     @property
     def is_empty(self) -> bool:
         return not self.as_args()
+
+
+def _text(args: Mapping[str, str], name: str, max_length: int) -> str:
+    """A free-text filter, stripped and cut to ``max_length``. No stored text holds a NUL
+    (intake refuses it), PostgreSQL cannot take one, and FTS5 stops reading its query there,
+    so one is a bad value rather than a 500."""
+    value = args.get(name, "").strip()[:max_length]
+    if "\x00" in value:
+        raise FilterError(f"{name} contains a NUL character, which no message holds")
+    return value
 
 
 def _choice(args: Mapping[str, str], name: str, allowed: Iterable[str]) -> str:
