@@ -145,6 +145,52 @@ def test_reject(three: Session) -> None:
         registry.reject(session=three, version_id="v1")
 
 
+def test_a_promotion_that_loses_a_race_says_so(three: Session, db_session_factory) -> None:
+    """PostgreSQL, in this order: one promotion (v3) has activated but not committed; a
+    second (v2) waits on its row lock; the first commits. The second's retiring UPDATE
+    saw no active v3 in its snapshot, so making v2 active breaks the one-active index. It
+    must say "try again" (ConcurrentActivationError), not raise "Can't operate on closed
+    transaction" (a 500 in the admin UI; seen once when the suite ran two at a time)."""
+    import time
+
+    from sqlalchemy import text
+
+    from spamguard.errors import ConcurrentActivationError
+
+    if three.get_bind().dialect.name != "postgresql":
+        pytest.skip("SQLite lets one writer at a time in: the second sees v3 active")
+    first = db_session_factory()
+    registry.promote(session=first, version_id="v3")  # flushed, not committed
+    outcome: list[object] = []
+
+    def second() -> None:
+        try:
+            with session_scope(db_session_factory) as session:
+                registry.promote(session=session, version_id="v2")
+            outcome.append("ok")
+        except Exception as error:  # noqa: BLE001 - the test reports which one
+            outcome.append(error)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    deadline = time.monotonic() + 20
+    with db_session_factory() as watcher:  # wait until the second is blocked on the lock
+        while not watcher.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()")):
+            assert time.monotonic() < deadline and thread.is_alive(), outcome
+            time.sleep(0.02)
+    first.commit()
+    first.close()
+    thread.join(timeout=20)
+    (error,) = outcome
+    assert isinstance(error, ConcurrentActivationError), repr(error)
+    assert "could not activate v2: another version was activated at the same time" in str(
+        error)
+    three.expire_all()
+    assert _statuses(three) == {"v1": "retired", "v2": "candidate", "v3": "active"}
+
+
 def test_concurrent_promotions_leave_one_active(three: Session, db_session_factory) -> None:
     barrier = threading.Barrier(2)
     outcomes: list[str] = []

@@ -128,6 +128,10 @@ def _check_loadable(version: ModelVersion) -> None:
 
 def _activate(session: Session, version: ModelVersion, *, previous_id: str | None) -> None:
     """Retire whatever is active and make ``version`` active, in the caller's transaction."""
+    # Read before the flush: a failed flush ends the transaction, and reading an expired
+    # attribute after it raised "Can't operate on closed transaction" instead of the
+    # conflict below (two admins promoting at once on PostgreSQL got a 500).
+    version_id = version.id
     try:
         session.execute(
             update(ModelVersion)
@@ -141,7 +145,7 @@ def _activate(session: Session, version: ModelVersion, *, previous_id: str | Non
         session.flush()
     except IntegrityError as exc:
         raise ConcurrentActivationError(
-            f"could not activate {version.id}: another version was activated at the same "
+            f"could not activate {version_id}: another version was activated at the same "
             "time; try again"
         ) from exc
 
