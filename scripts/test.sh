@@ -16,4 +16,6 @@ export SPAMGUARD_ARTIFACTS="${SPAMGUARD_ARTIFACTS:-$(pwd)/artifacts/screenshots}
 mkdir -p "$SPAMGUARD_ARTIFACTS"
 echo "browser test screenshots: $SPAMGUARD_ARTIFACTS"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-.venv/bin/python -m pytest "$@"
+# One process per core, each taking whole test files (module fixtures stay per process):
+# 8.5 minutes instead of 14 on 2 cores. SPAMGUARD_TEST_WORKERS=0 runs in this process.
+.venv/bin/python -m pytest -n "${SPAMGUARD_TEST_WORKERS:-auto}" --dist loadfile "$@"
