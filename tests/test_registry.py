@@ -164,6 +164,7 @@ def test_a_promotion_that_loses_a_race_says_so(three: Session, db_session_factor
     outcome: list[object] = []
 
     def second() -> None:
+        time.sleep(0.3)  # after the first look below, which must not be the last
         try:
             with session_scope(db_session_factory) as session:
                 registry.promote(session=session, version_id="v2")
@@ -174,12 +175,16 @@ def test_a_promotion_that_loses_a_race_says_so(three: Session, db_session_factor
     thread = threading.Thread(target=second)
     thread.start()
     deadline = time.monotonic() + 20
-    with db_session_factory() as watcher:  # wait until the second is blocked on the lock
-        while not watcher.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND datname = current_database()")):
-            assert time.monotonic() < deadline and thread.is_alive(), outcome
-            time.sleep(0.02)
+    waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                   "AND datname = current_database()")
+    # Wait until the second is blocked on the lock. Each look in its own transaction:
+    # pg_stat_activity keeps showing what a transaction first saw of it.
+    while True:
+        with db_session_factory() as watcher:
+            if watcher.scalar(waiting):
+                break
+        assert time.monotonic() < deadline and thread.is_alive(), outcome
+        time.sleep(0.02)
     first.commit()
     first.close()
     thread.join(timeout=20)
