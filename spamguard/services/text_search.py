@@ -61,8 +61,9 @@ def has_index(session: Session) -> bool:
 
 
 # Case pairs of Unicode 7 (Greek yot, U+037F / U+03F3) that FTS5's table lacks; the
-# Cyrillic Supplement's last pairs (U+0528-052F) are cut off by the range above. A sweep of
-# every code point (tests/test_text_search.py checks the cased ones) found no other miss.
+# Cyrillic Supplement's last pairs (U+0528-052F) are left out by _folds_alike's range. A
+# sweep of every code point (tests/test_text_search.py checks the cased ones) found no
+# other miss.
 _NEWER_GREEK = frozenset({0x37F, 0x3F3})
 
 
