@@ -42,7 +42,10 @@ def test_list_and_filters(viewer_client, add_messages):
                         # a 500 before (FTS5 read "pri" and an open quote; PostgreSQL text
                         # cannot hold a NUL)
                         ("q=pri%00ze", "q contains a NUL character"),
-                        ("sender=%2B1555%00", "sender contains a NUL character")]:
+                        ("sender=%2B1555%00", "sender contains a NUL character"),
+                        # cut to 200 before, it matched texts without the rest of the term
+                        ("q=" + "a" * 201, "q is limited to 200 characters, not 201"),
+                        ("sender=" + "1" * 256, "sender is limited to 255 characters")]:
         answer = viewer_client.get(f"/admin/messages?{query}")
         assert answer.status_code == 400 and says in answer.get_data(as_text=True), query
     assert viewer_client.get("/admin/messages?min_p=0.4&max_p=0.4").status_code == 200

@@ -151,14 +151,16 @@ def test_without_the_index_the_search_reads_every_body(db_session_factory, store
     (["𞤀𞤁𞤂 adlam", "𞤢𞤣𞤤 adlam"], "𞤢𞤣𞤤"),
     (["ͿΑΒ greek yot", "ϳαβ greek yot"], "ϳαβ"),
     (["İSTANBUL", "istanbul"], "i\u0307st"),  # İ lowers to i and a combining dot
+    (["i\u0307stanbul", "istanbul"], "İST"),  # ... and FTS5 does not fold it so (an audit)
 ])
 def test_terms_the_index_would_miss_read_every_body(db_session, add_messages, bodies, term):
     """From a review: in these scripts FTS5's case folding is not Python's, and the index
     missed what the LIKE (Python's lower, registered by spamguard.db) finds."""
-    if "\u0307" in term and db_session.get_bind().dialect.name == "postgresql":
+    if "İ" in "".join(bodies) + term and db_session.get_bind().dialect.name == "postgresql":
         pytest.skip("PostgreSQL's ILIKE lowers İ to i alone, as it always did")
     ids = add_messages(*bodies)
-    expected = {i for i, body in zip(ids, bodies, strict=True) if term in body.lower()}
+    expected = {i for i, body in zip(ids, bodies, strict=True)
+                if term.lower() in body.lower()}
     assert expected and not text_search.indexable(term)
     assert found(db_session, term) == expected
 

@@ -81,10 +81,13 @@ class MessageFilter:
 
 
 def _text(args: Mapping[str, str], name: str, max_length: int) -> str:
-    """A free-text filter, stripped and cut to ``max_length``. No stored text holds a NUL
-    (intake refuses it), PostgreSQL cannot take one, and FTS5 stops reading its query there,
-    so one is a bad value rather than a 500."""
-    value = args.get(name, "").strip()[:max_length]
+    """A free-text filter, stripped. A longer one is refused, not cut: a cut search term
+    matched messages without the rest of it, which a bulk relabel then labelled. No stored
+    text holds a NUL (intake refuses it), PostgreSQL cannot take one, and FTS5 stops reading
+    its query there, so one is a bad value rather than a 500."""
+    value = args.get(name, "").strip()
+    if len(value) > max_length:
+        raise FilterError(f"{name} is limited to {max_length} characters, not {len(value)}")
     if "\x00" in value:
         raise FilterError(f"{name} contains a NUL character, which no message holds")
     return value

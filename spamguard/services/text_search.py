@@ -12,9 +12,10 @@ characters is looked up rather than read for (shorter terms have no trigram and 
   would miss matches that the LIKE, with Python's ``str.lower`` (spamguard.db registers it
   as SQLite's ``lower``), finds. So the index is used only for terms whose every character
   is caseless (digits, punctuation, CJK, emoji) or Latin, Greek or Cyrillic, and not a
-  combining mark; other terms keep the LIKE. Where the two differ on those terms the index
-  finds more, never less: it folds a final sigma like any sigma ("δοσ" finds "ΟΔΟΣ" and
-  "οδος"), the long s like s, and a dotted capital I like i.
+  combining mark, nor İ (which Python lowers to two characters); other terms keep the
+  LIKE. Where the two differ on those terms the index finds more, never less: it folds a
+  final sigma like any sigma ("δοσ" finds "ΟΔΟΣ" and "οδος", which the LIKE of a shorter
+  term, "οσ", does not), and the long s like s.
 - **PostgreSQL:** a pg_trgm GIN index on ``body``, which the planner uses for ``ILIKE``
   unasked, so the query stays ``ILIKE``.
 
@@ -71,6 +72,8 @@ def _folds_alike(char: str) -> bool:
     """Whether FTS5's case folding treats ``char`` as Python's ``str.lower`` does, as far
     as a search for it goes (see the module docstring)."""
     if unicodedata.combining(char) or char == "\x00":  # FTS5 stops reading a query at NUL
+        return False
+    if len(char.lower()) != 1:  # İ: Python lowers it to i and a combining dot, FTS5 not
         return False
     if char.lower() == char == char.upper():  # no case to fold
         return True
