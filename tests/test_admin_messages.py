@@ -89,13 +89,57 @@ def test_bulk_by_filter_rechecks_count(moderator_client, add_messages, db_sessio
     page = stale.get_data(as_text=True)
     assert "Label 3 messages as spam?" in page
     # It says why it asks again, and keeps the note (escaped).
-    assert "Nothing was labelled: you confirmed 2 messages, and the filter now matches 3" in page
+    assert "Nothing was labelled: you confirmed 2 messages, and 3 match now" in page
     assert 'value="prize &lt;wave&gt;"' in page
     moderator_client.post("/admin/messages/bulk", data={
         "label": "spam", "scope": "filter", "model_label": "spam", "confirmed": "1",
         "expected": "3"})
     reviewed = moderator_client.get("/admin/messages?review=spam").get_data(as_text=True)
     assert "3 messages" in reviewed
+
+
+def test_bulk_by_filter_labels_nothing_if_a_message_arrives_after_the_count(
+        moderator_client, add_messages, db_session_factory, monkeypatch):
+    """From a live audit: the count was checked, then the relabel read the filter again and
+    labelled a message that arrived in between (37 of 357 tries). The ids are now read once
+    and compared with the count confirmed."""
+    from spamguard.models import Review
+    from spamguard.services import message_queries
+
+    add_messages(("racetok 1", 0.9), ("racetok 2", 0.95))
+    original = message_queries.count_messages
+
+    def count_then_one_arrives(*args, **kwargs):
+        counted = original(*args, **kwargs)
+        add_messages(("racetok 3", 0.99))  # committed by another connection
+        monkeypatch.setattr(message_queries, "count_messages", original)
+        return counted
+
+    monkeypatch.setattr(message_queries, "count_messages", count_then_one_arrives)
+    page = moderator_client.post("/admin/messages/bulk", data={
+        "label": "spam", "scope": "filter", "q": "racetok", "confirmed": "1",
+        "expected": "2", "note": "kept"}).get_data(as_text=True)
+    assert "Nothing was labelled: you confirmed 2 messages, and 3 match now" in page
+    assert "Label 3 messages as spam?" in page and 'value="kept"' in page
+    with db_session_factory() as session:
+        assert session.query(Review).count() == 0
+
+
+def test_bulk_with_nothing_left_to_label_offers_no_button(moderator_client, add_messages):
+    """From a live audit: "Label 0 messages as spam?" with a button that labelled 0."""
+    add_messages(("spam 1", 0.9))
+    for data in ({"scope": "filter", "q": "nowhere"},
+                 {"scope": "filter", "q": "nowhere", "confirmed": "1", "expected": "0"},
+                 {"scope": "filter", "q": "nowhere", "confirmed": "1", "expected": "1"},
+                 {"ids": ["999999"]}):
+        page = moderator_client.post("/admin/messages/bulk", data={"label": "spam", **data})
+        text = page.get_data(as_text=True)
+        assert page.status_code == 200 and "No message to label" in text, data
+        assert "Label 0" not in text and 'type="submit"' not in text.split("</header>")[-1]
+    assert "None of the selected messages exists" in text
+    many = moderator_client.post("/admin/messages/bulk",
+                                 data={"label": "spam", "ids": [str(i) for i in range(1, 5002)]})
+    assert many.status_code == 400 and "select at most 5000" in many.get_data(as_text=True)
 
 
 def test_bulk_confirmation_sentences_end_cleanly(moderator_client, add_messages):

@@ -44,6 +44,9 @@ def message_list():
                            args=filters.as_args())
 
 
+MAX_SELECTED = 5000  # ticked ids in one request (a page shows at most MAX_PER_PAGE)
+
+
 @bp.route("/messages/bulk", methods=["POST"])
 @role_required("moderator")
 def message_bulk():
@@ -54,9 +57,10 @@ def message_bulk():
     if label not in LABELS:
         return fail("Choose spam or ham.", "admin.message_list")
     filters = _filters(form)
+    db = session()
     if scope == "filter":
-        ids = message_queries.matching_ids(session(), filters)
-        count = message_queries.count_messages(session(), filters)
+        ids = message_queries.matching_ids(db, filters)
+        count = message_queries.count_messages(db, filters)
     else:
         try:
             chosen = sorted({parse_id(i) for i in form.getlist("ids")})
@@ -64,19 +68,32 @@ def message_bulk():
             abort(400, description="ids must be message numbers")
         if not chosen:
             return fail("Select at least one message.", "admin.message_list", **filters.as_args())
-        ids, count = chosen, len(chosen)
-    if form.get("confirmed") != "1" or form.get("expected") != str(count):
-        # Asked again: say why, and keep the note typed on the first confirmation.
-        asked = form.get("expected") if form.get("confirmed") == "1" else None
+        if len(chosen) > MAX_SELECTED:
+            abort(400, description=f"select at most {MAX_SELECTED} messages, or relabel all "
+                                   "messages matching the filter")
+        ids, count = chosen, message_queries.count_ids(db, chosen)  # ids that exist
+
+    def confirm(count: int, asked: str | None):
+        """The confirmation page; ``asked``: the count confirmed before, if it changed."""
         return render_template("admin/confirm_bulk.html", count=count, label=label,
                                scope=scope, ids=ids if scope != "filter" else [],
                                filters=filters, args=filters.as_args(), asked=asked,
                                note=form.get("note", ""))
-    return run_action(
-        lambda db: reviews.bulk_relabel(session=db, ids=ids, label=label, user_id=user_id(),
-                                        note=form.get("note")),
-        done=lambda n: f"Labelled {n} message{'s' if n != 1 else ''} as {label}.",
-        endpoint="admin.message_list", **filters.as_args())
+
+    # Asked again when the count changed since the confirmation: say why, keep the note.
+    asked = form.get("expected") if form.get("confirmed") == "1" else None
+    if asked != str(count) or count == 0:
+        return confirm(count, asked if asked != str(count) else None)
+    try:
+        return run_action(
+            lambda db: reviews.bulk_relabel(session=db, ids=ids, label=label,
+                                            user_id=user_id(), note=form.get("note"),
+                                            expected=count),
+            done=lambda n: f"Labelled {n} message{'s' if n != 1 else ''} as {label}.",
+            endpoint="admin.message_list", **filters.as_args())
+    except reviews.CountChanged as changed:  # between the count above and the relabel
+        db.rollback()
+        return confirm(changed.found, str(count))
 
 
 @bp.route("/messages/<id:message_id>")

@@ -224,6 +224,12 @@ class Page:
         return self.page < self.pages
 
 
+def count_ids(session: Session, ids: list[int]) -> int:
+    """Count the messages that exist among ``ids``."""
+    query = select(func.count()).select_from(Message).where(Message.id.in_(ids))
+    return session.scalar(query) or 0
+
+
 def count_messages(session: Session, f: MessageFilter) -> int:
     """Count the messages matching ``f``."""
     query = select(func.count()).select_from(Message).where(*session_conditions(session, f))

@@ -23,6 +23,15 @@ class ReviewError(SpamguardError):
     """A review that cannot be recorded or undone."""
 
 
+class CountChanged(Exception):  # noqa: N818 - not an error: the caller asks again
+    """A bulk relabel found another number of messages than the moderator confirmed
+    (messages arrived or were labelled in between); nothing was labelled."""
+
+    def __init__(self, found: int, expected: int) -> None:
+        super().__init__(f"{found} messages match, not the {expected} confirmed")
+        self.found, self.expected = found, expected
+
+
 class ReviewConflict(ReviewError):
     """The message was reviewed after the moderator was shown it, so the decision was not
     recorded (see :class:`Seen`)."""
@@ -167,15 +176,21 @@ def undo_review(*, session: Session, review_id: int) -> Message:
 
 
 def bulk_relabel(*, session: Session, ids: Select | list[int], label: str,
-                 user_id: int | None, note: str | None = None) -> int:
+                 user_id: int | None, note: str | None = None,
+                 expected: int | None = None) -> int:
     """Label many messages at once (ids, or a ``SELECT id`` subquery); return the count.
 
     Set-based: three statements whatever the number of messages, so relabelling
-    everything a filter matches stays fast on tens of thousands of rows.
+    everything a filter matches stays fast on tens of thousands of rows. ``expected``: the
+    count the moderator confirmed; if the ids found now are another number, raise
+    :class:`CountChanged` and label nothing (the ids are read once, here, and exactly those
+    are labelled).
     """
     note = _check(label, note)
     target = select(Message.id).where(Message.id.in_(ids)) if isinstance(ids, list) else ids
     target_ids = sorted(session.scalars(target))  # lock in id order: no deadlocks
+    if expected is not None and len(target_ids) != expected:
+        raise CountChanged(len(target_ids), expected)
     if not target_ids:
         return 0
     now = utcnow()
