@@ -5,7 +5,7 @@ model reports, accounts and API keys. Templates live in ``web/templates/admin/``
 
 from __future__ import annotations
 
-from flask import Flask, render_template
+from flask import Flask, current_app, render_template
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -45,8 +45,6 @@ def _csrf_error(exc: CSRFError):
     back = None
     if referrer.netloc == request.host:
         back = safe_next(referrer.path + (f"?{referrer.query}" if referrer.query else ""))
-    from flask import current_app
-
     hours = round((current_app.config.get("WTF_CSRF_TIME_LIMIT") or 0) / 3600)
     older = f", or more than {hours} hours ago" if hours else ""
     return render_template(

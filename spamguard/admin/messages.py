@@ -82,8 +82,9 @@ def message_bulk():
 
     # Asked again when the count changed since the confirmation: say why, keep the note.
     asked = form.get("expected") if form.get("confirmed") == "1" else None
-    if asked != str(count) or count == 0:
-        return confirm(count, asked if asked != str(count) else None)
+    changed = asked is not None and asked != str(count)
+    if asked is None or changed or count == 0:
+        return confirm(count, asked if changed else None)
     try:
         return run_action(
             lambda db: reviews.bulk_relabel(session=db, ids=ids, label=label,
