@@ -10,8 +10,9 @@ from tests.bench_modules import load_bench
 fresh = load_bench("fresh_sms")
 
 
-def test_the_shipped_fresh_set_reads_and_each_category_splits_in_half():
-    messages = fresh.read_fresh(fresh.FRESH)
+@pytest.mark.parametrize("path", [fresh.FRESH, fresh.HOLDOUT], ids=["dev", "holdout"])
+def test_the_shipped_fresh_sets_read_and_each_category_splits_in_half(path):
+    messages = fresh.read_fresh(path)
     assert len(messages) == 120 and sum(m.label for m in messages) == 60
     assert len({m.text for m in messages}) == 120
     folds = fresh.two_folds(messages, seed=0)
@@ -21,6 +22,13 @@ def test_the_shipped_fresh_set_reads_and_each_category_splits_in_half():
         assert abs(dealt[0] - dealt[1]) <= 1, category
     assert fresh.two_folds(messages, seed=0) == folds
     assert fresh.two_folds(messages, seed=1) != folds
+
+
+def test_the_holdout_set_shares_no_text_with_the_dev_set_and_has_its_categories():
+    dev, holdout = fresh.read_fresh(fresh.FRESH), fresh.read_fresh(fresh.HOLDOUT)
+    assert not {m.text for m in dev} & {m.text for m in holdout}
+    assert (Counter((m.label, m.category) for m in dev)
+            == Counter((m.label, m.category) for m in holdout))
 
 
 @pytest.mark.parametrize("content, says", [
