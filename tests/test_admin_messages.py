@@ -156,6 +156,37 @@ def test_bulk_confirmation_sentences_end_cleanly(moderator_client, add_messages)
         re.sub(r"<[^>]+>", " ", empty.get_data(as_text=True)).split())
 
 
+def test_bulk_confirmation_says_which_filter_it_applies(moderator_client, add_messages):
+    """From a live audit: the page said "every message that matches the current filter"
+    without saying what the filter was, so a moderator confirmed blind."""
+    add_messages(("win <b>cash</b> now", 0.9))
+    page = moderator_client.post("/admin/messages/bulk?scope=filter", data={
+        "label": "spam", "model_label": "spam", "review": "unreviewed", "min_p": "0.5",
+        "since": "2026-01-01", "q": "<b>cash"}).get_data(as_text=True)
+    terms = re.findall(r"<li>(.*?)</li>", page.split('class="filter-terms"')[1].split("</ul>")[0])
+    assert terms == ["the model said spam", "unreviewed", "spam probability at least 0.5",
+                     "received on or after 2026-01-01 (UTC)",
+                     "text contains \u201c&lt;b&gt;cash\u201d"]
+    assert "Label 1 message as spam?" in page
+
+
+def test_filters_describe_every_field():
+    from datetime import date
+
+    from spamguard.services.message_queries import MessageFilter
+
+    every = MessageFilter(model_label="pending", review="ham", disagreement=True, min_p=0.1,
+                          max_p=0.9, since=date(2026, 1, 1), until=date(2026, 1, 2),
+                          sender="+15550001111", q="prize", campaign_id=7)
+    assert every.describe() == [
+        "waiting for a verdict", "a moderator said ham",
+        "the moderator's label differs from the model's", "spam probability at least 0.1",
+        "spam probability at most 0.9", "received on or after 2026-01-01 (UTC)",
+        "received on or before 2026-01-02 (UTC)", "from +15550001111",
+        "text contains \u201cprize\u201d", "in campaign 7"]
+    assert MessageFilter().describe() == []
+
+
 def test_bulk_refuses_bad_input(moderator_client, viewer_client):
     nothing = moderator_client.post("/admin/messages/bulk", data={"label": "spam"},
                                     follow_redirects=True)

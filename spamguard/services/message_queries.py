@@ -79,6 +79,34 @@ class MessageFilter:
     def is_empty(self) -> bool:
         return not self.as_args()
 
+    def describe(self) -> list[str]:
+        """The filter in words, one condition a line, for a page that acts on it."""
+        said = []
+        if self.model_label:
+            said.append("waiting for a verdict" if self.model_label == "pending"
+                        else f"the model said {self.model_label}")
+        if self.review in LABELS:
+            said.append(f"a moderator said {self.review}")
+        elif self.review:
+            said.append(self.review)
+        if self.disagreement:
+            said.append("the moderator's label differs from the model's")
+        if self.min_p is not None:
+            said.append(f"spam probability at least {self.min_p:g}")
+        if self.max_p is not None:
+            said.append(f"spam probability at most {self.max_p:g}")
+        if self.since:
+            said.append(f"received on or after {self.since} (UTC)")
+        if self.until:
+            said.append(f"received on or before {self.until} (UTC)")
+        if self.sender:
+            said.append(f"from {self.sender}")
+        if self.q:
+            said.append(f"text contains \u201c{self.q}\u201d")
+        if self.campaign_id:
+            said.append(f"in campaign {self.campaign_id}")
+        return said
+
 
 def _text(args: Mapping[str, str], name: str, max_length: int) -> str:
     """A free-text filter, stripped. A longer one is refused, not cut: a cut search term
