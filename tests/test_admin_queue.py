@@ -180,3 +180,26 @@ def test_undo_leaves_a_queue_decision_that_was_relabelled_since(
     # The decision before it is still the user's to take back, key by key.
     undone = moderator_client.post("/admin/queue/undo", follow_redirects=True)
     assert f"Undid your decision on message {first}" in undone.get_data(as_text=True)
+
+
+def test_next_up_names_the_threshold_of_a_verdict_from_another_model(
+        moderator_client, add_messages, db_session_factory):
+    """After a promotion the backlog's verdicts are measured from their own model's
+    threshold (migration 0009); the list says so beside such a verdict rather than only in
+    a tooltip, so 0.950 is not read against the active model's threshold."""
+    from spamguard.db import session_scope
+    from spamguard.models import ModelVersion
+    from spamguard.sqltypes import utcnow
+
+    with session_scope(db_session_factory) as session:
+        session.add(ModelVersion(id="older", directory="/nowhere", backbone="b",
+                                 backbone_hash="h", status="retired", threshold=0.7,
+                                 created_at=utcnow()))
+    old = add_messages(("old, nearly spam", 0.68), ("old, sure", 0.95), threshold=0.7,
+                       model_version_id="older")
+    new = add_messages(("unversioned", 0.2))
+    page = moderator_client.get("/admin/queue").get_data(as_text=True)
+    rows = dict(re.findall(r'<li><a href="/admin/messages/(\d+)">(.*?)</li>', page, re.S))
+    assert set(rows) == {str(old[1]), str(new[0])}  # old[0] is the current message
+    assert "scored by another model, threshold 0.700" in rows[str(old[1])]
+    assert "another model" not in rows[str(new[0])]
