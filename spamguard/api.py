@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from spamguard.errors import ModelError
 from spamguard.extensions import db_session
 from spamguard.intake import (
     BadInput,
@@ -24,6 +26,8 @@ from spamguard.intake import (
 from spamguard.ml.blend import shown_probability
 from spamguard.services import apikeys, messages
 from spamguard.sqltypes import MAX_ID, as_utc
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 GATEWAY = "api"
@@ -109,7 +113,7 @@ def require_api_key() -> Response | None:
 
 # The scope each endpoint needs; an endpoint missing here is refused to every key.
 ENDPOINT_SCOPES = {"api.post_message": "submit", "api.classify": "classify",
-                   "api.get_message": "read", "api.get_message_not_by_number": "read"}
+                   "api.get_message": "read"}
 
 
 def read_json_object() -> dict[str, Any]:
@@ -231,26 +235,33 @@ def classify() -> Response:
     classifier = current_classifier()
     if classifier is None:
         return unavailable("no model is loaded yet; try again later", retry_after=30)
-    results = classifier.classify(texts)
+    try:
+        results = classifier.classify(texts)
+    except ModelError as exc:  # the model, not the request, is at fault: not a 400
+        log.error("model %s cannot classify: %s", classifier.version, exc)
+        return unavailable("the loaded model cannot classify messages (see the service "
+                           "log); try again once another version is promoted",
+                           retry_after=30)
     return jsonify(model_version=classifier.version, results=results)
 
 
-@bp.get("/messages/<int:message_id>")
-def get_message(message_id: int) -> Response:
-    """Return a stored message with its verdicts and reviews."""
-    if not 1 <= message_id <= MAX_ID:  # beyond the id columns' range: cannot exist
-        return json_error(f"no message {message_id}", 404)
-    message = messages.get_message(session=db_session(), message_id=message_id)
-    if message is None:
-        return json_error(f"no message {message_id}", 404)
-    return jsonify(message_document(message))
-
-
 @bp.get("/messages/<reference>")
-def get_message_not_by_number(reference: str) -> Response:
-    """A client's own ``id`` (or anything else not a number) in place of ``message_id``."""
-    return json_error(f"no message {reference[:40]!r}: the path takes the numeric message_id "
-                      "that POST /api/v1/messages returned, not the message's own id", 404)
+def get_message(reference: str) -> Response:
+    """Return a stored message with its verdicts and reviews.
+
+    One rule reads the path: werkzeug's ``int`` converter also took other scripts' digits
+    (``/messages/\u0661`` was message 1), and a number out of a converter's range gave its
+    generic 404 instead of the fallback rule's explanation."""
+    if not (reference.isascii() and reference.isdigit()):  # e.g. the client's own id
+        return json_error(f"no message {reference[:40]!r}: the path takes the numeric "
+                          "message_id that POST /api/v1/messages returned, not the message's "
+                          "own id", 404)
+    message_id = int(reference)
+    message = (messages.get_message(session=db_session(), message_id=message_id)
+               if 1 <= message_id <= MAX_ID else None)  # beyond the id columns: cannot exist
+    if message is None:
+        return json_error(f"no message {reference[:40]}", 404)
+    return jsonify(message_document(message))
 
 
 def message_document(message) -> dict[str, Any]:

@@ -29,6 +29,11 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 PG_LOCK_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS
 PG_STATEMENT_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 10
+# libpq's TCP settings: probe an idle connection after 10 s, every 5 s, give up after 3
+# unanswered probes; drop a connection whose sent data is unacknowledged for 15 s.
+PG_TCP_USER_TIMEOUT_MS = 15_000
+PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                 "keepalives_count": 3, "tcp_user_timeout": PG_TCP_USER_TIMEOUT_MS}
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")  # what the migrations and tests cover
 
 
@@ -186,10 +191,22 @@ def make_engine(url: str | URL, *, hide_parameters: bool = True, request_timeout
 
 
 def _postgres_connect_args(url: URL, given: dict[str, Any]) -> dict[str, Any]:
-    """psycopg connect arguments: a connect timeout unless one is set already."""
+    """psycopg connect arguments: a connect timeout and TCP keepalives, each unless set
+    already (in the URL, ``connect_args`` or, for the timeout, ``PGCONNECT_TIMEOUT``).
+
+    Without keepalives, a connection whose server host vanished (a partition, a failover
+    that left the old address silent) hung every request on it, and the pool's pre-ping
+    with it, until gunicorn killed the worker at 120 s (an audit's blackholed connection):
+    the lock and statement timeouts are the server's, so they cannot fire then. With them
+    the kernel gives up on an idle connection after about 25 s, and on one whose sent data
+    goes unacknowledged after PG_TCP_USER_TIMEOUT_MS; a long query whose server is alive
+    is not affected (its packets are acknowledged)."""
     args = dict(given)
     if "connect_timeout" not in url.query and not os.environ.get("PGCONNECT_TIMEOUT"):
         args.setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
+    for name, value in PG_KEEPALIVES.items():
+        if name not in url.query:
+            args.setdefault(name, value)
     return args
 
 

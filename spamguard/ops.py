@@ -136,13 +136,14 @@ def _http_error(exc: HTTPException):
 
 
 def _retry_after() -> int:
-    """Seconds until the current rate-limit window resets (Flask-Limiter knows it)."""
-    window = getattr(g, "view_rate_limit", None)
+    """Seconds until the breached rate-limit window resets (Flask-Limiter knows it; it
+    keeps the request's limit in its own context, not on ``g``, where an earlier version
+    looked, so every 429 said 60 s, even under a limit of 2 a second)."""
     limiter = current_app.extensions.get("spamguard.limiter")
-    if window is None or limiter is None:
+    current = limiter.current_limit if limiter is not None else None
+    if current is None:
         return 60
-    reset_at, _remaining = limiter.limiter.get_window_stats(window.limit, *window.request_args)
-    return max(1, int(reset_at - time.time()) + 1)
+    return max(1, current.reset_at - int(time.time()))
 
 
 def _first_line(exc: DBAPIError) -> str:

@@ -73,11 +73,13 @@ def parse_id(value: str) -> int:
 
 
 def id_converter():
-    """The ``<id:name>`` URL converter: a row id from 1 to :data:`MAX_ID`; any other number
-    is a 404 (no such row) instead of an overflow in the database."""
+    """The ``<id:name>`` URL converter: a row id from 1 to :data:`MAX_ID` in ASCII digits;
+    anything else is a 404 (no such row) instead of an overflow in the database."""
     from werkzeug.routing import IntegerConverter
 
     class IdConverter(IntegerConverter):
+        regex = r"[0-9]+"  # werkzeug's \d+ also takes other scripts' digits: /messages/١ was 1
+
         def __init__(self, url_map) -> None:
             super().__init__(url_map, min=1, max=MAX_ID)
 

@@ -185,8 +185,11 @@ def db_session(db_session_factory: sessionmaker[Session]) -> Iterator[Session]:
 @pytest.fixture
 def make_version_dir(tmp_path: Path) -> Callable[..., Path]:
     """Return a factory writing ``models/<version>/`` under ``tmp_path``: a ``model.json``
-    with every field loading checks, and a placeholder head file (the registry checks a
-    version is complete, not that its weights load)."""
+    with every field loading checks, and a small head file that is valid safetensors (the
+    registry checks that a version is complete and its weight files readable, not that the
+    weights fit the model)."""
+    import numpy as np
+    from safetensors.numpy import save_file
 
     def make(
         version: str, *, created_at: str = "2026-11-22T10:15:00+00:00", threshold: float = 0.5,
@@ -204,7 +207,7 @@ def make_version_dir(tmp_path: Path) -> Callable[..., Path]:
                                  "accuracy": 0.97}},
         }
         (directory / "model.json").write_text(json.dumps(info), encoding="utf-8")
-        (directory / "head.safetensors").write_bytes(b"placeholder")
+        save_file({"w": np.zeros((2, 2), dtype=np.float32)}, str(directory / "head.safetensors"))
         return directory
 
     return make

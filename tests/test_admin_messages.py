@@ -393,3 +393,13 @@ def test_a_stale_message_page_after_an_undo_does_not_blame_an_earlier_reviewer(
                                  ).get_data(as_text=True)
     assert "not saved" in said
     assert "alice labelled message" not in said, "blames alice for a review older than the page"
+
+
+def test_a_message_page_in_other_digits_is_not_found(moderator_client, add_messages):
+    """werkzeug's \\d+ takes any script's digits: /admin/messages/\\u0661 showed message 1."""
+    from urllib.parse import quote
+
+    (first,) = add_messages(("hello", 0.1))
+    arabic = quote("".join(chr(0x660 + int(d)) for d in str(first)))
+    assert moderator_client.get(f"/admin/messages/{first}").status_code == 200
+    assert moderator_client.get(f"/admin/messages/{arabic}").status_code == 404

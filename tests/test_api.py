@@ -120,6 +120,26 @@ def test_classify_returns_results_in_order_and_stores_nothing(app, api):
     assert count_rows(app, Message) == 0
 
 
+def test_classify_with_a_model_that_cannot_classify_is_a_503_not_a_400(app, api,
+                                                                       monkeypatch):
+    """From an audit: a model whose features this spamguard does not compute answered
+    every /classify with 400, quoting the mismatch, as if the request were wrong."""
+    from spamguard import api as api_module
+    from spamguard.errors import ModelError
+
+    class Broken:
+        version = "broken"
+
+        def classify(self, texts):
+            raise ModelError("model expects features ['x']")
+
+    monkeypatch.setattr(api_module, "current_classifier", Broken)
+    response = api("POST", "/classify", json={"texts": ["hello"]})
+    assert response.status_code == 503 and response.headers["Retry-After"] == "30"
+    assert "cannot classify" in response.get_json()["error"]
+    assert "features" not in response.get_json()["error"]
+
+
 def test_classify_batch_limit(make_app):
     app = make_app(classify_batch_limit=2)
     headers = {"Authorization": f"Bearer {create_key(app)}"}
@@ -338,6 +358,20 @@ def test_mistyped_rate_limit_refuses_to_build_the_app(make_app):
         make_app(api_rate_limit="600 per minut")
 
 
+def test_retry_after_is_the_breached_windows_end_not_a_minute(make_app):
+    """From an audit: under "2 per second" every 429 said Retry-After 59 (the window was
+    looked up where Flask-Limiter no longer keeps it, and 60 s was the fallback)."""
+    app = make_app(api_rate_limit="2 per second")
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {create_key(app, 'a')}"}
+    for _ in range(20):
+        refused = client.get("/api/v1/messages/1", headers=headers)
+        if refused.status_code == 429:
+            break
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["Retry-After"]) <= 2
+
+
 def test_retry_after_only_on_refusals(make_app):
     """Flask-Limiter adds Retry-After to every response; a success must not say "retry"."""
     app = make_app(api_rate_limit="5 per minute")
@@ -406,11 +440,24 @@ def _with(settings, **changes):
     return replace(settings, **changes)
 
 
-@pytest.mark.parametrize("number", ["99999999999999999999999", "3000000000"])
+@pytest.mark.parametrize("number", ["99999999999999999999999", "3000000000", "%D9%A1", "0",
+                                    "1.0", "abc"])
 def test_message_id_beyond_any_database_integer_is_404(api, number):
     """3000000000: past PostgreSQL's integer, which the id columns are (SQLite's go on)."""
     response = api("GET", f"/messages/{number}")
     assert response.status_code == 404 and "no message" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("zero", [0x660, 0xFF10])  # Arabic-Indic and full-width digits
+def test_a_message_id_in_other_digits_is_not_that_message(api, zero):
+    """From an audit: werkzeug's int converter read /messages/\u0661 as message 1."""
+    from urllib.parse import quote
+
+    message_id = api("POST", "/messages", json=MESSAGE).get_json()["message_id"]
+    assert api("GET", f"/messages/{message_id}").status_code == 200
+    spelling = quote("".join(chr(zero + int(d)) for d in str(message_id)))
+    response = api("GET", f"/messages/{spelling}")
+    assert response.status_code == 404 and "numeric message_id" in response.get_json()["error"]
 
 
 def test_message_is_committed_before_the_model_is_asked_for(app, api, monkeypatch):

@@ -298,6 +298,26 @@ def test_postgres_engines_get_a_connect_timeout_unless_one_is_set(url, pg_env, e
             engine.connect()
         assert {k: v for k, v in captured.items() if k == "connect_timeout"} == expected
         assert "options" not in captured  # PGOPTIONS and service files keep working
+        assert captured["keepalives_idle"] == 10 and captured["tcp_user_timeout"] == 15_000
+
+
+def test_postgres_keepalives_yield_to_the_url(monkeypatch):
+    """An audit's blackholed connection hung every worker for 120 s: TCP keepalives and a
+    user timeout are on by default, and a URL's own values win."""
+    from spamguard.db import make_engine
+
+    engine = make_engine("postgresql://u@h/db?keepalives_idle=60&tcp_user_timeout=0")
+    captured = {}
+
+    def connect(*_args, **kwargs):
+        captured.update(kwargs)
+        raise RuntimeError("not connecting")
+
+    monkeypatch.setattr(engine.dialect.dbapi, "connect", connect)
+    with pytest.raises(Exception, match="not connecting"):
+        engine.connect()
+    assert (captured["keepalives_idle"], captured["tcp_user_timeout"]) == ("60", "0")
+    assert (captured["keepalives"], captured["keepalives_count"]) == (1, 3)
 
 
 @pytest.mark.parametrize("query, pgoptions, expected", [

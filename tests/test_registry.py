@@ -105,6 +105,15 @@ def test_promote_errors(three: Session, make_version_dir) -> None:
         (d / "model.json").read_text().replace('"input_dim": 384', '"input_dim": 384, '
                                                  '"blend": {"w": 1}')),
      "no lexical.json, lexical.safetensors"),
+    # From an audit: a truncated copy was promoted, and every load then failed.
+    (lambda d: (d / "head.safetensors").write_bytes((d / "head.safetensors").read_bytes()[:-4]),
+     "head.safetensors: not a readable safetensors file"),
+    # From an audit: a model from another spamguard's features failed on every message, and
+    # /classify answered 400 quoting the mismatch.
+    (lambda d: (d / "model.json").write_text(
+        (d / "model.json").read_text().replace('"input_dim": 384', '"input_dim": 384, '
+                                                 '"features": ["has_url"]')),
+     r"features \['has_url'\] are not the ones this spamguard computes"),
 ])
 def test_promote_and_rollback_refuse_an_incomplete_version(three: Session, make_version_dir,
                                                            damage, message) -> None:

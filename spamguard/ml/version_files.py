@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from spamguard.errors import ModelError
+from spamguard.ml.features import FEATURE_NAMES
 
 METADATA_FILE = "model.json"
 WEIGHTS_FILE = "head.safetensors"
@@ -78,6 +79,9 @@ def _bad_values(metadata: dict[str, Any]) -> list[str]:
     features = metadata.get("features", [])
     if not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
         bad.append("features is not a list of names")
+    elif features and tuple(features) != FEATURE_NAMES:  # every message would fail
+        bad.append(f"features {features} are not the ones this spamguard computes "
+                   f"({list(FEATURE_NAMES)}): retrain the model")
     if not isinstance(metadata.get("head", {}), dict):
         bad.append("head is not an object of settings")
     return bad
@@ -99,4 +103,20 @@ def check_complete(directory: str | Path) -> dict[str, Any]:
     missing = [name for name in needed if not (directory / name).is_file()]
     if missing:
         raise ModelError(f"{directory}: incomplete model version (no {', '.join(missing)})")
+    for name in needed:
+        if name.endswith(".safetensors"):
+            _check_safetensors(directory / name)
     return metadata
+
+
+def _check_safetensors(path: Path) -> None:
+    """Read a weights file's header, which also checks that the file holds all the bytes
+    it declares: a truncated or garbled copy is refused at promote, not at the first load
+    (promote reads headers only, so it stays quick)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as weights:
+            weights.keys()
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
