@@ -38,6 +38,7 @@ from spamguard.services.model_provider import provider_for
 
 bp = Blueprint("ops", __name__)
 access_log = logging.getLogger("spamguard.access")
+log = logging.getLogger(__name__)
 JSON_PREFIXES = ("/api/", "/webhook/")
 DATABASE_RETRY_SECONDS = 5  # Retry-After of a 503 for a busy or unreachable database
 
@@ -102,12 +103,23 @@ def _drain_callback(app: Flask):
         if classifier is None or not provider.start_drain():
             return  # one drain at a time in this process
         batch = app.config["SPAMGUARD"].pending_drain_batch
-        with app.app_context():
-            with get_db().session_factory() as session:
-                count = app.extensions["spamguard.count_verdict"]
-                done = messages.classify_pending(session=session, classifier=classifier,
-                                                 limit=batch,
-                                                 on_verdict=lambda v: count(v.label))
+        try:
+            with app.app_context():
+                with get_db().session_factory() as session:
+                    count = app.extensions["spamguard.count_verdict"]
+                    done = messages.classify_pending(session=session, classifier=classifier,
+                                                     limit=batch,
+                                                     on_verdict=lambda v: count(v.label))
+        except DBAPIError as exc:
+            # The answer is sent; an error here reached the WSGI server's log as "Error
+            # handling request" with the SQL, and the messages waited for the next retry
+            # (5 minutes). Say it in one line and try again after the next request.
+            if not database_unavailable(exc):
+                raise
+            log.warning("pending messages not drained (database busy or unreachable: %s); "
+                        "trying again after the next request", _first_line(exc))
+            provider.drain_wanted = True
+            return
         if done >= batch:
             provider.drain_wanted = True  # more may wait: continue after the next request
 

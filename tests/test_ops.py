@@ -135,6 +135,42 @@ def test_pending_after_a_failure_is_retried_while_the_model_stays(make_app, monk
     assert client.get("/healthz").get_json()["pending"] == 0
 
 
+def test_a_drain_the_database_refuses_says_so_in_a_line_and_tries_after_the_next_request(
+        make_app, monkeypatch, caplog):
+    """From an audit: a lock or outage right after the answer made the drain's error reach
+    gunicorn's log as "Error handling request" (with the SQL), and the message waited for
+    the 5-minute retry."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from spamguard.services import messages as message_service
+    from spamguard.services.model_provider import provider_for
+
+    app = make_app(model_check_seconds=0)
+    client = app.test_client()
+    client.get("/healthz").close()  # loads the model
+    provider = provider_for(app)
+    classifier = provider.peek()
+    monkeypatch.setattr(classifier, "predict_proba",
+                        lambda texts, progress=None: (_ for _ in ()).throw(MemoryError()))
+    post_signed(client, twilio_params("WIN a prize now")).close()  # stays pending
+    monkeypatch.undo()
+    provider.drain_wanted = True
+
+    def locked(**_kwargs):
+        raise OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(message_service, "classify_pending", locked)
+    with caplog.at_level(logging.WARNING, logger="spamguard.ops"):
+        client.get("/healthz").close()  # the drain runs once the answer is sent, and fails
+    assert any("pending messages not drained" in r.getMessage() for r in caplog.records)
+    assert provider.drain_wanted  # tried again after the next request, not in 5 minutes
+    monkeypatch.undo()
+    client.get("/healthz").close()
+    assert client.get("/healthz").get_json()["pending"] == 0
+
+
 def test_admin_paths_keep_html_errors(client):
     response = client.get("/no-such-page")
     assert response.status_code == 404
