@@ -51,7 +51,9 @@ def init_app(app: Flask) -> None:
     app.extensions["spamguard.metrics"] = metrics
     app.extensions["spamguard.count_verdict"] = metrics.count_verdict
     _ensure_log_handler()
-    app.before_request(_start_timer)
+    # First of all before-request hooks: the rate limiter's (registered earlier, with the
+    # API) looks up the key and may refuse, and that time belongs in the logged duration.
+    app.before_request_funcs.setdefault(None, []).insert(0, _start_timer)
     app.after_request(_after_request)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 
 from spamguard.models import Message
-from tests.fixtures_service import count_rows, post_signed, twilio_params
+from tests.fixtures_service import count_rows, create_key, post_signed, twilio_params
 
 pytestmark = pytest.mark.usefixtures("reuse_backbones")
 
@@ -169,6 +170,35 @@ def test_a_drain_the_database_refuses_says_so_in_a_line_and_tries_after_the_next
     monkeypatch.undo()
     client.get("/healthz").close()
     assert client.get("/healthz").get_json()["pending"] == 0
+
+
+def test_a_refused_api_call_is_timed_from_the_start(make_app, monkeypatch):
+    """From an audit: 429s were logged with duration_ms 0.0, since the rate limiter's hook
+    (which looks up the key) ran before the timer started."""
+    from spamguard import api as api_module
+    from spamguard.services import apikeys
+
+    app = make_app(api_rate_limit="1 per minute")
+    client = app.test_client()
+    key = create_key(app)
+    verify = apikeys.verify_api_key
+
+    def slow_lookup(**kwargs):
+        time.sleep(0.02)
+        return verify(**kwargs)
+
+    monkeypatch.setattr(api_module.apikeys, "verify_api_key", slow_lookup)
+    from spamguard import ops
+
+    lines = []
+    monkeypatch.setattr(ops.access_log, "info", lines.append)
+    headers = {"Authorization": f"Bearer {key}"}
+    statuses = [client.get("/api/v1/messages/1", headers=headers).status_code
+                for _ in range(2)]
+    assert statuses == [404, 429]
+    records = [json.loads(line) for line in lines]
+    assert [r["status"] for r in records] == [404, 429]
+    assert all(r["duration_ms"] >= 20 for r in records), records
 
 
 def test_admin_paths_keep_html_errors(client):
