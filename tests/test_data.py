@@ -264,6 +264,23 @@ def test_an_unterminated_quote_is_an_error_not_a_swallowed_file(tmp_path):
         load_labelled(labelled)
 
 
+def test_a_quote_left_open_until_a_later_quote_is_an_error_not_merged_rows(tmp_path):
+    """From an audit: the quote opened in row 2 closed at row 4's quote, so csv's lenient
+    reading made one message (with row 2's label) of rows 2-4, and training and classify
+    went on with 2 rows fewer, exit 0."""
+    labelled = tmp_path / "open.csv"
+    labelled.write_text('label,text\nham,ok\nham,"Sorry I will call later\nspam,WIN cash\n'
+                        'spam,"Free entry" to win\nham,ok thanks\n')
+    with pytest.raises(DataError, match=r"open.csv:3: a quote opened in this row runs over "
+                                        r"several lines.*\(line 5: "):
+        load_labelled(labelled)
+    texts = tmp_path / "open-texts.csv"
+    texts.write_text('id,text\n1,"Sorry I will call later\n2,see you at 6\n'
+                     '3,"Free entry" to win\n4,ok thanks\n')
+    with pytest.raises(DataError, match=r"open-texts.csv:2: a quote opened"):
+        load_texts(texts)
+
+
 def test_a_row_short_of_the_text_column_says_how_short(tmp_path):
     path = tmp_path / "in.csv"
     path.write_text("label,text\nhello there\n")

@@ -166,16 +166,27 @@ def _parse(text: str, delimiter: str, quoting: int, *, strict: bool
 
 def _parse_csv(path: Path, text: str, delimiter: str) -> tuple[list[list[str]], list[int]]:
     """Parse strictly, refusing a CSV whose last quoted message is never closed: csv's
-    lenient reading would make one message of the rest of the file. Only that: a file with
-    other quirks strict mode refuses, such as ``"Hello" he said``, is parsed again
-    leniently and loads as it always did."""
+    lenient reading would make one message of the rest of the file. A file with other
+    quirks strict mode refuses, such as ``"Hello" he said``, is parsed again leniently and
+    loads as it always did, unless a message then runs over several lines: that is a quote
+    left open (``1,"Sorry I'll call later``), which swallowed the rows up to the next quote
+    into one message with one label (an audit: 2 training rows vanished, exit 0)."""
     try:
         return _parse(text, delimiter, csv.QUOTE_MINIMAL, strict=True)
     except _RowError as exc:
         if "end of data" in exc.reason:
             raise DataError(f"{path}:{exc.line}: a quote opened in this row is never closed "
                             "(the file ends inside it)") from None
-    return _parse(text, delimiter, csv.QUOTE_MINIMAL, strict=False)
+        stray = exc
+    rows, lines = _parse(text, delimiter, csv.QUOTE_MINIMAL, strict=False)
+    for row, line in zip(rows, lines, strict=True):
+        if any("\n" in cell or "\r" in cell for cell in row):
+            raise DataError(
+                f"{path}:{line}: a quote opened in this row runs over several lines, and the "
+                f"file has a quote csv cannot read (line {stray.line}: {stray.reason}): "
+                "probably a quote left open here, which would merge the rows below into "
+                "this message; close it, or double the quotes inside a quoted message")
+    return rows, lines
 
 
 _LONE_CR = re.compile(r"\r(?!\n)")
