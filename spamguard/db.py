@@ -5,6 +5,7 @@ Nothing here connects at import time: build an engine with :func:`make_engine` w
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,6 +118,29 @@ def missing_sqlite_file(url: str | URL) -> Path | None:
     """The file of an SQLite URL when it does not exist yet (None otherwise)."""
     path = sqlite_file(url)
     return path if path is not None and not path.exists() else None
+
+
+def empty_sqlite_file(url: str | URL) -> Path | None:
+    """The file of an SQLite URL when it exists but holds no table (None otherwise, also
+    for a file that is not a database: opening it reports that).
+
+    Such files are left by a command that failed in the wrong folder (an Alembic downgrade
+    with a mistyped home, an ``sqlite3 ... .backup`` of a database that was not there):
+    a command that must not start an instance treats one like a missing file."""
+    import sqlite3
+
+    path = sqlite_file(url)
+    if path is None or not path.is_file():
+        return None
+    if path.stat().st_size == 0:
+        return path
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro",
+                                                uri=True)) as connection:
+            tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.Error:
+        return None
+    return path if tables == 0 else None
 
 
 def ensure_sqlite_parent(url: str | URL) -> None:

@@ -35,9 +35,10 @@ class NoDatabaseError(DatabaseError):
     """No SQLite database where settings point: a command that only reads (or retrain, which
     must not start a new instance) says where it looked instead of creating one there."""
 
-    def __init__(self, path, setting: str) -> None:
-        super().__init__(f"no spamguard database at {path}: check {setting}; to start a "
-                         "new instance there instead, `spamguard train` or "
+    def __init__(self, path, setting: str, *, empty: bool = False) -> None:
+        found = " (the file there is empty)" if empty else ""
+        super().__init__(f"no spamguard database at {path}{found}: check {setting}; to start "
+                         "a new instance there instead, `spamguard train` or "
                          "`spamguard db upgrade` makes one")
 
 

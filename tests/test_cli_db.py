@@ -158,3 +158,27 @@ def test_commands_that_need_existing_rows_create_no_database(home, args) -> None
     assert "no spamguard database at " in result.output
     assert "set SPAMGUARD_DATABASE_URL if the service uses PostgreSQL" in result.output
     assert not home.exists()
+
+
+@pytest.mark.parametrize("leftover", ["zero bytes", "no tables"])
+@pytest.mark.parametrize("args", [["api-key", "list"], ["retrain", "--dry-run"], ["rollback"]])
+def test_an_empty_database_file_is_no_instance_either(home, args, leftover) -> None:
+    """From an audit: an Alembic downgrade run with a mistyped home left an empty
+    spamguard.db there; `api-key list` then made it a database, and `retrain` trained and
+    promoted a first model into it."""
+    import sqlite3
+
+    from spamguard.cli import build_cli
+
+    home.mkdir(parents=True)
+    database = home / "spamguard.db"
+    if leftover == "zero bytes":
+        database.touch()
+    else:
+        sqlite3.connect(database).execute("PRAGMA user_version = 1").connection.close()
+    size = database.stat().st_size
+    result = CliRunner().invoke(build_cli(), args)
+    assert result.exit_code == 2, result.output
+    assert "no spamguard database at " in result.output
+    assert "(the file there is empty)" in result.output
+    assert database.stat().st_size == size and not (home / "models").exists()

@@ -43,17 +43,23 @@ def session_factory_for(ctx: CliContext, *, create: bool = True) -> Iterator:
     then it raises :class:`~spamguard.errors.NoDatabaseError` naming the absolute path,
     rather than leaving a new empty instance wherever the command happened to run.
     """
-    from spamguard.db import make_session_factory, missing_sqlite_file, open_database
+    from spamguard.db import (
+        empty_sqlite_file,
+        make_session_factory,
+        missing_sqlite_file,
+        open_database,
+    )
     from spamguard.errors import NoDatabaseError
 
     url = ctx.settings.resolved_database_url
-    if not create and (missing := missing_sqlite_file(url)) is not None:
+    if not create and (missing := missing_sqlite_file(url) or empty_sqlite_file(url)):
         setting = ("SPAMGUARD_DATABASE_URL" if ctx.settings.database_url else
                    f"SPAMGUARD_HOME (now {ctx.settings.home.resolve()}), and set "
                    "SPAMGUARD_DATABASE_URL if the service uses PostgreSQL (it is not set "
                    "here: cron and systemd do not read your shell's settings)")
-        raise NoDatabaseError(missing.resolve(), setting)
-    engine = open_database(url, create_if_empty=True, hide_parameters=not ctx.settings.log_bodies)
+        raise NoDatabaseError(missing.resolve(), setting, empty=missing.exists())
+    engine = open_database(url, create_if_empty=create,
+                           hide_parameters=not ctx.settings.log_bodies)
     try:
         yield make_session_factory(engine)
     finally:
