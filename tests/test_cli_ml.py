@@ -154,6 +154,32 @@ def test_report_out_without_data_copies_the_stored_report(home, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted([*STORED_REPORT, "notes.txt"])
 
 
+def test_report_refuses_to_write_into_a_model_version_folder(home, tmp_path):
+    """From an audit: `report --data X --out <version folder>` replaced that version's
+    test-split report (which the admin UI shows) with X's, exit 0."""
+    env, root = home
+    version = _active_version_dir(root)
+    before = {name: (version / name).read_bytes() for name in STORED_REPORT}
+    test_file = tmp_path / "test.tsv"
+    test_file.write_text("spam\tFREE prize!! call 09061701461 now\nham\tlunch at 1?\n")
+    for args in (["--data", str(test_file)], []):
+        result = run(env, ["report", *args, "--out", str(version)])
+        assert result.exit_code == 2, result.output
+        assert "is a model version's folder" in result.output
+    assert {name: (version / name).read_bytes() for name in STORED_REPORT} == before
+
+
+def test_report_on_a_bad_file_leaves_no_empty_folder(home, tmp_path):
+    """From an audit: each failed `report --data` left an empty folder under reports/."""
+    env, root = home
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("maybe\tunknown label\n")
+    result = run(env, ["report", "--data", str(bad)])
+    assert result.exit_code == 2 and "unknown label" in result.output
+    reports = _active_version_dir(root) / "reports"
+    assert not reports.exists() or not any(reports.iterdir())
+
+
 def test_report_out_copies_listed_images_but_nothing_outside_the_version(home, tmp_path):
     import shutil
 

@@ -12,7 +12,7 @@ import click
 from spamguard.cli.context import CliContext, is_terminal, pass_ctx
 from spamguard.config import DEFAULT_DATA, RUNTIMES
 from spamguard.errors import DataError, ModelError
-from spamguard.ml.version_files import DEFAULT_POOLING, POOLINGS
+from spamguard.ml.version_files import DEFAULT_POOLING, METADATA_FILE, POOLINGS
 
 STDIN_PROMPT = "reading messages from standard input, one a line; end with Ctrl-D"
 
@@ -175,16 +175,27 @@ def register(cli: click.Group) -> None:
         from spamguard.ml.evaluation import copy_stored_report, evaluate_version, stored_report
 
         directory = resolve_model_dir(ctx, model)
+        if out is not None and (out / METADATA_FILE).is_file():
+            # Its report files are that version's own (the admin UI shows them): a report
+            # written there replaced the version's test-split report without a word.
+            raise ModelError(f"--out {out} is a model version's folder, whose report files "
+                             "belong to that version: choose another folder")
         if data_path is None:
             summary, path = (stored_report(directory) if out is None
                              else copy_stored_report(directory, out))
         else:
             stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            default_out = out is None
             out = out or directory / "reports" / f"{data_path.stem}-{stamp}"
             out.mkdir(parents=True, exist_ok=True)  # a bad --out fails before the scoring
-            summary, path = evaluate_version(
-                directory, data_path, out,
-                note=lambda line: click.echo(f"note: {line}", err=True))
+            try:
+                summary, path = evaluate_version(
+                    directory, data_path, out,
+                    note=lambda line: click.echo(f"note: {line}", err=True))
+            except BaseException:
+                if default_out and not any(out.iterdir()):
+                    out.rmdir()  # a bad file left an empty folder per try under reports/
+                raise
         click.echo(summary)
         click.echo(f"\nreport: {path}")
 
