@@ -133,6 +133,11 @@ def test_cli_sets_roles_and_unlocks_but_keeps_the_last_admin(cli_env, db_session
     assert run("user", "create", "bo").exit_code == 0
     last = run("user", "set-role", "ada", "viewer")
     assert last.exit_code != 0 and "ada is the last enabled admin" in last.output
+    # From an audit: `user disable` took the last admin away, though set-role refused to.
+    disabled = run("user", "disable", "ada")
+    assert disabled.exit_code != 0 and "ada is the last enabled admin" in disabled.output
+    assert run("user", "disable", "bo").exit_code == 0  # not an admin
+    assert run("user", "enable", "bo").exit_code == 0
     made = run("user", "set-role", "bo", "admin")
     assert made.exit_code == 0 and "bo is now admin" in made.output
     assert run("user", "set-role", "ada", "viewer").exit_code == 0  # bo is admin now
@@ -243,6 +248,8 @@ def test_cli_user_list_disable_enable(cli_env, db_session_factory):
     assert "no accounts yet" in run("list").output
     with session_scope(db_session_factory) as session:
         users.create_user(session=session, username="jo", password="long-enough", role="admin")
+        # Another admin: the last enabled one cannot be disabled.
+        users.create_user(session=session, username="zed", password="long-enough", role="admin")
     assert run("list").output.splitlines()[1].split() == ["jo", "admin", "enabled", "never"]
     assert run("disable", "JO").output.strip() == "disabled jo"
     with session_scope(db_session_factory) as session:

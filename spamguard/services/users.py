@@ -97,8 +97,10 @@ def list_users(session: Session) -> list[User]:
 def set_active(*, session: Session, user_id: int | None = None, username: str | None = None,
                active: bool) -> User:
     """Enable or disable an account, by id or by name (a disabled account cannot log in,
-    and its open sessions end)."""
+    and its open sessions end). The last enabled admin cannot be disabled."""
     user = _find(session, user_id, username)
+    if not active:
+        _keep_an_admin(session, user)
     user.is_active = active
     if active:
         user.failed_logins, user.locked_until = 0, None
@@ -123,15 +125,23 @@ def set_role(*, session: Session, role: str, user_id: int | None = None,
     if role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)}")
     user = _find(session, user_id, username)
-    if user.role == "admin" and role != "admin" and user.is_active:
-        others = session.scalar(select(func.count()).select_from(User).where(
-            User.role == "admin", User.is_active, User.id != user.id))
-        if not others:
-            raise UserError(f"{user.username} is the last enabled admin; make another "
-                            "admin first")
+    if role != "admin":
+        _keep_an_admin(session, user)
     user.role = role
     session.flush()
     return user
+
+
+def _keep_an_admin(session: Session, user: User) -> None:
+    """Refuse to take away the last enabled admin (by a role change or by disabling it):
+    without one, nobody could manage accounts from the web UI."""
+    if user.role != "admin" or not user.is_active:
+        return
+    others = session.scalar(select(func.count()).select_from(User).where(
+        User.role == "admin", User.is_active, User.id != user.id))
+    if not others:
+        raise UserError(f"{user.username} is the last enabled admin; make another admin "
+                        "first")
 
 
 def unlock(*, session: Session, user_id: int | None = None,
