@@ -86,15 +86,25 @@ def test_classify_pending_without_an_active_version_names_a_candidate(cli_env, t
 
 def test_classify_pending_says_why_the_active_version_did_not_load(cli_env, tiny_model_dir,
                                                                    tmp_path):
+    from spamguard.db import make_engine, make_session_factory
+    from spamguard.services import messages
+
     target = register_copy(cli_env, tiny_model_dir, tmp_path, activate_if_none=True)
     (target / "head.safetensors").unlink()
+    assert run("classify-pending").output.strip() == "no pending messages"  # nothing loaded
+    engine = make_engine(cli_env)
+    with make_session_factory(engine)() as session:
+        messages.ingest(session=session, classifier=None, gateway="twilio", external_id="SM1",
+                        sender="+1", recipient="+2", body="hi")
+    engine.dispose()
     result = run("classify-pending")
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert f"cannot load model {tiny_model_dir.name}" in result.output, result.output
     assert "spamguard train" not in result.output
 
 
-def test_classify_pending_completes_pending_messages(cli_env, tiny_model_dir, tmp_path):
+def test_classify_pending_completes_pending_messages(cli_env, tiny_model_dir, tmp_path,
+                                                    monkeypatch):
     from spamguard.db import make_engine, make_session_factory, session_scope
     from spamguard.services import messages, registry
 
@@ -112,10 +122,20 @@ def test_classify_pending_completes_pending_messages(cli_env, tiny_model_dir, tm
     assert result.exit_code == 0 and "classified 3" in result.output and "2 still" in result.output
     # the service's runtime (ONNX Runtime by default), so its verdicts match the service's
     assert list((tmp_path / "home" / "cache" / "onnx").glob("*-fp32.onnx"))
-    result = run("classify-pending")
+    result = run("classify-pending", "--quiet")
     assert "classified 2" in result.output and "0 still pending" in result.output
     with factory() as session:
         assert messages.count_pending(session=session) == 0
+    # From an audit: every cron run loaded the model and printed a line (cron mails it).
+    from spamguard.services.model_provider import ModelProvider
+
+    def no_load(*_args, **_kwargs):
+        raise AssertionError("loaded a model with nothing pending")
+
+    monkeypatch.setattr(ModelProvider, "get", no_load)
+    quiet = run("classify-pending", "--quiet")
+    assert quiet.exit_code == 0 and quiet.output == ""
+    assert run("classify-pending").output.strip() == "no pending messages"
     engine.dispose()
 
 

@@ -51,16 +51,28 @@ def serve_command(ctx: CliContext, host: str, port: int, workers: int | None,
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Classify at most this many messages [default: all].")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=64, show_default=True)
+@click.option("--quiet", is_flag=True,
+              help="Print nothing unless something was classified or went wrong (cron mails "
+                   "every output).")
 @pass_ctx
-def classify_pending_command(ctx: CliContext, limit: int | None, batch_size: int) -> None:
+def classify_pending_command(ctx: CliContext, limit: int | None, batch_size: int,
+                             quiet: bool) -> None:
     """Classify stored messages that have no verdict yet, with the active model."""
     from spamguard.cli.context import session_factory_for
     from spamguard.errors import ModelError
-    from spamguard.services import messages
+    from spamguard.services import messages, registry
     from spamguard.services.model_provider import ModelProvider
 
     # A plain session: classify_pending commits batch by batch.
     with session_factory_for(ctx, create=False) as factory, factory() as session:
+        if not messages.count_pending(session=session):
+            # The usual case from cron: no model load (about 10 s) for it, but still an
+            # error when no version is active, which the service could not classify with.
+            if registry.active_version(session) is None:
+                raise ModelError(_no_model_reason(session, None))
+            if not quiet:
+                click.echo("no pending messages")
+            return
         # The service's runtime and quantisation: its verdicts match the service's.
         provider = ModelProvider.from_settings(ctx.settings, check_seconds=0)
         classifier = provider.get(session=session)
@@ -69,8 +81,9 @@ def classify_pending_command(ctx: CliContext, limit: int | None, batch_size: int
         done = messages.classify_pending(session=session, classifier=classifier,
                                          limit=limit, batch_size=batch_size)
         left = messages.count_pending(session=session)
-    click.echo(f"classified {done} pending message(s) with {classifier.version}; "
-               f"{left} still pending")
+    if done or left or not quiet:
+        click.echo(f"classified {done} pending message(s) with {classifier.version}; "
+                   f"{left} still pending")
 
 
 def _no_model_reason(session, load_error: str | None) -> str:
