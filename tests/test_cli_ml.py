@@ -157,12 +157,16 @@ def test_report_out_without_data_copies_the_stored_report(home, tmp_path):
 def test_report_refuses_to_write_into_a_model_version_folder(home, tmp_path):
     """From an audit: `report --data X --out <version folder>` replaced that version's
     test-split report (which the admin UI shows) with X's, exit 0."""
+    import shutil
+
     env, root = home
     version = _active_version_dir(root)
     before = {name: (version / name).read_bytes() for name in STORED_REPORT}
     test_file = tmp_path / "test.tsv"
     test_file.write_text("spam\tFREE prize!! call 09061701461 now\nham\tlunch at 1?\n")
-    for args in (["--data", str(test_file)], []):
+    other = tmp_path / "other-version"  # another version's report into this one's folder
+    shutil.copytree(version, other)
+    for args in (["--data", str(test_file)], ["--model", str(other)]):
         result = run(env, ["report", *args, "--out", str(version)])
         assert result.exit_code == 2, result.output
         assert "is a model version's folder" in result.output

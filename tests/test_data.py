@@ -74,8 +74,13 @@ def test_load_texts_plain_and_table(tmp_path):
         "hello", "WIN now, call"]
     assert load_texts(write(tmp_path, "in.csv", "id,text\n1,\"hi, you\"\n2,bye\n")) == [
         "hi, you", "bye"]
-    with pytest.raises(DataError, match="'text' column"):
-        load_texts(write(tmp_path, "in.tsv", "id\tbody\n1\thi\n"))
+    # From an audit: a `Label,Message` file trained but could not be classified.
+    assert load_texts(write(tmp_path, "in.tsv", "id\tBody\n1\thi\n")) == ["hi"]
+    assert load_texts(write(tmp_path, "lm.csv", "Label,Message\nham,hi\n")) == ["hi"]
+    assert load_texts(write(tmp_path, "both.csv", "message,text\nno,yes\n")) == ["yes"]
+    with pytest.raises(DataError, match="needs a header with a text column .named body or "
+                                        "message or sms or text.*spamguard report --data"):
+        load_texts(write(tmp_path, "in2.tsv", "ham\thi\n"))
 
 
 def test_plain_text_with_commas_is_not_taken_for_a_table(tmp_path):

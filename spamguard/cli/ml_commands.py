@@ -175,7 +175,8 @@ def register(cli: click.Group) -> None:
         from spamguard.ml.evaluation import copy_stored_report, evaluate_version, stored_report
 
         directory = resolve_model_dir(ctx, model)
-        if out is not None and (out / METADATA_FILE).is_file():
+        if (out is not None and (out / METADATA_FILE).is_file()
+                and (data_path is not None or out.resolve() != directory.resolve())):
             # Its report files are that version's own (the admin UI shows them): a report
             # written there replaced the version's test-split report without a word.
             raise ModelError(f"--out {out} is a model version's folder, whose report files "

@@ -329,16 +329,21 @@ def load_texts(path: str | Path, source: bytes | None = None, *,
         return [line.rstrip("\r") for line in lines_of if line.strip()]
     delimiter, rows, lines = _read_rows(path, raw, {"csv": ",", "tsv": "\t"}.get(input_format))
     header = [c.strip().lower() for c in rows[0]] if rows else []
-    if "text" not in header:
-        raise DataError(f"{path}:1: a CSV/TSV input needs a header with a 'text' column")
-    col = header.index("text")
+    # "text" first; else the other names training reads (a `Label,Message` file trains, so
+    # it classifies too).
+    named = [name for name in ("text", *sorted(TEXT_HEADERS - {"text"})) if name in header]
+    if not named:
+        raise DataError(f"{path}:1: a CSV/TSV input needs a header with a text column "
+                        f"(named {' or '.join(sorted(TEXT_HEADERS))}); a labelled file "
+                        "without a header is evaluated with `spamguard report --data`")
+    col = header.index(named[0])
     texts = []
     for lineno, row in zip(lines[1:], rows[1:], strict=True):
         if not row or not any(cell.strip() for cell in row):
             continue
         if len(row) <= col:
             raise DataError(f"{path}:{lineno}: {len(row)} field(s), but the header puts "
-                            f"'text' in column {col + 1}")
+                            f"{header[col]!r} in column {col + 1}")
         texts.append(_row_text(path, lineno, row, col, len(header), delimiter))
     return texts
 
