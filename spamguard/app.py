@@ -155,9 +155,9 @@ def _register(app: Flask, module_name: str) -> None:
 
     module = import_module(module_name)
     if "id" not in app.url_map.converters:  # before the first rule that uses <id:...>
-        from spamguard.sqltypes import id_converter
+        from spamguard.sqltypes import id_converters
 
-        app.url_map.converters["id"] = id_converter()
+        app.url_map.converters.update(id_converters())
     if hasattr(module, "init_app"):
         module.init_app(app)
     app.register_blueprint(module.bp)

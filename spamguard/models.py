@@ -24,7 +24,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from spamguard.sqltypes import NAMING_CONVENTION, UTCDateTime, one_of, unique_where, utcnow
+from spamguard.sqltypes import (
+    NAMING_CONVENTION,
+    BigId,
+    UTCDateTime,
+    one_of,
+    unique_where,
+    utcnow,
+)
 
 ROLES = ("admin", "moderator", "viewer")
 LABELS = ("spam", "ham")
@@ -130,7 +137,7 @@ class Campaign(Base):
     label: Mapped[str | None] = mapped_column(String(8))
     # use_alter: messages and campaigns reference each other.
     representative_message_id: Mapped[int | None] = mapped_column(
-        ForeignKey("messages.id", ondelete="SET NULL", use_alter=True)
+        BigId, ForeignKey("messages.id", ondelete="SET NULL", use_alter=True)
     )
 
     messages: Mapped[list[Message]] = relationship(
@@ -164,7 +171,7 @@ class Message(Base):
               "id"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     gateway: Mapped[str] = mapped_column(String(32))
     external_id: Mapped[str | None] = mapped_column(String(128))
     sender: Mapped[str] = mapped_column(String(255))
@@ -213,9 +220,9 @@ class Verdict(Base):
     __tablename__ = "verdicts"
     __table_args__ = (one_of("label", LABELS),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     message_id: Mapped[int] = mapped_column(
-        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+        BigId, ForeignKey("messages.id", ondelete="CASCADE"), index=True
     )
     model_version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), index=True)
     spam_probability: Mapped[float] = mapped_column(Float)
@@ -245,8 +252,8 @@ class Review(Base):
         {"sqlite_autoincrement": True},
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[int] = mapped_column(BigId, ForeignKey("messages.id", ondelete="CASCADE"))
     user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True
     )
@@ -282,7 +289,7 @@ class TrainingRun(Base):
         ForeignKey("model_versions.id", ondelete="SET NULL")
     )
     # Highest reviews.id included, so the next run can count the reviews that are new.
-    max_review_id: Mapped[int | None] = mapped_column(Integer)
+    max_review_id: Mapped[int | None] = mapped_column(BigId)
     counts: Mapped[dict[str, Any] | None]
     summary: Mapped[str | None] = mapped_column(Text)
     report_path: Mapped[str | None] = mapped_column(String(1024))
@@ -340,11 +347,11 @@ class SpotCheckDraw(Base):
         Index("ix_spot_check_draws_model", "model_version_id", "verdict"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     verdict: Mapped[str] = mapped_column(String(8))
     message_id: Mapped[int] = mapped_column(
-        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+        BigId, ForeignKey("messages.id", ondelete="CASCADE"), index=True
     )
     model_version_id: Mapped[str] = mapped_column(
         ForeignKey("model_versions.id", ondelete="CASCADE")

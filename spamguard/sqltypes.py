@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import CheckConstraint, DateTime, Index, text
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Index, Integer, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -58,23 +58,39 @@ def unique_where(name: str, *columns: str, sqlite: str, postgresql: str) -> Inde
     )
 
 
-# The largest id the id columns hold on PostgreSQL, where they are INTEGER (SQLite's go on
-# to 2**63 - 1, but no row gets near either): a larger number cannot name a row, and asking
-# PostgreSQL for it fails with "integer out of range" instead of finding nothing.
-MAX_ID = 2**31 - 1
+# The id of a table that grows with traffic (messages, and the verdicts, reviews and spot
+# check draws of messages) and every column that holds one: BIGINT on PostgreSQL, where a
+# 32-bit INTEGER runs out after 2,147,483,647 ids (about 250 days at 100 messages a
+# second, retried deliveries' ON CONFLICT DO NOTHING using ids up too; migration 0011).
+# On SQLite the type must stay exactly INTEGER: only an "INTEGER PRIMARY KEY" is the rowid
+# (and may be AUTOINCREMENT), and SQLite's integers are 64-bit anyway.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+# The largest id of those tables (BIGINT on PostgreSQL, and SQLite's integers): a larger
+# number cannot name a row, and asking the database for it fails ("integer out of range",
+# or Python's int too large for SQLite) instead of finding nothing.
+MAX_ID = 2**63 - 1
+# The largest id of the tables whose ids stay 32-bit INTEGER on PostgreSQL (users, API keys,
+# campaigns, training runs, the evaluation set: they grow with people, not traffic).
+# PostgreSQL compares an INTEGER column with a parameter cast to INTEGER, so a larger
+# number must be refused before it is asked for.
+MAX_INTEGER_ID = 2**31 - 1
 
 
-def parse_id(value: str) -> int:
-    """Parse a row id from a form or URL; ValueError unless it is a whole number in range."""
+def parse_id(value: str, *, max_id: int = MAX_ID) -> int:
+    """Parse a row id from a form or URL; ValueError unless it is a whole number from 1 to
+    ``max_id`` (:data:`MAX_INTEGER_ID` for a table whose ids are INTEGER)."""
     value = (value or "").strip()
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_ID:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= max_id:
         raise ValueError(f"{value[:30]!r} is not a valid id")
     return int(value)
 
 
-def id_converter():
-    """The ``<id:name>`` URL converter: a row id from 1 to :data:`MAX_ID` in ASCII digits;
-    anything else is a 404 (no such row) instead of an overflow in the database."""
+def id_converters() -> dict[str, type]:
+    """The URL converters for row ids: ``<id:name>`` from 1 to :data:`MAX_ID` (messages and
+    the other 64-bit tables) and ``<integer_id:name>`` from 1 to :data:`MAX_INTEGER_ID`
+    (users, API keys, campaigns), in ASCII digits; anything else is a 404 (no such row)
+    instead of an overflow in the database."""
     from werkzeug.routing import IntegerConverter
 
     class IdConverter(IntegerConverter):
@@ -83,4 +99,10 @@ def id_converter():
         def __init__(self, url_map) -> None:
             super().__init__(url_map, min=1, max=MAX_ID)
 
-    return IdConverter
+    class IntegerIdConverter(IntegerConverter):
+        regex = r"[0-9]+"
+
+        def __init__(self, url_map) -> None:
+            super().__init__(url_map, min=1, max=MAX_INTEGER_ID)
+
+    return {"id": IdConverter, "integer_id": IntegerIdConverter}

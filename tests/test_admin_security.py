@@ -164,13 +164,36 @@ def test_api_and_webhook_are_not_csrf_checked(client):
     ("POST", "/admin/users/{n}/active"), ("POST", "/admin/campaigns/{n}/label"),
     ("POST", "/admin/api-keys/{n}/revoke"),
 ])
-@pytest.mark.parametrize("number", ["99999999999999999999999", "3000000000", "0"])
+@pytest.mark.parametrize("number", ["99999999999999999999999", "9223372036854775808", "0"])
 def test_an_id_no_row_can_have_is_404_not_a_database_error(admin_client, method, path,
                                                             number):
-    """Past the id columns' range (PostgreSQL INTEGER), or 0: no such row, not a 500."""
+    """Past the id columns' range (2**63 - 1, BIGINT's and SQLite's), or 0: no such row,
+    not a 500."""
     send = admin_client.get if method == "GET" else admin_client.post
     response = send(path.format(n=number), data={"label": "spam"})
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/admin/users/{n}/active"), ("POST", "/admin/campaigns/{n}/label"),
+    ("POST", "/admin/api-keys/{n}/revoke"),
+])
+def test_an_id_past_integer_is_404_for_the_tables_with_integer_ids(admin_client, method,
+                                                                   path):
+    """Users, campaigns and API keys keep INTEGER ids on PostgreSQL (migration 0011 made
+    only the message tables' BIGINT): 3000000000 cannot name one, and asking PostgreSQL
+    would fail with "integer out of range"."""
+    assert admin_client.post(path.format(n=3000000000), data={"label": "spam"}
+                             ).status_code == 404
+
+
+def test_a_message_id_past_integer_is_looked_for(admin_client):
+    """Message ids are BIGINT (migration 0011): 3000000000 may name a message, and one no
+    message has is looked for and not found, not a database error."""
+    assert admin_client.get("/admin/messages/3000000000").status_code == 404
+    review = admin_client.post("/admin/messages/3000000000/review", data={"label": "spam"},
+                               follow_redirects=True)
+    assert review.status_code == 404 or "Not recorded" in review.get_data(as_text=True)
 
 
 def test_invisible_format_characters_in_a_body_are_marked_too(moderator_client, add_messages):

@@ -440,10 +440,11 @@ def _with(settings, **changes):
     return replace(settings, **changes)
 
 
-@pytest.mark.parametrize("number", ["99999999999999999999999", "3000000000", "%D9%A1", "0",
-                                    "1.0", "abc"])
+@pytest.mark.parametrize("number", ["99999999999999999999999", "9223372036854775808",
+                                    "3000000000", "%D9%A1", "0", "1.0", "abc"])
 def test_message_id_beyond_any_database_integer_is_404(api, number):
-    """3000000000: past PostgreSQL's integer, which the id columns are (SQLite's go on)."""
+    """Past 2**63 - 1, the largest BIGINT (and SQLite integer): no message can have it.
+    3000000000 can (message ids are BIGINT since migration 0011), but no message has it."""
     response = api("GET", f"/messages/{number}")
     assert response.status_code == 404 and "no message" in response.get_json()["error"]
 

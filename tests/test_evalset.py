@@ -118,9 +118,13 @@ def test_evalset_cli(retrain_env, retrain_settings, db_session_factory) -> None:
     assert result.exit_code == 0 and "empty" in result.output
     result = runner.invoke(cli, ["evalset", "add"], env=retrain_env)
     assert result.exit_code == 2 and "--from-reviews" in result.output
-    for no_row in ("3000000000", "0"):  # past PostgreSQL's integer ids: a usage error
+    for no_row in ("9223372036854775808", "0"):  # past the (BIGINT) ids: a usage error
         result = runner.invoke(cli, ["evalset", "add", "--message-id", no_row], env=retrain_env)
         assert result.exit_code == 2 and "--message-id" in result.output, result.output
+    # A message id past 32 bits (migration 0011) is looked for.
+    result = runner.invoke(cli, ["evalset", "add", "--message-id", "3000000000"],
+                           env=retrain_env)
+    assert result.exit_code == 2 and "no such message(s): 3000000000" in result.output
     store_reviews(db_session_factory, [("please hold this one out", "ham")])
     result = runner.invoke(cli, ["evalset", "add", "--from-reviews", "5"], env=retrain_env)
     assert result.exit_code == 0, result.output

@@ -435,3 +435,209 @@ def insert_active_version(connection) -> None:
         "INSERT INTO model_versions (id, directory, backbone, backbone_hash, created_at, "
         "registered_at, status, threshold, metrics) VALUES ('v1', '/m', 'b', 'h', "
         "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'active', 0.5, '{}')"))
+
+
+# Migration 0011: the columns that hold an id of a table growing with traffic.
+BIG_ID_COLUMNS = [("messages", "id"), ("verdicts", "id"), ("verdicts", "message_id"),
+                  ("reviews", "id"), ("reviews", "message_id"), ("spot_check_draws", "id"),
+                  ("spot_check_draws", "message_id"),
+                  ("campaigns", "representative_message_id"),
+                  ("training_runs", "max_review_id")]
+BIG = 3_000_000_000  # past PostgreSQL INTEGER's 2,147,483,647
+
+
+def _id_types(connection) -> dict[tuple[str, str], str]:
+    """PostgreSQL's type of each 0011 column, and of the four id sequences."""
+    columns = {(table, column): connection.execute(text(
+        "SELECT data_type FROM information_schema.columns WHERE table_name = :t "
+        "AND column_name = :c"), {"t": table, "c": column}).scalar_one()
+        for table, column in BIG_ID_COLUMNS}
+    sequences = dict(connection.execute(text(
+        "SELECT sequencename, data_type FROM pg_sequences WHERE sequencename IN "
+        "('messages_id_seq', 'verdicts_id_seq', 'reviews_id_seq', "
+        "'spot_check_draws_id_seq')")).all())
+    return {**columns, **{(name, ""): kind for name, kind in sequences.items()}}
+
+
+def _fill_0010(connection, message_ids=(1, 2)) -> None:
+    """A message of each id with a verdict, a review and a spot check draw; a campaign and
+    a training run that name them (the SQL of schema 0010)."""
+    insert_active_version(connection)
+    connection.execute(text(
+        "INSERT INTO users (id, username, password_hash, role, created_at, is_active, "
+        "failed_logins) VALUES (1, 'mo', 'x', 'moderator', CURRENT_TIMESTAMP, true, 0)"))
+    for n, i in enumerate(message_ids, start=1):
+        connection.execute(text(
+            "INSERT INTO messages (id, gateway, sender, recipient, body, text_hash, "
+            "received_at, created_at, verdict_status, spam_probability, model_label) VALUES "
+            "(:i, 'test', '+1', '+2', :body, 'h', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, "
+            "'classified', 0.9, 'spam')"), {"i": i, "body": f"Claim your prize {n}"})
+        connection.execute(text(
+            "INSERT INTO verdicts (id, message_id, model_version_id, spam_probability, "
+            "label, threshold, created_at) VALUES (:i, :i, 'v1', 0.9, 'spam', 0.5, "
+            "CURRENT_TIMESTAMP)"), {"i": i})
+        connection.execute(text(
+            "INSERT INTO reviews (id, message_id, label, created_at, is_current) VALUES "
+            "(:i, :i, 'spam', CURRENT_TIMESTAMP, true)"), {"i": i})
+        connection.execute(text(
+            "INSERT INTO spot_check_draws (id, user_id, verdict, mode, message_id, "
+            "model_version_id, drawn_at, outcome) VALUES (:i, 1, 'spam', 'spam', :i, 'v1', "
+            "CURRENT_TIMESTAMP, 'labelled')"), {"i": i})
+    connection.execute(text(
+        "INSERT INTO campaigns (id, created_at, first_seen, last_seen, size, "
+        "representative_message_id) VALUES (1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, "
+        "CURRENT_TIMESTAMP, 2, :i)"), {"i": max(message_ids)})
+    connection.execute(text(
+        "INSERT INTO training_runs (started_at, status, \"trigger\", max_review_id) "
+        "VALUES (CURRENT_TIMESTAMP, 'promoted', 'cron', :i)"), {"i": max(message_ids)})
+
+
+def _rows(connection) -> dict[str, list]:
+    return {table: [tuple(row) for row in connection.execute(text(
+        f"SELECT {', '.join(c for t, c in BIG_ID_COLUMNS if t == table)} FROM {table} "
+        "ORDER BY 1"))] for table in dict(BIG_ID_COLUMNS)}
+
+
+def _text_index_objects(connection) -> list[str]:
+    if connection.dialect.name == "sqlite":
+        return sorted(connection.execute(text(
+            "SELECT name FROM sqlite_master WHERE name LIKE 'messages_fts%'")).scalars())
+    return sorted(connection.execute(text(
+        "SELECT indexname FROM pg_indexes WHERE indexname = 'ix_messages_body_trgm'")
+    ).scalars())
+
+
+def test_0011_makes_message_ids_64_bit_and_keeps_rows_and_indexes(db_url: str) -> None:
+    """Up on a populated database: on PostgreSQL the columns and sequences are bigint and
+    the next message takes id 3,000,000,000; the indexes of 0008-0010 survive (and the
+    text search finds through them). On SQLite nothing changes but the revision."""
+    db.upgrade_schema(db_url, "0010")
+    engine = db.make_engine(db_url)
+    postgres = engine.dialect.name == "postgresql"
+    with engine.begin() as connection:
+        _fill_0010(connection)
+        before = _rows(connection)
+        if not postgres:
+            schema = connection.execute(text(
+                "SELECT type, name, sql FROM sqlite_master ORDER BY name")).all()
+        indexes, text_index = _indexes(engine), _text_index_objects(connection)
+    engine.dispose()
+    db.upgrade_schema(db_url)
+    engine = db.make_engine(db_url)
+    with engine.begin() as connection:
+        assert _rows(connection) == before
+        assert _indexes(engine) == indexes and _text_index_objects(connection) == text_index
+        assert {"ix_messages_spot_check", "ix_messages_review_queue",
+                "ix_messages_received_at"} <= set(indexes)
+        if postgres:
+            assert set(_id_types(connection).values()) == {"bigint"}
+            connection.execute(text("SELECT setval('messages_id_seq', :n)"), {"n": BIG - 1})
+        else:
+            assert connection.execute(text(
+                "SELECT type, name, sql FROM sqlite_master ORDER BY name")).all() == schema
+            connection.execute(text(  # SQLite's next rowid is the largest plus one
+                "INSERT INTO messages (id, gateway, sender, recipient, body, text_hash, "
+                "received_at, created_at, verdict_status) VALUES (:i, 'test', '+1', '+2', "
+                "'b', 'h', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'pending')"), {"i": BIG - 1})
+        new_id = connection.execute(text(
+            "INSERT INTO messages (gateway, sender, recipient, body, text_hash, received_at, "
+            "created_at, verdict_status) VALUES ('test', '+1', '+2', 'a big prize', 'h', "
+            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'pending') RETURNING id")).scalar_one()
+        assert new_id == BIG
+        connection.execute(text(
+            "INSERT INTO verdicts (id, message_id, model_version_id, spam_probability, label, "
+            "threshold, created_at) VALUES (:i, :i, 'v1', 0.9, 'spam', 0.5, "
+            "CURRENT_TIMESTAMP)"), {"i": BIG})
+        if not postgres:  # the FTS triggers of 0010 index the new message too
+            assert connection.execute(text(
+                "SELECT rowid FROM messages_fts WHERE messages_fts MATCH '\"prize\"' "
+                "ORDER BY rowid")).scalars().all() == [1, 2, BIG]
+    engine.dispose()
+    assert _diff(db_url) == []
+
+
+def test_0011_downgrade_keeps_small_ids_and_refuses_large_ones(db_url: str) -> None:
+    """Down with ids that fit INTEGER: the columns and sequences are INTEGER again and the
+    rows kept. With one that does not (a row, or only a sequence that handed it out): a
+    clear refusal that changes nothing. On SQLite down and up keep everything."""
+    db.upgrade_schema(db_url)
+    engine = db.make_engine(db_url)
+    postgres = engine.dialect.name == "postgresql"
+    with engine.begin() as connection:
+        _fill_0010(connection)
+        before = _rows(connection)
+    engine.dispose()
+    downgrade(db_url, "0010")
+    engine = db.make_engine(db_url)
+    with engine.begin() as connection:
+        assert _rows(connection) == before
+        if postgres:
+            assert set(_id_types(connection).values()) == {"integer"}
+            assert connection.execute(text(
+                "SELECT max_value FROM pg_sequences WHERE sequencename = 'messages_id_seq'"
+            )).scalar_one() == 2**31 - 1
+        assert _text_index_objects(connection)
+    engine.dispose()
+    db.upgrade_schema(db_url)
+    if not postgres:
+        return
+    engine = db.make_engine(db_url)
+    with engine.begin() as connection:
+        connection.execute(text("SELECT setval('verdicts_id_seq', :n)"), {"n": BIG})
+    with pytest.raises(RuntimeError, match=r"cannot undo 0011 .*verdicts's id sequence has "
+                                           r"handed out 3000000000\. Nothing was changed"):
+        downgrade(db_url, "0010")
+    with engine.begin() as connection:
+        connection.execute(text("SELECT setval('verdicts_id_seq', 5)"))
+        connection.execute(text("UPDATE training_runs SET max_review_id = :n"), {"n": BIG})
+    with pytest.raises(RuntimeError, match=r"training_runs\.max_review_id holds 3000000000"):
+        downgrade(db_url, "0010")
+    with engine.connect() as connection:
+        assert set(_id_types(connection).values()) == {"bigint"}
+        assert db.ensure_schema_current(engine).current == db.head_revision()
+    engine.dispose()
+
+
+@pytest.mark.usefixtures("reuse_backbones")
+def test_a_message_past_32_bit_ids_is_stored_read_and_reviewed(app, api, moderator_client,
+                                                               db_engine) -> None:
+    """The audit's case: the id sequence past 2**31 - 1. The API stores and classifies the
+    message, and the API, the admin pages and the queue read and review it by that id."""
+    with db_engine.begin() as connection:
+        if db_engine.dialect.name == "postgresql":
+            for table in ("messages", "verdicts", "reviews"):
+                connection.execute(text(f"SELECT setval('{table}_id_seq', :n)"), {"n": BIG})
+        else:  # SQLite's next rowid is the largest plus one (reviews: AUTOINCREMENT)
+            connection.execute(text(
+                "INSERT INTO messages (id, gateway, sender, recipient, body, text_hash, "
+                "received_at, created_at, verdict_status) VALUES (:i, 'test', '+1', '+2', "
+                "'b', 'h', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'pending')"), {"i": BIG})
+            connection.execute(text("DELETE FROM sqlite_sequence WHERE name = 'reviews'"))
+            connection.execute(text("INSERT INTO sqlite_sequence (name, seq) "
+                                    "VALUES ('reviews', :n)"), {"n": BIG})
+    stored = api("POST", "/messages", json={"from": "+15550001111", "to": "+15550002222",
+                                            "body": "FREE entry to win a phone"})
+    assert stored.status_code == 201, stored.get_data(as_text=True)
+    message_id = stored.get_json()["message_id"]
+    assert message_id == BIG + 1
+    read = api("GET", f"/messages/{message_id}")
+    assert read.status_code == 200 and read.get_json()["message_id"] == message_id
+    page = moderator_client.get(f"/admin/messages/{message_id}")
+    assert page.status_code == 200 and "FREE entry to win a phone" in page.get_data(
+        as_text=True)
+    decided = moderator_client.post("/admin/queue/decide", data={
+        "message_id": message_id, "label": "spam", "seen": "none"}, follow_redirects=True)
+    assert "Not recorded" not in decided.get_data(as_text=True)
+    with db_engine.connect() as connection:
+        review_id = connection.execute(text(
+            "SELECT id FROM reviews WHERE message_id = :m"), {"m": message_id}).scalar_one()
+        assert review_id > 2**31 - 1
+        assert connection.execute(text(
+            "SELECT count(*) FROM verdicts WHERE message_id = :m"), {"m": message_id}
+        ).scalar_one() == 1
+    relabelled = moderator_client.post(f"/admin/messages/{message_id}/review", data={
+        "label": "ham", "seen": str(review_id)}, follow_redirects=True)
+    assert relabelled.status_code == 200
+    bulk = moderator_client.post("/admin/messages/bulk", data={"label": "spam",
+                                                               "ids": str(message_id)})
+    assert bulk.status_code != 400

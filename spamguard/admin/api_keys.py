@@ -47,7 +47,7 @@ def api_key_create():
     return _page(created=(row, plaintext))
 
 
-@bp.route("/api-keys/<id:key_id>/revoke", methods=["POST"])
+@bp.route("/api-keys/<integer_id:key_id>/revoke", methods=["POST"])
 @role_required("admin")
 def api_key_revoke(key_id: int):
     """Revoke a key: requests with it get 401 at once."""

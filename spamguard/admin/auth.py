@@ -178,7 +178,7 @@ def user_create():
     return redirect(url_for("admin.user_list"))
 
 
-@bp.route("/users/<id:user_id>/active", methods=["POST"])
+@bp.route("/users/<integer_id:user_id>/active", methods=["POST"])
 @role_required("admin")
 def user_active(user_id: int):
     """Enable or disable an account (not your own)."""
@@ -191,7 +191,7 @@ def user_active(user_id: int):
         endpoint="admin.user_list")
 
 
-@bp.route("/users/<id:user_id>/role", methods=["POST"])
+@bp.route("/users/<integer_id:user_id>/role", methods=["POST"])
 @role_required("admin")
 def user_role(user_id: int):
     """Give an account another role (not your own: an admin cannot demote themself out of
@@ -204,7 +204,7 @@ def user_role(user_id: int):
         done=lambda u: f"{u.username} is now {u.role}.", endpoint="admin.user_list")
 
 
-@bp.route("/users/<id:user_id>/unlock", methods=["POST"])
+@bp.route("/users/<integer_id:user_id>/unlock", methods=["POST"])
 @role_required("admin")
 def user_unlock(user_id: int):
     """Lift an account's lock after failed logins."""

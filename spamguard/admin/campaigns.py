@@ -36,7 +36,7 @@ def campaign_list():
                            rebuilding=retrain_jobs.campaign_rebuild_running(db))
 
 
-@bp.route("/campaigns/<id:campaign_id>/label", methods=["POST"])
+@bp.route("/campaigns/<integer_id:campaign_id>/label", methods=["POST"])
 @role_required("moderator")
 def campaign_label(campaign_id: int):
     """Label every message of the campaign."""

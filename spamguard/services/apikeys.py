@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from spamguard.errors import SpamguardError
 from spamguard.models import API_SCOPES, ApiKey
-from spamguard.sqltypes import MAX_ID, as_utc, utcnow
+from spamguard.sqltypes import MAX_INTEGER_ID, as_utc, utcnow
 
 KEY_PREFIX = "sg_"
 PREFIX_CHARS = 12
@@ -135,7 +135,7 @@ def _find(session: Session, key_ref: str) -> list[ApiKey]:
     """Keys matching an id or a (leading part of a) prefix."""
     if key_ref.isascii() and key_ref.isdigit():
         key_id = int(key_ref)
-        row = session.get(ApiKey, key_id) if key_id <= MAX_ID else None
+        row = session.get(ApiKey, key_id) if key_id <= MAX_INTEGER_ID else None
         return [row] if row is not None else []
     if len(key_ref) < 4:
         return []

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 from spamguard.ml.data import WORDLESS_HASH
 from spamguard.models import LABELS, Message
 from spamguard.services import text_search
-from spamguard.sqltypes import parse_id
+from spamguard.sqltypes import MAX_INTEGER_ID, parse_id
 
 REVIEW_STATES = ("spam", "ham", "reviewed", "unreviewed")
 MAX_PER_PAGE = 200
@@ -148,19 +148,21 @@ def _probability(args: Mapping[str, str], name: str) -> float | None:
     return number
 
 
-def _id(args: Mapping[str, str], name: str) -> int | None:
+def _id(args: Mapping[str, str], name: str, *, max_id: int) -> int | None:
     value = args.get(name, "").strip()
     if not value:
         return None
     try:
-        return parse_id(value)
+        return parse_id(value, max_id=max_id)
     except ValueError:
         raise FilterError(f"{name} must be a positive whole number, not {value[:30]!r}") from None
 
 
 def _campaign(args: Mapping[str, str]) -> int | None:
     """``campaign_id``, or ``campaign`` as people also write it (never silently ignored)."""
-    by_id, by_name = _id(args, "campaign_id"), _id(args, "campaign")
+    # Campaign ids are INTEGER on PostgreSQL (they grow with campaigns, not messages).
+    by_id = _id(args, "campaign_id", max_id=MAX_INTEGER_ID)
+    by_name = _id(args, "campaign", max_id=MAX_INTEGER_ID)
     if None not in (by_id, by_name) and by_id != by_name:
         raise FilterError(f"campaign {by_name} and campaign_id {by_id} disagree: give one")
     return by_name if by_id is None else by_id
