@@ -95,6 +95,23 @@ def database_unavailable(exc: BaseException) -> bool:
     return sqlstate.startswith(TRANSIENT_SQLSTATES)
 
 
+# PostgreSQL: lock_not_available (lock_timeout), query_canceled (statement_timeout).
+BUSY_SQLSTATES = ("55P03", "57014")
+
+
+def database_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database that answers but is busy (a lock or statement timeout;
+    SQLite still locked after its busy timeout), as opposed to one that cannot be reached."""
+    from sqlalchemy.exc import OperationalError
+
+    if not isinstance(exc, OperationalError) or exc.connection_invalidated:
+        return False
+    if type(exc.orig).__module__.startswith("sqlite3"):
+        text = str(exc.orig).lower()
+        return "locked" in text or "busy" in text
+    return getattr(exc.orig, "sqlstate", None) in BUSY_SQLSTATES
+
+
 def is_sqlite(url: str | URL) -> bool:
     """Return True when ``url`` names an SQLite database."""
     return normalise_url(url).get_backend_name() == "sqlite"

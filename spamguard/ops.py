@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from spamguard.db import database_unavailable
+from spamguard.db import database_busy, database_unavailable
 from spamguard.extensions import db_session, get_db
 from spamguard.intake import json_error, unavailable
 from spamguard.metrics import Metrics
@@ -213,7 +213,9 @@ def healthz() -> Response:
         session.execute(text("SELECT 1"))
         classifier = provider_for(current_app).get(session=session)
         pending = messages.count_pending(session=session)
-    except Exception as exc:  # the database is down: report, don't crash
+    except Exception as exc:  # the database is down or busy: report, don't crash
+        if database_busy(exc):  # it answers: its connections are fine, keep them
+            return jsonify(status="error", database=f"busy: {_first_line(exc)}"), 503
         get_db().dispose()
         return jsonify(status="error", database=f"unreachable: {type(exc).__name__}"), 503
     provider = provider_for(current_app)

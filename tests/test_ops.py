@@ -35,6 +35,29 @@ def test_healthz_database_down_is_503(make_app, tmp_path):
     assert response.get_json()["status"] == "error"
 
 
+def test_healthz_says_busy_for_a_lock_and_keeps_the_pool(client, monkeypatch):
+    """From an audit: a table lock (a migration) was reported as "unreachable" and threw
+    the connection pool away."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session
+
+    from spamguard.extensions import get_db
+
+    def locked(*_args, **_kwargs):
+        raise OperationalError("SELECT 1", {}, sqlite3.OperationalError("database is locked"))
+
+    disposed = []
+    with client.application.app_context():
+        monkeypatch.setattr(type(get_db()), "dispose", lambda self: disposed.append(1))
+    monkeypatch.setattr(Session, "execute", locked)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["database"] == "busy: OperationalError: database is locked"
+    assert not disposed
+
+
 def test_metrics_count_requests_verdicts_and_model(client):
     post_signed(client, twilio_params())
     client.get("/nowhere")

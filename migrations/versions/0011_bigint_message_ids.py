@@ -29,7 +29,7 @@ columns holds, or any of the sequences has handed out, an id above 2,147,483,647
 
 Revision ID: 0011
 Revises: 0010
-Create Date: 2026-12-03 02:00:00
+Create Date: 2026-12-02 06:15:00
 """
 
 from collections.abc import Sequence
