@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -170,6 +171,16 @@ def parse_time(value: Any, *, now: datetime | None = None) -> datetime:
     return received
 
 
+def _no_control_characters(name: str, value: str | None) -> str | None:
+    """Refuse control characters (line breaks, escape sequences) in an identifier or number.
+
+    The API only: an API client can fix its request, while a webhook delivery Twilio made
+    is never refused for its numbers (a 4xx loses the message)."""
+    if value is not None and any(unicodedata.category(c) == "Cc" for c in value):
+        raise BadInput(f"{name} contains a control character (a line break, tab or escape)")
+    return value
+
+
 def message_input(data: dict[str, Any]) -> dict[str, Any]:
     """Validate a message object and map it onto :func:`messages.ingest` arguments."""
     reject_unknown(data, MESSAGE_FIELDS)
@@ -179,11 +190,13 @@ def message_input(data: dict[str, Any]) -> dict[str, Any]:
     external_id = data.get("id")
     if external_id is not None:
         external_id = check_text("id", external_id, max_chars=128)
+        if external_id != external_id.strip():  # " m-1 " and "m-1" would be two messages
+            raise BadInput("id has spaces or line breaks around it; send it without them")
     received = data.get("received_at")
     return {
-        "external_id": external_id,
-        "sender": check_address("from", data["from"]),
-        "recipient": check_address("to", data["to"]),
+        "external_id": _no_control_characters("id", external_id),
+        "sender": _no_control_characters("from", check_address("from", data["from"])),
+        "recipient": _no_control_characters("to", check_address("to", data["to"])),
         "body": check_text("body", data["body"], max_chars=settings().max_body_chars,
                            allow_blank=True),
         "received_at": parse_time(received) if received is not None else None,

@@ -154,6 +154,11 @@ def test_classify_batch_limit(make_app):
     ({**MESSAGE, "body": ""}, 400, "body must not be empty"),
     ({**MESSAGE, "from": "   "}, 400, "from must not be empty"),
     ({**MESSAGE, "id": " "}, 400, "id must not be empty"),
+    # From an audit: " m-1 " and "m-1" were two messages; ESC and line breaks were stored.
+    ({**MESSAGE, "id": " m-1 "}, 400, "id has spaces or line breaks around it"),
+    ({**MESSAGE, "id": "m-\n1"}, 400, "id contains a control character"),
+    ({**MESSAGE, "from": "+1555\x1b[31m0001"}, 400, "from contains a control character"),
+    ({**MESSAGE, "to": "+1555\t0002"}, 400, "to contains a control character"),
     ({**MESSAGE, "body": "x" * 1601}, 400, "limit is 1600"),
     ({**MESSAGE, "body": 42}, 400, "body must be a string"),
     ({**MESSAGE, "id": 7}, 400, "id must be a string"),
