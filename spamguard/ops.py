@@ -39,7 +39,7 @@ from spamguard.services.model_provider import provider_for
 bp = Blueprint("ops", __name__)
 access_log = logging.getLogger("spamguard.access")
 log = logging.getLogger(__name__)
-JSON_PREFIXES = ("/api/", "/webhook/")
+JSON_PREFIXES = ("/api/", "/webhook/", "/healthz")  # machines' paths: errors in JSON
 DATABASE_RETRY_SECONDS = 5  # Retry-After of a 503 for a busy or unreachable database
 
 

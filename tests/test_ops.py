@@ -224,6 +224,13 @@ def test_a_refused_api_call_is_timed_from_the_start(make_app, monkeypatch):
     assert all(r["duration_ms"] >= 20 for r in records), records
 
 
+def test_a_wrong_method_on_healthz_is_answered_in_json(client):
+    """From an audit: POST /healthz got Flask's HTML 405 page; monitors read JSON."""
+    response = client.post("/healthz")
+    assert response.status_code == 405 and response.is_json
+    assert "GET" in response.headers["Allow"] and response.get_json()["error"]
+
+
 def test_admin_paths_keep_html_errors(client):
     response = client.get("/no-such-page")
     assert response.status_code == 404
