@@ -9,7 +9,11 @@ if [ -z "${SPAMGUARD_SECRET_KEY:-}" ]; then
     export SPAMGUARD_ENV="${SPAMGUARD_ENV:-development}"
 fi
 .venv/bin/spamguard db upgrade
-if ! .venv/bin/spamguard models --json | grep -q '"status": "active"'; then
+# Read the whole list before searching it: `| grep -q` stops reading at the first match,
+# and under pipefail the writer's broken pipe (a list over the pipe's 64 KB, some 150
+# versions) would count as "no active model" and train another.
+versions=$(.venv/bin/spamguard models --json)
+if ! grep -q '"status": "active"' <<<"$versions"; then
     .venv/bin/spamguard train
 fi
 exec .venv/bin/spamguard serve "$@"
