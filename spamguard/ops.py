@@ -34,7 +34,7 @@ from spamguard.extensions import db_session, get_db
 from spamguard.intake import json_error, unavailable
 from spamguard.metrics import Metrics
 from spamguard.services import messages
-from spamguard.services.model_provider import provider_for
+from spamguard.services.model_provider import DRAIN_BACKOFF_SECONDS, provider_for
 
 bp = Blueprint("ops", __name__)
 access_log = logging.getLogger("spamguard.access")
@@ -115,12 +115,12 @@ def _drain_callback(app: Flask):
         except DBAPIError as exc:
             # The answer is sent; an error here reached the WSGI server's log as "Error
             # handling request" with the SQL, and the messages waited for the next retry
-            # (5 minutes). Say it in one line and try again after the next request.
+            # (5 minutes). Say it in one line and try again soon.
             if not database_unavailable(exc):
                 raise
             log.warning("pending messages not drained (database busy or unreachable: %s); "
-                        "trying again after the next request", _first_line(exc))
-            provider.drain_wanted = True
+                        "trying again in %.0f s", _first_line(exc), DRAIN_BACKOFF_SECONDS)
+            provider.drain_failed()
             return
         if done >= batch:
             provider.drain_wanted = True  # more may wait: continue after the next request

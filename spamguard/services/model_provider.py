@@ -23,6 +23,8 @@ from spamguard.models import ModelVersion
 
 log = logging.getLogger("spamguard.model")
 EXTENSION_KEY = "spamguard.model_provider"
+# A drain the database refused is tried again after this long (ModelProvider.drain_failed).
+DRAIN_BACKOFF_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class ModelProvider:
         # filled its batch (more may wait).
         self.drain_wanted = False
         self._drained_at: float | None = None
+        self._drain_not_before = 0.0  # after a drain the database refused (drain_failed)
 
     @property
     def version_id(self) -> str | None:
@@ -90,9 +93,16 @@ class ModelProvider:
         if self.peek() is None:
             return False
         if self.drain_wanted:
-            return True
+            return self._clock() >= self._drain_not_before
         return (self.retry_seconds > 0 and self._drained_at is not None
                 and self._clock() - self._drained_at >= self.retry_seconds)
+
+    def drain_failed(self, backoff_seconds: float = DRAIN_BACKOFF_SECONDS) -> None:
+        """Try the drain again ``backoff_seconds`` from now: soon, but not after every
+        request, each of which would wait out the database's lock or connect timeout while
+        it is busy (a migration) or down."""
+        self.drain_wanted = True
+        self._drain_not_before = self._clock() + backoff_seconds
 
     def start_drain(self) -> bool:
         """Claim a due drain for this process (one at a time); False when none is due."""
