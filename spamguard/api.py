@@ -171,13 +171,22 @@ def parse_time(value: Any, *, now: datetime | None = None) -> datetime:
     return received
 
 
+# Control characters, and line and paragraph separators; in an id also format characters
+# (zero-width spaces, direction overrides), which make two ids look alike.
+_REFUSED_CATEGORIES = {"Cc", "Zl", "Zp"}
+_REFUSED_IN_ID = _REFUSED_CATEGORIES | {"Cf"}
+
+
 def _no_control_characters(name: str, value: str | None) -> str | None:
     """Refuse control characters (line breaks, escape sequences) in an identifier or number.
 
     The API only: an API client can fix its request, while a webhook delivery Twilio made
     is never refused for its numbers (a 4xx loses the message)."""
-    if value is not None and any(unicodedata.category(c) == "Cc" for c in value):
-        raise BadInput(f"{name} contains a control character (a line break, tab or escape)")
+    refused = _REFUSED_IN_ID if name == "id" else _REFUSED_CATEGORIES
+    if value is not None and any(unicodedata.category(c) in refused for c in value):
+        raise BadInput(f"{name} contains a control or invisible character (a line break, "
+                       "tab, escape" + (", zero-width or direction mark)" if name == "id"
+                                        else ")"))
     return value
 
 
@@ -269,7 +278,8 @@ def get_message(reference: str) -> Response:
         return json_error(f"no message {reference[:40]!r}: the path takes the numeric "
                           "message_id that POST /api/v1/messages returned, not the message's "
                           "own id", 404)
-    message_id = int(reference)
+    # Length first: int() of over 4,300 digits raises (a 500), and no id has 20 digits.
+    message_id = int(reference) if len(reference) <= len(str(MAX_ID)) else 0
     message = (messages.get_message(session=db_session(), message_id=message_id)
                if 1 <= message_id <= MAX_ID else None)  # beyond the id columns: cannot exist
     if message is None:

@@ -156,9 +156,13 @@ def test_classify_batch_limit(make_app):
     ({**MESSAGE, "id": " "}, 400, "id must not be empty"),
     # From an audit: " m-1 " and "m-1" were two messages; ESC and line breaks were stored.
     ({**MESSAGE, "id": " m-1 "}, 400, "id has spaces or line breaks around it"),
-    ({**MESSAGE, "id": "m-\n1"}, 400, "id contains a control character"),
-    ({**MESSAGE, "from": "+1555\x1b[31m0001"}, 400, "from contains a control character"),
-    ({**MESSAGE, "to": "+1555\t0002"}, 400, "to contains a control character"),
+    ({**MESSAGE, "id": "m-\n1"}, 400, "id contains a control or invisible character"),
+    ({**MESSAGE, "id": "m\u20281"}, 400, "id contains a control or invisible character"),
+    ({**MESSAGE, "id": "m\u200b1"}, 400, "id contains a control or invisible character"),
+    ({**MESSAGE, "id": "\u202em-1"}, 400, "id contains a control or invisible character"),
+    ({**MESSAGE, "from": "+1555\x1b[31m0001"}, 400, "from contains a control or invisible"),
+    ({**MESSAGE, "to": "+1555\t0002"}, 400, "to contains a control or invisible character"),
+    ({**MESSAGE, "to": "+1555\u20290002"}, 400, "to contains a control or invisible"),
     ({**MESSAGE, "body": "x" * 1601}, 400, "limit is 1600"),
     ({**MESSAGE, "body": 42}, 400, "body must be a string"),
     ({**MESSAGE, "id": 7}, 400, "id must be a string"),
@@ -446,7 +450,7 @@ def _with(settings, **changes):
 
 
 @pytest.mark.parametrize("number", ["99999999999999999999999", "9223372036854775808",
-                                    "3000000000", "%D9%A1", "0", "1.0", "abc"])
+                                    "3000000000", "%D9%A1", "0", "1.0", "abc", "9" * 5000])
 def test_message_id_beyond_any_database_integer_is_404(api, number):
     """Past 2**63 - 1, the largest BIGINT (and SQLite integer): no message can have it.
     3000000000 can (message ids are BIGINT since migration 0011), but no message has it."""
