@@ -276,14 +276,32 @@ def test_a_quote_left_open_until_a_later_quote_is_an_error_not_merged_rows(tmp_p
     labelled = tmp_path / "open.csv"
     labelled.write_text('label,text\nham,ok\nham,"Sorry I will call later\nspam,WIN cash\n'
                         'spam,"Free entry" to win\nham,ok thanks\n')
-    with pytest.raises(DataError, match=r"open.csv:3: a quote opened in this row runs over "
-                                        r"several lines.*\(line 5: "):
+    with pytest.raises(DataError, match=r"open.csv:3: a quote opened in this row runs on to "
+                                        r"line 5 "):
         load_labelled(labelled)
     texts = tmp_path / "open-texts.csv"
     texts.write_text('id,text\n1,"Sorry I will call later\n2,see you at 6\n'
                      '3,"Free entry" to win\n4,ok thanks\n')
     with pytest.raises(DataError, match=r"open-texts.csv:2: a quote opened"):
         load_texts(texts)
+
+
+def test_a_proper_multi_line_message_beside_an_unrelated_quirk_still_loads(tmp_path):
+    """From a review: the first version of the check above refused any file with both."""
+    path = tmp_path / "mixed.csv"
+    path.write_text('label,text\nham,"line one\nline two"\nham,ok\nspam,"WIN" a prize now\n')
+    assert load_labelled(path).texts == ["line one\nline two", "ok", "WIN a prize now"]
+
+
+def test_a_quote_left_open_until_a_quote_at_a_line_end_is_an_error(tmp_path):
+    """From a review: 'ham,"Sorry...' closed by 'My new TV is 55"' is valid CSV, one ham
+    message of three rows; inside it, a line shaped like a labelled row gives it away."""
+    path = tmp_path / "inches.csv"
+    path.write_text('label,text\nham,ok\nham,"Sorry I will call later\n'
+                    'spam,WINNER! claim now\nham,My new TV is 55"\nham,bye\n')
+    with pytest.raises(DataError, match=r"inches.csv:3: the quoted message in this row runs "
+                                        r"over 3 lines, and its line 2 looks like a row"):
+        load_labelled(path)
 
 
 def test_a_row_short_of_the_text_column_says_how_short(tmp_path):
