@@ -8,8 +8,9 @@ phishing, "Hi mum, new number", unpaid tolls, job and crypto lures) and so is to
 (login codes, delivery and appointment notices with links). ``bench/fresh_sms.tsv`` holds
 120 such messages written by the project (see bench/README.md; not real messages, never
 used to choose any setting); ``bench/fresh_sms_holdout.tsv`` holds 120 more in the same
-categories, written in December 2026 without reading the first set, to check that what the
-first shows is not the first set's quirks. This script measures, per category:
+categories, written in December 2026 by a writer who was not shown the first set, to check
+that what the first shows is not the quirk of those 120 messages (the same kind of writer:
+it is not an independent source). This script measures, per category:
 
 - **before**: the default model (trained on the shipped data only) and its TF-IDF + SVM
   half alone;
@@ -42,7 +43,8 @@ from throughput import run_main, table  # noqa: E402  (bench scripts share these
 from spamguard.errors import DataError  # noqa: E402
 
 FRESH = Path(__file__).resolve().parent / "fresh_sms.tsv"
-# A second set of 120, written later by someone who had not read the first, same categories.
+# A second set of 120 in the same categories, written later by a writer of the same kind
+# who was not shown the first (some messages are near-paraphrases of it: bench/README.md).
 HOLDOUT = Path(__file__).resolve().parent / "fresh_sms_holdout.tsv"
 
 
