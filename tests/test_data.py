@@ -77,7 +77,11 @@ def test_load_texts_plain_and_table(tmp_path):
     # From an audit: a `Label,Message` file trained but could not be classified.
     assert load_texts(write(tmp_path, "in.tsv", "id\tBody\n1\thi\n")) == ["hi"]
     assert load_texts(write(tmp_path, "lm.csv", "Label,Message\nham,hi\n")) == ["hi"]
-    assert load_texts(write(tmp_path, "both.csv", "message,text\nno,yes\n")) == ["yes"]
+    # The column training reads: the first text-like one.
+    assert load_texts(write(tmp_path, "both.csv", "message,text\nyes,no\n")) == ["yes"]
+    # Piped in (no suffix), a `Label,Message` header is a table too, not three messages.
+    assert load_texts(write(tmp_path, "piped", "Label,Message\nham,hi\nspam,WIN\n")) == [
+        "hi", "WIN"]
     with pytest.raises(DataError, match="needs a header with a text column .named body or "
                                         "message or sms or text.*spamguard report --data"):
         load_texts(write(tmp_path, "in2.tsv", "ham\thi\n"))

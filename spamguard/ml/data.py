@@ -309,12 +309,13 @@ INPUT_FORMATS = ("auto", "text", "csv", "tsv")
 
 def _looks_like_header(path: Path, text: str) -> bool:
     """Whether an input without a .csv/.tsv suffix starts with a table header: cells split
-    by tab or comma, one of them ``text`` and each other one empty (pandas' index column)
-    or a short name without spaces. A plain SMS such as "Text, me when you are free" is
+    by tab or comma, one of them a text column's name (``text``, ``message``, ``body``,
+    ``sms``, as training reads) and each other one empty (pandas' index column) or a short
+    name without spaces. A plain SMS such as "Text, me when you are free" is
     not one; a header with spaces in a name needs ``--format csv`` (or ``tsv``)."""
     first_line = text.split("\n", 1)[0].rstrip("\r")
     cells = [c.strip() for c in first_line.split(_delimiter(path, text))]
-    return (len(cells) > 1 and "text" in [c.lower() for c in cells]
+    return (len(cells) > 1 and any(c.lower() in TEXT_HEADERS for c in cells)
             and all(not c or _HEADER_NAME.fullmatch(c) for c in cells))
 
 
@@ -327,7 +328,7 @@ def load_texts(path: str | Path, source: bytes | None = None, *,
         path: the file (or a name for ``source``, such as ``<stdin>``).
         source: the bytes, when they do not come from ``path``.
         input_format: ``auto`` (a .csv/.tsv suffix, or a first line that looks like a
-            header with a ``text`` column, means a table), ``text``, ``csv`` or ``tsv``.
+            header with a text column, means a table), ``text``, ``csv`` or ``tsv``.
         notice: called with one line when ``auto`` took the input for a table because of
             its first line (a first message such as "Sure,text" looks like a header).
 
@@ -355,14 +356,13 @@ def load_texts(path: str | Path, source: bytes | None = None, *,
         return [line.rstrip("\r") for line in lines_of if line.strip()]
     delimiter, rows, lines = _read_rows(path, raw, {"csv": ",", "tsv": "\t"}.get(input_format))
     header = [c.strip().lower() for c in rows[0]] if rows else []
-    # "text" first; else the other names training reads (a `Label,Message` file trains, so
-    # it classifies too).
-    named = [name for name in ("text", *sorted(TEXT_HEADERS - {"text"})) if name in header]
-    if not named:
+    # The first column training would read as the text (a `Label,Message` file trains, so
+    # it classifies too, from the same column).
+    col = next((i for i, name in enumerate(header) if name in TEXT_HEADERS), None)
+    if col is None:
         raise DataError(f"{path}:1: a CSV/TSV input needs a header with a text column "
                         f"(named {' or '.join(sorted(TEXT_HEADERS))}); a labelled file "
                         "without a header is evaluated with `spamguard report --data`")
-    col = header.index(named[0])
     texts = []
     for lineno, row in zip(lines[1:], rows[1:], strict=True):
         if not row or not any(cell.strip() for cell in row):
