@@ -239,9 +239,11 @@ def _postgres_connect_args(url: URL, given: dict[str, Any]) -> dict[str, Any]:
     that left the old address silent) hung every request on it, and the pool's pre-ping
     with it, until gunicorn killed the worker at 120 s (an audit's blackholed connection):
     the lock and statement timeouts are the server's, so they cannot fire then. With them
-    the kernel gives up on an idle connection after about 25 s, and on one whose sent data
-    goes unacknowledged after PG_TCP_USER_TIMEOUT_MS; a long query whose server is alive
-    is not affected (its packets are acknowledged)."""
+    the kernel gives up on a connection whose sent data, or keepalive probes, go
+    unanswered for PG_TCP_USER_TIMEOUT_MS (Linux lets the user timeout cut the probes
+    short), so a silent host is dropped within about 10-25 s; a long query whose server
+    is alive is not affected (its packets are acknowledged). Not measured here: a host
+    cannot be made silent without firewall rules."""
     args = dict(given)
     if "connect_timeout" not in url.query and not os.environ.get("PGCONNECT_TIMEOUT"):
         args.setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
