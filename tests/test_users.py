@@ -274,3 +274,52 @@ def test_a_closed_stdin_is_no_password_not_a_traceback(tmp_path, command):
         env={**os.environ, "SPAMGUARD_HOME": str(tmp_path / "home")},
         preexec_fn=lambda: os.close(0), timeout=120)
     assert (result.returncode, result.stderr) == (2, "error: no password on standard input\n")
+
+
+@pytest.mark.parametrize("change", ["disable", "demote"])
+def test_two_admins_taking_each_other_away_at_once_leave_one(db_session_factory, change):
+    """From an audit: two admins disabling (or demoting) each other at the same moment both
+    saw the other still enabled, and the instance was left without an admin. The second
+    change now waits for the first and is refused."""
+    import threading
+
+    from spamguard.db import session_scope
+
+    with session_scope(db_session_factory) as session:
+        first = users.create_user(session=session, username="ann", password="long-enough",
+                                  role="admin").id
+        second = users.create_user(session=session, username="bea", password="long-enough",
+                                   role="admin").id
+
+    def take_away(session, user_id):
+        if change == "disable":
+            users.set_active(session=session, user_id=user_id, active=False)
+        else:
+            users.set_role(session=session, user_id=user_id, role="moderator")
+
+    holder = db_session_factory()
+    take_away(holder, second)  # ann takes bea away, and has not committed yet
+    outcome = {}
+
+    def other_side():
+        with db_session_factory() as session:
+            try:
+                take_away(session, first)  # bea takes ann away at the same moment
+                session.commit()
+                outcome["result"] = "done"
+            except users.UserError as exc:
+                session.rollback()
+                outcome["result"] = str(exc)
+
+    thread = threading.Thread(target=other_side)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive(), outcome  # it waits for ann's transaction
+    holder.commit()
+    holder.close()
+    thread.join(10)
+    assert outcome["result"] == "ann is the last enabled admin; make another admin first"
+    with db_session_factory() as session:
+        enabled_admins = [u.username for u in users.list_users(session)
+                          if u.role == "admin" and u.is_active]
+    assert enabled_admins == ["ann"]

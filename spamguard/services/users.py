@@ -134,12 +134,18 @@ def set_role(*, session: Session, role: str, user_id: int | None = None,
 
 def _keep_an_admin(session: Session, user: User) -> None:
     """Refuse to take away the last enabled admin (by a role change or by disabling it):
-    without one, nobody could manage accounts from the web UI."""
-    if user.role != "admin" or not user.is_active:
-        return
-    others = session.scalar(select(func.count()).select_from(User).where(
-        User.role == "admin", User.is_active, User.id != user.id))
-    if not others:
+    without one, nobody could manage accounts from the web UI.
+
+    Decided under a lock, until the transaction ends: two admins disabling each other at
+    once both saw the other still enabled, and both went (an audit). PostgreSQL locks every
+    enabled admin's row, in id order (a concurrent change waits, then reads them again);
+    SQLite ignores FOR UPDATE, so a no-op UPDATE takes its write lock first."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(User).where(User.id == user.id).values(role=User.role)
+                        .execution_options(synchronize_session=False))
+    admins = set(session.scalars(select(User.id).where(User.role == "admin", User.is_active)
+                                 .order_by(User.id).with_for_update()))
+    if admins == {user.id}:
         raise UserError(f"{user.username} is the last enabled admin; make another admin "
                         "first")
 
