@@ -403,3 +403,21 @@ def test_a_message_page_in_other_digits_is_not_found(moderator_client, add_messa
     arabic = quote("".join(chr(0x660 + int(d)) for d in str(first)))
     assert moderator_client.get(f"/admin/messages/{first}").status_code == 200
     assert moderator_client.get(f"/admin/messages/{arabic}").status_code == 404
+
+
+def test_a_zero_probability_bound_stays_in_links_and_forms(moderator_client, add_messages):
+    """From a live audit: max_p=0 was dropped from every link and form (0.0 == False), so a
+    stale page number landed on the unfiltered list, and "All N matching" would have
+    relabelled every message."""
+    from spamguard.services.message_queries import MessageFilter
+
+    assert MessageFilter.from_args({"max_p": "0", "min_p": "0"}).as_args() == {
+        "min_p": "0.0", "max_p": "0.0"}
+    add_messages(("certain ham", 0.0), ("spam", 0.9))
+    stale = moderator_client.get("/admin/messages?max_p=0&page=2")
+    assert stale.status_code == 302 and "max_p=0" in stale.headers["Location"]
+    page = moderator_client.get("/admin/messages?max_p=0").get_data(as_text=True)
+    assert 'name="max_p" value="0.0"' in page  # the bulk form keeps the bound
+    confirm = moderator_client.post("/admin/messages/bulk?scope=filter",
+                                    data={"label": "ham", "max_p": "0"})
+    assert "Label 1 message as ham?" in confirm.get_data(as_text=True)

@@ -70,7 +70,9 @@ class MessageFilter:
         out: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value in (None, "", False):
+            # Not `value in (None, "", False)`: 0.0 == False, so max_p=0 was dropped from
+            # every link and form, and "All N matching" would have relabelled everything.
+            if value is None or value is False or value == "":
                 continue
             out[f.name] = "1" if value is True else str(value)
         return out
