@@ -300,3 +300,11 @@ def test_a_ui_retrain_still_records_the_dead_run_whose_lock_it_took_over(
         assert lease.took_over == str(dead)
     finally:
         lease.release()
+
+
+def test_a_version_id_no_version_can_have_is_a_404(admin_client):
+    """From a live audit: a NUL in a version id was a 500 on PostgreSQL."""
+    for path in ("/admin/models/%00", "/admin/models/compare?a=%00&b=x",
+                 f"/admin/models/{'v' * 65}"):
+        assert admin_client.get(path).status_code == 404, path
+    assert admin_client.post("/admin/models/%00/promote").status_code == 404

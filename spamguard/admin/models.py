@@ -35,7 +35,18 @@ def headline_rows(results: list[dict | None]) -> list[list[str]]:
     return rows
 
 
+MAX_VERSION_ID = 64  # model_versions.id is String(64)
+
+
+def _no_such_version_unless_storable(version_id: str) -> None:
+    """404 for an id no version can have: PostgreSQL refuses a NUL in a text value with an
+    error (a 500 for /admin/models/%00, found by an audit)."""
+    if "\x00" in version_id or len(version_id) > MAX_VERSION_ID:
+        abort(404, description=f"no model version {version_id[:MAX_VERSION_ID]!r}")
+
+
 def _version(version_id: str) -> ModelVersion:
+    _no_such_version_unless_storable(version_id)
     version = session().get(ModelVersion, version_id)
     if version is None:
         abort(404, description=f"no model version {version_id}")
@@ -107,6 +118,7 @@ def model_compare():
 @role_required("admin")
 def model_promote(version_id: str):
     """Make this version the active one."""
+    _no_such_version_unless_storable(version_id)
     return run_action(lambda db: registry.promote(session=db, version_id=version_id),
                       done=lambda v: f"Version {v.id} is now active.",
                       endpoint="admin.model_list")
