@@ -111,6 +111,10 @@ def test_campaign_page_and_label_button(moderator_client, viewer_client, db_sess
         top = campaigns.list_campaigns(session)[0].id
     page = moderator_client.get("/admin/campaigns").get_data(as_text=True)
     assert "prize a #1" in page and "All 3 spam" in page
+    # From a live audit: a page beyond the last said "No campaigns yet".
+    beyond = moderator_client.get("/admin/campaigns?page=99999&order=recent")
+    assert beyond.status_code == 302
+    assert beyond.headers["Location"].endswith("/admin/campaigns?order=recent&page=1")
     total = len(campaigns.list_campaigns(db_session_factory()))
     assert f"{total} group{'' if total == 1 else 's'} of near-identical messages" in page
     assert "All 3 spam" not in viewer_client.get("/admin/campaigns").get_data(as_text=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import abort, render_template, request
+from flask import abort, redirect, render_template, request, url_for
 
 from spamguard.admin.base import (
     bp,
@@ -26,9 +26,12 @@ def campaign_list():
         abort(400, description="order must be size or recent")
     page = page_number()
     db = session()
+    total = campaigns.count_campaigns(db)
+    last = max(1, -(-total // PER_PAGE))
+    if page > last:  # an old link after a rebuild, or a hand-made URL: "No campaigns yet"
+        return redirect(url_for("admin.campaign_list", order=order, page=last))
     items = campaigns.list_campaigns(db, order=order, limit=PER_PAGE,
                                      offset=(page - 1) * PER_PAGE)
-    total = campaigns.count_campaigns(db)
     return render_template("admin/campaigns.html", campaigns=items, order=order, page=page,
                            has_next=page * PER_PAGE < total, total=total,
                            similarity=campaigns.DEFAULT_SIMILARITY,
