@@ -421,3 +421,36 @@ def test_a_zero_probability_bound_stays_in_links_and_forms(moderator_client, add
     confirm = moderator_client.post("/admin/messages/bulk?scope=filter",
                                     data={"label": "ham", "max_p": "0"})
     assert "Label 1 message as ham?" in confirm.get_data(as_text=True)
+
+
+def test_a_selection_relabel_says_what_it_replaces_and_asks_again_if_someone_labelled(
+        moderator_client, add_messages, db_session_factory, make_user):
+    """From a live audit: mod1 ticked a message, mod2 labelled it ham, and mod1's bulk
+    "spam" silently replaced mod2's label. The confirmation now says how many of the
+    messages carry a label; a label given after it was shown makes it ask again."""
+    from spamguard.models import Review
+
+    a, b = add_messages(("lunch at 1?", 0.2), ("lunch maybe", 0.3))
+    other = make_user("mod2", "moderator")
+    with db_session_factory() as session:
+        reviews.add_review(session=session, message_id=a, label="ham", user_id=other)
+        session.commit()
+    page = moderator_client.post("/admin/messages/bulk", data={
+        "label": "spam", "ids": [str(a), str(b)]}).get_data(as_text=True)
+    assert "1 of them already carries a moderator's label" in page
+    newest = re.search(r'name="newest_review" value="(\d+)"', page).group(1)
+    with db_session_factory() as session:  # mod2 labels b after the confirmation was shown
+        reviews.add_review(session=session, message_id=b, label="ham", user_id=other)
+        session.commit()
+    again = moderator_client.post("/admin/messages/bulk", data={
+        "label": "spam", "ids": [str(a), str(b)], "confirmed": "1", "expected": "2",
+        "newest_review": newest, "note": "kept"}).get_data(as_text=True)
+    assert "Nothing was labelled: a moderator labelled some of these messages" in again
+    assert "2 of them already carry a moderator's label" in again and 'value="kept"' in again
+    with db_session_factory() as session:
+        assert {r.label for r in session.query(Review).filter_by(is_current=True)} == {"ham"}
+    newest = re.search(r'name="newest_review" value="(\d+)"', again).group(1)
+    done = moderator_client.post("/admin/messages/bulk", data={
+        "label": "spam", "ids": [str(a), str(b)], "confirmed": "1", "expected": "2",
+        "newest_review": newest}, follow_redirects=True)
+    assert "Labelled 2 messages as spam" in done.get_data(as_text=True)

@@ -73,28 +73,43 @@ def message_bulk():
                                    "messages matching the filter")
         ids, count = chosen, message_queries.count_ids(db, chosen)  # ids that exist
 
-    def confirm(count: int, asked: str | None):
-        """The confirmation page; ``asked``: the count confirmed before, if it changed."""
+    def confirm(count: int, asked: str | None, relabelled: bool = False):
+        """The confirmation page; ``asked``: the count confirmed before, if it changed;
+        ``relabelled``: moderators labelled some of the messages since it was shown."""
+        found = sorted(db.scalars(ids)) if scope == "filter" else list(ids)
+        labelled, newest = reviews.reviews_seen(db, found)
         return render_template("admin/confirm_bulk.html", count=count, label=label,
                                scope=scope, ids=ids if scope != "filter" else [],
                                filters=filters, args=filters.as_args(), asked=asked,
-                               note=form.get("note", ""))
+                               note=form.get("note", ""), labelled=labelled,
+                               newest_review="none" if newest is None else newest,
+                               relabelled=relabelled)
 
     # Asked again when the count changed since the confirmation: say why, keep the note.
     asked = form.get("expected") if form.get("confirmed") == "1" else None
     changed = asked is not None and asked != str(count)
     if asked is None or changed or count == 0:
         return confirm(count, asked if changed else None)
+    checks = {"expected": count}
+    if "newest_review" in form:  # what the confirmation showed (a form from before says not)
+        seen = form["newest_review"]
+        try:
+            checks["newest_review"] = None if seen == "none" else parse_id(seen)
+        except ValueError:
+            abort(400, description="newest_review must be a review number or none")
     try:
         return run_action(
             lambda db: reviews.bulk_relabel(session=db, ids=ids, label=label,
                                             user_id=user_id(), note=form.get("note"),
-                                            expected=count),
+                                            **checks),
             done=lambda n: f"Labelled {n} message{'s' if n != 1 else ''} as {label}.",
             endpoint="admin.message_list", **filters.as_args())
     except reviews.CountChanged as changed:  # between the count above and the relabel
         db.rollback()
         return confirm(changed.found, str(count))
+    except reviews.ReviewsChanged:
+        db.rollback()
+        return confirm(count, None, relabelled=True)
 
 
 @bp.route("/messages/<id:message_id>")

@@ -32,6 +32,24 @@ class CountChanged(Exception):  # noqa: N818 - not an error: the caller asks aga
         self.found, self.expected = found, expected
 
 
+class ReviewsChanged(Exception):  # noqa: N818 - not an error: the caller asks again
+    """A moderator labelled (or took back a label of) one of the messages of a bulk relabel
+    after the confirmation showed them; nothing was labelled."""
+
+
+def reviews_seen(session: Session, ids: list[int]) -> tuple[int, int | None]:
+    """How many of ``ids`` carry a moderator's label now, and the newest review id among
+    them (None: none ever reviewed): what a bulk relabel's confirmation showed."""
+    labelled, newest = 0, None
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start:start + 5000]
+        labelled += session.scalar(select(func.count()).select_from(Message).where(
+            Message.id.in_(chunk), Message.review_label.is_not(None))) or 0
+        top = session.scalar(select(func.max(Review.id)).where(Review.message_id.in_(chunk)))
+        newest = top if newest is None or (top is not None and top > newest) else newest
+    return labelled, newest
+
+
 class ReviewConflict(ReviewError):
     """The message was reviewed after the moderator was shown it, so the decision was not
     recorded (see :class:`Seen`)."""
@@ -175,16 +193,22 @@ def undo_review(*, session: Session, review_id: int) -> Message:
     return message
 
 
+_UNSEEN = object()
+
+
 def bulk_relabel(*, session: Session, ids: Select | list[int], label: str,
                  user_id: int | None, note: str | None = None,
-                 expected: int | None = None) -> int:
+                 expected: int | None = None, newest_review: object = _UNSEEN) -> int:
     """Label many messages at once (ids, or a ``SELECT id`` subquery); return the count.
 
     Set-based: three statements whatever the number of messages, so relabelling
     everything a filter matches stays fast on tens of thousands of rows. ``expected``: the
     count the moderator confirmed; if the ids found now are another number, raise
     :class:`CountChanged` and label nothing (the ids are read once, here, and exactly those
-    are labelled).
+    are labelled). ``newest_review``: the newest review id among them that the
+    confirmation showed (:func:`reviews_seen`); if a moderator labelled one of them since,
+    or took a label back, raise :class:`ReviewsChanged` and label nothing (an audit: a
+    selection relabel silently replaced a label another moderator had just given).
     """
     note = _check(label, note)
     target = select(Message.id).where(Message.id.in_(ids)) if isinstance(ids, list) else ids
@@ -193,11 +217,21 @@ def bulk_relabel(*, session: Session, ids: Select | list[int], label: str,
         raise CountChanged(len(target_ids), expected)
     if not target_ids:
         return 0
-    now = utcnow()
-    for start in range(0, len(target_ids), 5000):  # bounded IN lists for every backend
-        chunk = target_ids[start:start + 5000]
+    chunks = [target_ids[i:i + 5000] for i in range(0, len(target_ids), 5000)]
+    # Locked before the reviews are compared. PostgreSQL: FOR UPDATE, as _lock_message, in
+    # id order (no deadlocks); SQLite ignores it, so a no-op UPDATE of one of them takes its
+    # write lock (for the whole database), after which it sees what others committed.
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(Message).where(Message.id == target_ids[0])
+                        .values(review_label=Message.review_label)
+                        .execution_options(synchronize_session=False))
+    for chunk in chunks:  # bounded IN lists for every backend
         session.execute(select(Message.id).where(Message.id.in_(chunk)).order_by(Message.id)
-                        .with_for_update())  # as _lock_message; id order: no deadlocks
+                        .with_for_update())
+    if newest_review is not _UNSEEN and reviews_seen(session, target_ids)[1] != newest_review:
+        raise ReviewsChanged()
+    now = utcnow()
+    for chunk in chunks:
         session.execute(update(Review).where(Review.message_id.in_(chunk), Review.is_current)
                         .values(is_current=False).execution_options(synchronize_session=False))
         rows = select(Message.id, literal(user_id, Integer), literal(label, String),
