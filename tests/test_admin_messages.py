@@ -21,6 +21,10 @@ def test_list_and_filters(viewer_client, add_messages):
     bad = viewer_client.get("/admin/messages?min_p=lots")
     assert bad.status_code == 400 and "min_p must be a number" in bad.get_data(as_text=True)
     assert viewer_client.get("/admin/messages?page=0x").status_code == 400
+    # From a live audit: int() and float() also read other scripts' digits and "1_0".
+    for query in ("page=%D9%A3", "page=1_0", "min_p=%D9%A0.%D9%A9", "max_p=0_5"):
+        assert viewer_client.get(f"/admin/messages?{query}").status_code == 400, query
+    assert viewer_client.get("/admin/messages?page=-1").status_code == 200  # clamped
     for query in ("min_p=nan", "max_p=inf", "campaign_id=1e30", "campaign_id=-3",
                   "until=9999-12-31"):
         assert viewer_client.get(f"/admin/messages?{query}").status_code == 400, query

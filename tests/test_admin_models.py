@@ -79,6 +79,11 @@ def test_promote_and_rollback_are_admin_only(admin_client, moderator_client, two
     again = admin_client.post("/admin/models/rollback", follow_redirects=True)
     page = again.get_data(as_text=True)
     assert "no previously active version" in page
+    # From a live audit: the button was there, and erred only after its dialog.
+    assert 'disabled title="No version was active before the active one">Roll back' in page
+    admin_client.post(f"/admin/models/{second}/promote")
+    assert "data-confirm=\"Roll back to the version" in admin_client.get(
+        "/admin/models").get_data(as_text=True)
     # The UI's hint names its own button, not a command line.
     assert f"to re-activate {second}, active before it, promote it" in page
     missing = admin_client.post("/admin/models/ghost/promote", follow_redirects=True)

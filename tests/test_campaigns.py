@@ -123,6 +123,10 @@ def test_campaign_page_and_label_button(moderator_client, viewer_client, db_sess
     assert f'name="representative" value="{spam_wave[0]}"' in page
     assert moderator_client.post(f"/admin/campaigns/{top}/label",
                                  data={"label": "ham"}).status_code == 400  # no fingerprint
+    other_digits = {"label": "ham", "size": "\u0663", "representative": str(spam_wave[0]),
+                    "reviewed": "none"}  # int() read "٣" as 3 (a live audit)
+    assert moderator_client.post(f"/admin/campaigns/{top}/label",
+                                 data=other_digits).status_code == 400
     response = moderator_client.post(
         f"/admin/campaigns/{top}/label",
         data={"label": "ham", "size": "3", "representative": str(spam_wave[0]),

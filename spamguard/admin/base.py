@@ -87,10 +87,10 @@ def page_number() -> int:
     """The ``page`` query argument: 400 unless a whole number; clamped to 1..MAX_PAGE."""
     from spamguard.services.message_queries import MAX_PAGE
 
-    try:
-        return min(max(1, int(request.args.get("page", "1"))), MAX_PAGE)
-    except ValueError:
+    value = request.args.get("page", "1").strip()
+    if not re.fullmatch(r"-?[0-9]+", value):  # int() also reads "١" and "1_0" (an audit)
         abort(400, description="page must be a whole number")
+    return min(max(1, int(value)), MAX_PAGE)
 
 
 def back(default: str, **values: Any):

@@ -14,6 +14,7 @@ from spamguard.admin.base import (
     user_id,
 )
 from spamguard.services import campaigns, retrain_jobs
+from spamguard.sqltypes import parse_id
 
 PER_PAGE = 50
 
@@ -47,8 +48,9 @@ def campaign_label(campaign_id: int):
     try:  # what the moderator was shown; a rebuild or label since is refused (label_campaign)
         representative = request.form.get("representative", "")
         reviewed = request.form["reviewed"]
-        seen = (int(request.form["size"]), int(representative) if representative else None,
-                None if reviewed == "none" else int(reviewed))
+        seen = (parse_id(request.form["size"]),  # ASCII digits, as ids (int() reads "٢٢")
+                parse_id(representative) if representative else None,
+                None if reviewed == "none" else parse_id(reviewed))
     except (KeyError, ValueError):
         abort(400, description="the form lacks what the page showed of the campaign (its "
                                "size, representative message and latest review): reload "

@@ -135,6 +135,8 @@ def _number(args: Mapping[str, str], name: str) -> float | None:
     if not value:
         return None
     try:
+        if not value.isascii() or "_" in value:  # float() also reads "٠.٩" and "0_5"
+            raise ValueError(value)
         number = float(value)
     except ValueError:
         raise FilterError(f"{name} must be a number, not {value!r}") from None
