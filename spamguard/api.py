@@ -26,7 +26,7 @@ from spamguard.intake import (
 )
 from spamguard.ml.blend import shown_probability
 from spamguard.services import apikeys, messages
-from spamguard.sqltypes import MAX_ID, as_utc
+from spamguard.sqltypes import as_utc, parse_id
 
 log = logging.getLogger(__name__)
 
@@ -278,10 +278,10 @@ def get_message(reference: str) -> Response:
         return json_error(f"no message {reference[:40]!r}: the path takes the numeric "
                           "message_id that POST /api/v1/messages returned, not the message's "
                           "own id", 404)
-    # Length first: int() of over 4,300 digits raises (a 500), and no id has 20 digits.
-    message_id = int(reference) if len(reference) <= len(str(MAX_ID)) else 0
-    message = (messages.get_message(session=db_session(), message_id=message_id)
-               if 1 <= message_id <= MAX_ID else None)  # beyond the id columns: cannot exist
+    try:  # beyond the id columns' range (or int()'s 4,300 digits): cannot exist
+        message = messages.get_message(session=db_session(), message_id=parse_id(reference))
+    except ValueError:
+        message = None
     if message is None:
         return json_error(f"no message {reference[:40]}", 404)
     return jsonify(message_document(message))

@@ -5,15 +5,14 @@ Nothing here connects at import time: build an engine with :func:`make_engine` w
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, make_url, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -85,9 +84,8 @@ def database_unavailable(exc: BaseException) -> bool:
         return False
     if exc.connection_invalidated:
         return True
-    if type(exc.orig).__module__.startswith("sqlite3"):
-        text = str(exc.orig).lower()
-        return "locked" in text or "busy" in text
+    if _from_sqlite(exc):
+        return _sqlite_locked(exc)
     sqlstate = getattr(exc.orig, "sqlstate", None)
     if sqlstate is None:
         text = str(exc.orig)
@@ -106,10 +104,34 @@ def database_busy(exc: BaseException) -> bool:
 
     if not isinstance(exc, OperationalError) or exc.connection_invalidated:
         return False
-    if type(exc.orig).__module__.startswith("sqlite3"):
-        text = str(exc.orig).lower()
-        return "locked" in text or "busy" in text
+    if _from_sqlite(exc):
+        return _sqlite_locked(exc)
     return getattr(exc.orig, "sqlstate", None) in BUSY_SQLSTATES
+
+
+def _from_sqlite(exc: SQLAlchemyError) -> bool:
+    return type(getattr(exc, "orig", None)).__module__.startswith("sqlite3")
+
+
+def _sqlite_locked(exc: SQLAlchemyError) -> bool:
+    """SQLite still locked after its busy timeout (it also says OperationalError for a
+    missing table, hence the text check)."""
+    text = str(exc.orig).lower()
+    return "locked" in text or "busy" in text
+
+
+def sqlite_write_lock(session: Session, column: Any, row_id: int) -> None:
+    """On SQLite, take the database's write lock now, with a no-op UPDATE of one row
+    (``column`` set to itself), until the transaction ends. SQLite ignores SELECT ... FOR
+    UPDATE, so a transaction that decides on what it read (the last enabled admin, the
+    reviews a bulk relabel confirmed) would otherwise decide on what a concurrent writer
+    is changing; after the lock it sees what others committed. Elsewhere a no-op: callers
+    lock their rows with FOR UPDATE."""
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    model = column.class_
+    session.execute(update(model).where(model.id == row_id).values({column.key: column})
+                    .execution_options(synchronize_session=False))
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -152,7 +174,7 @@ def empty_sqlite_file(url: str | URL) -> Path | None:
     if path.stat().st_size == 0:
         return path
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro",
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro",
                                                 uri=True)) as connection:
             tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
     except sqlite3.Error:

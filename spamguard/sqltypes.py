@@ -93,16 +93,13 @@ def id_converters() -> dict[str, type]:
     instead of an overflow in the database."""
     from werkzeug.routing import IntegerConverter
 
-    class IdConverter(IntegerConverter):
-        regex = r"[0-9]+"  # werkzeug's \d+ also takes other scripts' digits: /messages/١ was 1
+    def up_to(largest: int) -> type:
+        class RowIdConverter(IntegerConverter):
+            regex = r"[0-9]+"  # werkzeug's \d+ takes other scripts' digits: /messages/١ was 1
 
-        def __init__(self, url_map) -> None:
-            super().__init__(url_map, min=1, max=MAX_ID)
+            def __init__(self, url_map) -> None:
+                super().__init__(url_map, min=1, max=largest)
 
-    class IntegerIdConverter(IntegerConverter):
-        regex = r"[0-9]+"
+        return RowIdConverter
 
-        def __init__(self, url_map) -> None:
-            super().__init__(url_map, min=1, max=MAX_INTEGER_ID)
-
-    return {"id": IdConverter, "integer_id": IntegerIdConverter}
+    return {"id": up_to(MAX_ID), "integer_id": up_to(MAX_INTEGER_ID)}

@@ -273,16 +273,28 @@ def test_an_unterminated_quote_is_an_error_not_a_swallowed_file(tmp_path):
         load_labelled(labelled)
 
 
-def test_a_quote_left_open_until_a_later_quote_is_an_error_not_merged_rows(tmp_path):
-    """From an audit: the quote opened in row 2 closed at row 4's quote, so csv's lenient
-    reading made one message (with row 2's label) of rows 2-4, and training and classify
-    went on with 2 rows fewer, exit 0."""
+@pytest.mark.parametrize("content, says", [
+    # From an audit: the quote opened in row 3 closed at row 5's quote, so csv's lenient
+    # reading made one message (with row 3's label) of rows 3-5, and training went on with
+    # 2 rows fewer, exit 0.
+    ('label,text\nham,ok\nham,"Sorry I will call later\nspam,WIN cash\n'
+     'spam,"Free entry" to win\nham,ok thanks\n',
+     r"open.csv:3: a quote opened in this row runs on to line 5 "),
+    # From a review: 'ham,"Sorry...' closed by 'My new TV is 55"' is valid CSV, one ham
+    # message of three rows; inside it, a line shaped like a labelled row gives it away.
+    ('label,text\nham,ok\nham,"Sorry I will call later\n'
+     'spam,WINNER! claim now\nham,My new TV is 55"\nham,bye\n',
+     r"open.csv:3: the quoted message in this row runs over 3 lines, and its line 2 looks "
+     r"like a row"),
+])
+def test_a_quote_left_open_is_an_error_not_merged_rows(tmp_path, content, says):
     labelled = tmp_path / "open.csv"
-    labelled.write_text('label,text\nham,ok\nham,"Sorry I will call later\nspam,WIN cash\n'
-                        'spam,"Free entry" to win\nham,ok thanks\n')
-    with pytest.raises(DataError, match=r"open.csv:3: a quote opened in this row runs on to "
-                                        r"line 5 "):
+    labelled.write_text(content)
+    with pytest.raises(DataError, match=says):
         load_labelled(labelled)
+
+
+def test_a_quote_left_open_in_messages_to_classify_is_an_error(tmp_path):
     texts = tmp_path / "open-texts.csv"
     texts.write_text('id,text\n1,"Sorry I will call later\n2,see you at 6\n'
                      '3,"Free entry" to win\n4,ok thanks\n')
@@ -295,17 +307,6 @@ def test_a_proper_multi_line_message_beside_an_unrelated_quirk_still_loads(tmp_p
     path = tmp_path / "mixed.csv"
     path.write_text('label,text\nham,"line one\nline two"\nham,ok\nspam,"WIN" a prize now\n')
     assert load_labelled(path).texts == ["line one\nline two", "ok", "WIN a prize now"]
-
-
-def test_a_quote_left_open_until_a_quote_at_a_line_end_is_an_error(tmp_path):
-    """From a review: 'ham,"Sorry...' closed by 'My new TV is 55"' is valid CSV, one ham
-    message of three rows; inside it, a line shaped like a labelled row gives it away."""
-    path = tmp_path / "inches.csv"
-    path.write_text('label,text\nham,ok\nham,"Sorry I will call later\n'
-                    'spam,WINNER! claim now\nham,My new TV is 55"\nham,bye\n')
-    with pytest.raises(DataError, match=r"inches.csv:3: the quoted message in this row runs "
-                                        r"over 3 lines, and its line 2 looks like a row"):
-        load_labelled(path)
 
 
 def test_a_row_short_of_the_text_column_says_how_short(tmp_path):

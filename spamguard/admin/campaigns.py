@@ -14,6 +14,7 @@ from spamguard.admin.base import (
     user_id,
 )
 from spamguard.services import campaigns, retrain_jobs
+from spamguard.services.message_queries import page_count
 from spamguard.sqltypes import parse_id
 
 PER_PAGE = 50
@@ -28,7 +29,7 @@ def campaign_list():
     page = page_number()
     db = session()
     total = campaigns.count_campaigns(db)
-    last = max(1, -(-total // PER_PAGE))
+    last = page_count(total, PER_PAGE)
     if page > last:  # an old link after a rebuild, or a hand-made URL: "No campaigns yet"
         return redirect(url_for("admin.campaign_list", order=order, page=last))
     items = campaigns.list_campaigns(db, order=order, limit=PER_PAGE,

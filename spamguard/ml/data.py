@@ -231,10 +231,15 @@ def _row_text(path: Path, lineno: int, row: list[str], col: int, width: int,
                     "quote messages that contain the delimiter")
 
 
+def _first_named(names: list[str], wanted: set[str]) -> int | None:
+    """The position of the first of ``names`` (lower-cased) that is in ``wanted``."""
+    return next((i for i, n in enumerate(names) if n in wanted), None)
+
+
 def _find_columns(path: Path, header: list[str]) -> tuple[int, int] | None:
     names = [h.strip().lower() for h in header]
-    label = next((i for i, n in enumerate(names) if n in LABEL_HEADERS), None)
-    text = next((i for i, n in enumerate(names) if n in TEXT_HEADERS), None)
+    label = _first_named(names, LABEL_HEADERS)
+    text = _first_named(names, TEXT_HEADERS)
     if label is None and text is None:
         return None
     if label is None or text is None:
@@ -358,7 +363,7 @@ def load_texts(path: str | Path, source: bytes | None = None, *,
     header = [c.strip().lower() for c in rows[0]] if rows else []
     # The first column training would read as the text (a `Label,Message` file trains, so
     # it classifies too, from the same column).
-    col = next((i for i, name in enumerate(header) if name in TEXT_HEADERS), None)
+    col = _first_named(header, TEXT_HEADERS)
     if col is None:
         raise DataError(f"{path}:1: a CSV/TSV input needs a header with a text column "
                         f"(named {' or '.join(sorted(TEXT_HEADERS))}); a labelled file "

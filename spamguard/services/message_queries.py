@@ -236,6 +236,11 @@ def matching_ids(session: Session, f: MessageFilter) -> Select:
     return select(Message.id).where(*session_conditions(session, f))
 
 
+def page_count(total: int, per_page: int) -> int:
+    """Pages needed for ``total`` items (1 when there are none: an empty first page)."""
+    return max(1, -(-total // per_page))
+
+
 @dataclass(frozen=True)
 class Page:
     """One page of a message list."""
@@ -247,7 +252,7 @@ class Page:
 
     @property
     def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
+        return page_count(self.total, self.per_page)
 
     @property
     def has_prev(self) -> bool:

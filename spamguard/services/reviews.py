@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import Boolean, Integer, Select, String, Text, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
+from spamguard.db import sqlite_write_lock
 from spamguard.errors import SpamguardError
 from spamguard.models import LABELS, Message, Review
 from spamguard.services import spot_checks
@@ -219,12 +220,8 @@ def bulk_relabel(*, session: Session, ids: Select | list[int], label: str,
         return 0
     chunks = [target_ids[i:i + 5000] for i in range(0, len(target_ids), 5000)]
     # Locked before the reviews are compared. PostgreSQL: FOR UPDATE, as _lock_message, in
-    # id order (no deadlocks); SQLite ignores it, so a no-op UPDATE of one of them takes its
-    # write lock (for the whole database), after which it sees what others committed.
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(update(Message).where(Message.id == target_ids[0])
-                        .values(review_label=Message.review_label)
-                        .execution_options(synchronize_session=False))
+    # id order (no deadlocks); SQLite ignores it and takes its write lock instead.
+    sqlite_write_lock(session, Message.review_label, target_ids[0])
     for chunk in chunks:  # bounded IN lists for every backend
         session.execute(select(Message.id).where(Message.id.in_(chunk)).order_by(Message.id)
                         .with_for_update())

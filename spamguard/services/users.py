@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from spamguard.db import sqlite_write_lock
 from spamguard.errors import SpamguardError
 from spamguard.models import ROLES, User
 from spamguard.sqltypes import as_utc, utcnow
@@ -139,10 +140,8 @@ def _keep_an_admin(session: Session, user: User) -> None:
     Decided under a lock, until the transaction ends: two admins disabling each other at
     once both saw the other still enabled, and both went (an audit). PostgreSQL locks every
     enabled admin's row, in id order (a concurrent change waits, then reads them again);
-    SQLite ignores FOR UPDATE, so a no-op UPDATE takes its write lock first."""
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(update(User).where(User.id == user.id).values(role=User.role)
-                        .execution_options(synchronize_session=False))
+    SQLite takes its write lock first (:func:`~spamguard.db.sqlite_write_lock`)."""
+    sqlite_write_lock(session, User.role, user.id)
     admins = set(session.scalars(select(User.id).where(User.role == "admin", User.is_active)
                                  .order_by(User.id).with_for_update()))
     if admins == {user.id}:
