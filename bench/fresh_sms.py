@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import random
+import shutil
 import sys
 import tempfile
 from collections import defaultdict
@@ -102,15 +103,17 @@ def verdicts(classifier, texts: list[str]) -> Verdicts:
     return Verdicts(model, lexical)
 
 
-def fold_instance(root: Path, name: str, cache: Path):
+def fold_instance(root: Path, name: str, cache: Path, review_weight: float = 1.0):
     """A throw-away instance under ``root`` whose embedding cache is the shared one."""
     from spamguard.config import load_settings
     from spamguard.db import make_engine, make_session_factory, upgrade_schema
 
     home = root / name
-    home.mkdir(parents=True, exist_ok=True)
+    if home.exists():  # left by an earlier run in the same --home: start afresh
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
     (home / "cache").symlink_to(cache, target_is_directory=True)
-    settings = load_settings({"home": home})
+    settings = load_settings({"home": home, "retrain_review_weight": review_weight})
     upgrade_schema(settings.resolved_database_url)
     return settings, make_session_factory(make_engine(settings.resolved_database_url))
 
@@ -172,9 +175,21 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=FRESH, help="label, category, text TSV")
     parser.add_argument("--home", type=Path, help="work folder (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0, help="how the two halves are dealt")
+    parser.add_argument("--review-weight", type=float, nargs="+", default=[None],
+                        metavar="W", help="SPAMGUARD_RETRAIN_REVIEW_WEIGHT for the retraining "
+                        "(default: spamguard's); several: one run each")
     args = parser.parse_args()
-    messages = read_fresh(args.data)
     root = args.home or Path(tempfile.mkdtemp(prefix="spamguard-bench-fresh-"))
+    for weight in args.review_weight:  # one work folder: the runs share the embedding cache
+        run(args, root, weight)
+
+
+def run(args: argparse.Namespace, root: Path, review_weight: float | None) -> None:
+    """Both folds, before and after labels, with one review weight; print the tables."""
+    from spamguard.config import Settings
+
+    weight = Settings.retrain_review_weight if review_weight is None else review_weight
+    messages = read_fresh(args.data)
     root.mkdir(parents=True, exist_ok=True)
     cache = root / "shared-cache"
     cache.mkdir(exist_ok=True)
@@ -183,9 +198,10 @@ def main() -> None:
     n = len(messages)
     before = Verdicts(np.zeros(n, bool), np.zeros(n, bool))
     after = Verdicts(np.zeros(n, bool), np.zeros(n, bool))
+    served = np.zeros(n, bool)  # the candidate's verdicts if the gate promoted it, else before's
     gates = []
     for fold in (0, 1):
-        settings, factory = fold_instance(root, f"fold{fold}", cache)
+        settings, factory = fold_instance(root, f"w{weight:g}-fold{fold}", cache, weight)
         print(f"fold {fold}: training the default model on the shipped data", file=sys.stderr)
         first = retrain(factory, settings)
         original = load_version(settings, first.active_version or first.candidate_version)
@@ -201,20 +217,23 @@ def main() -> None:
                                  reusable=original.backbone)
         calls = verdicts(candidate, [texts[i] for i in held_out])
         after.model[held_out], after.lexical[held_out] = calls.model, calls.lexical
+        served[held_out] = (after if outcome.status == "promoted" else before).model[held_out]
         metrics = outcome.counts.get("metrics", {})
         gates.append([str(fold), str(len(labelled)), outcome.status,
                       *(f"{(metrics.get(side) or {}).get(key, float('nan')):{form}}"
                         for key, form in (("mcc", ".4f"), ("ham_fpr", ".2%"))
                         for side in ("active", "candidate"))])
     print(f"spamguard on {n} present-day messages ({args.data.name}, halves dealt with seed "
-          f"{args.seed}); work folder {root}\n")
+          f"{args.seed}, review weight {weight:g}); work folder {root}\n")
     print(table(["category", "messages", "model before", "SVM half before", "model after",
-                 "SVM half after"],
+                 "SVM half after", "served after"],
                 category_rows(messages, {"before": before.model, "svm before": before.lexical,
-                                         "after": after.model, "svm after": after.lexical})))
+                                         "after": after.model, "svm after": after.lexical,
+                                         "served": served})))
     print("\n'before': trained on the shipped data only; 'after': retrained with moderator "
-          "labels on the other half.\nEach cell counts messages called spam (for ham "
-          "categories, legitimate messages blocked).\n")
+          "labels on the other half; 'served after': what the active model says once the gate "
+          "has decided (the retrained one if promoted, else the one before).\nEach cell "
+          "counts messages called spam (for ham categories, legitimate messages blocked).\n")
     print(table(["fold", "labels added", "retrain outcome", "evaluation-set MCC before",
                  "after", "ham FPR before", "after"], gates))
 

@@ -89,6 +89,7 @@ class Settings:
     retrain_metric: str = "mcc"  # compared on the fixed evaluation set
     retrain_margin: float = 0.0  # candidate may be this much worse on the metric
     retrain_min_per_class: int = 10  # fewer spam or ham training examples: fail
+    retrain_review_weight: float = 1.0  # a reviewed message counts this many base messages
     retrain_lock_ttl: int = 3600  # seconds; a lock held longer may be taken over
     evalset_fraction: float = 0.15  # share of the deduplicated base data held out, once
     session_idle_hours: int = 12  # an admin UI login unused this long must log in again
@@ -120,6 +121,7 @@ class Settings:
 
 # Spellings a boolean variable accepts (case-insensitive, surrounding spaces ignored). Any
 # other value is refused: a typo in SPAMGUARD_TWILIO_VALIDATE must not switch checks off.
+MAX_REVIEW_WEIGHT = 100  # more lets a handful of labels outweigh the whole base data set
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 ENVIRONMENTS = ("production", "development")
@@ -207,6 +209,8 @@ def _check_numbers(settings: Settings) -> None:
         ("retrain_min_new_reviews", s.retrain_min_new_reviews >= 0, "choose 0 or more"),
         ("retrain_min_per_class", s.retrain_min_per_class >= 1, "choose 1 or more"),
         ("retrain_margin", 0.0 <= s.retrain_margin <= 1.0, "choose a number from 0 to 1"),
+        ("retrain_review_weight", 1.0 <= s.retrain_review_weight <= MAX_REVIEW_WEIGHT,
+         f"choose a number from 1 to {MAX_REVIEW_WEIGHT}"),
         ("evalset_fraction", 0.0 < s.evalset_fraction < 1.0,
          "choose a number between 0 and 1 (0.15 holds out 15%)"),
         ("session_idle_hours", 1 <= s.session_idle_hours <= MAX_SESSION_IDLE_HOURS,

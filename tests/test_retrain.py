@@ -447,3 +447,24 @@ def test_a_warm_retrain_never_loads_the_encoder(retrain, db_session_factory, mon
     assert second.status in ("promoted", "rejected"), second.summary
     assert second.counts["timing"]["backbone_texts_embedded"] == 0
     assert loads == []
+
+
+def test_review_weight_counts_reviewed_messages_more(retrain_settings, db_session_factory,
+                                                     one_torch_thread) -> None:
+    """SPAMGUARD_RETRAIN_REVIEW_WEIGHT reaches the training run: the same reviews with a
+    weight of 20 make a different head, and the weight is recorded in model.json."""
+    from dataclasses import replace
+
+    from spamguard.services.retrain import run_retrain
+
+    store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+    heads = {}
+    for weight in (1.0, 20.0):
+        settings = replace(retrain_settings, retrain_review_weight=weight)
+        outcome = run_retrain(session_factory=db_session_factory, settings=settings,
+                              min_new_reviews=0, force=True, progress=False)
+        directory = outcome.report_path.parent
+        data = json.loads((directory / "model.json").read_text())["data"]
+        assert data["always_train"] == len(NEW_HAM) and data["always_train_weight"] == weight
+        heads[weight] = (directory / "head.safetensors").read_bytes()
+    assert heads[1.0] != heads[20.0]

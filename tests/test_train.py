@@ -342,3 +342,67 @@ def test_the_multi_tensor_optimiser_gives_the_per_tensor_loops_weights(monkeypat
         states.append(fit.head.state_dict())
     assert asked == [True, True]  # what fit_head itself asks for
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_class_weights_balance_summed_sample_weights():
+    labels = np.array([0] * 6 + [1] * 4)
+    ones = class_weights(labels, np.ones(10))
+    torch.testing.assert_close(ones, class_weights(labels))
+    weighted = class_weights(labels, np.array([1.0] * 4 + [5.0] * 2 + [1.0] * 4))
+    # ham sums to 14, spam to 4: each class then carries half of the total 18
+    assert float(weighted[0] * 14) == pytest.approx(9) and float(weighted[1] * 4) == pytest.approx(9)
+
+
+def _conflicting_examples():
+    """Two clusters; the second holds messages labelled both ways (as when moderators say
+    a kind of message the base data calls spam is legitimate)."""
+    rng = np.random.default_rng(3)
+    centre = np.zeros(16, dtype=np.float32)
+    centre[0] = 3.0
+    x = np.vstack([rng.normal(size=(120, 16)) - centre, rng.normal(size=(120, 16)) + centre,
+                   rng.normal(size=(40, 16)) + centre]).astype(np.float32)
+    y = np.array([0] * 120 + [1] * 120 + [0] * 40, dtype=np.int64)
+    return x, y, np.r_[np.zeros(240, bool), np.ones(40, bool)]
+
+
+def test_sample_weights_pull_the_head_towards_the_weighted_messages():
+    from spamguard.ml.train import fit_head
+
+    x, y, marked = _conflicting_examples()
+    config = TrainConfig(epochs=15, patience=15)
+    x_val, y_val = x[::7], y[::7]
+
+    def spam_share_of_marked(weight: float | None) -> float:
+        weights = None if weight is None else np.where(marked, weight, 1.0)
+        fit = fit_head(x, y, x_val, y_val, config, sample_weight=weights)
+        with torch.inference_mode():
+            return float(fit.head(torch.from_numpy(x[marked])).argmax(1).float().mean())
+
+    assert spam_share_of_marked(None) > 0.5  # 120 spam outvote 40 ham
+    assert spam_share_of_marked(1.0) == spam_share_of_marked(None)  # same loss, all 1
+    assert spam_share_of_marked(10.0) < 0.5  # counted ten times, the 40 win
+
+
+def test_sample_weights_must_be_one_positive_number_per_message():
+    from spamguard.ml.train import fit_head
+
+    x, y, _ = _conflicting_examples()
+    for weights in (np.ones(5), np.r_[np.ones(279), 0.0]):
+        with pytest.raises(ValueError, match="one positive weight per training message"):
+            fit_head(x, y, x[:20], y[:20], TrainConfig(epochs=1), sample_weight=weights)
+
+
+def test_sample_weights_pull_the_svm_baseline_too():
+    from spamguard.ml.baseline import TfidfSvmBaseline
+
+    texts = [f"claim your prize code {i} now" for i in range(30)]
+    texts += [f"see you at lunch {i}" for i in range(30)]
+    texts += [f"your login code {i} now" for i in range(6)]
+    labels = [1] * 30 + [0] * 36
+    texts += [f"your login code is {i} claim now" for i in range(6)]
+    labels += [1] * 6
+    probe = ["your login code 99 now"]
+    plain = TfidfSvmBaseline(random_state=0).fit(texts, labels).decision_function(probe)[0]
+    weights = [1.0] * 60 + [20.0] * 6 + [1.0] * 6
+    weighted = TfidfSvmBaseline(random_state=0).fit(texts, labels, sample_weight=weights)
+    assert weighted.decision_function(probe)[0] < plain

@@ -74,12 +74,15 @@ class TfidfSvmBaseline:
         svm = LinearSVC(C=self.C, class_weight=self.class_weight, random_state=self.random_state)
         return Pipeline([("features", features), ("svm", svm)])
 
-    def fit(self, texts: Sequence[str], labels: Sequence[int]) -> TfidfSvmBaseline:
+    def fit(self, texts: Sequence[str], labels: Sequence[int],
+            sample_weight: Sequence[float] | None = None) -> TfidfSvmBaseline:
         """Fit the pipeline on messages and labels.
 
         Args:
             texts: Raw message texts.
             labels: 1 for spam, 0 for ham, one per text.
+            sample_weight: one weight per text for the SVM's loss (None: all 1); the
+                TF-IDF vocabulary and idf are fitted unweighted.
 
         Returns:
             This fitted baseline.
@@ -87,7 +90,9 @@ class TfidfSvmBaseline:
         y = np.asarray(labels, dtype=int)
         if len(texts) != len(y):
             raise ValueError(f"got {len(texts)} texts but {len(y)} labels")
-        self.pipeline_ = self._build().fit(list(texts), y)
+        weighted = ({} if sample_weight is None
+                    else {"svm__sample_weight": np.asarray(sample_weight, dtype=float)})
+        self.pipeline_ = self._build().fit(list(texts), y, **weighted)
         return self
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:

@@ -240,6 +240,7 @@ def train_candidate(training: TrainingSet, *, settings: Settings, snapshot: Snap
             backbone=backbone, config=config, progress=progress,
             # Reviewed messages always train; validation and test come from the base data.
             always_train=lambda origin: origin.startswith(REVIEW_ORIGIN),
+            always_train_weight=settings.retrain_review_weight,
             data_source=f"{settings.base_data_path} + {counts['reviewed_messages']} reviewed "
                         f"messages - {counts['excluded_eval']} evaluation messages")
     timing = {**result.metadata["timing"], "load_and_embed_s": embedded_s,
