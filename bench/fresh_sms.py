@@ -2,15 +2,17 @@
 
 Usage: python bench/fresh_sms.py [--home DIR] [--data bench/fresh_sms.tsv] [--seed N]
        python bench/fresh_sms.py --data bench/fresh_sms_holdout.tsv
+       python bench/fresh_sms.py --review-weight 1 10   (one run per retraining weight)
 
 The shipped data set is SMS from 2010-2012. Today's spam is different (parcel and bank
 phishing, "Hi mum, new number", unpaid tolls, job and crypto lures) and so is today's ham
 (login codes, delivery and appointment notices with links). ``bench/fresh_sms.tsv`` holds
-120 such messages written by the project (see bench/README.md; not real messages, never
-used to choose any setting); ``bench/fresh_sms_holdout.tsv`` holds 120 more in the same
-categories, written in December 2026 by a writer who was not shown the first set, to check
-that what the first shows is not the quirk of those 120 messages (the same kind of writer:
-it is not an independent source). This script measures, per category:
+120 such messages written by the project (see bench/README.md; not real messages, used to
+choose one setting only: SPAMGUARD_RETRAIN_REVIEW_WEIGHT); ``bench/fresh_sms_holdout.tsv``
+holds 120 more in the same categories, written in December 2026 by a writer who was not
+shown the first set, to check that what the first shows is not the quirk of those 120
+messages (the same kind of writer: it is not an independent source). This script measures,
+per category:
 
 - **before**: the default model (trained on the shipped data only) and its TF-IDF + SVM
   half alone;

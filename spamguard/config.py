@@ -89,7 +89,7 @@ class Settings:
     retrain_metric: str = "mcc"  # compared on the fixed evaluation set
     retrain_margin: float = 0.0  # candidate may be this much worse on the metric
     retrain_min_per_class: int = 10  # fewer spam or ham training examples: fail
-    retrain_review_weight: float = 1.0  # a reviewed message counts this many base messages
+    retrain_review_weight: float = 10.0  # a reviewed message counts up to this many base ones
     retrain_lock_ttl: int = 3600  # seconds; a lock held longer may be taken over
     evalset_fraction: float = 0.15  # share of the deduplicated base data held out, once
     session_idle_hours: int = 12  # an admin UI login unused this long must log in again

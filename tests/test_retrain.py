@@ -465,6 +465,9 @@ def test_review_weight_counts_reviewed_messages_more(retrain_settings, db_sessio
                               min_new_reviews=0, force=True, progress=False)
         directory = outcome.report_path.parent
         data = json.loads((directory / "model.json").read_text())["data"]
-        assert data["always_train"] == len(NEW_HAM) and data["always_train_weight"] == weight
+        others = data["split"]["train"]["total"] - len(NEW_HAM)
+        assert data["always_train"] == len(NEW_HAM) and data["always_train_weight_asked"] == weight
+        assert data["always_train_weight"] == pytest.approx(min(weight, others / len(NEW_HAM)))
+        assert (data["always_train_weight"] > 1) == (weight > 1)  # the cap leaves room
         heads[weight] = (directory / "head.safetensors").read_bytes()
     assert heads[1.0] != heads[20.0]

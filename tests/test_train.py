@@ -350,7 +350,8 @@ def test_class_weights_balance_summed_sample_weights():
     torch.testing.assert_close(ones, class_weights(labels))
     weighted = class_weights(labels, np.array([1.0] * 4 + [5.0] * 2 + [1.0] * 4))
     # ham sums to 14, spam to 4: each class then carries half of the total 18
-    assert float(weighted[0] * 14) == pytest.approx(9) and float(weighted[1] * 4) == pytest.approx(9)
+    assert float(weighted[0] * 14) == pytest.approx(9)
+    assert float(weighted[1] * 4) == pytest.approx(9)
 
 
 def _conflicting_examples():
@@ -406,3 +407,16 @@ def test_sample_weights_pull_the_svm_baseline_too():
     weights = [1.0] * 60 + [20.0] * 6 + [1.0] * 6
     weighted = TfidfSvmBaseline(random_state=0).fit(texts, labels, sample_weight=weights)
     assert weighted.decision_function(probe)[0] < plain
+
+
+@pytest.mark.parametrize(("asked", "marked", "others", "weight"), [
+    (10, 60, 2700, 10.0),     # a few reviews count the full weight
+    (10, 1000, 2700, 2.7),    # together they never outweigh the base messages
+    (10, 5000, 2700, 1.0),    # and a review never counts less than a base message
+    (1, 60, 2700, 1.0),
+    (10, 0, 2700, 1.0),
+])
+def test_review_weight_is_capped_by_the_other_messages(asked, marked, others, weight):
+    from spamguard.ml.train import review_weight
+
+    assert review_weight(asked, marked, others) == pytest.approx(weight)

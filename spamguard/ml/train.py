@@ -249,6 +249,20 @@ class TrainResult:
     summary: str
 
 
+def review_weight(asked: float, marked: int, others: int) -> float:
+    """The weight each always-training (reviewed) message gets: ``asked``, but no more than
+    makes the marked messages together weigh as much as the ``others`` together, and never
+    below 1.
+
+    Reviews are the deployment's own traffic, so a few of them should count (README,
+    "Moderator labels"); the cap keeps a large backlog (a bulk-labelled campaign of
+    thousands of near-identical texts) from drowning the base data.
+    """
+    if marked <= 0:
+        return 1.0
+    return max(1.0, min(float(asked), others / marked))
+
+
 def new_version_id(seed_text: str) -> str:
     """A sortable, unique-enough id: UTC time plus a short hash."""
     import hashlib
@@ -281,7 +295,8 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
             :func:`~spamguard.ml.data.split`).
         always_train_weight: how much each of those messages counts in the head's and the
             SVM's training loss, against 1 for every other message (when the split could
-            set them aside; see README, "Moderator labels").
+            set them aside), capped by :func:`review_weight` so that together they never
+            outweigh the other training messages.
 
     Returns:
         The trained classifier, its directory, metadata and a printable summary.
@@ -326,10 +341,11 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     say(f"train: {encoder.computed} texts run through the backbone in "
         f"{timing['embed_s']:.1f} s; training the head")
     mark = time.perf_counter()
-    sample_weight = None
-    if kept and always_train_weight != 1.0:
-        sample_weight = np.where([always_train(o) for o in parts.train.origins],
-                                 always_train_weight, 1.0)
+    sample_weight, weight = None, 1.0
+    if kept:
+        weight = review_weight(always_train_weight, kept, len(parts.train) - kept)
+    if weight != 1.0:
+        sample_weight = np.where([always_train(o) for o in parts.train.origins], weight, 1.0)
     fit = fit_head(inputs["train"], parts.train.labels, inputs["val"], parts.val.labels,
                    config, progress, sample_weight=sample_weight)
     timing["train_head_s"] = time.perf_counter() - mark
@@ -337,7 +353,8 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     metadata = _metadata(backbone, config, features, fit, parts, stats, data, data_source)
     if kept:
         metadata["data"]["always_train"] = kept
-        metadata["data"]["always_train_weight"] = always_train_weight
+        metadata["data"]["always_train_weight"] = weight
+        metadata["data"]["always_train_weight_asked"] = always_train_weight
     mark = time.perf_counter()
     say("train: fitting the TF-IDF + SVM baseline, choosing the threshold, writing the report")
     # The report's baseline; with lexical=True the same fitted model is the lexical half.
