@@ -12,8 +12,9 @@ from werkzeug.wsgi import get_content_length
 from spamguard.config import PLACEHOLDER_SECRET, Settings, load_settings
 from spamguard.errors import SpamguardError
 from spamguard.extensions import Database
+from spamguard.shipped import shipped_dir
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+WEB_DIR = shipped_dir("web")
 BLUEPRINTS = ("spamguard.webhook", "spamguard.api", "spamguard.ops", "spamguard.admin")
 
 

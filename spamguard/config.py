@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from spamguard.shipped import shipped_dir
+
 PLACEHOLDER_SECRET = "dev-insecure-change-me"
 # Metrics retraining may compare candidate and active models on (settings.retrain_metric).
 GATE_METRICS = ("mcc", "spam_f1", "accuracy", "roc_auc", "spam_precision", "spam_recall")
@@ -52,7 +54,7 @@ def check_rate_limit(value: str, variable: str = "SPAMGUARD_API_RATE_LIMIT",
 
 
 # The shipped labelled data set (beside the package; installed editable).
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "sms_spam_collection.tsv"
+DEFAULT_DATA = shipped_dir("data") / "sms_spam_collection.tsv"
 
 
 @dataclass(frozen=True)

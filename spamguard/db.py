@@ -18,8 +18,8 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-import spamguard
 from spamguard.errors import DatabaseError, DatabaseUnavailableError, SchemaOutOfDateError
+from spamguard.shipped import shipped_dir
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # PostgreSQL limits for the web service's sessions: a request waits at most as long for a
@@ -333,8 +333,8 @@ def session_scope(session_factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 def migrations_dir() -> Path:
-    """Return the Alembic folder (``migrations/`` beside the package, installed editable)."""
-    return Path(spamguard.__file__).resolve().parent.parent / "migrations"
+    """Return the Alembic folder (``migrations/``; :mod:`spamguard.shipped` says where)."""
+    return shipped_dir("migrations")
 
 
 def alembic_config(**attributes: Any):
