@@ -420,3 +420,20 @@ def test_review_weight_is_capped_by_the_other_messages(asked, marked, others, we
     from spamguard.ml.train import review_weight
 
     assert review_weight(asked, marked, others) == pytest.approx(weight)
+
+
+def test_training_says_when_duplicates_disagree_on_the_label(tmp_path, tiny_backbone):
+    from spamguard.ml.data import LabelledData
+
+    data = sample_data()
+    extra = [data.texts[0].upper(), data.texts[0] + "!"]  # copies of a spam text, as ham
+    doubled = LabelledData(data.texts + extra, np.r_[data.labels, [0, 0]])
+    for source, conflicts in ((data, 0), (doubled, 2)):
+        lines = []
+        train_model(source, models_dir=tmp_path / "models", cache_root=None,
+                    backbone=tiny_backbone, config=TrainConfig(epochs=1, lexical=False),
+                    progress=False, log=lines.append)
+        notes = [line for line in lines if "had the other label" in line]
+        assert notes == ([f"train: note: {conflicts} duplicate(s) of a text had the other "
+                          "label; each such text is trained as spam (the spam label wins)"]
+                         if conflicts else [])

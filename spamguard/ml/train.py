@@ -323,6 +323,9 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     say(f"train: {len(unique)} distinct messages ({stats.removed} duplicates grouped): "
         f"{len(parts.train)} train" + (f" ({kept} of them always)" if kept else "")
         + f", {len(parts.val)} validation, {len(parts.test)} test")
+    if stats.label_conflicts:  # otherwise only report.md would tell
+        say(f"train: note: {stats.label_conflicts} duplicate(s) of a text had the other label; "
+            "each such text is trained as spam (the spam label wins)")
     if not isinstance(backbone, Backbone):
         say("train: loading the backbone")
         backbone = load_backbone(backbone, cache_root=cache_root)
