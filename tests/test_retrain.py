@@ -95,7 +95,9 @@ def test_reviewed_messages_always_train(retrain, db_session_factory) -> None:
 
     before = split_of(retrain(min_new_reviews=0))
     store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
-    after = split_of(retrain(min_new_reviews=0, force=True))
+    lines: list[str] = []
+    after = split_of(retrain(min_new_reviews=0, force=True, log=lines.append))
+    assert not [line for line in lines if "holds no reviewed message" in line]  # promoted
     assert "always_train" not in before and after["always_train"] == len(NEW_HAM)
     for part in ("val", "test"):  # drawn from the same base messages as before
         assert after["split"][part] == before["split"][part]
@@ -171,9 +173,12 @@ def test_never_promotes_over_a_version_it_was_not_compared_with(
 def test_rejects_a_worse_candidate(retrain, db_session_factory) -> None:
     first = retrain()
     store_reviews(db_session_factory, inverting_reviews(db_session_factory))
-    outcome = retrain()
+    lines: list[str] = []
+    outcome = retrain(log=lines.append)
     assert (outcome.status, outcome.exit_code) == ("rejected", 3), outcome.summary
     assert "mcc is worse" in outcome.summary
+    # judged on base data alone: the run says how to let the gate see today's traffic
+    assert [line for line in lines if "evaluation set holds no reviewed message" in line]
     assert _active_id(db_session_factory) == first.candidate_version
     assert _status(db_session_factory, outcome.candidate_version) == "rejected"
     assert outcome.report_path.is_file()

@@ -214,6 +214,12 @@ class _Retrain:
                       margin=self.settings.retrain_margin, force=self.force,
                       dry_run=self.dry_run)
         candidate.write_changes(changes, gate, evalset)
+        if (gate.outcome == "rejected" and training.counts["reviewed_messages"]
+                and not evalset.sources.get("review")):
+            self.log("retrain: note: the evaluation set holds no reviewed message, so the "
+                     "candidate was judged on the base data alone; once moderators have "
+                     "labelled a few hundred messages, `spamguard evalset add --from-reviews "
+                     "50` lets the gate weigh today's traffic too (docs/retraining.md)")
         self.counts.update(metrics={"active": changes["active"],
                                     "candidate": changes["candidate"]},
                            flips=candidate.flip_counts, decision=gate.as_dict(),
