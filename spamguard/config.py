@@ -53,7 +53,7 @@ def check_rate_limit(value: str, variable: str = "SPAMGUARD_API_RATE_LIMIT",
                          "give each limit at least 1")
 
 
-# The shipped labelled data set (beside the package; installed editable).
+# The shipped labelled data set (spamguard.shipped: beside the package, or in a wheel inside it).
 DEFAULT_DATA = shipped_dir("data") / "sms_spam_collection.tsv"
 
 
@@ -123,7 +123,6 @@ class Settings:
 
 # Spellings a boolean variable accepts (case-insensitive, surrounding spaces ignored). Any
 # other value is refused: a typo in SPAMGUARD_TWILIO_VALIDATE must not switch checks off.
-MAX_REVIEW_WEIGHT = 100  # more lets a handful of labels outweigh the whole base data set
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 ENVIRONMENTS = ("production", "development")
@@ -189,6 +188,7 @@ def check_public_base_url(value: str) -> None:
 MIN_LOCK_TTL = 60  # seconds: a lease renews every third of its TTL
 MIN_REQUEST_BYTES = 1024  # below that not even one SMS form post fits
 MAX_SESSION_IDLE_HOURS = 24 * 31
+MAX_REVIEW_WEIGHT = 100  # more lets a handful of labels outweigh the whole base data set
 
 
 def _check_numbers(settings: Settings) -> None:

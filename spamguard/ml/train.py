@@ -254,9 +254,10 @@ def review_weight(asked: float, marked: int, others: int) -> float:
     makes the marked messages together weigh as much as the ``others`` together, and never
     below 1.
 
-    Reviews are the deployment's own traffic, so a few of them should count (README,
-    "Moderator labels"); the cap keeps a large backlog (a bulk-labelled campaign of
-    thousands of near-identical texts) from drowning the base data.
+    Reviews are the deployment's own traffic, so a few of them should count more than one
+    2012 message each (README, "Present-day traffic"; bench/fresh_sms.py); the cap keeps a
+    large backlog (a bulk-labelled campaign of thousands of near-identical texts) from
+    drowning the base data.
     """
     if marked <= 0:
         return 1.0
