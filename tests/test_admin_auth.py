@@ -229,6 +229,26 @@ def test_disabling_a_user_logs_them_out(admin_client, moderator_client, db_sessi
     assert "cannot disable your own" in own or "now disabled" not in own
 
 
+def test_a_disabled_moderator_is_told_the_account_is_disabled(admin_client, moderator_client,
+                                                             add_messages,
+                                                             db_session_factory):
+    """Not "you were no longer logged in" nor "please log in": logging in again would not
+    help. Said on the next page and on the next form sent (a queue decision)."""
+    (mid,) = add_messages(("unsure", 0.5))
+    with db_session_factory() as session:
+        mo_id = session.scalars(select(User.id).where(User.username == "moderator")).one()
+    admin_client.post(f"/admin/users/{mo_id}/active", data={"active": "0"})
+    page = moderator_client.get("/admin/queue", follow_redirects=True).get_data(as_text=True)
+    assert "Your account has been disabled" in page and "Ask an admin" in page
+    assert "Please log in" not in page
+    sent = moderator_client.post("/admin/queue/decide", data={
+        "message_id": mid, "label": "spam", "seen": "none"}, follow_redirects=True)
+    said = sent.get_data(as_text=True)
+    assert "Your account has been disabled" in said and "no longer logged in" not in said
+    login = moderator_client.login()
+    assert login.status_code == 401 and "Ask an admin" in login.get_data(as_text=True)
+
+
 def test_change_own_password(app, viewer_client):
     page = viewer_client.get("/admin/dashboard").get_data(as_text=True)
     assert 'href="/admin/password"' in page  # in the layout, beside "Log out"
