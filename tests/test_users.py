@@ -8,6 +8,7 @@ from sqlalchemy import select
 from spamguard.models import User
 from spamguard.services import users
 from spamguard.services.users import UserError
+from tests.fixtures_db import waits_for_commit
 
 
 def test_create_hashes_with_scrypt(db_session):
@@ -281,8 +282,6 @@ def test_two_admins_taking_each_other_away_at_once_leave_one(db_session_factory,
     """From an audit: two admins disabling (or demoting) each other at the same moment both
     saw the other still enabled, and the instance was left without an admin. The second
     change now waits for the first and is refused."""
-    import threading
-
     from spamguard.db import session_scope
 
     with session_scope(db_session_factory) as session:
@@ -299,26 +298,20 @@ def test_two_admins_taking_each_other_away_at_once_leave_one(db_session_factory,
 
     holder = db_session_factory()
     take_away(holder, second)  # ann takes bea away, and has not committed yet
-    outcome = {}
 
-    def other_side():
+    def other_side() -> str:
         with db_session_factory() as session:
             try:
                 take_away(session, first)  # bea takes ann away at the same moment
                 session.commit()
-                outcome["result"] = "done"
+                return "done"
             except users.UserError as exc:
                 session.rollback()
-                outcome["result"] = str(exc)
+                return str(exc)
 
-    thread = threading.Thread(target=other_side)
-    thread.start()
-    thread.join(0.5)
-    assert thread.is_alive(), outcome  # it waits for ann's transaction
-    holder.commit()
-    holder.close()
-    thread.join(10)
-    assert outcome["result"] == "ann is the last enabled admin; make another admin first"
+    # bea's change waits for ann's transaction
+    assert waits_for_commit(holder, other_side) == ("ann is the last enabled admin; make "
+                                                    "another admin first")
     with db_session_factory() as session:
         enabled_admins = [u.username for u in users.list_users(session)
                           if u.role == "admin" and u.is_active]
