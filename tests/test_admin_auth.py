@@ -208,6 +208,16 @@ def test_a_refused_new_user_keeps_the_typed_name_and_role_but_not_the_password(a
     page = short.get_data(as_text=True)
     assert 'value="&lt;b&gt;eve&lt;/b&gt;"' in page and "<b>eve</b>" not in page
     assert "<option selected>admin</option>" in page
+    common = admin_client.post("/admin/users", data={
+        "username": "frank", "password": "password", "role": "viewer"})
+    assert common.status_code == 400
+    assert ("User not created: password is one of the most used passwords"
+            in common.get_data(as_text=True))
+    own_name = admin_client.post("/admin/users", data={
+        "username": "frank.lloyd", "password": "Frank.Lloyd", "role": "viewer"})
+    assert own_name.status_code == 400
+    assert ("User not created: password must not be the username"
+            in own_name.get_data(as_text=True))
     odd_role = admin_client.post("/admin/users", data={
         "username": "frank", "password": "long-enough", "role": "owner"})
     assert odd_role.status_code == 400
@@ -264,6 +274,8 @@ def test_change_own_password(app, viewer_client):
     assert "the current password is wrong" in change("wrong-password", "new-long-secret")
     assert "differ" in change(PASSWORD, "new-long-secret", "new-long-secreT")
     assert "at least 8 characters" in change(PASSWORD, "short")
+    assert ("Password not changed: password is one of the most used passwords"
+            in change(PASSWORD, "Password"))
     assert "Your password was changed." in change(PASSWORD, "new-long-secret")
     assert viewer_client.get("/admin/queue").status_code == 200  # still logged in
     fresh = AdminClient(app.test_client(), "viewer")
