@@ -247,3 +247,22 @@ def downgrade(url: str, revision: str) -> None:
     with engine.connect() as connection:
         command.downgrade(alembic_config(connection=connection), revision)
     engine.dispose()
+
+
+def waits_for_commit(holder: Session, work: Callable[[], str]) -> str:
+    """Run ``work`` in a thread while ``holder``'s transaction is open: check that it waits
+    for that transaction (still running half a second on), commit and close ``holder``, and
+    return what ``work`` returned once it went on."""
+    import threading
+
+    outcome: list[str] = []
+    thread = threading.Thread(target=lambda: outcome.append(work()))
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive(), outcome  # it waits for the holder's transaction
+    holder.commit()
+    holder.close()
+    thread.join(10)
+    (result,) = outcome
+    return result
+

@@ -76,6 +76,18 @@ def test_a_refused_key_keeps_the_typed_name_and_ticks(admin_client, db_session_f
     assert all(f'name="scope" value="{s}" checked' in fresh for s in apikeys.SCOPES)
 
 
+def test_a_name_already_used_by_a_live_key_is_a_form_error(admin_client, db_session_factory):
+    assert admin_client.post("/admin/api-keys", data={"name": "Gateway",
+                                                      "scope": ["submit"]}).status_code == 200
+    taken = admin_client.post("/admin/api-keys", data={"name": " gateway ", "scope": ["read"]})
+    assert taken.status_code == 400
+    page = taken.get_data(as_text=True)
+    assert "API key not created: an API key named &#39;Gateway&#39; already exists" in page
+    assert 'value=" gateway "' in page and 'name="scope" value="read" checked' in page
+    with db_session_factory() as session:
+        assert [k.name for k in session.query(ApiKey)] == ["Gateway"]
+
+
 def test_api_keys_page_is_for_admins_only(admin_client, moderator_client, client):
     assert moderator_client.get("/admin/api-keys").status_code == 403
     assert moderator_client.post("/admin/api-keys", data={"name": "x"}).status_code == 403

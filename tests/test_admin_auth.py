@@ -208,6 +208,16 @@ def test_a_refused_new_user_keeps_the_typed_name_and_role_but_not_the_password(a
     page = short.get_data(as_text=True)
     assert 'value="&lt;b&gt;eve&lt;/b&gt;"' in page and "<b>eve</b>" not in page
     assert "<option selected>admin</option>" in page
+    common = admin_client.post("/admin/users", data={
+        "username": "frank", "password": "password", "role": "viewer"})
+    assert common.status_code == 400
+    assert ("User not created: password is one of the most used passwords"
+            in common.get_data(as_text=True))
+    own_name = admin_client.post("/admin/users", data={
+        "username": "frank.lloyd", "password": "Frank.Lloyd", "role": "viewer"})
+    assert own_name.status_code == 400
+    assert ("User not created: password must not be the username"
+            in own_name.get_data(as_text=True))
     odd_role = admin_client.post("/admin/users", data={
         "username": "frank", "password": "long-enough", "role": "owner"})
     assert odd_role.status_code == 400
@@ -229,6 +239,26 @@ def test_disabling_a_user_logs_them_out(admin_client, moderator_client, db_sessi
     assert "cannot disable your own" in own or "now disabled" not in own
 
 
+def test_a_disabled_moderator_is_told_the_account_is_disabled(admin_client, moderator_client,
+                                                             add_messages,
+                                                             db_session_factory):
+    """Not "you were no longer logged in" nor "please log in": logging in again would not
+    help. Said on the next page and on the next form sent (a queue decision)."""
+    (mid,) = add_messages(("unsure", 0.5))
+    with db_session_factory() as session:
+        mo_id = session.scalars(select(User.id).where(User.username == "moderator")).one()
+    admin_client.post(f"/admin/users/{mo_id}/active", data={"active": "0"})
+    page = moderator_client.get("/admin/queue", follow_redirects=True).get_data(as_text=True)
+    assert "Your account has been disabled" in page and "Ask an admin" in page
+    assert "Please log in" not in page
+    sent = moderator_client.post("/admin/queue/decide", data={
+        "message_id": mid, "label": "spam", "seen": "none"}, follow_redirects=True)
+    said = sent.get_data(as_text=True)
+    assert "Your account has been disabled" in said and "no longer logged in" not in said
+    login = moderator_client.login()
+    assert login.status_code == 401 and "Ask an admin" in login.get_data(as_text=True)
+
+
 def test_change_own_password(app, viewer_client):
     page = viewer_client.get("/admin/dashboard").get_data(as_text=True)
     assert 'href="/admin/password"' in page  # in the layout, beside "Log out"
@@ -244,6 +274,8 @@ def test_change_own_password(app, viewer_client):
     assert "the current password is wrong" in change("wrong-password", "new-long-secret")
     assert "differ" in change(PASSWORD, "new-long-secret", "new-long-secreT")
     assert "at least 8 characters" in change(PASSWORD, "short")
+    assert ("Password not changed: password is one of the most used passwords"
+            in change(PASSWORD, "Password"))
     assert "Your password was changed." in change(PASSWORD, "new-long-secret")
     assert viewer_client.get("/admin/queue").status_code == 200  # still logged in
     fresh = AdminClient(app.test_client(), "viewer")

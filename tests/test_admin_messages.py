@@ -393,10 +393,17 @@ def test_a_stale_message_page_after_an_undo_does_not_blame_an_earlier_reviewer(
         reviews.undo_review(session=session, review_id=bobs_id)
         session.commit()
     said = moderator_client.post(f"/admin/messages/{mid}/review", follow_redirects=True,
-                                 data={"label": "ham", "seen": str(bobs_id)}
+                                 data={"label": "spam", "seen": str(bobs_id)}
                                  ).get_data(as_text=True)
     assert "not saved" in said
     assert "alice labelled message" not in said, "blames alice for a review older than the page"
+    # The same label as alice's, current again: nothing to do, and said as information.
+    agreed = moderator_client.post(f"/admin/messages/{mid}/review", follow_redirects=True,
+                                   data={"label": "ham", "seen": str(bobs_id)}
+                                   ).get_data(as_text=True)
+    assert (f'<p class="flash flash-info" role="status">Message {mid} is already labelled ham '
+            "by alice — nothing to do.</p>") in agreed
+    assert "flash-error" not in agreed
 
 
 def test_a_message_page_in_other_digits_is_not_found(moderator_client, add_messages):

@@ -92,6 +92,23 @@ def test_promote_and_rollback_are_admin_only(admin_client, moderator_client, two
     assert "spamguard promote" not in page and "spamguard models" not in page
 
 
+def test_promoting_the_active_version_again_says_it_was_already_active(
+        admin_client, two_versions, db_session_factory):
+    """A second tab's (or another admin's) stale "Promote" of the version now active."""
+    _, second = two_versions
+    first_tab = admin_client.post(f"/admin/models/{second}/promote", follow_redirects=True)
+    assert f"Version {second} is now active." in first_tab.get_data(as_text=True)
+    with db_session_factory() as session:
+        activated_at = session.get(ModelVersion, second).activated_at
+    again = admin_client.post(f"/admin/models/{second}/promote", follow_redirects=True)
+    page = again.get_data(as_text=True)
+    assert f"Version {second} was already active; nothing changed." in page
+    assert "is now active" not in page
+    with db_session_factory() as session:
+        version = session.get(ModelVersion, second)
+        assert version.status == "active" and version.activated_at == activated_at
+
+
 def test_retrain_button_launches_background_job(admin_client, moderator_client, monkeypatch):
     import subprocess
     import sys

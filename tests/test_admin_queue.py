@@ -119,6 +119,29 @@ def test_a_decision_on_a_message_someone_reviewed_meanwhile_is_not_saved(
     assert current_id(bob) == second
 
 
+def test_a_decision_someone_already_gave_is_information_not_an_error(
+        app, make_user, add_messages, db_session_factory):
+    """Two moderators shown the same message who agree: the later one is told, plainly, that
+    there is nothing to do (not a red "not saved" as for a disagreement)."""
+    first, second = add_messages(("unsure", 0.5), ("next one", 0.1))
+    alice, bob = (logged_in(app, make_user, name) for name in ("alice", "bob"))
+    alice_form, bob_form = decide_form(alice), decide_form(bob)
+    alice.post("/admin/queue/decide", data={**alice_form, "label": "spam"})
+    late = bob.post("/admin/queue/decide", data={**bob_form, "label": "spam", "note": "scam"},
+                    follow_redirects=True).get_data(as_text=True)
+    assert (f'<p class="flash flash-info" role="status">Message {first} is already labelled '
+            f"spam by alice — nothing to do. Your note was not saved.</p>") in late
+    assert "flash-error" not in late
+    assert f'data-message-id="{second}"' in late  # bob goes on to the next message
+    again = alice.post("/admin/queue/decide", data={**alice_form, "label": "spam"},
+                       follow_redirects=True).get_data(as_text=True)  # alice's second tab
+    assert f"Message {first} is already labelled spam by you — nothing to do.</p>" in again
+    assert "flash-error" not in again
+    with db_session_factory() as session:
+        assert [(r.label, r.note) for r in session.query(Review).filter_by(message_id=first)] \
+            == [("spam", None)]
+
+
 def test_a_review_saved_while_the_queue_page_renders_is_not_overwritten(
         app, make_user, add_messages, db_session_factory, monkeypatch):
     """The form's "seen" comes from the row the page shows, not from a later read that

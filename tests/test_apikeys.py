@@ -6,6 +6,7 @@ import pytest
 
 from spamguard.models import ApiKey
 from spamguard.services import apikeys
+from tests.fixtures_db import waits_for_commit
 
 
 def test_create_stores_only_hash_and_prefix(db_session):
@@ -83,3 +84,39 @@ def test_scopes_are_checked_and_kept_in_one_order(db_session):
     with pytest.raises(apikeys.ApiKeyError, match="at least one scope"):
         apikeys.create_api_key(session=db_session, name="none", scopes=[])
     assert set(apikeys.SCOPE_HELP) == set(apikeys.SCOPES)
+
+
+def test_a_name_in_use_is_refused_in_any_case_until_its_key_is_revoked(db_session):
+    row, _ = apikeys.create_api_key(session=db_session, name="Gateway")
+    for name in ("Gateway", "gateway", "  GATEWAY "):
+        with pytest.raises(apikeys.ApiKeyError) as refused:
+            apikeys.create_api_key(session=db_session, name=name)
+        assert str(refused.value) == (
+            f"an API key named 'Gateway' already exists (id {row.id}, {row.key_prefix}); "
+            "choose another name, or revoke that key first")
+    assert apikeys.create_api_key(session=db_session, name="gateway 2")[0].name == "gateway 2"
+    apikeys.revoke_api_key(session=db_session, key_ref=str(row.id))
+    again, _ = apikeys.create_api_key(session=db_session, name="gateway")  # a revoked name
+    assert again.id != row.id and again.name == "gateway"
+    with pytest.raises(apikeys.ApiKeyError, match=f"already exists \\(id {again.id},"):
+        apikeys.create_api_key(session=db_session, name="GateWay")
+
+
+def test_two_keys_of_one_name_created_at_once_are_not_both_made(db_session_factory):
+    """The second creation waits for the first transaction, then finds the name taken."""
+    holder = db_session_factory()
+    apikeys.create_api_key(session=holder, name="gateway")  # not committed yet
+
+    def other_admin() -> str:
+        with db_session_factory() as session:
+            try:
+                apikeys.create_api_key(session=session, name="Gateway")
+                session.commit()
+                return "created"
+            except apikeys.ApiKeyError as exc:
+                session.rollback()
+                return str(exc)
+
+    assert "an API key named 'gateway' already exists" in waits_for_commit(holder, other_admin)
+    with db_session_factory() as session:
+        assert [k.name for k in apikeys.list_api_keys(session=session)] == ["gateway"]

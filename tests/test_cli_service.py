@@ -37,6 +37,12 @@ def test_api_key_create_list_revoke(cli_env):
     assert re.fullmatch(r"API key 1 \(gateway, sg_\S+\) was already revoked on "
                         r"\d{4}-\d\d-\d\d \d\d:\d\d UTC\n", again.output), again.output
     assert run("api-key", "revoke", "sg_unknown12").exit_code == 2
+    reused = run("api-key", "create", "gateway")  # the name of a revoked key
+    assert reused.exit_code == 0
+    taken = run("api-key", "create", " GateWay ")
+    assert taken.exit_code == 2 and taken.stdout == ""
+    assert re.fullmatch(r"error: an API key named 'gateway' already exists \(id 2, sg_\S+\); "
+                        r"choose another name, or revoke that key first\n", taken.stderr)
 
 
 def test_api_key_create_with_scopes_and_list_shows_them(cli_env):

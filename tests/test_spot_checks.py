@@ -322,17 +322,23 @@ def test_skip_draws_again_and_is_counted(moderator_client, verdicts):
     assert SKIPPED_SPAM.search(page).group(1) == "1"
 
 
+@pytest.mark.parametrize("label", ["ham", "spam"])
 def test_someone_else_labelling_the_draw_first_is_a_conflict_and_still_counts(
-        app, moderator_client, verdicts, db_session_factory, make_user, active_id):
+        app, moderator_client, verdicts, db_session_factory, make_user, active_id, label):
     verdicts()
     drawn = shown_id(moderator_client)
     with session_scope(db_session_factory) as session:
         reviews.add_review(session=session, message_id=drawn, label="spam",
                            user_id=make_user("ann"))
     page = moderator_client.post("/admin/spot-check/decide", follow_redirects=True, data={
-        "message_id": drawn, "label": "ham", "verdict": "spam", "seen": "none"})
+        "message_id": drawn, "label": label, "verdict": "spam", "seen": "none"})
     text = page.get_data(as_text=True)
-    assert "ann labelled message" in text and "your ham label was not saved" in text
+    if label == "ham":
+        assert "ann labelled message" in text and "your ham label was not saved" in text
+    else:  # the same label: information, not an error
+        assert (f'<p class="flash flash-info" role="status">Message {drawn} is already '
+                "labelled spam by ann — nothing to do.</p>") in text
+        assert "flash-error" not in text
     assert int(CURRENT.search(text).group(1)) != drawn
     with session_scope(db_session_factory) as session:  # it counts, by ann's label
         spam_est, _ = spot_checks.estimates(session, active_id)

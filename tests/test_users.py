@@ -8,6 +8,7 @@ from sqlalchemy import select
 from spamguard.models import User
 from spamguard.services import users
 from spamguard.services.users import UserError
+from tests.fixtures_db import waits_for_commit
 
 
 def test_create_hashes_with_scrypt(db_session):
@@ -26,6 +27,48 @@ def test_create_hashes_with_scrypt(db_session):
 def test_create_rejects_bad_fields(db_session, username, password, role, problem):
     with pytest.raises(UserError, match=problem):
         users.create_user(session=db_session, username=username, password=password, role=role)
+
+
+COMMON = "password is one of the most used passwords, which are guessed first; choose another"
+SAME = "password must not be the username"
+
+
+@pytest.mark.parametrize(("username", "password", "problem"), [
+    ("bob", "password", COMMON),
+    ("bob", "PassWord1", COMMON),  # in any case
+    ("bob", " iloveyou ", COMMON),  # and with spaces around
+    ("bob", "qwertyuiop", COMMON),
+    ("longname1", "LongName1", SAME),
+    ("Rosalind.Franklin", " rosalind.franklin ", SAME),
+    ("bob", "passwor", "at least 8 characters"),  # the length rule first, as before
+])
+def test_common_passwords_and_the_username_are_refused(db_session, username, password, problem):
+    with pytest.raises(UserError) as refused:
+        users.create_user(session=db_session, username=username, password=password,
+                          role="viewer")
+    assert problem in str(refused.value)
+
+
+def test_an_admins_reset_refuses_a_common_password_or_the_username(db_session):
+    users.create_user(session=db_session, username="judith.k", password="long-enough",
+                      role="viewer")
+    for password, problem in (("football", COMMON), ("JUDITH.K", SAME)):
+        with pytest.raises(UserError) as refused:
+            users.set_password(session=db_session, username="judith.k", password=password)
+        assert str(refused.value) == problem
+    users.set_password(session=db_session, username="judith.k", password="football-fan-1")
+
+
+def test_the_list_of_common_passwords_is_read_when_first_needed_not_at_import():
+    import subprocess
+    import sys
+
+    code = ("import spamguard.cli, spamguard.app, spamguard.services.users as users; "
+            "print(users.common_passwords.cache_info().currsize); "
+            "print(len(users.common_passwords()), 'password' in users.common_passwords())")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=120, check=True).stdout.split()
+    assert shown == ["0", "100", "True"]
 
 
 def test_create_rejects_taken_name(db_session):
@@ -109,6 +152,22 @@ def test_cli_user_create_reads_stdin(cli_env, db_session_factory):
         assert users.authenticate(session=session, username="frank", password="long-enough").ok
     again = CliRunner().invoke(build_cli(), ["user", "create", "frank"], input="long-enough\n")
     assert again.exit_code != 0 and "already exists" in again.output
+
+
+def test_cli_prompt_asks_again_for_a_common_password_or_the_username(cli_env, monkeypatch,
+                                                                    db_session_factory):
+    from click.testing import CliRunner
+
+    from spamguard.cli import build_cli, user_commands
+
+    monkeypatch.setattr(user_commands, "is_terminal", lambda _stream: True)
+    typed = "".join(f"{p}\n{p}\n" for p in ("password", "Kathleen.B", "long-enough"))
+    result = CliRunner().invoke(build_cli(), ["user", "create", "kathleen.b"], input=typed)
+    assert result.exit_code == 0, result.output
+    assert f"{COMMON}; try again" in result.output and f"{SAME}; try again" in result.output
+    with db_session_factory() as session:
+        assert users.authenticate(session=session, username="kathleen.b",
+                                  password="long-enough").ok
 
 
 def test_cli_user_create_rejects_bad_role(cli_env):
@@ -203,6 +262,9 @@ def test_change_password_checks_the_current_one(db_session):
     with pytest.raises(UserError, match="is the current one"):
         users.change_password(session=db_session, user_id=user.id, current="long-enough",
                               new="long-enough", repeated="long-enough")
+    with pytest.raises(UserError, match="most used passwords"):
+        users.change_password(session=db_session, user_id=user.id, current="long-enough",
+                              new="Sunshine", repeated="Sunshine")
     users.change_password(session=db_session, user_id=user.id, current="long-enough",
                           new="new-password", repeated="new-password")
     assert users.authenticate(session=db_session, username="hal", password="new-password").ok
@@ -229,6 +291,7 @@ def test_cli_user_set_password(cli_env, db_session_factory):
                                   password="brand-new-pass").ok
     for args, stdin, problem in [(["nobody"], "brand-new-pass\n", "no user 'nobody'"),
                                  (["ivy"], "short\n", "at least 8 characters"),
+                                 (["ivy"], "12345678\n", "error: " + COMMON + "\n"),
                                  (["ivy"], "", "no password on standard input")]:
         refused = CliRunner().invoke(build_cli(), ["user", "set-password", *args], input=stdin)
         assert refused.exit_code != 0 and problem in refused.output, refused.output
@@ -281,8 +344,6 @@ def test_two_admins_taking_each_other_away_at_once_leave_one(db_session_factory,
     """From an audit: two admins disabling (or demoting) each other at the same moment both
     saw the other still enabled, and the instance was left without an admin. The second
     change now waits for the first and is refused."""
-    import threading
-
     from spamguard.db import session_scope
 
     with session_scope(db_session_factory) as session:
@@ -299,26 +360,20 @@ def test_two_admins_taking_each_other_away_at_once_leave_one(db_session_factory,
 
     holder = db_session_factory()
     take_away(holder, second)  # ann takes bea away, and has not committed yet
-    outcome = {}
 
-    def other_side():
+    def other_side() -> str:
         with db_session_factory() as session:
             try:
                 take_away(session, first)  # bea takes ann away at the same moment
                 session.commit()
-                outcome["result"] = "done"
+                return "done"
             except users.UserError as exc:
                 session.rollback()
-                outcome["result"] = str(exc)
+                return str(exc)
 
-    thread = threading.Thread(target=other_side)
-    thread.start()
-    thread.join(0.5)
-    assert thread.is_alive(), outcome  # it waits for ann's transaction
-    holder.commit()
-    holder.close()
-    thread.join(10)
-    assert outcome["result"] == "ann is the last enabled admin; make another admin first"
+    # bea's change waits for ann's transaction
+    assert waits_for_commit(holder, other_side) == ("ann is the last enabled admin; make "
+                                                    "another admin first")
     with db_session_factory() as session:
         enabled_admins = [u.username for u in users.list_users(session)
                           if u.role == "admin" and u.is_active]

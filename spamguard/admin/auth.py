@@ -31,7 +31,7 @@ REFUSED = (f"Wrong username or password. After {users.MAX_FAILURES} failed attem
 LOGIN_ERRORS = {
     "invalid": REFUSED,
     "locked": REFUSED,
-    "inactive": "This account is disabled.",
+    "inactive": "This account is disabled. Ask an admin to enable it again.",
 }
 
 

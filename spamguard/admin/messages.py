@@ -14,7 +14,7 @@ from spamguard.admin.base import (
     session,
     user_id,
 )
-from spamguard.admin.queue import conflict_message
+from spamguard.admin.queue import flash_conflict
 from spamguard.errors import SpamguardError
 from spamguard.models import LABELS, Message
 from spamguard.services import message_queries, reviews
@@ -141,9 +141,9 @@ def message_review(message_id: int):
         review = reviews.add_review(session=db, message_id=message_id, label=label,
                                     user_id=user_id(), note=form.get("note"), seen=seen)
     except reviews.ReviewConflict as exc:
-        said = conflict_message(exc, label)  # before the rollback expires the review
+        flash_conflict(exc, label, form.get("note"))  # before the rollback expires the review
         db.rollback()
-        return fail(said, "admin.message_detail", message_id=message_id)
+        return back("admin.message_detail", message_id=message_id)
     except (ValueError, SpamguardError) as exc:
         db.rollback()
         said = exc.for_ui() if isinstance(exc, SpamguardError) else str(exc)

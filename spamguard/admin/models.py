@@ -121,11 +121,21 @@ def model_compare():
 @bp.route("/models/<version_id>/promote", methods=["POST"])
 @role_required("admin")
 def model_promote(version_id: str):
-    """Make this version the active one."""
+    """Make this version the active one (a stale page's button for the version already
+    active changes nothing, and says so)."""
     _no_such_version_unless_storable(version_id)
-    return run_action(lambda db: registry.promote(session=db, version_id=version_id),
-                      done=lambda v: f"Version {v.id} is now active.",
-                      endpoint="admin.model_list")
+
+    def promote(db) -> tuple[ModelVersion, bool]:
+        before = registry.active_version(db)
+        version = registry.promote(session=db, version_id=version_id)
+        return version, before is not None and before.id == version.id
+
+    def done(result: tuple[ModelVersion, bool]) -> str:
+        version, already = result
+        return (f"Version {version.id} was already active; nothing changed." if already
+                else f"Version {version.id} is now active.")
+
+    return run_action(promote, done=done, endpoint="admin.model_list")
 
 
 @bp.route("/models/rollback", methods=["POST"])

@@ -78,7 +78,7 @@ def queue_decide():
                                     user_id=user_id(), note=request.form.get("note"),
                                     seen=reviews.Seen.parse(request.form.get("seen")))
     except reviews.ReviewConflict as exc:
-        flash(conflict_message(exc, label), "error")
+        flash_conflict(exc, label, request.form.get("note"))
         db.rollback()
         return redirect(url_for("admin.queue"))
     except (ValueError, SpamguardError) as exc:
@@ -89,9 +89,22 @@ def queue_decide():
     return redirect(url_for("admin.queue"))
 
 
-def conflict_message(exc: reviews.ReviewConflict, label: str) -> str:
+def flash_conflict(exc: reviews.ReviewConflict, label: str, note: str | None) -> None:
+    """Say who decided the message first (call before the rollback expires the review): as
+    information when they gave the same label, else as an error."""
+    flash(conflict_message(exc, label, note),
+          "info" if exc.agrees_with(label) else "error")
+
+
+def conflict_message(exc: reviews.ReviewConflict, label: str, note: str | None = None) -> str:
     """Say who decided the message first (read before the rollback expires the review)."""
     theirs = exc.review
+    if theirs is not None and exc.agrees_with(label):
+        who = "you" if theirs.user_id == user_id() else \
+            theirs.user.username if theirs.user is not None else "someone"
+        unsaved = " Your note was not saved." if (note or "").strip() else ""
+        return (f"Message {exc.message_id} is already labelled {label} by {who} — nothing "
+                f"to do.{unsaved}")
     if theirs is None:
         return (f"Message {exc.message_id} changed while you were looking (a decision on it "
                 f"was undone); your label was not saved.")

@@ -17,6 +17,8 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 PUBLIC_ENDPOINTS = {"admin.login", "admin.static"}
 SESSION_ENDED = ("Your session has ended (this account logged out, or its password changed, "
                  "in another browser). Please log in again.")
+ACCOUNT_DISABLED = ("Your account has been disabled, so you were logged out. Ask an admin to "
+                    "enable it again.")
 NOT_RECORDED = ("That was not recorded: you were no longer logged in (a login ends after "
                 "hours unused). Log in, and do it again.")
 
@@ -53,7 +55,8 @@ def init_security(app: Flask) -> None:
 
 def load_user(session_id: str) -> LoggedInUser | None:
     """Load the session's user from its ``<id>.<epoch>``; a disabled or deleted account,
-    or a session ended since (logout, password change), is logged out."""
+    or a session ended since (logout, password change), is logged out (_protect says why
+    for a disabled account and an ended session)."""
     from spamguard.services.users import get_user
 
     user_id, _, epoch = session_id.partition(".")
@@ -62,7 +65,10 @@ def load_user(session_id: str) -> LoggedInUser | None:
         epoch_number = int(epoch)
     except ValueError:  # not ours, or a session from before epochs: log in again
         return None
-    if user is None or not user.is_active:
+    if user is None:
+        return None
+    if not user.is_active:  # checked first: disabling ends the sessions too
+        g.account_disabled = True
         return None
     if user.session_epoch != epoch_number:
         g.session_ended = True  # _protect says why this browser must log in again
@@ -96,6 +102,9 @@ def _protect():
     changes = request.method not in ("GET", "HEAD", "OPTIONS")
     if request.endpoint not in PUBLIC_ENDPOINTS and not current_user.is_authenticated:
         to_login = login_url(current_app.login_manager.login_view, next_url=request.url)
+        if g.pop("account_disabled", False):  # not "log in again": that would not work
+            flash(ACCOUNT_DISABLED, "error")
+            return redirect(to_login)
         if g.pop("session_ended", False):  # this browser's cookie came, with an old epoch
             flash(SESSION_ENDED, "info")
             return redirect(to_login)

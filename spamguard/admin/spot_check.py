@@ -13,7 +13,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from spamguard.admin.base import bp, fail, role_required, session, user_id
-from spamguard.admin.queue import conflict_message
+from spamguard.admin.queue import flash_conflict
 from spamguard.errors import SpamguardError
 from spamguard.models import LABELS
 from spamguard.services import registry, reviews, spot_checks
@@ -85,7 +85,7 @@ def spot_check_decide():
         reviews.add_review(session=db, message_id=message_id, label=label, user_id=user_id(),
                            note=request.form.get("note"), seen=reviews.Seen(None))
     except reviews.ReviewConflict as exc:
-        said = conflict_message(exc, label)  # before the rollback expires the review
+        flash_conflict(exc, label, request.form.get("note"))  # before the rollback expires it
         db.rollback()
         # Someone labelled it first: the draw still counts, by that label (settle). If that
         # decision was undone meanwhile, the draw stays open and is shown again.
@@ -93,7 +93,6 @@ def spot_check_decide():
         if row is not None:
             spot_checks.settle(db, row)
         db.commit()
-        flash(said, "error")
         return _back(verdict)
     except (ValueError, SpamguardError) as exc:
         db.rollback()

@@ -24,15 +24,15 @@ from spamguard.wording import counted
 CAMPAIGN_LOCK_TTL = 600
 
 
-def read_password(prompt: bool, name: str = "") -> str:
-    """Ask twice at a hidden prompt on a terminal (again while too short), else read the
-    first line of stdin."""
+def read_password(prompt: bool, username: str, *, reset: bool = False) -> str:
+    """Ask twice at a hidden prompt on a terminal (again while refused: too short, the
+    username, too common), else read the first line of stdin (checked when it is set)."""
     if prompt:
-        label = f"New password for {name}" if name else "Password"
+        label = f"New password for {username}" if reset else "Password"
         while True:
             password = click.prompt(label, hide_input=True, confirmation_prompt=True)
             try:
-                users.validate_password(password)
+                users.validate_password(password, username=username)
             except users.UserError as exc:
                 click.echo(f"{exc}; try again", err=True)
                 continue
@@ -61,7 +61,7 @@ def register(cli: click.Group) -> None:
     @pass_ctx
     def user_create(ctx: CliContext, name: str, role: str) -> None:
         """Create the account NAME; the password is asked for (or read from stdin)."""
-        password = read_password(is_terminal(sys.stdin))
+        password = read_password(is_terminal(sys.stdin), name)
         with transaction(ctx) as session:
             user = users.create_user(session=session, username=name, password=password,
                                      role=role)
@@ -73,7 +73,7 @@ def register(cli: click.Group) -> None:
     def user_set_password(ctx: CliContext, name: str) -> None:
         """Give the account NAME a new password, asked for (or read from stdin); this also
         lifts a lock after failed logins."""
-        password = read_password(is_terminal(sys.stdin), name)
+        password = read_password(is_terminal(sys.stdin), name, reset=True)
         with transaction(ctx, create=False) as session:
             user = users.set_password(session=session, username=name, password=password)
             click.echo(f"new password set for {user.username}")

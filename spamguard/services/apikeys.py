@@ -15,9 +15,10 @@ import unicodedata
 from collections.abc import Iterable
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from spamguard.db import sqlite_write_lock
 from spamguard.errors import SpamguardError
 from spamguard.models import API_SCOPES, ApiKey
 from spamguard.sqltypes import MAX_INTEGER_ID, as_utc, utcnow
@@ -26,6 +27,7 @@ KEY_PREFIX = "sg_"
 PREFIX_CHARS = 12
 # Writing last_used_at on every request would make each API call a write; a minute is enough.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+NAMES_LOCK_KEY = 0x5347_414B  # PostgreSQL advisory lock id of a key's creation ("SGAK")
 
 
 SCOPES = API_SCOPES
@@ -87,12 +89,33 @@ def create_api_key(*, session: Session, name: str,
     if any(_garbles_a_listing(c) for c in name):
         raise ApiKeyError("an API key name cannot hold a line break, tab, escape or other "
                           "control character")
+    _refuse_a_name_in_use(session, name)
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(name=name, key_prefix=plaintext[:PREFIX_CHARS], key_hash=hash_key(plaintext),
                  scopes=scopes_text)
     session.add(row)
     session.flush()
     return row, plaintext
+
+
+def _refuse_a_name_in_use(session: Session, name: str) -> None:
+    """Refuse ``name`` when a key that is not revoked has it, ignoring case and surrounding
+    spaces: two live keys of one name cannot be told apart in a list (which one to revoke?).
+
+    Decided under a lock until the transaction ends, so two creations at once cannot both
+    find the name free: SQLite's write lock (a no-op UPDATE, of no row: ids start at 1), on
+    PostgreSQL a transaction-scoped advisory lock that only other key creations wait for."""
+    sqlite_write_lock(session, ApiKey.name, 0)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": NAMES_LOCK_KEY})
+    # Compared here, not by the database's lower(): PostgreSQL's folds only ASCII under the
+    # C locale. Keys that are not revoked are few.
+    folded = name.strip().casefold()
+    for taken in session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None))):
+        if taken.name.strip().casefold() == folded:
+            raise ApiKeyError(f"an API key named {taken.name!r} already exists (id {taken.id}, "
+                              f"{taken.key_prefix}); choose another name, or revoke that key "
+                              "first")
 
 
 def verify_api_key(*, session: Session, key: str) -> ApiKey | None:

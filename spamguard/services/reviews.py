@@ -62,6 +62,10 @@ class ReviewConflict(ReviewError):
         self.review = review  # the latest review now (None: the one shown was undone)
         self.seen = seen  # what the moderator was shown
 
+    def agrees_with(self, label: str) -> bool:
+        """The message carries ``label`` now: the refused decision would change nothing."""
+        return self.review is not None and self.review.label == label
+
     @property
     def went_back(self) -> bool:
         """The review shown was undone and an older one is the latest again (the message

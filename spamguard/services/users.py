@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
+from importlib.resources import files
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -54,18 +56,35 @@ def validate_new_user(username: str, password: str, role: str) -> str:
         raise UserError("username must be 2-64 characters of a-z, 0-9, '.', '_', '-', '@'")
     if role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)}")
-    validate_password(password)
+    validate_password(password, username=name)
     return name
 
 
-def validate_password(password: str) -> None:
-    """Check a new password against the one rule every password follows (its length, not
-    counting spaces: eight spaces are no password)."""
+def validate_password(password: str, *, username: str) -> None:
+    """Check a new password against the rule every password follows: at least
+    :data:`MIN_PASSWORD_LENGTH` characters, not counting spaces (eight spaces are no
+    password), not the account's name and not one of the most used passwords (both
+    ignoring case and surrounding spaces: the first guesses of anyone trying)."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
     if len("".join(password.split())) < MIN_PASSWORD_LENGTH:
         raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters that "
                         "are not spaces")
+    folded = password.strip().casefold()
+    if folded == username.strip().casefold():
+        raise UserError("password must not be the username")
+    if folded in common_passwords():
+        raise UserError("password is one of the most used passwords, which are guessed "
+                        "first; choose another")
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    """The most used passwords (``common_passwords.txt`` beside this module), read the first
+    time a password is checked, never at import."""
+    text = files(__package__).joinpath("common_passwords.txt").read_text("utf-8")
+    return frozenset(line.strip().casefold() for line in text.splitlines()
+                     if line.strip() and not line.startswith("#"))
 
 
 def create_user(*, session: Session, username: str, password: str, role: str) -> User:
@@ -237,7 +256,7 @@ def change_password(*, session: Session, user_id: int, current: str, new: str,
         raise UserError("the new password and its repetition differ")
     if new == current:
         raise UserError("the new password is the current one")
-    validate_password(new)
+    validate_password(new, username=user.username)
     user.password_hash, user.failed_logins = hash_password(new), 0
     session.flush()
     end_sessions(session=session, user_id=user.id)  # a stolen session ends with the change
@@ -249,7 +268,7 @@ def set_password(*, session: Session, username: str, password: str) -> User:
     user = _by_name(session, username)
     if user is None:
         raise UserError(f"no user {username.strip().lower()!r}")
-    validate_password(password)
+    validate_password(password, username=user.username)
     user.password_hash = hash_password(password)
     user.failed_logins, user.locked_until = 0, None
     session.flush()
