@@ -95,6 +95,7 @@ class Settings:
     retrain_lock_ttl: int = 3600  # seconds; a lock held longer may be taken over
     evalset_fraction: float = 0.15  # share of the deduplicated base data held out, once
     session_idle_hours: int = 12  # an admin UI login unused this long must log in again
+    queue_claim_seconds: int = 300  # the queue's message is a moderator's alone this long
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -189,6 +190,9 @@ MIN_LOCK_TTL = 60  # seconds: a lease renews every third of its TTL
 MIN_REQUEST_BYTES = 1024  # below that not even one SMS form post fits
 MAX_SESSION_IDLE_HOURS = 24 * 31
 MAX_REVIEW_WEIGHT = 100  # more lets a handful of labels outweigh the whole base data set
+# A queue claim (services.queue_claims): long enough to read a message and decide, short
+# enough that one left on a screen does not keep it from the others for long.
+QUEUE_CLAIM_SECONDS = (30, 3600)
 
 
 def _check_numbers(settings: Settings) -> None:
@@ -217,6 +221,9 @@ def _check_numbers(settings: Settings) -> None:
          "choose a number between 0 and 1 (0.15 holds out 15%)"),
         ("session_idle_hours", 1 <= s.session_idle_hours <= MAX_SESSION_IDLE_HOURS,
          f"choose 1 to {MAX_SESSION_IDLE_HOURS} hours"),
+        ("queue_claim_seconds",
+         QUEUE_CLAIM_SECONDS[0] <= s.queue_claim_seconds <= QUEUE_CLAIM_SECONDS[1],
+         "choose {} to {} seconds".format(*QUEUE_CLAIM_SECONDS)),
     )
     for name, ok, advice in checks:
         if not ok:

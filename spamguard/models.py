@@ -364,3 +364,24 @@ class SpotCheckDraw(Base):
     closed_at: Mapped[datetime | None]
 
     message: Mapped[Message] = relationship()
+
+
+class QueueClaim(Base):
+    """A message the review queue is showing one moderator (services.queue_claims).
+
+    Other moderators' queues pass over it until ``claimed_until``; reviewing the message,
+    skipping it or being shown another ends the claim. One row per claimed message (the
+    primary key makes a claim race-safe) and, since showing a moderator a message ends
+    their other claims, about one per moderator: the table stays tiny (migration 0012).
+    """
+
+    __tablename__ = "queue_claims"
+
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         index=True)
+    claimed_until: Mapped[datetime]
+
+    user: Mapped[User] = relationship()

@@ -95,11 +95,29 @@ def test_out_of_range_ids_are_refused_and_do_not_break_the_queue(moderator_clien
     assert page.status_code == 200 and "unsure" in page.get_data(as_text=True)
 
 
+def expire_claims(session_factory) -> None:
+    """Let every queue claim lapse (as SPAMGUARD_QUEUE_CLAIM_SECONDS after it was made)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from spamguard.models import QueueClaim
+    from spamguard.sqltypes import utcnow
+
+    with session_factory() as session:
+        session.execute(update(QueueClaim).values(claimed_until=utcnow() - timedelta(seconds=1)))
+        session.commit()
+
+
 def test_a_decision_on_a_message_someone_reviewed_meanwhile_is_not_saved(
         app, make_user, add_messages, db_session_factory):
+    """A claim is soft: once alice's has lapsed, bob is shown her message too, and of
+    their two decisions the first counts."""
     first, second = add_messages(("unsure", 0.5), ("next one", 0.1))
     alice, bob = (logged_in(app, make_user, name) for name in ("alice", "bob"))
-    alice_form, bob_form = decide_form(alice), decide_form(bob)
+    alice_form = decide_form(alice)
+    expire_claims(db_session_factory)
+    bob_form = decide_form(bob)
     assert alice_form == bob_form == {"message_id": str(first), "seen": "none"}
     alice.post("/admin/queue/decide", data={**alice_form, "label": "spam"})
     late = bob.post("/admin/queue/decide", data={**bob_form, "label": "ham"},
@@ -146,22 +164,22 @@ def test_a_review_saved_while_the_queue_page_renders_is_not_overwritten(
         app, make_user, add_messages, db_session_factory, monkeypatch):
     """The form's "seen" comes from the row the page shows, not from a later read that
     could already see another moderator's review (and so let this decision replace it)."""
-    from spamguard.services import message_queries, reviews
+    from spamguard.services import queue_claims, reviews
 
     first, _ = add_messages(("unsure", 0.5), ("next one", 0.1))
     alice = logged_in(app, make_user, "alice")
     bob_id = make_user("bob", "moderator")
-    original = message_queries.review_queue
+    original = queue_claims.claim_first
 
-    def queue_then_bob_decides(*args, **kwargs):
-        items = original(*args, **kwargs)  # alice's page has read the queue ...
-        with db_session_factory() as other:  # ... and bob's decision commits now
+    def claim_then_bob_decides(*args, **kwargs):
+        index = original(*args, **kwargs)  # alice's page has claimed the message ...
+        with db_session_factory() as other:  # ... and bob labels it on its page now
             reviews.add_review(session=other, message_id=first, label="spam", user_id=bob_id)
             other.commit()
-        monkeypatch.setattr(message_queries, "review_queue", original)
-        return items
+        monkeypatch.setattr(queue_claims, "claim_first", original)
+        return index
 
-    monkeypatch.setattr(message_queries, "review_queue", queue_then_bob_decides)
+    monkeypatch.setattr(queue_claims, "claim_first", claim_then_bob_decides)
     form = decide_form(alice)
     assert form == {"message_id": str(first), "seen": "none"}
     late = alice.post("/admin/queue/decide", data={**form, "label": "ham"},
@@ -226,3 +244,51 @@ def test_next_up_names_the_threshold_of_a_verdict_from_another_model(
     assert set(rows) == {str(old[1]), str(new[0])}  # old[0] is the current message
     assert "scored by another model, threshold 0.700" in rows[str(old[1])]
     assert "another model" not in rows[str(new[0])]
+
+
+def test_moderators_working_the_queue_together_are_shown_different_messages(
+        app, make_user, add_messages, db_session_factory):
+    """The message the queue shows a moderator is claimed for them: another moderator is
+    shown the next one; a reload shows the same; skipping or deciding hands it on."""
+    first, second, third = add_messages(("unsure", 0.5), ("next one", 0.4), ("last", 0.1))
+    alice, bob = (logged_in(app, make_user, name) for name in ("alice", "bob"))
+    assert current_id(alice) == first
+    bob_page = bob.get("/admin/queue").get_data(as_text=True)
+    assert f'data-message-id="{second}"' in bob_page
+    assert "1 open for other moderators (not shown here)" in bob_page
+    assert current_id(alice) == first and current_id(bob) == second  # reloads
+    alice.post("/admin/queue/skip", data={"message_id": first})
+    assert current_id(alice) == third
+    bob.post("/admin/queue/decide", data={"message_id": second, "label": "ham",
+                                          "seen": "none"})
+    assert current_id(bob) == first  # alice skipped it: no longer hers
+    alice.post("/admin/queue/reset-skipped")
+    assert current_id(alice) == third  # her claim; bob has the first
+    expire_claims(db_session_factory)
+    alice.post("/admin/queue/reset-skipped")
+    assert current_id(alice) == first  # bob's claim ran out
+
+
+def test_the_message_page_says_who_has_it_open_in_the_queue(
+        app, make_user, add_messages, db_session_factory, viewer_client):
+    """Escaped: a name from before usernames were checked must not become markup."""
+    from spamguard.models import User
+
+    (mid,) = add_messages(("unsure", 0.5))
+    alice = logged_in(app, make_user, "alice")
+    assert current_id(alice) == mid
+    with db_session_factory() as session:  # as an old or hand-made account could be named
+        session.query(User).filter_by(username="alice").one().username = "<b>al</b>"
+        session.commit()
+    bob = logged_in(app, make_user, "bob")
+    page = bob.get(f"/admin/messages/{mid}").get_data(as_text=True)
+    assert "<strong>&lt;b&gt;al&lt;/b&gt;</strong> has this message open in the review queue" \
+        in page and "<b>al</b>" not in page
+    assert "has this message open" not in alice.get(f"/admin/messages/{mid}").get_data(
+        as_text=True)  # her own claim
+    viewer_page = viewer_client.get("/admin/queue").get_data(as_text=True)
+    assert f'data-message-id="{mid}"' in viewer_page  # a viewer claims and hides nothing
+    assert "&lt;b&gt;al&lt;/b&gt;</strong> has this message open" in viewer_page
+    bob.post(f"/admin/messages/{mid}/review", data={"label": "spam", "seen": "none"})
+    assert "has this message open" not in bob.get(f"/admin/messages/{mid}").get_data(
+        as_text=True)  # reviewed: the claim counts for nothing

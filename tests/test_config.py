@@ -99,6 +99,8 @@ def test_rate_limit_in_limits_syntax_is_kept(raw):
     ("evalset_fraction", "-0.5", "a number between 0 and 1"),
     ("session_idle_hours", "0", "1 to 744 hours"),
     ("session_idle_hours", "745", "1 to 744 hours"),
+    ("queue_claim_seconds", "0", "30 to 3600 seconds"),
+    ("queue_claim_seconds", "3601", "30 to 3600 seconds"),
 ])
 def test_numbers_out_of_range_stop_the_start(name, raw, advice):
     """A body limit of -5 used to start fine and then refuse every SMS with a 400; a lock

@@ -20,7 +20,7 @@ from spamguard.services import text_search
 from tests.fixtures_db import downgrade
 
 TABLES = {"users", "api_keys", "model_versions", "messages", "verdicts", "reviews", "campaigns",
-          "training_runs", "eval_examples", "locks", "spot_check_draws"}
+          "training_runs", "eval_examples", "locks", "spot_check_draws", "queue_claims"}
 
 
 def _diff(url: str) -> list:
@@ -522,7 +522,7 @@ def test_0011_makes_message_ids_64_bit_and_keeps_rows_and_indexes(db_url: str) -
                 "SELECT type, name, sql FROM sqlite_master ORDER BY name")).all()
         indexes, text_index = _indexes(engine), _text_index_objects(connection)
     engine.dispose()
-    db.upgrade_schema(db_url)
+    db.upgrade_schema(db_url, "0011")
     engine = db.make_engine(db_url)
     with engine.begin() as connection:
         assert _rows(connection) == before
@@ -553,6 +553,7 @@ def test_0011_makes_message_ids_64_bit_and_keeps_rows_and_indexes(db_url: str) -
                 "SELECT rowid FROM messages_fts WHERE messages_fts MATCH '\"prize\"' "
                 "ORDER BY rowid")).scalars().all() == [1, 2, BIG]
     engine.dispose()
+    db.upgrade_schema(db_url)
     assert _diff(db_url) == []
 
 

@@ -17,9 +17,9 @@ from spamguard.admin.base import (
 from spamguard.admin.queue import flash_conflict
 from spamguard.errors import SpamguardError
 from spamguard.models import LABELS, Message
-from spamguard.services import message_queries, reviews
+from spamguard.services import message_queries, queue_claims, reviews
 from spamguard.services.message_queries import FilterError, MessageFilter
-from spamguard.sqltypes import parse_id
+from spamguard.sqltypes import parse_id, utcnow
 
 PER_PAGE = 50
 
@@ -119,10 +119,13 @@ def message_detail(message_id: int):
     message = db.get(Message, message_id)
     if message is None:
         abort(404, description=f"no message {message_id}")
+    holder = queue_claims.holder(db, message_id, utcnow())
+    if holder is not None and holder.user_id == user_id():
+        holder = None  # their own claim: the queue showed it to them
     return render_template("admin/message.html", message=message,
                            similar=message_queries.similar_messages(db, message),
                            history=reviews.review_history(db, message_id), labels=LABELS,
-                           seen=reviews.latest_review_id(db, message_id))
+                           seen=reviews.latest_review_id(db, message_id), holder=holder)
 
 
 @bp.route("/messages/<id:message_id>/review", methods=["POST"])

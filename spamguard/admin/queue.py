@@ -1,15 +1,19 @@
-"""The review queue: the most uncertain unreviewed message first, decided with one key."""
+"""The review queue: the most uncertain unreviewed message first, decided with one key.
+
+The message shown to a moderator is claimed for them for a while, so that moderators
+working the queue together are shown different messages (services.queue_claims)."""
 
 from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
 from flask import session as cookie
+from flask_login import current_user
 
-from spamguard.admin.base import bp, fail, role_required, session, user_id
+from spamguard.admin.base import bp, fail, role_required, session, settings, user_id
 from spamguard.errors import SpamguardError
-from spamguard.models import Message, Review
-from spamguard.services import message_queries, registry, reviews
-from spamguard.sqltypes import parse_id
+from spamguard.models import Review
+from spamguard.services import message_queries, queue_claims, registry, reviews
+from spamguard.sqltypes import parse_id, utcnow
 
 MAX_SKIPPED = 300  # remembered per login session, so the signed cookie stays small
 MAX_DECISIONS = 20  # queue decisions that "u" can take back, newest last
@@ -42,27 +46,30 @@ def _undoable(db, decision: list[int]) -> Review | None:
 
 @bp.route("/queue")
 def queue():
-    """Show the next message to review and the ones after it."""
+    """Show the next message to review, claimed for this moderator, and the ones after it."""
     db = session()
     threshold = _threshold()
     skipped = cookie.get("queue_skip", [])
-    items = message_queries.review_queue(db, limit=UPCOMING + 1, exclude_ids=skipped)
-    focus = cookie.pop("queue_focus", None)
-    if focus is not None:  # just undone: show it again first
-        message = db.get(Message, focus)
-        if message is not None and message.review_label is None:
-            items = [message, *[m for m in items if m.id != focus]][:UPCOMING + 1]
-    current = items[0] if items else None
+    now = utcnow()
+    reviewer = user_id() if current_user.can("moderator") else None  # viewers claim nothing
+    focus = cookie.pop("queue_focus", None)  # just undone: show it again first
+    shown = queue_claims.next_for(db, user_id=reviewer, now=now, limit=UPCOMING + 1,
+                                  seconds=settings().queue_claim_seconds, exclude_ids=skipped,
+                                  first=[focus] if focus is not None else [])
+    holder = None if shown.current is None or reviewer is not None \
+        else queue_claims.holder(db, shown.current.id, now)
     decisions = _decisions()
     last = _undoable(db, decisions[-1]) if decisions else None
     # The queue shows only unreviewed messages, so its decision form always says "seen no
     # review" (reviews.Seen(None)); queue_decide refuses the decision if one exists by then.
     # Reading the latest review id in a second query instead could pick up a review saved
     # after the queue was read, and the form would then let this decision overwrite it.
-    return render_template("admin/queue.html", current=current,
-                           upcoming=items[1:], threshold=threshold, skipped=len(skipped),
+    return render_template("admin/queue.html", current=shown.current,
+                           upcoming=shown.upcoming, threshold=threshold, skipped=len(skipped),
                            backlog=message_queries.queue_size(db), last=last,
-                           can_undo=bool(decisions))
+                           can_undo=bool(decisions), holder=holder,
+                           held_elsewhere=queue_claims.held_by_others(db, user_id=reviewer,
+                                                                      now=now))
 
 
 @bp.route("/queue/decide", methods=["POST"])
@@ -130,6 +137,9 @@ def queue_skip():
         return fail("Nothing to skip.", "admin.queue")
     skipped = [i for i in cookie.get("queue_skip", []) if i != message_id]
     cookie["queue_skip"] = [*skipped, message_id][-MAX_SKIPPED:]
+    db = session()
+    queue_claims.release(db, user_id=user_id(), message_id=message_id)  # others may take it
+    db.commit()
     return redirect(url_for("admin.queue"))
 
 

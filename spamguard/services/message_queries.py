@@ -286,8 +286,8 @@ def list_messages(session: Session, f: MessageFilter, *, page: int = 1,
     return Page(list(session.scalars(query)), page, per_page, count_messages(session, f))
 
 
-def review_queue(session: Session, *, limit: int = 20,
-                 exclude_ids: Iterable[int] = ()) -> list[Message]:
+def review_queue(session: Session, *, limit: int = 20, exclude_ids: Iterable[int] = (),
+                 where: Iterable = ()) -> list[Message]:
     """Return unreviewed messages, the closest to their own model's threshold first.
 
     Each verdict's distance from the threshold of the model that gave it is stored with the
@@ -296,8 +296,10 @@ def review_queue(session: Session, *, limit: int = 20,
     ``ix_messages_review_queue``; ordering by ``review_label`` too (a constant here) lets
     PostgreSQL read the index in order rather than sort every unreviewed row. Messages
     still waiting for a verdict come after all classified ones, the oldest first.
+    ``where``: more conditions (the queue leaves out messages others have claimed: see
+    services.queue_claims), checked on the rows the scan reads.
     """
-    base = [Message.review_label.is_(None)]
+    base = [Message.review_label.is_(None), *where]
     excluded = list(exclude_ids)
     if excluded:
         base.append(Message.id.not_in(excluded))
