@@ -139,11 +139,15 @@ def test_a_decision_on_a_message_someone_reviewed_meanwhile_is_not_saved(
 
 def test_a_decision_someone_already_gave_is_information_not_an_error(
         app, make_user, add_messages, db_session_factory):
-    """Two moderators shown the same message who agree: the later one is told, plainly, that
-    there is nothing to do (not a red "not saved" as for a disagreement)."""
+    """Two moderators shown the same message (alice's claim lapsed before bob looked) who
+    agree: the later one is told, plainly, that there is nothing to do (not a red "not
+    saved" as for a disagreement)."""
     first, second = add_messages(("unsure", 0.5), ("next one", 0.1))
     alice, bob = (logged_in(app, make_user, name) for name in ("alice", "bob"))
-    alice_form, bob_form = decide_form(alice), decide_form(bob)
+    alice_form = decide_form(alice)
+    expire_claims(db_session_factory)
+    bob_form = decide_form(bob)
+    assert bob_form["message_id"] == alice_form["message_id"] == str(first)
     alice.post("/admin/queue/decide", data={**alice_form, "label": "spam"})
     late = bob.post("/admin/queue/decide", data={**bob_form, "label": "spam", "note": "scam"},
                     follow_redirects=True).get_data(as_text=True)
