@@ -188,9 +188,10 @@ def main() -> None:
 
 def run(args: argparse.Namespace, root: Path, review_weight: float | None) -> None:
     """Both folds, before and after labels, with one review weight; print the tables."""
-    from spamguard.config import Settings
+    from spamguard.config import load_settings
 
-    weight = Settings.retrain_review_weight if review_weight is None else review_weight
+    weight = (load_settings().retrain_review_weight if review_weight is None
+              else review_weight)  # default: spamguard's, SPAMGUARD_RETRAIN_REVIEW_WEIGHT too
     messages = read_fresh(args.data)
     root.mkdir(parents=True, exist_ok=True)
     cache = root / "shared-cache"

@@ -437,3 +437,8 @@ def test_training_says_when_duplicates_disagree_on_the_label(tmp_path, tiny_back
         assert notes == ([f"train: note: {conflicts} duplicate(s) of a text had the other "
                           "label; each such text is trained as spam (the spam label wins)"]
                          if conflicts else [])
+
+
+def test_weighted_class_weights_need_both_classes():
+    with pytest.raises(ValueError, match="both classes"):
+        class_weights(np.zeros(5, dtype=np.int64), np.ones(5))

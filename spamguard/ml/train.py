@@ -84,6 +84,8 @@ def class_weights(labels: np.ndarray, sample_weight: np.ndarray | None = None) -
         weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
     else:
         totals = np.array([sample_weight[labels == c].sum() for c in (0, 1)], dtype=np.float64)
+        if not np.all(totals > 0):
+            raise ValueError("class weights need messages of both classes")
         weights = totals.sum() / (2 * totals)
     return torch.tensor(weights, dtype=torch.float32)
 
@@ -296,8 +298,10 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
             :func:`~spamguard.ml.data.split`).
         always_train_weight: how much each of those messages counts in the head's and the
             SVM's training loss, against 1 for every other message (when the split could
-            set them aside), capped by :func:`review_weight` so that together they never
-            outweigh the other training messages.
+            set them aside), capped by :func:`review_weight` so that together they weigh
+            at most as much as the other training messages (a review never counts less
+            than 1). The SVM applies the weight exactly; the head's loss is a weighted mean
+            per batch, so there a review's pull is somewhat less than asked.
 
     Returns:
         The trained classifier, its directory, metadata and a printable summary.
@@ -357,7 +361,7 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     metadata = _metadata(backbone, config, features, fit, parts, stats, data, data_source)
     if kept:
         metadata["data"]["always_train"] = kept
-        metadata["data"]["always_train_weight"] = weight
+        metadata["data"]["always_train_weight"] = round(weight, 4)
         metadata["data"]["always_train_weight_asked"] = always_train_weight
     mark = time.perf_counter()
     say("train: fitting the TF-IDF + SVM baseline, choosing the threshold, writing the report")
