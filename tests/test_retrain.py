@@ -477,3 +477,16 @@ def test_review_weight_counts_reviewed_messages_more(retrain_settings, db_sessio
         assert (data["always_train_weight"] > 1) == (weight > 1)  # the cap leaves room
         heads[weight] = (directory / "head.safetensors").read_bytes()
     assert heads[1.0] != heads[20.0]
+
+
+def test_retraining_says_when_base_duplicates_disagree(retrain, retrain_settings) -> None:
+    """As spamguard train does: copies of a base text with both labels are named in a note
+    (the spam label wins) and counted in the run's training counts."""
+    rows = base_rows()
+    spam_text = next(text for label, text in rows if label == 1)
+    write_labelled(Path(retrain_settings.base_data), [*rows, (0, spam_text.upper())])
+    lines: list[str] = []
+    outcome = retrain(log=lines.append)
+    assert outcome.counts["training"]["base_label_conflicts"] == 1
+    assert ("retrain: note: 1 duplicate(s) of a base text had the other label; each such "
+            "text is trained as spam (the spam label wins)") in lines

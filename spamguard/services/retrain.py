@@ -199,6 +199,10 @@ class _Retrain:
                                          settings=self.settings, snapshot=snapshot,
                                          base=base, log=self.log)
         self.counts.update(training=training.counts, eval_set=evalset.counts())
+        if training.counts["base_label_conflicts"]:  # as spamguard train says
+            self.log(f"retrain: note: {training.counts['base_label_conflicts']} duplicate(s) "
+                     "of a base text had the other label; each such text is trained as spam "
+                     "(the spam label wins)")
         checkpoint("training", self.lease, self.log)
         candidate = train_candidate(training, settings=self.settings, snapshot=snapshot,
                                     progress=self.progress)

@@ -92,7 +92,7 @@ def build_training_set(*, session: Session, base: LabelledData, exclude: Collect
     """
     origins = base.origins or [f"base:{i}" for i in range(len(base))]
     # ml.data.dedupe: one message per normalised text, the first copy stays, spam wins.
-    unique, _ = dedupe(LabelledData(base.texts, base.labels, origins))
+    unique, stats = dedupe(LabelledData(base.texts, base.labels, origins))
     merged: dict[str, tuple[str, int, str]] = {
         text_hash(text): (text, int(label), origin)
         for text, label, origin in zip(unique.texts, unique.labels, unique.origins, strict=True)}
@@ -116,6 +116,7 @@ def build_training_set(*, session: Session, base: LabelledData, exclude: Collect
     data = LabelledData(texts, labels, [origin for _, _, origin in merged.values()])
     counts = {
         "base_messages": len(base), "base_unique": base_unique,
+        "base_label_conflicts": stats.label_conflicts,
         "reviewed_messages": len(reviews), "reviews_overriding_base": overridden,
         "reviews_confirming_base": confirmed,
         "excluded_eval": len(excluded), **data.counts(),
