@@ -332,6 +332,19 @@ def session_scope(session_factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+def conflict_insert(session: Session):
+    """The dialect's ``insert`` that has ``on_conflict_do_nothing`` / ``_do_update``
+    (PostgreSQL's or SQLite's; None on other databases)."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        return None
+    return insert
+
+
 def migrations_dir() -> Path:
     """Return the Alembic folder (``migrations/``; :mod:`spamguard.shipped` says where)."""
     return shipped_dir("migrations")

@@ -103,10 +103,10 @@ def flash_conflict(exc: reviews.ReviewConflict, label: str, note: str | None) ->
           "info" if exc.agrees_with(label) else "error")
 
 
-def conflict_message(exc: reviews.ReviewConflict, label: str, note: str | None = None) -> str:
+def conflict_message(exc: reviews.ReviewConflict, label: str, note: str | None) -> str:
     """Say who decided the message first (read before the rollback expires the review)."""
     theirs = exc.review
-    if theirs is not None and exc.agrees_with(label):
+    if exc.agrees_with(label):  # so theirs is not None
         who = "you" if theirs.user_id == user_id() else \
             theirs.user.username if theirs.user is not None else "someone"
         unsaved = " Your note was not saved." if (note or "").strip() else ""

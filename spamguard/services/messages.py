@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from spamguard.db import database_unavailable
+from spamguard.db import conflict_insert, database_unavailable
 from spamguard.ml.data import text_hash
 from spamguard.models import Message, Verdict
 from spamguard.sqltypes import utcnow
@@ -133,14 +133,7 @@ def _store(*, session: Session, gateway: str, external_id: str | None,
 
 def _insert_ignoring_duplicates(session: Session):
     """The dialect's ``insert`` that has ``on_conflict_do_nothing`` (None elsewhere)."""
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:
-        return None
-    return dialect_insert
+    return conflict_insert(session)
 
 
 def _store_catching_conflict(session: Session, values: dict[str, Any]) -> tuple[Message, bool]:

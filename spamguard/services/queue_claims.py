@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, Integer, delete, func, literal, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from spamguard.db import conflict_insert
 from spamguard.models import Message, QueueClaim
 from spamguard.services import message_queries
 from spamguard.sqltypes import UTCDateTime
@@ -55,7 +56,7 @@ def claim(session: Session, *, message_id: int, user_id: int, now: datetime,
     until = literal(now + timedelta(seconds=seconds), UTCDateTime())
     unreviewed = select(Message.id, literal(user_id, Integer), until).where(
         Message.id == message_id, Message.review_label.is_(None))
-    statement = _dialect_insert(session)(QueueClaim).from_select(
+    statement = conflict_insert(session)(QueueClaim).from_select(
         ["message_id", "user_id", "claimed_until"], unreviewed)
     statement = statement.on_conflict_do_update(
         index_elements=[QueueClaim.message_id],
@@ -64,15 +65,6 @@ def claim(session: Session, *, message_id: int, user_id: int, now: datetime,
         where=or_(QueueClaim.user_id == user_id, QueueClaim.claimed_until <= now))
     # RETURNING, not the row count: psycopg reports -1 for this INSERT ... SELECT.
     return session.scalar(statement.returning(QueueClaim.message_id)) is not None
-
-
-def _dialect_insert(session: Session):
-    """The dialect's ``insert`` that has ``on_conflict_do_update`` (the two backends)."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
 
 
 def claim_first(session: Session, candidates: Sequence[Message], *, user_id: int,
