@@ -348,3 +348,92 @@ def test_too_few_messages_names_every_short_class(ham, spam, expected):
 def test_enough_of_each_class_is_trainable():
     data = LabelledData([f"m {chr(97 + i)}" for i in range(12)], np.array([0] * 6 + [1] * 6))
     check_trainable(data)  # no error
+
+
+SHIPPED_DATA_HASH = "a81e7407253d9028eaf9817a3b01889e1c1cd3459e1493365dd9db268c0c096b"
+
+
+def test_shipped_data_reads_exactly_as_it_always_has():
+    """The shipped model's split depends on these texts, byte for byte. 75 of its messages
+    are in spreadsheet quoting (``"Superb Thought- ""Be grateful..."``) and stay so: line
+    139 ends in a bare quote, so the file's quotes are its messages' own."""
+    data = load_labelled(SHIPPED)
+    assert data_hash(data) == SHIPPED_DATA_HASH
+    assert sum(t.startswith('"') and '""' in t for t in data.texts) == 75
+    assert data.texts[138].endswith('Gud ni8"')
+
+
+@pytest.mark.parametrize("content, texts", [
+    # Excel and LibreOffice quote a field with a quote, tab or line break in it.
+    ('label\ttext\nham\t"He said ""hi"""\nspam\tWIN now\n', ['He said "hi"', "WIN now"]),
+    ('ham\t"""Quoted"" start"\nspam\tWIN\tnow\n', ['"Quoted" start', "WIN\tnow"]),
+    ('label\ttext\nham\t"one\ttwo"\nspam\t"WIN ""now"""\n', ["one\ttwo", 'WIN "now"']),
+    ('label\ttext\r\nham\t"first line\r\nsecond ""line"""\r\nspam\tWIN\r\n',
+     ['first line\r\nsecond "line"', "WIN"]),
+    ('text\tlabel\n"two\nlines"\tham\n"WIN"\tspam\n', ["two\nlines", "WIN"]),
+    # LibreOffice's "quote all text cells": quoted names (numbers are not quoted)
+    ('"label"\t"text"\n"ham"\t"hi there"\n"spam"\t"WIN"\n', ["hi there", "WIN"]),
+    ('"label"\t"text"\n0\t"hi there"\n1\t"WIN"\n', ["hi there", "WIN"]),
+])
+def test_a_tsv_saved_by_a_spreadsheet_is_unquoted(tmp_path, content, texts):
+    assert load_labelled(write(tmp_path, "sheet.tsv", content)).texts == texts
+
+
+def test_a_tsv_written_by_a_csv_writer_reads_back_as_written(tmp_path):
+    import csv
+    import io
+
+    rows = [["ham", 'He said "hi"'], ["spam", "WIN\tnow"], ["ham", "two\nlines"],
+            ["ham", '"'], ["spam", 'x"'], ["ham", "plain"], ["spam", "a\r\nb"]]
+    out = io.StringIO()
+    csv.writer(out, delimiter="\t", lineterminator="\r\n").writerows(rows)
+    data = load_labelled(write(tmp_path, "written.tsv", out.getvalue()))
+    assert data.texts == [text for _, text in rows]
+    assert data.origins == [f"written.tsv:{n}" for n in (1, 2, 3, 5, 6, 7, 8)]
+
+
+def test_errors_after_a_multi_line_spreadsheet_field_name_the_right_line(tmp_path):
+    path = write(tmp_path, "multi.tsv", 'label\ttext\nham\t"one\ntwo\nthree"\nhma\toops\n')
+    with pytest.raises(DataError, match=r"multi.tsv:5: unknown label 'hma'"):
+        load_labelled(path)
+    texts = write(tmp_path, "in.tsv", 'id\ttext\n1\t"a\nb"\n2\n')
+    with pytest.raises(DataError, match=r"in.tsv:4: 1 field\(s\), but the header puts"):
+        load_texts(texts)
+
+
+@pytest.mark.parametrize("content, texts", [
+    # a bare quote anywhere: a spreadsheet would have quoted that field, so the quotes
+    # are the messages' own (the shipped data set is such a file)
+    ('ham\t"Superb ""quote"""\nham\tGud ni8"\n', ['"Superb ""quote"""', 'Gud ni8"']),
+    ('ham\t"Sorry I will call later\nham\tMy TV is 55"\n',
+     ['"Sorry I will call later', 'My TV is 55"']),
+    # quoted, but nothing a spreadsheet would have quoted
+    ('ham\t"hello"\nspam\tWIN now\n', ['"hello"', "WIN now"]),
+    ('ham\t""\nspam\tWIN now\n', ['""', "WIN now"]),
+    # a first message in quotes that happens to be a column name is no header
+    ('ham\t"text"\nspam\tWIN now\n', ['"text"', "WIN now"]),
+])
+def test_tsv_quotes_that_are_the_messages_own_are_kept(tmp_path, content, texts):
+    assert load_labelled(write(tmp_path, "raw.tsv", content)).texts == texts
+
+
+def test_a_multi_line_quoted_field_holding_a_tab_is_not_joined(tmp_path):
+    """Each line such a field covers could be a row of its own; the old error stays."""
+    path = write(tmp_path, "tab.tsv", 'label\ttext\nham\t"one\ttwo\nthree"\n')
+    with pytest.raises(DataError, match="tab.tsv:3: expected a label and a text column"):
+        load_labelled(path)
+
+
+def test_a_one_column_tsv_to_classify_is_never_joined_over_lines(tmp_path):
+    """Every line of one column is a row: nothing tells a line break in a message from
+    two messages that start and end with a quote. So the opening quote is a bare one, and
+    the file's quotes are all kept."""
+    path = write(tmp_path, "one.tsv", 'text\n"see you\nat 6"\n"He said ""hi"""\n')
+    assert load_texts(path) == ['"see you', 'at 6"', '"He said ""hi"""']
+    path = write(tmp_path, "two.tsv", 'text\n"He said ""hi"""\n')
+    assert load_texts(path) == ['He said "hi"']
+
+
+def test_classify_reads_a_spreadsheet_tsv_like_training(tmp_path):
+    path = write(tmp_path, "in.tsv", 'id\ttext\n1\t"He said ""hi"""\n2\t"two\nlines"\n3\tok\n')
+    assert load_texts(path) == ['He said "hi"', "two\nlines", "ok"]

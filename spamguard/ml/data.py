@@ -126,14 +126,13 @@ def _read_rows(path: Path, source: bytes | None = None, delimiter: str | None = 
     """
     text = _decode(path, _read_bytes(path) if source is None else source)
     delimiter = delimiter or _delimiter(path, text)
-    # Quote handling only for CSV: SMS bodies in TSV routinely start with a bare quote.
-    quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
     if csv.field_size_limit() < MAX_FIELD_CHARS:
         csv.field_size_limit(MAX_FIELD_CHARS)
     text, restore = _shield_lone_cr(text)
     try:
-        rows, lines = _parse_csv(path, text, delimiter) if quoting == csv.QUOTE_MINIMAL \
-            else _parse(text, delimiter, quoting, strict=False)
+        # Quotes are CSV syntax; in a TSV, only where a spreadsheet program put them.
+        rows, lines = _parse_csv(path, text, delimiter) if delimiter == "," \
+            else _parse_tsv(text, delimiter)
     except _RowError as exc:
         raise DataError(f"{path}:{exc.line}: {exc.reason}") from None
     if restore:
@@ -147,11 +146,10 @@ class _RowError(Exception):
         self.line, self.reason = line, reason
 
 
-def _parse(text: str, delimiter: str, quoting: int, *, strict: bool
-           ) -> tuple[list[list[str]], list[int]]:
-    """Rows and the line each starts on; :class:`_RowError` names the line of a bad row."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting,
-                        strict=strict)
+def _parse(text: str, delimiter: str, *, strict: bool) -> tuple[list[list[str]], list[int]]:
+    """CSV rows and the line each starts on; :class:`_RowError` names the line of a bad
+    row."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=strict)
     rows, lines, lines_read = [], [], 0
     try:
         for row in reader:
@@ -172,13 +170,13 @@ def _parse_csv(path: Path, text: str, delimiter: str) -> tuple[list[list[str]], 
     left open (``1,"Sorry I'll call later``), which swallowed the rows up to the next quote
     into one message with one label (an audit: 2 training rows vanished, exit 0)."""
     try:
-        return _parse(text, delimiter, csv.QUOTE_MINIMAL, strict=True)
+        return _parse(text, delimiter, strict=True)
     except _RowError as exc:
         if "end of data" in exc.reason:
             raise DataError(f"{path}:{exc.line}: a quote opened in this row is never closed "
                             "(the file ends inside it)") from None
         stray = exc
-    rows, lines = _parse(text, delimiter, csv.QUOTE_MINIMAL, strict=False)
+    rows, lines = _parse(text, delimiter, strict=False)
     ends = [*(start - 1 for start in lines[1:]), text.count("\n") + 1]
     for row, start, end in zip(rows, lines, ends, strict=True):
         # A message over several lines that ends on the line strict reading stumbled on:
@@ -192,6 +190,116 @@ def _parse_csv(path: Path, text: str, delimiter: str) -> tuple[list[list[str]], 
                 "merge the rows between into this message; close it, or double the quotes "
                 "inside a quoted message")
     return rows, lines
+
+
+_LINE_BREAK = re.compile(r"(\r\n|\n|\r)")  # where csv ends a line
+
+
+def _parse_tsv(text: str, delimiter: str) -> tuple[list[list[str]], list[int]]:
+    """TSV rows and the line each starts on.
+
+    Read as csv.QUOTE_NONE reads it (a row a line, split at every tab, quotes kept as
+    they are: SMS bodies routinely start or end with a bare quote), unless the file was
+    saved by a spreadsheet program (:func:`_spreadsheet_rows`).
+    """
+    pieces = _LINE_BREAK.split(text)
+    lines, ends = pieces[0::2], [*pieces[1::2], ""]
+    if lines[-1] == "":  # the text ends with a line break (or is empty)
+        lines.pop()
+        ends.pop()
+    sheet = _spreadsheet_rows(lines, ends, delimiter)
+    if sheet is not None:
+        return sheet
+    return ([line.split(delimiter) if line else [] for line in lines],
+            list(range(1, len(lines) + 1)))
+
+
+def _spreadsheet_rows(lines: list[str], ends: list[str], delimiter: str
+                      ) -> tuple[list[list[str]], list[int]] | None:
+    """The rows of a TSV saved by a spreadsheet program, or None if it was not saved so.
+
+    Excel and LibreOffice quote a field that holds a quote, tab or line break:
+    ``He said "hi" twice`` is saved as ``"He said ""hi"" twice"``. A TSV counts as saved so
+    when
+
+    - every quote in it belongs to such a quoted field: one that starts with a quote, ends
+      with one followed by a tab or the end of its row, and doubles every quote between.
+      A spreadsheet quotes every field with a quote in it, so one bare quote anywhere
+      (``Gud ni8"``, line 139 of the shipped data set) means the file's quotes are the
+      messages' own, and it is read as it always was;
+    - and it shows quoting: a quoted field with a quote, tab or line break inside, or a
+      first row (a header) of quoted names only ("quote all text cells").
+
+    Then every quoted field is unquoted. A quoted field runs on over the next lines only
+    in a table of two or more columns and only if it holds no tab: each line it covers
+    would be a row short of columns on its own.
+    """
+    if not any('"' in line for line in lines):
+        return None
+    multiline = delimiter in lines[0]
+    rows: list[list[str]] = []
+    starts: list[int] = []
+    shown = False
+    i = 0
+    while i < len(lines):
+        starts.append(i + 1)
+        row: list[str] = []
+        line, pos, quoted, plain = lines[i], 0, 0, 0
+        while line:
+            if line.startswith('"', pos):
+                field = _quoted_field(lines, ends, i, pos, delimiter, multiline)
+                if field is None:
+                    return None
+                cell, i, pos, inside = field
+                line = lines[i]
+                quoted += 1
+                shown = shown or inside
+                end = pos if pos < len(line) else -1  # just after it: a tab or the row's end
+            else:
+                end = line.find(delimiter, pos)
+                cell = line[pos:] if end < 0 else line[pos:end]
+                if '"' in cell:
+                    return None
+                plain += bool(cell)
+            row.append(cell)
+            if end < 0:
+                break
+            pos = end + 1
+        shown = shown or (not rows and quoted > 0 and not plain)
+        rows.append(row)
+        i += 1
+    return (rows, starts) if shown else None
+
+
+def _quoted_field(lines: list[str], ends: list[str], i: int, pos: int, delimiter: str,
+                  multiline: bool) -> tuple[str, int, int, bool] | None:
+    """The spreadsheet-quoted field whose opening quote is at ``lines[i][pos]``.
+
+    Returns:
+        Its text, the line and position just after its closing quote, and whether it
+        shows quoting (a quote, tab or line break inside); None if it is not one.
+    """
+    first, start, seek, parts = i, pos + 1, pos + 1, []
+    while True:
+        line = lines[i]
+        q = line.find('"', seek)
+        if q < 0:  # the field goes on over the line break
+            rest = line[start:]
+            if not multiline or delimiter in rest or i + 1 == len(lines):
+                return None
+            parts += [rest, ends[i]]
+            i, start, seek = i + 1, 0, 0
+        elif line.startswith('""', q):
+            seek = q + 2
+        elif q + 1 < len(line) and line[q + 1] != delimiter:
+            return None  # a quote inside that is not doubled
+        else:
+            last = line[start:q]
+            if i > first and delimiter in last:
+                return None
+            inner = "".join(parts) + last
+            inside = i > first or '"' in inner or delimiter in inner
+            return inner.replace('""', '"'), i, q + 1, inside
 
 
 _LONE_CR = re.compile(r"\r(?!\n)")
