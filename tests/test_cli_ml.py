@@ -88,6 +88,16 @@ def test_classify_format_option_reads_a_table_from_stdin(home):
     assert [json.loads(x)["text"] for x in result.output.splitlines()] == ["hello friend"]
 
 
+def test_classify_reads_a_quoted_header_from_stdin(home):
+    """`printf '"label","text"\\n"spam","win"\\n' | spamguard classify -` classified both
+    lines, quotes and all, as plain-text messages."""
+    result = run(home[0], ["classify", "--runtime", "torch", "-"],
+                 input='"label","text"\n"spam","win"\n')
+    assert result.exit_code == 0, result.output
+    assert [json.loads(x)["text"] for x in result.stdout.splitlines()] == ["win"]
+    assert "as a table with the header" in result.stderr
+
+
 def test_classify_with_explicit_model_dir(home):
     env, root = home
     version_dir = next((root / "instance" / "models").iterdir())

@@ -437,3 +437,31 @@ def test_a_one_column_tsv_to_classify_is_never_joined_over_lines(tmp_path):
 def test_classify_reads_a_spreadsheet_tsv_like_training(tmp_path):
     path = write(tmp_path, "in.tsv", 'id\ttext\n1\t"He said ""hi"""\n2\t"two\nlines"\n3\tok\n')
     assert load_texts(path) == ['He said "hi"', "two\nlines", "ok"]
+
+
+@pytest.mark.parametrize("source, texts", [
+    (b'"label","text"\n"spam","win"\n', ["win"]),
+    (b'"id",text\n1,"hi, you"\n', ["hi, you"]),
+    (b'"","text"\n0,hello\n', ["hello"]),  # pandas' index column, all quoted
+    (b'"id"\t"text"\n1\t"He said ""hi"""\n', ['He said "hi"']),
+    # quoted names over messages with bare quotes: the names are still names
+    (b'"id"\t"text"\n1\tGud ni8"\n', ['Gud ni8"']),
+])
+def test_a_quoted_header_on_standard_input_is_a_header(source, texts):
+    notices = []
+    assert load_texts(Path("<stdin>"), source, notice=notices.append) == texts
+    assert len(notices) == 1 and "as a table" in notices[0]
+
+
+def test_a_quoted_header_is_a_header_for_training_too(tmp_path):
+    for name, content in [("q.csv", '"label","text"\n"spam","win"\n'),
+                          ("q", '"label","text"\n"spam","win"\n'),
+                          ("q.tsv", '"label"\t"text"\nspam\tGud ni8"\n')]:
+        assert load_labelled(write(tmp_path, name, content)).texts[0] in {"win", 'Gud ni8"'}
+
+
+def test_a_quoted_message_that_is_no_header_stays_plain_text():
+    assert load_texts(Path("<stdin>"), b'"Hi, you" there\nok\n') == ['"Hi, you" there', "ok"]
+    assert load_texts(Path("<stdin>"), b'"text"\tid 2\n') == ['"text"\tid 2']
+    assert load_texts(Path("<stdin>"), b'Sure,"text me\nok\n') == ['Sure,"text me', "ok"]
+    assert load_texts(Path("<stdin>"), b'Sure,"text" me\n') == ['Sure,"text" me']

@@ -344,8 +344,18 @@ def _first_named(names: list[str], wanted: set[str]) -> int | None:
     return next((i for i, n in enumerate(names) if n in wanted), None)
 
 
+def _header_names(cells: list[str]) -> list[str]:
+    """A first row's cells as names to match: stripped, lower-cased, and without their
+    quotes when every name is quoted (``"label"``, ``"text"``: in a TSV whose quotes are
+    kept, as its messages hold bare ones, or a first line read before any unquoting)."""
+    names = [cell.strip() for cell in cells]
+    if any(names) and all(len(n) > 1 and n[0] == n[-1] == '"' for n in names if n):
+        names = [n[1:-1] for n in names]
+    return [n.lower() for n in names]
+
+
 def _find_columns(path: Path, header: list[str]) -> tuple[int, int] | None:
-    names = [h.strip().lower() for h in header]
+    names = _header_names(header)
     label = _first_named(names, LABEL_HEADERS)
     text = _first_named(names, TEXT_HEADERS)
     if label is None and text is None:
@@ -427,9 +437,16 @@ def _looks_like_header(path: Path, text: str) -> bool:
     name without spaces. A plain SMS such as "Text, me when you are free" is
     not one; a header with spaces in a name needs ``--format csv`` (or ``tsv``)."""
     first_line = text.split("\n", 1)[0].rstrip("\r")
-    cells = [c.strip() for c in first_line.split(_delimiter(path, text))]
-    return (len(cells) > 1 and any(c.lower() in TEXT_HEADERS for c in cells)
-            and all(not c or _HEADER_NAME.fullmatch(c) for c in cells))
+    delimiter = _delimiter(path, text)
+    cells = first_line.split(delimiter)
+    if delimiter == "," and '"' in first_line:  # as the table is read: "label","text"
+        try:
+            cells = next(csv.reader([first_line], strict=True), [])
+        except csv.Error:  # a quote left open or a stray one (Sure,"text me): no header
+            return False
+    names = _header_names(cells)
+    return (len(names) > 1 and any(n in TEXT_HEADERS for n in names)
+            and all(not n or _HEADER_NAME.fullmatch(n) for n in names))
 
 
 def load_texts(path: str | Path, source: bytes | None = None, *,
@@ -468,7 +485,7 @@ def load_texts(path: str | Path, source: bytes | None = None, *,
         lines_of = text.split("\n") if "\n" in text else text.split("\r")
         return [line.rstrip("\r") for line in lines_of if line.strip()]
     delimiter, rows, lines = _read_rows(path, raw, {"csv": ",", "tsv": "\t"}.get(input_format))
-    header = [c.strip().lower() for c in rows[0]] if rows else []
+    header = _header_names(rows[0]) if rows else []
     # The first column training would read as the text (a `Label,Message` file trains, so
     # it classifies too, from the same column).
     col = _first_named(header, TEXT_HEADERS)
