@@ -98,6 +98,12 @@ def test_classify_reads_a_quoted_header_from_stdin(home):
     assert "as a table with the header" in result.stderr
 
 
+def test_classify_refuses_a_row_with_an_empty_text(home):
+    result = run(home[0], ["classify", "-"], input='id,text\n1,hi\n2,""\n')
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines()[-1] == "error: <stdin>:3: empty text"
+
+
 def test_classify_with_explicit_model_dir(home):
     env, root = home
     version_dir = next((root / "instance" / "models").iterdir())

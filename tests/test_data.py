@@ -465,3 +465,36 @@ def test_a_quoted_message_that_is_no_header_stays_plain_text():
     assert load_texts(Path("<stdin>"), b'"text"\tid 2\n') == ['"text"\tid 2']
     assert load_texts(Path("<stdin>"), b'Sure,"text me\nok\n') == ['Sure,"text me', "ok"]
     assert load_texts(Path("<stdin>"), b'Sure,"text" me\n') == ['Sure,"text" me']
+
+
+@pytest.mark.parametrize("name, content, line", [
+    ("in.csv", 'id,text\n1,""\n2,hi\n', 2),
+    ("in.csv", "id,text\n1,hi\n2,\n", 3),
+    ("in.csv", 'id,text\n1,"  "\n', 2),
+    ("in.tsv", "id\ttext\n1\t\n", 2),
+    ("in.tsv", 'id\ttext\n1\t"a ""b"""\n2\t""\n', 3),  # a spreadsheet's empty quoted cell
+    ("in", 'id,text\n1,"line\nbreak"\n2,\n', 4),
+])
+def test_an_empty_text_to_classify_names_its_line(tmp_path, name, content, line):
+    """As training does: a row with other cells but no text is refused, not classified
+    as "" (blank lines and rows with nothing in any cell are skipped, as before)."""
+    with pytest.raises(DataError, match=rf"^{re.escape(str(tmp_path / name))}:{line}: "
+                                        r"empty text$"):
+        load_texts(write(tmp_path, name, content))
+
+
+def test_blank_rows_to_classify_are_still_skipped(tmp_path):
+    assert load_texts(write(tmp_path, "in.csv", "id,text\n,\n\n1,hi\n")) == ["hi"]
+
+
+@pytest.mark.parametrize("content, line", [
+    ('label,text\nspam,""\nham,hi\n', 2),
+    ("label,text\nham,hi\nspam,\n", 3),
+    ('spam,""\nham,hi\n', 1),
+    ('label,text,id\nspam,,1\n', 2),
+    ('"label"\t"text"\n"ham"\t"hi"\n"spam"\t""\n', 3),
+])
+def test_an_empty_text_to_train_on_names_its_line(tmp_path, content, line):
+    name = "e.tsv" if "\t" in content else "e.csv"
+    with pytest.raises(DataError, match=rf"{name}:{line}: empty text$"):
+        load_labelled(write(tmp_path, name, content))

@@ -500,7 +500,10 @@ def load_texts(path: str | Path, source: bytes | None = None, *,
         if len(row) <= col:
             raise DataError(f"{path}:{lineno}: {len(row)} field(s), but the header puts "
                             f"{header[col]!r} in column {col + 1}")
-        texts.append(_row_text(path, lineno, row, col, len(header), delimiter))
+        text = _row_text(path, lineno, row, col, len(header), delimiter)
+        if not text.strip():  # a row with other cells but no message: as training says
+            raise DataError(f"{path}:{lineno}: empty text")
+        texts.append(text)
     return texts
 
 
