@@ -148,6 +148,8 @@ def set_role(*, session: Session, role: str, user_id: int | None = None,
     if role != "admin":
         _keep_an_admin(session, user)
     user.role = role
+    if role == "viewer":  # a viewer reviews nothing: its queue claims go to the others now
+        _release_claims(session, user.id)
     session.flush()
     return user
 
@@ -177,14 +179,26 @@ def unlock(*, session: Session, user_id: int | None = None,
     return user
 
 
-def end_sessions(*, session: Session, user_id: int) -> None:
+def end_sessions(*, session: Session, user_id: int, carry_on: bool = False) -> None:
     """End every login session of the account (sessions are signed cookies, kept by the
-    browser: each carries the account's epoch, and an old epoch is no longer accepted). A
-    session that should carry on (after a password change) logs in again with the new one.
+    browser: each carries the account's epoch, and an old epoch is no longer accepted), and
+    its claims on the review queue, so that other moderators get those messages at once
+    rather than when the claims run out (services.queue_claims). A session that should
+    carry on (after a password change: ``carry_on``) keeps the claims and logs in again
+    with the new epoch.
     """
     session.execute(update(User).where(User.id == user_id)
                     .values(session_epoch=User.session_epoch + 1))
+    if not carry_on:
+        _release_claims(session, user_id)
     session.expire_all()
+
+
+def _release_claims(session: Session, user_id: int) -> None:
+    """End the account's claims on review queue messages (services.queue_claims)."""
+    from spamguard.services import queue_claims  # imported here: it loads numpy
+
+    queue_claims.release(session, user_id=user_id)
 
 
 def locked_until(user: User) -> datetime | None:
@@ -259,7 +273,8 @@ def change_password(*, session: Session, user_id: int, current: str, new: str,
     validate_password(new, username=user.username)
     user.password_hash, user.failed_logins = hash_password(new), 0
     session.flush()
-    end_sessions(session=session, user_id=user.id)  # a stolen session ends with the change
+    # A stolen session ends with the change; this one goes on (with its queue claim).
+    end_sessions(session=session, user_id=user.id, carry_on=True)
     return user
 
 
