@@ -259,6 +259,61 @@ def test_a_disabled_moderator_is_told_the_account_is_disabled(admin_client, mode
     assert login.status_code == 401 and "Ask an admin" in login.get_data(as_text=True)
 
 
+def _delete_user(session_factory, username: str) -> int:
+    """Delete the account by hand (the UI and CLI only disable): return its id."""
+    from sqlalchemy import delete
+
+    with session_factory() as session:
+        user_id = session.scalars(select(User.id).where(User.username == username)).one()
+        session.execute(delete(User).where(User.id == user_id))
+        session.commit()
+    return user_id
+
+
+def test_a_deleted_moderator_is_told_the_account_no_longer_exists(moderator_client,
+                                                                 add_messages,
+                                                                 db_session_factory):
+    """Said on the next page and on the next form sent; the login page still answers the
+    name as any unknown one (it does not tell which names were accounts)."""
+    (mid,) = add_messages(("unsure", 0.5))
+    _delete_user(db_session_factory, "moderator")
+    page = moderator_client.get("/admin/queue", follow_redirects=True).get_data(as_text=True)
+    assert "Your account no longer exists, so you were logged out." in page
+    assert "Ask an admin if this is a mistake." in page and "Please log in" not in page
+    sent = moderator_client.post("/admin/queue/decide", data={
+        "message_id": mid, "label": "spam", "seen": "none"}, follow_redirects=True)
+    said = sent.get_data(as_text=True)
+    assert "Your account no longer exists" in said and "no longer logged in" not in said
+    login = moderator_client.login()
+    assert login.status_code == 401 and "Wrong username or password" in login.get_data(
+        as_text=True) and "no longer exists" not in login.get_data(as_text=True)
+
+
+def test_a_cookie_not_signed_by_the_app_learns_nothing_of_an_account(app, moderator_client,
+                                                                     db_session_factory):
+    """A session cookie naming the deleted account's login, signed with another key, is
+    no session: the visitor is asked to log in as one with no cookie at all is."""
+    from flask import Flask
+
+    with moderator_client.client.session_transaction() as cookie:
+        login = cookie["_user_id"]
+    _delete_user(db_session_factory, "moderator")
+    forger = Flask("forger")
+    forger.secret_key = "not-the-key-" + "x" * 32
+    forged = app.session_interface.get_signing_serializer(forger).dumps(
+        {"_user_id": login, "_fresh": True})
+
+    def answer(client) -> str:
+        page = client.get("/admin/queue", follow_redirects=True).get_data(as_text=True)
+        return TOKEN.sub("", page)
+
+    visitor = app.test_client()
+    visitor.set_cookie("session", forged)
+    said = answer(visitor)
+    assert "Please log in." in said and "no longer exists" not in said
+    assert said == answer(app.test_client())
+
+
 def test_change_own_password(app, viewer_client):
     page = viewer_client.get("/admin/dashboard").get_data(as_text=True)
     assert 'href="/admin/password"' in page  # in the layout, beside "Log out"
