@@ -314,6 +314,25 @@ def test_a_cookie_not_signed_by_the_app_learns_nothing_of_an_account(app, modera
     assert said == answer(app.test_client())
 
 
+def test_a_login_of_a_deleted_account_never_becomes_the_next_account(app, make_user,
+                                                                     db_session_factory,
+                                                                     db_backend):
+    """SQLite gives a new account the highest id plus one, so the next account after the
+    newest was deleted gets the deleted one's id; new accounts start at a random session
+    epoch, so the deleted account's login does not match theirs."""
+    make_user("leaver", "moderator")
+    leaver = AdminClient(app.test_client(), "leaver")
+    assert leaver.login().status_code == 302
+    gone = _delete_user(db_session_factory, "leaver")
+    new = make_user("newcomer", "admin")
+    if db_backend == "sqlite":
+        assert new == gone  # what made this possible
+    response = leaver.get("/admin/users")
+    assert response.status_code == 302 and "/admin/login" in response.headers["Location"]
+    assert "newcomer" not in leaver.get("/admin/dashboard", follow_redirects=True).get_data(
+        as_text=True)
+
+
 def test_change_own_password(app, viewer_client):
     page = viewer_client.get("/admin/dashboard").get_data(as_text=True)
     assert 'href="/admin/password"' in page  # in the layout, beside "Log out"

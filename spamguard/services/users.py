@@ -6,6 +6,7 @@ Functions flush but never commit: the caller owns the transaction.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -93,10 +94,21 @@ def create_user(*, session: Session, username: str, password: str, role: str) ->
     if session.scalars(select(User).where(User.username == name)).first() is not None:
         raise UserError(f"user {name!r} already exists")
     user = User(username=name, password_hash=hash_password(password), role=role,
-                is_active=True, failed_logins=0)
+                is_active=True, failed_logins=0, session_epoch=first_epoch())
     session.add(user)
     session.flush()
     return user
+
+
+def first_epoch() -> int:
+    """A new account's session epoch (see :func:`end_sessions`): random, not 0.
+
+    A login's cookie names the account by id and epoch, and SQLite gives a new row the
+    highest id in the table plus one: after the newest account is deleted, the next one
+    gets its id. Had both started at epoch 0, a login of the deleted account still held by
+    a browser would have become a login of the new one. (Below 2**30: the column is a
+    32-bit integer on PostgreSQL, and each end of sessions adds one.)"""
+    return 1 + secrets.randbelow(2**30 - 1)
 
 
 def get_user(session: Session, user_id: int) -> User | None:
