@@ -191,6 +191,30 @@ def test_users_page_is_admin_only(admin_client, moderator_client):
     assert "at least 8 characters" in short.get_data(as_text=True)
 
 
+@pytest.mark.parametrize(("url", "field", "hint_id", "name"), [
+    ("/admin/users", "password", "password-rule", "the username"),
+    ("/admin/password", "new_password", "new-password-rule", "your username"),
+])
+def test_new_password_fields_state_the_rule_the_check_uses(admin_client, monkeypatch, url,
+                                                           field, hint_id, name):
+    """Beside the field, read with it by screen readers (aria-describedby), for the browser
+    to check first (minlength), made from the same constant as the check: with it at 12,
+    the page says 12 and the check refuses 11 characters."""
+    from spamguard.services import users
+
+    monkeypatch.setattr(users, "MIN_PASSWORD_LENGTH", 12)
+    page = admin_client.get(url).get_data(as_text=True)
+    assert (f'<input name="{field}" type="password" minlength="12" required '
+            f'autocomplete="new-password" aria-describedby="{hint_id}">') in page
+    assert (f'<p class="hint" id="{hint_id}">At least 12 characters that are not spaces, and '
+            f"neither {name} nor one of the most used passwords.</p>") in page
+    assert 'minlength="8"' not in page
+    eleven = "eleven-char"
+    refused = admin_client.post("/admin/users", data={
+        "username": "newbie", "password": eleven, "role": "viewer"}, follow_redirects=True)
+    assert "password must have at least 12 characters" in refused.get_data(as_text=True)
+
+
 def test_a_refused_new_user_keeps_the_typed_name_and_role_but_not_the_password(admin_client,
                                                                               make_user):
     make_user("dora", "moderator")

@@ -118,10 +118,17 @@ def logout():
     return redirect(url_for("admin.login"))
 
 
+def password_rule(name: str) -> dict[str, object]:
+    """What a form asking for a new password shows of the rule (``name``: how it names the
+    account's name) and gives the browser to check first (``minlength``)."""
+    return {"password_rule": users.password_rule(name),
+            "min_length": users.MIN_PASSWORD_LENGTH}
+
+
 @bp.route("/password")
 def password_form():
     """Show the form to change your own password."""
-    return render_template("admin/password.html", min_length=users.MIN_PASSWORD_LENGTH)
+    return render_template("admin/password.html", **password_rule("your username"))
 
 
 @bp.route("/password", methods=["POST"])
@@ -155,7 +162,7 @@ def _users_page(typed: dict[str, str] | None = None, status: int = 200):
     accounts = users.list_users(session())
     locked = {user.id: until for user in accounts if (until := users.locked_until(user))}
     return render_template("admin/users.html", users=accounts, locked=locked, roles=ROLES,
-                           typed=typed or {}), status
+                           typed=typed or {}, **password_rule("the username")), status
 
 
 @bp.route("/users", methods=["POST"])

@@ -79,6 +79,13 @@ def validate_password(password: str, *, username: str) -> None:
                         "first; choose another")
 
 
+def password_rule(name: str = "the username") -> str:
+    """The rule :func:`validate_password` checks, in words, for the forms and ``--help``
+    that ask for a new password (made of the same constants: no second copy to forget)."""
+    return (f"At least {MIN_PASSWORD_LENGTH} characters that are not spaces, and neither "
+            f"{name} nor one of the most used passwords.")
+
+
 @cache
 def common_passwords() -> frozenset[str]:
     """The most used passwords (``common_passwords.txt`` beside this module), read the first
