@@ -547,10 +547,14 @@ def test_failed_logins_from_one_address_are_limited_across_accounts(
             assert response.status_code == 401
         client = app.test_client()
         refused = client.post("/admin/login", environ_base=sprayer, data={
-            "username": "dee", "password": PASSWORD, "csrf_token": csrf_token(client)})
+            "username": "dee", "password": PASSWORD, "next": "/admin/queue",
+            "csrf_token": csrf_token(client)})
         assert refused.status_code == 429 and refused.headers["Retry-After"] == "900"
+        page = refused.get_data(as_text=True)
         assert ("Too many failed logins from your network address. Try again in 15 minute(s)."
-                in refused.get_data(as_text=True))
+                in page)
+        # As after a wrong password, the form keeps the typed name (it was lost) and next.
+        assert 'required value="dee"' in page and 'name="next" value="/admin/queue"' in page
         elsewhere = app.test_client()
         ok = elsewhere.post("/admin/login", environ_base={"REMOTE_ADDR": "198.51.100.7"},
                             data={"username": "dee", "password": PASSWORD,
