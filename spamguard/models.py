@@ -370,7 +370,7 @@ class QueueClaim(Base):
     """A message the review queue is showing one moderator (services.queue_claims).
 
     Other moderators' queues pass over it until ``claimed_until``; reviewing the message,
-    skipping it or being shown another ends the claim. One row per claimed message (the
+    skipping it, being shown another or logging out ends the claim. One row per claimed message (the
     primary key makes a claim race-safe) and, since showing a moderator a message ends
     their other claims, about one per moderator: the table stays tiny (migration 0012).
     """

@@ -191,6 +191,30 @@ def test_users_page_is_admin_only(admin_client, moderator_client):
     assert "at least 8 characters" in short.get_data(as_text=True)
 
 
+@pytest.mark.parametrize(("url", "field", "hint_id", "name"), [
+    ("/admin/users", "password", "password-rule", "the username"),
+    ("/admin/password", "new_password", "new-password-rule", "your username"),
+])
+def test_new_password_fields_state_the_rule_the_check_uses(admin_client, monkeypatch, url,
+                                                           field, hint_id, name):
+    """Beside the field, read with it by screen readers (aria-describedby), for the browser
+    to check first (minlength), made from the same constant as the check: with it at 12,
+    the page says 12 and the check refuses 11 characters."""
+    from spamguard.services import users
+
+    monkeypatch.setattr(users, "MIN_PASSWORD_LENGTH", 12)
+    page = admin_client.get(url).get_data(as_text=True)
+    assert (f'<input name="{field}" type="password" minlength="12" required '
+            f'autocomplete="new-password" aria-describedby="{hint_id}">') in page
+    assert (f'<p class="hint" id="{hint_id}">At least 12 characters that are not spaces, and '
+            f"neither {name} nor one of the most used passwords.</p>") in page
+    assert 'minlength="8"' not in page
+    eleven = "eleven-char"
+    refused = admin_client.post("/admin/users", data={
+        "username": "newbie", "password": eleven, "role": "viewer"}, follow_redirects=True)
+    assert "password must have at least 12 characters" in refused.get_data(as_text=True)
+
+
 def test_a_refused_new_user_keeps_the_typed_name_and_role_but_not_the_password(admin_client,
                                                                               make_user):
     make_user("dora", "moderator")
@@ -257,6 +281,80 @@ def test_a_disabled_moderator_is_told_the_account_is_disabled(admin_client, mode
     assert "Your account has been disabled" in said and "no longer logged in" not in said
     login = moderator_client.login()
     assert login.status_code == 401 and "Ask an admin" in login.get_data(as_text=True)
+
+
+def _delete_user(session_factory, username: str) -> int:
+    """Delete the account by hand (the UI and CLI only disable): return its id."""
+    from sqlalchemy import delete
+
+    with session_factory() as session:
+        user_id = session.scalars(select(User.id).where(User.username == username)).one()
+        session.execute(delete(User).where(User.id == user_id))
+        session.commit()
+    return user_id
+
+
+def test_a_deleted_moderator_is_told_the_account_no_longer_exists(moderator_client,
+                                                                 add_messages,
+                                                                 db_session_factory):
+    """Said on the next page and on the next form sent; the login page still answers the
+    name as any unknown one (it does not tell which names were accounts)."""
+    (mid,) = add_messages(("unsure", 0.5))
+    _delete_user(db_session_factory, "moderator")
+    page = moderator_client.get("/admin/queue", follow_redirects=True).get_data(as_text=True)
+    assert "Your account no longer exists, so you were logged out." in page
+    assert "Ask an admin if this is a mistake." in page and "Please log in" not in page
+    sent = moderator_client.post("/admin/queue/decide", data={
+        "message_id": mid, "label": "spam", "seen": "none"}, follow_redirects=True)
+    said = sent.get_data(as_text=True)
+    assert "Your account no longer exists" in said and "no longer logged in" not in said
+    login = moderator_client.login()
+    assert login.status_code == 401 and "Wrong username or password" in login.get_data(
+        as_text=True) and "no longer exists" not in login.get_data(as_text=True)
+
+
+def test_a_cookie_not_signed_by_the_app_learns_nothing_of_an_account(app, moderator_client,
+                                                                     db_session_factory):
+    """A session cookie naming the deleted account's login, signed with another key, is
+    no session: the visitor is asked to log in as one with no cookie at all is."""
+    from flask import Flask
+
+    with moderator_client.client.session_transaction() as cookie:
+        login = cookie["_user_id"]
+    _delete_user(db_session_factory, "moderator")
+    forger = Flask("forger")
+    forger.secret_key = "not-the-key-" + "x" * 32
+    forged = app.session_interface.get_signing_serializer(forger).dumps(
+        {"_user_id": login, "_fresh": True})
+
+    def answer(client) -> str:
+        page = client.get("/admin/queue", follow_redirects=True).get_data(as_text=True)
+        return TOKEN.sub("", page)
+
+    visitor = app.test_client()
+    visitor.set_cookie("session", forged)
+    said = answer(visitor)
+    assert "Please log in." in said and "no longer exists" not in said
+    assert said == answer(app.test_client())
+
+
+def test_a_login_of_a_deleted_account_never_becomes_the_next_account(app, make_user,
+                                                                     db_session_factory,
+                                                                     db_backend):
+    """SQLite gives a new account the highest id plus one, so the next account after the
+    newest was deleted gets the deleted one's id; new accounts start at a random session
+    epoch, so the deleted account's login does not match theirs."""
+    make_user("leaver", "moderator")
+    leaver = AdminClient(app.test_client(), "leaver")
+    assert leaver.login().status_code == 302
+    gone = _delete_user(db_session_factory, "leaver")
+    new = make_user("newcomer", "admin")
+    if db_backend == "sqlite":
+        assert new == gone  # what made this possible
+    response = leaver.get("/admin/users")
+    assert response.status_code == 302 and "/admin/login" in response.headers["Location"]
+    assert "newcomer" not in leaver.get("/admin/dashboard", follow_redirects=True).get_data(
+        as_text=True)
 
 
 def test_change_own_password(app, viewer_client):
@@ -449,10 +547,14 @@ def test_failed_logins_from_one_address_are_limited_across_accounts(
             assert response.status_code == 401
         client = app.test_client()
         refused = client.post("/admin/login", environ_base=sprayer, data={
-            "username": "dee", "password": PASSWORD, "csrf_token": csrf_token(client)})
+            "username": "dee", "password": PASSWORD, "next": "/admin/queue",
+            "csrf_token": csrf_token(client)})
         assert refused.status_code == 429 and refused.headers["Retry-After"] == "900"
+        page = refused.get_data(as_text=True)
         assert ("Too many failed logins from your network address. Try again in 15 minute(s)."
-                in refused.get_data(as_text=True))
+                in page)
+        # As after a wrong password, the form keeps the typed name (it was lost) and next.
+        assert 'required value="dee"' in page and 'name="next" value="/admin/queue"' in page
         elsewhere = app.test_client()
         ok = elsewhere.post("/admin/login", environ_base={"REMOTE_ADDR": "198.51.100.7"},
                             data={"username": "dee", "password": PASSWORD,

@@ -296,3 +296,15 @@ def test_the_message_page_says_who_has_it_open_in_the_queue(
     bob.post(f"/admin/messages/{mid}/review", data={"label": "spam", "seen": "none"})
     assert "has this message open" not in bob.get(f"/admin/messages/{mid}").get_data(
         as_text=True)  # reviewed: the claim counts for nothing
+
+
+def test_logging_out_hands_the_moderators_message_to_the_others_at_once(
+        app, make_user, add_messages, db_session_factory):
+    first, second = add_messages(("unsure", 0.5), ("next one", 0.4))
+    alice, bob = (logged_in(app, make_user, name) for name in ("alice", "bob"))
+    assert current_id(alice) == first and current_id(bob) == second
+    assert alice.post("/admin/logout").status_code == 302
+    bob.post("/admin/queue/skip", data={"message_id": second})
+    assert current_id(bob) == first  # not only once alice's claim has run out
+    page = bob.get("/admin/queue").get_data(as_text=True)
+    assert "open for other moderators" not in page

@@ -178,3 +178,44 @@ def test_the_queue_still_reads_its_index_in_order_past_claims(db_session_factory
     assert "ix_messages_review_queue" in plan, plan
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
     assert "Seq Scan on messages" not in plan, plan
+
+
+def claimed_by(session_factory) -> dict[int, int]:
+    """Every claim, as {message id: moderator id}."""
+    with session_factory() as session:
+        return dict(session.execute(select(QueueClaim.message_id, QueueClaim.user_id)).all())
+
+
+def test_ending_an_accounts_sessions_ends_its_claims(db_session_factory, ids, make_user):
+    """Logging out, being disabled, an admin's password reset or becoming a viewer hand the
+    moderator's message to the others at once (they waited for the claim to run out); a
+    password change keeps it (that session goes on), and so do other moderators' claims."""
+    from spamguard.db import session_scope
+    from spamguard.services import users
+    from tests.fixtures_admin import PASSWORD
+
+    alice, bob = make_user("alice"), make_user("bob")
+    assert shown(db_session_factory, bob)[0] == ids[0]
+    endings = {
+        "logout": lambda db: users.end_sessions(session=db, user_id=alice),
+        "disable": lambda db: users.set_active(session=db, user_id=alice, active=False),
+        "reset": lambda db: users.set_password(session=db, username="alice",
+                                               password="a-new-long-secret"),
+        "viewer": lambda db: users.set_role(session=db, user_id=alice, role="viewer"),
+    }
+    for how, end in endings.items():
+        with session_scope(db_session_factory) as db:  # back to a working moderator
+            users.set_active(session=db, user_id=alice, active=True)
+            users.set_role(session=db, user_id=alice, role="moderator")
+        assert shown(db_session_factory, alice)[0] == ids[1], how
+        with session_scope(db_session_factory) as db:
+            end(db)
+        assert claimed_by(db_session_factory) == {ids[0]: bob}, how
+    with session_scope(db_session_factory) as db:
+        users.set_role(session=db, user_id=alice, role="moderator")
+        users.set_password(session=db, username="alice", password=PASSWORD)
+    assert shown(db_session_factory, alice)[0] == ids[1]
+    with session_scope(db_session_factory) as db:
+        users.change_password(session=db, user_id=alice, current=PASSWORD,
+                              new="another-long-secret", repeated="another-long-secret")
+    assert claimed_by(db_session_factory) == {ids[0]: bob, ids[1]: alice}

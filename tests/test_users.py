@@ -170,6 +170,20 @@ def test_cli_prompt_asks_again_for_a_common_password_or_the_username(cli_env, mo
                                   password="long-enough").ok
 
 
+@pytest.mark.parametrize("command", ["create", "set-password"])
+def test_cli_help_states_the_password_rule_from_the_constants_the_check_uses(monkeypatch,
+                                                                            command):
+    from click.testing import CliRunner
+
+    from spamguard.cli import build_cli
+
+    monkeypatch.setattr(users, "MIN_PASSWORD_LENGTH", 12)  # no second copy of the 8
+    result = CliRunner().invoke(build_cli(), ["user", command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert ("Password rule: At least 12 characters that are not spaces, and neither NAME "
+            "nor one of the most used passwords.") in " ".join(result.output.split())
+
+
 def test_cli_user_create_rejects_bad_role(cli_env):
     from click.testing import CliRunner
 

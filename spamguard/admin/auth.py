@@ -88,8 +88,7 @@ def login():
                                notice=LOGIN_NOTICES.get(request.args.get("why", "")))
     if (minutes := login_limit.blocked_minutes()) is not None:  # checked before the password
         flash(TOO_MANY_FAILURES.format(minutes=minutes), "error")
-        return (render_template("admin/login.html", next=request.form.get("next", "")), 429,
-                {"Retry-After": str(minutes * 60)})
+        return _login_again(429, {"Retry-After": str(minutes * 60)})
     db = session()
     result = users.authenticate(session=db, username=request.form.get("username", ""),
                                 password=request.form.get("password", ""))
@@ -97,13 +96,19 @@ def login():
     if not result.ok:
         login_limit.count_failure()
         flash(LOGIN_ERRORS[result.reason], "error")
-        # The name stays typed (only the password is asked again).
-        return render_template("admin/login.html", next=request.form.get("next", ""),
-                               username=request.form.get("username", "")[:150]), 401
+        return _login_again(401)
     user = result.user
     flask_session.clear()  # nothing of a previous login (skips, focus) carries over
     login_user(LoggedInUser.of(user))
     return redirect(safe_next(request.form.get("next")))
+
+
+def _login_again(status: int, headers: dict[str, str] | None = None):
+    """The login form again after a refused login: the name stays typed (only the password
+    is asked again), and so does the page to go to."""
+    page = render_template("admin/login.html", next=request.form.get("next", ""),
+                           username=request.form.get("username", "")[:150])
+    return page, status, headers or {}
 
 
 @bp.route("/logout", methods=["POST"])
@@ -118,10 +123,17 @@ def logout():
     return redirect(url_for("admin.login"))
 
 
+def password_rule(name: str) -> dict[str, object]:
+    """What a form asking for a new password shows of the rule (``name``: how it names the
+    account's name) and gives the browser to check first (``minlength``)."""
+    return {"password_rule": users.password_rule(name),
+            "min_length": users.MIN_PASSWORD_LENGTH}
+
+
 @bp.route("/password")
 def password_form():
     """Show the form to change your own password."""
-    return render_template("admin/password.html", min_length=users.MIN_PASSWORD_LENGTH)
+    return render_template("admin/password.html", **password_rule("your username"))
 
 
 @bp.route("/password", methods=["POST"])
@@ -155,7 +167,7 @@ def _users_page(typed: dict[str, str] | None = None, status: int = 200):
     accounts = users.list_users(session())
     locked = {user.id: until for user in accounts if (until := users.locked_until(user))}
     return render_template("admin/users.html", users=accounts, locked=locked, roles=ROLES,
-                           typed=typed or {}), status
+                           typed=typed or {}, **password_rule("the username")), status
 
 
 @bp.route("/users", methods=["POST"])

@@ -19,6 +19,14 @@ SESSION_ENDED = ("Your session has ended (this account logged out, or its passwo
                  "in another browser). Please log in again.")
 ACCOUNT_DISABLED = ("Your account has been disabled, so you were logged out. Ask an admin to "
                     "enable it again.")
+ACCOUNT_DELETED = ("Your account no longer exists, so you were logged out. Ask an admin if "
+                   "this is a mistake.")
+# Why load_user logged a session out (g.logged_out), as _protect says it. Only a session
+# cookie signed with the app's key gets this far: a forged or tampered one is no session at
+# all and gets "Please log in." like anyone. So these are said only to a browser that was
+# logged in as the account, and none names it.
+LOGGED_OUT = {"deleted": (ACCOUNT_DELETED, "error"), "disabled": (ACCOUNT_DISABLED, "error"),
+              "ended": (SESSION_ENDED, "info")}
 NOT_RECORDED = ("That was not recorded: you were no longer logged in (a login ends after "
                 "hours unused). Log in, and do it again.")
 
@@ -54,26 +62,26 @@ def init_security(app: Flask) -> None:
 
 
 def load_user(session_id: str) -> LoggedInUser | None:
-    """Load the session's user from its ``<id>.<epoch>``; a disabled or deleted account,
-    or a session ended since (logout, password change), is logged out (_protect says why
-    for a disabled account and an ended session)."""
+    """Load the session's user from its ``<id>.<epoch>``; a deleted or disabled account,
+    or a session ended since (logout, password change), is logged out, and ``g.logged_out``
+    tells _protect why (:data:`LOGGED_OUT`)."""
     from spamguard.services.users import get_user
 
     user_id, _, epoch = session_id.partition(".")
     try:
-        user = get_user(session(), int(user_id))
-        epoch_number = int(epoch)
+        user_number, epoch_number = int(user_id), int(epoch)
     except ValueError:  # not ours, or a session from before epochs: log in again
         return None
+    user = get_user(session(), user_number)
     if user is None:
-        return None
-    if not user.is_active:  # checked first: disabling ends the sessions too
-        g.account_disabled = True
-        return None
-    if user.session_epoch != epoch_number:
-        g.session_ended = True  # _protect says why this browser must log in again
-        return None
-    return LoggedInUser.of(user)
+        g.logged_out = "deleted"
+    elif not user.is_active:  # checked before the epoch: disabling ends the sessions too
+        g.logged_out = "disabled"
+    elif user.session_epoch != epoch_number:  # this browser's cookie, with an old epoch
+        g.logged_out = "ended"
+    else:
+        return LoggedInUser.of(user)
+    return None
 
 
 def security_headers(response: Response) -> Response:
@@ -102,11 +110,10 @@ def _protect():
     changes = request.method not in ("GET", "HEAD", "OPTIONS")
     if request.endpoint not in PUBLIC_ENDPOINTS and not current_user.is_authenticated:
         to_login = login_url(current_app.login_manager.login_view, next_url=request.url)
-        if g.pop("account_disabled", False):  # not "log in again": that would not work
-            flash(ACCOUNT_DISABLED, "error")
-            return redirect(to_login)
-        if g.pop("session_ended", False):  # this browser's cookie came, with an old epoch
-            flash(SESSION_ENDED, "info")
+        # A login this browser had ended: say why (for a disabled or deleted account not
+        # just "log in again", which would not work).
+        if (why := g.pop("logged_out", None)) is not None:
+            flash(*LOGGED_OUT[why])
             return redirect(to_login)
         if changes:
             # Nothing is written to the session here: another site's form arrives without

@@ -54,25 +54,28 @@ def register(cli: click.Group) -> None:
     def user_group() -> None:
         """Manage admin UI accounts."""
 
-    @user_group.command("create")
+    # The password rule as --help says it, made from the constants the check uses.
+    rule = f"Password rule: {users.password_rule('NAME')}"
+
+    @user_group.command("create", help="Create the account NAME; the password is asked for "
+                        f"(or read from stdin).\n\n{rule}")
     @click.argument("name")
     @click.option("--role", type=click.Choice(ROLES), default="moderator", show_default=True,
                   help="admin: everything; moderator: review and relabel; viewer: read only.")
     @pass_ctx
     def user_create(ctx: CliContext, name: str, role: str) -> None:
-        """Create the account NAME; the password is asked for (or read from stdin)."""
         password = read_password(is_terminal(sys.stdin), name)
         with transaction(ctx) as session:
             user = users.create_user(session=session, username=name, password=password,
                                      role=role)
             click.echo(f"created {user.role} {user.username}")
 
-    @user_group.command("set-password")
+    @user_group.command("set-password", help="Give the account NAME a new password, asked "
+                        "for (or read from stdin); this also lifts a lock after failed "
+                        f"logins.\n\n{rule}")
     @click.argument("name")
     @pass_ctx
     def user_set_password(ctx: CliContext, name: str) -> None:
-        """Give the account NAME a new password, asked for (or read from stdin); this also
-        lifts a lock after failed logins."""
         password = read_password(is_terminal(sys.stdin), name, reset=True)
         with transaction(ctx, create=False) as session:
             user = users.set_password(session=session, username=name, password=password)

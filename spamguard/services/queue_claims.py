@@ -5,10 +5,12 @@ When the queue shows a moderator a message as their next one, it is claimed for 
 shown again), and other moderators' queues pass over it. A claim ends when the message is
 reviewed (the queue reads only unreviewed messages, and nothing here counts a claim on a
 reviewed one), when its moderator skips it or is shown another message (:func:`release`),
-or when it expires: expired claims are ignored everywhere, so nothing stays hidden. A
-claim is soft: the message's own page still labels it (and says who has it open), and the
-queue's "seen" check still refuses a second decision. Reviewing never touches the claims
-table, so it takes no lock there. Migration 0012 says why claims are a table of their own.
+when the account's sessions end (logout, disabled, a password reset) or it becomes a viewer
+(services.users), or when it expires: expired claims are ignored everywhere, so nothing
+stays hidden. A claim is soft: the message's own page still labels it (and says who has
+it open), and the queue's "seen" check still refuses a second decision. Reviewing never
+touches the claims table, so it takes no lock there. Migration 0012 says why claims are a
+table of their own.
 
 Times are the web workers' clocks (the ``now`` passed in), not the database's, so the
 tests can move time without waiting.

@@ -6,6 +6,7 @@ Functions flush but never commit: the caller owns the transaction.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -78,6 +79,13 @@ def validate_password(password: str, *, username: str) -> None:
                         "first; choose another")
 
 
+def password_rule(name: str = "the username") -> str:
+    """The rule :func:`validate_password` checks, in words, for the forms and ``--help``
+    that ask for a new password (made of the same constants: no second copy to forget)."""
+    return (f"At least {MIN_PASSWORD_LENGTH} characters that are not spaces, and neither "
+            f"{name} nor one of the most used passwords.")
+
+
 @cache
 def common_passwords() -> frozenset[str]:
     """The most used passwords (``common_passwords.txt`` beside this module), read the first
@@ -93,10 +101,21 @@ def create_user(*, session: Session, username: str, password: str, role: str) ->
     if session.scalars(select(User).where(User.username == name)).first() is not None:
         raise UserError(f"user {name!r} already exists")
     user = User(username=name, password_hash=hash_password(password), role=role,
-                is_active=True, failed_logins=0)
+                is_active=True, failed_logins=0, session_epoch=first_epoch())
     session.add(user)
     session.flush()
     return user
+
+
+def first_epoch() -> int:
+    """A new account's session epoch (see :func:`end_sessions`): random, not 0.
+
+    A login's cookie names the account by id and epoch, and SQLite gives a new row the
+    highest id in the table plus one: after the newest account is deleted, the next one
+    gets its id. Had both started at epoch 0, a login of the deleted account still held by
+    a browser would have become a login of the new one. (Below 2**30: the column is a
+    32-bit integer on PostgreSQL, and each end of sessions adds one.)"""
+    return 1 + secrets.randbelow(2**30 - 1)
 
 
 def get_user(session: Session, user_id: int) -> User | None:
@@ -148,6 +167,8 @@ def set_role(*, session: Session, role: str, user_id: int | None = None,
     if role != "admin":
         _keep_an_admin(session, user)
     user.role = role
+    if role == "viewer":  # a viewer reviews nothing: its queue claims go to the others now
+        _release_claims(session, user.id)
     session.flush()
     return user
 
@@ -177,14 +198,26 @@ def unlock(*, session: Session, user_id: int | None = None,
     return user
 
 
-def end_sessions(*, session: Session, user_id: int) -> None:
+def end_sessions(*, session: Session, user_id: int, carry_on: bool = False) -> None:
     """End every login session of the account (sessions are signed cookies, kept by the
-    browser: each carries the account's epoch, and an old epoch is no longer accepted). A
-    session that should carry on (after a password change) logs in again with the new one.
+    browser: each carries the account's epoch, and an old epoch is no longer accepted), and
+    its claims on the review queue, so that other moderators get those messages at once
+    rather than when the claims run out (services.queue_claims). A session that should
+    carry on (after a password change: ``carry_on``) keeps the claims and logs in again
+    with the new epoch.
     """
     session.execute(update(User).where(User.id == user_id)
                     .values(session_epoch=User.session_epoch + 1))
+    if not carry_on:
+        _release_claims(session, user_id)
     session.expire_all()
+
+
+def _release_claims(session: Session, user_id: int) -> None:
+    """End the account's claims on review queue messages (services.queue_claims)."""
+    from spamguard.services import queue_claims  # imported here: it loads numpy
+
+    queue_claims.release(session, user_id=user_id)
 
 
 def locked_until(user: User) -> datetime | None:
@@ -259,7 +292,8 @@ def change_password(*, session: Session, user_id: int, current: str, new: str,
     validate_password(new, username=user.username)
     user.password_hash, user.failed_logins = hash_password(new), 0
     session.flush()
-    end_sessions(session=session, user_id=user.id)  # a stolen session ends with the change
+    # A stolen session ends with the change; this one goes on (with its queue claim).
+    end_sessions(session=session, user_id=user.id, carry_on=True)
     return user
 
 
