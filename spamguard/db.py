@@ -120,7 +120,7 @@ def _sqlite_locked(exc: SQLAlchemyError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def sqlite_write_lock(session: Session, column: Any, row_id: int) -> None:
+def sqlite_write_lock(session: Session, column: Any, row_id: int | str) -> None:
     """On SQLite, take the database's write lock now, with a no-op UPDATE of one row
     (``column`` set to itself), until the transaction ends. SQLite ignores SELECT ... FOR
     UPDATE, so a transaction that decides on what it read (the last enabled admin, the

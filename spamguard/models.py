@@ -35,7 +35,9 @@ from spamguard.sqltypes import (
 
 ROLES = ("admin", "moderator", "viewer")
 LABELS = ("spam", "ham")
-VERSION_STATUSES = ("candidate", "active", "retired", "rejected")
+# "deleted": its files were deleted (spamguard models delete / prune); the row stays, since
+# verdicts and training runs name it, and it can never be active again (migration 0013).
+VERSION_STATUSES = ("candidate", "active", "retired", "rejected", "deleted")
 VERDICT_STATUSES = ("pending", "classified")
 RUN_STATUSES = ("running", "promoted", "rejected", "skipped", "failed", "dry_run")
 RUN_TRIGGERS = ("cli", "cron", "ui")

@@ -80,7 +80,8 @@ def test_promote_and_rollback_are_admin_only(admin_client, moderator_client, two
     page = again.get_data(as_text=True)
     assert "no previously active version" in page
     # From a live audit: the button was there, and erred only after its dialog.
-    assert 'disabled title="No version was active before the active one">Roll back' in page
+    assert ('disabled title="No version was active before the active one, or it was deleted">'
+            'Roll back') in page
     admin_client.post(f"/admin/models/{second}/promote")
     assert "data-confirm=\"Roll back to the version" in admin_client.get(
         "/admin/models").get_data(as_text=True)
@@ -330,3 +331,52 @@ def test_a_version_id_no_version_can_have_is_a_404(admin_client):
                  f"/admin/models/{'v' * 65}"):
         assert admin_client.get(path).status_code == 404, path
     assert admin_client.post("/admin/models/%00/promote").status_code == 404
+
+
+def _row(page: str, version_id: str) -> str:
+    row = page[page.index(f'href="/admin/models/{version_id}"'):]
+    return row[:row.index("</tr>")]
+
+
+def test_a_deleted_version_is_shown_as_such_and_cannot_be_promoted(admin_client, two_versions,
+                                                                  db_session_factory):
+    from spamguard.db import session_scope
+    from spamguard.services import registry
+
+    first, second = two_versions
+    with session_scope(db_session_factory) as session:
+        registry.delete_versions(session=session, version_ids=[second])
+    page = admin_client.get("/admin/models").get_data(as_text=True)
+    assert '<span class="badge deleted">deleted</span>' in _row(page, second)
+    assert "Promote" not in _row(page, second) and "Promote" not in _row(page, first)
+    assert "Compare two versions" not in page  # one version left with a report
+    assert "A deleted version's files were removed" in page
+    detail = admin_client.get(f"/admin/models/{second}").get_data(as_text=True)
+    assert "<dt>Deleted</dt>" in detail and "Promote" not in detail
+    # A stale page's button (or a hand-made request) is refused, in the UI's words.
+    refused = admin_client.post(f"/admin/models/{second}/promote", follow_redirects=True)
+    text = refused.get_data(as_text=True)
+    assert (f"version {second} was deleted and cannot be promoted again; choose another "
+            "version") in text and "spamguard" not in text.split("<main", 1)[-1]
+    with db_session_factory() as session:
+        assert session.get(ModelVersion, first).status == "active"
+        assert session.get(ModelVersion, second).status == "deleted"
+
+
+def test_roll_back_is_off_when_it_would_return_to_a_deleted_version(admin_client, two_versions,
+                                                                   db_session_factory):
+    first, second = two_versions
+    admin_client.post(f"/admin/models/{second}/promote")
+    assert 'data-confirm="Roll back to the version' in admin_client.get(
+        "/admin/models").get_data(as_text=True)
+    with db_session_factory() as session:  # as after deleting further back in the chain
+        session.get(ModelVersion, first).status = "deleted"
+        session.commit()
+    page = admin_client.get("/admin/models").get_data(as_text=True)
+    assert ('disabled title="No version was active before the active one, or it was deleted">'
+            'Roll back') in page
+    back = admin_client.post("/admin/models/rollback", follow_redirects=True)
+    assert (f"version {second} rolls back to {first}, which was deleted; promote another "
+            "version instead") in back.get_data(as_text=True)
+    with db_session_factory() as session:
+        assert session.get(ModelVersion, second).status == "active"

@@ -157,6 +157,20 @@ def test_a_legacy_version_whose_backbone_is_gone_needs_no_cache(db_session, tiny
     assert identities_in_use(db_session) == set()
 
 
+def test_a_deleted_version_left_in_place_needs_no_cache(db_session, tiny_model_dir,
+                                                       tiny_backbone, tmp_path):
+    """Its folder (registered outside the models folder) is still there, but a deleted
+    version can never be promoted again."""
+    from spamguard.models import ModelVersion
+
+    register_version(session=db_session, version_dir=tiny_model_dir)
+    _registered_copy(db_session, tiny_model_dir, tmp_path / "left", hash="c" * 16)
+    assert len(identities_in_use(db_session)) == 2
+    db_session.get(ModelVersion, "left").status = "deleted"
+    db_session.flush()
+    assert identities_in_use(db_session) == {tiny_backbone.identity}
+
+
 def test_an_unreadable_version_stops_the_prune(db_session, tiny_model_dir, tmp_path):
     folder = _registered_copy(db_session, tiny_model_dir, tmp_path / "odd")
     (folder / "model.json").unlink()

@@ -60,12 +60,11 @@ def model_list():
     versions = registry.list_versions(db)
     runs = retrain_jobs.recent_runs(db)
     statuses = retrain_jobs.shown_statuses(db, runs)
-    active = registry.active_version(db)
     return render_template("admin/models.html", versions=versions, runs=runs,
                            statuses=statuses, stopped=retrain_jobs.STOPPED,
-                           # "Roll back" with nothing to go back to only errs after a dialog
-                           can_roll_back=active is not None
-                           and active.previous_active_id is not None,
+                           # "Roll back" with nothing to go back to (or to a deleted
+                           # version) only errs after a dialog
+                           can_roll_back=registry.rollback_target(db) is not None,
                            # or a run just started, before it has written its row
                            running=retrain_jobs.any_running(statuses)
                            or retrain_jobs.retrain_running(db) is not None,

@@ -37,6 +37,9 @@ def resolve_model_dir(ctx: CliContext, model: str | None) -> Path:
             session)
         if version is None:
             raise ModelError("no active model: run `spamguard train` first (or pass --model)")
+        if version.status == "deleted":
+            raise ModelError(f"model version {version.id} was deleted (`spamguard models "
+                             "delete`); see `spamguard models` for the others")
         directory = Path(version.directory)
         if not directory.is_dir():
             raise ModelError(f"model version {version.id}: its folder {directory} does not "

@@ -1,9 +1,10 @@
-"""``spamguard models``, ``promote``, ``rollback`` and ``cache prune``: the model version
-registry and the files its versions need."""
+"""``spamguard models`` (and ``models delete``, ``models prune``), ``promote``, ``rollback``
+and ``cache prune``: the model version registry and the files its versions need."""
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path, PurePath
 
@@ -12,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from spamguard.cli.context import CliContext, pass_ctx, transaction
 from spamguard.models import ModelVersion
-from spamguard.services import registry
+from spamguard.services import registry, version_cleanup
+from spamguard.wording import counted
 
 # TEST: each version's own test split (versions trained on different data are not
 # comparable on it); EVAL: the fixed evaluation set retraining compares on (retrained
@@ -82,32 +84,131 @@ def _switch(ctx: CliContext, action: Callable[[Session], ModelVersion], verb: st
     click.echo(f"{verb} {version.id} (was {before_id}); running services switch without restart")
 
 
+def _list_versions(ctx: CliContext, as_json: bool) -> None:
+    """``spamguard models``: the table, or JSON lines."""
+    from spamguard.errors import NoDatabaseError
+
+    try:
+        with transaction(ctx, create=False) as session:
+            versions = registry.list_versions(session)
+            rows = [_json_row(v) if as_json else version_row(v) for v in versions]
+    except NoDatabaseError as exc:
+        if as_json:  # a script must not mistake a wrong home for an empty registry
+            raise
+        click.echo(f"no model versions yet: {exc}")
+        return
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+    elif not rows:
+        click.echo("no model versions yet: run `spamguard train`")
+    else:
+        click.echo(format_table(rows))
+
+
+def _folder_line(folder: version_cleanup.VersionFolder, models_dir: Path, *,
+                 dry_run: bool) -> str:
+    """What happens (or would) to one deleted version's folder."""
+    if folder.already_deleted:
+        head = f"{folder.version_id} was already deleted"
+        if not folder.removable:
+            return f"{head}; nothing to do"
+    else:
+        head = f"{'would delete' if dry_run else 'deleted'} {folder.version_id}"
+    if folder.removable:
+        return f"{head}: {'would remove' if dry_run else 'removed'} {folder.directory} " \
+               f"({_megabytes(folder.size)})"
+    if folder.inside:
+        return f"{head}: its folder {folder.directory} was already gone"
+    return (f"{head}: registry entry only; its folder {folder.directory} is outside "
+            f"{models_dir} and stays where it is")
+
+
+def _remove_and_report(folders: list[version_cleanup.VersionFolder], models_dir: Path, *,
+                       dry_run: bool, kept: str = "") -> None:
+    """Remove the deleted versions' folders (the deletion has committed), say what became
+    of each, then a summary of the space freed; a folder that could not be removed is an
+    error naming it, to be removed by hand (exit 2)."""
+    failed = {} if dry_run else dict(
+        (folder.version_id, reason) for folder, reason in version_cleanup.remove(folders))
+    for folder in folders:
+        if folder.version_id not in failed:
+            click.echo(_folder_line(folder, models_dir, dry_run=dry_run))
+    freed = sum(f.size for f in folders if f.removable and f.version_id not in failed)
+    count = sum(not f.already_deleted for f in folders)
+    versions = counted(count, "model version")
+    summary = (f"would delete {versions}, freeing {_megabytes(freed)}" if dry_run
+               else f"deleted {versions}, freed {_megabytes(freed)}")
+    click.echo(f"{summary}; {kept}" if kept else summary)
+    for folder in folders:
+        if folder.version_id in failed:
+            click.echo(f"error: could not remove {folder.directory} "
+                       f"({failed[folder.version_id]}): version {folder.version_id} is "
+                       "deleted in the registry; remove the folder by hand", err=True)
+    if failed:
+        sys.exit(2)
+
+
+def _at_least_one(_ctx: click.Context, _param: click.Parameter, value: int) -> int:
+    if value < 1:
+        raise click.BadParameter(f"must be at least 1 (got {value}): the newest version "
+                                 "always stays")
+    return value
+
+
 def register(cli: click.Group) -> None:
-    """Add ``models``, ``promote`` and ``rollback`` to ``cli``."""
+    """Add ``models`` (with ``delete`` and ``prune``), ``promote``, ``rollback`` and
+    ``cache prune`` to ``cli``."""
 
-    @cli.command("models")
+    @cli.group("models", invoke_without_command=True)
     @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-    @pass_ctx
-    def models_command(ctx: CliContext, as_json: bool) -> None:
-        """List model versions with their status and test metrics."""
-        from spamguard.errors import NoDatabaseError
-
-        try:
-            with transaction(ctx, create=False) as session:
-                versions = registry.list_versions(session)
-                rows = [_json_row(v) if as_json else version_row(v) for v in versions]
-        except NoDatabaseError as exc:
-            if as_json:  # a script must not mistake a wrong home for an empty registry
-                raise
-            click.echo(f"no model versions yet: {exc}")
+    @click.pass_context
+    def models_group(click_ctx: click.Context, as_json: bool) -> None:
+        """List model versions with their status and test metrics (no subcommand), or
+        delete old ones (delete, prune)."""
+        if click_ctx.invoked_subcommand is not None:
+            if as_json:
+                raise click.UsageError("--json goes with the list, not with a subcommand")
             return
-        if as_json:
-            for row in rows:
-                click.echo(json.dumps(row))
-        elif not rows:
-            click.echo("no model versions yet: run `spamguard train`")
-        else:
-            click.echo(format_table(rows))
+        _list_versions(click_ctx.ensure_object(CliContext), as_json)
+
+    @models_group.command("delete", short_help="Delete model versions (their registry "
+                                               "entries stay, marked deleted).")
+    @click.argument("version_ids", metavar="VERSION...", nargs=-1, required=True)
+    @click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
+    @pass_ctx
+    def models_delete_command(ctx: CliContext, version_ids: tuple[str, ...],
+                              dry_run: bool) -> None:
+        """Delete model versions: their folders under SPAMGUARD_HOME/models are removed,
+        their registry entries kept (marked deleted). The active version, the one rollback
+        returns to and one a running retrain uses are refused."""
+        with transaction(ctx, create=False) as session:
+            versions, already = registry.delete_versions(
+                session=session, version_ids=list(version_ids), dry_run=dry_run)
+        folders = version_cleanup.describe(versions, ctx.settings.models_dir,
+                                           already_deleted=already)
+        _remove_and_report(folders, ctx.settings.models_dir, dry_run=dry_run)
+
+    @models_group.command("prune", short_help="Delete all but the N newest model versions "
+                                              "(and those that must stay).")
+    @click.option("--keep", type=int, required=True, metavar="N", callback=_at_least_one,
+                  help="How many of the newest versions to keep (at least 1).")
+    @click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
+    @pass_ctx
+    def models_prune_command(ctx: CliContext, keep: int, dry_run: bool) -> None:
+        """Delete every model version but the N newest (by creation time), the active one,
+        the one rollback returns to and any a running retrain uses; as `models delete`."""
+        with transaction(ctx, create=False) as session:
+            pruning = registry.prune_versions(session=session, keep=keep, dry_run=dry_run)
+        keeps = "would keep" if dry_run else "kept"
+        for version_id, reason in pruning.protected.items():
+            click.echo(f"{keeps} {version_id}: {reason}")
+        kept = f"{keeps} {len(pruning.newest) + len(pruning.protected)}: the " \
+               f"{len(pruning.newest)} newest"
+        if pruning.protected:
+            kept += f" and {len(pruning.protected)} that must stay (above)"
+        _remove_and_report(version_cleanup.describe(pruning.deleted, ctx.settings.models_dir),
+                           ctx.settings.models_dir, dry_run=dry_run, kept=kept)
 
     @cli.command("promote")
     @click.argument("version_id", metavar="VERSION")

@@ -4,8 +4,9 @@ and drop backbone memos (``cache/backbones``) that no longer describe their fold
 The embedding cache and the ONNX graphs are keyed by the backbone's identity (weights,
 configuration and tokenizer). They only grow: a backbone no registered model version uses
 any more (one tried once, an upgrade that changed the key) keeps its files forever. Pruning
-keeps what any registered version (active, candidate or rejected: all can be promoted) may
-load, and anything written recently, which may belong to a training run still in progress.
+keeps what any registered version (active, candidate, retired or rejected: all can be
+promoted; not a deleted one) may load, and anything written recently, which may belong to
+a training run still in progress.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def identities_in_use(session: Session, load=None) -> set[str]:
     identities, loaded = set(), {}
     for version in list_versions(session):
         directory = Path(version.directory)
-        if not directory.exists():
-            continue  # a deleted version folder needs no cache
+        if version.status == "deleted" or not directory.exists():
+            continue  # a deleted version (or version folder) needs no cache
         try:
             recorded = read_metadata(directory).get("backbone")
         except (ModelError, OSError) as exc:

@@ -1,12 +1,19 @@
-"""Model version registry: which trained versions exist, which one is active, and rollback.
+"""Model version registry: which trained versions exist, which one is active, rollback,
+and which versions may be deleted.
 
 Functions flush but never commit: the caller owns the transaction (see ``db.session_scope``).
 The partial unique index on ``model_versions`` guarantees at most one active version even
 when two processes promote at once; the loser gets a :class:`RegistryError`.
+
+A deleted version keeps its row (verdicts and training runs name it) with the status
+``deleted``; it is never activated again. Deleting and activating lock the rows involved,
+so a version being deleted is never made active at the same time (see
+:func:`delete_versions`); its files are removed only after the deletion commits.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from spamguard.db import sqlite_write_lock
 from spamguard.errors import (
     ConcurrentActivationError,
     ModelError,
@@ -22,7 +30,7 @@ from spamguard.errors import (
     VersionNotFoundError,
 )
 from spamguard.ml.version_files import check_complete
-from spamguard.models import ModelVersion
+from spamguard.models import ModelVersion, TrainingRun
 from spamguard.sqltypes import as_utc, utcnow
 
 REGISTRABLE_STATUSES = ("candidate", "rejected", "active")
@@ -139,6 +147,15 @@ def _activate(session: Session, version: ModelVersion, *, previous_id: str | Non
             .values(status="retired")
             .execution_options(synchronize_session="fetch")
         )
+        # After that UPDATE (SQLite's write lock; on PostgreSQL it waited for a deletion
+        # holding the active row), lock this row and read its status as committed: a
+        # deletion that committed meanwhile is seen here, and one that comes later waits
+        # for this transaction and then finds the version active.
+        status = session.scalar(select(ModelVersion.status)
+                                .where(ModelVersion.id == version_id)
+                                .with_for_update(key_share=True))
+        if status == "deleted":
+            raise _deleted(version_id, "was deleted meanwhile")
         version.status = "active"
         version.activated_at = utcnow()
         version.previous_active_id = previous_id
@@ -155,6 +172,8 @@ def promote(*, session: Session, version_id: str) -> ModelVersion:
     version = get_version(session, version_id)
     if version.status == "active":
         return version
+    if version.status == "deleted":
+        raise _deleted(version.id, "was deleted")
     _check_loadable(version)
     current = active_version(session)
     _activate(session, version, previous_id=current.id if current else None)
@@ -169,6 +188,11 @@ def rollback(*, session: Session) -> ModelVersion:
     if current.previous_active_id is None:
         raise _nothing_to_roll_back_to(session, current)
     previous = get_version(session, current.previous_active_id)
+    if previous.status == "deleted":
+        raise RegistryError(
+            f"version {current.id} rolls back to {previous.id}, which was deleted; ",
+            cli_hint="run `spamguard promote VERSION` instead (see "
+            "`spamguard models`)", ui_hint="promote another version instead")
     _check_loadable(previous)
     # Keep the target's own predecessor so repeated rollbacks walk further back.
     _activate(session, previous, previous_id=previous.previous_active_id)
@@ -180,7 +204,8 @@ def _nothing_to_roll_back_to(session: Session, current: ModelVersion) -> Registr
     (the one activated last before it, e.g. the version a rollback just left)."""
     before = session.scalars(
         select(ModelVersion)
-        .where(ModelVersion.id != current.id, ModelVersion.activated_at.is_not(None))
+        .where(ModelVersion.id != current.id, ModelVersion.activated_at.is_not(None),
+               ModelVersion.status != "deleted")
         .order_by(ModelVersion.activated_at.desc(), ModelVersion.id.desc())
     ).first()
     if before is not None:
@@ -201,6 +226,129 @@ def reject(*, session: Session, version_id: str) -> ModelVersion:
         raise RegistryError(
             f"version {version_id} is active: promote another version or roll back first"
         )
+    if version.status == "deleted":
+        raise _deleted(version_id, "was deleted")
     version.status = "rejected"
     session.flush()
     return version
+
+
+def _deleted(version_id: str, what: str) -> RegistryError:
+    """A deleted version cannot become active (or anything else) again."""
+    return RegistryError(f"version {version_id} {what} and cannot be promoted again; ",
+                         cli_hint="choose another version (see `spamguard models`)",
+                         ui_hint="choose another version")
+
+
+def rollback_target(session: Session) -> ModelVersion | None:
+    """The version :func:`rollback` would re-activate (None: there is none to go back to,
+    or it was deleted)."""
+    current = active_version(session)
+    if current is None or current.previous_active_id is None:
+        return None
+    target = session.get(ModelVersion, current.previous_active_id)
+    return None if target is None or target.status == "deleted" else target
+
+
+def protected_versions(session: Session) -> dict[str, str]:
+    """The versions whose files must stay, each with why: the active version, the one
+    ``rollback`` would return to, and those a training run recorded as running uses (the
+    version that was active when it started, which it compares its candidate with)."""
+    reasons: dict[str, str] = {}
+    running = session.scalars(select(TrainingRun).where(TrainingRun.status == "running")
+                              .order_by(TrainingRun.id))
+    for run in running:
+        for version_id in (run.active_version_id, run.candidate_version_id):
+            if version_id and version_id not in reasons:
+                reasons[version_id] = (
+                    f"training run {run.id}, recorded as running, uses it (a run that was "
+                    "killed stays so until the next `spamguard retrain`)")
+    current = active_version(session)
+    if current is not None:
+        if current.previous_active_id:
+            reasons[current.previous_active_id] = (
+                f"it is the version `spamguard rollback` would return to (active before "
+                f"{current.id})")
+        reasons[current.id] = "it is the active version (promote another one first)"
+    return reasons
+
+
+def _lock_for_deletion(session: Session) -> None:
+    """Make what follows see the registry as committed and keep it so until the end of the
+    transaction: SQLite's write lock; on PostgreSQL the active version's row (FOR NO KEY
+    UPDATE, so storing verdicts, whose foreign key takes FOR KEY SHARE, is not held up),
+    which every promote and rollback must update to retire it."""
+    sqlite_write_lock(session, ModelVersion.status, "")
+    session.execute(select(ModelVersion.id).where(ModelVersion.status == "active")
+                    .with_for_update(key_share=True))
+    session.expire_all()  # read again what others committed before the lock
+
+
+def _mark_deleted(session: Session, versions: list[ModelVersion]) -> None:
+    ids = [v.id for v in versions if v.status != "deleted"]
+    if not ids:
+        return
+    marked = session.execute(
+        update(ModelVersion).where(ModelVersion.id.in_(ids), ModelVersion.status != "active")
+        .values(status="deleted").execution_options(synchronize_session="fetch"))
+    if marked.rowcount != len(ids):  # the locks above should make this impossible
+        raise ConcurrentActivationError("a version was activated while it was being deleted; "
+                                        "nothing was deleted: try again")
+
+
+def delete_versions(*, session: Session, version_ids: list[str],
+                    dry_run: bool = False) -> tuple[list[ModelVersion], frozenset[str]]:
+    """Mark ``version_ids`` deleted and return them with the ids of those that were deleted
+    already (they stay so); the caller removes their folders once the transaction has
+    committed. ``dry_run``: check, mark nothing.
+
+    Raises:
+        RegistryError: an id is not registered, or a version must keep its files
+            (:func:`protected_versions`): the message says which and why; nothing is
+            marked.
+    """
+    if not dry_run:
+        _lock_for_deletion(session)
+    found = {version_id: session.get(ModelVersion, version_id)
+             for version_id in dict.fromkeys(version_ids)}
+    versions = [v for v in found.values() if v is not None]
+    protected = protected_versions(session)
+    unknown = [f"no model version {version_id!r}" for version_id, v in found.items()
+               if v is None]
+    refused = unknown + [f"cannot delete {v.id}: {protected[v.id]}" for v in versions
+                         if v.id in protected]
+    if refused:
+        raise RegistryError("; ".join([*refused, "nothing was deleted"]),
+                            cli_hint=" (see `spamguard models`)" if unknown else "")
+    already = frozenset(v.id for v in versions if v.status == "deleted")
+    if not dry_run:
+        _mark_deleted(session, versions)
+    return versions, already
+
+
+@dataclass
+class Pruning:
+    """What :func:`prune_versions` deleted (or would), newest first, and what it kept."""
+
+    deleted: list[ModelVersion]
+    newest: list[str]  # the ids of the versions kept as the newest
+    protected: dict[str, str]  # older versions kept all the same, each with why
+
+
+def prune_versions(*, session: Session, keep: int, dry_run: bool = False) -> Pruning:
+    """Mark deleted every version but the ``keep`` newest (by creation time) and those
+    that must keep their files (:func:`protected_versions`). ``dry_run``: mark nothing."""
+    if keep < 1:
+        raise RegistryError(f"--keep must be at least 1 (got {keep}): the newest version "
+                            "always stays")
+    if not dry_run:
+        _lock_for_deletion(session)
+    remaining = [v for v in list_versions(session) if v.status != "deleted"]
+    protected = protected_versions(session)
+    older = remaining[keep:]
+    pruning = Pruning([v for v in older if v.id not in protected],
+                      [v.id for v in remaining[:keep]],
+                      {v.id: protected[v.id] for v in older if v.id in protected})
+    if not dry_run:
+        _mark_deleted(session, pruning.deleted)
+    return pruning
