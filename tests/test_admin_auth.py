@@ -249,18 +249,25 @@ def test_a_refused_new_user_keeps_the_typed_name_and_role_but_not_the_password(a
 
 
 def test_disabling_a_user_logs_them_out(admin_client, moderator_client, db_session_factory):
-    from sqlalchemy import select
-
-    from spamguard.models import User
-
     with db_session_factory() as session:
-        mo_id = session.scalars(select(User.id).where(User.username == "moderator")).one()
-    assert admin_client.post(f"/admin/users/{mo_id}/active", data={"active": "0"}
-                             ).status_code == 302
-    assert moderator_client.get("/admin/queue").status_code == 302
-    own = admin_client.post("/admin/users/1/active", data={"active": "0"},
-                            follow_redirects=True).get_data(as_text=True)
-    assert "cannot disable your own" in own or "now disabled" not in own
+        ids = dict(session.execute(select(User.username, User.id)).all())
+    disabled = admin_client.post(f"/admin/users/{ids['moderator']}/active",
+                                 data={"active": "0"}, follow_redirects=True)
+    assert "moderator is now disabled." in disabled.get_data(as_text=True)
+    logged_out = moderator_client.get("/admin/queue")
+    assert logged_out.status_code == 302
+    assert logged_out.headers["Location"].startswith("/admin/login")
+    # An admin cannot disable their own account: refused, and nothing changes.
+    own = admin_client.post(f"/admin/users/{ids['admin']}/active", data={"active": "0"})
+    assert own.status_code == 302 and own.headers["Location"] == "/admin/users"
+    page = admin_client.get("/admin/users").get_data(as_text=True)
+    assert '<p class="flash flash-error" role="status">You cannot disable your own ' \
+           'account.</p>' in page
+    assert "admin is now disabled" not in page
+    with db_session_factory() as session:
+        assert dict(session.execute(select(User.username, User.is_active)).all()) == {
+            "admin": True, "moderator": False}
+    assert admin_client.get("/admin/users").status_code == 200  # still logged in
 
 
 def test_a_disabled_moderator_is_told_the_account_is_disabled(admin_client, moderator_client,
