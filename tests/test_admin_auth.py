@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from spamguard.models import User
-from tests.fixtures_admin import PASSWORD, TOKEN, AdminClient, csrf_token
+from tests.fixtures_admin import PASSWORD, TOKEN, AdminClient, csrf_token, flashes
 
 PAGES = ["/admin/dashboard", "/admin/queue", "/admin/messages", "/admin/campaigns",
          "/admin/models"]
@@ -99,7 +99,7 @@ def test_admins_change_roles_and_unlock_accounts_on_the_users_page(
     assert f'action="/admin/users/{mo}/role"' in page
     done = admin_client.post(f"/admin/users/{mo}/role", data={"role": "viewer"},
                              follow_redirects=True)
-    assert "mo is now viewer" in done.get_data(as_text=True)
+    assert "User mo is now a viewer." in done.get_data(as_text=True)
     client = AdminClient(app.test_client(), "mo")
     assert client.login().status_code == 302
     assert client.get("/admin/queue").status_code == 200
@@ -253,7 +253,7 @@ def test_disabling_a_user_logs_them_out(admin_client, moderator_client, db_sessi
         ids = dict(session.execute(select(User.username, User.id)).all())
     disabled = admin_client.post(f"/admin/users/{ids['moderator']}/active",
                                  data={"active": "0"}, follow_redirects=True)
-    assert "moderator is now disabled." in disabled.get_data(as_text=True)
+    assert "User moderator is now disabled." in disabled.get_data(as_text=True)
     logged_out = moderator_client.get("/admin/queue")
     assert logged_out.status_code == 302
     assert logged_out.headers["Location"].startswith("/admin/login")
@@ -268,6 +268,42 @@ def test_disabling_a_user_logs_them_out(admin_client, moderator_client, db_sessi
         assert dict(session.execute(select(User.username, User.is_active)).all()) == {
             "admin": True, "moderator": False}
     assert admin_client.get("/admin/users").status_code == 200  # still logged in
+
+
+def test_the_users_page_says_what_happened_in_sentences(admin_client, viewer_client, make_user):
+    """Each action's message, done or refused, is a sentence: a capital first, one full
+    stop at the end (service errors are lower-case phrases without one)."""
+    mo = make_user("mo", "moderator")
+    gone = mo + 1000  # no such account
+    new_user = {"password": "long-enough-secret", "role": "viewer"}
+    steps = [
+        ("/admin/users", {"username": "mo", **new_user},
+         ("error", "User not created: user 'mo' already exists.")),
+        ("/admin/users", {"username": "x", **new_user},
+         ("error", "User not created: username must be 2-64 characters of a-z, 0-9, '.', "
+                   "'_', '-', '@'.")),
+        ("/admin/users", {"username": "newbie", **new_user}, ("info", "Created viewer newbie.")),
+        ("/admin/password", {"current_password": "wrong-password", "new_password":
+                             "new-long-secret", "new_password_again": "new-long-secret"},
+         ("error", "Password not changed: the current password is wrong.")),
+        (f"/admin/users/{mo}/role", {"role": "root"},
+         ("error", "Role not changed: role must be one of admin, moderator, viewer.")),
+        (f"/admin/users/{mo}/role", {"role": "viewer"}, ("info", "User mo is now a viewer.")),
+        (f"/admin/users/{mo}/role", {"role": "admin"}, ("info", "User mo is now an admin.")),
+        (f"/admin/users/{gone}/role", {"role": "viewer"},
+         ("error", f"Role not changed: no user {gone}.")),
+        (f"/admin/users/{mo}/active", {"active": "0"}, ("info", "User mo is now disabled.")),
+        (f"/admin/users/{mo}/active", {"active": "1"}, ("info", "User mo is now enabled.")),
+        (f"/admin/users/{gone}/active", {"active": "0"},
+         ("error", f"User not disabled: no user {gone}.")),
+        (f"/admin/users/{gone}/active", {"active": "1"},
+         ("error", f"User not enabled: no user {gone}.")),
+        (f"/admin/users/{mo}/unlock", {}, ("info", "User mo is unlocked.")),
+        (f"/admin/users/{gone}/unlock", {}, ("error", f"User not unlocked: no user {gone}.")),
+    ]
+    for url, data, expected in steps:
+        client = viewer_client if url == "/admin/password" else admin_client
+        assert flashes(client.post(url, data=data, follow_redirects=True)) == [expected], url
 
 
 def test_a_disabled_moderator_is_told_the_account_is_disabled(admin_client, moderator_client,
