@@ -215,6 +215,41 @@ def test_new_password_fields_state_the_rule_the_check_uses(admin_client, monkeyp
     assert "password must have at least 12 characters" in refused.get_data(as_text=True)
 
 
+def test_the_username_field_states_the_rule_the_check_uses(admin_client, monkeypatch,
+                                                           db_session_factory):
+    """Under the field, read with it (aria-describedby), made from the constants the check
+    uses: changed, the hint and the check change alike. No pattern attribute: capitals,
+    which the check accepts and stores in lower case, must reach it."""
+    from spamguard.services import users
+
+    page = admin_client.get("/admin/users").get_data(as_text=True)
+    assert ('<input name="username" required minlength="2" autocomplete="off" '
+            'aria-describedby="username-rule" value="">') in page
+    assert ('<p class="hint" id="username-rule">2 to 64 characters: letters a-z, digits 0-9 '
+            'and . _ - @ (capitals are stored in lower case).</p>') in page
+    assert "pattern=" not in page
+    created = admin_client.post("/admin/users", data={
+        "username": "Grace.H@Example", "password": "long-enough-secret", "role": "viewer"},
+        follow_redirects=True)
+    assert ("info", "Created viewer grace.h@example.") in flashes(created)
+
+    monkeypatch.setattr(users, "MIN_USERNAME_LENGTH", 4)
+    monkeypatch.setattr(users, "MAX_USERNAME_LENGTH", 6)
+    monkeypatch.setattr(users, "USERNAME_MARKS", "_")
+    page = admin_client.get("/admin/users").get_data(as_text=True)
+    assert 'minlength="4"' in page
+    assert ('<p class="hint" id="username-rule">4 to 6 characters: letters a-z, digits 0-9 '
+            'and _ (capitals are stored in lower case).</p>') in page
+    for name in ("abc", "abcdefg", "ab.cd"):
+        refused = admin_client.post("/admin/users", data={
+            "username": name, "password": "long-enough-secret", "role": "viewer"})
+        assert flashes(refused) == [("error", "User not created: username must be 4-6 "
+                                              "characters of a-z, 0-9, '_'.")], name
+    assert ("info", "Created viewer ab_cd.") in flashes(admin_client.post(
+        "/admin/users", data={"username": "AB_CD", "password": "long-enough-secret",
+                              "role": "viewer"}, follow_redirects=True))
+
+
 def test_a_refused_new_user_keeps_the_typed_name_and_role_but_not_the_password(admin_client,
                                                                               make_user):
     make_user("dora", "moderator")
@@ -223,7 +258,7 @@ def test_a_refused_new_user_keeps_the_typed_name_and_role_but_not_the_password(a
     assert taken.status_code == 400
     page = taken.get_data(as_text=True)
     assert "User not created: user &#39;dora&#39; already exists" in page
-    assert 'name="username" required autocomplete="off" value="Dora" autofocus' in page
+    assert 'aria-describedby="username-rule" value="Dora" autofocus' in page
     assert "<option selected>viewer</option>" in page
     assert "long-enough-secret" not in page
     short = admin_client.post("/admin/users", data={

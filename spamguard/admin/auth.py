@@ -168,7 +168,9 @@ def _users_page(typed: dict[str, str] | None = None, status: int = 200):
     accounts = users.list_users(session())
     locked = {user.id: until for user in accounts if (until := users.locked_until(user))}
     return render_template("admin/users.html", users=accounts, locked=locked, roles=ROLES,
-                           typed=typed or {}, **password_rule("the username")), status
+                           typed=typed or {}, username_rule=users.username_rule(),
+                           username_min=users.MIN_USERNAME_LENGTH,
+                           **password_rule("the username")), status
 
 
 @bp.route("/users", methods=["POST"])
