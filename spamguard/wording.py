@@ -8,6 +8,11 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
+def megabytes(size: int) -> str:
+    """A size in bytes as the commands and pages that free disk space say it: "5.2 MB"."""
+    return f"{size / 1e6:.1f} MB"
+
+
 def sentence(text: str) -> str:
     """``text`` as one sentence, as the admin UI's messages are: its first letter
     capitalised and one full stop at the end ("no user 7" -> "No user 7.", and a text that
