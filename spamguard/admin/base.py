@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from spamguard.config import Settings
 from spamguard.errors import SpamguardError
 from spamguard.extensions import db_session
-from spamguard.wording import counted, sentence
+from spamguard.wording import counted, megabytes, sentence
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 ROLE_RANK = {"viewer": 0, "moderator": 1, "admin": 2}
@@ -152,6 +152,7 @@ def format_pct(value: float | None, digits: int = 1) -> str:
 
 
 bp.app_template_filter("counted")(counted)  # {{ total|counted("campaign") }}
+bp.app_template_filter("megabytes")(megabytes)  # {{ size|megabytes }}: "5.2 MB"
 
 
 @bp.app_template_filter("attachments")
