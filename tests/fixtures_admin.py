@@ -18,6 +18,15 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 SEEN = re.compile(r'name="seen" value="([^"]+)"')  # the review a decision form showed
+FLASH = re.compile(r'<p class="flash flash-(\w+)" role="status">(.*?)</p>', re.DOTALL)
+
+
+def flashes(response) -> list[tuple[str, str]]:
+    """The flashed messages a page shows: (category, text as read, HTML entities decoded)."""
+    from html import unescape
+
+    return [(category, unescape(text))
+            for category, text in FLASH.findall(response.get_data(as_text=True))]
 
 
 def csrf_token(client, url: str = "/admin/login") -> str:

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from spamguard.models import User
-from tests.fixtures_admin import PASSWORD, TOKEN, AdminClient, csrf_token
+from tests.fixtures_admin import PASSWORD, TOKEN, AdminClient, csrf_token, flashes
 
 PAGES = ["/admin/dashboard", "/admin/queue", "/admin/messages", "/admin/campaigns",
          "/admin/models"]
@@ -99,7 +99,7 @@ def test_admins_change_roles_and_unlock_accounts_on_the_users_page(
     assert f'action="/admin/users/{mo}/role"' in page
     done = admin_client.post(f"/admin/users/{mo}/role", data={"role": "viewer"},
                              follow_redirects=True)
-    assert "mo is now viewer" in done.get_data(as_text=True)
+    assert "User mo is now a viewer." in done.get_data(as_text=True)
     client = AdminClient(app.test_client(), "mo")
     assert client.login().status_code == 302
     assert client.get("/admin/queue").status_code == 200
@@ -215,6 +215,41 @@ def test_new_password_fields_state_the_rule_the_check_uses(admin_client, monkeyp
     assert "password must have at least 12 characters" in refused.get_data(as_text=True)
 
 
+def test_the_username_field_states_the_rule_the_check_uses(admin_client, monkeypatch,
+                                                           db_session_factory):
+    """Under the field, read with it (aria-describedby), made from the constants the check
+    uses: changed, the hint and the check change alike. No pattern attribute: capitals,
+    which the check accepts and stores in lower case, must reach it."""
+    from spamguard.services import users
+
+    page = admin_client.get("/admin/users").get_data(as_text=True)
+    assert ('<input name="username" required minlength="2" autocomplete="off" '
+            'aria-describedby="username-rule" value="">') in page
+    assert ('<p class="hint" id="username-rule">2 to 64 characters: letters a-z, digits 0-9 '
+            'and . _ - @ (capitals are stored in lower case).</p>') in page
+    assert "pattern=" not in page
+    created = admin_client.post("/admin/users", data={
+        "username": "Grace.H@Example", "password": "long-enough-secret", "role": "viewer"},
+        follow_redirects=True)
+    assert ("info", "Created viewer grace.h@example.") in flashes(created)
+
+    monkeypatch.setattr(users, "MIN_USERNAME_LENGTH", 4)
+    monkeypatch.setattr(users, "MAX_USERNAME_LENGTH", 6)
+    monkeypatch.setattr(users, "USERNAME_MARKS", "_")
+    page = admin_client.get("/admin/users").get_data(as_text=True)
+    assert 'minlength="4"' in page
+    assert ('<p class="hint" id="username-rule">4 to 6 characters: letters a-z, digits 0-9 '
+            'and _ (capitals are stored in lower case).</p>') in page
+    for name in ("abc", "abcdefg", "ab.cd"):
+        refused = admin_client.post("/admin/users", data={
+            "username": name, "password": "long-enough-secret", "role": "viewer"})
+        assert flashes(refused) == [("error", "User not created: username must be 4-6 "
+                                              "characters of a-z, 0-9, '_'.")], name
+    assert ("info", "Created viewer ab_cd.") in flashes(admin_client.post(
+        "/admin/users", data={"username": "AB_CD", "password": "long-enough-secret",
+                              "role": "viewer"}, follow_redirects=True))
+
+
 def test_a_refused_new_user_keeps_the_typed_name_and_role_but_not_the_password(admin_client,
                                                                               make_user):
     make_user("dora", "moderator")
@@ -223,7 +258,7 @@ def test_a_refused_new_user_keeps_the_typed_name_and_role_but_not_the_password(a
     assert taken.status_code == 400
     page = taken.get_data(as_text=True)
     assert "User not created: user &#39;dora&#39; already exists" in page
-    assert 'name="username" required autocomplete="off" value="Dora" autofocus' in page
+    assert 'aria-describedby="username-rule" value="Dora" autofocus' in page
     assert "<option selected>viewer</option>" in page
     assert "long-enough-secret" not in page
     short = admin_client.post("/admin/users", data={
@@ -249,18 +284,61 @@ def test_a_refused_new_user_keeps_the_typed_name_and_role_but_not_the_password(a
 
 
 def test_disabling_a_user_logs_them_out(admin_client, moderator_client, db_session_factory):
-    from sqlalchemy import select
-
-    from spamguard.models import User
-
     with db_session_factory() as session:
-        mo_id = session.scalars(select(User.id).where(User.username == "moderator")).one()
-    assert admin_client.post(f"/admin/users/{mo_id}/active", data={"active": "0"}
-                             ).status_code == 302
-    assert moderator_client.get("/admin/queue").status_code == 302
-    own = admin_client.post("/admin/users/1/active", data={"active": "0"},
-                            follow_redirects=True).get_data(as_text=True)
-    assert "cannot disable your own" in own or "now disabled" not in own
+        ids = dict(session.execute(select(User.username, User.id)).all())
+    disabled = admin_client.post(f"/admin/users/{ids['moderator']}/active",
+                                 data={"active": "0"}, follow_redirects=True)
+    assert "User moderator is now disabled." in disabled.get_data(as_text=True)
+    logged_out = moderator_client.get("/admin/queue")
+    assert logged_out.status_code == 302
+    assert logged_out.headers["Location"].startswith("/admin/login")
+    # An admin cannot disable their own account: refused, and nothing changes.
+    own = admin_client.post(f"/admin/users/{ids['admin']}/active", data={"active": "0"})
+    assert own.status_code == 302 and own.headers["Location"] == "/admin/users"
+    page = admin_client.get("/admin/users").get_data(as_text=True)
+    assert '<p class="flash flash-error" role="status">You cannot disable your own ' \
+           'account.</p>' in page
+    assert "admin is now disabled" not in page
+    with db_session_factory() as session:
+        assert dict(session.execute(select(User.username, User.is_active)).all()) == {
+            "admin": True, "moderator": False}
+    assert admin_client.get("/admin/users").status_code == 200  # still logged in
+
+
+def test_the_users_page_says_what_happened_in_sentences(admin_client, viewer_client, make_user):
+    """Each action's message, done or refused, is a sentence: a capital first, one full
+    stop at the end (service errors are lower-case phrases without one)."""
+    mo = make_user("mo", "moderator")
+    gone = mo + 1000  # no such account
+    new_user = {"password": "long-enough-secret", "role": "viewer"}
+    steps = [
+        ("/admin/users", {"username": "mo", **new_user},
+         ("error", "User not created: user 'mo' already exists.")),
+        ("/admin/users", {"username": "x", **new_user},
+         ("error", "User not created: username must be 2-64 characters of a-z, 0-9, '.', "
+                   "'_', '-', '@'.")),
+        ("/admin/users", {"username": "newbie", **new_user}, ("info", "Created viewer newbie.")),
+        ("/admin/password", {"current_password": "wrong-password", "new_password":
+                             "new-long-secret", "new_password_again": "new-long-secret"},
+         ("error", "Password not changed: the current password is wrong.")),
+        (f"/admin/users/{mo}/role", {"role": "root"},
+         ("error", "Role not changed: role must be one of admin, moderator, viewer.")),
+        (f"/admin/users/{mo}/role", {"role": "viewer"}, ("info", "User mo is now a viewer.")),
+        (f"/admin/users/{mo}/role", {"role": "admin"}, ("info", "User mo is now an admin.")),
+        (f"/admin/users/{gone}/role", {"role": "viewer"},
+         ("error", f"Role not changed: no user {gone}.")),
+        (f"/admin/users/{mo}/active", {"active": "0"}, ("info", "User mo is now disabled.")),
+        (f"/admin/users/{mo}/active", {"active": "1"}, ("info", "User mo is now enabled.")),
+        (f"/admin/users/{gone}/active", {"active": "0"},
+         ("error", f"User not disabled: no user {gone}.")),
+        (f"/admin/users/{gone}/active", {"active": "1"},
+         ("error", f"User not enabled: no user {gone}.")),
+        (f"/admin/users/{mo}/unlock", {}, ("info", "User mo is unlocked.")),
+        (f"/admin/users/{gone}/unlock", {}, ("error", f"User not unlocked: no user {gone}.")),
+    ]
+    for url, data, expected in steps:
+        client = viewer_client if url == "/admin/password" else admin_client
+        assert flashes(client.post(url, data=data, follow_redirects=True)) == [expected], url
 
 
 def test_a_disabled_moderator_is_told_the_account_is_disabled(admin_client, moderator_client,

@@ -91,6 +91,10 @@ def test_delete_refuses_a_version_that_must_stay_and_deletes_nothing(
         registry.delete_versions(session=session, version_ids=["v1", target])
     assert str(error.value) == reason.format(run=run) + "; nothing was deleted"
     assert _statuses(db_session_factory) == before  # v1 was not deleted either
+    # The admin UI says the same in its own words: no command lines.
+    shown = error.value.for_ui()
+    assert shown.startswith(f"cannot delete {target}: ") and "spamguard" not in shown
+    assert shown.endswith("; nothing was deleted")
 
 
 def test_delete_of_an_unknown_version_deletes_nothing(db_session_factory, versions) -> None:

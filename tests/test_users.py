@@ -184,6 +184,22 @@ def test_cli_help_states_the_password_rule_from_the_constants_the_check_uses(mon
             "nor one of the most used passwords.") in " ".join(result.output.split())
 
 
+def test_cli_help_states_the_username_rule_from_the_constants_the_check_uses(monkeypatch):
+    from click.testing import CliRunner
+
+    from spamguard.cli import build_cli
+
+    monkeypatch.setattr(users, "MAX_USERNAME_LENGTH", 32)
+    result = CliRunner().invoke(build_cli(), ["user", "create", "--help"])
+    assert result.exit_code == 0, result.output
+    assert ("NAME: 2 to 32 characters: letters a-z, digits 0-9 and . _ - @ (capitals are "
+            "stored in lower case).") in " ".join(result.output.split())
+    with pytest.raises(users.UserError, match="^username must be 2-32 characters of a-z, "
+                                              "0-9, '.', '_', '-', '@'$"):
+        users.validate_new_user("x" * 33, "long-enough-secret", "viewer")
+    assert users.validate_new_user(" Ann.Lee ", "long-enough-secret", "viewer") == "ann.lee"
+
+
 def test_cli_user_create_rejects_bad_role(cli_env):
     from click.testing import CliRunner
 

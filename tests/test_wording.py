@@ -1,8 +1,8 @@
-"""Counted nouns agree with their number."""
+"""Counted nouns agree with their number; messages are sentences."""
 
 import pytest
 
-from spamguard.wording import counted
+from spamguard.wording import counted, sentence
 
 
 @pytest.mark.parametrize(("n", "noun", "plural", "expected"), [
@@ -12,3 +12,13 @@ from spamguard.wording import counted
 ])
 def test_counted(n, noun, plural, expected):
     assert counted(n, noun, plural) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("no user 7", "No user 7."), ("Password not changed: it is wrong.", "Password not "
+                                  "changed: it is wrong."),
+    ("  done. ", "Done."), ("Role not changed: role must be one of a, b", "Role not "
+                             "changed: role must be one of a, b."),
+])
+def test_sentence(text, expected):
+    assert sentence(text) == expected

@@ -22,6 +22,7 @@ from spamguard.admin.base import (
 from spamguard.admin.security import NOT_RECORDED
 from spamguard.models import ROLES
 from spamguard.services import users
+from spamguard.wording import sentence
 
 # An unknown name, a wrong password and a locked account get the same answer: only real
 # accounts can be locked, so a distinct "locked" would tell which names exist. ("inactive"
@@ -148,7 +149,7 @@ def password_change():
                               repeated=form.get("new_password_again", ""))
     except users.UserError as exc:
         db.commit()  # keeps the failed-attempt count (the only write before an error)
-        return fail(f"Password not changed: {exc}.", "admin.password_form")
+        return fail(sentence(f"Password not changed: {exc.for_ui()}"), "admin.password_form")
     db.commit()
     login_user(LoggedInUser.of(user))  # other sessions ended with the change; this one goes on
     flash("Your password was changed.", "info")
@@ -167,7 +168,9 @@ def _users_page(typed: dict[str, str] | None = None, status: int = 200):
     accounts = users.list_users(session())
     locked = {user.id: until for user in accounts if (until := users.locked_until(user))}
     return render_template("admin/users.html", users=accounts, locked=locked, roles=ROLES,
-                           typed=typed or {}, **password_rule("the username")), status
+                           typed=typed or {}, username_rule=users.username_rule(),
+                           username_min=users.MIN_USERNAME_LENGTH,
+                           **password_rule("the username")), status
 
 
 @bp.route("/users", methods=["POST"])
@@ -182,7 +185,7 @@ def user_create():
                                  password=form.get("password", ""), role=form.get("role", ""))
     except users.UserError as exc:
         db.rollback()
-        flash(f"User not created: {exc.for_ui()}", "error")
+        flash(sentence(f"User not created: {exc.for_ui()}"), "error")
         return _users_page({"username": form.get("username", "")[:150],
                             "role": form.get("role", "")}, 400)
     db.commit()
@@ -199,8 +202,8 @@ def user_active(user_id: int):
     active = request.form.get("active") == "1"
     return run_action(
         lambda db: users.set_active(session=db, user_id=user_id, active=active),
-        done=lambda u: f"{u.username} is now {'enabled' if u.is_active else 'disabled'}.",
-        endpoint="admin.user_list")
+        done=lambda u: f"User {u.username} is now {'enabled' if u.is_active else 'disabled'}.",
+        refused=f"User not {'enabled' if active else 'disabled'}", endpoint="admin.user_list")
 
 
 @bp.route("/users/<integer_id:user_id>/role", methods=["POST"])
@@ -213,7 +216,9 @@ def user_role(user_id: int):
     role = request.form.get("role", "")
     return run_action(
         lambda db: users.set_role(session=db, user_id=user_id, role=role),
-        done=lambda u: f"{u.username} is now {u.role}.", endpoint="admin.user_list")
+        done=lambda u: f"User {u.username} is now {'an' if u.role == 'admin' else 'a'} "
+                       f"{u.role}.",
+        refused="Role not changed", endpoint="admin.user_list")
 
 
 @bp.route("/users/<integer_id:user_id>/unlock", methods=["POST"])
@@ -221,4 +226,5 @@ def user_role(user_id: int):
 def user_unlock(user_id: int):
     """Lift an account's lock after failed logins."""
     return run_action(lambda db: users.unlock(session=db, user_id=user_id),
-                      done=lambda u: f"{u.username} is unlocked.", endpoint="admin.user_list")
+                      done=lambda u: f"User {u.username} is unlocked.",
+                      refused="User not unlocked", endpoint="admin.user_list")

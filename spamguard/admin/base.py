@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from spamguard.config import Settings
 from spamguard.errors import SpamguardError
 from spamguard.extensions import db_session
-from spamguard.wording import counted
+from spamguard.wording import counted, megabytes, sentence
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 ROLE_RANK = {"viewer": 0, "moderator": 1, "admin": 2}
@@ -106,15 +106,17 @@ def fail(message: str, default: str, **values: Any):
 
 
 def run_action(action: Callable[[Session], Any], *, done: Callable[[Any], str],
-               endpoint: str, **values: Any):
+               endpoint: str, refused: str = "", **values: Any):
     """Run a service call in the request's session; commit and flash ``done(result)``, or
-    roll back and flash the error. Either way go back to ``endpoint``."""
+    roll back and flash the error (after ``refused``, e.g. "Role not changed", as one
+    sentence). Either way go back to ``endpoint``."""
     db = session()
     try:
         result = action(db)
     except SpamguardError as exc:
         db.rollback()
-        return fail(exc.for_ui(), endpoint, **values)
+        why = exc.for_ui()
+        return fail(sentence(f"{refused}: {why}") if refused else why, endpoint, **values)
     db.commit()
     flash(done(result), "info")
     return back(endpoint, **values)
@@ -150,6 +152,7 @@ def format_pct(value: float | None, digits: int = 1) -> str:
 
 
 bp.app_template_filter("counted")(counted)  # {{ total|counted("campaign") }}
+bp.app_template_filter("megabytes")(megabytes)  # {{ size|megabytes }}: "5.2 MB"
 
 
 @bp.app_template_filter("attachments")

@@ -1,16 +1,30 @@
-"""Model versions: list, full report, side-by-side comparison, promote, roll back, retrain."""
+"""Model versions: list, full report, side-by-side comparison, promote, roll back, retrain,
+delete."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from flask import abort, render_template, request, send_from_directory
+from flask import abort, flash, redirect, render_template, request, send_from_directory, url_for
+from sqlalchemy.orm import Session
 
-from spamguard.admin.base import bp, role_required, run_action, session, start_job
+from spamguard.admin.base import (
+    bp,
+    fail,
+    role_required,
+    run_action,
+    session,
+    settings,
+    start_job,
+)
+from spamguard.errors import SpamguardError
 from spamguard.models import ModelVersion
-from spamguard.services import registry, retrain_jobs
+from spamguard.services import registry, retrain_jobs, version_cleanup
+from spamguard.wording import megabytes, sentence
 
 REPORT_IMAGES = ("pr_curve.png", "confusion_matrix.png")  # the only files served
 
@@ -68,6 +82,8 @@ def model_list():
                            # or a run just started, before it has written its row
                            running=retrain_jobs.any_running(statuses)
                            or retrain_jobs.retrain_running(db) is not None,
+                           # no Delete for a version that must stay (its page says why)
+                           protected=registry.protected_versions(db, ui=True),
                            headline=registry.headline_metrics)
 
 
@@ -77,8 +93,11 @@ def model_detail(version_id: str):
     version = _version(version_id)
     report = load_report(version)
     columns = report_columns(report) if report else []
+    folder = version_cleanup.describe([version], settings().models_dir)[0]
     return render_template("admin/model.html", version=version, report=report,
-                           columns=columns,
+                           columns=columns, folder=folder,
+                           protected=registry.protected_versions(session(), ui=True).get(
+                               version.id),
                            rows=headline_rows([r for _, r in columns]) if report else [],
                            images=[n for n in REPORT_IMAGES if (version.path / n).is_file()])
 
@@ -154,3 +173,75 @@ def model_retrain():
                      busy="a retraining is already running",
                      started="Retraining started in the background (process {pid}). This "
                              "page refreshes while it runs.", endpoint="admin.model_list")
+
+
+@contextmanager
+def _request_transaction() -> Iterator[Session]:
+    """The request's session as one transaction: committed when the block ends, rolled
+    back if it raises."""
+    db = session()
+    try:
+        yield db
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
+
+
+def _delete(version: ModelVersion, *, dry_run: bool) -> version_cleanup.Deletion:
+    """Delete ``version`` as `spamguard models delete` does (the same rules: the active
+    version, the one Roll back returns to and one a running retraining uses are refused)."""
+    return version_cleanup.delete_versions(_request_transaction, [version.id],
+                                           settings().models_dir, dry_run=dry_run)
+
+
+@bp.route("/models/<version_id>/delete")
+@role_required("admin")
+def model_delete_confirm(version_id: str):
+    """Ask before deleting: what would go (the folder and its size, or only the registry
+    entry), or why the version must stay. Changes nothing."""
+    version = _version(version_id)
+    try:
+        deletion, refused = _delete(version, dry_run=True), None
+    except SpamguardError as exc:
+        deletion, refused = None, sentence(exc.for_ui())
+    return render_template("admin/model_delete.html", version=version, refused=refused,
+                           folder=deletion.folders[0] if deletion else None,
+                           models_dir=settings().models_dir)
+
+
+@bp.route("/models/<version_id>/delete", methods=["POST"])
+@role_required("admin")
+def model_delete(version_id: str):
+    """Delete the version (confirmed on its page: a form without ``confirmed`` goes there
+    and changes nothing), and say what was freed, or why it was refused."""
+    version = _version(version_id)
+    if request.form.get("confirmed") != version.id:
+        return redirect(url_for("admin.model_delete_confirm", version_id=version.id))
+    try:
+        deletion = _delete(version, dry_run=False)
+    except SpamguardError as exc:
+        return fail(sentence(exc.for_ui()), "admin.model_list")
+    (folder,) = deletion.folders
+    flash(*_outcome(folder, deletion.failed.get(folder.version_id)))
+    return redirect(url_for("admin.model_list"))
+
+
+def _outcome(folder: version_cleanup.VersionFolder, failed: str | None) -> tuple[str, str]:
+    """What deleting a version did, as a sentence and its flash category: the space freed,
+    why none was, or the folder that could not be removed (``failed``: why not)."""
+    done = (f"Version {folder.version_id} was already deleted" if folder.already_deleted
+            else f"Deleted version {folder.version_id}")
+    if failed is not None:
+        return (f"{done}, but its folder {folder.directory} could not be removed ({failed}): "
+                "remove it by hand, or delete the version again to try again.", "error")
+    if folder.removable:
+        said = f": removed its folder {folder.directory}, freeing {megabytes(folder.size)}"
+    elif folder.already_deleted:
+        said = "; nothing to do"
+    elif folder.inside:
+        said = f"; its folder {folder.directory} was already gone"
+    else:
+        said = (f" from the registry; its folder {folder.directory} is outside "
+                f"{settings().models_dir} and stays where it is")
+    return sentence(done + said), "info"

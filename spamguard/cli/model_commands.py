@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from spamguard.cli.context import CliContext, pass_ctx, transaction
 from spamguard.models import ModelVersion
 from spamguard.services import registry, version_cleanup
-from spamguard.wording import counted
+from spamguard.wording import counted, megabytes
 
 # TEST: each version's own test split (versions trained on different data are not
 # comparable on it); EVAL: the fixed evaluation set retraining compares on (retrained
@@ -56,10 +56,6 @@ def _json_row(version: ModelVersion) -> dict:
             "directory": version.directory, "threshold": version.threshold,
             **registry.headline_metrics(version),
             "eval": registry.headline_metrics(version, "eval")}
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
 
 
 def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...] = COLUMNS) -> str:
@@ -117,30 +113,28 @@ def _folder_line(folder: version_cleanup.VersionFolder, models_dir: Path, *,
         head = f"{'would delete' if dry_run else 'deleted'} {folder.version_id}"
     if folder.removable:
         return f"{head}: {'would remove' if dry_run else 'removed'} {folder.directory} " \
-               f"({_megabytes(folder.size)})"
+               f"({megabytes(folder.size)})"
     if folder.inside:
         return f"{head}: its folder {folder.directory} was already gone"
     return (f"{head}: registry entry only; its folder {folder.directory} is outside "
             f"{models_dir} and stays where it is")
 
 
-def _remove_and_report(folders: list[version_cleanup.VersionFolder], models_dir: Path, *,
-                       dry_run: bool, kept: str = "") -> None:
-    """Remove the deleted versions' folders (the deletion has committed), say what became
-    of each, then a summary of the space freed; a folder that could not be removed is an
-    error naming it, to be removed by hand (exit 2)."""
-    failed = {} if dry_run else dict(
-        (folder.version_id, reason) for folder, reason in version_cleanup.remove(folders))
-    for folder in folders:
+def _report(deletion: version_cleanup.Deletion, models_dir: Path, *, dry_run: bool,
+            kept: str = "") -> None:
+    """Say what became of each deleted version's folder (the folders were removed after
+    the deletion committed), then a summary of the space freed; a folder that could not be
+    removed is an error naming it, to be removed by hand (exit 2)."""
+    failed = deletion.failed
+    for folder in deletion.folders:
         if folder.version_id not in failed:
             click.echo(_folder_line(folder, models_dir, dry_run=dry_run))
-    freed = sum(f.size for f in folders if f.removable and f.version_id not in failed)
-    count = sum(not f.already_deleted for f in folders)
-    versions = counted(count, "model version")
-    summary = (f"would delete {versions}, freeing {_megabytes(freed)}" if dry_run
-               else f"deleted {versions}, freed {_megabytes(freed)}")
+    freed = megabytes(deletion.freed)
+    versions = counted(deletion.newly_deleted, "model version")
+    summary = (f"would delete {versions}, freeing {freed}" if dry_run
+               else f"deleted {versions}, freed {freed}")
     click.echo(f"{summary}; {kept}" if kept else summary)
-    for folder in folders:
+    for folder in deletion.folders:
         if folder.version_id in failed:
             click.echo(f"error: could not remove {folder.directory} "
                        f"({failed[folder.version_id]}): version {folder.version_id} is "
@@ -182,12 +176,11 @@ def register(cli: click.Group) -> None:
         """Delete model versions: their folders under SPAMGUARD_HOME/models are removed,
         their registry entries kept (marked deleted). The active version, the one rollback
         returns to and one a running retrain uses are refused."""
-        with transaction(ctx, create=False) as session:
-            versions, already = registry.delete_versions(
-                session=session, version_ids=list(version_ids), dry_run=dry_run)
-        folders = version_cleanup.describe(versions, ctx.settings.models_dir,
-                                           already_deleted=already)
-        _remove_and_report(folders, ctx.settings.models_dir, dry_run=dry_run)
+        models_dir = ctx.settings.models_dir
+        deletion = version_cleanup.delete_versions(
+            lambda: transaction(ctx, create=False), list(version_ids), models_dir,
+            dry_run=dry_run)
+        _report(deletion, models_dir, dry_run=dry_run)
 
     @models_group.command("prune", short_help="Delete all but the N newest model versions "
                                               "(and those that must stay).")
@@ -207,8 +200,9 @@ def register(cli: click.Group) -> None:
                f"{len(pruning.newest)} newest"
         if pruning.protected:
             kept += f" and {len(pruning.protected)} that must stay (above)"
-        _remove_and_report(version_cleanup.describe(pruning.deleted, ctx.settings.models_dir),
-                           ctx.settings.models_dir, dry_run=dry_run, kept=kept)
+        models_dir = ctx.settings.models_dir
+        _report(version_cleanup.remove_folders(pruning.deleted, models_dir, dry_run=dry_run),
+                models_dir, dry_run=dry_run, kept=kept)
 
     @cli.command("promote")
     @click.argument("version_id", metavar="VERSION")
@@ -253,8 +247,8 @@ def register(cli: click.Group) -> None:
         result = prune_cache(ctx.settings.cache_dir, in_use, dry_run=dry_run)
         verb = "would remove" if dry_run else "removed"
         for path, size in result.removed:
-            click.echo(f"{verb} {path} ({_megabytes(size)})")
-        freed, kept = _megabytes(result.removed_bytes), _megabytes(result.kept_bytes)
+            click.echo(f"{verb} {path} ({megabytes(size)})")
+        freed, kept = megabytes(result.removed_bytes), megabytes(result.kept_bytes)
         click.echo(f"{verb} {len(result.removed)} cache entries ({freed}); kept "
                    f"{len(result.kept)} ({kept}): those of the {len(in_use)} backbone(s) "
                    "registered versions use, and any changed in the last 24 hours")

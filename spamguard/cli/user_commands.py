@@ -58,7 +58,7 @@ def register(cli: click.Group) -> None:
     rule = f"Password rule: {users.password_rule('NAME')}"
 
     @user_group.command("create", help="Create the account NAME; the password is asked for "
-                        f"(or read from stdin).\n\n{rule}")
+                        f"(or read from stdin).\n\nNAME: {users.username_rule()}\n\n{rule}")
     @click.argument("name")
     @click.option("--role", type=click.Choice(ROLES), default="moderator", show_default=True,
                   help="admin: everything; moderator: review and relabel; viewer: read only.")

@@ -250,10 +250,18 @@ def rollback_target(session: Session) -> ModelVersion | None:
     return None if target is None or target.status == "deleted" else target
 
 
-def protected_versions(session: Session) -> dict[str, str]:
-    """The versions whose files must stay, each with why: the active version, the one
-    ``rollback`` would return to, and those a training run recorded as running uses (the
-    version that was active when it started, which it compares its candidate with)."""
+# How protected_versions names what a person can do, on the command line and in the admin
+# UI (which shows no command lines).
+_WORDS = {"cli": {"rollback": "`spamguard rollback`", "retrain": "`spamguard retrain`"},
+          "ui": {"rollback": "Roll back", "retrain": "retraining"}}
+
+
+def protected_versions(session: Session, *, ui: bool = False) -> dict[str, str]:
+    """The versions whose files must stay, each with why (``ui``: in the admin UI's words):
+    the active version, the one ``rollback`` would return to, and those a training run
+    recorded as running uses (the version that was active when it started, which it
+    compares its candidate with)."""
+    words = _WORDS["ui" if ui else "cli"]
     reasons: dict[str, str] = {}
     running = session.scalars(select(TrainingRun).where(TrainingRun.status == "running")
                               .order_by(TrainingRun.id))
@@ -262,12 +270,12 @@ def protected_versions(session: Session) -> dict[str, str]:
             if version_id and version_id not in reasons:
                 reasons[version_id] = (
                     f"training run {run.id}, recorded as running, uses it (a run that was "
-                    "killed stays so until the next `spamguard retrain`)")
+                    f"killed stays so until the next {words['retrain']})")
     current = active_version(session)
     if current is not None:
         if current.previous_active_id:
             reasons[current.previous_active_id] = (
-                f"it is the version `spamguard rollback` would return to (active before "
+                f"it is the version {words['rollback']} would return to (active before "
                 f"{current.id})")
         reasons[current.id] = "it is the active version (promote another one first)"
     return reasons
@@ -312,14 +320,20 @@ def delete_versions(*, session: Session, version_ids: list[str],
     found = {version_id: session.get(ModelVersion, version_id)
              for version_id in dict.fromkeys(version_ids)}
     versions = [v for v in found.values() if v is not None]
-    protected = protected_versions(session)
     unknown = [f"no model version {version_id!r}" for version_id, v in found.items()
                if v is None]
-    refused = unknown + [f"cannot delete {v.id}: {protected[v.id]}" for v in versions
-                         if v.id in protected]
-    if refused:
-        raise RegistryError("; ".join([*refused, "nothing was deleted"]),
-                            cli_hint=" (see `spamguard models`)" if unknown else "")
+
+    def refusal(ui: bool) -> str:
+        protected = protected_versions(session, ui=ui)
+        refused = unknown + [f"cannot delete {v.id}: {protected[v.id]}" for v in versions
+                             if v.id in protected]
+        return "; ".join([*refused, "nothing was deleted"]) if refused else ""
+
+    if cli := refusal(ui=False):
+        # The reasons name commands mid-sentence, so the whole message is the hint: the
+        # command line's (str(error)), or the admin UI's (error.for_ui()).
+        raise RegistryError("", cli_hint=cli + (" (see `spamguard models`)" if unknown else ""),
+                            ui_hint=refusal(ui=True))
     already = frozenset(v.id for v in versions if v.status == "deleted")
     if not dry_run:
         _mark_deleted(session, versions)

@@ -7,6 +7,7 @@ Functions flush but never commit: the caller owns the transaction.
 from __future__ import annotations
 
 import secrets
+import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -24,7 +25,11 @@ from spamguard.sqltypes import as_utc, utcnow
 MAX_FAILURES = 5  # failed logins in a row before the account is locked
 LOCKOUT = timedelta(minutes=15)
 MIN_PASSWORD_LENGTH = 8
-USERNAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-@")
+# A username: letters a-z, digits and these marks (stored in lower case, so upper case is
+# accepted and folded), MIN_USERNAME_LENGTH to MAX_USERNAME_LENGTH characters (the column
+# holds 64).
+MIN_USERNAME_LENGTH, MAX_USERNAME_LENGTH = 2, 64
+USERNAME_MARKS = "._-@"
 # Checked when the user does not exist, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = generate_password_hash("spamguard-dummy-password", method="scrypt")
 
@@ -53,8 +58,11 @@ def hash_password(password: str) -> str:
 def validate_new_user(username: str, password: str, role: str) -> str:
     """Check a new account's fields; return the normalised username."""
     name = username.strip().lower()
-    if not 2 <= len(name) <= 64 or not set(name) <= USERNAME_CHARS:
-        raise UserError("username must be 2-64 characters of a-z, 0-9, '.', '_', '-', '@'")
+    allowed = set(string.ascii_lowercase + string.digits + USERNAME_MARKS)
+    if not MIN_USERNAME_LENGTH <= len(name) <= MAX_USERNAME_LENGTH or not set(name) <= allowed:
+        marks = ", ".join(f"'{mark}'" for mark in USERNAME_MARKS)
+        raise UserError(f"username must be {MIN_USERNAME_LENGTH}-{MAX_USERNAME_LENGTH} "
+                        f"characters of a-z, 0-9, {marks}")
     if role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)}")
     validate_password(password, username=name)
@@ -84,6 +92,13 @@ def password_rule(name: str = "the username") -> str:
     that ask for a new password (made of the same constants: no second copy to forget)."""
     return (f"At least {MIN_PASSWORD_LENGTH} characters that are not spaces, and neither "
             f"{name} nor one of the most used passwords.")
+
+
+def username_rule() -> str:
+    """The rule :func:`validate_new_user` checks a username against, in words, for the form
+    that adds an account and ``user create --help`` (made of the same constants)."""
+    return (f"{MIN_USERNAME_LENGTH} to {MAX_USERNAME_LENGTH} characters: letters a-z, digits "
+            f"0-9 and {' '.join(USERNAME_MARKS)} (capitals are stored in lower case).")
 
 
 @cache

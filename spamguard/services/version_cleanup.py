@@ -1,20 +1,26 @@
-"""The folders of deleted model versions: which may be removed, their sizes, removing them.
+"""Deleting model versions: the registry change, then their folders.
 
-The registry decides which versions are deleted (:func:`registry.delete_versions`,
-:func:`registry.prune_versions`); this module handles their files once that has committed.
-Only a folder inside ``$SPAMGUARD_HOME/models`` is removed: ``promote FOLDER`` registers a
-version where it is, and a folder elsewhere (someone's working copy, a shared drive) is
-left there.
+The registry decides which versions are deleted and which must stay
+(:func:`registry.delete_versions`, :func:`registry.prune_versions`); this module removes
+their files once that has committed. :func:`delete_versions` does both, for
+``spamguard models delete`` and the admin UI's Delete alike. Only a folder inside
+``$SPAMGUARD_HOME/models`` is removed: ``promote FOLDER`` registers a version where it is,
+and a folder elsewhere (someone's working copy, a shared drive) is left there.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
 from spamguard.models import ModelVersion
+from spamguard.services import registry
 
 
 @dataclass
@@ -77,3 +83,48 @@ def remove(folders: list[VersionFolder]) -> list[tuple[VersionFolder, str]]:
         except OSError as exc:
             failed.append((folder, exc.strerror or str(exc)))
     return failed
+
+
+@dataclass
+class Deletion:
+    """What deleting versions did (or, in a dry run, would do) to their folders."""
+
+    folders: list[VersionFolder]
+    failed: dict[str, str] = field(default_factory=dict)  # version id: why its folder stays
+
+    @property
+    def freed(self) -> int:
+        """Bytes the removed folders took (would take, in a dry run)."""
+        return sum(f.size for f in self.folders if f.removable and f.version_id not in self.failed)
+
+    @property
+    def newly_deleted(self) -> int:
+        """How many of the versions were not deleted before."""
+        return sum(not f.already_deleted for f in self.folders)
+
+
+def remove_folders(versions: list[ModelVersion], models_dir: Path, *,
+                   already_deleted: frozenset[str] = frozenset(),
+                   dry_run: bool = False) -> Deletion:
+    """Describe the folders of ``versions``, whose deletion has committed, and remove those
+    that are ours (``dry_run``: only describe them)."""
+    folders = describe(versions, models_dir, already_deleted=already_deleted)
+    if dry_run:
+        return Deletion(folders)
+    return Deletion(folders, {folder.version_id: reason for folder, reason in remove(folders)})
+
+
+def delete_versions(transaction: Callable[[], AbstractContextManager[Session]],
+                    version_ids: list[str], models_dir: Path, *,
+                    dry_run: bool = False) -> Deletion:
+    """Delete ``version_ids``: mark them deleted in one transaction (``transaction()``
+    yields its session and commits when the block ends), then remove their folders.
+
+    Raises:
+        RegistryError: from :func:`registry.delete_versions`: a version is unknown or must
+            stay (the message says which and why); nothing is deleted.
+    """
+    with transaction() as session:
+        versions, already = registry.delete_versions(session=session,
+                                                     version_ids=version_ids, dry_run=dry_run)
+    return remove_folders(versions, models_dir, already_deleted=already, dry_run=dry_run)

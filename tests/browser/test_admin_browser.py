@@ -181,8 +181,37 @@ def test_admin_promotes_a_model(page, live_server, seeded, db_session_factory):
     shoot(page, "users")
 
 
+def test_admin_deletes_a_model_version_without_javascript(chromium, live_server, seeded,
+                                                          db_session_factory):
+    """Delete asks on a page of its own (no dialog: it works with JavaScript off), and the
+    models page then says what was freed."""
+    from spamguard.models import ModelVersion
+
+    _, (first, second) = seeded
+    context = chromium.new_context(viewport=SIZES["laptop"], java_script_enabled=False)
+    page = context.new_page()
+    try:
+        login(page, live_server, "root")
+        page.goto(f"{live_server}/admin/models")
+        with page.expect_navigation():
+            page.click(f"a[aria-label='Delete version {second}']")
+        assert page.inner_text("h1") == f"Delete model version {second}?"
+        shoot(page, "model-delete")
+        with page.expect_navigation():
+            page.click("button.danger")
+        assert f"Deleted version {second}: removed its folder" in page.inner_text("main")
+        shoot(page, "models-after-delete")
+        page.set_viewport_size(SIZES["phone"])  # the long folder path breaks, on a phone too
+        assert page.evaluate("document.documentElement.scrollWidth") <= SIZES["phone"]["width"]
+    finally:
+        context.close()
+    with db_session_factory() as session:
+        assert session.get(ModelVersion, second).status == "deleted"
+        assert session.get(ModelVersion, first).status == "active"
+
+
 def test_phone_tables_show_their_buttons_without_sideways_scrolling(page, live_server, seeded):
-    """At 390 px the models table's Promote, the users table's Disable and the API keys
+    """At 390 px the models table's Promote and Delete, the users table's Disable and the API keys
     table's Revoke are on screen: the less needed columns step aside instead of pushing them
     out of the table's box. (The API key is made through the page's form first.)"""
     login(page, live_server, "root")
@@ -196,6 +225,7 @@ def test_phone_tables_show_their_buttons_without_sideways_scrolling(page, live_s
     assert "It may: submit." in page.inner_text("main")
     shoot(page, "api-keys")
     for path, button in (("/admin/models", "button[data-promote]"),
+                         ("/admin/models", "a[aria-label^='Delete version']"),
                          ("/admin/users", "form[action*='/active'] button"),
                          ("/admin/api-keys", "button[aria-label^='Revoke']")):
         page.set_viewport_size(SIZES["phone"])
