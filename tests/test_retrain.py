@@ -293,6 +293,25 @@ def test_rollback_restores_the_previous_version(retrain, db_session_factory) -> 
         assert stored.metrics["eval"]["n"] == 17  # eval-set metrics kept in the registry
 
 
+def test_the_compared_version_keeps_its_evaluation_set_numbers(retrain,
+                                                                db_session_factory) -> None:
+    """A version trained by `spamguard train` has no evaluation-set metrics of its own: the
+    comparison's are stored on it, so the models list shows both sides of the gate."""
+    first = retrain()
+    with session_scope(db_session_factory) as session:  # as `spamguard train` registers it
+        stored = session.get(ModelVersion, first.candidate_version)
+        stored.metrics = {k: v for k, v in stored.metrics.items() if k != "eval"}
+    store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+    second = retrain(force=True)
+    run = _runs(db_session_factory)[-1]
+    assert run.active_version_id == first.candidate_version
+    with session_scope(db_session_factory) as session:
+        compared = session.get(ModelVersion, first.candidate_version).metrics["eval"]
+        candidate = session.get(ModelVersion, second.candidate_version).metrics["eval"]
+    assert compared == run.counts["metrics"]["active"] and compared["n"] == 17
+    assert candidate == run.counts["metrics"]["candidate"]
+
+
 def test_service_switches_to_the_promoted_model_without_restart(
         retrain, retrain_settings, db_session_factory) -> None:
     provider_module = pytest.importorskip("spamguard.services.model_provider")

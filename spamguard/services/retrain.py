@@ -252,7 +252,9 @@ class _Retrain:
                 outcome.report_path = candidate.report_path
             record_versions(session, candidate.directory, gate,
                             self.counts["metrics"]["candidate"],
-                            promote=gate.outcome == "promoted" and not stale)
+                            promote=gate.outcome == "promoted" and not stale,
+                            compared_with=snapshot.active_id,
+                            compared_metrics=self.counts["metrics"]["active"])
             self._write_finish(session, outcome, max_review_id=None if outcome.status ==
                                "failed" else snapshot.max_review_id)
             session.flush()

@@ -341,11 +341,16 @@ def locked_active_id(session: Session) -> str | None:
 
 
 def record_versions(session: Session, directory: Path, gate: Gate,
-                    eval_metrics: dict[str, Any], *, promote: bool) -> ModelVersion:
+                    eval_metrics: dict[str, Any], *, promote: bool,
+                    compared_with: str | None = None,
+                    compared_metrics: dict[str, Any] | None = None) -> ModelVersion:
     """Register the candidate (rejected if it failed the gate) and promote it if ``promote``
     (the gate said so and nothing since has made that decision stale).
 
-    The candidate's evaluation-set metrics are kept in the registry as ``metrics["eval"]``.
+    The candidate's evaluation-set metrics are kept in the registry as ``metrics["eval"]``,
+    and so are those of the version it was compared with (``compared_with``: the active
+    one), from this comparison: a version trained by `spamguard train` has no other, and
+    the models list would otherwise show a rejected candidate's numbers beside none.
     """
     # A promotion (passed, or forced) is a candidate until promoted; a dry run registers as
     # the gate said, whatever --force would have done.
@@ -353,6 +358,9 @@ def record_versions(session: Session, directory: Path, gate: Gate,
     version = registry.register_version(session=session, version_dir=directory,
                                         activate_if_none=False, status=status)
     version.metrics = {**(version.metrics or {}), "eval": eval_metrics}
+    compared = session.get(ModelVersion, compared_with) if compared_with else None
+    if compared is not None and compared_metrics:
+        compared.metrics = {**(compared.metrics or {}), "eval": compared_metrics}
     if promote:
         registry.promote(session=session, version_id=version.id)
     return version
