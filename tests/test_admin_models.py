@@ -49,6 +49,26 @@ def test_the_list_shows_evaluation_set_numbers_and_warns_before_promoting_a_reje
     assert "Eval is the fixed evaluation set retraining compares candidates on" in page
 
 
+def test_a_rejected_version_promoted_then_rolled_back_still_says_it_was_rejected(
+        admin_client, two_versions, db_session_factory):
+    """Promoting a rejected version and rolling back leaves it 'retired'; the run that
+    rejected it still stands, so the list says so and Promote warns again."""
+    from spamguard.models import TrainingRun
+
+    first, second = two_versions
+    with db_session_factory() as session:
+        session.get(ModelVersion, second).status = "retired"
+        session.add(TrainingRun(status="rejected", trigger="cli", candidate_version_id=second))
+        session.commit()
+    page = admin_client.get("/admin/models").get_data(as_text=True)
+    row = page[page.index(f'href="/admin/models/{second}"'):]
+    row = row[:row.index("</tr>")]
+    assert "retired</span> <span class=\"muted small\">rejected by retraining</span>" in row
+    assert f"Retraining rejected {second} (it did worse on the evaluation set" in row
+    first_row = page[page.index(f'href="/admin/models/{first}"'):]
+    assert "rejected" not in first_row[:first_row.index("</tr>")]
+
+
 def test_compare(viewer_client, two_versions):
     first, second = two_versions
     page = viewer_client.get(f"/admin/models/compare?a={first}&b={second}")

@@ -84,6 +84,7 @@ def model_list():
                            or retrain_jobs.retrain_running(db) is not None,
                            # no Delete for a version that must stay (its page says why)
                            protected=registry.protected_versions(db, ui=True),
+                           rejected=registry.rejected_by_retraining(db),
                            headline=registry.headline_metrics)
 
 

@@ -119,6 +119,15 @@ def list_versions(session: Session) -> list[ModelVersion]:
     return list(session.scalars(query))
 
 
+def rejected_by_retraining(session: Session) -> set[str]:
+    """Ids of versions a retraining run rejected. A version's status says so only until
+    someone promotes it anyway (after a rollback it is ``retired``), and its Promote
+    button should still warn."""
+    return set(session.scalars(
+        select(TrainingRun.candidate_version_id).distinct()
+        .where(TrainingRun.status == "rejected", TrainingRun.candidate_version_id.is_not(None))))
+
+
 def headline_metrics(version: ModelVersion, split: str = "test") -> dict[str, float | None]:
     """Return spam F1, MCC and ham false-positive rate on ``split`` (None where missing)."""
     scores = (version.metrics or {}).get(split) or {}
