@@ -26,6 +26,12 @@ def test_list_report_and_images(viewer_client, two_versions):
     assert viewer_client.get("/admin/models/nope").status_code == 404
 
 
+def _row(page: str, version_id: str) -> str:
+    """The models list's table row of ``version_id``."""
+    row = page[page.index(f'href="/admin/models/{version_id}"'):]
+    return row[:row.index("</tr>")]
+
+
 def test_the_list_shows_evaluation_set_numbers_and_warns_before_promoting_a_rejected_one(
         admin_client, two_versions, db_session_factory):
     """A candidate the gate rejected could look better than the active model on its own
@@ -39,13 +45,10 @@ def test_the_list_shows_evaluation_set_numbers_and_warns_before_promoting_a_reje
         version.status = "rejected"
         session.commit()
     page = admin_client.get("/admin/models").get_data(as_text=True)
-    row = page[page.index(f'href="/admin/models/{second}"'):]
-    row = row[:row.index("</tr>")]
+    row = _row(page, second)
     assert '<td class="num hide-sm">0.949</td><td class="num hide-sm">0.42%</td>' in row
     assert f"Retraining rejected {second} (it did worse on the evaluation set" in row
-    first_row = page[page.index(f'href="/admin/models/{first}"'):]
-    assert '<td class="num hide-sm">–</td><td class="num hide-sm">–</td>' in \
-        first_row[:first_row.index("</tr>")]
+    assert '<td class="num hide-sm">–</td><td class="num hide-sm">–</td>' in _row(page, first)
     assert "Eval is the fixed evaluation set retraining compares candidates on" in page
 
 
@@ -61,12 +64,10 @@ def test_a_rejected_version_promoted_then_rolled_back_still_says_it_was_rejected
         session.add(TrainingRun(status="rejected", trigger="cli", candidate_version_id=second))
         session.commit()
     page = admin_client.get("/admin/models").get_data(as_text=True)
-    row = page[page.index(f'href="/admin/models/{second}"'):]
-    row = row[:row.index("</tr>")]
+    row = _row(page, second)
     assert "retired</span> <span class=\"muted small\">rejected by retraining</span>" in row
     assert f"Retraining rejected {second} (it did worse on the evaluation set" in row
-    first_row = page[page.index(f'href="/admin/models/{first}"'):]
-    assert "rejected" not in first_row[:first_row.index("</tr>")]
+    assert "rejected" not in _row(page, first)
 
 
 def test_compare(viewer_client, two_versions):
@@ -351,11 +352,6 @@ def test_a_version_id_no_version_can_have_is_a_404(admin_client):
                  f"/admin/models/{'v' * 65}"):
         assert admin_client.get(path).status_code == 404, path
     assert admin_client.post("/admin/models/%00/promote").status_code == 404
-
-
-def _row(page: str, version_id: str) -> str:
-    row = page[page.index(f'href="/admin/models/{version_id}"'):]
-    return row[:row.index("</tr>")]
 
 
 def test_a_deleted_version_is_shown_as_such_and_cannot_be_promoted(admin_client, two_versions,
