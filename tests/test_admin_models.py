@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from spamguard.models import ModelVersion, TrainingRun
@@ -396,3 +397,36 @@ def test_roll_back_is_off_when_it_would_return_to_a_deleted_version(admin_client
             "version instead") in back.get_data(as_text=True)
     with db_session_factory() as session:
         assert session.get(ModelVersion, second).status == "active"
+
+
+def test_a_retrained_versions_page_shows_its_run_and_what_changed(
+        viewer_client, two_versions, db_session_factory):
+    """The run that made a version and its changes.json (metrics against the model then
+    active, flip examples with their messages escaped) are on the version's own page; a
+    version trained by hand shows no such section."""
+    from spamguard.models import TrainingRun
+    from spamguard.services import model_diff
+
+    first, second = two_versions
+    texts = ["<script>alert(1)</script> WIN cash", "see you at 6", "call 0800 now"]
+    changes = model_diff.compare(
+        texts=texts, y_true=np.array([1, 0, 1]), new_scores=np.array([0.9, 0.8, 0.2]),
+        new_threshold=0.5, old_scores=np.array([0.1, 0.2, 0.3]), old_threshold=0.5)
+    changes["versions"] = {"active": first, "candidate": second}
+    changes["decision"] = {"outcome": "rejected", "reason": "mcc is worse"}
+    with db_session_factory() as session:
+        model_diff.write_changes(session.get(ModelVersion, second).path, changes)
+        session.add(TrainingRun(status="rejected", trigger="cron", candidate_version_id=second,
+                                summary=f"retrain: rejected {second}: mcc is worse"))
+        session.commit()
+    page = viewer_client.get(f"/admin/models/{second}").get_data(as_text=True)
+    section = page[page.index('id="retraining"'):page.index("</section>")]
+    assert "Training run #" in section and "(cron, started" in section
+    assert f"retrain: rejected {second}: mcc is worse" in section
+    assert f'href="/admin/models/{first}">{first}</a>, the model then active' in section
+    assert "ham to spam: 2 (1 fixed, 1 broken)" in section
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; WIN cash" in section
+    assert "<script>alert" not in page
+    assert "<th>mcc</th>" in section
+    assert 'id="retraining"' not in viewer_client.get(f"/admin/models/{first}").get_data(
+        as_text=True)

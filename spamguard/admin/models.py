@@ -94,9 +94,17 @@ def model_detail(version_id: str):
     version = _version(version_id)
     report = load_report(version)
     columns = report_columns(report) if report else []
+    from spamguard.services import model_diff  # scikit-learn, as report_columns needs
+
     folder = version_cleanup.describe([version], settings().models_dir)[0]
     return render_template("admin/model.html", version=version, report=report,
                            columns=columns, folder=folder,
+                           # how retraining made it: the run, and what changed against
+                           # the model then active (changes.json, examples included)
+                           run=retrain_jobs.run_of_candidate(session(), version.id),
+                           changes=model_diff.load_changes(version.path),
+                           flip_kinds=[name for name, _, _ in model_diff.FLIP_KINDS],
+                           metric_names=(*model_diff.METRICS, "threshold"),
                            protected=registry.protected_versions(session(), ui=True).get(
                                version.id),
                            rows=headline_rows([r for _, r in columns]) if report else [],

@@ -108,6 +108,13 @@ def recent_runs(session: Session, *, limit: int = 20) -> list[TrainingRun]:
     return list(session.scalars(query.limit(limit)))
 
 
+def run_of_candidate(session: Session, version_id: str) -> TrainingRun | None:
+    """The newest training run that made ``version_id`` (None for one trained by hand)."""
+    query = (select(TrainingRun).where(TrainingRun.candidate_version_id == version_id)
+             .order_by(TrainingRun.id.desc()).limit(1))
+    return session.scalars(query).first()
+
+
 def shown_statuses(session: Session, runs: list[TrainingRun]) -> dict[int, str]:
     """The status to show for each of ``runs``, by id: its recorded one, except that a
     ``running`` row whose process no longer holds a live retrain lock shows as
