@@ -136,6 +136,33 @@ def test_campaign_page_and_label_button(moderator_client, viewer_client, db_sess
     assert moderator_client.get("/admin/campaigns?order=weird").status_code == 400
 
 
+def test_each_campaign_says_how_its_messages_stand(moderator_client, db_session_factory,
+                                                   spam_wave, make_user):
+    """A campaign card counts its messages by model verdict and by moderator label, so a
+    group already handled one by one, or one the model calls ham, shows as such (a browser
+    audit: a fully reviewed campaign showed only "–")."""
+    with db_session_factory() as session:
+        campaigns.rebuild_campaigns(session=session, encoder=fake_encoder, min_size=2)
+        session.commit()
+        top = campaigns.list_campaigns(session)[0].id
+        first, second, third = (session.get(Message, i) for i in spam_wave[:3])
+        first.model_label = second.model_label = "spam"
+        third.model_label = "ham"
+        first.review_label = "spam"
+        session.commit()
+        counts = campaigns.label_counts(session, [top])[top]
+    assert (counts.model, counts.reviewed, counts.unreviewed) == (
+        {"spam": 2, "ham": 1}, {"spam": 1}, 2)
+    page = moderator_client.get("/admin/campaigns").get_data(as_text=True)
+    card = page[page.index(f'data-campaign-id="{top}"'):]
+    card = " ".join(card[:card.index("</article>")].split())
+    assert "Model: 2 spam · 1 ham. Reviewed: 1 spam; 2 not yet." in card
+    others = [c.id for c in campaigns.list_campaigns(db_session_factory()) if c.id != top]
+    other = page[page.index(f'data-campaign-id="{others[0]}"'):]
+    assert "Model: 2 pending. Reviewed: none yet." in " ".join(other.split())
+    assert campaigns.label_counts(db_session_factory(), []) == {}
+
+
 def test_a_page_from_before_a_rebuild_labels_nothing(moderator_client, db_session_factory,
                                                       add_messages):
     """A rebuild replaces the campaigns and may reuse ids: the old page's button is refused."""

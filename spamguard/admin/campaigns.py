@@ -38,6 +38,7 @@ def campaign_list():
                            has_next=page * PER_PAGE < total, total=total,
                            similarity=campaigns.DEFAULT_SIMILARITY,
                            reviewed=campaigns.latest_reviews(db, [c.id for c in items]),
+                           labels=campaigns.label_counts(db, [c.id for c in items]),
                            rebuilding=retrain_jobs.campaign_rebuild_running(db))
 
 

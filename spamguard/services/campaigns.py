@@ -16,7 +16,7 @@ a campaign of unrelated messages, and labelling it would relabel them all.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -203,6 +203,37 @@ def latest_reviews(session: Session, campaign_ids: Sequence[int]) -> dict[int, i
              .where(Message.campaign_id.in_(list(campaign_ids)))
              .group_by(Message.campaign_id))
     return {campaign_id: review_id for campaign_id, review_id in session.execute(query)}
+
+
+@dataclass
+class CampaignLabels:
+    """How a campaign's messages stand: the model's verdicts and moderators' labels."""
+
+    model: dict[str, int] = field(default_factory=dict)  # spam / ham / pending
+    reviewed: dict[str, int] = field(default_factory=dict)  # spam / ham
+    unreviewed: int = 0
+
+
+def label_counts(session: Session, campaign_ids: Sequence[int]) -> dict[int, CampaignLabels]:
+    """Count each campaign's messages by model verdict and by moderator label (one grouped
+    read over ``ix_messages_campaign_id`` for a page of campaigns), so a moderator sees
+    whether a group is already handled, or is one the model calls ham, before labelling
+    it all at once."""
+    out = {campaign_id: CampaignLabels() for campaign_id in campaign_ids}
+    if not campaign_ids:
+        return out
+    query = (select(Message.campaign_id, Message.model_label, Message.review_label, func.count())
+             .where(Message.campaign_id.in_(list(campaign_ids)))
+             .group_by(Message.campaign_id, Message.model_label, Message.review_label))
+    for campaign_id, model_label, review_label, n in session.execute(query):
+        labels = out[campaign_id]
+        model = model_label or "pending"
+        labels.model[model] = labels.model.get(model, 0) + n
+        if review_label is None:
+            labels.unreviewed += n
+        else:
+            labels.reviewed[review_label] = labels.reviewed.get(review_label, 0) + n
+    return out
 
 
 def label_campaign(*, session: Session, campaign_id: int, label: str, user_id: int | None,
