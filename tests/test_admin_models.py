@@ -430,3 +430,25 @@ def test_a_retrained_versions_page_shows_its_run_and_what_changed(
     assert "<th>mcc</th>" in section
     assert 'id="retraining"' not in viewer_client.get(f"/admin/models/{first}").get_data(
         as_text=True)
+
+
+def test_a_run_just_started_is_not_called_no_runs(viewer_client, db_session_factory):
+    """Right after Retrain now, the run holds the lock but has not written its row yet: the
+    empty runs table says a run is starting, not "No training runs yet" (a browser audit)."""
+    import os
+    import socket
+    from datetime import timedelta
+
+    from spamguard.models import Lock
+    from spamguard.services import retrain_jobs
+    from spamguard.sqltypes import utcnow
+
+    assert "No training runs yet." in viewer_client.get("/admin/models").get_data(as_text=True)
+    with db_session_factory() as session:
+        session.add(Lock(name=retrain_jobs.RETRAIN_LOCK,
+                         owner=f"{socket.gethostname()}:{os.getpid()}:t1", acquired_at=utcnow(),
+                         expires_at=utcnow() + timedelta(minutes=10)))
+        session.commit()
+    page = viewer_client.get("/admin/models").get_data(as_text=True)
+    assert "A run is starting: its row appears here within a few seconds." in page
+    assert "No training runs yet." not in page
