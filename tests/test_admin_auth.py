@@ -651,3 +651,13 @@ def test_successful_logins_do_not_count(app_config, install_model, tiny_model_di
             assert client.login().status_code == 302
     finally:
         app.extensions["spamguard.db"].dispose()
+
+
+def test_disabling_and_role_changes_ask_first(admin_client, make_user):
+    """Disable and Change role act on another person's access: the browser asks first (a
+    browser audit found them acting at once); Enable, which gives access back, does not."""
+    make_user("mo", role="moderator")
+    page = admin_client.get("/admin/users").get_data(as_text=True)
+    assert 'data-confirm="Disable mo? Their logins end at once."' in page
+    assert 'data-confirm="Change the role of mo to the one selected?"' in page
+    assert "data-confirm=\"Enable" not in page

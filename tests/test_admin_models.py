@@ -452,3 +452,11 @@ def test_a_run_just_started_is_not_called_no_runs(viewer_client, db_session_fact
     page = viewer_client.get("/admin/models").get_data(as_text=True)
     assert "A run is starting: its row appears here within a few seconds." in page
     assert "No training runs yet." not in page
+
+
+def test_retrain_now_asks_first(admin_client):
+    """Retrain now may replace the model in service on its own: the browser asks first."""
+    page = admin_client.get("/admin/models").get_data(as_text=True)
+    button = page[page.index('action="/admin/models/retrain"'):]
+    assert 'data-confirm="Retrain now? The new model replaces the active one' in \
+        button[:button.index("</form>")]
