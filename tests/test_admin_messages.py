@@ -465,3 +465,16 @@ def test_a_selection_relabel_says_what_it_replaces_and_asks_again_if_someone_lab
         "label": "spam", "ids": [str(a), str(b)], "confirmed": "1", "expected": "2",
         "newest_review": newest}, follow_redirects=True)
     assert "Labelled 2 messages as spam" in done.get_data(as_text=True)
+
+
+def test_a_sender_is_cut_to_one_line_with_the_whole_value_on_hover(viewer_client,
+                                                                   add_messages):
+    """The list, the queue's card and a message's similar ones show a sender through the
+    party macro: its title holds the whole value, a hidden character named, not obeyed."""
+    sender = "+44\u202e" + "7" * 246
+    first, _ = add_messages(("same words", 0.5), ("same words", 0.6), sender=sender)
+    title = f'title="+44[U+202E]{"7" * 246}"'
+    for url in ("/admin/messages", "/admin/queue", f"/admin/messages/{first}"):
+        page = viewer_client.get(url).get_data(as_text=True)
+        assert f'<bdi class="party" {title}>' in page, url
+        assert "\u202e" not in page, url

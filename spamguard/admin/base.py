@@ -226,6 +226,13 @@ def show_controls(text: str) -> Markup:
     return Markup("").join(out)
 
 
+@bp.app_template_filter("controls_as_text")
+def controls_as_text(text: str) -> str:
+    """``text`` with each of :data:`HIDDEN_CONTROLS` written as ``[U+202E]``: plain text for
+    an attribute (a ``title``), where a mark cannot be coloured but must not act either."""
+    return HIDDEN_CONTROLS.sub(lambda found: f"[U+{ord(found.group()):04X}]", text)
+
+
 @bp.app_template_filter("num")
 def format_num(value: float | None, digits: int = 3) -> str:
     """Format a score with ``digits`` decimals."""

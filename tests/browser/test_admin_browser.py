@@ -306,3 +306,27 @@ def test_a_cross_site_form_does_not_log_a_moderator_out(page, live_server, make_
         page.goto("http://attacker.example/")
     page.goto(f"{live_server}/admin/queue")
     assert "/admin/login" not in page.url, "the cross-site POST logged the moderator out"
+
+
+def test_a_long_sender_stays_in_its_column(page, live_server, make_user, add_messages):
+    """A 250-character sender (the API takes one) made the message list 3070 px wide in its
+    1162 px box, pushing Message, Model, P(spam) and Review off screen: it is now cut with
+    an ellipsis, whole on hover; the queue's card and a message's similar ones fit too."""
+    make_user("mo", "moderator")
+    sender = "+44" + "7" * 247
+    add_messages(("Your parcel is waiting", 0.5), ("Your parcel is waiting", 0.6),
+                 sender=sender)
+    login(page, live_server, "mo")
+    page.goto(f"{live_server}/admin/messages")
+    wrap = page.locator(".table-wrap")
+    assert wrap.evaluate("e => e.scrollWidth <= e.clientWidth")
+    review = page.locator("table.messages th", has_text="Review").bounding_box()
+    assert review["x"] + review["width"] <= SIZES["laptop"]["width"]
+    assert page.get_attribute("table.messages .party", "title") == sender
+    for path in ("/admin/queue", page.get_attribute("table.messages a.snippet", "href")):
+        page.goto(path if path.startswith("http") else f"{live_server}{path}")
+        for size in ("laptop", "phone"):
+            page.set_viewport_size(SIZES[size])
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= SIZES[size]["width"], (path, size)
+        page.set_viewport_size(SIZES["laptop"])
