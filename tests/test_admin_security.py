@@ -45,8 +45,8 @@ def test_reordering_and_invisible_characters_are_shown_not_obeyed(
         html = moderator_client.get(url).get_data(as_text=True)
         for hidden in "\u202e\u202c\u200b\u2066\u2069":
             assert hidden not in html, (url, hex(ord(hidden)))
-        assert '<span class="ctl" title="right-to-left override">[U+202E]</span>exe.txt' \
-            in html, url
+        assert ('<span class="ctl" dir="ltr" title="right-to-left override">[U+202E]</span>'
+                'exe.txt') in html, url
         assert "&lt;b&gt;1234&lt;/b&gt;" in html and "<b>1234" not in html, url
         assert "fr<span" in html and "\u200d" in html, url
         if url != "/admin/campaigns":  # it shows no senders

@@ -219,7 +219,10 @@ def show_controls(text: str) -> Markup:
     for found in HIDDEN_CONTROLS.finditer(text):
         char = found.group()
         out.append(escape(text[last:found.start()]))
-        out.append(Markup('<span class="ctl" title="{}">[U+{}]</span>').format(
+        # dir="ltr": the mark reads "[U+202E]" inside right-to-left text too, and a block
+        # with dir="auto" skips it when finding the text's direction (its "U" is a Latin
+        # letter, which made a Hebrew message starting with a control left-to-right).
+        out.append(Markup('<span class="ctl" dir="ltr" title="{}">[U+{}]</span>').format(
             unicodedata.name(char, "format character").lower(), f"{ord(char):04X}"))
         last = found.end()
     out.append(escape(text[last:]))

@@ -330,3 +330,29 @@ def test_a_long_sender_stays_in_its_column(page, live_server, make_user, add_mes
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= SIZES[size]["width"], (path, size)
         page.set_viewport_size(SIZES["laptop"])
+
+
+def test_a_message_block_takes_its_texts_direction(page, live_server, make_user,
+                                                    add_messages):
+    """A Hebrew message's block is right to left and its text starts at the right (it
+    resolved to left to right: dir="auto" skipped the text inside its <bdi>), even when
+    it starts with a control shown as a red [U+202E]; an English one stays left."""
+    make_user("mo", "moderator")
+    hebrew, english = add_messages(("\u202eשלום, זכית בפרס! התקשר עכשיו", 0.6),
+                                   ("Hello, you won a prize", 0.6))
+    login(page, live_server, "mo")
+    for mid, direction in ((hebrew, "rtl"), (english, "ltr")):
+        page.goto(f"{live_server}/admin/messages/{mid}")
+        body = page.locator("pre.body")
+        assert body.evaluate("e => getComputedStyle(e).direction") == direction
+        # where the text's line sits in the block: flush right or flush left
+        gap = body.evaluate("""e => { const r = document.createRange(); r.selectNodeContents(e);
+            const text = r.getBoundingClientRect(), box = e.getBoundingClientRect();
+            const pad = parseFloat(getComputedStyle(e).paddingLeft);
+            return [text.left - box.left - pad, box.right - pad - text.right]; }""")
+        near, far = (gap[1], gap[0]) if direction == "rtl" else gap
+        assert near < 2 and far > 100, (direction, gap)
+    page.goto(f"{live_server}/admin/messages/{hebrew}")
+    mark = page.locator("pre.body .ctl")
+    assert mark.inner_text() == "[U+202E]"
+    assert mark.evaluate("e => getComputedStyle(e).color") == "rgb(166, 27, 27)"
