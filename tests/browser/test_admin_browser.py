@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.browser.conftest import SIZES, shoot
+from tests.browser.conftest import SIZES, artifacts_dir, shoot
 from tests.fixtures_admin import PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -281,6 +281,11 @@ def test_spot_check_with_the_keyboard_on_a_phone(page, live_server, seeded, add_
     assert "verdict hidden until you decide" in page.inner_text("#current")
     row = page.locator("table tr", has_text="spam").last.inner_text()
     assert row.split("\t")[:4] == ["spam", "1", "1", "100.0%"], row
+    page.set_viewport_size(SIZES["phone"])  # the estimates fit, "Skipped" and all
+    estimates = page.locator("section.card .table-wrap")
+    assert estimates.evaluate("e => e.scrollWidth <= e.clientWidth")
+    estimates.screenshot(path=str(artifacts_dir() / "spot-check-estimates-phone.png"))
+    page.set_viewport_size(SIZES["laptop"])
     with db_session_factory() as session:
         assert session.query(Review).filter_by(message_id=drawn).one().label == "ham"
         row = session.query(SpotCheckDraw).filter_by(message_id=drawn).one()
