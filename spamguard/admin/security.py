@@ -10,6 +10,7 @@ from flask_login import LoginManager, login_url
 from flask_wtf.csrf import CSRFProtect
 
 from spamguard.admin.base import LoggedInUser, bp, session
+from spamguard.ops import is_admin_path
 
 # No inline script or style anywhere: every script and stylesheet is a file under /static.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -94,7 +95,7 @@ def security_headers(response: Response) -> Response:
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    if request.blueprint == "admin":
+    if request.blueprint == "admin" or is_admin_path(request.path):  # its 404s too
         response.headers.setdefault("Cache-Control", "no-store")
     return response
 
