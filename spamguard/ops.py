@@ -128,12 +128,23 @@ def _drain_callback(app: Flask):
     return drain
 
 
+def is_admin_path(path: str) -> bool:
+    """Whether ``path`` is under the admin UI (``/admin`` or ``/admin/...``)."""
+    return path == "/admin" or path.startswith("/admin/")
+
+
 def _wants_json() -> bool:
     return request.path.startswith(JSON_PREFIXES)
 
 
 def _http_error(exc: HTTPException):
-    """JSON errors for API and webhook paths; the usual pages elsewhere."""
+    """JSON errors for API and webhook paths; the admin UI's error page for an address
+    under /admin that no admin page answers (the blueprint's own handler never sees a
+    routing error); the usual pages elsewhere."""
+    if is_admin_path(request.path):
+        from spamguard.admin import routing_error
+
+        return routing_error(exc)
     if not _wants_json():
         return exc
     headers = {k: v for k, v in exc.get_headers() if k.lower() in {"allow", "retry-after"}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from spamguard.admin.security import SESSION_ENDED
 from spamguard.models import User
 from tests.fixtures_admin import PASSWORD, TOKEN, AdminClient, csrf_token, flashes
 
@@ -356,7 +357,8 @@ def test_a_disabled_moderator_is_told_the_account_is_disabled(admin_client, mode
     sent = moderator_client.post("/admin/queue/decide", data={
         "message_id": mid, "label": "spam", "seen": "none"}, follow_redirects=True)
     said = sent.get_data(as_text=True)
-    assert "Your account has been disabled" in said and "no longer logged in" not in said
+    assert "That was not recorded: your account has been disabled" in said
+    assert "no longer logged in" not in said
     login = moderator_client.login()
     assert login.status_code == 401 and "Ask an admin" in login.get_data(as_text=True)
 
@@ -385,7 +387,8 @@ def test_a_deleted_moderator_is_told_the_account_no_longer_exists(moderator_clie
     sent = moderator_client.post("/admin/queue/decide", data={
         "message_id": mid, "label": "spam", "seen": "none"}, follow_redirects=True)
     said = sent.get_data(as_text=True)
-    assert "Your account no longer exists" in said and "no longer logged in" not in said
+    assert "That was not recorded: your account no longer exists" in said
+    assert "no longer logged in" not in said
     login = moderator_client.login()
     assert login.status_code == 401 and "Wrong username or password" in login.get_data(
         as_text=True) and "no longer exists" not in login.get_data(as_text=True)
@@ -496,6 +499,30 @@ def test_logout_ends_copies_of_the_session_cookie(app, moderator_client):
     assert "Your session has ended" in page and "Please log in again" in page
     again = AdminClient(app.test_client(), "moderator")
     assert again.login().status_code == 302 and again.get("/admin/queue").status_code == 200
+
+
+def test_a_decision_sent_after_a_logout_elsewhere_says_it_was_not_recorded(
+        app, moderator_client, add_messages, db_session_factory):
+    """The queue open in one browser, a logout in another: Ham then leads to the login page,
+    which says why and that the decision (label and note) was not recorded. A logout sent
+    from the first browser has nothing to record, so it does not say so."""
+    from spamguard.models import Message
+
+    (mid,) = add_messages(("unsure", 0.5))
+    first, second = _copy_session(app, moderator_client), _copy_session(app, moderator_client)
+    assert first.get("/admin/queue").status_code == 200
+    assert moderator_client.post("/admin/logout").status_code == 302  # the other browser
+    sent = first.post("/admin/queue/decide", data={
+        "message_id": mid, "label": "ham", "seen": "none", "note": "a friend"})
+    assert sent.status_code == 302 and "/admin/login?next=" in sent.headers["Location"]
+    said = flashes(first.get(sent.headers["Location"]))
+    assert said == [("error", "That was not recorded: your session has ended (this account "
+                     "logged out, or its password changed, in another browser). Please log "
+                     "in again.")]
+    with db_session_factory() as session:
+        assert session.get(Message, mid).review_label is None
+    assert flashes(second.post("/admin/logout", follow_redirects=True)) == [
+        ("info", SESSION_ENDED)]
 
 
 def test_password_change_ends_other_sessions_but_not_this_one(app, viewer_client):

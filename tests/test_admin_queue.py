@@ -120,10 +120,12 @@ def test_a_decision_on_a_message_someone_reviewed_meanwhile_is_not_saved(
     bob_form = decide_form(bob)
     assert alice_form == bob_form == {"message_id": str(first), "seen": "none"}
     alice.post("/admin/queue/decide", data={**alice_form, "label": "spam"})
-    late = bob.post("/admin/queue/decide", data={**bob_form, "label": "ham"},
+    late = bob.post("/admin/queue/decide", data={**bob_form, "label": "ham",
+                                                 "note": "my sister's <new> number"},
                     follow_redirects=True).get_data(as_text=True)
     assert (f"alice labelled message {first} spam while you were looking; your ham label "
-            f"was not saved.") in late
+            f"was not saved. Your note was not saved: “my sister&#39;s &lt;new&gt; "
+            f"number”.") in late  # said back, to copy rather than type again
     assert f'data-message-id="{second}"' in late  # and bob sees the next message
     again = alice.post("/admin/queue/decide", data={**alice_form, "label": "ham"},
                        follow_redirects=True).get_data(as_text=True)  # a second tab
@@ -152,7 +154,7 @@ def test_a_decision_someone_already_gave_is_information_not_an_error(
     late = bob.post("/admin/queue/decide", data={**bob_form, "label": "spam", "note": "scam"},
                     follow_redirects=True).get_data(as_text=True)
     assert (f'<p class="flash flash-info" role="status">Message {first} is already labelled '
-            f"spam by alice — nothing to do. Your note was not saved.</p>") in late
+            f"spam by alice — nothing to do. Your note was not saved: “scam”.</p>") in late
     assert "flash-error" not in late
     assert f'data-message-id="{second}"' in late  # bob goes on to the next message
     again = alice.post("/admin/queue/decide", data={**alice_form, "label": "spam"},
@@ -308,3 +310,11 @@ def test_logging_out_hands_the_moderators_message_to_the_others_at_once(
     assert current_id(bob) == first  # not only once alice's claim has run out
     page = bob.get("/admin/queue").get_data(as_text=True)
     assert "open for other moderators" not in page
+
+
+def test_an_unsaved_note_is_said_back_up_to_a_length():
+    from spamguard.admin.queue import QUOTED_NOTE, _unsaved_note
+
+    assert _unsaved_note("  ") == _unsaved_note(None) == ""
+    long = _unsaved_note("x" * 2000)
+    assert long.endswith("x…”.") and long.count("x") == QUOTED_NOTE - 1

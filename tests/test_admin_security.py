@@ -45,8 +45,8 @@ def test_reordering_and_invisible_characters_are_shown_not_obeyed(
         html = moderator_client.get(url).get_data(as_text=True)
         for hidden in "\u202e\u202c\u200b\u2066\u2069":
             assert hidden not in html, (url, hex(ord(hidden)))
-        assert '<span class="ctl" title="right-to-left override">[U+202E]</span>exe.txt' \
-            in html, url
+        assert ('<span class="ctl" dir="ltr" title="right-to-left override">[U+202E]</span>'
+                'exe.txt') in html, url
         assert "&lt;b&gt;1234&lt;/b&gt;" in html and "<b>1234" not in html, url
         assert "fr<span" in html and "\u200d" in html, url
         if url != "/admin/campaigns":  # it shows no senders
@@ -207,3 +207,25 @@ def test_invisible_format_characters_in_a_body_are_marked_too(moderator_client, 
     for hidden in "\u00ad\u2063":
         assert hidden not in html, hex(ord(hidden))
     assert "[U+00AD]" in html and "[U+2063]" in html
+
+
+def test_an_unknown_admin_address_gets_the_admin_error_page(client, viewer_client):
+    """/admin/nonexistent and /admin/messages/abc match no rule, so the blueprint's handler
+    never saw them: werkzeug's bare "Not Found", no navigation, no Cache-Control. Now the
+    admin page with the admin headers: navigation when logged in, none for a visitor. The
+    JSON API's own 404s stay JSON."""
+    for path in ("/admin/nonexistent", "/admin/messages/abc", "/admin/queue/x/y"):
+        for who, logged_in in ((client, False), (viewer_client, True)):
+            answer = who.get(path)
+            page = answer.get_data(as_text=True)
+            assert answer.status_code == 404 and answer.mimetype == "text/html", path
+            assert "There is no page at this address." in page and "<h1>Error 404</h1>" in page
+            assert ('<nav class="nav">' in page) == logged_in, (path, logged_in)
+            assert answer.headers["Cache-Control"] == "no-store"
+            assert answer.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    wrong = viewer_client.get("/admin/queue/decide")  # a POST-only action
+    assert wrong.status_code == 405 and "Error 405" in wrong.get_data(as_text=True)
+    assert "POST" in wrong.headers["Allow"] and wrong.headers["Cache-Control"] == "no-store"
+    api = client.get("/api/v1/nonexistent")
+    assert api.status_code in (401, 404) and api.is_json
+    assert client.get("/administrator").status_code == 404  # not under /admin: as before

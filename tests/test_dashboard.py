@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from spamguard.services import dashboard, reviews
-from spamguard.sqltypes import utcnow
 
 NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)  # a Wednesday; 47 h after the first message
 
@@ -19,14 +18,14 @@ def traffic(add_messages):
     start = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
     items = [("spam now", 0.9), ("spam again", 0.8), ("hi", 0.1)] * 3
     ids = add_messages(*items, start=start, step=timedelta(minutes=20))
-    ids += add_messages("pending", start=datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
+    ids += add_messages("pending", start=datetime(2026, 11, 25, 7, 10, tzinfo=UTC))
     return ids
 
 
 def test_volume_by_hour_day_week(db_session, traffic):
     hours = dashboard.volume(db_session, bucket="hour", now=NOW)
     assert [(p.start.hour, p.total, p.spam) for p in hours] == \
-        [(9, 3, 2), (10, 3, 2), (11, 3, 2), (10, 1, 0)]
+        [(9, 3, 2), (10, 3, 2), (11, 3, 2), (7, 1, 0)]
     assert hours[0].start == datetime(2026, 11, 23, 9, tzinfo=UTC)
     days = dashboard.volume(db_session, bucket="day", now=NOW)
     assert [(p.start.day, p.total, p.spam) for p in days] == [(23, 9, 6), (25, 1, 0)]
@@ -83,14 +82,29 @@ def test_dashboard_page(viewer_client, traffic):
     assert viewer_client.get("/admin/").status_code == 302
 
 
-def test_dashboard_table_summary_counts_its_rows(viewer_client, add_messages):
-    """One hour of traffic is 'Latest 1 hour', not 'Latest 1 hours'."""
-    # The start of the last hour, a minute apart: one hourly bucket whatever the time (an
-    # hour ago from now split them in two when a run came in an hour's last minute).
-    last_hour = utcnow().replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-    add_messages(("spam now", 0.9), "hi", start=last_hour)
+def test_the_dashboard_table_is_the_last_buckets_up_to_now(viewer_client, add_messages,
+                                                           monkeypatch):
+    """'Latest 12 hours' are the 12 hours ending with the current one, empty ones as 0: it
+    listed the last 12 hours that had messages (15 hours, gaps skipped), topped by a message
+    dated 20 hours ahead that the chart left out. Such a message is in neither now."""
+    import spamguard.admin.dashboard as view
+
+    now = datetime(2026, 11, 25, 8, 30, tzinfo=UTC)
+    monkeypatch.setattr(view, "utcnow", lambda: now)
+    for hours_ago in (0, 2, 3, 14, -20):  # -20: dated ahead, as the API allows
+        add_messages(("spam now", 0.9), "hi", start=now - timedelta(hours=hours_ago))
     text = viewer_client.get("/admin/dashboard?bucket=hour").get_data(as_text=True)
-    assert "Latest 1 hour as a table" in text and "1 hours" not in text
+    assert "Latest 12 hours as a table" in text
+    rows = re.findall(r"<tr><td>([^<]+)</td><td class=\"num\">(\d+)</td>", text)
+    hour = now.replace(minute=0)
+    assert rows == [((hour - timedelta(hours=k)).strftime("%Y-%m-%d %H:%M UTC"),
+                     "2" if k in (0, 2, 3) else "0") for k in range(12)]
+    assert "–</td></tr>" in text  # an empty hour's share: none, not 0%
+    for bucket, first in (("day", ("2026-11-25 00:00 UTC", "6")),
+                          ("week", ("2026-11-23 00:00 UTC", "10"))):  # 26th: this week
+        text = viewer_client.get(f"/admin/dashboard?bucket={bucket}").get_data(as_text=True)
+        rows = re.findall(r"<tr><td>([^<]+)</td><td class=\"num\">(\d+)</td>", text)
+        assert len(rows) == 12 and rows[0] == first, bucket  # no row of the 26th
 
 
 def _tick_labels(svg: str) -> list[str]:

@@ -22,7 +22,7 @@ from spamguard.admin import (  # noqa: F401  (each module adds its pages to bp)
 from spamguard.admin.base import bp
 from spamguard.admin.security import init_security
 
-__all__ = ["bp", "init_app"]
+__all__ = ["bp", "init_app", "routing_error"]
 
 
 def init_app(app: Flask) -> None:
@@ -52,6 +52,17 @@ def _csrf_error(exc: CSRFError):
         message=f"Nothing was changed: this form was loaded before your last login{older}, "
                 f"or not on this site ({exc.description}). Reload the page and do it "
                 f"again."), 400
+
+
+def routing_error(exc: HTTPException):
+    """The admin error page for an address under /admin that matched no admin page (404)
+    or not with that method (405), which the blueprint's handler below never sees. The top
+    bar shows the navigation only to a logged-in user, as on every page; an anonymous
+    visitor sees no more than on the login page."""
+    message = ("There is no page at this address." if exc.code == 404 else exc.description)
+    headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
+    return render_template("admin/error.html", code=exc.code,
+                           message=message), exc.code or 500, headers
 
 
 @bp.errorhandler(HTTPException)

@@ -219,11 +219,21 @@ def show_controls(text: str) -> Markup:
     for found in HIDDEN_CONTROLS.finditer(text):
         char = found.group()
         out.append(escape(text[last:found.start()]))
-        out.append(Markup('<span class="ctl" title="{}">[U+{}]</span>').format(
+        # dir="ltr": the mark reads "[U+202E]" inside right-to-left text too, and a block
+        # with dir="auto" skips it when finding the text's direction (its "U" is a Latin
+        # letter, which made a Hebrew message starting with a control left-to-right).
+        out.append(Markup('<span class="ctl" dir="ltr" title="{}">[U+{}]</span>').format(
             unicodedata.name(char, "format character").lower(), f"{ord(char):04X}"))
         last = found.end()
     out.append(escape(text[last:]))
     return Markup("").join(out)
+
+
+@bp.app_template_filter("controls_as_text")
+def controls_as_text(text: str) -> str:
+    """``text`` with each of :data:`HIDDEN_CONTROLS` written as ``[U+202E]``: plain text for
+    an attribute (a ``title``), where a mark cannot be coloured but must not act either."""
+    return HIDDEN_CONTROLS.sub(lambda found: f"[U+{ord(found.group()):04X}]", text)
 
 
 @bp.app_template_filter("num")

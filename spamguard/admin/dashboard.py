@@ -6,6 +6,7 @@ from flask import Response, abort, redirect, render_template, request, url_for
 
 from spamguard.admin.base import bp, session
 from spamguard.services import dashboard
+from spamguard.sqltypes import utcnow
 
 
 def _bucket() -> str:
@@ -25,11 +26,11 @@ def index():
 def dashboard_page():
     """Show the dashboard."""
     bucket = _bucket()
-    db = session()
-    points = dashboard.volume(db, bucket=bucket)
-    return render_template("admin/dashboard.html", summary=dashboard.summary(db),
-                           points=points[-12:][::-1], bucket=bucket,
-                           buckets=list(dashboard.BUCKETS))
+    db, now = session(), utcnow()
+    points = dashboard.volume(db, bucket=bucket, now=now)
+    latest = dashboard.latest(points, bucket=bucket, now=now) if points else []
+    return render_template("admin/dashboard.html", summary=dashboard.summary(db, now=now),
+                           points=latest, bucket=bucket, buckets=list(dashboard.BUCKETS))
 
 
 @bp.route("/dashboard/volume.svg")

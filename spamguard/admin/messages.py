@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from flask import abort, flash, redirect, render_template, request, url_for
 
 from spamguard.admin.base import (
@@ -32,10 +34,28 @@ def _filters(args) -> MessageFilter:
         abort(400, description=str(exc))
 
 
+def _as_typed(args) -> SimpleNamespace:
+    """The filter form's fields as they were typed (the values of a refused filter, which
+    :class:`MessageFilter` cannot hold), for the form to show them again."""
+    typed = {name: args.get(name, "")[:255] for name in (
+        "model_label", "review", "min_p", "max_p", "since", "until", "sender", "q")}
+    return SimpleNamespace(**typed, is_empty=False,
+                           disagreement=args.get("disagreement", "") in {"1", "on"},
+                           campaign_id=(args.get("campaign_id") or args.get("campaign")
+                                        or "")[:30])
+
+
 @bp.route("/messages")
 def message_list():
-    """List messages matching the filters, newest first."""
-    filters = _filters(request.args)
+    """List messages matching the filters, newest first. A filter that cannot be
+    understood, or matches nothing by construction (since after until), gets the list
+    page again (400) with the reason beside the form and the values as typed."""
+    try:
+        filters = MessageFilter.from_args(request.args)
+    except FilterError as exc:
+        empty = message_queries.Page(items=[], page=1, per_page=PER_PAGE, total=0)
+        return render_template("admin/messages.html", page=empty, args={},
+                               filters=_as_typed(request.args), filter_error=str(exc)), 400
     page = message_queries.list_messages(session(), filters, page=page_number(),
                                          per_page=PER_PAGE)
     if page.page > page.pages:  # an old link after messages went, or a hand-made URL

@@ -103,15 +103,30 @@ def flash_conflict(exc: reviews.ReviewConflict, label: str, note: str | None) ->
           "info" if exc.agrees_with(label) else "error")
 
 
+QUOTED_NOTE = 300  # characters of an unsaved note said back (flashes ride in the cookie)
+
+
 def conflict_message(exc: reviews.ReviewConflict, label: str, note: str | None) -> str:
-    """Say who decided the message first (read before the rollback expires the review)."""
+    """Say who decided the message first (read before the rollback expires the review),
+    and, whatever they decided, that a note given was not saved, quoted so it can be
+    copied rather than typed again."""
+    return f"{_conflict_said(exc, label)}{_unsaved_note(note)}"
+
+
+def _unsaved_note(note: str | None) -> str:
+    note = (note or "").strip()
+    if not note:
+        return ""
+    quoted = note if len(note) <= QUOTED_NOTE else note[:QUOTED_NOTE - 1] + "…"
+    return f" Your note was not saved: “{quoted}”."
+
+
+def _conflict_said(exc: reviews.ReviewConflict, label: str) -> str:
     theirs = exc.review
     if exc.agrees_with(label):  # so theirs is not None
         who = "you" if theirs.user_id == user_id() else \
             theirs.user.username if theirs.user is not None else "someone"
-        unsaved = " Your note was not saved." if (note or "").strip() else ""
-        return (f"Message {exc.message_id} is already labelled {label} by {who} — nothing "
-                f"to do.{unsaved}")
+        return f"Message {exc.message_id} is already labelled {label} by {who} — nothing to do."
     if theirs is None:
         return (f"Message {exc.message_id} changed while you were looking (a decision on it "
                 f"was undone); your label was not saved.")

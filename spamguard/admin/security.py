@@ -10,6 +10,7 @@ from flask_login import LoginManager, login_url
 from flask_wtf.csrf import CSRFProtect
 
 from spamguard.admin.base import LoggedInUser, bp, session
+from spamguard.ops import is_admin_path
 
 # No inline script or style anywhere: every script and stylesheet is a file under /static.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -29,6 +30,9 @@ LOGGED_OUT = {"deleted": (ACCOUNT_DELETED, "error"), "disabled": (ACCOUNT_DISABL
               "ended": (SESSION_ENDED, "info")}
 NOT_RECORDED = ("That was not recorded: you were no longer logged in (a login ends after "
                 "hours unused). Log in, and do it again.")
+# A form sent by a browser whose login had ended for one of the reasons of LOGGED_OUT: the
+# reason, after saying that what was sent (a label and its note, say) was not recorded.
+NOT_RECORDED_BECAUSE = "That was not recorded: {why}"
 
 csrf = CSRFProtect()
 
@@ -91,7 +95,7 @@ def security_headers(response: Response) -> Response:
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    if request.blueprint == "admin":
+    if request.blueprint == "admin" or is_admin_path(request.path):  # its 404s too
         response.headers.setdefault("Cache-Control", "no-store")
     return response
 
@@ -113,7 +117,11 @@ def _protect():
         # A login this browser had ended: say why (for a disabled or deleted account not
         # just "log in again", which would not work).
         if (why := g.pop("logged_out", None)) is not None:
-            flash(*LOGGED_OUT[why])
+            said, category = LOGGED_OUT[why]
+            if changes and request.endpoint != "admin.logout":  # a form's action is lost
+                said = NOT_RECORDED_BECAUSE.format(why=said[0].lower() + said[1:])
+                category = "error"
+            flash(said, category)
             return redirect(to_login)
         if changes:
             # Nothing is written to the session here: another site's form arrives without

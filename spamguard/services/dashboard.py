@@ -76,15 +76,39 @@ def volume(session: Session, *, bucket: str = "day", now: datetime | None = None
     """Return messages and spam (model label) per bucket over the bucket's default window."""
     if bucket not in BUCKETS:
         raise ValueError(f"bucket must be one of {', '.join(BUCKETS)}")
-    since = (now or utcnow()) - WINDOWS[bucket]
+    now = now or utcnow()
+    since, until = now - WINDOWS[bucket], bucket_start(now, bucket) + BUCKETS[bucket]
     key = _bucket_expr(session, bucket).label("bucket")
     spam = func.sum(case((Message.model_label == "spam", 1), else_=0))
+    # A message dated after the current bucket (the API takes received_at up to 24 hours
+    # ahead) is counted nowhere until its bucket comes: the chart ends with the current one.
     query = (select(key, func.count(), spam, func.count(Message.model_label))
-             .where(Message.received_at >= since).group_by(key).order_by(key))
+             .where(Message.received_at >= since, Message.received_at < until)
+             .group_by(key).order_by(key))
     # SQLite's strftime buckets come back as text, PostgreSQL's date_trunc as timestamps.
     return [Point(as_utc(datetime.fromisoformat(start) if isinstance(start, str) else start),
                   int(total), int(spam or 0), int(classified))
             for start, total, spam, classified in session.execute(query)]
+
+
+def bucket_start(moment: datetime, bucket: str) -> datetime:
+    """The start of ``moment``'s bucket, as the SQL of :func:`_bucket_expr` computes it
+    (weeks start on Monday)."""
+    start = moment.replace(minute=0, second=0, microsecond=0)
+    if bucket == "hour":
+        return start
+    start = start.replace(hour=0)
+    return start - timedelta(days=start.weekday()) if bucket == "week" else start
+
+
+def latest(points: list[Point], *, bucket: str, count: int = 12,
+           now: datetime | None = None) -> list[Point]:
+    """The last ``count`` buckets up to the current one, newest first, as :func:`volume`
+    gave them, with the empty ones as zeros (not the last ``count`` that had messages)."""
+    current = bucket_start(now or utcnow(), bucket)
+    found = {point.start: point for point in points}
+    starts = (current - k * BUCKETS[bucket] for k in range(count))
+    return [found.get(start, Point(start, 0, 0, 0)) for start in starts]
 
 
 def _share_line(points: list[Point], step: timedelta) -> tuple[list, list[float]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.browser.conftest import SIZES, shoot
+from tests.browser.conftest import SIZES, artifacts_dir, shoot
 from tests.fixtures_admin import PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -281,6 +281,11 @@ def test_spot_check_with_the_keyboard_on_a_phone(page, live_server, seeded, add_
     assert "verdict hidden until you decide" in page.inner_text("#current")
     row = page.locator("table tr", has_text="spam").last.inner_text()
     assert row.split("\t")[:4] == ["spam", "1", "1", "100.0%"], row
+    page.set_viewport_size(SIZES["phone"])  # the estimates fit, "Skipped" and all
+    estimates = page.locator("section.card .table-wrap")
+    assert estimates.evaluate("e => e.scrollWidth <= e.clientWidth")
+    estimates.screenshot(path=str(artifacts_dir() / "spot-check-estimates-phone.png"))
+    page.set_viewport_size(SIZES["laptop"])
     with db_session_factory() as session:
         assert session.query(Review).filter_by(message_id=drawn).one().label == "ham"
         row = session.query(SpotCheckDraw).filter_by(message_id=drawn).one()
@@ -306,3 +311,53 @@ def test_a_cross_site_form_does_not_log_a_moderator_out(page, live_server, make_
         page.goto("http://attacker.example/")
     page.goto(f"{live_server}/admin/queue")
     assert "/admin/login" not in page.url, "the cross-site POST logged the moderator out"
+
+
+def test_a_long_sender_stays_in_its_column(page, live_server, make_user, add_messages):
+    """A 250-character sender (the API takes one) made the message list 3070 px wide in its
+    1162 px box, pushing Message, Model, P(spam) and Review off screen: it is now cut with
+    an ellipsis, whole on hover; the queue's card and a message's similar ones fit too."""
+    make_user("mo", "moderator")
+    sender = "+44" + "7" * 247
+    add_messages(("Your parcel is waiting", 0.5), ("Your parcel is waiting", 0.6),
+                 sender=sender)
+    login(page, live_server, "mo")
+    page.goto(f"{live_server}/admin/messages")
+    wrap = page.locator(".table-wrap")
+    assert wrap.evaluate("e => e.scrollWidth <= e.clientWidth")
+    review = page.locator("table.messages th", has_text="Review").bounding_box()
+    assert review["x"] + review["width"] <= SIZES["laptop"]["width"]
+    assert page.get_attribute("table.messages .party", "title") == sender
+    for path in ("/admin/queue", page.get_attribute("table.messages a.snippet", "href")):
+        page.goto(path if path.startswith("http") else f"{live_server}{path}")
+        for size in ("laptop", "phone"):
+            page.set_viewport_size(SIZES[size])
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= SIZES[size]["width"], (path, size)
+        page.set_viewport_size(SIZES["laptop"])
+
+
+def test_a_message_block_takes_its_texts_direction(page, live_server, make_user,
+                                                    add_messages):
+    """A Hebrew message's block is right to left and its text starts at the right (it
+    resolved to left to right: dir="auto" skipped the text inside its <bdi>), even when
+    it starts with a control shown as a red [U+202E]; an English one stays left."""
+    make_user("mo", "moderator")
+    hebrew, english = add_messages(("\u202eשלום, זכית בפרס! התקשר עכשיו", 0.6),
+                                   ("Hello, you won a prize", 0.6))
+    login(page, live_server, "mo")
+    for mid, direction in ((hebrew, "rtl"), (english, "ltr")):
+        page.goto(f"{live_server}/admin/messages/{mid}")
+        body = page.locator("pre.body")
+        assert body.evaluate("e => getComputedStyle(e).direction") == direction
+        # where the text's line sits in the block: flush right or flush left
+        gap = body.evaluate("""e => { const r = document.createRange(); r.selectNodeContents(e);
+            const text = r.getBoundingClientRect(), box = e.getBoundingClientRect();
+            const pad = parseFloat(getComputedStyle(e).paddingLeft);
+            return [text.left - box.left - pad, box.right - pad - text.right]; }""")
+        near, far = (gap[1], gap[0]) if direction == "rtl" else gap
+        assert near < 2 and far > 100, (direction, gap)
+    page.goto(f"{live_server}/admin/messages/{hebrew}")
+    mark = page.locator("pre.body .ctl")
+    assert mark.inner_text() == "[U+202E]"
+    assert mark.evaluate("e => getComputedStyle(e).color") == "rgb(166, 27, 27)"
