@@ -55,9 +55,9 @@ def test_add_reviewed_grows_the_set(db_session_factory) -> None:
                                              ("ONE reviewed message!", "spam")])
     with session_scope(db_session_factory) as session:
         ensure_evalset(session=session, base=sample_data(6), fraction=0.2)
-        assert add_reviewed(session=session, message_ids=[ids[0]]) == (1, 0)
-        assert add_reviewed(session=session, message_ids=[ids[3]]) == (0, 1)  # same text
-        assert add_reviewed(session=session, count=5)[0] == 2
+        assert add_reviewed(session=session, message_ids=[ids[0]]).added == 1
+        assert add_reviewed(session=session, message_ids=[ids[3]]).already == 1  # same text
+        assert add_reviewed(session=session, count=5).added == 2
         evalset = load_evalset(session)
     assert len(evalset) == 20 and evalset.sources == {"base": 17, "review": 3}
     assert text_hash("two reviewed message") in evalset.hashes
@@ -75,7 +75,7 @@ def test_labels_follow_the_latest_review(db_session_factory) -> None:
     (undone,) = store_reviews(db_session_factory, [("lunch at noon then?", "ham")])
     with session_scope(db_session_factory) as session:
         chosen, _ = ensure_evalset(session=session, base=base, fraction=0.2)
-        assert add_reviewed(session=session, message_ids=[mistake, undone]) == (2, 0)
+        assert add_reviewed(session=session, message_ids=[mistake, undone]).added == 2
     base_ham = next(t for t, label in zip(chosen.texts, chosen.labels, strict=True)
                     if label == 0)
     (moderated,) = store_reviews(db_session_factory, [(base_ham, "spam")])
@@ -137,3 +137,63 @@ def test_evalset_cli(retrain_env, retrain_settings, db_session_factory) -> None:
     result = runner.invoke(cli, ["evalset", "add", "--message-id", str(again)], env=retrain_env)
     assert "added 0 reviewed message(s) (1 not: the same text is in the set already)" in (
         result.output)
+
+
+def _active_trained_through(session, max_review_id: int | None) -> None:
+    """Register an active version made by a retraining run that read the reviews up to
+    ``max_review_id`` (as training_runs records it)."""
+    from spamguard.models import ModelVersion, TrainingRun
+    from spamguard.sqltypes import utcnow
+
+    session.add(ModelVersion(id="v-active", directory="/nowhere", backbone="tiny",
+                             backbone_hash="0", created_at=utcnow(), status="active",
+                             threshold=0.5, metrics={}))
+    session.flush()
+    session.add(TrainingRun(status="promoted", trigger="cron", candidate_version_id="v-active",
+                            max_review_id=max_review_id))
+    session.flush()
+
+
+def test_from_reviews_leaves_out_what_the_active_model_was_trained_on(
+        db_session_factory) -> None:
+    """Reviewed messages the active version learnt would favour it at the gate (a lifecycle
+    audit: every candidate was then rejected), so --from-reviews takes only later ones, one
+    per text; a message given by id is added all the same, and counted for a warning."""
+    old = store_reviews(db_session_factory, [("old reviewed one", "spam"),
+                                             ("old reviewed two", "ham")])
+    new = store_reviews(db_session_factory, [("new reviewed one", "spam"),
+                                             ("NEW reviewed one!", "spam"),
+                                             ("new reviewed two", "ham")])
+    with session_scope(db_session_factory) as session:
+        last_old = session.scalar(select(func.max(Review.id)).where(
+            Review.message_id.in_(old)))
+        _active_trained_through(session, last_old)
+        ensure_evalset(session=session, base=sample_data(6), fraction=0.2)
+        result = add_reviewed(session=session, count=2)
+        assert (result.added, result.already, result.unseen_left) == (2, 0, 0)
+        hashes = load_evalset(session).hashes
+        assert {text_hash("new reviewed one"), text_hash("new reviewed two")} <= hashes
+        assert text_hash("old reviewed one") not in hashes
+        assert add_reviewed(session=session, count=5).added == 0  # none unseen is left
+        given = add_reviewed(session=session, message_ids=[old[0]])
+        assert (given.added, given.trained_on) == (1, 1)
+    assert new  # three reviews, two texts
+
+
+def test_evalset_cli_says_when_from_reviews_finds_too_few(retrain_env, db_session_factory,
+                                                          monkeypatch):
+    from spamguard.services import evalset
+
+    (old,) = store_reviews(db_session_factory, [("learnt by the active model", "ham")])
+    monkeypatch.setattr(evalset, "trained_on_by_active",  # tested above
+                        lambda session: {text_hash("learnt by the active model")})
+    result = CliRunner().invoke(build_cli(), ["evalset", "add", "--from-reviews", "5"],
+                                env=retrain_env)
+    assert result.exit_code == 0, result.output
+    assert "added 0 reviewed message(s)" in result.output
+    assert "note: --from-reviews takes only reviewed messages the active model was not " \
+           "trained on" in result.output
+    result = CliRunner().invoke(build_cli(), ["evalset", "add", "--message-id", str(old)],
+                                env=retrain_env)
+    assert "added 1 reviewed message(s)" in result.output
+    assert "warning: the active model was trained on 1 of the messages" in result.output

@@ -115,9 +115,18 @@ def register(cli: click.Group) -> None:
             # stand in for it.
             ensure_evalset(session=session, base=load_labelled(settings.base_data_path),
                            fraction=settings.evalset_fraction, exclude=away)
-            added, already = add_reviewed(session=session, message_ids=message_ids,
-                                          count=count)
-            skipped = (f" ({already} not: the same text is in the set already)"
-                       if already else "")
-            click.echo(f"added {added} reviewed message(s){skipped}; "
+            result = add_reviewed(session=session, message_ids=message_ids, count=count)
+            skipped = (f" ({result.already} not: the same text is in the set already)"
+                       if result.already else "")
+            click.echo(f"added {result.added} reviewed message(s){skipped}; "
                        f"{load_evalset(session).describe()}")
+            if count and result.added < count and not result.unseen_left:
+                click.echo("note: --from-reviews takes only reviewed messages the active "
+                           "model was not trained on (it would be favoured on the others), "
+                           "and no more are left; add reviewed messages before a retraining "
+                           "trains on them, e.g. just before the scheduled run "
+                           "(docs/retraining.md)", err=True)
+            if result.trained_on:
+                click.echo(f"warning: the active model was trained on {result.trained_on} of "
+                           "the messages given by --message-id, so the gate favours it on "
+                           "them", err=True)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from spamguard.errors import DataError
 from spamguard.ml.data import LABEL_NAMES, LabelledData, dedupe, text_hash
-from spamguard.models import EvalExample, Message
+from spamguard.models import EvalExample, Message, ModelVersion, TrainingRun
 from spamguard.services.training_data import LABEL_IDS, ReviewedMessage, latest_reviews
 
 EVALSET_SEED = 2018
@@ -171,22 +171,56 @@ def ensure_evalset(*, session: Session, base: LabelledData, fraction: float,
     return load_evalset(session, up_to_review=up_to_review, reviews=reviews), True
 
 
+def trained_on_by_active(session: Session) -> set[str]:
+    """Normalised texts of the reviewed messages the active version was trained on.
+
+    Retraining trains on every reviewed message outside the evaluation set, up to the
+    newest review its run read (``training_runs.max_review_id``). Such a message added to
+    the set later is one the active version learnt and no candidate may learn, so the gate
+    would favour the active version on it (a lifecycle audit: after `evalset add
+    --from-reviews 100` every candidate was rejected, the active model agreeing with 88 of
+    89 added labels, a mistaken one included, and candidates with 82). A version made by
+    `spamguard train`, or registered from a folder, read no reviews.
+    """
+    active_id = session.scalars(select(ModelVersion.id)
+                                .where(ModelVersion.status == "active")).first()
+    if active_id is None:
+        return set()
+    read_up_to = session.scalars(
+        select(TrainingRun.max_review_id)
+        .where(TrainingRun.candidate_version_id == active_id,
+               TrainingRun.max_review_id.is_not(None))
+        .order_by(TrainingRun.id.desc())).first()
+    if read_up_to is None:
+        return set()
+    return {r.text_hash for r in latest_reviews(session, up_to=read_up_to)}
+
+
+@dataclass
+class Added:
+    """What :func:`add_reviewed` did."""
+
+    added: int
+    already: int  # not added: the same normalised text is in the set already
+    trained_on: int = 0  # added by id although the active version was trained on them
+    unseen_left: int = 0  # reviewed messages the active version was not trained on, not added
+
+
 def add_reviewed(*, session: Session, message_ids: Sequence[int] = (), count: int = 0,
-                 seed: int = EVALSET_SEED) -> tuple[int, int]:
+                 seed: int = EVALSET_SEED) -> Added:
     """Add reviewed messages to the evaluation set (they leave the training data).
 
     Args:
         session: database session (the caller commits).
-        message_ids: these reviewed messages, by id.
-        count: also this many other reviewed messages not yet in the set, chosen at random
-            with ``seed``.
-
-    Returns:
-        How many messages were added, and how many were not because their normalised text
-        was in the set already (or twice among those picked).
+        message_ids: these reviewed messages, by id (added even if the active version was
+            trained on them: counted in ``trained_on``, for the caller to warn).
+        count: also this many other reviewed messages, with distinct texts not yet in the
+            set and not trained on by the active version (:func:`trained_on_by_active`),
+            chosen at random with ``seed``.
     """
     reviews = latest_reviews(session)
     known = load_evalset(session, reviews=reviews).hashes
+    seen = trained_on_by_active(session)
     reviewed = {r.message_id: r for r in reviews}
     missing = [i for i in message_ids if i not in reviewed]
     if missing:
@@ -198,11 +232,16 @@ def add_reviewed(*, session: Session, message_ids: Sequence[int] = (), count: in
                 ("message(s) with no review:", [i for i in missing if i in exists]))
             if ids))
     picked = [reviewed[i] for i in message_ids]
+    trained_on = sum(r.text_hash in seen for r in picked)
+    unseen_left = 0
     if count:
-        chosen_ids = set(message_ids)
-        pool = [r for r in reviewed.values()
-                if r.message_id not in chosen_ids and r.text_hash not in known]
-        picked += random.Random(seed).sample(pool, min(count, len(pool)))
+        taken = known | {r.text_hash for r in picked}
+        pool = list({r.text_hash: r for r in reviewed.values()  # one per text: the latest
+                     if r.text_hash not in taken and r.text_hash not in seen}.values())
+        pool.sort(key=lambda r: r.message_id)  # the sample depends on the seed alone
+        chosen = random.Random(seed).sample(pool, min(count, len(pool)))
+        picked += chosen
+        unseen_left = len(pool) - len(chosen)
     added = _insert(session, [r.text for r in picked], [LABEL_IDS[r.label] for r in picked],
                     "review", known)
-    return added, len(picked) - added
+    return Added(added, len(picked) - added, trained_on, unseen_left)
