@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from spamguard.models import ModelVersion, TrainingRun
+from spamguard.services import registry
 
 
 def test_list_report_and_images(viewer_client, two_versions):
@@ -64,6 +65,14 @@ def test_a_rejected_version_promoted_then_rolled_back_still_says_it_was_rejected
         session.get(ModelVersion, second).status = "retired"
         session.add(TrainingRun(status="rejected", trigger="cli", candidate_version_id=second))
         session.commit()
+        # A --force promotion and a dry run that failed the gate count too; passing ones not.
+        for status, passed in (("promoted", False), ("dry_run", False), ("promoted", True),
+                               ("dry_run", True)):
+            session.add(TrainingRun(status=status, trigger="cli", candidate_version_id=first,
+                                    counts={"decision": {"passed": passed}}))
+            assert registry.rejected_by_retraining(session) == (
+                {second, first} if not passed else {second}), (status, passed)
+            session.rollback()
     page = admin_client.get("/admin/models").get_data(as_text=True)
     row = _row(page, second)
     assert "retired</span> <span class=\"muted small\">rejected by retraining</span>" in row

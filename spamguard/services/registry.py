@@ -120,12 +120,17 @@ def list_versions(session: Session) -> list[ModelVersion]:
 
 
 def rejected_by_retraining(session: Session) -> set[str]:
-    """Ids of versions a retraining run rejected. A version's status says so only until
-    someone promotes it anyway (after a rollback it is ``retired``), and its Promote
-    button should still warn."""
-    return set(session.scalars(
-        select(TrainingRun.candidate_version_id).distinct()
-        .where(TrainingRun.status == "rejected", TrainingRun.candidate_version_id.is_not(None))))
+    """Ids of versions whose retraining run's gate rejected them: runs recorded as
+    ``rejected``, and dry runs and ``--force`` promotions whose decision did not pass. A
+    version's status says so only until someone promotes it anyway (after a rollback it is
+    ``retired``), and its Promote button should still warn."""
+    runs = session.execute(
+        select(TrainingRun.candidate_version_id, TrainingRun.status, TrainingRun.counts)
+        .where(TrainingRun.candidate_version_id.is_not(None),
+               TrainingRun.status.in_(("rejected", "promoted", "dry_run"))))
+    return {version_id for version_id, status, counts in runs
+            if status == "rejected"
+            or ((counts or {}).get("decision") or {}).get("passed") is False}
 
 
 def headline_metrics(version: ModelVersion, split: str = "test") -> dict[str, float | None]:
