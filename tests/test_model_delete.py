@@ -133,6 +133,25 @@ def test_prune_keeps_the_newest_and_the_protected(db_session_factory, versions) 
     assert [v.id for v in again.deleted] == ["v5"] and again.newest == ["v6"]
 
 
+def test_prune_keeps_the_version_a_rollback_left(db_session_factory, versions) -> None:
+    """After promote v5 and a rollback to v4, v5 is what `promote` would bring back (the
+    rollback's own hint): prune keeps it though it is neither newest nor protected (a
+    lifecycle audit saw it deleted); `delete` by name still may delete it."""
+    with session_scope(db_session_factory) as session:
+        registry.promote(session=session, version_id="v5")
+    with session_scope(db_session_factory) as session:
+        assert registry.rollback(session=session).id == "v4"
+    with session_scope(db_session_factory) as session:
+        pruning = registry.prune_versions(session=session, keep=1)
+    assert pruning.newest == ["v6"] and list(pruning.protected) == ["v5", "v4", "v3"]
+    assert pruning.protected["v5"] == ("it was active last before v4 (`spamguard promote` "
+                                       "brings it back)")
+    assert [v.id for v in pruning.deleted] == ["v2", "v1", "v0"]
+    with session_scope(db_session_factory) as session:
+        registry.delete_versions(session=session, version_ids=["v5"])
+    assert _statuses(db_session_factory)["v5"] == "deleted"
+
+
 def test_prune_needs_to_keep_one(db_session: Session, versions) -> None:
     for keep in (0, -3):
         with pytest.raises(RegistryError, match=f"--keep must be at least 1 .got {keep}."):

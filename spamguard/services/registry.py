@@ -213,15 +213,21 @@ def rollback(*, session: Session) -> ModelVersion:
     return previous
 
 
-def _nothing_to_roll_back_to(session: Session, current: ModelVersion) -> RegistryError:
-    """Say why ``current`` has no predecessor and which version ``promote`` could bring back
-    (the one activated last before it, e.g. the version a rollback just left)."""
-    before = session.scalars(
+def last_active_before(session: Session, current: ModelVersion) -> ModelVersion | None:
+    """The version activated last before ``current`` (not deleted), e.g. the one a rollback
+    just left: what ``promote`` would bring back."""
+    return session.scalars(
         select(ModelVersion)
         .where(ModelVersion.id != current.id, ModelVersion.activated_at.is_not(None),
                ModelVersion.status != "deleted")
         .order_by(ModelVersion.activated_at.desc(), ModelVersion.id.desc())
     ).first()
+
+
+def _nothing_to_roll_back_to(session: Session, current: ModelVersion) -> RegistryError:
+    """Say why ``current`` has no predecessor and which version ``promote`` could bring back
+    (:func:`last_active_before`)."""
+    before = last_active_before(session, current)
     if before is not None:
         again = f"to re-activate {before.id}, active before it, "
         cli_hint, ui_hint = again + f"run `spamguard promote {before.id}`", again + "promote it"
@@ -364,8 +370,12 @@ class Pruning:
 
 
 def prune_versions(*, session: Session, keep: int, dry_run: bool = False) -> Pruning:
-    """Mark deleted every version but the ``keep`` newest (by creation time) and those
-    that must keep their files (:func:`protected_versions`). ``dry_run``: mark nothing."""
+    """Mark deleted every version but the ``keep`` newest (by creation time), those that
+    must keep their files (:func:`protected_versions`) and the version active last before
+    the active one (:func:`last_active_before`: after a rollback, the one it left, which
+    the rollback's own hint says to promote; a lifecycle audit saw a nightly prune delete
+    it, the only version the gate had promoted, behind three newer rejected candidates).
+    ``dry_run``: mark nothing."""
     if keep < 1:
         raise RegistryError(f"--keep must be at least 1 (got {keep}): the newest version "
                             "always stays")
@@ -373,6 +383,11 @@ def prune_versions(*, session: Session, keep: int, dry_run: bool = False) -> Pru
         _lock_for_deletion(session)
     remaining = [v for v in list_versions(session) if v.status != "deleted"]
     protected = protected_versions(session)
+    current = active_version(session)
+    before = last_active_before(session, current) if current is not None else None
+    if before is not None and before.id not in protected:
+        protected[before.id] = (f"it was active last before {current.id} (`spamguard "
+                                "promote` brings it back)")
     older = remaining[keep:]
     pruning = Pruning([v for v in older if v.id not in protected],
                       [v.id for v in remaining[:keep]],
