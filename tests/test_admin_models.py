@@ -43,12 +43,14 @@ def test_the_list_shows_evaluation_set_numbers_and_warns_before_promoting_a_reje
     with db_session_factory() as session:
         version = session.get(ModelVersion, second)
         version.metrics = {**(version.metrics or {}),
-                           "eval": {"mcc": 0.9486, "ham_fpr": 0.0042, "spam_f1": 0.95}}
+                           "eval": {"mcc": 0.9486, "ham_fpr": 0.0042, "spam_f1": 0.95,
+                                    "n": 717}}
         version.status = "rejected"
         session.commit()
     page = admin_client.get("/admin/models").get_data(as_text=True)
     row = _row(page, second)
-    assert '<td class="num hide-sm">0.949</td><td class="num hide-sm">0.42%</td>' in row
+    assert ('<td class="num hide-sm">0.949</td><td class="num hide-sm">0.42%</td>'
+            '<td class="num hide-sm">717</td>') in row
     assert f"Retraining rejected {second} (it did worse on the evaluation set" in row
     assert '<td class="num hide-sm">–</td><td class="num hide-sm">–</td>' in _row(page, first)
     assert "Eval is the fixed evaluation set retraining compares candidates on" in page

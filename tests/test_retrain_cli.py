@@ -43,9 +43,13 @@ def test_exit_codes_and_summary_lines(invoke, retrain_env, db_session_factory) -
     assert sorted(statuses) == ["active", "rejected"]
     rejected_row = next(line.split() for line in models.stdout.splitlines()
                         if " rejected " in line)
-    # The evaluation-set numbers the gate rejected it by are in the table.
-    assert rejected_row[-2].replace(".", "", 1).lstrip("-").isdigit()
-    assert rejected_row[-1].endswith("%")
+    # The evaluation-set numbers the gate rejected it by are in the table, with the set's
+    # size then; the active version it lost to shows its numbers from that comparison.
+    assert rejected_row[-3].replace(".", "", 1).lstrip("-").isdigit()
+    assert rejected_row[-2].endswith("%") and rejected_row[-1] == "17"
+    active_row = next(line.split() for line in models.stdout.splitlines() if " active " in line)
+    assert active_row[-2].endswith("%") and active_row[-1] == "17"
+    assert models.stdout.splitlines()[0].split()[-3:] == ["FPR", "EVAL", "N"]
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -17,10 +17,11 @@ from spamguard.services import registry, version_cleanup
 from spamguard.wording import counted, megabytes
 
 # TEST: each version's own test split (versions trained on different data are not
-# comparable on it); EVAL: the fixed evaluation set retraining compares on (retrained
-# versions only), the numbers a candidate was promoted or rejected by.
+# comparable on it); EVAL: the evaluation set retraining compares on, as it was at the
+# version's latest comparison (it grows with `evalset add`, and its labels follow reviews,
+# so EVAL N, its size then, tells rows measured on different sets apart).
 COLUMNS = ("VERSION", "STATUS", "CREATED", "BACKBONE", "TEST F1", "TEST MCC", "TEST HAM FPR",
-           "EVAL MCC", "EVAL HAM FPR")
+           "EVAL MCC", "EVAL HAM FPR", "EVAL N")
 
 
 def _score(value: float | None) -> str:
@@ -45,6 +46,7 @@ def version_row(version: ModelVersion) -> tuple[str, ...]:
         *((_percent if name == "ham_fpr" else _score)(test[name])
           for name in registry.HEADLINE_METRICS),
         _score(evaluation["mcc"]), _percent(evaluation["ham_fpr"]),
+        str((version.metrics or {}).get("eval", {}).get("n") or "-"),
     )
 
 
