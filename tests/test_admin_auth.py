@@ -297,7 +297,7 @@ def test_disabling_a_user_logs_them_out(admin_client, moderator_client, db_sessi
     own = admin_client.post(f"/admin/users/{ids['admin']}/active", data={"active": "0"})
     assert own.status_code == 302 and own.headers["Location"] == "/admin/users"
     page = admin_client.get("/admin/users").get_data(as_text=True)
-    assert '<p class="flash flash-error" role="status">You cannot disable your own ' \
+    assert '<p class="flash flash-error" role="alert">You cannot disable your own ' \
            'account.</p>' in page
     assert "admin is now disabled" not in page
     with db_session_factory() as session:
