@@ -18,7 +18,8 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 SEEN = re.compile(r'name="seen" value="([^"]+)"')  # the review a decision form showed
-FLASH = re.compile(r'<p class="flash flash-(\w+)" role="status">(.*?)</p>', re.DOTALL)
+FLASH = re.compile(r'<p class="flash flash-(\w+)" role="(?:status|alert)">(.*?)</p>',
+                   re.DOTALL)
 
 
 def flashes(response) -> list[tuple[str, str]]:

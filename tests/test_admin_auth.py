@@ -297,7 +297,7 @@ def test_disabling_a_user_logs_them_out(admin_client, moderator_client, db_sessi
     own = admin_client.post(f"/admin/users/{ids['admin']}/active", data={"active": "0"})
     assert own.status_code == 302 and own.headers["Location"] == "/admin/users"
     page = admin_client.get("/admin/users").get_data(as_text=True)
-    assert '<p class="flash flash-error" role="status">You cannot disable your own ' \
+    assert '<p class="flash flash-error" role="alert">You cannot disable your own ' \
            'account.</p>' in page
     assert "admin is now disabled" not in page
     with db_session_factory() as session:
@@ -615,6 +615,43 @@ def test_a_decision_sent_after_the_idle_limit_leads_to_the_login_not_a_csrf_erro
         assert session.get(Message, mid).review_label is None
 
 
+def test_a_review_form_lasts_as_long_as_the_login(moderator_client, add_messages, monkeypatch,
+                                                   db_session_factory):
+    """A form's token lasted 8 hours and a login 12: a queue tab left open 10 hours was
+    refused (400), its note lost. Now a token lasts as long as an unused login. One older
+    (the login kept alive in another tab) is refused saying the label and note were not
+    recorded, quoting the note, with the queue to open again."""
+    from itsdangerous import TimestampSigner
+
+    from spamguard.models import Message
+
+    first, second = add_messages(("unsure", 0.5), ("also unsure", 0.5))
+    now = TimestampSigner.get_timestamp(TimestampSigner("x"))
+    clock = {"offset": 0}
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: now + clock["offset"])
+    token = csrf_token(moderator_client.client, "/admin/queue")
+    clock["offset"] = 10 * 3600
+    sent = moderator_client.client.post("/admin/queue/decide", data={
+        "message_id": first, "label": "spam", "seen": "none", "csrf_token": token})
+    assert sent.status_code == 302 and sent.headers["Location"] == "/admin/queue"
+    token = csrf_token(moderator_client.client, "/admin/queue")
+    clock["offset"] = 21 * 3600  # used meanwhile in another tab: still logged in
+    assert moderator_client.get("/admin/dashboard").status_code == 200
+    clock["offset"] = 23 * 3600  # this tab's form is 13 hours old
+    refused = moderator_client.client.post("/admin/queue/decide", data={
+        "message_id": second, "label": "ham", "seen": "none", "note": "my aunt",
+        "csrf_token": token})
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 400
+    assert ("That was not recorded: this form was loaded before your last login, or more "
+            "than 12 hours ago") in page
+    assert "so your ham label was not saved. Your note was not saved: “my aunt”." in page
+    assert '<a href="/admin/queue">Back to the page</a>' in page
+    with db_session_factory() as session:
+        assert session.get(Message, first).review_label == "spam"
+        assert session.get(Message, second).review_label is None
+
+
 def test_the_idle_limit_is_a_setting(app_config, install_model, tiny_model_dir):
     from datetime import timedelta
 
@@ -624,6 +661,7 @@ def test_the_idle_limit_is_a_setting(app_config, install_model, tiny_model_dir):
     app = create_app({**app_config, "session_idle_hours": 2})
     try:
         assert app.permanent_session_lifetime == timedelta(hours=2)
+        assert app.config["WTF_CSRF_TIME_LIMIT"] == 2 * 3600  # a form's token as long
     finally:
         app.extensions["spamguard.db"].dispose()
 

@@ -186,7 +186,7 @@ def test_filters_describe_every_field():
         "waiting for a verdict", "a moderator said ham",
         "the moderator's label differs from the model's", "spam probability at least 0.1",
         "spam probability at most 0.9", "received on or after 2026-01-01 (UTC)",
-        "received on or before 2026-01-02 (UTC)", "from +15550001111",
+        "received on or before 2026-01-02 (UTC)", "from +15550001111 (or 15550001111)",
         "text contains \u201cprize\u201d", "in campaign 7"]
     assert MessageFilter().describe() == []
 
@@ -506,3 +506,39 @@ def test_a_refused_filter_comes_back_on_the_list_page_filled_in(viewer_client, a
         for field in kept:
             assert field in page, (query, field)
         assert "Free prize" not in page  # nothing listed
+
+
+def test_the_sender_filter_leaves_out_a_phone_numbers_marks(viewer_client, add_messages,
+                                                            db_session_factory):
+    """"447911123456" found none of the messages from "+447911123456" (exact match). A
+    number typed with or without "+", spaces, dashes, dots or parentheses now finds it as
+    gateways store it, and the bare digits; a name stays exact. The lookup stays on
+    ix_messages_sender (a few exact values), on both databases."""
+    from spamguard.db import session_scope
+    from spamguard.services import message_queries
+    from spamguard.services.message_queries import MessageFilter
+    from tests.fixtures_db import captured_statements, query_plan
+
+    for sender in ("+447911123456", "447911123456", "+15550001111", "BARCLAYS"):
+        add_messages((f"from {sender}", 0.5), sender=sender)
+    for typed, found in (("447911123456", ["+447911123456", "447911123456"]),
+                         ("+44 (7911) 123-456", ["+447911123456", "447911123456"]),
+                         ("+44.7911.123456", ["+447911123456", "447911123456"]),
+                         ("BARCLAYS", ["BARCLAYS"]), ("barclays", []), ("4479", [])):
+        page = viewer_client.get("/admin/messages", query_string={"sender": typed})
+        text = page.get_data(as_text=True)
+        shown = sorted(s for s in ("+447911123456", "447911123456", "+15550001111",
+                                   "BARCLAYS") if f"from {s}</bdi>" in text)
+        assert page.status_code == 200 and shown == sorted(found), typed
+    assert MessageFilter(sender="447911123456").describe() == [
+        "from 447911123456 (or +447911123456)"]
+    with session_scope(db_session_factory) as session:
+        connection = session.connection()
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        with captured_statements(connection) as statements:
+            message_queries.list_messages(session, MessageFilter(sender="447911123456"),
+                                          page=1, per_page=50)
+        sql, params = next(s for s in statements if "ORDER BY" in s[0])
+        plan = query_plan(connection, sql, params)
+    assert "ix_messages_sender" in plan, plan

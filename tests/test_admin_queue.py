@@ -313,8 +313,8 @@ def test_logging_out_hands_the_moderators_message_to_the_others_at_once(
 
 
 def test_an_unsaved_note_is_said_back_up_to_a_length():
-    from spamguard.admin.queue import QUOTED_NOTE, _unsaved_note
+    from spamguard.admin.queue import QUOTED_NOTE, unsaved_note
 
-    assert _unsaved_note("  ") == _unsaved_note(None) == ""
-    long = _unsaved_note("x" * 2000)
+    assert unsaved_note("  ") == unsaved_note(None) == ""
+    long = unsaved_note("x" * 2000)
     assert long.endswith("x…”.") and long.count("x") == QUOTED_NOTE - 1

@@ -110,10 +110,10 @@ def conflict_message(exc: reviews.ReviewConflict, label: str, note: str | None) 
     """Say who decided the message first (read before the rollback expires the review),
     and, whatever they decided, that a note given was not saved, quoted so it can be
     copied rather than typed again."""
-    return f"{_conflict_said(exc, label)}{_unsaved_note(note)}"
+    return f"{_conflict_said(exc, label)}{unsaved_note(note)}"
 
 
-def _unsaved_note(note: str | None) -> str:
+def unsaved_note(note: str | None) -> str:
     note = (note or "").strip()
     if not note:
         return ""

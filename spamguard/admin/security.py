@@ -54,7 +54,9 @@ def init_security(app: Flask) -> None:
         # admin blueprint only (see _protect), not app-wide.
         WTF_CSRF_CHECK_DEFAULT=False,
     )
-    app.config.setdefault("WTF_CSRF_TIME_LIMIT", 8 * 3600)
+    # A form's token lasts as long as an unused login (it lasted 8 hours, so a queue tab
+    # left open 8 to 12 hours was refused while its login was still good).
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", settings.session_idle_hours * 3600)
     csrf.init_app(app)
     manager = LoginManager()
     manager.login_view = "admin.login"
