@@ -176,7 +176,7 @@ def test_every_page_starts_with_a_skip_link_to_its_content(viewer_client, client
 def test_each_enable_or_disable_button_names_its_user(admin_client, make_user):
     make_user("dora", "moderator")
     page = admin_client.get("/admin/users").get_data(as_text=True)
-    assert 'aria-label="Disable dora">Disable</button>' in page
+    assert 'aria-label="Disable dora" data-confirm="Disable dora? ' in page
 
 
 def test_users_page_is_admin_only(admin_client, moderator_client):
