@@ -139,9 +139,9 @@ def test_evalset_cli(retrain_env, retrain_settings, db_session_factory) -> None:
         result.output)
 
 
-def _active_trained_through(session, max_review_id: int | None) -> None:
+def _active_trained_through(session, max_review_id: int | None, started_at=None) -> None:
     """Register an active version made by a retraining run that read the reviews up to
-    ``max_review_id`` (as training_runs records it)."""
+    ``max_review_id`` (as training_runs records it), started at ``started_at`` (now)."""
     from spamguard.models import ModelVersion, TrainingRun
     from spamguard.sqltypes import utcnow
 
@@ -150,7 +150,7 @@ def _active_trained_through(session, max_review_id: int | None) -> None:
                              threshold=0.5, metrics={}))
     session.flush()
     session.add(TrainingRun(status="promoted", trigger="cron", candidate_version_id="v-active",
-                            max_review_id=max_review_id))
+                            max_review_id=max_review_id, started_at=started_at or utcnow()))
     session.flush()
 
 
@@ -197,3 +197,39 @@ def test_evalset_cli_says_when_from_reviews_finds_too_few(retrain_env, db_sessio
                                 env=retrain_env)
     assert "added 1 reviewed message(s)" in result.output
     assert "warning: the active model was trained on 1 of the messages" in result.output
+
+
+def test_the_comparison_leaves_out_what_was_added_after_the_active_model_learnt_it(
+        db_session_factory) -> None:
+    """Messages added before today's rule (or by --message-id) that the active model had
+    learnt are left out when it is compared, never trained on; one in the set before the
+    active model was trained was not learnt (training left it out) and stays."""
+    from datetime import timedelta
+
+    from spamguard.models import EvalExample
+    from spamguard.services.evalset import learnt_by
+    from spamguard.sqltypes import utcnow
+
+    early, late = store_reviews(db_session_factory, [("in the set before training", "spam"),
+                                                     ("added after it was learnt", "ham")])
+    with session_scope(db_session_factory) as session:
+        ensure_evalset(session=session, base=sample_data(6), fraction=0.2)
+        add_reviewed(session=session, message_ids=[early])
+        session.execute(EvalExample.__table__.update().values(
+            added_at=utcnow() - timedelta(hours=2)))
+        _active_trained_through(session, session.scalar(select(func.max(Review.id))),
+                                started_at=utcnow() - timedelta(hours=1))
+        assert add_reviewed(session=session, message_ids=[late]).trained_on == 1
+        learnt = learnt_by(session, "v-active")
+        assert learnt.hashes == {text_hash("in the set before training"),
+                                 text_hash("added after it was learnt")}
+        compared = load_evalset(session, learnt=learnt)
+        everything = load_evalset(session)
+    assert compared.left_out_learnt == 1 and len(compared) == len(everything) - 1
+    assert "added after it was learnt" not in compared.texts
+    assert "in the set before training" in compared.texts
+    assert compared.hashes == everything.hashes  # still never trained on
+    assert "1 left out: added after the active model learnt them" in compared.describe()
+    assert compared.counts()["left_out_learnt_by_active"] == 1
+    with session_scope(db_session_factory) as session:
+        assert learnt_by(session, None) == learnt_by(session, "no-such-version")

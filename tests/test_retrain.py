@@ -312,6 +312,26 @@ def test_the_compared_version_keeps_its_evaluation_set_numbers(retrain,
     assert candidate == run.counts["metrics"]["candidate"]
 
 
+def test_a_learnt_evaluation_message_is_left_out_of_the_comparison(retrain,
+                                                                    db_session_factory):
+    """A reviewed message the active model was trained on, added to the evaluation set by
+    id afterwards, is left out of the next comparison (and said so), not scored."""
+    from spamguard.services.evalset import add_reviewed
+
+    retrain()
+    ids = store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+    second = retrain(force=True)
+    assert _active_id(db_session_factory) == second.candidate_version
+    with session_scope(db_session_factory) as session:  # learnt by the active model
+        assert add_reviewed(session=session, message_ids=[ids[0]]).trained_on == 1
+    lines: list[str] = []
+    third = retrain(force=True, log=lines.append)
+    assert third.counts["eval_set"]["left_out_learnt_by_active"] == 1
+    assert any("1 evaluation message(s) left out of this comparison" in line
+               for line in lines), lines
+    assert third.counts["metrics"]["candidate"]["n"] == 17  # the 17 base messages only
+
+
 def test_service_switches_to_the_promoted_model_without_restart(
         retrain, retrain_settings, db_session_factory) -> None:
     provider_module = pytest.importorskip("spamguard.services.model_provider")

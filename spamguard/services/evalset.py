@@ -28,6 +28,7 @@ from spamguard.errors import DataError
 from spamguard.ml.data import LABEL_NAMES, LabelledData, dedupe, text_hash
 from spamguard.models import EvalExample, Message, ModelVersion, TrainingRun
 from spamguard.services.training_data import LABEL_IDS, ReviewedMessage, latest_reviews
+from spamguard.sqltypes import as_utc
 
 EVALSET_SEED = 2018
 
@@ -43,6 +44,7 @@ class EvalSet:
     created_at: datetime | None = None
     relabelled: int = 0  # stored label overridden by the latest review of the same text
     left_out: int = 0  # added from a review that was undone since: no label to judge by
+    left_out_learnt: int = 0  # added after the compared model learnt them (load_evalset)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -56,7 +58,8 @@ class EvalSet:
         spam = sum(self.labels)
         return {"total": len(self), "spam": spam, "ham": len(self) - spam,
                 **{f"from_{source}": n for source, n in sorted(self.sources.items())},
-                "relabelled_by_reviews": self.relabelled, "left_out_undone": self.left_out}
+                "relabelled_by_reviews": self.relabelled, "left_out_undone": self.left_out,
+                "left_out_learnt_by_active": self.left_out_learnt}
 
     def describe(self) -> str:
         """One line for the terminal and reports."""
@@ -67,7 +70,9 @@ class EvalSet:
         since = f", chosen {self.created_at:%Y-%m-%d}" if self.created_at else ""
         changed = "".join(
             f"; {n} {what}" for n, what in ((self.relabelled, "relabelled by later reviews"),
-                                            (self.left_out, "left out: review undone"))
+                                            (self.left_out, "left out: review undone"),
+                                            (self.left_out_learnt, "left out: added after "
+                                             "the active model learnt them"))
             if n)
         return (f"evaluation set: {c['total']} messages ({c['spam']} spam, {c['ham']} ham; "
                 f"{c.get('from_base', 0)} from base data, {c.get('from_review', 0)} from "
@@ -75,13 +80,17 @@ class EvalSet:
 
 
 def load_evalset(session: Session, *, up_to_review: int | None = None,
-                 reviews: list[ReviewedMessage] | None = None) -> EvalSet:
+                 reviews: list[ReviewedMessage] | None = None,
+                 learnt: Learnt | None = None) -> EvalSet:
     """Read the evaluation set with the moderators' current labels (module docstring).
 
     Args:
         session: database session.
         up_to_review: ignore reviews newer than this id (the run's snapshot); None: all.
         reviews: the ``latest_reviews`` up to ``up_to_review``, if already read.
+        learnt: what the model being compared with was trained on (:func:`learnt_by`):
+            messages added to the set after it learnt them are left out of the comparison
+            (``left_out_learnt``), as it would be favoured on them.
 
     Returns:
         The set (empty when none was chosen yet). ``hashes`` holds every stored text, the
@@ -97,6 +106,10 @@ def load_evalset(session: Session, *, up_to_review: int | None = None,
         label = reviewed.get(row.text_hash)
         if label is None and row.source == "review":
             evalset.left_out += 1
+            continue
+        if (learnt is not None and learnt.since is not None and row.text_hash in learnt.hashes
+                and as_utc(row.added_at) >= learnt.since):
+            evalset.left_out_learnt += 1
             continue
         if label is None:
             label = LABEL_IDS[row.label]
@@ -152,48 +165,66 @@ def _insert(session: Session, texts: Sequence[str], labels: Sequence[int], sourc
 def ensure_evalset(*, session: Session, base: LabelledData, fraction: float,
                    seed: int = EVALSET_SEED, up_to_review: int | None = None,
                    reviews: list[ReviewedMessage] | None = None,
-                   exclude: Callable[[], set[str]] = set) -> tuple[EvalSet, bool]:
+                   exclude: Callable[[], set[str]] = set,
+                   learnt: Learnt | None = None) -> tuple[EvalSet, bool]:
     """Return the evaluation set, choosing it from ``base`` if none exists yet, never from
     the texts ``exclude()`` returns (called only then; see :func:`choose_from_base`).
 
-    ``up_to_review`` and ``reviews`` are passed to :func:`load_evalset`.
+    ``up_to_review``, ``reviews`` and ``learnt`` are passed to :func:`load_evalset`.
 
     Returns:
         The set and whether it was created now. The caller commits.
     """
-    evalset = load_evalset(session, up_to_review=up_to_review, reviews=reviews)
+    evalset = load_evalset(session, up_to_review=up_to_review, reviews=reviews, learnt=learnt)
     if evalset.hashes:
         return evalset, False
     chosen = choose_from_base(base, fraction, seed=seed, exclude=exclude())
     if min(chosen.counts()["spam"], chosen.counts()["ham"]) < 1:
         raise DataError("the evaluation set needs spam and ham: add more base data")
     _insert(session, chosen.texts, chosen.labels.tolist(), "base", set())
-    return load_evalset(session, up_to_review=up_to_review, reviews=reviews), True
+    return load_evalset(session, up_to_review=up_to_review, reviews=reviews,
+                        learnt=learnt), True
 
 
-def trained_on_by_active(session: Session) -> set[str]:
-    """Normalised texts of the reviewed messages the active version was trained on.
+@dataclass
+class Learnt:
+    """The reviewed texts a version was trained on, and when its run started (an
+    evaluation message added after that, with one of these texts, is one it learnt)."""
+
+    hashes: set[str] = field(default_factory=set)
+    since: datetime | None = None
+
+
+def learnt_by(session: Session, version_id: str | None) -> Learnt:
+    """The reviewed messages ``version_id`` was trained on (:class:`Learnt`).
 
     Retraining trains on every reviewed message outside the evaluation set, up to the
     newest review its run read (``training_runs.max_review_id``). Such a message added to
-    the set later is one the active version learnt and no candidate may learn, so the gate
-    would favour the active version on it (a lifecycle audit: after `evalset add
-    --from-reviews 100` every candidate was rejected, the active model agreeing with 88 of
-    89 added labels, a mistaken one included, and candidates with 82). A version made by
-    `spamguard train`, or registered from a folder, read no reviews.
+    the set later is one the version learnt and no candidate may learn, so the gate would
+    favour the version on it (a lifecycle audit: after `evalset add --from-reviews 100`
+    every candidate was rejected, the active model agreeing with 88 of 89 added labels, a
+    mistaken one included, and candidates with 82). A version made by `spamguard train`,
+    or registered from a folder, read no reviews.
     """
+    if version_id is None:
+        return Learnt()
+    run = session.execute(
+        select(TrainingRun.max_review_id, TrainingRun.started_at)
+        .where(TrainingRun.candidate_version_id == version_id,
+               TrainingRun.max_review_id.is_not(None))
+        .order_by(TrainingRun.id.desc()).limit(1)).first()
+    if run is None:
+        return Learnt()
+    return Learnt({r.text_hash for r in latest_reviews(session, up_to=run.max_review_id)},
+                  as_utc(run.started_at))
+
+
+def trained_on_by_active(session: Session) -> set[str]:
+    """Normalised texts of the reviewed messages the active version was trained on
+    (:func:`learnt_by`)."""
     active_id = session.scalars(select(ModelVersion.id)
                                 .where(ModelVersion.status == "active")).first()
-    if active_id is None:
-        return set()
-    read_up_to = session.scalars(
-        select(TrainingRun.max_review_id)
-        .where(TrainingRun.candidate_version_id == active_id,
-               TrainingRun.max_review_id.is_not(None))
-        .order_by(TrainingRun.id.desc())).first()
-    if read_up_to is None:
-        return set()
-    return {r.text_hash for r in latest_reviews(session, up_to=read_up_to)}
+    return learnt_by(session, active_id).hashes
 
 
 @dataclass

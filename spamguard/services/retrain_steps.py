@@ -25,7 +25,7 @@ from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.train import TrainConfig, train_model
 from spamguard.models import ModelVersion, TrainingRun
 from spamguard.services import model_diff, registry
-from spamguard.services.evalset import EvalSet, ensure_evalset
+from spamguard.services.evalset import EvalSet, ensure_evalset, learnt_by
 from spamguard.services.locks import pid_alive
 from spamguard.services.training_data import (
     REVIEW_ORIGIN,
@@ -154,7 +154,12 @@ def prepare_data(*, session_factory: sessionmaker[Session], settings: Settings,
                                     up_to_review=snapshot.max_review_id, reviews=reviews,
                                     exclude=away_from(lambda: snapshot.active_metadata,
                                                       snapshot.active_id,
-                                                      lambda line: log(f"retrain: note: {line}")))
+                                                      lambda line: log(f"retrain: note: {line}")),
+                                    learnt=learnt_by(session, snapshot.active_id))
+        if evalset.left_out_learnt:
+            log(f"retrain: note: {evalset.left_out_learnt} evaluation message(s) left out of "
+                "this comparison: they were added to the set after the active model was "
+                "trained on them, so it would be favoured on them")
         training = build_training_set(session=session, base=base, exclude=evalset.hashes,
                                       up_to_review=snapshot.max_review_id, reviews=reviews)
     check_class_sizes(training.data, settings.retrain_min_per_class)
