@@ -210,6 +210,34 @@ def test_admin_deletes_a_model_version_without_javascript(chromium, live_server,
         assert session.get(ModelVersion, first).status == "active"
 
 
+def test_keyboard_shortcuts_can_be_switched_off(page, live_server, seeded,
+                                               db_session_factory):
+    """WCAG 2.1.4: single-key shortcuts can be turned off, and stay off in this browser
+    (a browser audit: a stray key, or speech input, labelled a message)."""
+    from spamguard.models import Review
+
+    login(page, live_server, "mo")
+    page.goto(f"{live_server}/admin/queue")
+    switch = page.locator("input[data-shortcuts-switch]")
+    assert switch.is_visible() and switch.is_checked()
+    switch.uncheck()
+    page.mouse.click(1, 1)
+    shown = current_id(page)
+    page.keyboard.press("s")
+    page.wait_for_timeout(500)
+    assert current_id(page) == shown
+    with db_session_factory() as session:
+        assert session.query(Review).count() == 0
+    page.reload()
+    assert not page.locator("input[data-shortcuts-switch]").is_checked()
+    page.locator("input[data-shortcuts-switch]").check()
+    page.mouse.click(1, 1)
+    with page.expect_navigation():
+        page.keyboard.press("s")
+    with db_session_factory() as session:
+        assert session.query(Review).count() == 1
+
+
 def test_phone_tables_show_their_buttons_without_sideways_scrolling(page, live_server, seeded,
                                                                    db_session_factory):
     """At 390 px the models table's Promote and Delete, the users table's Disable and the API keys

@@ -7,10 +7,25 @@
     return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || target.isContentEditable;
   }
 
+  // The "Keyboard shortcuts" switch (the shortcuts_switch macro): on unless switched off in
+  // this browser. Storage may be refused (privacy settings): the shortcuts then stay on.
+  var SHORTCUTS = "spamguard.shortcuts";
+  function shortcutsOn() {
+    try { return window.localStorage.getItem(SHORTCUTS) !== "off"; } catch (e) { return true; }
+  }
+  document.querySelectorAll("input[data-shortcuts-switch]").forEach(function (box) {
+    box.checked = shortcutsOn();
+    box.closest("label").hidden = false;
+    box.addEventListener("change", function () {
+      try { window.localStorage.setItem(SHORTCUTS, box.checked ? "on" : "off"); } catch (e) { /* kept on */ }
+    });
+  });
+
   // Any enabled button with data-key="x" is pressed by the key x (review queue: s/h/k/u).
   document.addEventListener("keydown", function (event) {
     // A held key repeats: one label per press, not one per repeat (the next message).
-    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat || typing(event.target)) {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat || typing(event.target)
+        || !shortcutsOn()) {
       return;
     }
     var key = event.key.toLowerCase();
