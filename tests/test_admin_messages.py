@@ -519,16 +519,18 @@ def test_the_sender_filter_leaves_out_a_phone_numbers_marks(viewer_client, add_m
     from spamguard.services.message_queries import MessageFilter
     from tests.fixtures_db import captured_statements, query_plan
 
-    for sender in ("+447911123456", "447911123456", "+15550001111", "BARCLAYS"):
+    for sender in ("+447911123456", "447911123456", "+15550001111", "BARCLAYS", "1555"):
         add_messages((f"from {sender}", 0.5), sender=sender)
     for typed, found in (("447911123456", ["+447911123456", "447911123456"]),
                          ("+44 (7911) 123-456", ["+447911123456", "447911123456"]),
                          ("+44.7911.123456", ["+447911123456", "447911123456"]),
-                         ("BARCLAYS", ["BARCLAYS"]), ("barclays", []), ("4479", [])):
+                         ("BARCLAYS", ["BARCLAYS"]), ("barclays", []), ("4479", []),
+                         # a short code is another sender than a number typed with "+"
+                         ("+1555", []), ("1555", ["1555"])):
         page = viewer_client.get("/admin/messages", query_string={"sender": typed})
         text = page.get_data(as_text=True)
         shown = sorted(s for s in ("+447911123456", "447911123456", "+15550001111",
-                                   "BARCLAYS") if f"from {s}</bdi>" in text)
+                                   "BARCLAYS", "1555") if f"from {s}</bdi>" in text)
         assert page.status_code == 200 and shown == sorted(found), typed
     assert MessageFilter(sender="447911123456").describe() == [
         "from 447911123456 (or +447911123456)"]

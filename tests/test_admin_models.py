@@ -53,7 +53,7 @@ def test_the_list_shows_evaluation_set_numbers_and_warns_before_promoting_a_reje
             '<td class="num hide-sm">717</td>') in row
     assert f"Retraining rejected {second} (it did worse on the evaluation set" in row
     assert '<td class="num hide-sm">–</td><td class="num hide-sm">–</td>' in _row(page, first)
-    assert "Eval is the fixed evaluation set retraining compares candidates on" in page
+    assert "Eval is the evaluation set retraining compares candidates on" in page
 
 
 def test_a_rejected_version_promoted_then_rolled_back_still_says_it_was_rejected(

@@ -84,10 +84,10 @@ def test_models_table_and_json(cli, registered) -> None:
     lines = run(cli, "models").output.splitlines()
     assert lines[0].split() == ["VERSION", "STATUS", "CREATED", "BACKBONE", "TEST", "F1",
                                 "TEST", "MCC", "TEST", "HAM", "FPR", "EVAL", "MCC", "EVAL",
-                                "HAM", "FPR"]
+                                "HAM", "FPR", "EVAL", "N"]
     assert lines[1].split()[:2] == ["v2", "candidate"]
     assert lines[2].split() == ["v1", "active", "2026-11-01", "09:30", "all-MiniLM-L6-v2",
-                                "0.912", "0.800", "1.23%", "-", "-"]
+                                "0.912", "0.800", "1.23%", "-", "-", "-"]
     rows = [json.loads(line) for line in run(cli, "models", "--json").output.splitlines()]
     assert [(r["version"], r["status"], r["mcc"]) for r in rows] == [
         ("v2", "candidate", 0.85), ("v1", "active", 0.8)]

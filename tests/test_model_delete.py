@@ -152,6 +152,21 @@ def test_prune_keeps_the_version_a_rollback_left(db_session_factory, versions) -
     assert _statuses(db_session_factory)["v5"] == "deleted"
 
 
+def test_a_deleted_version_behind_a_rollback_can_be_deleted_again(db_session_factory,
+                                                                  versions) -> None:
+    """v2 deleted, then a rollback to v3 (which came after v2): v2 is not the version
+    rollback would return to (it cannot be), so deleting it again (a retry of a folder that
+    could not be removed) is not refused (a review found it refused)."""
+    with session_scope(db_session_factory) as session:
+        registry.delete_versions(session=session, version_ids=["v2"])
+    with session_scope(db_session_factory) as session:
+        assert registry.rollback(session=session).id == "v3"
+    with session_scope(db_session_factory) as session:
+        assert "v2" not in registry.protected_versions(session)
+        _, already = registry.delete_versions(session=session, version_ids=["v2"])
+    assert already == {"v2"}
+
+
 def test_prune_needs_to_keep_one(db_session: Session, versions) -> None:
     for keep in (0, -3):
         with pytest.raises(RegistryError, match=f"--keep must be at least 1 .got {keep}."):
@@ -292,12 +307,19 @@ def test_prune_removes_old_folders_and_keeps_the_rest(tmp_path, migrated_db_url,
     assert _statuses(db_session_factory) == {
         "v0": "deleted", "v1": "deleted", "v2": "deleted", "v3": "retired", "v4": "active",
         "v5": "candidate", "v6": "candidate"}
-    # Shown as deleted, in the table and in JSON; and promote refuses it.
+    # Left out of the list, which says so; --all shows them as deleted, in the table and in
+    # JSON; and promote refuses them.
     table = _cli(tmp_path, migrated_db_url, "models").stdout.splitlines()
+    assert [line.split()[:2] for line in table[1:-1]] == [
+        ["v6", "candidate"], ["v5", "candidate"], ["v4", "active"], ["v3", "retired"]]
+    assert table[-1] == "(3 deleted versions not shown: --all lists them)"
+    table = _cli(tmp_path, migrated_db_url, "models", "--all").stdout.splitlines()
     assert [line.split()[:2] for line in table[1:]] == [
         ["v6", "candidate"], ["v5", "candidate"], ["v4", "active"], ["v3", "retired"],
         ["v2", "deleted"], ["v1", "deleted"], ["v0", "deleted"]]
-    listed = _cli(tmp_path, migrated_db_url, "models", "--json").stdout
+    assert '"status": "deleted"' not in _cli(tmp_path, migrated_db_url, "models",
+                                             "--json").stdout
+    listed = _cli(tmp_path, migrated_db_url, "models", "--json", "--all").stdout
     assert '"version": "v1", "status": "deleted"' in listed
     promoted = _cli(tmp_path, migrated_db_url, "promote", "v1")
     assert promoted.exit_code == 2 and promoted.stderr == (
@@ -325,8 +347,8 @@ def test_prune_removes_old_folders_and_keeps_the_rest(tmp_path, migrated_db_url,
                 "models prune --help')"),
     (["delete"], "error: spamguard models delete: Missing argument 'VERSION...'. (see "
                  "'spamguard models delete --help')"),
-    (["--json", "delete", "v2"], "error: spamguard models: --json goes with the list, not "
-                                 "with a subcommand (see 'spamguard models --help')"),
+    (["--json", "delete", "v2"], "error: spamguard models: --json and --all go with the "
+                                 "list, not with a subcommand (see 'spamguard models --help')"),
 ])
 def test_user_errors_are_one_line_and_delete_nothing(tmp_path, migrated_db_url,
                                                      db_session_factory, versions, args,

@@ -85,6 +85,7 @@ def model_list():
                            # no Delete for a version that must stay (its page says why)
                            protected=registry.protected_versions(db, ui=True),
                            rejected=registry.rejected_by_retraining(db),
+                           eval_size=registry.eval_size,
                            headline=registry.headline_metrics)
 
 

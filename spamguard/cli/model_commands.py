@@ -46,7 +46,7 @@ def version_row(version: ModelVersion) -> tuple[str, ...]:
         *((_percent if name == "ham_fpr" else _score)(test[name])
           for name in registry.HEADLINE_METRICS),
         _score(evaluation["mcc"]), _percent(evaluation["ham_fpr"]),
-        str((version.metrics or {}).get("eval", {}).get("n") or "-"),
+        str(registry.eval_size(version) or "-"),
     )
 
 
@@ -57,7 +57,8 @@ def _json_row(version: ModelVersion) -> dict:
             "created_at": version.created_at.isoformat(), "backbone": version.backbone,
             "directory": version.directory, "threshold": version.threshold,
             **registry.headline_metrics(version),
-            "eval": registry.headline_metrics(version, "eval")}
+            "eval": registry.headline_metrics(version, "eval"),
+            "eval_n": registry.eval_size(version)}
 
 
 def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...] = COLUMNS) -> str:
@@ -82,13 +83,17 @@ def _switch(ctx: CliContext, action: Callable[[Session], ModelVersion], verb: st
     click.echo(f"{verb} {version.id} (was {before_id}); running services switch without restart")
 
 
-def _list_versions(ctx: CliContext, as_json: bool) -> None:
-    """``spamguard models``: the table, or JSON lines."""
+def _list_versions(ctx: CliContext, as_json: bool, show_all: bool = False) -> None:
+    """``spamguard models``: the table, or JSON lines; deleted versions only with
+    ``show_all`` (a nightly prune leaves one a night, and a list of them buries the rest),
+    the table then saying how many it leaves out."""
     from spamguard.errors import NoDatabaseError
 
     try:
         with transaction(ctx, create=False) as session:
             versions = registry.list_versions(session)
+            hidden = 0 if show_all else sum(v.status == "deleted" for v in versions)
+            versions = [v for v in versions if show_all or v.status != "deleted"]
             rows = [_json_row(v) if as_json else version_row(v) for v in versions]
     except NoDatabaseError as exc:
         if as_json:  # a script must not mistake a wrong home for an empty registry
@@ -98,10 +103,13 @@ def _list_versions(ctx: CliContext, as_json: bool) -> None:
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))
-    elif not rows:
+    elif not rows and not hidden:
         click.echo("no model versions yet: run `spamguard train`")
     else:
-        click.echo(format_table(rows))
+        if rows:
+            click.echo(format_table(rows))
+        if hidden:
+            click.echo(f"({counted(hidden, 'deleted version')} not shown: --all lists them)")
 
 
 def _folder_line(folder: version_cleanup.VersionFolder, models_dir: Path, *,
@@ -158,15 +166,18 @@ def register(cli: click.Group) -> None:
 
     @cli.group("models", invoke_without_command=True)
     @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+    @click.option("--all", "show_all", is_flag=True,
+                  help="Also list deleted versions (left out otherwise).")
     @click.pass_context
-    def models_group(click_ctx: click.Context, as_json: bool) -> None:
+    def models_group(click_ctx: click.Context, as_json: bool, show_all: bool) -> None:
         """List model versions with their status and test metrics (no subcommand), or
         delete old ones (delete, prune)."""
         if click_ctx.invoked_subcommand is not None:
-            if as_json:
-                raise click.UsageError("--json goes with the list, not with a subcommand")
+            if as_json or show_all:
+                raise click.UsageError("--json and --all go with the list, not with a "
+                                       "subcommand")
             return
-        _list_versions(click_ctx.ensure_object(CliContext), as_json)
+        _list_versions(click_ctx.ensure_object(CliContext), as_json, show_all)
 
     @models_group.command("delete", short_help="Delete model versions (their registry "
                                                "entries stay, marked deleted).")
@@ -192,7 +203,8 @@ def register(cli: click.Group) -> None:
     @pass_ctx
     def models_prune_command(ctx: CliContext, keep: int, dry_run: bool) -> None:
         """Delete every model version but the N newest (by creation time), the active one,
-        the one rollback returns to and any a running retrain uses; as `models delete`."""
+        the one rollback returns to, the one active last before the active one (after a
+        rollback, the one it left) and any a running retrain uses; as `models delete`."""
         with transaction(ctx, create=False) as session:
             pruning = registry.prune_versions(session=session, keep=keep, dry_run=dry_run)
         keeps = "would keep" if dry_run else "kept"

@@ -228,6 +228,7 @@ def conditions(f: MessageFilter, *, indexed_search: bool = False,
 
 
 PHONE_MARKS = re.compile(r"[+\s().-]")  # written in a phone number, not part of it
+MIN_PHONE_DIGITS = 8  # E.164 numbers have 8 to 15 digits; short codes 3 to 6
 
 
 def sender_forms(typed: str) -> list[str]:
@@ -237,10 +238,12 @@ def sender_forms(typed: str) -> list[str]:
     find "+447911123456", the form gateways store). An IN of a few exact values keeps the
     lookup on ix_messages_sender on both databases. A sender stored with marks in it
     ("+44 7911 123456") is found only as written: matching it from the bare number would
-    need the column normalised in an index (a migration) or a scan of every message."""
+    need the column normalised in an index (a migration) or a scan of every message.
+    Fewer than :data:`MIN_PHONE_DIGITS` digits are a short code ("1555" is not "+1555"):
+    as typed."""
     digits = PHONE_MARKS.sub("", typed)
-    if not (digits.isascii() and digits.isdigit()):  # a name such as "BARCLAYS": as typed
-        return [typed]
+    if not (digits.isascii() and digits.isdigit()) or len(digits) < MIN_PHONE_DIGITS:
+        return [typed]  # a name such as "BARCLAYS", or a short code
     return list(dict.fromkeys([typed, digits, f"+{digits}"]))
 
 

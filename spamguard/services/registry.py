@@ -121,16 +121,22 @@ def list_versions(session: Session) -> list[ModelVersion]:
 
 def rejected_by_retraining(session: Session) -> set[str]:
     """Ids of versions whose retraining run's gate rejected them: runs recorded as
-    ``rejected``, and dry runs and ``--force`` promotions whose decision did not pass. A
+    ``rejected``, and others (dry runs, ``--force`` promotions, runs failed because the
+    active version changed meanwhile) whose recorded decision did not pass. A
     version's status says so only until someone promotes it anyway (after a rollback it is
     ``retired``), and its Promote button should still warn."""
-    runs = session.execute(
+    runs = session.execute(  # a run failed as stale keeps the gate's decision too
         select(TrainingRun.candidate_version_id, TrainingRun.status, TrainingRun.counts)
-        .where(TrainingRun.candidate_version_id.is_not(None),
-               TrainingRun.status.in_(("rejected", "promoted", "dry_run"))))
+        .where(TrainingRun.candidate_version_id.is_not(None)))
     return {version_id for version_id, status, counts in runs
             if status == "rejected"
             or ((counts or {}).get("decision") or {}).get("passed") is False}
+
+
+def eval_size(version: ModelVersion) -> int | None:
+    """How many messages the evaluation set held when ``version``'s Eval numbers were
+    measured (None: never compared)."""
+    return ((version.metrics or {}).get("eval") or {}).get("n")
 
 
 def headline_metrics(version: ModelVersion, split: str = "test") -> dict[str, float | None]:
@@ -293,8 +299,9 @@ def protected_versions(session: Session, *, ui: bool = False) -> dict[str, str]:
                     f"killed stays so until the next {words['retrain']})")
     current = active_version(session)
     if current is not None:
-        if current.previous_active_id:
-            reasons[current.previous_active_id] = (
+        target = rollback_target(session)  # not one deleted already: its folder may be retried
+        if target is not None:
+            reasons[target.id] = (
                 f"it is the version {words['rollback']} would return to (active before "
                 f"{current.id})")
         reasons[current.id] = "it is the active version (promote another one first)"
