@@ -161,6 +161,27 @@ def test_the_documented_crontab_line_runs_and_logs(tmp_path) -> None:
     assert not (tmp_path / "instance" / "spamguard.db").exists()  # nothing was created
 
 
+def test_the_documented_crontab_line_exits_with_retrains_status(tmp_path) -> None:
+    """The line runs the pruning whatever retrain's outcome, and exits with retrain's
+    status, not the pruning's, so cron still sees a rejected or failed run (a lifecycle
+    audit: it exited with prune's 0). spamguard is a stub here: retrain exits 3."""
+    import subprocess
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "retraining.md"
+    (line,) = [x for x in docs.read_text().splitlines() if x.startswith("15 3 * * *")]
+    (tmp_path / "env").write_text("")
+    stub = tmp_path / ".venv" / "bin" / "spamguard"
+    stub.parent.mkdir(parents=True)
+    stub.write_text('#!/bin/sh\necho "ran $*"\n[ "$1" = retrain ] && exit 3\nexit 0\n')
+    stub.chmod(0o755)
+    command = (line.split(None, 5)[5].replace("/etc/spamguard/env", str(tmp_path / "env"))
+               .replace("/srv/spamguard", str(tmp_path)))
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    log = (tmp_path / "instance" / "logs" / "retrain.log").read_text().splitlines()
+    assert log == ["ran retrain --trigger cron", "ran models prune --keep 10"]
+
+
 def test_help_names_the_settings_behind_option_defaults() -> None:
     """--metric, like --margin and --min-new-reviews, defaults to its SPAMGUARD_ setting."""
     text = " ".join(CliRunner().invoke(build_cli(), ["retrain", "--help"]).output.split())
