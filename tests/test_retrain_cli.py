@@ -96,6 +96,12 @@ def test_flips_and_markdown_escape_message_text() -> None:
     assert "<script>" not in markdown and "&lt;script&gt;" in markdown
     assert "&#124; pipe" in markdown
     assert "](http" not in markdown and r"\!\[x\]\(http://track.example/p.png\)" in markdown
+    # A dry run's decision reads as its outcome line does (it said "dry_run").
+    for passed, said in ((False, "dry run, would reject"), (True, "dry run, would promote")):
+        changes["decision"] = {"outcome": "dry_run", "passed": passed, "reason": "mcc ..."}
+        assert f"**Decision: {said}** - mcc ..." in model_diff.render_markdown(changes)
+    changes["decision"] = {"outcome": "rejected", "passed": False, "reason": "mcc ..."}
+    assert "**Decision: rejected** - mcc ..." in model_diff.render_markdown(changes)
 
 
 def test_unreachable_database_exits_1_so_a_scheduler_retries(retrain_env) -> None:

@@ -103,7 +103,10 @@ def render_markdown(changes: dict[str, Any]) -> str:
     lines = [f"# Changes: {versions.get('active') or 'no active model'} -> "
              f"{versions.get('candidate')}", ""]
     if decision:
-        lines += [f"**Decision: {decision.get('outcome')}** - {decision.get('reason', '')}", ""]
+        outcome = decision.get("outcome")
+        if outcome == "dry_run":  # as the run's own line says it: what a real run would do
+            outcome = f"dry run, would {'promote' if decision.get('passed') else 'reject'}"
+        lines += [f"**Decision: {outcome}** - {decision.get('reason', '')}", ""]
     if changes.get("evalset"):
         lines += [changes["evalset"], ""]
     lines += ["| metric | active | candidate |", "|---|---|---|"]
