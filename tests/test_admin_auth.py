@@ -354,13 +354,18 @@ def test_a_disabled_moderator_is_told_the_account_is_disabled(admin_client, mode
     page = moderator_client.get("/admin/queue", follow_redirects=True).get_data(as_text=True)
     assert "Your account has been disabled" in page and "Ask an admin" in page
     assert "Please log in" not in page
-    sent = moderator_client.post("/admin/queue/decide", data={
-        "message_id": mid, "label": "spam", "seen": "none"}, follow_redirects=True)
-    said = sent.get_data(as_text=True)
+    said = _decide_logged_out(moderator_client, mid)
     assert "That was not recorded: your account has been disabled" in said
     assert "no longer logged in" not in said
     login = moderator_client.login()
     assert login.status_code == 401 and "Ask an admin" in login.get_data(as_text=True)
+
+
+def _decide_logged_out(client, message_id: int) -> str:
+    """Label a message from the queue with a login that has ended: the page it leads to."""
+    sent = client.post("/admin/queue/decide", data={
+        "message_id": message_id, "label": "spam", "seen": "none"}, follow_redirects=True)
+    return sent.get_data(as_text=True)
 
 
 def _delete_user(session_factory, username: str) -> int:
@@ -384,9 +389,7 @@ def test_a_deleted_moderator_is_told_the_account_no_longer_exists(moderator_clie
     page = moderator_client.get("/admin/queue", follow_redirects=True).get_data(as_text=True)
     assert "Your account no longer exists, so you were logged out." in page
     assert "Ask an admin if this is a mistake." in page and "Please log in" not in page
-    sent = moderator_client.post("/admin/queue/decide", data={
-        "message_id": mid, "label": "spam", "seen": "none"}, follow_redirects=True)
-    said = sent.get_data(as_text=True)
+    said = _decide_logged_out(moderator_client, mid)
     assert "That was not recorded: your account no longer exists" in said
     assert "no longer logged in" not in said
     login = moderator_client.login()

@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session
 
 from spamguard.errors import DataError
 from spamguard.ml.data import LABEL_NAMES, LabelledData, dedupe, text_hash
-from spamguard.models import EvalExample, Message, ModelVersion, TrainingRun
+from spamguard.models import EvalExample, Message, TrainingRun
+from spamguard.services import registry
 from spamguard.services.training_data import LABEL_IDS, ReviewedMessage, latest_reviews
 from spamguard.sqltypes import as_utc
 
@@ -222,9 +223,8 @@ def learnt_by(session: Session, version_id: str | None) -> Learnt:
 def trained_on_by_active(session: Session) -> set[str]:
     """Normalised texts of the reviewed messages the active version was trained on
     (:func:`learnt_by`)."""
-    active_id = session.scalars(select(ModelVersion.id)
-                                .where(ModelVersion.status == "active")).first()
-    return learnt_by(session, active_id).hashes
+    active = registry.active_version(session)
+    return learnt_by(session, active.id if active else None).hashes
 
 
 @dataclass
