@@ -60,15 +60,19 @@ def init_app(app: Flask) -> None:
 
 
 def _ensure_log_handler() -> None:
-    """Send access lines to stderr (gunicorn keeps it) unless logging is set up already."""
-    if not access_log.handlers:
+    """Send access lines and model events (``spamguard.model``: a worker loaded, failed to
+    load or lost its model) to stderr, which gunicorn keeps, unless logging is set up
+    already."""
+    for logger in (access_log, logging.getLogger("spamguard.model")):
+        if logger.handlers:
+            continue
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
-        access_log.addHandler(handler)
-        access_log.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
         # Not also to the root logger: a library that calls logging.info() (onnxruntime's
         # quantizer does) gives the root a handler, and every line would print twice.
-        access_log.propagate = False
+        logger.propagate = False
 
 
 def _start_timer() -> None:

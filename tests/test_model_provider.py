@@ -140,3 +140,108 @@ def test_a_version_on_an_edited_copy_of_the_backbone_gets_its_own(db_session, ti
     assert switched.version == "on-edited" and provider.last_error is None
     assert provider.backbone_reuses == 0
     assert switched.backbone.settings == edited.settings != first.backbone.settings
+
+
+class Events:
+    """The JSON lines the provider logs on ``spamguard.model``."""
+
+    def __init__(self) -> None:
+        self.lines: list[dict] = []
+
+    def __enter__(self) -> Events:
+        import logging
+
+        class Keep(logging.Handler):
+            def emit(handler, record) -> None:  # noqa: N805 - the outer self is Events
+                self.lines.append(json.loads(record.getMessage()))
+
+        self._logger = logging.getLogger("spamguard.model")
+        self._handler, self._level = Keep(), self._logger.level
+        self._logger.addHandler(self._handler)
+        self._logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._logger.removeHandler(self._handler)
+        self._logger.setLevel(self._level)
+
+    def named(self, event: str) -> list[dict]:
+        return [line for line in self.lines if line["event"] == event]
+
+
+def test_each_load_is_logged_with_the_version_it_replaced(db_session, tiny_model_dir,
+                                                          second_version):
+    import os
+
+    first = register(db_session, tiny_model_dir)
+    provider = ModelProvider(check_seconds=0)
+    with Events() as events:
+        provider.get(session=db_session)
+        provider.get(session=db_session)  # the same version: nothing to say
+        second = register(db_session, second_version)
+        provider.get(session=db_session)
+    loaded = events.named("model_loaded")
+    assert [(line["version"], line["previous"]) for line in loaded] == [
+        (first, None), (second, first)]
+    assert [line["backbone_reused"] for line in loaded] == [False, True]
+    assert all(line["seconds"] >= 0 and line["pid"] == os.getpid() for line in loaded)
+    assert events.lines == loaded
+
+
+def test_a_failing_load_is_logged_once_until_it_changes(db_session, tiny_model_dir, tmp_path):
+    broken = tmp_path / "models" / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    version_id = register(db_session, broken)
+    (broken / "head.safetensors").unlink()
+    provider = ModelProvider(check_seconds=0)
+    with Events() as events:
+        for _ in range(3):  # a check every few seconds must not fill the log
+            assert provider.get(session=db_session) is None
+        shutil.copy(tiny_model_dir / "head.safetensors", broken / "head.safetensors")
+        provider.get(session=db_session)
+        (broken / "head.safetensors").unlink()
+        provider.reset()
+        provider.get(session=db_session)  # failing again after a success: logged again
+    assert [line["event"] for line in events.lines] == [
+        "model_load_failed", "model_loaded", "model_load_failed"]
+    failed = events.lines[0]
+    assert failed["version"] == version_id and failed["serving"] is None
+    assert failed["error"] == f"cannot load model {version_id}: " + failed["error"].split(
+        ": ", 1)[1]
+
+
+def test_losing_the_active_version_is_logged_once(db_session, tiny_model_dir):
+    from sqlalchemy import update
+
+    from spamguard.models import ModelVersion
+
+    version_id = register(db_session, tiny_model_dir)
+    provider = ModelProvider(check_seconds=0)
+    provider.get(session=db_session)
+    db_session.execute(update(ModelVersion).values(status="retired"))
+    db_session.commit()
+    with Events() as events:
+        for _ in range(3):
+            assert provider.get(session=db_session).version == version_id  # keeps serving
+    assert events.lines == [{"event": "no_active_model", "keeping": version_id,
+                             "pid": events.lines[0]["pid"]}]
+
+
+def test_the_service_writes_model_events_to_its_log(make_app):
+    """The service's log (stderr) gets the load line: the logger is not left at WARNING."""
+    import io
+    import logging
+
+    app = make_app(model_check_seconds=0)
+    stream = io.StringIO()
+    handlers = [handler for handler in logging.getLogger("spamguard.model").handlers
+                if type(handler) is logging.StreamHandler]  # not pytest's capturing ones
+    assert handlers, "the app gave spamguard.model no stderr handler"
+    previous = [handler.setStream(stream) for handler in handlers]
+    try:
+        assert app.test_client().get("/healthz").status_code == 200
+    finally:
+        for handler, old in zip(handlers, previous, strict=True):
+            handler.setStream(old)
+    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line["event"] == "model_loaded" and line["version"]

@@ -8,6 +8,7 @@ version is active or loading fails it returns None, so callers keep messages pen
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -21,6 +22,8 @@ from sqlalchemy.orm import Session
 
 from spamguard.models import ModelVersion
 
+# One JSON line per event (loaded, load failed, no active version), beside the access lines:
+# an operator can see in the service's log when and how fast each worker switched model.
 log = logging.getLogger("spamguard.model")
 EXTENSION_KEY = "spamguard.model_provider"
 # A drain the database refused is tried again after this long (ModelProvider.drain_failed).
@@ -69,8 +72,10 @@ class ModelProvider:
         self._version_id: str | None = None
         self._checked_at: float | None = None
         self.last_error: str | None = None
+        self._reported: tuple[str, ...] | None = None  # the last event logged (once each)
         self.loads = 0  # versions loaded by this process (tests and /healthz read it)
         self.backbone_reuses = 0
+        self._last_reuse = False  # whether the last load kept the loaded backbone
         # Set on each load (pending messages may now be classifiable) and by a drain that
         # filled its batch (more may wait).
         self.drain_wanted = False
@@ -132,20 +137,34 @@ class ModelProvider:
         active = read_active(session)
         if active is None:
             if self._classifier is not None:
-                log.warning("no active model version any more; keeping %s", self._version_id)
+                self._event(logging.WARNING, "no_active_model", keeping=self._version_id)
             return
         if active.id == self._version_id and self._classifier is not None:
             return
+        started = time.perf_counter()
         try:
             self._classifier = self._load(active)
         except Exception as exc:  # any failure leaves messages pending, never a 500
             self.last_error = f"cannot load model {active.id}: {exc}"
-            log.error(self.last_error)
+            self._event(logging.ERROR, "model_load_failed", version=active.id,
+                        serving=self.version_id, error=self.last_error)
             return
-        self._version_id, self.last_error = active.id, None
+        previous, self._version_id, self.last_error = self._version_id, active.id, None
         self.loads += 1
         self.drain_wanted = True
-        log.info("loaded model version %s", active.id)
+        self._event(logging.INFO, "model_loaded", version=active.id, previous=previous,
+                    seconds=round(time.perf_counter() - started, 3),
+                    backbone_reused=self._last_reuse, runtime=self.runtime)
+
+    def _event(self, level: int, event: str, **fields: Any) -> None:
+        """Log one JSON line; a failure or a missing active version repeats at every check,
+        so the same event is logged once until something else happens."""
+        key = (event, *(str(value) for value in fields.values()))
+        if level > logging.INFO and key == self._reported:
+            return
+        self._reported = key
+        log.log(level, json.dumps({"event": event, **fields, "pid": os.getpid()},
+                                  ensure_ascii=False))
 
     def _load(self, active: ActiveRow) -> Any:
         """Load ``active``, reusing the current backbone when it is the same encoder (the
@@ -156,8 +175,8 @@ class ModelProvider:
         classifier = SpamClassifier.load(Path(active.directory), reusable=current,
                                          cache_root=self.cache_root, quantize=self.quantize,
                                          runtime=self.runtime, onnx_dir=self.onnx_dir)
-        if current is not None and classifier.backbone is current:
-            self.backbone_reuses += 1
+        self._last_reuse = current is not None and classifier.backbone is current
+        self.backbone_reuses += self._last_reuse
         return classifier
 
 
