@@ -117,12 +117,31 @@ ENDPOINT_SCOPES = {"api.post_message": "submit", "api.classify": "classify",
                    "api.get_message": "read"}
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object without repeated names: ``{"text": "a", "text": "b"}`` would otherwise
+    keep the last silently, and another parser (a proxy's, a log's) may keep the first."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise BadInput(f"malformed JSON: the name {key[:40]!r} appears twice in one "
+                           "object")
+        data[key] = value
+    return data
+
+
+def _no_constant(name: str) -> None:
+    """Python's parser takes NaN and Infinity, which JSON (RFC 8259) does not have."""
+    raise BadInput(f"malformed JSON: {name} is not a JSON value")
+
+
 def read_json_object() -> dict[str, Any]:
-    """Parse the request body as a JSON object, strictly (415/400 otherwise)."""
+    """Parse the request body as a JSON object, strictly (415/400 otherwise): valid
+    UTF-8, RFC 8259 only (no NaN or Infinity), no name twice in an object."""
     if not request.is_json:
         raise BadInput("Content-Type must be application/json", 415)
     try:
-        data = json.loads(request.get_data().decode("utf-8"))
+        data = json.loads(request.get_data().decode("utf-8"), object_pairs_hook=_unique_keys,
+                          parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise BadInput("request body is not valid UTF-8") from None
     except ValueError as exc:

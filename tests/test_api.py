@@ -200,6 +200,16 @@ def test_body_of_spaces_only_is_stored_and_classified(app, api, body):
     (b'{"from": "+1", ', "application/json", 400, "malformed JSON"),
     (b"[" * 5000 + b"]" * 5000, "application/json", 400, "nested too deeply"),
     (b'{"body": "caf\xe9"}', "application/json", 400, "UTF-8"),
+    # Not JSON, though Python's parser takes them: a repeated name (which one counts?) and
+    # NaN / Infinity, also inside a nested object.
+    (b'{"id": "m1", "from": "+1", "to": "+2", "body": "hi", "body": "WIN"}',
+     "application/json", 400, "the name 'body' appears twice"),
+    (b'{"id": "m1", "from": "+1", "to": "+2", "body": "hi", "x": {"a": 1, "a": 2}}',
+     "application/json", 400, "the name 'a' appears twice"),
+    (b'{"id": "m1", "from": "+1", "to": "+2", "body": NaN}', "application/json", 400,
+     "NaN is not a JSON value"),
+    (b'{"id": "m1", "from": "+1", "to": "+2", "body": "hi", "x": -Infinity}',
+     "application/json", 400, "-Infinity is not a JSON value"),
     (b"from=1&to=2&body=3", "application/x-www-form-urlencoded", 415, "application/json"),
     (b"", "text/plain", 415, "application/json"),
 ])
