@@ -32,3 +32,45 @@ def test_the_message_list_shows_the_model_label_at_phone_width(page, live_server
     # At laptop width the Model column shows it, and the probability stands alone.
     page.set_viewport_size(SIZES["laptop"])
     assert not page.locator("td.num .badge").first.is_visible()
+
+
+# Records each text a live region holds when it changes, from before the page's scripts run.
+RECORD_LIVE_REGIONS = """
+window.liveTexts = [];
+new MutationObserver(function (records) {
+  records.forEach(function (record) {
+    var node = record.target.nodeType === 1 ? record.target : record.target.parentElement;
+    if (node && node.closest && node.closest("[aria-live]")) {
+      window.liveTexts.push(node.closest("[aria-live]").textContent);
+    }
+  });
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
+def test_a_queue_decision_is_announced_to_screen_readers(page, live_server, make_user,
+                                                         add_messages):
+    from tests.browser.test_admin_browser import current_id
+
+    make_user("mo", "moderator")
+    add_messages(("WIN a FREE prize, call now", 0.55), ("see you at 6", 0.45))
+    page.add_init_script(RECORD_LIVE_REGIONS)
+    login(page, live_server, "mo")
+    page.goto(f"{live_server}/admin/queue")
+    region = page.locator("p.said")
+    assert region.get_attribute("aria-live") == "polite"
+    assert region.get_attribute("role") == "status" and region.inner_text() == ""
+    decided = current_id(page)
+    with page.expect_navigation():
+        page.keyboard.press("s")
+    said = f"Marked message {decided} as spam."
+    page.wait_for_function("text => window.liveTexts.slice(-1)[0] === text", arg=said)
+    assert region.inner_text() == said
+    # Emptied, then written again after the load: a change, which screen readers announce.
+    assert "" in page.evaluate("window.liveTexts")
+    # The button does the same (and without JavaScript the text is there from the server).
+    decided = current_id(page)
+    with page.expect_navigation():
+        page.click("button[name=label][value=ham]")
+    page.wait_for_function("text => window.liveTexts.slice(-1)[0] === text",
+                           arg=f"Marked message {decided} as ham.")

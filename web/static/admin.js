@@ -21,6 +21,20 @@
     });
   });
 
+  // A status line the server wrote for what the last action did (data-announce: the review
+  // queue's "Marked message 12 as spam."). Screen readers announce changes to a live
+  // region, not what it held when the page loaded, so its text is put back a moment after
+  // the load. Its height is kept meanwhile: nothing below it moves.
+  document.querySelectorAll("[data-announce]").forEach(function (region) {
+    var text = region.textContent;
+    if (!text.trim()) {
+      return;
+    }
+    region.style.minHeight = region.offsetHeight + "px";
+    region.textContent = "";
+    window.setTimeout(function () { region.textContent = text; }, 150);
+  });
+
   // Any enabled button with data-key="x" is pressed by the key x (review queue: s/h/k/u).
   document.addEventListener("keydown", function (event) {
     // A held key repeats: one label per press, not one per repeat (the next message).
