@@ -74,3 +74,32 @@ def test_a_queue_decision_is_announced_to_screen_readers(page, live_server, make
         page.click("button[name=label][value=ham]")
     page.wait_for_function("text => window.liveTexts.slice(-1)[0] === text",
                            arg=f"Marked message {decided} as ham.")
+
+
+def test_a_new_api_key_is_copied_and_a_reload_makes_no_second_one(page, live_server,
+                                                                   make_user,
+                                                                   db_session_factory):
+    from spamguard.models import ApiKey
+
+    make_user("root", "admin")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server)
+    login(page, live_server, "root")
+    page.goto(f"{live_server}/admin/api-keys")
+    page.fill("input[name=name]", "gateway")
+    with page.expect_navigation():
+        page.click("form[action='/admin/api-keys'] button[type=submit]")
+    key = page.input_value("#new-key")
+    assert key.startswith("sg_")
+    said = page.locator("#new-key-copied")
+    assert said.get_attribute("aria-live") == "polite" and said.inner_text() == ""
+    page.click("button[data-copy=new-key]")
+    page.wait_for_function("() => document.getElementById('new-key-copied').textContent "
+                           "=== 'Copied.'")
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    # Reloading the page sends its form again: refused, and no second key.
+    page.reload()
+    assert "This form was already sent: API key 1 (gateway) was created from it." in (
+        page.inner_text("main"))
+    assert page.locator("#new-key").count() == 0
+    with db_session_factory() as session:
+        assert session.query(ApiKey).count() == 1
