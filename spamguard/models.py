@@ -314,6 +314,26 @@ class EvalExample(Base):
     added_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+REBUILD_STATUSES = ("running", "finished", "failed")
+
+
+class CampaignRebuild(Base):
+    """One ``spamguard campaigns rebuild`` (from cron or the campaigns page's button): when
+    it ran and what it found, or why it failed, for the campaigns page to say."""
+
+    __tablename__ = "campaign_rebuilds"
+    __table_args__ = (one_of("status", REBUILD_STATUSES),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    campaigns: Mapped[int | None] = mapped_column(Integer)
+    grouped_messages: Mapped[int | None] = mapped_column(Integer)
+    messages: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
 class Lock(Base):
     """A named lease (e.g. ``retrain``); an expired lease may be taken over."""
 

@@ -96,3 +96,56 @@ def test_api_keys_page_is_for_admins_only(admin_client, moderator_client, client
     assert 'href="/admin/api-keys"' in admin_client.get("/admin/queue").get_data(as_text=True)
     anonymous = client.get("/admin/api-keys")
     assert anonymous.status_code == 302 and "/admin/login" in anonymous.headers["Location"]
+
+
+FORM_ID = re.compile(r'name="form_id" value="([^"]+)"')
+
+
+def _form_id(response) -> str:
+    found = FORM_ID.search(response.get_data(as_text=True))
+    return found.group(1) if found else ""
+
+
+def test_the_same_form_sent_again_makes_no_second_key(admin_client, db_session_factory):
+    """Reloading the page that shows a new key sends its form again: refused, saying which
+    key that form made, and no key is made (nor after that key was revoked, when the name
+    would be free again)."""
+    from tests.fixtures_admin import flashes
+
+    form = {"name": "gateway", "scope": ["submit"],
+            "form_id": _form_id(admin_client.get("/admin/api-keys"))}
+    made = admin_client.post("/admin/api-keys", data=form)
+    assert made.status_code == 200
+    again = admin_client.post("/admin/api-keys", data=form)
+    assert again.status_code == 409
+    assert flashes(again) == [("error", "This form was already sent: API key 1 (gateway) was "
+                               "created from it. Its value was shown once; revoke it and "
+                               "create a new one if you lost it.")]
+    page = again.get_data(as_text=True)
+    assert 'id="new-key"' not in page  # no key shown, none made
+    fresh = _form_id(again)
+    assert fresh != form["form_id"] and fresh != _form_id(made)  # each page's is a new one
+    admin_client.post("/admin/api-keys/1/revoke", follow_redirects=True)
+    revoked = admin_client.post("/admin/api-keys", data=form)
+    assert revoked.status_code == 409
+    assert flashes(revoked) == [("error", "This form was already sent: API key 1 (gateway) "
+                                 "was created from it, and has been revoked since. Its value "
+                                 "was shown once; create a new key if you need one.")]
+    with db_session_factory() as session:
+        assert [k.id for k in session.query(ApiKey)] == [1]
+    # The form of the page that showed the key makes the next one.
+    next_form = {**form, "form_id": _form_id(made)}
+    assert admin_client.post("/admin/api-keys", data=next_form).status_code == 200
+    with db_session_factory() as session:
+        assert [k.name for k in session.query(ApiKey).order_by(ApiKey.id)] == ["gateway"] * 2
+
+
+def test_the_new_key_has_a_copy_button_for_javascript(admin_client):
+    page = admin_client.post("/admin/api-keys", data={"name": "gw", "scope": ["submit"]}
+                             ).get_data(as_text=True)
+    # hidden until admin.js finds a clipboard; the key stays selectable text without it
+    assert ('<button type="button" class="btn small" data-copy="new-key" '
+            'data-copy-said="new-key-copied" hidden>Copy</button>') in page
+    assert '<p class="copy-said small" id="new-key-copied" role="status" ' \
+           'aria-live="polite"></p>' in page
+    assert "<script>" not in page and "onclick" not in page  # the CSP allows files only

@@ -194,16 +194,19 @@ def test_users_page_is_admin_only(admin_client, moderator_client):
 
 @pytest.mark.parametrize(("url", "field", "hint_id", "name"), [
     ("/admin/users", "password", "password-rule", "the username"),
+    ("/admin/users", "new_password", "reset-password-rule", "the username"),  # a reset
     ("/admin/password", "new_password", "new-password-rule", "your username"),
 ])
-def test_new_password_fields_state_the_rule_the_check_uses(admin_client, monkeypatch, url,
-                                                           field, hint_id, name):
+def test_new_password_fields_state_the_rule_the_check_uses(admin_client, make_user,
+                                                           monkeypatch, url, field, hint_id,
+                                                           name):
     """Beside the field, read with it by screen readers (aria-describedby), for the browser
     to check first (minlength), made from the same constant as the check: with it at 12,
     the page says 12 and the check refuses 11 characters."""
     from spamguard.services import users
 
     monkeypatch.setattr(users, "MIN_PASSWORD_LENGTH", 12)
+    make_user("mo")  # another account, whose password the users page can reset
     page = admin_client.get(url).get_data(as_text=True)
     assert (f'<input name="{field}" type="password" minlength="12" required '
             f'autocomplete="new-password" aria-describedby="{hint_id}">') in page

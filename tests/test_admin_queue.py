@@ -318,3 +318,20 @@ def test_an_unsaved_note_is_said_back_up_to_a_length():
     assert unsaved_note("  ") == unsaved_note(None) == ""
     long = unsaved_note("x" * 2000)
     assert long.endswith("x…”.") and long.count("x") == QUOTED_NOTE - 1
+
+
+SAID = re.compile(r'<p class="said" role="status" aria-live="polite" data-announce>(.*?)</p>')
+
+
+def test_the_queue_says_what_the_last_decision_or_skip_did(moderator_client, add_messages):
+    """In a polite live region on the next page (admin.js puts its text back after the load,
+    so screen readers announce it), once: a reload says nothing."""
+    first, second = add_messages(("one", 0.5), ("two", 0.52))
+    assert SAID.findall(moderator_client.get("/admin/queue").get_data(as_text=True)) == [""]
+    decided = moderator_client.post("/admin/queue/decide", data={
+        "message_id": first, "label": "spam", "seen": "none"}, follow_redirects=True)
+    assert SAID.findall(decided.get_data(as_text=True)) == [f"Marked message {first} as spam."]
+    assert SAID.findall(moderator_client.get("/admin/queue").get_data(as_text=True)) == [""]
+    skipped = moderator_client.post("/admin/queue/skip", data={"message_id": second},
+                                    follow_redirects=True)
+    assert SAID.findall(skipped.get_data(as_text=True)) == [f"Skipped message {second}."]

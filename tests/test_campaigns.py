@@ -437,3 +437,66 @@ def test_a_queue_decision_during_a_campaign_label_is_refused_not_overwritten(
     assert not any(v.startswith("error") for v in outcome.values()), outcome
     assert outcome != {"queue": "saved", "campaign": "labelled"}, (
         "the queue decision was saved, then silently replaced by the campaign label")
+
+
+def test_the_page_says_when_the_last_rebuild_finished_or_why_it_failed(
+        monkeypatch, tmp_path, migrated_db_url, install_model, tiny_model_dir, add_messages,
+        moderator_client, db_session_factory):
+    """Each rebuild (the button's job, or cron) records how it went; the campaigns page
+    shows the latest once none is running, and refreshes itself while one is."""
+    from click.testing import CliRunner
+
+    from spamguard.admin.base import format_when
+    from spamguard.cli import build_cli
+    from spamguard.errors import ModelError
+    from spamguard.models import CampaignRebuild
+    from spamguard.services import locks, retrain_jobs
+
+    install_model(tiny_model_dir)
+    add_messages("Free entry!! text WIN to 80086", "free entry text win to 80099",
+                 "FREE ENTRY, text WIN to 80012", "see you at 6")
+    monkeypatch.setenv("SPAMGUARD_HOME", str(tmp_path / "cli-home"))
+    monkeypatch.setenv("SPAMGUARD_DATABASE_URL", migrated_db_url)
+
+    def latest():
+        with db_session_factory() as session:
+            return session.query(CampaignRebuild).order_by(CampaignRebuild.id.desc()).first()
+
+    def said():
+        page = moderator_client.get("/admin/campaigns").get_data(as_text=True)
+        found = re.findall(r'<p class="rebuilt[^"]*" role="status">(.*?)</p>', page)
+        return found, page
+
+    assert said()[0] == []  # no rebuild yet
+    assert CliRunner().invoke(build_cli(), ["campaigns", "rebuild", "--days", "0"]
+                              ).exit_code == 0
+    row = latest()
+    assert (row.status, row.campaigns, row.grouped_messages, row.messages) == (
+        "finished", 1, 3, 4)
+    assert said()[0] == [f"Rebuild finished at {format_when(row.finished_at)}: 1 campaign "
+                         f"holding 3 of 4 messages."]
+
+    def broken(**_kwargs):
+        raise ModelError("no active model version")
+
+    monkeypatch.setattr(campaigns, "active_encoder", broken)
+    assert CliRunner().invoke(build_cli(), ["campaigns", "rebuild"]).exit_code == 2
+    row = latest()
+    assert (row.status, row.error) == ("failed", "no active model version")
+    assert said()[0] == [f"Rebuild failed at {format_when(row.finished_at)}: no active model "
+                         f"version."]
+    with db_session_factory() as session:  # the failed one changed nothing
+        assert session.scalars(select(Campaign.size)).all() == [3]
+    # While one runs: no outcome yet, and the page refreshes itself until there is one.
+    with locks.acquire(session_factory=db_session_factory, name=retrain_jobs.CAMPAIGN_LOCK,
+                       ttl=600):
+        found, page = said()
+        assert found == [] and '<meta http-equiv="refresh" content="5">' in page
+    # One whose process died without recording its end (kill -9): said so, once its lock
+    # is gone.
+    with db_session_factory() as session:
+        session.add(CampaignRebuild(status="running"))
+        session.commit()
+    found, page = said()
+    assert len(found) == 1 and "did not finish: its process stopped" in found[0]
+    assert 'http-equiv="refresh"' not in page

@@ -18,6 +18,7 @@ from spamguard.admin import (  # noqa: F401  (each module adds its pages to bp)
     models,
     queue,
     spot_check,
+    users,
 )
 from spamguard.admin.base import bp
 from spamguard.admin.security import init_security

@@ -1,4 +1,4 @@
-"""Log in, log out, change your password, and (admins) manage accounts."""
+"""Log in, log out, change your password (the users page is spamguard.admin.users)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,10 @@ from spamguard.admin.base import (
     bp,
     fail,
     is_local,
-    role_required,
-    run_action,
     session,
     user_id,
 )
 from spamguard.admin.security import NOT_RECORDED
-from spamguard.models import ROLES
 from spamguard.services import users
 from spamguard.wording import sentence
 
@@ -154,77 +151,3 @@ def password_change():
     login_user(LoggedInUser.of(user))  # other sessions ended with the change; this one goes on
     flash("Your password was changed.", "info")
     return redirect(url_for("admin.dashboard"))
-
-
-@bp.route("/users")
-@role_required("admin")
-def user_list():
-    """List accounts, with a form to add one."""
-    return _users_page()
-
-
-def _users_page(typed: dict[str, str] | None = None, status: int = 200):
-    """The users page; ``typed`` refills the add form after a refusal (never the password)."""
-    accounts = users.list_users(session())
-    locked = {user.id: until for user in accounts if (until := users.locked_until(user))}
-    return render_template("admin/users.html", users=accounts, locked=locked, roles=ROLES,
-                           typed=typed or {}, username_rule=users.username_rule(),
-                           username_min=users.MIN_USERNAME_LENGTH,
-                           **password_rule("the username")), status
-
-
-@bp.route("/users", methods=["POST"])
-@role_required("admin")
-def user_create():
-    """Create an account from the form; a refused one comes back as a 400 with the typed
-    username and role still in the form."""
-    form = request.form
-    db = session()
-    try:
-        user = users.create_user(session=db, username=form.get("username", ""),
-                                 password=form.get("password", ""), role=form.get("role", ""))
-    except users.UserError as exc:
-        db.rollback()
-        flash(sentence(f"User not created: {exc.for_ui()}"), "error")
-        return _users_page({"username": form.get("username", "")[:150],
-                            "role": form.get("role", "")}, 400)
-    db.commit()
-    flash(f"Created {user.role} {user.username}.", "info")
-    return redirect(url_for("admin.user_list"))
-
-
-@bp.route("/users/<integer_id:user_id>/active", methods=["POST"])
-@role_required("admin")
-def user_active(user_id: int):
-    """Enable or disable an account (not your own)."""
-    if user_id == int(current_user.id):
-        return fail("You cannot disable your own account.", "admin.user_list")
-    active = request.form.get("active") == "1"
-    return run_action(
-        lambda db: users.set_active(session=db, user_id=user_id, active=active),
-        done=lambda u: f"User {u.username} is now {'enabled' if u.is_active else 'disabled'}.",
-        refused=f"User not {'enabled' if active else 'disabled'}", endpoint="admin.user_list")
-
-
-@bp.route("/users/<integer_id:user_id>/role", methods=["POST"])
-@role_required("admin")
-def user_role(user_id: int):
-    """Give an account another role (not your own: an admin cannot demote themself out of
-    this page)."""
-    if user_id == int(current_user.id):
-        return fail("You cannot change your own role.", "admin.user_list")
-    role = request.form.get("role", "")
-    return run_action(
-        lambda db: users.set_role(session=db, user_id=user_id, role=role),
-        done=lambda u: f"User {u.username} is now {'an' if u.role == 'admin' else 'a'} "
-                       f"{u.role}.",
-        refused="Role not changed", endpoint="admin.user_list")
-
-
-@bp.route("/users/<integer_id:user_id>/unlock", methods=["POST"])
-@role_required("admin")
-def user_unlock(user_id: int):
-    """Lift an account's lock after failed logins."""
-    return run_action(lambda db: users.unlock(session=db, user_id=user_id),
-                      done=lambda u: f"User {u.username} is unlocked.",
-                      refused="User not unlocked", endpoint="admin.user_list")

@@ -153,6 +153,7 @@ def format_pct(value: float | None, digits: int = 1) -> str:
 
 bp.app_template_filter("counted")(counted)  # {{ total|counted("campaign") }}
 bp.app_template_filter("megabytes")(megabytes)  # {{ size|megabytes }}: "5.2 MB"
+bp.app_template_filter("sentence")(sentence)  # {{ ("failed: " ~ why)|sentence }}
 
 
 @bp.app_template_filter("attachments")

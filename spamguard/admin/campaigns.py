@@ -13,7 +13,7 @@ from spamguard.admin.base import (
     start_job,
     user_id,
 )
-from spamguard.services import campaigns, retrain_jobs
+from spamguard.services import campaign_rebuilds, campaigns, retrain_jobs
 from spamguard.services.message_queries import page_count
 from spamguard.sqltypes import parse_id
 
@@ -39,7 +39,8 @@ def campaign_list():
                            similarity=campaigns.DEFAULT_SIMILARITY,
                            reviewed=campaigns.latest_reviews(db, [c.id for c in items]),
                            labels=campaigns.label_counts(db, [c.id for c in items]),
-                           rebuilding=retrain_jobs.campaign_rebuild_running(db))
+                           rebuilding=retrain_jobs.campaign_rebuild_running(db),
+                           last_rebuild=campaign_rebuilds.latest(db))
 
 
 @bp.route("/campaigns/<integer_id:campaign_id>/label", methods=["POST"])
@@ -73,4 +74,5 @@ def campaign_rebuild():
     return start_job(retrain_jobs.start_campaign_rebuild, what="the campaign rebuild",
                      busy="a campaign rebuild is already running",
                      started="Campaign rebuild started in the background (process {pid}); "
-                             "reload in a minute.", endpoint="admin.campaign_list")
+                             "this page says when it has finished.",
+                     endpoint="admin.campaign_list")

@@ -53,6 +53,7 @@ def queue():
     now = utcnow()
     reviewer = user_id() if current_user.can("moderator") else None  # viewers claim nothing
     focus = cookie.pop("queue_focus", None)  # just undone: show it again first
+    said = cookie.pop("queue_said", "")  # the decision just made, for the status line
     shown = queue_claims.next_for(db, user_id=reviewer, now=now, limit=UPCOMING + 1,
                                   seconds=settings().queue_claim_seconds, exclude_ids=skipped,
                                   first=[focus] if focus is not None else [])
@@ -67,7 +68,7 @@ def queue():
     return render_template("admin/queue.html", current=shown.current,
                            upcoming=shown.upcoming, threshold=threshold, skipped=len(skipped),
                            backlog=message_queries.queue_size(db), last=last,
-                           can_undo=bool(decisions), holder=holder,
+                           can_undo=bool(decisions), holder=holder, said=said,
                            held_elsewhere=queue_claims.held_by_others(db, user_id=reviewer,
                                                                       now=now))
 
@@ -93,6 +94,8 @@ def queue_decide():
         return fail(f"Not recorded: {exc}", "admin.queue")
     db.commit()
     cookie["queue_decisions"] = [*_decisions(), [review.id, message_id]][-MAX_DECISIONS:]
+    # Said by the next page's status line (read out by screen readers, see queue.html).
+    cookie["queue_said"] = f"Marked message {message_id} as {review.label}."
     return redirect(url_for("admin.queue"))
 
 
@@ -155,6 +158,7 @@ def queue_skip():
     db = session()
     queue_claims.release(db, user_id=user_id(), message_id=message_id)  # others may take it
     db.commit()
+    cookie["queue_said"] = f"Skipped message {message_id}."
     return redirect(url_for("admin.queue"))
 
 

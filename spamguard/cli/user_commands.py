@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import suppress
 
 import click
 
@@ -146,7 +147,7 @@ def register(cli: click.Group) -> None:
         recent message, so a second one at once would only double the work; it exits 4.
         """
         from spamguard.db import session_scope
-        from spamguard.services import locks
+        from spamguard.services import campaign_rebuilds, locks
         from spamguard.services.retrain_jobs import CAMPAIGN_LOCK
 
         with session_factory_for(ctx, create=False) as factory:
@@ -155,11 +156,21 @@ def register(cli: click.Group) -> None:
                                       ttl=CAMPAIGN_LOCK_TTL)
             except LockHeldError as exc:
                 raise LockHeldError(f"a campaign rebuild is already running: {exc}") from None
-            with lease, lease.kept_alive(), session_scope(factory) as session:
-                encoder = campaigns.active_encoder(session=session, settings=ctx.settings)
-                result = campaigns.rebuild_campaigns(session=session, encoder=encoder,
-                                                     similarity=similarity,
-                                                     min_size=min_size, days=days or None)
+            with lease, lease.kept_alive():
+                # Recorded apart from the rebuild's own transaction, for the campaigns page.
+                rebuild_id = campaign_rebuilds.started(factory)
+                try:
+                    with session_scope(factory) as session:
+                        encoder = campaigns.active_encoder(session=session,
+                                                           settings=ctx.settings)
+                        result = campaigns.rebuild_campaigns(
+                            session=session, encoder=encoder, similarity=similarity,
+                            min_size=min_size, days=days or None)
+                except BaseException as exc:
+                    with suppress(Exception):  # (the database gone too): exc still shows
+                        campaign_rebuilds.failed(factory, rebuild_id, exc)
+                    raise
+                campaign_rebuilds.finished(factory, rebuild_id, result)
         click.echo(f"{counted(result.campaigns, 'campaign')} holding "
                    f"{result.grouped_messages} of {counted(result.messages, 'message')} "
                    f"({counted(result.distinct_texts, 'distinct text')})")

@@ -312,11 +312,17 @@ def change_password(*, session: Session, user_id: int, current: str, new: str,
     return user
 
 
-def set_password(*, session: Session, username: str, password: str) -> User:
-    """Give the account ``username`` a new password (an admin's reset); lifts a lock."""
-    user = _by_name(session, username)
-    if user is None:
-        raise UserError(f"no user {username.strip().lower()!r}")
+def set_password(*, session: Session, password: str, username: str | None = None,
+                 user_id: int | None = None, repeated: str | None = None) -> User:
+    """Give an account (by name or by id) a new password: an admin's reset, from
+    `spamguard user set-password` or the users page. Lifts a lock and ends the account's
+    sessions and queue claims. ``repeated``, when given, must be the same password again
+    (a form asks for it twice; the CLI's prompt checks that itself)."""
+    if username is not None:
+        username = username.strip().lower()
+    user = _find(session, user_id, username)
+    if repeated is not None and repeated != password:
+        raise UserError("the new password and its repetition differ")
     validate_password(password, username=user.username)
     user.password_hash = hash_password(password)
     user.failed_logins, user.locked_until = 0, None

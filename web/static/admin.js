@@ -21,6 +21,41 @@
     });
   });
 
+  // A status line the server wrote for what the last action did (data-announce: the review
+  // queue's "Marked message 12 as spam."). Screen readers announce changes to a live
+  // region, not what it held when the page loaded, so its text is put back a moment after
+  // the load. Its height is kept meanwhile: nothing below it moves.
+  document.querySelectorAll("[data-announce]").forEach(function (region) {
+    var text = region.textContent;
+    if (!text.trim()) {
+      return;
+    }
+    region.style.minHeight = region.offsetHeight + "px";
+    region.textContent = "";
+    window.setTimeout(function () { region.textContent = text; }, 150);
+  });
+
+  // <button data-copy="id" data-copy-said="id2">: copies the value of field #id and says
+  // so in the live region #id2 (the new API key). Shown only where the browser offers the
+  // clipboard (https, or this machine); the field stays selectable text either way.
+  document.querySelectorAll("button[data-copy]").forEach(function (button) {
+    var field = document.getElementById(button.getAttribute("data-copy"));
+    var said = document.getElementById(button.getAttribute("data-copy-said"));
+    if (!field || !said || !navigator.clipboard || !navigator.clipboard.writeText) {
+      return;
+    }
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      said.textContent = "";  // said again on a second copy
+      navigator.clipboard.writeText(field.value).then(function () {
+        said.textContent = "Copied.";
+      }, function () {
+        field.select();
+        said.textContent = "Not copied: the browser refused. The key is selected: copy it yourself.";
+      });
+    });
+  });
+
   // Any enabled button with data-key="x" is pressed by the key x (review queue: s/h/k/u).
   document.addEventListener("keydown", function (event) {
     // A held key repeats: one label per press, not one per repeat (the next message).

@@ -1,0 +1,105 @@
+"""Browser checks of smaller UI behaviour: the message list at phone width, what the review
+queue says to screen readers after a decision, copying a new API key."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import SIZES
+from tests.browser.test_admin_browser import login
+
+pytestmark = pytest.mark.browser
+
+
+def test_the_message_list_shows_the_model_label_at_phone_width(page, live_server, make_user,
+                                                               add_messages):
+    make_user("viewer", "viewer")
+    spam, ham, pending = add_messages(("WIN a FREE prize, call now", 0.97),
+                                      ("see you at 6", 0.03), "not scored yet")
+    login(page, live_server, "viewer")
+    page.set_viewport_size(SIZES["phone"])
+    page.goto(f"{live_server}/admin/messages")
+    for message_id, label in ((spam, "spam"), (ham, "ham")):
+        row = page.locator(f"table.messages tr:has(a[href='/admin/messages/{message_id}'])")
+        shown = row.locator("td.num .badge")
+        assert shown.is_visible() and shown.inner_text() == label
+        box = shown.bounding_box()
+        assert box["x"] + box["width"] <= SIZES["phone"]["width"]  # on screen, no scrolling
+        assert row.locator("td.num").inner_text().startswith("0.970" if label == "spam"
+                                                             else "0.030")
+    unscored = page.locator(f"table.messages tr:has(a[href='/admin/messages/{pending}'])")
+    assert unscored.locator("td.num .badge").count() == 0  # "–": no label yet
+    # At laptop width the Model column shows it, and the probability stands alone.
+    page.set_viewport_size(SIZES["laptop"])
+    assert not page.locator("td.num .badge").first.is_visible()
+
+
+# Records each text a live region holds when it changes, from before the page's scripts run.
+RECORD_LIVE_REGIONS = """
+window.liveTexts = [];
+new MutationObserver(function (records) {
+  records.forEach(function (record) {
+    var node = record.target.nodeType === 1 ? record.target : record.target.parentElement;
+    if (node && node.closest && node.closest("[aria-live]")) {
+      window.liveTexts.push(node.closest("[aria-live]").textContent);
+    }
+  });
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
+def test_a_queue_decision_is_announced_to_screen_readers(page, live_server, make_user,
+                                                         add_messages):
+    from tests.browser.test_admin_browser import current_id
+
+    make_user("mo", "moderator")
+    add_messages(("WIN a FREE prize, call now", 0.55), ("see you at 6", 0.45))
+    page.add_init_script(RECORD_LIVE_REGIONS)
+    login(page, live_server, "mo")
+    page.goto(f"{live_server}/admin/queue")
+    region = page.locator("p.said")
+    assert region.get_attribute("aria-live") == "polite"
+    assert region.get_attribute("role") == "status" and region.inner_text() == ""
+    decided = current_id(page)
+    with page.expect_navigation():
+        page.keyboard.press("s")
+    said = f"Marked message {decided} as spam."
+    page.wait_for_function("text => window.liveTexts.slice(-1)[0] === text", arg=said)
+    assert region.inner_text() == said
+    # Emptied, then written again after the load: a change, which screen readers announce.
+    assert "" in page.evaluate("window.liveTexts")
+    # The button does the same (and without JavaScript the text is there from the server).
+    decided = current_id(page)
+    with page.expect_navigation():
+        page.click("button[name=label][value=ham]")
+    page.wait_for_function("text => window.liveTexts.slice(-1)[0] === text",
+                           arg=f"Marked message {decided} as ham.")
+
+
+def test_a_new_api_key_is_copied_and_a_reload_makes_no_second_one(page, live_server,
+                                                                   make_user,
+                                                                   db_session_factory):
+    from spamguard.models import ApiKey
+
+    make_user("root", "admin")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server)
+    login(page, live_server, "root")
+    page.goto(f"{live_server}/admin/api-keys")
+    page.fill("input[name=name]", "gateway")
+    with page.expect_navigation():
+        page.click("form[action='/admin/api-keys'] button[type=submit]")
+    key = page.input_value("#new-key")
+    assert key.startswith("sg_")
+    said = page.locator("#new-key-copied")
+    assert said.get_attribute("aria-live") == "polite" and said.inner_text() == ""
+    page.click("button[data-copy=new-key]")
+    page.wait_for_function("() => document.getElementById('new-key-copied').textContent "
+                           "=== 'Copied.'")
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    # Reloading the page sends its form again: refused, and no second key.
+    page.reload()
+    assert "This form was already sent: API key 1 (gateway) was created from it." in (
+        page.inner_text("main"))
+    assert page.locator("#new-key").count() == 0
+    with db_session_factory() as session:
+        assert session.query(ApiKey).count() == 1
