@@ -13,7 +13,7 @@ Downgrading drops the table (the page no longer says how the last rebuild went).
 
 Revision ID: 0014
 Revises: 0013
-Create Date: 2026-12-04 09:00:00
+Create Date: 2026-12-02 15:00:00
 """
 
 from collections.abc import Sequence
