@@ -68,7 +68,11 @@ def signature_ok() -> bool:
     if not current.twilio_validate:
         return True
     signature = request.headers.get("X-Twilio-Signature", "")
-    if not signature or not current.twilio_auth_token:
+    if not current.twilio_auth_token:  # the start-up warning may be days old: say it here
+        log.warning("X-Twilio-Signature cannot be checked: SPAMGUARD_TWILIO_AUTH_TOKEN is "
+                    "not set (every delivery gets 403)")
+        return False
+    if not signature:
         return False
     algorithm = get_signature_algorithm(
         request.headers.get("X-Twilio-Webhooks-Signature-Settings"))

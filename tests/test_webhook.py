@@ -137,6 +137,18 @@ def test_sharedkey_signing_is_not_supported(app, post_twilio):
     assert count_rows(app, Message) == 0
 
 
+def test_a_missing_auth_token_is_logged_at_each_refused_delivery(make_app, caplog):
+    """The 403 says only that the signature is missing or invalid; the log must say the
+    service has no token to check it with (the start-up warning scrolls away)."""
+    app = make_app(twilio_auth_token="")
+    with caplog.at_level("WARNING", logger="spamguard.webhook"):
+        response = post_signed(app.test_client(), twilio_params("hello"))
+    assert response.status_code == 403
+    assert "X-Twilio-Signature cannot be checked: SPAMGUARD_TWILIO_AUTH_TOKEN is not set" in (
+        caplog.text)
+    assert count_rows(app, Message) == 0
+
+
 def test_validation_off_accepts_unsigned(make_app):
     client = make_app(twilio_validate=False).test_client()
     assert client.post("/webhook/twilio", data=twilio_params()).status_code == 200
