@@ -109,6 +109,29 @@ def test_classify_pending_says_why_the_active_version_did_not_load(cli_env, tiny
     assert "spamguard train" not in result.output
 
 
+def test_classify_pending_says_a_load_failure_once_on_stderr(cli_env, tiny_model_dir, tmp_path):
+    """Run as cron runs it: Python's last-resort handler printed the service's JSON
+    model_load_failed event above the error line (two lines, the same failure)."""
+    import subprocess
+    import sys
+
+    from spamguard.db import make_engine, make_session_factory
+    from spamguard.services import messages
+
+    target = register_copy(cli_env, tiny_model_dir, tmp_path, activate_if_none=True)
+    (target / "head.safetensors").unlink()
+    engine = make_engine(cli_env)
+    with make_session_factory(engine)() as session:
+        messages.ingest(session=session, classifier=None, gateway="twilio", external_id="SM1",
+                        sender="+1", recipient="+2", body="hi")
+    engine.dispose()
+    done = subprocess.run([sys.executable, "-m", "spamguard", "classify-pending", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"error: cannot load model {tiny_model_dir.name}")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 def test_classify_pending_completes_pending_messages(cli_env, tiny_model_dir, tmp_path,
                                                     monkeypatch):
     from spamguard.db import make_engine, make_session_factory, session_scope

@@ -137,9 +137,33 @@ def test_sharedkey_signing_is_not_supported(app, post_twilio):
     assert count_rows(app, Message) == 0
 
 
+def test_a_missing_auth_token_is_logged_at_each_refused_delivery(make_app, caplog):
+    """The 403 says only that the signature is missing or invalid; the log must say the
+    service has no token to check it with (the start-up warning scrolls away)."""
+    app = make_app(twilio_auth_token="")
+    with caplog.at_level("WARNING", logger="spamguard.webhook"):
+        response = post_signed(app.test_client(), twilio_params("hello"))
+    assert response.status_code == 403
+    assert "X-Twilio-Signature cannot be checked: SPAMGUARD_TWILIO_AUTH_TOKEN is not set" in (
+        caplog.text)
+    assert count_rows(app, Message) == 0
+
+
 def test_validation_off_accepts_unsigned(make_app):
     client = make_app(twilio_validate=False).test_client()
     assert client.post("/webhook/twilio", data=twilio_params()).status_code == 200
+
+
+def test_validation_off_ignores_a_placeholder_signature_header(make_app):
+    """Unchecked, the header is no signature: a harness sending the same placeholder with
+    every message got 403 ("already delivered another message") from the second on."""
+    app = make_app(twilio_validate=False)
+    client = app.test_client()
+    for params in (twilio_params("one"), twilio_params("two")):
+        response = client.post("/webhook/twilio", data=params,
+                               headers={"X-Twilio-Signature": "placeholder"})
+        assert response.status_code == 200, response.data
+    assert [m.signature_hash for m in stored(app)] == [None, None]
 
 
 @pytest.mark.parametrize("raw", ["", " ", "1", "on", "TRUE"])

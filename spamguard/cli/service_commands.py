@@ -73,8 +73,9 @@ def classify_pending_command(ctx: CliContext, limit: int | None, batch_size: int
             if not quiet:
                 click.echo("no pending messages")
             return
-        # The service's runtime and quantisation: its verdicts match the service's.
-        provider = ModelProvider.from_settings(ctx.settings, check_seconds=0)
+        # The service's runtime and quantisation: its verdicts match the service's. A load
+        # failure is this command's one error line, not also the service's JSON event.
+        provider = ModelProvider.from_settings(ctx.settings, check_seconds=0, log_events=False)
         classifier = provider.get(session=session)
         if classifier is None:
             raise ModelError(_no_model_reason(session, provider.last_error))

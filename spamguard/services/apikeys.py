@@ -35,7 +35,8 @@ SCOPES = API_SCOPES
 SCOPE_HELP = {
     "submit": "store and classify messages (POST /api/v1/messages)",
     "classify": "classify texts without storing them (POST /api/v1/classify)",
-    "read": "read stored messages with their verdicts and reviews (GET /api/v1/messages/<id>)",
+    "read": "read stored messages with their verdicts and reviews "
+            "(GET /api/v1/messages/<message_id>)",
 }
 
 

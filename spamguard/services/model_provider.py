@@ -43,8 +43,12 @@ class ModelProvider:
 
     def __init__(self, *, check_seconds: float = 5.0, cache_root: Path | None = None,
                  quantize: bool = False, runtime: str = "torch", onnx_dir: Path | None = None,
-                 retry_seconds: float = 0.0, clock=time.monotonic) -> None:
+                 retry_seconds: float = 0.0, clock=time.monotonic,
+                 log_events: bool = True) -> None:
         self.check_seconds = check_seconds
+        # The events are the service's log lines; a command that reports a failure itself
+        # turns them off (unconfigured, Python printed them on stderr beside its error).
+        self.log_events = log_events
         self.retry_seconds = retry_seconds
         self.cache_root = cache_root
         self.quantize = quantize
@@ -160,7 +164,7 @@ class ModelProvider:
         """Log one JSON line; a failure or a missing active version repeats at every check,
         so the same event is logged once until something else happens."""
         key = (event, *(str(value) for value in fields.values()))
-        if level > logging.INFO and key == self._reported:
+        if not self.log_events or level > logging.INFO and key == self._reported:
             return
         self._reported = key
         log.log(level, json.dumps({"event": event, **fields, "pid": os.getpid()},
