@@ -582,10 +582,11 @@ def test_a_hold_keeps_a_better_candidate_unpromoted_until_force(
 
 
 def test_a_hold_keeps_exit_3_for_a_worse_candidate(retrain, db_session_factory) -> None:
+    """Also for the run the admin UI's Retrain now starts (its arguments)."""
     first = retrain()
     store_reviews(db_session_factory, inverting_reviews(db_session_factory))
     _hold(db_session_factory)
-    outcome = retrain()
+    outcome = retrain(trigger="ui", min_new_reviews=1)
     assert (outcome.status, outcome.exit_code) == ("dry_run", 3), outcome.summary
     assert (" by alice (rollback from A to B); the candidate would be rejected: "
             f"{outcome.candidate_version}: evaluation set mcc ") in outcome.summary
@@ -593,7 +594,8 @@ def test_a_hold_keeps_exit_3_for_a_worse_candidate(retrain, db_session_factory) 
     assert _active_id(db_session_factory) == first.candidate_version
     assert _status(db_session_factory, outcome.candidate_version) == "rejected"
     assert "**Decision: held, would reject**" in outcome.report_path.read_text()
-    assert _runs(db_session_factory)[-1].status == "dry_run"
+    assert (_runs(db_session_factory)[-1].status, _runs(db_session_factory)[-1].trigger) == (
+        "dry_run", "ui")
 
 
 def test_a_hold_put_in_place_after_the_decision_is_obeyed(
