@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     Float,
     ForeignKey,
     Index,
@@ -407,3 +408,35 @@ class QueueClaim(Base):
     claimed_until: Mapped[datetime]
 
     user: Mapped[User] = relationship()
+
+
+class PromotionHold(Base):
+    """A hold on automatic promotion (services.promotion_hold): while one is in force,
+    ``spamguard retrain`` still trains, compares and registers its candidate, but never
+    promotes it, so an operator's rollback is not undone by the next night's run.
+
+    Rows stay once released, as the history of holds (who held and released, when, why).
+    ``active`` is True while the hold is in force and NULL once released: a unique
+    constraint on it allows one hold in force at a time on SQLite and PostgreSQL alike
+    (both count NULLs as distinct), where a partial index would need an expression that
+    Alembic cannot compare on SQLite. The check keeps it in step with ``released_at``
+    (migration 0015).
+    """
+
+    __tablename__ = "promotion_holds"
+    __table_args__ = (
+        UniqueConstraint("active"),
+        CheckConstraint("(active IS NOT NULL AND active = true AND released_at IS NULL "
+                        "AND released_by IS NULL) OR (active IS NULL AND released_at IS NOT NULL "
+                        "AND released_by IS NOT NULL)",
+                        name="held_or_released"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Who: user@host for the command line, the account's name for the admin UI.
+    created_by: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[bool | None] = mapped_column(Boolean, default=True)
+    released_at: Mapped[datetime | None]
+    released_by: Mapped[str | None] = mapped_column(String(255))

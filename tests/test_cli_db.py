@@ -148,6 +148,7 @@ def test_bad_database_urls_are_one_line_errors(tmp_path, url, fragment):
     ["user", "disable", "bob"], ["user", "list"], ["rollback"], ["promote", "v1"],
     ["api-key", "list"], ["api-key", "revoke", "1"], ["classify-pending"],
     ["evalset", "show"], ["evalset", "add", "--from-reviews", "1"], ["campaigns", "rebuild"],
+    ["promotion", "status"], ["promotion", "hold"], ["promotion", "release"],
 ])
 def test_commands_that_need_existing_rows_create_no_database(home, args) -> None:
     """A mistyped SPAMGUARD_HOME used to leave a new empty instance behind."""

@@ -20,8 +20,8 @@ from spamguard.services import text_search
 from tests.fixtures_db import downgrade
 
 TABLES = {"users", "api_keys", "model_versions", "messages", "verdicts", "reviews", "campaigns",
-          "campaign_rebuilds",
-          "training_runs", "eval_examples", "locks", "spot_check_draws", "queue_claims"}
+          "campaign_rebuilds", "training_runs", "eval_examples", "locks", "spot_check_draws",
+          "queue_claims", "promotion_holds"}
 
 
 def _diff(url: str) -> list:

@@ -529,3 +529,96 @@ def test_retraining_says_when_base_duplicates_disagree(retrain, retrain_settings
     assert outcome.counts["training"]["base_label_conflicts"] == 1
     assert ("retrain: note: 1 duplicate(s) of a base text had the other label; each such "
             "text is trained as spam (the spam label wins)") in lines
+
+
+def _hold(factory, reason: str = "rollback from A to B", by: str = "alice") -> None:
+    from spamguard.services import promotion_hold
+
+    with session_scope(factory) as session:
+        promotion_hold.hold(session, reason=reason, by=by)
+
+
+def _held(factory) -> bool:
+    from spamguard.services import promotion_hold
+
+    with session_scope(factory) as session:
+        return promotion_hold.current(session) is not None
+
+
+def test_a_hold_keeps_a_better_candidate_unpromoted_until_force(
+        retrain, retrain_settings, db_session_factory, bad_model_dir) -> None:
+    """After a rollback the next run must not undo it: under a hold the run trains,
+    compares and registers its candidate with its report, as a dry run, and says so; exit
+    0 (nothing for cron to do). --force is an operator's decision: it promotes, and the
+    hold stays."""
+    bad_id = _install_active(retrain_settings, db_session_factory, bad_model_dir)
+    store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+    _hold(db_session_factory, reason="<b>checking</b> the | new model")
+    outcome = retrain()
+    assert (outcome.status, outcome.exit_code) == ("dry_run", 0), outcome.summary
+    assert outcome.summary.startswith("retrain: held: automatic promotion on hold since ")
+    assert (" UTC by alice (<b>checking</b> the | new model); the candidate would be "
+            f"promoted: {outcome.candidate_version}: evaluation set mcc ") in outcome.summary
+    assert "\n" not in outcome.summary
+    assert _active_id(db_session_factory) == bad_id
+    assert _status(db_session_factory, outcome.candidate_version) == "candidate"
+    run = _runs(db_session_factory)[-1]
+    assert (run.status, run.summary) == ("dry_run", outcome.summary)
+    assert run.counts["decision"]["passed"] and run.counts["decision"]["held"].startswith(
+        "on hold since ")
+    report = outcome.report_path.read_text()
+    assert "**Decision: held, would promote** (automatic promotion on hold since " in report
+    assert "&lt;b&gt;checking&lt;/b&gt; the &#124; new model" in report  # escaped
+    assert "<b>" not in report
+    assert _held(db_session_factory)
+
+    forced = retrain(force=True)
+    assert (forced.status, forced.exit_code) == ("promoted", 0), forced.summary
+    assert forced.summary.startswith(f"retrain: promoted {forced.candidate_version}: ")
+    assert ("promoted although automatic promotion is on hold (--force); the hold stays: "
+            "`spamguard promotion release` ends it") in forced.summary
+    assert _active_id(db_session_factory) == forced.candidate_version
+    assert _held(db_session_factory)
+
+
+def test_a_hold_keeps_exit_3_for_a_worse_candidate(retrain, db_session_factory) -> None:
+    """Also for the run the admin UI's Retrain now starts (its arguments)."""
+    first = retrain()
+    store_reviews(db_session_factory, inverting_reviews(db_session_factory))
+    _hold(db_session_factory)
+    outcome = retrain(trigger="ui", min_new_reviews=1)
+    assert (outcome.status, outcome.exit_code) == ("dry_run", 3), outcome.summary
+    assert (" by alice (rollback from A to B); the candidate would be rejected: "
+            f"{outcome.candidate_version}: evaluation set mcc ") in outcome.summary
+    assert "mcc is worse" in outcome.summary
+    assert _active_id(db_session_factory) == first.candidate_version
+    assert _status(db_session_factory, outcome.candidate_version) == "rejected"
+    assert "**Decision: held, would reject**" in outcome.report_path.read_text()
+    assert (_runs(db_session_factory)[-1].status, _runs(db_session_factory)[-1].trigger) == (
+        "dry_run", "ui")
+
+
+def test_a_hold_put_in_place_after_the_decision_is_obeyed(
+        retrain, retrain_settings, db_session_factory, bad_model_dir, monkeypatch) -> None:
+    """The hold is read again as the run commits: one put in place after the gate decided
+    to promote (a `promotion hold`, which leaves the active version as it is) keeps the
+    candidate unpromoted, and its report says so."""
+    from spamguard.services import retrain as retrain_module
+
+    bad_id = _install_active(retrain_settings, db_session_factory, bad_model_dir)
+    store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+    decide = retrain_module.decide
+
+    def decide_then_the_operator_holds(*args, **kwargs):
+        gate = decide(*args, **kwargs)
+        assert gate.outcome == "promoted" and gate.held is None
+        _hold(db_session_factory, reason="spam wave", by="bob")
+        return gate
+
+    monkeypatch.setattr(retrain_module, "decide", decide_then_the_operator_holds)
+    outcome = retrain()
+    assert (outcome.status, outcome.exit_code) == ("dry_run", 0), outcome.summary
+    assert " by bob (spam wave); the candidate would be promoted: " in outcome.summary
+    assert _active_id(db_session_factory) == bad_id
+    assert "**Decision: held, would promote**" in outcome.report_path.read_text()
+    assert _runs(db_session_factory)[-1].counts["decision"]["held"]

@@ -194,3 +194,41 @@ def test_help_names_the_settings_behind_option_defaults() -> None:
     for setting in ("SPAMGUARD_RETRAIN_MIN_NEW_REVIEWS", "SPAMGUARD_RETRAIN_MARGIN",
                     "SPAMGUARD_RETRAIN_METRIC"):
         assert f"[default: {setting} or" in text, setting
+
+
+def test_a_rollback_holds_the_next_retrain_until_released(invoke, retrain_env,
+                                                           db_session_factory) -> None:
+    """The operator's rollback is not undone overnight: the next run trains and reports,
+    exits 0 with a "held" summary line, and promotes nothing; after `promotion release`
+    a run promotes again."""
+    from spamguard.db import session_scope
+    from spamguard.services import registry
+
+    def command(*args: str):
+        return CliRunner().invoke(build_cli(), list(args), env=retrain_env)
+
+    def active() -> str:
+        with session_scope(db_session_factory) as session:
+            return registry.active_version(session).id
+
+    first = invoke()
+    assert first.exit_code == 0, first.output
+    store_reviews(db_session_factory, [("see you at the station at six", "ham")] * 3)
+    second = invoke("--force")
+    assert second.exit_code == 0, second.output
+    back = active()
+    rolled = command("rollback")
+    assert rolled.exit_code == 0, rolled.output
+    assert "automatic promotion is now on hold since " in rolled.stdout
+    rolled_to = active()
+    assert rolled_to != back
+    store_reviews(db_session_factory, [("the plumber comes on monday", "ham")] * 3)
+    held = invoke("--trigger", "cron")
+    assert held.exit_code == 0, held.output
+    last = held.stdout.strip().splitlines()[-1]
+    assert last.startswith("retrain: held: automatic promotion on hold since ")
+    assert f"(rollback from {back} to {rolled_to}); the candidate would be " in last
+    assert active() == rolled_to
+    assert command("promotion", "release").exit_code == 0
+    assert invoke("--force").exit_code == 0
+    assert active() != rolled_to

@@ -1,5 +1,5 @@
 """Model versions: list, full report, side-by-side comparison, promote, roll back, retrain,
-delete."""
+delete, and holding automatic promotion (services.promotion_hold)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, send_from_directory, url_for
+from flask_login import current_user
 from sqlalchemy.orm import Session
 
 from spamguard.admin.base import (
@@ -23,7 +24,7 @@ from spamguard.admin.base import (
 )
 from spamguard.errors import SpamguardError
 from spamguard.models import ModelVersion
-from spamguard.services import registry, retrain_jobs, version_cleanup
+from spamguard.services import promotion_hold, registry, retrain_jobs, version_cleanup
 from spamguard.wording import megabytes, sentence
 
 REPORT_IMAGES = ("pr_curve.png", "confusion_matrix.png")  # the only files served
@@ -86,7 +87,9 @@ def model_list():
                            protected=registry.protected_versions(db, ui=True),
                            rejected=registry.rejected_by_retraining(db),
                            eval_size=registry.eval_size,
-                           headline=registry.headline_metrics)
+                           headline=registry.headline_metrics,
+                           hold=promotion_hold.current(db),
+                           max_reason=promotion_hold.MAX_REASON)
 
 
 @bp.route("/models/<version_id>")
@@ -153,26 +156,82 @@ def model_promote(version_id: str):
     active changes nothing, and says so)."""
     _no_such_version_unless_storable(version_id)
 
-    def promote(db) -> tuple[ModelVersion, bool]:
+    def promote(db) -> tuple[ModelVersion, bool, str]:
         before = registry.active_version(db)
         version = registry.promote(session=db, version_id=version_id)
-        return version, before is not None and before.id == version.id
+        return version, before is not None and before.id == version.id, _still_held(db)
 
-    def done(result: tuple[ModelVersion, bool]) -> str:
-        version, already = result
-        return (f"Version {version.id} was already active; nothing changed." if already
-                else f"Version {version.id} is now active.")
+    def done(result: tuple[ModelVersion, bool, str]) -> str:
+        version, already, held = result
+        return (f"Version {version.id} was already active; nothing changed.{held}" if already
+                else f"Version {version.id} is now active.{held}")
 
     return run_action(promote, done=done, endpoint="admin.model_list")
+
+
+def _still_held(db: Session) -> str:
+    """After a promotion by hand (a person's decision, which a hold does not stop): say
+    that retraining still will not promote, when automatic promotion is on hold."""
+    held = promotion_hold.current(db)
+    if held is None:
+        return ""
+    return (f" Automatic promotion is still {promotion_hold.describe(held)}: retraining will "
+            "not replace this version until the hold is released on this page.")
 
 
 @bp.route("/models/rollback", methods=["POST"])
 @role_required("admin")
 def model_rollback():
-    """Re-activate the previously active version."""
-    return run_action(lambda db: registry.rollback(session=db),
-                      done=lambda v: f"Rolled back: version {v.id} is active again.",
-                      endpoint="admin.model_list")
+    """Re-activate the previously active version, and put automatic promotion on hold (as
+    `spamguard rollback` does), so the next retraining does not undo the rollback."""
+    def roll_back(db) -> tuple[ModelVersion, promotion_hold.Change]:
+        before = registry.active_version(db)
+        version = registry.rollback(session=db)
+        return version, promotion_hold.hold(
+            db, reason=f"rollback from {before.id} to {version.id}", by=current_user.username)
+
+    def done(result: tuple[ModelVersion, promotion_hold.Change]) -> str:
+        version, change = result
+        said = f"Rolled back: version {version.id} is active again."
+        if change.changed:
+            return (f"{said} Automatic promotion is now on hold, so retraining will not "
+                    "replace it; release the hold on this page when the active model may be "
+                    "replaced again.")
+        return (f"{said} Automatic promotion was already "
+                f"{promotion_hold.describe(change.hold)}; that hold stays.")
+
+    return run_action(roll_back, done=done, endpoint="admin.model_list")
+
+
+@bp.route("/models/hold", methods=["POST"])
+@role_required("admin")
+def model_hold():
+    """Put automatic promotion on hold (a hold in force already stays as it is)."""
+    def done(change: promotion_hold.Change) -> str:
+        if not change.changed:
+            return (f"Automatic promotion was already {promotion_hold.describe(change.hold)}; "
+                    "that hold stays.")
+        return ("Automatic promotion is now on hold: retraining still trains, compares and "
+                "reports, but makes no version active until the hold is released.")
+
+    return run_action(lambda db: promotion_hold.hold(db, reason=request.form.get("reason"),
+                                                     by=current_user.username),
+                      done=done, endpoint="admin.model_list")
+
+
+@bp.route("/models/release", methods=["POST"])
+@role_required("admin")
+def model_release():
+    """Release the hold on automatic promotion (with none, nothing changes, and it says
+    so: a stale page's button)."""
+    def done(change: promotion_hold.Change) -> str:
+        if not change.changed:
+            return "Automatic promotion was not on hold; nothing changed."
+        return ("Released the hold on automatic promotion: retraining makes its candidate "
+                "active again when it is not worse than the active model.")
+
+    return run_action(lambda db: promotion_hold.release(db, by=current_user.username),
+                      done=done, endpoint="admin.model_list")
 
 
 @bp.route("/models/retrain", methods=["POST"])

@@ -84,13 +84,14 @@ def build_cli() -> click.Group:
         db_commands,
         ml_commands,
         model_commands,
+        promotion_commands,
         retrain_commands,
         service_commands,
         user_commands,
     )
 
-    for module in (ml_commands, db_commands, model_commands, service_commands, user_commands,
-                   retrain_commands):
+    for module in (ml_commands, db_commands, model_commands, promotion_commands,
+                   service_commands, user_commands, retrain_commands):
         module.register(cli)
     return cli
 

@@ -1,5 +1,6 @@
 """``spamguard models`` (and ``models delete``, ``models prune``), ``promote``, ``rollback``
-and ``cache prune``: the model version registry and the files its versions need."""
+and ``cache prune``: the model version registry and the files its versions need. A
+``rollback`` also puts automatic promotion on hold (:mod:`spamguard.cli.promotion_commands`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import click
 from sqlalchemy.orm import Session
 
 from spamguard.cli.context import CliContext, pass_ctx, transaction
+from spamguard.cli.promotion_commands import rollback_hold, still_held_note
 from spamguard.models import ModelVersion
 from spamguard.services import registry, version_cleanup
 from spamguard.wording import counted, megabytes
@@ -70,17 +72,24 @@ def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...] = COLUMNS)
 
 
 def _switch(ctx: CliContext, action: Callable[[Session], ModelVersion], verb: str, *,
-            create: bool = False) -> None:
+            create: bool = False,
+            then: Callable[[Session, str, str], str | None] | None = None) -> None:
     """Run a registry change in one transaction and report old and new active versions
-    (``create``: a missing database may be made, as for registering a folder)."""
+    (``create``: a missing database may be made, as for registering a folder). ``then(session,
+    before, after)`` runs in the same transaction (the hold a rollback puts in place) and
+    returns a line to print after the report (``note: ...`` on stderr), or None."""
     with transaction(ctx, create=create) as session:
         before = registry.active_version(session)
         before_id = before.id if before else "none"
         version = action(session)
+        said = then(session, before_id, version.id) if then else None
     if version.id == before_id:
         click.echo(f"{version.id} is already the active version; nothing changed")
-        return
-    click.echo(f"{verb} {version.id} (was {before_id}); running services switch without restart")
+    else:
+        click.echo(f"{verb} {version.id} (was {before_id}); running services switch without "
+                   "restart")
+    if said:
+        click.echo(said, err=said.startswith("note: "))
 
 
 def _list_versions(ctx: CliContext, as_json: bool, show_all: bool = False) -> None:
@@ -236,13 +245,26 @@ def register(cli: click.Group) -> None:
                                                    activate_if_none=False).id
             return registry.promote(session=session, version_id=target)
 
-        _switch(ctx, promote, "promoted", create=folder.is_dir())
+        # A promotion by hand is a person's decision: a hold on automatic promotion stays
+        # (and is named, so nobody is surprised that retraining promotes nothing).
+        _switch(ctx, promote, "promoted", create=folder.is_dir(),
+                then=lambda session, _before, _after: still_held_note(session))
 
     @cli.command("rollback")
+    @click.option("--no-hold", is_flag=True,
+                  help="Do not put automatic promotion on hold (by default the next "
+                       "`spamguard retrain` cannot promote until `spamguard promotion "
+                       "release`).")
     @pass_ctx
-    def rollback_command(ctx: CliContext) -> None:
-        """Re-activate the previously active model version."""
-        _switch(ctx, lambda s: registry.rollback(session=s), "rolled back to")
+    def rollback_command(ctx: CliContext, no_hold: bool) -> None:
+        """Re-activate the previously active model version, and put automatic promotion
+        on hold so the next retraining does not undo the rollback (unless --no-hold)."""
+        def hold(session: Session, before: str, after: str) -> str | None:
+            if no_hold:
+                return still_held_note(session)
+            return rollback_hold(session, before=before, after=after)
+
+        _switch(ctx, lambda s: registry.rollback(session=s), "rolled back to", then=hold)
 
     @cli.group("cache")
     def cache_group() -> None:

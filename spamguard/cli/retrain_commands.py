@@ -29,7 +29,8 @@ def register(cli: click.Group) -> None:
 
     @cli.command("retrain")
     @click.option("--force", is_flag=True,
-                  help="Train even with few new reviews, and promote whatever the comparison.")
+                  help="Train even with few new reviews, and promote whatever the comparison, "
+                       "even while automatic promotion is on hold (the hold stays).")
     @click.option("--dry-run", is_flag=True, help="Train and report, never promote.")
     @click.option("--trigger", type=click.Choice(RUN_TRIGGERS), default="cli",
                   show_default=True, help="Who started the run (recorded).")
@@ -48,8 +49,12 @@ def register(cli: click.Group) -> None:
                         metric: str | None) -> None:
         """Train a candidate from base data + reviews; promote it if it is not worse.
 
-        Exit codes: 0 promoted, skipped or dry run; 1 failed; 2 needs a fix (data,
-        settings); 3 rejected; 4 another run holds the lock.
+        While automatic promotion is on hold (`spamguard promotion status`), it trains,
+        compares and reports, but promotes only with --force (the hold stays).
+
+        Exit codes: 0 promoted, skipped, dry run, or held with a candidate that would be
+        promoted; 1 failed; 2 needs a fix (data, settings); 3 rejected (held or not); 4
+        another run holds the lock.
         """
         from spamguard.errors import SpamguardError
         from spamguard.services.retrain import run_retrain

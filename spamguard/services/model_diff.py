@@ -104,9 +104,13 @@ def render_markdown(changes: dict[str, Any]) -> str:
              f"{versions.get('candidate')}", ""]
     if decision:
         outcome = decision.get("outcome")
-        if outcome == "dry_run":  # as the run's own line says it: what a real run would do
-            outcome = f"dry run, would {'promote' if decision.get('passed') else 'reject'}"
-        lines += [f"**Decision: {outcome}** - {decision.get('reason', '')}", ""]
+        would, held = "promote" if decision.get("passed") else "reject", ""
+        if decision.get("held"):  # as the run's own line says it; the hold's reason escaped
+            outcome, held = f"held, would {would}", (
+                f" (automatic promotion {_escape(decision['held'])})")
+        elif outcome == "dry_run":  # as the run's own line says it: what a real run would do
+            outcome = f"dry run, would {would}"
+        lines += [f"**Decision: {outcome}**{held} - {decision.get('reason', '')}", ""]
     if changes.get("evalset"):
         lines += [changes["evalset"], ""]
     lines += ["| metric | active | candidate |", "|---|---|---|"]

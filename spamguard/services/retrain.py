@@ -1,5 +1,6 @@
 """``spamguard retrain``: turn moderators' reviews into a candidate model and promote it
-only if it is not worse than the active one on the fixed evaluation set.
+only if it is not worse than the active one on the fixed evaluation set, and automatic
+promotion is not on hold (:mod:`spamguard.services.promotion_hold`).
 
 Fault safety rests on three rules: one run at a time (the ``retrain`` lock); a version
 directory is complete before the database hears of it (``train_model`` writes a temporary
@@ -26,7 +27,7 @@ from spamguard.config import GATE_METRICS, Settings
 from spamguard.errors import LockHeldError, SpamguardError
 from spamguard.ml.data import data_hash, load_labelled
 from spamguard.models import RUN_TRIGGERS, TrainingRun
-from spamguard.services import locks
+from spamguard.services import locks, promotion_hold
 from spamguard.services.retrain_jobs import RETRAIN_LOCK as LOCK_NAME
 from spamguard.services.retrain_steps import (
     Candidate,
@@ -89,16 +90,20 @@ def run_retrain(*, session_factory: sessionmaker[Session], settings: Settings,
     Args:
         session_factory: sessions on a database whose schema is current.
         settings: instance settings (models and cache folders, base data, retrain_*).
-        force: ignore the new-review minimum and promote whatever the comparison says.
+        force: ignore the new-review minimum and promote whatever the comparison says,
+            even while automatic promotion is on hold (the hold stays).
         dry_run: train and report, but never promote (the candidate stays a candidate).
+            A hold on automatic promotion (services.promotion_hold) makes every run one,
+            recorded as ``dry_run`` with a "retrain: held: ..." summary.
         trigger: who started the run: cli, cron or ui.
         min_new_reviews, metric, margin: override the settings of the same name.
         progress: tqdm bars while training (None: only on a terminal).
         log: receives one line per stage (None: the module logger).
 
     Returns:
-        The outcome; ``exit_code`` is 0 promoted/skipped/dry run, 3 rejected, 4 locked,
-        2 a problem the operator must fix, 1 any other failure.
+        The outcome; ``exit_code`` is 0 promoted/skipped/dry run/held (a candidate that
+        would be promoted), 3 rejected (or held, with a candidate that would be rejected),
+        4 locked, 2 a problem the operator must fix, 1 any other failure.
     """
     if trigger not in RUN_TRIGGERS:
         raise SpamguardError(f"trigger must be one of {', '.join(RUN_TRIGGERS)}")
@@ -135,6 +140,7 @@ class _Retrain:
         self.run_id: int | None = None
         self.active_id: str | None = None  # the version the candidate is compared with
         self.committed = False  # the run's end is in the database (never rewrite it)
+        self.report: tuple[dict[str, Any], Any] = ({}, None)  # changes.md's changes, eval set
 
     def run(self, trigger: str) -> RetrainOutcome:
         """Clean up after dead runs, record this run, do it, and record how it ended."""
@@ -216,9 +222,11 @@ class _Retrain:
                                       settings=self.settings)
         gate = decide(changes, metric=self.settings.retrain_metric,
                       margin=self.settings.retrain_margin, force=self.force,
-                      dry_run=self.dry_run)
+                      dry_run=self.dry_run, held=self._held())
         candidate.write_changes(changes, gate, evalset)
-        if (gate.outcome == "rejected" and training.counts["reviewed_messages"]
+        self.report = (changes, evalset)  # rewritten if a hold comes before the commit
+        if ((gate.outcome == "rejected" or (gate.held and not gate.passed))
+                and training.counts["reviewed_messages"]
                 and not evalset.sources.get("review")):
             self.log("retrain: note: the evaluation set holds no reviewed message, so the "
                      "candidate was judged on the base data alone; once moderators have "
@@ -231,14 +239,43 @@ class _Retrain:
         checkpoint("registering", self.lease, self.log)
         return self._record(candidate, snapshot, gate)
 
+    def _held(self) -> str | None:
+        """Whether automatic promotion is on hold (its description), read before the
+        decision so the report says so; :meth:`_record` looks again as it commits."""
+        with self.session_factory() as session:
+            held = promotion_hold.current(session)
+            return promotion_hold.describe(held) if held else None
+
+    def _hold_since_decided(self, session: Session, candidate: Candidate,
+                            gate: Gate) -> Gate:
+        """A hold put in place while the run trained or evaluated (with a rollback, which
+        changes the active version, the run fails as stale instead): the promotion it
+        decided becomes a held run, and its report and counts say so. Read after the active
+        version's row is locked, which ``promotion hold`` locks too, so a hold is either
+        seen here or comes after."""
+        if gate.outcome != "promoted" or self.force:
+            return gate
+        held = promotion_hold.current(session)
+        if held is None:
+            return gate
+        gate = replace(gate, outcome="dry_run", held=promotion_hold.describe(held))
+        changes, evalset = self.report
+        candidate.write_changes(changes, gate, evalset)
+        self.counts["decision"] = gate.as_dict()
+        return gate
+
     def _record(self, candidate: Candidate, snapshot: Snapshot, gate: Gate) -> RetrainOutcome:
         """Register (and promote or reject) the candidate and finish the run atomically."""
-        summary = f"{gate.summary(candidate.version)}; report {candidate.report_path}"
-        outcome = self._outcome(gate.outcome, summary, candidate=candidate.version,
-                                report=candidate.report_path)
         with self.session_factory() as session, session.begin():
             now_active = locked_active_id(session)
             stale = now_active != snapshot.active_id and gate.outcome != "dry_run"
+            if not stale:
+                gate = self._hold_since_decided(session, candidate, gate)
+            summary = f"{gate.summary(candidate.version)}; report {candidate.report_path}"
+            outcome = self._outcome(gate.outcome, summary, candidate=candidate.version,
+                                    report=candidate.report_path)
+            if gate.held:  # nothing for a scheduler to do, unless the candidate was worse
+                outcome.exit_code = EXIT_OK if gate.passed else EXIT_REJECTED
             if stale:
                 # Someone promoted or rolled back while this run trained: the comparison was
                 # made against a model that is no longer served. Keep the candidate (with its

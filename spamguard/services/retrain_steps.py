@@ -284,12 +284,18 @@ class Gate:
     passed: bool
     reason: str
     forced: bool = False  # promoted although it failed (--force); in a dry run: would be
+    # Automatic promotion was on hold (services.promotion_hold.describe: "on hold since ...
+    # by ... (why)"): recorded as a dry run, whatever the comparison said.
+    held: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self, version: str) -> str:
         """One line for the terminal and the run's row."""
+        if self.held:
+            return (f"retrain: held: automatic promotion {self.held}; the candidate would be "
+                    f"{'promoted' if self.passed else 'rejected'}: {version}: {self.reason}")
         head = f"{self.outcome} {version}"
         if self.outcome == "dry_run":
             head = f"dry run, would {'promote' if self.passed else 'reject'} {version}"
@@ -317,8 +323,13 @@ def _worse(candidate: dict[str, Any], active: dict[str, Any], metric: str,
 
 
 def decide(changes: dict[str, Any], *, metric: str, margin: float, force: bool,
-           dry_run: bool) -> Gate:
-    """Promote when not worse on ``metric`` by more than ``margin`` and ham FPR not higher."""
+           dry_run: bool, held: str | None = None) -> Gate:
+    """Promote when not worse on ``metric`` by more than ``margin`` and ham FPR not higher.
+
+    ``held``: automatic promotion is on hold (its description): the run is recorded as a
+    dry run, unless ``force`` (an operator's explicit decision) promotes it anyway, which
+    leaves the hold in place.
+    """
     candidate, active = changes["candidate"], changes["active"]
     if active is None:
         value = candidate.get(metric)
@@ -333,6 +344,11 @@ def decide(changes: dict[str, Any], *, metric: str, margin: float, force: bool,
                    f"{flipped['broken']} broken)")
     if dry_run:
         return Gate("dry_run", passed, reason, forced=force and not passed)
+    if held and not force:
+        return Gate("dry_run", passed, reason, held=held)
+    if held:  # the hold's own words (its reason) stay out of the report's decision line
+        reason += ("; promoted although automatic promotion is on hold (--force); the hold "
+                   "stays: `spamguard promotion release` ends it")
     if not passed and force:
         return Gate("promoted", passed, reason + "; promoted anyway (--force)", forced=True)
     return Gate("promoted" if passed else "rejected", passed, reason)

@@ -181,6 +181,39 @@ def test_admin_promotes_a_model(page, live_server, seeded, db_session_factory):
     shoot(page, "users")
 
 
+def test_admin_rolls_back_and_releases_the_hold(page, live_server, seeded, db_session_factory):
+    """Roll back asks first and puts automatic promotion on hold: the banner says so (on a
+    phone too, without sideways scrolling), and Release asks before it lets retraining
+    promote again."""
+    from spamguard.services import promotion_hold, registry
+
+    _, (first, second) = seeded
+    with db_session_factory() as session:
+        registry.promote(session=session, version_id=second)
+        session.commit()
+    login(page, live_server, "root")
+    page.goto(f"{live_server}/admin/models")
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    with page.expect_navigation():
+        page.click("form[action$='/models/rollback'] button")
+    assert asked[-1].startswith("Roll back to the version that was active before this one?")
+    banner = page.locator(".hold-banner")
+    assert "Automatic promotion is on hold" in banner.inner_text()
+    assert f"rollback from {second} to {first}" in banner.inner_text()
+    page.set_viewport_size(SIZES["phone"])
+    assert page.evaluate("document.documentElement.scrollWidth") <= SIZES["phone"]["width"]
+    shoot(page, "models-held")
+    page.set_viewport_size(SIZES["laptop"])
+    with page.expect_navigation():
+        banner.locator("button").click()
+    assert asked[-1].startswith("Release the hold?")
+    assert "Released the hold on automatic promotion" in page.inner_text("main")
+    assert page.locator(".hold-banner").count() == 0
+    with db_session_factory() as session:
+        assert promotion_hold.current(session) is None
+
+
 def test_admin_deletes_a_model_version_without_javascript(chromium, live_server, seeded,
                                                           db_session_factory):
     """Delete asks on a page of its own (no dialog: it works with JavaScript off), and the
