@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from spamguard.senders import phone_digits
 from spamguard.sqltypes import (
     NAMING_CONVENTION,
     BigId,
@@ -151,6 +152,11 @@ class Campaign(Base):
     )
 
 
+def _sender_digits(context: Any) -> str | None:
+    """Column default: every insert (the ORM's and Core's) fills in the sender's digits."""
+    return phone_digits(context.get_current_parameters()["sender"])
+
+
 class Message(Base):
     """An inbound SMS, with its latest verdict and current review copied in for fast lists."""
 
@@ -163,6 +169,7 @@ class Message(Base):
         # Composite indexes serve a filter plus the list's newest-first order.
         Index("ix_messages_received_at", "received_at", "id"),
         Index("ix_messages_sender", "sender", "received_at"),
+        Index("ix_messages_sender_digits", "sender_digits", "received_at"),
         Index("ix_messages_review_label", "review_label", "received_at"),
         Index("ix_messages_model_label", "model_label", "received_at"),
         Index("ix_messages_campaign_id", "campaign_id", "received_at"),
@@ -178,6 +185,9 @@ class Message(Base):
     gateway: Mapped[str] = mapped_column(String(32))
     external_id: Mapped[str | None] = mapped_column(String(128))
     sender: Mapped[str] = mapped_column(String(255))
+    # The sender's phone number digits, however it was written (spamguard.senders; None
+    # for a name or short code), for the sender filter (migration 0016).
+    sender_digits: Mapped[str | None] = mapped_column(String(255), default=_sender_digits)
     recipient: Mapped[str] = mapped_column(String(255))
     body: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)

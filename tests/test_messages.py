@@ -216,3 +216,20 @@ def test_retried_delivery_is_not_a_failed_statement(db_session, version_id):
         event.remove(engine, "handle_error", record)
     assert first.created and not again.created and again.message.id == first.message.id
     assert failed == [] and counts(db_session) == (1, 1)
+
+
+@pytest.mark.parametrize(("sender", "digits"), [
+    ("+447911123456", "447911123456"), ("+44 7911 123456", "447911123456"),
+    ("+44 (7911) 123-456", "447911123456"), ("447911123456", "447911123456"),
+    ("BARCLAYS", None), ("1555", None), ("+1 555", None), ("+44\u00a07911\u00a0123456",
+                                                           "447911123456"),
+    ("\u0664\u0664\u0667\u0669\u0661\u0661\u0661\u0662\u0663\u0664\u0665\u0666", None),
+])
+def test_a_stored_sender_keeps_its_phone_number_digits(db_session, store_path, sender,
+                                                       digits):
+    """Both ways a message is stored (the insert ignoring duplicates, the ORM's) fill in
+    the digits the sender filter looks up; a name, a short code or other digits than
+    ASCII have none."""
+    stored = messages.ingest(session=db_session, classifier=None, gateway="twilio",
+                             external_id="SM1", sender=sender, recipient="+2", body="hi")
+    assert stored.message.sender_digits == digits

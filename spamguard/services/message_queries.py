@@ -7,7 +7,6 @@ Every list is ordered newest first (``received_at, id``), which the composite in
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from spamguard.ml.data import WORDLESS_HASH
 from spamguard.models import LABELS, Message
+from spamguard.senders import phone_digits
 from spamguard.services import text_search
 from spamguard.sqltypes import MAX_INTEGER_ID, parse_id
 
@@ -103,8 +103,8 @@ class MessageFilter:
         if self.until:
             said.append(f"received on or before {self.until} (UTC)")
         if self.sender:
-            typed, *also = sender_forms(self.sender)
-            said.append(f"from {typed}" + (f" (or {' or '.join(also)})" if also else ""))
+            said.append(f"from {self.sender}" + (" (the number written any way)"
+                                                 if phone_digits(self.sender) else ""))
         if self.q:
             said.append(f"text contains \u201c{self.q}\u201d")
         if self.campaign_id:
@@ -218,33 +218,15 @@ def conditions(f: MessageFilter, *, indexed_search: bool = False,
     if f.until:
         where.append(Message.received_at < _start_of(f.until + timedelta(days=1)))
     if f.sender:
-        where.append(Message.sender.in_(sender_forms(f.sender)))
+        digits = phone_digits(f.sender)
+        where.append(Message.sender == f.sender if digits is None
+                     else Message.sender_digits == digits)
     if f.q:
         where.append(text_search.body_contains(f.q, indexed=indexed_search,
                                                in_order=in_order))
     if f.campaign_id:
         where.append(Message.campaign_id == f.campaign_id)
     return where
-
-
-PHONE_MARKS = re.compile(r"[+\s().-]")  # written in a phone number, not part of it
-MIN_PHONE_DIGITS = 8  # E.164 numbers have 8 to 15 digits; short codes 3 to 6
-
-
-def sender_forms(typed: str) -> list[str]:
-    """The stored senders a sender filter matches: what was typed, and, for a phone number
-    (digits once "+", spaces, dashes, dots and parentheses are left out), its digits with
-    and without a leading "+" ("447911123456", "+44 7911 123456" and "+447911123456" all
-    find "+447911123456", the form gateways store). An IN of a few exact values keeps the
-    lookup on ix_messages_sender on both databases. A sender stored with marks in it
-    ("+44 7911 123456") is found only as written: matching it from the bare number would
-    need the column normalised in an index (a migration) or a scan of every message.
-    Fewer than :data:`MIN_PHONE_DIGITS` digits are a short code ("1555" is not "+1555"):
-    as typed."""
-    digits = PHONE_MARKS.sub("", typed)
-    if not (digits.isascii() and digits.isdigit()) or len(digits) < MIN_PHONE_DIGITS:
-        return [typed]  # a name such as "BARCLAYS", or a short code
-    return list(dict.fromkeys([typed, digits, f"+{digits}"]))
 
 
 def session_conditions(session: Session, f: MessageFilter, *, in_order: bool = False) -> list:
