@@ -136,3 +136,21 @@ def test_a_refused_roll_back_holds_nothing(admin_client, two_versions, db_sessio
     refused = admin_client.post("/admin/models/rollback", follow_redirects=True)
     assert "no previously active version" in refused.get_data(as_text=True)
     assert _current(db_session_factory) is None
+
+
+def test_the_dashboard_says_promotion_is_held_and_links_to_models(viewer_client,
+                                                                    db_session_factory):
+    """A held run exits 0 (cron is silent), so a forgotten hold would keep every new model
+    out of service unseen: the dashboard says so, escaped, with the way to the Release
+    button; nothing when no hold is in force."""
+    assert "hold-banner" not in viewer_client.get("/admin/dashboard").get_data(as_text=True)
+    _hold(db_session_factory, reason="<b>rolled back</b>", by="alice")
+    page = viewer_client.get("/admin/dashboard").get_data(as_text=True)
+    banner = page[page.index('class="hold-banner"'):]
+    banner = banner[:banner.index("</p>")]
+    assert "Automatic promotion is on hold" in banner and "by alice" in banner
+    assert "&lt;b&gt;rolled back&lt;/b&gt;" in banner and "<b>rolled" not in banner
+    assert 'href="/admin/models"' in banner
+    with session_scope(db_session_factory) as session:
+        promotion_hold.release(session, by="alice")
+    assert "hold-banner" not in viewer_client.get("/admin/dashboard").get_data(as_text=True)

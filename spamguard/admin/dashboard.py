@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response, abort, redirect, render_template, request, url_for
 
 from spamguard.admin.base import bp, session
-from spamguard.services import dashboard
+from spamguard.services import dashboard, promotion_hold
 from spamguard.sqltypes import utcnow
 
 
@@ -29,8 +29,11 @@ def dashboard_page():
     db, now = session(), utcnow()
     points = dashboard.volume(db, bucket=bucket, now=now)
     latest = dashboard.latest(points, bucket=bucket, now=now) if points else []
+    # A hold nobody released keeps every retrained model out of service, and a held run
+    # exits 0 (cron says nothing): the page everyone opens says so too, not only Models.
     return render_template("admin/dashboard.html", summary=dashboard.summary(db, now=now),
-                           points=latest, bucket=bucket, buckets=list(dashboard.BUCKETS))
+                           points=latest, bucket=bucket, buckets=list(dashboard.BUCKETS),
+                           hold=promotion_hold.current(db))
 
 
 @bp.route("/dashboard/volume.svg")
