@@ -184,3 +184,17 @@ def test_a_refused_rollback_holds_nothing(cli, registered) -> None:
     refused = CliRunner().invoke(cli, ["rollback"])
     assert refused.exit_code == 2 and "no previously active version" in refused.output
     assert _status(cli) == {"held": False}
+
+
+def test_models_says_when_promotion_is_held(cli, registered) -> None:
+    """`spamguard models` (the table) ends with the hold in force, since a held run exits
+    0 and a forgotten hold would keep every retrained version out of service; the JSON
+    lines stay one version each."""
+    assert "on hold" not in run(cli, "models").stdout
+    run(cli, "promotion", "hold", "--reason", "checking v2")
+    table = run(cli, "models").stdout.splitlines()
+    assert table[-1].startswith("note: automatic promotion is still on hold since ")
+    assert table[-1].endswith("(checking v2); `spamguard promotion release` lets retraining "
+                              "promote again")
+    lines = run(cli, "models", "--json").stdout.splitlines()
+    assert sorted(json.loads(line)["version"] for line in lines) == ["v1", "v2"]

@@ -104,6 +104,7 @@ def _list_versions(ctx: CliContext, as_json: bool, show_all: bool = False) -> No
             hidden = 0 if show_all else sum(v.status == "deleted" for v in versions)
             versions = [v for v in versions if show_all or v.status != "deleted"]
             rows = [_json_row(v) if as_json else version_row(v) for v in versions]
+            held = None if as_json else still_held_note(session)
     except NoDatabaseError as exc:
         if as_json:  # a script must not mistake a wrong home for an empty registry
             raise
@@ -119,6 +120,8 @@ def _list_versions(ctx: CliContext, as_json: bool, show_all: bool = False) -> No
             click.echo(format_table(rows))
         if hidden:
             click.echo(f"({counted(hidden, 'deleted version')} not shown: --all lists them)")
+    if held:  # a forgotten hold keeps every retrained version out of service
+        click.echo(held)
 
 
 def _folder_line(folder: version_cleanup.VersionFolder, models_dir: Path, *,
