@@ -500,3 +500,35 @@ def test_the_page_says_when_the_last_rebuild_finished_or_why_it_failed(
     found, page = said()
     assert len(found) == 1 and "did not finish: its process stopped" in found[0]
     assert 'http-equiv="refresh"' not in page
+
+
+def test_a_rebuild_the_database_failed_records_the_drivers_first_line_only(
+        monkeypatch, tmp_path, migrated_db_url, install_model, tiny_model_dir, add_messages,
+        moderator_client, db_session_factory):
+    """From a review: the page showed SQLAlchemy's whole text (the SQL, a link, and on
+    PostgreSQL the DETAIL line, which quotes the failing row: an SMS body and numbers). It
+    says the driver's error and its first line, as the service's log does."""
+    from click.testing import CliRunner
+    from sqlalchemy import text
+
+    from spamguard.cli import build_cli
+    from spamguard.models import CampaignRebuild
+
+    install_model(tiny_model_dir)
+    (message_id,) = add_messages("call +447700900123 to claim your secret prize")
+    monkeypatch.setenv("SPAMGUARD_HOME", str(tmp_path / "cli-home"))
+    monkeypatch.setenv("SPAMGUARD_DATABASE_URL", migrated_db_url)
+
+    def refused(*, session, **_kwargs):
+        session.execute(text("UPDATE messages SET verdict_status = 'bogus' WHERE id = :i"),
+                        {"i": message_id})
+
+    monkeypatch.setattr(campaigns, "rebuild_campaigns", refused)
+    assert CliRunner().invoke(build_cli(), ["campaigns", "rebuild"]).exit_code == 1
+    with db_session_factory() as session:
+        error = session.scalars(select(CampaignRebuild.error)).one()
+    assert "\n" not in error and "[SQL" not in error and "sqlalche.me" not in error, error
+    assert "secret prize" not in error and "447700900123" not in error, error
+    assert "check" in error.lower() or "constraint" in error.lower(), error
+    page = moderator_client.get("/admin/campaigns").get_data(as_text=True)
+    assert "secret prize" not in page.split("<table")[0]

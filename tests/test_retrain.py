@@ -622,3 +622,44 @@ def test_a_hold_put_in_place_after_the_decision_is_obeyed(
     assert _active_id(db_session_factory) == bad_id
     assert "**Decision: held, would promote**" in outcome.report_path.read_text()
     assert _runs(db_session_factory)[-1].counts["decision"]["held"]
+
+
+def test_a_hold_committed_while_the_run_commits_is_never_overtaken(
+        retrain, retrain_settings, db_session_factory, bad_model_dir, monkeypatch) -> None:
+    """From a review: on SQLite the run read the hold, then took the write lock only to
+    register its candidate, so a `promotion hold` could commit in between and the run still
+    promoted after it. The run's commit and a hold are now one after the other on both
+    databases: a hold that commits first is obeyed, one that waits comes after."""
+    import threading
+
+    from spamguard.services import retrain as retrain_module
+
+    bad_id = _install_active(retrain_settings, db_session_factory, bad_model_dir)
+    store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+    record = retrain_module.record_versions
+    errors: list[BaseException] = []
+    held_first = threading.Event()  # the hold committed before the run registered anything
+
+    def hold_meanwhile() -> None:
+        try:
+            _hold(db_session_factory, reason="spam wave", by="bob")
+        except BaseException as exc:  # noqa: BLE001  (asserted below)
+            errors.append(exc)
+
+    operator = threading.Thread(target=hold_meanwhile)
+
+    def record_while_the_operator_holds(*args, **kwargs):
+        operator.start()  # the hold was read (none); the candidate is not registered yet
+        operator.join(1.0)
+        if not operator.is_alive():
+            held_first.set()
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(retrain_module, "record_versions", record_while_the_operator_holds)
+    outcome = retrain()
+    operator.join(30)
+    assert not errors and _held(db_session_factory)
+    if held_first.is_set() and outcome.status == "promoted":
+        pytest.fail("a hold committed before the run's promotion was overtaken by it")
+    assert outcome.status == "promoted", outcome.summary  # the hold waited: it came second
+    assert _active_id(db_session_factory) == outcome.candidate_version != bad_id

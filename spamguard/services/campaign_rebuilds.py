@@ -9,6 +9,7 @@ a failed rebuild rolls its own work back, and its row must still say so.
 from __future__ import annotations
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from spamguard.errors import SpamguardError
@@ -42,12 +43,19 @@ def failed(session_factory: sessionmaker[Session], rebuild_id: int,
 
 
 def reason(exc: BaseException) -> str:
-    """Why a rebuild failed, as the page says it (no traceback: that is in the log)."""
+    """Why a rebuild failed, as the page says it (no traceback: that is in the log).
+
+    A database error is the driver's error and its first line, as the service's log has
+    it: SQLAlchemy's text adds the SQL and a link, and PostgreSQL's DETAIL line quotes the
+    failing row (an SMS body and phone numbers), which every viewer would read here."""
     if isinstance(exc, SpamguardError):
         return exc.for_ui()
     if isinstance(exc, KeyboardInterrupt):
         return "it was interrupted"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, DBAPIError):
+        exc = exc.orig
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _end(session_factory: sessionmaker[Session], rebuild_id: int, **values) -> None:

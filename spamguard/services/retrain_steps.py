@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from spamguard.config import Settings
+from spamguard.db import sqlite_write_lock
 from spamguard.errors import SpamguardError
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.classifier import SpamClassifier, read_metadata, temporary_writer
@@ -356,7 +357,13 @@ def decide(changes: dict[str, Any], *, metric: str, margin: float, force: bool,
 
 def locked_active_id(session: Session) -> str | None:
     """The active version's id, its row locked until the transaction ends (PostgreSQL), so
-    a promote or rollback cannot slip in between this check and the run's own promotion."""
+    a promote or rollback cannot slip in between this check and the run's own promotion.
+
+    On SQLite, which ignores FOR UPDATE, the database's write lock is taken first (a no-op
+    UPDATE of no row): otherwise a promote, rollback or ``promotion hold`` could commit
+    between what the run reads here (the active version, then the hold) and its first write,
+    and the run would promote over it."""
+    sqlite_write_lock(session, ModelVersion.status, "")
     return session.scalars(select(ModelVersion.id).where(ModelVersion.status == "active")
                            .with_for_update()).first()
 
