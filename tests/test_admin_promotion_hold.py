@@ -154,3 +154,7 @@ def test_the_dashboard_says_promotion_is_held_and_links_to_models(viewer_client,
     with session_scope(db_session_factory) as session:
         promotion_hold.release(session, by="alice")
     assert "hold-banner" not in viewer_client.get("/admin/dashboard").get_data(as_text=True)
+    _hold(db_session_factory, reason="Checking v2.", by="alice")  # one full stop, not two
+    for url in ("/admin/dashboard", "/admin/models"):
+        page = viewer_client.get(url).get_data(as_text=True)
+        assert "by alice: Checking v2." in page and "Checking v2.." not in page, url

@@ -225,6 +225,14 @@ def test_losing_the_active_version_is_logged_once(db_session, tiny_model_dir):
             assert provider.get(session=db_session).version == version_id  # keeps serving
     assert events.lines == [{"event": "no_active_model", "keeping": version_id,
                              "pid": events.lines[0]["pid"]}]
+    registry.promote(session=db_session, version_id=version_id)  # back: nothing to load
+    db_session.commit()
+    provider.get(session=db_session)
+    db_session.execute(update(ModelVersion).values(status="retired"))
+    db_session.commit()
+    with Events() as again:
+        provider.get(session=db_session)
+    assert [line["event"] for line in again.lines] == ["no_active_model"]  # news again
 
 
 def test_the_service_writes_model_events_to_its_log(make_app):

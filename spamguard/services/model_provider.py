@@ -144,6 +144,7 @@ class ModelProvider:
                 self._event(logging.WARNING, "no_active_model", keeping=self._version_id)
             return
         if active.id == self._version_id and self._classifier is not None:
+            self._reported = None  # all is well: the next loss or failure is news again
             return
         started = time.perf_counter()
         try:

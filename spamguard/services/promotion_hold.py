@@ -78,9 +78,11 @@ def _serialise(session: Session) -> None:
     """Make a hold wait for a retraining that is committing its promotion, and the other
     way round: lock the active version's row, which that commit locks first
     (``retrain_steps.locked_active_id``), on PostgreSQL; SQLite's write lock there. A
-    hold that comes first is then seen by the run; one that comes second holds the next."""
+    hold that comes first is then seen by the run; one that comes second holds the next.
+    FOR NO KEY UPDATE (``key_share``), as ``registry`` locks it: it waits for that commit's
+    lock but not for the foreign-key checks of verdicts being stored meanwhile."""
     active = session.scalars(select(ModelVersion.id).where(ModelVersion.status == "active")
-                             .with_for_update()).first()
+                             .with_for_update(key_share=True)).first()
     if active is not None:
         sqlite_write_lock(session, ModelVersion.status, active)
 

@@ -362,10 +362,12 @@ def locked_active_id(session: Session) -> str | None:
     On SQLite, which ignores FOR UPDATE, the database's write lock is taken first (a no-op
     UPDATE of no row): otherwise a promote, rollback or ``promotion hold`` could commit
     between what the run reads here (the active version, then the hold) and its first write,
-    and the run would promote over it."""
+    and the run would promote over it. FOR NO KEY UPDATE (``key_share``), as ``registry``
+    and ``promotion_hold`` lock it: they wait for each other, while verdicts stored meanwhile
+    (whose foreign-key checks take a key-share lock on the row) do not wait."""
     sqlite_write_lock(session, ModelVersion.status, "")
     return session.scalars(select(ModelVersion.id).where(ModelVersion.status == "active")
-                           .with_for_update()).first()
+                           .with_for_update(key_share=True)).first()
 
 
 def record_versions(session: Session, directory: Path, gate: Gate,
