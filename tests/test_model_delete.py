@@ -426,3 +426,22 @@ def test_delete_needs_an_instance(tmp_path) -> None:
     result = CliRunner().invoke(build_cli(), ["models", "prune", "--keep", "3"], env=env)
     assert result.exit_code == 2 and "no spamguard database at" in result.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_retrain_commit_waiting_on_a_rollback_finds_the_version_it_activated(
+        db_session_factory, versions) -> None:
+    """From a review: a retraining run about to promote locks the active row; when a
+    rollback held it, PostgreSQL re-read the row after the rollback's commit, found it
+    retired and returned no active version at all (the run failed saying "-> none"). It
+    now sees the version the rollback made active, and fails as stale naming it."""
+    from spamguard.services.registry import locked_active_id
+
+    holder = db_session_factory()
+    registry.rollback(session=holder)  # v4 -> v3, not committed yet
+    holder.flush()
+
+    def commit_step() -> str:
+        with session_scope(db_session_factory) as session:
+            return str(locked_active_id(session))
+
+    assert waits_for_commit(holder, commit_step) == "v3"

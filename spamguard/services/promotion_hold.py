@@ -25,8 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from spamguard.db import sqlite_write_lock
-from spamguard.models import ModelVersion, PromotionHold
+from spamguard.models import PromotionHold
+from spamguard.services import registry
 from spamguard.sqltypes import utcnow
 
 MAX_REASON = 500  # characters kept of a reason (one line in every summary that names it)
@@ -76,15 +76,10 @@ def last_released(session: Session) -> PromotionHold | None:
 
 def _serialise(session: Session) -> None:
     """Make a hold wait for a retraining that is committing its promotion, and the other
-    way round: lock the active version's row, which that commit locks first
-    (``retrain_steps.locked_active_id``), on PostgreSQL; SQLite's write lock there. A
-    hold that comes first is then seen by the run; one that comes second holds the next.
-    FOR NO KEY UPDATE (``key_share``), as ``registry`` locks it: it waits for that commit's
-    lock but not for the foreign-key checks of verdicts being stored meanwhile."""
-    active = session.scalars(select(ModelVersion.id).where(ModelVersion.status == "active")
-                             .with_for_update(key_share=True)).first()
-    if active is not None:
-        sqlite_write_lock(session, ModelVersion.status, active)
+    way round: both lock the active version's row first (PostgreSQL; SQLite's write lock),
+    with :func:`spamguard.services.registry.locked_active_id`. A hold that comes first is
+    then seen by the run; one that comes second holds the next."""
+    registry.locked_active_id(session)
 
 
 def hold(session: Session, *, reason: str | None, by: str) -> Change:

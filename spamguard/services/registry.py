@@ -402,3 +402,25 @@ def prune_versions(*, session: Session, keep: int, dry_run: bool = False) -> Pru
     if not dry_run:
         _mark_deleted(session, pruning.deleted)
     return pruning
+
+
+def locked_active_id(session: Session) -> str | None:
+    """The active version's id, its row locked until the transaction ends (PostgreSQL), so
+    a promote or rollback cannot slip in between this check and what the caller then does
+    (a retraining run's own promotion; a hold on automatic promotion).
+
+    On SQLite, which ignores FOR UPDATE, the database's write lock is taken first (a no-op
+    UPDATE of no row): otherwise a promote, rollback or ``promotion hold`` could commit
+    between what the run reads here (the active version, then the hold) and its first write,
+    and the run would promote over it. FOR NO KEY UPDATE (``key_share``), as promote and
+    rollback here lock rows: they wait for each other, while verdicts stored meanwhile
+    (whose foreign-key checks take a key-share lock on the row) do not wait."""
+    sqlite_write_lock(session, ModelVersion.status, "")
+    query = (select(ModelVersion.id).where(ModelVersion.status == "active")
+             .with_for_update(key_share=True))
+    active = session.scalars(query).first()
+    if active is None:
+        # PostgreSQL: having waited for a promote or rollback, the statement re-checks only
+        # the row it found (now retired), not the one made active; a new statement sees it.
+        active = session.scalars(query).first()
+    return active

@@ -27,7 +27,7 @@ from spamguard.config import GATE_METRICS, Settings
 from spamguard.errors import LockHeldError, SpamguardError
 from spamguard.ml.data import data_hash, load_labelled
 from spamguard.models import RUN_TRIGGERS, TrainingRun
-from spamguard.services import locks, promotion_hold
+from spamguard.services import locks, promotion_hold, registry
 from spamguard.services.retrain_jobs import RETRAIN_LOCK as LOCK_NAME
 from spamguard.services.retrain_steps import (
     Candidate,
@@ -37,7 +37,6 @@ from spamguard.services.retrain_steps import (
     clean_leftovers,
     decide,
     evaluate_and_report,
-    locked_active_id,
     prepare_data,
     record_versions,
     take_snapshot,
@@ -267,7 +266,7 @@ class _Retrain:
     def _record(self, candidate: Candidate, snapshot: Snapshot, gate: Gate) -> RetrainOutcome:
         """Register (and promote or reject) the candidate and finish the run atomically."""
         with self.session_factory() as session, session.begin():
-            now_active = locked_active_id(session)
+            now_active = registry.locked_active_id(session)
             stale = now_active != snapshot.active_id and gate.outcome != "dry_run"
             if not stale:
                 gate = self._hold_since_decided(session, candidate, gate)

@@ -17,7 +17,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from spamguard.config import Settings
-from spamguard.db import sqlite_write_lock
 from spamguard.errors import SpamguardError
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.classifier import SpamClassifier, read_metadata, temporary_writer
@@ -353,21 +352,6 @@ def decide(changes: dict[str, Any], *, metric: str, margin: float, force: bool,
     if not passed and force:
         return Gate("promoted", passed, reason + "; promoted anyway (--force)", forced=True)
     return Gate("promoted" if passed else "rejected", passed, reason)
-
-
-def locked_active_id(session: Session) -> str | None:
-    """The active version's id, its row locked until the transaction ends (PostgreSQL), so
-    a promote or rollback cannot slip in between this check and the run's own promotion.
-
-    On SQLite, which ignores FOR UPDATE, the database's write lock is taken first (a no-op
-    UPDATE of no row): otherwise a promote, rollback or ``promotion hold`` could commit
-    between what the run reads here (the active version, then the hold) and its first write,
-    and the run would promote over it. FOR NO KEY UPDATE (``key_share``), as ``registry``
-    and ``promotion_hold`` lock it: they wait for each other, while verdicts stored meanwhile
-    (whose foreign-key checks take a key-share lock on the row) do not wait."""
-    sqlite_write_lock(session, ModelVersion.status, "")
-    return session.scalars(select(ModelVersion.id).where(ModelVersion.status == "active")
-                           .with_for_update(key_share=True)).first()
 
 
 def record_versions(session: Session, directory: Path, gate: Gate,
