@@ -624,6 +624,32 @@ def test_a_hold_put_in_place_after_the_decision_is_obeyed(
     assert _runs(db_session_factory)[-1].counts["decision"]["held"]
 
 
+def test_a_hold_put_in_place_before_a_rejection_makes_it_a_held_run(
+        retrain, db_session_factory, monkeypatch) -> None:
+    """As with a hold there from the start (above): a worse candidate under a hold that
+    came while the run trained is a held run (dry_run, exit 3), not a plain rejection."""
+    from spamguard.services import retrain as retrain_module
+
+    first = retrain()
+    store_reviews(db_session_factory, inverting_reviews(db_session_factory))
+    decide = retrain_module.decide
+
+    def decide_then_the_operator_holds(*args, **kwargs):
+        gate = decide(*args, **kwargs)
+        assert gate.outcome == "rejected" and gate.held is None
+        _hold(db_session_factory, reason="spam wave", by="bob")
+        return gate
+
+    monkeypatch.setattr(retrain_module, "decide", decide_then_the_operator_holds)
+    outcome = retrain(trigger="ui", min_new_reviews=1)
+    assert (outcome.status, outcome.exit_code) == ("dry_run", 3), outcome.summary
+    assert " by bob (spam wave); the candidate would be rejected: " in outcome.summary
+    assert _active_id(db_session_factory) == first.candidate_version
+    assert _status(db_session_factory, outcome.candidate_version) == "rejected"
+    assert "**Decision: held, would reject**" in outcome.report_path.read_text()
+    assert _runs(db_session_factory)[-1].status == "dry_run"
+
+
 def test_a_hold_committed_while_the_run_commits_is_never_overtaken(
         retrain, retrain_settings, db_session_factory, bad_model_dir, monkeypatch) -> None:
     """From a review: on SQLite the run read the hold, then took the write lock only to

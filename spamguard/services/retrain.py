@@ -248,11 +248,12 @@ class _Retrain:
     def _hold_since_decided(self, session: Session, candidate: Candidate,
                             gate: Gate) -> Gate:
         """A hold put in place while the run trained or evaluated (with a rollback, which
-        changes the active version, the run fails as stale instead): the promotion it
-        decided becomes a held run, and its report and counts say so. Read after the active
-        version's row is locked, which ``promotion hold`` locks too, so a hold is either
-        seen here or comes after."""
-        if gate.outcome != "promoted" or self.force:
+        changes the active version, the run fails as stale instead): the promotion or
+        rejection it decided becomes a held run, as if the hold had been there from the
+        start, and its report and counts say so. Read after the active version's row is
+        locked, which ``promotion hold`` locks too, so a hold is either seen here or comes
+        after."""
+        if gate.outcome == "dry_run" or self.force:
             return gate
         held = promotion_hold.current(session)
         if held is None:
