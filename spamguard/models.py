@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -225,6 +226,13 @@ class Message(Base):
     )
     # The version that gave the latest verdict (its threshold colours the probability).
     model_version: Mapped[ModelVersion | None] = relationship(viewonly=True)
+
+
+@event.listens_for(Message.sender, "set")
+def _keep_sender_digits(target: Message, value: Any, _old: Any, _initiator: Any) -> None:
+    """A sender set or changed through the ORM keeps its digits in step (the column default
+    covers Core inserts, and would miss a change of sender in an update)."""
+    target.sender_digits = phone_digits(value) if isinstance(value, str) else None
 
 
 class Verdict(Base):

@@ -98,7 +98,7 @@ def test_promote_and_rollback(cli, registered) -> None:
     assert result.exit_code == 0 and "promoted v2 (was v1)" in result.output
     result = run(cli, "rollback")
     assert result.exit_code == 0 and "rolled back to v1 (was v2)" in result.output
-    statuses = [line.split()[:2] for line in run(cli, "models").output.splitlines()[1:]]
+    statuses = [line.split()[:2] for line in run(cli, "models").stdout.splitlines()[1:]]
     assert statuses == [["v2", "retired"], ["v1", "active"]]
 
 
@@ -106,7 +106,7 @@ def test_promote_registers_a_version_folder(cli, registered, make_version_dir) -
     folder = make_version_dir("v3", created_at="2026-11-03T09:30:00Z")
     result = run(cli, "promote", str(folder))
     assert result.exit_code == 0 and "promoted v3 (was v1)" in result.output
-    statuses = [line.split()[:2] for line in run(cli, "models").output.splitlines()[1:]]
+    statuses = [line.split()[:2] for line in run(cli, "models").stdout.splitlines()[1:]]
     assert statuses == [["v3", "active"], ["v2", "candidate"], ["v1", "retired"]]
     assert "v3 is already the active version" in run(cli, "promote", str(folder)).output
 

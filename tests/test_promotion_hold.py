@@ -187,14 +187,15 @@ def test_a_refused_rollback_holds_nothing(cli, registered) -> None:
 
 
 def test_models_says_when_promotion_is_held(cli, registered) -> None:
-    """`spamguard models` (the table) ends with the hold in force, since a held run exits
-    0 and a forgotten hold would keep every retrained version out of service; the JSON
-    lines stay one version each."""
-    assert "on hold" not in run(cli, "models").stdout
+    """`spamguard models` notes the hold in force on stderr after its table, since a held
+    run exits 0 and a forgotten hold would keep every retrained version out of service;
+    the JSON lines stay one version each."""
+    assert "on hold" not in run(cli, "models").output
     run(cli, "promotion", "hold", "--reason", "checking v2")
-    table = run(cli, "models").stdout.splitlines()
-    assert table[-1].startswith("note: automatic promotion is still on hold since ")
-    assert table[-1].endswith("(checking v2); `spamguard promotion release` lets retraining "
-                              "promote again")
+    listed = run(cli, "models")
+    assert "on hold" not in listed.stdout  # the table stays the table
+    assert listed.stderr.startswith("note: automatic promotion is still on hold since ")
+    assert listed.stderr.rstrip().endswith(
+        "(checking v2); `spamguard promotion release` lets retraining promote again")
     lines = run(cli, "models", "--json").stdout.splitlines()
     assert sorted(json.loads(line)["version"] for line in lines) == ["v1", "v2"]

@@ -120,8 +120,8 @@ def _list_versions(ctx: CliContext, as_json: bool, show_all: bool = False) -> No
             click.echo(format_table(rows))
         if hidden:
             click.echo(f"({counted(hidden, 'deleted version')} not shown: --all lists them)")
-    if held:  # a forgotten hold keeps every retrained version out of service
-        click.echo(held)
+    if held:  # a forgotten hold keeps every retrained version out of service (a note,
+        click.echo(held, err=True)  # on stderr as `promote`'s: stdout stays the table)
 
 
 def _folder_line(folder: version_cleanup.VersionFolder, models_dir: Path, *,
