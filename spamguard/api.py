@@ -26,6 +26,7 @@ from spamguard.intake import (
 )
 from spamguard.ml.blend import shown_probability
 from spamguard.services import apikeys, messages
+from spamguard.services.model_provider import provider_for
 from spamguard.sqltypes import as_utc, parse_id
 
 log = logging.getLogger(__name__)
@@ -275,7 +276,12 @@ def classify() -> Response:
         return json_error(str(exc), exc.status)
     classifier = current_classifier()
     if classifier is None:
-        return unavailable("no model is loaded yet; try again later", retry_after=30)
+        # Which of the two, not why: the load error names folders on the server (/healthz
+        # and the service's log, for the operator, carry it).
+        failed = provider_for(current_app).last_error is not None
+        return unavailable("the active model version cannot be loaded (the service's log "
+                           "says why); try again later" if failed else
+                           "no model is loaded yet; try again later", retry_after=30)
     try:
         results = classifier.classify(texts)
     except ModelError as exc:  # the model, not the request, is at fault: not a 400

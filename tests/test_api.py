@@ -416,6 +416,7 @@ def test_pending_when_no_model_then_classified_on_replay(app_without_model, inst
     assert refused.status_code == 503
     assert refused.headers["Retry-After"] == "30"  # the limiter made it its window's end (60)
     assert refused.headers["X-RateLimit-Limit"] == "600"
+    assert refused.get_json()["error"] == "no model is loaded yet; try again later"
     install_model(tiny_model_dir)
     replay = client.post("/api/v1/messages", json={**MESSAGE, "id": "p1"}, headers=headers)
     assert replay.status_code == 200
@@ -541,3 +542,22 @@ def test_an_endpoint_without_a_scope_is_refused_to_every_key(app, api, monkeypat
     assert refused.status_code == 403
     assert refused.get_json()["error"] == "this call is not open to API keys"
     assert api("GET", "/nothing").status_code == 404  # no endpoint: still a 404
+
+
+def test_classify_says_when_the_active_model_cannot_be_loaded(app_without_model, install_model,
+                                                              tiny_model_dir, app_home):
+    """From an integrator's audit: /classify said "no model is loaded yet" also when the
+    active version failed to load, which no waiting mends. It says which, without the
+    load error itself (it names folders on the server)."""
+    app = app_without_model
+    app.config["SPAMGUARD"] = _with(app.config["SPAMGUARD"], model_check_seconds=0)
+    install_model(tiny_model_dir)  # copied into the app's models folder
+    (app_home / "models" / tiny_model_dir.name / "head.safetensors").unlink()
+    headers = {"Authorization": f"Bearer {create_key(app)}"}
+    refused = app.test_client().post("/api/v1/classify", json={"texts": ["x"]},
+                                     headers=headers)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "30"
+    error = refused.get_json()["error"]
+    assert error == ("the active model version cannot be loaded (the service's log says "
+                     "why); try again later")
+    assert str(app_home) not in refused.get_data(as_text=True)
