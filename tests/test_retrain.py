@@ -598,24 +598,30 @@ def test_a_hold_keeps_exit_3_for_a_worse_candidate(retrain, db_session_factory) 
         "dry_run", "ui")
 
 
+def _hold_once_decided(monkeypatch, factory, decided: str) -> None:
+    """Have an operator put a hold in place right after the gate decided ``decided`` (and
+    saw no hold), before the run commits."""
+    from spamguard.services import retrain as retrain_module
+
+    decide = retrain_module.decide
+
+    def decide_then_the_operator_holds(*args, **kwargs):
+        gate = decide(*args, **kwargs)
+        assert gate.outcome == decided and gate.held is None
+        _hold(factory, reason="spam wave", by="bob")
+        return gate
+
+    monkeypatch.setattr(retrain_module, "decide", decide_then_the_operator_holds)
+
+
 def test_a_hold_put_in_place_after_the_decision_is_obeyed(
         retrain, retrain_settings, db_session_factory, bad_model_dir, monkeypatch) -> None:
     """The hold is read again as the run commits: one put in place after the gate decided
     to promote (a `promotion hold`, which leaves the active version as it is) keeps the
     candidate unpromoted, and its report says so."""
-    from spamguard.services import retrain as retrain_module
-
     bad_id = _install_active(retrain_settings, db_session_factory, bad_model_dir)
     store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
-    decide = retrain_module.decide
-
-    def decide_then_the_operator_holds(*args, **kwargs):
-        gate = decide(*args, **kwargs)
-        assert gate.outcome == "promoted" and gate.held is None
-        _hold(db_session_factory, reason="spam wave", by="bob")
-        return gate
-
-    monkeypatch.setattr(retrain_module, "decide", decide_then_the_operator_holds)
+    _hold_once_decided(monkeypatch, db_session_factory, "promoted")
     outcome = retrain()
     assert (outcome.status, outcome.exit_code) == ("dry_run", 0), outcome.summary
     assert " by bob (spam wave); the candidate would be promoted: " in outcome.summary
@@ -628,19 +634,9 @@ def test_a_hold_put_in_place_before_a_rejection_makes_it_a_held_run(
         retrain, db_session_factory, monkeypatch) -> None:
     """As with a hold there from the start (above): a worse candidate under a hold that
     came while the run trained is a held run (dry_run, exit 3), not a plain rejection."""
-    from spamguard.services import retrain as retrain_module
-
     first = retrain()
     store_reviews(db_session_factory, inverting_reviews(db_session_factory))
-    decide = retrain_module.decide
-
-    def decide_then_the_operator_holds(*args, **kwargs):
-        gate = decide(*args, **kwargs)
-        assert gate.outcome == "rejected" and gate.held is None
-        _hold(db_session_factory, reason="spam wave", by="bob")
-        return gate
-
-    monkeypatch.setattr(retrain_module, "decide", decide_then_the_operator_holds)
+    _hold_once_decided(monkeypatch, db_session_factory, "rejected")
     outcome = retrain(trigger="ui", min_new_reviews=1)
     assert (outcome.status, outcome.exit_code) == ("dry_run", 3), outcome.summary
     assert " by bob (spam wave); the candidate would be rejected: " in outcome.summary
