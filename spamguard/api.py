@@ -254,7 +254,7 @@ def verdict_summary(message) -> dict[str, Any]:
     return {"message_id": message.id, "id": message.external_id,
             "status": message.verdict_status, "label": message.model_label,
             "spam_probability": shown_probability(message.spam_probability),
-            "model_version": message.model_version_id}
+            "model_version": message.model_version_id, "sender_rule": message.sender_rule}
 
 
 @bp.post("/classify")
@@ -320,6 +320,7 @@ def message_document(message) -> dict[str, Any]:
         "body": message.body, "received_at": message.received_at.isoformat(),
         "review_label": message.review_label,
         "verdicts": [{"model_version": v.model_version_id, "label": v.label,
+                      "sender_rule": v.sender_rule,
                       "spam_probability": shown_probability(v.spam_probability),
                       "threshold": v.threshold,
                       "latency_ms": v.latency_ms, "created_at": v.created_at.isoformat()}

@@ -48,6 +48,9 @@ EVAL_SOURCES = ("base", "review")
 # What an API key may do: store messages, classify texts, read stored messages.
 API_SCOPES = ("submit", "classify", "read")
 API_KEY_SCOPES = ",".join(API_SCOPES)  # a key made without --scope, and every older key
+# What a sender rule does with a sender's messages: label them ham or spam, whatever the
+# model says (spamguard.services.sender_rules, migration 0017).
+SENDER_RULE_ACTIONS = ("allow", "block")
 
 
 class Base(DeclarativeBase):
@@ -167,6 +170,7 @@ class Message(Base):
         one_of("verdict_status", VERDICT_STATUSES),
         one_of("model_label", LABELS, nullable=True),
         one_of("review_label", LABELS, nullable=True),
+        one_of("sender_rule", SENDER_RULE_ACTIONS, nullable=True),
         # Composite indexes serve a filter plus the list's newest-first order.
         Index("ix_messages_received_at", "received_at", "id"),
         Index("ix_messages_sender", "sender", "received_at"),
@@ -200,7 +204,11 @@ class Message(Base):
     text_hash: Mapped[str] = mapped_column(String(64), index=True)
     verdict_status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     spam_probability: Mapped[float | None] = mapped_column(Float, index=True)
+    # The served label: the model's, unless a sender rule decided it (``sender_rule``).
     model_label: Mapped[str | None] = mapped_column(String(8))
+    # "allow" or "block" when a sender rule set the latest verdict's label (migration 0017);
+    # spam_probability stays the model's.
+    sender_rule: Mapped[str | None] = mapped_column(String(8))
     # |spam_probability - threshold| of the model that gave the verdict, so the review queue
     # ranks a backlog scored by several models fairly (migration 0009 says why).
     threshold_distance: Mapped[float | None] = mapped_column(Float)
@@ -239,7 +247,8 @@ class Verdict(Base):
     """One classification of a message by one model version."""
 
     __tablename__ = "verdicts"
-    __table_args__ = (one_of("label", LABELS),)
+    __table_args__ = (one_of("label", LABELS),
+                      one_of("sender_rule", SENDER_RULE_ACTIONS, nullable=True))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     message_id: Mapped[int] = mapped_column(
@@ -247,7 +256,10 @@ class Verdict(Base):
     )
     model_version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), index=True)
     spam_probability: Mapped[float] = mapped_column(Float)
+    # The served label: the model's (spam_probability against threshold), unless a sender
+    # rule decided it, when ``sender_rule`` says which ("allow": ham, "block": spam).
     label: Mapped[str] = mapped_column(String(8))
+    sender_rule: Mapped[str | None] = mapped_column(String(8))
     threshold: Mapped[float] = mapped_column(Float)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -458,3 +470,27 @@ class PromotionHold(Base):
     active: Mapped[bool | None] = mapped_column(Boolean, default=True)
     released_at: Mapped[datetime | None]
     released_by: Mapped[str | None] = mapped_column(String(255))
+
+
+class SenderRule(Base):
+    """Messages from this sender get this label whatever the model says: "allow" (ham: a
+    bank's or a courier's own short code, whose notices the model was never taught) or
+    "block" (spam). The model still scores each message, and its probability is stored.
+
+    ``sender_key`` is what a message's sender is matched on (spamguard.senders.sender_key:
+    a phone number's digits, else the sender case-folded), one rule per key; ``sender`` is
+    the sender as it was typed (migration 0017).
+    """
+
+    __tablename__ = "sender_rules"
+    __table_args__ = (one_of("action", SENDER_RULE_ACTIONS),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sender_key: Mapped[str] = mapped_column(String(255), unique=True)
+    sender: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(8))
+    note: Mapped[str | None] = mapped_column(Text)
+    # Who set the rule last, and when: user@host for the command line, the account's name
+    # for the admin UI.
+    set_by: Mapped[str] = mapped_column(String(255))
+    set_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -24,3 +24,10 @@ def phone_digits(sender: str) -> str | None:
     if digits.isascii() and digits.isdigit() and len(digits) >= MIN_PHONE_DIGITS:
         return digits
     return None
+
+
+def sender_key(sender: str) -> str:
+    """What a sender rule matches on: a phone number's digits (:func:`phone_digits`), else
+    the sender as written without surrounding spaces and with case folded ("HSBC" is
+    "hsbc"; short codes stay exact)."""
+    return phone_digits(sender) or sender.strip().casefold()

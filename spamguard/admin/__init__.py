@@ -17,6 +17,7 @@ from spamguard.admin import (  # noqa: F401  (each module adds its pages to bp)
     messages,
     models,
     queue,
+    senders,
     spot_check,
     users,
 )

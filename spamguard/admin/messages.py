@@ -19,7 +19,7 @@ from spamguard.admin.base import (
 from spamguard.admin.queue import flash_conflict
 from spamguard.errors import SpamguardError
 from spamguard.models import LABELS, Message
-from spamguard.services import message_queries, queue_claims, reviews
+from spamguard.services import message_queries, queue_claims, reviews, sender_rules
 from spamguard.services.message_queries import FilterError, MessageFilter
 from spamguard.sqltypes import parse_id, utcnow
 
@@ -145,7 +145,8 @@ def message_detail(message_id: int):
     return render_template("admin/message.html", message=message,
                            similar=message_queries.similar_messages(db, message),
                            history=reviews.review_history(db, message_id), labels=LABELS,
-                           seen=reviews.latest_review_id(db, message_id), holder=holder)
+                           seen=reviews.latest_review_id(db, message_id), holder=holder,
+                           rule=sender_rules.find_rule(db, message.sender))
 
 
 @bp.route("/messages/<id:message_id>/review", methods=["POST"])

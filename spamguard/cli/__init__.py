@@ -86,12 +86,13 @@ def build_cli() -> click.Group:
         model_commands,
         promotion_commands,
         retrain_commands,
+        sender_commands,
         service_commands,
         user_commands,
     )
 
     for module in (ml_commands, db_commands, model_commands, promotion_commands,
-                   service_commands, user_commands, retrain_commands):
+                   sender_commands, service_commands, user_commands, retrain_commands):
         module.register(cli)
     return cli
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from spamguard.db import conflict_insert, database_unavailable
 from spamguard.ml.data import text_hash
 from spamguard.models import Message, Verdict
+from spamguard.services import sender_rules
 from spamguard.sqltypes import utcnow
 
 log = logging.getLogger("spamguard.messages")
@@ -165,6 +166,7 @@ def classify_messages(*, session: Session, classifier: Any,
 
     Returns one entry per message: its new verdict, or None when another process classified
     it first or classification failed (the message then stays pending; the error is logged).
+    A sender rule, where one matches, sets the label (:mod:`spamguard.services.sender_rules`).
     """
     if not messages:
         return []
@@ -175,29 +177,33 @@ def classify_messages(*, session: Session, classifier: Any,
         log.exception("classification failed for %d message(s); left pending", len(messages))
         return [None] * len(messages)
     latency_ms = (time.perf_counter() - started) * 1000 / len(messages)
-    verdicts = [_record_verdict(session, classifier, m, float(p), latency_ms)
+    rules = sender_rules.actions_for(session, {m.sender for m in messages})
+    verdicts = [_record_verdict(session, classifier, m, float(p), latency_ms,
+                                rules.get(m.sender))
                 for m, p in zip(messages, probabilities, strict=True)]
     session.commit()
     return verdicts
 
 
 def _record_verdict(session: Session, classifier: Any, message: Message, probability: float,
-                    latency_ms: float) -> Verdict | None:
-    """Mark the message classified (only if still pending) and add its verdict row."""
-    label = classifier.label_for(probability)
+                    latency_ms: float, rule: str | None) -> Verdict | None:
+    """Mark the message classified (only if still pending) and add its verdict row; a
+    sender ``rule`` ("allow", "block") sets the label, the model's probability is kept."""
+    label = sender_rules.LABEL_OF[rule] if rule else classifier.label_for(probability)
     distance = abs(probability - classifier.threshold)
     # Conditional update: two processes classifying the same pending message write one verdict.
     claimed = session.execute(
         update(Message)
         .where(Message.id == message.id, Message.verdict_status == "pending")
         .values(verdict_status="classified", spam_probability=probability, model_label=label,
-                threshold_distance=distance, model_version_id=classifier.version)
+                sender_rule=rule, threshold_distance=distance,
+                model_version_id=classifier.version)
         .execution_options(synchronize_session=False)
     ).rowcount
     if not claimed:
         return None
     values = {"message_id": message.id, "model_version_id": classifier.version,
-              "spam_probability": probability, "label": label,
+              "spam_probability": probability, "label": label, "sender_rule": rule,
               "threshold": classifier.threshold, "latency_ms": latency_ms,
               "created_at": utcnow()}
     # A Core INSERT: this runs once per inbound SMS, and the ORM unit of work costs more
@@ -207,7 +213,8 @@ def _record_verdict(session: Session, classifier: Any, message: Message, probabi
     verdict = Verdict(id=verdict_id, **values)
     # Mirror the UPDATE in memory without marking the row dirty (no second UPDATE at flush).
     for key, value in {"verdict_status": "classified", "spam_probability": probability,
-                       "model_label": label, "threshold_distance": distance,
+                       "model_label": label, "sender_rule": rule,
+                       "threshold_distance": distance,
                        "model_version_id": classifier.version}.items():
         set_committed_value(message, key, value)
     return verdict

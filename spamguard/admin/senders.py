@@ -1,0 +1,67 @@
+"""The Senders page: everyone logged in sees the sender rules; admins allow, block and
+remove them (as ``spamguard senders`` does; see :mod:`spamguard.services.sender_rules`).
+
+A message's page offers an admin the same for its sender, and comes back to the message.
+"""
+
+from __future__ import annotations
+
+from flask import render_template, request
+from flask_login import current_user
+
+from spamguard.admin.base import bp, role_required, run_action, session
+from spamguard.models import SenderRule
+from spamguard.services import sender_rules
+
+DONE = {"allow": "allowed", "block": "blocked"}
+
+
+def said_for(change: sender_rules.Change, action: str) -> str:
+    """The page's line after a rule was set."""
+    rule = change.rule
+    if not change.changed:
+        return f"{rule.sender} was already {DONE[action]}; nothing changed."
+    was = f" (it was {DONE[change.before]})" if change.before not in (None, action) else ""
+    return (f"{DONE[action].capitalize()} {rule.sender}{was}: "
+            f"{sender_rules.matches(rule.sender)} are {sender_rules.LABEL_OF[action]} from "
+            "now on. Messages already classified keep their verdicts.")
+
+
+@bp.route("/senders")
+@role_required("viewer")
+def sender_list():
+    """Every sender rule, with forms to add and remove them for admins."""
+    return render_template("admin/senders.html", rules=sender_rules.list_rules(session()),
+                           label_of=sender_rules.LABEL_OF, matches=sender_rules.matches)
+
+
+@bp.route("/senders", methods=["POST"])
+@role_required("admin")
+def sender_rule_set():
+    """Allow or block the sender from the form (a rule for the same sender is changed)."""
+    form = request.form
+    action = form.get("action", "")
+    note = form.get("note") if "note" in form else None  # the message page has no note
+    return run_action(
+        lambda db: sender_rules.set_rule(db, sender=form.get("sender", ""), action=action,
+                                         note=note, by=current_user.username),
+        done=lambda change: said_for(change, action), refused="Rule not set",
+        endpoint="admin.sender_list")
+
+
+@bp.route("/senders/<integer_id:rule_id>/remove", methods=["POST"])
+@role_required("admin")
+def sender_rule_remove(rule_id: int):
+    """Remove a rule: the model decides that sender's messages again."""
+    rule = session().get(SenderRule, rule_id)
+    sender = rule.sender if rule is not None else None
+
+    def remove(db):
+        if sender is None:
+            raise sender_rules.SenderRuleError(f"no sender rule {rule_id} (removed already?)")
+        return sender_rules.remove_rule(db, sender=sender)
+
+    return run_action(
+        remove, done=lambda change: (f"Removed the rule for {sender}: the model decides its "
+                                     "messages again."),
+        refused="Rule not removed", endpoint="admin.sender_list")
