@@ -1,0 +1,131 @@
+"""``spamguard export``: moderators' labels to a file the training loader reads back
+exactly; every message as JSON lines; date bounds; no half-written or replaced file."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from spamguard import db
+from spamguard.cli import _Group, export_commands
+from spamguard.ml.data import load_labelled, load_texts
+from spamguard.services import export
+from tests.fixtures_admin import new_message
+
+TRICKY = ['Hello, "world"\nsecond line', '=HYPERLINK("http://x.example")', "tab\there",
+          "WIN £100 now! 📱", '"quoted all over"', "trailing comma,", "plain"]
+
+
+@pytest.fixture
+def stored(migrated_db_url, monkeypatch):
+    """Messages on 1, 2 and 3 December: reviewed ones with tricky texts, one blank
+    reviewed, two unreviewed (one classified by a sender rule)."""
+    monkeypatch.setenv("SPAMGUARD_DATABASE_URL", migrated_db_url)
+    engine = db.make_engine(migrated_db_url)
+    with db.session_scope(db.make_session_factory(engine)) as session:
+        for i, body in enumerate(TRICKY):
+            session.add(new_message(body, p=0.2, sender=f"+4479111234{i:02d}",
+                                    received_at=datetime(2026, 12, 1 + i % 3, 12, tzinfo=UTC),
+                                    review_label="spam" if i % 2 else "ham"))
+        session.add(new_message(" ", p=0.1, review_label="ham",
+                                received_at=datetime(2026, 12, 1, tzinfo=UTC)))
+        session.add(new_message("not reviewed", p=0.9,
+                                received_at=datetime(2026, 12, 2, tzinfo=UTC)))
+        session.add(new_message("from the bank", p=0.95, sender="MyBank", sender_rule="allow",
+                                received_at=datetime(2026, 12, 3, tzinfo=UTC)))
+    engine.dispose()
+    return migrated_db_url
+
+
+@pytest.fixture
+def cli() -> click.Group:
+    group = _Group("spamguard")
+    export_commands.register(group)
+    return group
+
+
+def test_reviewed_messages_round_trip_through_the_training_loader(cli, stored, tmp_path):
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "labels.csv"
+    result = CliRunner().invoke(cli, ["export", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (f"exported 7 message(s) (3 spam, 4 ham) to {out}; left out 1 "
+                             "with a blank text, which training and classify refuse\n")
+    data = load_labelled(out)
+    assert list(data.texts) == TRICKY
+    assert [("spam" if y else "ham") for y in data.labels] == [
+        "spam" if i % 2 else "ham" for i in range(len(TRICKY))]
+    assert list(load_texts(out)) == TRICKY  # classify reads it too
+    assert "+447911" not in out.read_text(encoding="utf-8")  # no senders unless asked
+    assert os.stat(out).st_mode & 0o077 == 0  # personal data: owner only
+    assert [p.name for p in out.parent.iterdir()] == ["labels.csv"]  # no temporary left
+
+
+def test_all_messages_as_json_lines_with_senders_and_day_bounds(cli, stored):
+    result = CliRunner().invoke(cli, ["export", "--all", "--format", "jsonl",
+                                      "--with-senders", "--since", "2026-12-02",
+                                      "--until", "2026-12-03"], catch_exceptions=False)
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    days = {row["received_at"][:10] for row in rows}
+    assert days == {"2026-12-02", "2026-12-03"}
+    assert len(rows) == 6  # 5 tricky ones on those days, the unreviewed, the bank's
+    bank = next(row for row in rows if row["text"] == "from the bank")
+    assert (bank["label"], bank["model_label"], bank["sender_rule"], bank["sender"]) == (
+        None, "spam", "allow", "MyBank")
+    assert bank["spam_probability"] == pytest.approx(0.95)
+    assert "exported 6 message(s) (2 spam, 2 ham, 2 not reviewed) to standard output" in (
+        result.stderr)
+
+
+def test_an_existing_file_is_kept_unless_forced(cli, stored, tmp_path):
+    out = tmp_path / "labels.csv"
+    out.write_text("keep me", encoding="utf-8")
+    refused = CliRunner().invoke(cli, ["export", str(out)])
+    assert refused.exit_code == 2
+    assert f"{out} exists; choose another name, or --force to replace it" in refused.stderr
+    assert out.read_text(encoding="utf-8") == "keep me"
+    assert CliRunner().invoke(cli, ["export", str(out), "--force"]).exit_code == 0
+    assert out.read_text(encoding="utf-8").startswith("label,text,message_id")
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--since", "2026-12-03", "--until", "2026-12-02"], "--since is after --until"),
+    (["--since", "3 Dec"], "Invalid value for '--since'"),
+    (["missing-folder/labels.csv"], "no folder missing-folder"),
+])
+def test_bad_options_are_one_line_errors(cli, stored, args, error):
+    refused = CliRunner().invoke(cli, ["export", *args])
+    assert refused.exit_code == 2 and error in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_a_failed_export_leaves_no_file(cli, stored, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(export, "record", broken)
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "labels.csv"
+    with pytest.raises(RuntimeError):
+        CliRunner().invoke(cli, ["export", str(out)], catch_exceptions=False)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_batches_cover_every_message_once(stored, monkeypatch):
+    import io
+
+    monkeypatch.setattr(export, "BATCH", 3)
+    engine = db.make_engine(stored)
+    with db.session_scope(db.make_session_factory(engine)) as session:
+        out = io.StringIO()
+        counts = export.write(session, out, selection=export.Selection(reviewed_only=False),
+                              fmt="jsonl")
+        ids = [json.loads(line)["message_id"] for line in out.getvalue().splitlines()]
+        assert ids == sorted(ids) and len(ids) == len(set(ids)) == 10 == counts.written
+        assert export.count(session, export.Selection()) == 8
+    engine.dispose()
