@@ -97,6 +97,8 @@ def test_an_existing_file_is_kept_unless_forced(cli, stored, tmp_path):
     (["--since", "2026-12-03", "--until", "2026-12-02"], "--since is after --until"),
     (["--since", "3 Dec"], "Invalid value for '--since'"),
     (["missing-folder/labels.csv"], "no folder missing-folder"),
+    (["/dev/stdout", "--force"], "/dev/stdout is not a regular file"),
+    ([".", "--force"], ". is not a regular file"),
 ])
 def test_bad_options_are_one_line_errors(cli, stored, args, error):
     refused = CliRunner().invoke(cli, ["export", *args])

@@ -69,6 +69,9 @@ def register(cli: click.Group) -> None:
         if selection.since and selection.until and selection.since >= selection.until:
             raise SpamguardError("--since is after --until: no message could match")
         target = None if out == "-" else Path(out)
+        if target is not None and target.exists() and not target.is_file():
+            raise SpamguardError(f"{target} is not a regular file: it would be replaced, not "
+                                 "written to; give - for standard output")
         if target is not None and target.exists() and not force:
             raise SpamguardError(f"{target} exists; choose another name, or --force to "
                                  "replace it")
