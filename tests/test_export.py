@@ -97,13 +97,23 @@ def test_an_existing_file_is_kept_unless_forced(cli, stored, tmp_path):
     (["--since", "2026-12-03", "--until", "2026-12-02"], "--since is after --until"),
     (["--since", "3 Dec"], "Invalid value for '--since'"),
     (["missing-folder/labels.csv"], "no folder missing-folder"),
-    (["/dev/stdout", "--force"], "/dev/stdout is not a regular file"),
     ([".", "--force"], ". is not a regular file"),
 ])
 def test_bad_options_are_one_line_errors(cli, stored, args, error):
     refused = CliRunner().invoke(cli, ["export", *args])
     assert refused.exit_code == 2 and error in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_a_link_is_refused_not_replaced(cli, stored, tmp_path):
+    """/dev/stdout is a link to /proc/self/fd/1, a regular file when output goes to one:
+    moving the export into its place replaced the link (as root, for the whole machine)."""
+    (tmp_path / "real.csv").write_text("keep me", encoding="utf-8")
+    link = tmp_path / "link.csv"
+    link.symlink_to(tmp_path / "real.csv")
+    refused = CliRunner().invoke(cli, ["export", str(link), "--force"])
+    assert refused.exit_code == 2 and "is not a regular file" in refused.stderr
+    assert link.is_symlink() and link.read_text(encoding="utf-8") == "keep me"
 
 
 def test_a_failed_export_leaves_no_file(cli, stored, tmp_path, monkeypatch):

@@ -69,9 +69,13 @@ def register(cli: click.Group) -> None:
         if selection.since and selection.until and selection.since >= selection.until:
             raise SpamguardError("--since is after --until: no message could match")
         target = None if out == "-" else Path(out)
-        if target is not None and target.exists() and not target.is_file():
+        if target is not None and (target.is_symlink() or target.exists()
+                                   and not target.is_file()):
+            # The finished file is moved into place: a link, device or folder there would
+            # be replaced, not written through (/dev/stdout is a link).
             raise SpamguardError(f"{target} is not a regular file: it would be replaced, not "
-                                 "written to; give - for standard output")
+                                 "written to; give - for standard output, or the file a "
+                                 "link points to")
         if target is not None and target.exists() and not force:
             raise SpamguardError(f"{target} exists; choose another name, or --force to "
                                  "replace it")
