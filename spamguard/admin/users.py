@@ -82,6 +82,19 @@ def user_role(user_id: int):
         refused="Role not changed", endpoint="admin.user_list")
 
 
+@bp.route("/users/<integer_id:user_id>/delete", methods=["POST"])
+@role_required("admin")
+def user_delete(user_id: int):
+    """Delete an account (not your own): it never logs in again, its reviews stay."""
+    if user_id == int(current_user.id):
+        return fail("You cannot delete your own account.", "admin.user_list")
+    return run_action(
+        lambda db: users.delete_user(session=db, user_id=user_id),
+        done=lambda d: (f"Deleted {d.former}. Its reviews ({d.reviews}) are kept, shown as "
+                        f"by \u201c{d.shown_as}\u201d."),
+        refused="User not deleted", endpoint="admin.user_list")
+
+
 @bp.route("/users/<integer_id:user_id>/unlock", methods=["POST"])
 @role_required("admin")
 def user_unlock(user_id: int):

@@ -127,6 +127,25 @@ def register(cli: click.Group) -> None:
                 user = users.set_active(session=session, username=name, active=active)
                 click.echo(f"{verb}d {user.username}")
 
+    @user_group.command("delete")
+    @click.argument("name")
+    @click.option("--yes", is_flag=True, help="Do not ask first (needed when not at a "
+                                              "terminal).")
+    @pass_ctx
+    def user_delete(ctx: CliContext, name: str, yes: bool) -> None:
+        """Delete the account NAME: it can never log in again and its name is free. Its
+        reviews stay, by "deleted account N" (disable it instead to keep the name on
+        them). The last enabled admin cannot be deleted."""
+        if not yes:
+            if not is_terminal(sys.stdin):
+                raise SpamguardError(f"deleting {name} cannot be undone: add --yes to "
+                                     "confirm")
+            click.confirm(f"Delete the account {name}? This cannot be undone", abort=True)
+        with transaction(ctx, create=False) as session:
+            deleted = users.delete_user(session=session, username=name)
+        click.echo(f"deleted {deleted.former}; its reviews ({deleted.reviews}) are kept, "
+                   f"shown as by {deleted.shown_as!r}")
+
     @cli.group("campaigns")
     def campaigns_group() -> None:
         """Group near-identical messages into campaigns."""

@@ -144,8 +144,9 @@ def _by_name(session: Session, username: str) -> User | None:
 
 
 def list_users(session: Session) -> list[User]:
-    """Return every account by name."""
-    return list(session.scalars(select(User).order_by(User.username)))
+    """Return every account by name (deleted ones left out)."""
+    return list(session.scalars(select(User).where(User.deleted_at.is_(None))
+                                .order_by(User.username)))
 
 
 def set_active(*, session: Session, user_id: int | None = None, username: str | None = None,
@@ -166,9 +167,47 @@ def set_active(*, session: Session, user_id: int | None = None, username: str | 
 
 def _find(session: Session, user_id: int | None, username: str | None) -> User:
     user = session.get(User, user_id) if user_id is not None else _by_name(session, username or "")
-    if user is None:
+    if user is None or user.deleted_at is not None:
         raise UserError(f"no user {user_id if user_id is not None else username!r}")
     return user
+
+
+DELETED_NAME = "deleted account {id}"  # a space: no username can be made with it
+NO_PASSWORD = "!"  # not a Werkzeug hash: check_password_hash is False for every password
+
+
+@dataclass(frozen=True)
+class DeletedAccount:
+    """What :func:`delete_user` did: the account's former name, the name its reviews now
+    show, and how many reviews it made."""
+
+    former: str
+    shown_as: str
+    reviews: int
+
+
+def delete_user(*, session: Session, user_id: int | None = None,
+                username: str | None = None) -> DeletedAccount:
+    """Delete an account (by id or by name): it can never log in again, its sessions and
+    queue claims end, and its name is free for a new account.
+
+    The row stays, renamed :data:`DELETED_NAME`, with no password and ``deleted_at`` set
+    (migration 0018): its reviews keep their author and its spot-check draws keep counting
+    in the estimates. The last enabled admin cannot be deleted."""
+    from spamguard.models import Review
+
+    user = _find(session, user_id, username)
+    _keep_an_admin(session, user)
+    name = user.username
+    end_sessions(session=session, user_id=user.id)
+    user = session.get(User, user.id)  # end_sessions expired it
+    user.username, user.password_hash = DELETED_NAME.format(id=user.id), NO_PASSWORD
+    user.is_active, user.role, user.deleted_at = False, "viewer", utcnow()
+    user.failed_logins, user.locked_until = 0, None
+    session.flush()
+    reviews = session.scalar(select(func.count()).select_from(Review)
+                             .where(Review.user_id == user.id)) or 0
+    return DeletedAccount(former=name, shown_as=user.username, reviews=int(reviews))
 
 
 def set_role(*, session: Session, role: str, user_id: int | None = None,
