@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -135,14 +136,27 @@ def _no_constant(name: str) -> None:
     raise BadInput(f"malformed JSON: {name} is not a JSON value")
 
 
+def _finite_float(text: str) -> float:
+    """Python's parser turns a number too large for a float (``1e400``) into infinity,
+    which is no JSON value either."""
+    value = float(text)
+    if math.isinf(value):
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        infinity = "-Infinity" if value < 0 else "Infinity"
+        raise BadInput(f"malformed JSON: the number {shown} is out of range (it overflows "
+                       f"to {infinity}, which is not a JSON value)")
+    return value
+
+
 def read_json_object() -> dict[str, Any]:
     """Parse the request body as a JSON object, strictly (415/400 otherwise): valid
-    UTF-8, RFC 8259 only (no NaN or Infinity), no name twice in an object."""
+    UTF-8, RFC 8259 only (no NaN or Infinity, nor a number that overflows to infinity),
+    no name twice in an object."""
     if not request.is_json:
         raise BadInput("Content-Type must be application/json", 415)
     try:
         data = json.loads(request.get_data().decode("utf-8"), object_pairs_hook=_unique_keys,
-                          parse_constant=_no_constant)
+                          parse_constant=_no_constant, parse_float=_finite_float)
     except UnicodeDecodeError:
         raise BadInput("request body is not valid UTF-8") from None
     except ValueError as exc:

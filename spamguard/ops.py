@@ -62,9 +62,19 @@ def init_app(app: Flask) -> None:
 def _ensure_log_handler() -> None:
     """Send access lines and model events (``spamguard.model``: a worker loaded, failed to
     load or lost its model) to stderr, which gunicorn keeps, unless logging is set up
-    already."""
+    already: a logger with a handler of its own is left alone, and when the root logger has
+    handlers as the app is made (the operator's ``dictConfig``, gunicorn's
+    ``--log-config-json``, a syslog or journald handler) the lines go to those."""
+    root = logging.getLogger()
     for logger in (access_log, logging.getLogger("spamguard.model")):
         if logger.handlers:
+            continue
+        if root.handlers:
+            # Propagation stays on, else the operator's handlers would never see a line; the
+            # logger's level is the operator's if they gave it one, else INFO (the root's
+            # WARNING would drop every line).
+            if logger.level == logging.NOTSET:
+                logger.setLevel(logging.INFO)
             continue
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))

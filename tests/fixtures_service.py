@@ -1,7 +1,11 @@
-"""Service fixtures: API keys in the app's database and signed Twilio requests."""
+"""Service fixtures: API keys in the app's database, signed Twilio requests, and the
+logging set-up the service finds when it starts."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import count
 
 import pytest
@@ -110,6 +114,75 @@ def make_app(app_config, install_model, tiny_model_dir):
     yield make
     for app in built:
         app.extensions["spamguard.db"].dispose()
+
+
+SERVICE_LOGGERS = ("spamguard.access", "spamguard.model")  # the two the app may set up
+
+
+class LoggingSetup:
+    """What the ``logging_setup`` fixture lets a test do to the root logger."""
+
+    def __init__(self) -> None:
+        self.root = logging.getLogger()
+        self.added: list[logging.Handler] = []
+
+    def add_root_handler(self, handler: logging.Handler) -> None:
+        """Set logging up at the root, as an operator does before the app is made
+        (``dictConfig``, gunicorn's ``--log-config-json``); taken off after the test."""
+        self.root.addHandler(handler)
+        self.added.append(handler)
+
+    @contextmanager
+    def without_root_handlers(self) -> Iterator[None]:
+        """For the block, a root logger with no handler, as in a process where nothing set
+        logging up (pytest's capturing handlers step aside, and are put back after)."""
+        kept = self.root.handlers[:]
+        for handler in kept:
+            self.root.removeHandler(handler)
+        try:
+            yield
+        finally:
+            for handler in kept:
+                self.root.addHandler(handler)
+
+
+@pytest.fixture
+def logging_setup() -> Iterator[LoggingSetup]:
+    """The service's two loggers as in a fresh process (no handler, level NOTSET,
+    propagating), and logging as it was after the test: their handlers, levels and
+    propagation, the root's level, without the root handlers the test added.
+
+    pytest attaches its capturing handlers to the root, and to every logger that does not
+    propagate, for each phase of a test, and takes them off after the phase: a logger's
+    handler that is also on the root is pytest's, neither removed nor put back here."""
+    root = logging.getLogger()
+    loggers = [logging.getLogger(name) for name in SERVICE_LOGGERS]
+
+    def own(logger: logging.Logger) -> list[logging.Handler]:
+        return [handler for handler in logger.handlers if handler not in root.handlers]
+
+    saved = [(own(logger), logger.level, logger.propagate) for logger in loggers]
+    root_level = root.level
+    for logger in loggers:
+        for handler in own(logger):
+            logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+    setup = LoggingSetup()
+    try:
+        yield setup
+    finally:
+        for handler in setup.added:
+            root.removeHandler(handler)
+        root.setLevel(root_level)
+        for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+            for handler in own(logger):  # the app's, made during the test
+                logger.removeHandler(handler)
+                handler.close()
+            for handler in handlers:
+                logger.addHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
 
 
 def post_signed(client, params: dict, **sign_kwargs):

@@ -210,6 +210,14 @@ def test_body_of_spaces_only_is_stored_and_classified(app, api, body):
      "NaN is not a JSON value"),
     (b'{"id": "m1", "from": "+1", "to": "+2", "body": "hi", "x": -Infinity}',
      "application/json", 400, "-Infinity is not a JSON value"),
+    # A number too large for a float, which Python's parser makes Infinity, named as sent.
+    (b'{"id": "m1", "from": "+1", "to": "+2", "body": "hi", "x": 1e400}',
+     "application/json", 400, "the number 1e400 is out of range (it overflows to Infinity"),
+    (b'{"id": "m1", "from": "+1", "to": "+2", "body": "hi", "x": {"y": [-1.5E+309]}}',
+     "application/json", 400, "the number -1.5E+309 is out of range (it overflows to "
+     "-Infinity"),
+    (b'{"id": "m1", "from": "+1", "to": "+2", "body": "hi", "x": 1' + b"0" * 400 + b".5}",
+     "application/json", 400, "the number 1" + "0" * 36 + "... is out of range"),
     (b"from=1&to=2&body=3", "application/x-www-form-urlencoded", 415, "application/json"),
     (b"", "text/plain", 415, "application/json"),
 ])

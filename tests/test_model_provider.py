@@ -235,21 +235,20 @@ def test_losing_the_active_version_is_logged_once(db_session, tiny_model_dir):
     assert [line["event"] for line in again.lines] == ["no_active_model"]  # news again
 
 
-def test_the_service_writes_model_events_to_its_log(make_app):
-    """The service's log (stderr) gets the load line: the logger is not left at WARNING."""
+def test_the_service_writes_model_events_to_its_log(make_app, logging_setup):
+    """The service's log (stderr) gets the load line: the logger is not left at WARNING.
+    (Logging not set up by anyone else: see test_ops for an operator's root handlers.)"""
     import io
     import logging
 
-    app = make_app(model_check_seconds=0)
+    with logging_setup.without_root_handlers():
+        app = make_app(model_check_seconds=0)
     stream = io.StringIO()
     handlers = [handler for handler in logging.getLogger("spamguard.model").handlers
                 if type(handler) is logging.StreamHandler]  # not pytest's capturing ones
     assert handlers, "the app gave spamguard.model no stderr handler"
-    previous = [handler.setStream(stream) for handler in handlers]
-    try:
-        assert app.test_client().get("/healthz").status_code == 200
-    finally:
-        for handler, old in zip(handlers, previous, strict=True):
-            handler.setStream(old)
+    for handler in handlers:  # the fixture drops them after the test
+        handler.setStream(stream)
+    assert app.test_client().get("/healthz").status_code == 200
     (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
     assert line["event"] == "model_loaded" and line["version"]

@@ -9,7 +9,13 @@ import time
 import pytest
 
 from spamguard.models import Message
-from tests.fixtures_service import count_rows, create_key, post_signed, twilio_params
+from tests.fixtures_service import (
+    SERVICE_LOGGERS,
+    count_rows,
+    create_key,
+    post_signed,
+    twilio_params,
+)
 
 pytestmark = pytest.mark.usefixtures("reuse_backbones")
 
@@ -273,6 +279,64 @@ def test_access_line_printed_once_even_when_a_library_configures_the_root_logger
     lines = [line for line in result.stderr.splitlines() if '"path": "/healthz"' in line
              or '"path":"/healthz"' in line]
     assert len(lines) == 1, result.stderr
+
+
+class _Keep(logging.Handler):
+    """A root handler an operator set up (a syslog or journald one, say): keeps the JSON
+    lines of the service's two loggers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[tuple[str, dict]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name in SERVICE_LOGGERS:
+            self.lines.append((record.name, json.loads(record.getMessage())))
+
+
+def test_access_lines_and_model_events_reach_the_root_handlers_an_operator_set_up(
+        make_app, logging_setup):
+    """Logging set up at the root before the app is made (dictConfig, gunicorn's
+    --log-config-json) got neither access lines nor model events: the app turned
+    propagation off. Now it adds no handler of its own and lets INFO through."""
+    operator = _Keep()
+    logging_setup.add_root_handler(operator)
+    client = make_app(model_check_seconds=0).test_client()
+    assert client.get("/healthz").status_code == 200
+    assert [(name, line["event"]) for name, line in operator.lines] == [
+        ("spamguard.model", "model_loaded"), ("spamguard.access", "request")]
+    assert operator.lines[1][1]["path"] == "/healthz"
+    for name in SERVICE_LOGGERS:
+        logger = logging.getLogger(name)
+        assert (logger.handlers, logger.propagate, logger.level) == ([], True, logging.INFO)
+
+
+def test_a_level_the_operator_gave_a_service_logger_is_kept(make_app, logging_setup):
+    operator = _Keep()
+    logging_setup.add_root_handler(operator)
+    logging.getLogger("spamguard.access").setLevel(logging.WARNING)  # no access lines
+    client = make_app(model_check_seconds=0).test_client()
+    assert client.get("/healthz").status_code == 200
+    assert [(name, line["event"]) for name, line in operator.lines] == [
+        ("spamguard.model", "model_loaded")]
+    assert logging.getLogger("spamguard.access").level == logging.WARNING
+
+
+def test_without_logging_set_up_the_service_writes_its_lines_to_stderr_alone(
+        make_app, logging_setup):
+    """No root handler when the app is made: a stderr handler of its own on each logger,
+    not propagating (a library's later logging.basicConfig would print every line twice;
+    see the subprocess test above)."""
+    import sys
+
+    with logging_setup.without_root_handlers():
+        make_app()
+    for name in SERVICE_LOGGERS:
+        logger = logging.getLogger(name)
+        [handler] = [handler for handler in logger.handlers
+                     if handler not in logging.getLogger().handlers]  # not pytest's
+        assert type(handler) is logging.StreamHandler and handler.stream is sys.stderr
+        assert (logger.propagate, logger.level) == (False, logging.INFO)
 
 
 def test_the_bare_address_leads_to_the_admin_ui(client):
