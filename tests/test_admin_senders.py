@@ -21,7 +21,8 @@ def test_an_admin_allows_blocks_and_removes_senders(admin_client, viewer_client,
     page = blocked.get_data(as_text=True)
     assert ("Blocked 447911123456 (it was allowed): messages from phone number 447911123456 "
             "(however it is written) are spam from now on.") in page
-    assert "<td>bank</td>" in page  # the note kept: this form had no note field sent
+    # the note kept: this form had no note field sent
+    assert '<td class="hide-sm note">bank</td>' in page
     with session_scope(db_session_factory) as session:
         [rule] = sender_rules.list_rules(session)
         assert (rule.action, rule.set_by, rule.sender) == ("block", "admin", "447911123456")
@@ -101,3 +102,24 @@ def test_lists_say_when_a_sender_rule_set_the_label(admin_client, add_messages,
     assert "by sender rule (allowed)" in listing
     assert "by sender rule (allowed)" in admin_client.get(
         f"/admin/messages/{message_id}").get_data(as_text=True)
+
+
+def test_hidden_controls_in_a_sender_are_shown_not_obeyed(admin_client, add_messages):
+    """A right-to-left override in an SMS sender ("\u202eKNABYM" reads "MYBANK") is marked
+    as [U+202E] in the flash, the rule's wording and the remove button's confirmation,
+    never left to reorder the text after it."""
+    from tests.fixtures_admin import flashes
+
+    tricky = "\u202eKNABYM"
+    add_messages(("hello", 0.9), sender=tricky)
+    done = admin_client.post("/admin/senders", data={"sender": tricky, "action": "block"},
+                             follow_redirects=True)
+    [(category, said)] = flashes(done)
+    assert category == "info" and "\u202e" not in said and "[U+202E]KNABYM" in said
+    listing = admin_client.get("/admin/senders").get_data(as_text=True)
+    assert "\u202e" not in listing
+    assert 'data-confirm="Remove the rule for [U+202E]KNABYM?' in listing
+    rule_id = listing.split('action="/admin/senders/')[1].split("/remove")[0]
+    removed = admin_client.post(f"/admin/senders/{rule_id}/remove", follow_redirects=True)
+    assert flashes(removed) == [("info", "Removed the rule for [U+202E]KNABYM: the model "
+                                         "decides its messages again.")]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import click
 import pytest
@@ -65,11 +66,59 @@ def test_set_change_and_remove_a_rule(db_session):
     ("  ", "allow", "give the sender"),
     ("x" * 256, "allow", "256 characters long; the limit is 255"),
     ("BANK\nX", "block", "control character"),
+    # case folding lengthens it past the key's column (a DataError, a 500, on PostgreSQL)
+    ("STRAẞE" * 40, "block", "280 characters long once capitals are folded; the limit is 255"),
     ("BANK", "delete", "unknown action 'delete': use one of allow, block"),
 ])
 def test_bad_rules_are_refused_with_a_reason(db_session, sender, action, error):
     with pytest.raises(SenderRuleError, match=error):
         sender_rules.set_rule(db_session, sender=sender, action=action, note=None, by="a")
+
+
+def test_a_rule_is_committed_by_the_caller_only(db_session_factory):
+    """set_rule flushes, never commits: on SQLite its savepoint's RELEASE committed it."""
+    session = db_session_factory()
+    try:
+        sender_rules.set_rule(session, sender="MyBank", action="allow", note=None, by="a")
+        session.rollback()
+    finally:
+        session.close()
+    with db.session_scope(db_session_factory) as other:
+        assert sender_rules.list_rules(other) == []
+
+
+def test_two_admins_setting_the_same_sender_at_once_make_one_rule(db_session_factory):
+    """The second insert finds the first (waiting for it to commit) and changes it."""
+    first, second = db_session_factory(), db_session_factory()
+    said: dict = {}
+
+    def set_second() -> None:
+        try:
+            said["change"] = sender_rules.set_rule(second, sender="MYBANK", action="block",
+                                                   note=None, by="bob")
+            second.commit()
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            said["error"] = exc
+
+    try:
+        made = sender_rules.set_rule(first, sender="MyBank", action="allow", note="alerts",
+                                     by="alice")
+        assert made.changed and made.before is None
+        thread = threading.Thread(target=set_second)
+        thread.start()
+        thread.join(0.5)  # it waits for the first rule, not yet committed
+        first.commit()
+        thread.join(30)
+        assert "error" not in said, said
+        change = said["change"]
+        assert (change.before, change.changed, change.rule.action) == ("allow", True, "block")
+    finally:
+        first.close()
+        second.close()
+    with db.session_scope(db_session_factory) as session:
+        assert [(r.sender, r.action, r.note, r.set_by)
+                for r in sender_rules.list_rules(session)] == [("MYBANK", "block", "alerts",
+                                                                 "bob")]
 
 
 def test_a_rule_sets_the_label_and_the_models_probability_is_kept(db_session, version_id):

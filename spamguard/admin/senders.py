@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import render_template, request
 from flask_login import current_user
 
-from spamguard.admin.base import bp, role_required, run_action, session
+from spamguard.admin.base import bp, controls_as_text, role_required, run_action, session
 from spamguard.models import SenderRule
 from spamguard.services import sender_rules
 
@@ -17,14 +17,17 @@ DONE = {"allow": "allowed", "block": "blocked"}
 
 
 def said_for(change: sender_rules.Change, action: str) -> str:
-    """The page's line after a rule was set."""
+    """The page's line after a rule was set (a sender came with an SMS: its hidden
+    characters, a right-to-left override, are written out, not left to reorder the line)."""
     rule = change.rule
+    sender = controls_as_text(rule.sender)
     if not change.changed:
-        return f"{rule.sender} was already {DONE[action]}; nothing changed."
+        return f"{sender} was already {DONE[action]}; nothing changed."
     was = f" (it was {DONE[change.before]})" if change.before not in (None, action) else ""
-    return (f"{DONE[action].capitalize()} {rule.sender}{was}: "
-            f"{sender_rules.matches(rule.sender)} are {sender_rules.LABEL_OF[action]} from "
-            "now on. Messages already classified keep their verdicts.")
+    return (f"{DONE[action].capitalize()} {sender}{was}: "
+            f"{controls_as_text(sender_rules.matches(rule.sender))} are "
+            f"{sender_rules.LABEL_OF[action]} from now on. Messages already classified keep "
+            "their verdicts.")
 
 
 @bp.route("/senders")
@@ -62,6 +65,6 @@ def sender_rule_remove(rule_id: int):
         return sender_rules.remove_rule(db, sender=sender)
 
     return run_action(
-        remove, done=lambda change: (f"Removed the rule for {sender}: the model decides its "
-                                     "messages again."),
+        remove, done=lambda change: (f"Removed the rule for {controls_as_text(sender)}: the "
+                                     "model decides its messages again."),
         refused="Rule not removed", endpoint="admin.sender_list")

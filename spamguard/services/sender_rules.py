@@ -24,9 +24,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from spamguard.db import conflict_insert
 from spamguard.errors import SpamguardError
 from spamguard.models import SENDER_RULE_ACTIONS, SenderRule
 from spamguard.senders import phone_digits, sender_key
@@ -34,7 +34,7 @@ from spamguard.services.promotion_hold import clean_reason
 from spamguard.sqltypes import utcnow
 
 LABEL_OF = {"allow": "ham", "block": "spam"}  # the label a rule gives
-MAX_SENDER = 255  # sender_rules.sender
+MAX_SENDER = 255  # sender_rules.sender and sender_rules.sender_key
 
 
 class SenderRuleError(SpamguardError):
@@ -62,6 +62,11 @@ def clean_sender(sender: str) -> str:
                               f"{MAX_SENDER}")
     if any(ord(c) < 32 for c in sender):
         raise SenderRuleError("the sender contains a control character or line break")
+    # Case folding can lengthen a name ("ß" is "ss"): a key past the column's length was a
+    # DataError (a 500 page) on PostgreSQL, where SQLite stored it.
+    if len(sender_key(sender)) > MAX_SENDER:
+        raise SenderRuleError(f"the sender is {len(sender_key(sender))} characters long once "
+                              f"capitals are folded; the limit is {MAX_SENDER}")
     return sender
 
 
@@ -94,24 +99,30 @@ def set_rule(session: Session, *, sender: str, action: str, note: str | None,
                               f"{', '.join(SENDER_RULE_ACTIONS)}")
     sender = clean_sender(sender)
     rule = find_rule(session, sender)
-    note = clean_reason(note) if note is not None or rule is None else rule.note
-    if rule is not None:
-        before = rule.action
-        changed = (rule.action, rule.note) != (action, note)
-        if changed:
-            rule.action, rule.note, rule.sender = action, note, sender
-            rule.set_by, rule.set_at = by[:255], utcnow()
-            session.flush()
-        return Change(rule=rule, before=before, changed=changed)
-    rule = SenderRule(sender_key=sender_key(sender), sender=sender, action=action, note=note,
-                      set_by=by[:255], set_at=utcnow())
-    try:
-        with session.begin_nested():
-            session.add(rule)
-            session.flush()
-    except IntegrityError:  # set at the same moment by someone else: change theirs
-        return set_rule(session, sender=sender, action=action, note=note, by=by)
-    return Change(rule=rule, before=None, changed=True)
+    if rule is None:
+        # INSERT ... ON CONFLICT DO NOTHING, not a savepoint: pysqlite does not BEGIN before
+        # a SAVEPOINT, so on SQLite the savepoint was the transaction and its RELEASE
+        # committed the rule at once, whatever the caller did next.
+        added = session.execute(
+            conflict_insert(session)(SenderRule)
+            .values(sender_key=sender_key(sender), sender=sender, action=action,
+                    note=clean_reason(note), set_by=by[:255], set_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["sender_key"])
+            .returning(SenderRule.id)).scalar()
+        if added is not None:
+            return Change(rule=session.get(SenderRule, added), before=None, changed=True)
+        rule = find_rule(session, sender)  # set at the same moment by someone else: change it
+        if rule is None:
+            raise SenderRuleError("a rule for this sender was set and removed meanwhile by "
+                                  "someone else; try again")
+    note = clean_reason(note) if note is not None else rule.note
+    before = rule.action
+    changed = (rule.action, rule.note) != (action, note)
+    if changed:
+        rule.action, rule.note, rule.sender = action, note, sender
+        rule.set_by, rule.set_at = by[:255], utcnow()
+        session.flush()
+    return Change(rule=rule, before=before, changed=changed)
 
 
 def remove_rule(session: Session, *, sender: str) -> Change:

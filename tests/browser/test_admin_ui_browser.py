@@ -103,3 +103,78 @@ def test_a_new_api_key_is_copied_and_a_reload_makes_no_second_one(page, live_ser
     assert page.locator("#new-key").count() == 0
     with db_session_factory() as session:
         assert session.query(ApiKey).count() == 1
+
+
+def test_an_admin_adds_and_removes_a_sender_rule_at_phone_width_too(page, live_server,
+                                                                    make_user, add_messages,
+                                                                    db_session_factory):
+    """The Senders page: an admin blocks a sender from its form, sees the rule listed,
+    removes it (the button asks first: Cancel keeps it); a 200-character sender stays in
+    its column and the page fits 390 px. A message's page offers "This sender", and comes
+    back to the message."""
+    from spamguard.db import session_scope
+    from spamguard.services import sender_rules
+    from tests.browser.conftest import shoot
+
+    make_user("root", "admin")
+    long_sender = "MYBANK-ALERTS-" + "X" * 186
+    with session_scope(db_session_factory) as session:
+        sender_rules.set_rule(session, sender="+44 7700 900123", action="allow",
+                              note="the bank's alert number", by="root")
+        sender_rules.set_rule(session, sender=long_sender, action="allow", note=None, by="root")
+    [message_id] = add_messages(("Your login code is 123456", 0.91), sender="MyBank")
+    [long_id] = add_messages(("Your card was used", 0.8), sender=long_sender)
+    login(page, live_server, "root")
+    page.goto(f"{live_server}/admin/senders")
+    page.fill("input[name=sender]", "PRIZE-DRAW")
+    page.fill("input[name=note]", "a prize-draw scam wave")
+    with page.expect_navigation():
+        page.click("button[name=action][value=block]")
+    assert "Blocked PRIZE-DRAW: messages from 'PRIZE-DRAW' (capitals or not) are spam" in (
+        page.inner_text("p.flash"))
+    row = page.locator("tbody tr", has_text="PRIZE-DRAW")
+    assert "blocked" in row.inner_text() and "a prize-draw scam wave" in row.inner_text()
+    assert page.locator("tbody tr").count() == 3
+    shoot(page, "senders")
+    for size in ("laptop", "phone"):  # the long sender is cut with an ellipsis: no overflow
+        page.set_viewport_size(SIZES[size])
+        width = SIZES[size]["width"]
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, size
+        assert page.locator(".table-wrap").evaluate("e => e.scrollWidth <= e.clientWidth"), size
+        remove = row.locator("button", has_text="Remove").bounding_box()
+        assert remove["x"] + remove["width"] <= width, size
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    row.locator("button", has_text="Remove").click()  # Cancel: the rule stays
+    page.wait_for_timeout(300)
+    assert asked == ["Remove the rule for PRIZE-DRAW? The model decides its messages again."]
+    assert page.locator("tbody tr").count() == 3
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    with page.expect_navigation():
+        row.locator("button", has_text="Remove").click()
+    assert len(asked) == 2
+    assert "Removed the rule for PRIZE-DRAW" in page.inner_text("p.flash")
+    assert page.locator("tbody tr", has_text="PRIZE-DRAW").count() == 0
+    assert page.evaluate("document.documentElement.scrollWidth") <= SIZES["phone"]["width"]
+    with session_scope(db_session_factory) as session:
+        assert len(sender_rules.list_rules(session)) == 2
+    # A message's page: "This sender" sets a rule for its sender and comes back.
+    page.set_viewport_size(SIZES["laptop"])
+    page.goto(f"{live_server}/admin/messages/{message_id}")
+    form = page.locator("form", has=page.locator("h2", has_text="This sender"))
+    shoot(page, "message-sender-rule")
+    page.set_viewport_size(SIZES["phone"])
+    assert page.evaluate("document.documentElement.scrollWidth") <= SIZES["phone"]["width"]
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    with page.expect_navigation():
+        form.locator("button", has_text="Always allow").click()
+    assert asked[-1] == "Label every new message from this sender ham?"
+    assert page.url == f"{live_server}/admin/messages/{message_id}"
+    assert "(new messages from this sender are ham)" in page.inner_text("main")
+    page.goto(f"{live_server}/admin/messages/{long_id}")  # "This sender" names a long one
+    for size in ("phone", "laptop"):
+        page.set_viewport_size(SIZES[size])
+        assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]
+        card = page.locator("form.card", has=page.locator("h2", has_text="This sender"))
+        assert card.evaluate("e => e.scrollWidth <= e.clientWidth"), size
+    shoot(page, "message-long-sender-rule")
