@@ -123,3 +123,18 @@ def test_hidden_controls_in_a_sender_are_shown_not_obeyed(admin_client, add_mess
     removed = admin_client.post(f"/admin/senders/{rule_id}/remove", follow_redirects=True)
     assert flashes(removed) == [("info", "Removed the rule for [U+202E]KNABYM: the model "
                                          "decides its messages again.")]
+
+
+def test_remove_takes_the_rule_by_its_id_whatever_its_key(admin_client, db_session_factory):
+    """A rule whose stored key is not what today's matching makes of its sender (a rule
+    kept from an older way of matching) is still removed by its button."""
+    with session_scope(db_session_factory) as session:
+        rule = SenderRule(sender_key="old-key", sender="MyBank", action="allow",
+                          set_by="alice")
+        session.add(rule)
+        session.flush()
+        rule_id = rule.id
+    done = admin_client.post(f"/admin/senders/{rule_id}/remove", follow_redirects=True)
+    assert "Removed the rule for MyBank" in done.get_data(as_text=True)
+    with session_scope(db_session_factory) as session:
+        assert session.get(SenderRule, rule_id) is None

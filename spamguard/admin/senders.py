@@ -10,7 +10,6 @@ from flask import render_template, request
 from flask_login import current_user
 
 from spamguard.admin.base import bp, controls_as_text, role_required, run_action, session
-from spamguard.models import SenderRule
 from spamguard.services import sender_rules
 
 DONE = {"allow": "allowed", "block": "blocked"}
@@ -55,16 +54,17 @@ def sender_rule_set():
 @bp.route("/senders/<integer_id:rule_id>/remove", methods=["POST"])
 @role_required("admin")
 def sender_rule_remove(rule_id: int):
-    """Remove a rule: the model decides that sender's messages again."""
-    rule = session().get(SenderRule, rule_id)
-    sender = rule.sender if rule is not None else None
+    """Remove a rule (by its id: one stored under an older way of matching goes too); the
+    model decides that sender's messages again."""
 
     def remove(db):
-        if sender is None:
+        change = sender_rules.remove_rule(db, rule_id=rule_id)
+        if not change.changed:
             raise sender_rules.SenderRuleError(f"no sender rule {rule_id} (removed already?)")
-        return sender_rules.remove_rule(db, sender=sender)
+        return change
 
     return run_action(
-        remove, done=lambda change: (f"Removed the rule for {controls_as_text(sender)}: the "
-                                     "model decides its messages again."),
+        remove, done=lambda change: (f"Removed the rule for "
+                                     f"{controls_as_text(change.rule.sender)}: the model "
+                                     "decides its messages again."),
         refused="Rule not removed", endpoint="admin.sender_list")

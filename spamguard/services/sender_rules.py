@@ -125,9 +125,13 @@ def set_rule(session: Session, *, sender: str, action: str, note: str | None,
     return Change(rule=rule, before=before, changed=changed)
 
 
-def remove_rule(session: Session, *, sender: str) -> Change:
-    """Remove the rule that matches ``sender`` (none: nothing changes, not an error)."""
-    rule = find_rule(session, clean_sender(sender))
+def remove_rule(session: Session, *, sender: str | None = None,
+                rule_id: int | None = None) -> Change:
+    """Remove the rule that matches ``sender``, or the rule ``rule_id`` (the admin page's
+    button: a rule stored under an older matching rule is still removed); none: nothing
+    changes, not an error."""
+    rule = (session.get(SenderRule, rule_id) if rule_id is not None
+            else find_rule(session, clean_sender(sender or "")))
     if rule is None:
         return Change(rule=None, before=None, changed=False)
     session.delete(rule)
