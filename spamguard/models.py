@@ -185,9 +185,10 @@ class Message(Base):
         # Review queue: unreviewed rows, the closest to their model's threshold first
         # (migration 0009).
         Index("ix_messages_review_queue", "review_label", "threshold_distance", "id"),
-        # Spot checks: a version's unreviewed verdicts of one label, by id (migration 0008).
+        # Spot checks: a version's unreviewed verdicts of one label that no sender rule set,
+        # by id (migrations 0008 and 0017).
         Index("ix_messages_spot_check", "model_version_id", "model_label", "review_label",
-              "id"),
+              "sender_rule", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -25,6 +25,14 @@ RULE = ("INSERT INTO sender_rules (sender_key, sender, action, set_by, set_at) V
         "(:key, :key, :action, 'alice', CURRENT_TIMESTAMP)")
 
 
+SPOT_CHECK = ["model_version_id", "model_label", "review_label"]
+
+
+def _spot_check_index(engine) -> list[str]:
+    return next(index["column_names"] for index in inspect(engine).get_indexes("messages")
+                if index["name"] == "ix_messages_spot_check")
+
+
 def test_0017_adds_rules_and_notes_and_takes_them_away(db_url: str, caplog) -> None:
     db.upgrade_schema(db_url, "0016")
     engine = db.make_engine(db_url)
@@ -37,6 +45,7 @@ def test_0017_adds_rules_and_notes_and_takes_them_away(db_url: str, caplog) -> N
 
     db.upgrade_schema(db_url)
     engine = db.make_engine(db_url)
+    assert _spot_check_index(engine) == [*SPOT_CHECK, "sender_rule", "id"]
     with engine.begin() as connection:  # stored rows are as they were: no rule decided them
         assert connection.execute(text(
             "SELECT id, model_label, sender_rule FROM messages ORDER BY id")).all() == [
@@ -65,6 +74,7 @@ def test_0017_adds_rules_and_notes_and_takes_them_away(db_url: str, caplog) -> N
     assert "sender_rules" not in inspector.get_table_names()
     for table in ("messages", "verdicts"):
         assert "sender_rule" not in {c["name"] for c in inspector.get_columns(table)}
+    assert _spot_check_index(engine) == [*SPOT_CHECK, "id"]  # 0008's form again
     with engine.connect() as connection:
         assert connection.execute(text(
             "SELECT id, model_label FROM messages ORDER BY id")).all() == [(1, "spam"),

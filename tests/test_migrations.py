@@ -313,7 +313,7 @@ def test_0008_up_and_down_on_a_populated_database(db_url: str) -> None:
                  "r": "ham" if i % 5 == 0 else None})
     assert "ix_messages_spot_check" not in _indexes(engine)
     engine.dispose()
-    db.upgrade_schema(db_url)
+    db.upgrade_schema(db_url, "0008")  # 0017 adds sender_rule (test_migration_0017.py)
     engine = db.make_engine(db_url)
     assert _indexes(engine)["ix_messages_spot_check"] == [
         "model_version_id", "model_label", "review_label", "id"]

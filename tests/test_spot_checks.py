@@ -195,8 +195,8 @@ def test_a_draw_survives_the_verdicts_changing_between_its_first_and_last_query(
     on the spot-check page) instead of drawing A."""
     a, = add_messages(("win a", 0.9), model_version_id=active_id, review_label="ham")
     b, = add_messages(("win b", 0.9), model_version_id=active_id)
-    first_id = lambda sql: ("ORDER BY messages.review_label, messages.id" in sql  # noqa: E731
-                            and "DESC" not in sql and "LIMIT" in sql)
+    order = "ORDER BY messages.review_label, messages.sender_rule, messages.id"
+    first_id = lambda sql: order in sql and "DESC" not in sql and "LIMIT" in sql  # noqa: E731
     assert draw_while_others_label(db_engine, db_session_factory, first_id,
                                    {b: "spam", a: None}, random.Random(1)) == a
 
@@ -790,3 +790,19 @@ def test_after_a_rollback_the_spot_check_does_not_call_newer_verdicts_earlier(
     page = moderator_client.get("/admin/spot-check").get_data(as_text=True)
     assert "3 unreviewed messages have verdicts" in page
     assert f"earlier models (promoted before {first})" not in page
+
+
+def test_spot_checks_leave_out_what_a_sender_rule_labelled(add_messages, active_id,
+                                                           db_session_factory):
+    """A spot check estimates how often the model is wrong: a verdict a sender rule set
+    says nothing of it (and an allowed sender's many messages would flatter it)."""
+    model_ham = add_messages(*[(f"hi {i}", 0.1) for i in range(3)], model_version_id=active_id)
+    ruled = add_messages(*[(f"code {i}", 0.1) for i in range(3)], model_version_id=active_id)
+    with session_scope(db_session_factory) as session:
+        for message_id in ruled:
+            session.get(Message, message_id).sender_rule = "allow"
+    rng = random.Random(5)
+    with session_scope(db_session_factory) as session:
+        assert {spot_checks.draw(session, "ham", rng=rng).id for _ in range(60)} == set(
+            model_ham)
+        assert spot_checks.drawable_count(session, active_id, "ham") == 3

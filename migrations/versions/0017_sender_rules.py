@@ -10,14 +10,20 @@ probability is kept.
 ``sender_rules`` holds one rule per ``sender_key`` (``spamguard.senders.sender_key``: a
 phone number's digits, else the sender case-folded). ``messages.sender_rule`` and
 ``verdicts.sender_rule`` say which action decided a verdict (NULL: the model did); the
-columns are added with their CHECK constraint in one ``ALTER TABLE ... ADD COLUMN``, which
-SQLite and PostgreSQL both accept, so the messages table is not copied (nor its
-text-search triggers lost) and no stored row is rewritten (200,000 messages and verdicts:
-0.2 s on SQLite, 0.1 s on PostgreSQL, which reads each table once to check the constraint). Rules apply to messages
-classified after they are set; stored verdicts stay as they were.
+columns are added with their CHECK constraint in one ``ALTER TABLE ... ADD COLUMN``,
+which SQLite and PostgreSQL both accept, so the messages table is not copied (nor its
+text-search triggers lost) and no stored row is rewritten (200,000 messages and
+verdicts, with the index below: 0.5 s on SQLite, 0.3 s on PostgreSQL, which reads each
+table once to check the constraint). Rules apply to messages classified after they are
+set; stored verdicts stay as they were.
 
-Downgrading drops the table and the two columns: verdicts a rule decided keep the label it
-gave, without the note saying so; the log says how many.
+Spot checks estimate how often the model is wrong, so they leave out what a rule
+labelled: ``ix_messages_spot_check`` gains ``sender_rule`` before ``id`` and stays the
+one index a draw reads.
+
+Downgrading drops the table and the two columns (and gives the index back its 0008
+form): verdicts a rule decided keep the label it gave, without the note saying so; the
+log says how many.
 
 Revision ID: 0017
 Revises: 0016
@@ -36,6 +42,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 ACTIONS = "'allow', 'block'"
+SPOT_CHECK = ["model_version_id", "model_label", "review_label"]  # migration 0008's index
 
 
 def upgrade() -> None:
@@ -56,6 +63,9 @@ def upgrade() -> None:
         op.execute(f'ALTER TABLE {table} ADD COLUMN sender_rule VARCHAR(8) CONSTRAINT '
                    f'ck_{table}_sender_rule CHECK ("sender_rule" IS NULL OR "sender_rule" '
                    f'IN ({ACTIONS}))')
+    # Spot checks leave out what a rule labelled, and still read one index.
+    op.drop_index("ix_messages_spot_check", table_name="messages")
+    op.create_index("ix_messages_spot_check", "messages", [*SPOT_CHECK, "sender_rule", "id"])
 
 
 def downgrade() -> None:
@@ -66,6 +76,8 @@ def downgrade() -> None:
         logging.getLogger("alembic.runtime.migration").warning(
             "%d verdict(s) were decided by sender rules; they keep the label the rule gave, "
             "without saying so, and the rules are gone", decided)
+    op.drop_index("ix_messages_spot_check", table_name="messages")  # SQLite: before the column
+    op.create_index("ix_messages_spot_check", "messages", [*SPOT_CHECK, "id"])
     for table in ("verdicts", "messages"):  # each column's CHECK goes with it
         op.drop_column(table, "sender_rule")
     op.drop_table("sender_rules")

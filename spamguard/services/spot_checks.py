@@ -39,21 +39,24 @@ MODES = SPOT_CHECK_MODES  # the tabs: "any" (blind, from either label), or one l
 
 
 def _drawable(version_id: str, verdict: str) -> list:
-    """WHERE clauses for the messages a spot check of ``verdict`` may draw."""
+    """WHERE clauses for the messages a spot check of ``verdict`` may draw: not those a
+    sender rule labelled (services.sender_rules), which say nothing of the model, and
+    would make it look better the more of an allowed sender's messages come in."""
     return [Message.review_label.is_(None), Message.model_version_id == version_id,
-            Message.model_label == verdict]
+            Message.model_label == verdict, Message.sender_rule.is_(None)]
 
 
 def _by_index(query, *, descending: bool = False):
     """Order a query of :func:`_drawable` messages by id the way ``ix_messages_spot_check``
-    holds them. Ordering by ``review_label`` first changes nothing (it is NULL in all of
-    them) but keeps PostgreSQL off the primary key: for ``ORDER BY id LIMIT 1`` it would
-    walk ``pk_messages`` from the first message, through every older model's (100,000
-    rows: 54 ms in bench/admin_pages.py, growing with the history), where the index needs
-    one descent (0.1 ms)."""
+    holds them. Ordering by ``review_label`` and ``sender_rule`` first changes nothing
+    (both are NULL in all of them) but keeps PostgreSQL off the primary key: for ``ORDER
+    BY id LIMIT 1`` it would walk ``pk_messages`` from the first message, through every
+    older model's (100,000 rows: 54 ms in bench/admin_pages.py, growing with the history),
+    where the index needs one descent (0.1 ms)."""
     if descending:
-        return query.order_by(Message.review_label.desc(), Message.id.desc())
-    return query.order_by(Message.review_label, Message.id)
+        return query.order_by(Message.review_label.desc(), Message.sender_rule.desc(),
+                              Message.id.desc())
+    return query.order_by(Message.review_label, Message.sender_rule, Message.id)
 
 
 def _check(verdict: str, allowed: tuple[str, ...] = LABELS) -> None:
