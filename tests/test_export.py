@@ -141,3 +141,35 @@ def test_batches_cover_every_message_once(stored, monkeypatch):
         assert ids == sorted(ids) and len(ids) == len(set(ids)) == 10 == counts.written
         assert export.count(session, export.Selection()) == 8
     engine.dispose()
+
+
+def test_standard_output_is_utf8_whatever_the_locale_says(cli, stored):
+    """Under a locale whose encoding is not UTF-8 (LANG=en_US.ISO-8859-1, or
+    PYTHONIOENCODING=ascii) standard output could not write "£" or an emoji: the export
+    stopped half-way with a traceback. The loader reads UTF-8 only."""
+    result = CliRunner(charset="ascii").invoke(cli, ["export"], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert list(load_labelled("labels.csv", result.stdout_bytes).texts) == TRICKY
+
+
+def test_a_json_line_is_one_line_for_every_reader(cli, stored, migrated_db_url):
+    """JSON keeps U+2028, U+2029 and U+0085 raw in a string, and str.splitlines (or an
+    older JavaScript) ends a line at each: they are escaped."""
+    engine = db.make_engine(migrated_db_url)
+    texts = ["line\u2028separator", "paragraph\u2029separator", "next\x85line"]
+    with db.session_scope(db.make_session_factory(engine)) as session:
+        for body in texts:
+            session.add(new_message(body, p=0.2, review_label="ham",
+                                    received_at=datetime(2026, 12, 4, tzinfo=UTC)))
+    engine.dispose()
+    result = CliRunner().invoke(cli, ["export", "--format", "jsonl", "--since", "2026-12-04"],
+                                catch_exceptions=False)
+    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == texts
+
+
+def test_until_the_last_day_there_is(cli, stored):
+    """--until 9999-12-31 (no upper bound) ends before "the next day", which does not
+    exist: an OverflowError's traceback, not an export."""
+    result = CliRunner().invoke(cli, ["export", "--until", "9999-12-31"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0 and "exported 7 message(s)" in result.stderr

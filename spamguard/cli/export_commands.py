@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import click
@@ -22,6 +22,8 @@ def _day(value: datetime | None, *, end: bool) -> datetime | None:
     if value is None:
         return None
     start = datetime.combine(value.date(), time(), tzinfo=UTC)
+    if end and start.date() == date.max:  # --until 9999-12-31: no day after it
+        return None
     return start + timedelta(days=1) if end else start
 
 
@@ -63,7 +65,8 @@ def register(cli: click.Group) -> None:
 
         By default only messages a moderator labelled, as CSV that `spamguard train
         --data FILE` and `spamguard report --data FILE` read: your own traffic as
-        training or test data. Oldest first; the moderator's current label."""
+        training or test data. In the order they were stored; the moderator's current
+        label; UTF-8."""
         selection = export.Selection(reviewed_only=not all_messages,
                                      since=_day(since, end=False), until=_day(until, end=True))
         if selection.since and selection.until and selection.since >= selection.until:
@@ -99,7 +102,15 @@ def _write(session, target: Path | None, selection: export.Selection, fmt: str,
         write = lambda out: export.write(session, out, selection=selection, fmt=fmt,  # noqa: E731
                                          with_parties=with_senders, on_message=bar.update)
         if target is None:
-            return write(sys.stdout)
+            # UTF-8 whatever the locale says, as the file and as the loader reads it: a
+            # text stdout of another encoding failed on the first "£" or emoji, half-way.
+            sys.stdout.flush()
+            binary = getattr(sys.stdout, "buffer", None)
+            if binary is None:  # a stream of text only (replaced by a caller): as it is
+                return write(sys.stdout)
+            counts = write(_Utf8(binary))
+            binary.flush()
+            return counts
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
                                              suffix=".part")
         try:
@@ -110,3 +121,16 @@ def _write(session, target: Path | None, selection: export.Selection, fmt: str,
             Path(temporary).unlink(missing_ok=True)
             raise
         return counts
+
+
+class _Utf8:
+    """A text stream writing UTF-8 to a binary one (standard output's), with no newline
+    translation: what ``csv`` and ``json`` need of ``out``. (A TextIOWrapper around
+    ``sys.stdout.buffer`` would close it when collected.)"""
+
+    def __init__(self, binary) -> None:
+        self.binary = binary
+
+    def write(self, text: str) -> int:
+        self.binary.write(text.encode("utf-8"))
+        return len(text)

@@ -5,7 +5,7 @@ every message with its verdict for analysis elsewhere.
 CSV (header ``label,text,...``; the loader takes ``label`` and ``text`` and ignores the
 other columns) or JSON lines. Message texts are written exactly as stored, so a file read
 back gives the same texts; a spreadsheet may take a text that starts with ``=``, ``+``,
-``-`` or ``@`` for a formula (docs/admin.md says how to open one safely). Senders and
+``-`` or ``@`` for a formula (README's ``export`` row says how to open one safely). Senders and
 recipients are personal data and are left out unless asked for.
 
 Rows are read in id order, a batch at a time, so memory stays flat for a large table.
@@ -99,6 +99,17 @@ def record(message: Message, *, with_parties: bool) -> dict[str, Any]:
     return row
 
 
+# Characters that JSON leaves raw in a string but that end a line for many readers
+# (Python's str.splitlines, JavaScript before ES2019): escaped, so one message is one line.
+_LINE_ENDS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def json_line(row: dict[str, Any]) -> str:
+    """``row`` as one line of JSON (non-ASCII characters kept as they are, except those
+    some readers take for a line break)."""
+    return json.dumps(row, ensure_ascii=False).translate(_LINE_ENDS) + "\n"
+
+
 def write(session: Session, out: IO[str], *, selection: Selection, fmt: str = "csv",
           with_parties: bool = False,
           on_message: Callable[[], None] | None = None) -> ExportCounts:
@@ -117,7 +128,7 @@ def write(session: Session, out: IO[str], *, selection: Selection, fmt: str = "c
             on_message()
         row = record(message, with_parties=with_parties)
         if writer is None:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.write(json_line(row))
         elif message.body.strip():
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
         else:  # training and classify refuse an empty text, and this file is for them
