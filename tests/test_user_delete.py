@@ -88,6 +88,39 @@ def test_the_page_says_what_was_deleted_and_refuses_ones_own(admin_client, make_
     assert f"User not deleted: no user {carol}." in gone.get_data(as_text=True)
 
 
+def test_a_deleted_moderator_is_told_the_account_no_longer_exists(
+        admin_client, moderator_client, db_session_factory):
+    """Not "disabled ... ask an admin to enable it again": a deleted account cannot be
+    enabled. As for an account whose row is gone (test_admin_auth)."""
+    with db_session_factory() as session:
+        moderator = _id(session, "moderator")
+    admin_client.post(f"/admin/users/{moderator}/delete")
+    page = moderator_client.get("/admin/queue", follow_redirects=True).get_data(as_text=True)
+    assert "Your account no longer exists, so you were logged out." in page
+    assert "enable it again" not in page
+
+
+def test_a_deleted_account_never_logs_in_whatever_its_row_says(db_session):
+    """Its row may still change after the delete: an enable or a password reset that read
+    the account just before the delete committed writes to it afterwards. The name
+    "deleted account N" is still no account: no login, and nothing counted on the row."""
+    users.create_user(session=db_session, username="alice", password=PASSWORD, role="admin")
+    bob = users.create_user(session=db_session, username="bob", password=PASSWORD,
+                            role="moderator").id
+    users.delete_user(session=db_session, user_id=bob)
+    db_session.commit()
+    row = db_session.get(User, bob)
+    row.password_hash, row.is_active = users.hash_password(PASSWORD), True  # the late writes
+    db_session.commit()
+    for password in (PASSWORD, "wrong-password"):
+        result = users.authenticate(session=db_session, username=f"deleted account {bob}",
+                                    password=password)
+        assert (result.ok, result.reason) == (False, "invalid")
+    db_session.commit()
+    db_session.refresh(row)
+    assert row.failed_logins == 0 and row.last_login_at is None
+
+
 def test_only_admins_delete(moderator_client, viewer_client, make_user):
     carol = make_user("carol")
     for client in (moderator_client, viewer_client):

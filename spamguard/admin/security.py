@@ -79,7 +79,7 @@ def load_user(session_id: str) -> LoggedInUser | None:
     except ValueError:  # not ours, or a session from before epochs: log in again
         return None
     user = get_user(session(), user_number)
-    if user is None:
+    if user is None or user.deleted_at is not None:  # a deleted one's row stays (0018)
         g.logged_out = "deleted"
     elif not user.is_active:  # checked before the epoch: disabling ends the sessions too
         g.logged_out = "disabled"

@@ -290,7 +290,7 @@ def authenticate(*, session: Session, username: str, password: str) -> LoginResu
     whatever the password is (else guessing could go on, unlimited, during the lock); the
     login page shows "locked" and "invalid" alike, since only real accounts can be locked."""
     user = _by_name(session, username)
-    if user is None:
+    if user is None or user.deleted_at is not None:  # "deleted account N": no account
         check_password_hash(_DUMMY_HASH, password)
         return LoginResult(None, "invalid")
     now = utcnow()
