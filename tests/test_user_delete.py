@@ -168,3 +168,26 @@ def test_0018_adds_deleted_at_and_takes_it_away(db_url: str) -> None:
                                        "users")).all() == [("deleted account 1", "!", False)]
     engine.dispose()
     db.upgrade_schema(db_url)
+
+
+def test_a_deleted_accounts_open_spot_check_draws_are_closed_as_skipped(
+        db_session, add_messages, make_version_dir):
+    from spamguard.models import SpotCheckDraw
+    from spamguard.services import registry
+
+    version = registry.register_version(session=db_session, version_dir=make_version_dir("v1"))
+    for name, role in (("alice", "admin"), ("bob", "moderator")):
+        users.create_user(session=db_session, username=name, password=PASSWORD, role=role)
+    db_session.commit()
+    bob, alice = _id(db_session, "bob"), _id(db_session, "alice")
+    first, second = add_messages(("win", 0.9), ("win again", 0.9))
+    db_session.add_all([
+        SpotCheckDraw(user_id=bob, verdict="spam", message_id=first,
+                      model_version_id=version.id, mode="spam"),
+        SpotCheckDraw(user_id=alice, verdict="spam", message_id=second,
+                      model_version_id=version.id, mode="spam")])
+    db_session.commit()
+    users.delete_user(session=db_session, username="bob")
+    db_session.commit()
+    outcomes = dict(db_session.execute(select(SpotCheckDraw.user_id, SpotCheckDraw.outcome)).all())
+    assert outcomes == {bob: "skipped", alice: None}  # only the deleted account's

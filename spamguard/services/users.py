@@ -200,6 +200,7 @@ def delete_user(*, session: Session, user_id: int | None = None,
     _keep_an_admin(session, user)
     name = user.username
     end_sessions(session=session, user_id=user.id)
+    _close_open_draws(session, user.id)
     user = session.get(User, user.id)  # end_sessions expired it
     user.username, user.password_hash = DELETED_NAME.format(id=user.id), NO_PASSWORD
     user.is_active, user.role, user.deleted_at = False, "viewer", utcnow()
@@ -265,6 +266,18 @@ def end_sessions(*, session: Session, user_id: int, carry_on: bool = False) -> N
     if not carry_on:
         _release_claims(session, user_id)
     session.expire_all()
+
+
+def _close_open_draws(session: Session, user_id: int) -> None:
+    """Close a deleted account's open spot-check draws as skipped (left undecided, which
+    the estimates count as they count skips): nobody can decide them any more, and open
+    ones would stay "undecided" on the page for ever."""
+    from spamguard.models import SpotCheckDraw
+
+    session.execute(update(SpotCheckDraw)
+                    .where(SpotCheckDraw.user_id == user_id, SpotCheckDraw.outcome.is_(None))
+                    .values(outcome="skipped", closed_at=utcnow())
+                    .execution_options(synchronize_session=False))
 
 
 def _release_claims(session: Session, user_id: int) -> None:
