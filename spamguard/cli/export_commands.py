@@ -116,6 +116,8 @@ def _write(session, target: Path | None, selection: export.Selection, fmt: str,
         try:
             with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
                 counts = write(out)
+                out.flush()
+                os.fsync(out.fileno())  # on disk before it takes the name (a crash after)
             os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
