@@ -126,3 +126,17 @@ def test_chart_y_labels_are_whole_message_counts(totals):
     labels = _tick_labels(dashboard.volume_svg(points, bucket="day", now=now))
     bad = [t for t in labels if re.fullmatch(r"[−-]?[\d.]+\s?[mµunp]", t) or t.startswith("−")]
     assert bad == [], labels
+
+
+def test_the_dashboard_says_how_many_senders_rules_label(viewer_client, db_session_factory):
+    from spamguard.db import session_scope
+    from spamguard.services import sender_rules
+
+    assert "sender rules" not in viewer_client.get("/admin/dashboard").get_data(as_text=True)
+    with session_scope(db_session_factory) as session:
+        for sender, action in (("MyBank", "allow"), ("+447700900123", "allow"),
+                               ("PRIZES", "block")):
+            sender_rules.set_rule(session, sender=sender, action=action, note=None, by="a")
+    text = viewer_client.get("/admin/dashboard").get_data(as_text=True)
+    assert ('2 senders allowed and 1 blocked by <a href="/admin/senders">sender rules</a>: '
+            "their messages are counted here with the label the rule gave.") in text

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from spamguard.models import Message, ModelVersion, Review
+from spamguard.models import Message, ModelVersion, Review, SenderRule
 from spamguard.services import message_queries, registry, reviews, spot_checks
 from spamguard.services.message_queries import MessageFilter
 from spamguard.sqltypes import as_utc, utcnow
@@ -55,6 +55,7 @@ class Summary:
     headline: dict[str, float | None] = field(default_factory=dict)
     spot_checks: list[spot_checks.Estimate] = field(default_factory=list)  # active model's
     spot_checks_undecided: int = 0  # its drawn messages nobody has decided or skipped yet
+    sender_rules: dict[str, int] = field(default_factory=dict)  # rules in force by action
 
     @property
     def disagreement_rate(self) -> float | None:
@@ -144,6 +145,9 @@ def summary(session: Session, *, now: datetime | None = None) -> Summary:
     out.reviews_total = reviews.count_reviews(session)
     out.reviews_recent = session.scalar(select(func.count()).select_from(Review).where(
         Review.created_at >= now - timedelta(hours=24))) or 0
+    # The small rules table, not the messages a rule labelled (no index to count those by).
+    out.sender_rules = dict(session.execute(select(SenderRule.action, func.count())
+                                            .group_by(SenderRule.action)).all())
     out.active = registry.active_version(session)
     if out.active is not None:
         out.headline = registry.headline_metrics(out.active)
