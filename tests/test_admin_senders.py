@@ -138,3 +138,12 @@ def test_remove_takes_the_rule_by_its_id_whatever_its_key(admin_client, db_sessi
     assert "Removed the rule for MyBank" in done.get_data(as_text=True)
     with session_scope(db_session_factory) as session:
         assert session.get(SenderRule, rule_id) is None
+
+
+def test_the_message_page_offers_no_rule_for_a_sender_that_cannot_have_one(admin_client,
+                                                                          add_messages):
+    [message_id] = add_messages(("hello", 0.9), sender="BANK\tX")
+    page = admin_client.get(f"/admin/messages/{message_id}").get_data(as_text=True)
+    assert "Always allow" not in page and 'value="block"' not in page
+    assert ("No sender rule can be set for this sender: the sender contains a control "
+            "character or line break.") in page

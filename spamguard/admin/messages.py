@@ -146,7 +146,8 @@ def message_detail(message_id: int):
                            similar=message_queries.similar_messages(db, message),
                            history=reviews.review_history(db, message_id), labels=LABELS,
                            seen=reviews.latest_review_id(db, message_id), holder=holder,
-                           rule=sender_rules.find_rule(db, message.sender))
+                           rule=sender_rules.find_rule(db, message.sender),
+                           no_rule=sender_rules.why_no_rule(message.sender))
 
 
 @bp.route("/messages/<id:message_id>/review", methods=["POST"])

@@ -70,6 +70,15 @@ def clean_sender(sender: str) -> str:
     return sender
 
 
+def why_no_rule(sender: str) -> str | None:
+    """Why ``sender`` cannot have a rule (what :func:`clean_sender` would say), or None."""
+    try:
+        clean_sender(sender)
+    except SenderRuleError as exc:
+        return exc.for_ui()
+    return None
+
+
 def matches(sender: str) -> str:
     """How a rule for ``sender`` matches, in words (for the CLI and the page)."""
     digits = phone_digits(sender)
