@@ -11,8 +11,7 @@ from flask_login import current_user
 
 from spamguard.admin.base import bp, controls_as_text, role_required, run_action, session
 from spamguard.services import sender_rules
-
-DONE = {"allow": "allowed", "block": "blocked"}
+from spamguard.services.sender_rules import DONE
 
 
 def said_for(change: sender_rules.Change, action: str) -> str:

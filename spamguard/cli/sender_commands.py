@@ -10,8 +10,8 @@ import click
 from spamguard.cli.context import CliContext, pass_ctx, transaction
 from spamguard.services import sender_rules
 from spamguard.services.promotion_hold import cli_user
+from spamguard.services.sender_rules import DONE
 
-DONE = {"allow": "allowed", "block": "blocked"}
 FORGED = ("note: sender ids can be forged (names most easily), and a forged one gets the "
           "same pass; allow only senders your gateway vouches for")
 

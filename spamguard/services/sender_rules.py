@@ -34,6 +34,7 @@ from spamguard.services.promotion_hold import clean_reason
 from spamguard.sqltypes import utcnow
 
 LABEL_OF = {"allow": "ham", "block": "spam"}  # the label a rule gives
+DONE = {"allow": "allowed", "block": "blocked"}  # what a sender with that rule is
 MAX_SENDER = 255  # sender_rules.sender and sender_rules.sender_key
 
 
