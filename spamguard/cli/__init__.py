@@ -83,6 +83,7 @@ def build_cli() -> click.Group:
     from spamguard.cli import (
         db_commands,
         export_commands,
+        message_commands,
         ml_commands,
         model_commands,
         promotion_commands,
@@ -92,8 +93,9 @@ def build_cli() -> click.Group:
         user_commands,
     )
 
-    for module in (ml_commands, db_commands, export_commands, model_commands, promotion_commands,
-                   sender_commands, service_commands, user_commands, retrain_commands):
+    for module in (ml_commands, db_commands, export_commands, message_commands, model_commands,
+                   promotion_commands, sender_commands, service_commands, user_commands,
+                   retrain_commands):
         module.register(cli)
     return cli
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -18,13 +18,13 @@ from spamguard.services import export
 
 def _day(value: datetime | None, *, end: bool) -> datetime | None:
     """A UTC day from the command line as the start of that day (``end``: of the next,
-    so the day given is included)."""
+    so the day given is included; None after 9999-12-31)."""
+    from spamguard.services import message_queries  # not at import: --help stays quick
+
     if value is None:
         return None
-    start = datetime.combine(value.date(), time(), tzinfo=UTC)
-    if end and start.date() == date.max:  # --until 9999-12-31: no day after it
-        return None
-    return start + timedelta(days=1) if end else start
+    return message_queries.end_of(value.date()) if end else message_queries.start_of(
+        value.date())
 
 
 def summary(counts: export.ExportCounts, where: str) -> str:

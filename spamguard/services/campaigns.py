@@ -125,7 +125,7 @@ def rebuild_campaigns(*, session: Session, encoder: Encoder,
     messages when all of them agree and every member's current review says the same (a
     campaign with new, unreviewed members shows no label). Flushes; the caller commits.
     """
-    _one_rebuild_at_a_time(session)
+    wait_for_rebuilds(session)
     query = select(Message.id, Message.body, Message.text_hash, Message.received_at,
                    Message.campaign_id, Message.review_label)
     if days:
@@ -144,8 +144,9 @@ def rebuild_campaigns(*, session: Session, encoder: Encoder,
     return RebuildResult(len(rows), distinct, len(groups), sum(len(g) for g in groups))
 
 
-def _one_rebuild_at_a_time(session: Session) -> None:
-    """PostgreSQL: make a concurrent rebuild wait until this one commits, then read afresh.
+def wait_for_rebuilds(session: Session) -> None:
+    """PostgreSQL: make a concurrent rebuild wait until this one commits, then read afresh
+    (also taken by anything else that rewrites campaigns, e.g. deleting messages).
 
     Two rebuilds that both read before either writes would each insert every campaign
     (duplicates, half of them empty). A transaction-scoped advisory lock blocks only other

@@ -187,8 +187,22 @@ def _day(args: Mapping[str, str], name: str) -> date | None:
     return day
 
 
-def _start_of(day: date) -> datetime:
+def start_of(day: date) -> datetime:
+    """The first instant of the UTC ``day``."""
     return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def end_of(day: date) -> datetime | None:
+    """The first instant after the UTC ``day`` (an inclusive "until"), or None for the
+    last day there is (9999-12-31 has no day after it: nothing is later)."""
+    return None if day >= date.max else start_of(day + timedelta(days=1))
+
+
+def from_sender(sender: str):
+    """The condition "sent by ``sender``": every stored form of a phone number
+    (:func:`~spamguard.senders.phone_digits`), a name or short code exactly as written."""
+    digits = phone_digits(sender)
+    return Message.sender == sender if digits is None else Message.sender_digits == digits
 
 
 def conditions(f: MessageFilter, *, indexed_search: bool = False,
@@ -214,13 +228,11 @@ def conditions(f: MessageFilter, *, indexed_search: bool = False,
     if f.max_p is not None:
         where.append(Message.spam_probability <= f.max_p)
     if f.since:
-        where.append(Message.received_at >= _start_of(f.since))
+        where.append(Message.received_at >= start_of(f.since))
     if f.until:
-        where.append(Message.received_at < _start_of(f.until + timedelta(days=1)))
+        where.append(Message.received_at < end_of(f.until))
     if f.sender:
-        digits = phone_digits(f.sender)
-        where.append(Message.sender == f.sender if digits is None
-                     else Message.sender_digits == digits)
+        where.append(from_sender(f.sender))
     if f.q:
         where.append(text_search.body_contains(f.q, indexed=indexed_search,
                                                in_order=in_order))

@@ -1,0 +1,265 @@
+"""Deleting stored messages: a retention period (``spamguard messages purge``) and a
+person's request to have their messages erased (``spamguard messages erase``).
+
+spamguard keeps every message unless told otherwise; these are for operators whose law or
+policy says how long SMS may be kept, or who must erase what one sender sent. A message
+goes with everything stored about it: its verdicts, its reviews (notes included), its
+spot-check draws and review-queue claims, and its place in a campaign (the campaign's
+size, first and last message are recounted; a campaign left empty goes). When no other
+stored message has the same text, the copies of that text retraining keeps go too: an
+evaluation-set example added from a review (never one from the shipped data set), and
+the example texts in model versions' ``changes.md`` (replaced by :data:`ERASED`). The
+embedding cache holds vectors keyed by a hash, not texts; logs are outside the database.
+
+Deleting runs a batch of :data:`BATCH` messages a transaction, so a large purge never
+holds SQLite's write lock or one huge PostgreSQL transaction for long while the service
+stores messages; one stopped half-way leaves the rest for the next run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from spamguard.db import session_scope
+from spamguard.ml.data import text_hash
+from spamguard.models import (
+    Campaign,
+    EvalExample,
+    Message,
+    ModelVersion,
+    QueueClaim,
+    Review,
+    SpotCheckDraw,
+    Verdict,
+)
+from spamguard.services import model_diff
+from spamguard.services.campaigns import wait_for_rebuilds
+from spamguard.services.message_queries import from_sender
+
+BATCH = 1000
+ERASED = "[erased]"
+_IN_CHUNK = 1000  # values in one IN (...) list
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which messages to delete; the conditions given all hold. ``before``: received
+    before that instant; ``keep_reviewed``: leave out those a moderator labelled."""
+
+    before: datetime | None = None
+    sender: str | None = None
+    message_ids: tuple[int, ...] = ()
+    keep_reviewed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.before is None and self.sender is None and not self.message_ids:
+            raise ValueError("a deletion needs a time, a sender or message ids: "
+                             "it never selects every message")
+
+    def where(self) -> list:
+        clauses: list = []
+        if self.before is not None:
+            clauses.append(Message.received_at < self.before)
+        if self.sender is not None:
+            clauses.append(from_sender(self.sender))
+        if self.message_ids:
+            clauses.append(Message.id.in_(self.message_ids))
+        if self.keep_reviewed:
+            clauses.append(Message.review_label.is_(None))
+        return clauses
+
+
+@dataclass
+class Deleted:
+    """What a deletion removed (or, for a dry run, would remove)."""
+
+    messages: int = 0
+    reviewed: int = 0  # of ``messages``, those a moderator had labelled
+    campaigns_recounted: set[int] = field(default_factory=set)  # ids; smaller now
+    campaigns_removed: set[int] = field(default_factory=set)  # ids; left empty
+    eval_examples: int = 0
+    redacted_versions: list[str] = field(default_factory=list)
+    # Text hashes no message has now (in delete_messages' total: those a changes.md shows).
+    texts_gone: set[str] = field(default_factory=set)
+
+    def add(self, batch: Deleted) -> None:
+        """Count ``batch`` in (a campaign recounted by one batch and removed by a later
+        one counts as removed)."""
+        self.messages += batch.messages
+        self.reviewed += batch.reviewed
+        self.campaigns_removed |= batch.campaigns_removed
+        self.campaigns_recounted = ((self.campaigns_recounted | batch.campaigns_recounted)
+                                    - self.campaigns_removed)
+        self.eval_examples += batch.eval_examples
+        self.texts_gone |= batch.texts_gone
+
+
+def count(session: Session, selection: Selection) -> tuple[int, int]:
+    """How many messages ``selection`` picks, and how many of them are reviewed."""
+    total, reviewed = session.execute(
+        select(func.count(), func.count(Message.review_label)).where(*selection.where())).one()
+    return int(total), int(reviewed)
+
+
+def kept_reviewed(session: Session, selection: Selection) -> int:
+    """How many reviewed messages ``selection`` (with ``keep_reviewed``) leaves in place."""
+    if not selection.keep_reviewed:
+        return 0
+    widened = Selection(before=selection.before, sender=selection.sender,
+                        message_ids=selection.message_ids)
+    return count(session, widened)[1]
+
+
+def delete_batch(session: Session, selection: Selection, *, after_id: int = 0,
+                 limit: int = BATCH) -> tuple[Deleted, int | None]:
+    """Delete up to ``limit`` selected messages with ids above ``after_id``, oldest first.
+
+    Returns what went, and the last id looked at (None when nothing was left). The caller
+    commits; one batch is one transaction.
+    """
+    wait_for_rebuilds(session)  # a rebuild reading these messages would count them
+    rows = session.execute(
+        select(Message.id, Message.text_hash, Message.campaign_id, Message.review_label)
+        .where(*selection.where(), Message.id > after_id).order_by(Message.id).limit(limit)
+    ).all()
+    if not rows:
+        return Deleted(), None
+    ids = [row.id for row in rows]
+    campaigns = {row.campaign_id for row in rows if row.campaign_id is not None}
+    # Children first: it does not depend on each database's ON DELETE CASCADE.
+    for table, column in ((Verdict, Verdict.message_id), (Review, Review.message_id),
+                          (SpotCheckDraw, SpotCheckDraw.message_id),
+                          (QueueClaim, QueueClaim.message_id)):
+        session.execute(delete(table).where(column.in_(ids))
+                        .execution_options(synchronize_session=False))
+    session.execute(update(Campaign).where(Campaign.representative_message_id.in_(ids))
+                    .values(representative_message_id=None)
+                    .execution_options(synchronize_session=False))
+    session.execute(delete(Message).where(Message.id.in_(ids))
+                    .execution_options(synchronize_session=False))
+    done = Deleted(messages=len(ids), reviewed=sum(r.review_label is not None for r in rows))
+    done.campaigns_recounted, done.campaigns_removed = _recount(session, sorted(campaigns))
+    done.texts_gone = _unused(session, {row.text_hash for row in rows})
+    done.eval_examples = forget_eval_copies(session, done.texts_gone)
+    session.expire_all()
+    return done, ids[-1]
+
+
+def delete_messages(factory: sessionmaker[Session], selection: Selection, *,
+                    on_batch: Callable[[int], None] | None = None) -> Deleted:
+    """Delete every message ``selection`` picks, a batch a transaction, then take the
+    example texts no message has any longer out of the versions' ``changes.md``.
+
+    ``on_batch`` is called with each batch's size (a progress bar). Messages stored while
+    it runs are deleted too when they match (a purge's ``before`` is fixed, so new ones do
+    not).
+    """
+    with session_scope(factory) as session:
+        examples = example_hashes(session)
+    total, after_id, shown = Deleted(), 0, set().union(*examples.values())
+    while True:
+        with session_scope(factory) as session:
+            done, after_id = delete_batch(session, selection, after_id=after_id)
+        if after_id is None:
+            break
+        done.texts_gone &= shown  # keep only what a changes.md shows (few)
+        total.add(done)
+        if on_batch:
+            on_batch(done.messages)
+    if total.texts_gone:
+        with session_scope(factory) as session:
+            hit = [v for v, hashes in examples.items() if hashes & total.texts_gone]
+            total.redacted_versions = redact_examples(session, hit, total.texts_gone)
+    return total
+
+
+def _recount(session: Session, campaign_ids: Sequence[int]) -> tuple[set[int], set[int]]:
+    """Recount the campaigns that lost members; remove those left empty. Returns the ids
+    recounted and removed."""
+    recounted: set[int] = set()
+    removed: set[int] = set()
+    for campaign_id in campaign_ids:
+        size, first, last = session.execute(
+            select(func.count(), func.min(Message.received_at), func.max(Message.received_at))
+            .where(Message.campaign_id == campaign_id)).one()
+        if not size:
+            session.execute(delete(Campaign).where(Campaign.id == campaign_id))
+            removed.add(campaign_id)
+            continue
+        first_id = session.scalar(select(Message.id).where(Message.campaign_id == campaign_id)
+                                  .order_by(Message.received_at, Message.id).limit(1))
+        representative = func.coalesce(Campaign.representative_message_id, first_id)
+        session.execute(update(Campaign).where(Campaign.id == campaign_id)
+                        .values(size=size, first_seen=first, last_seen=last,
+                                representative_message_id=representative)
+                        .execution_options(synchronize_session=False))
+        recounted.add(campaign_id)
+    return recounted, removed
+
+
+def _unused(session: Session, hashes: set[str]) -> set[str]:
+    """The text hashes in ``hashes`` that no stored message has."""
+    used: set[str] = set()
+    for chunk in _chunks(sorted(hashes)):
+        used.update(session.scalars(select(Message.text_hash).distinct()
+                                    .where(Message.text_hash.in_(chunk))))
+    return hashes - used
+
+
+def forget_eval_copies(session: Session, hashes: Iterable[str]) -> int:
+    """Delete the evaluation-set examples added from reviews whose text hash is in
+    ``hashes`` (the shipped data set's examples stay: they are public); return how many."""
+    gone = 0
+    for chunk in _chunks(sorted(hashes)):
+        gone += session.execute(delete(EvalExample).where(
+            EvalExample.source == "review", EvalExample.text_hash.in_(chunk))).rowcount or 0
+    return gone
+
+
+def example_hashes(session: Session) -> dict[str, set[str]]:
+    """The text hashes of the example messages in each model version's ``changes.json``
+    (a few dozen a version), by version id."""
+    found: dict[str, set[str]] = {}
+    for version in session.scalars(select(ModelVersion).order_by(ModelVersion.id)):
+        changes = model_diff.load_changes(version.path)
+        hashes = {text_hash(e["text"]) for e in _examples(changes) if not e.get("erased")}
+        if hashes:
+            found[version.id] = hashes
+    return found
+
+
+def redact_examples(session: Session, version_ids: Iterable[str], hashes: set[str]) -> list[str]:
+    """Replace by :data:`ERASED` the example texts with a hash in ``hashes`` in those
+    versions' ``changes.json`` (marked ``"erased": true``) and ``changes.md``; return the
+    versions rewritten."""
+    rewritten = []
+    for version_id in sorted(version_ids):
+        version = session.get(ModelVersion, version_id)
+        changes = model_diff.load_changes(version.path) if version else None
+        hit = [e for e in _examples(changes)
+               if not e.get("erased") and text_hash(e["text"]) in hashes]
+        if not hit:
+            continue
+        for example in hit:
+            example.update(text=ERASED, erased=True)
+        model_diff.write_changes(Path(version.path), changes)
+        rewritten.append(version_id)
+    return rewritten
+
+
+def _examples(changes: dict | None) -> list[dict]:
+    flipped = (changes or {}).get("flips") or {}
+    return [example for name, _, _ in model_diff.FLIP_KINDS
+            for example in (flipped.get(name) or {}).get("examples", [])
+            if isinstance(example.get("text"), str)]
+
+
+def _chunks(values: Sequence, size: int = _IN_CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]

@@ -1,0 +1,295 @@
+"""Deleting stored messages: ``spamguard messages purge`` (a retention period) and
+``messages erase`` (a sender's messages, or messages by id), on both databases. What goes
+with a message (verdicts, reviews, draws, claims, campaign counts, the evaluation set's
+copies, changes.md examples), and what stays."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import click
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from spamguard.cli import _Group, message_commands
+from spamguard.ml.data import text_hash
+from spamguard.models import (
+    Campaign,
+    EvalExample,
+    Message,
+    QueueClaim,
+    Review,
+    SpotCheckDraw,
+    Verdict,
+)
+from spamguard.services import message_deletion, model_diff, registry, reviews, users
+from spamguard.services.message_deletion import Selection
+from spamguard.sqltypes import utcnow
+from tests.fixtures_admin import new_message
+
+OLD = datetime(2026, 1, 10, 12, tzinfo=UTC)
+NEW = datetime(2026, 11, 20, 12, tzinfo=UTC)
+CUTOFF = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def _add(session, body, *, received_at, sender="+15550001111", p=0.9, version=None):
+    message = new_message(body, p=p, sender=sender, received_at=received_at,
+                          model_version_id=version)
+    session.add(message)
+    session.flush()
+    if version is not None:
+        session.add(Verdict(message_id=message.id, model_version_id=version,
+                            spam_probability=p, label=message.model_label, threshold=0.5))
+    return message.id
+
+
+@pytest.fixture
+def world(db_session, make_version_dir):
+    """Old and new messages with verdicts, a review, a spot-check draw, a queue claim and a
+    campaign that spans the cutoff; returns their ids by name."""
+    version = registry.register_version(session=db_session,
+                                        version_dir=make_version_dir("v1")).id
+    users.create_user(session=db_session, username="mod", password="a long passphrase 1",
+                      role="moderator")
+    db_session.flush()
+    mod = db_session.scalar(select(users.User.id).where(users.User.username == "mod"))
+    ids = {name: _add(db_session, body, received_at=when, version=version)
+           for name, body, when in (
+               ("old", "WIN a prize now", OLD), ("old_reviewed", "call me later", OLD),
+               ("old_drawn", "free ringtones", OLD), ("old_claimed", "cheap loans", OLD),
+               ("new", "WIN a prize today", NEW))}
+    db_session.flush()
+    reviews.add_review(session=db_session, message_id=ids["old_reviewed"], label="ham",
+                       user_id=mod, note="a note about this message")
+    db_session.add(SpotCheckDraw(user_id=mod, verdict="spam", message_id=ids["old_drawn"],
+                                 model_version_id=version, mode="spam"))
+    db_session.add(QueueClaim(message_id=ids["old_claimed"], user_id=mod,
+                              claimed_until=utcnow() + timedelta(minutes=5)))
+    campaign = Campaign(first_seen=OLD, last_seen=NEW, size=2,
+                        representative_message_id=ids["old"], label="spam")
+    lonely = Campaign(first_seen=OLD, last_seen=OLD, size=1,
+                      representative_message_id=ids["old_drawn"])
+    db_session.add_all([campaign, lonely])
+    db_session.flush()
+    for name, target in (("old", campaign), ("new", campaign), ("old_drawn", lonely)):
+        db_session.get(Message, ids[name]).campaign_id = target.id
+    db_session.commit()
+    ids.update(campaign=campaign.id, lonely=lonely.id, version=version)
+    return ids
+
+
+def _stored(session) -> set[int]:
+    session.expire_all()
+    return set(session.scalars(select(Message.id)))
+
+
+def test_a_purge_keeps_reviewed_and_recent_messages_and_takes_everything_of_the_rest(
+        world, db_session, db_session_factory, monkeypatch):
+    monkeypatch.setattr(message_deletion, "BATCH", 2)  # several batches, one transaction each
+    selection = Selection(before=CUTOFF, keep_reviewed=True)
+    assert message_deletion.count(db_session, selection) == (3, 0)
+    assert message_deletion.kept_reviewed(db_session, selection) == 1
+    db_session.commit()
+
+    done = message_deletion.delete_messages(db_session_factory, selection)
+
+    assert (done.messages, done.reviewed) == (3, 0)
+    assert _stored(db_session) == {world["old_reviewed"], world["new"]}
+    assert db_session.scalar(select(func.count()).select_from(Verdict)) == 2
+    assert db_session.scalar(select(func.count()).select_from(SpotCheckDraw)) == 0
+    assert db_session.scalar(select(func.count()).select_from(QueueClaim)) == 0
+    assert db_session.scalar(select(func.count()).select_from(Review)) == 1
+    # The campaign that lost its representative is recounted around what is left; the one
+    # left empty is gone.
+    assert (done.campaigns_recounted, done.campaigns_removed) == (
+        {world["campaign"]}, {world["lonely"]})
+    campaign = db_session.get(Campaign, world["campaign"])
+    assert (campaign.size, campaign.representative_message_id, campaign.label) == (
+        1, world["new"], "spam")
+    assert campaign.first_seen.replace(tzinfo=UTC) == NEW
+    assert db_session.get(Campaign, world["lonely"]) is None
+
+
+def test_a_purge_with_reviewed_messages_takes_their_reviews_and_notes(
+        world, db_session, db_session_factory):
+    done = message_deletion.delete_messages(db_session_factory, Selection(before=CUTOFF))
+    assert (done.messages, done.reviewed) == (4, 1)
+    assert _stored(db_session) == {world["new"]}
+    assert db_session.scalar(select(func.count()).select_from(Review)) == 0
+
+
+def test_a_selection_never_means_every_message():
+    with pytest.raises(ValueError, match="never selects every message"):
+        Selection(keep_reviewed=True)
+
+
+def test_erasing_a_sender_finds_every_written_form_and_only_theirs(db_session,
+                                                                     db_session_factory):
+    for sender in ("+44 7911 123456", "+447911123456", "447911123456", "+15550001111"):
+        _add(db_session, f"hello from {sender}", received_at=NEW, sender=sender)
+    db_session.commit()
+    done = message_deletion.delete_messages(db_session_factory,
+                                            Selection(sender="+44 (7911) 123-456"))
+    assert done.messages == 3
+    assert {m.sender for m in db_session.scalars(select(Message))} == {"+15550001111"}
+
+
+def _changes(directory, texts):
+    examples = [{"text": t, "true_label": "spam", "old_probability": 0.2,
+                 "new_probability": 0.9} for t in texts]
+    flips = {"total": len(texts), "fixed": len(texts), "broken": 0}
+    for name, _, _ in model_diff.FLIP_KINDS:
+        flips[name] = {"count": 0, "fixed": 0, "broken": 0, "examples": []}
+    flips[model_diff.FLIP_KINDS[0][0]].update(count=len(texts), fixed=len(texts),
+                                             examples=examples)
+    metrics = dict.fromkeys(model_diff.METRICS, 0.9)
+    model_diff.write_changes(directory, {"versions": {"active": "v0", "candidate": "v1"},
+                                         "active": metrics, "candidate": metrics,
+                                         "flips": flips, "eval_messages": 10})
+
+
+def test_erased_texts_leave_the_evaluation_set_and_changes_md_unless_another_message_has_them(
+        db_session, db_session_factory, make_version_dir):
+    directory = make_version_dir("v1")
+    registry.register_version(session=db_session, version_dir=directory)
+    secret, shared = "my PIN is 4321, call Anna", "WIN a free cruise now"
+    _add(db_session, secret, received_at=NEW, sender="+447911123456")
+    _add(db_session, shared, received_at=NEW, sender="+447911123456")
+    _add(db_session, shared, received_at=NEW, sender="+15550001111")  # someone else's copy
+    for text, source in ((secret, "review"), (shared, "review"), ("base text", "base")):
+        db_session.add(EvalExample(text_hash=text_hash(text), text=text, label="spam",
+                                   source=source))
+    db_session.commit()
+    _changes(directory, [secret, shared, "base text"])
+
+    done = message_deletion.delete_messages(db_session_factory,
+                                            Selection(sender="+447911123456"))
+
+    assert (done.messages, done.eval_examples, done.redacted_versions) == (2, 1, ["v1"])
+    left = set(db_session.scalars(select(EvalExample.text)))
+    assert left == {shared, "base text"}
+    markdown = (directory / model_diff.CHANGES_MD).read_text(encoding="utf-8")
+    assert "4321" not in markdown and "| \\[erased\\] |" in markdown  # Markdown-escaped
+    assert "WIN a free cruise" in markdown  # another sender's message still has it
+    texts = [e["text"] for e in message_deletion._examples(model_diff.load_changes(directory))]
+    assert texts == [message_deletion.ERASED, shared, "base text"]
+    # Nothing left to erase the second time; the file is not rewritten.
+    again = message_deletion.delete_messages(db_session_factory, Selection(sender="+447911123456"))
+    assert (again.messages, again.redacted_versions) == (0, [])
+
+
+def test_an_erased_text_is_no_longer_found_by_the_message_search(db_session,
+                                                                 db_session_factory):
+    from spamguard.services import text_search
+
+    _add(db_session, "zanzibar holiday code 5521", received_at=NEW, sender="+447911123456")
+    db_session.commit()
+    found = lambda: db_session.scalar(  # noqa: E731
+        select(func.count()).select_from(Message)
+        .where(text_search.body_contains("zanzibar", indexed=text_search.has_index(db_session))))
+    assert found() == 1
+    db_session.commit()
+    message_deletion.delete_messages(db_session_factory, Selection(sender="+447911123456"))
+    db_session.expire_all()
+    assert found() == 0
+
+
+# The command line.
+
+@pytest.fixture
+def cli(migrated_db_url, monkeypatch) -> click.Group:
+    monkeypatch.setenv("SPAMGUARD_DATABASE_URL", migrated_db_url)
+    group = _Group("spamguard")
+    message_commands.register(group)
+    return group
+
+
+def _run(cli, *args, stdin=None):
+    return CliRunner().invoke(cli, ["messages", *args], input=stdin, catch_exceptions=False)
+
+
+def test_purge_counts_on_a_dry_run_and_needs_yes_off_a_terminal(cli, world, db_session):
+    before = _stored(db_session)
+    dry = _run(cli, "purge", "--before", "2026-06-01", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout == ("would purge 3 message(s) received before 2026-06-01 00:00 UTC"
+                          "; kept 1 reviewed (moderators' labels: --include-reviewed deletes "
+                          "them)\n")
+    refused = _run(cli, "purge", "--before", "2026-06-01")
+    assert refused.exit_code == 2
+    assert "add --yes to confirm" in refused.stderr
+    assert _stored(db_session) == before
+
+    done = _run(cli, "purge", "--before", "2026-06-01", "--yes")
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith("purged 3 message(s) received before 2026-06-01 00:00 UTC; "
+                                  "kept 1 reviewed")
+    assert "campaigns: 1 recounted, 1 removed (left empty)" in done.stdout
+    assert _stored(db_session) == {world["old_reviewed"], world["new"]}
+
+
+def test_purge_older_than_days_counts_back_from_now(cli, db_session):
+    _add(db_session, "forty days old", received_at=utcnow() - timedelta(days=40))
+    _add(db_session, "twenty days old", received_at=utcnow() - timedelta(days=20))
+    db_session.commit()
+    result = _run(cli, "purge", "--older-than", "30", "--yes")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("purged 1 message(s) received before ")
+    assert [m.body for m in db_session.scalars(select(Message))] == ["twenty days old"]
+
+
+@pytest.mark.parametrize("args, said", [
+    ((), "give one of --older-than DAYS or --before YYYY-MM-DD"),
+    (("--older-than", "3", "--before", "2026-01-01"), "give one of --older-than"),
+    (("--older-than", "0"), "0 is not in the range x>=1"),
+    (("--older-than", "99999999"), "too many days"),
+    (("--before", "yesterday"), "'yesterday' does not match the format"),
+])
+def test_purge_refuses_unclear_options_in_one_line(cli, args, said):
+    result = _run(cli, "purge", *args)
+    assert result.exit_code == 2
+    assert said in result.output
+    assert "Traceback" not in result.output
+
+
+def test_erase_by_id_says_which_ids_were_not_there(cli, world, db_session):
+    result = _run(cli, "erase", "--message-id", str(world["old_reviewed"]),
+                  "--message-id", "999999", "--yes")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (f"erased 1 message(s) with id {world['old_reviewed']}, 999999 "
+                             "(1 reviewed); 1 id(s) not found\n")
+    assert world["old_reviewed"] not in _stored(db_session)
+
+
+def test_erase_asks_at_a_terminal_and_notes_a_sender_rule_that_stays(cli, db_session,
+                                                                     monkeypatch):
+    from spamguard.services import sender_rules
+
+    _add(db_session, "hi it's me", received_at=NEW, sender="+447911123456")
+    sender_rules.set_rule(db_session, sender="+44 7911 123456", action="block", note=None,
+                          by="admin")
+    db_session.commit()
+    monkeypatch.setattr(message_commands, "is_terminal", lambda stream: True)
+    declined = _run(cli, "erase", "--sender", "+447911123456", stdin="n\n")
+    assert declined.exit_code == 1 and "Aborted" in declined.output
+    assert len(_stored(db_session)) == 1
+
+    result = _run(cli, "erase", "--sender", " +447911123456 ", stdin="y\n")
+    assert result.exit_code == 0, result.output
+    assert "erased 1 message(s) from +447911123456" in result.stdout
+    assert ("note: the sender rule for +44 7911 123456 (block) stays; remove it with: "
+            "spamguard senders remove '+44 7911 123456'") in result.stderr
+    assert _stored(db_session) == set()
+
+
+@pytest.mark.parametrize("args, said", [
+    ((), "give --sender SENDER or --message-id ID (not both)"),
+    (("--sender", "x", "--message-id", "3"), "(not both)"),
+    (("--sender", "  "), "--sender is empty"),
+    (("--message-id", "0"), "is not in the range"),
+])
+def test_erase_refuses_unclear_options_in_one_line(cli, args, said):
+    result = _run(cli, "erase", *args)
+    assert result.exit_code == 2
+    assert said in result.output
