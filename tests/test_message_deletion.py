@@ -293,3 +293,17 @@ def test_erase_refuses_unclear_options_in_one_line(cli, args, said):
     result = _run(cli, "erase", *args)
     assert result.exit_code == 2
     assert said in result.output
+
+
+def test_on_sqlite_a_pause_between_batches_lets_the_service_store_messages(
+        world, db_session, db_session_factory, monkeypatch):
+    """SQLite has one writer: back-to-back batches kept inserts waiting for seconds
+    (bench/purge.py); PostgreSQL locks rows and needs no pause."""
+    pauses: list[float] = []
+    monkeypatch.setattr(message_deletion.time, "sleep", pauses.append)
+    monkeypatch.setattr(message_deletion, "BATCH", 1)
+    done = message_deletion.delete_messages(db_session_factory, Selection(before=CUTOFF))
+    expected = (message_deletion.SQLITE_PAUSE_SECONDS
+                if db_session.get_bind().dialect.name == "sqlite" else 0)
+    assert done.messages == 4
+    assert pauses == [expected] * 4

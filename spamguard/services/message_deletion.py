@@ -18,6 +18,7 @@ stores messages; one stopped half-way leaves the rest for the next run.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +44,10 @@ from spamguard.services.campaigns import wait_for_rebuilds
 from spamguard.services.message_queries import from_sender
 
 BATCH = 1000
+# SQLite has one writer at a time, and its busy handler polls a waiting writer every 100 ms
+# at most: batch after batch with no gap kept the service's inserts waiting up to 2.8 s
+# (bench/purge.py). A pause as long as that poll lets one in between batches.
+SQLITE_PAUSE_SECONDS = 0.1
 ERASED = "[erased]"
 _IN_CHUNK = 1000  # values in one IN (...) list
 
@@ -117,8 +122,9 @@ def kept_reviewed(session: Session, selection: Selection) -> int:
 
 
 def delete_batch(session: Session, selection: Selection, *, after_id: int = 0,
-                 limit: int = BATCH) -> tuple[Deleted, int | None]:
-    """Delete up to ``limit`` selected messages with ids above ``after_id``, oldest first.
+                 limit: int | None = None) -> tuple[Deleted, int | None]:
+    """Delete up to ``limit`` (:data:`BATCH`) selected messages with ids above
+    ``after_id``, oldest first.
 
     Returns what went, and the last id looked at (None when nothing was left). The caller
     commits; one batch is one transaction.
@@ -126,7 +132,7 @@ def delete_batch(session: Session, selection: Selection, *, after_id: int = 0,
     wait_for_rebuilds(session)  # a rebuild reading these messages would count them
     rows = session.execute(
         select(Message.id, Message.text_hash, Message.campaign_id, Message.review_label)
-        .where(*selection.where(), Message.id > after_id).order_by(Message.id).limit(limit)
+        .where(*selection.where(), Message.id > after_id).order_by(Message.id).limit(limit or BATCH)
     ).all()
     if not rows:
         return Deleted(), None
@@ -162,12 +168,14 @@ def delete_messages(factory: sessionmaker[Session], selection: Selection, *,
     """
     with session_scope(factory) as session:
         examples = example_hashes(session)
+        pause = SQLITE_PAUSE_SECONDS if session.get_bind().dialect.name == "sqlite" else 0
     total, after_id, shown = Deleted(), 0, set().union(*examples.values())
     while True:
         with session_scope(factory) as session:
             done, after_id = delete_batch(session, selection, after_id=after_id)
         if after_id is None:
             break
+        time.sleep(pause)
         done.texts_gone &= shown  # keep only what a changes.md shows (few)
         total.add(done)
         if on_batch:
