@@ -499,3 +499,23 @@ class SenderRule(Base):
     # for the admin UI.
     set_by: Mapped[str] = mapped_column(String(255))
     set_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(Base):
+    """One change an operator or admin made: who, when, what, to what (migration 0019).
+
+    Written by the services that make the change (accounts, API keys, sender rules, model
+    promotion, rollback and deletion, promotion holds, deleting messages), in the same
+    transaction, so an event is recorded exactly when its change is. ``actor`` is the
+    account's name for the admin UI, ``user@host`` for the command line, ``retrain`` for
+    an automatic promotion. ``details`` never holds message text or a sender.
+    """
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str | None] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[dict[str, Any] | None]

@@ -10,6 +10,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from spamguard.admin import (  # noqa: F401  (each module adds its pages to bp)
+    activity,
     api_keys,
     auth,
     campaigns,

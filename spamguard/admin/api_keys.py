@@ -16,6 +16,7 @@ import secrets
 
 from flask import flash, render_template, request
 from flask import session as cookie
+from flask_login import current_user
 
 from spamguard.admin.base import bp, role_required, run_action, session
 from spamguard.models import ApiKey
@@ -72,7 +73,8 @@ def api_key_create():
         return _page(status=409)
     db = session()
     try:
-        row, plaintext = apikeys.create_api_key(session=db, name=name, scopes=scopes)
+        row, plaintext = apikeys.create_api_key(session=db, name=name, scopes=scopes,
+                                                by=current_user.username)
     except apikeys.ApiKeyError as exc:
         db.rollback()
         flash(f"API key not created: {exc.for_ui()}", "error")
@@ -88,7 +90,8 @@ def api_key_create():
 def api_key_revoke(key_id: int):
     """Revoke a key: requests with it get 401 at once."""
     return run_action(
-        lambda db: apikeys.revoke_api_key(session=db, key_ref=str(key_id)),
+        lambda db: apikeys.revoke_api_key(session=db, key_ref=str(key_id),
+                                           by=current_user.username),
         done=lambda result: (f"Revoked API key {result[0].id} ({result[0].name})." if result[1]
                              else f"API key {result[0].id} ({result[0].name}) was already "
                                   "revoked."),

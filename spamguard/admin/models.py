@@ -158,7 +158,7 @@ def model_promote(version_id: str):
 
     def promote(db) -> tuple[ModelVersion, bool, str]:
         before = registry.active_version(db)
-        version = registry.promote(session=db, version_id=version_id)
+        version = registry.promote(session=db, version_id=version_id, by=current_user.username)
         return version, before is not None and before.id == version.id, _still_held(db)
 
     def done(result: tuple[ModelVersion, bool, str]) -> str:
@@ -186,7 +186,7 @@ def model_rollback():
     `spamguard rollback` does), so the next retraining does not undo the rollback."""
     def roll_back(db) -> tuple[ModelVersion, promotion_hold.Change]:
         before = registry.active_version(db)
-        version = registry.rollback(session=db)
+        version = registry.rollback(session=db, by=current_user.username)
         return version, promotion_hold.hold(
             db, reason=f"rollback from {before.id} to {version.id}", by=current_user.username)
 
@@ -261,7 +261,8 @@ def _delete(version: ModelVersion, *, dry_run: bool) -> version_cleanup.Deletion
     """Delete ``version`` as `spamguard models delete` does (the same rules: the active
     version, the one Roll back returns to and one a running retraining uses are refused)."""
     return version_cleanup.delete_versions(_request_transaction, [version.id],
-                                           settings().models_dir, dry_run=dry_run)
+                                           settings().models_dir, dry_run=dry_run,
+                                           by=current_user.username)
 
 
 @bp.route("/models/<version_id>/delete")

@@ -57,7 +57,7 @@ def sender_rule_remove(rule_id: int):
     model decides that sender's messages again."""
 
     def remove(db):
-        change = sender_rules.remove_rule(db, rule_id=rule_id)
+        change = sender_rules.remove_rule(db, rule_id=rule_id, by=current_user.username)
         if not change.changed:
             raise sender_rules.SenderRuleError(f"no sender rule {rule_id} (removed already?)")
         return change

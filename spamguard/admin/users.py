@@ -43,7 +43,8 @@ def user_create():
     db = session()
     try:
         user = users.create_user(session=db, username=form.get("username", ""),
-                                 password=form.get("password", ""), role=form.get("role", ""))
+                                 password=form.get("password", ""), role=form.get("role", ""),
+                                 by=current_user.username)
     except users.UserError as exc:
         db.rollback()
         flash(sentence(f"User not created: {exc.for_ui()}"), "error")
@@ -62,7 +63,8 @@ def user_active(user_id: int):
         return fail("You cannot disable your own account.", "admin.user_list")
     active = request.form.get("active") == "1"
     return run_action(
-        lambda db: users.set_active(session=db, user_id=user_id, active=active),
+        lambda db: users.set_active(session=db, user_id=user_id, active=active,
+                                   by=current_user.username),
         done=lambda u: f"User {u.username} is now {'enabled' if u.is_active else 'disabled'}.",
         refused=f"User not {'enabled' if active else 'disabled'}", endpoint="admin.user_list")
 
@@ -76,7 +78,8 @@ def user_role(user_id: int):
         return fail("You cannot change your own role.", "admin.user_list")
     role = request.form.get("role", "")
     return run_action(
-        lambda db: users.set_role(session=db, user_id=user_id, role=role),
+        lambda db: users.set_role(session=db, user_id=user_id, role=role,
+                                 by=current_user.username),
         done=lambda u: f"User {u.username} is now {'an' if u.role == 'admin' else 'a'} "
                        f"{u.role}.",
         refused="Role not changed", endpoint="admin.user_list")
@@ -89,7 +92,7 @@ def user_delete(user_id: int):
     if user_id == int(current_user.id):
         return fail("You cannot delete your own account.", "admin.user_list")
     return run_action(
-        lambda db: users.delete_user(session=db, user_id=user_id),
+        lambda db: users.delete_user(session=db, user_id=user_id, by=current_user.username),
         done=lambda d: (f"Deleted {d.former}. Its reviews ({d.reviews}) are kept, shown as "
                         f"by \u201c{d.shown_as}\u201d."),
         refused="User not deleted", endpoint="admin.user_list")
@@ -99,7 +102,8 @@ def user_delete(user_id: int):
 @role_required("admin")
 def user_unlock(user_id: int):
     """Lift an account's lock after failed logins."""
-    return run_action(lambda db: users.unlock(session=db, user_id=user_id),
+    return run_action(lambda db: users.unlock(session=db, user_id=user_id,
+                                              by=current_user.username),
                       done=lambda u: f"User {u.username} is unlocked.",
                       refused="User not unlocked", endpoint="admin.user_list")
 
@@ -125,7 +129,8 @@ def user_password_reset():
     try:
         user = users.set_password(session=db, user_id=target,
                                   password=form.get("new_password", ""),
-                                  repeated=form.get("new_password_again", ""))
+                                  repeated=form.get("new_password_again", ""),
+                                  by=current_user.username)
     except users.UserError as exc:
         db.rollback()
         flash(sentence(f"Password not reset: {exc.for_ui()}"), "error")

@@ -30,6 +30,7 @@ def _run(ctx: CliContext, selection, *, dry_run: bool, yes: bool, what: str):
 
     from spamguard.db import session_scope
     from spamguard.services import message_deletion
+    from spamguard.services.audit import cli_user
 
     with session_factory_for(ctx, create=False) as factory:
         with session_scope(factory) as session:
@@ -41,7 +42,8 @@ def _run(ctx: CliContext, selection, *, dry_run: bool, yes: bool, what: str):
         with tqdm(total=total, unit="msg", desc="delete", file=sys.stderr,
                   disable=not (is_terminal(sys.stderr) and total > message_deletion.BATCH)
                   ) as bar:
-            done = message_deletion.delete_messages(factory, selection, on_batch=bar.update)
+            done = message_deletion.delete_messages(factory, selection, on_batch=bar.update,
+                                                    by=cli_user())
         return total, reviewed, kept, done
 
 

@@ -80,6 +80,7 @@ def register(cli: click.Group) -> None:
         from spamguard.ml.data import load_labelled
         from spamguard.ml.train import TrainConfig, train_model
         from spamguard.services import registry
+        from spamguard.services.audit import cli_user
 
         settings = ctx.settings
         data = load_labelled(data_path)
@@ -96,7 +97,8 @@ def register(cli: click.Group) -> None:
                                  log=lambda line: click.echo(line, err=True))
             with session_scope(factory) as session:
                 version = registry.register_version(session=session,
-                                                    version_dir=result.directory)
+                                                    version_dir=result.directory,
+                                                    by=cli_user())
                 status = version.status
         click.echo(result.summary)
         timing = result.metadata["timing"]

@@ -16,6 +16,7 @@ from spamguard.cli.context import CliContext, pass_ctx, transaction
 from spamguard.cli.promotion_commands import rollback_hold, still_held_note
 from spamguard.models import ModelVersion
 from spamguard.services import registry, version_cleanup
+from spamguard.services.audit import cli_user
 from spamguard.wording import counted, megabytes
 
 # TEST: each version's own test split (versions trained on different data are not
@@ -204,7 +205,7 @@ def register(cli: click.Group) -> None:
         models_dir = ctx.settings.models_dir
         deletion = version_cleanup.delete_versions(
             lambda: transaction(ctx, create=False), list(version_ids), models_dir,
-            dry_run=dry_run)
+            dry_run=dry_run, by=cli_user())
         _report(deletion, models_dir, dry_run=dry_run)
 
     @models_group.command("prune", short_help="Delete all but the N newest model versions "
@@ -218,7 +219,8 @@ def register(cli: click.Group) -> None:
         the one rollback returns to, the one active last before the active one (after a
         rollback, the one it left) and any a running retrain uses; as `models delete`."""
         with transaction(ctx, create=False) as session:
-            pruning = registry.prune_versions(session=session, keep=keep, dry_run=dry_run)
+            pruning = registry.prune_versions(session=session, keep=keep, dry_run=dry_run,
+                                              by=cli_user())
         keeps = "would keep" if dry_run else "kept"
         for version_id, reason in pruning.protected.items():
             click.echo(f"{keeps} {version_id}: {reason}")
@@ -246,7 +248,7 @@ def register(cli: click.Group) -> None:
             if folder.is_dir():  # a folder: register it (or say why it is no version)
                 target = registry.register_version(session=session, version_dir=folder,
                                                    activate_if_none=False).id
-            return registry.promote(session=session, version_id=target)
+            return registry.promote(session=session, version_id=target, by=cli_user())
 
         # A promotion by hand is a person's decision: a hold on automatic promotion stays
         # (and is named, so nobody is surprised that retraining promotes nothing).
@@ -267,7 +269,8 @@ def register(cli: click.Group) -> None:
                 return still_held_note(session)
             return rollback_hold(session, before=before, after=after)
 
-        _switch(ctx, lambda s: registry.rollback(session=s), "rolled back to", then=hold)
+        _switch(ctx, lambda s: registry.rollback(session=s, by=cli_user()), "rolled back to",
+                then=hold)
 
     @cli.group("cache")
     def cache_group() -> None:

@@ -90,7 +90,7 @@ def register(cli: click.Group) -> None:
     def remove_command(ctx: CliContext, sender: str) -> None:
         """Remove SENDER's rule: the model decides its messages again."""
         with transaction(ctx, create=False) as session:
-            change = sender_rules.remove_rule(session, sender=sender)
+            change = sender_rules.remove_rule(session, sender=sender, by=cli_user())
             said = (f"no rule matches {sender.strip()}; nothing changed" if not change.changed
                     else f"removed the rule for {change.rule.sender} (it was "
                          f"{DONE[change.before]}): the model decides its messages again")

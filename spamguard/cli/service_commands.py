@@ -6,6 +6,7 @@ import click
 
 from spamguard.cli.context import CliContext, pass_ctx
 from spamguard.services.apikeys import SCOPE_HELP, SCOPES
+from spamguard.services.audit import cli_user
 from spamguard.wording import counted
 
 
@@ -121,7 +122,7 @@ def api_key_create(ctx: CliContext, name: str, scopes: tuple[str, ...]) -> None:
 
     with transaction(ctx) as session:
         row, plaintext = apikeys.create_api_key(session=session, name=name,
-                                                scopes=scopes or None)
+                                                scopes=scopes or None, by=cli_user())
         key_id, held = row.id, ", ".join(apikeys.key_scopes(row))
     click.echo(plaintext)
     click.echo(f"API key {key_id} ({name}, may: {held}) created; store it now, it cannot be "
@@ -160,7 +161,8 @@ def api_key_revoke(ctx: CliContext, key_ref: str) -> None:
     from spamguard.sqltypes import as_utc
 
     with transaction(ctx, create=False) as session:
-        row, revoked_now = apikeys.revoke_api_key(session=session, key_ref=key_ref)
+        row, revoked_now = apikeys.revoke_api_key(session=session, key_ref=key_ref,
+                                                   by=cli_user())
         described = f"API key {row.id} ({row.name}, {row.key_prefix})"
         if revoked_now:
             click.echo(f"revoked {described}")

@@ -18,6 +18,7 @@ from spamguard.cli.context import (
 from spamguard.errors import LockHeldError, SpamguardError
 from spamguard.models import ROLES
 from spamguard.services import campaigns, users
+from spamguard.services.audit import cli_user
 from spamguard.wording import counted
 
 # A rebuild renews its lock every third of this while it runs; a crashed one's lock is
@@ -68,7 +69,7 @@ def register(cli: click.Group) -> None:
         password = read_password(is_terminal(sys.stdin), name)
         with transaction(ctx) as session:
             user = users.create_user(session=session, username=name, password=password,
-                                     role=role)
+                                     role=role, by=cli_user())
             click.echo(f"created {user.role} {user.username}")
 
     @user_group.command("set-password", help="Give the account NAME a new password, asked "
@@ -79,7 +80,8 @@ def register(cli: click.Group) -> None:
     def user_set_password(ctx: CliContext, name: str) -> None:
         password = read_password(is_terminal(sys.stdin), name, reset=True)
         with transaction(ctx, create=False) as session:
-            user = users.set_password(session=session, username=name, password=password)
+            user = users.set_password(session=session, username=name, password=password,
+                                      by=cli_user())
             click.echo(f"new password set for {user.username}")
 
     @user_group.command("list")
@@ -103,7 +105,7 @@ def register(cli: click.Group) -> None:
         """Give the account NAME the role ROLE (from its next request; the last enabled
         admin stays admin)."""
         with transaction(ctx, create=False) as session:
-            user = users.set_role(session=session, username=name, role=role)
+            user = users.set_role(session=session, username=name, role=role, by=cli_user())
             click.echo(f"{user.username} is now {user.role}")
 
     @user_group.command("unlock")
@@ -112,7 +114,7 @@ def register(cli: click.Group) -> None:
     def user_unlock(ctx: CliContext, name: str) -> None:
         """Lift the lock on the account NAME after failed logins."""
         with transaction(ctx, create=False) as session:
-            user = users.unlock(session=session, username=name)
+            user = users.unlock(session=session, username=name, by=cli_user())
             click.echo(f"unlocked {user.username}")
 
     for verb, active in (("enable", True), ("disable", False)):
@@ -124,7 +126,8 @@ def register(cli: click.Group) -> None:
         def user_set_active(ctx: CliContext, name: str, active: bool = active,
                             verb: str = verb) -> None:
             with transaction(ctx, create=False) as session:
-                user = users.set_active(session=session, username=name, active=active)
+                user = users.set_active(session=session, username=name, active=active,
+                                         by=cli_user())
                 click.echo(f"{verb}d {user.username}")
 
     @user_group.command("delete")
@@ -142,7 +145,7 @@ def register(cli: click.Group) -> None:
                                      "confirm")
             click.confirm(f"Delete the account {name}? This cannot be undone", abort=True)
         with transaction(ctx, create=False) as session:
-            deleted = users.delete_user(session=session, username=name)
+            deleted = users.delete_user(session=session, username=name, by=cli_user())
         click.echo(f"deleted {deleted.former}; its reviews ({deleted.reviews}) are kept, "
                    f"shown as by {deleted.shown_as!r}")
 

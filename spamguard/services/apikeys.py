@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from spamguard.db import sqlite_write_lock
 from spamguard.errors import SpamguardError
 from spamguard.models import API_SCOPES, ApiKey
+from spamguard.services import audit
 from spamguard.sqltypes import MAX_INTEGER_ID, as_utc, utcnow
 
 KEY_PREFIX = "sg_"
@@ -79,8 +80,8 @@ def _garbles_a_listing(char: str) -> bool:
     return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in BIDI_CONTROLS
 
 
-def create_api_key(*, session: Session, name: str,
-                   scopes: Iterable[str] | None = None) -> tuple[ApiKey, str]:
+def create_api_key(*, session: Session, name: str, scopes: Iterable[str] | None = None,
+                   by: str | None = None) -> tuple[ApiKey, str]:
     """Create a key named ``name`` holding ``scopes`` (None: every scope); return the row and
     the plaintext (shown only this once)."""
     scopes_text = _scopes_text(scopes)
@@ -96,6 +97,8 @@ def create_api_key(*, session: Session, name: str,
                  scopes=scopes_text)
     session.add(row)
     session.flush()
+    audit.record(session, actor=by, action="api_key.create", target=name, id=row.id,
+                 prefix=row.key_prefix, scopes=scopes_text)
     return row, plaintext
 
 
@@ -139,7 +142,8 @@ def list_api_keys(*, session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
 
 
-def revoke_api_key(*, session: Session, key_ref: str) -> tuple[ApiKey, bool]:
+def revoke_api_key(*, session: Session, key_ref: str,
+                   by: str | None = None) -> tuple[ApiKey, bool]:
     """Revoke the key whose id or prefix is ``key_ref``; return it and whether this call
     revoked it (False: it was revoked already, and keeps its first revocation time)."""
     rows = _find(session, key_ref)
@@ -152,6 +156,8 @@ def revoke_api_key(*, session: Session, key_ref: str) -> tuple[ApiKey, bool]:
         return row, False
     row.revoked_at = utcnow()
     session.flush()
+    audit.record(session, actor=by, action="api_key.revoke", target=row.name, id=row.id,
+                 prefix=row.key_prefix)
     return row, True
 
 

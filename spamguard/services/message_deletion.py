@@ -39,7 +39,7 @@ from spamguard.models import (
     SpotCheckDraw,
     Verdict,
 )
-from spamguard.services import model_diff
+from spamguard.services import audit, model_diff
 from spamguard.services.campaigns import wait_for_rebuilds
 from spamguard.services.message_queries import from_sender
 
@@ -158,7 +158,8 @@ def delete_batch(session: Session, selection: Selection, *, after_id: int = 0,
 
 
 def delete_messages(factory: sessionmaker[Session], selection: Selection, *,
-                    on_batch: Callable[[int], None] | None = None) -> Deleted:
+                    on_batch: Callable[[int], None] | None = None,
+                    by: str | None = None) -> Deleted:
     """Delete every message ``selection`` picks, a batch a transaction, then take the
     example texts no message has any longer out of the versions' ``changes.md``.
 
@@ -180,11 +181,25 @@ def delete_messages(factory: sessionmaker[Session], selection: Selection, *,
         total.add(done)
         if on_batch:
             on_batch(done.messages)
-    if total.texts_gone:
-        with session_scope(factory) as session:
+    with session_scope(factory) as session:
+        if total.texts_gone:
             hit = [v for v, hashes in examples.items() if hashes & total.texts_gone]
             total.redacted_versions = redact_examples(session, hit, total.texts_gone)
+        if total.messages:
+            _audit(session, selection, total, by)
     return total
+
+
+def _audit(session: Session, selection: Selection, done: Deleted, by: str | None) -> None:
+    """Record what went, without a sender or any text (the trail outlives them)."""
+    ids = selection.message_ids
+    audit.record(session, actor=by,
+                 action="messages.purge" if selection.before is not None else "messages.erase",
+                 messages=done.messages, reviewed=done.reviewed,
+                 before=selection.before.isoformat() if selection.before else None,
+                 kept_reviewed=True if selection.keep_reviewed else None,
+                 of="a sender" if selection.sender is not None else None,
+                 ids=list(ids) if ids and len(ids) <= 20 else len(ids) or None)
 
 
 def _recount(session: Session, campaign_ids: Sequence[int]) -> tuple[set[int], set[int]]:

@@ -16,9 +16,6 @@ error. Functions flush but never commit: the caller owns the transaction.
 
 from __future__ import annotations
 
-import getpass
-import os
-import socket
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -26,7 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from spamguard.models import PromotionHold
-from spamguard.services import registry
+from spamguard.services import audit, registry
+from spamguard.services.audit import cli_user  # noqa: F401 (callers import it from here)
 from spamguard.sqltypes import utcnow
 
 MAX_REASON = 500  # characters kept of a reason (one line in every summary that names it)
@@ -41,16 +39,6 @@ class Change:
 
     hold: PromotionHold | None
     changed: bool
-
-
-def cli_user() -> str:
-    """Who runs a command, as ``user@host`` (the uid when the account has no name, as in
-    some containers)."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid {os.getuid()}"
-    return f"{user}@{socket.gethostname()}"[:MAX_BY]
 
 
 def clean_reason(reason: str | None) -> str | None:
@@ -100,6 +88,7 @@ def hold(session: Session, *, reason: str | None, by: str) -> Change:
         if held is None:
             raise
         return Change(held, False)
+    audit.record(session, actor=by, action="promotion.hold", reason=new.reason)
     return Change(new, True)
 
 
@@ -112,6 +101,7 @@ def release(session: Session, *, by: str) -> Change:
         return Change(None, False)
     held.active, held.released_at, held.released_by = None, utcnow(), by[:MAX_BY]
     session.flush()
+    audit.record(session, actor=by, action="promotion.release")
     return Change(held, True)
 
 

@@ -31,6 +31,7 @@ from spamguard.errors import (
 )
 from spamguard.ml.version_files import check_complete
 from spamguard.models import ModelVersion, TrainingRun
+from spamguard.services import audit
 from spamguard.sqltypes import as_utc, utcnow
 
 REGISTRABLE_STATUSES = ("candidate", "rejected", "active")
@@ -65,9 +66,10 @@ def _parse_time(value: str, path: Path) -> datetime:
 
 def register_version(
     *, session: Session, version_dir: Path | str, activate_if_none: bool = True,
-    status: str = "candidate",
+    status: str = "candidate", by: str | None = None,
 ) -> ModelVersion:
-    """Record the version in ``version_dir`` (idempotent); activate it if none is active."""
+    """Record the version in ``version_dir`` (idempotent); activate it if none is active
+    (``by``: who, for the audit trail)."""
     if status not in REGISTRABLE_STATUSES:
         raise RegistryError(f"cannot register a version as {status!r}")
     version_dir = Path(version_dir).resolve()
@@ -95,7 +97,7 @@ def register_version(
     if status == "active" or (
         status == "candidate" and activate_if_none and active_version(session) is None
     ):
-        promote(session=session, version_id=version.id)
+        promote(session=session, version_id=version.id, by=by)
     return version
 
 
@@ -187,7 +189,7 @@ def _activate(session: Session, version: ModelVersion, *, previous_id: str | Non
         ) from exc
 
 
-def promote(*, session: Session, version_id: str) -> ModelVersion:
+def promote(*, session: Session, version_id: str, by: str | None = None) -> ModelVersion:
     """Make ``version_id`` the active version; the old one is retired and remembered."""
     version = get_version(session, version_id)
     if version.status == "active":
@@ -197,10 +199,12 @@ def promote(*, session: Session, version_id: str) -> ModelVersion:
     _check_loadable(version)
     current = active_version(session)
     _activate(session, version, previous_id=current.id if current else None)
+    audit.record(session, actor=by, action="model.promote", target=version.id,
+                 was=current.id if current else None)
     return version
 
 
-def rollback(*, session: Session) -> ModelVersion:
+def rollback(*, session: Session, by: str | None = None) -> ModelVersion:
     """Re-activate the version that was active before the current one; return it."""
     current = active_version(session)
     if current is None:
@@ -216,6 +220,7 @@ def rollback(*, session: Session) -> ModelVersion:
     _check_loadable(previous)
     # Keep the target's own predecessor so repeated rollbacks walk further back.
     _activate(session, previous, previous_id=previous.previous_active_id)
+    audit.record(session, actor=by, action="model.rollback", target=previous.id, was=current.id)
     return previous
 
 
@@ -319,10 +324,13 @@ def _lock_for_deletion(session: Session) -> None:
     session.expire_all()  # read again what others committed before the lock
 
 
-def _mark_deleted(session: Session, versions: list[ModelVersion]) -> None:
+def _mark_deleted(session: Session, versions: list[ModelVersion], *, by: str | None,
+                  how: str) -> None:
     ids = [v.id for v in versions if v.status != "deleted"]
     if not ids:
         return
+    for version_id in ids:
+        audit.record(session, actor=by, action="model.delete", target=version_id, via=how)
     marked = session.execute(
         update(ModelVersion).where(ModelVersion.id.in_(ids), ModelVersion.status != "active")
         .values(status="deleted").execution_options(synchronize_session="fetch"))
@@ -331,8 +339,8 @@ def _mark_deleted(session: Session, versions: list[ModelVersion]) -> None:
                                         "nothing was deleted: try again")
 
 
-def delete_versions(*, session: Session, version_ids: list[str],
-                    dry_run: bool = False) -> tuple[list[ModelVersion], frozenset[str]]:
+def delete_versions(*, session: Session, version_ids: list[str], dry_run: bool = False,
+                    by: str | None = None) -> tuple[list[ModelVersion], frozenset[str]]:
     """Mark ``version_ids`` deleted and return them with the ids of those that were deleted
     already (they stay so); the caller removes their folders once the transaction has
     committed. ``dry_run``: check, mark nothing.
@@ -363,7 +371,7 @@ def delete_versions(*, session: Session, version_ids: list[str],
                             ui_hint=refusal(ui=True))
     already = frozenset(v.id for v in versions if v.status == "deleted")
     if not dry_run:
-        _mark_deleted(session, versions)
+        _mark_deleted(session, versions, by=by, how="delete")
     return versions, already
 
 
@@ -376,7 +384,8 @@ class Pruning:
     protected: dict[str, str]  # older versions kept all the same, each with why
 
 
-def prune_versions(*, session: Session, keep: int, dry_run: bool = False) -> Pruning:
+def prune_versions(*, session: Session, keep: int, dry_run: bool = False,
+                   by: str | None = None) -> Pruning:
     """Mark deleted every version but the ``keep`` newest (by creation time), those that
     must keep their files (:func:`protected_versions`) and the version active last before
     the active one (:func:`last_active_before`: after a rollback, the one it left, which
@@ -400,7 +409,7 @@ def prune_versions(*, session: Session, keep: int, dry_run: bool = False) -> Pru
                       [v.id for v in remaining[:keep]],
                       {v.id: protected[v.id] for v in older if v.id in protected})
     if not dry_run:
-        _mark_deleted(session, pruning.deleted)
+        _mark_deleted(session, pruning.deleted, by=by, how=f"prune --keep {keep}")
     return pruning
 
 

@@ -376,6 +376,6 @@ def record_versions(session: Session, directory: Path, gate: Gate,
     if compared is not None and compared_metrics:
         compared.metrics = {**(compared.metrics or {}), "eval": compared_metrics}
     if promote:
-        registry.promote(session=session, version_id=version.id)
+        registry.promote(session=session, version_id=version.id, by="retrain")
     return version
 

@@ -30,6 +30,7 @@ from spamguard.db import conflict_insert
 from spamguard.errors import SpamguardError
 from spamguard.models import SENDER_RULE_ACTIONS, SenderRule
 from spamguard.senders import phone_digits, sender_key
+from spamguard.services import audit
 from spamguard.services.promotion_hold import clean_reason
 from spamguard.sqltypes import utcnow
 
@@ -120,6 +121,8 @@ def set_rule(session: Session, *, sender: str, action: str, note: str | None,
             .on_conflict_do_nothing(index_elements=["sender_key"])
             .returning(SenderRule.id)).scalar()
         if added is not None:
+            audit.record(session, actor=by, action="sender_rule.set", target=sender,
+                         rule=action, note=clean_reason(note))
             return Change(rule=session.get(SenderRule, added), before=None, changed=True)
         rule = find_rule(session, sender)  # set at the same moment by someone else: change it
         if rule is None:
@@ -132,11 +135,13 @@ def set_rule(session: Session, *, sender: str, action: str, note: str | None,
         rule.action, rule.note, rule.sender = action, note, sender
         rule.set_by, rule.set_at = by[:255], utcnow()
         session.flush()
+        audit.record(session, actor=by, action="sender_rule.set", target=sender, rule=action,
+                     was=before if before != action else None, note=note)
     return Change(rule=rule, before=before, changed=changed)
 
 
 def remove_rule(session: Session, *, sender: str | None = None,
-                rule_id: int | None = None) -> Change:
+                rule_id: int | None = None, by: str | None = None) -> Change:
     """Remove the rule that matches ``sender``, or the rule ``rule_id`` (the admin page's
     button: a rule stored under an older matching rule is still removed); none: nothing
     changes, not an error."""
@@ -146,6 +151,8 @@ def remove_rule(session: Session, *, sender: str | None = None,
         return Change(rule=None, before=None, changed=False)
     session.delete(rule)
     session.flush()
+    audit.record(session, actor=by, action="sender_rule.remove", target=rule.sender,
+                 rule=rule.action)
     return Change(rule=rule, before=rule.action, changed=True)
 
 

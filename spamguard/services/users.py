@@ -20,6 +20,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from spamguard.db import sqlite_write_lock
 from spamguard.errors import SpamguardError
 from spamguard.models import ROLES, User
+from spamguard.services import audit
 from spamguard.sqltypes import as_utc, utcnow
 
 MAX_FAILURES = 5  # failed logins in a row before the account is locked
@@ -110,7 +111,8 @@ def common_passwords() -> frozenset[str]:
                      if line.strip() and not line.startswith("#"))
 
 
-def create_user(*, session: Session, username: str, password: str, role: str) -> User:
+def create_user(*, session: Session, username: str, password: str, role: str,
+                by: str | None = None) -> User:
     """Create an account; refuse a taken name, a short password or an unknown role."""
     name = validate_new_user(username, password, role)
     if session.scalars(select(User).where(User.username == name)).first() is not None:
@@ -119,6 +121,7 @@ def create_user(*, session: Session, username: str, password: str, role: str) ->
                 is_active=True, failed_logins=0, session_epoch=first_epoch())
     session.add(user)
     session.flush()
+    audit.record(session, actor=by, action="user.create", target=name, role=role)
     return user
 
 
@@ -150,12 +153,15 @@ def list_users(session: Session) -> list[User]:
 
 
 def set_active(*, session: Session, user_id: int | None = None, username: str | None = None,
-               active: bool) -> User:
+               active: bool, by: str | None = None) -> User:
     """Enable or disable an account, by id or by name (a disabled account cannot log in,
     and its open sessions end). The last enabled admin cannot be disabled."""
     user = _find(session, user_id, username)
     if not active:
         _keep_an_admin(session, user)
+    if user.is_active != active:
+        audit.record(session, actor=by, action="user.enable" if active else "user.disable",
+                     target=user.username)
     user.is_active = active
     if active:
         user.failed_logins, user.locked_until = 0, None
@@ -187,7 +193,7 @@ class DeletedAccount:
 
 
 def delete_user(*, session: Session, user_id: int | None = None,
-                username: str | None = None) -> DeletedAccount:
+                username: str | None = None, by: str | None = None) -> DeletedAccount:
     """Delete an account (by id or by name): it can never log in again, its sessions and
     queue claims end, and its name is free for a new account.
 
@@ -206,13 +212,14 @@ def delete_user(*, session: Session, user_id: int | None = None,
     user.is_active, user.role, user.deleted_at = False, "viewer", utcnow()
     user.failed_logins, user.locked_until = 0, None
     session.flush()
+    audit.record(session, actor=by, action="user.delete", target=name, now=user.username)
     reviews = session.scalar(select(func.count()).select_from(Review)
                              .where(Review.user_id == user.id)) or 0
     return DeletedAccount(former=name, shown_as=user.username, reviews=int(reviews))
 
 
 def set_role(*, session: Session, role: str, user_id: int | None = None,
-             username: str | None = None) -> User:
+             username: str | None = None, by: str | None = None) -> User:
     """Give an account another role (by id or by name); it applies from its next request.
     The last enabled admin keeps the role: without one, nobody could manage accounts from
     the web UI."""
@@ -221,6 +228,9 @@ def set_role(*, session: Session, role: str, user_id: int | None = None,
     user = _find(session, user_id, username)
     if role != "admin":
         _keep_an_admin(session, user)
+    if user.role != role:
+        audit.record(session, actor=by, action="user.role", target=user.username,
+                     role=role, was=user.role)
     user.role = role
     if role == "viewer":  # a viewer reviews nothing: its queue claims go to the others now
         _release_claims(session, user.id)
@@ -245,9 +255,10 @@ def _keep_an_admin(session: Session, user: User) -> None:
 
 
 def unlock(*, session: Session, user_id: int | None = None,
-           username: str | None = None) -> User:
+           username: str | None = None, by: str | None = None) -> User:
     """Lift the lock after failed logins (and forget those failures) at once."""
     user = _find(session, user_id, username)
+    audit.record(session, actor=by, action="user.unlock", target=user.username)
     user.failed_logins, user.locked_until = 0, None
     session.flush()
     return user
@@ -365,7 +376,8 @@ def change_password(*, session: Session, user_id: int, current: str, new: str,
 
 
 def set_password(*, session: Session, password: str, username: str | None = None,
-                 user_id: int | None = None, repeated: str | None = None) -> User:
+                 user_id: int | None = None, repeated: str | None = None,
+                 by: str | None = None) -> User:
     """Give an account (by name or by id) a new password: an admin's reset, from
     `spamguard user set-password` or the users page. Lifts a lock and ends the account's
     sessions and queue claims. ``repeated``, when given, must be the same password again
@@ -379,5 +391,6 @@ def set_password(*, session: Session, password: str, username: str | None = None
     user.password_hash = hash_password(password)
     user.failed_logins, user.locked_until = 0, None
     session.flush()
+    audit.record(session, actor=by, action="user.password", target=user.username)
     end_sessions(session=session, user_id=user.id)
     return user

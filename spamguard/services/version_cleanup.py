@@ -116,7 +116,7 @@ def remove_folders(versions: list[ModelVersion], models_dir: Path, *,
 
 def delete_versions(transaction: Callable[[], AbstractContextManager[Session]],
                     version_ids: list[str], models_dir: Path, *,
-                    dry_run: bool = False) -> Deletion:
+                    dry_run: bool = False, by: str | None = None) -> Deletion:
     """Delete ``version_ids``: mark them deleted in one transaction (``transaction()``
     yields its session and commits when the block ends), then remove their folders.
 
@@ -125,6 +125,6 @@ def delete_versions(transaction: Callable[[], AbstractContextManager[Session]],
             stay (the message says which and why); nothing is deleted.
     """
     with transaction() as session:
-        versions, already = registry.delete_versions(session=session,
-                                                     version_ids=version_ids, dry_run=dry_run)
+        versions, already = registry.delete_versions(session=session, version_ids=version_ids,
+                                                     dry_run=dry_run, by=by)
     return remove_folders(versions, models_dir, already_deleted=already, dry_run=dry_run)

@@ -1,0 +1,100 @@
+"""Who changed what, and when: the audit trail (``audit_events``, migration 0019).
+
+The services that change accounts, API keys, sender rules, the model in service,
+promotion holds and stored messages call :func:`record` in the caller's transaction, so
+an event is stored exactly when its change commits, from the admin UI and the command line
+alike. The actor is the account's name (admin UI), ``user@host`` (:func:`cli_user`, the
+command line) or a job's name (``retrain``); None when a caller did not say (a script
+using the Python API). Events never hold message text, and a sender only as the target of
+a sender rule (which holds it anyway): the trail outlives erased messages.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from spamguard.models import AuditEvent
+from spamguard.sqltypes import utcnow
+
+MAX_TEXT = 255  # audit_events.actor / target
+# Every action, with what the Activity page and ``spamguard audit`` call it.
+ACTIONS = {
+    "user.create": "created account",
+    "user.password": "reset password of",
+    "user.role": "changed role of",
+    "user.disable": "disabled account",
+    "user.enable": "enabled account",
+    "user.unlock": "unlocked account",
+    "user.delete": "deleted account",
+    "api_key.create": "created API key",
+    "api_key.revoke": "revoked API key",
+    "sender_rule.set": "set sender rule for",
+    "sender_rule.remove": "removed sender rule for",
+    "model.promote": "promoted model",
+    "model.rollback": "rolled back to model",
+    "model.delete": "deleted model",
+    "promotion.hold": "held automatic promotion",
+    "promotion.release": "released the promotion hold",
+    "messages.purge": "purged messages",
+    "messages.erase": "erased messages",
+}
+# The kinds ``spamguard audit --kind`` and the Activity page filter on.
+KINDS = tuple(dict.fromkeys(action.split(".")[0] for action in ACTIONS))
+
+
+def cli_user() -> str:
+    """Who runs a command, as ``user@host`` (the uid when the account has no name, as in
+    some containers)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"[:MAX_TEXT]
+
+
+def record(session: Session, *, actor: str | None, action: str, target: str | None = None,
+           **details: Any) -> AuditEvent:
+    """Add one event to the caller's transaction (``details``: JSON values, no message
+    text or sender)."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    event = AuditEvent(at=utcnow(), actor=actor[:MAX_TEXT] if actor else None, action=action,
+                       target=target[:MAX_TEXT] if target else None,
+                       details={k: v for k, v in details.items() if v is not None} or None)
+    session.add(event)
+    return event
+
+
+def recent(session: Session, *, limit: int = 50, before_id: int | None = None,
+           action: str | None = None) -> list[AuditEvent]:
+    """The newest events first (``before_id``: the page after one ending there;
+    ``action``: one action, or every action of a kind such as ``"user"``)."""
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(AuditEvent.id < before_id)
+    if action:
+        query = query.where(AuditEvent.action == action if "." in action
+                            else AuditEvent.action.startswith(f"{action}.", autoescape=True))
+    return list(session.scalars(query))
+
+
+def describe(event: AuditEvent) -> str:
+    """One line: ``2026-12-02 21:04 UTC alice: set sender rule for MyBank (allow)``."""
+    said = f"{event.at:%Y-%m-%d %H:%M UTC} {event.actor or 'someone'}: {ACTIONS[event.action]}"
+    if event.target:
+        said += f" {event.target}"
+    if event.details:
+        said += " (" + ", ".join(f"{k} {v}" for k, v in event.details.items()) + ")"
+    return said
+
+
+def as_json(event: AuditEvent) -> dict[str, Any]:
+    """One event as ``spamguard audit --json`` prints it."""
+    return {"id": event.id, "at": event.at.isoformat(), "actor": event.actor,
+            "action": event.action, "target": event.target, "details": event.details or {}}

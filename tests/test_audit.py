@@ -1,0 +1,216 @@
+"""The audit trail: each change to accounts, API keys, sender rules, the model in service,
+promotion holds and stored messages writes one event with who made it, in the change's own
+transaction; ``spamguard audit`` and the admin UI's Activity page show them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from spamguard.cli import _Group, audit_commands, sender_commands, user_commands
+from spamguard.db import session_scope
+from spamguard.models import AuditEvent
+from spamguard.services import (
+    apikeys,
+    audit,
+    message_deletion,
+    promotion_hold,
+    registry,
+    sender_rules,
+    users,
+)
+from tests.fixtures_admin import new_message
+
+PASSWORD = "a long passphrase 1"
+
+
+def _events(session, after: int = 0) -> list[tuple]:
+    session.expire_all()
+    return [(e.actor, e.action, e.target, e.details) for e in session.scalars(
+        select(AuditEvent).where(AuditEvent.id > after).order_by(AuditEvent.id))]
+
+
+def test_account_changes_are_recorded_once_each_and_only_when_something_changed(db_session):
+    users.create_user(session=db_session, username="root", password=PASSWORD, role="admin",
+                      by="setup")
+    users.create_user(session=db_session, username="bob", password=PASSWORD,
+                      role="moderator", by="alice")
+    users.set_role(session=db_session, username="bob", role="admin", by="alice")
+    users.set_role(session=db_session, username="bob", role="admin", by="alice")  # no change
+    users.set_active(session=db_session, username="bob", active=False, by="alice")
+    users.set_active(session=db_session, username="bob", active=False, by="alice")
+    users.set_active(session=db_session, username="bob", active=True, by="alice")
+    users.unlock(session=db_session, username="bob", by="alice")
+    users.set_password(session=db_session, username="bob", password="another passphrase 2",
+                       by="alice")
+    users.delete_user(session=db_session, username="bob", by="alice")
+    db_session.commit()
+    events = _events(db_session)
+    assert events[0] == ("setup", "user.create", "root", {"role": "admin"})
+    assert [(a, t) for _, a, t, _ in events[1:]] == [
+        ("user.create", "bob"), ("user.role", "bob"), ("user.disable", "bob"),
+        ("user.enable", "bob"), ("user.unlock", "bob"), ("user.password", "bob"),
+        ("user.delete", "bob")]
+    assert {actor for actor, *_ in events[1:]} == {"alice"}
+    assert events[2][3] == {"role": "admin", "was": "moderator"}
+    assert events[-1][3]["now"].startswith("deleted account ")
+    assert "password" not in json.dumps([e[3] for e in events]).replace('"user.password"', "")
+
+
+def test_an_event_is_stored_only_if_its_change_commits(db_session):
+    users.create_user(session=db_session, username="carol", password=PASSWORD,
+                      role="viewer", by="alice")
+    db_session.rollback()
+    assert _events(db_session) == []
+
+
+def test_keys_rules_models_and_holds_are_recorded_with_who_did_them(db_session,
+                                                                     make_version_dir):
+    first = registry.register_version(session=db_session, version_dir=make_version_dir("v1"))
+    registry.register_version(session=db_session, version_dir=make_version_dir(
+        "v2", created_at="2026-11-23T10:15:00+00:00"), activate_if_none=False)
+    db_session.commit()
+    assert first.status == "active"
+    assert _events(db_session) == [(None, "model.promote", "v1", None)]  # the first version
+    start = db_session.scalar(select(AuditEvent.id))
+    row, _ = apikeys.create_api_key(session=db_session, name="gateway", by="alice")
+    apikeys.revoke_api_key(session=db_session, key_ref=str(row.id), by="alice")
+    apikeys.revoke_api_key(session=db_session, key_ref=str(row.id), by="alice")  # no change
+    sender_rules.set_rule(db_session, sender="MyBank", action="allow", note="alerts",
+                          by="alice")
+    sender_rules.set_rule(db_session, sender="MYBANK", action="allow", note=None, by="alice")
+    sender_rules.set_rule(db_session, sender="mybank", action="block", note=None, by="bob")
+    sender_rules.remove_rule(db_session, sender="MyBank", by="bob")
+    registry.promote(session=db_session, version_id="v2", by="bob")
+    registry.rollback(session=db_session, by="carol")
+    promotion_hold.hold(db_session, reason="bad night", by="carol")
+    promotion_hold.release(db_session, by="carol")
+    registry.promote(session=db_session, version_id="v2", by="retrain")
+    registry.prune_versions(session=db_session, keep=1, dry_run=True, by="carol")  # no change
+    db_session.commit()
+    events = _events(db_session, after=start)
+    assert [(actor, action, target) for actor, action, target, _ in events] == [
+        ("alice", "api_key.create", "gateway"), ("alice", "api_key.revoke", "gateway"),
+        ("alice", "sender_rule.set", "MyBank"), ("bob", "sender_rule.set", "mybank"),
+        ("bob", "sender_rule.remove", "mybank"), ("bob", "model.promote", "v2"),
+        ("carol", "model.rollback", "v1"), ("carol", "promotion.hold", None),
+        ("carol", "promotion.release", None), ("retrain", "model.promote", "v2")]
+    details = [d for *_, d in events]
+    assert details[0]["prefix"] == row.key_prefix and "key_hash" not in details[0]
+    assert details[3] == {"rule": "block", "was": "allow", "note": "alerts"}
+    assert details[5] == {"was": "v1"} and details[6] == {"was": "v2"}
+    assert details[7] == {"reason": "bad night"}
+
+
+def test_deleting_model_versions_records_each_one(db_session, make_version_dir):
+    for i in range(1, 4):
+        registry.register_version(session=db_session, version_dir=make_version_dir(
+            f"v{i}", created_at=f"2026-11-2{i}T10:15:00+00:00"), activate_if_none=i == 3)
+    db_session.commit()
+    start = db_session.scalar(select(AuditEvent.id))  # v3's activation
+    registry.delete_versions(session=db_session, version_ids=["v1"], by="alice")
+    registry.prune_versions(session=db_session, keep=1, by="bob")
+    db_session.commit()
+    assert [(a, act, t, d) for a, act, t, d in _events(db_session, after=start)] == [
+        ("alice", "model.delete", "v1", {"via": "delete"}),
+        ("bob", "model.delete", "v2", {"via": "prune --keep 1"})]
+
+
+def test_deleting_messages_records_counts_but_no_sender_or_text(db_session,
+                                                                db_session_factory):
+    from datetime import UTC, datetime
+
+    for body in ("my PIN is 4321", "call me"):
+        db_session.add(new_message(body, p=0.2, sender="+447911123456",
+                                   received_at=datetime(2026, 1, 1, tzinfo=UTC)))
+    db_session.commit()
+    message_deletion.delete_messages(db_session_factory, message_deletion.Selection(
+        sender="+447911123456"), by="alice")
+    message_deletion.delete_messages(db_session_factory, message_deletion.Selection(
+        before=datetime(2026, 6, 1, tzinfo=UTC), keep_reviewed=True), by="cron")  # nothing
+    [(actor, action, target, details)] = _events(db_session)
+    assert (actor, action, target) == ("alice", "messages.erase", None)
+    assert details == {"messages": 2, "reviewed": 0, "of": "a sender"}
+    assert "447911" not in json.dumps(details) and "4321" not in json.dumps(details)
+
+
+def test_an_unknown_action_is_a_programming_error(db_session):
+    with pytest.raises(ValueError, match="unknown audit action"):
+        audit.record(db_session, actor="x", action="user.fly")
+
+
+# The command line.
+
+@pytest.fixture
+def cli(migrated_db_url, monkeypatch):
+    monkeypatch.setenv("SPAMGUARD_DATABASE_URL", migrated_db_url)
+    monkeypatch.setattr(audit.getpass, "getuser", lambda: "ops")
+    monkeypatch.setattr(audit.socket, "gethostname", lambda: "host")
+    group = _Group("spamguard")
+    for module in (audit_commands, sender_commands, user_commands):
+        module.register(group)
+    return group
+
+
+def test_cli_changes_are_recorded_as_user_at_host_and_listed_newest_first(cli):
+    runner = CliRunner()
+    assert runner.invoke(cli, ["senders", "block", "SCAMCO"]).exit_code == 0
+    made = runner.invoke(cli, ["user", "create", "dave", "--role", "viewer"],
+                         input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert made.exit_code == 0, made.output
+    listed = runner.invoke(cli, ["audit"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert lines[0].endswith(" ops@host: created account dave (role viewer)")
+    assert lines[1].endswith(" ops@host: set sender rule for SCAMCO (rule block)")
+    as_json = [json.loads(line) for line in runner.invoke(
+        cli, ["audit", "--json", "--kind", "sender_rule"]).stdout.splitlines()]
+    assert [(e["actor"], e["action"], e["target"], e["details"]) for e in as_json] == [
+        ("ops@host", "sender_rule.set", "SCAMCO", {"rule": "block"})]
+    assert runner.invoke(cli, ["audit", "--kind", "model"]).stdout == (
+        "no changes recorded of kind model\n")
+    bad = runner.invoke(cli, ["audit", "--kind", "weather"])
+    assert bad.exit_code == 2 and "'weather' is not one of" in bad.output
+
+
+# The Activity page.
+
+def test_the_activity_page_shows_who_did_what_to_admins_only(admin_client, moderator_client,
+                                                               viewer_client):
+    admin_client.post("/admin/senders", data={"sender": "<b>EVIL</b>", "action": "block"})
+    page = admin_client.get("/admin/activity")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "set sender rule for <strong>&lt;b&gt;EVIL&lt;/b&gt;</strong>" in text
+    assert "<td>admin</td>" in text  # the account that did it
+    assert "<b>EVIL</b>" not in text
+    assert 'href="/admin/activity"' in text  # in the admins' navigation
+    for client in (moderator_client, viewer_client):
+        assert client.get("/admin/activity").status_code == 403
+        assert 'href="/admin/activity"' not in client.get("/admin/senders").get_data(
+            as_text=True)
+
+
+def test_the_activity_page_filters_by_kind_and_pages_by_id(admin_client, db_session_factory,
+                                                           monkeypatch):
+    from spamguard.admin import activity
+
+    monkeypatch.setattr(activity, "PER_PAGE", 2)
+    with session_scope(db_session_factory) as session:
+        for i in range(3):
+            sender_rules.set_rule(session, sender=f"S{i}", action="allow", note=None, by="x")
+    first = admin_client.get("/admin/activity?kind=sender_rule").get_data(as_text=True)
+    assert "S2" in first and "S1" in first and "S0" not in first
+    assert "Older →" in first
+    with session_scope(db_session_factory) as session:
+        older = min(e.id for e in audit.recent(session, limit=2, action="sender_rule"))
+    second = admin_client.get(f"/admin/activity?kind=sender_rule&before={older}").get_data(
+        as_text=True)
+    assert "S0" in second and "S1" not in second and "Older →" not in second
+    assert "No changes recorded of this kind." in admin_client.get(
+        "/admin/activity?kind=messages").get_data(as_text=True)
+    assert admin_client.get("/admin/activity?kind=weather").status_code == 400
+    assert admin_client.get("/admin/activity?before=abc").status_code == 400
