@@ -19,8 +19,10 @@ stores messages; one stopped half-way leaves the rest for the next run.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
@@ -153,18 +155,28 @@ def delete_batch(session: Session, selection: Selection, *, after_id: int = 0,
 
 def delete_messages(factory: sessionmaker[Session], selection: Selection, *,
                     on_batch: Callable[[int], None] | None = None) -> Deleted:
-    """Delete every message ``selection`` picks, a batch a transaction, then take the
-    example texts no message has any longer out of the versions' ``changes.md``.
+    """Delete every message ``selection`` picks, a batch a transaction of its own session
+    from ``factory`` (see :func:`delete_in`)."""
+    return delete_in(partial(session_scope, factory), selection, on_batch=on_batch)
+
+
+def delete_in(transaction: Callable[[], AbstractContextManager[Session]],
+              selection: Selection, *,
+              on_batch: Callable[[int], None] | None = None) -> Deleted:
+    """Delete every message ``selection`` picks, a batch a ``transaction()`` (which yields
+    a session and commits when its block ends: a new session's, or an admin request's),
+    then take the example texts no message has any longer out of the versions'
+    ``changes.md``.
 
     ``on_batch`` is called with each batch's size (a progress bar). Messages stored while
     it runs are deleted too when they match (a purge's ``before`` is fixed, so new ones do
     not).
     """
-    with session_scope(factory) as session:
+    with transaction() as session:
         examples = example_hashes(session)
     total, after_id, shown = Deleted(), 0, set().union(*examples.values())
     while True:
-        with session_scope(factory) as session:
+        with transaction() as session:
             done, after_id = delete_batch(session, selection, after_id=after_id)
         if after_id is None:
             break
@@ -173,7 +185,7 @@ def delete_messages(factory: sessionmaker[Session], selection: Selection, *,
         if on_batch:
             on_batch(done.messages)
     if total.texts_gone:
-        with session_scope(factory) as session:
+        with transaction() as session:
             hit = [v for v, hashes in examples.items() if hashes & total.texts_gone]
             total.redacted_versions = redact_examples(session, hit, total.texts_gone)
     return total
