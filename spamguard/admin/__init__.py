@@ -15,6 +15,7 @@ from spamguard.admin import (  # noqa: F401  (each module adds its pages to bp)
     auth,
     campaigns,
     dashboard,
+    message_erase,
     messages,
     models,
     queue,

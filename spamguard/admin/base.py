@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar
@@ -64,6 +65,20 @@ def role_required(role: str) -> Callable[[F], F]:
 def session() -> Session:
     """The request's database session."""
     return db_session()
+
+
+@contextmanager
+def request_transaction() -> Iterator[Session]:
+    """The request's session as one transaction: committed when the block ends, rolled
+    back if it raises (for a service that takes a ``transaction()``, as a command's own
+    sessions would be)."""
+    db = session()
+    try:
+        yield db
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
 
 
 def settings() -> Settings:

@@ -4,8 +4,6 @@ delete, and holding automatic promotion (services.promotion_hold)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from sqlalchemy.orm import Session
 from spamguard.admin.base import (
     bp,
     fail,
+    request_transaction,
     role_required,
     run_action,
     session,
@@ -244,23 +243,10 @@ def model_retrain():
                              "page refreshes while it runs.", endpoint="admin.model_list")
 
 
-@contextmanager
-def _request_transaction() -> Iterator[Session]:
-    """The request's session as one transaction: committed when the block ends, rolled
-    back if it raises."""
-    db = session()
-    try:
-        yield db
-    except BaseException:
-        db.rollback()
-        raise
-    db.commit()
-
-
 def _delete(version: ModelVersion, *, dry_run: bool) -> version_cleanup.Deletion:
     """Delete ``version`` as `spamguard models delete` does (the same rules: the active
     version, the one Roll back returns to and one a running retraining uses are refused)."""
-    return version_cleanup.delete_versions(_request_transaction, [version.id],
+    return version_cleanup.delete_versions(request_transaction, [version.id],
                                            settings().models_dir, dry_run=dry_run,
                                            by=current_user.username)
 

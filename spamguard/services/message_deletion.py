@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
@@ -103,6 +105,7 @@ class Deleted:
                                     - self.campaigns_removed)
         self.eval_examples += batch.eval_examples
         self.texts_gone |= batch.texts_gone
+        self.redacted_versions = sorted({*self.redacted_versions, *batch.redacted_versions})
 
 
 def count(session: Session, selection: Selection) -> tuple[int, int]:
@@ -160,32 +163,43 @@ def delete_batch(session: Session, selection: Selection, *, after_id: int = 0,
 def delete_messages(factory: sessionmaker[Session], selection: Selection, *,
                     on_batch: Callable[[int], None] | None = None,
                     by: str | None = None) -> Deleted:
-    """Delete every message ``selection`` picks, a batch a transaction, then take the
-    example texts no message has any longer out of the versions' ``changes.md``.
+    """Delete every message ``selection`` picks, a batch a transaction of its own session
+    from ``factory`` (see :func:`delete_in`)."""
+    return delete_in(partial(session_scope, factory), selection, on_batch=on_batch, by=by)
+
+
+def delete_in(transaction: Callable[[], AbstractContextManager[Session]],
+              selection: Selection, *, on_batch: Callable[[int], None] | None = None,
+              by: str | None = None) -> Deleted:
+    """Delete every message ``selection`` picks, a batch a ``transaction()`` (which yields
+    a session and commits when its block ends: a new session's, or an admin request's),
+    taking the example texts no message has any longer out of the versions'
+    ``changes.md`` after each batch, and record who did it (``by``) in the audit trail.
 
     ``on_batch`` is called with each batch's size (a progress bar). Messages stored while
     it runs are deleted too when they match (a purge's ``before`` is fixed, so new ones do
     not).
     """
-    with session_scope(factory) as session:
+    with transaction() as session:
         examples = example_hashes(session)
         pause = SQLITE_PAUSE_SECONDS if session.get_bind().dialect.name == "sqlite" else 0
     total, after_id, shown = Deleted(), 0, set().union(*examples.values())
     while True:
-        with session_scope(factory) as session:
+        with transaction() as session:
             done, after_id = delete_batch(session, selection, after_id=after_id)
         if after_id is None:
             break
-        time.sleep(pause)
         done.texts_gone &= shown  # keep only what a changes.md shows (few)
+        if done.texts_gone:  # now: a run stopped later has still redacted what it erased
+            with transaction() as session:
+                hit = [v for v, hashes in examples.items() if hashes & done.texts_gone]
+                done.redacted_versions = redact_examples(session, hit, done.texts_gone)
         total.add(done)
         if on_batch:
             on_batch(done.messages)
-    with session_scope(factory) as session:
-        if total.texts_gone:
-            hit = [v for v, hashes in examples.items() if hashes & total.texts_gone]
-            total.redacted_versions = redact_examples(session, hit, total.texts_gone)
-        if total.messages:
+        time.sleep(pause)
+    if total.messages:
+        with transaction() as session:
             _audit(session, selection, total, by)
     return total
 
