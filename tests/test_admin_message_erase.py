@@ -101,6 +101,13 @@ def test_erasing_takes_the_message_its_verdicts_and_reviews_through_the_service(
     assert _count(db_session_factory, Verdict, Verdict.message_id == reviewed["other"]) == 1
     assert admin_client.get(f"/admin/messages/{mine}").status_code == 404
     assert admin_client.get(_erase_url(mine)).status_code == 404
+    from spamguard.db import session_scope
+    from spamguard.services import audit
+
+    with session_scope(db_session_factory) as session:  # the admin's name, no text
+        [event] = audit.recent(session, action="messages")
+        assert (event.actor, event.action, event.details) == (
+            "admin", "messages.erase", {"messages": 1, "reviewed": 1, "ids": [mine]})
 
 
 def test_the_text_leaves_the_evaluation_set_and_changes_md(admin_client, reviewed,

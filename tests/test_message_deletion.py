@@ -307,3 +307,27 @@ def test_on_sqlite_a_pause_between_batches_lets_the_service_store_messages(
                 if db_session.get_bind().dialect.name == "sqlite" else 0)
     assert done.messages == 4
     assert pauses == [expected] * 4
+
+
+def test_a_run_stopped_half_way_has_redacted_what_it_erased(db_session, db_session_factory,
+                                                          make_version_dir, monkeypatch):
+    """changes.md is rewritten after each batch: redacting only at the end left the texts of
+    a stopped run's batches there, and no later run finds them (their messages are gone)."""
+    directory = make_version_dir("v1")
+    registry.register_version(session=db_session, version_dir=directory)
+    first, second = "my PIN is for Anna", "the code is for Bob"
+    for text in (first, second):
+        _add(db_session, text, received_at=NEW, sender="+447911123456")
+    db_session.commit()
+    _changes(directory, [first, second])
+    monkeypatch.setattr(message_deletion, "BATCH", 1)
+
+    def stop(_count):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        message_deletion.delete_messages(db_session_factory, Selection(sender="+447911123456"),
+                                         on_batch=stop)
+    texts = [e["text"] for e in message_deletion._examples(model_diff.load_changes(directory))]
+    assert texts == [message_deletion.ERASED, second]
+    assert [m.body for m in db_session.scalars(select(Message))] == [second]
