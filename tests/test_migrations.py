@@ -21,7 +21,7 @@ from tests.fixtures_db import downgrade
 
 TABLES = {"users", "api_keys", "model_versions", "messages", "verdicts", "reviews", "campaigns",
           "campaign_rebuilds", "training_runs", "eval_examples", "locks", "spot_check_draws",
-          "queue_claims", "promotion_holds", "sender_rules"}
+          "queue_claims", "promotion_holds", "sender_rules", "audit_events"}
 
 
 def _diff(url: str) -> list:
