@@ -293,3 +293,54 @@ def test_erase_refuses_unclear_options_in_one_line(cli, args, said):
     result = _run(cli, "erase", *args)
     assert result.exit_code == 2
     assert said in result.output
+
+
+# Racing the running service: a batch commits between what another request read and wrote.
+
+class _ErasingClassifier:
+    """A model that, while it scores, lets an erase of the same messages commit."""
+
+    def __init__(self, version, factory, selection):
+        self.version, self.threshold = version, 0.5
+        self.factory, self.selection = factory, selection
+
+    def predict_proba(self, texts):
+        import numpy as np
+
+        message_deletion.delete_messages(self.factory, self.selection)
+        return np.full(len(texts), 0.9)
+
+    def label_for(self, p):
+        return "spam" if p >= self.threshold else "ham"
+
+
+def test_a_message_erased_while_it_is_classified_is_not_an_error(
+        db_session, db_session_factory, make_version_dir):
+    from spamguard.services import messages
+
+    version = registry.register_version(session=db_session,
+                                        version_dir=make_version_dir("v1")).id
+    db_session.commit()
+    model = _ErasingClassifier(version, db_session_factory, Selection(sender="+447911123456"))
+    result = messages.ingest(session=db_session, classifier=model, gateway="api",
+                             external_id="e1", sender="+447911123456", recipient="+2",
+                             body="hello, it's me")
+    assert result.verdict is None
+    assert _stored(db_session) == set()
+    assert db_session.scalar(select(func.count()).select_from(Verdict)) == 0
+
+
+def test_a_pending_drain_passes_over_messages_purged_meanwhile(
+        db_session, db_session_factory, make_version_dir):
+    from spamguard.services import messages
+
+    version = registry.register_version(session=db_session,
+                                        version_dir=make_version_dir("v1")).id
+    for n in range(2):
+        db_session.add(new_message(f"pending {n}", p=None, received_at=OLD))
+    db_session.add(new_message("pending, and kept", p=None, received_at=NEW))
+    db_session.commit()
+    model = _ErasingClassifier(version, db_session_factory, Selection(before=CUTOFF))
+    # The first batch is purged while it is scored: the drain goes on with the next one.
+    assert messages.classify_pending(session=db_session, classifier=model, batch_size=2) == 1
+    assert [m.verdict_status for m in db_session.scalars(select(Message))] == ["classified"]
