@@ -344,3 +344,39 @@ def test_a_pending_drain_passes_over_messages_purged_meanwhile(
     # The first batch is purged while it is scored: the drain goes on with the next one.
     assert messages.classify_pending(session=db_session, classifier=model, batch_size=2) == 1
     assert [m.verdict_status for m in db_session.scalars(select(Message))] == ["classified"]
+
+
+def test_a_message_erased_while_a_moderator_labels_it_is_not_an_error(
+        db_session, db_session_factory, db_engine, make_user):
+    """SQLite: the review read the message, the erase deleted it, the review's write then
+    found no row (StaleDataError, a 500) unless the review holds the write lock first."""
+    import threading
+
+    from sqlalchemy import event
+
+    mod = make_user("mod")
+    target = _add(db_session, "call me, it's Anna", received_at=NEW, sender="+447911123456")
+    db_session.commit()
+    erase = {}
+
+    def run_erase():
+        erase["done"] = message_deletion.delete_messages(
+            db_session_factory, Selection(sender="+447911123456"))
+
+    def hook(conn, cursor, statement, parameters, context, executemany):
+        if not erase and statement.lstrip().startswith("SELECT messages.id, messages.gateway"):
+            erase["thread"] = threading.Thread(target=run_erase)
+            erase["thread"].start()
+            erase["thread"].join(timeout=1.5)  # it waits for the review, or erases first
+
+    with db_session_factory() as session:
+        event.listen(session.connection(), "after_cursor_execute", hook)
+        try:
+            reviews.add_review(session=session, message_id=target, label="ham", user_id=mod)
+            session.commit()
+        except reviews.ReviewError as exc:  # the erase came first (PostgreSQL may say so)
+            assert str(exc) == f"no message {target}"
+    erase["thread"].join(timeout=10)
+    assert erase["done"].messages == 1
+    assert _stored(db_session) == set()
+    assert db_session.scalar(select(func.count()).select_from(Review)) == 0
