@@ -380,3 +380,105 @@ def test_a_message_erased_while_a_moderator_labels_it_is_not_an_error(
     assert erase["done"].messages == 1
     assert _stored(db_session) == set()
     assert db_session.scalar(select(func.count()).select_from(Review)) == 0
+
+
+def _after_batch_read(engine, action):
+    """Run ``action`` once, right after a deletion batch has read which messages it takes
+    (before it deletes them)."""
+    from sqlalchemy import event
+
+    fired = []
+
+    def hook(conn, cursor, statement, parameters, context, executemany):
+        if (not fired and statement.lstrip().startswith("SELECT messages.id, messages.text_hash")
+                and "LIMIT" in statement):
+            fired.append(True)
+            action()
+
+    event.listen(engine, "after_cursor_execute", hook)
+    return fired
+
+
+def test_a_purge_keeping_reviewed_messages_never_takes_one_labelled_while_it_runs(
+        db_session, db_session_factory, db_engine, make_user):
+    import threading
+
+    mod = make_user("mod")
+    target = _add(db_session, "is this spam?", received_at=OLD)
+    db_session.commit()
+    outcome = {}
+
+    def review():
+        try:
+            with db_session_factory() as session:
+                reviews.add_review(session=session, message_id=target, label="ham",
+                                   user_id=mod)
+                session.commit()
+            outcome["review"] = "recorded"
+        except reviews.ReviewError as exc:
+            outcome["review"] = str(exc)
+
+    def review_meanwhile():  # a moderator labels it now; the purge may make them wait
+        thread = threading.Thread(target=review)
+        thread.start()
+        thread.join(timeout=1.5)
+        outcome["thread"] = thread
+
+    fired = _after_batch_read(db_engine, review_meanwhile)
+    done = message_deletion.delete_messages(db_session_factory,
+                                            Selection(before=CUTOFF, keep_reviewed=True))
+    outcome["thread"].join(timeout=10)
+    assert fired
+    if outcome["review"] == "recorded":  # the label was given first: the message stays
+        assert done.messages == 0
+        assert _stored(db_session) == {target}
+        assert db_session.scalar(select(func.count()).select_from(Review)) == 1
+    else:  # the purge came first: the moderator is told the message is gone
+        assert outcome["review"] == f"no message {target}"
+        assert done.messages == 1 and _stored(db_session) == set()
+
+
+def test_a_purge_and_a_campaign_label_at_once_wait_for_each_other(
+        db_session, db_session_factory, make_user):
+    """PostgreSQL: labelling a campaign locks it, then its messages; a purge batch locked
+    the messages, then the campaign (to recount it): a deadlock, one of them failed."""
+    import threading
+
+    from sqlalchemy import event
+
+    from spamguard.services import campaigns
+
+    mod = make_user("mod")
+    old = _add(db_session, "WIN a prize now", received_at=OLD)
+    new = _add(db_session, "WIN a prize today", received_at=NEW)
+    campaign = Campaign(first_seen=OLD, last_seen=NEW, size=2, representative_message_id=new)
+    db_session.add(campaign)
+    db_session.flush()
+    for message_id in (old, new):
+        db_session.get(Message, message_id).campaign_id = campaign.id
+    db_session.commit()
+    purge = {}
+
+    def run_purge():
+        try:
+            purge["done"] = message_deletion.delete_messages(db_session_factory,
+                                                             Selection(before=CUTOFF))
+        except Exception as exc:  # noqa: BLE001 - a deadlock's victim
+            purge["error"] = exc
+
+    def hook(conn, cursor, statement, parameters, context, executemany):
+        if not purge and statement.lstrip().startswith("UPDATE campaigns"):
+            purge["thread"] = threading.Thread(target=run_purge)
+            purge["thread"].start()
+            purge["thread"].join(timeout=1.5)  # waits for the label, or locks the message
+
+    with db_session_factory() as session:
+        event.listen(session.connection(), "after_cursor_execute", hook)
+        assert campaigns.label_campaign(session=session, campaign_id=campaign.id,
+                                        label="spam", user_id=mod) == 2
+        session.commit()
+    purge["thread"].join(timeout=10)
+    assert "error" not in purge, purge.get("error")
+    assert purge["done"].messages == 1 and _stored(db_session) == {new}
+    db_session.expire_all()
+    assert db_session.get(Campaign, campaign.id).size == 1

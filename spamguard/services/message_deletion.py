@@ -26,7 +26,7 @@ from pathlib import Path
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from spamguard.db import session_scope
+from spamguard.db import session_scope, sqlite_write_lock
 from spamguard.ml.data import text_hash
 from spamguard.models import (
     Campaign,
@@ -124,12 +124,26 @@ def delete_batch(session: Session, selection: Selection, *, after_id: int = 0,
     commits; one batch is one transaction.
     """
     wait_for_rebuilds(session)  # a rebuild reading these messages would count them
-    rows = session.execute(
-        select(Message.id, Message.text_hash, Message.campaign_id, Message.review_label)
-        .where(*selection.where(), Message.id > after_id).order_by(Message.id).limit(limit)
-    ).all()
+    # Lock what is deleted before deciding on it: a label, a verdict or a claim committed
+    # between the read and the deletes would otherwise go with it (a purge keeping reviewed
+    # messages took one labelled meanwhile). SQLite: its write lock, now (it ignores FOR
+    # UPDATE, and its reads take no lock; no message has id 0). PostgreSQL: the campaigns,
+    # then the messages, re-read (one changed meanwhile is checked against the selection
+    # again), in the order labelling a campaign takes them: the two wait, never deadlock.
+    sqlite_write_lock(session, Message.review_label, 0)
+    batch = (select(Message.id, Message.text_hash, Message.campaign_id, Message.review_label)
+             .where(*selection.where(), Message.id > after_id).order_by(Message.id))
+    rows = session.execute(batch.limit(limit)).all()
     if not rows:
         return Deleted(), None
+    last = rows[-1].id
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Campaign.id).where(Campaign.id.in_(
+            {row.campaign_id for row in rows if row.campaign_id is not None}))
+            .order_by(Campaign.id).with_for_update())
+        rows = session.execute(batch.where(Message.id <= last).with_for_update()).all()
+        if not rows:  # every one was labelled meanwhile: on to the next batch
+            return Deleted(), last
     ids = [row.id for row in rows]
     campaigns = {row.campaign_id for row in rows if row.campaign_id is not None}
     # Children first: it does not depend on each database's ON DELETE CASCADE.
@@ -148,7 +162,7 @@ def delete_batch(session: Session, selection: Selection, *, after_id: int = 0,
     done.texts_gone = _unused(session, {row.text_hash for row in rows})
     done.eval_examples = forget_eval_copies(session, done.texts_gone)
     session.expire_all()
-    return done, ids[-1]
+    return done, last
 
 
 def delete_messages(factory: sessionmaker[Session], selection: Selection, *,
