@@ -482,3 +482,39 @@ def test_a_purge_and_a_campaign_label_at_once_wait_for_each_other(
     assert purge["done"].messages == 1 and _stored(db_session) == {new}
     db_session.expire_all()
     assert db_session.get(Campaign, campaign.id).size == 1
+
+
+def test_a_queue_claim_on_a_message_a_purge_is_deleting_is_passed_over(
+        db_session, db_session_factory, make_user):
+    """PostgreSQL: the claim's foreign-key check waits for the purge's uncommitted delete,
+    then finds the message gone (an IntegrityError, a 500 on the queue page)."""
+    import threading
+
+    from spamguard.services import queue_claims
+
+    mod = make_user("mod")
+    gone = _add(db_session, "old and uncertain", received_at=OLD, p=0.5)
+    kept = _add(db_session, "new and uncertain", received_at=NEW, p=0.55)
+    db_session.commit()
+    purge = db_session_factory()
+    message_deletion.delete_batch(purge, Selection(before=CUTOFF))  # not committed yet
+    outcome = {}
+
+    def load_queue():
+        with db_session_factory() as session:
+            candidates = [session.get(Message, gone), session.get(Message, kept)]
+            try:
+                outcome["index"] = queue_claims.claim_first(
+                    session, candidates, user_id=mod, now=utcnow(), seconds=300)
+            except Exception as exc:  # noqa: BLE001 - what the page would answer
+                outcome["error"] = exc
+
+    thread = threading.Thread(target=load_queue)
+    thread.start()
+    thread.join(timeout=1)  # PostgreSQL: waits for the purge; SQLite: busy, waits too
+    purge.commit()
+    purge.close()
+    thread.join(timeout=10)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["index"] == 1  # the purged message is passed over, the next claimed
+    assert set(db_session.scalars(select(QueueClaim.message_id))) == {kept}
