@@ -518,3 +518,43 @@ def test_a_queue_claim_on_a_message_a_purge_is_deleting_is_passed_over(
     assert "error" not in outcome, outcome.get("error")
     assert outcome["index"] == 1  # the purged message is passed over, the next claimed
     assert set(db_session.scalars(select(QueueClaim.message_id))) == {kept}
+
+
+def test_a_campaign_rebuild_while_a_purge_runs_counts_only_what_is_left(
+        db_session, db_session_factory):
+    """SQLite: a rebuild reads the messages, embeds them (minutes on a large table), then
+    writes; a purge batch committed in between left it campaigns of deleted messages (a
+    foreign-key error on the representative, or stale sizes)."""
+    import threading
+
+    import numpy as np
+
+    from spamguard.services import campaigns
+
+    for when in (OLD, OLD, OLD, NEW, NEW, NEW):
+        _add(db_session, "WIN a prize now", received_at=when)
+    db_session.commit()
+    purge = {}
+
+    def run_purge():
+        purge["done"] = message_deletion.delete_messages(db_session_factory,
+                                                         Selection(before=CUTOFF))
+
+    def encoder(texts):  # the purge runs while the rebuild embeds
+        if not purge:
+            purge["thread"] = threading.Thread(target=run_purge)
+            purge["thread"].start()
+            purge["thread"].join(timeout=1.5)  # PostgreSQL: it waits for the rebuild
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+    with db_session_factory() as session:
+        campaigns.rebuild_campaigns(session=session, encoder=encoder, days=None)
+        session.commit()
+    purge["thread"].join(timeout=10)
+    assert purge["done"].messages == 3
+    db_session.expire_all()
+    (campaign,) = db_session.scalars(select(Campaign))
+    members = set(db_session.scalars(select(Message.id).where(
+        Message.campaign_id == campaign.id)))
+    assert campaign.size == len(members) == 3 and members == _stored(db_session)
+    assert campaign.representative_message_id in members
