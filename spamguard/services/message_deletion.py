@@ -195,25 +195,36 @@ def delete_messages(factory: sessionmaker[Session], selection: Selection, *,
 
 def _recount(session: Session, campaign_ids: Sequence[int]) -> tuple[set[int], set[int]]:
     """Recount the campaigns that lost members; remove those left empty. Returns the ids
-    recounted and removed."""
+    recounted and removed.
+
+    Set-based: one grouped count and one UPDATE (executemany) per chunk of campaigns, not
+    statements per campaign; a batch's messages may belong to hundreds of campaigns."""
     recounted: set[int] = set()
     removed: set[int] = set()
-    for campaign_id in campaign_ids:
-        size, first, last = session.execute(
-            select(func.count(), func.min(Message.received_at), func.max(Message.received_at))
-            .where(Message.campaign_id == campaign_id)).one()
-        if not size:
-            session.execute(delete(Campaign).where(Campaign.id == campaign_id))
-            removed.add(campaign_id)
+    for chunk in _chunks(list(campaign_ids)):
+        found = {row.campaign_id: row for row in session.execute(
+            select(Message.campaign_id, func.count().label("size"),
+                   func.min(Message.received_at).label("first"),
+                   func.max(Message.received_at).label("last"))
+            .where(Message.campaign_id.in_(chunk)).group_by(Message.campaign_id))}
+        empty = [campaign_id for campaign_id in chunk if campaign_id not in found]
+        if empty:
+            session.execute(delete(Campaign).where(Campaign.id.in_(empty))
+                            .execution_options(synchronize_session=False))
+            removed.update(empty)
+        if not found:
             continue
-        first_id = session.scalar(select(Message.id).where(Message.campaign_id == campaign_id)
-                                  .order_by(Message.received_at, Message.id).limit(1))
-        representative = func.coalesce(Campaign.representative_message_id, first_id)
-        session.execute(update(Campaign).where(Campaign.id == campaign_id)
-                        .values(size=size, first_seen=first, last_seen=last,
-                                representative_message_id=representative)
+        session.execute(update(Campaign), [  # by primary key: one executemany
+            {"id": campaign_id, "size": row.size, "first_seen": row.first,
+             "last_seen": row.last} for campaign_id, row in found.items()])
+        # Those whose representative was deleted: the first message left stands for them.
+        first = (select(Message.id).where(Message.campaign_id == Campaign.id)
+                 .order_by(Message.received_at, Message.id).limit(1).scalar_subquery())
+        session.execute(update(Campaign).where(Campaign.id.in_(list(found)),
+                                               Campaign.representative_message_id.is_(None))
+                        .values(representative_message_id=first)
                         .execution_options(synchronize_session=False))
-        recounted.add(campaign_id)
+        recounted.update(found)
     return recounted, removed
 
 
