@@ -135,6 +135,7 @@ def rebuild_campaigns(*, session: Session, encoder: Encoder,
     groups = [g for g in _groups(rows, encoder, similarity) if len(g) >= min_size]
     session.execute(update(Message).where(Message.campaign_id.is_not(None))
                     .values(campaign_id=None).execution_options(synchronize_session=False))
+    groups = _still_stored(session, groups, min_size)
     session.execute(update(Campaign).values(representative_message_id=None))
     session.execute(delete(Campaign))
     for members in groups:
@@ -142,6 +143,22 @@ def rebuild_campaigns(*, session: Session, encoder: Encoder,
     session.expire_all()
     distinct = len({row.text_hash for row in rows})
     return RebuildResult(len(rows), distinct, len(groups), sum(len(g) for g in groups))
+
+
+def _still_stored(session: Session, groups: list[list], min_size: int) -> list[list]:
+    """SQLite: ``groups`` without the messages deleted since they were read (a purge batch
+    may commit while the texts are embedded, as the read took no lock); the write above
+    holds SQLite's write lock now, so none goes after this. PostgreSQL: as they are (a
+    deletion takes :func:`wait_for_rebuilds`' lock)."""
+    if session.get_bind().dialect.name != "sqlite":
+        return groups
+    ids = sorted(m.id for members in groups for m in members)
+    stored: set[int] = set()
+    for start in range(0, len(ids), 5000):
+        stored.update(session.scalars(select(Message.id).where(
+            Message.id.in_(ids[start:start + 5000]))))
+    kept = [[m for m in members if m.id in stored] for members in groups]
+    return [members for members in kept if len(members) >= min_size]
 
 
 def wait_for_rebuilds(session: Session) -> None:

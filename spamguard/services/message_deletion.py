@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from spamguard.db import session_scope
+from spamguard.db import session_scope, sqlite_write_lock
 from spamguard.ml.data import text_hash
 from spamguard.models import (
     Campaign,
@@ -133,12 +133,26 @@ def delete_batch(session: Session, selection: Selection, *, after_id: int = 0,
     commits; one batch is one transaction.
     """
     wait_for_rebuilds(session)  # a rebuild reading these messages would count them
-    rows = session.execute(
-        select(Message.id, Message.text_hash, Message.campaign_id, Message.review_label)
-        .where(*selection.where(), Message.id > after_id).order_by(Message.id).limit(limit or BATCH)
-    ).all()
+    # Lock what is deleted before deciding on it: a label, a verdict or a claim committed
+    # between the read and the deletes would otherwise go with it (a purge keeping reviewed
+    # messages took one labelled meanwhile). SQLite: its write lock, now (it ignores FOR
+    # UPDATE, and its reads take no lock; no message has id 0). PostgreSQL: the campaigns,
+    # then the messages, re-read (one changed meanwhile is checked against the selection
+    # again), in the order labelling a campaign takes them: the two wait, never deadlock.
+    sqlite_write_lock(session, Message.review_label, 0)
+    batch = (select(Message.id, Message.text_hash, Message.campaign_id, Message.review_label)
+             .where(*selection.where(), Message.id > after_id).order_by(Message.id))
+    rows = session.execute(batch.limit(limit or BATCH)).all()
     if not rows:
         return Deleted(), None
+    last = rows[-1].id
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Campaign.id).where(Campaign.id.in_(
+            {row.campaign_id for row in rows if row.campaign_id is not None}))
+            .order_by(Campaign.id).with_for_update())
+        rows = session.execute(batch.where(Message.id <= last).with_for_update()).all()
+        if not rows:  # every one was labelled meanwhile: on to the next batch
+            return Deleted(), last
     ids = [row.id for row in rows]
     campaigns = {row.campaign_id for row in rows if row.campaign_id is not None}
     # Children first: it does not depend on each database's ON DELETE CASCADE.
@@ -157,7 +171,7 @@ def delete_batch(session: Session, selection: Selection, *, after_id: int = 0,
     done.texts_gone = _unused(session, {row.text_hash for row in rows})
     done.eval_examples = forget_eval_copies(session, done.texts_gone)
     session.expire_all()
-    return done, ids[-1]
+    return done, last
 
 
 def delete_messages(factory: sessionmaker[Session], selection: Selection, *,
@@ -218,25 +232,36 @@ def _audit(session: Session, selection: Selection, done: Deleted, by: str | None
 
 def _recount(session: Session, campaign_ids: Sequence[int]) -> tuple[set[int], set[int]]:
     """Recount the campaigns that lost members; remove those left empty. Returns the ids
-    recounted and removed."""
+    recounted and removed.
+
+    Set-based: one grouped count and one UPDATE (executemany) per chunk of campaigns, not
+    statements per campaign; a batch's messages may belong to hundreds of campaigns."""
     recounted: set[int] = set()
     removed: set[int] = set()
-    for campaign_id in campaign_ids:
-        size, first, last = session.execute(
-            select(func.count(), func.min(Message.received_at), func.max(Message.received_at))
-            .where(Message.campaign_id == campaign_id)).one()
-        if not size:
-            session.execute(delete(Campaign).where(Campaign.id == campaign_id))
-            removed.add(campaign_id)
+    for chunk in _chunks(list(campaign_ids)):
+        found = {row.campaign_id: row for row in session.execute(
+            select(Message.campaign_id, func.count().label("size"),
+                   func.min(Message.received_at).label("first"),
+                   func.max(Message.received_at).label("last"))
+            .where(Message.campaign_id.in_(chunk)).group_by(Message.campaign_id))}
+        empty = [campaign_id for campaign_id in chunk if campaign_id not in found]
+        if empty:
+            session.execute(delete(Campaign).where(Campaign.id.in_(empty))
+                            .execution_options(synchronize_session=False))
+            removed.update(empty)
+        if not found:
             continue
-        first_id = session.scalar(select(Message.id).where(Message.campaign_id == campaign_id)
-                                  .order_by(Message.received_at, Message.id).limit(1))
-        representative = func.coalesce(Campaign.representative_message_id, first_id)
-        session.execute(update(Campaign).where(Campaign.id == campaign_id)
-                        .values(size=size, first_seen=first, last_seen=last,
-                                representative_message_id=representative)
+        session.execute(update(Campaign), [  # by primary key: one executemany
+            {"id": campaign_id, "size": row.size, "first_seen": row.first,
+             "last_seen": row.last} for campaign_id, row in found.items()])
+        # Those whose representative was deleted: the first message left stands for them.
+        first = (select(Message.id).where(Message.campaign_id == Campaign.id)
+                 .order_by(Message.received_at, Message.id).limit(1).scalar_subquery())
+        session.execute(update(Campaign).where(Campaign.id.in_(list(found)),
+                                               Campaign.representative_message_id.is_(None))
+                        .values(representative_message_id=first)
                         .execution_options(synchronize_session=False))
-        recounted.add(campaign_id)
+        recounted.update(found)
     return recounted, removed
 
 

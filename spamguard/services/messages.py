@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -98,8 +98,16 @@ def classify_stored(*, session: Session, classifier: Any, message: Message) -> V
     verdicts = classify_messages(session=session, classifier=classifier, messages=[message])
     verdict = verdicts[0] if verdicts else None
     if verdict is None:
-        session.refresh(message)  # classified meanwhile by another process, or failed
+        _reload(session, message)  # classified meanwhile by another process, or failed
     return verdict
+
+
+def _reload(session: Session, message: Message) -> bool:
+    """Read ``message``'s row again; False (the object left as it was) when the row is
+    gone: deleted meanwhile (``spamguard messages purge`` / ``erase``), which is no error
+    to the request that stored it (``session.refresh`` would raise)."""
+    return session.scalars(select(Message).where(Message.id == message.id)
+                           .execution_options(populate_existing=True)).first() is not None
 
 
 def signature_used_by(*, session: Session, signature_hash: str) -> str | None:
@@ -222,8 +230,6 @@ def _record_verdict(session: Session, classifier: Any, message: Message, probabi
 
 def count_pending(*, session: Session) -> int:
     """Return how many messages wait for a verdict."""
-    from sqlalchemy import func
-
     query = select(func.count()).select_from(Message).where(Message.verdict_status == "pending")
     return int(session.scalar(query) or 0)
 
@@ -270,8 +276,7 @@ def _one_by_one(session: Session, classifier: Any,
     """Classify a failed batch message by message (the messages still pending)."""
     verdicts: list[Verdict | None] = []
     for message in batch:
-        session.refresh(message)
-        if message.verdict_status != "pending":
+        if not _reload(session, message) or message.verdict_status != "pending":
             continue
         verdicts.append(classify_messages(session=session, classifier=classifier,
                                           messages=[message])[0])
@@ -281,7 +286,9 @@ def _one_by_one(session: Session, classifier: Any,
 
 
 def _any_classified(session: Session, batch: Sequence[Message]) -> bool:
-    """True when some of ``batch`` is no longer pending (another process classified it)."""
+    """True when some of ``batch`` is no longer pending (another process classified it, or
+    it was deleted meanwhile: a purge or an erase)."""
     ids = [m.id for m in batch]
-    query = select(Message.id).where(Message.id.in_(ids), Message.verdict_status != "pending")
-    return session.scalars(query).first() is not None
+    query = select(func.count()).select_from(Message).where(
+        Message.id.in_(ids), Message.verdict_status == "pending")
+    return (session.scalar(query) or 0) < len(ids)

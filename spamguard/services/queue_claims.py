@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Integer, delete, func, literal, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from spamguard.db import conflict_insert
@@ -78,10 +79,15 @@ def claim_first(session: Session, candidates: Sequence[Message], *, user_id: int
     claim's lock while it holds another's: PostgreSQL keeps a lock on a row that ``ON
     CONFLICT ... WHERE`` passed over, and two moderators' queues trying each other's rows
     (or taking over each other's expired claims and then ending their own) could otherwise
-    deadlock."""
+    deadlock. A candidate deleted meanwhile is passed over: on PostgreSQL the claim's
+    foreign-key check waits for the deletion and then fails."""
     for index, message in enumerate(candidates):
-        won = claim(session, message_id=message.id, user_id=user_id, now=now,
-                    seconds=seconds)
+        try:
+            with session.begin_nested():
+                won = claim(session, message_id=message.id, user_id=user_id, now=now,
+                            seconds=seconds)
+        except IntegrityError:  # PostgreSQL: deleted meanwhile (a purge or an erase)
+            won = False
         session.commit()
         if won:
             release(session, user_id=user_id, keep=message.id)

@@ -139,7 +139,10 @@ def _lock_message(session: Session, message_id: int) -> Message | None:
     FOR UPDATE; SQLite serialises writers anyway). Two moderators deciding the same message
     at once (the queue shows everyone the most uncertain first) then take turns, and the
     later decision becomes current, instead of the loser hitting the one-current-review
-    index with an error."""
+    index with an error. SQLite ignores FOR UPDATE: there its write lock is taken first, so
+    a message deleted meanwhile (``spamguard messages erase``) is found gone here, not by
+    the review's writes (a StaleDataError)."""
+    sqlite_write_lock(session, Message.review_label, message_id)
     query = (select(Message).where(Message.id == message_id).with_for_update()
              .execution_options(populate_existing=True))
     return session.scalars(query).first()
