@@ -148,8 +148,10 @@ class Campaign(Base):
     size: Mapped[int] = mapped_column(Integer, default=0, index=True)
     label: Mapped[str | None] = mapped_column(String(8))
     # use_alter: messages and campaigns reference each other.
+    # Indexed (migration 0019): deleting a message looks its campaigns up by it (the foreign
+    # key's SET NULL, and spamguard messages purge / erase).
     representative_message_id: Mapped[int | None] = mapped_column(
-        BigId, ForeignKey("messages.id", ondelete="SET NULL", use_alter=True)
+        BigId, ForeignKey("messages.id", ondelete="SET NULL", use_alter=True), index=True
     )
 
     messages: Mapped[list[Message]] = relationship(

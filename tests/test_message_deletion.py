@@ -625,3 +625,60 @@ def test_a_batch_recounts_its_campaigns_in_a_few_statements_whatever_their_numbe
         assert (campaign.size, campaign.representative_message_id) == (1, only.id)
         assert campaign.first_seen.replace(tzinfo=UTC) == NEW == \
             campaign.last_seen.replace(tzinfo=UTC)
+
+
+def test_a_version_written_during_an_erase_is_swept_by_the_next_run(
+        db_session, db_session_factory, make_version_dir):
+    """A retraining run that read the evaluation set before an erase writes the erased text
+    into its changes.md afterwards; every run ends by redacting examples that neither a
+    stored message nor the shipped data's evaluation examples hold, so running the erase
+    again (it deletes nothing) cleans it."""
+    directory = make_version_dir("v2")
+    registry.register_version(session=db_session, version_dir=directory)
+    kept = "see you at the station"
+    _add(db_session, kept, received_at=NEW)
+    db_session.add(EvalExample(text_hash=text_hash("base text"), text="base text", label="ham",
+                               source="base"))
+    db_session.commit()
+    _changes(directory, ["my PIN is 4321, call Anna", "base text", kept])
+
+    again = message_deletion.delete_messages(db_session_factory,
+                                             Selection(sender="+447911123456"))
+
+    assert (again.messages, again.redacted_versions) == (0, ["v2"])
+    texts = [e["text"] for e in message_deletion._examples(model_diff.load_changes(directory))]
+    assert texts == [message_deletion.ERASED, "base text", kept]
+
+
+def test_a_busy_database_half_way_stops_the_command_with_one_line_and_the_count(
+        cli, world, db_session, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    monkeypatch.setattr(message_deletion, "BATCH", 2)
+    real, calls = message_deletion.delete_batch, []
+
+    def busy_second_time(session, selection, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OperationalError("DELETE", {}, Exception("database is locked"))
+        return real(session, selection, **kwargs)
+
+    monkeypatch.setattr(message_deletion, "delete_batch", busy_second_time)
+    result = _run(cli, "purge", "--before", "2026-06-01", "--include-reviewed", "--yes")
+    assert result.exit_code == 2
+    assert result.stderr == ("error: stopped after deleting 2 message(s): the database is busy "
+                             "or unreachable (database is locked); run the command again to "
+                             "delete the rest\n")
+    assert len(_stored(db_session)) == 3  # 5 stored, the first batch of 2 went
+
+
+def test_erasing_again_with_nothing_left_sweeps_changes_md(cli, db_session, make_version_dir):
+    directory = make_version_dir("v2")
+    registry.register_version(session=db_session, version_dir=directory)
+    db_session.commit()
+    _changes(directory, ["my PIN is 4321, call Anna"])
+    result = _run(cli, "erase", "--sender", "+447911123456")  # no --yes: nothing to ask
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ("erased 0 message(s) from +447911123456; example texts erased "
+                             "from changes.md of v2\n")
+    assert "4321" not in (directory / model_diff.CHANGES_MD).read_text(encoding="utf-8")

@@ -26,9 +26,10 @@ def _confirm(question: str, yes: bool) -> None:
 
 def _run(ctx: CliContext, selection, *, dry_run: bool, yes: bool, what: str):
     """Count, ask, delete with a progress bar; return (selected, reviewed, Deleted|None)."""
+    from sqlalchemy.exc import OperationalError
     from tqdm.auto import tqdm
 
-    from spamguard.db import session_scope
+    from spamguard.db import database_unavailable, session_scope
     from spamguard.services import message_deletion
     from spamguard.services.audit import cli_user
 
@@ -36,14 +37,30 @@ def _run(ctx: CliContext, selection, *, dry_run: bool, yes: bool, what: str):
         with session_scope(factory) as session:
             total, reviewed = message_deletion.count(session, selection)
             kept = message_deletion.kept_reviewed(session, selection)
-        if dry_run or not total:
+        if dry_run:
             return total, reviewed, kept, None
-        _confirm(f"Delete {total:,} message(s) {what}?", yes)
+        if total:  # with none, the run only sweeps changes.md (see delete_in): no question
+            _confirm(f"Delete {total:,} message(s) {what}?", yes)
+        deleted = [0]
+
+        def batch_done(count: int) -> None:
+            deleted[0] += count
+            bar.update(count)
+
         with tqdm(total=total, unit="msg", desc="delete", file=sys.stderr,
                   disable=not (is_terminal(sys.stderr) and total > message_deletion.BATCH)
                   ) as bar:
-            done = message_deletion.delete_messages(factory, selection, on_batch=bar.update,
-                                                    by=cli_user())
+            try:
+                done = message_deletion.delete_messages(factory, selection,
+                                                        on_batch=batch_done, by=cli_user())
+            except OperationalError as exc:
+                if not database_unavailable(exc):
+                    raise
+                first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                raise SpamguardError(
+                    f"stopped after deleting {deleted[0]:,} message(s): the database is busy "
+                    f"or unreachable ({first}); run the command again to delete the rest"
+                ) from exc
         return total, reviewed, kept, done
 
 

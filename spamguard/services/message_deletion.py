@@ -8,8 +8,10 @@ spot-check draws and review-queue claims, and its place in a campaign (the campa
 size, first and last message are recounted; a campaign left empty goes). When no other
 stored message has the same text, the copies of that text retraining keeps go too: an
 evaluation-set example added from a review (never one from the shipped data set), and
-the example texts in model versions' ``changes.md`` (replaced by :data:`ERASED`). The
-embedding cache holds vectors keyed by a hash, not texts; logs are outside the database.
+the example texts in model versions' ``changes.md`` (replaced by :data:`ERASED`). Model
+versions are not retrained: a blended version's ``lexical.json`` keeps the n-grams of what
+it was trained on until the version is deleted. The embedding cache holds vectors keyed by
+a hash, not texts; logs are outside the database.
 
 Deleting runs a batch of :data:`BATCH` messages a transaction, so a large purge never
 holds SQLite's write lock or one huge PostgreSQL transaction for long while the service
@@ -212,8 +214,12 @@ def delete_in(transaction: Callable[[], AbstractContextManager[Session]],
         if on_batch:
             on_batch(done.messages)
         time.sleep(pause)
-    if total.messages:
-        with transaction() as session:
+    with transaction() as session:
+        # Versions a retraining run wrote meanwhile, or a run stopped before: their examples
+        # may show texts no stored message has any longer.
+        swept = redact_orphan_examples(session)
+        total.redacted_versions = sorted({*total.redacted_versions, *swept})
+        if total.messages:
             _audit(session, selection, total, by)
     return total
 
@@ -294,6 +300,22 @@ def example_hashes(session: Session) -> dict[str, set[str]]:
         if hashes:
             found[version.id] = hashes
     return found
+
+
+def redact_orphan_examples(session: Session) -> list[str]:
+    """Redact every version's example texts that neither a stored message nor the shipped
+    data's evaluation examples hold (an example comes from the evaluation set: from the
+    shipped data, or from a reviewed message, which only a deletion takes away); return the
+    versions rewritten. Reads each version's few examples, not the messages table."""
+    examples = example_hashes(session)
+    wanted = sorted(set().union(*examples.values()))
+    kept: set[str] = set()
+    for chunk in _chunks(wanted):
+        kept.update(session.scalars(select(EvalExample.text_hash).where(
+            EvalExample.source == "base", EvalExample.text_hash.in_(chunk))))
+    orphans = _unused(session, set(wanted) - kept)
+    hit = [v for v, hashes in examples.items() if hashes & orphans]
+    return redact_examples(session, hit, orphans) if hit else []
 
 
 def redact_examples(session: Session, version_ids: Iterable[str], hashes: set[str]) -> list[str]:
