@@ -176,6 +176,17 @@ def test_cli_changes_are_recorded_as_user_at_host_and_listed_newest_first(cli):
     assert bad.exit_code == 2 and "'weather' is not one of" in bad.output
 
 
+def test_audit_json_is_one_object_a_line_whatever_a_sender_holds(cli):
+    # A sender may hold U+2028, U+2029 or U+0085 (only those below U+0020 are refused),
+    # which str.splitlines() breaks lines at: --json promises one object a line.
+    runner = CliRunner()
+    for sender in ("A\u2028B", "C\x85D", "E\u2029F"):
+        assert runner.invoke(cli, ["senders", "block", sender]).exit_code == 0
+    out = runner.invoke(cli, ["audit", "--json"]).stdout
+    assert [json.loads(line)["target"] for line in out.splitlines()] == [
+        "E\u2029F", "C\x85D", "A\u2028B"]
+
+
 # The Activity page.
 
 def test_the_activity_page_shows_who_did_what_to_admins_only(admin_client, moderator_client,
