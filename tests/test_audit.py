@@ -205,6 +205,19 @@ def test_the_activity_page_shows_who_did_what_to_admins_only(admin_client, moder
             as_text=True)
 
 
+def test_the_activity_page_shows_hidden_controls_in_every_field(admin_client):
+    # A sender (from an SMS), a note or a hold's reason (typed) may hold bidi overrides
+    # and invisible characters: named, never obeyed, as on the senders and message pages.
+    admin_client.post("/admin/senders", data={
+        "sender": "Bank\u202eknaB", "action": "block", "note": "<i>pay</i>\u202e fdp.exe"})
+    admin_client.post("/admin/models/hold", data={"reason": "fr\u200bee \u2066night"})
+    text = admin_client.get("/admin/activity").get_data(as_text=True)
+    for hidden in ("\u202e", "\u200b", "\u2066"):
+        assert hidden not in text
+        assert f"[U+{ord(hidden):04X}]" in text
+    assert "&lt;i&gt;pay&lt;/i&gt;" in text and "<i>pay" not in text
+
+
 def test_the_activity_page_filters_by_kind_and_pages_by_id(admin_client, db_session_factory,
                                                            monkeypatch):
     from spamguard.admin import activity
