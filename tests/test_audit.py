@@ -176,6 +176,17 @@ def test_cli_changes_are_recorded_as_user_at_host_and_listed_newest_first(cli):
     assert bad.exit_code == 2 and "'weather' is not one of" in bad.output
 
 
+def test_audit_json_is_one_object_a_line_whatever_a_sender_holds(cli):
+    # A sender may hold U+2028, U+2029 or U+0085 (only those below U+0020 are refused),
+    # which str.splitlines() breaks lines at: --json promises one object a line.
+    runner = CliRunner()
+    for sender in ("A\u2028B", "C\x85D", "E\u2029F"):
+        assert runner.invoke(cli, ["senders", "block", sender]).exit_code == 0
+    out = runner.invoke(cli, ["audit", "--json"]).stdout
+    assert [json.loads(line)["target"] for line in out.splitlines()] == [
+        "E\u2029F", "C\x85D", "A\u2028B"]
+
+
 # The Activity page.
 
 def test_the_activity_page_shows_who_did_what_to_admins_only(admin_client, moderator_client,
@@ -192,6 +203,19 @@ def test_the_activity_page_shows_who_did_what_to_admins_only(admin_client, moder
         assert client.get("/admin/activity").status_code == 403
         assert 'href="/admin/activity"' not in client.get("/admin/senders").get_data(
             as_text=True)
+
+
+def test_the_activity_page_shows_hidden_controls_in_every_field(admin_client):
+    # A sender (from an SMS), a note or a hold's reason (typed) may hold bidi overrides
+    # and invisible characters: named, never obeyed, as on the senders and message pages.
+    admin_client.post("/admin/senders", data={
+        "sender": "Bank\u202eknaB", "action": "block", "note": "<i>pay</i>\u202e fdp.exe"})
+    admin_client.post("/admin/models/hold", data={"reason": "fr\u200bee \u2066night"})
+    text = admin_client.get("/admin/activity").get_data(as_text=True)
+    for hidden in ("\u202e", "\u200b", "\u2066"):
+        assert hidden not in text
+        assert f"[U+{ord(hidden):04X}]" in text
+    assert "&lt;i&gt;pay&lt;/i&gt;" in text and "<i>pay" not in text
 
 
 def test_the_activity_page_filters_by_kind_and_pages_by_id(admin_client, db_session_factory,

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from spamguard.db import session_scope
 from spamguard.ml.classifier import SpamClassifier
-from spamguard.models import EvalExample, ModelVersion, TrainingRun
+from spamguard.models import AuditEvent, EvalExample, ModelVersion, TrainingRun
 from spamguard.services import locks, model_diff, registry
 from spamguard.services.retrain import LOCK_NAME
 from tests.fixtures_retrain import (
@@ -189,7 +189,7 @@ def test_rejects_a_worse_candidate(retrain, db_session_factory) -> None:
 
 
 def test_force_promotes_and_dry_run_never_does(retrain, db_session_factory) -> None:
-    first = retrain()
+    first = retrain(by="ops@host")
     store_reviews(db_session_factory, inverting_reviews(db_session_factory))
     dry = retrain(dry_run=True)
     assert (dry.status, dry.exit_code) == ("dry_run", 0)
@@ -202,9 +202,15 @@ def test_force_promotes_and_dry_run_never_does(retrain, db_session_factory) -> N
     assert _active_id(db_session_factory) == first.candidate_version
     with db_session_factory() as session:  # registered as the gate said, not as --force
         assert session.get(ModelVersion, dry_forced.candidate_version).status == "rejected"
-    forced = retrain(force=True)
+    forced = retrain(force=True, by="ops@host")
     assert forced.status == "promoted" and "promoted anyway (--force)" in forced.summary
     assert _active_id(db_session_factory) == forced.candidate_version
+    # The audit trail: the gate's promotion is retraining's, a forced one its operator's.
+    with session_scope(db_session_factory) as session:
+        assert list(session.execute(select(AuditEvent.actor, AuditEvent.target)
+                                    .where(AuditEvent.action == "model.promote")
+                                    .order_by(AuditEvent.id))) == [
+            ("retrain", first.candidate_version), ("ops@host", forced.candidate_version)]
 
 
 def test_evaluation_set_stays_fixed_and_is_never_trained_on(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from spamguard.cli.context import CliContext, pass_ctx, transaction
+from spamguard.cli.ml_commands import json_line
 from spamguard.services.audit import KINDS
 
 
@@ -28,8 +27,9 @@ def register(cli: click.Group) -> None:
 
         with transaction(ctx, create=False) as session:
             events = audit.recent(session, limit=limit, action=kind)
-            lines = [json.dumps(audit.as_json(e), ensure_ascii=False) if as_json
-                     else audit.describe(e) for e in events]
+            # json_line: a sender's U+2028 or U+0085 must not split an event's line.
+            lines = [json_line(audit.as_json(e)) if as_json else audit.describe(e)
+                     for e in events]
         if not lines and not as_json:
             click.echo("no changes recorded" + (f" of kind {kind}" if kind else ""))
         for line in lines:

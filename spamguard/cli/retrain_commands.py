@@ -57,6 +57,7 @@ def register(cli: click.Group) -> None:
         another run holds the lock.
         """
         from spamguard.errors import SpamguardError
+        from spamguard.services.audit import cli_user
         from spamguard.services.retrain import run_retrain
 
         _stop_on_sigterm()
@@ -68,7 +69,8 @@ def register(cli: click.Group) -> None:
                 outcome = run_retrain(
                     session_factory=factory, settings=ctx.settings, force=force,
                     dry_run=dry_run, trigger=trigger, min_new_reviews=min_new_reviews,
-                    margin=margin, metric=metric, log=lambda line: click.echo(line, err=True))
+                    margin=margin, metric=metric, log=lambda line: click.echo(line, err=True),
+                    by=cli_user())
         except SpamguardError as exc:  # before the run could start: still one summary line
             click.echo(f"retrain: failed: {exc}")
             sys.exit(exc.exit_code)

@@ -83,7 +83,8 @@ def run_retrain(*, session_factory: sessionmaker[Session], settings: Settings,
                 force: bool = False, dry_run: bool = False, trigger: str = "cli",
                 min_new_reviews: int | None = None, metric: str | None = None,
                 margin: float | None = None, progress: bool | None = None,
-                log: Callable[[str], None] | None = None) -> RetrainOutcome:
+                log: Callable[[str], None] | None = None,
+                by: str | None = None) -> RetrainOutcome:
     """Run one retraining: skip, or train a candidate, compare it and promote or reject it.
 
     Args:
@@ -98,6 +99,8 @@ def run_retrain(*, session_factory: sessionmaker[Session], settings: Settings,
         min_new_reviews, metric, margin: override the settings of the same name.
         progress: tqdm bars while training (None: only on a terminal).
         log: receives one line per stage (None: the module logger).
+        by: who runs it (``user@host``): the audit trail names them for a promotion made
+            with ``force``, a person's decision; an automatic one is by ``retrain``.
 
     Returns:
         The outcome; ``exit_code`` is 0 promoted/skipped/dry run/held (a candidate that
@@ -122,7 +125,7 @@ def run_retrain(*, session_factory: sessionmaker[Session], settings: Settings,
         return RetrainOutcome("locked", EXIT_LOCKED, f"retrain: locked: {exc}")
     with lease:
         job = _Retrain(session_factory, settings, lease, log, force=force, dry_run=dry_run,
-                       progress=progress)
+                       progress=progress, by=by)
         return job.run(trigger)
 
 
@@ -131,10 +134,12 @@ class _Retrain:
 
     def __init__(self, session_factory: sessionmaker[Session], settings: Settings,
                  lease: locks.Lease, log: Callable[[str], None], *, force: bool,
-                 dry_run: bool, progress: bool | None) -> None:
+                 dry_run: bool, progress: bool | None, by: str | None = None) -> None:
         self.session_factory, self.settings, self.lease, self.log = (
             session_factory, settings, lease, log)
         self.force, self.dry_run, self.progress = force, dry_run, progress
+        # The audit trail's actor of this run's promotion: with --force, whoever forced it.
+        self.promoted_by = (by if force and by else None) or "retrain"
         self.counts: dict[str, Any] = {}
         self.run_id: int | None = None
         self.active_id: str | None = None  # the version the candidate is compared with
@@ -291,7 +296,8 @@ class _Retrain:
                             self.counts["metrics"]["candidate"],
                             promote=gate.outcome == "promoted" and not stale,
                             compared_with=snapshot.active_id,
-                            compared_metrics=self.counts["metrics"]["active"])
+                            compared_metrics=self.counts["metrics"]["active"],
+                            by=self.promoted_by)
             self._write_finish(session, outcome, max_review_id=None if outcome.status ==
                                "failed" else snapshot.max_review_id)
             session.flush()

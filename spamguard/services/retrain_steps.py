@@ -357,7 +357,8 @@ def decide(changes: dict[str, Any], *, metric: str, margin: float, force: bool,
 def record_versions(session: Session, directory: Path, gate: Gate,
                     eval_metrics: dict[str, Any], *, promote: bool,
                     compared_with: str | None = None,
-                    compared_metrics: dict[str, Any] | None = None) -> ModelVersion:
+                    compared_metrics: dict[str, Any] | None = None,
+                    by: str = "retrain") -> ModelVersion:
     """Register the candidate (rejected if it failed the gate) and promote it if ``promote``
     (the gate said so and nothing since has made that decision stale).
 
@@ -365,6 +366,7 @@ def record_versions(session: Session, directory: Path, gate: Gate,
     and so are those of the version it was compared with (``compared_with``: the active
     one), from this comparison: a version trained by `spamguard train` has no other, and
     the models list would otherwise show a rejected candidate's numbers beside none.
+    ``by``: the audit trail's actor of the promotion (``retrain``, or who ran ``--force``).
     """
     # A promotion (passed, or forced) is a candidate until promoted; a dry run registers as
     # the gate said, whatever --force would have done.
@@ -376,6 +378,6 @@ def record_versions(session: Session, directory: Path, gate: Gate,
     if compared is not None and compared_metrics:
         compared.metrics = {**(compared.metrics or {}), "eval": compared_metrics}
     if promote:
-        registry.promote(session=session, version_id=version.id, by="retrain")
+        registry.promote(session=session, version_id=version.id, by=by)
     return version
 
