@@ -43,7 +43,9 @@ def test_account_changes_are_recorded_once_each_and_only_when_something_changed(
     users.set_active(session=db_session, username="bob", active=False, by="alice")
     users.set_active(session=db_session, username="bob", active=False, by="alice")
     users.set_active(session=db_session, username="bob", active=True, by="alice")
+    db_session.scalar(select(users.User).where(users.User.username == "bob")).failed_logins = 5
     users.unlock(session=db_session, username="bob", by="alice")
+    users.unlock(session=db_session, username="bob", by="alice")  # not locked now: no change
     users.set_password(session=db_session, username="bob", password="another passphrase 2",
                        by="alice")
     users.delete_user(session=db_session, username="bob", by="alice")

@@ -23,9 +23,9 @@ from spamguard.services.message_deletion import Deleted, Selection
 from spamguard.wording import counted
 
 SCOPES = ("message", "sender")
-# More than this from one sender is left to the command: batches commit one by one, and
-# a request stopped by the web server's worker timeout (gunicorn's 120 s) half-way would
-# leave changes.md's copies of what it had erased (they are redacted at the end). 50,000
+# More than this from one sender is left to the command, which shows progress and can be
+# run again: batches commit one by one, and a request stopped by the web server's worker
+# timeout (gunicorn's 120 s) half-way would leave the rest, and no audit event. 50,000
 # (with verdicts, 5,000 reviewed, among 100,000) took 20 s through the page on PostgreSQL
 # and 3.4 s on SQLite (the test databases, one machine, 2026-12).
 MAX_IN_REQUEST = 50_000

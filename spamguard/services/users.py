@@ -258,7 +258,8 @@ def unlock(*, session: Session, user_id: int | None = None,
            username: str | None = None, by: str | None = None) -> User:
     """Lift the lock after failed logins (and forget those failures) at once."""
     user = _find(session, user_id, username)
-    audit.record(session, actor=by, action="user.unlock", target=user.username)
+    if user.failed_logins or user.locked_until is not None:
+        audit.record(session, actor=by, action="user.unlock", target=user.username)
     user.failed_logins, user.locked_until = 0, None
     session.flush()
     return user
