@@ -682,3 +682,26 @@ def test_erasing_again_with_nothing_left_sweeps_changes_md(cli, db_session, make
     assert result.stdout == ("erased 0 message(s) from +447911123456; example texts erased "
                              "from changes.md of v2\n")
     assert "4321" not in (directory / model_diff.CHANGES_MD).read_text(encoding="utf-8")
+
+
+def test_a_stopped_run_is_in_the_audit_trail_with_what_it_deleted(world, db_session,
+                                                                  db_session_factory,
+                                                                  monkeypatch):
+    """One event a run, brought up to date in each batch's transaction: a run stopped after
+    its first batch is recorded with that batch's count."""
+    from spamguard.services import audit
+
+    monkeypatch.setattr(message_deletion, "BATCH", 2)
+    batches: list[int] = []
+
+    def stop_after_two(count):
+        batches.append(count)
+        if len(batches) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        message_deletion.delete_messages(db_session_factory, Selection(before=CUTOFF),
+                                         on_batch=stop_after_two, by="cron@host")
+    [event] = audit.recent(db_session, action="messages")
+    assert (event.actor, event.action) == ("cron@host", "messages.purge")
+    assert event.details == {"messages": 4, "reviewed": 1, "before": CUTOFF.isoformat()}

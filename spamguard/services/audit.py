@@ -65,10 +65,19 @@ def record(session: Session, *, actor: str | None, action: str, target: str | No
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
     event = AuditEvent(at=utcnow(), actor=actor[:MAX_TEXT] if actor else None, action=action,
-                       target=target[:MAX_TEXT] if target else None,
-                       details={k: v for k, v in details.items() if v is not None} or None)
+                       target=target[:MAX_TEXT] if target else None, details=_kept(details))
     session.add(event)
     return event
+
+
+def update(session: Session, event_id: int, **details: Any) -> None:
+    """Bring a long job's event up to date (its details replaced), in the caller's
+    transaction: the event then says what the job had done when it stopped."""
+    session.get(AuditEvent, event_id).details = _kept(details)
+
+
+def _kept(details: dict[str, Any]) -> dict[str, Any] | None:
+    return {k: v for k, v in details.items() if v is not None} or None
 
 
 def recent(session: Session, *, limit: int = 50, before_id: int | None = None,

@@ -200,9 +200,13 @@ def delete_in(transaction: Callable[[], AbstractContextManager[Session]],
         examples = example_hashes(session)
         pause = SQLITE_PAUSE_SECONDS if session.get_bind().dialect.name == "sqlite" else 0
     total, after_id, shown = Deleted(), 0, set().union(*examples.values())
+    event_id = None
     while True:
         with transaction() as session:
             done, after_id = delete_batch(session, selection, after_id=after_id)
+            if done.messages:  # the trail says what committed, even if a later batch fails
+                event_id = _audit(session, selection, total.messages + done.messages,
+                                  total.reviewed + done.reviewed, by, event_id)
         if after_id is None:
             break
         done.texts_gone &= shown  # keep only what a changes.md shows (few)
@@ -219,21 +223,27 @@ def delete_in(transaction: Callable[[], AbstractContextManager[Session]],
         # may show texts no stored message has any longer.
         swept = redact_orphan_examples(session)
         total.redacted_versions = sorted({*total.redacted_versions, *swept})
-        if total.messages:
-            _audit(session, selection, total, by)
     return total
 
 
-def _audit(session: Session, selection: Selection, done: Deleted, by: str | None) -> None:
-    """Record what went, without a sender or any text (the trail outlives them)."""
+def _audit(session: Session, selection: Selection, messages: int, reviewed: int,
+           by: str | None, event_id: int | None) -> int:
+    """Record what went so far, without a sender or any text (the trail outlives them):
+    one event a run, added with its first batch and brought up to date with each next one
+    (in the batch's transaction). Returns the event's id."""
     ids = selection.message_ids
-    audit.record(session, actor=by,
-                 action="messages.purge" if selection.before is not None else "messages.erase",
-                 messages=done.messages, reviewed=done.reviewed,
-                 before=selection.before.isoformat() if selection.before else None,
-                 kept_reviewed=True if selection.keep_reviewed else None,
-                 of="a sender" if selection.sender is not None else None,
-                 ids=list(ids) if ids and len(ids) <= 20 else len(ids) or None)
+    details = {"messages": messages, "reviewed": reviewed,
+               "before": selection.before.isoformat() if selection.before else None,
+               "kept_reviewed": True if selection.keep_reviewed else None,
+               "of": "a sender" if selection.sender is not None else None,
+               "ids": list(ids) if ids and len(ids) <= 20 else len(ids) or None}
+    if event_id is not None:
+        audit.update(session, event_id, **details)
+        return event_id
+    action = "messages.purge" if selection.before is not None else "messages.erase"
+    event = audit.record(session, actor=by, action=action, **details)
+    session.flush()
+    return event.id
 
 
 def _recount(session: Session, campaign_ids: Sequence[int]) -> tuple[set[int], set[int]]:
