@@ -23,7 +23,14 @@ from spamguard.models import (
     SpotCheckDraw,
     Verdict,
 )
-from spamguard.services import message_deletion, model_diff, registry, reviews, users
+from spamguard.services import (
+    example_redaction,
+    message_deletion,
+    model_diff,
+    registry,
+    reviews,
+    users,
+)
 from spamguard.services.message_deletion import Selection
 from spamguard.sqltypes import utcnow
 from tests.fixtures_admin import new_message
@@ -172,8 +179,8 @@ def test_erased_texts_leave_the_evaluation_set_and_changes_md_unless_another_mes
     markdown = (directory / model_diff.CHANGES_MD).read_text(encoding="utf-8")
     assert "4321" not in markdown and "| \\[erased\\] |" in markdown  # Markdown-escaped
     assert "WIN a free cruise" in markdown  # another sender's message still has it
-    texts = [e["text"] for e in message_deletion._examples(model_diff.load_changes(directory))]
-    assert texts == [message_deletion.ERASED, shared, "base text"]
+    texts = [e["text"] for e in example_redaction.examples(model_diff.load_changes(directory))]
+    assert texts == [example_redaction.ERASED, shared, "base text"]
     # Nothing left to erase the second time; the file is not rewritten.
     again = message_deletion.delete_messages(db_session_factory, Selection(sender="+447911123456"))
     assert (again.messages, again.redacted_versions) == (0, [])
@@ -328,8 +335,8 @@ def test_a_run_stopped_half_way_has_redacted_what_it_erased(db_session, db_sessi
     with pytest.raises(KeyboardInterrupt):
         message_deletion.delete_messages(db_session_factory, Selection(sender="+447911123456"),
                                          on_batch=stop)
-    texts = [e["text"] for e in message_deletion._examples(model_diff.load_changes(directory))]
-    assert texts == [message_deletion.ERASED, second]
+    texts = [e["text"] for e in example_redaction.examples(model_diff.load_changes(directory))]
+    assert texts == [example_redaction.ERASED, second]
     assert [m.body for m in db_session.scalars(select(Message))] == [second]
 
 
@@ -646,8 +653,8 @@ def test_a_version_written_during_an_erase_is_swept_by_the_next_run(
                                              Selection(sender="+447911123456"))
 
     assert (again.messages, again.redacted_versions) == (0, ["v2"])
-    texts = [e["text"] for e in message_deletion._examples(model_diff.load_changes(directory))]
-    assert texts == [message_deletion.ERASED, "base text", kept]
+    texts = [e["text"] for e in example_redaction.examples(model_diff.load_changes(directory))]
+    assert texts == [example_redaction.ERASED, "base text", kept]
 
 
 def test_a_busy_database_half_way_stops_the_command_with_one_line_and_the_count(

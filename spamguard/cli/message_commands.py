@@ -25,7 +25,8 @@ def _confirm(question: str, yes: bool) -> None:
 
 
 def _run(ctx: CliContext, selection, *, dry_run: bool, yes: bool, what: str):
-    """Count, ask, delete with a progress bar; return (selected, reviewed, Deleted|None)."""
+    """Count, ask, delete with a progress bar; return (selected, reviewed among them,
+    reviewed kept by the selection, Deleted or None on a dry run)."""
     from sqlalchemy.exc import OperationalError
     from tqdm.auto import tqdm
 

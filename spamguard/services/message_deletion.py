@@ -8,7 +8,8 @@ spot-check draws and review-queue claims, and its place in a campaign (the campa
 size, first and last message are recounted; a campaign left empty goes). When no other
 stored message has the same text, the copies of that text retraining keeps go too: an
 evaluation-set example added from a review (never one from the shipped data set), and
-the example texts in model versions' ``changes.md`` (replaced by :data:`ERASED`). Model
+the example texts in model versions' ``changes.md`` (see
+:mod:`~spamguard.services.example_redaction`). Model
 versions are not retrained: a blended version's ``lexical.json`` keeps the n-grams of what
 it was trained on until the version is deleted. The embedding cache holds vectors keyed by
 a hash, not texts; logs are outside the database.
@@ -26,25 +27,29 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from spamguard.db import session_scope, sqlite_write_lock
-from spamguard.ml.data import text_hash
 from spamguard.models import (
     Campaign,
     EvalExample,
     Message,
-    ModelVersion,
     QueueClaim,
     Review,
     SpotCheckDraw,
     Verdict,
 )
-from spamguard.services import audit, model_diff
+from spamguard.services import audit
 from spamguard.services.campaigns import wait_for_rebuilds
+from spamguard.services.example_redaction import (
+    chunks,
+    example_hashes,
+    redact_examples,
+    redact_orphan_examples,
+    unused_hashes,
+)
 from spamguard.services.message_queries import from_sender
 
 BATCH = 1000
@@ -52,8 +57,6 @@ BATCH = 1000
 # at most: batch after batch with no gap kept the service's inserts waiting up to 2.8 s
 # (bench/purge.py). A pause as long as that poll lets one in between batches.
 SQLITE_PAUSE_SECONDS = 0.1
-ERASED = "[erased]"
-_IN_CHUNK = 1000  # values in one IN (...) list
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,7 @@ def delete_batch(session: Session, selection: Selection, *, after_id: int = 0,
                     .execution_options(synchronize_session=False))
     done = Deleted(messages=len(ids), reviewed=sum(r.review_label is not None for r in rows))
     done.campaigns_recounted, done.campaigns_removed = _recount(session, sorted(campaigns))
-    done.texts_gone = _unused(session, {row.text_hash for row in rows})
+    done.texts_gone = unused_hashes(session, {row.text_hash for row in rows})
     done.eval_examples = forget_eval_copies(session, done.texts_gone)
     session.expire_all()
     return done, last
@@ -254,7 +257,7 @@ def _recount(session: Session, campaign_ids: Sequence[int]) -> tuple[set[int], s
     statements per campaign; a batch's messages may belong to hundreds of campaigns."""
     recounted: set[int] = set()
     removed: set[int] = set()
-    for chunk in _chunks(list(campaign_ids)):
+    for chunk in chunks(list(campaign_ids)):
         found = {row.campaign_id: row for row in session.execute(
             select(Message.campaign_id, func.count().label("size"),
                    func.min(Message.received_at).label("first"),
@@ -281,79 +284,11 @@ def _recount(session: Session, campaign_ids: Sequence[int]) -> tuple[set[int], s
     return recounted, removed
 
 
-def _unused(session: Session, hashes: set[str]) -> set[str]:
-    """The text hashes in ``hashes`` that no stored message has."""
-    used: set[str] = set()
-    for chunk in _chunks(sorted(hashes)):
-        used.update(session.scalars(select(Message.text_hash).distinct()
-                                    .where(Message.text_hash.in_(chunk))))
-    return hashes - used
-
-
 def forget_eval_copies(session: Session, hashes: Iterable[str]) -> int:
     """Delete the evaluation-set examples added from reviews whose text hash is in
     ``hashes`` (the shipped data set's examples stay: they are public); return how many."""
     gone = 0
-    for chunk in _chunks(sorted(hashes)):
+    for chunk in chunks(sorted(hashes)):
         gone += session.execute(delete(EvalExample).where(
             EvalExample.source == "review", EvalExample.text_hash.in_(chunk))).rowcount or 0
     return gone
-
-
-def example_hashes(session: Session) -> dict[str, set[str]]:
-    """The text hashes of the example messages in each model version's ``changes.json``
-    (a few dozen a version), by version id."""
-    found: dict[str, set[str]] = {}
-    for version in session.scalars(select(ModelVersion).order_by(ModelVersion.id)):
-        changes = model_diff.load_changes(version.path)
-        hashes = {text_hash(e["text"]) for e in _examples(changes) if not e.get("erased")}
-        if hashes:
-            found[version.id] = hashes
-    return found
-
-
-def redact_orphan_examples(session: Session) -> list[str]:
-    """Redact every version's example texts that neither a stored message nor the shipped
-    data's evaluation examples hold (an example comes from the evaluation set: from the
-    shipped data, or from a reviewed message, which only a deletion takes away); return the
-    versions rewritten. Reads each version's few examples, not the messages table."""
-    examples = example_hashes(session)
-    wanted = sorted(set().union(*examples.values()))
-    kept: set[str] = set()
-    for chunk in _chunks(wanted):
-        kept.update(session.scalars(select(EvalExample.text_hash).where(
-            EvalExample.source == "base", EvalExample.text_hash.in_(chunk))))
-    orphans = _unused(session, set(wanted) - kept)
-    hit = [v for v, hashes in examples.items() if hashes & orphans]
-    return redact_examples(session, hit, orphans) if hit else []
-
-
-def redact_examples(session: Session, version_ids: Iterable[str], hashes: set[str]) -> list[str]:
-    """Replace by :data:`ERASED` the example texts with a hash in ``hashes`` in those
-    versions' ``changes.json`` (marked ``"erased": true``) and ``changes.md``; return the
-    versions rewritten."""
-    rewritten = []
-    for version_id in sorted(version_ids):
-        version = session.get(ModelVersion, version_id)
-        changes = model_diff.load_changes(version.path) if version else None
-        hit = [e for e in _examples(changes)
-               if not e.get("erased") and text_hash(e["text"]) in hashes]
-        if not hit:
-            continue
-        for example in hit:
-            example.update(text=ERASED, erased=True)
-        model_diff.write_changes(Path(version.path), changes)
-        rewritten.append(version_id)
-    return rewritten
-
-
-def _examples(changes: dict | None) -> list[dict]:
-    flipped = (changes or {}).get("flips") or {}
-    return [example for name, _, _ in model_diff.FLIP_KINDS
-            for example in (flipped.get(name) or {}).get("examples", [])
-            if isinstance(example.get("text"), str)]
-
-
-def _chunks(values: Sequence, size: int = _IN_CHUNK) -> Iterable[Sequence]:
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
