@@ -240,3 +240,25 @@ def test_the_activity_page_filters_by_kind_and_pages_by_id(admin_client, db_sess
         "/admin/activity?kind=messages").get_data(as_text=True)
     assert admin_client.get("/admin/activity?kind=weather").status_code == 400
     assert admin_client.get("/admin/activity?before=abc").status_code == 400
+
+
+def test_a_change_whose_caller_said_nobody_reads_the_same_in_both_places(
+        cli, migrated_db_url, admin_client, db_session_factory):
+    """docs/admin.md: "someone (Python API)" for a change made by calling spamguard's
+    functions without saying who; ``spamguard audit`` prints the same as the page."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    engine = create_engine(migrated_db_url)
+    try:
+        with session_scope(sessionmaker(engine)) as session:
+            apikeys.create_api_key(session=session, name="script key")
+    finally:
+        engine.dispose()
+    listed = CliRunner().invoke(cli, ["audit", "--kind", "api_key"])
+    assert listed.exit_code == 0, listed.output
+    assert " someone (Python API): created API key script key (" in listed.stdout
+    with session_scope(db_session_factory) as session:
+        apikeys.create_api_key(session=session, name="page key")
+    page = admin_client.get("/admin/activity?kind=api_key").get_data(as_text=True)
+    assert "<td>someone (Python API)</td>" in page

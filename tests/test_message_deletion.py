@@ -265,8 +265,21 @@ def test_erase_by_id_says_which_ids_were_not_there(cli, world, db_session):
                   "--message-id", "999999", "--yes")
     assert result.exit_code == 0, result.output
     assert result.stdout == (f"erased 1 message(s) with id {world['old_reviewed']}, 999999 "
-                             "(1 reviewed); 1 id(s) not found\n")
+                             "(1 reviewed); 1 id(s) not found: 999999\n")
     assert world["old_reviewed"] not in _stored(db_session)
+
+
+def test_erase_by_id_names_the_missing_ids_before_a_dry_run_or_many(cli, world):
+    present = world["old_reviewed"]
+    dry = _run(cli, "erase", "--message-id", "999998", "--message-id", str(present),
+               "--message-id", "999999", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout.endswith("; 2 id(s) not found: 999998, 999999\n")
+    many = [arg for i in range(25) for arg in ("--message-id", str(900000 + i))]
+    result = _run(cli, "erase", *many, "--dry-run")
+    assert result.stdout.endswith("; 25 id(s) not found: "
+                                  + ", ".join(str(900000 + i) for i in range(20))
+                                  + " and 5 more\n")
 
 
 def test_erase_asks_at_a_terminal_and_notes_a_sender_rule_that_stays(cli, db_session,

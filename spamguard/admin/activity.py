@@ -33,4 +33,4 @@ def activity():
     events = events[:PER_PAGE]
     return render_template("admin/activity.html", events=events, kinds=KINDS, kind=kind,
                            actions=audit.ACTIONS, older=events[-1].id if more else None,
-                           first_page=before_id is None)
+                           first_page=before_id is None, unknown_actor=audit.UNKNOWN_ACTOR)

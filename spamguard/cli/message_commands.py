@@ -150,15 +150,39 @@ def register(cli: click.Group) -> None:
         what = (f"from {sender}" if sender is not None
                 else "with id " + ", ".join(map(str, sorted(set(message_ids)))))
         selection = Selection(sender=sender, message_ids=tuple(sorted(set(message_ids))))
+        missing = _missing_ids(ctx, selection.message_ids)
         total, reviewed, kept, done = _run(ctx, selection, dry_run=dry_run, yes=yes,
                                            what=what)
         said = summary("erase", what, total=total, reviewed=reviewed, kept=kept, done=done,
                        dry_run=dry_run)
-        if message_ids and total < len(selection.message_ids):
-            said += f"; {len(selection.message_ids) - total:,} id(s) not found"
+        if missing:
+            shown = ", ".join(map(str, missing[:MAX_MISSING_SHOWN]))
+            more = (f" and {len(missing) - MAX_MISSING_SHOWN:,} more"
+                    if len(missing) > MAX_MISSING_SHOWN else "")
+            said += f"; {len(missing):,} id(s) not found: {shown}{more}"
         click.echo(said)
         if sender is not None:
             _rule_note(ctx, sender)
+
+
+MAX_MISSING_SHOWN = 20  # ids named in erase's summary; more are counted
+
+
+def _missing_ids(ctx: CliContext, ids: tuple[int, ...]) -> list[int]:
+    """Those of ``ids`` no stored message has (before the erase: the summary names them)."""
+    if not ids:
+        return []
+    from sqlalchemy import select
+
+    from spamguard.cli.context import transaction
+    from spamguard.models import Message
+    from spamguard.services.example_redaction import chunks
+
+    found: set[int] = set()
+    with transaction(ctx, create=False) as session:
+        for chunk in chunks(list(ids)):
+            found.update(session.scalars(select(Message.id).where(Message.id.in_(chunk))))
+    return [i for i in ids if i not in found]
 
 
 def _rule_note(ctx: CliContext, sender: str) -> None:

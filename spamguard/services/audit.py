@@ -44,6 +44,8 @@ ACTIONS = {
     "messages.purge": "purged messages",
     "messages.erase": "erased messages",
 }
+# Who did a change made through the Python API without saying who (actor None).
+UNKNOWN_ACTOR = "someone (Python API)"
 # The kinds ``spamguard audit --kind`` and the Activity page filter on.
 KINDS = tuple(dict.fromkeys(action.split(".")[0] for action in ACTIONS))
 
@@ -94,8 +96,10 @@ def recent(session: Session, *, limit: int = 50, before_id: int | None = None,
 
 
 def describe(event: AuditEvent) -> str:
-    """One line: ``2026-12-02 21:04 UTC alice: set sender rule for MyBank (allow)``."""
-    said = f"{event.at:%Y-%m-%d %H:%M UTC} {event.actor or 'someone'}: {ACTIONS[event.action]}"
+    """One line: ``2026-12-02 21:04 UTC alice: set sender rule for MyBank (rule allow)``;
+    "someone (Python API)" for a change whose caller did not say who (as the Activity page)."""
+    said = (f"{event.at:%Y-%m-%d %H:%M UTC} {event.actor or UNKNOWN_ACTOR}: "
+            f"{ACTIONS[event.action]}")
     if event.target:
         said += f" {event.target}"
     if event.details:
