@@ -191,6 +191,11 @@ class Message(Base):
         # by id (migrations 0008 and 0017).
         Index("ix_messages_spot_check", "model_version_id", "model_label", "review_label",
               "sender_rule", "id"),
+        # Ids only grow, even after the newest message is deleted (messages purge / erase):
+        # a page or an API caller holding an erased message's id must never reach another
+        # message. SQLite reuses the highest id unless the table is AUTOINCREMENT
+        # (migration 0020); PostgreSQL's sequence never does.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -405,6 +410,7 @@ class SpotCheckDraw(Base):
         unique_where("uq_spot_check_draws_open", "user_id", "mode",
                      sqlite="outcome IS NULL", postgresql="outcome IS NULL"),
         Index("ix_spot_check_draws_model", "model_version_id", "verdict"),
+        {"sqlite_autoincrement": True},  # as messages: a deleted draw's id is not reused (0020)
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -79,5 +79,34 @@ def downgrade() -> None:
     op.drop_index("ix_messages_spot_check", table_name="messages")  # SQLite: before the column
     op.create_index("ix_messages_spot_check", "messages", [*SPOT_CHECK, "id"])
     for table in ("verdicts", "messages"):  # each column's CHECK goes with it
-        op.drop_column(table, "sender_rule")
+        if _check_apart(table):
+            _drop_by_rebuild(table)
+        else:
+            op.drop_column(table, "sender_rule")
     op.drop_table("sender_rules")
+
+
+def _check_apart(table: str) -> bool:
+    """SQLite: whether the column's CHECK is a table constraint, as a rebuilt table writes it
+    (migration 0020 rebuilds ``messages``), not the column's own as 0017 added it; then
+    ``DROP COLUMN`` refuses ("no such column" in the table's CHECK)."""
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite":
+        return False
+    sql = bind.execute(sa.text("SELECT sql FROM sqlite_master WHERE type = 'table' AND "
+                               "name = :table"), {"table": table}).scalar_one()
+    return "sender_rule VARCHAR(8) CONSTRAINT" not in sql
+
+
+def _drop_by_rebuild(table: str) -> None:
+    """Drop the column and its CHECK by rebuilding the table (batch mode), keeping its
+    triggers (the text index's, migration 0010), which go with the old table."""
+    bind = op.get_bind()
+    triggers = [sql for (sql,) in bind.execute(sa.text(
+        "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :table "
+        "ORDER BY name"), {"table": table})]
+    with op.batch_alter_table(table, recreate="always") as batch:
+        batch.drop_constraint(op.f(f"ck_{table}_sender_rule"), type_="check")
+        batch.drop_column("sender_rule")
+    for sql in triggers:
+        bind.exec_driver_sql(sql)
