@@ -301,6 +301,8 @@ def test_erase_asks_at_a_terminal_and_notes_a_sender_rule_that_stays(cli, db_ses
     assert ("note: the sender rule for +44 7911 123456 (block) stays; remove it with: "
             "spamguard senders remove '+44 7911 123456'") in result.stderr
     assert _stored(db_session) == set()
+    nothing = _run(cli, "erase", "--sender", "+447911123456", "--dry-run")
+    assert nothing.stdout.startswith("would erase 0 message(s)") and nothing.stderr == ""
 
 
 @pytest.mark.parametrize("args, said", [

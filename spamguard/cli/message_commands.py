@@ -161,7 +161,7 @@ def register(cli: click.Group) -> None:
                     if len(missing) > MAX_MISSING_SHOWN else "")
             said += f"; {len(missing):,} id(s) not found: {shown}{more}"
         click.echo(said)
-        if sender is not None:
+        if sender is not None and total:  # with nothing from them, a rule note puzzles
             _rule_note(ctx, sender)
 
 
