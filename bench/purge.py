@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from datetime import timedelta
@@ -31,24 +30,22 @@ from sqlalchemy import func, insert, select
 
 from spamguard import db
 from spamguard.ml.data import text_hash
-from spamguard.models import Campaign, Message, ModelVersion, Review, Verdict
+from spamguard.models import Campaign, Message, Review, Verdict
 from spamguard.services import message_deletion
 from spamguard.sqltypes import utcnow
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sender_rules import time_ingest  # noqa: E402  (bench/ is not a package)
+from sender_rules import scratch_database, time_ingest  # noqa: E402  (bench/: no package)
 
 DAYS = 200
 CAMPAIGN = 20
 
 
 def fill(factory, count: int) -> None:
-    """``count`` classified messages over the last :data:`DAYS` days, oldest first."""
+    """``count`` classified messages over the last :data:`DAYS` days, oldest first, by
+    the version "bench" (:func:`scratch_database` made it)."""
     now = utcnow()
     with db.session_scope(factory) as session:
-        session.add(ModelVersion(id="bench", directory="/bench", backbone="b",
-                                 backbone_hash="h", created_at=now, registered_at=now,
-                                 status="active", threshold=0.5, metrics={}))
         campaigns = count // 10 // CAMPAIGN
         session.add_all(Campaign(first_seen=now, last_seen=now, size=CAMPAIGN)
                         for _ in range(campaigns))
@@ -109,11 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database-url", default=None,
                         help="an empty scratch database (default: SQLite in a temp folder)")
     args = parser.parse_args(argv)
-    folder = tempfile.TemporaryDirectory()
-    url = args.database_url or f"sqlite:///{Path(folder.name) / 'bench.db'}"
-    db.upgrade_schema(url)
-    engine = db.make_engine(url)
-    factory = db.make_session_factory(engine)
+    folder, engine, factory = scratch_database(args.database_url)
     fill(factory, args.messages)
     cutoff = utcnow() - timedelta(days=DAYS // 2)
     selection = message_deletion.Selection(before=cutoff, keep_reviewed=True)

@@ -72,16 +72,12 @@ def time_ingest(factory, count: int, tag: str) -> list[float]:
     return took
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--rules", type=int, nargs="+", default=[1000, 100_000],
-                        help="rule counts to measure besides none")
-    parser.add_argument("--database-url", default=None,
-                        help="an empty scratch database (default: SQLite in a temp folder)")
-    args = parser.parse_args(argv)
+def scratch_database(database_url: str | None):
+    """A migrated database (``database_url``, an empty scratch one, or SQLite in a new
+    temporary folder) with an active version "bench" for :class:`InstantModel`; returns
+    (the folder to clean up, the engine, a session factory)."""
     folder = tempfile.TemporaryDirectory()
-    url = args.database_url or f"sqlite:///{Path(folder.name) / 'bench.db'}"
+    url = database_url or f"sqlite:///{Path(folder.name) / 'bench.db'}"
     db.upgrade_schema(url)
     engine = db.make_engine(url)
     factory = db.make_session_factory(engine)
@@ -90,6 +86,18 @@ def main(argv: list[str] | None = None) -> None:
                                  backbone_hash="h", created_at=utcnow(),
                                  registered_at=utcnow(), status="active", threshold=0.5,
                                  metrics={}))
+    return folder, engine, factory
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--rules", type=int, nargs="+", default=[1000, 100_000],
+                        help="rule counts to measure besides none")
+    parser.add_argument("--database-url", default=None,
+                        help="an empty scratch database (default: SQLite in a temp folder)")
+    args = parser.parse_args(argv)
+    folder, engine, factory = scratch_database(args.database_url)
     time_ingest(factory, 200, "warm-up")
     rows = []
     lookup = sender_rules.actions_for
