@@ -82,6 +82,7 @@ def build_cli() -> click.Group:
 
     from spamguard.cli import (
         audit_commands,
+        backup_commands,
         db_commands,
         export_commands,
         message_commands,
@@ -94,9 +95,9 @@ def build_cli() -> click.Group:
         user_commands,
     )
 
-    for module in (ml_commands, audit_commands, db_commands, export_commands, message_commands,
-                   model_commands, promotion_commands, sender_commands, service_commands,
-                   user_commands, retrain_commands):
+    for module in (ml_commands, audit_commands, backup_commands, db_commands, export_commands,
+                   message_commands, model_commands, promotion_commands, sender_commands,
+                   service_commands, user_commands, retrain_commands):
         module.register(cli)
     return cli
 

@@ -43,6 +43,7 @@ ACTIONS = {
     "promotion.release": "released the promotion hold",
     "messages.purge": "purged messages",
     "messages.erase": "erased messages",
+    "backup.restore": "restored this database from the backup made at",
 }
 # Who did a change made through the Python API without saying who (actor None).
 UNKNOWN_ACTOR = "someone (Python API)"

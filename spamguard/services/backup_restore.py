@@ -1,0 +1,242 @@
+"""``spamguard backup restore``: a backup into a new, empty instance.
+
+Restoring never overwrites: the target database must hold no table (a missing SQLite file,
+or a new PostgreSQL database) and no model version folder of the backup may exist under
+the target's ``models/``. An operator who wants the old state back stops the service,
+moves the instance aside (or creates a new database) and restores into that; the old one
+stays until they delete it. The backup is verified first, and a backup from a newer
+spamguard is refused (this code could not run its schema).
+
+The registry names each version by its folder's absolute path, which differs on the
+machine restored to: the restored rows point at the copies under the target's
+``models/`` (and training runs' report paths with them). The model folders are copied
+first and the database last, and on SQLite the database file appears whole (written under
+a temporary name, upgraded and fixed, renamed), so a failed restore leaves no database
+that names missing folders. On PostgreSQL ``pg_restore --single-transaction`` restores all
+or nothing, and a failure after it (the upgrade, the fixes) drops the restored tables.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spamguard.services.backup import (
+    MODELS,
+    BackupError,
+    database_kind,
+    find_pg_tool,
+    libpq_uri,
+    run_pg_tool,
+    safe_name,
+    verify_backup,
+)
+
+
+@dataclass
+class Restored:
+    """What :func:`restore_backup` did."""
+
+    manifest: dict[str, Any]
+    versions: list[str]  # model versions copied into the target's models folder
+    revision: str | None  # the backup's schema revision
+    head: str  # the revision it was upgraded to (this spamguard's newest)
+
+
+def restore_backup(backup: Path | str, *, url: str, models_dir: Path, by: str | None = None,
+                   log=lambda _line: None) -> Restored:
+    """Restore ``backup`` into the empty database at ``url`` and ``models_dir``."""
+    from spamguard.db import head_revision
+
+    backup = Path(backup)
+    check = verify_backup(backup)
+    if check.problems:
+        shown = "; ".join(check.problems[:3])
+        more = f" and {len(check.problems) - 3} more" if len(check.problems) > 3 else ""
+        raise BackupError(f"{backup} fails verification ({shown}{more}): not restored")
+    manifest = check.manifest
+    database = manifest["database"]
+    kind = database_kind(url)
+    if database["kind"] != kind:
+        raise BackupError(f"{backup} holds a {database['kind']} database and the target is "
+                          f"{kind}: restore into the same kind of database (moving between "
+                          "SQLite and PostgreSQL is not supported)")
+    revision = database.get("revision")
+    _known_revision(revision, backup)
+    _target_is_empty(url)
+    versions = [e["version"] for e in manifest["models"] if e.get("copied")]
+    for version in versions:
+        if not safe_name(version):
+            raise BackupError(f"{backup}: model version {version!r} cannot be a folder name")
+        if os.path.lexists(models_dir / version):
+            raise BackupError(f"{models_dir / version} already exists: restore into an "
+                              "instance whose models folder does not hold the backup's "
+                              "versions")
+    created = _copy_versions(backup, versions, models_dir, log)
+    try:
+        moved = {e["version"]: (e["directory"], str((models_dir / e["version"]).resolve()))
+                 for e in manifest["models"] if e.get("copied")}
+        if kind == "sqlite":
+            _restore_sqlite(backup / database["file"], url, moved, manifest, by)
+        else:
+            _restore_postgresql(backup / database["file"], url, moved, manifest, by)
+    except BaseException:
+        for folder in created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    upgraded = "" if revision == head_revision() else f", upgraded to {head_revision()}"
+    log(f"restore: database restored (revision {revision or 'none'}{upgraded})")
+    return Restored(manifest, versions, revision, head_revision())
+
+
+def _known_revision(revision: str | None, backup: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    from spamguard.db import alembic_config
+
+    known = {rev.revision for rev in ScriptDirectory.from_config(alembic_config())
+             .walk_revisions()}
+    if revision is not None and revision not in known:
+        raise BackupError(f"{backup} holds a database at revision {revision}, which this "
+                          "spamguard does not know: restore it with the release that made "
+                          "it, or a newer one")
+
+
+def _target_is_empty(url: str) -> None:
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from spamguard.db import _first_line, make_engine, safe_url, sqlite_file
+
+    file = sqlite_file(url) if database_kind(url) == "sqlite" else None
+    if database_kind(url) == "sqlite":
+        if file is None:
+            raise BackupError("only an SQLite database in a file can be restored into")
+        for leftover in (Path(f"{file}-wal"), Path(f"{file}-journal")):
+            if leftover.exists() and not file.exists():
+                raise BackupError(f"{leftover} is there without its database {file}: move "
+                                  "it aside first (SQLite would apply it to the restored "
+                                  "database)")
+        if not file.exists():
+            return
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            tables = inspect(connection).get_table_names()
+    except SQLAlchemyError as exc:
+        raise BackupError(f"cannot open the target database {safe_url(url)}: "
+                          f"{_first_line(exc)}") from None
+    finally:
+        engine.dispose()
+    if tables:
+        where = file.resolve() if file is not None else safe_url(url)
+        raise BackupError(
+            f"the target database {where} is not empty ({len(tables)} tables): restore "
+            "into a new one (stop the service and move the old instance aside, or create a "
+            "new PostgreSQL database and point SPAMGUARD_DATABASE_URL at it)")
+
+
+def _copy_versions(backup: Path, versions: list[str], models_dir: Path, log) -> list[Path]:
+    """Copy each version folder under a temporary name, then rename it into place."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    created: list[Path] = []
+    try:
+        for version in versions:
+            work = Path(tempfile.mkdtemp(prefix=f".{version}.restore-", dir=models_dir))
+            shutil.copytree(backup / MODELS / version, work, dirs_exist_ok=True)
+            work.chmod(0o755)  # mkdtemp's 0700 would hide it from a service run as another user
+            os.rename(work, models_dir / version)
+            created.append(models_dir / version)
+            log(f"restore: model version {version} copied to {models_dir / version}")
+    except BaseException:
+        for folder in created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return created
+
+
+def _restore_sqlite(source: Path, url: str, moved: dict[str, tuple[str, str]],
+                    manifest: dict[str, Any], by: str | None) -> None:
+    from spamguard.db import ensure_sqlite_parent, sqlite_file
+    from spamguard.ml.files import sync_file, sync_folder
+
+    target = sqlite_file(url)
+    ensure_sqlite_parent(url)
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.restore-", dir=target.parent)
+    os.close(handle)
+    work = Path(name)
+    try:
+        shutil.copyfile(source, work)
+        _finish(f"sqlite:///{work}", moved, manifest, by)
+        sync_file(work)
+        os.replace(work, target)
+        sync_folder(target.parent, files=False)
+    except BaseException:
+        for leftover in (work, Path(f"{work}-wal"), Path(f"{work}-shm")):
+            leftover.unlink(missing_ok=True)
+        raise
+
+
+def _restore_postgresql(dump: Path, url: str, moved: dict[str, tuple[str, str]],
+                        manifest: dict[str, Any], by: str | None) -> None:
+    run_pg_tool([find_pg_tool("pg_restore"), "--no-owner", "--no-privileges",
+                 "--single-transaction", "--exit-on-error", "--dbname", libpq_uri(url),
+                 str(dump)], url)
+    try:
+        _finish(url, moved, manifest, by)
+    except BaseException:
+        _drop_restored_tables(url)
+        raise
+
+
+def _drop_restored_tables(url: str) -> None:
+    """Empty the target again after a restore that failed once pg_restore had committed
+    (every table there is the restore's: the target held none before)."""
+    from sqlalchemy import inspect
+
+    from spamguard.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            quote = connection.dialect.identifier_preparer.quote
+            for table in inspect(connection).get_table_names():
+                connection.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(table)} CASCADE")
+    finally:
+        engine.dispose()
+
+
+def _finish(url: str, moved: dict[str, tuple[str, str]], manifest: dict[str, Any],
+            by: str | None) -> None:
+    """Upgrade the restored database to this spamguard's schema, point each restored
+    version (and its training runs' report paths) at its copy, and add the restore to the
+    audit trail, in one transaction after the upgrade."""
+    from sqlalchemy import text
+
+    from spamguard.db import make_engine, make_session_factory, session_scope, upgrade_schema
+    from spamguard.services import audit
+
+    upgrade_schema(url)
+    engine = make_engine(url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            for version, (old, new) in moved.items():
+                session.execute(text("UPDATE model_versions SET directory = :new "
+                                     "WHERE id = :version"), {"new": new, "version": version})
+                session.execute(text(
+                    "UPDATE training_runs SET report_path = :new || substr(report_path, :cut) "
+                    "WHERE candidate_version_id = :version "
+                    "AND substr(report_path, 1, :length) = :old"),
+                    {"new": new, "cut": len(old) + 1, "version": version,
+                     "length": len(old), "old": old})
+            audit.record(session, actor=by, action="backup.restore",
+                         target=manifest["created_at"],
+                         spamguard=manifest.get("spamguard_version"),
+                         revision=manifest["database"].get("revision"),
+                         versions=len(moved))
+    finally:
+        engine.dispose()

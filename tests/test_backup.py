@@ -1,0 +1,338 @@
+"""``spamguard backup create / verify / restore``: a backup holds the database and the model
+versions its registry names; verification finds any changed, missing or extra file; a
+restore goes into an empty instance only, points the registry at the copied versions and
+upgrades the schema. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from spamguard import db
+from spamguard.cli import build_cli
+from spamguard.models import AuditEvent, Message, ModelVersion, TrainingRun
+from spamguard.services import backup, registry
+from spamguard.services.backup_restore import restore_backup
+from tests.fixtures_admin import new_message
+from tests.fixtures_db import postgres_server_url, temporary_postgres_database
+
+
+@pytest.fixture
+def instance(migrated_db_url, db_session_factory, make_version_dir, tmp_path):
+    """Three messages (one reviewed), versions v1 (retired) and v2 (active, with a
+    training run whose report is inside its folder), and v0 deleted."""
+    folders = {name: make_version_dir(name, created_at=f"2026-11-2{n}T10:00:00+00:00")
+               for n, name in enumerate(("v0", "v1", "v2"), start=1)}
+    (folders["v2"] / "changes.md").write_text("# changes\n", encoding="utf-8")
+    with db.session_scope(db_session_factory) as session:
+        for name in ("v0", "v1", "v2"):
+            registry.register_version(session=session, version_dir=folders[name])
+        registry.promote(session=session, version_id="v1")
+        registry.promote(session=session, version_id="v2")
+        session.get(ModelVersion, "v0").status = "deleted"
+        session.add(TrainingRun(status="promoted", trigger="cron", candidate_version_id="v2",
+                                report_path=str(folders["v2"].resolve() / "changes.md")))
+        session.add_all([new_message("WIN a prize", p=0.97),
+                         new_message("see you at six", p=0.02, review_label="ham"),
+                         new_message("Grüße aus Köln 📱", p=0.1)])
+    shutil.rmtree(folders["v0"])  # a deleted version's folder is gone
+    return migrated_db_url
+
+
+@pytest.fixture
+def empty_target(db_backend, tmp_path) -> Iterator[str]:
+    """A database of the same kind with no tables."""
+    if db_backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'restored' / 'spamguard.db'}"
+        return
+    with temporary_postgres_database(postgres_server_url()) as url:
+        yield url
+
+
+def _cli(home: Path, url: str, *args: str, env: dict | None = None):
+    return CliRunner().invoke(build_cli(), list(args), env={
+        "SPAMGUARD_HOME": str(home), "SPAMGUARD_DATABASE_URL": url, **(env or {})})
+
+
+def _count(url: str, *what) -> int:
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(select(func.count()).select_from(*what)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_backup_then_restore_into_a_new_instance(instance, empty_target, tmp_path):
+    made = _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk"))
+    assert made.exit_code == 0, made.output
+    assert "3 message(s), 2 model version(s)" in made.stdout
+    assert sorted(p.name for p in (tmp_path / "bk" / "models").iterdir()) == ["v1", "v2"]
+    assert os.stat(tmp_path / "bk").st_mode & 0o077 == 0  # every message: owner only
+    assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name] == []
+
+    checked = _cli(tmp_path, instance, "backup", "verify", str(tmp_path / "bk"))
+    assert checked.exit_code == 0, checked.output
+    assert "ok (made" in checked.stdout
+
+    home = tmp_path / "elsewhere"
+    restored = _cli(home, empty_target, "backup", "restore", str(tmp_path / "bk"))
+    assert restored.exit_code == 0, restored.output
+    assert "2 model version(s)" in restored.stdout
+    engine = db.make_engine(empty_target)
+    try:
+        with engine.connect() as connection:
+            bodies = connection.scalars(select(Message.body).order_by(Message.id)).all()
+            directories = dict(connection.execute(
+                select(ModelVersion.id, ModelVersion.directory)).all())
+            statuses = dict(connection.execute(
+                select(ModelVersion.id, ModelVersion.status)).all())
+            report = connection.scalar(select(TrainingRun.report_path))
+            event = connection.execute(select(AuditEvent.action, AuditEvent.actor)
+                                       .order_by(AuditEvent.id.desc())).first()
+    finally:
+        engine.dispose()
+    assert bodies == ["WIN a prize", "see you at six", "Grüße aus Köln 📱"]
+    assert statuses == {"v0": "deleted", "v1": "retired", "v2": "active"}
+    models = (home / "models").resolve()
+    assert directories["v1"] == str(models / "v1") and directories["v2"] == str(models / "v2")
+    assert report == str(models / "v2" / "changes.md")
+    assert (models / "v2" / "head.safetensors").read_bytes() == (
+        tmp_path / "models" / "v2" / "head.safetensors").read_bytes()
+    assert event.action == "backup.restore" and "@" in event.actor
+    listing = _cli(home, empty_target, "models")
+    assert listing.exit_code == 0 and "v2" in listing.stdout and "active" in listing.stdout
+
+
+def test_a_restore_refuses_an_instance_that_is_not_empty(instance, tmp_path):
+    assert _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk")).exit_code == 0
+    result = _cli(tmp_path / "other", instance, "backup", "restore", str(tmp_path / "bk"))
+    assert result.exit_code == 2
+    assert "is not empty" in result.stderr and "restore into a new one" in result.stderr
+    assert not (tmp_path / "other" / "models").exists()  # nothing copied
+
+
+def test_a_restore_refuses_a_models_folder_that_holds_a_version(instance, empty_target,
+                                                                 tmp_path):
+    assert _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk")).exit_code == 0
+    (tmp_path / "other" / "models" / "v1").mkdir(parents=True)
+    result = _cli(tmp_path / "other", empty_target, "backup", "restore", str(tmp_path / "bk"))
+    assert result.exit_code == 2 and "v1 already exists" in result.stderr
+    assert not (tmp_path / "other" / "models" / "v2").exists()
+    assert _tables(empty_target) == []
+
+
+def _tables(url: str) -> list[str]:
+    """The tables of ``url`` ([] for an SQLite file that does not exist)."""
+    from sqlalchemy import inspect
+
+    if db.missing_sqlite_file(url):
+        return []
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return inspect(connection).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_a_restore_that_fails_half_way_leaves_no_database_and_no_versions(
+        instance, empty_target, tmp_path, monkeypatch):
+    made = backup.create_backup(instance, tmp_path / "bk")
+    assert made.missing == []
+
+    def broken(url, revision="head"):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(db, "upgrade_schema", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        restore_backup(tmp_path / "bk", url=empty_target, models_dir=tmp_path / "new" / "models")
+    assert list((tmp_path / "new" / "models").iterdir()) == []
+    assert _tables(empty_target) == []
+    if db.is_sqlite(empty_target):
+        folder = db.sqlite_file(empty_target).parent
+        assert list(folder.iterdir()) == []  # no database, no temporary copy
+
+
+@pytest.mark.parametrize("damage, said", [
+    (lambda bk: (bk / "models" / "v2" / "model.json").write_text("{}"), "v2/model.json: 2 bytes"),
+    (lambda bk: (bk / "models" / "v1" / "head.safetensors").unlink(),
+     "v1/head.safetensors: missing"),
+    (lambda bk: (bk / "models" / "v1" / "extra.bin").write_bytes(b"x"),
+     "extra.bin: not in the manifest"),
+    (lambda bk: _flip_a_byte(bk / "models" / "v2" / "head.safetensors"), "changed since"),
+])
+def test_verify_finds_a_damaged_backup_and_restore_refuses_it(instance, tmp_path, damage,
+                                                               said):
+    backup.create_backup(instance, tmp_path / "bk")
+    damage(tmp_path / "bk")
+    result = _cli(tmp_path, instance, "backup", "verify", str(tmp_path / "bk"))
+    assert result.exit_code == 1 and said in result.stdout
+    assert "do not restore from it" in result.stdout
+    target = f"sqlite:///{tmp_path / 'new' / 'spamguard.db'}"
+    refused = _cli(tmp_path / "new", target, "backup", "restore", str(tmp_path / "bk"))
+    assert refused.exit_code == 2 and "fails verification" in refused.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_verify_runs_sqlites_integrity_check_on_the_copy(tmp_path, migrated_db_url,
+                                                          db_backend):
+    _sqlite_backup(migrated_db_url, db_backend, tmp_path / "bk")
+    copy = tmp_path / "bk" / "database.sqlite"
+    data = bytearray(copy.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)  # the first page's b-tree: a damaged database
+    copy.write_bytes(bytes(data))
+    manifest = json.loads((tmp_path / "bk" / "manifest.json").read_text())
+    manifest["files"]["database.sqlite"]["sha256"] = backup.sha256(copy)  # hashes agree
+    (tmp_path / "bk" / "manifest.json").write_text(json.dumps(manifest))
+    check = backup.verify_backup(tmp_path / "bk")
+    assert len(check.problems) == 1 and check.problems[0].startswith("database.sqlite: ")
+
+
+@pytest.mark.parametrize("manifest, said", [
+    (None, "holds no manifest.json"),
+    ("not json", "cannot be read"),
+    ({"format": "other"}, "is not a spamguard backup's manifest"),
+    ({"format": "spamguard-backup", "format_version": 99}, "written by a newer spamguard"),
+    ({"format": "spamguard-backup", "format_version": 1,
+      "database": {"kind": "sqlite", "file": "database.sqlite"}, "models": [],
+      "files": {"../../etc/passwd": {}}}, "names a file outside the backup"),
+])
+def test_a_folder_that_is_not_a_backup_is_refused_in_one_line(tmp_path, manifest, said):
+    folder = tmp_path / "bk"
+    folder.mkdir()
+    if manifest is not None:
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        (folder / "manifest.json").write_text(text)
+    result = CliRunner().invoke(build_cli(), ["backup", "verify", str(folder)])
+    assert result.exit_code == 2 and said in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_create_refuses_an_existing_folder_and_a_missing_database(tmp_path):
+    (tmp_path / "bk").mkdir()
+    url = f"sqlite:///{tmp_path / 'spamguard.db'}"
+    exists = _cli(tmp_path, url, "backup", "create", str(tmp_path / "bk"))
+    assert exists.exit_code == 2 and "already exists" in exists.stderr
+    missing = _cli(tmp_path, url, "backup", "create", str(tmp_path / "new"))
+    assert missing.exit_code == 2 and "no database at" in missing.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bk"]  # nothing half-written
+    assert not (tmp_path / "spamguard.db").exists()  # and no database created
+
+
+def test_a_version_whose_folder_is_gone_is_named_and_the_rest_kept(instance, tmp_path):
+    shutil.rmtree(tmp_path / "models" / "v1")
+    result = _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk"))
+    assert result.exit_code == 1
+    assert "warning: model version v1 not in the backup" in result.stderr
+    assert [p.name for p in (tmp_path / "bk" / "models").iterdir()] == ["v2"]
+    assert backup.verify_backup(tmp_path / "bk").problems == []
+
+
+def test_an_older_schema_is_upgraded_on_restore(db_url, empty_target, tmp_path):
+    db.upgrade_schema(db_url, "0019")
+    made = backup.create_backup(db_url, tmp_path / "bk")
+    assert made.manifest["database"]["revision"] == "0019"
+    result = _cli(tmp_path / "new", empty_target, "backup", "restore", str(tmp_path / "bk"))
+    assert result.exit_code == 0, result.output
+    assert f"upgraded from 0019 to {db.head_revision()}" in result.stdout
+    engine = db.make_engine(empty_target)
+    try:
+        assert db.schema_status(engine).is_current
+    finally:
+        engine.dispose()
+    assert _count(empty_target, AuditEvent) == 1
+
+
+def test_a_backup_from_a_newer_spamguard_is_refused(instance, empty_target, tmp_path):
+    backup.create_backup(instance, tmp_path / "bk")
+    manifest = json.loads((tmp_path / "bk" / "manifest.json").read_text())
+    manifest["database"]["revision"] = "9999"
+    (tmp_path / "bk" / "manifest.json").write_text(json.dumps(manifest))
+    result = _cli(tmp_path / "new", empty_target, "backup", "restore", str(tmp_path / "bk"))
+    assert result.exit_code == 2 and "revision 9999, which this spamguard does not know" \
+        in result.stderr
+
+
+def test_sqlite_backup_while_messages_are_stored(tmp_path, migrated_db_url, db_backend,
+                                                  db_session_factory):
+    """The online backup is one consistent read: the service goes on writing (WAL) and the
+    copy is whole, holding a prefix of what was written."""
+    if db_backend != "sqlite":
+        pytest.skip("SQLite's online backup")
+    stop = threading.Event()
+    written = [0]
+
+    def keep_writing() -> None:
+        while not stop.is_set():
+            with db.session_scope(db_session_factory) as session:
+                session.add(new_message(f"message {written[0]}", p=0.5))
+            written[0] += 1
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        while written[0] < 20:
+            stop.wait(0.01)
+        made = backup.create_backup(migrated_db_url, tmp_path / "bk")
+    finally:
+        stop.set()
+        writer.join()
+    copied = made.manifest["database"]["counts"]["messages"]
+    assert 20 <= copied <= written[0]
+    with sqlite3.connect(tmp_path / "bk" / "database.sqlite") as copy:
+        bodies = [row[0] for row in copy.execute("SELECT body FROM messages ORDER BY id")]
+    assert bodies == [f"message {i}" for i in range(copied)]
+    assert backup.verify_backup(tmp_path / "bk").problems == []
+
+
+def _sqlite_backup(url: str, db_backend: str, folder: Path) -> None:
+    """Back up ``url`` into ``folder``; the test is skipped on PostgreSQL."""
+    if db_backend != "sqlite":
+        pytest.skip("an SQLite backup")
+    backup.create_backup(url, folder)
+
+
+def test_a_sqlite_backup_is_not_restored_into_postgresql(instance, db_backend, tmp_path):
+    if not postgres_server_url():
+        pytest.skip("needs a PostgreSQL server")
+    _sqlite_backup(instance, db_backend, tmp_path / "bk")
+    with temporary_postgres_database(postgres_server_url()) as target:
+        result = _cli(tmp_path / "new", target, "backup", "restore", str(tmp_path / "bk"))
+    assert result.exit_code == 2 and "holds a sqlite database and the target is postgresql" \
+        in result.stderr
+
+
+def test_a_stray_sqlite_journal_stops_the_restore(instance, db_backend, tmp_path):
+    _sqlite_backup(instance, db_backend, tmp_path / "bk")
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "spamguard.db-wal").write_bytes(b"old")
+    target = f"sqlite:///{tmp_path / 'new' / 'spamguard.db'}"
+    result = _cli(tmp_path / "new", target, "backup", "restore", str(tmp_path / "bk"))
+    assert result.exit_code == 2 and "spamguard.db-wal is there without its database" \
+        in result.stderr
+
+
+def test_without_pg_dump_the_error_says_what_to_install(instance, db_backend, tmp_path):
+    if db_backend != "postgresql":
+        pytest.skip("pg_dump")
+    result = _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk"),
+                  env={"PATH": str(tmp_path / "no-tools")})
+    assert result.exit_code == 2
+    assert "pg_dump not found on PATH" in result.stderr and "postgresql-client" in result.stderr
+    assert not (tmp_path / "bk").exists()
