@@ -336,3 +336,17 @@ def test_without_pg_dump_the_error_says_what_to_install(instance, db_backend, tm
     assert result.exit_code == 2
     assert "pg_dump not found on PATH" in result.stderr and "postgresql-client" in result.stderr
     assert not (tmp_path / "bk").exists()
+
+
+def test_the_benchmark_prints_a_row_for_each_step(capsys):
+    from tests.bench_modules import load_bench
+
+    load_bench("backup").main(["--messages", "300"])
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in capsys.readouterr().out.splitlines()]
+    assert rows[0][0].startswith("sqlite: 300 messages, backup ")
+    steps = {row[0].split(",")[0].split(" (")[0]: row[1:] for row in rows[2:]}
+    assert list(steps) == ["storing 200 messages", "backup create", "backup verify",
+                           "backup restore"]
+    assert all(float(steps[step][0]) >= 0 for step in list(steps)[1:])  # seconds
+    assert rows[4][0] == "backup verify (ok)"
