@@ -5,6 +5,7 @@ transaction; ``spamguard audit`` and the admin UI's Activity page show them."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -146,10 +147,33 @@ def test_an_unknown_action_is_a_programming_error(db_session):
 
 # The command line.
 
+def test_the_command_lines_user_is_the_process_account_not_the_environment(monkeypatch):
+    monkeypatch.setattr(audit.socket, "gethostname", lambda: "sms1")
+    monkeypatch.setenv("USER", "someone-else")
+    monkeypatch.setenv("LOGNAME", "someone-else")
+    monkeypatch.setattr(audit.pwd, "getpwuid", lambda uid: SimpleNamespace(
+        pw_name={0: "root", 1000: "alice"}[uid]))
+    monkeypatch.setattr(audit.os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("SUDO_USER", "mallory")  # not root: anyone could have set it
+    assert audit.cli_user() == "alice@sms1"
+    monkeypatch.setattr(audit.os, "geteuid", lambda: 0)
+    assert audit.cli_user() == "root@sms1 (sudo mallory)"
+    monkeypatch.delenv("SUDO_USER")
+    assert audit.cli_user() == "root@sms1"
+
+    def nameless(uid):
+        raise KeyError(uid)
+
+    monkeypatch.setattr(audit.pwd, "getpwuid", nameless)  # a container's bare uid
+    monkeypatch.setattr(audit.os, "geteuid", lambda: 4242)
+    assert audit.cli_user() == "uid 4242@sms1"
+
+
 @pytest.fixture
 def cli(migrated_db_url, monkeypatch):
     monkeypatch.setenv("SPAMGUARD_DATABASE_URL", migrated_db_url)
-    monkeypatch.setattr(audit.getpass, "getuser", lambda: "ops")
+    monkeypatch.setattr(audit.pwd, "getpwuid", lambda uid: SimpleNamespace(pw_name="ops"))
+    monkeypatch.setattr(audit.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(audit.socket, "gethostname", lambda: "host")
     group = _Group("spamguard")
     for module in (audit_commands, sender_commands, user_commands):

@@ -11,8 +11,8 @@ a sender rule (which holds it anyway): the trail outlives erased messages.
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 import socket
 from typing import Any
 
@@ -52,13 +52,19 @@ KINDS = tuple(dict.fromkeys(action.split(".")[0] for action in ACTIONS))
 
 
 def cli_user() -> str:
-    """Who runs a command, as ``user@host`` (the uid when the account has no name, as in
-    some containers)."""
+    """Who runs a command, as ``user@host``: the account of the process's user id, not the
+    ``USER`` or ``LOGNAME`` variables, which anyone can set (the uid when the account has
+    no name, as in some containers). As root, a ``sudo`` caller is named too
+    (``root@host (sudo alice)``): only root can have set ``SUDO_USER`` for a root process."""
+    uid = os.geteuid()
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid {os.getuid()}"
-    return f"{user}@{socket.gethostname()}"[:MAX_TEXT]
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = f"uid {uid}"
+    said = f"{user}@{socket.gethostname()}"
+    if uid == 0 and os.environ.get("SUDO_USER"):
+        said += f" (sudo {os.environ['SUDO_USER']})"
+    return said[:MAX_TEXT]
 
 
 def record(session: Session, *, actor: str | None, action: str, target: str | None = None,
