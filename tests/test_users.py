@@ -271,6 +271,16 @@ def test_parallel_wrong_guesses_all_count(db_session_factory):
     assert result.reason == "locked", reasons
 
 
+def _password_events(session) -> list[tuple]:
+    from sqlalchemy import select
+
+    from spamguard.models import AuditEvent
+
+    return [tuple(row) for row in session.execute(
+        select(AuditEvent.actor, AuditEvent.action, AuditEvent.target)
+        .where(AuditEvent.action.like("user.password%")))]
+
+
 def test_change_password_checks_the_current_one(db_session):
     user = users.create_user(session=db_session, username="hal", password="long-enough",
                              role="viewer")
@@ -295,8 +305,10 @@ def test_change_password_checks_the_current_one(db_session):
     with pytest.raises(UserError, match="most used passwords"):
         users.change_password(session=db_session, user_id=user.id, current="long-enough",
                               new="Sunshine", repeated="Sunshine")
+    assert _password_events(db_session) == []  # refused changes leave no event
     users.change_password(session=db_session, user_id=user.id, current="long-enough",
                           new="new-password", repeated="new-password")
+    assert _password_events(db_session) == [("hal", "user.password_change", "hal")]
     assert users.authenticate(session=db_session, username="hal", password="new-password").ok
     assert not users.authenticate(session=db_session, username="hal",
                                   password="long-enough").ok

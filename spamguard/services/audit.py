@@ -27,6 +27,7 @@ MAX_TEXT = 255  # audit_events.actor / target
 ACTIONS = {
     "user.create": "created account",
     "user.password": "reset password of",
+    "user.password_change": "changed the password of own account",
     "user.role": "changed role of",
     "user.disable": "disabled account",
     "user.enable": "enabled account",

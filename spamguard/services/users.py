@@ -371,6 +371,10 @@ def change_password(*, session: Session, user_id: int, current: str, new: str,
     validate_password(new, username=user.username)
     user.password_hash, user.failed_logins = hash_password(new), 0
     session.flush()
+    # In the trail: a password changed by whoever held the session is what an admin looks
+    # for after a stolen laptop.
+    audit.record(session, actor=user.username, action="user.password_change",
+                 target=user.username)
     # A stolen session ends with the change; this one goes on (with its queue claim).
     end_sessions(session=session, user_id=user.id, carry_on=True)
     return user
