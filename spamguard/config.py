@@ -57,6 +57,13 @@ def check_rate_limit(value: str, variable: str = "SPAMGUARD_API_RATE_LIMIT",
 DEFAULT_DATA = shipped_dir("data") / "sms_spam_collection.tsv"
 
 
+# Recent traffic a candidate is compared on (changes.md, `spamguard models compare`).
+TRAFFIC_DAYS = 7.0
+TRAFFIC_LIMIT = 2000
+MAX_TRAFFIC_DAYS = 366
+MAX_TRAFFIC_LIMIT = 100_000  # two versions score them in one run: minutes, not hours
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting spamguard reads, with its default."""
@@ -92,6 +99,8 @@ class Settings:
     retrain_margin: float = 0.0  # candidate may be this much worse on the metric
     retrain_min_per_class: int = 10  # fewer spam or ham training examples: fail
     retrain_review_weight: float = 10.0  # a reviewed message counts up to this many base ones
+    retrain_traffic_days: float = TRAFFIC_DAYS  # changes.md: verdicts of these days the
+    retrain_traffic_limit: int = TRAFFIC_LIMIT  # candidate would change, at most this many (0: off)
     retrain_lock_ttl: int = 3600  # seconds; a lock held longer may be taken over
     evalset_fraction: float = 0.15  # share of the deduplicated base data held out, once
     session_idle_hours: int = 12  # an admin UI login unused this long must log in again
@@ -213,6 +222,10 @@ def _check_numbers(settings: Settings) -> None:
         ("retrain_lock_ttl", s.retrain_lock_ttl >= MIN_LOCK_TTL,
          f"choose {MIN_LOCK_TTL} seconds or more"),
         ("retrain_min_new_reviews", s.retrain_min_new_reviews >= 0, "choose 0 or more"),
+        ("retrain_traffic_days", 0 < s.retrain_traffic_days <= MAX_TRAFFIC_DAYS,
+         f"choose more than 0 and at most {MAX_TRAFFIC_DAYS} days"),
+        ("retrain_traffic_limit", 0 <= s.retrain_traffic_limit <= MAX_TRAFFIC_LIMIT,
+         f"choose 0 (off) to {MAX_TRAFFIC_LIMIT:,}"),
         ("retrain_min_per_class", s.retrain_min_per_class >= 1, "choose 1 or more"),
         ("retrain_margin", 0.0 <= s.retrain_margin <= 1.0, "choose a number from 0 to 1"),
         ("retrain_review_weight", 1.0 <= s.retrain_review_weight <= MAX_REVIEW_WEIGHT,

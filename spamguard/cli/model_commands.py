@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from spamguard.cli.context import CliContext, pass_ctx, transaction
 from spamguard.cli.promotion_commands import rollback_hold, still_held_note
+from spamguard.config import MAX_TRAFFIC_DAYS, MAX_TRAFFIC_LIMIT, TRAFFIC_DAYS, TRAFFIC_LIMIT
 from spamguard.models import ModelVersion
 from spamguard.services import registry, version_cleanup
 from spamguard.services.audit import cli_user
@@ -207,6 +208,43 @@ def register(cli: click.Group) -> None:
             lambda: transaction(ctx, create=False), list(version_ids), models_dir,
             dry_run=dry_run, by=cli_user())
         _report(deletion, models_dir, dry_run=dry_run)
+
+    @models_group.command("compare", short_help="Which recent verdicts a version would "
+                                                "change, against the active one.")
+    @click.argument("version_id", metavar="VERSION")
+    @click.option("--against", metavar="VERSION", default=None,
+                  help="Compare with this version instead of the active one.")
+    @click.option("--days", type=click.FloatRange(0, MAX_TRAFFIC_DAYS, min_open=True),
+                  default=TRAFFIC_DAYS, show_default=True,
+                  help="Messages received in the last DAYS days.")
+    @click.option("--limit", type=click.IntRange(1, MAX_TRAFFIC_LIMIT),
+                  default=TRAFFIC_LIMIT, show_default=True,
+                  help="At most this many of them, the newest.")
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+    @pass_ctx
+    def models_compare_command(ctx: CliContext, version_id: str, against: str | None,
+                               days: float, limit: int, as_json: bool) -> None:
+        """Score the newest messages received in the last DAYS days (at most LIMIT; those a
+        sender rule labelled left out) with VERSION and with the active version (or
+        --against), and say which verdicts VERSION would change, each way, naming the
+        messages by id, most changed first. Nothing is stored or switched."""
+        from spamguard.cli.ml_commands import json_line, resolve_model_dir
+        from spamguard.ml.classifier import SpamClassifier
+        from spamguard.services import traffic_diff
+
+        served_dir = resolve_model_dir(ctx, against)
+        other_dir = resolve_model_dir(ctx, version_id)
+        with transaction(ctx, create=False) as session:
+            traffic = traffic_diff.recent_traffic(session, days=days, limit=limit)
+        cache = ctx.settings.cache_dir
+        served = SpamClassifier.load(served_dir, cache_root=cache)
+        other = SpamClassifier.load(other_dir, cache_root=cache, reusable=served.encoder.backbone)
+        diff = traffic_diff.compare(traffic, served, other)
+        if as_json:
+            click.echo(json_line(diff))
+            return
+        for line in traffic_diff.render_markdown(diff):
+            click.echo(line.removeprefix("## "))
 
     @models_group.command("prune", short_help="Delete all but the N newest model versions "
                                               "(and those that must stay).")

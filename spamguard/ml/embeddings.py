@@ -320,6 +320,13 @@ class CachedEncoder:
         self.computed = 0  # texts that went through the backbone (tests and logs read it)
         self.cache_writes = True  # off after a write failed: the cache is only a speed-up
 
+    def reading_only(self) -> CachedEncoder:
+        """The same encoder and cache, never writing it: for texts that come once (recent
+        traffic compared across versions), which would otherwise grow the cache for ever."""
+        copy = CachedEncoder.__new__(CachedEncoder)
+        copy.__dict__.update(self.__dict__, computed=0, cache_writes=False)
+        return copy
+
     def _store(self, texts: list[str], vectors: np.ndarray) -> None:
         """Cache fresh vectors; a full or read-only disk costs speed later, not this call."""
         try:

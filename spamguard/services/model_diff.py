@@ -133,6 +133,10 @@ def render_markdown(changes: dict[str, Any]) -> str:
                       f"{e['new_probability']:.3f} | {_escape(e['text'])} |"
                       for e in kind["examples"]]
             lines.append("")
+    if changes.get("traffic"):
+        from spamguard.services.traffic_diff import render_markdown as traffic_lines
+
+        lines += traffic_lines(changes["traffic"])
     return "\n".join(lines) + "\n"
 
 

@@ -27,7 +27,7 @@ from spamguard.config import GATE_METRICS, Settings
 from spamguard.errors import LockHeldError, SpamguardError
 from spamguard.ml.data import data_hash, load_labelled
 from spamguard.models import RUN_TRIGGERS, TrainingRun
-from spamguard.services import locks, promotion_hold, registry
+from spamguard.services import locks, promotion_hold, registry, traffic_diff
 from spamguard.services.retrain_jobs import RETRAIN_LOCK as LOCK_NAME
 from spamguard.services.retrain_steps import (
     Candidate,
@@ -223,7 +223,10 @@ class _Retrain:
             session.get(TrainingRun, self.run_id).counts = dict(self.counts)
         checkpoint("evaluating", self.lease, self.log)
         changes = evaluate_and_report(candidate, snapshot=snapshot, evalset=evalset,
-                                      settings=self.settings)
+                                      settings=self.settings, traffic=self._traffic(snapshot))
+        if changes.get("traffic"):
+            self.log(f"retrain: {traffic_diff.summary(changes['traffic'])} (changes.md "
+                     "names them)")
         gate = decide(changes, metric=self.settings.retrain_metric,
                       margin=self.settings.retrain_margin, force=self.force,
                       dry_run=self.dry_run, held=self._held())
@@ -239,9 +242,19 @@ class _Retrain:
         self.counts.update(metrics={"active": changes["active"],
                                     "candidate": changes["candidate"]},
                            flips=candidate.flip_counts, decision=gate.as_dict(),
+                           traffic=traffic_diff.counts(changes.get("traffic")),
                            timing=candidate.timing)
         checkpoint("registering", self.lease, self.log)
         return self._record(candidate, snapshot, gate)
+
+    def _traffic(self, snapshot: Snapshot) -> traffic_diff.Traffic | None:
+        """The recent messages to compare the candidate with the active model on (None:
+        no active model, or turned off by ``SPAMGUARD_RETRAIN_TRAFFIC_LIMIT=0``)."""
+        if snapshot.active_id is None or not self.settings.retrain_traffic_limit:
+            return None
+        with self.session_factory() as session:
+            return traffic_diff.recent_traffic(session, days=self.settings.retrain_traffic_days,
+                                               limit=self.settings.retrain_traffic_limit)
 
     def _held(self) -> str | None:
         """Whether automatic promotion is on hold (its description), read before the

@@ -24,9 +24,10 @@ from spamguard.ml.data import LabelledData
 from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.train import TrainConfig, train_model
 from spamguard.models import ModelVersion, TrainingRun
-from spamguard.services import model_diff, registry
+from spamguard.services import model_diff, registry, traffic_diff
 from spamguard.services.evalset import EvalSet, ensure_evalset, learnt_by
 from spamguard.services.locks import pid_alive
+from spamguard.services.traffic_diff import Traffic
 from spamguard.services.training_data import (
     REVIEW_ORIGIN,
     TrainingSet,
@@ -256,8 +257,9 @@ def train_candidate(training: TrainingSet, *, settings: Settings, snapshot: Snap
 
 
 def evaluate_and_report(candidate: Candidate, *, snapshot: Snapshot, evalset: EvalSet,
-                        settings: Settings) -> dict[str, Any]:
-    """Score the candidate and the active version on the evaluation set and compare."""
+                        settings: Settings, traffic: Traffic | None = None) -> dict[str, Any]:
+    """Score the candidate and the active version on the evaluation set and compare, and
+    on ``traffic`` (recent messages) say which verdicts the candidate would change."""
     started = time.perf_counter()
     data = evalset.as_data()
     new_scores = candidate.classifier.predict_proba(data.texts)
@@ -272,6 +274,10 @@ def evaluate_and_report(candidate: Candidate, *, snapshot: Snapshot, evalset: Ev
                                  new_threshold=candidate.classifier.threshold,
                                  old_scores=old_scores, old_threshold=old_threshold)
     changes["versions"] = {"active": snapshot.active_id, "candidate": candidate.version}
+    if snapshot.active_dir is not None and traffic is not None and traffic.ids:
+        traffic_started = time.perf_counter()
+        changes["traffic"] = traffic_diff.compare(traffic, active, candidate.classifier)
+        candidate.timing["traffic_s"] = round(time.perf_counter() - traffic_started, 3)
     candidate.timing["evaluate_s"] = round(time.perf_counter() - started, 3)
     return changes
 
