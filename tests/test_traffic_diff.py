@@ -181,6 +181,12 @@ def test_models_compare_on_the_command_line(retrain_settings, db_session_factory
     against = runner.invoke(build_cli(), ["models", "compare", str(good), "--against",
                                           str(good), "--json"], env=env)
     assert json.loads(against.stdout)["changed"] == 0  # a version against itself
-    missing = runner.invoke(build_cli(), ["models", "compare", "nope"], env=env)
+    with session_scope(db_session_factory) as session:
+        registry.get_version(session, bad).status = "retired"  # none active now
+    none = runner.invoke(build_cli(), ["models", "compare", str(good)], env=env)
+    assert none.exit_code == 2
+    assert none.stderr == "error: no active model to compare with: give --against VERSION\n"
+    missing = runner.invoke(build_cli(), ["models", "compare", "nope", "--against",
+                                          str(good)], env=env)
     assert missing.exit_code == 2 and "nope" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1

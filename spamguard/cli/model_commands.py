@@ -229,10 +229,17 @@ def register(cli: click.Group) -> None:
         --against), and say which verdicts VERSION would change, each way, naming the
         messages by id, most changed first. Nothing is stored or switched."""
         from spamguard.cli.ml_commands import json_line, resolve_model_dir
+        from spamguard.errors import ModelError
         from spamguard.ml.classifier import SpamClassifier
         from spamguard.services import traffic_diff
 
-        served_dir = resolve_model_dir(ctx, against)
+        try:
+            served_dir = resolve_model_dir(ctx, against)
+        except ModelError as exc:
+            if against is None and "no active model" in str(exc):
+                raise ModelError("no active model to compare with: give --against VERSION"
+                                 ) from None
+            raise
         other_dir = resolve_model_dir(ctx, version_id)
         with transaction(ctx, create=False) as session:
             traffic = traffic_diff.recent_traffic(session, days=days, limit=limit)
