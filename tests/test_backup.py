@@ -350,3 +350,36 @@ def test_the_benchmark_prints_a_row_for_each_step(capsys):
                            "backup restore"]
     assert all(float(steps[step][0]) >= 0 for step in list(steps)[1:])  # seconds
     assert rows[4][0] == "backup verify (ok)"
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://spamguard:s3cret@127.0.0.1:5432/spamguard?sslmode=require",
+    "postgresql+psycopg://odd%20user:p%40ss%2Fw%25rd%3A@/spamguard?host=/var/run/postgresql",
+])
+def test_the_password_is_not_on_pg_dumps_command_line(url):
+    uri = backup.libpq_uri(url)
+    assert "s3cret" not in uri and "p%40ss" not in uri and "p@ss" not in uri
+    assert uri.startswith(("postgresql://spamguard@127.0.0.1:5432/spamguard?",
+                           "postgresql://odd user@/spamguard?host="))
+
+
+def test_pg_dump_and_pg_restore_get_the_password_from_the_environment_only(
+        instance, empty_target, db_backend, tmp_path, monkeypatch):
+    if db_backend != "postgresql":
+        pytest.skip("pg_dump and pg_restore")
+    import subprocess
+
+    run, seen = subprocess.run, []
+
+    def recording(command, *args, **kwargs):
+        seen.append((command, kwargs.get("env") or {}))
+        return run(command, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", recording)
+    backup.create_backup(instance, tmp_path / "bk")
+    restore_backup(tmp_path / "bk", url=empty_target, models_dir=tmp_path / "new" / "models")
+    password = str(db.normalise_url(instance).password)
+    tools = [(c, env) for c, env in seen if "--dbname" in c]  # not pg_restore --list
+    assert {Path(c[0]).name for c, _ in tools} == {"pg_dump", "pg_restore"}
+    assert all(password not in " ".join(c) for c, _ in tools)
+    assert all(env.get("PGPASSWORD") == password for _, env in tools)

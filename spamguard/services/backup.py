@@ -205,10 +205,15 @@ def find_pg_tool(name: str) -> str:
 def libpq_uri(url: str) -> str:
     """``url`` as a libpq connection URI without its password (which goes in PGPASSWORD,
     so it is not on the process list)."""
+    from sqlalchemy.engine import URL
+
     from spamguard.db import normalise_url
 
-    parsed = normalise_url(url).set(drivername="postgresql", password=None)
-    return parsed.render_as_string(hide_password=False)
+    parsed = normalise_url(url)
+    # Not parsed.set(password=None): set() takes None as "leave it as it is".
+    return URL.create("postgresql", username=parsed.username, host=parsed.host,
+                      port=parsed.port, database=parsed.database, query=parsed.query
+                      ).render_as_string(hide_password=False)
 
 
 def run_pg_tool(command: list[str], url: str) -> str:
