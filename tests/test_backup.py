@@ -383,3 +383,42 @@ def test_pg_dump_and_pg_restore_get_the_password_from_the_environment_only(
     assert {Path(c[0]).name for c, _ in tools} == {"pg_dump", "pg_restore"}
     assert all(password not in " ".join(c) for c, _ in tools)
     assert all(env.get("PGPASSWORD") == password for _, env in tools)
+
+
+def _as_postgres_superuser(url: str, sql: str) -> None:
+    """Run ``sql`` in the database of ``url`` as the server's superuser (``runuser -u
+    postgres psql``, as .ci/postgres.sh does); skip the test where that is not possible."""
+    import subprocess
+
+    parsed = db.normalise_url(url)
+    if os.geteuid() != 0 or shutil.which("runuser") is None or parsed.host not in {
+            "127.0.0.1", "localhost"}:
+        pytest.skip("needs the local server's superuser (root, runuser)")
+    done = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-p",
+                           str(parsed.port or 5432), "-d", parsed.database, "-v",
+                           "ON_ERROR_STOP=1", "-qc", sql],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot run psql as postgres: {done.stderr.strip()[:200]}")
+
+
+def test_a_restore_into_a_database_where_an_admin_created_pg_trgm(instance, empty_target,
+                                                                   db_backend, tmp_path):
+    """A role that may not create extensions gets a database in which an administrator
+    created pg_trgm: the dump's COMMENT ON EXTENSION needs the extension's owner."""
+    if db_backend != "postgresql":
+        pytest.skip("PostgreSQL extensions")
+    _as_postgres_superuser(empty_target, "CREATE EXTENSION pg_trgm")
+    assert _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk")).exit_code == 0
+    result = _cli(tmp_path / "new", empty_target, "backup", "restore", str(tmp_path / "bk"))
+    assert result.exit_code == 0, result.output
+    assert _count(empty_target, Message) == 3
+    engine = db.make_engine(empty_target)
+    try:
+        with engine.connect() as connection:
+            index = connection.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_messages_body_trgm'"
+            ).scalar()
+    finally:
+        engine.dispose()
+    assert "gin_trgm_ops" in index
