@@ -422,3 +422,26 @@ def test_a_restore_into_a_database_where_an_admin_created_pg_trgm(instance, empt
     finally:
         engine.dispose()
     assert "gin_trgm_ops" in index
+
+
+def test_a_restore_that_fails_while_copying_a_version_leaves_nothing_in_models(
+        instance, empty_target, tmp_path, monkeypatch):
+    """A full disk (or Ctrl-C) half-way through copying a version: neither the versions
+    already in place nor the half-copied one's temporary folder stay behind."""
+    backup.create_backup(instance, tmp_path / "bk")
+    from spamguard.services import backup_restore
+
+    copytree = shutil.copytree
+
+    def fills_the_disk(source, target, **kwargs):
+        if Path(source).name == "v2":
+            (Path(target) / "model.json").write_text("{")
+            raise OSError(28, "No space left on device")
+        return copytree(source, target, **kwargs)
+
+    monkeypatch.setattr(backup_restore.shutil, "copytree", fills_the_disk)
+    with pytest.raises(OSError, match="No space left"):
+        restore_backup(tmp_path / "bk", url=empty_target,
+                       models_dir=tmp_path / "new" / "models")
+    assert list((tmp_path / "new" / "models").iterdir()) == []
+    assert _tables(empty_target) == []

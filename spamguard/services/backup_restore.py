@@ -144,16 +144,18 @@ def _copy_versions(backup: Path, versions: list[str], models_dir: Path, log) -> 
     """Copy each version folder under a temporary name, then rename it into place."""
     models_dir.mkdir(parents=True, exist_ok=True)
     created: list[Path] = []
+    work: Path | None = None
     try:
         for version in versions:
             work = Path(tempfile.mkdtemp(prefix=f".{version}.restore-", dir=models_dir))
             shutil.copytree(backup / MODELS / version, work, dirs_exist_ok=True)
             work.chmod(0o755)  # mkdtemp's 0700 would hide it from a service run as another user
             os.rename(work, models_dir / version)
+            work = None
             created.append(models_dir / version)
             log(f"restore: model version {version} copied to {models_dir / version}")
     except BaseException:
-        for folder in created:
+        for folder in [*created, *([work] if work is not None else [])]:
             shutil.rmtree(folder, ignore_errors=True)
         raise
     return created
