@@ -224,6 +224,35 @@ def test_a_folder_that_is_not_a_backup_is_refused_in_one_line(tmp_path, manifest
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("change", [
+    lambda m: m["files"].__setitem__("database.sqlite", "x"),
+    lambda m: m["files"]["manifest.txt"].__setitem__("size", "12"),
+    lambda m: m["models"].append("v9"),
+    lambda m: m["models"][0].__setitem__("version", ["v1"]),
+    lambda m: m["models"][0].__delitem__("copied"),
+    lambda m: m["database"].__setitem__("kind", ["sqlite"]),
+    lambda m: m.__delitem__("created_at"),
+])
+def test_a_damaged_manifest_is_refused_in_one_line(tmp_path, change):
+    folder = tmp_path / "bk"
+    folder.mkdir()
+    (folder / "manifest.txt").write_text("hello world\n")
+    manifest = {"format": "spamguard-backup", "format_version": 1,
+                "created_at": "2026-12-03T03:00:00+00:00",
+                "database": {"kind": "sqlite", "file": "database.sqlite", "revision": "0020"},
+                "models": [{"version": "v1", "status": "active", "directory": "/m/v1",
+                            "copied": False}],
+                "files": {"manifest.txt": {"size": 12, "sha256": "0" * 64}}}
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for command in ("verify", "restore"):
+        result = _cli(tmp_path / "new", f"sqlite:///{tmp_path / 'new' / 'db'}", "backup",
+                      command, str(folder))
+        assert result.exit_code == 2, result.output
+        assert "is incomplete or damaged" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_create_refuses_an_existing_folder_and_a_missing_database(tmp_path):
     (tmp_path / "bk").mkdir()
     url = f"sqlite:///{tmp_path / 'spamguard.db'}"

@@ -338,17 +338,33 @@ def read_manifest(path: Path | str) -> dict[str, Any]:
             or manifest["format_version"] > FORMAT_VERSION:
         raise BackupError(f"{path} was written by a newer spamguard (backup format "
                           f"{manifest.get('format_version')!r}): restore it with that release")
-    database = manifest.get("database")
-    files = manifest.get("files")
-    if not isinstance(database, dict) or database.get("kind") not in DATABASE_FILES \
-            or database.get("file") != DATABASE_FILES[database["kind"]] \
-            or not isinstance(files, dict) or not isinstance(manifest.get("models"), list):
-        raise BackupError(f"{path / MANIFEST} is incomplete or damaged")
-    for relative in files:
+    for relative in manifest.get("files") if isinstance(manifest.get("files"), dict) else ():
         if not _inside(relative):
             raise BackupError(f"{path / MANIFEST} names a file outside the backup: "
                               f"{relative!r}")
+    if not _well_formed(manifest):
+        raise BackupError(f"{path / MANIFEST} is incomplete or damaged")
     return manifest
+
+
+def _well_formed(manifest: dict[str, Any]) -> bool:
+    """Whether every field that verify and restore read has the type they expect (a damaged
+    or hand-edited manifest is refused in one line, not with a traceback)."""
+    database, files, models = (manifest.get(key) for key in ("database", "files", "models"))
+    if not isinstance(database, dict) or not isinstance(database.get("kind"), str) \
+            or database.get("file") != DATABASE_FILES.get(database["kind"]) \
+            or not isinstance(database.get("revision", None), str | None) \
+            or not isinstance(manifest.get("created_at"), str) \
+            or not isinstance(files, dict) or not isinstance(models, list):
+        return False
+    if not all(isinstance(entry, dict) and isinstance(entry.get("size"), int)
+               and not isinstance(entry.get("size"), bool)
+               and isinstance(entry.get("sha256"), str) for entry in files.values()):
+        return False
+    return all(isinstance(entry, dict) and isinstance(entry.get("version"), str)
+               and isinstance(entry.get("directory"), str)
+               and isinstance(entry.get("status"), str)
+               and isinstance(entry.get("copied"), bool) for entry in models)
 
 
 def _inside(relative: Any) -> bool:
