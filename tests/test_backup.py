@@ -273,6 +273,19 @@ def test_a_version_whose_folder_is_gone_is_named_and_the_rest_kept(instance, tmp
     assert backup.verify_backup(tmp_path / "bk").problems == []
 
 
+def test_restoring_a_backup_that_lacks_a_version_says_so(instance, empty_target, tmp_path):
+    shutil.rmtree(tmp_path / "models" / "v1")
+    assert _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk")).exit_code == 1
+    result = _cli(tmp_path / "new", empty_target, "backup", "restore", str(tmp_path / "bk"))
+    assert result.exit_code == 1, result.output
+    assert "1 model version(s)" in result.stdout  # the rest is restored
+    gone = (tmp_path / "models" / "v1").resolve()
+    assert (f"warning: model version v1 (retired) is not in the backup (it could not be "
+            f"copied when the backup was made): the restored registry still names {gone}"
+            ) in result.stderr
+    assert "v0" not in result.stderr  # deleted: nothing to say
+
+
 def test_an_older_schema_is_upgraded_on_restore(db_url, empty_target, tmp_path):
     db.upgrade_schema(db_url, "0019")
     made = backup.create_backup(db_url, tmp_path / "bk")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ class Restored:
     versions: list[str]  # model versions copied into the target's models folder
     revision: str | None  # the backup's schema revision
     head: str  # the revision it was upgraded to (this spamguard's newest)
+    # Versions the registry names (deleted ones aside) whose folders the backup lacks
+    # (`backup create` could not copy them): (version, status, the folder still named).
+    missing: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def restore_backup(backup: Path | str, *, url: str, models_dir: Path, by: str | None = None,
@@ -90,7 +93,9 @@ def restore_backup(backup: Path | str, *, url: str, models_dir: Path, by: str | 
         raise
     upgraded = "" if revision == head_revision() else f", upgraded to {head_revision()}"
     log(f"restore: database restored (revision {revision or 'none'}{upgraded})")
-    return Restored(manifest, versions, revision, head_revision())
+    missing = [(e["version"], e["status"], e["directory"]) for e in manifest["models"]
+               if not e["copied"] and e["status"] != "deleted"]
+    return Restored(manifest, versions, revision, head_revision(), missing)
 
 
 def _known_revision(revision: str | None, backup: Path) -> None:
