@@ -487,3 +487,25 @@ def test_a_restore_that_fails_while_copying_a_version_leaves_nothing_in_models(
                        models_dir=tmp_path / "new" / "models")
     assert list((tmp_path / "new" / "models").iterdir()) == []
     assert _tables(empty_target) == []
+
+
+def test_a_full_disk_while_copying_a_version_stops_the_backup(instance, tmp_path,
+                                                               monkeypatch):
+    """Not a backup with the final name that lacks versions (as if they could not be
+    read): nothing is kept, and the error says why."""
+    import errno
+
+    copyfile = shutil.copyfile
+
+    def fills_the_disk(source, target, **kwargs):
+        if Path(source).name == "head.safetensors":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return copyfile(source, target, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", fills_the_disk)
+    result = _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk"))
+    assert result.exit_code == 2, result.output
+    assert "cannot write the backup (No space left on device)" in result.stderr
+    assert "nothing kept" in result.stderr and "warning" not in result.stderr
+    assert not (tmp_path / "bk").exists()
+    assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name] == []

@@ -17,6 +17,7 @@ has its final name is whole; it is readable by its owner only (it holds every me
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -43,6 +44,8 @@ PG_TOOLS_HINT = ("install PostgreSQL's client tools of the server's major versio
                  "(Debian: postgresql-client)")
 
 Log = Callable[[str], None]
+# Errors of the backup's own folder, not of a version's: they stop the backup.
+UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 class BackupError(SpamguardError):
@@ -254,14 +257,32 @@ def _copy_versions(versions: list[tuple[str, str, str]], folder: Path,
             missing.append((version, f"{source} holds no model.json"))
             continue
         try:
-            shutil.copytree(source, folder / version)
+            shutil.copytree(source, folder / version, copy_function=_copy_file)
         except (OSError, shutil.Error) as exc:
             shutil.rmtree(folder / version, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
+                raise _unwritable(folder, exc) from None
             missing.append((version, f"cannot copy {source}: {exc}"))
             continue
         entry["copied"] = True
         log(f"backup: model version {version} ({status}) copied")
     return kept, missing
+
+
+def _copy_file(source: str, target: str) -> None:
+    """shutil.copy2, except that a backup folder that cannot be written (a full disk) stops
+    the backup: copytree would count it as a version it could not read, and the backup,
+    lacking versions, would still get its final name."""
+    try:
+        shutil.copy2(source, target)
+    except OSError as exc:
+        if exc.errno in UNWRITABLE:
+            raise _unwritable(Path(target), exc) from None
+        raise
+
+
+def _unwritable(where: Path, exc: OSError) -> BackupError:
+    return BackupError(f"cannot write the backup ({exc.strerror}) at {where}: nothing kept")
 
 
 def safe_name(version: str) -> bool:
