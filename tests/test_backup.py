@@ -509,3 +509,45 @@ def test_a_full_disk_while_copying_a_version_stops_the_backup(instance, tmp_path
     assert "nothing kept" in result.stderr and "warning" not in result.stderr
     assert not (tmp_path / "bk").exists()
     assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name] == []
+
+
+def test_a_version_deleted_while_it_is_copied_is_named_not_kept_in_part(instance, tmp_path,
+                                                                         monkeypatch):
+    """`models prune` removes a retired version's folder after the registry was read: a
+    copy that lacks files is not kept as if whole."""
+    copytree = shutil.copytree
+
+    def pruned_meanwhile(source, target, **kwargs):
+        if Path(source).name == "v1":  # rmtree got to head.safetensors first ...
+            (Path(source) / "head.safetensors").unlink()
+        copied = copytree(source, target, **kwargs)
+        if Path(source).name == "v1":  # ... and finishes after the copy
+            shutil.rmtree(source)
+        return copied
+
+    monkeypatch.setattr(backup.shutil, "copytree", pruned_meanwhile)
+    result = _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk"))
+    assert result.exit_code == 1, result.output
+    assert "warning: model version v1 not in the backup" in result.stderr
+    assert "was deleted or changed while it was copied" in result.stderr
+    assert [p.name for p in (tmp_path / "bk" / "models").iterdir()] == ["v2"]
+    manifest = json.loads((tmp_path / "bk" / "manifest.json").read_text())
+    assert {e["version"]: e["copied"] for e in manifest["models"]} == {
+        "v0": False, "v1": False, "v2": True}
+
+
+def test_a_version_that_cannot_be_read_is_named_in_one_line(instance, tmp_path,
+                                                             monkeypatch):
+    copyfile = shutil.copyfile
+
+    def unreadable(source, target, **kwargs):
+        if Path(source).parent.name == "v1" and Path(source).name != "model.json":
+            raise PermissionError(13, "Permission denied")
+        return copyfile(source, target, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", unreadable)
+    result = _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk"))
+    assert result.exit_code == 1
+    line, = (x for x in result.stderr.splitlines() if x.startswith("warning:"))
+    assert line.endswith("v1/head.safetensors: [Errno 13] Permission denied")
+    assert "[(" not in line

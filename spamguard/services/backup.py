@@ -6,7 +6,8 @@ whose folder is not there cannot serve. So the registry is read from the same sn
 database copy holds (SQLite: the copy itself; PostgreSQL: ``pg_dump --snapshot`` of a
 transaction that reads the registry too), and each version it names, other than deleted
 ones, is copied into ``models/<version>/``. A version folder is never changed once written,
-so copying it after the snapshot copies what the snapshot names.
+so copying it after the snapshot copies what the snapshot names, unless ``models delete``
+or ``prune`` removes it meanwhile: a copy whose source changed under it is not kept.
 
 Not kept: the embedding cache and exported ONNX graphs (rebuilt from the backbone when
 needed), the development secret key (production keys come from the environment) and logs.
@@ -262,11 +263,38 @@ def _copy_versions(versions: list[tuple[str, str, str]], folder: Path,
             shutil.rmtree(folder / version, ignore_errors=True)
             if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
                 raise _unwritable(folder, exc) from None
-            missing.append((version, f"cannot copy {source}: {exc}"))
+            missing.append((version, f"cannot copy {source}: {_first_reason(exc)}"))
+            continue
+        if _sizes(source) != _sizes(folder / version):
+            # `models delete` or `prune` removed it meanwhile: what was copied may lack files.
+            shutil.rmtree(folder / version, ignore_errors=True)
+            missing.append((version, f"{source} was deleted or changed while it was copied"))
             continue
         entry["copied"] = True
         log(f"backup: model version {version} ({status}) copied")
     return kept, missing
+
+
+def _sizes(folder: Path) -> dict[str, int]:
+    """Each regular file under ``folder`` and its size ({} for a folder that is gone)."""
+    sizes = {}
+    for relative, path in _files(folder):
+        try:
+            sizes[relative] = path.stat().st_size
+        except OSError:
+            continue
+    return sizes
+
+
+def _first_reason(exc: OSError | shutil.Error) -> str:
+    """One line: copytree's shutil.Error lists every file it could not copy."""
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) \
+            and exc.args[0]:
+        first = exc.args[0][0]
+        more = len(exc.args[0]) - 1
+        said = f"{first[0]}: {first[-1]}" if isinstance(first, tuple) else str(first)
+        return said + (f" (and {more} more)" if more else "")
+    return str(exc)
 
 
 def _copy_file(source: str, target: str) -> None:
