@@ -551,3 +551,22 @@ def test_a_version_that_cannot_be_read_is_named_in_one_line(instance, tmp_path,
     line, = (x for x in result.stderr.splitlines() if x.startswith("warning:"))
     assert line.endswith("v1/head.safetensors: [Errno 13] Permission denied")
     assert "[(" not in line
+
+
+def test_a_pg_dump_older_than_the_server_says_which_versions(instance, db_backend, tmp_path):
+    if db_backend != "postgresql":
+        pytest.skip("pg_dump")
+    tools = tmp_path / "old-tools"
+    tools.mkdir()
+    (tools / "pg_dump").write_text(
+        "#!/bin/sh\necho 'pg_dump: error: aborting because of server version mismatch' >&2\n"
+        "echo 'pg_dump: detail: server version: 17.2; pg_dump version: 15.18' >&2\nexit 1\n")
+    (tools / "pg_dump").chmod(0o755)
+    result = _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk"),
+                  env={"PATH": f"{tools}:{os.environ['PATH']}"})
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: pg_dump failed: pg_dump: error: aborting because of server version mismatch "
+        "(server version: 17.2; pg_dump version: 15.18): install PostgreSQL's client tools "
+        "of the server's major version or newer (Debian: postgresql-client)")
+    assert not (tmp_path / "bk").exists()

@@ -234,8 +234,11 @@ def run_pg_tool(command: list[str], url: str) -> str:
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         said = next((line for line in lines if "error" in line.lower()), lines[0] if lines
-                    else f"exit status {result.returncode}")
-        raise BackupError(f"{Path(command[0]).name} failed: {said.strip()}")
+                    else f"exit status {result.returncode}").strip()
+        if "version mismatch" in said:  # the versions are on the next line
+            detail = next((line for line in lines if "detail:" in line), "")
+            said += f" ({detail.split('detail:', 1)[-1].strip()}): {PG_TOOLS_HINT}"
+        raise BackupError(f"{Path(command[0]).name} failed: {said}")
     return result.stdout
 
 
