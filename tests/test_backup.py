@@ -224,6 +224,35 @@ def test_a_folder_that_is_not_a_backup_is_refused_in_one_line(tmp_path, manifest
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("change", [
+    lambda m: m["files"].__setitem__("database.sqlite", "x"),
+    lambda m: m["files"]["manifest.txt"].__setitem__("size", "12"),
+    lambda m: m["models"].append("v9"),
+    lambda m: m["models"][0].__setitem__("version", ["v1"]),
+    lambda m: m["models"][0].__delitem__("copied"),
+    lambda m: m["database"].__setitem__("kind", ["sqlite"]),
+    lambda m: m.__delitem__("created_at"),
+])
+def test_a_damaged_manifest_is_refused_in_one_line(tmp_path, change):
+    folder = tmp_path / "bk"
+    folder.mkdir()
+    (folder / "manifest.txt").write_text("hello world\n")
+    manifest = {"format": "spamguard-backup", "format_version": 1,
+                "created_at": "2026-12-03T03:00:00+00:00",
+                "database": {"kind": "sqlite", "file": "database.sqlite", "revision": "0020"},
+                "models": [{"version": "v1", "status": "active", "directory": "/m/v1",
+                            "copied": False}],
+                "files": {"manifest.txt": {"size": 12, "sha256": "0" * 64}}}
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for command in ("verify", "restore"):
+        result = _cli(tmp_path / "new", f"sqlite:///{tmp_path / 'new' / 'db'}", "backup",
+                      command, str(folder))
+        assert result.exit_code == 2, result.output
+        assert "is incomplete or damaged" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_create_refuses_an_existing_folder_and_a_missing_database(tmp_path):
     (tmp_path / "bk").mkdir()
     url = f"sqlite:///{tmp_path / 'spamguard.db'}"
@@ -242,6 +271,19 @@ def test_a_version_whose_folder_is_gone_is_named_and_the_rest_kept(instance, tmp
     assert "warning: model version v1 not in the backup" in result.stderr
     assert [p.name for p in (tmp_path / "bk" / "models").iterdir()] == ["v2"]
     assert backup.verify_backup(tmp_path / "bk").problems == []
+
+
+def test_restoring_a_backup_that_lacks_a_version_says_so(instance, empty_target, tmp_path):
+    shutil.rmtree(tmp_path / "models" / "v1")
+    assert _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk")).exit_code == 1
+    result = _cli(tmp_path / "new", empty_target, "backup", "restore", str(tmp_path / "bk"))
+    assert result.exit_code == 1, result.output
+    assert "1 model version(s)" in result.stdout  # the rest is restored
+    gone = (tmp_path / "models" / "v1").resolve()
+    assert (f"warning: model version v1 (retired) is not in the backup (it could not be "
+            f"copied when the backup was made): the restored registry still names {gone}"
+            ) in result.stderr
+    assert "v0" not in result.stderr  # deleted: nothing to say
 
 
 def test_an_older_schema_is_upgraded_on_restore(db_url, empty_target, tmp_path):
@@ -350,3 +392,181 @@ def test_the_benchmark_prints_a_row_for_each_step(capsys):
                            "backup restore"]
     assert all(float(steps[step][0]) >= 0 for step in list(steps)[1:])  # seconds
     assert rows[4][0] == "backup verify (ok)"
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://spamguard:s3cret@127.0.0.1:5432/spamguard?sslmode=require",
+    "postgresql+psycopg://odd%20user:p%40ss%2Fw%25rd%3A@/spamguard?host=/var/run/postgresql",
+])
+def test_the_password_is_not_on_pg_dumps_command_line(url):
+    uri = backup.libpq_uri(url)
+    assert "s3cret" not in uri and "p%40ss" not in uri and "p@ss" not in uri
+    assert uri.startswith(("postgresql://spamguard@127.0.0.1:5432/spamguard?",
+                           "postgresql://odd user@/spamguard?host="))
+
+
+def test_pg_dump_and_pg_restore_get_the_password_from_the_environment_only(
+        instance, empty_target, db_backend, tmp_path, monkeypatch):
+    if db_backend != "postgresql":
+        pytest.skip("pg_dump and pg_restore")
+    import subprocess
+
+    run, seen = subprocess.run, []
+
+    def recording(command, *args, **kwargs):
+        seen.append((command, kwargs.get("env") or {}))
+        return run(command, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", recording)
+    backup.create_backup(instance, tmp_path / "bk")
+    restore_backup(tmp_path / "bk", url=empty_target, models_dir=tmp_path / "new" / "models")
+    password = str(db.normalise_url(instance).password)
+    tools = [(c, env) for c, env in seen if "--dbname" in c]  # not pg_restore --list
+    assert {Path(c[0]).name for c, _ in tools} == {"pg_dump", "pg_restore"}
+    assert all(password not in " ".join(c) for c, _ in tools)
+    assert all(env.get("PGPASSWORD") == password for _, env in tools)
+
+
+def _as_postgres_superuser(url: str, sql: str) -> None:
+    """Run ``sql`` in the database of ``url`` as the server's superuser (``runuser -u
+    postgres psql``, as .ci/postgres.sh does); skip the test where that is not possible."""
+    import subprocess
+
+    parsed = db.normalise_url(url)
+    if os.geteuid() != 0 or shutil.which("runuser") is None or parsed.host not in {
+            "127.0.0.1", "localhost"}:
+        pytest.skip("needs the local server's superuser (root, runuser)")
+    done = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-p",
+                           str(parsed.port or 5432), "-d", parsed.database, "-v",
+                           "ON_ERROR_STOP=1", "-qc", sql],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot run psql as postgres: {done.stderr.strip()[:200]}")
+
+
+def test_a_restore_into_a_database_where_an_admin_created_pg_trgm(instance, empty_target,
+                                                                   db_backend, tmp_path):
+    """A role that may not create extensions gets a database in which an administrator
+    created pg_trgm: the dump's COMMENT ON EXTENSION needs the extension's owner."""
+    if db_backend != "postgresql":
+        pytest.skip("PostgreSQL extensions")
+    _as_postgres_superuser(empty_target, "CREATE EXTENSION pg_trgm")
+    assert _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk")).exit_code == 0
+    result = _cli(tmp_path / "new", empty_target, "backup", "restore", str(tmp_path / "bk"))
+    assert result.exit_code == 0, result.output
+    assert _count(empty_target, Message) == 3
+    engine = db.make_engine(empty_target)
+    try:
+        with engine.connect() as connection:
+            index = connection.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_messages_body_trgm'"
+            ).scalar()
+    finally:
+        engine.dispose()
+    assert "gin_trgm_ops" in index
+
+
+def test_a_restore_that_fails_while_copying_a_version_leaves_nothing_in_models(
+        instance, empty_target, tmp_path, monkeypatch):
+    """A full disk (or Ctrl-C) half-way through copying a version: neither the versions
+    already in place nor the half-copied one's temporary folder stay behind."""
+    backup.create_backup(instance, tmp_path / "bk")
+    from spamguard.services import backup_restore
+
+    copytree = shutil.copytree
+
+    def fills_the_disk(source, target, **kwargs):
+        if Path(source).name == "v2":
+            (Path(target) / "model.json").write_text("{")
+            raise OSError(28, "No space left on device")
+        return copytree(source, target, **kwargs)
+
+    monkeypatch.setattr(backup_restore.shutil, "copytree", fills_the_disk)
+    with pytest.raises(OSError, match="No space left"):
+        restore_backup(tmp_path / "bk", url=empty_target,
+                       models_dir=tmp_path / "new" / "models")
+    assert list((tmp_path / "new" / "models").iterdir()) == []
+    assert _tables(empty_target) == []
+
+
+def test_a_full_disk_while_copying_a_version_stops_the_backup(instance, tmp_path,
+                                                               monkeypatch):
+    """Not a backup with the final name that lacks versions (as if they could not be
+    read): nothing is kept, and the error says why."""
+    import errno
+
+    copyfile = shutil.copyfile
+
+    def fills_the_disk(source, target, **kwargs):
+        if Path(source).name == "head.safetensors":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return copyfile(source, target, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", fills_the_disk)
+    result = _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk"))
+    assert result.exit_code == 2, result.output
+    assert "cannot write the backup (No space left on device)" in result.stderr
+    assert "nothing kept" in result.stderr and "warning" not in result.stderr
+    assert not (tmp_path / "bk").exists()
+    assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name] == []
+
+
+def test_a_version_deleted_while_it_is_copied_is_named_not_kept_in_part(instance, tmp_path,
+                                                                         monkeypatch):
+    """`models prune` removes a retired version's folder after the registry was read: a
+    copy that lacks files is not kept as if whole."""
+    copytree = shutil.copytree
+
+    def pruned_meanwhile(source, target, **kwargs):
+        if Path(source).name == "v1":  # rmtree got to head.safetensors first ...
+            (Path(source) / "head.safetensors").unlink()
+        copied = copytree(source, target, **kwargs)
+        if Path(source).name == "v1":  # ... and finishes after the copy
+            shutil.rmtree(source)
+        return copied
+
+    monkeypatch.setattr(backup.shutil, "copytree", pruned_meanwhile)
+    result = _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk"))
+    assert result.exit_code == 1, result.output
+    assert "warning: model version v1 not in the backup" in result.stderr
+    assert "was deleted or changed while it was copied" in result.stderr
+    assert [p.name for p in (tmp_path / "bk" / "models").iterdir()] == ["v2"]
+    manifest = json.loads((tmp_path / "bk" / "manifest.json").read_text())
+    assert {e["version"]: e["copied"] for e in manifest["models"]} == {
+        "v0": False, "v1": False, "v2": True}
+
+
+def test_a_version_that_cannot_be_read_is_named_in_one_line(instance, tmp_path,
+                                                             monkeypatch):
+    copyfile = shutil.copyfile
+
+    def unreadable(source, target, **kwargs):
+        if Path(source).parent.name == "v1" and Path(source).name != "model.json":
+            raise PermissionError(13, "Permission denied")
+        return copyfile(source, target, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", unreadable)
+    result = _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk"))
+    assert result.exit_code == 1
+    line, = (x for x in result.stderr.splitlines() if x.startswith("warning:"))
+    assert line.endswith("v1/head.safetensors: [Errno 13] Permission denied")
+    assert "[(" not in line
+
+
+def test_a_pg_dump_older_than_the_server_says_which_versions(instance, db_backend, tmp_path):
+    if db_backend != "postgresql":
+        pytest.skip("pg_dump")
+    tools = tmp_path / "old-tools"
+    tools.mkdir()
+    (tools / "pg_dump").write_text(
+        "#!/bin/sh\necho 'pg_dump: error: aborting because of server version mismatch' >&2\n"
+        "echo 'pg_dump: detail: server version: 17.2; pg_dump version: 15.18' >&2\nexit 1\n")
+    (tools / "pg_dump").chmod(0o755)
+    result = _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk"),
+                  env={"PATH": f"{tools}:{os.environ['PATH']}"})
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: pg_dump failed: pg_dump: error: aborting because of server version mismatch "
+        "(server version: 17.2; pg_dump version: 15.18): install PostgreSQL's client tools "
+        "of the server's major version or newer (Debian: postgresql-client)")
+    assert not (tmp_path / "bk").exists()

@@ -85,3 +85,9 @@ def register(cli: click.Group) -> None:
                    f"{upgraded}, {len(done.versions)} model version(s) in "
                    f"{settings.models_dir}. The embedding cache starts empty: the first "
                    "classification loads the backbone.")
+        for version, status, directory in done.missing:
+            click.echo(f"warning: model version {version} ({status}) is not in the backup "
+                       f"(it could not be copied when the backup was made): the restored "
+                       f"registry still names {directory}", err=True)
+        if done.missing:
+            sys.exit(1)

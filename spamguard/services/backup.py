@@ -6,7 +6,8 @@ whose folder is not there cannot serve. So the registry is read from the same sn
 database copy holds (SQLite: the copy itself; PostgreSQL: ``pg_dump --snapshot`` of a
 transaction that reads the registry too), and each version it names, other than deleted
 ones, is copied into ``models/<version>/``. A version folder is never changed once written,
-so copying it after the snapshot copies what the snapshot names.
+so copying it after the snapshot copies what the snapshot names, unless ``models delete``
+or ``prune`` removes it meanwhile: a copy whose source changed under it is not kept.
 
 Not kept: the embedding cache and exported ONNX graphs (rebuilt from the backbone when
 needed), the development secret key (production keys come from the environment) and logs.
@@ -17,6 +18,7 @@ has its final name is whole; it is readable by its owner only (it holds every me
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -43,6 +45,8 @@ PG_TOOLS_HINT = ("install PostgreSQL's client tools of the server's major versio
                  "(Debian: postgresql-client)")
 
 Log = Callable[[str], None]
+# Errors of the backup's own folder, not of a version's: they stop the backup.
+UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 class BackupError(SpamguardError):
@@ -205,10 +209,15 @@ def find_pg_tool(name: str) -> str:
 def libpq_uri(url: str) -> str:
     """``url`` as a libpq connection URI without its password (which goes in PGPASSWORD,
     so it is not on the process list)."""
+    from sqlalchemy.engine import URL
+
     from spamguard.db import normalise_url
 
-    parsed = normalise_url(url).set(drivername="postgresql", password=None)
-    return parsed.render_as_string(hide_password=False)
+    parsed = normalise_url(url)
+    # Not parsed.set(password=None): set() takes None as "leave it as it is".
+    return URL.create("postgresql", username=parsed.username, host=parsed.host,
+                      port=parsed.port, database=parsed.database, query=parsed.query
+                      ).render_as_string(hide_password=False)
 
 
 def run_pg_tool(command: list[str], url: str) -> str:
@@ -225,8 +234,11 @@ def run_pg_tool(command: list[str], url: str) -> str:
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         said = next((line for line in lines if "error" in line.lower()), lines[0] if lines
-                    else f"exit status {result.returncode}")
-        raise BackupError(f"{Path(command[0]).name} failed: {said.strip()}")
+                    else f"exit status {result.returncode}").strip()
+        if "version mismatch" in said:  # the versions are on the next line
+            detail = next((line for line in lines if "detail:" in line), "")
+            said += f" ({detail.split('detail:', 1)[-1].strip()}): {PG_TOOLS_HINT}"
+        raise BackupError(f"{Path(command[0]).name} failed: {said}")
     return result.stdout
 
 
@@ -249,14 +261,59 @@ def _copy_versions(versions: list[tuple[str, str, str]], folder: Path,
             missing.append((version, f"{source} holds no model.json"))
             continue
         try:
-            shutil.copytree(source, folder / version)
+            shutil.copytree(source, folder / version, copy_function=_copy_file)
         except (OSError, shutil.Error) as exc:
             shutil.rmtree(folder / version, ignore_errors=True)
-            missing.append((version, f"cannot copy {source}: {exc}"))
+            if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
+                raise _unwritable(folder, exc) from None
+            missing.append((version, f"cannot copy {source}: {_first_reason(exc)}"))
+            continue
+        if _sizes(source) != _sizes(folder / version):
+            # `models delete` or `prune` removed it meanwhile: what was copied may lack files.
+            shutil.rmtree(folder / version, ignore_errors=True)
+            missing.append((version, f"{source} was deleted or changed while it was copied"))
             continue
         entry["copied"] = True
         log(f"backup: model version {version} ({status}) copied")
     return kept, missing
+
+
+def _sizes(folder: Path) -> dict[str, int]:
+    """Each regular file under ``folder`` and its size ({} for a folder that is gone)."""
+    sizes = {}
+    for relative, path in _files(folder):
+        try:
+            sizes[relative] = path.stat().st_size
+        except OSError:
+            continue
+    return sizes
+
+
+def _first_reason(exc: OSError | shutil.Error) -> str:
+    """One line: copytree's shutil.Error lists every file it could not copy."""
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) \
+            and exc.args[0]:
+        first = exc.args[0][0]
+        more = len(exc.args[0]) - 1
+        said = f"{first[0]}: {first[-1]}" if isinstance(first, tuple) else str(first)
+        return said + (f" (and {more} more)" if more else "")
+    return str(exc)
+
+
+def _copy_file(source: str, target: str) -> None:
+    """shutil.copy2, except that a backup folder that cannot be written (a full disk) stops
+    the backup: copytree would count it as a version it could not read, and the backup,
+    lacking versions, would still get its final name."""
+    try:
+        shutil.copy2(source, target)
+    except OSError as exc:
+        if exc.errno in UNWRITABLE:
+            raise _unwritable(Path(target), exc) from None
+        raise
+
+
+def _unwritable(where: Path, exc: OSError) -> BackupError:
+    return BackupError(f"cannot write the backup ({exc.strerror}) at {where}: nothing kept")
 
 
 def safe_name(version: str) -> bool:
@@ -333,17 +390,33 @@ def read_manifest(path: Path | str) -> dict[str, Any]:
             or manifest["format_version"] > FORMAT_VERSION:
         raise BackupError(f"{path} was written by a newer spamguard (backup format "
                           f"{manifest.get('format_version')!r}): restore it with that release")
-    database = manifest.get("database")
-    files = manifest.get("files")
-    if not isinstance(database, dict) or database.get("kind") not in DATABASE_FILES \
-            or database.get("file") != DATABASE_FILES[database["kind"]] \
-            or not isinstance(files, dict) or not isinstance(manifest.get("models"), list):
-        raise BackupError(f"{path / MANIFEST} is incomplete or damaged")
-    for relative in files:
+    for relative in manifest.get("files") if isinstance(manifest.get("files"), dict) else ():
         if not _inside(relative):
             raise BackupError(f"{path / MANIFEST} names a file outside the backup: "
                               f"{relative!r}")
+    if not _well_formed(manifest):
+        raise BackupError(f"{path / MANIFEST} is incomplete or damaged")
     return manifest
+
+
+def _well_formed(manifest: dict[str, Any]) -> bool:
+    """Whether every field that verify and restore read has the type they expect (a damaged
+    or hand-edited manifest is refused in one line, not with a traceback)."""
+    database, files, models = (manifest.get(key) for key in ("database", "files", "models"))
+    if not isinstance(database, dict) or not isinstance(database.get("kind"), str) \
+            or database.get("file") != DATABASE_FILES.get(database["kind"]) \
+            or not isinstance(database.get("revision", None), str | None) \
+            or not isinstance(manifest.get("created_at"), str) \
+            or not isinstance(files, dict) or not isinstance(models, list):
+        return False
+    if not all(isinstance(entry, dict) and isinstance(entry.get("size"), int)
+               and not isinstance(entry.get("size"), bool)
+               and isinstance(entry.get("sha256"), str) for entry in files.values()):
+        return False
+    return all(isinstance(entry, dict) and isinstance(entry.get("version"), str)
+               and isinstance(entry.get("directory"), str)
+               and isinstance(entry.get("status"), str)
+               and isinstance(entry.get("copied"), bool) for entry in models)
 
 
 def _inside(relative: Any) -> bool:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ class Restored:
     versions: list[str]  # model versions copied into the target's models folder
     revision: str | None  # the backup's schema revision
     head: str  # the revision it was upgraded to (this spamguard's newest)
+    # Versions the registry names (deleted ones aside) whose folders the backup lacks
+    # (`backup create` could not copy them): (version, status, the folder still named).
+    missing: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def restore_backup(backup: Path | str, *, url: str, models_dir: Path, by: str | None = None,
@@ -90,7 +93,9 @@ def restore_backup(backup: Path | str, *, url: str, models_dir: Path, by: str | 
         raise
     upgraded = "" if revision == head_revision() else f", upgraded to {head_revision()}"
     log(f"restore: database restored (revision {revision or 'none'}{upgraded})")
-    return Restored(manifest, versions, revision, head_revision())
+    missing = [(e["version"], e["status"], e["directory"]) for e in manifest["models"]
+               if not e["copied"] and e["status"] != "deleted"]
+    return Restored(manifest, versions, revision, head_revision(), missing)
 
 
 def _known_revision(revision: str | None, backup: Path) -> None:
@@ -144,16 +149,18 @@ def _copy_versions(backup: Path, versions: list[str], models_dir: Path, log) -> 
     """Copy each version folder under a temporary name, then rename it into place."""
     models_dir.mkdir(parents=True, exist_ok=True)
     created: list[Path] = []
+    work: Path | None = None
     try:
         for version in versions:
             work = Path(tempfile.mkdtemp(prefix=f".{version}.restore-", dir=models_dir))
             shutil.copytree(backup / MODELS / version, work, dirs_exist_ok=True)
             work.chmod(0o755)  # mkdtemp's 0700 would hide it from a service run as another user
             os.rename(work, models_dir / version)
+            work = None
             created.append(models_dir / version)
             log(f"restore: model version {version} copied to {models_dir / version}")
     except BaseException:
-        for folder in created:
+        for folder in [*created, *([work] if work is not None else [])]:
             shutil.rmtree(folder, ignore_errors=True)
         raise
     return created
@@ -183,14 +190,34 @@ def _restore_sqlite(source: Path, url: str, moved: dict[str, tuple[str, str]],
 
 def _restore_postgresql(dump: Path, url: str, moved: dict[str, tuple[str, str]],
                         manifest: dict[str, Any], by: str | None) -> None:
-    run_pg_tool([find_pg_tool("pg_restore"), "--no-owner", "--no-privileges",
-                 "--single-transaction", "--exit-on-error", "--dbname", libpq_uri(url),
-                 str(dump)], url)
+    pg_restore = find_pg_tool("pg_restore")
+    with tempfile.TemporaryDirectory(prefix="spamguard-restore-") as folder:
+        entries = Path(folder) / "entries.list"
+        entries.write_text(_restorable_entries(pg_restore, dump), encoding="utf-8")
+        run_pg_tool([pg_restore, "--no-owner", "--no-privileges", "--single-transaction",
+                     "--exit-on-error", f"--use-list={entries}", "--dbname", libpq_uri(url),
+                     str(dump)], url)
     try:
         _finish(url, moved, manifest, by)
     except BaseException:
         _drop_restored_tables(url)
         raise
+
+
+def _restorable_entries(pg_restore: str, dump: Path) -> str:
+    """The dump's table of contents less its extensions' comments: ``COMMENT ON EXTENSION``
+    needs the extension's owner, and in a target where an administrator created pg_trgm
+    (for a role that may not) the restore would fail on it. CREATE EXTENSION IF NOT EXISTS
+    stays; the comment is the extension's own description, which it has anyway."""
+    import subprocess
+
+    listed = subprocess.run([pg_restore, "--list", str(dump)], capture_output=True, text=True,
+                            check=False)
+    if listed.returncode != 0:
+        first = (listed.stderr.strip().splitlines() or ["unreadable"])[0]
+        raise BackupError(f"pg_restore cannot read {dump}: {first}")
+    return "".join(line + "\n" for line in listed.stdout.splitlines()
+                   if " COMMENT - EXTENSION " not in line)
 
 
 def _drop_restored_tables(url: str) -> None:
