@@ -44,6 +44,10 @@ def normalise_url(url: str | URL) -> URL:
     except ArgumentError:
         raise DatabaseError(f"database URL {str(url)[:60]!r} is not a URL like "
                             "sqlite:///path or postgresql://user:pass@host/db") from None
+    except ValueError:  # a port that is not a number, as libpq's "h1:5432,h2:5433" gives
+        raise DatabaseError("database URL: its port is not a number (several PostgreSQL "
+                            "hosts go in the query instead: postgresql://user:pass@/db?"
+                            "host=h1:5432&host=h2:5433)") from None
     if parsed.drivername in {"postgresql", "postgres"}:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in SUPPORTED_BACKENDS:  # else: a driver ImportError

@@ -38,6 +38,13 @@ def test_normalise_url_uses_psycopg3(url: str, driver: str) -> None:
     assert db.normalise_url(url).drivername == driver
 
 
+def test_a_url_whose_port_is_not_a_number_is_one_clear_line() -> None:
+    with pytest.raises(DatabaseError, match="several PostgreSQL hosts go in the query"):
+        db.normalise_url("postgresql://u:p@h1:5432,h2:5433/db")
+    several = db.normalise_url("postgresql://u:p@/db?host=h1:5432&host=h2:5433")
+    assert several.query["host"] == ("h1:5432", "h2:5433")
+
+
 def test_safe_url_hides_password() -> None:
     assert "secret" not in db.safe_url("postgresql://u:secret@h/d")
 
