@@ -570,3 +570,24 @@ def test_a_pg_dump_older_than_the_server_says_which_versions(instance, db_backen
         "(server version: 17.2; pg_dump version: 15.18): install PostgreSQL's client tools "
         "of the server's major version or newer (Debian: postgresql-client)")
     assert not (tmp_path / "bk").exists()
+
+
+def test_a_database_that_appears_during_a_sqlite_restore_is_never_replaced(
+        instance, db_backend, tmp_path, monkeypatch):
+    _sqlite_backup(instance, db_backend, tmp_path / "bk")
+    target = tmp_path / "new" / "spamguard.db"
+    from spamguard.services import backup_restore
+
+    real_finish = backup_restore._finish
+
+    def service_started_meanwhile(*args, **kwargs):
+        real_finish(*args, **kwargs)
+        target.write_bytes(b"the service's new database")
+
+    monkeypatch.setattr(backup_restore, "_finish", service_started_meanwhile)
+    result = _cli(tmp_path / "new", f"sqlite:///{target}", "backup", "restore",
+                  str(tmp_path / "bk"))
+    assert result.exit_code == 2 and "appeared while the backup was restored" in result.stderr
+    assert target.read_bytes() == b"the service's new database"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["models", "spamguard.db"]
+    assert list((target.parent / "models").iterdir()) == []

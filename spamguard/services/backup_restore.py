@@ -172,6 +172,7 @@ def _restore_sqlite(source: Path, url: str, moved: dict[str, tuple[str, str]],
     from spamguard.ml.files import sync_file, sync_folder
 
     target = sqlite_file(url)
+    empty_file_there = target.exists()  # checked empty by _target_is_empty
     ensure_sqlite_parent(url)
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.restore-", dir=target.parent)
     os.close(handle)
@@ -180,7 +181,15 @@ def _restore_sqlite(source: Path, url: str, moved: dict[str, tuple[str, str]],
         shutil.copyfile(source, work)
         _finish(f"sqlite:///{work}", moved, manifest, by)
         sync_file(work)
-        os.replace(work, target)
+        if empty_file_there:
+            os.replace(work, target)
+        else:  # a database that appeared meanwhile (a service started) is never replaced
+            try:
+                os.link(work, target)
+            except FileExistsError:
+                raise BackupError(f"{target} appeared while the backup was restored (was "
+                                  "the service started?): nothing was changed") from None
+            work.unlink()
         sync_folder(target.parent, files=False)
     except BaseException:
         for leftover in (work, Path(f"{work}-wal"), Path(f"{work}-shm")):
