@@ -46,7 +46,7 @@ def normalise_url(url: str | URL) -> URL:
                             "sqlite:///path or postgresql://user:pass@host/db") from None
     if parsed.drivername in {"postgresql", "postgres"}:
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:  # else: a driver ImportError
+    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:  # else: make_engine's ImportError
         raise DatabaseError(f"database URL {parsed.render_as_string(hide_password=True)!r}: "
                             f"{parsed.get_backend_name()} is not supported; use "
                             "sqlite:///path or postgresql://user:pass@host/db")
@@ -251,6 +251,13 @@ def make_engine(url: str | URL, *, hide_parameters: bool = True, request_timeout
     except (ArgumentError, NoSuchModuleError) as exc:
         raise DatabaseError(f"unsupported database URL {safe_url(parsed)}: {_first_line(exc)} "
                             "(use sqlite:/// or postgresql://)") from None
+    except ImportError:
+        # postgresql+psycopg2:// (many tools' docs), +pg8000, ...: a driver spamguard does not
+        # install. One line, not a traceback; plain postgresql:// uses psycopg 3, installed.
+        driver = parsed.get_driver_name()
+        raise DatabaseError(f"database URL {safe_url(parsed)}: the driver {driver} "
+                            "is not installed; write postgresql://user:pass@host/db (spamguard "
+                            "uses psycopg 3) or sqlite:///path") from None
 
 
 def _postgres_connect_args(url: URL, given: dict[str, Any]) -> dict[str, Any]:

@@ -134,6 +134,9 @@ def test_refuses_an_out_of_date_schema(cli, home, monkeypatch) -> None:
 @pytest.mark.parametrize("url, fragment", [
     ("bogus://x", "bogus is not supported"),
     ("notaurl", "is not a URL"),
+    # a driver that is not installed (psycopg2 is the form many other tools' docs give)
+    ("postgresql+psycopg2://u:p@127.0.0.1/db", "the driver psycopg2 is not installed"),
+    ("postgresql+pg8000://u:p@127.0.0.1/db", "the driver pg8000 is not installed"),
 ])
 def test_bad_database_urls_are_one_line_errors(tmp_path, url, fragment):
     from spamguard.cli import build_cli
