@@ -691,3 +691,26 @@ def test_a_hold_committed_while_the_run_commits_is_never_overtaken(
         pytest.fail("a hold committed before the run's promotion was overtaken by it")
     assert outcome.status == "promoted", outcome.summary  # the hold waited: it came second
     assert _active_id(db_session_factory) == outcome.candidate_version != bad_id
+
+
+def test_a_relative_home_records_an_absolute_report_path(
+        retrain_settings, db_session_factory, one_torch_thread, tmp_path, monkeypatch) -> None:
+    """SPAMGUARD_HOME defaults to ./instance: the run's report path (the summary, the
+    training_runs row, which backup restore moves) must not depend on the folder cron ran
+    in, as the version's own registered folder does not."""
+    import dataclasses
+
+    from spamguard.services.retrain import run_retrain
+
+    monkeypatch.chdir(tmp_path)
+    settings = dataclasses.replace(retrain_settings, home=Path("instance"))
+    outcome = run_retrain(session_factory=db_session_factory, settings=settings,
+                          trigger="cron", progress=False)
+    assert outcome.status == "promoted"
+    (run,) = _runs(db_session_factory)
+    assert Path(run.report_path).is_absolute()
+    assert run.report_path == str(tmp_path.resolve() / "instance" / "models"
+                                  / outcome.candidate_version / "changes.md")
+    assert f"report {run.report_path}" in outcome.summary
+    monkeypatch.chdir("/")
+    assert Path(run.report_path).is_file()
