@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url, update
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -385,6 +385,7 @@ def upgrade_schema(url: str | URL, revision: str = "head") -> None:
     engine = make_migration_engine(url)
     try:
         with engine.connect() as connection:
+            _refuse_unknown_revision(connection)
             command.upgrade(alembic_config(connection=connection), revision)
             if is_sqlite(url):
                 problems = connection.execute(text("PRAGMA foreign_key_check")).fetchall()
@@ -394,6 +395,19 @@ def upgrade_schema(url: str | URL, revision: str = "head") -> None:
         raise DatabaseError(f"cannot upgrade {safe_url(url)}: {_first_line(exc)}") from exc
     finally:
         engine.dispose()
+
+
+def _refuse_unknown_revision(connection: Connection) -> None:
+    """Raise :class:`SchemaOutOfDateError` (newer) when the database is at a revision this
+    code does not know (a newer release migrated it): Alembic would fail with a traceback."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    current = MigrationContext.configure(connection).get_current_revision()
+    connection.rollback()  # end the read's transaction: Alembic's own must be the outermost
+    script = ScriptDirectory.from_config(alembic_config())
+    if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
+        raise SchemaOutOfDateError(current, head_revision(), newer=True)
 
 
 @dataclass(frozen=True)

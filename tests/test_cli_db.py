@@ -186,3 +186,21 @@ def test_an_empty_database_file_is_no_instance_either(home, args, leftover) -> N
     assert "no spamguard database at " in result.output
     assert "(the file there is empty)" in result.output
     assert database.stat().st_size == size and not (home / "models").exists()
+
+
+def test_db_upgrade_of_a_newer_schema_is_one_line(cli, home, monkeypatch) -> None:
+    """Going back to an older release and running `db upgrade` (docs/service.md, upgrading):
+    one line saying the database is newer, exit 2, not Alembic's traceback."""
+    from sqlalchemy import text
+
+    assert run(cli, "db", "upgrade").exit_code == 0
+    url = f"sqlite:///{(home / 'spamguard.db').resolve()}"
+    engine = db.make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    result = CliRunner().invoke(cli, ["db", "upgrade"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        f"error: database schema is newer than this spamguard (at 9999, know "
+        f"{db.head_revision()}): upgrade spamguard")
