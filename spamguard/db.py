@@ -5,6 +5,7 @@ Nothing here connects at import time: build an engine with :func:`make_engine` w
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -376,6 +377,27 @@ def head_revision() -> str:
     return head
 
 
+@contextmanager
+def migration_warnings_shown() -> Iterator[None]:
+    """Show the migrations' warnings on stderr when nothing else would (no logging set up).
+
+    Alembic gives its logger a NullHandler, so without a handler of the caller's, a warning
+    such as 0010's "could not create the pg_trgm extension" never reached the operator.
+    """
+    if logging.getLogger().handlers:  # the caller set up logging: it goes there
+        yield
+        return
+    logger = logging.getLogger("alembic.runtime.migration")
+    handler = logging.StreamHandler()  # the stderr of now (a test runner swaps it)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def upgrade_schema(url: str | URL, revision: str = "head") -> None:
     """Create or upgrade the schema at ``url`` to ``revision`` (the SQLite folder too)."""
     from alembic import command
@@ -386,7 +408,8 @@ def upgrade_schema(url: str | URL, revision: str = "head") -> None:
     try:
         with engine.connect() as connection:
             _refuse_unknown_revision(connection)
-            command.upgrade(alembic_config(connection=connection), revision)
+            with migration_warnings_shown():
+                command.upgrade(alembic_config(connection=connection), revision)
             if is_sqlite(url):
                 problems = connection.execute(text("PRAGMA foreign_key_check")).fetchall()
                 if problems:

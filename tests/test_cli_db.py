@@ -204,3 +204,26 @@ def test_db_upgrade_of_a_newer_schema_is_one_line(cli, home, monkeypatch) -> Non
     assert result.output.strip() == (
         f"error: database schema is newer than this spamguard (at 9999, know "
         f"{db.head_revision()}): upgrade spamguard")
+
+
+def test_db_upgrade_shows_the_migrations_warnings(cli, home, monkeypatch) -> None:
+    """Migration 0010 warns when the database user may not create pg_trgm (docs/service.md,
+    upgrading); alembic's NullHandler used to swallow it, so the operator never saw it."""
+    import logging
+
+    from alembic import command
+
+    real_upgrade = command.upgrade
+
+    def upgrade(config, revision):
+        real_upgrade(config, revision)
+        logging.getLogger("alembic.runtime.migration").warning(
+            "could not create the pg_trgm extension or its index (permission denied)")
+
+    monkeypatch.setattr(command, "upgrade", upgrade)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # nothing set up (a CLI run)
+    result = CliRunner().invoke(cli, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert ("warning: could not create the pg_trgm extension or its index (permission denied)"
+            in result.output)
+    assert not logging.getLogger("alembic.runtime.migration").handlers  # removed again
