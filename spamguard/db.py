@@ -5,6 +5,7 @@ Nothing here connects at import time: build an engine with :func:`make_engine` w
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url, update
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -50,7 +51,7 @@ def normalise_url(url: str | URL) -> URL:
                             "host=h1:5432&host=h2:5433)") from None
     if parsed.drivername in {"postgresql", "postgres"}:
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:  # else: a driver ImportError
+    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:  # else: make_engine's ImportError
         raise DatabaseError(f"database URL {parsed.render_as_string(hide_password=True)!r}: "
                             f"{parsed.get_backend_name()} is not supported; use "
                             "sqlite:///path or postgresql://user:pass@host/db")
@@ -255,6 +256,13 @@ def make_engine(url: str | URL, *, hide_parameters: bool = True, request_timeout
     except (ArgumentError, NoSuchModuleError) as exc:
         raise DatabaseError(f"unsupported database URL {safe_url(parsed)}: {_first_line(exc)} "
                             "(use sqlite:/// or postgresql://)") from None
+    except ImportError:
+        # postgresql+psycopg2:// (many tools' docs), +pg8000, ...: a driver spamguard does not
+        # install. One line, not a traceback; plain postgresql:// uses psycopg 3, installed.
+        driver = parsed.get_driver_name()
+        raise DatabaseError(f"database URL {safe_url(parsed)}: the driver {driver} "
+                            "is not installed; write postgresql://user:pass@host/db (spamguard "
+                            "uses psycopg 3) or sqlite:///path") from None
 
 
 def _postgres_connect_args(url: URL, given: dict[str, Any]) -> dict[str, Any]:
@@ -373,6 +381,27 @@ def head_revision() -> str:
     return head
 
 
+@contextmanager
+def migration_warnings_shown() -> Iterator[None]:
+    """Show the migrations' warnings on stderr when nothing else would (no logging set up).
+
+    Alembic gives its logger a NullHandler, so without a handler of the caller's, a warning
+    such as 0010's "could not create the pg_trgm extension" never reached the operator.
+    """
+    if logging.getLogger().handlers:  # the caller set up logging: it goes there
+        yield
+        return
+    logger = logging.getLogger("alembic.runtime.migration")
+    handler = logging.StreamHandler()  # the stderr of now (a test runner swaps it)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def upgrade_schema(url: str | URL, revision: str = "head") -> None:
     """Create or upgrade the schema at ``url`` to ``revision`` (the SQLite folder too)."""
     from alembic import command
@@ -382,7 +411,9 @@ def upgrade_schema(url: str | URL, revision: str = "head") -> None:
     engine = make_migration_engine(url)
     try:
         with engine.connect() as connection:
-            command.upgrade(alembic_config(connection=connection), revision)
+            _refuse_unknown_revision(connection)
+            with migration_warnings_shown():
+                command.upgrade(alembic_config(connection=connection), revision)
             if is_sqlite(url):
                 problems = connection.execute(text("PRAGMA foreign_key_check")).fetchall()
                 if problems:
@@ -391,6 +422,19 @@ def upgrade_schema(url: str | URL, revision: str = "head") -> None:
         raise DatabaseError(f"cannot upgrade {safe_url(url)}: {_first_line(exc)}") from exc
     finally:
         engine.dispose()
+
+
+def _refuse_unknown_revision(connection: Connection) -> None:
+    """Raise :class:`SchemaOutOfDateError` (newer) when the database is at a revision this
+    code does not know (a newer release migrated it): Alembic would fail with a traceback."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    current = MigrationContext.configure(connection).get_current_revision()
+    connection.rollback()  # end the read's transaction: Alembic's own must be the outermost
+    script = ScriptDirectory.from_config(alembic_config())
+    if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
+        raise SchemaOutOfDateError(current, head_revision(), newer=True)
 
 
 @dataclass(frozen=True)

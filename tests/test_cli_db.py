@@ -134,6 +134,9 @@ def test_refuses_an_out_of_date_schema(cli, home, monkeypatch) -> None:
 @pytest.mark.parametrize("url, fragment", [
     ("bogus://x", "bogus is not supported"),
     ("notaurl", "is not a URL"),
+    # a driver that is not installed (psycopg2 is the form many other tools' docs give)
+    ("postgresql+psycopg2://u:p@127.0.0.1/db", "the driver psycopg2 is not installed"),
+    ("postgresql+pg8000://u:p@127.0.0.1/db", "the driver pg8000 is not installed"),
 ])
 def test_bad_database_urls_are_one_line_errors(tmp_path, url, fragment):
     from spamguard.cli import build_cli
@@ -183,3 +186,44 @@ def test_an_empty_database_file_is_no_instance_either(home, args, leftover) -> N
     assert "no spamguard database at " in result.output
     assert "(the file there is empty)" in result.output
     assert database.stat().st_size == size and not (home / "models").exists()
+
+
+def test_db_upgrade_of_a_newer_schema_is_one_line(cli, home, monkeypatch) -> None:
+    """Going back to an older release and running `db upgrade` (docs/service.md, upgrading):
+    one line saying the database is newer, exit 2, not Alembic's traceback."""
+    from sqlalchemy import text
+
+    assert run(cli, "db", "upgrade").exit_code == 0
+    url = f"sqlite:///{(home / 'spamguard.db').resolve()}"
+    engine = db.make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    result = CliRunner().invoke(cli, ["db", "upgrade"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        f"error: database schema is newer than this spamguard (at 9999, know "
+        f"{db.head_revision()}): upgrade spamguard")
+
+
+def test_db_upgrade_shows_the_migrations_warnings(cli, home, monkeypatch) -> None:
+    """Migration 0010 warns when the database user may not create pg_trgm (docs/service.md,
+    upgrading); alembic's NullHandler used to swallow it, so the operator never saw it."""
+    import logging
+
+    from alembic import command
+
+    real_upgrade = command.upgrade
+
+    def upgrade(config, revision):
+        real_upgrade(config, revision)
+        logging.getLogger("alembic.runtime.migration").warning(
+            "could not create the pg_trgm extension or its index (permission denied)")
+
+    monkeypatch.setattr(command, "upgrade", upgrade)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # nothing set up (a CLI run)
+    result = CliRunner().invoke(cli, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert ("warning: could not create the pg_trgm extension or its index (permission denied)"
+            in result.output)
+    assert not logging.getLogger("alembic.runtime.migration").handlers  # removed again

@@ -270,3 +270,19 @@ def test_a_one_layer_backbone_still_runs_on_onnx(tmp_path, pooling):
     on_onnx = onnx_backbone(shallow, tmp_path / "onnx")
     np.testing.assert_allclose(encode(on_onnx, TEXTS, pooling=pooling),
                                encode(shallow, TEXTS, pooling=pooling), atol=1e-5)
+
+
+def test_a_cache_folder_the_user_may_not_write_says_so(tmp_path, tiny_backbone, monkeypatch):
+    """A home made by root (restore, train) and a service run as its own user: the error
+    names the folder and the owner to fix, not "use the torch runtime" alone."""
+    folder = tmp_path / "instance" / "cache" / "onnx"
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(folder.parent))
+
+    monkeypatch.setattr(onnx_runtime, "_build", refuse)
+    with pytest.raises(ModelError) as caught:
+        onnx_backbone(tiny_backbone, folder)
+    message = str(caught.value)
+    assert f"cannot write its graph into {folder} (Permission denied: {folder.parent})" in message
+    assert "the user this runs as must be able to write there" in message

@@ -691,3 +691,49 @@ def test_a_hold_committed_while_the_run_commits_is_never_overtaken(
         pytest.fail("a hold committed before the run's promotion was overtaken by it")
     assert outcome.status == "promoted", outcome.summary  # the hold waited: it came second
     assert _active_id(db_session_factory) == outcome.candidate_version != bad_id
+
+
+def test_a_relative_home_records_an_absolute_report_path(
+        retrain_settings, db_session_factory, one_torch_thread, tmp_path, monkeypatch) -> None:
+    """SPAMGUARD_HOME defaults to ./instance: the run's report path (the summary, the
+    training_runs row, which backup restore moves) must not depend on the folder cron ran
+    in, as the version's own registered folder does not."""
+    import dataclasses
+
+    from spamguard.services.retrain import run_retrain
+
+    monkeypatch.chdir(tmp_path)
+    settings = dataclasses.replace(retrain_settings, home=Path("instance"))
+    outcome = run_retrain(session_factory=db_session_factory, settings=settings,
+                          trigger="cron", progress=False)
+    assert outcome.status == "promoted"
+    (run,) = _runs(db_session_factory)
+    assert Path(run.report_path).is_absolute()
+    assert run.report_path == str(tmp_path.resolve() / "instance" / "models"
+                                  / outcome.candidate_version / "changes.md")
+    assert f"report {run.report_path}" in outcome.summary
+    monkeypatch.chdir("/")
+    assert Path(run.report_path).is_file()
+
+
+def test_a_home_other_than_the_active_versions_is_noted(
+        retrain, retrain_settings, db_session_factory, one_torch_thread, tmp_path) -> None:
+    """Cron with the PostgreSQL URL but another SPAMGUARD_HOME (not in the env file, or
+    another folder) finds the right registry: the run says where the active version is."""
+    import dataclasses
+
+    from spamguard.services.retrain import run_retrain
+
+    first = retrain(trigger="cron")
+    assert first.status == "promoted"
+    lines: list[str] = []
+    retrain(log=lines.append)  # the same home: nothing to note
+    assert not any("not in this SPAMGUARD_HOME" in line for line in lines)
+    other = dataclasses.replace(retrain_settings, home=tmp_path / "elsewhere")
+    outcome = run_retrain(session_factory=db_session_factory, settings=other,
+                          progress=False, log=lines.append)
+    assert outcome.status == "skipped"  # a note, not a refusal
+    active_folder = (retrain_settings.home / "models").resolve()
+    assert (f"retrain: note: the active version is in {active_folder}, not in this "
+            f"SPAMGUARD_HOME's models folder ({(tmp_path / 'elsewhere' / 'models').resolve()})"
+            ) in "\n".join(lines)

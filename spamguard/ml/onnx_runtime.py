@@ -265,6 +265,11 @@ def onnx_backbone(backbone: Backbone, folder: str | Path, *, int8: bool = False)
             encoder = OnnxEncoder(target, backbone.model.config)
     except ModelError:
         raise
+    except PermissionError as exc:  # e.g. a home root made (restore, train), a service user
+        raise ModelError(f"cannot run backbone {backbone.name!r} on ONNX Runtime: cannot "
+                         f"write its graph into {folder} ({exc.strerror}: {exc.filename}): "
+                         "the user this runs as must be able to write there (the service's "
+                         "user should own SPAMGUARD_HOME: chown -R it)") from None
     except Exception as exc:  # exporter and runtime raise many types
         raise ModelError(f"cannot run backbone {backbone.name!r} on ONNX Runtime: "
                          f"{_first_line(exc)} (use the torch runtime)") from None

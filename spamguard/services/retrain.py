@@ -185,11 +185,28 @@ class _Retrain:
             session.flush()
             return run.id
 
+    def _note_another_home(self, active_dir: str | None) -> None:
+        """On PostgreSQL a wrong SPAMGUARD_HOME finds the right registry: say where the active
+        version is when that is not this home's models folder (the new version goes here,
+        trained from a cold embedding cache, where the service may not read it)."""
+        if not active_dir:
+            return
+        models_dir = Path(self.settings.models_dir).resolve()
+        folder = Path(active_dir).resolve().parent
+        if folder != models_dir:
+            self.log(f"retrain: note: the active version is in {folder}, not in this "
+                     f"SPAMGUARD_HOME's models folder ({models_dir}); if SPAMGUARD_HOME is "
+                     "not the service's (check the env file), the new version is written "
+                     "where the service may not find it")
+
     def _work(self) -> RetrainOutcome:
         checkpoint("snapshot", self.lease, self.log)
         with self.session_factory() as session, session.begin():
             snapshot = take_snapshot(session)
             session.get(TrainingRun, self.run_id).active_version_id = snapshot.active_id
+            active = registry.get_version(session, snapshot.active_id) if snapshot.active_id \
+                else None
+            self._note_another_home(active.directory if active else None)
         self.counts["new_reviews"], self.active_id = snapshot.new_reviews, snapshot.active_id
         # Read every night, skip or not: a missing or broken base file fails now (exit 2),
         # not on the night enough reviews have come in, and a changed one is trained on.

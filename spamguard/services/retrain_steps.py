@@ -252,7 +252,9 @@ def train_candidate(training: TrainingSet, *, settings: Settings, snapshot: Snap
     timing = {**result.metadata["timing"], "load_and_embed_s": embedded_s,
               "backbone_texts_embedded": encoder.computed,
               "train_total_s": time.perf_counter() - started}
-    return Candidate(result.directory, result.classifier, backbone,
+    # Absolute, as the registry records the folder: the report path goes into the run's row
+    # and summary, which must not depend on the folder a command ran in (home ./instance).
+    return Candidate(result.directory.resolve(), result.classifier, backbone,
                      timing={k: round(v, 3) for k, v in timing.items()})
 
 
