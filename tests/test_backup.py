@@ -591,3 +591,17 @@ def test_a_database_that_appears_during_a_sqlite_restore_is_never_replaced(
     assert target.read_bytes() == b"the service's new database"
     assert sorted(p.name for p in target.parent.iterdir()) == ["models", "spamguard.db"]
     assert list((target.parent / "models").iterdir()) == []
+
+
+def test_a_postgresql_server_that_refuses_connections_exits_1_to_try_later(tmp_path):
+    from spamguard.db import normalise_url
+
+    down = normalise_url("postgresql://u:p@127.0.0.1:1/spamguard").render_as_string(
+        hide_password=False)  # nothing listens on port 1
+    result = _cli(tmp_path, down, "backup", "create", str(tmp_path / "bk"),
+                  env={"PATH": os.environ["PATH"]})
+    if "pg_dump not found" in result.stderr:
+        pytest.skip("needs pg_dump")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: cannot read the database ")
+    assert not (tmp_path / "bk").exists()
