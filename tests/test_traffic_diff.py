@@ -190,3 +190,38 @@ def test_models_compare_on_the_command_line(retrain_settings, db_session_factory
                                           str(good)], env=env)
     assert missing.exit_code == 2 and "nope" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("stage", ["reading", "scoring"])
+def test_a_failing_traffic_comparison_never_fails_the_retrain(
+        retrain, retrain_settings, db_session_factory, bad_model_dir, traffic, monkeypatch,
+        stage):
+    """Recent traffic only informs: a message no model can take (the service leaves such a
+    message pending) or a database error reading them is said, and the gate still decides."""
+    from sqlalchemy.exc import OperationalError
+
+    _install(retrain_settings, db_session_factory, bad_model_dir)
+    store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+
+    def scoring_fails(models, texts):
+        raise ValueError("cannot tokenize 'a private SMS text'")
+
+    def reading_fails(session, **kwargs):
+        raise OperationalError("SELECT messages.body ...", {}, Exception("canceling statement"))
+
+    if stage == "scoring":
+        monkeypatch.setattr(traffic_diff, "scores", scoring_fails)
+    else:
+        monkeypatch.setattr(traffic_diff, "recent_traffic", reading_fails)
+    lines = []
+    outcome = retrain(log=lines.append)
+    assert outcome.status == "promoted", outcome.summary  # a better candidate than the bad one
+    error = "ValueError" if stage == "scoring" else "OperationalError"
+    changes_json = (outcome.report_path.parent / "changes.json").read_text()
+    assert json.loads(changes_json)["traffic"] == {"error": error, "stage": stage}
+    report = outcome.report_path.read_text()
+    assert f"## Recent traffic: not compared: {stage} the messages failed ({error})" in report
+    assert "private SMS" not in changes_json + report
+    assert _last_run_counts(db_session_factory)["traffic"] == {"error": error, "stage": stage}
+    assert any(line.startswith(f"retrain: {stage} recent traffic failed ({error}")
+               for line in lines), lines

@@ -120,10 +120,19 @@ def scores(classifiers: Sequence[Any], texts: list[str]) -> list[np.ndarray]:
     return out
 
 
-def counts(diff: dict[str, Any] | None) -> dict[str, int] | None:
+def failed(stage: str, exc: BaseException) -> dict[str, Any]:
+    """The ``traffic`` entry of a run whose recent-traffic comparison failed while
+    ``stage`` ("reading" the messages, "scoring" them): the exception's type only, since
+    its message may quote a message's text, and only ids and counts are written."""
+    return {"error": type(exc).__name__, "stage": stage}
+
+
+def counts(diff: dict[str, Any] | None) -> dict[str, Any] | None:
     """The numbers of ``diff`` for ``training_runs.counts`` (no ids)."""
     if not diff:
         return None
+    if diff.get("error"):
+        return {"error": diff["error"], "stage": diff.get("stage")}
     return {"messages": diff["messages"], "changed": diff["changed"],
             **{name: diff[name]["count"] for name, _, _ in KINDS}}
 
@@ -131,6 +140,9 @@ def counts(diff: dict[str, Any] | None) -> dict[str, int] | None:
 def summary(diff: dict[str, Any]) -> str:
     """One line: ``on 1,850 recent messages (7 days) 37 verdicts would change: 12 ham to
     spam, 25 spam to ham``."""
+    if diff.get("error"):
+        return (f"recent traffic not compared: {diff.get('stage', 'comparing')} the messages "
+                f"failed ({diff['error']}); the gate does not use it")
     if not diff["messages"]:
         return f"no recent messages since {diff['since'][:10]} to compare on"
     return (f"on {diff['messages']:,} recent messages (since {diff['since'][:10]}) "
@@ -140,6 +152,10 @@ def summary(diff: dict[str, Any]) -> str:
 
 def render_markdown(diff: dict[str, Any]) -> list[str]:
     """Lines of the "Recent traffic" section of ``changes.md``."""
+    if diff.get("error"):
+        return [f"## Recent traffic: not compared: {diff.get('stage', 'comparing')} the "
+                f"messages failed ({diff['error']}); the run's log says why. The gate does "
+                "not use it.", ""]
     versions = diff["versions"]
     lines = [f"## Recent traffic: {summary(diff)}", "",
              f"The newest {diff['messages']:,} messages received since {diff['since']} "
