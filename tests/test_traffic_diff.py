@@ -225,3 +225,12 @@ def test_a_failing_traffic_comparison_never_fails_the_retrain(
     assert _last_run_counts(db_session_factory)["traffic"] == {"error": error, "stage": stage}
     assert any(line.startswith(f"retrain: {stage} recent traffic failed ({error}")
                for line in lines), lines
+
+
+@pytest.mark.parametrize("days", ["nan", "NaN", "-nan"])
+def test_models_compare_refuses_days_that_are_not_a_number(tmp_path, days):
+    """click's FloatRange lets NaN through; timedelta(days=nan) was a traceback."""
+    result = CliRunner().invoke(build_cli(), ["models", "compare", "v1", "--days", days],
+                                env={"SPAMGUARD_HOME": str(tmp_path)})
+    assert result.exit_code == 2
+    assert "'--days': nan is not a number of days" in result.stderr

@@ -174,6 +174,12 @@ def _at_least_one(_ctx: click.Context, _param: click.Parameter, value: int) -> i
     return value
 
 
+def _a_number_of_days(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
+    if value != value:  # NaN: click's FloatRange lets it through (every comparison is False)
+        raise click.BadParameter(f"{value} is not a number of days")
+    return value
+
+
 def register(cli: click.Group) -> None:
     """Add ``models`` (with ``delete`` and ``prune``), ``promote``, ``rollback`` and
     ``cache prune`` to ``cli``."""
@@ -215,7 +221,7 @@ def register(cli: click.Group) -> None:
     @click.option("--against", metavar="VERSION", default=None,
                   help="Compare with this version instead of the active one.")
     @click.option("--days", type=click.FloatRange(0, MAX_TRAFFIC_DAYS, min_open=True),
-                  default=TRAFFIC_DAYS, show_default=True,
+                  default=TRAFFIC_DAYS, show_default=True, callback=_a_number_of_days,
                   help="Messages received in the last DAYS days.")
     @click.option("--limit", type=click.IntRange(1, MAX_TRAFFIC_LIMIT),
                   default=TRAFFIC_LIMIT, show_default=True,
