@@ -234,3 +234,25 @@ def test_models_compare_refuses_days_that_are_not_a_number(tmp_path, days):
                                 env={"SPAMGUARD_HOME": str(tmp_path)})
     assert result.exit_code == 2
     assert "'--days': nan is not a number of days" in result.stderr
+
+
+def test_models_compare_against_another_version_does_not_call_it_active(
+        retrain_settings, db_session_factory, bad_model_dir, tiny_model_dir, traffic):
+    bad = _install(retrain_settings, db_session_factory, bad_model_dir)
+    good = copy_version(tiny_model_dir, retrain_settings.models_dir)
+    env = {"SPAMGUARD_HOME": str(retrain_settings.home),
+           "SPAMGUARD_DATABASE_URL": retrain_settings.database_url}
+    runner = CliRunner()
+    shown = runner.invoke(build_cli(), ["models", "compare", bad, "--against", str(good)],
+                          env=env)
+    assert shown.exit_code == 0, shown.output
+    good_id = json.loads((good / "model.json").read_text())["version"]
+    assert f"| | {good_id} | {bad} |" in shown.stdout  # the active one is the other side
+    assert "(active)" not in shown.stdout and "the active model" not in shown.stdout
+    assert f"as {good_id} said" in shown.stdout
+    assert json.loads(runner.invoke(build_cli(), [
+        "models", "compare", bad, "--against", str(good), "--json"], env=env).stdout
+    )["active_served"] is False
+    named = runner.invoke(build_cli(), ["models", "compare", str(good), "--against", bad],
+                          env=env)  # the active version, named: still the active one
+    assert f"| | {bad} (active) |" in named.stdout

@@ -69,9 +69,11 @@ def recent_traffic(session: Session, *, days: float = DEFAULT_DAYS, limit: int =
                    left_out_by_rule=int(by_rule))
 
 
-def compare(traffic: Traffic, active: Any, other: Any) -> dict[str, Any]:
-    """Score ``traffic`` with both classifiers (``active``: the model in service) and say
-    what ``other`` would change; JSON-ready."""
+def compare(traffic: Traffic, active: Any, other: Any, *, served: bool = True
+            ) -> dict[str, Any]:
+    """Score ``traffic`` with both classifiers (``active``: the model in service, or with
+    ``served`` False another version it is compared with, ``models compare --against``)
+    and say what ``other`` would change; JSON-ready."""
     old_p, new_p = scores([active, other], traffic.texts)
     old = np.array([active.label_for(p) for p in old_p], dtype=object)
     new = np.array([other.label_for(p) for p in new_p], dtype=object)
@@ -82,6 +84,7 @@ def compare(traffic: Traffic, active: Any, other: Any) -> dict[str, Any]:
         "limit": traffic.limit, "messages": len(traffic.ids),
         "left_out_by_sender_rule": traffic.left_out_by_rule,
         "versions": {"active": active.version, "other": other.version},
+        "active_served": served,  # False: "active" is the version given with --against
         "spam": {"active": int((old == "spam").sum()), "other": int((new == "spam").sum())},
         "changed": int((old != new).sum()),
         "reviewed": {"messages": int(is_reviewed.sum()),
@@ -157,12 +160,15 @@ def render_markdown(diff: dict[str, Any]) -> list[str]:
                 f"messages failed ({diff['error']}); the run's log says why. The gate does "
                 "not use it.", ""]
     versions = diff["versions"]
+    served = diff.get("active_served", True)
+    against = f"{versions['active']} (active)" if served else versions["active"]
+    before_said = "the active model" if served else versions["active"]
     lines = [f"## Recent traffic: {summary(diff)}", "",
              f"The newest {diff['messages']:,} messages received since {diff['since']} "
              f"(at most {diff['limit']:,}), scored by both versions; "
              f"{diff['left_out_by_sender_rule']:,} labelled by a sender rule left out. No "
              "truth here but moderators' labels, and a retraining candidate learnt those.", "",
-             f"| | {versions['active']} (active) | {versions['other']} |", "|---|---|---|",
+             f"| | {against} | {versions['other']} |", "|---|---|---|",
              f"| called spam | {diff['spam']['active']:,} | {diff['spam']['other']:,} |",
              f"| agrees with the {diff['reviewed']['messages']:,} reviewed | "
              f"{diff['reviewed']['active_agrees']:,} | {diff['reviewed']['other_agrees']:,} |",
@@ -171,6 +177,6 @@ def render_markdown(diff: dict[str, Any]) -> list[str]:
         kind = diff[name]
         ids = ", ".join(str(i) for i in kind["message_ids"]) or "none"
         lines += [f"- {name.replace('_', ' ')}: {kind['count']:,} (reviewed as {after}: "
-                  f"{kind['reviewed_as_after']:,}; as the active model said: "
+                  f"{kind['reviewed_as_after']:,}; as {before_said} said: "
                   f"{kind['reviewed_as_before']:,}); message ids, most changed first: {ids}"]
     return [*lines, ""]
