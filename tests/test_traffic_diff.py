@@ -256,3 +256,26 @@ def test_models_compare_against_another_version_does_not_call_it_active(
     named = runner.invoke(build_cli(), ["models", "compare", str(good), "--against", bad],
                           env=env)  # the active version, named: still the active one
     assert f"| | {bad} (active) |" in named.stdout
+
+
+def test_a_limit_that_cuts_the_period_short_is_said(db_session, traffic, monkeypatch):
+    """With more messages than the limit, those compared span less than the days asked:
+    the summary must not say "since <a week ago>" of what is the last hour or so."""
+    monkeypatch.setattr(traffic_diff, "scores", lambda models, texts: [
+        np.full(len(texts), 0.2) for _ in models])
+    model = _Fixed("v", {})
+    whole = traffic_diff.compare(traffic_diff.recent_traffic(db_session, days=7, limit=100),
+                                 model, model)
+    assert whole["in_period"] == 6
+    assert traffic_diff.summary(whole).startswith("on 6 recent messages (since ")
+    recent = traffic_diff.recent_traffic(db_session, days=7, limit=2)
+    assert recent.in_period == 6  # six of the week that no rule labelled
+    hour_ago = utcnow() - timedelta(hours=1)
+    assert abs((recent.oldest - hour_ago).total_seconds()) < 60
+    cut = traffic_diff.compare(recent, model, model)
+    assert cut["in_period"] == 6 and cut["messages"] == 2
+    assert traffic_diff.summary(cut).startswith(
+        f"on the newest 2 of 6 messages since {recent.since:%Y-%m-%d} (received from "
+        f"{recent.oldest:%Y-%m-%d %H:%M} UTC) 0 verdicts would change")
+    assert f"of 6 in the period, so only those received from {cut['oldest']}" in "\n".join(
+        traffic_diff.render_markdown(cut))

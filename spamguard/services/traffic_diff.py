@@ -49,6 +49,8 @@ class Traffic:
     texts: list[str]
     reviewed: list[str | None]  # the moderator's current label, if any
     left_out_by_rule: int  # messages of the period a sender rule labelled
+    in_period: int | None = None  # messages of the period no rule labelled (None: len(ids))
+    oldest: datetime | None = None  # when the oldest of ``ids`` was received
 
 
 def recent_traffic(session: Session, *, days: float = DEFAULT_DAYS, limit: int = DEFAULT_LIMIT,
@@ -58,15 +60,21 @@ def recent_traffic(session: Session, *, days: float = DEFAULT_DAYS, limit: int =
     since = (now or utcnow()) - timedelta(days=days)
     period = Message.received_at >= since
     rows = session.execute(
-        select(Message.id, Message.body, Message.review_label)
+        select(Message.id, Message.body, Message.review_label, Message.received_at)
         .where(period, Message.sender_rule.is_(None))
         .order_by(Message.received_at.desc(), Message.id.desc()).limit(limit)).all()
     by_rule = session.scalar(select(func.count()).select_from(Message)
                              .where(period, Message.sender_rule.is_not(None))) or 0
+    # When the limit cut the period short, the messages compared span less than ``days``:
+    # the report says of how many, and since when, so "since <date>" does not mislead.
+    in_period = len(rows) if len(rows) < limit else int(session.scalar(
+        select(func.count()).select_from(Message)
+        .where(period, Message.sender_rule.is_(None))) or 0)
     rows.reverse()  # oldest first reads more naturally in a list of ids
     return Traffic(since=since, days=days, limit=limit, ids=[r.id for r in rows],
                    texts=[r.body for r in rows], reviewed=[r.review_label for r in rows],
-                   left_out_by_rule=int(by_rule))
+                   left_out_by_rule=int(by_rule), in_period=in_period,
+                   oldest=rows[0].received_at if rows else None)
 
 
 def compare(traffic: Traffic, active: Any, other: Any, *, served: bool = True
@@ -82,6 +90,8 @@ def compare(traffic: Traffic, active: Any, other: Any, *, served: bool = True
     result: dict[str, Any] = {
         "since": traffic.since.isoformat(timespec="seconds"), "days": traffic.days,
         "limit": traffic.limit, "messages": len(traffic.ids),
+        "in_period": max(traffic.in_period or 0, len(traffic.ids)),
+        "oldest": (traffic.oldest.isoformat(timespec="seconds") if traffic.oldest else None),
         "left_out_by_sender_rule": traffic.left_out_by_rule,
         "versions": {"active": active.version, "other": other.version},
         "active_served": served,  # False: "active" is the version given with --against
@@ -148,9 +158,24 @@ def summary(diff: dict[str, Any]) -> str:
                 f"failed ({diff['error']}); the gate does not use it")
     if not diff["messages"]:
         return f"no recent messages since {diff['since'][:10]} to compare on"
-    return (f"on {diff['messages']:,} recent messages (since {diff['since'][:10]}) "
-            f"{diff['changed']:,} verdicts would change: {diff['ham_to_spam']['count']:,} ham "
-            f"to spam, {diff['spam_to_ham']['count']:,} spam to ham")
+    if _cut_short(diff):
+        which = (f"the newest {diff['messages']:,} of {diff['in_period']:,} messages since "
+                 f"{diff['since'][:10]} (received from {_minute(diff['oldest'])} UTC)")
+    else:
+        which = f"{diff['messages']:,} recent messages (since {diff['since'][:10]})"
+    return (f"on {which} {diff['changed']:,} verdicts would change: "
+            f"{diff['ham_to_spam']['count']:,} ham to spam, {diff['spam_to_ham']['count']:,} "
+            "spam to ham")
+
+
+def _cut_short(diff: dict[str, Any]) -> bool:
+    """Whether the limit left out older messages of the period (the messages compared
+    span less than the days asked)."""
+    return bool(diff.get("oldest")) and diff.get("in_period", 0) > diff["messages"]
+
+
+def _minute(iso: str) -> str:
+    return iso[:16].replace("T", " ")
 
 
 def render_markdown(diff: dict[str, Any]) -> list[str]:
@@ -165,7 +190,10 @@ def render_markdown(diff: dict[str, Any]) -> list[str]:
     before_said = "the active model" if served else versions["active"]
     lines = [f"## Recent traffic: {summary(diff)}", "",
              f"The newest {diff['messages']:,} messages received since {diff['since']} "
-             f"(at most {diff['limit']:,}), scored by both versions; "
+             f"(at most {diff['limit']:,}"
+             + (f"; of {diff['in_period']:,} in the period, so only those received from "
+                f"{diff['oldest']}" if _cut_short(diff) else "")
+             + "), scored by both versions; "
              f"{diff['left_out_by_sender_rule']:,} labelled by a sender rule left out. No "
              "truth here but moderators' labels, and a retraining candidate learnt those.", "",
              f"| | {against} | {versions['other']} |", "|---|---|---|",
