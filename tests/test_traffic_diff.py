@@ -79,9 +79,10 @@ def test_compare_counts_each_way_and_ranks_by_how_far_scores_moved(monkeypatch):
         np.array([m.probabilities[t] for t in texts]) for m in models])
     diff = traffic_diff.compare(recent, old, new)
     assert diff["changed"] == 4 and diff["messages"] == 5
-    assert diff["ham_to_spam"] == {"count": 3, "reviewed_as_after": 1, "reviewed_as_before": 0,
+    assert diff["ham_to_spam"] == {"count": 3, "texts": 3, "reviewed_as_after": 1,
+                                   "reviewed_as_before": 0,
                                    "message_ids": [1, 2, 4]}  # moved 0.8, 0.5, 0.1
-    assert diff["spam_to_ham"] == {"count": 1, "reviewed_as_after": 1,
+    assert diff["spam_to_ham"] == {"count": 1, "texts": 1, "reviewed_as_after": 1,
                                    "reviewed_as_before": 0, "message_ids": [3]}
     assert diff["reviewed"] == {"messages": 3, "active_agrees": 1, "other_agrees": 3}
     assert diff["spam"] == {"active": 1, "other": 3}
@@ -279,3 +280,22 @@ def test_a_limit_that_cuts_the_period_short_is_said(db_session, traffic, monkeyp
         f"{recent.oldest:%Y-%m-%d %H:%M} UTC) 0 verdicts would change")
     assert f"of 6 in the period, so only those received from {cut['oldest']}" in "\n".join(
         traffic_diff.render_markdown(cut))
+
+
+def test_copies_of_one_text_are_named_once(monkeypatch):
+    """A campaign's copies (or media-only MMS, all with an empty text) score alike: named
+    once each, they leave room for the other changes."""
+    texts = ["WIN NOW"] * 30 + ["", "", "call me"]
+    recent = traffic_diff.Traffic(since=utcnow(), days=7, limit=100,
+                                  ids=list(range(1, 34)), texts=texts,
+                                  reviewed=[None] * 33, left_out_by_rule=0)
+    old = _Fixed("old", {"WIN NOW": 0.1, "": 0.2, "call me": 0.45})
+    new = _Fixed("new", {"WIN NOW": 0.9, "": 0.6, "call me": 0.55})
+    monkeypatch.setattr(traffic_diff, "scores", lambda models, texts: [
+        np.array([m.probabilities[t] for t in texts]) for m in models])
+    diff = traffic_diff.compare(recent, old, new)
+    assert diff["ham_to_spam"]["count"] == 33 and diff["ham_to_spam"]["texts"] == 3
+    assert diff["ham_to_spam"]["message_ids"] == [1, 31, 33]  # most moved first, once each
+    assert ("- ham to spam: 33, 3 distinct texts (reviewed as spam: 0; as the active model "
+            "said: 0); message ids, most changed first, one per text: 1, 31, 33"
+            ) in traffic_diff.render_markdown(diff)

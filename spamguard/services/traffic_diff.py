@@ -106,10 +106,26 @@ def compare(traffic: Traffic, active: Any, other: Any, *, served: bool = True
         index = np.flatnonzero((old == before) & (new == after))
         ranked = index[np.argsort(-moved[index], kind="stable")]
         result[name] = {"count": int(len(index)),
+                        "texts": len({traffic.texts[i] for i in index}),
                         "reviewed_as_after": int((reviewed[index] == after).sum()),
                         "reviewed_as_before": int((reviewed[index] == before).sum()),
-                        "message_ids": [traffic.ids[i] for i in ranked[:IDS_PER_KIND]]}
+                        "message_ids": _one_per_text(ranked, traffic)}
     return result
+
+
+def _one_per_text(ranked: np.ndarray, traffic: Traffic) -> list[int]:
+    """The ids of the first :data:`IDS_PER_KIND` messages of ``ranked`` with a text not
+    named yet: a campaign's hundred copies (or every media-only MMS, whose text is empty)
+    score alike, and would otherwise fill the list and hide every other change."""
+    seen: set[str] = set()
+    ids = []
+    for i in ranked:
+        if traffic.texts[i] not in seen:
+            seen.add(traffic.texts[i])
+            ids.append(traffic.ids[i])
+            if len(ids) == IDS_PER_KIND:
+                break
+    return ids
 
 
 def scores(classifiers: Sequence[Any], texts: list[str]) -> list[np.ndarray]:
@@ -204,7 +220,11 @@ def render_markdown(diff: dict[str, Any]) -> list[str]:
     for name, _before, after in KINDS:
         kind = diff[name]
         ids = ", ".join(str(i) for i in kind["message_ids"]) or "none"
-        lines += [f"- {name.replace('_', ' ')}: {kind['count']:,} (reviewed as {after}: "
-                  f"{kind['reviewed_as_after']:,}; as {before_said} said: "
-                  f"{kind['reviewed_as_before']:,}); message ids, most changed first: {ids}"]
+        texts = kind.get("texts", kind["count"])
+        distinct = (f", {texts:,} distinct text{'' if texts == 1 else 's'}"
+                    if texts != kind["count"] else "")
+        lines += [f"- {name.replace('_', ' ')}: {kind['count']:,}{distinct} (reviewed as "
+                  f"{after}: {kind['reviewed_as_after']:,}; as {before_said} said: "
+                  f"{kind['reviewed_as_before']:,}); message ids, most changed first, one "
+                  f"per text: {ids}"]
     return [*lines, ""]
