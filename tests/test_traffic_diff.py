@@ -10,10 +10,12 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from spamguard.cli import build_cli
 from spamguard.db import session_scope
 from spamguard.ml.classifier import SpamClassifier
+from spamguard.models import Message
 from spamguard.services import registry, traffic_diff
 from spamguard.sqltypes import utcnow
 from tests.fixtures_admin import new_message
@@ -299,3 +301,18 @@ def test_copies_of_one_text_are_named_once(monkeypatch):
     assert ("- ham to spam: 33, 3 distinct texts (reviewed as spam: 0; as the active model "
             "said: 0); message ids, most changed first, one per text: 1, 31, 33"
             ) in traffic_diff.render_markdown(diff)
+
+
+def test_retrain_says_when_there_was_no_recent_traffic(
+        retrain, retrain_settings, db_session_factory, bad_model_dir):
+    _install(retrain_settings, db_session_factory, bad_model_dir)
+    store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM])
+    lines = []
+    with session_scope(db_session_factory) as session:  # the reviewed ones are old news
+        for message in session.scalars(select(Message)):
+            message.received_at = utcnow() - timedelta(days=30)
+    outcome = retrain(log=lines.append)
+    diff = json.loads((outcome.report_path.parent / "changes.json").read_text())["traffic"]
+    assert diff["messages"] == 0 and diff["changed"] == 0
+    assert "## Recent traffic: no recent messages since " in outcome.report_path.read_text()
+    assert any(line.startswith("retrain: no recent messages since ") for line in lines)

@@ -227,7 +227,7 @@ class _Retrain:
                                       settings=self.settings, traffic=self._traffic(snapshot),
                                       log=self.log)
         if traffic := changes.get("traffic"):
-            named = "" if traffic.get("error") else " (changes.md names them)"
+            named = " (changes.md names them)" if traffic.get("changed") else ""
             self.log(f"retrain: {traffic_diff.summary(traffic)}{named}")
         gate = decide(changes, metric=self.settings.retrain_metric,
                       margin=self.settings.retrain_margin, force=self.force,

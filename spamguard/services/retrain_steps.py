@@ -282,7 +282,7 @@ def evaluate_and_report(candidate: Candidate, *, snapshot: Snapshot, evalset: Ev
     changes["versions"] = {"active": snapshot.active_id, "candidate": candidate.version}
     if snapshot.active_dir is not None and isinstance(traffic, dict):
         changes["traffic"] = traffic  # reading it failed
-    elif snapshot.active_dir is not None and traffic is not None and traffic.ids:
+    elif snapshot.active_dir is not None and traffic is not None:  # none: said too
         traffic_started = time.perf_counter()
         try:
             changes["traffic"] = traffic_diff.compare(traffic, active, candidate.classifier)
