@@ -427,11 +427,12 @@ def test_a_retrained_versions_page_shows_its_run_and_what_changed(
     changes["decision"] = {"outcome": "rejected", "reason": "mcc is worse"}
     changes["traffic"] = {
         "since": "2026-11-26T04:00:00+00:00", "days": 7, "limit": 2000, "messages": 40,
+        "in_period": 95, "oldest": "2026-12-01T17:42:09+00:00",
         "left_out_by_sender_rule": 2, "versions": {"active": first, "other": second},
         "spam": {"active": 10, "other": 12}, "changed": 3,
         "reviewed": {"messages": 5, "active_agrees": 4, "other_agrees": 5},
-        "ham_to_spam": {"count": 2, "reviewed_as_after": 1, "reviewed_as_before": 0,
-                        "message_ids": [12, 7]},
+        "ham_to_spam": {"count": 2, "texts": 1, "reviewed_as_after": 1,
+                        "reviewed_as_before": 0, "message_ids": [12]},
         "spam_to_ham": {"count": 1, "reviewed_as_after": 0, "reviewed_as_before": 0,
                         "message_ids": [9]}}
     with db_session_factory() as session:
@@ -449,8 +450,9 @@ def test_a_retrained_versions_page_shows_its_run_and_what_changed(
     assert "<script>alert" not in page
     assert "<th>mcc</th>" in section
     assert "Recent traffic: 3 of 40 verdicts would change" in section
-    assert "ham to spam: 2, most changed first: " in section
-    assert '<a href="/admin/messages/12">#12</a>, <a href="/admin/messages/7">#7</a>' in section
+    assert "of 95 in the period, so only those received from 2026-12-01 17:42 UTC" in section
+    assert "ham to spam: 2 (1 distinct text), most changed first, one per text: " in section
+    assert '<a href="/admin/messages/12">#12</a></li>' in section
     assert 'id="retraining"' not in viewer_client.get(f"/admin/models/{first}").get_data(
         as_text=True)
 

@@ -174,6 +174,19 @@ def _at_least_one(_ctx: click.Context, _param: click.Parameter, value: int) -> i
     return value
 
 
+def _same_folder(one: Path, two: Path) -> bool:
+    try:
+        return one.resolve() == two.resolve()
+    except OSError:
+        return False
+
+
+def _a_number_of_days(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
+    if value != value:  # NaN: click's FloatRange lets it through (every comparison is False)
+        raise click.BadParameter(f"{value} is not a number of days")
+    return value
+
+
 def register(cli: click.Group) -> None:
     """Add ``models`` (with ``delete`` and ``prune``), ``promote``, ``rollback`` and
     ``cache prune`` to ``cli``."""
@@ -215,7 +228,7 @@ def register(cli: click.Group) -> None:
     @click.option("--against", metavar="VERSION", default=None,
                   help="Compare with this version instead of the active one.")
     @click.option("--days", type=click.FloatRange(0, MAX_TRAFFIC_DAYS, min_open=True),
-                  default=TRAFFIC_DAYS, show_default=True,
+                  default=TRAFFIC_DAYS, show_default=True, callback=_a_number_of_days,
                   help="Messages received in the last DAYS days.")
     @click.option("--limit", type=click.IntRange(1, MAX_TRAFFIC_LIMIT),
                   default=TRAFFIC_LIMIT, show_default=True,
@@ -243,10 +256,16 @@ def register(cli: click.Group) -> None:
         other_dir = resolve_model_dir(ctx, version_id)
         with transaction(ctx, create=False) as session:
             traffic = traffic_diff.recent_traffic(session, days=days, limit=limit)
+            active = registry.active_version(session)
+            active_dir = Path(active.directory) if active is not None else None
         cache = ctx.settings.cache_dir
         served = SpamClassifier.load(served_dir, cache_root=cache)
         other = SpamClassifier.load(other_dir, cache_root=cache, reusable=served.encoder.backbone)
-        diff = traffic_diff.compare(traffic, served, other)
+        # --against names the active version, or another one: then the output must not
+        # call it active
+        is_served = against is None or (active_dir is not None and _same_folder(
+            served_dir, active_dir))
+        diff = traffic_diff.compare(traffic, served, other, served=is_served)
         if as_json:
             click.echo(json_line(diff))
             return

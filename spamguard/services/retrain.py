@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from spamguard.config import GATE_METRICS, Settings
@@ -240,10 +241,11 @@ class _Retrain:
             session.get(TrainingRun, self.run_id).counts = dict(self.counts)
         checkpoint("evaluating", self.lease, self.log)
         changes = evaluate_and_report(candidate, snapshot=snapshot, evalset=evalset,
-                                      settings=self.settings, traffic=self._traffic(snapshot))
-        if changes.get("traffic"):
-            self.log(f"retrain: {traffic_diff.summary(changes['traffic'])} (changes.md "
-                     "names them)")
+                                      settings=self.settings, traffic=self._traffic(snapshot),
+                                      log=self.log)
+        if traffic := changes.get("traffic"):
+            named = " (changes.md names them)" if traffic.get("changed") else ""
+            self.log(f"retrain: {traffic_diff.summary(traffic)}{named}")
         gate = decide(changes, metric=self.settings.retrain_metric,
                       margin=self.settings.retrain_margin, force=self.force,
                       dry_run=self.dry_run, held=self._held())
@@ -264,14 +266,23 @@ class _Retrain:
         checkpoint("registering", self.lease, self.log)
         return self._record(candidate, snapshot, gate)
 
-    def _traffic(self, snapshot: Snapshot) -> traffic_diff.Traffic | None:
+    def _traffic(self, snapshot: Snapshot) -> traffic_diff.Traffic | dict[str, Any] | None:
         """The recent messages to compare the candidate with the active model on (None:
-        no active model, or turned off by ``SPAMGUARD_RETRAIN_TRAFFIC_LIMIT=0``)."""
+        no active model, or turned off by ``SPAMGUARD_RETRAIN_TRAFFIC_LIMIT=0``; a
+        :func:`traffic_diff.failed` entry when reading them failed: it only informs, so a
+        database error here is said, not the run's failure)."""
         if snapshot.active_id is None or not self.settings.retrain_traffic_limit:
             return None
-        with self.session_factory() as session:
-            return traffic_diff.recent_traffic(session, days=self.settings.retrain_traffic_days,
-                                               limit=self.settings.retrain_traffic_limit)
+        try:
+            with self.session_factory() as session:
+                return traffic_diff.recent_traffic(
+                    session, days=self.settings.retrain_traffic_days,
+                    limit=self.settings.retrain_traffic_limit)
+        except SQLAlchemyError as exc:
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            self.log(f"retrain: reading recent traffic failed ({type(exc).__name__}: "
+                     f"{reason}); the report leaves it out")
+            return traffic_diff.failed("reading", exc)
 
     def _held(self) -> str | None:
         """Whether automatic promotion is on hold (its description), read before the

@@ -259,9 +259,15 @@ def train_candidate(training: TrainingSet, *, settings: Settings, snapshot: Snap
 
 
 def evaluate_and_report(candidate: Candidate, *, snapshot: Snapshot, evalset: EvalSet,
-                        settings: Settings, traffic: Traffic | None = None) -> dict[str, Any]:
+                        settings: Settings, traffic: Traffic | dict[str, Any] | None = None,
+                        log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Score the candidate and the active version on the evaluation set and compare, and
-    on ``traffic`` (recent messages) say which verdicts the candidate would change."""
+    on ``traffic`` (recent messages) say which verdicts the candidate would change.
+
+    ``traffic`` may also be :func:`traffic_diff.failed`'s entry (reading it failed). The
+    traffic comparison only informs (the gate never reads it): if scoring it fails (a
+    message the tokenizer or a model cannot take, as one the service leaves pending), the
+    run goes on and says so on ``log`` and in changes.md."""
     started = time.perf_counter()
     data = evalset.as_data()
     new_scores = candidate.classifier.predict_proba(data.texts)
@@ -276,9 +282,18 @@ def evaluate_and_report(candidate: Candidate, *, snapshot: Snapshot, evalset: Ev
                                  new_threshold=candidate.classifier.threshold,
                                  old_scores=old_scores, old_threshold=old_threshold)
     changes["versions"] = {"active": snapshot.active_id, "candidate": candidate.version}
-    if snapshot.active_dir is not None and traffic is not None and traffic.ids:
+    if snapshot.active_dir is not None and isinstance(traffic, dict):
+        changes["traffic"] = traffic  # reading it failed
+    elif snapshot.active_dir is not None and traffic is not None:  # none: said too
         traffic_started = time.perf_counter()
-        changes["traffic"] = traffic_diff.compare(traffic, active, candidate.classifier)
+        try:
+            changes["traffic"] = traffic_diff.compare(traffic, active, candidate.classifier)
+        except Exception as exc:  # informs only: never the reason a run fails
+            changes["traffic"] = traffic_diff.failed("scoring", exc)
+            if log is not None:
+                reason = (str(exc).strip().splitlines() or [""])[0][:200]
+                log(f"retrain: scoring recent traffic failed ({type(exc).__name__}"
+                    f"{': ' + reason if reason else ''}); the report leaves it out")
         candidate.timing["traffic_s"] = round(time.perf_counter() - traffic_started, 3)
     candidate.timing["evaluate_s"] = round(time.perf_counter() - started, 3)
     return changes

@@ -49,6 +49,8 @@ class Traffic:
     texts: list[str]
     reviewed: list[str | None]  # the moderator's current label, if any
     left_out_by_rule: int  # messages of the period a sender rule labelled
+    in_period: int | None = None  # messages of the period no rule labelled (None: len(ids))
+    oldest: datetime | None = None  # when the oldest of ``ids`` was received
 
 
 def recent_traffic(session: Session, *, days: float = DEFAULT_DAYS, limit: int = DEFAULT_LIMIT,
@@ -58,20 +60,28 @@ def recent_traffic(session: Session, *, days: float = DEFAULT_DAYS, limit: int =
     since = (now or utcnow()) - timedelta(days=days)
     period = Message.received_at >= since
     rows = session.execute(
-        select(Message.id, Message.body, Message.review_label)
+        select(Message.id, Message.body, Message.review_label, Message.received_at)
         .where(period, Message.sender_rule.is_(None))
         .order_by(Message.received_at.desc(), Message.id.desc()).limit(limit)).all()
     by_rule = session.scalar(select(func.count()).select_from(Message)
                              .where(period, Message.sender_rule.is_not(None))) or 0
+    # When the limit cut the period short, the messages compared span less than ``days``:
+    # the report says of how many, and since when, so "since <date>" does not mislead.
+    in_period = len(rows) if len(rows) < limit else int(session.scalar(
+        select(func.count()).select_from(Message)
+        .where(period, Message.sender_rule.is_(None))) or 0)
     rows.reverse()  # oldest first reads more naturally in a list of ids
     return Traffic(since=since, days=days, limit=limit, ids=[r.id for r in rows],
                    texts=[r.body for r in rows], reviewed=[r.review_label for r in rows],
-                   left_out_by_rule=int(by_rule))
+                   left_out_by_rule=int(by_rule), in_period=in_period,
+                   oldest=rows[0].received_at if rows else None)
 
 
-def compare(traffic: Traffic, active: Any, other: Any) -> dict[str, Any]:
-    """Score ``traffic`` with both classifiers (``active``: the model in service) and say
-    what ``other`` would change; JSON-ready."""
+def compare(traffic: Traffic, active: Any, other: Any, *, served: bool = True
+            ) -> dict[str, Any]:
+    """Score ``traffic`` with both classifiers (``active``: the model in service, or with
+    ``served`` False another version it is compared with, ``models compare --against``)
+    and say what ``other`` would change; JSON-ready."""
     old_p, new_p = scores([active, other], traffic.texts)
     old = np.array([active.label_for(p) for p in old_p], dtype=object)
     new = np.array([other.label_for(p) for p in new_p], dtype=object)
@@ -80,8 +90,11 @@ def compare(traffic: Traffic, active: Any, other: Any) -> dict[str, Any]:
     result: dict[str, Any] = {
         "since": traffic.since.isoformat(timespec="seconds"), "days": traffic.days,
         "limit": traffic.limit, "messages": len(traffic.ids),
+        "in_period": max(traffic.in_period or 0, len(traffic.ids)),
+        "oldest": (traffic.oldest.isoformat(timespec="seconds") if traffic.oldest else None),
         "left_out_by_sender_rule": traffic.left_out_by_rule,
         "versions": {"active": active.version, "other": other.version},
+        "active_served": served,  # False: "active" is the version given with --against
         "spam": {"active": int((old == "spam").sum()), "other": int((new == "spam").sum())},
         "changed": int((old != new).sum()),
         "reviewed": {"messages": int(is_reviewed.sum()),
@@ -93,10 +106,26 @@ def compare(traffic: Traffic, active: Any, other: Any) -> dict[str, Any]:
         index = np.flatnonzero((old == before) & (new == after))
         ranked = index[np.argsort(-moved[index], kind="stable")]
         result[name] = {"count": int(len(index)),
+                        "texts": len({traffic.texts[i] for i in index}),
                         "reviewed_as_after": int((reviewed[index] == after).sum()),
                         "reviewed_as_before": int((reviewed[index] == before).sum()),
-                        "message_ids": [traffic.ids[i] for i in ranked[:IDS_PER_KIND]]}
+                        "message_ids": _one_per_text(ranked, traffic)}
     return result
+
+
+def _one_per_text(ranked: np.ndarray, traffic: Traffic) -> list[int]:
+    """The ids of the first :data:`IDS_PER_KIND` messages of ``ranked`` with a text not
+    named yet: a campaign's hundred copies (or every media-only MMS, whose text is empty)
+    score alike, and would otherwise fill the list and hide every other change."""
+    seen: set[str] = set()
+    ids = []
+    for i in ranked:
+        if traffic.texts[i] not in seen:
+            seen.add(traffic.texts[i])
+            ids.append(traffic.ids[i])
+            if len(ids) == IDS_PER_KIND:
+                break
+    return ids
 
 
 def scores(classifiers: Sequence[Any], texts: list[str]) -> list[np.ndarray]:
@@ -120,10 +149,19 @@ def scores(classifiers: Sequence[Any], texts: list[str]) -> list[np.ndarray]:
     return out
 
 
-def counts(diff: dict[str, Any] | None) -> dict[str, int] | None:
+def failed(stage: str, exc: BaseException) -> dict[str, Any]:
+    """The ``traffic`` entry of a run whose recent-traffic comparison failed while
+    ``stage`` ("reading" the messages, "scoring" them): the exception's type only, since
+    its message may quote a message's text, and only ids and counts are written."""
+    return {"error": type(exc).__name__, "stage": stage}
+
+
+def counts(diff: dict[str, Any] | None) -> dict[str, Any] | None:
     """The numbers of ``diff`` for ``training_runs.counts`` (no ids)."""
     if not diff:
         return None
+    if diff.get("error"):
+        return {"error": diff["error"], "stage": diff.get("stage")}
     return {"messages": diff["messages"], "changed": diff["changed"],
             **{name: diff[name]["count"] for name, _, _ in KINDS}}
 
@@ -131,22 +169,50 @@ def counts(diff: dict[str, Any] | None) -> dict[str, int] | None:
 def summary(diff: dict[str, Any]) -> str:
     """One line: ``on 1,850 recent messages (7 days) 37 verdicts would change: 12 ham to
     spam, 25 spam to ham``."""
+    if diff.get("error"):
+        return (f"recent traffic not compared: {diff.get('stage', 'comparing')} the messages "
+                f"failed ({diff['error']}); the gate does not use it")
     if not diff["messages"]:
         return f"no recent messages since {diff['since'][:10]} to compare on"
-    return (f"on {diff['messages']:,} recent messages (since {diff['since'][:10]}) "
-            f"{diff['changed']:,} verdicts would change: {diff['ham_to_spam']['count']:,} ham "
-            f"to spam, {diff['spam_to_ham']['count']:,} spam to ham")
+    if _cut_short(diff):
+        which = (f"the newest {diff['messages']:,} of {diff['in_period']:,} messages since "
+                 f"{diff['since'][:10]} (received from {_minute(diff['oldest'])} UTC)")
+    else:
+        which = f"{diff['messages']:,} recent messages (since {diff['since'][:10]})"
+    return (f"on {which} {diff['changed']:,} verdicts would change: "
+            f"{diff['ham_to_spam']['count']:,} ham to spam, {diff['spam_to_ham']['count']:,} "
+            "spam to ham")
+
+
+def _cut_short(diff: dict[str, Any]) -> bool:
+    """Whether the limit left out older messages of the period (the messages compared
+    span less than the days asked)."""
+    return bool(diff.get("oldest")) and diff.get("in_period", 0) > diff["messages"]
+
+
+def _minute(iso: str) -> str:
+    return iso[:16].replace("T", " ")
 
 
 def render_markdown(diff: dict[str, Any]) -> list[str]:
     """Lines of the "Recent traffic" section of ``changes.md``."""
+    if diff.get("error"):
+        return [f"## Recent traffic: not compared: {diff.get('stage', 'comparing')} the "
+                f"messages failed ({diff['error']}); the run's log says why. The gate does "
+                "not use it.", ""]
     versions = diff["versions"]
+    served = diff.get("active_served", True)
+    against = f"{versions['active']} (active)" if served else versions["active"]
+    before_said = "the active model" if served else versions["active"]
     lines = [f"## Recent traffic: {summary(diff)}", "",
              f"The newest {diff['messages']:,} messages received since {diff['since']} "
-             f"(at most {diff['limit']:,}), scored by both versions; "
+             f"(at most {diff['limit']:,}"
+             + (f"; of {diff['in_period']:,} in the period, so only those received from "
+                f"{diff['oldest']}" if _cut_short(diff) else "")
+             + "), scored by both versions; "
              f"{diff['left_out_by_sender_rule']:,} labelled by a sender rule left out. No "
              "truth here but moderators' labels, and a retraining candidate learnt those.", "",
-             f"| | {versions['active']} (active) | {versions['other']} |", "|---|---|---|",
+             f"| | {against} | {versions['other']} |", "|---|---|---|",
              f"| called spam | {diff['spam']['active']:,} | {diff['spam']['other']:,} |",
              f"| agrees with the {diff['reviewed']['messages']:,} reviewed | "
              f"{diff['reviewed']['active_agrees']:,} | {diff['reviewed']['other_agrees']:,} |",
@@ -154,7 +220,11 @@ def render_markdown(diff: dict[str, Any]) -> list[str]:
     for name, _before, after in KINDS:
         kind = diff[name]
         ids = ", ".join(str(i) for i in kind["message_ids"]) or "none"
-        lines += [f"- {name.replace('_', ' ')}: {kind['count']:,} (reviewed as {after}: "
-                  f"{kind['reviewed_as_after']:,}; as the active model said: "
-                  f"{kind['reviewed_as_before']:,}); message ids, most changed first: {ids}"]
+        texts = kind.get("texts", kind["count"])
+        distinct = (f", {texts:,} distinct text{'' if texts == 1 else 's'}"
+                    if texts != kind["count"] else "")
+        lines += [f"- {name.replace('_', ' ')}: {kind['count']:,}{distinct} (reviewed as "
+                  f"{after}: {kind['reviewed_as_after']:,}; as {before_said} said: "
+                  f"{kind['reviewed_as_before']:,}); message ids, most changed first, one "
+                  f"per text: {ids}"]
     return [*lines, ""]
