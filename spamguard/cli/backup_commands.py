@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from spamguard.cli.context import CliContext, pass_ctx
+from spamguard.wording import megabytes
 
 
 def _progress(line: str) -> None:
@@ -40,7 +41,7 @@ def register(cli: click.Group) -> None:
         size = sum(f["size"] for f in made.manifest["files"].values())
         click.echo(f"backup written to {made.path}: {database['kind']} database at revision "
                    f"{database['revision']}, {database['counts'].get('messages', 0):,} "
-                   f"message(s), {copied} model version(s), {size / 1e6:.1f} MB")
+                   f"message(s), {copied} model version(s), {megabytes(size)}")
         if made.missing:
             sys.exit(1)
 

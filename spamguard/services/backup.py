@@ -34,6 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from spamguard.errors import SpamguardError
+from spamguard.wording import megabytes
 
 FORMAT = "spamguard-backup"
 FORMAT_VERSION = 1
@@ -91,7 +92,7 @@ def create_backup(url: str, destination: Path | str, *, log: Log = _quiet) -> Ba
         else:
             facts = _dump_postgresql(url, database)
         os.chmod(database, 0o600)
-        log(f"backup: database copied ({_megabytes(database.stat().st_size)}, revision "
+        log(f"backup: database copied ({megabytes(database.stat().st_size)}, revision "
             f"{facts['revision'] or 'none'}, {facts['counts'].get('messages', 0):,} messages)")
         models, missing = _copy_versions(facts.pop("versions"), work / MODELS, log)
         manifest = {
@@ -359,10 +360,6 @@ def _sync_tree(folder: Path) -> None:
     for root, _dirs, _files_here in os.walk(folder):
         sync_folder(Path(root))
     sync_folder(folder.parent, files=False)
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
 
 
 def _spamguard_version() -> str:

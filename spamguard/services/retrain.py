@@ -186,7 +186,7 @@ class _Retrain:
             session.flush()
             return run.id
 
-    def _note_another_home(self, active_dir: str | None) -> None:
+    def _note_another_home(self, active_dir: Path | None) -> None:
         """On PostgreSQL a wrong SPAMGUARD_HOME finds the right registry: say where the active
         version is when that is not this home's models folder (the new version goes here,
         trained from a cold embedding cache, where the service may not read it)."""
@@ -205,9 +205,7 @@ class _Retrain:
         with self.session_factory() as session, session.begin():
             snapshot = take_snapshot(session)
             session.get(TrainingRun, self.run_id).active_version_id = snapshot.active_id
-            active = registry.get_version(session, snapshot.active_id) if snapshot.active_id \
-                else None
-            self._note_another_home(active.directory if active else None)
+        self._note_another_home(snapshot.active_dir)
         self.counts["new_reviews"], self.active_id = snapshot.new_reviews, snapshot.active_id
         # Read every night, skip or not: a missing or broken base file fails now (exit 2),
         # not on the night enough reviews have come in, and a changed one is trained on.
@@ -279,9 +277,7 @@ class _Retrain:
                     session, days=self.settings.retrain_traffic_days,
                     limit=self.settings.retrain_traffic_limit)
         except SQLAlchemyError as exc:
-            reason = (str(exc).strip().splitlines() or [""])[0][:200]
-            self.log(f"retrain: reading recent traffic failed ({type(exc).__name__}: "
-                     f"{reason}); the report leaves it out")
+            self.log(traffic_diff.failure_note("reading", exc))
             return traffic_diff.failed("reading", exc)
 
     def _held(self) -> str | None:

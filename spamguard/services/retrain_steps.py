@@ -291,9 +291,7 @@ def evaluate_and_report(candidate: Candidate, *, snapshot: Snapshot, evalset: Ev
         except Exception as exc:  # informs only: never the reason a run fails
             changes["traffic"] = traffic_diff.failed("scoring", exc)
             if log is not None:
-                reason = (str(exc).strip().splitlines() or [""])[0][:200]
-                log(f"retrain: scoring recent traffic failed ({type(exc).__name__}"
-                    f"{': ' + reason if reason else ''}); the report leaves it out")
+                log(traffic_diff.failure_note("scoring", exc))
         candidate.timing["traffic_s"] = round(time.perf_counter() - traffic_started, 3)
     candidate.timing["evaluate_s"] = round(time.perf_counter() - started, 3)
     return changes

@@ -32,8 +32,6 @@ from spamguard.config import TRAFFIC_DAYS, TRAFFIC_LIMIT
 from spamguard.models import Message
 from spamguard.sqltypes import utcnow
 
-DEFAULT_DAYS = TRAFFIC_DAYS
-DEFAULT_LIMIT = TRAFFIC_LIMIT
 IDS_PER_KIND = 20
 KINDS = (("ham_to_spam", "ham", "spam"), ("spam_to_ham", "spam", "ham"))
 
@@ -53,7 +51,7 @@ class Traffic:
     oldest: datetime | None = None  # when the oldest of ``ids`` was received
 
 
-def recent_traffic(session: Session, *, days: float = DEFAULT_DAYS, limit: int = DEFAULT_LIMIT,
+def recent_traffic(session: Session, *, days: float = TRAFFIC_DAYS, limit: int = TRAFFIC_LIMIT,
                    now: datetime | None = None) -> Traffic:
     """The newest ``limit`` messages received in the last ``days`` days (by ``received_at``,
     as the admin UI shows them) that no sender rule labelled."""
@@ -154,6 +152,14 @@ def failed(stage: str, exc: BaseException) -> dict[str, Any]:
     ``stage`` ("reading" the messages, "scoring" them): the exception's type only, since
     its message may quote a message's text, and only ids and counts are written."""
     return {"error": type(exc).__name__, "stage": stage}
+
+
+def failure_note(stage: str, exc: BaseException) -> str:
+    """The run's stderr line for a comparison that failed while ``stage`` (its first
+    line may quote a message: stderr, as the service's own logs, may)."""
+    reason = (str(exc).strip().splitlines() or [""])[0][:200]
+    return (f"retrain: {stage} recent traffic failed ({type(exc).__name__}"
+            f"{': ' + reason if reason else ''}); the report leaves it out")
 
 
 def counts(diff: dict[str, Any] | None) -> dict[str, Any] | None:
