@@ -64,7 +64,7 @@ from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.baseline import TfidfSvmBaseline
 from spamguard.ml.blend import Blend, head_logit
 from spamguard.ml.classifier import build_inputs
-from spamguard.ml.data import dedupe, load_labelled, split
+from spamguard.ml.data import dedupe, load_labelled, normalise, split
 from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.features import FEATURE_NAMES
 from spamguard.ml.head import BertArch
@@ -95,6 +95,8 @@ class Candidate:
     lr: float | None = None  # None: TrainConfig's (AdamW learning rate of the head)
     weight_decay: float | None = None  # None: TrainConfig's
     stop_on: str = "loss"  # what picks the head's kept epoch (train.SELECTIONS)
+    extra: float = 0.0  # > 0: the --extra-train messages join every fold's training part,
+    # each counting this much in the head's and the SVM's loss
 
     @property
     def source(self) -> tuple:
@@ -105,7 +107,8 @@ class Candidate:
     def training(self) -> tuple:
         """How its head is trained: (source, number of seeds, learning rate, weight decay,
         epoch selection)."""
-        return self.source, self.head_seeds, self.lr, self.weight_decay, self.stop_on
+        return (self.source, self.head_seeds, self.lr, self.weight_decay, self.stop_on,
+                self.extra)
 
 
 @dataclass(frozen=True)
@@ -251,6 +254,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         default=[], help="what else picks the head's kept epoch instead of "
                         "the lowest inner-validation loss: auc (ROC AUC), ap (average "
                         "precision) of its spam logit")
+    parser.add_argument("--extra-train", type=Path, default=None,
+                        help="labelled TSV/CSV whose messages join the training part of "
+                        "every fold (never its inner validation part or its test part), as "
+                        "`spamguard train --also-train` does: rows for the default, each half "
+                        "alone and the head alone with them")
+    parser.add_argument("--extra-weight", type=floats, default=[1.0],
+                        help="how much each --extra-train message counts in the losses; one "
+                        "set of rows per weight (1)")
     parser.add_argument("--per-repeat", action="store_true",
                         help="also print each candidate's MCC difference in every repeat")
     parser.add_argument("--threads", type=int, default=1,
@@ -326,7 +337,24 @@ def candidates(args: argparse.Namespace) -> list[Candidate]:
                 if parts:
                     out.append(Candidate("blend, " + ", ".join(parts), layer=layer,
                                          lexical=lexical, refit=refit))
+    for w in args.extra_weight if args.extra_train else []:
+        tag = "extra training" + (f" x{w:g}" if w != 1 else "")
+        out += [Candidate(f"blend + {tag}", extra=w),
+                Candidate(f"BERT head alone + {tag}", kind="head", extra=w),
+                Candidate(f"TF-IDF + SVM alone + {tag}", kind="svm", extra=w)]
     return out
+
+
+def extra_messages(path: Path, known: list[str]) -> tuple[list[str], np.ndarray]:
+    """The --extra-train messages, deduplicated, without any whose normalised text is one of
+    ``known`` (the data cross-validated), so no fold tests on a text it trained on."""
+    extra = dedupe(load_labelled(path))[0]
+    seen = {normalise(t) for t in known}
+    keep = [i for i, t in enumerate(extra.texts) if normalise(t) not in seen]
+    print(f"--extra-train: {len(keep)} of {len(extra.texts)} distinct messages "
+          f"({int(extra.labels[keep].sum())} spam) join every fold's training part",
+          file=sys.stderr)
+    return [extra.texts[i] for i in keep], extra.labels[keep].astype(np.int64)
 
 
 def truncated(backbone: Backbone, layers: int) -> Backbone:
@@ -399,40 +427,53 @@ def lexical_model(c: float, variant: str | None, seed: int):
 
 
 def run(args: argparse.Namespace) -> str:
-    parts = split(dedupe(load_labelled(args.data))[0], seed=2018)
+    everything = dedupe(load_labelled(args.data))[0]
+    parts = split(everything, seed=2018)
     texts = parts.train.texts + parts.val.texts
     labels = np.concatenate([parts.train.labels, parts.val.labels]).astype(np.int64)
+    cross = len(labels)  # the folds split these; extra messages come after them
+    extra_idx = np.arange(0)
+    if args.extra_train:
+        extra_texts, extra_labels = extra_messages(args.extra_train, everything.texts)
+        extra_idx = np.arange(cross, cross + len(extra_texts))
+        texts = texts + extra_texts
+        labels = np.concatenate([labels, extra_labels])
     cands = candidates(args)
     inputs = head_inputs(texts, cands)
     torch.set_num_threads(args.threads)
     config = TrainConfig()
     folds = RepeatedStratifiedKFold(n_splits=args.folds, n_repeats=args.repeats,
                                     random_state=args.seed)
-    predicted = {c.name: np.zeros((args.repeats, len(labels)), dtype=int) for c in cands}
+    predicted = {c.name: np.zeros((args.repeats, cross), dtype=int) for c in cands}
     refit_layers = {c.source for c in cands if c.refit}
     refit_lexical = {(c.svm_c, c.lexical) for c in cands if c.refit}
     # head key -> per fold (kept epoch, epochs trained, seconds)
     kept: dict[tuple, list] = defaultdict(list)
     started = time.perf_counter()
-    for k, (train, test) in enumerate(folds.split(np.zeros(len(labels)), labels)):
+    for k, (train, test) in enumerate(folds.split(np.zeros(cross), labels[:cross])):
         rep = k // args.folds
         fit_idx, val_idx = train_test_split(train, test_size=0.15, random_state=k,
                                             stratify=labels[train])
+        fits = {w: (fit_idx, None) if not w else (np.concatenate([fit_idx, extra_idx]),
+                   None if w == 1 else np.concatenate([np.ones(len(fit_idx)),
+                                                       np.full(len(extra_idx), w)]))
+                for w in {c.extra for c in cands}}
         # (source, lr, weight decay, epoch selection, seed) -> one head's (val logits, test
         # logits, test logits of the refitted head); seed ensembles share their heads
         members: dict[tuple, tuple] = {}
         head = {}  # Candidate.training -> (val logits, test logits, refitted test logits)
         for setting in sorted({c.training for c in cands}, key=str):
-            source, seeds, lr, weight_decay, stop_on = setting
-            x = inputs[source]
+            source, seeds, lr, weight_decay, stop_on, extra = setting
+            x, (fit_idx, weights) = inputs[source], fits[extra]
             for seed in range(config.seed, config.seed + seeds):
-                key = (source, lr, weight_decay, stop_on, seed)
+                key = (source, lr, weight_decay, stop_on, seed, extra)
                 if key in members:
                     continue
                 trained = head_config(config, lr, weight_decay, seed)
                 mark = time.perf_counter()
                 fit = fit_head(x[fit_idx], labels[fit_idx], x[val_idx], labels[val_idx],
-                               trained, progress=False, select=stop_on)
+                               trained, progress=False, select=stop_on,
+                               sample_weight=weights)
                 kept[key].append((fit.best_epoch, len(fit.history),
                                   time.perf_counter() - mark))
                 refitted = None
@@ -441,23 +482,28 @@ def run(args: argparse.Namespace) -> str:
                                                       fit.best_epoch + 1, trained), x[test])
                 members[key] = (logits(fit.head, x[val_idx]), logits(fit.head, x[test]),
                                 refitted)
-            head[setting] = mean_logits([members[source, lr, weight_decay, stop_on, seed]
+            head[setting] = mean_logits([members[source, lr, weight_decay, stop_on, seed, extra]
                                          for seed in range(config.seed, config.seed + seeds)])
         svm = {}  # (C, lexical variant) -> (val scores, test scores, test scores refitted)
-        for c, variant in sorted({(c.svm_c, c.lexical) for c in cands}, key=str):
-            model = lexical_model(c, variant, config.seed).fit(
-                [texts[i] for i in fit_idx], labels[fit_idx])
+        for c, variant, extra in sorted({(c.svm_c, c.lexical, c.extra) for c in cands},
+                                        key=str):
+            fit_idx, weights = fits[extra]
+            model = lexical_model(c, variant, config.seed)
+            model = (model.fit([texts[i] for i in fit_idx], labels[fit_idx]) if weights is None
+                     else model.fit([texts[i] for i in fit_idx], labels[fit_idx],
+                                    sample_weight=weights))
             refitted = None
             if (c, variant) in refit_lexical:
                 refitted = lexical_model(c, variant, config.seed).fit(
                     [texts[i] for i in train], labels[train]).decision_function(
                     [texts[j] for j in test])
-            svm[c, variant] = (*(model.decision_function([texts[j] for j in i])
+            svm[c, variant, extra] = (*(model.decision_function([texts[j] for j in i])
                                  for i in (val_idx, test)), refitted)
         for cand in cands:
             # Validation scores (scales, thresholds) always come from the models fitted
             # without the inner part; with refit the test scores come from the refitted ones.
-            (hv, ht, htr), (sv, st, str_) = head[cand.training], svm[cand.svm_c, cand.lexical]
+            (hv, ht, htr), (sv, st, str_) = (head[cand.training],
+                                             svm[cand.svm_c, cand.lexical, cand.extra])
             if cand.refit:
                 ht, st = htr, str_
             if cand.kind == "svm":
@@ -477,7 +523,7 @@ def run(args: argparse.Namespace) -> str:
             predicted[cand.name][rep, test] = bt >= threshold
         print(f"fold {k + 1}/{args.folds * args.repeats} "
               f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
-    out = report(args, labels, cands, predicted)
+    out = report(args, labels[:cross], cands, predicted)
     if args.stop_on:
         out += "\n" + kept_epochs(kept, ["loss", *args.stop_on], config.seed)
     return out
@@ -488,7 +534,7 @@ def kept_epochs(kept: dict[tuple, list], stops: list[str], seed: int) -> str:
     lines = ["Kept epoch of the default head (0-based; seed "
              f"{seed}) over the folds, by what picks it:", ""]
     for stop in stops:
-        runs = kept[(None, None), None, None, stop, seed]
+        runs = kept[(None, None), None, None, stop, seed, 0.0]
         best = np.array([r[0] for r in runs])
         trained = np.array([r[1] for r in runs])
         counts = np.bincount(best)

@@ -105,8 +105,10 @@ def verdicts(classifier, texts: list[str]) -> Verdicts:
     return Verdicts(model, lexical)
 
 
-def fold_instance(root: Path, name: str, cache: Path, review_weight: float = 1.0):
-    """A throw-away instance under ``root`` whose embedding cache is the shared one."""
+def fold_instance(root: Path, name: str, cache: Path, review_weight: float = 1.0,
+                  also_train: Path | None = None):
+    """A throw-away instance under ``root`` whose embedding cache is the shared one (with
+    ``also_train``: SPAMGUARD_ALSO_TRAIN names that file)."""
     from spamguard.config import load_settings
     from spamguard.db import make_engine, make_session_factory, upgrade_schema
 
@@ -115,7 +117,8 @@ def fold_instance(root: Path, name: str, cache: Path, review_weight: float = 1.0
         shutil.rmtree(home)
     home.mkdir(parents=True)
     (home / "cache").symlink_to(cache, target_is_directory=True)
-    settings = load_settings({"home": home, "retrain_review_weight": review_weight})
+    settings = load_settings({"home": home, "retrain_review_weight": review_weight,
+                              "also_train": str(also_train.resolve()) if also_train else ""})
     upgrade_schema(settings.resolved_database_url)
     return settings, make_session_factory(make_engine(settings.resolved_database_url))
 
@@ -180,6 +183,9 @@ def main() -> None:
     parser.add_argument("--review-weight", type=float, nargs="+", default=[None],
                         metavar="W", help="SPAMGUARD_RETRAIN_REVIEW_WEIGHT for the retraining "
                         "(default: spamguard's); several: one run each")
+    parser.add_argument("--also-train", type=Path, default=None, metavar="FILE",
+                        help="train every model with this file's messages always in training "
+                        "(SPAMGUARD_ALSO_TRAIN), e.g. data/present_day.tsv")
     args = parser.parse_args()
     root = args.home or Path(tempfile.mkdtemp(prefix="spamguard-bench-fresh-"))
     for weight in args.review_weight:  # one work folder: the runs share the embedding cache
@@ -204,8 +210,10 @@ def run(args: argparse.Namespace, root: Path, review_weight: float | None) -> No
     served = np.zeros(n, bool)  # the candidate's verdicts if the gate promoted it, else before's
     gates = []
     for fold in (0, 1):
-        settings, factory = fold_instance(root, f"w{weight:g}-fold{fold}", cache, weight)
-        print(f"fold {fold}: training the default model on the shipped data", file=sys.stderr)
+        settings, factory = fold_instance(root, f"w{weight:g}-fold{fold}", cache, weight,
+                                          args.also_train)
+        print(f"fold {fold}: training the default model on the shipped data"
+              + (f" and {args.also_train.name}" if args.also_train else ""), file=sys.stderr)
         first = retrain(factory, settings)
         original = load_version(settings, first.active_version or first.candidate_version)
         held_out = [i for i in range(n) if folds[i] == fold]
@@ -227,13 +235,17 @@ def run(args: argparse.Namespace, root: Path, review_weight: float | None) -> No
                         for key, form in (("mcc", ".4f"), ("ham_fpr", ".2%"))
                         for side in ("active", "candidate"))])
     print(f"spamguard on {n} present-day messages ({args.data.name}, halves dealt with seed "
-          f"{args.seed}, review weight {weight:g}); work folder {root}\n")
+          f"{args.seed}, review weight {weight:g}"
+          + (f", --also-train {args.also_train.name}" if args.also_train else "")
+          + f"); work folder {root}\n")
     print(table(["category", "messages", "model before", "SVM half before", "model after",
                  "SVM half after", "served after"],
                 category_rows(messages, {"before": before.model, "svm before": before.lexical,
                                          "after": after.model, "svm after": after.lexical,
                                          "served": served})))
-    print("\n'before': trained on the shipped data only; 'after': retrained with moderator "
+    print("\n'before': trained on the shipped data"
+          + (f" and {args.also_train.name}" if args.also_train else " only")
+          + "; 'after': retrained with moderator "
           "labels on the other half; 'served after': what the active model says once the gate "
           "has decided (the retrained one if promoted, else the one before).\nEach cell "
           "counts messages called spam (for ham categories, legitimate messages blocked).\n")

@@ -57,6 +57,32 @@ def check_rate_limit(value: str, variable: str = "SPAMGUARD_API_RATE_LIMIT",
 DEFAULT_DATA = shipped_dir("data") / "sms_spam_collection.tsv"
 
 
+# The word that names no also-train file (SPAMGUARD_ALSO_TRAIN=none, --also-train none).
+NO_FILE = "none"
+# Names of shipped also-train files: present-day notices, personal messages and scams
+# written for spamguard (data/README.md), which the 2010-2012 data set has none of.
+SHIPPED_ALSO_TRAIN = {"present-day": shipped_dir("data") / "present_day.tsv"}
+
+
+def parse_also_train(values: list[str] | tuple[str, ...]) -> list[Path] | None:
+    """Files named by ``--also-train`` or ``SPAMGUARD_ALSO_TRAIN`` (``os.pathsep`` between
+    them; spamguard.ml.also_train): None when nothing is named (the caller's default
+    applies), ``[]`` for ``none``. ``present-day`` names the shipped data/present_day.tsv.
+
+    Raises:
+        ValueError: ``none`` given together with a file.
+    """
+    names = [part.strip() for value in values for part in value.split(os.pathsep)
+             if part.strip()]
+    if not names:
+        return None
+    if any(name.lower() == NO_FILE for name in names):
+        if len(names) > 1:
+            raise ValueError(f"'{NO_FILE}' means no also-train file; name no file with it")
+        return []
+    return [SHIPPED_ALSO_TRAIN.get(name, Path(name)) for name in names]
+
+
 # Recent traffic a candidate is compared on (changes.md, `spamguard models compare`).
 TRAFFIC_DAYS = 7.0
 TRAFFIC_LIMIT = 2000
@@ -94,6 +120,9 @@ class Settings:
     runtime: str = "auto"  # backbone runtime for serving and classify (RUNTIMES)
     torch_threads: int = 1  # torch and ONNX Runtime threads per service worker
     base_data: str = ""  # retraining's base data set; empty: DEFAULT_DATA
+    # files whose messages always train (os.pathsep between them); "none": none; empty:
+    # train none, retrain as the active version was trained (spamguard.ml.also_train)
+    also_train: str = ""
     retrain_min_new_reviews: int = 20  # fewer new reviews since the last run: skip
     retrain_metric: str = "mcc"  # compared on the fixed evaluation set
     retrain_margin: float = 0.0  # candidate may be this much worse on the metric
@@ -123,6 +152,11 @@ class Settings:
     @property
     def base_data_path(self) -> Path:
         return Path(self.base_data) if self.base_data else DEFAULT_DATA
+
+    @property
+    def also_train_paths(self) -> list[Path] | None:
+        """The files SPAMGUARD_ALSO_TRAIN names ([] for "none"; None when it is unset)."""
+        return parse_also_train([self.also_train])
 
     @property
     def resolved_database_url(self) -> str:
@@ -286,6 +320,11 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
                      "'20 per 15 minutes' or '20/15minutes'")
     check_public_base_url(settings.public_base_url)
     _check_numbers(settings)
+    try:
+        settings.also_train_paths  # noqa: B018 - reading it checks it
+    except ValueError as exc:
+        raise ValueError(f"SPAMGUARD_ALSO_TRAIN={settings.also_train!r} is not valid: "
+                         f"{exc}") from None
     if extra:
         settings = replace(settings, extra={**settings.extra, **extra})
     return settings

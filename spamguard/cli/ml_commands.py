@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from spamguard.cli.context import CliContext, is_terminal, pass_ctx
-from spamguard.config import DEFAULT_DATA, RUNTIMES
+from spamguard.config import DEFAULT_DATA, RUNTIMES, parse_also_train
 from spamguard.errors import DataError, ModelError
 from spamguard.ml.version_files import DEFAULT_POOLING, METADATA_FILE, POOLINGS
 
@@ -54,6 +54,11 @@ def register(cli: click.Group) -> None:
     @click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path),
                   default=DEFAULT_DATA, show_default="the shipped SMS Spam Collection subset",
                   help="Labelled TSV/CSV (label ham/spam or 0/1, then text).")
+    @click.option("--also-train", "also_train", multiple=True, metavar="FILE",
+                  help="Labelled TSV/CSV whose messages always join the training part, never "
+                       "validation or test (repeatable); 'present-day' for the shipped "
+                       "present-day examples (data/present_day.tsv), 'none' for none "
+                       "(default: SPAMGUARD_ALSO_TRAIN, else none).")
     @click.option("--backbone", default=None,
                   help="Local directory or hub id of a BERT-family encoder "
                        "(default: SPAMGUARD_BACKBONE, else the packaged all-MiniLM-L6-v2).")
@@ -71,30 +76,47 @@ def register(cli: click.Group) -> None:
     @click.option("--max-ham-fpr", type=click.FloatRange(0, 1), default=0.002,
                   show_default=True, help="Validation ham false-positive budget for the threshold.")
     @pass_ctx
-    def train_command(ctx: CliContext, data_path: Path, backbone: str | None, pooling: str,
+    def train_command(ctx: CliContext, data_path: Path, also_train: tuple[str, ...],
+                      backbone: str | None, pooling: str,
                       max_length: int, epochs: int, seed: int, no_features: bool,
                       no_lexical: bool, max_ham_fpr: float) -> None:
         """Train a model version on labelled data and print its report."""
         from spamguard.cli.context import session_factory_for
         from spamguard.db import session_scope
+        from spamguard.ml.also_train import (
+            is_also_train,
+            load_also_train,
+            with_also_train,
+        )
         from spamguard.ml.data import load_labelled
-        from spamguard.ml.train import TrainConfig, train_model
+        from spamguard.ml.train import TrainConfig, also_train_note, train_model
         from spamguard.services import registry
         from spamguard.services.audit import cli_user
 
         settings = ctx.settings
+        try:
+            paths = parse_also_train(also_train) if also_train else None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--also-train") from None
+        if paths is None:
+            paths = settings.also_train_paths or []
         data = load_labelled(data_path)
+        also = load_also_train(paths)
+        if len(also):
+            click.echo(f"train: {also_train_note(also.files)} always in training "
+                       "(--also-train)", err=True)
         config = TrainConfig(pooling=pooling, max_length=max_length, epochs=epochs, seed=seed,
                              features=not no_features, lexical=not no_lexical,
                              max_ham_fpr=max_ham_fpr)
         # The database is opened (made, or its schema checked) before training: an
         # out-of-date schema or a server that is down fails now, not minutes later.
         with session_factory_for(ctx) as factory:
-            result = train_model(data, models_dir=settings.models_dir,
+            result = train_model(with_also_train(data, also), models_dir=settings.models_dir,
                                  cache_root=settings.cache_dir,
                                  backbone=backbone or settings.backbone or None, config=config,
                                  data_source=str(Path(data_path).resolve()),
-                                 log=lambda line: click.echo(line, err=True))
+                                 log=lambda line: click.echo(line, err=True),
+                                 always_train=is_also_train, also_train_files=also.files)
             with session_scope(factory) as session:
                 version = registry.register_version(session=session,
                                                     version_dir=result.directory,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +19,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from tqdm.auto import tqdm
 
 from spamguard.errors import ModelError
+from spamguard.ml.also_train import is_also_train
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.blend import Blend, head_logit
 from spamguard.ml.classifier import LABEL_MAP, SpamClassifier, build_inputs
@@ -280,7 +281,9 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
                 data_source: str = "", progress: bool | None = None,
                 log: Callable[[str], None] | None = None,
                 always_train: Callable[[str], bool] | None = None,
-                always_train_weight: float = 1.0) -> TrainResult:
+                always_train_weight: float = 1.0,
+                weighted: Callable[[str], bool] | None = None,
+                also_train_files: Sequence[dict[str, Any]] = ()) -> TrainResult:
     """Deduplicate, split, embed (cached), train, pick a threshold, evaluate, save.
 
     Args:
@@ -302,6 +305,11 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
             at most as much as the other training messages (a review never counts less
             than 1). The SVM applies the weight exactly; the head's loss is a weighted mean
             per batch, so there a review's pull is somewhat less than asked.
+        weighted: which of the always-training messages take ``always_train_weight``
+            (None: all of them); the others count 1. Retraining weights reviews, not the
+            also-train files' messages (:mod:`spamguard.ml.also_train`).
+        also_train_files: the record of each also-train file whose messages ``data``
+            holds (:func:`~spamguard.ml.also_train.load_also_train`), kept in model.json.
 
     Returns:
         The trained classifier, its directory, metadata and a printable summary.
@@ -350,15 +358,22 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
         f"{timing['embed_s']:.1f} s; training the head")
     mark = time.perf_counter()
     sample_weight, weight = None, 1.0
-    if kept:
-        weight = review_weight(always_train_weight, kept, len(parts.train) - kept)
+    weighs = weighted or always_train
+    heavy = (np.array([weighs(o) for o in parts.train.origins], dtype=bool)
+             if kept else np.zeros(len(parts.train), dtype=bool))
+    if heavy.any():
+        weight = review_weight(always_train_weight, int(heavy.sum()), int((~heavy).sum()))
     if weight != 1.0:
-        sample_weight = np.where([always_train(o) for o in parts.train.origins], weight, 1.0)
+        sample_weight = np.where(heavy, weight, 1.0)
     fit = fit_head(inputs["train"], parts.train.labels, inputs["val"], parts.val.labels,
                    config, progress, sample_weight=sample_weight)
     timing["train_head_s"] = time.perf_counter() - mark
 
     metadata = _metadata(backbone, config, features, fit, parts, stats, data, data_source)
+    if also_train_files:
+        metadata["data"]["also_train"] = {
+            "files": list(also_train_files),
+            "in_training": int(sum(is_also_train(o) for o in parts.train.origins))}
     if kept:
         metadata["data"]["always_train"] = kept
         metadata["data"]["always_train_weight"] = round(weight, 4)
@@ -443,10 +458,26 @@ def report_info(metadata: dict[str, Any]) -> dict[str, Any]:
         "label conflicts among duplicates (kept as spam)": data["dedupe"]["label_conflicts"],
         "split train / val / test": " / ".join(str(data["split"][k]["total"])
                                                 for k in ("train", "val", "test")),
+        **({"always in training (--also-train)": also_train_note(
+               data["also_train"]["files"], data["also_train"]["in_training"])}
+           if data.get("also_train") else {}),
         "threshold (chosen on validation)": round(metadata["threshold"], 4),
         "best epoch / val loss": f"{metadata['training']['best_epoch']} / "
                                  f"{metadata['training']['best_val_loss']:.4f}",
     }
+
+
+def also_train_note(files: Sequence[dict[str, Any]], in_training: int | None = None) -> str:
+    """"470 messages of present_day.tsv (220 spam)": what the also-train files give;
+    with ``in_training``, how many of them the training part kept."""
+    names = ", ".join(Path(f["path"]).name for f in files)
+    total = sum(f["total"] for f in files)
+    spam = sum(f["spam"] for f in files)
+    note = f"{total} messages of {names} ({spam} spam)"
+    if in_training is not None and in_training != total:  # the others repeat a text
+        note = f"{in_training} of the {note}; the others are copies of texts " \
+               "already in the data"
+    return note
 
 
 def _metadata(backbone: Backbone, config: TrainConfig, features: list[str], fit: HeadFit,

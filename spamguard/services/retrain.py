@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from spamguard.config import GATE_METRICS, Settings
 from spamguard.errors import LockHeldError, SpamguardError
+from spamguard.ml.also_train import AlsoTrain, load_also_train, retraining_paths
 from spamguard.ml.data import data_hash, load_labelled
 from spamguard.models import RUN_TRIGGERS, TrainingRun
 from spamguard.services import locks, promotion_hold, registry, traffic_diff
@@ -210,20 +211,30 @@ class _Retrain:
         # Read every night, skip or not: a missing or broken base file fails now (exit 2),
         # not on the night enough reviews have come in, and a changed one is trained on.
         base = load_labelled(self.settings.base_data_path)
+        also = load_also_train(retraining_paths(self.settings.also_train_paths,
+                                                snapshot.active_metadata))
         self.counts["base_data_hash"] = data_hash(base)
-        base_changed = snapshot.last_base_hash not in (None, self.counts["base_data_hash"])
+        self.counts["also_train_hash"] = also.hash
+        changed = []
+        if snapshot.last_base_hash is not None:
+            if snapshot.last_base_hash != self.counts["base_data_hash"]:
+                changed.append(f"the base data ({self.settings.base_data_path})")
+            # A run from before also-train files existed trained on none of them.
+            if (snapshot.last_also_train_hash or AlsoTrain().hash) != also.hash:
+                changed.append("the also-train files")
+        base_changed = bool(changed)
         need = self.settings.retrain_min_new_reviews
         if snapshot.active_id and not self.force and snapshot.new_reviews < need:
             if not base_changed:
                 return self._outcome("skipped", f"retrain: skipped: {snapshot.new_reviews} "
                                      f"new review(s) since the last run (need {need})")
-            self.log(f"retrain: note: the base data ({self.settings.base_data_path}) changed "
-                     f"since the last run: training with {snapshot.new_reviews} new review(s)")
+            self.log(f"retrain: note: {' and '.join(changed)} changed since the last run: "
+                     f"training with {snapshot.new_reviews} new review(s)")
         check_writable(self.settings.models_dir)
         checkpoint("data", self.lease, self.log)
         training, evalset = prepare_data(session_factory=self.session_factory,
                                          settings=self.settings, snapshot=snapshot,
-                                         base=base, log=self.log)
+                                         base=base, also=also, log=self.log)
         self.counts.update(training=training.counts, eval_set=evalset.counts())
         if training.counts["base_label_conflicts"]:  # as spamguard train says
             self.log(f"retrain: note: {training.counts['base_label_conflicts']} duplicate(s) "

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from spamguard.config import Settings
 from spamguard.errors import SpamguardError
+from spamguard.ml.also_train import AlsoTrain, is_also_train
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.classifier import SpamClassifier, read_metadata, temporary_writer
 from spamguard.ml.data import LabelledData
@@ -53,6 +54,7 @@ class Snapshot:
     max_review_id: int | None
     new_reviews: int
     last_base_hash: str | None = None  # the base data the last completed run trained on
+    last_also_train_hash: str | None = None  # its also-train files (None: none recorded)
 
 
 def take_snapshot(session: Session) -> Snapshot:
@@ -66,7 +68,8 @@ def take_snapshot(session: Session) -> Snapshot:
         active_dir=active.path if active else None,
         active_metadata=read_metadata(active.path) if active else None,
         max_review_id=max_review_id(session), new_reviews=new,
-        last_base_hash=(last.counts or {}).get("base_data_hash") if last else None)
+        last_base_hash=(last.counts or {}).get("base_data_hash") if last else None,
+        last_also_train_hash=(last.counts or {}).get("also_train_hash") if last else None)
 
 
 def clean_leftovers(*, session_factory: sessionmaker[Session], models_dir: Path,
@@ -140,10 +143,11 @@ def away_from(metadata: Callable[[], dict[str, Any] | None], version: str | None
 
 
 def prepare_data(*, session_factory: sessionmaker[Session], settings: Settings,
-                 snapshot: Snapshot, base: LabelledData,
+                 snapshot: Snapshot, base: LabelledData, also: AlsoTrain | None = None,
                  log: Callable[[str], None] = lambda _line: None,
                  ) -> tuple[TrainingSet, EvalSet]:
-    """Choose the evaluation set if needed and merge the reviews into the ``base`` data.
+    """Choose the evaluation set if needed and merge the reviews into the ``base`` data
+    and the ``also`` (also-train) messages. The evaluation set comes from ``base`` alone.
 
     The evaluation set is chosen once, on the first run, away from the texts the active
     model has seen, so the comparison does not favour it (:func:`away_from`).
@@ -162,7 +166,8 @@ def prepare_data(*, session_factory: sessionmaker[Session], settings: Settings,
                 "this comparison: they were added to the set after the active model was "
                 "trained on them, so it would be favoured on them")
         training = build_training_set(session=session, base=base, exclude=evalset.hashes,
-                                      up_to_review=snapshot.max_review_id, reviews=reviews)
+                                      up_to_review=snapshot.max_review_id, reviews=reviews,
+                                      also=also)
     check_class_sizes(training.data, settings.retrain_min_per_class)
     return training, evalset
 
@@ -244,11 +249,17 @@ def train_candidate(training: TrainingSet, *, settings: Settings, snapshot: Snap
         result = train_model(
             training.data, models_dir=settings.models_dir, cache_root=settings.cache_dir,
             backbone=backbone, config=config, progress=progress,
-            # Reviewed messages always train; validation and test come from the base data.
-            always_train=lambda origin: origin.startswith(REVIEW_ORIGIN),
+            # Reviewed and also-train messages always train; validation and test come from
+            # the base data. Reviews count more (SPAMGUARD_RETRAIN_REVIEW_WEIGHT).
+            always_train=lambda origin: (origin.startswith(REVIEW_ORIGIN)
+                                         or is_also_train(origin)),
+            weighted=lambda origin: origin.startswith(REVIEW_ORIGIN),
             always_train_weight=settings.retrain_review_weight,
+            also_train_files=training.also_train_files,
             data_source=f"{settings.base_data_path} + {counts['reviewed_messages']} reviewed "
-                        f"messages - {counts['excluded_eval']} evaluation messages")
+                        "messages" + (f" + {counts['also_train_messages']} also-train "
+                                      "messages" if counts.get("also_train_messages") else "")
+                        + f" - {counts['excluded_eval']} evaluation messages")
     timing = {**result.metadata["timing"], "load_and_embed_s": embedded_s,
               "backbone_texts_embedded": encoder.computed,
               "train_total_s": time.perf_counter() - started}

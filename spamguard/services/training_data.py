@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from spamguard.errors import DataError
+from spamguard.ml.also_train import AlsoTrain, is_also_train, with_also_train
 from spamguard.ml.data import LABEL_NAMES, LabelledData, dedupe, text_hash
 from spamguard.models import Message, Review
 
@@ -73,12 +74,15 @@ class TrainingSet:
     data: LabelledData
     max_review_id: int | None
     counts: dict[str, Any] = field(default_factory=dict)
+    also_train_files: list[dict[str, Any]] = field(default_factory=list)  # their records
 
 
 def build_training_set(*, session: Session, base: LabelledData, exclude: Collection[str],
                        up_to_review: int | None = None,
-                       reviews: list[ReviewedMessage] | None = None) -> TrainingSet:
-    """Merge ``base`` with the reviewed messages, latest review winning, minus ``exclude``.
+                       reviews: list[ReviewedMessage] | None = None,
+                       also: AlsoTrain | None = None) -> TrainingSet:
+    """Merge ``base`` and ``also`` with the reviewed messages, latest review winning, minus
+    ``exclude``.
 
     Args:
         session: database session to read reviews from.
@@ -86,17 +90,21 @@ def build_training_set(*, session: Session, base: LabelledData, exclude: Collect
         exclude: text hashes of the evaluation set.
         up_to_review: ignore reviews newer than this id (a stable snapshot); None: all.
         reviews: the :func:`latest_reviews` up to ``up_to_review``, if already read.
+        also: the also-train files' messages (a text also in ``base`` keeps the base's
+            origin, so it is split with the base data).
 
     Returns:
         One message per normalised text, with counts for the training run's record.
     """
     origins = base.origins or [f"base:{i}" for i in range(len(base))]
+    also = also or AlsoTrain()
     # ml.data.dedupe: one message per normalised text, the first copy stays, spam wins.
-    unique, stats = dedupe(LabelledData(base.texts, base.labels, origins))
+    unique, stats = dedupe(with_also_train(LabelledData(base.texts, base.labels, origins),
+                                           also))
     merged: dict[str, tuple[str, int, str]] = {
         text_hash(text): (text, int(label), origin)
         for text, label, origin in zip(unique.texts, unique.labels, unique.origins, strict=True)}
-    base_unique = len(merged)
+    base_unique = sum(not is_also_train(origin) for _, _, origin in merged.values())
     if reviews is None:
         reviews = latest_reviews(session, up_to=up_to_review)
     overridden = confirmed = 0
@@ -116,12 +124,13 @@ def build_training_set(*, session: Session, base: LabelledData, exclude: Collect
     data = LabelledData(texts, labels, [origin for _, _, origin in merged.values()])
     counts = {
         "base_messages": len(base), "base_unique": base_unique,
+        **({"also_train_messages": len(also)} if len(also) else {}),
         "base_label_conflicts": stats.label_conflicts,
         "reviewed_messages": len(reviews), "reviews_overriding_base": overridden,
         "reviews_confirming_base": confirmed,
         "excluded_eval": len(excluded), **data.counts(),
     }
-    return TrainingSet(data, up_to_review, counts)
+    return TrainingSet(data, up_to_review, counts, list(also.files))
 
 
 def check_class_sizes(data: LabelledData, minimum: int) -> None:

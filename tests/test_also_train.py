@@ -1,0 +1,316 @@
+"""Also-train files: messages that always join the training part (``spamguard train
+--also-train``, ``SPAMGUARD_ALSO_TRAIN``), the shipped data/present_day.tsv, and retraining
+with them (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from spamguard.cli import build_cli
+from spamguard.config import SHIPPED_ALSO_TRAIN, load_settings, parse_also_train
+from spamguard.db import session_scope
+from spamguard.errors import DataError
+from spamguard.ml.also_train import (
+    ALSO_TRAIN_ORIGIN,
+    is_also_train,
+    load_also_train,
+    retraining_paths,
+    with_also_train,
+)
+from spamguard.ml.data import dedupe, load_labelled, normalise, split, text_hash
+from spamguard.services.evalset import load_evalset
+from tests.fixtures_ml import sample_data
+from tests.fixtures_retrain import base_rows, store_reviews, write_labelled
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESENT_DAY = ROOT / "data" / "present_day.tsv"
+
+MODERN = [
+    ("ham", "Your sign-in code is 482913. It expires in 10 minutes. Never share it."),
+    ("ham", "Reminder: dental check-up Tue 14 Jan 09:40 at Brookside Dental. Reply C to cancel"),
+    ("ham", "Your parcel will arrive today between 13:00 and 15:00. Track: parcelly.com/t/88"),
+    ("spam", "Parcel held: unpaid fee 1.99 GBP. Pay now at parcel-redeliver-fee.top/uk"),
+    ("spam", "Hi mum my phone broke, this is my new number, can you text me on WhatsApp"),
+    ("spam", "Northbank: a new payee was added. If not you, verify at northbank-secure.info"),
+]
+
+
+def _write(path: Path, rows, header: bool = True) -> Path:
+    """A TSV with a header and a third column, or without either (label, text)."""
+    lines = (["label\ttext\tkind"] + [f"{label}\t{text}\tx" for label, text in rows]
+             if header else [f"{label}\t{text}" for label, text in rows])
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# -- naming the files ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("values, expected", [
+    ([], None), ([""], None), (["  "], None),
+    (["none"], []), (["NONE"], []),
+    ([f"a.tsv{os.pathsep}b.csv"], [Path("a.tsv"), Path("b.csv")]),
+    (["a.tsv", "b.csv"], [Path("a.tsv"), Path("b.csv")]),
+    (["present-day"], [SHIPPED_ALSO_TRAIN["present-day"]]),
+])
+def test_files_are_named_by_path_by_none_or_by_the_shipped_name(values, expected):
+    assert parse_also_train(values) == expected
+
+
+def test_the_shipped_name_is_a_file_that_ships():
+    assert SHIPPED_ALSO_TRAIN["present-day"].is_file()
+
+
+def test_none_with_a_file_is_refused_at_start():
+    with pytest.raises(ValueError, match="'none' means no also-train file"):
+        parse_also_train(["none", "a.tsv"])
+    with pytest.raises(ValueError, match=r"^SPAMGUARD_ALSO_TRAIN='none:a.tsv' is not valid"):
+        load_settings(environ={"SPAMGUARD_ALSO_TRAIN": f"none{os.pathsep}a.tsv"})
+    assert load_settings(environ={}).also_train_paths is None
+    assert load_settings(environ={"SPAMGUARD_ALSO_TRAIN": "none"}).also_train_paths == []
+
+
+# -- reading and joining them -------------------------------------------------------------
+
+def test_files_are_read_with_marked_origins_and_a_record_each(tmp_path):
+    first = _write(tmp_path / "one.tsv", MODERN[:4])
+    second = _write(tmp_path / "two.tsv", MODERN[4:], header=False)
+    also = load_also_train([first, second])
+    assert len(also) == 6 and all(is_also_train(o) for o in also.data.origins)
+    assert also.data.origins[0] == f"{ALSO_TRAIN_ORIGIN}one.tsv:2"
+    assert [f["path"] for f in also.files] == [str(first.resolve()), str(second.resolve())]
+    assert [(f["total"], f["spam"], f["ham"]) for f in also.files] == [(4, 1, 3), (2, 2, 0)]
+    assert also.hash != load_also_train([first]).hash
+    assert len(load_also_train([])) == 0
+
+
+def test_a_bad_file_names_itself_and_the_line(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("label\ttext\nham\tfine\nmaybe\tunsure\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.tsv:3: unknown label"):
+        load_also_train([bad])
+
+
+def test_a_text_in_both_stays_with_the_main_data_and_is_split_with_it(tmp_path):
+    base = sample_data()
+    shared = base.texts[0]
+    also = load_also_train([_write(tmp_path / "x.tsv", [("spam", shared), *MODERN])])
+    unique, _ = dedupe(with_also_train(base, also))
+    assert len(unique) == len(base) + len(MODERN)
+    assert not is_also_train(unique.origins[unique.texts.index(shared)])
+    marked = np.array([is_also_train(o) for o in unique.origins])
+    parts = split(unique, always_train=marked)
+    alone = split(dedupe(base)[0])
+    # Validation and test are the main data's own split, untouched by the extra messages.
+    assert parts.val.texts == alone.val.texts and parts.test.texts == alone.test.texts
+    assert set(also.data.texts[1:]) <= set(parts.train.texts)
+
+
+def test_retraining_uses_the_named_files_or_the_active_versions(tmp_path):
+    kept = _write(tmp_path / "kept.tsv", MODERN)
+    metadata = {"data": {"also_train": {"files": [{"path": str(kept)}], "in_training": 6}}}
+    assert retraining_paths([], metadata) == []  # SPAMGUARD_ALSO_TRAIN=none
+    assert retraining_paths([Path("other.tsv")], metadata) == [Path("other.tsv")]
+    assert retraining_paths(None, metadata) == [kept]
+    assert retraining_paths(None, {"data": {}}) == [] and retraining_paths(None, None) == []
+    kept.unlink()
+    with pytest.raises(DataError, match=r"trained with --also-train .*kept\.tsv, which is "
+                                        r"gone.*SPAMGUARD_ALSO_TRAIN"):
+        retraining_paths(None, metadata)
+
+
+# -- the shipped file ---------------------------------------------------------------------
+
+def test_the_shipped_present_day_file_is_clean_and_apart_from_the_other_data():
+    data = load_labelled(PRESENT_DAY)
+    assert (len(data), int(data.labels.sum())) == (470, 220)
+    assert len(dedupe(data)[0]) == len(data)  # no duplicates within
+    rows = list(csv.reader(PRESENT_DAY.open(encoding="utf-8"), delimiter="\t"))
+    assert rows[0] == ["label", "text", "kind"] and all(len(r) == 3 and r[2] for r in rows[1:])
+    shipped = {normalise(t) for t in load_labelled(ROOT / "data" / "sms_spam_collection.tsv").texts}
+    bench = {normalise(r[2]) for name in ("fresh_sms.tsv", "fresh_sms_holdout.tsv")
+             for r in list(csv.reader((ROOT / "bench" / name).open(encoding="utf-8"),
+                                      delimiter="\t"))[1:]}
+    keys = {normalise(t) for t in data.texts}
+    # Not a copy of the 2012 data, and never of the sets the README measures it on.
+    assert not keys & shipped and not keys & bench
+
+
+# -- training with them ---------------------------------------------------------------------
+
+def test_training_keeps_them_in_training_and_weights_only_the_weighted(
+        tmp_path, tiny_backbone, monkeypatch):
+    import spamguard.ml.train as train_module
+
+    seen = {}
+    real_fit = train_module.fit_head
+
+    def recording_fit(*args, sample_weight=None, **kwargs):
+        seen["weights"] = sample_weight
+        return real_fit(*args, sample_weight=sample_weight, **kwargs)
+
+    monkeypatch.setattr(train_module, "fit_head", recording_fit)
+    also = load_also_train([_write(tmp_path / "modern.tsv", MODERN)])
+    base = sample_data()
+    reviews = [f"review about {day} lunch" for day in ("monday", "tuesday", "friday")]
+    data = with_also_train(base, also)
+    data.texts += reviews
+    data.labels = np.concatenate([data.labels, np.zeros(3, np.int64)])
+    data.origins += [f"review:{i}" for i in range(3)]
+    result = train_module.train_model(
+        data, models_dir=tmp_path / "models", cache_root=None, backbone=tiny_backbone,
+        config=train_module.TrainConfig(epochs=2), progress=False,
+        always_train=lambda o: o.startswith("review:") or is_also_train(o),
+        weighted=lambda o: o.startswith("review:"), always_train_weight=5.0,
+        also_train_files=also.files)
+    weights = seen["weights"]
+    assert sorted(np.unique(weights).tolist()) == [1.0, 5.0]
+    assert int((weights == 5.0).sum()) == 3  # the reviews, not the also-train messages
+    record = result.metadata["data"]["also_train"]
+    assert record == {"files": also.files, "in_training": 6}
+    assert result.metadata["data"]["always_train"] == 9
+    report = (result.directory / "report.md").read_text()
+    assert "| always in training (--also-train) | 6 messages of modern.tsv (3 spam) |" in report
+    on_disk = json.loads((result.directory / "model.json").read_text())
+    assert on_disk["data"]["also_train"]["files"][0]["path"] == str(
+        (tmp_path / "modern.tsv").resolve())
+
+
+@pytest.fixture
+def cli_home(tmp_path, tiny_backbone_dir):
+    data = write_labelled(tmp_path / "base.tsv", base_rows(4))
+    env = {"SPAMGUARD_HOME": str(tmp_path / "instance"), "SPAMGUARD_DATABASE_URL": "",
+           "SPAMGUARD_BACKBONE": str(tiny_backbone_dir), "SPAMGUARD_ALSO_TRAIN": ""}
+    return tmp_path, data, env
+
+
+def _cli(env, args):
+    return CliRunner().invoke(build_cli(), args, env=env)
+
+
+def _newest(tmp_path: Path) -> dict:
+    newest = max((tmp_path / "instance" / "models").iterdir(), key=lambda p: p.name)
+    return json.loads((newest / "model.json").read_text())
+
+
+def test_train_command_takes_also_train_from_the_option_or_the_setting(cli_home):
+    tmp_path, data, env = cli_home
+    modern = _write(tmp_path / "modern.tsv", MODERN)
+    result = _cli(env, ["train", "--data", str(data), "--epochs", "2",
+                        "--also-train", str(modern)])
+    assert result.exit_code == 0, result.output
+    assert ("train: 6 messages of modern.tsv (3 spam) always in training (--also-train)"
+            in result.stderr)
+    assert "(6 of them always)" in result.stderr
+    assert _newest(tmp_path)["data"]["also_train"]["in_training"] == 6
+    # The setting is the default; --also-train none overrides it.
+    with_setting = {**env, "SPAMGUARD_ALSO_TRAIN": str(modern)}
+    result = _cli(with_setting, ["train", "--data", str(data), "--epochs", "2"])
+    assert result.exit_code == 0 and "always in training" in result.stderr
+    result = _cli(with_setting, ["train", "--data", str(data), "--epochs", "2",
+                                 "--also-train", "none"])
+    assert result.exit_code == 0 and "always in training" not in result.stderr
+    assert "also_train" not in _newest(tmp_path)["data"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--also-train", "none", "--also-train", "{modern}"], "'none' means no also-train file"),
+    (["--also-train", "{missing}"], "missing.tsv"),
+])
+def test_train_command_errors_are_one_line(cli_home, args, message):
+    tmp_path, data, env = cli_home
+    modern = _write(tmp_path / "modern.tsv", MODERN)
+    args = [a.format(modern=modern, missing=tmp_path / "missing.tsv") for a in args]
+    result = _cli(env, ["train", "--data", str(data), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "instance" / "models").exists() or not any(
+        (tmp_path / "instance" / "models").iterdir())
+
+
+# -- retraining with them (both databases) -------------------------------------------------
+
+def _candidate_metadata(outcome) -> dict:
+    return json.loads((Path(outcome.counts["candidate_dir"]) / "model.json").read_text())
+
+
+def test_retraining_trains_with_the_setting_and_keeps_them_out_of_the_evaluation_set(
+        retrain, retrain_settings, db_session_factory, tmp_path):
+    modern = _write(tmp_path / "modern.tsv", MODERN)
+    settings = replace(retrain_settings, also_train=str(modern))
+    from spamguard.services.retrain import run_retrain
+
+    outcome = run_retrain(session_factory=db_session_factory, settings=settings,
+                          progress=False)
+    assert outcome.status == "promoted", outcome.summary
+    record = _candidate_metadata(outcome)["data"]["also_train"]
+    assert record["in_training"] == 6 and record["files"][0]["path"] == str(modern.resolve())
+    assert outcome.counts["training"]["also_train_messages"] == 6
+    assert outcome.counts["training"]["base_unique"] == len(base_rows())
+    with session_scope(db_session_factory) as session:
+        held_out = load_evalset(session).hashes
+    assert not held_out & {text_hash(text) for _, text in MODERN}
+
+    # Unset, the next run trains as the active version was trained: with the same file.
+    store_reviews(db_session_factory, [(f"lunch plan for {day} works", "ham")
+                                       for day in ("monday", "tuesday", "friday")])
+    lines: list[str] = []
+    outcome = retrain(log=lines.append)
+    assert outcome.status in ("promoted", "rejected"), outcome.summary
+    assert _candidate_metadata(outcome)["data"]["also_train"]["in_training"] == 6
+
+    # The file gone: one line that says what to do, exit 2, even with nothing new to learn.
+    if outcome.status == "rejected":
+        return  # the active version is still the first one, trained with the file too
+    modern.unlink()
+    outcome = retrain()
+    assert outcome.status == "failed" and outcome.exit_code == 2
+    assert "modern.tsv, which is gone" in outcome.summary
+
+
+def test_a_changed_also_train_file_is_trained_on_without_new_reviews(
+        retrain, retrain_settings, db_session_factory, tmp_path):
+    from spamguard.services.retrain import run_retrain
+
+    modern = _write(tmp_path / "modern.tsv", MODERN[:4])
+    settings = replace(retrain_settings, also_train=str(modern))
+
+    def run(**kwargs):
+        return run_retrain(session_factory=db_session_factory, settings=settings,
+                           progress=False, **kwargs)
+
+    assert run().status == "promoted"
+    assert run().status == "skipped"  # nothing new
+    _write(modern, MODERN)
+    lines: list[str] = []
+    outcome = run(log=lines.append)
+    assert outcome.status in ("promoted", "rejected"), outcome.summary
+    assert any("the also-train files changed since the last run" in line for line in lines)
+    assert not any("base data" in line for line in lines)
+    assert run().status == "skipped"
+
+
+def test_a_run_from_before_also_train_files_counts_as_none(
+        retrain, retrain_settings, db_session_factory, tmp_path):
+    from spamguard.models import TrainingRun
+    from spamguard.services.retrain import run_retrain
+
+    assert retrain().status == "promoted"
+    with session_scope(db_session_factory) as session:  # as a run of an older release
+        run = session.get(TrainingRun, 1)
+        run.counts = {k: v for k, v in run.counts.items() if k != "also_train_hash"}
+    assert retrain().status == "skipped"  # none then, none now: nothing changed
+    # An upgrade that adds a file: the next run trains with it.
+    settings = replace(retrain_settings, also_train=str(_write(tmp_path / "m.tsv", MODERN)))
+    lines: list[str] = []
+    outcome = run_retrain(session_factory=db_session_factory, settings=settings,
+                          progress=False, log=lines.append)
+    assert outcome.status in ("promoted", "rejected")
+    assert any("the also-train files changed" in line for line in lines)
