@@ -26,6 +26,7 @@ from spamguard.ml.also_train import (
     with_also_train,
 )
 from spamguard.ml.data import dedupe, load_labelled, normalise, split, text_hash
+from spamguard.ml.evaluation import texts_seen_by
 from spamguard.services.evalset import load_evalset
 from tests.fixtures_ml import sample_data
 from tests.fixtures_retrain import base_rows, store_reviews, write_labelled
@@ -210,8 +211,18 @@ def test_train_command_takes_also_train_from_the_option_or_the_setting(cli_home)
             in result.stderr)
     assert "(6 of them always)" in result.stderr
     assert _newest(tmp_path)["data"]["also_train"]["in_training"] == 6
+    # The version's split is rebuilt with them: a report on them says it trained on them,
+    # and retraining's evaluation set is chosen away from them.
+    metadata = _newest(tmp_path)
+    assert {text_hash(t) for _, t in MODERN} <= texts_seen_by(metadata)
+    report = _cli(env, ["report", "--data", str(modern)])
+    assert report.exit_code == 0, report.output
+    assert "6 of 6 messages in" in report.stderr and "could not check" not in report.output
+    modern.write_text(modern.read_text() + "ham\tone more line\tx\n", encoding="utf-8")
+    assert texts_seen_by(metadata) is None  # changed since: cannot be rebuilt
     # The setting is the default; --also-train none overrides it.
     with_setting = {**env, "SPAMGUARD_ALSO_TRAIN": str(modern)}
+    modern = _write(tmp_path / "modern.tsv", MODERN)
     result = _cli(with_setting, ["train", "--data", str(data), "--epochs", "2"])
     assert result.exit_code == 0 and "always in training" in result.stderr
     result = _cli(with_setting, ["train", "--data", str(data), "--epochs", "2",

@@ -8,8 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from spamguard.errors import DataError, ModelError
 from spamguard.ml import report as reporting
+from spamguard.ml.also_train import (
+    is_also_train,
+    load_also_train,
+    recorded_paths,
+    with_also_train,
+)
 from spamguard.ml.baseline import TfidfSvmBaseline
 from spamguard.ml.classifier import SpamClassifier
 from spamguard.ml.data import Split, data_hash, dedupe, load_labelled, split, text_hash
@@ -77,19 +85,23 @@ def copy_stored_report(directory: Path, out: Path) -> tuple[str, Path]:
 
 
 def version_split(metadata: dict) -> Split | None:
-    """Rebuild the version's train/validation/test split from its recorded source, if still
-    identical (None when it is gone, changed, no longer reads, or was not one file: a
-    retrained version's data came from the database too)."""
+    """Rebuild the version's train/validation/test split from its recorded source (and
+    ``--also-train`` files), if still identical (None when one is gone, changed, no longer
+    reads, or was not one file: a retrained version's data came from the database too)."""
     data_info = metadata.get("data", {})
     source = Path(data_info.get("source") or "")
-    if not source.is_file():
+    also_paths = recorded_paths(metadata)  # --also-train files: always in training
+    if not source.is_file() or not all(path.is_file() for path in also_paths):
         return None
     try:
-        data = load_labelled(source)
+        data = with_also_train(load_labelled(source), load_also_train(also_paths))
         if data_hash(data) != data_info.get("hash"):
             return None
         unique, _ = dedupe(data)
-        return split(unique, seed=metadata.get("config", {}).get("split_seed", 2018))
+        marked = (np.array([is_also_train(o) for o in unique.origins], dtype=bool)
+                  if also_paths else None)
+        return split(unique, seed=metadata.get("config", {}).get("split_seed", 2018),
+                     always_train=marked)
     except DataError:
         return None
 
