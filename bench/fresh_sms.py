@@ -3,6 +3,7 @@
 Usage: python bench/fresh_sms.py [--home DIR] [--data bench/fresh_sms.tsv] [--seed N]
        python bench/fresh_sms.py --data bench/fresh_sms_holdout.tsv
        python bench/fresh_sms.py --review-weight 1 10   (one run per retraining weight)
+       python bench/fresh_sms.py --also-train data/present_day.tsv   (models also trained on it)
 
 The shipped data set is SMS from 2010-2012. Today's spam is different (parcel and bank
 phishing, "Hi mum, new number", unpaid tolls, job and crypto lures) and so is today's ham
