@@ -574,3 +574,17 @@ def test_classify_with_stdin_closed_is_one_line(tmp_path):
     assert (result.returncode, result.stderr) == (
         2, "error: standard input is closed: give a FILE to classify\n")
     assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--max-ham-fpr", "nan"],
+    ["retrain", "--margin", "nan"],
+    ["campaigns", "rebuild", "--similarity", "NaN"],
+    ["models", "compare", "v1", "--days", "-nan"],
+])
+def test_a_number_option_refuses_nan(tmp_path, args):
+    """click's FloatRange lets NaN through: every bound check compares False."""
+    result = CliRunner().invoke(build_cli(), args, env={"SPAMGUARD_HOME": str(tmp_path)})
+    assert result.exit_code == 2
+    assert f"{args[-1]!r} is not a number" in result.stderr
+    assert not (tmp_path / "spamguard.db").exists()

@@ -11,6 +11,18 @@ import click
 from spamguard.config import Settings, load_settings
 
 
+class NumberRange(click.FloatRange):
+    """click's FloatRange, refusing NaN as well: ``nan`` passes every bound check (each
+    comparison with it is False), so ``--margin nan`` or ``--days nan`` went on to fail
+    deep inside, or to compare nothing."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
+
+
 class CliContext:
     """Lazily built settings (and anything else commands share)."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from spamguard.cli.context import CliContext, is_terminal, pass_ctx
+from spamguard.cli.context import CliContext, NumberRange, is_terminal, pass_ctx
 from spamguard.config import DEFAULT_DATA, RUNTIMES, parse_also_train
 from spamguard.errors import DataError, ModelError
 from spamguard.ml.version_files import DEFAULT_POOLING, METADATA_FILE, POOLINGS
@@ -73,7 +73,7 @@ def register(cli: click.Group) -> None:
     @click.option("--no-lexical", is_flag=True,
                   help="Score with the BERT head alone, without blending in the TF-IDF + SVM "
                        "model.")
-    @click.option("--max-ham-fpr", type=click.FloatRange(0, 1), default=0.002,
+    @click.option("--max-ham-fpr", type=NumberRange(0, 1), default=0.002,
                   show_default=True, help="Validation ham false-positive budget for the threshold.")
     @pass_ctx
     def train_command(ctx: CliContext, data_path: Path, also_train: tuple[str, ...],

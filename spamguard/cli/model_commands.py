@@ -12,7 +12,7 @@ from pathlib import Path, PurePath
 import click
 from sqlalchemy.orm import Session
 
-from spamguard.cli.context import CliContext, pass_ctx, transaction
+from spamguard.cli.context import CliContext, NumberRange, pass_ctx, transaction
 from spamguard.cli.promotion_commands import rollback_hold, still_held_note
 from spamguard.config import MAX_TRAFFIC_DAYS, MAX_TRAFFIC_LIMIT, TRAFFIC_DAYS, TRAFFIC_LIMIT
 from spamguard.models import ModelVersion
@@ -181,12 +181,6 @@ def _same_folder(one: Path, two: Path) -> bool:
         return False
 
 
-def _a_number_of_days(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
-    if value != value:  # NaN: click's FloatRange lets it through (every comparison is False)
-        raise click.BadParameter(f"{value} is not a number of days")
-    return value
-
-
 def register(cli: click.Group) -> None:
     """Add ``models`` (with ``delete`` and ``prune``), ``promote``, ``rollback`` and
     ``cache prune`` to ``cli``."""
@@ -227,8 +221,8 @@ def register(cli: click.Group) -> None:
     @click.argument("version_id", metavar="VERSION")
     @click.option("--against", metavar="VERSION", default=None,
                   help="Compare with this version instead of the active one.")
-    @click.option("--days", type=click.FloatRange(0, MAX_TRAFFIC_DAYS, min_open=True),
-                  default=TRAFFIC_DAYS, show_default=True, callback=_a_number_of_days,
+    @click.option("--days", type=NumberRange(0, MAX_TRAFFIC_DAYS, min_open=True),
+                  default=TRAFFIC_DAYS, show_default=True,
                   help="Messages received in the last DAYS days.")
     @click.option("--limit", type=click.IntRange(1, MAX_TRAFFIC_LIMIT),
                   default=TRAFFIC_LIMIT, show_default=True,

@@ -9,7 +9,13 @@ from datetime import UTC, datetime
 
 import click
 
-from spamguard.cli.context import CliContext, pass_ctx, session_factory_for, transaction
+from spamguard.cli.context import (
+    CliContext,
+    NumberRange,
+    pass_ctx,
+    session_factory_for,
+    transaction,
+)
 from spamguard.models import RUN_TRIGGERS
 from spamguard.sqltypes import MAX_ID
 
@@ -37,7 +43,7 @@ def register(cli: click.Group) -> None:
     @click.option("--min-new-reviews", type=click.IntRange(0), default=None,
                   help="Skip when fewer reviews are new since the last run "
                        "[default: SPAMGUARD_RETRAIN_MIN_NEW_REVIEWS or 20].")
-    @click.option("--margin", type=click.FloatRange(0, 1), default=None,
+    @click.option("--margin", type=NumberRange(0, 1), default=None,
                   help="How much worse on the metric the candidate may be "
                        "[default: SPAMGUARD_RETRAIN_MARGIN or 0].")
     @click.option("--metric", type=click.Choice(GATE_METRICS), default=None,

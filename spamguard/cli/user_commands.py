@@ -10,6 +10,7 @@ import click
 
 from spamguard.cli.context import (
     CliContext,
+    NumberRange,
     is_terminal,
     pass_ctx,
     session_factory_for,
@@ -154,7 +155,7 @@ def register(cli: click.Group) -> None:
         """Group near-identical messages into campaigns."""
 
     @campaigns_group.command("rebuild")
-    @click.option("--similarity", type=click.FloatRange(0.0, 1.0),
+    @click.option("--similarity", type=NumberRange(0.0, 1.0),
                   default=campaigns.DEFAULT_SIMILARITY, show_default=True,
                   help="Cosine similarity of embeddings at or above which messages group.")
     @click.option("--min-size", type=click.IntRange(min=2), default=campaigns.DEFAULT_MIN_SIZE,
