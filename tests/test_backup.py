@@ -605,3 +605,19 @@ def test_a_postgresql_server_that_refuses_connections_exits_1_to_try_later(tmp_p
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith("error: cannot read the database ")
     assert not (tmp_path / "bk").exists()
+
+
+def test_backing_up_a_database_a_newer_spamguard_upgraded_says_who_can_restore_it(
+        instance, tmp_path):
+    plain = _cli(tmp_path / "home", instance, "backup", "create", str(tmp_path / "bk0"))
+    assert plain.exit_code == 0 and "newer than this spamguard" not in plain.stderr
+    engine = db.make_engine(instance)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    finally:
+        engine.dispose()
+    result = _cli(tmp_path / "home", instance, "backup", "create", str(tmp_path / "bk"))
+    assert result.exit_code == 0, result.output  # the backup itself is whole
+    assert ("note: the database is at revision 9999, newer than this spamguard knows: "
+            "restore this backup with the release that upgraded it") in result.stderr

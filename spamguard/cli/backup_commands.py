@@ -31,8 +31,14 @@ def register(cli: click.Group) -> None:
         online backup, or pg_dump) and every model version its registry names, with a
         manifest of checksums. Safe while the service runs."""
         from spamguard.services.backup import create_backup
+        from spamguard.services.backup_restore import is_known_revision
 
         made = create_backup(ctx.settings.resolved_database_url, folder, log=_progress)
+        revision = made.manifest["database"]["revision"]
+        if not is_known_revision(revision):  # made by a newer release: only it can restore
+            click.echo(f"note: the database is at revision {revision}, newer than this "
+                       "spamguard knows: restore this backup with the release that upgraded "
+                       "it (or a newer one)", err=True)
         for version, reason in made.missing:
             click.echo(f"warning: model version {version} not in the backup: {reason}",
                        err=True)
