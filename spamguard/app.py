@@ -12,6 +12,7 @@ from werkzeug.wsgi import get_content_length
 from spamguard.config import PLACEHOLDER_SECRET, Settings, load_settings
 from spamguard.errors import SpamguardError
 from spamguard.extensions import Database
+from spamguard.plot_config import use_writable_config
 from spamguard.shipped import shipped_dir
 
 WEB_DIR = shipped_dir("web")
@@ -27,6 +28,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     settings = load_settings(config)
     check_secret(settings, testing=bool(settings.extra.get("TESTING")))
     settings.home.mkdir(parents=True, exist_ok=True)
+    use_writable_config(settings.cache_dir)
     app = Flask(__name__, template_folder=str(WEB_DIR / "templates"),
                 static_folder=str(WEB_DIR / "static"), static_url_path="/static")
     app.config.update(SECRET_KEY=session_secret(settings),

@@ -9,6 +9,7 @@ from functools import cached_property
 import click
 
 from spamguard.config import Settings, load_settings
+from spamguard.plot_config import use_writable_config
 
 
 class NumberRange(click.FloatRange):
@@ -29,11 +30,13 @@ class CliContext:
     @cached_property
     def settings(self) -> Settings:
         try:
-            return load_settings()
+            settings = load_settings()
         except ValueError as exc:
             from spamguard.errors import SpamguardError
 
             raise SpamguardError(str(exc)) from exc
+        use_writable_config(settings.cache_dir)  # before a command imports matplotlib
+        return settings
 
 
 pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
