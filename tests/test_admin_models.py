@@ -161,7 +161,7 @@ def test_retrain_button_launches_background_job(admin_client, moderator_client, 
     (args, kwargs), = calls
     # "Retrain now" trains on one new review or more (the gate still compares)
     assert args == [sys.executable, "-m", "spamguard", "retrain", "--trigger", "ui",
-                    "--min-new-reviews", "1"]
+                    "--min-new-reviews", "1", "--started-by", "admin"]
     assert kwargs["start_new_session"] and "SPAMGUARD_DATABASE_URL" in kwargs["env"]
 
 

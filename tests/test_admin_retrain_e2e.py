@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from spamguard.models import TrainingRun
+from spamguard.models import AuditEvent, TrainingRun
 from tests.fixtures_retrain import base_rows, store_reviews, write_labelled
 
 
@@ -37,5 +37,10 @@ def test_retrain_button_runs_the_real_job_and_the_page_shows_its_outcome(
     assert run is not None and run.status in {"promoted", "rejected"}, (
         run and (run.status, run.error, run.summary))
     assert run.trigger == "ui" and run.candidate_version_id
+    if run.status == "promoted":  # the gate promoted it; the audit trail says who asked
+        with db_session_factory() as session:
+            promotion = (session.query(AuditEvent).filter_by(action="model.promote")
+                         .order_by(AuditEvent.id.desc()).first())
+        assert promotion.actor == "retrain (started by admin)"
     page = admin_client.get("/admin/models").get_data(as_text=True)
     assert run.candidate_version_id in page and run.status in page

@@ -4,6 +4,7 @@ delete, and holding automatic promotion (services.promotion_hold)."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +238,8 @@ def model_release():
 @role_required("admin")
 def model_retrain():
     """Start `spamguard retrain --trigger ui --min-new-reviews 1` in the background."""
-    return start_job(retrain_jobs.start_retrain, what="retraining",
+    return start_job(partial(retrain_jobs.start_retrain, by=current_user.username),
+                     what="retraining",
                      busy="a retraining is already running",
                      started="Retraining started in the background (process {pid}). This "
                              "page refreshes while it runs.", endpoint="admin.model_list")

@@ -49,10 +49,12 @@ def register(cli: click.Group) -> None:
     @click.option("--metric", type=click.Choice(GATE_METRICS), default=None,
                   help="Metric compared on the evaluation set "
                        "[default: SPAMGUARD_RETRAIN_METRIC or mcc].")
+    # The admin UI's "Retrain now" names the account that pressed it (the audit trail).
+    @click.option("--started-by", default=None, hidden=True)
     @pass_ctx
     def retrain_command(ctx: CliContext, force: bool, dry_run: bool, trigger: str,
                         min_new_reviews: int | None, margin: float | None,
-                        metric: str | None) -> None:
+                        metric: str | None, started_by: str | None) -> None:
         """Train a candidate from base data + reviews; promote it if it is not worse.
 
         While automatic promotion is on hold (`spamguard promotion status`), it trains,
@@ -76,7 +78,7 @@ def register(cli: click.Group) -> None:
                     session_factory=factory, settings=ctx.settings, force=force,
                     dry_run=dry_run, trigger=trigger, min_new_reviews=min_new_reviews,
                     margin=margin, metric=metric, log=lambda line: click.echo(line, err=True),
-                    by=cli_user())
+                    by=cli_user(), started_by=started_by)
         except SpamguardError as exc:  # before the run could start: still one summary line
             click.echo(f"retrain: failed: {exc}")
             sys.exit(exc.exit_code)

@@ -86,7 +86,7 @@ def run_retrain(*, session_factory: sessionmaker[Session], settings: Settings,
                 min_new_reviews: int | None = None, metric: str | None = None,
                 margin: float | None = None, progress: bool | None = None,
                 log: Callable[[str], None] | None = None,
-                by: str | None = None) -> RetrainOutcome:
+                by: str | None = None, started_by: str | None = None) -> RetrainOutcome:
     """Run one retraining: skip, or train a candidate, compare it and promote or reject it.
 
     Args:
@@ -103,6 +103,8 @@ def run_retrain(*, session_factory: sessionmaker[Session], settings: Settings,
         log: receives one line per stage (None: the module logger).
         by: who runs it (``user@host``): the audit trail names them for a promotion made
             with ``force``, a person's decision; an automatic one is by ``retrain``.
+        started_by: the admin UI account that pressed "Retrain now": the gate's promotion
+            is then by ``retrain (started by NAME)``.
 
     Returns:
         The outcome; ``exit_code`` is 0 promoted/skipped/dry run/held (a candidate that
@@ -127,7 +129,7 @@ def run_retrain(*, session_factory: sessionmaker[Session], settings: Settings,
         return RetrainOutcome("locked", EXIT_LOCKED, f"retrain: locked: {exc}")
     with lease:
         job = _Retrain(session_factory, settings, lease, log, force=force, dry_run=dry_run,
-                       progress=progress, by=by)
+                       progress=progress, by=by, started_by=started_by)
         return job.run(trigger)
 
 
@@ -136,12 +138,15 @@ class _Retrain:
 
     def __init__(self, session_factory: sessionmaker[Session], settings: Settings,
                  lease: locks.Lease, log: Callable[[str], None], *, force: bool,
-                 dry_run: bool, progress: bool | None, by: str | None = None) -> None:
+                 dry_run: bool, progress: bool | None, by: str | None = None,
+                 started_by: str | None = None) -> None:
         self.session_factory, self.settings, self.lease, self.log = (
             session_factory, settings, lease, log)
         self.force, self.dry_run, self.progress = force, dry_run, progress
-        # The audit trail's actor of this run's promotion: with --force, whoever forced it.
-        self.promoted_by = (by if force and by else None) or "retrain"
+        # The audit trail's actor of this run's promotion: with --force, whoever forced it;
+        # else the gate, and who asked for the run from the admin UI.
+        self.promoted_by = (by if force and by else None) or (
+            f"retrain (started by {started_by})" if started_by else "retrain")
         self.counts: dict[str, Any] = {}
         self.run_id: int | None = None
         self.active_id: str | None = None  # the version the candidate is compared with

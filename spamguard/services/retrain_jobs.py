@@ -71,10 +71,13 @@ def _start(args: tuple[str, ...], *, lock: str, settings: Settings,
     return pid
 
 
-def start_retrain(*, settings: Settings, session_factory: sessionmaker[Session]) -> int:
+def start_retrain(*, settings: Settings, session_factory: sessionmaker[Session],
+                  by: str | None = None) -> int:
     """Start ``spamguard retrain --trigger ui --min-new-reviews 1`` in the background with
-    the retrain lock already taken for it; return its pid."""
-    return _start(RETRAIN_ARGS, lock=RETRAIN_LOCK, settings=settings,
+    the retrain lock already taken for it; return its pid. ``by``: the account that asked,
+    which the audit trail names beside the gate for a promotion."""
+    args = RETRAIN_ARGS + (("--started-by", by) if by else ())
+    return _start(args, lock=RETRAIN_LOCK, settings=settings,
                   session_factory=session_factory, log_name="retrain-ui.log")
 
 
