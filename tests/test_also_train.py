@@ -231,6 +231,16 @@ def test_train_command_takes_also_train_from_the_option_or_the_setting(cli_home)
     assert "also_train" not in _newest(tmp_path)["data"]
 
 
+def test_train_command_takes_a_file_name_with_the_path_separator_in_it(cli_home):
+    # --also-train is repeatable: each value is one file, only the setting is a list.
+    tmp_path, data, env = cli_home
+    odd = _write(tmp_path / f"modern{os.pathsep}2024.tsv", MODERN)
+    assert parse_also_train([str(odd)], split=False) == [odd]
+    result = _cli(env, ["train", "--data", str(data), "--epochs", "1", "--also-train", str(odd)])
+    assert result.exit_code == 0, result.output
+    assert _newest(tmp_path)["data"]["also_train"]["files"][0]["path"] == str(odd.resolve())
+
+
 @pytest.mark.parametrize("args, message", [
     (["--also-train", "none", "--also-train", "{modern}"], "'none' means no also-train file"),
     (["--also-train", "{missing}"], "missing.tsv"),
