@@ -127,6 +127,26 @@ def test_retraining_uses_the_named_files_or_the_active_versions(tmp_path):
         retraining_paths(None, metadata)
 
 
+def test_a_shipped_file_is_found_in_this_install_not_where_it_was_recorded(
+        tmp_path, monkeypatch):
+    # Trained from one install (a checkout, a venv), retrained from another: a reinstall
+    # into a new venv, a restore on another machine.
+    old_install, new_install = tmp_path / "old", tmp_path / "new"
+    for folder in (old_install, new_install):
+        folder.mkdir()
+        _write(folder / "present_day.tsv", MODERN)
+    monkeypatch.setitem(SHIPPED_ALSO_TRAIN, "present-day", old_install / "present_day.tsv")
+    also = load_also_train(parse_also_train(["present-day"]))
+    assert also.files[0]["shipped"] == "present-day"
+    metadata = {"data": {"also_train": {"files": also.files, "in_training": 6}}}
+    (old_install / "present_day.tsv").unlink()
+    monkeypatch.setitem(SHIPPED_ALSO_TRAIN, "present-day", new_install / "present_day.tsv")
+    assert retraining_paths(None, metadata) == [new_install / "present_day.tsv"]
+    # A file of the user's own is never taken for a shipped one.
+    own = load_also_train([_write(tmp_path / "present_day.tsv", MODERN)])
+    assert "shipped" not in own.files[0]
+
+
 # -- the shipped file ---------------------------------------------------------------------
 
 def test_the_shipped_present_day_file_is_clean_and_apart_from_the_other_data():

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from spamguard.config import SHIPPED_ALSO_TRAIN
 from spamguard.errors import DataError
 from spamguard.ml.data import LabelledData, data_hash, load_labelled
 
@@ -62,8 +63,11 @@ def load_also_train(paths: Sequence[str | Path]) -> AlsoTrain:
         texts += data.texts
         labels.append(data.labels)
         origins += [ALSO_TRAIN_ORIGIN + origin for origin in data.origins]
-        files.append({"path": str(Path(path).resolve()), "hash": data_hash(data),
-                      **data.counts()})
+        resolved = Path(path).resolve()
+        shipped = next((name for name, file in SHIPPED_ALSO_TRAIN.items()
+                        if file.resolve() == resolved), None)
+        files.append({"path": str(resolved), **({"shipped": shipped} if shipped else {}),
+                      "hash": data_hash(data), **data.counts()})
     joined = np.concatenate(labels) if labels else np.zeros(0, np.int64)
     return AlsoTrain(LabelledData(texts, joined.astype(np.int64), origins), files)
 
@@ -81,9 +85,16 @@ def with_also_train(data: LabelledData, also: AlsoTrain) -> LabelledData:
 
 
 def recorded_paths(metadata: dict[str, Any] | None) -> list[Path]:
-    """The also-train files a version was trained with (model.json), in their order."""
+    """The also-train files a version was trained with (model.json), in their order.
+
+    A shipped file (``present-day``) is this install's copy, not the recorded path: that
+    one is inside the install that trained the version (a venv's site-packages, a source
+    checkout), gone after a reinstall elsewhere or a restore on another machine, where
+    retraining would fail every night.
+    """
     record = ((metadata or {}).get("data") or {}).get("also_train") or {}
-    return [Path(f["path"]) for f in record.get("files", []) if f.get("path")]
+    return [SHIPPED_ALSO_TRAIN[f["shipped"]] if f.get("shipped") in SHIPPED_ALSO_TRAIN
+            else Path(f["path"]) for f in record.get("files", []) if f.get("path")]
 
 
 def retraining_paths(named: list[Path] | None,
