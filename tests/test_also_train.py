@@ -114,6 +114,23 @@ def test_a_text_in_both_stays_with_the_main_data_and_is_split_with_it(tmp_path):
     assert set(also.data.texts[1:]) <= set(parts.train.texts)
 
 
+def test_a_text_in_both_keeps_the_main_datas_label(tmp_path):
+    # An also-train file must not relabel validation or test: the threshold and the report
+    # stay those of the main data (before, spam won, so a ham of the main data that the
+    # file calls spam was scored as spam in the test split).
+    base = sample_data()
+    hams = [t for t, label in zip(base.texts, base.labels, strict=True) if label == 0]
+    also = load_also_train([_write(tmp_path / "x.tsv", [("spam", t) for t in hams])])
+    joined = with_also_train(base, also)
+    assert joined.texts == base.texts and (joined.labels == base.labels).all()
+    unique, stats = dedupe(joined)
+    assert stats.label_conflicts == 0
+    alone = split(dedupe(base)[0])
+    parts = split(unique, always_train=np.array([is_also_train(o) for o in unique.origins]))
+    assert parts.test.labels.tolist() == alone.test.labels.tolist()
+    assert parts.val.labels.tolist() == alone.val.labels.tolist()
+
+
 def test_retraining_uses_the_named_files_or_the_active_versions(tmp_path):
     kept = _write(tmp_path / "kept.tsv", MODERN)
     metadata = {"data": {"also_train": {"files": [{"path": str(kept)}], "in_training": 6}}}

@@ -22,7 +22,7 @@ import numpy as np
 
 from spamguard.config import SHIPPED_ALSO_TRAIN
 from spamguard.errors import DataError
-from spamguard.ml.data import LabelledData, data_hash, load_labelled
+from spamguard.ml.data import LabelledData, data_hash, load_labelled, normalise
 
 ALSO_TRAIN_ORIGIN = "also-train:"
 
@@ -73,14 +73,18 @@ def load_also_train(paths: Sequence[str | Path]) -> AlsoTrain:
 
 
 def with_also_train(data: LabelledData, also: AlsoTrain) -> LabelledData:
-    """``data`` followed by the also-train messages. Deduplication keeps the first copy of a
-    text, so a text in both is the main data's and is split with it."""
+    """``data`` followed by the also-train messages whose text it does not hold: a text in
+    both is the main data's, label too, and is split with it. (Left in, the copy's label
+    would win deduplication when spam, and relabel a validation or test message.)"""
     if not len(also):
         return data
+    have = {normalise(text) for text in data.texts}
+    extra = also.data.subset(i for i, text in enumerate(also.data.texts)
+                             if normalise(text) not in have)
     origins = data.origins or [f"data:{i}" for i in range(len(data))]
-    return LabelledData(data.texts + also.data.texts,
-                        np.concatenate([data.labels, also.data.labels]),
-                        origins + also.data.origins)
+    return LabelledData(data.texts + extra.texts,
+                        np.concatenate([data.labels, extra.labels]),
+                        origins + extra.origins)
 
 
 
