@@ -64,16 +64,19 @@ NO_FILE = "none"
 SHIPPED_ALSO_TRAIN = {"present-day": shipped_dir("data") / "present_day.tsv"}
 
 
-def parse_also_train(values: list[str] | tuple[str, ...]) -> list[Path] | None:
-    """Files named by ``--also-train`` or ``SPAMGUARD_ALSO_TRAIN`` (``os.pathsep`` between
-    them; spamguard.ml.also_train): None when nothing is named (the caller's default
-    applies), ``[]`` for ``none``. ``present-day`` names the shipped data/present_day.tsv.
+def parse_also_train(values: list[str] | tuple[str, ...], *, split: bool = True
+                     ) -> list[Path] | None:
+    """Files named by ``--also-train`` or ``SPAMGUARD_ALSO_TRAIN`` (spamguard.ml.also_train):
+    None when nothing is named (the caller's default applies), ``[]`` for ``none``.
+    ``present-day`` names the shipped data/present_day.tsv. With ``split`` (the setting)
+    ``os.pathsep`` separates files; without it (the repeatable option) each value is one
+    file, so a file name with a colon in it can still be given.
 
     Raises:
         ValueError: ``none`` given together with a file.
     """
-    names = [part.strip() for value in values for part in value.split(os.pathsep)
-             if part.strip()]
+    names = [part.strip() for value in values
+             for part in (value.split(os.pathsep) if split else [value]) if part.strip()]
     if not names:
         return None
     if any(name.lower() == NO_FILE for name in names):

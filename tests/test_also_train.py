@@ -114,6 +114,23 @@ def test_a_text_in_both_stays_with_the_main_data_and_is_split_with_it(tmp_path):
     assert set(also.data.texts[1:]) <= set(parts.train.texts)
 
 
+def test_a_text_in_both_keeps_the_main_datas_label(tmp_path):
+    # An also-train file must not relabel validation or test: the threshold and the report
+    # stay those of the main data (before, spam won, so a ham of the main data that the
+    # file calls spam was scored as spam in the test split).
+    base = sample_data()
+    hams = [t for t, label in zip(base.texts, base.labels, strict=True) if label == 0]
+    also = load_also_train([_write(tmp_path / "x.tsv", [("spam", t) for t in hams])])
+    joined = with_also_train(base, also)
+    assert joined.texts == base.texts and (joined.labels == base.labels).all()
+    unique, stats = dedupe(joined)
+    assert stats.label_conflicts == 0
+    alone = split(dedupe(base)[0])
+    parts = split(unique, always_train=np.array([is_also_train(o) for o in unique.origins]))
+    assert parts.test.labels.tolist() == alone.test.labels.tolist()
+    assert parts.val.labels.tolist() == alone.val.labels.tolist()
+
+
 def test_retraining_uses_the_named_files_or_the_active_versions(tmp_path):
     kept = _write(tmp_path / "kept.tsv", MODERN)
     metadata = {"data": {"also_train": {"files": [{"path": str(kept)}], "in_training": 6}}}
@@ -125,6 +142,26 @@ def test_retraining_uses_the_named_files_or_the_active_versions(tmp_path):
     with pytest.raises(DataError, match=r"trained with --also-train .*kept\.tsv, which is "
                                         r"gone.*SPAMGUARD_ALSO_TRAIN"):
         retraining_paths(None, metadata)
+
+
+def test_a_shipped_file_is_found_in_this_install_not_where_it_was_recorded(
+        tmp_path, monkeypatch):
+    # Trained from one install (a checkout, a venv), retrained from another: a reinstall
+    # into a new venv, a restore on another machine.
+    old_install, new_install = tmp_path / "old", tmp_path / "new"
+    for folder in (old_install, new_install):
+        folder.mkdir()
+        _write(folder / "present_day.tsv", MODERN)
+    monkeypatch.setitem(SHIPPED_ALSO_TRAIN, "present-day", old_install / "present_day.tsv")
+    also = load_also_train(parse_also_train(["present-day"]))
+    assert also.files[0]["shipped"] == "present-day"
+    metadata = {"data": {"also_train": {"files": also.files, "in_training": 6}}}
+    (old_install / "present_day.tsv").unlink()
+    monkeypatch.setitem(SHIPPED_ALSO_TRAIN, "present-day", new_install / "present_day.tsv")
+    assert retraining_paths(None, metadata) == [new_install / "present_day.tsv"]
+    # A file of the user's own is never taken for a shipped one.
+    own = load_also_train([_write(tmp_path / "present_day.tsv", MODERN)])
+    assert "shipped" not in own.files[0]
 
 
 # -- the shipped file ---------------------------------------------------------------------
@@ -229,6 +266,16 @@ def test_train_command_takes_also_train_from_the_option_or_the_setting(cli_home)
                                  "--also-train", "none"])
     assert result.exit_code == 0 and "always in training" not in result.stderr
     assert "also_train" not in _newest(tmp_path)["data"]
+
+
+def test_train_command_takes_a_file_name_with_the_path_separator_in_it(cli_home):
+    # --also-train is repeatable: each value is one file, only the setting is a list.
+    tmp_path, data, env = cli_home
+    odd = _write(tmp_path / f"modern{os.pathsep}2024.tsv", MODERN)
+    assert parse_also_train([str(odd)], split=False) == [odd]
+    result = _cli(env, ["train", "--data", str(data), "--epochs", "1", "--also-train", str(odd)])
+    assert result.exit_code == 0, result.output
+    assert _newest(tmp_path)["data"]["also_train"]["files"][0]["path"] == str(odd.resolve())
 
 
 @pytest.mark.parametrize("args, message", [

@@ -95,7 +95,7 @@ def register(cli: click.Group) -> None:
 
         settings = ctx.settings
         try:
-            paths = parse_also_train(also_train) if also_train else None
+            paths = parse_also_train(also_train, split=False) if also_train else None
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--also-train") from None
         if paths is None:

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from spamguard.config import SHIPPED_ALSO_TRAIN
 from spamguard.errors import DataError
-from spamguard.ml.data import LabelledData, data_hash, load_labelled
+from spamguard.ml.data import LabelledData, data_hash, load_labelled, normalise
 
 ALSO_TRAIN_ORIGIN = "also-train:"
 
@@ -62,28 +63,42 @@ def load_also_train(paths: Sequence[str | Path]) -> AlsoTrain:
         texts += data.texts
         labels.append(data.labels)
         origins += [ALSO_TRAIN_ORIGIN + origin for origin in data.origins]
-        files.append({"path": str(Path(path).resolve()), "hash": data_hash(data),
-                      **data.counts()})
+        resolved = Path(path).resolve()
+        shipped = next((name for name, file in SHIPPED_ALSO_TRAIN.items()
+                        if file.resolve() == resolved), None)
+        files.append({"path": str(resolved), **({"shipped": shipped} if shipped else {}),
+                      "hash": data_hash(data), **data.counts()})
     joined = np.concatenate(labels) if labels else np.zeros(0, np.int64)
     return AlsoTrain(LabelledData(texts, joined.astype(np.int64), origins), files)
 
 
 def with_also_train(data: LabelledData, also: AlsoTrain) -> LabelledData:
-    """``data`` followed by the also-train messages. Deduplication keeps the first copy of a
-    text, so a text in both is the main data's and is split with it."""
+    """``data`` followed by the also-train messages whose text it does not hold: a text in
+    both is the main data's, label too, and is split with it. (Left in, the copy's label
+    would win deduplication when spam, and relabel a validation or test message.)"""
     if not len(also):
         return data
+    have = {normalise(text) for text in data.texts}
+    extra = also.data.subset(i for i, text in enumerate(also.data.texts)
+                             if normalise(text) not in have)
     origins = data.origins or [f"data:{i}" for i in range(len(data))]
-    return LabelledData(data.texts + also.data.texts,
-                        np.concatenate([data.labels, also.data.labels]),
-                        origins + also.data.origins)
+    return LabelledData(data.texts + extra.texts,
+                        np.concatenate([data.labels, extra.labels]),
+                        origins + extra.origins)
 
 
 
 def recorded_paths(metadata: dict[str, Any] | None) -> list[Path]:
-    """The also-train files a version was trained with (model.json), in their order."""
+    """The also-train files a version was trained with (model.json), in their order.
+
+    A shipped file (``present-day``) is this install's copy, not the recorded path: that
+    one is inside the install that trained the version (a venv's site-packages, a source
+    checkout), gone after a reinstall elsewhere or a restore on another machine, where
+    retraining would fail every night.
+    """
     record = ((metadata or {}).get("data") or {}).get("also_train") or {}
-    return [Path(f["path"]) for f in record.get("files", []) if f.get("path")]
+    return [SHIPPED_ALSO_TRAIN[f["shipped"]] if f.get("shipped") in SHIPPED_ALSO_TRAIN
+            else Path(f["path"]) for f in record.get("files", []) if f.get("path")]
 
 
 def retraining_paths(named: list[Path] | None,
