@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from spamguard.ml.also_train import (
 from spamguard.ml.data import dedupe, load_labelled, normalise, split, text_hash
 from spamguard.ml.evaluation import texts_seen_by
 from spamguard.services.evalset import load_evalset
+from spamguard.services.retrain import run_retrain
 from tests.fixtures_ml import sample_data
 from tests.fixtures_retrain import base_rows, store_reviews, write_labelled
 
@@ -233,9 +235,12 @@ def _cli(env, args):
     return CliRunner().invoke(build_cli(), args, env=env)
 
 
-def _newest(tmp_path: Path) -> dict:
-    newest = max((tmp_path / "instance" / "models").iterdir(), key=lambda p: p.name)
-    return json.loads((newest / "model.json").read_text())
+def _trained(result) -> dict:
+    """The model.json of the version a ``train`` command says it wrote (two trained in
+    the same second have ids that do not sort by time)."""
+    folder = re.search(r"^model \S+ \(\w+\) in (.+)$", result.stdout, re.MULTILINE)
+    assert folder, result.output
+    return json.loads((Path(folder.group(1)) / "model.json").read_text())
 
 
 def test_train_command_takes_also_train_from_the_option_or_the_setting(cli_home):
@@ -247,10 +252,10 @@ def test_train_command_takes_also_train_from_the_option_or_the_setting(cli_home)
     assert ("train: 6 messages of modern.tsv (3 spam) always in training (--also-train)"
             in result.stderr)
     assert "(6 of them always)" in result.stderr
-    assert _newest(tmp_path)["data"]["also_train"]["in_training"] == 6
+    metadata = _trained(result)
+    assert metadata["data"]["also_train"]["in_training"] == 6
     # The version's split is rebuilt with them: a report on them says it trained on them,
     # and retraining's evaluation set is chosen away from them.
-    metadata = _newest(tmp_path)
     assert {text_hash(t) for _, t in MODERN} <= texts_seen_by(metadata)
     report = _cli(env, ["report", "--data", str(modern)])
     assert report.exit_code == 0, report.output
@@ -265,7 +270,7 @@ def test_train_command_takes_also_train_from_the_option_or_the_setting(cli_home)
     result = _cli(with_setting, ["train", "--data", str(data), "--epochs", "2",
                                  "--also-train", "none"])
     assert result.exit_code == 0 and "always in training" not in result.stderr
-    assert "also_train" not in _newest(tmp_path)["data"]
+    assert "also_train" not in _trained(result)["data"]
 
 
 def test_train_command_takes_a_file_name_with_the_path_separator_in_it(cli_home):
@@ -275,17 +280,24 @@ def test_train_command_takes_a_file_name_with_the_path_separator_in_it(cli_home)
     assert parse_also_train([str(odd)], split=False) == [odd]
     result = _cli(env, ["train", "--data", str(data), "--epochs", "1", "--also-train", str(odd)])
     assert result.exit_code == 0, result.output
-    assert _newest(tmp_path)["data"]["also_train"]["files"][0]["path"] == str(odd.resolve())
+    assert _trained(result)["data"]["also_train"]["files"][0]["path"] == str(odd.resolve())
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--also-train", "none", "--also-train", "{modern}"], "'none' means no also-train file"),
-    (["--also-train", "{missing}"], "missing.tsv"),
+@pytest.mark.parametrize("args, setting, message", [
+    (["--also-train", "none", "--also-train", "{modern}"], "",
+     "'none' means no also-train file"),
+    (["--also-train", "{missing}"], "", "missing.tsv: cannot read"),
+    ([], "{missing}", "missing.tsv: cannot read"),
+    ([], "{bad}", "bad.tsv:2: unknown label 'maybe' (expected ham/spam or 0/1) (named by "
+                  "SPAMGUARD_ALSO_TRAIN)"),
 ])
-def test_train_command_errors_are_one_line(cli_home, args, message):
+def test_train_command_errors_are_one_line(cli_home, args, setting, message):
     tmp_path, data, env = cli_home
     modern = _write(tmp_path / "modern.tsv", MODERN)
-    args = [a.format(modern=modern, missing=tmp_path / "missing.tsv") for a in args]
+    (tmp_path / "bad.tsv").write_text("ham\tfine\nmaybe\tunsure\n", encoding="utf-8")
+    names = dict(modern=modern, missing=tmp_path / "missing.tsv", bad=tmp_path / "bad.tsv")
+    args = [a.format(**names) for a in args]
+    env = {**env, "SPAMGUARD_ALSO_TRAIN": setting.format(**names)}
     result = _cli(env, ["train", "--data", str(data), *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
@@ -303,8 +315,6 @@ def test_retraining_trains_with_the_setting_and_keeps_them_out_of_the_evaluation
         retrain, retrain_settings, db_session_factory, tmp_path):
     modern = _write(tmp_path / "modern.tsv", MODERN)
     settings = replace(retrain_settings, also_train=str(modern))
-    from spamguard.services.retrain import run_retrain
-
     outcome = run_retrain(session_factory=db_session_factory, settings=settings,
                           progress=False)
     assert outcome.status == "promoted", outcome.summary
@@ -335,8 +345,6 @@ def test_retraining_trains_with_the_setting_and_keeps_them_out_of_the_evaluation
 
 def test_a_changed_also_train_file_is_trained_on_without_new_reviews(
         retrain, retrain_settings, db_session_factory, tmp_path):
-    from spamguard.services.retrain import run_retrain
-
     modern = _write(tmp_path / "modern.tsv", MODERN[:4])
     settings = replace(retrain_settings, also_train=str(modern))
 
@@ -358,8 +366,6 @@ def test_a_changed_also_train_file_is_trained_on_without_new_reviews(
 def test_a_run_from_before_also_train_files_counts_as_none(
         retrain, retrain_settings, db_session_factory, tmp_path):
     from spamguard.models import TrainingRun
-    from spamguard.services.retrain import run_retrain
-
     assert retrain().status == "promoted"
     with session_scope(db_session_factory) as session:  # as a run of an older release
         run = session.get(TrainingRun, 1)
@@ -372,3 +378,14 @@ def test_a_run_from_before_also_train_files_counts_as_none(
                           progress=False, log=lines.append)
     assert outcome.status in ("promoted", "rejected")
     assert any("the also-train files changed" in line for line in lines)
+
+
+def test_a_file_the_setting_names_that_cannot_be_read_fails_the_run_in_one_line(
+        retrain_settings, db_session_factory, tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("ham\tfine\nmaybe\tunsure\n", encoding="utf-8")
+    outcome = run_retrain(session_factory=db_session_factory, progress=False,
+                          settings=replace(retrain_settings, also_train=str(bad)))
+    assert outcome.status == "failed" and outcome.exit_code == 2
+    assert "bad.tsv:2: unknown label" in outcome.summary
+    assert "(named by SPAMGUARD_ALSO_TRAIN)" in outcome.summary

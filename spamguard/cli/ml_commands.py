@@ -98,10 +98,11 @@ def register(cli: click.Group) -> None:
             paths = parse_also_train(also_train, split=False) if also_train else None
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--also-train") from None
+        named_by = "--also-train" if paths is not None else "SPAMGUARD_ALSO_TRAIN"
         if paths is None:
             paths = settings.also_train_paths or []
         data = load_labelled(data_path)
-        also = load_also_train(paths)
+        also = load_also_train(paths, named_by)
         if len(also):
             click.echo(f"train: {also_train_note(also.files)} always in training "
                        "(--also-train)", err=True)

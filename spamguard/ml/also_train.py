@@ -48,18 +48,24 @@ class AlsoTrain:
         return data_hash(self.data)
 
 
-def load_also_train(paths: Sequence[str | Path]) -> AlsoTrain:
+def load_also_train(paths: Sequence[str | Path], named_by: str | None = None) -> AlsoTrain:
     """Read each file as ``spamguard train --data`` reads one (TSV/CSV, label and text).
 
     Raises:
-        DataError: a file cannot be read, naming the file, line and problem.
+        DataError: a file cannot be read, naming the file, line and problem, and
+            ``named_by`` (what named the files, e.g. SPAMGUARD_ALSO_TRAIN) when given.
     """
     texts: list[str] = []
     labels: list[np.ndarray] = []
     origins: list[str] = []
     files = []
     for path in paths:
-        data = load_labelled(path)
+        try:
+            data = load_labelled(path)
+        except DataError as exc:
+            if named_by is None:
+                raise
+            raise DataError(f"{exc} (named by {named_by})") from exc
         texts += data.texts
         labels.append(data.labels)
         origins += [ALSO_TRAIN_ORIGIN + origin for origin in data.origins]

@@ -216,8 +216,10 @@ class _Retrain:
         # Read every night, skip or not: a missing or broken base file fails now (exit 2),
         # not on the night enough reviews have come in, and a changed one is trained on.
         base = load_labelled(self.settings.base_data_path)
-        also = load_also_train(retraining_paths(self.settings.also_train_paths,
-                                                snapshot.active_metadata))
+        named = self.settings.also_train_paths
+        also = load_also_train(retraining_paths(named, snapshot.active_metadata),
+                               "SPAMGUARD_ALSO_TRAIN" if named is not None
+                               else f"the active version {snapshot.active_id}'s model.json")
         self.counts["base_data_hash"] = data_hash(base)
         self.counts["also_train_hash"] = also.hash
         changed = []
