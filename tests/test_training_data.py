@@ -136,3 +136,25 @@ def test_check_class_sizes(labels, message) -> None:
     with pytest.raises(DataError, match=f"too few training examples: {message}"):
         check_class_sizes(data, 10)
     check_class_sizes(data, 2)  # enough of each at a lower minimum
+
+
+def test_also_train_messages_join_and_a_review_of_one_is_not_a_base_override(
+        db_session_factory, tmp_path) -> None:
+    from spamguard.ml.also_train import is_also_train, load_also_train
+
+    extra = tmp_path / "extra.tsv"
+    extra.write_text("ham\tYour login code is 123456\nspam\tParcel held, pay 1.99 now\n"
+                     "spam\tsee you at lunch\n", encoding="utf-8")  # a base text: left out
+    store_reviews(db_session_factory, [("your LOGIN code is 999999", "spam")])
+    base = LabelledData(["see you at lunch", "WIN cash now"], np.array([0, 1]))
+    with session_scope(db_session_factory) as session:
+        training = build_training_set(session=session, base=base, exclude=set(),
+                                      also=load_also_train([extra]))
+    labels = _labels(training)
+    assert labels["see you at lunch"] == 0  # the base data's label stands
+    assert labels["your LOGIN code is 999999"] == 1 and labels["Parcel held, pay 1.99 now"] == 1
+    assert sum(is_also_train(o) for o in training.data.origins) == 1  # the parcel message
+    assert training.counts["also_train_messages"] == 3
+    assert training.counts["base_unique"] == 2
+    assert training.counts["reviews_overriding_base"] == 0  # it overrode an also-train text
+    assert training.also_train_files[0]["total"] == 3

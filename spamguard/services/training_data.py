@@ -112,6 +112,7 @@ def build_training_set(*, session: Session, base: LabelledData, exclude: Collect
         key, label = review.text_hash, LABEL_IDS[review.label]
         previous = merged.get(key)
         if (previous is not None and not previous[2].startswith(REVIEW_ORIGIN)
+                and not is_also_train(previous[2])  # counted as base texts only
                 and key not in exclude):  # evaluation texts are counted by the eval set
             overridden += previous[1] != label
             confirmed += previous[1] == label
