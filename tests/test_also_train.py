@@ -217,7 +217,7 @@ def test_training_keeps_them_in_training_and_weights_only_the_weighted(
     assert record == {"files": also.files, "in_training": 6}
     assert result.metadata["data"]["always_train"] == 9
     report = (result.directory / "report.md").read_text()
-    assert "| always in training (--also-train) | 6 messages of modern.tsv (3 spam) |" in report
+    assert "| always in training (also-train files) | 6 messages of modern.tsv (3 spam) |" in report
     on_disk = json.loads((result.directory / "model.json").read_text())
     assert on_disk["data"]["also_train"]["files"][0]["path"] == str(
         (tmp_path / "modern.tsv").resolve())
@@ -266,7 +266,10 @@ def test_train_command_takes_also_train_from_the_option_or_the_setting(cli_home)
     with_setting = {**env, "SPAMGUARD_ALSO_TRAIN": str(modern)}
     modern = _write(tmp_path / "modern.tsv", MODERN)
     result = _cli(with_setting, ["train", "--data", str(data), "--epochs", "2"])
-    assert result.exit_code == 0 and "always in training" in result.stderr
+    assert result.exit_code == 0, result.output
+    # It says what named them: an operator who typed no --also-train sees the setting.
+    assert ("train: 6 messages of modern.tsv (3 spam) always in training "
+            "(SPAMGUARD_ALSO_TRAIN)") in result.stderr
     result = _cli(with_setting, ["train", "--data", str(data), "--epochs", "2",
                                  "--also-train", "none"])
     assert result.exit_code == 0 and "always in training" not in result.stderr
@@ -333,6 +336,9 @@ def test_retraining_trains_with_the_setting_and_keeps_them_out_of_the_evaluation
     outcome = retrain(log=lines.append)
     assert outcome.status in ("promoted", "rejected"), outcome.summary
     assert _candidate_metadata(outcome)["data"]["also_train"]["in_training"] == 6
+    # The log says it kept them, and what named them (nothing in the environment did).
+    assert any(line.startswith("retrain: note: 6 messages of modern.tsv (3 spam) always in "
+                               "training (the active version ") for line in lines), lines
 
     # The file gone: one line that says what to do, exit 2, even with nothing new to learn.
     if outcome.status == "rejected":

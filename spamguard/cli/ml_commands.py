@@ -84,12 +84,13 @@ def register(cli: click.Group) -> None:
         from spamguard.cli.context import session_factory_for
         from spamguard.db import session_scope
         from spamguard.ml.also_train import (
+            also_train_note,
             is_also_train,
             load_also_train,
             with_also_train,
         )
         from spamguard.ml.data import load_labelled
-        from spamguard.ml.train import TrainConfig, also_train_note, train_model
+        from spamguard.ml.train import TrainConfig, train_model
         from spamguard.services import registry
         from spamguard.services.audit import cli_user
 
@@ -105,7 +106,7 @@ def register(cli: click.Group) -> None:
         also = load_also_train(paths, named_by)
         if len(also):
             click.echo(f"train: {also_train_note(also.files)} always in training "
-                       "(--also-train)", err=True)
+                       f"({named_by})", err=True)
         config = TrainConfig(pooling=pooling, max_length=max_length, epochs=epochs, seed=seed,
                              features=not no_features, lexical=not no_lexical,
                              max_ham_fpr=max_ham_fpr)

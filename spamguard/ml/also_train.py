@@ -78,6 +78,19 @@ def load_also_train(paths: Sequence[str | Path], named_by: str | None = None) ->
     return AlsoTrain(LabelledData(texts, joined.astype(np.int64), origins), files)
 
 
+def also_train_note(files: Sequence[dict[str, Any]], in_training: int | None = None) -> str:
+    """"470 messages of present_day.tsv (220 spam)": what the also-train files give;
+    with ``in_training``, how many of them the training part kept."""
+    names = ", ".join(Path(f["path"]).name for f in files)
+    total = sum(f["total"] for f in files)
+    spam = sum(f["spam"] for f in files)
+    note = f"{total} messages of {names} ({spam} spam)"
+    if in_training is not None and in_training != total:  # the others repeat a text
+        note = f"{in_training} of the {note}; the others are copies of texts " \
+               "already in the data"
+    return note
+
+
 def with_also_train(data: LabelledData, also: AlsoTrain) -> LabelledData:
     """``data`` followed by the also-train messages whose text it does not hold: a text in
     both is the main data's, label too, and is split with it. (Left in, the copy's label

@@ -19,7 +19,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from tqdm.auto import tqdm
 
 from spamguard.errors import ModelError
-from spamguard.ml.also_train import is_also_train
+from spamguard.ml.also_train import also_train_note, is_also_train
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.blend import Blend, head_logit
 from spamguard.ml.classifier import LABEL_MAP, SpamClassifier, build_inputs
@@ -458,26 +458,13 @@ def report_info(metadata: dict[str, Any]) -> dict[str, Any]:
         "label conflicts among duplicates (kept as spam)": data["dedupe"]["label_conflicts"],
         "split train / val / test": " / ".join(str(data["split"][k]["total"])
                                                 for k in ("train", "val", "test")),
-        **({"always in training (--also-train)": also_train_note(
+        **({"always in training (also-train files)": also_train_note(
                data["also_train"]["files"], data["also_train"]["in_training"])}
            if data.get("also_train") else {}),
         "threshold (chosen on validation)": round(metadata["threshold"], 4),
         "best epoch / val loss": f"{metadata['training']['best_epoch']} / "
                                  f"{metadata['training']['best_val_loss']:.4f}",
     }
-
-
-def also_train_note(files: Sequence[dict[str, Any]], in_training: int | None = None) -> str:
-    """"470 messages of present_day.tsv (220 spam)": what the also-train files give;
-    with ``in_training``, how many of them the training part kept."""
-    names = ", ".join(Path(f["path"]).name for f in files)
-    total = sum(f["total"] for f in files)
-    spam = sum(f["spam"] for f in files)
-    note = f"{total} messages of {names} ({spam} spam)"
-    if in_training is not None and in_training != total:  # the others repeat a text
-        note = f"{in_training} of the {note}; the others are copies of texts " \
-               "already in the data"
-    return note
 
 
 def _metadata(backbone: Backbone, config: TrainConfig, features: list[str], fit: HeadFit,

@@ -26,7 +26,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from spamguard.config import GATE_METRICS, Settings
 from spamguard.errors import LockHeldError, SpamguardError
-from spamguard.ml.also_train import AlsoTrain, load_also_train, retraining_paths
+from spamguard.ml.also_train import (
+    AlsoTrain,
+    also_train_note,
+    load_also_train,
+    retraining_paths,
+)
 from spamguard.ml.data import data_hash, load_labelled
 from spamguard.models import RUN_TRIGGERS, TrainingRun
 from spamguard.services import locks, promotion_hold, registry, traffic_diff
@@ -217,9 +222,9 @@ class _Retrain:
         # not on the night enough reviews have come in, and a changed one is trained on.
         base = load_labelled(self.settings.base_data_path)
         named = self.settings.also_train_paths
-        also = load_also_train(retraining_paths(named, snapshot.active_metadata),
-                               "SPAMGUARD_ALSO_TRAIN" if named is not None
-                               else f"the active version {snapshot.active_id}'s model.json")
+        named_by = ("SPAMGUARD_ALSO_TRAIN" if named is not None
+                    else f"the active version {snapshot.active_id}'s model.json")
+        also = load_also_train(retraining_paths(named, snapshot.active_metadata), named_by)
         self.counts["base_data_hash"] = data_hash(base)
         self.counts["also_train_hash"] = also.hash
         changed = []
@@ -238,6 +243,9 @@ class _Retrain:
             self.log(f"retrain: note: {' and '.join(changed)} changed since the last run: "
                      f"training with {snapshot.new_reviews} new review(s)")
         check_writable(self.settings.models_dir)
+        if len(also):  # unset, the setting names nothing: say what training keeps
+            self.log(f"retrain: note: {also_train_note(also.files)} always in training "
+                     f"({named_by})")
         checkpoint("data", self.lease, self.log)
         training, evalset = prepare_data(session_factory=self.session_factory,
                                          settings=self.settings, snapshot=snapshot,
