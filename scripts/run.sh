@@ -15,5 +15,25 @@ fi
 versions=$(.venv/bin/spamguard models --json)
 if ! grep -q '"status": "active"' <<<"$versions"; then
     .venv/bin/spamguard train
+elif [ -n "${SPAMGUARD_ALSO_TRAIN:-}" ]; then
+    # SPAMGUARD_ALSO_TRAIN=present-day trains a first model: on an instance that already
+    # serves one trained without those files it changes nothing now, so say so.
+    .venv/bin/python - "$versions" <<'PY' >&2 || true
+import json, sys
+from pathlib import Path
+from spamguard.config import load_settings
+from spamguard.ml.also_train import recorded_paths
+named = {p.resolve() for p in load_settings().also_train_paths or []}
+for line in sys.argv[1].splitlines():
+    version = json.loads(line)
+    if version.get("status") != "active":
+        continue
+    meta = json.loads((Path(version["directory"]) / "model.json").read_text())
+    if named != {p.resolve() for p in recorded_paths(meta)}:
+        print(f"note: model {version['version']} is already active, trained with other "
+              "also-train files than SPAMGUARD_ALSO_TRAIN names: run.sh trains only a first "
+              "model, so it keeps serving; to switch, see docs/retraining.md, \"Present-day "
+              "examples on a running instance\"")
+PY
 fi
 exec .venv/bin/spamguard serve "$@"
