@@ -395,3 +395,48 @@ def test_a_file_the_setting_names_that_cannot_be_read_fails_the_run_in_one_line(
     assert outcome.status == "failed" and outcome.exit_code == 2
     assert "bad.tsv:2: unknown label" in outcome.summary
     assert "(named by SPAMGUARD_ALSO_TRAIN)" in outcome.summary
+
+
+def test_run_sh_says_when_the_setting_cannot_change_the_model_it_serves(cli_home):
+    """scripts/run.sh trains a first model only: SPAMGUARD_ALSO_TRAIN on an instance that
+    serves a model trained with other files changes nothing now, and it says so."""
+    import shutil
+    import subprocess
+    import sys
+
+    tmp_path, data, env = cli_home
+    modern = _write(tmp_path / "modern.tsv", MODERN)
+    # run.sh in a copy of the tree, whose setup.sh does nothing and whose spamguard runs
+    # this checkout's (and only says what `serve` would do).
+    tree = tmp_path / "tree"
+    (tree / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "run.sh", tree / "scripts" / "run.sh")
+    (tree / "scripts" / "setup.sh").write_text("true\n")
+    bin_dir = tree / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python").symlink_to(sys.executable)
+    spamguard = bin_dir / "spamguard"
+    spamguard.write_text(f'#!/bin/sh\n[ "$1" = serve ] && {{ echo "would serve"; exit 0; }}\n'
+                         f'exec "{sys.executable}" -m spamguard "$@"\n')
+    spamguard.chmod(0o755)
+
+    def run_sh(also_train: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(tree / "scripts" / "run.sh")], capture_output=True, text=True,
+            timeout=120, env={**os.environ, **env, "SPAMGUARD_ALSO_TRAIN": also_train,
+                              "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])})
+
+    assert _cli(env, ["train", "--data", str(data), "--epochs", "1"]).exit_code == 0
+    done = run_sh(str(modern))
+    assert done.returncode == 0 and "would serve" in done.stdout, done.stderr
+    assert "is already active, trained with other also-train files" in done.stderr
+    assert "Present-day examples on a running instance" in done.stderr
+    assert "already active" not in run_sh("").stderr  # nothing named: nothing to say
+    assert "already active" not in run_sh("none").stderr  # trained with none, as asked
+    # A model trained with the file: the setting asks for what is served.
+    trained = _cli(env, ["train", "--data", str(data), "--epochs", "1",
+                         "--also-train", str(modern)])
+    version = re.search(r"^model (\S+) ", trained.stdout, re.MULTILINE).group(1)
+    assert _cli(env, ["promote", version]).exit_code == 0
+    done = run_sh(str(modern))
+    assert done.returncode == 0 and "already active" not in done.stderr, done.stderr
