@@ -166,6 +166,39 @@ def test_a_shipped_file_is_found_in_this_install_not_where_it_was_recorded(
     assert "shipped" not in own.files[0]
 
 
+def test_the_shipped_base_data_is_found_in_this_install_too(tmp_path, monkeypatch):
+    # As the shipped also-train file: a version from `spamguard train` records the shipped
+    # data's path in the install that trained it. After a reinstall or a restore elsewhere
+    # the split is still rebuilt, from this install's copy, so the first retraining's
+    # evaluation set keeps out what the active version trained on.
+    from spamguard.ml import evaluation
+    from spamguard.ml.data import data_hash
+
+    old_install, new_install = tmp_path / "old" / "data", tmp_path / "new" / "data"
+    for folder in (old_install, new_install):
+        folder.mkdir(parents=True)
+        write_labelled(folder / "sms_spam_collection.tsv", base_rows(4))
+    recorded = old_install / "sms_spam_collection.tsv"
+    metadata = {"data": {"source": str(recorded), "hash": data_hash(load_labelled(recorded))},
+                "config": {"split_seed": 2018}}
+    before = evaluation.version_split(metadata)
+    recorded.unlink()
+    monkeypatch.setattr(evaluation, "DEFAULT_DATA", new_install / "sms_spam_collection.tsv")
+    after = evaluation.version_split(metadata)
+    assert after is not None and after.test.texts == before.test.texts
+    assert after.train.texts == before.train.texts
+    # Not the same data (another release's file): the split is lost, as before.
+    write_labelled(new_install / "sms_spam_collection.tsv", base_rows(4)[3:])
+    assert evaluation.version_split(metadata) is None
+    # A file of the user's own that is gone is never taken for the shipped one.
+    write_labelled(new_install / "sms_spam_collection.tsv", base_rows(4))
+    own = tmp_path / "mine.tsv"
+    write_labelled(own, base_rows(4))
+    mine = {**metadata, "data": {**metadata["data"], "source": str(own)}}
+    own.unlink()
+    assert evaluation.version_split(mine) is None
+
+
 # -- the shipped file ---------------------------------------------------------------------
 
 def test_the_shipped_present_day_file_is_clean_and_apart_from_the_other_data():

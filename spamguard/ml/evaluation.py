@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from spamguard.config import DEFAULT_DATA
 from spamguard.errors import DataError, ModelError
 from spamguard.ml import report as reporting
 from spamguard.ml.also_train import (
@@ -90,6 +91,11 @@ def version_split(metadata: dict) -> Split | None:
     reads, or was not one file: a retrained version's data came from the database too)."""
     data_info = metadata.get("data", {})
     source = Path(data_info.get("source") or "")
+    if not source.is_file() and source.name == DEFAULT_DATA.name:
+        # The shipped data, recorded where the install that trained the version had it (a
+        # venv's site-packages, a checkout): gone after a reinstall elsewhere or a restore
+        # on another machine. This install's copy is the same file if the hash below says so.
+        source = DEFAULT_DATA
     also_paths = recorded_paths(metadata)  # --also-train files: always in training
     if not source.is_file() or not all(path.is_file() for path in also_paths):
         return None
