@@ -106,7 +106,6 @@ def with_also_train(data: LabelledData, also: AlsoTrain) -> LabelledData:
                         origins + extra.origins)
 
 
-
 def recorded_paths(metadata: dict[str, Any] | None) -> list[Path]:
     """The also-train files a version was trained with (model.json), in their order.
 
