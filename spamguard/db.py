@@ -424,16 +424,23 @@ def upgrade_schema(url: str | URL, revision: str = "head") -> None:
         engine.dispose()
 
 
+def is_known_revision(revision: str | None) -> bool:
+    """Whether this release's migrations know ``revision`` (None: an empty database); one
+    they do not know was made by a newer release."""
+    from alembic.script import ScriptDirectory
+
+    return revision is None or revision in {
+        rev.revision for rev in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
 def _refuse_unknown_revision(connection: Connection) -> None:
     """Raise :class:`SchemaOutOfDateError` (newer) when the database is at a revision this
     code does not know (a newer release migrated it): Alembic would fail with a traceback."""
     from alembic.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
     current = MigrationContext.configure(connection).get_current_revision()
     connection.rollback()  # end the read's transaction: Alembic's own must be the outermost
-    script = ScriptDirectory.from_config(alembic_config())
-    if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
+    if not is_known_revision(current):
         raise SchemaOutOfDateError(current, head_revision(), newer=True)
 
 
@@ -454,9 +461,7 @@ class SchemaStatus:
 def schema_status(engine: Engine) -> SchemaStatus:
     """Read the database's Alembic revision and compare it with the code's head."""
     from alembic.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
-    script = ScriptDirectory.from_config(alembic_config())
     try:
         with engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
@@ -466,8 +471,8 @@ def schema_status(engine: Engine) -> SchemaStatus:
         error = DatabaseUnavailableError if database_unavailable(exc) else DatabaseError
         raise error(f"cannot read the database {safe_url(engine.url)}: {_first_line(exc)}"
                     ) from exc
-    known = current is None or current in {rev.revision for rev in script.walk_revisions()}
-    return SchemaStatus(current=current, head=head_revision(), known=known)
+    return SchemaStatus(current=current, head=head_revision(),
+                        known=is_known_revision(current))
 
 
 def ensure_schema_current(engine: Engine) -> SchemaStatus:

@@ -30,8 +30,8 @@ def register(cli: click.Group) -> None:
         """Write a backup into FOLDER (new; readable by you only): the database (SQLite's
         online backup, or pg_dump) and every model version its registry names, with a
         manifest of checksums. Safe while the service runs."""
+        from spamguard.db import is_known_revision
         from spamguard.services.backup import create_backup
-        from spamguard.services.backup_restore import is_known_revision
 
         made = create_backup(ctx.settings.resolved_database_url, folder, log=_progress)
         revision = made.manifest["database"]["revision"]

@@ -98,17 +98,9 @@ def restore_backup(backup: Path | str, *, url: str, models_dir: Path, by: str | 
     return Restored(manifest, versions, revision, head_revision(), missing)
 
 
-def is_known_revision(revision: str | None) -> bool:
-    """Whether this release's migrations know ``revision`` (None: an empty database)."""
-    from alembic.script import ScriptDirectory
-
-    from spamguard.db import alembic_config
-
-    return revision is None or revision in {
-        rev.revision for rev in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
-
-
 def _known_revision(revision: str | None, backup: Path) -> None:
+    from spamguard.db import is_known_revision
+
     if not is_known_revision(revision):
         raise BackupError(f"{backup} holds a database at revision {revision}, which this "
                           "spamguard does not know: restore it with the release that made "
