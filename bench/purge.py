@@ -6,13 +6,14 @@ Usage::
 
 Fills a database with ``--messages`` classified messages (one verdict each; every 20th
 reviewed; every 10th in a campaign of 20) received over the last 200 days, then purges
-those received more than 100 days ago (reviewed ones kept, as by default), timing it.
+those received more than 100 days ago (reviewed ones kept, as by default), timing it,
+then compacts the database (``spamguard db compact``), timing that too.
 Meanwhile a thread stores messages one at a time through
 ``spamguard.services.messages.ingest`` (commit, classify with a stand-in model that answers
 at once, commit the verdict, as the webhook does); the same is timed with no purge running,
-so the table shows what a purge adds to storing a message. Without ``--database-url`` a new
-SQLite database in a temporary folder; with one, an empty scratch PostgreSQL database,
-which it fills (drop it afterwards). Prints a Markdown table.
+so the table shows what a purge and a compaction add to storing a message. Without
+``--database-url`` a new SQLite database in a temporary folder; with one, an empty scratch
+PostgreSQL database, which it fills (drop it afterwards). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from spamguard import db
 from spamguard.ml.data import text_hash
 from spamguard.models import Campaign, Message, Review, Verdict
 from spamguard.services import message_deletion
+from spamguard.services.compaction import compact
 from spamguard.sqltypes import utcnow
+from spamguard.wording import megabytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sender_rules import scratch_database, time_ingest  # noqa: E402  (bench/: no package)
@@ -118,17 +121,26 @@ def main(argv: list[str] | None = None) -> None:
         factory, lambda: done.append(message_deletion.delete_messages(factory, selection)),
         "busy")
     deleted = done[0]
+    compacted: list = []
+    during_compaction, compact_seconds = ingest_while(
+        factory, lambda: compacted.append(compact(engine)), "compact")
     print(f"| {engine.dialect.name}: purge {deleted.messages:,} of {args.messages:,} messages "
           f"(selected {selected:,}) | seconds | messages/s | ingest p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|---|")
     for label, took, secs in ((f"storing {len(quiet):,} messages, no purge", quiet, None),
-                              (f"storing {len(busy):,} messages during it", busy, seconds)):
-        rate = f"{deleted.messages / secs:,.0f}" if secs else "-"
+                              (f"storing {len(busy):,} messages during the purge", busy, seconds),
+                              (f"storing {len(during_compaction):,} messages during "
+                               "`db compact`", during_compaction, compact_seconds)):
+        rate = (f"{deleted.messages / secs:,.0f}" if secs and took is busy else "-")
         print(f"| {label} | {f'{secs:.1f}' if secs else '-'} | {rate} | "
               f"{statistics.median(took):.2f} | {float(np.percentile(took, 99)):.2f} | "
               f"{max(took):.2f} |")
     print(f"\ncampaigns recounted {len(deleted.campaigns_recounted):,}, removed "
           f"{len(deleted.campaigns_removed):,}")
+    done_compacting = compacted[0]
+    if done_compacting.bytes_before is not None:
+        print(f"compaction: {megabytes(done_compacting.bytes_before)} -> "
+              f"{megabytes(done_compacting.bytes_after)} (database file and its log)")
     engine.dispose()
     folder.cleanup()
 

@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 import click
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from spamguard import db
 from spamguard.cli import _Group, export_commands
 from spamguard.ml.data import load_labelled, load_texts
+from spamguard.models import Message
 from spamguard.services import export
 from tests.fixtures_admin import new_message
 
@@ -140,6 +142,43 @@ def test_batches_cover_every_message_once(stored, monkeypatch):
         ids = [json.loads(line)["message_id"] for line in out.getvalue().splitlines()]
         assert ids == sorted(ids) and len(ids) == len(set(ids)) == 10 == counts.written
         assert export.count(session, export.Selection()) == 8
+    engine.dispose()
+
+
+def test_an_export_is_one_moment_whatever_is_labelled_or_stored_meanwhile(cli, stored,
+                                                                          monkeypatch):
+    """Batches of 2: after the first row, another session labels a message further on and
+    stores a labelled one; the file and its summary are the 8 of the moment it began."""
+    monkeypatch.setattr(export, "BATCH", 2)
+    engine = db.make_engine(stored)
+    factory = db.make_session_factory(engine)
+    real_write, changed = export.write, []
+
+    def meanwhile(session, out, **kwargs):
+        given = kwargs.pop("on_message")
+
+        def on_message():
+            given()
+            if not changed:
+                with db.session_scope(factory) as other:
+                    waiting = other.scalars(select(Message).where(
+                        Message.body == "not reviewed")).one()
+                    waiting.review_label = "ham"
+                    other.add(new_message("stored meanwhile", p=0.5, review_label="spam",
+                                          received_at=datetime(2026, 12, 2, tzinfo=UTC)))
+                changed.append(True)
+
+        return real_write(session, out, on_message=on_message, **kwargs)
+
+    monkeypatch.setattr(export, "write", meanwhile)
+    result = CliRunner().invoke(cli, ["export", "--format", "jsonl"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert changed
+    texts = [json.loads(line)["text"] for line in result.stdout.splitlines()]
+    assert len(texts) == 8 and "not reviewed" not in texts and "stored meanwhile" not in texts
+    assert "8 message(s)" in result.stderr
+    with db.session_scope(factory) as session:  # and both changes did land
+        assert export.count(session, export.Selection()) == 10
     engine.dispose()
 
 

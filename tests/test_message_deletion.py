@@ -260,13 +260,18 @@ def test_purge_refuses_unclear_options_in_one_line(cli, args, said):
     assert "Traceback" not in result.output
 
 
-def test_erase_by_id_says_which_ids_were_not_there(cli, world, db_session):
+def test_erase_by_id_says_which_ids_were_not_there(cli, world, db_session, db_backend):
     result = _run(cli, "erase", "--message-id", str(world["old_reviewed"]),
                   "--message-id", "999999", "--yes")
     assert result.exit_code == 0, result.output
     assert result.stdout == (f"erased 1 message(s) with id {world['old_reviewed']}, 999999 "
                              "(1 reviewed); 1 id(s) not found: 999999\n")
     assert world["old_reviewed"] not in _stored(db_session)
+    # On SQLite the text stays in the file until it is compacted: the command says how.
+    compact_note = "until `spamguard db compact`"
+    assert (compact_note in result.stderr) == (db_backend == "sqlite")
+    again = _run(cli, "erase", "--message-id", str(world["old_reviewed"]), "--yes")
+    assert again.stdout.startswith("erased 0 message(s)") and compact_note not in again.stderr
 
 
 def test_erase_by_id_names_the_missing_ids_before_a_dry_run_or_many(cli, world):

@@ -1,4 +1,5 @@
-"""``spamguard db upgrade`` and ``spamguard db current``: create, upgrade and inspect the schema."""
+"""``spamguard db upgrade``, ``db current`` and ``db compact``: create, upgrade and inspect
+the schema, and give back the space deleted messages held."""
 
 from __future__ import annotations
 
@@ -60,3 +61,32 @@ def register(cli: click.Group) -> None:
         click.echo(f"{safe_url(url)}: at {at}, newest is {status.head}: {advice}")
         if check:
             sys.exit(1)
+
+    @db_group.command("compact")
+    @pass_ctx
+    def compact_command(ctx: CliContext) -> None:
+        """Give back the space deleted messages held. On SQLite: merge the text index,
+        rebuild the file and empty its write-ahead log, so erased text is gone from the
+        file (writes wait meanwhile). On PostgreSQL: VACUUM spamguard's tables."""
+        from spamguard.cli.context import session_factory_for
+        from spamguard.services.compaction import compact
+        from spamguard.wording import megabytes
+
+        url = ctx.settings.resolved_database_url
+        with session_factory_for(ctx, create=False) as factory:
+            done = compact(factory.kw["bind"])
+        if done.backend != "sqlite":
+            click.echo(f"{safe_url(url)}: vacuumed {len(done.tables)} tables in "
+                       f"{done.seconds:.1f} s; the space of deleted rows is reusable "
+                       "(VACUUM FULL, which locks each table, would rewrite them)")
+            return
+        sizes = ""
+        if done.bytes_before is not None and done.bytes_after is not None:
+            sizes = f": {megabytes(done.bytes_before)} -> {megabytes(done.bytes_after)}"
+        index = "text index merged, " if done.index_merged else ""
+        click.echo(f"{safe_url(url)}: compacted in {done.seconds:.1f} s{sizes} "
+                   f"({index}file rebuilt)")
+        if not done.log_emptied:
+            click.echo("note: a reader kept the write-ahead log from being emptied, and it "
+                       "may still hold deleted text: run `spamguard db compact` again when "
+                       "the service is quiet", err=True)

@@ -85,6 +85,7 @@ def register(cli: click.Group) -> None:
         if target is not None and not target.parent.is_dir():
             raise SpamguardError(f"cannot write {target}: no folder {target.parent}")
         with transaction(ctx, create=False) as session:
+            export.read_one_snapshot(session)
             total = export.count(session, selection)
             counts = _write(session, target, selection, fmt, with_senders, total)
         click.echo(summary(counts, "standard output" if target is None else str(target)),

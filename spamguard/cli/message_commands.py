@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import click
 
 from spamguard.cli.context import CliContext, is_terminal, pass_ctx, session_factory_for
+from spamguard.db import is_sqlite
 from spamguard.errors import SpamguardError
 from spamguard.sqltypes import MAX_ID
 
@@ -163,6 +164,9 @@ def register(cli: click.Group) -> None:
         click.echo(said)
         if sender is not None and total:  # with nothing from them, a rule note puzzles
             _rule_note(ctx, sender)
+        if done is not None and done.messages and is_sqlite(ctx.settings.resolved_database_url):
+            click.echo("note: their text stays in the database file (its text index, free "
+                       "pages and write-ahead log) until `spamguard db compact`", err=True)
 
 
 MAX_MISSING_SHOWN = 20  # ids named in erase's summary; more are counted

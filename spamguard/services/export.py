@@ -8,7 +8,9 @@ back gives the same texts; a spreadsheet may take a text that starts with ``=``,
 ``-`` or ``@`` for a formula (README's ``export`` row says how to open one safely). Senders and
 recipients are personal data and are left out unless asked for.
 
-Rows are read in id order, a batch at a time, so memory stays flat for a large table.
+Rows are read in id order, a batch at a time, so memory stays flat for a large table, and
+all from one snapshot of the database (:func:`read_one_snapshot`), so the file is the
+messages of one moment, whatever the service stores or moderators label meanwhile.
 """
 
 from __future__ import annotations
@@ -64,6 +66,23 @@ class ExportCounts:
     @property
     def written(self) -> int:
         return sum(self.labels.values())
+
+
+def read_one_snapshot(session: Session) -> None:
+    """Make everything ``session`` reads until its transaction ends come from one moment:
+    the count and the rows agree, and a message labelled or stored meanwhile is wholly in
+    or out. Call it before the session's first query.
+
+    PostgreSQL: a REPEATABLE READ, read-only transaction (under the default READ COMMITTED
+    every batch saw the newest rows). SQLite: an explicit ``BEGIN``; Python's sqlite3
+    begins a transaction only before a write, so each SELECT read the newest data, and a
+    read transaction in WAL mode keeps its snapshot without stopping the service's writes.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection().exec_driver_sql("BEGIN")
+    else:
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ",
+                                              "postgresql_readonly": True})
 
 
 def count(session: Session, selection: Selection) -> int:

@@ -1,0 +1,112 @@
+"""``spamguard db compact``: after an erase, the erased text is gone from the SQLite file
+(and its write-ahead log); the messages left and their text search still work; on
+PostgreSQL it vacuums; a missing database is one line, not a new instance."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import event, func, select
+
+from spamguard.cli import _Group, db_commands
+from spamguard.db import sqlite_file
+from spamguard.models import Message
+from spamguard.services import message_deletion, text_search
+from spamguard.services.message_deletion import Selection
+from tests.fixtures_admin import new_message
+
+ERASED = "zanzibar villa booking for Mrs Quintavalle, door code 58213"
+KEPT = "your parcel from Harrowgate Books arrives tomorrow"
+WHEN = datetime(2026, 11, 20, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def cli(migrated_db_url, monkeypatch) -> click.Group:
+    monkeypatch.setenv("SPAMGUARD_DATABASE_URL", migrated_db_url)
+    group = _Group("spamguard")
+    db_commands.register(group)
+    return group
+
+
+def _store(session, body: str, sender: str, copies: int) -> None:
+    for number in range(copies):
+        session.add(new_message(f"{body} #{number}", p=0.2, sender=sender, received_at=WHEN))
+    session.commit()
+
+
+def _file_holds(path: Path, text: str) -> bool:
+    needle = text.encode()
+    return any(needle in p.read_bytes()
+               for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+
+
+def _found(session, term: str) -> int:
+    return session.scalar(select(func.count()).select_from(Message).where(
+        text_search.body_contains(term, indexed=text_search.has_index(session))))
+
+
+def _without_secure_delete(engine) -> None:
+    """Debian builds SQLite to zero what a delete frees; most builds do not (the default
+    is off), and there the text stays in free pages until the file is rebuilt."""
+    event.listen(engine, "connect",
+                 lambda connection, _record: connection.execute("PRAGMA secure_delete = 0"))
+
+
+def test_after_an_erase_compacting_takes_the_text_out_of_the_sqlite_file(
+        cli, migrated_db_url, db_backend, db_engine, db_session, db_session_factory):
+    if db_backend != "sqlite":
+        pytest.skip("the file is SQLite's")
+    path = sqlite_file(migrated_db_url)
+    _without_secure_delete(db_engine)
+    _store(db_session, ERASED, "+447700900123", copies=300)
+    _store(db_session, KEPT, "+447700900999", copies=5)
+    message_deletion.delete_messages(db_session_factory, Selection(sender="+447700900123"))
+    db_session.expire_all()
+    # Deleting alone leaves the bytes behind: what this command is for.
+    assert _file_holds(path, ERASED)
+    with db_engine.connect() as connection:  # in the file, not only in the log
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert _file_holds(path, ERASED)
+
+    result = CliRunner().invoke(cli, ["db", "compact"], catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    assert "compacted in" in result.output
+    assert "text index merged, file rebuilt" in result.output
+    assert " MB -> " in result.output
+    assert not _file_holds(path, ERASED)
+    assert _file_holds(path, KEPT)
+    db_session.expire_all()
+    assert _found(db_session, "Harrowgate") == 5
+    assert _found(db_session, "zanzibar") == 0
+
+
+def test_on_postgresql_compacting_vacuums_every_table(cli, db_backend, db_session):
+    if db_backend != "postgresql":
+        pytest.skip("PostgreSQL's VACUUM")
+    _store(db_session, KEPT, "+447700900999", copies=3)
+
+    result = CliRunner().invoke(cli, ["db", "compact"], catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    assert "vacuumed" in result.output and "tables in" in result.output
+    assert _found(db_session, "Harrowgate") == 3
+
+
+def test_compacting_a_database_that_is_not_there_says_so_and_creates_nothing(
+        tmp_path, monkeypatch):
+    home = tmp_path / "nowhere"
+    monkeypatch.setenv("SPAMGUARD_HOME", str(home))
+    monkeypatch.delenv("SPAMGUARD_DATABASE_URL", raising=False)
+    group = _Group("spamguard")
+    db_commands.register(group)
+
+    result = CliRunner().invoke(group, ["db", "compact"])
+
+    assert result.exit_code != 0
+    assert "spamguard.db" in result.output and "Traceback" not in result.output
+    assert not (home / "spamguard.db").exists()
