@@ -737,3 +737,40 @@ def test_a_home_other_than_the_active_versions_is_noted(
     assert (f"retrain: note: the active version is in {active_folder}, not in this "
             f"SPAMGUARD_HOME's models folder ({(tmp_path / 'elsewhere' / 'models').resolve()})"
             ) in "\n".join(lines)
+
+
+def test_a_message_erased_while_the_run_trains_leaves_the_candidates_changes_md(
+        retrain, retrain_settings, db_session_factory, bad_model_dir, monkeypatch) -> None:
+    """The erase's own sweep comes before the candidate is registered, so the run sweeps
+    its candidate as it registers it: the example is written, then redacted."""
+    from spamguard.services import message_deletion, retrain_steps
+    from spamguard.services import retrain as retrain_module
+    from spamguard.services.example_redaction import ERASED
+    from spamguard.services.message_deletion import Selection
+
+    _install_active(retrain_settings, db_session_factory, bad_model_dir)
+    secret = "it's Dana, my new number is 07700 900461, call me tonight"
+    ids = store_reviews(db_session_factory, [(text, "ham") for text in NEW_HAM]
+                        + [(secret, "ham")])
+    real = retrain_steps.evaluate_and_report
+
+    def evaluate_then_erase(candidate, **kwargs):
+        changes = real(candidate, **kwargs)
+        # As if the evaluation set had held the review: its text among the examples.
+        changes["flips"]["ham_to_spam"]["examples"].insert(
+            0, {"text": secret, "true_label": "ham", "old_probability": 0.1,
+                "new_probability": 0.9})
+        message_deletion.delete_messages(db_session_factory, Selection(message_ids=(ids[-1],)))
+        return changes
+
+    monkeypatch.setattr(retrain_module, "evaluate_and_report", evaluate_then_erase)
+    lines: list[str] = []
+    outcome = retrain(log=lines.append)
+
+    assert outcome.status == "promoted", outcome.summary
+    directory = outcome.report_path.parent
+    changes = json.loads((directory / "changes.json").read_text())
+    first = changes["flips"]["ham_to_spam"]["examples"][0]
+    assert first["text"] == ERASED and first["erased"] is True
+    assert secret not in (directory / "changes.md").read_text()
+    assert any("messages erased during the run" in line for line in lines)

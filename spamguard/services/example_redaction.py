@@ -10,7 +10,7 @@ the JSON), so the trail of what a model learnt does not outlive the message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 from sqlalchemy import select
@@ -33,11 +33,15 @@ def unused_hashes(session: Session, hashes: set[str]) -> set[str]:
     return hashes - used
 
 
-def example_hashes(session: Session) -> dict[str, set[str]]:
+def example_hashes(session: Session,
+                   versions: Collection[str] | None = None) -> dict[str, set[str]]:
     """The text hashes of the example messages in each model version's ``changes.json``
-    (a few dozen a version), by version id."""
+    (a few dozen a version), by version id; of ``versions`` only, when given."""
     found: dict[str, set[str]] = {}
-    for version in session.scalars(select(ModelVersion).order_by(ModelVersion.id)):
+    query = select(ModelVersion).order_by(ModelVersion.id)
+    if versions is not None:
+        query = query.where(ModelVersion.id.in_(list(versions)))
+    for version in session.scalars(query):
         changes = model_diff.load_changes(version.path)
         hashes = {text_hash(e["text"]) for e in examples(changes) if not e.get("erased")}
         if hashes:
@@ -45,12 +49,17 @@ def example_hashes(session: Session) -> dict[str, set[str]]:
     return found
 
 
-def redact_orphan_examples(session: Session) -> list[str]:
-    """Redact every version's example texts that neither a stored message nor the shipped
-    data's evaluation examples hold (an example comes from the evaluation set: from the
-    shipped data, or from a reviewed message, which only a deletion takes away); return the
-    versions rewritten. Reads each version's few examples, not the messages table."""
-    by_version = example_hashes(session)
+def redact_orphan_examples(session: Session,
+                           versions: Collection[str] | None = None) -> list[str]:
+    """Redact every version's (or ``versions``') example texts that neither a stored
+    message nor the shipped data's evaluation examples hold (an example comes from the
+    evaluation set: from the shipped data, or from a reviewed message, which only a
+    deletion takes away); return the versions rewritten. Reads each version's few
+    examples, not the messages table.
+
+    Each deletion sweeps every version when it ends; a retraining run sweeps its own
+    candidate as it registers it, for messages erased while it trained."""
+    by_version = example_hashes(session, versions)
     wanted = sorted(set().union(*by_version.values()))
     kept: set[str] = set()
     for chunk in chunks(wanted):

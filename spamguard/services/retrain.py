@@ -35,6 +35,7 @@ from spamguard.ml.also_train import (
 from spamguard.ml.data import data_hash, load_labelled
 from spamguard.models import RUN_TRIGGERS, TrainingRun
 from spamguard.services import locks, promotion_hold, registry, traffic_diff
+from spamguard.services.example_redaction import ERASED, redact_orphan_examples
 from spamguard.services.retrain_jobs import RETRAIN_LOCK as LOCK_NAME
 from spamguard.services.retrain_steps import (
     Candidate,
@@ -361,6 +362,11 @@ class _Retrain:
                             compared_with=snapshot.active_id,
                             compared_metrics=self.counts["metrics"]["active"],
                             by=self.promoted_by)
+            # Messages erased while this run trained: their deletion swept the versions
+            # registered then, not this candidate, whose examples were read before.
+            if redact_orphan_examples(session, (candidate.version,)):
+                self.log(f"retrain: note: messages erased during the run: their texts in "
+                         f"{candidate.version}'s changes.md are now {ERASED}")
             self._write_finish(session, outcome, max_review_id=None if outcome.status ==
                                "failed" else snapshot.max_review_id)
             session.flush()
