@@ -289,3 +289,40 @@ def test_a_change_whose_caller_said_nobody_reads_the_same_in_both_places(
         apikeys.create_api_key(session=session, name="page key")
     page = admin_client.get("/admin/activity?kind=api_key").get_data(as_text=True)
     assert "<td>someone (Python API)</td>" in page
+
+
+def test_recorded_times_read_as_times_in_both_places_and_stay_iso_in_json(
+        cli, admin_client, db_session_factory):
+    """A purge's cutoff and a restored backup's time are stored as ISO 8601 (``--json``
+    keeps them so); people read them as the When column does."""
+    from datetime import UTC, datetime
+
+    with session_scope(db_session_factory) as session:
+        session.add(new_message("old news", p=0.2, received_at=datetime(2026, 1, 1,
+                                                                        tzinfo=UTC)))
+    message_deletion.delete_messages(db_session_factory, message_deletion.Selection(
+        before=datetime(2026, 6, 1, 8, 30, tzinfo=UTC)), by="cron")
+    with session_scope(db_session_factory) as session:
+        audit.record(session, actor="ops", action="backup.restore",
+                     target="2026-12-02T21:04:05.123456+01:00", versions=2)
+    listed = CliRunner().invoke(cli, ["audit"]).stdout.splitlines()
+    assert listed[0].endswith(" ops: restored this database from the backup made at "
+                              "2026-12-02 20:04 UTC (versions 2)")
+    assert listed[1].endswith(" cron: purged messages (messages 1, reviewed 0, "
+                              "before 2026-06-01 08:30 UTC)")
+    as_json = [json.loads(line) for line in CliRunner().invoke(
+        cli, ["audit", "--json"]).stdout.splitlines()]
+    assert as_json[0]["target"] == "2026-12-02T21:04:05.123456+01:00"
+    assert as_json[1]["details"]["before"] == "2026-06-01T08:30:00+00:00"
+    page = admin_client.get("/admin/activity").get_data(as_text=True)
+    assert "the backup made at <strong>2026-12-02 20:04 UTC</strong>" in page
+    assert "before: 2026-06-01 08:30 UTC" in page and "T08:30" not in page
+
+
+def test_only_times_are_read_as_times():
+    assert audit.shown_detail(["2026-06-01", "x", 3]) == "2026-06-01, x, 3"
+    assert audit.shown_detail("2026-13-01T00:00") == "2026-13-01T00:00"  # not a time
+    assert audit.shown_detail("2026-06-01T00:00") == "2026-06-01 00:00 UTC"
+    assert audit.shown_detail(True) == "True"
+    user = AuditEvent(action="user.create", target="2026-06-01T00:00")  # a username
+    assert audit.shown_target(user) == "2026-06-01T00:00"

@@ -12,6 +12,8 @@ from spamguard.services.audit import KINDS
 from spamguard.sqltypes import MAX_ID, parse_id
 
 PER_PAGE = 100
+bp.app_template_filter("audit_target")(audit.shown_target)  # {{ event|audit_target }}
+bp.app_template_filter("audit_detail")(audit.shown_detail)  # a purge's cutoff as a time
 
 
 @bp.route("/activity")

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import socket
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -103,15 +105,47 @@ def recent(session: Session, *, limit: int = 50, before_id: int | None = None,
     return list(session.scalars(query))
 
 
+# Actions whose target is a time (stored as ISO 8601, as ``--json`` prints it).
+TIME_TARGETS = {"backup.restore"}
+_ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+
+
+def shown_time(value: str) -> str:
+    """An ISO 8601 time as people read it, ``2026-06-01 00:00 UTC`` (as the ``at`` column);
+    anything else as it is."""
+    if not _ISO_TIME.match(value):
+        return value
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    return f"{(at.astimezone(UTC) if at.tzinfo else at):%Y-%m-%d %H:%M UTC}"
+
+
+def shown_target(event: AuditEvent) -> str:
+    """An event's target as the Activity page and ``spamguard audit`` show it."""
+    target = event.target or ""
+    return shown_time(target) if event.action in TIME_TARGETS else target
+
+
+def shown_detail(value: Any) -> str:
+    """A detail's value as people read it: a list joined by commas, a time as
+    :func:`shown_time` (a purge's cutoff); ``--json`` keeps the stored values."""
+    if isinstance(value, list | tuple):
+        return ", ".join(shown_detail(item) for item in value)
+    return shown_time(value) if isinstance(value, str) else str(value)
+
+
 def describe(event: AuditEvent) -> str:
     """One line: ``2026-12-02 21:04 UTC alice: set sender rule for MyBank (rule allow)``;
     "someone (Python API)" for a change whose caller did not say who (as the Activity page)."""
     said = (f"{event.at:%Y-%m-%d %H:%M UTC} {event.actor or UNKNOWN_ACTOR}: "
             f"{ACTIONS[event.action]}")
     if event.target:
-        said += f" {event.target}"
+        said += f" {shown_target(event)}"
     if event.details:
-        said += " (" + ", ".join(f"{k} {v}" for k, v in event.details.items()) + ")"
+        said += " (" + ", ".join(f"{k} {shown_detail(v)}"
+                                 for k, v in event.details.items()) + ")"
     return said
 
 
