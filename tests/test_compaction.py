@@ -110,3 +110,25 @@ def test_compacting_a_database_that_is_not_there_says_so_and_creates_nothing(
     assert result.exit_code != 0
     assert "spamguard.db" in result.output and "Traceback" not in result.output
     assert not (home / "spamguard.db").exists()
+
+
+def test_a_database_another_writer_holds_is_one_line_and_changes_nothing(
+        cli, migrated_db_url, db_backend, monkeypatch):
+    if db_backend != "sqlite":
+        pytest.skip("SQLite's one writer")
+    import sqlite3
+
+    from spamguard import db
+
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    path = sqlite_file(migrated_db_url)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        result = CliRunner().invoke(cli, ["db", "compact"])
+    finally:
+        holder.close()
+    assert result.exit_code == 2  # as every command's error
+    assert "not compacted: the database is busy or unreachable (database is locked)" in (
+        result.output)
+    assert "Traceback" not in result.output

@@ -68,13 +68,26 @@ def register(cli: click.Group) -> None:
         """Give back the space deleted messages held. On SQLite: merge the text index,
         rebuild the file and empty its write-ahead log, so erased text is gone from the
         file (writes wait meanwhile). On PostgreSQL: VACUUM spamguard's tables."""
+        from sqlalchemy.exc import OperationalError
+
         from spamguard.cli.context import session_factory_for
+        from spamguard.db import database_unavailable
+        from spamguard.errors import SpamguardError
         from spamguard.services.compaction import compact
         from spamguard.wording import megabytes
 
         url = ctx.settings.resolved_database_url
         with session_factory_for(ctx, create=False) as factory:
-            done = compact(factory.kw["bind"])
+            try:
+                done = compact(factory.kw["bind"])
+            except OperationalError as exc:
+                if not database_unavailable(exc):
+                    raise
+                first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                raise SpamguardError(
+                    f"{safe_url(url)}: not compacted: the database is busy or unreachable "
+                    f"({first}); nothing changed, run it again when the service is quiet"
+                ) from exc
         if done.backend != "sqlite":
             click.echo(f"{safe_url(url)}: vacuumed {len(done.tables)} tables in "
                        f"{done.seconds:.1f} s; the space of deleted rows is reusable "
