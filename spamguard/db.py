@@ -254,7 +254,7 @@ def make_engine(url: str | URL, *, hide_parameters: bool = True, request_timeout
             event.listen(engine, "connect", _postgres_request_timeouts)
         return engine
     except (ArgumentError, NoSuchModuleError) as exc:
-        raise DatabaseError(f"unsupported database URL {safe_url(parsed)}: {_first_line(exc)} "
+        raise DatabaseError(f"unsupported database URL {safe_url(parsed)}: {first_line(exc)} "
                             "(use sqlite:/// or postgresql://)") from None
     except ImportError:
         # postgresql+psycopg2:// (many tools' docs), +pg8000, ...: a driver spamguard does not
@@ -419,7 +419,7 @@ def upgrade_schema(url: str | URL, revision: str = "head") -> None:
                 if problems:
                     raise DatabaseError(f"foreign key violations after upgrade: {problems[:5]}")
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot upgrade {safe_url(url)}: {_first_line(exc)}") from exc
+        raise DatabaseError(f"cannot upgrade {safe_url(url)}: {first_line(exc)}") from exc
     finally:
         engine.dispose()
 
@@ -469,7 +469,7 @@ def schema_status(engine: Engine) -> SchemaStatus:
         # Down or busy: exit 1, try again later; a refused login or a broken database:
         # exit 2, a person must fix it (docs/retraining.md, exit codes).
         error = DatabaseUnavailableError if database_unavailable(exc) else DatabaseError
-        raise error(f"cannot read the database {safe_url(engine.url)}: {_first_line(exc)}"
+        raise error(f"cannot read the database {safe_url(engine.url)}: {first_line(exc)}"
                     ) from exc
     return SchemaStatus(current=current, head=head_revision(),
                         known=is_known_revision(current))
@@ -509,7 +509,7 @@ def open_database(url: str | URL, *, create_if_empty: bool = False,
     return engine
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """Return the first line of a driver error (SQLAlchemy appends SQL and links)."""
     original = getattr(exc, "orig", None) or exc
     return (str(original).strip().splitlines() or [type(original).__name__])[0]

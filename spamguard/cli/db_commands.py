@@ -71,7 +71,7 @@ def register(cli: click.Group) -> None:
         from sqlalchemy.exc import OperationalError
 
         from spamguard.cli.context import session_factory_for
-        from spamguard.db import database_unavailable
+        from spamguard.db import database_unavailable, first_line
         from spamguard.errors import SpamguardError
         from spamguard.services.compaction import compact
         from spamguard.wording import megabytes
@@ -83,10 +83,9 @@ def register(cli: click.Group) -> None:
             except OperationalError as exc:
                 if not database_unavailable(exc):
                     raise
-                first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
                 raise SpamguardError(
                     f"{safe_url(url)}: not compacted: the database is busy or unreachable "
-                    f"({first}); nothing changed, run it again when the service is quiet"
+                    f"({first_line(exc)}); nothing changed, run it again when the service is quiet"
                 ) from exc
         if done.backend != "sqlite":
             click.echo(f"{safe_url(url)}: vacuumed {len(done.tables)} tables in "

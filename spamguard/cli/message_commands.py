@@ -31,7 +31,7 @@ def _run(ctx: CliContext, selection, *, dry_run: bool, yes: bool, what: str):
     from sqlalchemy.exc import OperationalError
     from tqdm.auto import tqdm
 
-    from spamguard.db import database_unavailable, session_scope
+    from spamguard.db import database_unavailable, first_line, session_scope
     from spamguard.services import message_deletion
     from spamguard.services.audit import cli_user
 
@@ -58,10 +58,9 @@ def _run(ctx: CliContext, selection, *, dry_run: bool, yes: bool, what: str):
             except OperationalError as exc:
                 if not database_unavailable(exc):
                     raise
-                first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
                 raise SpamguardError(
                     f"stopped after deleting {deleted[0]:,} message(s): the database is busy "
-                    f"or unreachable ({first}); run the command again to delete the rest"
+                    f"or unreachable ({first_line(exc)}); run the command again to delete the rest"
                 ) from exc
         return total, reviewed, kept, done
 

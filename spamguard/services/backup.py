@@ -185,10 +185,10 @@ def _dump_postgresql(url: str, target: Path) -> dict[str, Any]:
                                       "tables: nothing to back up")
                 return _facts(lambda sql: connection.exec_driver_sql(sql))
     except SQLAlchemyError as exc:
-        from spamguard.db import _first_line, database_unavailable
+        from spamguard.db import database_unavailable, first_line
         from spamguard.errors import DatabaseUnavailableError
 
-        said = f"cannot read the database {safe_url(url)}: {_first_line(exc)}"
+        said = f"cannot read the database {safe_url(url)}: {first_line(exc)}"
         if database_unavailable(exc):  # down or busy: exit 1, as every command (try later)
             raise DatabaseUnavailableError(said) from None
         raise BackupError(said) from None

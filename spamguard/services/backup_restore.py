@@ -111,7 +111,7 @@ def _target_is_empty(url: str) -> None:
     from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
-    from spamguard.db import _first_line, make_engine, safe_url, sqlite_file
+    from spamguard.db import first_line, make_engine, safe_url, sqlite_file
 
     file = sqlite_file(url) if database_kind(url) == "sqlite" else None
     if database_kind(url) == "sqlite":
@@ -130,7 +130,7 @@ def _target_is_empty(url: str) -> None:
             tables = inspect(connection).get_table_names()
     except SQLAlchemyError as exc:
         raise BackupError(f"cannot open the target database {safe_url(url)}: "
-                          f"{_first_line(exc)}") from None
+                          f"{first_line(exc)}") from None
     finally:
         engine.dispose()
     if tables:
