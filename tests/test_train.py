@@ -246,6 +246,25 @@ def test_load_refuses_a_different_backbone(trained, tmp_path):
         SpamClassifier.load(result.directory, backbone=other)
 
 
+def test_a_version_whose_head_is_unreadable_is_refused_before_the_backbone_loads(
+        trained, tmp_path, monkeypatch):
+    import shutil
+
+    from spamguard.errors import ModelError
+    from spamguard.ml import classifier
+
+    _, result = trained
+    broken = shutil.copytree(result.directory, tmp_path / "broken")
+    (broken / "head.safetensors").write_bytes(b"not safetensors")
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("the backbone was loaded for a version that cannot serve")
+
+    monkeypatch.setattr(classifier, "load_backbone", no_backbone)
+    with pytest.raises(ModelError, match="cannot read head.safetensors"):
+        SpamClassifier.load(broken)
+
+
 def test_hidden_size_768_backbone_trains_and_classifies(tmp_path):
     from spamguard.ml.backbone import load_backbone
 

@@ -132,6 +132,18 @@ class SpamClassifier:
         directory = Path(directory)
         metadata = read_metadata(directory)
         check_metadata(directory, metadata)
+        # The version's own files first: a broken one is refused before the backbone's
+        # seconds of loading (and its slow first-time ONNX export).
+        try:
+            state = load_file(str(directory / WEIGHTS_FILE))
+        except Exception as exc:  # missing, truncated or not safetensors at all
+            raise ModelError(f"{directory}: cannot read {WEIGHTS_FILE} ({exc})") from None
+        lexical = None
+        if metadata.get("blend"):
+            try:
+                lexical = TfidfSvmBaseline.load(directory)
+            except ValueError as exc:
+                raise ModelError(str(exc)) from None
         expected = metadata["backbone"]
         if backbone is None and reusable is not None and reusable.hash == expected["hash"] \
                 and not settings_mismatch(reusable, expected):
@@ -146,16 +158,6 @@ class SpamClassifier:
             log.warning("model %s: %s", metadata.get("version", directory), problem)
         if problem := setting_problem(backbone, metadata["pooling"], metadata["max_length"]):
             raise ModelError(f"model {metadata.get('version', directory)}: {problem}")
-        try:
-            state = load_file(str(directory / WEIGHTS_FILE))
-        except Exception as exc:  # missing, truncated or not safetensors at all
-            raise ModelError(f"{directory}: cannot read {WEIGHTS_FILE} ({exc})") from None
-        lexical = None
-        if metadata.get("blend"):  # before the (slow, first-time) ONNX export
-            try:
-                lexical = TfidfSvmBaseline.load(directory)
-            except ValueError as exc:
-                raise ModelError(str(exc)) from None
         if onnx_dir is None and cache_root is not None:
             onnx_dir = Path(cache_root) / "onnx"
         # A no-op for a reused backbone that already runs as asked.
