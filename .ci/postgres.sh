@@ -4,7 +4,8 @@
 # Usage:  eval "$(bash .ci/postgres.sh)"
 # Everything goes to stderr except the last line:
 #   export SPAMGUARD_TEST_POSTGRES_URL=postgresql+psycopg://USER:PASSWORD@127.0.0.1:PORT/postgres
-# The role may create databases: the tests make a fresh database per test module.
+# The role may create databases: the tests clone a migrated template per test (and reuse one
+# a test gave back unchanged, emptied: tests/fixtures_db.py).
 set -euo pipefail
 exec 3>&1 1>&2  # keep stdout clean for the export line
 
