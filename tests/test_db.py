@@ -362,3 +362,40 @@ def test_the_service_sessions_get_lock_and_statement_timeouts(db_backend, db_url
     finally:
         service.dispose()
         command.dispose()
+
+
+def test_a_reused_postgresql_test_database_is_empty_and_one_with_a_changed_schema_is_not_reused(
+        migrated_templates):
+    """The fixtures' own promise (tests/fixtures_db.py): a database handed to a second test
+    holds no rows and restarts its ids; one whose schema a test changed is dropped."""
+    from tests.fixtures_db import postgres_server_url
+
+    server = postgres_server_url()
+    if not server:
+        pytest.skip("no PostgreSQL server (see .ci/postgres.sh)")
+    insert = text("INSERT INTO campaigns (created_at, first_seen, last_seen, size) "
+                  "VALUES (now(), now(), now(), 2) RETURNING id")
+    first = migrated_templates.postgres_database(server)
+    engine = db.make_engine(first)
+    with engine.begin() as connection:
+        assert [connection.execute(insert).scalar() for _ in range(2)] == [1, 2]
+    left_open = engine.connect()
+    left_open.execute(text("SELECT 1"))  # idle in a transaction, as a leaked session is
+    migrated_templates.give_back(server, first)
+    left_open.invalidate()  # the server ended it
+    engine.dispose()
+
+    second = migrated_templates.postgres_database(server)
+    assert second == first
+    engine = db.make_engine(second)
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT count(*) FROM campaigns")).scalar() == 0
+        assert connection.execute(insert).scalar() == 1
+        connection.execute(text("DROP INDEX ix_messages_body_trgm"))
+    engine.dispose()
+    migrated_templates.give_back(server, second)
+    third = migrated_templates.postgres_database(server)
+    try:
+        assert third != second
+    finally:
+        migrated_templates.give_back(server, third)
