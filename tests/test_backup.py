@@ -621,3 +621,29 @@ def test_backing_up_a_database_a_newer_spamguard_upgraded_says_who_can_restore_i
     assert result.exit_code == 0, result.output  # the backup itself is whole
     assert ("note: the database is at revision 9999, newer than this spamguard knows: "
             "restore this backup with the release that upgraded it") in result.stderr
+
+
+def test_a_server_that_ends_idle_transactions_does_not_end_the_backups_snapshot(
+        instance, db_backend, tmp_path):
+    """The transaction whose snapshot pg_dump reads sits idle while pg_dump runs: a server
+    with idle_in_transaction_session_timeout (a common guard) ended it under a slow dump."""
+    if db_backend != "postgresql":
+        pytest.skip("pg_dump")
+    import shutil as shell
+
+    from sqlalchemy import text
+
+    name = db.normalise_url(instance).database
+    engine = db.make_engine(instance)
+    with engine.begin() as connection:
+        connection.execute(text(f'ALTER DATABASE "{name}" '
+                                "SET idle_in_transaction_session_timeout = '300ms'"))
+    engine.dispose()
+    tools = tmp_path / "slow-tools"
+    tools.mkdir()
+    (tools / "pg_dump").write_text(f'#!/bin/sh\nsleep 1.5\nexec "{shell.which("pg_dump")}" "$@"\n')
+    (tools / "pg_dump").chmod(0o755)
+    result = _cli(tmp_path, instance, "backup", "create", str(tmp_path / "bk"),
+                  env={"PATH": f"{tools}:{os.environ['PATH']}"})
+    assert result.exit_code == 0, result.output
+    assert _cli(tmp_path, instance, "backup", "verify", str(tmp_path / "bk")).exit_code == 0

@@ -177,6 +177,10 @@ def _dump_postgresql(url: str, target: Path) -> dict[str, Any]:
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
             with connection.begin():
                 connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+                # It sits idle while pg_dump reads its snapshot: a server's (or role's)
+                # idle_in_transaction_session_timeout would end it, and the dump with it.
+                connection.exec_driver_sql(
+                    "SET LOCAL idle_in_transaction_session_timeout = 0")
                 snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
                 run_pg_tool([pg_dump, "--format=custom", f"--snapshot={snapshot}",
                              f"--file={target}", "--dbname", libpq_uri(url)], url)
