@@ -139,8 +139,10 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(deleted.campaigns_removed):,}")
     done_compacting = compacted[0]
     if done_compacting.bytes_before is not None:
+        emptied = "emptied" if done_compacting.log_emptied else "NOT emptied"
         print(f"compaction: {megabytes(done_compacting.bytes_before)} -> "
-              f"{megabytes(done_compacting.bytes_after)} (database file and its log)")
+              f"{megabytes(done_compacting.bytes_after)} (database file and its log, "
+              f"log {emptied})")
     engine.dispose()
     folder.cleanup()
 

@@ -17,4 +17,4 @@ def test_the_benchmark_purges_the_older_half_and_prints_a_row_with_and_without(c
     assert during_compaction[2] == "-" and float(during_compaction[1]) >= 0
     assert table[6] == "campaigns recounted 1, removed 0"
     assert table[7].startswith("compaction: ") and table[7].endswith(
-        "(database file and its log)")
+        "(database file and its log, log emptied)")

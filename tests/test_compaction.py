@@ -132,3 +132,56 @@ def test_a_database_another_writer_holds_is_one_line_and_changes_nothing(
     assert "not compacted: the database is busy or unreachable (database is locked)" in (
         result.output)
     assert "Traceback" not in result.output
+
+
+def test_a_reader_that_outlasts_every_try_is_named(cli, migrated_db_url, db_backend,
+                                                  monkeypatch):
+    if db_backend != "sqlite":
+        pytest.skip("SQLite's write-ahead log")
+    import sqlite3
+
+    from spamguard.services import compaction
+
+    monkeypatch.setattr(compaction, "CHECKPOINT_TRIES", 3)
+    reader = sqlite3.connect(sqlite_file(migrated_db_url), isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM messages").fetchone()  # holds its snapshot
+        held = CliRunner().invoke(cli, ["db", "compact"], catch_exceptions=False)
+    finally:
+        reader.close()
+    assert held.exit_code == 0, held.output
+    assert "compacted in" in held.stdout
+    assert "note: a reader kept the write-ahead log from being emptied" in held.stderr
+    again = CliRunner().invoke(cli, ["db", "compact"], catch_exceptions=False)
+    assert again.exit_code == 0 and again.stderr == "", again.output
+
+
+class _Checkpoints:
+    """A connection whose checkpoint finds a transaction in the way ``busy`` times."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy, self.tries, self.timeouts = busy, 0, []
+
+    def exec_driver_sql(self, sql: str):
+        if sql.startswith("PRAGMA busy_timeout"):
+            self.timeouts.append(int(sql.rsplit("=", 1)[1]))
+            return None
+        self.tries += 1
+        result = (1 if self.tries <= self.busy else 0, 10, 10)
+        return type("Result", (), {"one": lambda _self: result})()
+
+
+def test_the_log_is_tried_again_with_short_waits_and_the_timeout_put_back(monkeypatch):
+    from spamguard import db
+    from spamguard.services import compaction
+
+    monkeypatch.setattr(compaction, "CHECKPOINT_PAUSE_SECONDS", 0)
+    gap_on_the_third = _Checkpoints(busy=2)
+    assert compaction._empty_log(gap_on_the_third) is True
+    assert gap_on_the_third.tries == 3
+    assert gap_on_the_third.timeouts == [compaction.CHECKPOINT_WAIT_MS,
+                                         db.SQLITE_BUSY_TIMEOUT_MS]
+    never = _Checkpoints(busy=10 ** 6)
+    assert compaction._empty_log(never) is False
+    assert never.tries == compaction.CHECKPOINT_TRIES
