@@ -22,7 +22,7 @@ def register(cli: click.Group) -> None:
 
     @cli.group("db")
     def db_group() -> None:
-        """Create, upgrade and inspect the database schema."""
+        """Create, upgrade and inspect the database schema, and compact the database."""
 
     @db_group.command("upgrade")
     @pass_ctx
