@@ -90,16 +90,18 @@ def temporary_postgres_database(server_url: str, *, template: str | None = None)
 
 
 # What makes a PostgreSQL test database the template's, but for its rows: its relations
-# (with their owners, grants and row security), columns (with types, defaults, identity),
-# constraints, index definitions, triggers (and whether enabled), functions (and their
-# bodies), sequences' settings, extensions, schemas, schema revision and settings. A test
+# (with their owners, grants, row security and storage options), columns (with types,
+# defaults, identity), constraints, index definitions, triggers (and whether enabled),
+# functions (and their bodies), sequences' settings, policies, rules, extended statistics,
+# default privileges, extensions, schemas, schema revision and settings. A test
 # that drops a CHECK, changes a default or grants a table must not hand that to the next.
 _PG_FINGERPRINT = """
 SELECT
  (SELECT string_agg(x, ',' ORDER BY x) FROM (
     SELECT n.nspname::text || '.' || c.relname::text || ':' || c.relkind::text || ':'
            || c.relowner::regrole::text || ':' || coalesce(c.relacl::text, '') || ':'
-           || c.relrowsecurity::text || c.relforcerowsecurity::text AS x
+           || c.relrowsecurity::text || c.relforcerowsecurity::text || ':'
+           || c.relpersistence::text || ':' || coalesce(c.reloptions::text, '') AS x
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname <> 'information_schema' AND NOT starts_with(n.nspname, 'pg_')) r),
  (SELECT string_agg(x, ',' ORDER BY x) FROM (
@@ -130,6 +132,12 @@ SELECT
  (SELECT string_agg(x, ',' ORDER BY x) FROM (
     SELECT seqrelid::regclass::text || ':' || concat_ws(' ', seqtypid, seqstart,
            seqincrement, seqmax, seqmin, seqcache, seqcycle) AS x FROM pg_sequence) r),
+ (SELECT string_agg(x, ',' ORDER BY x) FROM (
+    SELECT 'policy ' || polrelid::regclass::text || '.' || polname::text AS x FROM pg_policy
+    UNION ALL SELECT 'rule ' || ev_class::regclass::text || '.' || rulename::text
+      FROM pg_rewrite WHERE rulename <> '_RETURN'
+    UNION ALL SELECT 'statistics ' || stxname::text FROM pg_statistic_ext
+    UNION ALL SELECT 'default privileges ' || defaclacl::text FROM pg_default_acl) r),
  (SELECT string_agg(extname::text || ' ' || extversion, ',' ORDER BY extname) FROM pg_extension),
  (SELECT string_agg(nspname::text, ',' ORDER BY nspname) FROM pg_namespace
    WHERE NOT starts_with(nspname, 'pg_')),

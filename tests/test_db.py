@@ -408,6 +408,8 @@ def test_a_reused_postgresql_test_database_is_empty_and_one_with_a_changed_schem
     "GRANT SELECT ON campaigns TO PUBLIC",
     "ALTER TABLE campaigns ENABLE ROW LEVEL SECURITY",
     "ALTER SEQUENCE campaigns_id_seq INCREMENT BY 10",
+    "ALTER TABLE campaigns SET (autovacuum_enabled = false)",
+    "CREATE RULE no_deletes AS ON DELETE TO campaigns DO INSTEAD NOTHING",
 ])
 def test_a_postgresql_test_database_whose_constraints_defaults_or_grants_changed_is_not_reused(
         migrated_templates, change):
