@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 
 from spamguard.cli import _Group, db_commands
 from spamguard.db import sqlite_file
@@ -185,3 +185,52 @@ def test_the_log_is_tried_again_with_short_waits_and_the_timeout_put_back(monkey
     never = _Checkpoints(busy=10 ** 6)
     assert compaction._empty_log(never) is False
     assert never.tries == compaction.CHECKPOINT_TRIES
+
+
+def test_a_database_it_may_not_write_is_one_line_not_a_traceback(migrated_db_url, db_backend,
+                                                                 monkeypatch):
+    """Not busy, so not worth a retry, but still one line: a read-only file (or URI), a
+    full disk for VACUUM's copy."""
+    if db_backend != "sqlite":
+        pytest.skip("SQLite's file")
+    path = sqlite_file(migrated_db_url)
+    monkeypatch.setenv("SPAMGUARD_DATABASE_URL", f"sqlite:///file:{path}?mode=ro&uri=true")
+    group = _Group("spamguard")
+    db_commands.register(group)
+
+    result = CliRunner().invoke(group, ["db", "compact"])
+
+    assert result.exit_code == 2, result.output
+    assert "not compacted: attempt to write a readonly database" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_on_postgresql_a_table_the_role_may_not_vacuum_is_an_error_not_a_success(
+        cli, db_backend, db_session, monkeypatch):
+    """PostgreSQL skips a table its owner (or a superuser) did not let the role vacuum with
+    a WARNING, and VACUUM succeeds: the service's role, where another owns the tables. A
+    shared catalog stands in for such a table (only a superuser may vacuum it)."""
+    if db_backend != "postgresql":
+        pytest.skip("PostgreSQL's VACUUM")
+    if db_session.scalar(text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")):
+        pytest.skip("a superuser may vacuum every table")
+    from spamguard.services import compaction
+
+    real = compaction.inspect
+
+    class WithACatalog:
+        def __init__(self, connection) -> None:
+            self.inspector = real(connection)
+
+        def get_table_names(self) -> list[str]:
+            return [*self.inspector.get_table_names(), "pg_authid"]
+
+    monkeypatch.setattr(compaction, "inspect", WithACatalog)
+
+    result = CliRunner().invoke(cli, ["db", "compact"])
+
+    assert result.exit_code == 2, result.output
+    assert "VACUUM warned for 1 of " in result.output
+    assert 'pg_authid: skipping "pg_authid"' in result.output
+    assert "run it as the one that runs `spamguard db upgrade`" in result.output
+    assert "Traceback" not in result.output

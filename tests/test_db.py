@@ -399,3 +399,76 @@ def test_a_reused_postgresql_test_database_is_empty_and_one_with_a_changed_schem
         assert third != second
     finally:
         migrated_templates.give_back(server, third)
+
+
+@pytest.mark.parametrize("change", [
+    "ALTER TABLE campaigns DROP CONSTRAINT ck_campaigns_label",
+    "ALTER TABLE campaigns ALTER COLUMN size SET DEFAULT 7",
+    "DROP INDEX ix_messages_received_at; CREATE INDEX ix_messages_received_at ON messages (id)",
+    "GRANT SELECT ON campaigns TO PUBLIC",
+    "ALTER TABLE campaigns ENABLE ROW LEVEL SECURITY",
+    "ALTER SEQUENCE campaigns_id_seq INCREMENT BY 10",
+    "ALTER TABLE campaigns SET (autovacuum_enabled = false)",
+    "CREATE RULE no_deletes AS ON DELETE TO campaigns DO INSTEAD NOTHING",
+])
+def test_a_postgresql_test_database_whose_constraints_defaults_or_grants_changed_is_not_reused(
+        migrated_templates, change):
+    """The schema fingerprint covers what a test may change besides relations and columns:
+    the next test would otherwise run without a CHECK, with another default, a table
+    readable by every role..."""
+    from tests.fixtures_db import postgres_server_url
+
+    server = postgres_server_url()
+    if not server:
+        pytest.skip("no PostgreSQL server (see .ci/postgres.sh)")
+    first = migrated_templates.postgres_database(server)
+    engine = db.make_engine(first)
+    with engine.begin() as connection:
+        for statement in change.split("; "):
+            connection.execute(text(statement))
+    engine.dispose()
+    migrated_templates.give_back(server, first)
+    second = migrated_templates.postgres_database(server)
+    try:
+        assert second != first
+    finally:
+        migrated_templates.give_back(server, second)
+
+
+def test_a_reused_postgresql_test_database_has_no_pages_or_statistics_of_the_test_before(
+        migrated_templates):
+    """The planner of the next test must not estimate from the last test's rows: from its
+    tables' pages (DELETE keeps them) nor from statistics an ANALYZE left (a database with
+    some is not reused). As in a fresh clone, the tables look empty and never analysed."""
+    from tests.fixtures_db import postgres_server_url
+
+    server = postgres_server_url()
+    if not server:
+        pytest.skip("no PostgreSQL server (see .ci/postgres.sh)")
+    sizes = text("SELECT reltuples, pg_relation_size(oid) FROM pg_class "
+                 "WHERE relname = 'campaigns'")
+    fill = text("INSERT INTO campaigns (created_at, first_seen, last_seen, size) "
+                "SELECT now(), now(), now(), n FROM generate_series(1, 5000) n")
+    first = migrated_templates.postgres_database(server)
+    engine = db.make_engine(first)
+    with engine.begin() as connection:
+        connection.execute(fill)
+    engine.dispose()
+    migrated_templates.give_back(server, first)
+    second = migrated_templates.postgres_database(server)
+    assert second == first
+    engine = db.make_engine(second)
+    try:
+        with engine.begin() as connection:
+            assert tuple(connection.execute(sizes).one()) == (-1, 0)
+            connection.execute(fill)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("ANALYZE campaigns"))
+    finally:
+        engine.dispose()
+        migrated_templates.give_back(server, second)
+    third = migrated_templates.postgres_database(server)
+    try:
+        assert third != second
+    finally:
+        migrated_templates.give_back(server, third)

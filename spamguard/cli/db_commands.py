@@ -82,11 +82,20 @@ def register(cli: click.Group) -> None:
                 done = compact(factory.kw["bind"])
             except OperationalError as exc:
                 if not database_unavailable(exc):
-                    raise
+                    # A read-only file or URI, a full disk (VACUUM writes a whole copy):
+                    # SQLite rolled it back, one line says why.
+                    raise SpamguardError(f"{safe_url(url)}: not compacted: {first_line(exc)}"
+                                         ) from exc
                 raise SpamguardError(
                     f"{safe_url(url)}: not compacted: the database is busy or unreachable "
                     f"({first_line(exc)}); nothing changed, run it again when the service is quiet"
                 ) from exc
+        if done.warnings:
+            raise SpamguardError(
+                f"{safe_url(url)}: VACUUM warned for {len(done.warnings)} of "
+                f"{len(done.tables)} tables, whose space may not be reusable: "
+                f"{'; '.join(done.warnings[:3])} (a role that does not own the tables "
+                "cannot vacuum them: run it as the one that runs `spamguard db upgrade`)")
         if done.backend != "sqlite":
             click.echo(f"{safe_url(url)}: vacuumed {len(done.tables)} tables in "
                        f"{done.seconds:.1f} s; the space of deleted rows is reusable "

@@ -37,7 +37,9 @@ class Compaction:
     """What a compaction did. Sizes are of the database file plus its write-ahead log (None
     on PostgreSQL); ``index_merged``: the SQLite text index was merged (False where the
     database has none); ``log_emptied``: the write-ahead log was emptied into the file (a
-    reader that kept a transaction open meanwhile can stop that; False on PostgreSQL)."""
+    reader that kept a transaction open meanwhile can stop that; False on PostgreSQL);
+    ``warnings``: on PostgreSQL, ``table: what the server warned`` for each table whose
+    VACUUM warned (see :func:`_vacuum_postgres`)."""
 
     backend: str
     seconds: float
@@ -46,6 +48,7 @@ class Compaction:
     index_merged: bool = False
     log_emptied: bool = False
     tables: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def compact(engine: Engine) -> Compaction:
@@ -103,10 +106,31 @@ def _empty_log(connection) -> bool:
 
 
 def _vacuum_postgres(engine: Engine, started: float) -> Compaction:
+    """VACUUM (ANALYZE) each table, keeping the warnings the server sends meanwhile.
+
+    A role that does not own a table (the service's role, where another one owns the
+    schema) gets no error from its VACUUM, only a WARNING ("skipping ... only table or
+    database owner can vacuum it") and a success: without these the command said every
+    table was vacuumed when none was. A transaction held open for too long warns too
+    ("oldest xmin is far in the past"): the dead rows then stay."""
+    warned: list[str] = []
+
+    def heard(diagnostic) -> None:
+        if diagnostic.severity_nonlocalized == "WARNING":
+            warned.append(diagnostic.message_primary or "")
+
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         tables = tuple(sorted(inspect(connection).get_table_names()))
         preparer = engine.dialect.identifier_preparer
-        for table in tables:
-            connection.exec_driver_sql(f"VACUUM (ANALYZE) {preparer.quote(table)}")
+        driver = connection.connection.driver_connection
+        driver.add_notice_handler(heard)
+        warnings = []
+        try:
+            for table in tables:
+                before = len(warned)
+                connection.exec_driver_sql(f"VACUUM (ANALYZE) {preparer.quote(table)}")
+                warnings.extend(f"{table}: {said}" for said in warned[before:])
+        finally:
+            driver.remove_notice_handler(heard)
     return Compaction(backend=engine.dialect.name, seconds=time.perf_counter() - started,
-                      tables=tables)
+                      tables=tables, warnings=tuple(warnings))
