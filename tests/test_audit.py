@@ -321,8 +321,9 @@ def test_recorded_times_read_as_times_in_both_places_and_stay_iso_in_json(
 
 def test_only_times_are_read_as_times():
     assert audit.shown_detail(["2026-06-01", "x", 3]) == "2026-06-01, x, 3"
-    assert audit.shown_detail("2026-13-01T00:00") == "2026-13-01T00:00"  # not a time
-    assert audit.shown_detail("2026-06-01T00:00") == "2026-06-01 00:00 UTC"
-    assert audit.shown_detail(True) == "True"
+    assert audit.shown_detail("2026-13-01T00:00", "before") == "2026-13-01T00:00"  # no time
+    assert audit.shown_detail("2026-06-01T00:00", "before") == "2026-06-01 00:00 UTC"
+    assert audit.shown_detail("2026-06-01T00:00", "reason") == "2026-06-01T00:00"  # typed
+    assert audit.shown_detail(True, "kept_reviewed") == "True"
     user = AuditEvent(action="user.create", target="2026-06-01T00:00")  # a username
     assert audit.shown_target(user) == "2026-06-01T00:00"

@@ -105,8 +105,10 @@ def recent(session: Session, *, limit: int = 50, before_id: int | None = None,
     return list(session.scalars(query))
 
 
-# Actions whose target is a time (stored as ISO 8601, as ``--json`` prints it).
+# Actions whose target, and details, that are times (stored as ISO 8601, as ``--json``
+# prints them); other text, a hold's reason say, is shown as it was typed.
 TIME_TARGETS = {"backup.restore"}
+TIME_DETAILS = {"before"}  # a purge's cutoff
 _ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
 
 
@@ -128,12 +130,14 @@ def shown_target(event: AuditEvent) -> str:
     return shown_time(target) if event.action in TIME_TARGETS else target
 
 
-def shown_detail(value: Any) -> str:
-    """A detail's value as people read it: a list joined by commas, a time as
-    :func:`shown_time` (a purge's cutoff); ``--json`` keeps the stored values."""
+def shown_detail(value: Any, name: str = "") -> str:
+    """A detail's value as people read it: a list joined by commas, a time
+    (:data:`TIME_DETAILS`) as :func:`shown_time`; ``--json`` keeps the stored values."""
     if isinstance(value, list | tuple):
-        return ", ".join(shown_detail(item) for item in value)
-    return shown_time(value) if isinstance(value, str) else str(value)
+        return ", ".join(shown_detail(item, name) for item in value)
+    if isinstance(value, str) and name in TIME_DETAILS:
+        return shown_time(value)
+    return str(value)
 
 
 def describe(event: AuditEvent) -> str:
@@ -144,7 +148,7 @@ def describe(event: AuditEvent) -> str:
     if event.target:
         said += f" {shown_target(event)}"
     if event.details:
-        said += " (" + ", ".join(f"{k} {shown_detail(v)}"
+        said += " (" + ", ".join(f"{k} {shown_detail(v, k)}"
                                  for k, v in event.details.items()) + ")"
     return said
 
