@@ -233,3 +233,54 @@ def test_a_stored_sender_keeps_its_phone_number_digits(db_session, store_path, s
     stored = messages.ingest(session=db_session, classifier=None, gateway="twilio",
                              external_id="SM1", sender=sender, recipient="+2", body="hi")
     assert stored.message.sender_digits == digits
+
+
+def _refusing(session, monkeypatch, refusals: int, after_seconds: float = 0.0) -> list[int]:
+    """Make the session's INSERT fail ``refusals`` times as SQLite's immediate "database is
+    locked" (a commit overtook its snapshot, a checkpoint was emptying the log)."""
+    import sqlite3
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    real, tries = session.scalars, []
+
+    def scalars(statement, *args, **kwargs):
+        if getattr(statement, "is_insert", False):
+            tries.append(1)
+            if len(tries) <= refusals:
+                time.sleep(after_seconds)
+                raise OperationalError("INSERT", {}, sqlite3.OperationalError(
+                    "database is locked"))
+        return real(statement, *args, **kwargs)
+
+    monkeypatch.setattr(session, "scalars", scalars)
+    monkeypatch.setattr(messages, "STORE_PAUSE_SECONDS", 0)
+    return tries
+
+
+def test_a_store_sqlite_refuses_at_once_is_tried_again(db_session, db_backend, version_id,
+                                                        monkeypatch):
+    if db_backend != "sqlite":
+        pytest.skip("SQLite's immediate refusals")
+    tries = _refusing(db_session, monkeypatch, refusals=messages.STORE_TRIES - 1)
+    result = ingest(db_session, FakeClassifier(version_id))
+    assert result.created and len(tries) == messages.STORE_TRIES
+    assert counts(db_session) == (1, 1)
+
+
+def test_a_refusal_that_lasts_or_comes_after_the_busy_timeout_is_not_tried_again(
+        db_session, db_backend, version_id, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    if db_backend != "sqlite":
+        pytest.skip("SQLite's immediate refusals")
+    tries = _refusing(db_session, monkeypatch, refusals=10 ** 6)
+    with pytest.raises(OperationalError):
+        ingest(db_session, FakeClassifier(version_id))
+    assert len(tries) == messages.STORE_TRIES
+    monkeypatch.setattr(messages, "REFUSED_AT_ONCE_SECONDS", 0.01)
+    slow = _refusing(db_session, monkeypatch, refusals=1, after_seconds=0.05)
+    with pytest.raises(OperationalError):  # it waited out the busy timeout: the caller's 503
+        ingest(db_session, FakeClassifier(version_id), external_id="SM2")
+    assert len(slow) == 1 and counts(db_session) == (0, 0)
