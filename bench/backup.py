@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     with factory.begin() as session:
         session.execute(update(ModelVersion).values(directory=str(version_folder(work))))
     fill(factory, args.messages)
-    quiet, _ = ingest_while(factory, lambda: None, "quiet")
+    quiet, _, _ = ingest_while(factory, lambda: None, "quiet")
     made: list[backup.Backup] = []
-    busy, create_s = ingest_while(
+    busy, create_s, _ = ingest_while(
         factory, lambda: made.append(backup.create_backup(source_url, work / "bk")), "busy")
     started = time.perf_counter()
     problems = backup.verify_backup(work / "bk").problems
