@@ -75,7 +75,13 @@ def _retry_after_only_when_refused(response: Response) -> Response:
     own = g.pop("retry_after", None)
     if response.status_code == 503 and own is not None:
         response.headers["Retry-After"] = own
-    elif response.status_code not in (429, 503):
+    elif response.status_code == 429:
+        # The limiter rounds the seconds to its window's end down: at the very end it said
+        # 0, "retry at once", and the retry could come before the window ended.
+        said = response.headers.get("Retry-After", "")
+        if said.isdigit() and int(said) < 1:
+            response.headers["Retry-After"] = "1"
+    elif response.status_code != 503:
         response.headers.pop("Retry-After", None)
     return response
 
