@@ -35,6 +35,9 @@ PG_CONNECT_TIMEOUT_S = 10
 PG_TCP_USER_TIMEOUT_MS = 15_000
 PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                  "keepalives_count": 3, "tcp_user_timeout": PG_TCP_USER_TIMEOUT_MS}
+# One moment for a long read on PostgreSQL (export, the snapshot pg_dump reads):
+# REPEATABLE READ keeps the transaction's first snapshot, read-only says it writes nothing.
+POSTGRES_SNAPSHOT_READ = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")  # what the migrations and tests cover
 
 

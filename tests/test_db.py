@@ -364,21 +364,39 @@ def test_the_service_sessions_get_lock_and_statement_timeouts(db_backend, db_url
         command.dispose()
 
 
-def test_a_reused_postgresql_test_database_is_empty_and_one_with_a_changed_schema_is_not_reused(
-        migrated_templates):
-    """The fixtures' own promise (tests/fixtures_db.py): a database handed to a second test
-    holds no rows and restarts its ids; one whose schema a test changed is dropped."""
+@pytest.fixture
+def pg_server():
+    """The PostgreSQL server's URL, or the test is skipped."""
     from tests.fixtures_db import postgres_server_url
 
     server = postgres_server_url()
     if not server:
         pytest.skip("no PostgreSQL server (see .ci/postgres.sh)")
-    insert = text("INSERT INTO campaigns (created_at, first_seen, last_seen, size) "
-                  "VALUES (now(), now(), now(), 2) RETURNING id")
+    return server
+
+
+def _run_on(url: str, *statements: str) -> list[object]:
+    """Run ``statements`` in one transaction on ``url``; the first column of each result's
+    first row (None for a statement that returns none)."""
+    engine = db.make_engine(url)
+    try:
+        with engine.begin() as connection:
+            results = [connection.execute(text(statement)) for statement in statements]
+            return [r.scalar() if r.returns_rows else None for r in results]
+    finally:
+        engine.dispose()
+
+
+def test_a_reused_postgresql_test_database_is_empty_and_one_with_a_changed_schema_is_not_reused(
+        migrated_templates, pg_server):
+    """The fixtures' own promise (tests/fixtures_db.py): a database handed to a second test
+    holds no rows and restarts its ids; one whose schema a test changed is dropped."""
+    server = pg_server
+    insert = ("INSERT INTO campaigns (created_at, first_seen, last_seen, size) "
+              "VALUES (now(), now(), now(), 2) RETURNING id")
     first = migrated_templates.postgres_database(server)
+    assert _run_on(first, insert, insert) == [1, 2]
     engine = db.make_engine(first)
-    with engine.begin() as connection:
-        assert [connection.execute(insert).scalar() for _ in range(2)] == [1, 2]
     left_open = engine.connect()
     left_open.execute(text("SELECT 1"))  # idle in a transaction, as a leaked session is
     migrated_templates.give_back(server, first)
@@ -387,12 +405,8 @@ def test_a_reused_postgresql_test_database_is_empty_and_one_with_a_changed_schem
 
     second = migrated_templates.postgres_database(server)
     assert second == first
-    engine = db.make_engine(second)
-    with engine.begin() as connection:
-        assert connection.execute(text("SELECT count(*) FROM campaigns")).scalar() == 0
-        assert connection.execute(insert).scalar() == 1
-        connection.execute(text("DROP INDEX ix_messages_body_trgm"))
-    engine.dispose()
+    assert _run_on(second, "SELECT count(*) FROM campaigns", insert,
+                   "DROP INDEX ix_messages_body_trgm") == [0, 1, None]
     migrated_templates.give_back(server, second)
     third = migrated_templates.postgres_database(server)
     try:
@@ -412,21 +426,13 @@ def test_a_reused_postgresql_test_database_is_empty_and_one_with_a_changed_schem
     "CREATE RULE no_deletes AS ON DELETE TO campaigns DO INSTEAD NOTHING",
 ])
 def test_a_postgresql_test_database_whose_constraints_defaults_or_grants_changed_is_not_reused(
-        migrated_templates, change):
+        migrated_templates, pg_server, change):
     """The schema fingerprint covers what a test may change besides relations and columns:
     the next test would otherwise run without a CHECK, with another default, a table
     readable by every role..."""
-    from tests.fixtures_db import postgres_server_url
-
-    server = postgres_server_url()
-    if not server:
-        pytest.skip("no PostgreSQL server (see .ci/postgres.sh)")
+    server = pg_server
     first = migrated_templates.postgres_database(server)
-    engine = db.make_engine(first)
-    with engine.begin() as connection:
-        for statement in change.split("; "):
-            connection.execute(text(statement))
-    engine.dispose()
+    _run_on(first, *change.split("; "))
     migrated_templates.give_back(server, first)
     second = migrated_templates.postgres_database(server)
     try:
@@ -436,24 +442,17 @@ def test_a_postgresql_test_database_whose_constraints_defaults_or_grants_changed
 
 
 def test_a_reused_postgresql_test_database_has_no_pages_or_statistics_of_the_test_before(
-        migrated_templates):
+        migrated_templates, pg_server):
     """The planner of the next test must not estimate from the last test's rows: from its
     tables' pages (DELETE keeps them) nor from statistics an ANALYZE left (a database with
     some is not reused). As in a fresh clone, the tables look empty and never analysed."""
-    from tests.fixtures_db import postgres_server_url
-
-    server = postgres_server_url()
-    if not server:
-        pytest.skip("no PostgreSQL server (see .ci/postgres.sh)")
+    server = pg_server
     sizes = text("SELECT reltuples, pg_relation_size(oid) FROM pg_class "
                  "WHERE relname = 'campaigns'")
-    fill = text("INSERT INTO campaigns (created_at, first_seen, last_seen, size) "
-                "SELECT now(), now(), now(), n FROM generate_series(1, 5000) n")
+    fill = ("INSERT INTO campaigns (created_at, first_seen, last_seen, size) "
+            "SELECT now(), now(), now(), n FROM generate_series(1, 5000) n")
     first = migrated_templates.postgres_database(server)
-    engine = db.make_engine(first)
-    with engine.begin() as connection:
-        connection.execute(fill)
-    engine.dispose()
+    _run_on(first, fill)
     migrated_templates.give_back(server, first)
     second = migrated_templates.postgres_database(server)
     assert second == first
@@ -461,7 +460,7 @@ def test_a_reused_postgresql_test_database_has_no_pages_or_statistics_of_the_tes
     try:
         with engine.begin() as connection:
             assert tuple(connection.execute(sizes).one()) == (-1, 0)
-            connection.execute(fill)
+            connection.execute(text(fill))
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("ANALYZE campaigns"))
     finally:

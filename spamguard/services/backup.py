@@ -168,15 +168,14 @@ def _dump_postgresql(url: str, target: Path) -> dict[str, Any]:
     which then reads the registry: the dump and the registry are the same moment."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from spamguard.db import make_engine, safe_url
+    from spamguard.db import POSTGRES_SNAPSHOT_READ, make_engine, safe_url
 
     pg_dump = find_pg_tool("pg_dump")
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            connection = connection.execution_options(**POSTGRES_SNAPSHOT_READ)
             with connection.begin():
-                connection.exec_driver_sql("SET TRANSACTION READ ONLY")
                 # It sits idle while pg_dump reads its snapshot: a server's (or role's)
                 # idle_in_transaction_session_timeout would end it, and the dump with it.
                 connection.exec_driver_sql(

@@ -26,6 +26,7 @@ from typing import IO, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from spamguard.db import POSTGRES_SNAPSHOT_READ
 from spamguard.models import Message
 
 FORMATS = ("csv", "jsonl")
@@ -81,8 +82,7 @@ def read_one_snapshot(session: Session) -> None:
     if session.get_bind().dialect.name == "sqlite":
         session.connection().exec_driver_sql("BEGIN")
     else:
-        session.connection(execution_options={"isolation_level": "REPEATABLE READ",
-                                              "postgresql_readonly": True})
+        session.connection(execution_options=POSTGRES_SNAPSHOT_READ)
 
 
 def count(session: Session, selection: Selection) -> int:

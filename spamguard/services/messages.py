@@ -150,23 +150,31 @@ REFUSED_AT_ONCE_SECONDS = 0.5
 
 def _insert_waiting_out_refusals(session: Session, statement: Any) -> Message | None:
     """Run the insert and commit; on SQLite, try again after a busy refusal that came at
-    once (see :data:`STORE_TRIES`)."""
+    once (see :data:`STORE_TRIES`). The last try's error, whatever it is, is raised."""
     sqlite = session.get_bind().dialect.name == "sqlite"
-    for attempt in range(STORE_TRIES):
+    for attempt in range(1, STORE_TRIES):
         started = time.monotonic()
         try:
-            message = session.scalars(statement).first()
-            session.commit()
-            return message
+            return _insert_and_commit(session, statement)
         except DBAPIError as exc:
-            session.rollback()
             at_once = time.monotonic() - started < REFUSED_AT_ONCE_SECONDS
-            if not (sqlite and at_once and database_busy(exc)) or attempt == STORE_TRIES - 1:
+            if not (sqlite and at_once and database_busy(exc)):
                 raise
             log.info("store refused at once by a busy database (try %d of %d): trying again",
-                     attempt + 1, STORE_TRIES)
+                     attempt, STORE_TRIES)
             time.sleep(STORE_PAUSE_SECONDS)
-    raise AssertionError("unreachable")
+    return _insert_and_commit(session, statement)
+
+
+def _insert_and_commit(session: Session, statement: Any) -> Message | None:
+    """One try: the inserted row (None when a duplicate was ignored), rolled back on error."""
+    try:
+        message = session.scalars(statement).first()
+        session.commit()
+    except DBAPIError:
+        session.rollback()
+        raise
+    return message
 
 
 def _insert_ignoring_duplicates(session: Session):
