@@ -170,6 +170,7 @@ def test_a_restore_that_fails_half_way_leaves_no_database_and_no_versions(
     (lambda bk: (bk / "models" / "v1" / "extra.bin").write_bytes(b"x"),
      "extra.bin: not in the manifest"),
     (lambda bk: _flip_a_byte(bk / "models" / "v2" / "head.safetensors"), "changed since"),
+    (lambda bk: _link_folder(bk / "models" / "v1"), "models/v1: a symbolic link"),
 ])
 def test_verify_finds_a_damaged_backup_and_restore_refuses_it(instance, tmp_path, damage,
                                                                said):
@@ -182,6 +183,14 @@ def test_verify_finds_a_damaged_backup_and_restore_refuses_it(instance, tmp_path
     refused = _cli(tmp_path / "new", target, "backup", "restore", str(tmp_path / "bk"))
     assert refused.exit_code == 2 and "fails verification" in refused.stderr
     assert not (tmp_path / "new").exists()
+
+
+def _link_folder(folder: Path) -> None:
+    """Move ``folder`` out of the backup and leave a link to it in its place: every file
+    the manifest lists still reads the same through it."""
+    moved = folder.parent.parent.parent / f"elsewhere-{folder.name}"
+    folder.rename(moved)
+    folder.symlink_to(moved, target_is_directory=True)
 
 
 def _flip_a_byte(path: Path) -> None:

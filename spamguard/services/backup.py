@@ -345,6 +345,18 @@ def _files(folder: Path) -> Iterator[tuple[str, Path]]:
                 yield path.relative_to(folder).as_posix(), path
 
 
+def _links(folder: Path) -> Iterator[str]:
+    """Every symbolic link under ``folder``, to a file or a folder (POSIX relative paths):
+    a restore would copy what a linked folder points to, which no checksum vouched for
+    until it was read, and a link can be changed after verify."""
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            path = Path(root, name)
+            if path.is_symlink():
+                yield path.relative_to(folder).as_posix()
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -458,6 +470,8 @@ def verify_backup(path: Path | str) -> Check:
             problems.append(f"{relative}: changed since the backup was made (checksum)")
     problems += [f"{relative}: not in the manifest" for relative, _ in _files(path)
                  if relative != MANIFEST and relative not in listed]
+    problems += [f"{relative}: a symbolic link (a backup holds only its own files; a "
+                 "link's target is outside what was checked)" for relative in _links(path)]
     for entry in manifest["models"]:
         if entry.get("copied") and not any(
                 name.startswith(f"{MODELS}/{entry.get('version')}/") for name in listed):
