@@ -113,12 +113,17 @@ def test_erasing_takes_the_message_its_verdicts_and_reviews_through_the_service(
 def test_the_text_leaves_the_evaluation_set_and_changes_md(admin_client, reviewed,
                                                            db_session_factory,
                                                            make_version_dir):
+    from spamguard.models import TrainingRun
+
     directory = make_version_dir("v-erase")
+    (directory / "lexical.json").write_text("{}", encoding="utf-8")  # a blended version
     with session_scope(db_session_factory) as session:
         registry.register_version(session=session, version_dir=directory,
                                   activate_if_none=False)
         session.add(EvalExample(text_hash=text_hash(SECRET), text=SECRET, label="ham",
                                 source="review"))
+        session.add(TrainingRun(candidate_version_id="v-erase", max_review_id=10**6,
+                                status="rejected"))  # it read every review there is
     _changes(directory, [SECRET, "WIN a free cruise now"])
 
     done = admin_client.post(_erase_url(reviewed["mine"]),
@@ -127,7 +132,11 @@ def test_the_text_leaves_the_evaluation_set_and_changes_md(admin_client, reviewe
     assert flashes(done) == [("info", f"Erased message {reviewed['mine']} (reviewed), with its "
                                       "verdicts, reviews and notes; 1 evaluation-set example "
                                       "removed; example texts erased from changes.md of "
-                                      "v-erase.")]
+                                      "v-erase; version v-erase trained on moderators' "
+                                      "labels of erased messages: its lexical.json keeps "
+                                      "words and character n-grams of those texts until "
+                                      "deleted (spamguard models delete, or prune once "
+                                      "newer versions serve).")]
     assert _count(db_session_factory, EvalExample, EvalExample.source == "review") == 0
     markdown = (directory / model_diff.CHANGES_MD).read_text(encoding="utf-8")
     assert "4321" not in markdown and "WIN a free cruise" in markdown

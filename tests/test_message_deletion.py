@@ -310,6 +310,54 @@ def test_erase_asks_at_a_terminal_and_notes_a_sender_rule_that_stays(cli, db_ses
     assert nothing.stdout.startswith("would erase 0 message(s)") and nothing.stderr == ""
 
 
+def test_erase_names_the_versions_whose_lexical_half_learnt_an_erased_reviewed_text(
+        cli, db_session, make_version_dir):
+    """A blended version keeps the words of what it was trained on: the erase says which
+    versions a retraining run trained on an erased message's label, so an operator can
+    delete them. Not: a run that read reviews only up to before the label, a version
+    without a lexical half, a deleted one, or a text another stored message still has."""
+    from spamguard.models import ModelVersion, TrainingRun
+
+    dirs = {name: make_version_dir(name) for name in ("v1", "v2", "v3", "v4", "v5")}
+    for name in ("v1", "v2", "v4", "v5"):
+        (dirs[name] / "lexical.json").write_text("{}", encoding="utf-8")
+    for directory in dirs.values():
+        registry.register_version(session=db_session, version_dir=directory)
+    users.create_user(session=db_session, username="mod", password="a long passphrase 1",
+                      role="moderator")
+    db_session.flush()
+    mod = db_session.scalar(select(users.User.id).where(users.User.username == "mod"))
+    shared = _add(db_session, "WIN a free cruise now", received_at=NEW, sender="+15550001111")
+    earlier = reviews.add_review(session=db_session, message_id=shared, label="spam",
+                                 user_id=mod).id
+    secret = _add(db_session, "my PIN is 4321, call Anna", received_at=NEW,
+                  sender="+447911123456")
+    copy = _add(db_session, "WIN a free cruise now", received_at=NEW, sender="+447911123456")
+    label = reviews.add_review(session=db_session, message_id=secret, label="ham",
+                               user_id=mod).id
+    last = reviews.add_review(session=db_session, message_id=copy, label="spam",
+                              user_id=mod).id
+    for version, read_up_to in (("v1", earlier), ("v2", last), ("v3", last),
+                                ("v4", last), ("v5", label)):
+        db_session.add(TrainingRun(candidate_version_id=version, max_review_id=read_up_to,
+                                   status="promoted"))
+    db_session.get(ModelVersion, "v4").status = "deleted"
+    db_session.commit()
+
+    # Its text is still another sender's message: nothing learnt is gone.
+    first = _run(cli, "erase", "--message-id", str(copy), "--yes")
+    assert first.exit_code == 0 and "lexical.json" not in first.output
+    assert "lexical.json" not in _run(cli, "erase", "--sender", "+447911123456",
+                                      "--dry-run").output
+    result = _run(cli, "erase", "--sender", "+447911123456", "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert ("versions v2, v5 trained on moderators' labels of erased messages: their "
+            "lexical.json keeps words and character n-grams of those texts until deleted"
+            ) in result.stdout
+    assert _stored(db_session) == {shared}
+
+
 @pytest.mark.parametrize("args, said", [
     ((), "give --sender SENDER or --message-id ID (not both)"),
     (("--sender", "x", "--message-id", "3"), "(not both)"),

@@ -19,7 +19,7 @@ from spamguard.admin.base import (
 from spamguard.models import Message
 from spamguard.senders import phone_digits
 from spamguard.services import message_deletion, sender_rules
-from spamguard.services.message_deletion import Deleted, Selection
+from spamguard.services.message_deletion import Deleted, Selection, learnt_note
 from spamguard.wording import counted
 
 SCOPES = ("message", "sender")
@@ -130,6 +130,8 @@ def said(done: Deleted, *, message_id: int | None, sender: str, rule: bool) -> s
     if done.redacted_versions:
         parts.append("example texts erased from changes.md of "
                      + ", ".join(done.redacted_versions))
+    if done.learnt_by:
+        parts.append(learnt_note(done.learnt_by))
     note = (" The sender rule for this sender stays (the Senders page removes it)."
             if rule and message_id is None else "")
     return "; ".join(parts) + "." + note

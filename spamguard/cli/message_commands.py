@@ -83,6 +83,10 @@ def summary(verb: str, what: str, *, total: int, reviewed: int, kept: int, done,
         if done.redacted_versions:
             said += ("; example texts erased from changes.md of "
                      + ", ".join(done.redacted_versions))
+        if done.learnt_by:
+            from spamguard.services.message_deletion import learnt_note
+
+            said += "; " + learnt_note(done.learnt_by)
     return said
 
 

@@ -11,8 +11,9 @@ evaluation-set example added from a review (never one from the shipped data set)
 the example texts in model versions' ``changes.md`` (see
 :mod:`~spamguard.services.example_redaction`). Model
 versions are not retrained: a blended version's ``lexical.json`` keeps the n-grams of what
-it was trained on until the version is deleted. The embedding cache holds vectors keyed by
-a hash, not texts; logs are outside the database.
+it was trained on until the version is deleted; a deletion names the versions whose
+retraining run read a label of a message it erased (:attr:`Deleted.learnt_by`). The
+embedding cache holds vectors keyed by a hash, not texts; logs are outside the database.
 
 Deleting runs a batch of :data:`BATCH` messages a transaction, so a large purge never
 holds SQLite's write lock or one huge PostgreSQL transaction for long while the service
@@ -27,18 +28,22 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from spamguard.db import session_scope, sqlite_write_lock
+from spamguard.ml.version_files import LEXICAL_JSON
 from spamguard.models import (
     Campaign,
     EvalExample,
     Message,
+    ModelVersion,
     QueueClaim,
     Review,
     SpotCheckDraw,
+    TrainingRun,
     Verdict,
 )
 from spamguard.services import audit
@@ -99,6 +104,13 @@ class Deleted:
     redacted_versions: list[str] = field(default_factory=list)
     # Text hashes no message has now (in delete_messages' total: those a changes.md shows).
     texts_gone: set[str] = field(default_factory=set)
+    # The first review of an erased message whose text no message has now: a retraining
+    # run that read reviews up to it or later trained on that text (unless it was in the
+    # evaluation set), so its version's lexical.json holds the text's words and n-grams.
+    first_gone_review: int | None = None
+    # Versions (not deleted, blended) whose retraining run read such a review: deleting
+    # them (or pruning, once newer versions serve) is what removes those n-grams.
+    learnt_by: list[str] = field(default_factory=list)
 
     def add(self, batch: Deleted) -> None:
         """Count ``batch`` in (a campaign recounted by one batch and removed by a later
@@ -111,6 +123,9 @@ class Deleted:
         self.eval_examples += batch.eval_examples
         self.texts_gone |= batch.texts_gone
         self.redacted_versions = sorted({*self.redacted_versions, *batch.redacted_versions})
+        self.first_gone_review = min((r for r in (self.first_gone_review,
+                                                  batch.first_gone_review) if r is not None),
+                                     default=None)
 
 
 def count(session: Session, selection: Selection) -> tuple[int, int]:
@@ -160,6 +175,9 @@ def delete_batch(session: Session, selection: Selection, *, after_id: int = 0,
             return Deleted(), last
     ids = [row.id for row in rows]
     campaigns = {row.campaign_id for row in rows if row.campaign_id is not None}
+    first_review = {message_id: review_id for message_id, review_id in session.execute(
+        select(Review.message_id, func.min(Review.id)).where(Review.message_id.in_(ids))
+        .group_by(Review.message_id))}
     # Children first: it does not depend on each database's ON DELETE CASCADE.
     for table, column in ((Verdict, Verdict.message_id), (Review, Review.message_id),
                           (SpotCheckDraw, SpotCheckDraw.message_id),
@@ -174,6 +192,9 @@ def delete_batch(session: Session, selection: Selection, *, after_id: int = 0,
     done = Deleted(messages=len(ids), reviewed=sum(r.review_label is not None for r in rows))
     done.campaigns_recounted, done.campaigns_removed = _recount(session, sorted(campaigns))
     done.texts_gone = unused_hashes(session, {row.text_hash for row in rows})
+    done.first_gone_review = min((first_review[row.id] for row in rows
+                                  if row.id in first_review and row.text_hash in done.texts_gone),
+                                 default=None)
     done.eval_examples = forget_eval_copies(session, done.texts_gone)
     session.expire_all()
     return done, last
@@ -226,7 +247,31 @@ def delete_in(transaction: Callable[[], AbstractContextManager[Session]],
         # may show texts no stored message has any longer.
         swept = redact_orphan_examples(session)
         total.redacted_versions = sorted({*total.redacted_versions, *swept})
+        total.learnt_by = versions_that_learnt(session, total.first_gone_review)
     return total
+
+
+def learnt_note(versions: Sequence[str]) -> str:
+    """What the CLI and the admin UI say of :attr:`Deleted.learnt_by`."""
+    return (f"{'version' if len(versions) == 1 else 'versions'} {', '.join(versions)} "
+            "trained on moderators' labels of erased messages: "
+            f"{'its' if len(versions) == 1 else 'their'} lexical.json keeps words and "
+            "character n-grams of those texts until deleted (spamguard models delete, "
+            "or prune once newer versions serve)")
+
+
+def versions_that_learnt(session: Session, review_id: int | None) -> list[str]:
+    """The versions, not deleted, with a lexical half, made by a retraining run that read
+    reviews up to ``review_id`` or later (None: no version)."""
+    if review_id is None:
+        return []
+    versions = session.execute(
+        select(ModelVersion.id, ModelVersion.directory).distinct()
+        .join(TrainingRun, TrainingRun.candidate_version_id == ModelVersion.id)
+        .where(TrainingRun.max_review_id >= review_id, ModelVersion.status != "deleted")
+        .order_by(ModelVersion.id)).all()
+    return [version for version, directory in versions
+            if (Path(directory) / LEXICAL_JSON).is_file()]
 
 
 def _audit(session: Session, selection: Selection, messages: int, reviewed: int,
