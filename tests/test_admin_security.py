@@ -278,3 +278,85 @@ def test_an_error_is_announced_at_once_and_information_politely(admin_client):
     assert '<p class="flash flash-error" role="alert">Choose spam or ham.</p>' in error
     info = admin_client.post("/admin/logout", follow_redirects=True).get_data(as_text=True)
     assert '<p class="flash flash-info" role="status">Logged out.</p>' in info
+
+
+@pytest.mark.parametrize("text, marked", [
+    ("BA\U0001d173NK", ["U+1D173"]),  # a musical format character
+    ("ca\U0001bca0sh fr\U00013430ee", ["U+1BCA0", "U+13430"]),  # shorthand, Egyptian
+    ("fr\U000e0001ee fr\U000e0041\U000e0042ee", ["U+E0001", "U+E0041", "U+E0042"]),  # tags
+    ("fr\ufe0fee \ufe0f x\U000e0100", ["U+FE0F", "U+FE0F", "U+E0100"]),  # selectors hiding
+    ("\u2764\ufe0f 1\ufe0f\u20e3 \u845b\U000e0100 \u1828\u180b", []),  # selectors varying
+    ("\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f", []),  # a flag
+    ("\U0001f3f4\U000e0067\U000e0062 ok", ["U+E0067", "U+E0062"]),  # no cancel tag: no flag
+])
+def test_every_invisible_format_character_is_marked_and_emoji_sequences_are_not(text,
+                                                                                marked):
+    """A helper's browser check found "BA\\U0001d173NK" shown as "BANK" on every page,
+    and tag characters and variation selectors hidden inside words: every format character
+    is marked now, tags outside a flag and selectors that vary nothing too."""
+    from spamguard.admin.base import controls_as_text, hidden_characters
+
+    assert [f"U+{ord(m.group()):04X}" for m in hidden_characters(text)] == marked
+    shown = controls_as_text(text)
+    assert all(f"[{mark}]" in shown for mark in marked)
+    if not marked:
+        assert shown == text
+
+
+def test_a_sender_shows_its_line_breaks_and_tabs_and_a_body_keeps_them(
+        moderator_client, add_messages):
+    (mid,) = add_messages(("two\nlines\tand a tab", 0.5), sender="BA\nNK\t1")
+    html = moderator_client.get(f"/admin/messages/{mid}").get_data(as_text=True)
+    assert "BA<span class=\"ctl\" dir=\"ltr\" title=\"control character\">[U+000A]</span>NK" \
+        in html
+    assert "[U+0009]</span>1" in html and "two\nlines\tand a tab" in html
+
+
+def test_filter_terms_notes_and_a_hold_reason_mark_a_bidi_override(
+        moderator_client, admin_client, add_messages, db_session_factory):
+    """Each of these showed text reversed by a U+202E typed or sent into it: the bulk
+    relabel's filter terms (a sender, a search term), a review note, a sender rule's note,
+    the promotion hold's reason (which reversed the banner's own words after it)."""
+    from spamguard.db import session_scope
+    from spamguard.services import promotion_hold, reviews, sender_rules
+
+    (mid,) = add_messages(("re\u202eversed", 0.9), sender="\u202eMyBank")
+    with session_scope(db_session_factory) as session:
+        reviews.add_review(session=session, message_id=mid, label="spam", user_id=None,
+                           note="\u202eeton desrever")
+        sender_rules.set_rule(session, sender="SHOP", action="block", note="\u202eetoN",
+                              by="admin")
+        promotion_hold.hold(session, reason="\u202echecking by hand", by="admin")
+    confirm = moderator_client.post("/admin/messages/bulk?scope=filter", data={
+        "label": "spam", "sender": "\u202eMyBank", "q": "re\u202eversed"})
+    pages = {"confirm": confirm.get_data(as_text=True),
+             "message": moderator_client.get(f"/admin/messages/{mid}").get_data(as_text=True),
+             "senders": admin_client.get("/admin/senders").get_data(as_text=True),
+             "dashboard": moderator_client.get("/admin/dashboard").get_data(as_text=True)}
+    terms = pages.pop("confirm").split('<ul class="filter-terms">')[1].split("</ul>")[0]
+    assert "\u202e" not in terms  # (the form's hidden inputs keep the values as given)
+    assert "[U+202E]</span>MyBank" in terms and "re<span class=\"ctl\"" in terms
+    for name, page in pages.items():
+        assert "\u202e" not in page, name
+    assert "[U+202E]</span>eton desrever" in pages["message"]
+    assert "[U+202E]</span>etoN" in pages["senders"]
+    assert "[U+202E]</span>checking by hand</bdi>. Retraining makes" in pages["dashboard"]
+
+
+@pytest.mark.parametrize("sender", ["\u202eMyBank", "it's a \\ \u200bshop", "BA\nNK",
+                                    "fr\U000e0041ee", "ACME Ltd"])
+def test_the_erase_command_offered_for_a_sender_names_that_sender(sender):
+    """For more than 50,000 messages the erase page offers a command; with a marked
+    character it said --sender '[U+202E]MyBank', which named another sender and erased
+    nothing. The shell must hand spamguard the sender's very characters."""
+    import subprocess
+
+    from spamguard.admin.message_erase import command
+
+    offered = command(sender)
+    assert offered.startswith("spamguard messages erase --sender ")
+    word = offered.removeprefix("spamguard messages erase --sender ")
+    assert "\u202e" not in word and "\n" not in word and "\u200b" not in word
+    echoed = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True,
+                            text=True, check=True).stdout
+    assert echoed == sender

@@ -22,7 +22,7 @@ def test_an_admin_allows_blocks_and_removes_senders(admin_client, viewer_client,
     assert ("Blocked 447911123456 (it was allowed): messages from phone number 447911123456 "
             "(however it is written) are spam from now on.") in page
     # the note kept: this form had no note field sent
-    assert '<td class="hide-sm note">bank</td>' in page
+    assert '<td class="hide-sm note"><bdi>bank</bdi></td>' in page
     with session_scope(db_session_factory) as session:
         [rule] = sender_rules.list_rules(session)
         assert (rule.action, rule.set_by, rule.sender) == ("block", "admin", "447911123456")

@@ -218,38 +218,83 @@ HOST_CHARS = re.compile(r"[a-z0-9.-]+(:443)?")  # the whole authority: no user, 
 # bidi overrides, embeddings and isolates reorder what follows ("Your code \u202eexe.txt"
 # shows as "txt.exe"; <bdi> keeps them from spilling out of the message, not from acting
 # inside it), and invisible ones hide inside words ("fr\u200bee", "fr\u00adee" and
-# "ca\u2063sh" read "free" and "cash"): format characters, the Hangul and Khmer fillers,
-# the combining grapheme joiner. What real text needs stays: the joiners (U+200C/D, emoji
-# and Indic scripts), the left-to-right / right-to-left / Arabic marks (U+200E/F, U+061C,
-# Hebrew and Arabic), variation selectors, and tag characters (flag emoji).
+# "ca\u2063sh" read "free" and "cash"): format characters (the musical, shorthand and
+# Egyptian ones too, and the language tag), the Hangul and Khmer fillers, the combining
+# grapheme joiner. What real text needs stays: the joiners (U+200C/D, emoji and Indic
+# scripts), the left-to-right / right-to-left / Arabic marks (U+200E/F, U+061C, Hebrew and
+# Arabic), tag characters inside a flag (🏴 + tags + cancel tag) and variation selectors
+# after a character they can vary (see :func:`_varies`); elsewhere those are marked too.
+_ALWAYS_HIDDEN = ("\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180e\u200b\u202a-\u202e"
+                  "\u2060-\u2064\u2066-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb"
+                  "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+                  "\U000e0001")
+_TAGS = "\U000e0020-\U000e007f"
+_SELECTORS = "\u180b-\u180d\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef"
 HIDDEN_CONTROLS = re.compile(
-    "[\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180e\u200b\u202a-\u202e\u2060-\u2064"
-    "\u2066-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb]")
+    f"(?P<flag>\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f)"
+    f"|(?P<selector>[{_SELECTORS}])|[{_ALWAYS_HIDDEN}{_TAGS}]")
+# Control characters (line breaks, tabs): part of a message's text, never of a sender's.
+LINE_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _varies(selector: str, before: str) -> bool:
+    """Whether variation ``selector`` can vary ``before`` (so it is real text, as in "❤️"
+    or "1️⃣"): a Mongolian one after a Mongolian letter, an ideographic one after a CJK
+    ideograph, the others after a visible character that is not a Latin letter (emoji,
+    digits of a keycap, symbols). After a space, a Latin letter ("fr\ufe0fee"), another
+    selector or a control they only hide."""
+    if not before:
+        return False
+    name = unicodedata.name(before, "")
+    if "\u180b" <= selector <= "\u180f":
+        return name.startswith("MONGOLIAN LETTER")
+    if selector >= "\U000e0100":
+        return name.startswith("CJK")
+    return not (before.isascii() and before.isalpha()) and unicodedata.category(before) not in {
+        "Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp", "Co", "Cn"}
+
+
+def hidden_characters(text: str, *, line: bool = False) -> list[re.Match[str]]:
+    """The matches of each character of ``text`` to mark (:data:`HIDDEN_CONTROLS`; with
+    ``line``, control characters too: a sender or recipient is one line)."""
+    found = [m for m in HIDDEN_CONTROLS.finditer(text) if not m.group("flag") and not (
+        m.group("selector") and _varies(m.group(), text[m.start() - 1:m.start()]))]
+    if line:
+        found = sorted([*found, *LINE_CONTROLS.finditer(text)], key=lambda m: m.start())
+    return found
+
+
+def _mark(char: str) -> str:
+    return f"U+{ord(char):04X}"
 
 
 @bp.app_template_filter("show_controls")
-def show_controls(text: str) -> Markup:
-    """Escape an SMS text for HTML, with each of :data:`HIDDEN_CONTROLS` shown as a marked
-    ``[U+202E]`` (its name on hover) instead of acting."""
+def show_controls(text: str, line: bool = False) -> Markup:
+    """Escape an SMS text for HTML, with each of :func:`hidden_characters` shown as a
+    marked ``[U+202E]`` (its name on hover) instead of acting."""
     out, last = [], 0
-    for found in HIDDEN_CONTROLS.finditer(text):
+    for found in hidden_characters(text, line=line):
         char = found.group()
         out.append(escape(text[last:found.start()]))
         # dir="ltr": the mark reads "[U+202E]" inside right-to-left text too, and a block
         # with dir="auto" skips it when finding the text's direction (its "U" is a Latin
         # letter, which made a Hebrew message starting with a control left-to-right).
-        out.append(Markup('<span class="ctl" dir="ltr" title="{}">[U+{}]</span>').format(
-            unicodedata.name(char, "format character").lower(), f"{ord(char):04X}"))
+        out.append(Markup('<span class="ctl" dir="ltr" title="{}">[{}]</span>').format(
+            unicodedata.name(char, "control character").lower(), _mark(char)))
         last = found.end()
     out.append(escape(text[last:]))
     return Markup("").join(out)
 
 
 @bp.app_template_filter("controls_as_text")
-def controls_as_text(text: str) -> str:
-    """``text`` with each of :data:`HIDDEN_CONTROLS` written as ``[U+202E]``: plain text for
-    an attribute (a ``title``), where a mark cannot be coloured but must not act either."""
-    return HIDDEN_CONTROLS.sub(lambda found: f"[U+{ord(found.group()):04X}]", text)
+def controls_as_text(text: str, line: bool = False) -> str:
+    """``text`` with each of :func:`hidden_characters` written as ``[U+202E]``: plain text
+    for an attribute (a ``title``), where a mark cannot be coloured but must not act."""
+    out, last = [], 0
+    for found in hidden_characters(text, line=line):
+        out += [text[last:found.start()], f"[{_mark(found.group())}]"]
+        last = found.end()
+    return "".join([*out, text[last:]])
 
 
 @bp.app_template_filter("num")

@@ -12,6 +12,7 @@ from flask_login import current_user
 from spamguard.admin.base import (
     bp,
     controls_as_text,
+    hidden_characters,
     request_transaction,
     role_required,
     session,
@@ -69,7 +70,24 @@ def command(sender: str) -> str:
     """The command that erases every message from ``sender`` (a phone number by its digits,
     which match every written form; a name quoted for the shell)."""
     digits = phone_digits(sender)
-    return f"spamguard messages erase --sender {digits or shlex.quote(controls_as_text(sender))}"
+    return f"spamguard messages erase --sender {digits or shell_word(sender)}"
+
+
+def shell_word(value: str) -> str:
+    """``value`` quoted for a POSIX shell, as a person can read and copy it: plain quoting,
+    or, when it holds a character the page would mark (hidden, or a control), bash's
+    ``$'...'`` with that character written as ``\\uXXXX``. (Writing the mark "[U+202E]"
+    instead named another sender, and the command erased nothing.)"""
+    hidden = {m.start() for m in hidden_characters(value, line=True)}
+    if not hidden:
+        return shlex.quote(value)
+    out = []
+    for at, char in enumerate(value):
+        if at in hidden:
+            out.append(f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}")
+        else:
+            out.append("\\" + char if char in "\\'" else char)
+    return "$'" + "".join(out) + "'"
 
 
 @bp.route("/messages/<id:message_id>/erase")

@@ -9,7 +9,15 @@ from flask import flash, redirect, render_template, request, url_for
 from flask import session as cookie
 from flask_login import current_user
 
-from spamguard.admin.base import bp, fail, role_required, session, settings, user_id
+from spamguard.admin.base import (
+    bp,
+    controls_as_text,
+    fail,
+    role_required,
+    session,
+    settings,
+    user_id,
+)
 from spamguard.errors import SpamguardError
 from spamguard.models import Review
 from spamguard.services import message_queries, queue_claims, registry, reviews
@@ -121,7 +129,7 @@ def unsaved_note(note: str | None) -> str:
     if not note:
         return ""
     quoted = note if len(note) <= QUOTED_NOTE else note[:QUOTED_NOTE - 1] + "…"
-    return f" Your note was not saved: “{quoted}”."
+    return f" Your note was not saved: “{controls_as_text(quoted)}”."
 
 
 def _conflict_said(exc: reviews.ReviewConflict, label: str) -> str:

@@ -438,3 +438,31 @@ def test_a_message_block_takes_its_texts_direction(page, live_server, make_user,
     mark = page.locator("pre.body .ctl")
     assert mark.inner_text() == "[U+202E]"
     assert mark.evaluate("e => getComputedStyle(e).color") == "rgb(166, 27, 27)"
+
+
+def test_long_words_in_notes_key_names_and_the_erase_page_wrap(page, live_server, make_user,
+                                                                add_messages,
+                                                                db_session_factory):
+    """A helper's browser check: a 2,000-character note without spaces made a message's
+    Reviews table 20,922 px wide, a 100-character API key name pushed Revoke off screen,
+    and a 250-character sender made the sender erase page 2,647 px wide. They wrap now."""
+    from spamguard.db import session_scope
+    from spamguard.services import apikeys, reviews
+
+    make_user("ad", "admin")
+    (mid,) = add_messages(("Your parcel is waiting", 0.5), sender="B" * 250)
+    with session_scope(db_session_factory) as session:
+        reviews.add_review(session=session, message_id=mid, label="ham", user_id=None,
+                           note="n" * 2000)
+        apikeys.create_api_key(session=session, name="k" * 100)
+    login(page, live_server, "ad")
+    for path in (f"/admin/messages/{mid}", "/admin/api-keys",
+                 f"/admin/messages/{mid}/erase?scope=sender"):
+        page.goto(f"{live_server}{path}")
+        for size in ("laptop", "phone"):
+            page.set_viewport_size(SIZES[size])
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= SIZES[size]["width"], (path, size, width)
+        page.set_viewport_size(SIZES["laptop"])
+        for wrap in page.locator(".table-wrap").all():  # (on a phone some tables scroll)
+            assert wrap.evaluate("e => e.scrollWidth <= e.clientWidth"), path
