@@ -154,6 +154,18 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _bounded_int(text: str) -> int:
+    """Python's parser refuses an integer of more than 4,300 digits with advice for Python
+    programmers (``sys.set_int_max_str_digits()``); say what is wrong with the request."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise BadInput(f"malformed JSON: a number of {len(text.lstrip('-')):,} digits "
+                       f"(at most {MAX_INT_DIGITS} here)")
+    return int(text)
+
+
+MAX_INT_DIGITS = 4300  # Python's own limit (sys.get_int_max_str_digits())
+
+
 def read_json_object() -> dict[str, Any]:
     """Parse the request body as a JSON object, strictly (415/400 otherwise): valid
     UTF-8, RFC 8259 only (no NaN or Infinity, nor a number that overflows to infinity),
@@ -162,7 +174,8 @@ def read_json_object() -> dict[str, Any]:
         raise BadInput("Content-Type must be application/json", 415)
     try:
         data = json.loads(request.get_data().decode("utf-8"), object_pairs_hook=_unique_keys,
-                          parse_constant=_no_constant, parse_float=_finite_float)
+                          parse_constant=_no_constant, parse_float=_finite_float,
+                          parse_int=_bounded_int)
     except UnicodeDecodeError:
         raise BadInput("request body is not valid UTF-8") from None
     except ValueError as exc:

@@ -24,6 +24,9 @@ def test_login_and_logout(app, make_user):
     client = AdminClient(app.test_client(), "mo")
     bad = client.login("wrong-password")
     assert bad.status_code == 401 and "Wrong username or password" in bad.get_data(as_text=True)
+    # A NUL in the name: no account, as on SQLite (PostgreSQL refused the query: a 500).
+    nul = AdminClient(app.test_client(), "mo\x00").login()
+    assert nul.status_code == 401 and "Wrong username or password" in nul.get_data(as_text=True)
     assert client.login().status_code == 302
     assert "mo" in client.get("/admin/queue").get_data(as_text=True)
     with client.client.session_transaction() as cookie:

@@ -147,3 +147,23 @@ def test_the_message_page_offers_no_rule_for_a_sender_that_cannot_have_one(admin
     assert "Always allow" not in page and 'value="block"' not in page
     assert ("No sender rule can be set for this sender: the sender contains a control "
             "character or line break.") in page
+
+
+def test_a_nul_in_a_rule_note_or_a_hold_reason_is_refused_in_words(admin_client,
+                                                                   db_session_factory):
+    """PostgreSQL text cannot hold a NUL: a sender rule's note or a hold's reason with one
+    was a 500 page there (SQLite stored it). Both databases now refuse it, saying why."""
+    from spamguard.models import PromotionHold
+
+    rule = admin_client.post("/admin/senders", data={"sender": "+15550001111",
+                                                     "action": "block", "note": "a\x00b"},
+                             follow_redirects=True)
+    assert rule.status_code == 200
+    assert "the note contains a NUL character" in rule.get_data(as_text=True)
+    held = admin_client.post("/admin/models/hold", data={"reason": "a\x00b"},
+                             follow_redirects=True)
+    assert held.status_code == 200
+    assert "the reason contains a NUL character" in held.get_data(as_text=True)
+    with session_scope(db_session_factory) as session:
+        assert sender_rules.list_rules(session) == []
+        assert session.query(PromotionHold).count() == 0

@@ -218,6 +218,9 @@ def test_body_of_spaces_only_is_stored_and_classified(app, api, body):
      "-Infinity"),
     (b'{"id": "m1", "from": "+1", "to": "+2", "body": "hi", "x": 1' + b"0" * 400 + b".5}",
      "application/json", 400, "the number 1" + "0" * 36 + "... is out of range"),
+    # An integer past Python's 4,300 digits: what is wrong, not Python's advice.
+    (b'{"id": "m1", "from": "+1", "to": "+2", "body": "hi", "x": -' + b"9" * 5000 + b"}",
+     "application/json", 400, "a number of 5,000 digits (at most 4300 here)"),
     (b"from=1&to=2&body=3", "application/x-www-form-urlencoded", 415, "application/json"),
     (b"", "text/plain", 415, "application/json"),
 ])

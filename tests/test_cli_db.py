@@ -116,6 +116,8 @@ def test_errors_are_one_line(cli, registered) -> None:
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         "error: no model version 'nope' (see `spamguard models`)"]
+    empty = CliRunner().invoke(cli, ["promote", " "])  # named the working folder before
+    assert empty.exit_code == 2 and "give a version id or a version folder" in empty.output
     result = CliRunner().invoke(cli, ["rollback"])
     assert result.exit_code == 2 and "v1 has no previously active version" in result.output
 

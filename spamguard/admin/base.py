@@ -105,7 +105,10 @@ def page_number() -> int:
     value = request.args.get("page", "1").strip()
     if not re.fullmatch(r"-?[0-9]+", value):  # int() also reads "١" and "1_0" (an audit)
         abort(400, description="page must be a whole number")
-    return min(max(1, int(value)), MAX_PAGE)
+    digits = value.lstrip("-").lstrip("0") or "0"  # int() refuses 4,301 digits (a 500)
+    if value.startswith("-") or len(digits) > len(str(MAX_PAGE)):
+        return 1 if value.startswith("-") else MAX_PAGE
+    return min(max(1, int(digits)), MAX_PAGE)
 
 
 def back(default: str, **values: Any):

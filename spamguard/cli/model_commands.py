@@ -299,6 +299,9 @@ def register(cli: click.Group) -> None:
         VERSION is a registered version id, or a version folder (one with model.json, e.g.
         written by the Python API's train_model), which is registered first.
         """
+        if not version_id.strip():  # Path("") is the working folder, named as "no version"
+            raise click.BadParameter("give a version id or a version folder, not nothing",
+                                     param_hint="VERSION")
         folder = Path(version_id)
 
         def promote(session: Session) -> ModelVersion:

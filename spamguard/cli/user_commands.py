@@ -25,6 +25,7 @@ from spamguard.wording import counted
 # A rebuild renews its lock every third of this while it runs; a crashed one's lock is
 # taken over at once on the same host (dead pid), after this long from another host.
 CAMPAIGN_LOCK_TTL = 600
+MAX_DAYS = 36_500  # campaigns rebuild --days: a century (more overflowed the date: a traceback)
 
 
 def read_password(prompt: bool, username: str, *, reset: bool = False) -> str:
@@ -160,8 +161,9 @@ def register(cli: click.Group) -> None:
                   help="Cosine similarity of embeddings at or above which messages group.")
     @click.option("--min-size", type=click.IntRange(min=2), default=campaigns.DEFAULT_MIN_SIZE,
                   show_default=True, help="Smallest group that counts as a campaign.")
-    @click.option("--days", type=click.IntRange(min=0), default=campaigns.DEFAULT_DAYS,
-                  show_default=True, help="Look at messages of the last DAYS days (0: all).")
+    @click.option("--days", type=click.IntRange(min=0, max=MAX_DAYS),
+                  default=campaigns.DEFAULT_DAYS, show_default=True,
+                  help="Look at messages of the last DAYS days (0: all).")
     @pass_ctx
     def campaigns_rebuild(ctx: CliContext, similarity: float, min_size: int, days: int) -> None:
         """Recompute all campaigns from the active model's (cached) embeddings.

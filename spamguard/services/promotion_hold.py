@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from spamguard.errors import SpamguardError
 from spamguard.models import PromotionHold
 from spamguard.services import audit, registry
 from spamguard.services.audit import cli_user  # noqa: F401 (callers import it from here)
@@ -41,9 +42,12 @@ class Change:
     changed: bool
 
 
-def clean_reason(reason: str | None) -> str | None:
+def clean_reason(reason: str | None, what: str = "reason") -> str | None:
     """The reason as one line (spaces and line breaks folded), at most :data:`MAX_REASON`
-    characters; None when empty."""
+    characters; None when empty. One with a NUL character is refused (SpamguardError, its
+    ``what`` named): PostgreSQL text cannot hold it (a 500 page), SQLite kept it."""
+    if reason and "\x00" in reason:
+        raise SpamguardError(f"the {what} contains a NUL character")
     folded = " ".join((reason or "").split())[:MAX_REASON].rstrip()
     return folded or None
 

@@ -117,18 +117,18 @@ def set_rule(session: Session, *, sender: str, action: str, note: str | None,
         added = session.execute(
             conflict_insert(session)(SenderRule)
             .values(sender_key=sender_key(sender), sender=sender, action=action,
-                    note=clean_reason(note), set_by=by[:255], set_at=utcnow())
+                    note=clean_reason(note, "note"), set_by=by[:255], set_at=utcnow())
             .on_conflict_do_nothing(index_elements=["sender_key"])
             .returning(SenderRule.id)).scalar()
         if added is not None:
             audit.record(session, actor=by, action="sender_rule.set", target=sender,
-                         rule=action, note=clean_reason(note))
+                         rule=action, note=clean_reason(note, "note"))
             return Change(rule=session.get(SenderRule, added), before=None, changed=True)
         rule = find_rule(session, sender)  # set at the same moment by someone else: change it
         if rule is None:
             raise SenderRuleError("a rule for this sender was set and removed meanwhile by "
                                   "someone else; try again")
-    note = clean_reason(note) if note is not None else rule.note
+    note = clean_reason(note, "note") if note is not None else rule.note
     before = rule.action
     changed = (rule.action, rule.note) != (action, note)
     if changed:

@@ -142,7 +142,11 @@ def get_user(session: Session, user_id: int) -> User | None:
 
 
 def _by_name(session: Session, username: str) -> User | None:
-    """The account ``username`` names (names are stored lower-case), or None."""
+    """The account ``username`` names (names are stored lower-case), or None (for a name
+    with a NUL character, which no account has and PostgreSQL cannot compare: a 500 on the
+    login page)."""
+    if "\x00" in username:
+        return None
     return session.scalars(select(User).where(User.username == username.strip().lower())).first()
 
 
