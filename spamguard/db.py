@@ -190,6 +190,62 @@ def empty_sqlite_file(url: str | URL) -> Path | None:
     return path if tables == 0 else None
 
 
+@contextmanager
+def new_sqlite_removed_on_failure(url: str | URL) -> Iterator[None]:
+    """Run a block that may create the SQLite database of ``url``; if the block fails and
+    the database is one it created and still holds nothing but its schema, delete it (its
+    log files too) and the folders made for it that are left empty.
+
+    A command refused for its input (a short password, a key with no name, a taken port,
+    a training that failed) left a new empty instance behind, often in a mistyped home;
+    every later command there then found "a database", and ``retrain`` trained a first
+    model into it instead of saying that there was none."""
+    created = missing_sqlite_file(url)
+    missing = [folder for folder in created.parents if not folder.exists()] if created else []
+    made_folder = missing[-1] if missing else None  # the outermost one it would make
+    try:
+        yield
+    except BaseException:
+        if created is not None and created.is_file() and _holds_only_schema(created):
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{created}{suffix}").unlink(missing_ok=True)
+            _remove_empty_folders(created.parent, up_to=made_folder)
+        raise
+
+
+def _holds_only_schema(path: Path) -> bool:
+    """Whether the SQLite database at ``path`` has no row in any table of its own: not
+    counting Alembic's revision, SQLite's own tables, and a text index's (which a new
+    index fills with its settings). A virtual table is read through its module."""
+    import sqlite3
+
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = list(db.execute("SELECT name, sql FROM sqlite_master WHERE type = "
+                                     "'table' AND name NOT LIKE 'sqlite_%'"))
+            virtual = [name for name, sql in tables if "VIRTUAL TABLE" in (sql or "").upper()]
+            own = [name for name, _ in tables if name != "alembic_version" and not any(
+                name.startswith(f"{index}_") for index in virtual)]
+            return not any(db.execute(f'SELECT 1 FROM "{name}" LIMIT 1').fetchone()
+                           for name in own)
+    except sqlite3.Error:
+        return False
+
+
+def _remove_empty_folders(folder: Path, *, up_to: Path | None) -> None:
+    """Remove ``folder`` and its parents up to ``up_to`` (inclusive) while they are empty;
+    nothing when ``up_to`` is None (every folder was there before)."""
+    if up_to is None:
+        return
+    for current in (folder, *folder.parents):
+        try:
+            current.rmdir()
+        except OSError:
+            return
+        if current == up_to:
+            return
+
+
 def ensure_sqlite_parent(url: str | URL) -> None:
     """Create the folder an SQLite database file lives in (no-op for other databases)."""
     path = sqlite_file(url)

@@ -166,6 +166,59 @@ def test_commands_that_need_existing_rows_create_no_database(home, args) -> None
     assert not home.exists()
 
 
+@pytest.mark.parametrize("args, stdin, said", [
+    (["user", "create", "bob"], "short\nshort\n", "password must have at least 8"),
+    (["api-key", "create", ""], None, "an API key needs a name"),
+    (["serve", "--port", "{taken}"], None, "cannot listen on"),
+])
+def test_a_command_refused_for_its_input_leaves_no_new_instance(home, monkeypatch, args,
+                                                                stdin, said) -> None:
+    """A helper's walkthrough: these made the database, then refused their input, and
+    left a new empty instance in a mistyped home, where `retrain` then trained a first
+    model instead of saying that there was none."""
+    import socket
+
+    from spamguard.cli import build_cli
+
+    monkeypatch.setenv("SPAMGUARD_SECRET_KEY", "s" * 32)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = CliRunner().invoke(build_cli(), [a.format(taken=port) for a in args],
+                                    input=stdin)
+    assert result.exit_code == 2 and said in result.output, result.output
+    assert not home.parent.exists()  # the folders it made went too
+    after = CliRunner().invoke(build_cli(), ["retrain", "--dry-run"])
+    assert after.exit_code == 2 and "no spamguard database at " in after.output
+
+
+def test_only_a_new_database_that_holds_nothing_is_removed_after_a_failure(tmp_path) -> None:
+    from spamguard.models import ModelVersion
+    from spamguard.sqltypes import utcnow
+
+    url = f"sqlite:///{tmp_path / 'a' / 'spamguard.db'}"
+    with pytest.raises(RuntimeError), db.new_sqlite_removed_on_failure(url):
+        db.open_database(url, create_if_empty=True).dispose()
+        raise RuntimeError("refused")
+    assert not (tmp_path / "a").exists()
+    # One that got a row before the failure stays, and so does one that was there before.
+    with pytest.raises(RuntimeError), db.new_sqlite_removed_on_failure(url):
+        engine = db.open_database(url, create_if_empty=True)
+        with db.session_scope(db.make_session_factory(engine)) as session:
+            session.add(ModelVersion(id="v1", directory="/x", backbone="b",
+                                     backbone_hash="h", created_at=utcnow(), threshold=0.5))
+        engine.dispose()
+        raise RuntimeError("refused later")
+    assert (tmp_path / "a" / "spamguard.db").is_file()
+    (tmp_path / "b").mkdir()
+    url = f"sqlite:///{tmp_path / 'b' / 'spamguard.db'}"
+    db.open_database(url, create_if_empty=True).dispose()
+    with pytest.raises(RuntimeError), db.new_sqlite_removed_on_failure(url):
+        raise RuntimeError("refused")
+    assert (tmp_path / "b" / "spamguard.db").is_file()
+
+
 @pytest.mark.parametrize("leftover", ["zero bytes", "no tables"])
 @pytest.mark.parametrize("args", [["api-key", "list"], ["retrain", "--dry-run"], ["rollback"]])
 def test_an_empty_database_file_is_no_instance_either(home, args, leftover) -> None:

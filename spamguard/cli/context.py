@@ -62,6 +62,7 @@ def session_factory_for(ctx: CliContext, *, create: bool = True) -> Iterator:
         empty_sqlite_file,
         make_session_factory,
         missing_sqlite_file,
+        new_sqlite_removed_on_failure,
         open_database,
     )
     from spamguard.errors import NoDatabaseError
@@ -73,12 +74,13 @@ def session_factory_for(ctx: CliContext, *, create: bool = True) -> Iterator:
                    "SPAMGUARD_DATABASE_URL if the service uses PostgreSQL (it is not set "
                    "here: cron and systemd do not read your shell's settings)")
         raise NoDatabaseError(missing.resolve(), setting, empty=missing.exists())
-    engine = open_database(url, create_if_empty=create,
-                           hide_parameters=not ctx.settings.log_bodies)
-    try:
-        yield make_session_factory(engine)
-    finally:
-        engine.dispose()
+    with new_sqlite_removed_on_failure(url):  # a refused command leaves no new instance
+        engine = open_database(url, create_if_empty=create,
+                               hide_parameters=not ctx.settings.log_bodies)
+        try:
+            yield make_session_factory(engine)
+        finally:
+            engine.dispose()
 
 
 @contextmanager

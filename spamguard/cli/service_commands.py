@@ -29,6 +29,7 @@ def register(cli: click.Group) -> None:
 def serve_command(ctx: CliContext, host: str, port: int, workers: int | None,
                   timeout: int) -> None:
     """Run the web service (webhook, JSON API, admin) with gunicorn."""
+    from spamguard.db import new_sqlite_removed_on_failure
     from spamguard.serving import (
         check_address,
         check_ready,
@@ -39,8 +40,9 @@ def serve_command(ctx: CliContext, host: str, port: int, workers: int | None,
     )
 
     settings = ctx.settings
-    check_ready(settings)
-    check_address(host, port)
+    with new_sqlite_removed_on_failure(settings.resolved_database_url):  # a taken port
+        check_ready(settings)
+        check_address(host, port)
     workers = workers or default_workers()
     click.echo(f"spamguard: serving on http://{host_port(host, port)} with "
                f"{counted(workers, 'worker')} (home {settings.home})", err=True)
