@@ -340,7 +340,7 @@ def test_the_users_page_says_what_happened_in_sentences(admin_client, viewer_cli
          ("error", f"User not disabled: no user {gone}.")),
         (f"/admin/users/{gone}/active", {"active": "1"},
          ("error", f"User not enabled: no user {gone}.")),
-        (f"/admin/users/{mo}/unlock", {}, ("info", "User mo is unlocked.")),
+        (f"/admin/users/{mo}/unlock", {}, ("info", "User mo was not locked.")),  # nothing to do
         (f"/admin/users/{gone}/unlock", {}, ("error", f"User not unlocked: no user {gone}.")),
     ]
     for url, data, expected in steps:

@@ -44,7 +44,7 @@ def test_admins_hold_and_release_with_a_question_first(admin_client, db_session_
     assert (hold.created_by, hold.reason) == ("admin", "spam wave checking")
     page = held.get_data(as_text=True)
     assert "<strong>Automatic promotion is on hold</strong> since " in page
-    assert " by admin: spam wave checking.</p>" in page
+    assert " by admin: <bdi>spam wave checking</bdi>.</p>" in page
     assert 'action="/admin/models/hold"' not in page  # held: no second form
     release = _form(page, "/admin/models/release")
     assert 'name="csrf_token"' in release and 'data-confirm="Release the hold?' in release
@@ -83,7 +83,7 @@ def test_moderators_and_viewers_see_the_banner_but_cannot_hold_or_release(
     for client in (moderator_client, viewer_client):
         page = client.get("/admin/models").get_data(as_text=True)
         assert "<strong>Automatic promotion is on hold</strong>" in page
-        assert " by alice: checking.</p>" in page
+        assert " by alice: <bdi>checking</bdi>.</p>" in page
         assert "/admin/models/release" not in page
         assert client.post("/admin/models/release").status_code == 403
     assert _current(db_session_factory) is not None
@@ -97,7 +97,7 @@ def test_the_banner_escapes_the_reason_and_who(viewer_client, db_session_factory
     assert "<img src=x" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page
     banner = page[page.index('class="hold-banner"'):]
-    assert 'by &lt;img src=x onerror=&#34;alert(2)&#34;&gt;: &lt;script&gt;' in \
+    assert 'by &lt;img src=x onerror=&#34;alert(2)&#34;&gt;: <bdi>&lt;script&gt;' in \
         banner[:banner.index("</div>")]
 
 
@@ -114,7 +114,7 @@ def test_roll_back_holds_and_promote_says_the_hold_stays(admin_client, two_versi
             "when the active model may be replaced again.") in flashes(back)
     hold = _current(db_session_factory)
     assert (hold.created_by, hold.reason) == ("admin", f"rollback from {second} to {first}")
-    assert f"by admin: rollback from {second} to {first}.</p>" in unescape(
+    assert f"by admin: <bdi>rollback from {second} to {first}</bdi>.</p>" in unescape(
         back.get_data(as_text=True))
 
     promoted = admin_client.post(f"/admin/models/{second}/promote", follow_redirects=True)
@@ -157,4 +157,4 @@ def test_the_dashboard_says_promotion_is_held_and_links_to_models(viewer_client,
     _hold(db_session_factory, reason="Checking v2.", by="alice")  # one full stop, not two
     for url in ("/admin/dashboard", "/admin/models"):
         page = viewer_client.get(url).get_data(as_text=True)
-        assert "by alice: Checking v2." in page and "Checking v2.." not in page, url
+        assert "by alice: <bdi>Checking v2</bdi>." in page and "Checking v2.." not in page, url

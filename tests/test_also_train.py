@@ -473,3 +473,19 @@ def test_run_sh_says_when_the_setting_cannot_change_the_model_it_serves(cli_home
     assert _cli(env, ["promote", version]).exit_code == 0
     done = run_sh(str(modern))
     assert done.returncode == 0 and "already active" not in done.stderr, done.stderr
+
+
+def test_a_mistyped_shipped_name_is_told_the_names(tmp_path, monkeypatch):
+    """A helper's walkthrough: `--also-train present-dya` said only that the file could not
+    be read; a bare name that is no file now hears of present-day and none."""
+    from spamguard.errors import DataError
+    from spamguard.ml.also_train import load_also_train
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"present-dya: cannot read .*\(named by --also-train; "
+                       r"the shipped examples are named present-day, and none means no "
+                       r"file\)"):
+        load_also_train([Path("present-dya")], "--also-train")
+    with pytest.raises(DataError) as elsewhere:  # a path elsewhere: no such hint
+        load_also_train([tmp_path / "gone" / "x.tsv"], "--also-train")
+    assert "present-day" not in str(elsewhere.value)

@@ -51,6 +51,9 @@ def test_tab_inside_unquoted_message_is_kept(tmp_path):
 
 @pytest.mark.parametrize("name, content, expected", [
     ("bad.tsv", "ham\thi\nmaybe\tsomething\n", "bad.tsv:2: unknown label 'maybe'"),
+    ("all.csv", "label,text\nham,hi\n,not labelled\n",  # as `export --all` writes one
+     "all.csv:3: unknown label '' (expected ham/spam or 0/1; a file from `spamguard export "
+     "--all` has rows nobody labelled"),
     ("bad.tsv", "ham\thi\nspam\t   \n", "bad.tsv:2: empty text"),
     ("bad.tsv", "ham\thi\nspam\n", "bad.tsv:2: expected a label and a text column"),
     ("bad.csv", "label,body2\nham,hi\n", "bad.csv:1: header has no text column"),

@@ -68,7 +68,7 @@ def test_the_list_of_common_passwords_is_read_when_first_needed_not_at_import():
             "print(len(users.common_passwords()), 'password' in users.common_passwords())")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            timeout=120, check=True).stdout.split()
-    assert shown == ["0", "100", "True"]
+    assert shown == ["0", "121", "True"]
 
 
 def test_create_rejects_taken_name(db_session):
@@ -236,8 +236,14 @@ def test_cli_sets_roles_and_unlocks_but_keeps_the_last_admin(cli_env, db_session
             users.authenticate(session=session, username="bo", password="wrong-password")
         session.commit()
         assert users.locked_until(session.query(User).filter_by(username="bo").one())
+    for guessed in ("password123", "Admin123", "changeme", "spamguard1"):  # tried first
+        refused = CliRunner().invoke(build_cli(), ["user", "set-password", "bo"],
+                                     input=f"{guessed}\n{guessed}\n")
+        assert refused.exit_code != 0 and "most used passwords" in refused.output, guessed
     unlocked = run("user", "unlock", "bo")
     assert unlocked.exit_code == 0 and "unlocked bo" in unlocked.output
+    again = run("user", "unlock", "bo")  # said "unlocked bo" too, and the trail nothing
+    assert again.exit_code == 0 and "bo was not locked: nothing changed" in again.output
     with db_session_factory() as session:
         bo = session.query(User).filter_by(username="bo").one()
         assert users.locked_until(bo) is None and bo.failed_logins == 0

@@ -104,7 +104,8 @@ def user_unlock(user_id: int):
     """Lift an account's lock after failed logins."""
     return run_action(lambda db: users.unlock(session=db, user_id=user_id,
                                               by=current_user.username),
-                      done=lambda u: f"User {u.username} is unlocked.",
+                      done=lambda done: (f"User {done[0].username} is unlocked." if done[1]
+                                         else f"User {done[0].username} was not locked."),
                       refused="User not unlocked", endpoint="admin.user_list")
 
 

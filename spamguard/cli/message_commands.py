@@ -123,6 +123,10 @@ def register(cli: click.Group) -> None:
             cutoff = utcnow() - timedelta(days=days) if days else start_of(before.date())
         except OverflowError:
             raise click.UsageError(f"--older-than {days}: too many days") from None
+        if cutoff > utcnow() + timedelta(days=1):  # a year typo would purge every message
+            raise click.UsageError(
+                f"--before {cutoff:%Y-%m-%d} is in the future: every message stored so far "
+                "was received before it; give a day that has passed")
         what = f"received before {cutoff:%Y-%m-%d %H:%M} UTC"
         selection = Selection(before=cutoff, keep_reviewed=not include_reviewed)
         total, reviewed, kept, done = _run(ctx, selection, dry_run=dry_run, yes=yes,

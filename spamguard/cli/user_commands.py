@@ -116,8 +116,9 @@ def register(cli: click.Group) -> None:
     def user_unlock(ctx: CliContext, name: str) -> None:
         """Lift the lock on the account NAME after failed logins."""
         with transaction(ctx, create=False) as session:
-            user = users.unlock(session=session, username=name, by=cli_user())
-            click.echo(f"unlocked {user.username}")
+            user, changed = users.unlock(session=session, username=name, by=cli_user())
+            click.echo(f"unlocked {user.username}" if changed else
+                       f"{user.username} was not locked: nothing changed")
 
     for verb, active in (("enable", True), ("disable", False)):
         @user_group.command(verb, help=f"{verb.capitalize()} the account NAME"

@@ -65,7 +65,9 @@ def load_also_train(paths: Sequence[str | Path], named_by: str | None = None) ->
         except DataError as exc:
             if named_by is None:
                 raise
-            raise DataError(f"{exc} (named by {named_by})") from exc
+            hint = ("; the shipped examples are named present-day, and none means no file"
+                    if not Path(path).exists() and Path(path).parent == Path(".") else "")
+            raise DataError(f"{exc} (named by {named_by}{hint})") from exc
         texts += data.texts
         labels.append(data.labels)
         origins += [ALSO_TRAIN_ORIGIN + origin for origin in data.origins]

@@ -414,8 +414,11 @@ def load_labelled(path: str | Path, source: bytes | None = None) -> LabelledData
             _refuse_swallowed_rows(path, lineno, text, label_col, max(width, 2), delimiter)
         label = row[label_col].strip().lower()
         if label not in LABELS:
+            unlabelled = ("; a file from `spamguard export --all` has rows nobody labelled: "
+                          "`export` without --all writes only labelled ones" if not label
+                          else "")
             raise DataError(f"{path}:{lineno}: unknown label {row[label_col]!r} "
-                            "(expected ham/spam or 0/1)")
+                            f"(expected ham/spam or 0/1{unlabelled})")
         if not text.strip():
             raise DataError(f"{path}:{lineno}: empty text")
         texts.append(text.strip())

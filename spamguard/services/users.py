@@ -259,14 +259,16 @@ def _keep_an_admin(session: Session, user: User) -> None:
 
 
 def unlock(*, session: Session, user_id: int | None = None,
-           username: str | None = None, by: str | None = None) -> User:
-    """Lift the lock after failed logins (and forget those failures) at once."""
+           username: str | None = None, by: str | None = None) -> tuple[User, bool]:
+    """Lift the lock after failed logins (and forget those failures) at once. Returns the
+    account and whether there was anything to lift (a lock, or failures counted)."""
     user = _find(session, user_id, username)
-    if user.failed_logins or user.locked_until is not None:
+    changed = bool(user.failed_logins or user.locked_until is not None)
+    if changed:
         audit.record(session, actor=by, action="user.unlock", target=user.username)
     user.failed_logins, user.locked_until = 0, None
     session.flush()
-    return user
+    return user, changed
 
 
 def end_sessions(*, session: Session, user_id: int, carry_on: bool = False) -> None:
