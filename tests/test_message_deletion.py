@@ -252,6 +252,7 @@ def test_purge_older_than_days_counts_back_from_now(cli, db_session):
     (("--older-than", "0"), "0 is not in the range x>=1"),
     (("--older-than", "99999999"), "too many days"),
     (("--before", "yesterday"), "'yesterday' does not match the format"),
+    (("--before", "2026-02-30"), "'2026-02-30': there is no such day"),
     # A year typo (2099 for 2026) purged every unreviewed message (a helper's walkthrough).
     (("--before", "2099-01-01"), "--before 2099-01-01 is in the future"),
 ])

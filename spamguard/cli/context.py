@@ -24,6 +24,26 @@ class NumberRange(click.FloatRange):
         return number
 
 
+class Day(click.DateTime):
+    """A UTC day written YYYY-MM-DD. click's DateTime said that "2026-02-30" "does not
+    match the format '%Y-%m-%d'", which it does: the day is what does not exist."""
+
+    name = "YYYY-MM-DD"
+
+    def __init__(self) -> None:
+        super().__init__(formats=["%Y-%m-%d"])
+
+    def convert(self, value, param, ctx):
+        import re
+
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+            try:
+                return super().convert(value.strip(), param, ctx)
+            except click.BadParameter:
+                self.fail(f"{value!r}: there is no such day", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class CliContext:
     """Lazily built settings (and anything else commands share)."""
 

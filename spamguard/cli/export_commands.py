@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from spamguard.cli.context import CliContext, is_terminal, pass_ctx, transaction
+from spamguard.cli.context import CliContext, Day, is_terminal, pass_ctx, transaction
 from spamguard.errors import SpamguardError
 from spamguard.services import export
 
@@ -47,9 +47,9 @@ def register(cli: click.Group) -> None:
     @click.option("--all", "all_messages", is_flag=True,
                   help="Every message, not only those with a moderator's label (their "
                        "label cell is empty: not a file to train on).")
-    @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+    @click.option("--since", type=Day(), default=None,
                   metavar="YYYY-MM-DD", help="Messages received on this UTC day or later.")
-    @click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+    @click.option("--until", type=Day(), default=None,
                   metavar="YYYY-MM-DD", help="Messages received on this UTC day or before.")
     @click.option("--format", "fmt", type=click.Choice(export.FORMATS), default="csv",
                   show_default=True, help="csv: header label,text,... (what `spamguard "

@@ -9,7 +9,13 @@ from datetime import datetime, timedelta
 
 import click
 
-from spamguard.cli.context import CliContext, is_terminal, pass_ctx, session_factory_for
+from spamguard.cli.context import (
+    CliContext,
+    Day,
+    is_terminal,
+    pass_ctx,
+    session_factory_for,
+)
 from spamguard.db import is_sqlite
 from spamguard.errors import SpamguardError
 from spamguard.sqltypes import MAX_ID
@@ -100,7 +106,7 @@ def register(cli: click.Group) -> None:
     @messages_group.command("purge")
     @click.option("--older-than", "days", type=click.IntRange(min=1), metavar="DAYS",
                   help="Messages received more than DAYS days ago.")
-    @click.option("--before", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+    @click.option("--before", type=Day(), metavar="YYYY-MM-DD",
                   help="Messages received before this UTC day.")
     @click.option("--include-reviewed", is_flag=True,
                   help="Delete messages a moderator labelled too (kept by default: they "
