@@ -118,6 +118,8 @@ def test_errors_are_one_line(cli, registered) -> None:
         "error: no model version 'nope' (see `spamguard models`)"]
     empty = CliRunner().invoke(cli, ["promote", " "])  # named the working folder before
     assert empty.exit_code == 2 and "give a version id or a version folder" in empty.output
+    gone = CliRunner().invoke(cli, ["promote", "instance/models/nope"])
+    assert gone.exit_code == 2 and "instance/models/nope: no such folder" in gone.output
     result = CliRunner().invoke(cli, ["rollback"])
     assert result.exit_code == 2 and "v1 has no previously active version" in result.output
 

@@ -303,6 +303,8 @@ def register(cli: click.Group) -> None:
             raise click.BadParameter("give a version id or a version folder, not nothing",
                                      param_hint="VERSION")
         folder = Path(version_id)
+        if "/" in version_id and not folder.exists():  # version ids hold no slash
+            raise click.BadParameter(f"{version_id}: no such folder", param_hint="VERSION")
 
         def promote(session: Session) -> ModelVersion:
             target = version_id
