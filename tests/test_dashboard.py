@@ -78,6 +78,9 @@ def test_dashboard_page(viewer_client, traffic):
     assert "Active model" in text and "spam F1" in text.replace("Spam F1", "spam F1")
     chart = viewer_client.get("/admin/dashboard/volume.svg?bucket=week")
     assert chart.status_code == 200 and chart.mimetype == "image/svg+xml"
+    # Opened by its address, an SVG is a document: no script may run in it (a helper's
+    # browser check found it served without a policy).
+    assert chart.headers["Content-Security-Policy"].startswith("default-src 'none';")
     assert viewer_client.get("/admin/dashboard?bucket=year").status_code == 400
     assert viewer_client.get("/admin/").status_code == 302
 

@@ -466,3 +466,13 @@ def test_long_words_in_notes_key_names_and_the_erase_page_wrap(page, live_server
         page.set_viewport_size(SIZES["laptop"])
         for wrap in page.locator(".table-wrap").all():  # (on a phone some tables scroll)
             assert wrap.evaluate("e => e.scrollWidth <= e.clientWidth"), path
+
+
+def test_the_dashboard_chart_keeps_its_colours_under_its_policy(page, live_server, seeded):
+    """The chart is served with a policy of its own (no script; matplotlib's inline styles
+    allowed): opened by its address, its bars are still drawn in their colours."""
+    login(page, live_server, "mo")
+    page.goto(f"{live_server}/admin/dashboard/volume.svg?bucket=day")
+    fills = page.evaluate("""[...document.querySelectorAll('path')]
+        .map(p => getComputedStyle(p).fill)""")
+    assert "rgb(192, 57, 43)" in fills  # the spam bars' #c0392b
