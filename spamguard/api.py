@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -157,13 +158,11 @@ def _finite_float(text: str) -> float:
 def _bounded_int(text: str) -> int:
     """Python's parser refuses an integer of more than 4,300 digits with advice for Python
     programmers (``sys.set_int_max_str_digits()``); say what is wrong with the request."""
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+    limit = sys.get_int_max_str_digits() or math.inf  # 4,300 unless set otherwise; 0: none
+    if len(text.lstrip("-")) > limit:
         raise BadInput(f"malformed JSON: a number of {len(text.lstrip('-')):,} digits "
-                       f"(at most {MAX_INT_DIGITS} here)")
+                       f"(at most {limit} here)")
     return int(text)
-
-
-MAX_INT_DIGITS = 4300  # Python's own limit (sys.get_int_max_str_digits())
 
 
 def read_json_object() -> dict[str, Any]:

@@ -206,7 +206,8 @@ def new_sqlite_removed_on_failure(url: str | URL) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if created is not None and created.is_file() and _holds_only_schema(created):
+        if (created is not None and created.is_file() and _holds_only_schema(created)
+                and _no_other_connection(created)):
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(f"{created}{suffix}").unlink(missing_ok=True)
             _remove_empty_folders(created.parent, up_to=made_folder)
@@ -228,6 +229,19 @@ def _holds_only_schema(path: Path) -> bool:
                 name.startswith(f"{index}_") for index in virtual)]
             return not any(db.execute(f'SELECT 1 FROM "{name}" LIMIT 1').fetchone()
                            for name in own)
+    except sqlite3.Error:
+        return False
+
+
+def _no_other_connection(path: Path) -> bool:
+    """Whether no other connection has the SQLite database at ``path`` open: leaving WAL
+    mode needs it alone (a ``spamguard serve`` started on the new instance meanwhile keeps
+    it, and the database stays)."""
+    import sqlite3
+
+    try:
+        with closing(sqlite3.connect(path, timeout=0)) as db:
+            return db.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
     except sqlite3.Error:
         return False
 

@@ -288,6 +288,11 @@ def test_an_error_is_announced_at_once_and_information_politely(admin_client):
     ("\u2764\ufe0f 1\ufe0f\u20e3 \u845b\U000e0100 \u1828\u180b", []),  # selectors varying
     ("\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f", []),  # a flag
     ("\U0001f3f4\U000e0067\U000e0062 ok", ["U+E0067", "U+E0062"]),  # no cancel tag: no flag
+    # A sentence spelt in tags behind a flag's start is no flag (a review of the change).
+    ("\U0001f3f4" + "".join(chr(0xE0000 + ord(c)) for c in "sendpin") + "\U000e007f",
+     [f"U+{0xE0000 + ord(c):04X}" for c in "sendpin"] + ["U+E007F"]),
+    # Selectors after a letter of any script hide in the word; after ℹ one makes an emoji.
+    ("r\u00e9\ufe0fsum\u00e9 \u0421\u0431\u0435\u0440\ufe0f \u2139\ufe0f", ["U+FE0F", "U+FE0F"]),
 ])
 def test_every_invisible_format_character_is_marked_and_emoji_sequences_are_not(text,
                                                                                 marked):
@@ -305,11 +310,12 @@ def test_every_invisible_format_character_is_marked_and_emoji_sequences_are_not(
 
 def test_a_sender_shows_its_line_breaks_and_tabs_and_a_body_keeps_them(
         moderator_client, add_messages):
-    (mid,) = add_messages(("two\nlines\tand a tab", 0.5), sender="BA\nNK\t1")
+    (mid,) = add_messages(("two\nlines\tand a tab", 0.5), sender="BA\nNK\t1\u2028")
     html = moderator_client.get(f"/admin/messages/{mid}").get_data(as_text=True)
     assert "BA<span class=\"ctl\" dir=\"ltr\" title=\"control character\">[U+000A]</span>NK" \
         in html
     assert "[U+0009]</span>1" in html and "two\nlines\tand a tab" in html
+    assert "[U+2028]" in html and "\u2028" not in html  # a line separator too
 
 
 def test_filter_terms_notes_and_a_hold_reason_mark_a_bidi_override(
@@ -343,9 +349,10 @@ def test_filter_terms_notes_and_a_hold_reason_mark_a_bidi_override(
     assert "[U+202E]</span>checking by hand</bdi>. Retraining makes" in pages["dashboard"]
 
 
+@pytest.mark.parametrize("locale", [{"LC_ALL": "C.UTF-8"}, {"LC_ALL": "C"}, {}])
 @pytest.mark.parametrize("sender", ["\u202eMyBank", "it's a \\ \u200bshop", "BA\nNK",
-                                    "fr\U000e0041ee", "ACME Ltd"])
-def test_the_erase_command_offered_for_a_sender_names_that_sender(sender):
+                                    "fr\U000e0041ee", "ACME Ltd", "\u0421\u0431\u0435\u0440\u200b"])
+def test_the_erase_command_offered_for_a_sender_names_that_sender(sender, locale):
     """For more than 50,000 messages the erase page offers a command; with a marked
     character it said --sender '[U+202E]MyBank', which named another sender and erased
     nothing. The shell must hand spamguard the sender's very characters."""
@@ -357,6 +364,7 @@ def test_the_erase_command_offered_for_a_sender_names_that_sender(sender):
     assert offered.startswith("spamguard messages erase --sender ")
     word = offered.removeprefix("spamguard messages erase --sender ")
     assert "\u202e" not in word and "\n" not in word and "\u200b" not in word
+    # In any locale (cron's, a container's: "\\u202e" needed a UTF-8 one, a review found).
     echoed = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True,
-                            text=True, check=True).stdout
-    assert echoed == sender
+                            env={"PATH": "/usr/bin:/bin", **locale}, check=True).stdout
+    assert echoed.decode("utf-8") == sender

@@ -213,6 +213,23 @@ def test_only_a_new_database_that_holds_nothing_is_removed_after_a_failure(tmp_p
         engine.dispose()
         raise RuntimeError("refused later")
     assert (tmp_path / "a" / "spamguard.db").is_file()
+    # Nor one another process opened meanwhile (a `serve` on the new instance, a review
+    # found): deleting it would pull the database from under it.
+    import sqlite3
+    from contextlib import closing
+
+    url = f"sqlite:///{tmp_path / 'c' / 'spamguard.db'}"
+    other = None
+    try:
+        with pytest.raises(RuntimeError), db.new_sqlite_removed_on_failure(url):
+            db.open_database(url, create_if_empty=True).dispose()
+            other = sqlite3.connect(tmp_path / "c" / "spamguard.db")
+            other.execute("SELECT count(*) FROM alembic_version").fetchone()
+            raise RuntimeError("refused while another has it open")
+        assert (tmp_path / "c" / "spamguard.db").is_file()
+    finally:
+        with closing(other):
+            pass
     (tmp_path / "b").mkdir()
     url = f"sqlite:///{tmp_path / 'b' / 'spamguard.db'}"
     db.open_database(url, create_if_empty=True).dispose()

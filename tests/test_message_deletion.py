@@ -361,6 +361,34 @@ def test_erase_names_the_versions_whose_lexical_half_learnt_an_erased_reviewed_t
     assert _stored(db_session) == {shared}
 
 
+def test_a_learnt_text_whose_copies_go_in_different_batches_names_its_version(
+        cli, db_session, make_version_dir, monkeypatch):
+    """A review of the change: the reviewed message went in one batch, an unreviewed copy
+    of its text in the next, and neither batch saw a reviewed text go."""
+    from spamguard.models import TrainingRun
+
+    directory = make_version_dir("v1")
+    (directory / "lexical.json").write_text("{}", encoding="utf-8")
+    registry.register_version(session=db_session, version_dir=directory)
+    users.create_user(session=db_session, username="mod", password="a long passphrase 1",
+                      role="moderator")
+    db_session.flush()
+    mod = db_session.scalar(select(users.User.id).where(users.User.username == "mod"))
+    first = _add(db_session, "ok see you", received_at=OLD, sender="+447911123456")
+    _add(db_session, "ok see you", received_at=NEW, sender="+447911123456")
+    label = reviews.add_review(session=db_session, message_id=first, label="ham",
+                               user_id=mod).id
+    db_session.add(TrainingRun(candidate_version_id="v1", max_review_id=label,
+                               status="promoted"))
+    db_session.commit()
+    monkeypatch.setattr(message_deletion, "BATCH", 1)
+
+    result = _run(cli, "erase", "--sender", "+447911123456", "--yes")
+
+    assert result.exit_code == 0 and "erased 2 message(s)" in result.stdout, result.output
+    assert "version v1 trained on moderators' labels of erased messages" in result.stdout
+
+
 @pytest.mark.parametrize("args, said", [
     ((), "give --sender SENDER or --message-id ID (not both)"),
     (("--sender", "x", "--message-id", "3"), "(not both)"),

@@ -234,27 +234,33 @@ _ALWAYS_HIDDEN = ("\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180e\u200b\u202a-\u202e
 _TAGS = "\U000e0020-\U000e007f"
 _SELECTORS = "\u180b-\u180d\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef"
 HIDDEN_CONTROLS = re.compile(
-    f"(?P<flag>\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f)"
+    # A subdivision flag: 🏴, a region's tag letters (gbsct: 2 letters, 1-3 letters or
+    # digits), the cancel tag. Any other tags (a sentence spelt in them) are marked.
+    "(?P<flag>\U0001f3f4[\U000e0061-\U000e007a]{2}"
+    "[\U000e0030-\U000e0039\U000e0061-\U000e007a]{1,3}\U000e007f)"
     f"|(?P<selector>[{_SELECTORS}])|[{_ALWAYS_HIDDEN}{_TAGS}]")
 # Control characters (line breaks, tabs): part of a message's text, never of a sender's.
-LINE_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+LINE_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _varies(selector: str, before: str) -> bool:
     """Whether variation ``selector`` can vary ``before`` (so it is real text, as in "❤️"
     or "1️⃣"): a Mongolian one after a Mongolian letter, an ideographic one after a CJK
-    ideograph, the others after a visible character that is not a Latin letter (emoji,
-    digits of a keycap, symbols). After a space, a Latin letter ("fr\ufe0fee"), another
-    selector or a control they only hide."""
+    ideograph, the others after a visible character that is not a letter (emoji, digits
+    of a keycap, symbols; of letters only ℹ and CJK ones have such variants). After a
+    space, a letter of any script ("fr\ufe0fee", "Сбер\ufe0fбанк"), another selector or a
+    control they only hide."""
     if not before:
         return False
     name = unicodedata.name(before, "")
     if "\u180b" <= selector <= "\u180f":
         return name.startswith("MONGOLIAN LETTER")
-    if selector >= "\U000e0100":
+    if selector >= "\U000e0100" or name.startswith("CJK"):
         return name.startswith("CJK")
-    return not (before.isascii() and before.isalpha()) and unicodedata.category(before) not in {
-        "Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp", "Co", "Cn"}
+    category = unicodedata.category(before)
+    if category.startswith("L"):
+        return before == "\u2139"  # ℹ️, the one emoji that is a letter
+    return category not in {"Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp", "Co", "Cn"}
 
 
 def hidden_characters(text: str, *, line: bool = False) -> list[re.Match[str]]:

@@ -63,7 +63,7 @@ def who(sender: str) -> str:
     digits = phone_digits(sender)
     if digits is not None:
         return f"phone number {digits} (however it is written)"
-    return f"{controls_as_text(sender)} (exactly as written)"
+    return f"{controls_as_text(sender, line=True)} (exactly as written)"
 
 
 def command(sender: str) -> str:
@@ -74,17 +74,19 @@ def command(sender: str) -> str:
 
 
 def shell_word(value: str) -> str:
-    """``value`` quoted for a POSIX shell, as a person can read and copy it: plain quoting,
-    or, when it holds a character the page would mark (hidden, or a control), bash's
-    ``$'...'`` with that character written as ``\\uXXXX``. (Writing the mark "[U+202E]"
-    instead named another sender, and the command erased nothing.)"""
+    """``value`` quoted for the shell, as a person can read and copy it: plain quoting, or,
+    when it holds a character the page would mark (hidden, or a control), bash's (and
+    zsh's, ksh's) ``$'...'`` with that character's UTF-8 bytes written as ``\\xHH``.
+    (Writing the mark "[U+202E]" instead named another sender, and the command erased
+    nothing; ``\\u202e`` depends on the shell's locale: without a UTF-8 one bash kept it
+    as text, or dropped a character past U+FFFF, naming another sender.)"""
     hidden = {m.start() for m in hidden_characters(value, line=True)}
     if not hidden:
         return shlex.quote(value)
     out = []
     for at, char in enumerate(value):
         if at in hidden:
-            out.append(f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}")
+            out += [f"\\x{byte:02x}" for byte in char.encode("utf-8")]
         else:
             out.append("\\" + char if char in "\\'" else char)
     return "$'" + "".join(out) + "'"

@@ -104,10 +104,10 @@ class Deleted:
     redacted_versions: list[str] = field(default_factory=list)
     # Text hashes no message has now (in delete_messages' total: those a changes.md shows).
     texts_gone: set[str] = field(default_factory=set)
-    # The first review of an erased message whose text no message has now: a retraining
-    # run that read reviews up to it or later trained on that text (unless it was in the
-    # evaluation set), so its version's lexical.json holds the text's words and n-grams.
-    first_gone_review: int | None = None
+    # The first review of a deleted reviewed message, by text hash: once no message has
+    # that text, a retraining run that read reviews up to it or later trained on the text
+    # (unless it was in the evaluation set), so its version's lexical.json holds its words.
+    reviewed_texts: dict[str, int] = field(default_factory=dict)
     # Versions (not deleted, blended) whose retraining run read such a review: deleting
     # them (or pruning, once newer versions serve) is what removes those n-grams.
     learnt_by: list[str] = field(default_factory=list)
@@ -123,9 +123,8 @@ class Deleted:
         self.eval_examples += batch.eval_examples
         self.texts_gone |= batch.texts_gone
         self.redacted_versions = sorted({*self.redacted_versions, *batch.redacted_versions})
-        self.first_gone_review = min((r for r in (self.first_gone_review,
-                                                  batch.first_gone_review) if r is not None),
-                                     default=None)
+        for text, review in batch.reviewed_texts.items():
+            self.reviewed_texts[text] = min(review, self.reviewed_texts.get(text, review))
 
 
 def count(session: Session, selection: Selection) -> tuple[int, int]:
@@ -192,9 +191,11 @@ def delete_batch(session: Session, selection: Selection, *, after_id: int = 0,
     done = Deleted(messages=len(ids), reviewed=sum(r.review_label is not None for r in rows))
     done.campaigns_recounted, done.campaigns_removed = _recount(session, sorted(campaigns))
     done.texts_gone = unused_hashes(session, {row.text_hash for row in rows})
-    done.first_gone_review = min((first_review[row.id] for row in rows
-                                  if row.id in first_review and row.text_hash in done.texts_gone),
-                                 default=None)
+    for row in rows:  # (a copy of the text may go in a later batch)
+        if row.id in first_review:
+            review = first_review[row.id]
+            done.reviewed_texts[row.text_hash] = min(
+                review, done.reviewed_texts.get(row.text_hash, review))
     done.eval_examples = forget_eval_copies(session, done.texts_gone)
     session.expire_all()
     return done, last
@@ -247,7 +248,9 @@ def delete_in(transaction: Callable[[], AbstractContextManager[Session]],
         # may show texts no stored message has any longer.
         swept = redact_orphan_examples(session)
         total.redacted_versions = sorted({*total.redacted_versions, *swept})
-        total.learnt_by = versions_that_learnt(session, total.first_gone_review)
+        gone = unused_hashes(session, set(total.reviewed_texts))
+        total.learnt_by = versions_that_learnt(
+            session, min((total.reviewed_texts[text] for text in gone), default=None))
     return total
 
 
