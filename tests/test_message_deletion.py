@@ -51,16 +51,29 @@ def _add(session, body, *, received_at, sender="+15550001111", p=0.9, version=No
     return message.id
 
 
+def _moderator(session) -> int:
+    """Add the moderator "mod"; return its id."""
+    users.create_user(session=session, username="mod", password="a long passphrase 1",
+                      role="moderator")
+    session.flush()
+    return session.scalar(select(users.User.id).where(users.User.username == "mod"))
+
+
+def _blended(make_version_dir, session, name: str):
+    """Register version ``name`` with a lexical half (a lexical.json); return its folder."""
+    directory = make_version_dir(name)
+    (directory / "lexical.json").write_text("{}", encoding="utf-8")
+    registry.register_version(session=session, version_dir=directory)
+    return directory
+
+
 @pytest.fixture
 def world(db_session, make_version_dir):
     """Old and new messages with verdicts, a review, a spot-check draw, a queue claim and a
     campaign that spans the cutoff; returns their ids by name."""
     version = registry.register_version(session=db_session,
                                         version_dir=make_version_dir("v1")).id
-    users.create_user(session=db_session, username="mod", password="a long passphrase 1",
-                      role="moderator")
-    db_session.flush()
-    mod = db_session.scalar(select(users.User.id).where(users.User.username == "mod"))
+    mod = _moderator(db_session)
     ids = {name: _add(db_session, body, received_at=when, version=version)
            for name, body, when in (
                ("old", "WIN a prize now", OLD), ("old_reviewed", "call me later", OLD),
@@ -321,15 +334,10 @@ def test_erase_names_the_versions_whose_lexical_half_learnt_an_erased_reviewed_t
     without a lexical half, a deleted one, or a text another stored message still has."""
     from spamguard.models import ModelVersion, TrainingRun
 
-    dirs = {name: make_version_dir(name) for name in ("v1", "v2", "v3", "v4", "v5")}
     for name in ("v1", "v2", "v4", "v5"):
-        (dirs[name] / "lexical.json").write_text("{}", encoding="utf-8")
-    for directory in dirs.values():
-        registry.register_version(session=db_session, version_dir=directory)
-    users.create_user(session=db_session, username="mod", password="a long passphrase 1",
-                      role="moderator")
-    db_session.flush()
-    mod = db_session.scalar(select(users.User.id).where(users.User.username == "mod"))
+        _blended(make_version_dir, db_session, name)
+    registry.register_version(session=db_session, version_dir=make_version_dir("v3"))
+    mod = _moderator(db_session)
     shared = _add(db_session, "WIN a free cruise now", received_at=NEW, sender="+15550001111")
     earlier = reviews.add_review(session=db_session, message_id=shared, label="spam",
                                  user_id=mod).id
@@ -367,13 +375,8 @@ def test_a_learnt_text_whose_copies_go_in_different_batches_names_its_version(
     of its text in the next, and neither batch saw a reviewed text go."""
     from spamguard.models import TrainingRun
 
-    directory = make_version_dir("v1")
-    (directory / "lexical.json").write_text("{}", encoding="utf-8")
-    registry.register_version(session=db_session, version_dir=directory)
-    users.create_user(session=db_session, username="mod", password="a long passphrase 1",
-                      role="moderator")
-    db_session.flush()
-    mod = db_session.scalar(select(users.User.id).where(users.User.username == "mod"))
+    _blended(make_version_dir, db_session, "v1")
+    mod = _moderator(db_session)
     first = _add(db_session, "ok see you", received_at=OLD, sender="+447911123456")
     _add(db_session, "ok see you", received_at=NEW, sender="+447911123456")
     label = reviews.add_review(session=db_session, message_id=first, label="ham",
