@@ -158,7 +158,9 @@ def _finite_float(text: str) -> float:
 def _bounded_int(text: str) -> int:
     """Python's parser refuses an integer of more than 4,300 digits with advice for Python
     programmers (``sys.set_int_max_str_digits()``); say what is wrong with the request."""
-    limit = sys.get_int_max_str_digits() or math.inf  # 4,300 unless set otherwise; 0: none
+    # Python's limit (4,300 unless set otherwise); with none set (0), the default all the
+    # same: int() of a number as long as the body takes time quadratic in its length.
+    limit = sys.get_int_max_str_digits() or 4300
     if len(text.lstrip("-")) > limit:
         raise BadInput(f"malformed JSON: a number of {len(text.lstrip('-')):,} digits "
                        f"(at most {limit} here)")

@@ -293,6 +293,9 @@ def test_an_error_is_announced_at_once_and_information_politely(admin_client):
      [f"U+{0xE0000 + ord(c):04X}" for c in "sendpin"] + ["U+E007F"]),
     # Selectors after a letter of any script hide in the word; after ℹ one makes an emoji.
     ("r\u00e9\ufe0fsum\u00e9 \u0421\u0431\u0435\u0440\ufe0f \u2139\ufe0f", ["U+FE0F", "U+FE0F"]),
+    # Standardized variants of Myanmar and CJK letters use U+FE00-FE02; VS16 in a CJK word
+    # only hides.
+    ("\u1000\ufe00 \u845b\ufe00 \u514d\ufe0f\u8d39", ["U+FE0F"]),
 ])
 def test_every_invisible_format_character_is_marked_and_emoji_sequences_are_not(text,
                                                                                 marked):

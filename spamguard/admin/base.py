@@ -255,8 +255,11 @@ def _varies(selector: str, before: str) -> bool:
     name = unicodedata.name(before, "")
     if "\u180b" <= selector <= "\u180f":
         return name.startswith("MONGOLIAN LETTER")
-    if selector >= "\U000e0100" or name.startswith("CJK"):
+    if selector >= "\U000e0100":
         return name.startswith("CJK")
+    if selector <= "\ufe02" and name.startswith(("CJK", "MYANMAR LETTER", "PHAGS-PA LETTER",
+                                                 "EGYPTIAN HIEROGLYPH")):
+        return True  # Unicode's standardized variants of those letters use only these
     category = unicodedata.category(before)
     if category.startswith("L"):
         return before == "\u2139"  # ℹ️, the one emoji that is a letter
