@@ -356,10 +356,16 @@ def test_erase_names_the_versions_whose_lexical_half_learnt_an_erased_reviewed_t
     db_session.commit()
 
     # Its text is still another sender's message: nothing learnt is gone.
+    assert "lexical.json" not in _run(cli, "erase", "--message-id", str(copy),
+                                      "--dry-run").output
     first = _run(cli, "erase", "--message-id", str(copy), "--yes")
     assert first.exit_code == 0 and "lexical.json" not in first.output
-    assert "lexical.json" not in _run(cli, "erase", "--sender", "+447911123456",
-                                      "--dry-run").output
+    # A dry run names them first, so an operator knows before erasing.
+    dry = _run(cli, "erase", "--sender", "+447911123456", "--dry-run")
+    assert ("would erase 1 message(s) from +447911123456 (1 reviewed); versions v2, v5 "
+            "trained on moderators' labels of these messages: their lexical.json keeps"
+            ) in dry.stdout
+    assert _stored(db_session) == {shared, secret}
     result = _run(cli, "erase", "--sender", "+447911123456", "--yes")
 
     assert result.exit_code == 0, result.output

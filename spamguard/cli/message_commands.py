@@ -33,7 +33,9 @@ def _confirm(question: str, yes: bool) -> None:
 
 def _run(ctx: CliContext, selection, *, dry_run: bool, yes: bool, what: str):
     """Count, ask, delete with a progress bar; return (selected, reviewed among them,
-    reviewed kept by the selection, Deleted or None on a dry run)."""
+    reviewed kept by the selection, Deleted or None on a dry run, the versions that
+    learnt a text it takes: Deleted.learnt_by, or on a dry run
+    :func:`message_deletion.would_be_learnt`)."""
     from sqlalchemy.exc import OperationalError
     from tqdm.auto import tqdm
 
@@ -45,8 +47,9 @@ def _run(ctx: CliContext, selection, *, dry_run: bool, yes: bool, what: str):
         with session_scope(factory) as session:
             total, reviewed = message_deletion.count(session, selection)
             kept = message_deletion.kept_reviewed(session, selection)
+            learnt = message_deletion.would_be_learnt(session, selection) if dry_run else []
         if dry_run:
-            return total, reviewed, kept, None
+            return total, reviewed, kept, None, learnt
         if total:  # with none, the run only sweeps changes.md (see delete_in): no question
             _confirm(f"Delete {total:,} message(s) {what}?", yes)
         deleted = [0]
@@ -68,11 +71,11 @@ def _run(ctx: CliContext, selection, *, dry_run: bool, yes: bool, what: str):
                     f"stopped after deleting {deleted[0]:,} message(s): the database is busy "
                     f"or unreachable ({first_line(exc)}); run the command again to delete the rest"
                 ) from exc
-        return total, reviewed, kept, done
+        return total, reviewed, kept, done, done.learnt_by
 
 
 def summary(verb: str, what: str, *, total: int, reviewed: int, kept: int, done,
-            dry_run: bool) -> str:
+            dry_run: bool, learnt: list[str] | tuple[str, ...] = ()) -> str:
     """The line ``purge`` and ``erase`` print."""
     count = done.messages if done else total
     reviewed = done.reviewed if done else reviewed
@@ -89,10 +92,10 @@ def summary(verb: str, what: str, *, total: int, reviewed: int, kept: int, done,
         if done.redacted_versions:
             said += ("; example texts erased from changes.md of "
                      + ", ".join(done.redacted_versions))
-        if done.learnt_by:
-            from spamguard.services.message_deletion import learnt_note
+    if learnt:
+        from spamguard.services.message_deletion import learnt_note
 
-            said += "; " + learnt_note(done.learnt_by)
+        said += "; " + learnt_note(learnt, these=dry_run)
     return said
 
 
@@ -135,10 +138,10 @@ def register(cli: click.Group) -> None:
                 "was received before it; give a day that has passed")
         what = f"received before {cutoff:%Y-%m-%d %H:%M} UTC"
         selection = Selection(before=cutoff, keep_reviewed=not include_reviewed)
-        total, reviewed, kept, done = _run(ctx, selection, dry_run=dry_run, yes=yes,
-                                           what=what)
+        total, reviewed, kept, done, learnt = _run(ctx, selection, dry_run=dry_run, yes=yes,
+                                                   what=what)
         click.echo(summary("purge", what, total=total, reviewed=reviewed, kept=kept,
-                           done=done, dry_run=dry_run))
+                           done=done, dry_run=dry_run, learnt=learnt))
 
     @messages_group.command("erase")
     @click.option("--sender", help="Every message from this sender: a phone number however "
@@ -165,10 +168,10 @@ def register(cli: click.Group) -> None:
                 else "with id " + ", ".join(map(str, sorted(set(message_ids)))))
         selection = Selection(sender=sender, message_ids=tuple(sorted(set(message_ids))))
         missing = _missing_ids(ctx, selection.message_ids)
-        total, reviewed, kept, done = _run(ctx, selection, dry_run=dry_run, yes=yes,
-                                           what=what)
+        total, reviewed, kept, done, learnt = _run(ctx, selection, dry_run=dry_run, yes=yes,
+                                                   what=what)
         said = summary("erase", what, total=total, reviewed=reviewed, kept=kept, done=done,
-                       dry_run=dry_run)
+                       dry_run=dry_run, learnt=learnt)
         if missing:
             shown = ", ".join(map(str, missing[:MAX_MISSING_SHOWN]))
             more = (f" and {len(missing) - MAX_MISSING_SHOWN:,} more"

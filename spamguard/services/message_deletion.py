@@ -254,13 +254,39 @@ def delete_in(transaction: Callable[[], AbstractContextManager[Session]],
     return total
 
 
-def learnt_note(versions: Sequence[str]) -> str:
-    """What the CLI and the admin UI say of :attr:`Deleted.learnt_by`."""
+def learnt_note(versions: Sequence[str], *, these: bool = False) -> str:
+    """What the CLI and the admin UI say of :attr:`Deleted.learnt_by` (``these``: of the
+    messages a dry run counted, :func:`would_be_learnt`)."""
     return (f"{'version' if len(versions) == 1 else 'versions'} {', '.join(versions)} "
-            "trained on moderators' labels of erased messages: "
+            f"trained on moderators' labels of {'these' if these else 'erased'} messages: "
             f"{'its' if len(versions) == 1 else 'their'} lexical.json keeps words and "
             "character n-grams of those texts until deleted (spamguard models delete, "
             "or prune once newer versions serve)")
+
+
+def would_be_learnt(session: Session, selection: Selection) -> list[str]:
+    """The versions a deletion of ``selection`` would name (:attr:`Deleted.learnt_by`),
+    for a dry run: those that learnt a reviewed text of the selection that no message
+    outside it has."""
+    reviewed = {text: review for text, review in session.execute(
+        select(Message.text_hash, func.min(Review.id))
+        .join(Review, Review.message_id == Message.id).where(*selection.where())
+        .group_by(Message.text_hash))}
+    kept: set[str] = set()  # texts a message outside the selection has too
+    for chunk in chunks(sorted(reviewed)):
+        selected = _text_counts(session, chunk, *selection.where())
+        kept.update(text for text, n in _text_counts(session, chunk).items()
+                    if n > selected.get(text, 0))
+    return versions_that_learnt(session, min(
+        (review for text, review in reviewed.items() if text not in kept), default=None))
+
+
+def _text_counts(session: Session, hashes: Sequence[str], *where) -> dict[str, int]:
+    """How many messages (that meet ``where``) have each of ``hashes``: counted, not
+    negated, since NOT of a condition on a NULL column (a name's digits) is no row."""
+    return {text: n for text, n in session.execute(
+        select(Message.text_hash, func.count()).where(Message.text_hash.in_(hashes), *where)
+        .group_by(Message.text_hash))}
 
 
 def versions_that_learnt(session: Session, review_id: int | None) -> list[str]:
