@@ -125,6 +125,9 @@ def test_the_text_leaves_the_evaluation_set_and_changes_md(admin_client, reviewe
         session.add(TrainingRun(candidate_version_id="v-erase", max_review_id=10**6,
                                 status="rejected"))  # it read every review there is
     _changes(directory, [SECRET, "WIN a free cruise now"])
+    asked = admin_client.get(_erase_url(reviewed["mine"])).get_data(as_text=True)
+    assert ("Not erased either: model version v-erase was trained on the moderators' labels "
+            "of this message, and its <code>lexical.json</code> keeps words of its text") in asked
 
     done = admin_client.post(_erase_url(reviewed["mine"]),
                              data={"confirmed": str(reviewed["mine"])}, follow_redirects=True)

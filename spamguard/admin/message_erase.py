@@ -100,9 +100,12 @@ def message_erase_confirm(message_id: int):
     message = _message(message_id)
     scope = _scope(message)
     db = session()
-    total, reviewed = message_deletion.count(db, _selection(message, scope))
+    selection = _selection(message, scope)
+    total, reviewed = message_deletion.count(db, selection)
+    learnt = message_deletion.would_be_learnt(db, selection) if reviewed else []
     return render_template("admin/message_erase.html", message=message, scope=scope,
                            total=total, reviewed=reviewed, who=who(message.sender),
+                           learnt=learnt,
                            too_many=scope == "sender" and total > MAX_IN_REQUEST,
                            max_in_request=MAX_IN_REQUEST, command=command(message.sender),
                            rule=sender_rules.find_rule(db, message.sender))
