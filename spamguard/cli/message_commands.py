@@ -47,7 +47,8 @@ def _run(ctx: CliContext, selection, *, dry_run: bool, yes: bool, what: str):
         with session_scope(factory) as session:
             total, reviewed = message_deletion.count(session, selection)
             kept = message_deletion.kept_reviewed(session, selection)
-            learnt = message_deletion.would_be_learnt(session, selection) if dry_run else []
+            learnt = (message_deletion.would_be_learnt(session, selection)
+                      if dry_run and reviewed else [])  # a review row means a reviewed one
         if dry_run:
             return total, reviewed, kept, None, learnt
         if total:  # with none, the run only sweeps changes.md (see delete_in): no question
