@@ -182,8 +182,7 @@ def empty_sqlite_file(url: str | URL) -> Path | None:
     if path.stat().st_size == 0:
         return path
     try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro",
-                                                uri=True)) as connection:
+        with _read_only(path) as connection:
             tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
     except sqlite3.Error:
         return None
@@ -221,7 +220,7 @@ def _holds_only_schema(path: Path) -> bool:
     import sqlite3
 
     try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        with _read_only(path) as db:
             tables = list(db.execute("SELECT name, sql FROM sqlite_master WHERE type = "
                                      "'table' AND name NOT LIKE 'sqlite_%'"))
             virtual = [name for name, sql in tables if "VIRTUAL TABLE" in (sql or "").upper()]
@@ -258,6 +257,14 @@ def _remove_empty_folders(folder: Path, *, up_to: Path | None) -> None:
             return
         if current == up_to:
             return
+
+
+def _read_only(path: Path):
+    """A read-only sqlite3 connection to ``path`` (one that never creates the file), closed
+    when its ``with`` block ends."""
+    import sqlite3
+
+    return closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True))
 
 
 def ensure_sqlite_parent(url: str | URL) -> None:

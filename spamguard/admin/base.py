@@ -280,21 +280,29 @@ def _mark(char: str) -> str:
     return f"U+{ord(char):04X}"
 
 
+def _pieces(text: str, line: bool) -> Iterator[tuple[str, str | None]]:
+    """``text`` as (plain text, the hidden character after it) pairs, the last with None:
+    what :func:`show_controls` and :func:`controls_as_text` each write in their way."""
+    last = 0
+    for found in hidden_characters(text, line=line):
+        yield text[last:found.start()], found.group()
+        last = found.end()
+    yield text[last:], None
+
+
 @bp.app_template_filter("show_controls")
 def show_controls(text: str, line: bool = False) -> Markup:
     """Escape an SMS text for HTML, with each of :func:`hidden_characters` shown as a
     marked ``[U+202E]`` (its name on hover) instead of acting."""
-    out, last = [], 0
-    for found in hidden_characters(text, line=line):
-        char = found.group()
-        out.append(escape(text[last:found.start()]))
-        # dir="ltr": the mark reads "[U+202E]" inside right-to-left text too, and a block
-        # with dir="auto" skips it when finding the text's direction (its "U" is a Latin
-        # letter, which made a Hebrew message starting with a control left-to-right).
-        out.append(Markup('<span class="ctl" dir="ltr" title="{}">[{}]</span>').format(
-            unicodedata.name(char, "control character").lower(), _mark(char)))
-        last = found.end()
-    out.append(escape(text[last:]))
+    out = []
+    for plain, char in _pieces(text, line):
+        out.append(escape(plain))
+        if char is not None:
+            # dir="ltr": the mark reads "[U+202E]" inside right-to-left text too, and a
+            # block with dir="auto" skips it when finding the text's direction (its "U" is
+            # a Latin letter, which made a Hebrew message starting with one left-to-right).
+            out.append(Markup('<span class="ctl" dir="ltr" title="{}">[{}]</span>').format(
+                unicodedata.name(char, "control character").lower(), _mark(char)))
     return Markup("").join(out)
 
 
@@ -302,11 +310,8 @@ def show_controls(text: str, line: bool = False) -> Markup:
 def controls_as_text(text: str, line: bool = False) -> str:
     """``text`` with each of :func:`hidden_characters` written as ``[U+202E]``: plain text
     for an attribute (a ``title``), where a mark cannot be coloured but must not act."""
-    out, last = [], 0
-    for found in hidden_characters(text, line=line):
-        out += [text[last:found.start()], f"[{_mark(found.group())}]"]
-        last = found.end()
-    return "".join([*out, text[last:]])
+    return "".join(plain + (f"[{_mark(char)}]" if char is not None else "")
+                   for plain, char in _pieces(text, line))
 
 
 @bp.app_template_filter("num")

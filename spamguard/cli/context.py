@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -34,8 +35,6 @@ class Day(click.DateTime):
         super().__init__(formats=["%Y-%m-%d"])
 
     def convert(self, value, param, ctx):
-        import re
-
         if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
             try:
                 return super().convert(value.strip(), param, ctx)

@@ -124,7 +124,11 @@ class Deleted:
         self.texts_gone |= batch.texts_gone
         self.redacted_versions = sorted({*self.redacted_versions, *batch.redacted_versions})
         for text, review in batch.reviewed_texts.items():
-            self.reviewed_texts[text] = min(review, self.reviewed_texts.get(text, review))
+            self.keep_first_review(text, review)
+
+    def keep_first_review(self, text: str, review: int) -> None:
+        """Note ``review`` for ``text`` in :attr:`reviewed_texts` unless an earlier is."""
+        self.reviewed_texts[text] = min(review, self.reviewed_texts.get(text, review))
 
 
 def count(session: Session, selection: Selection) -> tuple[int, int]:
@@ -193,9 +197,7 @@ def delete_batch(session: Session, selection: Selection, *, after_id: int = 0,
     done.texts_gone = unused_hashes(session, {row.text_hash for row in rows})
     for row in rows:  # (a copy of the text may go in a later batch)
         if row.id in first_review:
-            review = first_review[row.id]
-            done.reviewed_texts[row.text_hash] = min(
-                review, done.reviewed_texts.get(row.text_hash, review))
+            done.keep_first_review(row.text_hash, first_review[row.id])
     done.eval_examples = forget_eval_copies(session, done.texts_gone)
     session.expire_all()
     return done, last
