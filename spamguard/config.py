@@ -241,11 +241,12 @@ MAX_REVIEW_WEIGHT = 100  # more lets a handful of labels outweigh the whole base
 QUEUE_CLAIM_SECONDS = (30, 3600)
 
 
-def _check_numbers(settings: Settings) -> None:
+def _check_numbers(settings: Settings, given_as: dict[str, str]) -> None:
     """Refuse numbers that would misbehave at run time rather than at start: a body limit
     of -5 refused every SMS with a 400, a lock TTL of 0 let a second retraining take the
     lock from a live one, negative counts meant "never skip", and the evaluation fraction
-    failed only mid-run."""
+    failed only mid-run. A refusal quotes the variable as ``given_as`` holds it (its text
+    in the environment: "0", not the 0.0 it was read as)."""
     s = settings
     checks = (
         ("max_body_chars", s.max_body_chars >= 1, "choose 1 or more"),
@@ -277,8 +278,8 @@ def _check_numbers(settings: Settings) -> None:
     )
     for name, ok, advice in checks:
         if not ok:
-            raise ValueError(f"SPAMGUARD_{name.upper()}={getattr(settings, name)!r} is not "
-                             f"valid: {advice}")
+            given = given_as.get(name, getattr(settings, name))
+            raise ValueError(f"SPAMGUARD_{name.upper()}={given!r} is not valid: {advice}")
 
 
 def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Settings:
@@ -294,11 +295,13 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
     environ = os.environ if environ is None else environ
     settings = Settings()
     values: dict[str, Any] = {}
+    given_as: dict[str, str] = {}  # each variable's text, for a refusal to quote
     for f in fields(Settings):
         if f.name == "extra":
             continue
         raw = environ.get(f"SPAMGUARD_{f.name.upper()}")
         if raw is not None and raw.strip():
+            given_as[f.name] = raw
             try:
                 values[f.name] = _coerce(raw, getattr(settings, f.name))
             except ValueError as exc:
@@ -307,6 +310,7 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
     for key, value in (overrides or {}).items():
         if key in {f.name for f in fields(Settings)}:
             values[key] = Path(value) if key == "home" else value
+            given_as.pop(key, None)
         else:
             extra[key] = value
     for name, choices in CHOICES.items():  # "ONNX" means onnx, as "Yes" means yes
@@ -322,7 +326,11 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
     check_rate_limit(settings.login_failure_limit, "SPAMGUARD_LOGIN_FAILURE_LIMIT",
                      "'20 per 15 minutes' or '20/15minutes'")
     check_public_base_url(settings.public_base_url)
-    _check_numbers(settings)
+    _check_numbers(settings, given_as)
+    # A home that is a file read as "no spamguard database at FILE/spamguard.db".
+    if settings.home.exists() and not settings.home.is_dir():
+        raise ValueError(f"SPAMGUARD_HOME={str(settings.home)!r} is a file, not a folder: "
+                         "point it at the instance's folder (or a new one to create)")
     try:
         settings.also_train_paths  # noqa: B018 - reading it checks it
     except ValueError as exc:

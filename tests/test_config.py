@@ -101,12 +101,25 @@ def test_rate_limit_in_limits_syntax_is_kept(raw):
     ("session_idle_hours", "745", "1 to 744 hours"),
     ("queue_claim_seconds", "0", "30 to 3600 seconds"),
     ("queue_claim_seconds", "3601", "30 to 3600 seconds"),
+    ("retrain_traffic_days", "0", "more than 0 and at most 366 days"),  # was quoted as 0.0
 ])
 def test_numbers_out_of_range_stop_the_start(name, raw, advice):
     """A body limit of -5 used to start fine and then refuse every SMS with a 400; a lock
-    TTL of 0 let a second retraining take the lock from a live first one."""
-    with pytest.raises(ValueError, match=f"^{variable(name)}={raw} is not valid: choose {advice}"):
+    TTL of 0 let a second retraining take the lock from a live first one. The refusal
+    quotes the variable as it was written."""
+    with pytest.raises(ValueError,
+                       match=f"^{variable(name)}={raw!r} is not valid: choose {advice}"):
         load_settings(environ={variable(name): raw})
+
+
+def test_a_home_that_is_a_file_is_refused(tmp_path):
+    """It read as "no spamguard database at FILE/spamguard.db" (and `train` as "cannot
+    create the database folder")."""
+    home = tmp_path / "spamguard.db"
+    home.write_bytes(b"")
+    with pytest.raises(ValueError, match="^SPAMGUARD_HOME=.* is a file, not a folder"):
+        load_settings(environ={"SPAMGUARD_HOME": str(home)})
+    assert load_settings(environ={"SPAMGUARD_HOME": str(tmp_path)}).home == tmp_path
 
 
 @pytest.mark.parametrize(("name", "raw", "value"), [

@@ -345,6 +345,35 @@ def test_cli_user_set_password(cli_env, db_session_factory):
         assert refused.exit_code != 0 and problem in refused.output, refused.output
 
 
+def test_cli_set_password_says_what_is_missing_before_asking(cli_env, db_session_factory,
+                                                              monkeypatch, tmp_path):
+    """On a terminal, a missing account or database is said before the password is asked
+    for twice (it was asked for first, then refused)."""
+    import click
+    from click.testing import CliRunner
+
+    from spamguard.cli import build_cli, user_commands
+
+    asked = []
+    monkeypatch.setattr(user_commands, "is_terminal", lambda stream: True)
+    monkeypatch.setattr(click, "prompt", lambda *a, **k: asked.append(a) or "brand-new-pass")
+    with db_session_factory() as session:
+        users.create_user(session=session, username="ivy", password="long-enough",
+                          role="moderator")
+        session.commit()
+    refused = CliRunner().invoke(build_cli(), ["user", "set-password", "nobody"])
+    assert refused.exit_code != 0 and "no user 'nobody'" in refused.output, refused.output
+    assert asked == []
+    done = CliRunner().invoke(build_cli(), ["user", "set-password", "IVY"])
+    assert done.exit_code == 0 and "new password set for ivy" in done.output, done.output
+    assert len(asked) == 1
+    monkeypatch.setenv("SPAMGUARD_HOME", str(tmp_path / "typo"))  # a mistyped home
+    monkeypatch.delenv("SPAMGUARD_DATABASE_URL")
+    refused = CliRunner().invoke(build_cli(), ["user", "set-password", "ivy"])
+    assert refused.exit_code != 0 and "database" in refused.output, refused.output
+    assert len(asked) == 1 and not (tmp_path / "typo").exists()
+
+
 def test_cli_user_list_disable_enable(cli_env, db_session_factory):
     """Accounts can be managed without the web UI (and an admin locked out of it can be
     let back in)."""

@@ -80,6 +80,8 @@ def register(cli: click.Group) -> None:
     @click.argument("name")
     @pass_ctx
     def user_set_password(ctx: CliContext, name: str) -> None:
+        with transaction(ctx, create=False) as session:  # a missing database or account is
+            users.find_user(session, name)  # said before the password is asked for
         password = read_password(is_terminal(sys.stdin), name, reset=True)
         with transaction(ctx, create=False) as session:
             user = users.set_password(session=session, username=name, password=password,

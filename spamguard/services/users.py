@@ -175,6 +175,11 @@ def set_active(*, session: Session, user_id: int | None = None, username: str | 
     return user
 
 
+def find_user(session: Session, username: str) -> User:
+    """The account ``username`` names (in any case), or a UserError saying there is none."""
+    return _find(session, None, username)
+
+
 def _find(session: Session, user_id: int | None, username: str | None) -> User:
     user = session.get(User, user_id) if user_id is not None else _by_name(session, username or "")
     if user is None or user.deleted_at is not None:
