@@ -6,6 +6,7 @@ Nothing is read at import time: call :func:`load_settings` when you need the set
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ class Settings:
     # many accounts, which the per-account lockout never sees)
     login_failure_limit: str = "20 per 15 minutes"
     reply_text: str = ""  # TwiML reply sent to the sender; empty: no reply
+    forward_to: str = ""  # a phone number (E.164) messages not judged spam are forwarded to
     log_bodies: bool = False
     model_check_seconds: int = 5  # how often a worker checks for a newly active model
     rate_limit_storage_uri: str = "memory://"  # per worker; redis://... to share limits
@@ -232,6 +234,17 @@ def check_public_base_url(value: str) -> None:
                          "prefix may follow; no spaces, query or fragment)")
 
 
+E164 = re.compile(r"\+[1-9][0-9]{7,14}")  # 8 to 15 digits, as senders.MIN_PHONE_DIGITS
+
+
+def check_forward_to(value: str) -> None:
+    """Refuse a forwarding number Twilio would not send to ("555 0001", "0044..."): each
+    forward would fail at Twilio, long after the start, with nothing in our log."""
+    if value and not E164.fullmatch(value):
+        raise ValueError(f"SPAMGUARD_FORWARD_TO={value!r} is not valid: write the number in "
+                         "E.164 form, + and country code, no spaces (like +15550001111)")
+
+
 MIN_LOCK_TTL = 60  # seconds: a lease renews every third of its TTL
 MIN_REQUEST_BYTES = 1024  # below that not even one SMS form post fits
 MAX_SESSION_IDLE_HOURS = 24 * 31
@@ -326,6 +339,7 @@ def load_settings(overrides: dict[str, Any] | None = None, environ=None) -> Sett
     check_rate_limit(settings.login_failure_limit, "SPAMGUARD_LOGIN_FAILURE_LIMIT",
                      "'20 per 15 minutes' or '20/15minutes'")
     check_public_base_url(settings.public_base_url)
+    check_forward_to(settings.forward_to)
     _check_numbers(settings, given_as)
     # A home that is a file read as "no spamguard database at FILE/spamguard.db".
     if settings.home.exists() and not settings.home.is_dir():

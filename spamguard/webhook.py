@@ -14,7 +14,9 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from spamguard.extensions import db_session
 from spamguard.intake import BadInput, check_address, check_text, ingest, json_error, settings
-from spamguard.services import messages
+from spamguard.models import Message
+from spamguard.senders import phone_digits
+from spamguard.services import messages, sender_rules
 
 bp = Blueprint("webhook", __name__, url_prefix="/webhook")
 log = logging.getLogger("spamguard.webhook")
@@ -33,6 +35,7 @@ RAW_FIELDS = ("AccountSid", "MessagingServiceSid", "NumMedia", "NumSegments", "S
 MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-fA-F]{32}")
 MAX_MEDIA = 10
 MAX_MEDIA_URL_CHARS = 500  # a longer one is left out rather than kept cut short
+TWILIO_MAX_CHARS = 1600  # the longest body Twilio sends as one (segmented) message
 
 
 def init_app(app: Flask) -> None:
@@ -159,7 +162,7 @@ def twilio_inbound() -> Response:
     if owner is not None and owner != sid:
         return json_error(REPLAYED, 403)
     try:  # a retry (owner == sid) finds the earlier delivery by its id, which holds the hash
-        ingest(gateway=GATEWAY, signature_hash=None if owner else signature, **fields)
+        result = ingest(gateway=GATEWAY, signature_hash=None if owner else signature, **fields)
     except IntegrityError:  # another worker stored this signature meanwhile
         db_session().rollback()
         owner = signature_owner(signature)
@@ -167,8 +170,8 @@ def twilio_inbound() -> Response:
             raise
         if owner != sid:
             return json_error(REPLAYED, 403)
-        ingest(gateway=GATEWAY, **fields)  # that was this message's own retry: find it
-    return Response(twiml_answer(), status=200, mimetype="text/xml")
+        result = ingest(gateway=GATEWAY, **fields)  # this message's own retry: find it
+    return Response(twiml_answer(result.message), status=200, mimetype="text/xml")
 
 
 REPLAYED = ("this X-Twilio-Signature already delivered another message: a captured request "
@@ -197,9 +200,39 @@ def signature_owner(signature: str | None) -> str | None:
     return messages.signature_used_by(session=db_session(), signature_hash=signature)
 
 
-def twiml_answer() -> str:
-    """Empty ``<Response/>``, or a reply message when the operator configured one."""
+def twiml_answer(message: Message) -> str:
+    """Empty ``<Response/>``, with the operator's reply to the sender
+    (SPAMGUARD_REPLY_TEXT) and a copy of ``message`` for SPAMGUARD_FORWARD_TO when set."""
     answer = MessagingResponse()
-    if settings().reply_text:
-        answer.message(settings().reply_text)  # the TwiML library escapes it
+    current = settings()
+    if current.reply_text:
+        answer.message(current.reply_text)  # the TwiML library escapes it
+    if current.forward_to and forwards(message, current.forward_to):
+        answer.message(forwarded_text(message), to=current.forward_to)
     return str(answer)
+
+
+def forwards(message: Message, forward_to: str) -> bool:
+    """Whether ``message`` goes on to the forwarding number: unless judged spam (a message
+    still pending a verdict goes too, since an outage of the model must not hold back
+    legitimate SMS; moderators see it in spamguard either way), and unless it was sent to
+    that number itself, which would forward each copy again, for ever. A sender rule
+    decides as it does for a verdict."""
+    if phone_digits(message.recipient) == phone_digits(forward_to):
+        log.warning("SPAMGUARD_FORWARD_TO is the number this message was sent to: not "
+                    "forwarded (each copy would come back here)")
+        return False
+    if message.model_label is None:  # pending: a blocked sender stays blocked
+        rules = sender_rules.actions_for(db_session(), {message.sender})
+        return rules.get(message.sender) != "block"
+    return message.model_label != "spam"
+
+
+def forwarded_text(message: Message) -> str:
+    """"From <sender>: <body>", cut to Twilio's limit for one message; a picture message's
+    attachments are counted, not sent on."""
+    media = int((message.raw or {}).get("NumMedia", "0") or 0)
+    note = f" [{media} attachment{'s' if media != 1 else ''} not forwarded]" if media else ""
+    text = f"From {message.sender}: {message.body}"
+    room = TWILIO_MAX_CHARS - len(note)
+    return (text if len(text) <= room else text[:room - 1] + "\u2026") + note

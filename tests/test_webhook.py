@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from spamguard.models import Message, Verdict
@@ -540,3 +542,92 @@ def test_startup_warns_when_signed_urls_follow_the_host_header(make_app, caplog,
     said = [r.getMessage() for r in caplog.records if "PUBLIC_BASE_URL is not set" in
             r.getMessage()]
     assert bool(said) is warns
+
+
+def _rule(app, sender: str, action: str) -> None:
+    from spamguard.extensions import get_db
+    from spamguard.services import sender_rules
+
+    with app.app_context(), get_db().session_factory() as session:
+        sender_rules.set_rule(session, sender=sender, action=action, note=None, by="test")
+        session.commit()
+
+
+FORWARD = '<Message to="+15550009999">'
+
+
+def test_messages_not_judged_spam_are_forwarded_when_configured(make_app):
+    """Issue 3: the answer may carry "a reply/forward configured by the operator"."""
+    app = make_app(forward_to="+15550009999", reply_text="Thanks")
+    _rule(app, "+15550001111", "allow")
+    _rule(app, "+15550003333", "block")
+    client = app.test_client()
+    kept = post_signed(client, twilio_params("Lunch at <12> & then?"))
+    answer = kept.data.decode()
+    assert kept.status_code == 200 and "<Message>Thanks</Message>" in answer
+    assert f"{FORWARD}From +15550001111: Lunch at &lt;12&gt; &amp; then?</Message>" in answer
+    blocked = post_signed(client, twilio_params("WIN", From="+15550003333"))
+    assert blocked.status_code == 200 and FORWARD not in blocked.data.decode()
+    assert "<Message>Thanks</Message>" in blocked.data.decode()
+    assert [m.model_label for m in stored(app)] == ["ham", "spam"]
+
+
+def test_a_retried_delivery_forwards_the_same_copy(make_app):
+    app = make_app(forward_to="+15550009999")
+    params = twilio_params("see you at 6")
+    client = app.test_client()
+    first, second = post_signed(client, params), post_signed(client, params)
+    assert first.data == second.data
+    assert (FORWARD in first.data.decode()) == (stored(app)[0].model_label == "ham")
+
+
+def test_a_pending_message_is_forwarded_unless_its_sender_is_blocked(app_without_model):
+    """No model (an outage) must not hold back legitimate SMS; a blocked sender stays
+    blocked."""
+    app_without_model.config["SPAMGUARD"] = replace(app_without_model.config["SPAMGUARD"],
+                                                    forward_to="+15550009999")
+    _rule(app_without_model, "+15550003333", "block")
+    client = app_without_model.test_client()
+    pending = post_signed(client, twilio_params("running late"))
+    assert FORWARD in pending.data.decode()
+    blocked = post_signed(client, twilio_params("WIN", From="+15550003333"))
+    assert FORWARD not in blocked.data.decode()
+    assert [m.verdict_status for m in stored(app_without_model)] == ["pending", "pending"]
+
+
+def test_forwarding_to_the_number_written_to_would_loop_and_is_skipped(make_app, caplog):
+    app = make_app(forward_to="+15550002222")  # twilio_params' To
+    _rule(app, "+15550001111", "allow")
+    with caplog.at_level("WARNING"):
+        answer = post_signed(app.test_client(), twilio_params("hello")).data.decode()
+    assert answer.endswith("<Response />")
+    assert "is the number this message was sent to" in caplog.text
+
+
+def test_a_forwarded_copy_fits_one_twilio_message(make_app):
+    from spamguard.webhook import TWILIO_MAX_CHARS, forwarded_text
+
+    app = make_app(forward_to="+15550009999")
+    _rule(app, "+15550001111", "allow")
+    client = app.test_client()
+    post_signed(client, twilio_params("x" * 1600))
+    post_signed(client, twilio_params("", NumMedia="2", MediaUrl0="https://api.twilio.com/m/0",
+                                      MediaContentType0="image/jpeg",
+                                      MediaUrl1="https://api.twilio.com/m/1",
+                                      MediaContentType1="image/png"))
+    long, picture = stored(app)
+    assert len(forwarded_text(long)) == TWILIO_MAX_CHARS
+    assert forwarded_text(long).startswith("From +15550001111: xxx")
+    assert forwarded_text(long).endswith("x\u2026")
+    assert forwarded_text(picture) == "From +15550001111:  [2 attachments not forwarded]"
+
+
+@pytest.mark.parametrize("raw", ["5550009999", "+1 555 000 9999", "+0155500099", "+1555",
+                                 "tel:+15550009999", "+15550009999\n"])
+def test_a_forwarding_number_twilio_cannot_send_to_is_refused(raw):
+    from spamguard.config import load_settings
+
+    with pytest.raises(ValueError, match=r"^SPAMGUARD_FORWARD_TO=.* is not valid: write the "
+                                         r"number in E\.164 form"):
+        load_settings(environ={"SPAMGUARD_FORWARD_TO": raw})
+    assert load_settings(environ={"SPAMGUARD_FORWARD_TO": "+447700900123"}).forward_to
