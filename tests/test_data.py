@@ -80,8 +80,8 @@ def test_load_texts_plain_and_table(tmp_path):
     # From an audit: a `Label,Message` file trained but could not be classified.
     assert load_texts(write(tmp_path, "in.tsv", "id\tBody\n1\thi\n")) == ["hi"]
     assert load_texts(write(tmp_path, "lm.csv", "Label,Message\nham,hi\n")) == ["hi"]
-    # The column training reads: the first text-like one.
-    assert load_texts(write(tmp_path, "both.csv", "message,text\nyes,no\n")) == ["yes"]
+    # The column training reads: "text" before message, body and sms, wherever it stands.
+    assert load_texts(write(tmp_path, "both.csv", "message,text\nyes,no\n")) == ["no"]
     # Piped in (no suffix), a `Label,Message` header is a table too, not three messages.
     assert load_texts(write(tmp_path, "piped", "Label,Message\nham,hi\nspam,WIN\n")) == [
         "hi", "WIN"]
@@ -461,6 +461,17 @@ def test_a_quoted_header_is_a_header_for_training_too(tmp_path):
                           ("q", '"label","text"\n"spam","win"\n'),
                           ("q.tsv", '"label"\t"text"\nspam\tGud ni8"\n')]:
         assert load_labelled(write(tmp_path, name, content)).texts[0] in {"win", 'Gud ni8"'}
+
+
+def test_a_text_column_is_read_wherever_it_stands(tmp_path):
+    """A file with both "body" and "text" columns was read from whichever came first, so
+    `classify` scored the body column of 'body,text' without a word."""
+    table = "body,text\nIGNORED-BODY,WIN cash now\n"
+    assert load_texts(write(tmp_path, "in.csv", table)) == ["WIN cash now"]
+    assert load_texts(Path("<stdin>"), table.encode()) == ["WIN cash now"]
+    labelled = load_labelled(write(tmp_path, "l.csv", "class,sms,label,message\n"
+                                                      "ham,not this,spam,this one\n"))
+    assert (labelled.texts, list(labelled.labels)) == (["this one"], [1])
 
 
 def test_a_quoted_message_that_is_no_header_stays_plain_text():

@@ -22,8 +22,10 @@ from spamguard.errors import DataError
 
 LABELS = {"ham": 0, "spam": 1, "0": 0, "1": 1}
 LABEL_NAMES = ("ham", "spam")
-TEXT_HEADERS = {"text", "message", "body", "sms"}
-LABEL_HEADERS = {"label", "class", "category", "is_spam"}
+# Header names of the text and label columns, most preferred first: a file with both a
+# "body" and a "text" column is read from "text", wherever each stands.
+TEXT_HEADERS = ("text", "message", "body", "sms")
+LABEL_HEADERS = ("label", "class", "category", "is_spam")
 
 _PUNCT = re.compile(r"[^\w\s]+")
 _DIGITS = re.compile(r"\d+")
@@ -339,9 +341,10 @@ def _row_text(path: Path, lineno: int, row: list[str], col: int, width: int,
                     "quote messages that contain the delimiter")
 
 
-def _first_named(names: list[str], wanted: set[str]) -> int | None:
-    """The position of the first of ``names`` (lower-cased) that is in ``wanted``."""
-    return next((i for i, n in enumerate(names) if n in wanted), None)
+def _first_named(names: list[str], wanted: tuple[str, ...]) -> int | None:
+    """The position in ``names`` (lower-cased) of the first of ``wanted`` it has (the
+    leftmost column of that name), or None."""
+    return next((names.index(w) for w in wanted if w in names), None)
 
 
 def _header_names(cells: list[str]) -> list[str]:
