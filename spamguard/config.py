@@ -194,16 +194,18 @@ def parse_bool(value: str) -> bool:
 def _coerce(value: str, default: Any) -> Any:
     if isinstance(default, bool):
         return parse_bool(value)
+    # Python also reads "5_000" and other scripts' digits ("١٢٠٠"); a setting takes 0-9.
+    plain = value.strip().isascii() and "_" not in value
     if isinstance(default, int):
         try:
-            return int(value)
+            return int(value) if plain else int("not a number")
         except ValueError:
-            raise ValueError("use a whole number") from None
+            raise ValueError("use a whole number (digits 0-9)") from None
     if isinstance(default, float):
         try:
-            return float(value)
+            return float(value) if plain else float("not a number")
         except ValueError:
-            raise ValueError("use a number") from None
+            raise ValueError("use a number (digits 0-9)") from None
     if isinstance(default, Path):
         return Path(value)
     return value
@@ -246,6 +248,10 @@ def check_forward_to(value: str) -> None:
 
 
 MIN_LOCK_TTL = 60  # seconds: a lease renews every third of its TTL
+# Upper bounds where a huge number failed only later, with a traceback: the lock's expiry
+# overflowed a date, and torch refused the thread count as each worker booted.
+MAX_LOCK_TTL = 7 * 24 * 3600
+MAX_THREADS = 256
 MIN_REQUEST_BYTES = 1024  # below that not even one SMS form post fits
 MAX_SESSION_IDLE_HOURS = 24 * 31
 MAX_REVIEW_WEIGHT = 100  # more lets a handful of labels outweigh the whole base data set
@@ -269,9 +275,9 @@ def _check_numbers(settings: Settings, given_as: dict[str, str]) -> None:
         ("model_check_seconds", s.model_check_seconds >= 0, "choose 0 or more"),
         ("pending_drain_batch", s.pending_drain_batch >= 0, "choose 0 or more"),
         ("pending_retry_seconds", s.pending_retry_seconds >= 0, "choose 0 or more"),
-        ("torch_threads", s.torch_threads >= 1, "choose 1 or more"),
-        ("retrain_lock_ttl", s.retrain_lock_ttl >= MIN_LOCK_TTL,
-         f"choose {MIN_LOCK_TTL} seconds or more"),
+        ("torch_threads", 1 <= s.torch_threads <= MAX_THREADS, f"choose 1 to {MAX_THREADS}"),
+        ("retrain_lock_ttl", MIN_LOCK_TTL <= s.retrain_lock_ttl <= MAX_LOCK_TTL,
+         f"choose {MIN_LOCK_TTL} to {MAX_LOCK_TTL:,} seconds (a week)"),
         ("retrain_min_new_reviews", s.retrain_min_new_reviews >= 0, "choose 0 or more"),
         ("retrain_traffic_days", 0 < s.retrain_traffic_days <= MAX_TRAFFIC_DAYS,
          f"choose more than 0 and at most {MAX_TRAFFIC_DAYS} days"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ REFUSED_LOGIN_TEXTS = ("password authentication failed", "no password supplied",
                        "does not exist", "no pg_hba.conf entry",
                        "permission denied for database", "is not permitted to log in",
                        "does not support SSL")
+# libpq refusing a connection option's value in the URL ("invalid sslmode value: "bogus"",
+# also gssencmode, target_session_attrs...): a typo to fix, not a server to wait for.
+BAD_OPTION_VALUE = re.compile(r"\binvalid \w+ value\b")
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -84,7 +88,8 @@ def database_unavailable(exc: BaseException) -> bool:
     SQLite: locked past its busy timeout (SQLite also says OperationalError for a missing
     table, hence the text check). PostgreSQL: a lost connection, or a server error of a
     class in :data:`TRANSIENT_SQLSTATES`; a connection that fails has no SQLSTATE and counts
-    as unavailable too, unless the server refused the login (:data:`REFUSED_LOGIN_TEXTS`).
+    as unavailable too, unless the server refused the login (:data:`REFUSED_LOGIN_TEXTS`)
+    or libpq a value in the URL (:data:`BAD_OPTION_VALUE`).
     """
     from sqlalchemy.exc import OperationalError
 
@@ -97,7 +102,8 @@ def database_unavailable(exc: BaseException) -> bool:
     sqlstate = getattr(exc.orig, "sqlstate", None)
     if sqlstate is None:
         text = str(exc.orig)
-        return not any(refused in text for refused in REFUSED_LOGIN_TEXTS)
+        return not (any(refused in text for refused in REFUSED_LOGIN_TEXTS)
+                    or BAD_OPTION_VALUE.search(text))
     return sqlstate.startswith(TRANSIENT_SQLSTATES)
 
 

@@ -40,6 +40,16 @@ def test_unknown_boolean_value_is_refused_in_one_line_naming_the_variable(name, 
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(("name", "raw"), [
+    ("max_body_chars", "5_000"), ("max_body_chars", "\u0661\u0662\u0660\u0660"),
+    ("max_body_chars", "12.5"), ("retrain_margin", "0_1"), ("retrain_margin", "\u0660.1")])
+def test_numbers_take_plain_digits(name, raw):
+    """Python's int() and float() also read "5_000" and other scripts' digits."""
+    with pytest.raises(ValueError, match=f"^{variable(name)}={raw!r} is not valid: use a "):
+        load_settings(environ={variable(name): raw})
+    assert load_settings(environ={variable(name): " +1 "}) is not None  # spaces, a sign
+
+
 @pytest.mark.parametrize("name", BOOLEAN_SETTINGS)
 @pytest.mark.parametrize("raw", ["", "  "])
 def test_empty_boolean_variable_means_the_default(name, raw):
@@ -86,9 +96,11 @@ def test_rate_limit_in_limits_syntax_is_kept(raw):
     ("model_check_seconds", "-1", "0 or more"),
     ("pending_drain_batch", "-1", "0 or more"),
     ("pending_retry_seconds", "-300", "0 or more"),
-    ("torch_threads", "0", "1 or more"),
-    ("retrain_lock_ttl", "0", "60 seconds or more"),
-    ("retrain_lock_ttl", "-10", "60 seconds or more"),
+    ("torch_threads", "0", "1 to 256"),
+    ("retrain_lock_ttl", "0", "60 to 604,800 seconds"),
+    ("retrain_lock_ttl", "-10", "60 to 604,800 seconds"),
+    ("retrain_lock_ttl", "999999999999", "60 to 604,800 seconds"),  # a date overflow
+    ("torch_threads", "99999999999999999999", "1 to 256"),  # each worker died booting
     ("retrain_min_new_reviews", "-5", "0 or more"),
     ("retrain_min_per_class", "0", "1 or more"),
     ("retrain_margin", "1.5", "a number from 0 to 1"),

@@ -259,6 +259,8 @@ def test_engines_hide_bound_values_in_errors_by_default(tmp_path) -> None:
      '\nDETAIL:  User does not have CONNECT privilege.', False),
     ('pg:None:connection failed: ... FATAL:  role "sg" is not permitted to log in', False),
     ('pg:None:connection failed: ... port 5499 failed: Connection refused', True),
+    ('pg:None:connection is bad: invalid sslmode value: "bogus"', False),  # a URL typo
+    ('pg:None:invalid target_session_attrs value: "any-one"', False),
 ])
 def test_which_database_errors_are_worth_a_retry(orig, unavailable):
     import sqlite3
