@@ -86,8 +86,8 @@ def ingest(**fields: Any) -> messages.IngestResult:
     db = db_session()
     result = messages.ingest(session=db, classifier=None, **fields)
     if result.message.verdict_status == "pending":
-        verdict = messages.classify_or_leave_pending(session=db, classifier=current_classifier(),
-                                                     message=result.message)
+        verdict = messages.classify_or_leave_pending(session=db, message=result.message,
+                                                     get_classifier=current_classifier)
         result = replace(result, verdict=verdict)
     g.message_id = result.message.id
     g.verdict_label = result.message.model_label

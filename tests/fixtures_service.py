@@ -189,3 +189,34 @@ def post_signed(client, params: dict, **sign_kwargs):
     """Post ``params`` to the webhook signed for ``sign_kwargs`` (url, token)."""
     return client.post("/webhook/twilio", data=params,
                        headers={"X-Twilio-Signature": sign(params, **sign_kwargs)})
+
+
+@contextmanager
+def database_dies_once_a_message_is_stored(app, error: str = "disk I/O error"):
+    """From the commit that stores a message on, every statement of ``app`` fails with
+    ``error`` (as the driver raises it): a server gone, a disk full, just after the store."""
+    from sqlalchemy import event
+
+    from spamguard.extensions import get_db
+
+    with app.app_context():
+        engine = get_db().engine
+    inserted, dead = [], []
+
+    def stored(_conn):
+        if inserted:
+            dead.append(True)
+
+    def gone(_conn, _cursor, statement, _parameters, _context, _many):
+        if dead:
+            raise engine.dialect.loaded_dbapi.OperationalError(error)
+        if statement.lstrip().upper().startswith("INSERT INTO MESSAGES"):
+            inserted.append(True)
+
+    event.listen(engine, "commit", stored)
+    event.listen(engine, "before_cursor_execute", gone)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", gone)
+        event.remove(engine, "commit", stored)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spamguard.models import Message, Verdict
-from tests.fixtures_service import count_rows, create_key
+from tests.fixtures_service import count_rows, create_key, database_dies_once_a_message_is_stored
 
 MESSAGE = {"from": "+15550001111", "to": "+15550002222",
            "body": "FREE entry to win a new phone! Text WIN to 87121"}
@@ -540,6 +540,19 @@ def test_a_busy_database_after_the_message_is_stored_answers_pending_not_503(app
     monkeypatch.setattr(messages, "classify_stored", locked)
     response = api("POST", "/messages", json={k: v for k, v in MESSAGE.items() if k != "id"})
     assert response.status_code == 202 and response.get_json()["status"] == "pending"
+    assert count_rows(app, Message) == 1 and count_rows(app, Verdict) == 0
+
+
+@pytest.mark.parametrize("error", ["database is locked", "disk I/O error"])
+def test_a_database_that_dies_once_the_message_is_stored_answers_pending(app, api, error):
+    """A fault audit: with the server gone after the message's commit, the rollback
+    expired the message and reading its id for the answer failed: a 503 (a 500 for an
+    error that is not "busy") for a stored message, which the caller then sent again."""
+    with database_dies_once_a_message_is_stored(app, error):
+        response = api("POST", "/messages", json={k: v for k, v in MESSAGE.items() if k != "id"})
+    assert response.status_code == 202, response.get_json()
+    answer = response.get_json()
+    assert answer["status"] == "pending" and answer["message_id"] == 1
     assert count_rows(app, Message) == 1 and count_rows(app, Verdict) == 0
 
 

@@ -7,7 +7,13 @@ from dataclasses import replace
 import pytest
 
 from spamguard.models import Message, Verdict
-from tests.fixtures_service import count_rows, post_signed, sign, twilio_params
+from tests.fixtures_service import (
+    count_rows,
+    database_dies_once_a_message_is_stored,
+    post_signed,
+    sign,
+    twilio_params,
+)
 
 pytestmark = pytest.mark.usefixtures("reuse_backbones")
 
@@ -631,3 +637,17 @@ def test_a_forwarding_number_twilio_cannot_send_to_is_refused(raw):
                                          r"number in E\.164 form"):
         load_settings(environ={"SPAMGUARD_FORWARD_TO": raw})
     assert load_settings(environ={"SPAMGUARD_FORWARD_TO": "+447700900123"}).forward_to
+
+
+@pytest.mark.parametrize("forward_to", ["", "+15550009999"])
+def test_a_database_that_dies_once_the_message_is_stored_still_gets_an_answer(make_app,
+                                                                            forward_to):
+    """Twilio would deliver a stored message again after a 5xx; forwarding, which looks
+    up the sender's rule for a message left pending, forwards it when it cannot."""
+    app = make_app(forward_to=forward_to)
+    with database_dies_once_a_message_is_stored(app):
+        response = post_signed(app.test_client(), twilio_params("see you at 6"))
+    assert response.status_code == 200
+    assert (FORWARD in response.data.decode()) is bool(forward_to)
+    [message] = stored(app)
+    assert message.verdict_status == "pending"

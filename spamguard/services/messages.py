@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, inspect, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -74,21 +74,46 @@ def ingest(*, session: Session, classifier: Any, gateway: str, external_id: str 
     return IngestResult(message=message, verdict=verdict, created=created)
 
 
-def classify_or_leave_pending(*, session: Session, classifier: Any,
-                              message: Message) -> Verdict | None:
-    """:func:`classify_stored`, except that a busy or unreachable database leaves the
-    (already committed) message pending for a later drain instead of failing: an error
-    answer would have the caller send the message again, stored twice if it has no id."""
-    message_id = message.id
+def classify_or_leave_pending(*, session: Session, message: Message, classifier: Any = None,
+                              get_classifier: Callable[[], Any] | None = None
+                              ) -> Verdict | None:
+    """:func:`classify_stored`, except that a database error leaves the (already committed)
+    message pending for a later drain instead of failing: an error answer would have the
+    caller send the message again, stored twice if it has no id. ``get_classifier``, when
+    given, is called inside that guard (finding the active version reads the database).
+
+    After the rollback ``message`` reads as it was stored, without asking the database
+    again: a server that is gone would fail the answer that still has to be given."""
+    message_id, as_stored = message.id, loaded_values(message)
     try:
+        if get_classifier is not None:
+            classifier = get_classifier()
         return classify_stored(session=session, classifier=classifier, message=message)
     except DBAPIError as exc:
-        if not database_unavailable(exc):
-            raise
-        session.rollback()
-        log.warning("verdict for message %s not stored (database busy): left pending",
-                    message_id)
+        rollback_keeping(session, message, as_stored)
+        if database_unavailable(exc):
+            log.warning("verdict for message %s not stored (database busy): left pending",
+                        message_id)
+        else:  # a full disk, a read-only standby: an operator should hear of it
+            log.error("verdict for message %s not stored (%s: %s): left pending",
+                      message_id, type(exc.orig).__name__, str(exc.orig).splitlines()[0])
         return None
+
+
+def loaded_values(message: Message) -> dict[str, Any]:
+    """``message``'s column values as loaded now (none of them read from the database)."""
+    return {attr.key: message.__dict__[attr.key] for attr in inspect(Message).column_attrs
+            if attr.key in message.__dict__}
+
+
+def rollback_keeping(session: Session, message: Message,
+                     values: dict[str, Any] | None = None) -> None:
+    """Roll back, and leave ``message`` reading ``values`` (default: as loaded now) rather
+    than expired, which would read the row again from a database that just failed."""
+    values = loaded_values(message) if values is None else values
+    session.rollback()
+    for key, value in values.items():
+        set_committed_value(message, key, value)
 
 
 def classify_stored(*, session: Session, classifier: Any, message: Message) -> Verdict | None:
