@@ -109,6 +109,22 @@ def database_unavailable(exc: BaseException) -> bool:
 
 # PostgreSQL: lock_not_available (lock_timeout), query_canceled (statement_timeout).
 BUSY_SQLSTATES = ("55P03", "57014")
+# A database that answers but cannot store anything: PostgreSQL's disk_full and
+# read_only_sql_transaction (a standby after a failover), SQLite's own wording of each.
+CANNOT_WRITE_SQLSTATES = ("53100", "25006")
+CANNOT_WRITE_TEXTS = ("database or disk is full", "attempt to write a readonly database")
+
+
+def database_cannot_write(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database that cannot write now (a full disk, read-only): not a
+    retry in seconds, and a person must act, but no fault of the request either."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError) or exc.orig is None:
+        return False
+    if _from_sqlite(exc):
+        return any(words in str(exc.orig).lower() for words in CANNOT_WRITE_TEXTS)
+    return getattr(exc.orig, "sqlstate", None) in CANNOT_WRITE_SQLSTATES
 
 
 def database_busy(exc: BaseException) -> bool:

@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from spamguard.db import database_busy, database_unavailable
+from spamguard.db import database_busy, database_cannot_write, database_unavailable
 from spamguard.extensions import db_session, get_db
 from spamguard.intake import json_error, unavailable
 from spamguard.metrics import Metrics
@@ -41,6 +41,11 @@ access_log = logging.getLogger("spamguard.access")
 log = logging.getLogger(__name__)
 JSON_PREFIXES = ("/api/", "/webhook/", "/healthz")  # machines' paths: errors in JSON
 DATABASE_RETRY_SECONDS = 5  # Retry-After of a 503 for a busy or unreachable database
+CANNOT_WRITE_RETRY_SECONDS = 60  # ... for one that cannot write (a person must free space)
+# The last "cannot write" of this worker (monotonic time, error line): /healthz reports it
+# for a while, since its own SELECT 1 passes on a full disk or a read-only standby.
+WRITE_FAILURE = "spamguard.write_failure"
+WRITE_FAILURE_SHOWN_SECONDS = 120
 
 
 def init_app(app: Flask) -> None:
@@ -205,6 +210,13 @@ def _unexpected_error(exc: Exception):
         return unavailable("the database is busy or unreachable; try again shortly (a "
                            "retried message with the same id is stored once)",
                            retry_after=DATABASE_RETRY_SECONDS)
+    if database_cannot_write(exc):
+        current_app.extensions[WRITE_FAILURE] = (time.monotonic(), _first_line(exc))
+        current_app.logger.error("the database cannot write on %s %s: %s (answered 503)",
+                                 request.method, request.path, _first_line(exc))
+        return unavailable("the database cannot store anything now (a full disk, or "
+                           "read-only); try again later (a retried message with the same "
+                           "id is stored once)", retry_after=CANNOT_WRITE_RETRY_SECONDS)
     if isinstance(exc, DBAPIError) and not current_app.config["SPAMGUARD"].log_bodies:
         # The driver's text can quote the row (PostgreSQL: "DETAIL: Failing row contains
         # (...)", with the SMS body and numbers): log its first line and the stack only.
@@ -232,7 +244,8 @@ def favicon() -> Response:
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    """Database reachable (200) or not (503); whether a model is loaded and which version."""
+    """Database reachable (200) or not (503), or unable to write lately (503: a full disk
+    or a read-only standby answers SELECT 1); whether a model is loaded and which version."""
     try:
         session = db_session()
         session.execute(text("SELECT 1"))
@@ -243,6 +256,11 @@ def healthz() -> Response:
             return jsonify(status="error", database=f"busy: {_first_line(exc)}"), 503
         get_db().dispose()
         return jsonify(status="error", database=f"unreachable: {type(exc).__name__}"), 503
+    failed = current_app.extensions.get(WRITE_FAILURE)
+    if failed is not None and time.monotonic() - failed[0] < WRITE_FAILURE_SHOWN_SECONDS:
+        ago = round(time.monotonic() - failed[0])
+        return jsonify(status="error",
+                       database=f"cannot write ({ago} s ago): {failed[1]}"), 503
     provider = provider_for(current_app)
     model = {"loaded": classifier is not None, "version": provider.version_id,
              "error": provider.last_error}

@@ -242,6 +242,30 @@ def test_engines_hide_bound_values_in_errors_by_default(tmp_path) -> None:
         assert ("PIN 4921" not in str(caught.value)) is hidden
 
 
+@pytest.mark.parametrize(("module", "words", "sqlstate", "cannot"), [
+    ("sqlite3", "database or disk is full", None, True),
+    ("sqlite3", "attempt to write a readonly database", None, True),
+    ("sqlite3", "database is locked", None, False),
+    ("psycopg.errors", "could not extend file: No space left on device", "53100", True),
+    ("psycopg.errors", "cannot execute INSERT in a read-only transaction", "25006", True),
+    ("psycopg.errors", "canceling statement due to lock timeout", "55P03", False),
+])
+def test_which_database_errors_mean_it_cannot_write(module, words, sqlstate, cannot):
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from spamguard.db import database_cannot_write
+
+    if module == "sqlite3":
+        error = sqlite3.OperationalError(words)
+    else:
+        error = type("PgError", (Exception,), {"__module__": module})(words)
+        error.sqlstate = sqlstate
+    assert database_cannot_write(OperationalError("INSERT", {}, error)) is cannot
+    assert not database_cannot_write(ValueError(words))
+
+
 @pytest.mark.parametrize(("orig", "unavailable"), [
     ("sqlite:database is locked", True),
     ("sqlite:no such table: messages", False),  # a broken schema: retrying cannot help

@@ -437,6 +437,30 @@ def test_a_locked_database_answers_503_with_retry_after(make_app, failing_messag
     assert SECRET_BODY not in caplog.text and SENDER not in caplog.text
 
 
+@pytest.mark.parametrize("error", ["database or disk is full",
+                                   "attempt to write a readonly database"])
+def test_a_database_that_cannot_write_answers_503_and_healthz_says_so(make_app,
+                                                                     failing_message_insert,
+                                                                     monkeypatch, error):
+    """A fault audit: a full disk (or a read-only standby) answered 500 to every message,
+    each with a traceback, while /healthz said ok (its SELECT 1 still passes)."""
+    import time
+
+    from spamguard import ops
+
+    app = make_app()
+    failing_message_insert(app, error)
+    client = app.test_client()
+    response = post_signed(client, twilio_params(SECRET_BODY))
+    assert response.status_code == 503 and response.headers["Retry-After"] == "60"
+    assert "cannot store anything now" in response.get_json()["error"]
+    health = client.get("/healthz")
+    assert health.status_code == 503 and error in health.get_json()["database"]
+    later = time.monotonic() + ops.WRITE_FAILURE_SHOWN_SECONDS
+    monkeypatch.setattr(ops.time, "monotonic", lambda: later)
+    assert client.get("/healthz").status_code == 200  # the disk has room again: ok again
+
+
 def test_a_really_locked_sqlite_database_answers_503_and_the_retry_is_stored_once(
         make_app, monkeypatch):
     import sqlite3
