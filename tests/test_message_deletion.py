@@ -155,6 +155,30 @@ def test_erasing_a_sender_finds_every_written_form_and_only_theirs(db_session,
     assert {m.sender for m in db_session.scalars(select(Message))} == {"+15550001111"}
 
 
+def test_erasing_a_sender_finds_rows_an_older_release_stored_without_digits(
+        db_session, db_session_factory):
+    """A deployment audit: between `db upgrade` and the restart the old release stores
+    messages with no sender_digits (this code's insert fills it in), and an erasure
+    request for that number missed them."""
+    from sqlalchemy import update
+
+    for sender in ("+447911123456", "447911123456", "+44 7911 123456", "+15550001111",
+                   "+447911123456"):
+        _add(db_session, f"hello from {sender}", received_at=NEW, sender=sender)
+    db_session.commit()
+    db_session.execute(update(Message).where(Message.id < 5).values(sender_digits=None))
+    db_session.commit()
+    done = message_deletion.delete_messages(db_session_factory,
+                                            Selection(sender="+44 (7911) 123-456"))
+    # the fifth, stored by this code, and the two old rows in a gateway's forms
+    assert done.messages == 3
+    assert sorted(m.sender for m in db_session.scalars(select(Message))) == [
+        "+15550001111", "+44 7911 123456"]  # an old row in a hand-written form: not found
+    done = message_deletion.delete_messages(db_session_factory,
+                                            Selection(sender="+44 7911 123456"))
+    assert done.messages == 1  # as written, it is
+
+
 def _changes(directory, texts):
     examples = [{"text": t, "true_label": "spam", "old_probability": 0.2,
                  "new_probability": 0.9} for t in texts]

@@ -200,9 +200,17 @@ def end_of(day: date) -> datetime | None:
 
 def from_sender(sender: str):
     """The condition "sent by ``sender``": every stored form of a phone number
-    (:func:`~spamguard.senders.phone_digits`), a name or short code exactly as written."""
+    (:func:`~spamguard.senders.phone_digits`), a name or short code exactly as written.
+
+    A row an older release stored after `spamguard db upgrade` and before its restart has
+    no ``sender_digits`` (the column is filled in by this code's insert): it is matched by
+    the forms a gateway sends, "+<digits>" and "<digits>", and ``sender`` as written."""
     digits = phone_digits(sender)
-    return Message.sender == sender if digits is None else Message.sender_digits == digits
+    if digits is None:
+        return Message.sender == sender
+    return or_(Message.sender_digits == digits,
+               and_(Message.sender.in_(sorted({sender, digits, f"+{digits}"})),
+                    Message.sender_digits.is_(None)))
 
 
 def conditions(f: MessageFilter, *, indexed_search: bool = False,
