@@ -23,6 +23,15 @@ def run(*args: str):
     return CliRunner().invoke(build_cli(), list(args), catch_exceptions=False)
 
 
+def test_revoking_a_key_by_its_name_names_its_id(cli_env):
+    """It said "no API key 'gateway-b'" of a key named so (a deployment audit)."""
+    run("api-key", "create", "gateway-b")
+    refused = run("api-key", "revoke", "gateway-b")
+    assert refused.exit_code == 2
+    assert "'gateway-b' is a key's name; revoke by its id or prefix: 1 (sg_" in refused.output
+    assert run("api-key", "revoke", "1").exit_code == 0
+
+
 def test_api_key_create_list_revoke(cli_env):
     created = run("api-key", "create", "gateway")
     assert created.exit_code == 0
@@ -257,7 +266,7 @@ def test_gunicorn_options_do_not_preload():
 
 @pytest.mark.parametrize(("name", "value", "says"), [
     ("SPAMGUARD_TORCH_THREADS", "abc", "use a whole number"),
-    ("SPAMGUARD_TORCH_THREADS", "0", "choose 1 or more"),
+    ("SPAMGUARD_TORCH_THREADS", "0", "choose 1 to 256"),
     ("SPAMGUARD_RETRAIN_METRIC", "foo", "choose mcc"),
     ("SPAMGUARD_TWILIO_VALIDATE", "enabled", "0/false/no/off"),
     ("SPAMGUARD_LOG_BODIES", "2", "0/false/no/off"),

@@ -148,6 +148,13 @@ def revoke_api_key(*, session: Session, key_ref: str,
     revoked it (False: it was revoked already, and keeps its first revocation time)."""
     rows = _find(session, key_ref)
     if not rows:
+        named = session.scalars(select(ApiKey).where(ApiKey.name == key_ref)
+                                .order_by(ApiKey.id)).all()
+        if named:  # names are not ids: say which key that name is, not "no API key"
+            ids = ", ".join(f"{k.id} ({k.key_prefix}{', revoked' if k.revoked_at else ''})"
+                            for k in named)
+            raise ApiKeyError(f"{key_ref!r} is a key's name; revoke by its id or prefix: "
+                              f"{ids}")
         raise ApiKeyError(f"no API key {key_ref!r}", cli_hint=" (see `spamguard api-key list`)")
     if len(rows) > 1:
         raise ApiKeyError(f"{key_ref!r} matches {len(rows)} keys: use the numeric id")
