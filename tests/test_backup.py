@@ -83,6 +83,9 @@ def test_backup_then_restore_into_a_new_instance(instance, empty_target, tmp_pat
     checked = _cli(tmp_path, instance, "backup", "verify", str(tmp_path / "bk"))
     assert checked.exit_code == 0, checked.output
     assert "ok (made" in checked.stdout
+    quiet = _cli(tmp_path, instance, "backup", "create", "--quiet", str(tmp_path / "bk2"))
+    assert (quiet.exit_code, quiet.output) == (0, "")  # cron mails any output, every night
+    assert _cli(tmp_path, instance, "backup", "verify", str(tmp_path / "bk2")).exit_code == 0
 
     home = tmp_path / "elsewhere"
     restored = _cli(home, empty_target, "backup", "restore", str(tmp_path / "bk"))

@@ -25,15 +25,19 @@ def register(cli: click.Group) -> None:
 
     @backup_group.command("create")
     @click.argument("folder", type=click.Path(path_type=Path))
+    @click.option("--quiet", is_flag=True,
+                  help="Print nothing when the backup is whole (for cron, which mails "
+                       "any output); notes, warnings and errors still go to stderr.")
     @pass_ctx
-    def create_command(ctx: CliContext, folder: Path) -> None:
+    def create_command(ctx: CliContext, folder: Path, quiet: bool) -> None:
         """Write a backup into FOLDER (new; readable by you only): the database (SQLite's
         online backup, or pg_dump) and every model version its registry names, with a
         manifest of checksums. Safe while the service runs."""
         from spamguard.db import is_known_revision
         from spamguard.services.backup import create_backup
 
-        made = create_backup(ctx.settings.resolved_database_url, folder, log=_progress)
+        made = create_backup(ctx.settings.resolved_database_url, folder,
+                             log=(lambda line: None) if quiet else _progress)
         revision = made.manifest["database"]["revision"]
         if not is_known_revision(revision):  # made by a newer release: only it can restore
             click.echo(f"note: the database is at revision {revision}, newer than this "
@@ -45,9 +49,11 @@ def register(cli: click.Group) -> None:
         database = made.manifest["database"]
         copied = sum(1 for e in made.manifest["models"] if e["copied"])
         size = sum(f["size"] for f in made.manifest["files"].values())
-        click.echo(f"backup written to {made.path}: {database['kind']} database at revision "
-                   f"{database['revision']}, {database['counts'].get('messages', 0):,} "
-                   f"message(s), {copied} model version(s), {megabytes(size)}")
+        if not quiet or made.missing:
+            click.echo(f"backup written to {made.path}: {database['kind']} database at "
+                       f"revision {database['revision']}, "
+                       f"{database['counts'].get('messages', 0):,} message(s), {copied} "
+                       f"model version(s), {megabytes(size)}")
         if made.missing:
             sys.exit(1)
 
