@@ -29,6 +29,7 @@ from spamguard.services.backup import (
     MODELS,
     BackupError,
     database_kind,
+    dies_with_parent,
     find_pg_tool,
     libpq_uri,
     run_pg_tool,
@@ -217,7 +218,7 @@ def _restorable_entries(pg_restore: str, dump: Path) -> str:
     import subprocess
 
     listed = subprocess.run([pg_restore, "--list", str(dump)], capture_output=True, text=True,
-                            check=False)
+                            check=False, preexec_fn=dies_with_parent())
     if listed.returncode != 0:
         first = (listed.stderr.strip().splitlines() or ["unreadable"])[0]
         raise BackupError(f"pg_restore cannot read {dump}: {first}")
