@@ -158,7 +158,10 @@ def _copy_sqlite(url: str, target: Path) -> dict[str, Any]:
                                   f"({problem}); the database itself may be damaged")
             return _facts(copy.execute)
     except sqlite3.Error as exc:
-        raise BackupError(f"cannot copy the database {source}: {exc}") from None
+        from spamguard.db import sqlite_access_problem
+
+        raise BackupError(f"cannot copy the database {source}: {exc}"
+                          f"{sqlite_access_problem(url, exc)}") from None
 
 
 def _facts(execute: Callable[..., Any]) -> dict[str, Any]:
