@@ -572,7 +572,7 @@ def schema_status(engine: Engine) -> SchemaStatus:
         # exit 2, a person must fix it (docs/retraining.md, exit codes).
         error = DatabaseUnavailableError if database_unavailable(exc) else DatabaseError
         raise error(f"cannot read the database {safe_url(engine.url)}: {first_line(exc)}"
-                    ) from exc
+                    f"{sqlite_access_problem(engine.url, exc)}") from exc
     return SchemaStatus(current=current, head=head_revision(),
                         known=is_known_revision(current))
 
@@ -609,6 +609,30 @@ def open_database(url: str | URL, *, create_if_empty: bool = False,
         engine.dispose()
         raise
     return engine
+
+
+# What SQLite says when it cannot create a file beside the database (WAL's -wal and -shm,
+# which even a reader needs when they are not there) or write the file itself.
+SQLITE_ACCESS_ERRORS = ("unable to open database file", "attempt to write a readonly database")
+
+
+def sqlite_access_problem(url: str | URL, exc: BaseException) -> str:
+    """For SQLite's "unable to open database file" or "attempt to write a readonly
+    database": why, when this user may not write the database's folder or file (as ``" (the
+    folder ... is not writable ...)"``, to follow the error); "" otherwise."""
+    file = sqlite_file(url)
+    if file is None or not any(said in first_line(exc).lower()
+                               for said in SQLITE_ACCESS_ERRORS):
+        return ""
+    folder = file.parent
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        return (f" (the folder {folder.resolve()} is not writable by this user: SQLite needs "
+                f"to create {file.name}-wal and {file.name}-shm in it, even to read; run as "
+                "the user the database belongs to, or let it write the folder)")
+    if file.is_file() and not os.access(file, os.W_OK):
+        return (f" (the file {file.resolve()} is not writable by this user: SQLite's WAL "
+                "mode writes it, even to read; run as the user the database belongs to)")
+    return ""
 
 
 def first_line(exc: BaseException) -> str:

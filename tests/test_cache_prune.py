@@ -106,6 +106,33 @@ def test_a_space_describes_itself(tmp_path):
     assert len(EmbeddingCache(tmp_path, f"{IN_USE}|bf16", "mean", 128)) == 1
 
 
+@pytest.mark.parametrize("damage", ['{"broken', '{"backbone_key": "x"}', "", "[1]"])
+def test_a_damaged_description_is_written_again_when_the_space_is_used(tmp_path, damage):
+    space = _space(tmp_path, IN_USE)
+    description = space.dir / SPACE_FILE
+    expected = description.read_text()
+    description.write_text(damage)
+    reader = EmbeddingCache(tmp_path, IN_USE, "mean", 128)
+    assert reader.get(["hello"])[0] is not None  # only read: every text is cached
+    assert description.read_text() == expected
+    description.write_text(damage)
+    space.put(["again"], np.ones((1, 4), dtype=np.float32))  # an instance that read it before
+    assert description.read_text() == expected
+    assert not list(space.dir.glob(".*.tmp"))
+
+
+def test_prune_keeps_a_space_whose_description_is_damaged(tmp_path):
+    used = _space(tmp_path, IN_USE, age=3 * DAY)
+    (used.dir / SPACE_FILE).write_text('{"broken')
+    _age(used.dir, 3 * DAY)
+    for dry_run in (True, False):
+        result = prune_cache(tmp_path, {IN_USE}, dry_run=dry_run)
+        assert not result.removed and result.undescribed == [used.dir]
+        assert [path for path, _ in result.kept] == [used.dir]
+    assert EmbeddingCache(tmp_path, IN_USE, "mean", 128).get(["hello"])[0] is not None
+    assert prune_cache(tmp_path, {IN_USE}).undescribed == []  # mended by that read
+
+
 def test_registered_versions_name_the_backbones_in_use(db_session, tiny_model_dir, tiny_backbone,
                                                        tmp_path):
     register_version(session=db_session, version_dir=tiny_model_dir)
@@ -197,9 +224,12 @@ def test_cli_prunes_a_stale_space_and_keeps_the_active_models(tmp_path, tiny_bac
     _age(home / "cache", 2 * DAY)
     stale = _space(home / "cache", OTHER, age=2 * DAY)
 
+    (used[0] / SPACE_FILE).write_text('{"broken')  # damaged: kept, and said so
+    _age(used[0], 2 * DAY)
     dry = runner.invoke(build_cli(), ["cache", "prune", "--dry-run"], env=env)
     assert dry.exit_code == 0, dry.output
     assert dry.output.splitlines()[0].startswith(f"would remove {stale.dir} (")
+    assert dry.output.splitlines()[1].startswith(f"kept {used[0]}: its space.json is damaged")
     assert dry.output.splitlines()[-1].startswith("would remove 1 cache entries (")
     assert stale.dir.exists()
 

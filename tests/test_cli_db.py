@@ -301,3 +301,72 @@ def test_db_upgrade_shows_the_migrations_warnings(cli, home, monkeypatch) -> Non
     assert ("warning: could not create the pg_trgm extension or its index (permission denied)"
             in result.output)
     assert not logging.getLogger("alembic.runtime.migration").handlers  # removed again
+
+
+def _as_another_user(work):
+    """Run ``work()`` (returning a string) where the folder permissions bind: in a forked
+    child that, when this is root (which may write anything), becomes nobody first. The
+    modules it needs must be imported already (root's Python may be unreadable to nobody)."""
+    import os
+
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child's coverage is not collected)
+        said = "child failed"
+        try:
+            os.close(read)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            said = work()
+        except BaseException as exc:  # noqa: BLE001 (reported to the parent)
+            said = f"child failed: {exc!r}"
+        finally:
+            os.write(write, said.encode())
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        said = pipe.read().decode()
+    os.waitpid(child, 0)
+    return said
+
+
+def test_a_database_folder_it_may_not_write_is_named(cli) -> None:
+    """SQLite's WAL mode creates -wal and -shm beside the database, even to read: with the
+    folder read-only every command, `models` too, said only "unable to open database file"."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="spamguard-ro-", dir="/tmp"))  # nobody may reach it
+    plots = Path(tempfile.mkdtemp(prefix="spamguard-mpl-", dir="/tmp"))  # (root's ~ is not)
+    os.chmod(plots, 0o777)
+    try:
+        env = {"SPAMGUARD_HOME": str(folder), "SPAMGUARD_DATABASE_URL": "",
+               "MPLCONFIGDIR": str(plots)}
+        assert CliRunner().invoke(cli, ["db", "upgrade"], env=env).exit_code == 0
+        assert CliRunner().invoke(cli, ["models"], env=env).exit_code == 0  # (imports)
+        assert not list(folder.glob("*-shm"))  # closed cleanly: the next reader makes it
+        if os.geteuid() == 0:  # the database is the user's; only its folder is not
+            os.chown(folder / "spamguard.db", 65534, 65534)
+        os.chmod(folder, 0o555)
+
+        def models() -> str:
+            result = CliRunner().invoke(cli, ["models"], env=env)
+            return f"{result.exit_code} {result.output}"
+
+        said = _as_another_user(models)
+    finally:
+        os.chmod(folder, 0o755)
+        shutil.rmtree(folder)
+        shutil.rmtree(plots)
+    # (which of the two SQLite says depends on its version and what files are there)
+    assert said in {
+        f"2 error: cannot read the database sqlite:///{folder}/spamguard.db: {sqlite_said} "
+        f"(the folder {folder} is not writable by this user: SQLite needs to create "
+        "spamguard.db-wal and spamguard.db-shm in it, even to read; run as the user the "
+        "database belongs to, or let it write the folder)\n"
+        for sqlite_said in ("unable to open database file",
+                            "attempt to write a readonly database")}, said

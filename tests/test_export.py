@@ -212,3 +212,20 @@ def test_until_the_last_day_there_is(cli, stored):
     result = CliRunner().invoke(cli, ["export", "--until", "9999-12-31"],
                                 catch_exceptions=False)
     assert result.exit_code == 0 and "exported 7 message(s)" in result.stderr
+
+
+def test_sigterm_leaves_no_half_written_file(stored, tmp_path):
+    """`kill` (or `systemctl stop`, `timeout`) mid-export: the temporary file beside the
+    target went on holding every message written so far, and nothing was said."""
+    from tests.fixtures_signals import hold_at, start, stop, wait_for
+
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "all.csv"
+    marker = tmp_path / "writing"
+    process = start(["export", "--all", str(out)], env={"SPAMGUARD_HOME": str(tmp_path)},
+                    hook=hold_at("spamguard.services.export", "write", marker))
+    wait_for(marker, process)
+    assert [p.name for p in out.parent.iterdir() if p.name.endswith(".part")]  # half-way
+    status, _, stderr = stop(process)
+    assert status == 143 and stderr == "error: stopped by SIGTERM\n"
+    assert list(out.parent.iterdir()) == []

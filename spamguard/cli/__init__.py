@@ -7,11 +7,29 @@ Each sub-module registers its commands in :func:`build_cli`; user errors
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
 
 from spamguard.errors import SpamguardError
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``systemctl stop``, ``timeout``), raised where the command is, as
+    Ctrl-C raises KeyboardInterrupt: the same ``finally`` blocks and context managers run
+    (a half-written export or backup is removed, a child process is stopped), where the
+    default action ended the process on the spot."""
+
+
+def _stop_cleanly_on_sigterm() -> None:
+    """Raise :class:`Terminated` on SIGTERM. ``retrain`` installs its own handler (it
+    records the run as failed) and gunicorn its own under ``serve``; both replace this."""
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 class _OneLineUsageError(click.ClickException):
@@ -63,6 +81,9 @@ class _Group(click.Group):
         except SpamguardError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except Terminated:  # the command's cleanups have run on the way out
+            click.echo("error: stopped by SIGTERM", err=True)
+            sys.exit(128 + signal.SIGTERM)
         except BrokenPipeError:  # `spamguard classify | head`: the reader has gone
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no flush error at exit)
             sys.exit(1)
@@ -103,4 +124,5 @@ def build_cli() -> click.Group:
 
 
 def main() -> None:
+    _stop_cleanly_on_sigterm()
     build_cli()(prog_name="spamguard")

@@ -353,6 +353,10 @@ def register(cli: click.Group) -> None:
         verb = "would remove" if dry_run else "removed"
         for path, size in result.removed:
             click.echo(f"{verb} {path} ({megabytes(size)})")
+        for path in result.undescribed:
+            click.echo(f"kept {path}: its space.json is damaged, so whose embeddings these "
+                       "are cannot be told (a model using them rewrites it when it next runs; "
+                       "delete the folder if none does)")
         freed, kept = megabytes(result.removed_bytes), megabytes(result.kept_bytes)
         click.echo(f"{verb} {len(result.removed)} cache entries ({freed}); kept "
                    f"{len(result.kept)} ({kept}): those of the {len(in_use)} backbone(s) "

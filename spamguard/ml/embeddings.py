@@ -194,6 +194,7 @@ class EmbeddingCache:
 
     def _load(self) -> dict[bytes, np.ndarray]:
         if self._index is None:
+            self._mend_description()
             for _ in range(SCAN_ATTEMPTS):
                 try:
                     self._index = self._scan()
@@ -205,6 +206,17 @@ class EmbeddingCache:
                             "starting from an empty index", self.dir)
                 self._index = {}
         return self._index
+
+    def _mend_description(self) -> None:
+        """Rewrite a damaged ``space.json`` of a space in use when it is first read: a
+        space that is only read (every text cached) is otherwise never written again, and
+        ``spamguard cache prune`` cannot tell whose it is. A read-only cache stays as it is."""
+        if not self.dir.is_dir() or self._described():
+            return
+        try:
+            self._describe()
+        except OSError as exc:
+            log.warning("cannot mend %s in %s (%s)", SPACE_FILE, self.dir, exc)
 
     def _scan(self) -> dict[bytes, np.ndarray]:
         index: dict[bytes, np.ndarray] = {}
@@ -267,11 +279,21 @@ class EmbeddingCache:
             tmp.unlink(missing_ok=True)
         return final
 
+    def _described(self) -> bool:
+        """Whether ``space.json`` reads back as this space's description."""
+        try:
+            return json.loads((self.dir / SPACE_FILE).read_text(encoding="utf-8")) == \
+                self.description
+        except (OSError, ValueError):  # missing, unreadable, not JSON, not UTF-8
+            return False
+
     def _describe(self) -> None:
-        """Write ``space.json`` once, so the space can be told apart without the backbone."""
-        final = self.dir / SPACE_FILE
-        if final.exists():
+        """Write ``space.json``, so the space can be told apart without the backbone (what
+        ``spamguard cache prune`` keeps it by), unless it already says so: a damaged one
+        (truncated, edited) is written again."""
+        if self._described():
             return
+        final = self.dir / SPACE_FILE
         tmp = self.dir / f".{SPACE_FILE}.{os.getpid()}.tmp"
         try:
             tmp.write_text(json.dumps(self.description), encoding="utf-8")

@@ -19,12 +19,16 @@ has its final name is whole; it is readable by its owner only (it holds every me
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import sqlite3
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -48,6 +52,9 @@ PG_TOOLS_HINT = ("install PostgreSQL's client tools of the server's major versio
 Log = Callable[[str], None]
 # Errors of the backup's own folder, not of a version's: they stop the backup.
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+# The name a backup is written under until complete: ".NAME.partial-" and mkdtemp's 8.
+PARTIAL = re.compile(r"\.(?P<name>.+)\.partial-[a-z0-9_]{8}")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class BackupError(SpamguardError):
@@ -82,6 +89,9 @@ def create_backup(url: str, destination: Path | str, *, log: Log = _quiet) -> Ba
     if os.path.lexists(destination):
         raise BackupError(f"{destination} already exists: give a new folder for the backup")
     destination.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in unfinished_backups(destination):
+        log(f"note: {leftover} is what a `backup create` of {destination} that was killed "
+            "left (not a backup): delete it, unless that backup is still running")
     work = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-",
                                  dir=destination.parent))  # 0700: it holds every message
     try:
@@ -112,6 +122,17 @@ def create_backup(url: str, destination: Path | str, *, log: Log = _quiet) -> Ba
     return Backup(destination, manifest, missing)
 
 
+def unfinished_backups(destination: Path) -> list[Path]:
+    """The folders a ``backup create`` of ``destination`` left when it was killed (SIGKILL,
+    a power cut: any other end removes its folder)."""
+    try:
+        found = destination.parent.glob(f".{glob.escape(destination.name)}.partial-*")
+        return sorted(p for p in found
+                      if PARTIAL.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+    except OSError:
+        return []
+
+
 def _copy_sqlite(url: str, target: Path) -> dict[str, Any]:
     """Copy the SQLite database with SQLite's online backup (one step: one consistent read
     while the service goes on writing) and check the copy."""
@@ -137,7 +158,10 @@ def _copy_sqlite(url: str, target: Path) -> dict[str, Any]:
                                   f"({problem}); the database itself may be damaged")
             return _facts(copy.execute)
     except sqlite3.Error as exc:
-        raise BackupError(f"cannot copy the database {source}: {exc}") from None
+        from spamguard.db import sqlite_access_problem
+
+        raise BackupError(f"cannot copy the database {source}: {exc}"
+                          f"{sqlite_access_problem(url, exc)}") from None
 
 
 def _facts(execute: Callable[..., Any]) -> dict[str, Any]:
@@ -237,7 +261,10 @@ def run_pg_tool(command: list[str], url: str) -> str:
     if password:
         env["PGPASSWORD"] = str(password)
     env.setdefault("PGCONNECT_TIMEOUT", "10")
-    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    # An exception while it runs (Ctrl-C, SIGTERM: see spamguard.cli) kills it in
+    # subprocess.run; dies_with_parent covers a spamguard that is killed outright.
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
+                            preexec_fn=dies_with_parent())
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         said = next((line for line in lines if "error" in line.lower()), lines[0] if lines
@@ -247,6 +274,28 @@ def run_pg_tool(command: list[str], url: str) -> str:
             said += f" ({detail.split('detail:', 1)[-1].strip()}): {PG_TOOLS_HINT}"
         raise BackupError(f"{Path(command[0]).name} failed: {said}")
     return result.stdout
+
+
+def dies_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux send the child SIGKILL when this process ends,
+    however it ends (SIGKILL included): a pg_dump left behind would go on reading the
+    database for nothing, into a folder no one will use. None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arrange() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: no signal will come
+            os._exit(1)
+
+    return arrange
 
 
 def _copy_versions(versions: list[tuple[str, str, str]], folder: Path,
@@ -395,6 +444,11 @@ def read_manifest(path: Path | str) -> dict[str, Any]:
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if partial := PARTIAL.fullmatch(path.name):
+            raise BackupError(
+                f"{path} is what a `backup create` of {path.parent / partial['name']} that "
+                "was killed left, not a backup: delete it, unless that backup is still "
+                "running") from None
         raise BackupError(f"{path} holds no {MANIFEST}: not a spamguard backup, or an "
                           "unfinished one") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -503,7 +557,8 @@ def _sqlite_problems(file: Path) -> list[str]:
 
 def _dump_problems(file: Path) -> list[str]:
     result = subprocess.run([find_pg_tool("pg_restore"), "--list", str(file)],
-                            capture_output=True, text=True, check=False)
+                            capture_output=True, text=True, check=False,
+                            preexec_fn=dies_with_parent())
     if result.returncode != 0:
         first = (result.stderr.strip().splitlines() or ["unreadable"])[0]
         return [f"{file.name}: pg_restore cannot read it ({first})"]

@@ -18,10 +18,13 @@ or nothing, and a failure after it (the upgrade, the fixes) drops the restored t
 
 from __future__ import annotations
 
+import glob
+import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +32,17 @@ from spamguard.services.backup import (
     MODELS,
     BackupError,
     database_kind,
+    dies_with_parent,
     find_pg_tool,
     libpq_uri,
     run_pg_tool,
     safe_name,
     verify_backup,
 )
+
+# Written in the models folder before a restore copies anything, removed once it is done
+# or has removed what it made: one still there means a restore was killed (SIGKILL, power).
+UNFINISHED = ".restore-unfinished.json"
 
 
 @dataclass
@@ -70,27 +78,29 @@ def restore_backup(backup: Path | str, *, url: str, models_dir: Path, by: str | 
                           "SQLite and PostgreSQL is not supported)")
     revision = database.get("revision")
     _known_revision(revision, backup)
-    _target_is_empty(url)
     versions = [e["version"] for e in manifest["models"] if e.get("copied")]
     for version in versions:
         if not safe_name(version):
             raise BackupError(f"{backup}: model version {version!r} cannot be a folder name")
-        if os.path.lexists(models_dir / version):
-            raise BackupError(f"{models_dir / version} already exists: restore into an "
-                              "instance whose models folder does not hold the backup's "
-                              "versions")
-    created = _copy_versions(backup, versions, models_dir, log)
+    leftovers = unfinished_restore(url, models_dir, versions)
+    _target_is_empty(url, leftovers)
+    _no_leftovers(models_dir, versions, leftovers)
+    marker = _mark_unfinished(backup, models_dir, versions)
+    created: list[Path] = []
     try:
+        created = _copy_versions(backup, versions, models_dir, log)
         moved = {e["version"]: (e["directory"], str((models_dir / e["version"]).resolve()))
                  for e in manifest["models"] if e.get("copied")}
         if kind == "sqlite":
             _restore_sqlite(backup / database["file"], url, moved, manifest, by)
         else:
             _restore_postgresql(backup / database["file"], url, moved, manifest, by)
-    except BaseException:
+    except BaseException:  # a failure, Ctrl-C or SIGTERM (spamguard.cli): undo it all
         for folder in created:
             shutil.rmtree(folder, ignore_errors=True)
         raise
+    finally:
+        marker.unlink(missing_ok=True)
     upgraded = "" if revision == head_revision() else f", upgraded to {head_revision()}"
     log(f"restore: database restored (revision {revision or 'none'}{upgraded})")
     missing = [(e["version"], e["status"], e["directory"]) for e in manifest["models"]
@@ -107,7 +117,63 @@ def _known_revision(revision: str | None, backup: Path) -> None:
                           "it, or a newer one")
 
 
-def _target_is_empty(url: str) -> None:
+def unfinished_restore(url: str, models_dir: Path, versions: list[str]) -> list[Path]:
+    """What a restore into this instance that was killed left: its marker (``UNFINISHED``)
+    and the version folders it names, the backup's versions' temporary folders under
+    ``models_dir``, and an SQLite database's temporary copy (with its -wal and -shm).
+    Empty when there is no sign of one: a version folder alone may be another instance's."""
+    found: list[Path] = []
+    marker = models_dir / UNFINISHED
+    named: list[str] = []
+    if marker.is_file():
+        found.append(marker)
+        try:
+            named = [str(v) for v in json.loads(marker.read_text(encoding="utf-8"))["versions"]
+                     if safe_name(str(v))]
+        except (OSError, ValueError, KeyError, TypeError):
+            named = []
+    for version in versions:
+        found += sorted(models_dir.glob(f".{glob.escape(version)}.restore-*"))
+    if database_kind(url) == "sqlite":
+        from spamguard.db import sqlite_file
+
+        file = sqlite_file(url)
+        if file is not None:
+            found += sorted(file.parent.glob(f".{glob.escape(file.name)}.restore-*"))
+    if found:  # then the backup's version folders are the restore's too, if it named them
+        found += [models_dir / v for v in dict.fromkeys(named or versions)
+                  if os.path.lexists(models_dir / v)]
+    return found
+
+
+def _no_leftovers(models_dir: Path, versions: list[str], leftovers: list[Path]) -> None:
+    """Refuse a models folder that holds the backup's versions, saying so when they are
+    what a killed restore left, and what to delete."""
+    there = next((models_dir / v for v in versions if os.path.lexists(models_dir / v)), None)
+    if leftovers:
+        listed = ", ".join(str(p) for p in leftovers)
+        if there is not None:
+            raise BackupError(f"{there} already exists, left by an earlier restore that was "
+                              f"stopped before the end (killed): delete {listed} and restore "
+                              "again")
+        raise BackupError("an earlier restore into this instance was stopped before the end "
+                          f"(killed) and left {listed}: delete them and restore again")
+    if there is not None:
+        raise BackupError(f"{there} already exists: restore into an instance whose models "
+                          "folder does not hold the backup's versions")
+
+
+def _mark_unfinished(backup: Path, models_dir: Path, versions: list[str]) -> Path:
+    models_dir.mkdir(parents=True, exist_ok=True)
+    marker = models_dir / UNFINISHED
+    marker.write_text(json.dumps({
+        "backup": str(backup.resolve()), "versions": versions, "pid": os.getpid(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds")}) + "\n",
+        encoding="utf-8")
+    return marker
+
+
+def _target_is_empty(url: str, leftovers: list[Path] | None = None) -> None:
     from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -135,6 +201,13 @@ def _target_is_empty(url: str) -> None:
         engine.dispose()
     if tables:
         where = file.resolve() if file is not None else safe_url(url)
+        unfinished = next((p for p in leftovers or () if p.name == UNFINISHED), None)
+        if unfinished is not None:  # killed after pg_restore, before the end
+            raise BackupError(
+                f"the target database {where} is not empty ({len(tables)} tables), and "
+                f"{unfinished} says a restore into it was stopped before the end (killed): "
+                "if they are that restore's, empty the database (or create a new one), "
+                f"delete {', '.join(str(p) for p in leftovers)} and restore again")
         raise BackupError(
             f"the target database {where} is not empty ({len(tables)} tables): restore "
             "into a new one (stop the service and move the old instance aside, or create a "
@@ -217,7 +290,7 @@ def _restorable_entries(pg_restore: str, dump: Path) -> str:
     import subprocess
 
     listed = subprocess.run([pg_restore, "--list", str(dump)], capture_output=True, text=True,
-                            check=False)
+                            check=False, preexec_fn=dies_with_parent())
     if listed.returncode != 0:
         first = (listed.stderr.strip().splitlines() or ["unreadable"])[0]
         raise BackupError(f"pg_restore cannot read {dump}: {first}")

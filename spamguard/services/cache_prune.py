@@ -37,6 +37,9 @@ class PruneResult:
 
     removed: list[tuple[Path, int]] = field(default_factory=list)
     kept: list[tuple[Path, int]] = field(default_factory=list)
+    # Spaces kept because their space.json is there but does not read (damaged): whose
+    # they are cannot be told, and one in use would cost a full re-embedding.
+    undescribed: list[Path] = field(default_factory=list)
 
     @property
     def removed_bytes(self) -> int:
@@ -102,14 +105,28 @@ def _newest_change(path: Path) -> float:
     return max(times)
 
 
+class Undescribed(Exception):
+    """An embedding space's space.json is there but does not read."""
+
+
 def _space_identity(space: Path) -> str | None:
-    """The backbone identity an embedding space was written for (None: unknown, a space
-    from before space.json, December 2026, whose key scheme is no longer used)."""
-    try:
-        key = json.loads((space / SPACE_FILE).read_text(encoding="utf-8"))["backbone_key"]
-    except (OSError, ValueError, KeyError, TypeError):
+    """The backbone identity an embedding space was written for (None: a space from before
+    space.json, December 2026, whose key scheme is no longer used).
+
+    Raises:
+        Undescribed: space.json is there but is damaged or unreadable (the cache mends it
+            when the space is next read).
+    """
+    description = space / SPACE_FILE
+    if not description.exists():
         return None
-    return str(key).split("|")[0]  # "identity" or "identity|variant" (int8, bf16)
+    try:
+        key = json.loads(description.read_text(encoding="utf-8"))["backbone_key"]
+        if not isinstance(key, str):
+            raise TypeError(f"backbone_key {key!r}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise Undescribed(str(exc)) from None
+    return key.split("|")[0]  # "identity" or "identity|variant" (int8, bf16)
 
 
 def _memo_current(memo: Path, in_use: set[str], digests: dict[Path, str]) -> bool:
@@ -139,10 +156,15 @@ def prune_cache(cache_dir: Path, in_use: set[str], *, dry_run: bool = False,
     now = time.time() if now is None else now
     prefixes = {identity[:GRAPH_ID_CHARS] for identity in in_use}
     candidates: list[tuple[Path, bool]] = []  # (path, used)
+    result = PruneResult()
     spaces = cache_dir / "embeddings"
     if spaces.is_dir():
         for space in sorted(p for p in spaces.iterdir() if p.is_dir()):
-            candidates.append((space, _space_identity(space) in in_use))
+            try:
+                candidates.append((space, _space_identity(space) in in_use))
+            except Undescribed:  # whose it is cannot be told: better kept than guessed
+                result.undescribed.append(space)
+                candidates.append((space, True))
     graphs = cache_dir / "onnx"
     if graphs.is_dir():
         for graph in sorted(graphs.glob("*.onnx")):
@@ -152,7 +174,6 @@ def prune_cache(cache_dir: Path, in_use: set[str], *, dry_run: bool = False,
         digests: dict[Path, str] = {}
         for memo in sorted(memos.glob("*.json")):
             candidates.append((memo, _memo_current(memo, in_use, digests)))
-    result = PruneResult()
     for path, used in candidates:
         try:
             size = _size(path)
