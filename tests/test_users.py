@@ -409,10 +409,14 @@ def test_a_closed_stdin_is_no_password_not_a_traceback(tmp_path, command):
     import subprocess
     import sys
 
+    env = {**os.environ, "SPAMGUARD_HOME": str(tmp_path / "home")}
+    if command[1] == "set-password":  # which names a missing account before asking
+        subprocess.run([sys.executable, "-m", "spamguard", "user", "create", "zed"],
+                       input="long-enough-pass\n", text=True, env=env, check=True,
+                       capture_output=True, timeout=120)
     result = subprocess.run(
         [sys.executable, "-m", "spamguard", *command], capture_output=True, text=True,
-        env={**os.environ, "SPAMGUARD_HOME": str(tmp_path / "home")},
-        preexec_fn=lambda: os.close(0), timeout=120)
+        env=env, preexec_fn=lambda: os.close(0), timeout=120)
     assert (result.returncode, result.stderr) == (2, "error: no password on standard input\n")
 
 
