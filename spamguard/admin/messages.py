@@ -24,6 +24,12 @@ from spamguard.services.message_queries import FilterError, MessageFilter
 from spamguard.sqltypes import parse_id, utcnow
 
 PER_PAGE = 50
+# How a refused filter names its fields: by the labels of the form (messages.html), quoted
+# ("min_p" is not what the field says); a campaign (a link's, no field) as before.
+FORM_LABELS = {name: f"\u201c{label}\u201d" for name, label in {
+    "model_label": "Model says", "review": "Moderator says", "min_p": "P(spam) from",
+    "max_p": "P(spam) to", "since": "Since", "until": "Until", "sender": "Sender",
+    "q": "Text"}.items()}
 
 
 def _filters(args) -> MessageFilter:
@@ -51,11 +57,12 @@ def message_list():
     understood, or matches nothing by construction (since after until), gets the list
     page again (400) with the reason beside the form and the values as typed."""
     try:
-        filters = MessageFilter.from_args(request.args)
+        filters = MessageFilter.from_args(request.args, FORM_LABELS)
     except FilterError as exc:
         empty = message_queries.Page(items=[], page=1, per_page=PER_PAGE, total=0)
         return render_template("admin/messages.html", page=empty, args={},
-                               filters=_as_typed(request.args), filter_error=str(exc)), 400
+                               filters=_as_typed(request.args), filter_error=str(exc),
+                               error_field=list(exc.fields)), 400
     page = message_queries.list_messages(session(), filters, page=page_number(),
                                          per_page=PER_PAGE)
     if page.page > page.pages:  # an old link after messages went, or a hand-made URL

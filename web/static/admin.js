@@ -21,13 +21,28 @@
     });
   });
 
+  // Where the focus goes as the page loads, so that a keyboard or screen-reader user starts
+  // at what the last action concerns, not at the top: the first field the server marked
+  // wrong in a refused form (aria-invalid, described by the error); else an error that
+  // names no field (a flash, tabindex="-1"), unless the page focuses a field of its own
+  // (autofocus: the login form's password).
+  var start = document.querySelector('[aria-invalid="true"]')
+      || (document.querySelector("[autofocus]") ? null
+          : document.querySelector(".flash-error[tabindex]"));
+  if (start) {
+    start.focus();
+  }
+  var described = ((start && start.getAttribute("aria-describedby")) || "").split(" ");
+
   // A status line the server wrote for what the last action did (data-announce: the review
-  // queue's "Marked message 12 as spam."). Screen readers announce changes to a live
-  // region, not what it held when the page loaded, so its text is put back a moment after
-  // the load. Its height is kept meanwhile: nothing below it moves.
+  // queue's "Marked message 12 as spam.", a flash). Screen readers announce changes to a
+  // live region, not what it held when the page loaded, so its text is put back a moment
+  // after the load. Its height is kept meanwhile: nothing below it moves. Not the error just
+  // focused, nor the one describing the field focused: that is read with the focus, and an
+  // emptied description would be read as nothing.
   document.querySelectorAll("[data-announce]").forEach(function (region) {
     var text = region.textContent;
-    if (!text.trim()) {
+    if (!text.trim() || region === start || (region.id && described.indexOf(region.id) !== -1)) {
       return;
     }
     region.style.minHeight = region.offsetHeight + "px";

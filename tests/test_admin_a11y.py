@@ -1,0 +1,112 @@
+"""What an accessibility audit of the admin UI (axe-core, WCAG 2.1 AA, keyboard checks) found,
+checked in the HTML the server sends: refused forms name and mark their field, flashes are
+announced, buttons say what they act on, landmarks and table headers have names."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.fixtures_admin import flashes
+
+ERROR = 'aria-invalid="true" aria-describedby="page-error'
+
+
+def _input(page: str, name: str) -> str:
+    """The whole tag of the form field named ``name`` (the first one)."""
+    found = re.search(rf'<(?:input|select)[^>]* name="{name}"[^>]*>', page)
+    assert found, name
+    return found.group()
+
+
+def test_a_refused_new_user_marks_and_focuses_the_field_at_fault(admin_client):
+    """A short password: the title says Error, the Password field (not Username, below the
+    table) is marked invalid, described by the error and then its rule, and focused."""
+    short = admin_client.post("/admin/users", data={
+        "username": "eve", "password": "short", "role": "viewer"})
+    assert short.status_code == 400
+    page = short.get_data(as_text=True)
+    assert "<title>Error: Users · spamguard</title>" in page
+    assert f'{ERROR} password-rule" autofocus' in _input(page, "password")
+    assert "aria-invalid" not in _input(page, "username")
+    assert "autofocus" not in _input(page, "username")
+    assert 'id="page-error">User not created: password must have' in page
+    taken = admin_client.post("/admin/users", data={
+        "username": "admin", "password": "long-enough-secret", "role": "viewer"})
+    page = taken.get_data(as_text=True)
+    assert f'{ERROR} username-rule" autofocus' in _input(page, "username")
+    assert "aria-invalid" not in _input(page, "password")
+
+
+def test_a_refused_reset_marks_the_repeated_password(admin_client, make_user):
+    make_user("mo", "moderator")
+    page = admin_client.get("/admin/users").get_data(as_text=True)
+    mo = re.search(r'<option value="(\d+)"[^>]*>mo</option>', page).group(1)
+    refused = admin_client.post("/admin/users/password", data={
+        "user_id": mo, "new_password": "a-long-new-secret", "new_password_again": "another-one"})
+    assert refused.status_code == 400
+    page = refused.get_data(as_text=True)
+    assert "<title>Error: Users · spamguard</title>" in page
+    assert f'{ERROR}" autofocus' in _input(page, "new_password_again")
+    assert "aria-invalid" not in _input(page, "new_password")
+
+
+def test_a_refused_password_change_marks_the_field_after_the_redirect(admin_client):
+    """The two new passwords differ: New password again is marked and focused, not Current
+    password (autofocus before). The mark is for that one page: a reload has none."""
+    refused = admin_client.post("/admin/password", data={
+        "current_password": "correct-horse-battery", "new_password": "a-long-new-secret",
+        "new_password_again": "a-long-new-secreT"}, follow_redirects=True)
+    page = refused.get_data(as_text=True)
+    assert "<title>Error: Change password · spamguard</title>" in page
+    assert f'{ERROR}" autofocus' in _input(page, "new_password_again")
+    assert "autofocus" not in _input(page, "current_password")
+    wrong = admin_client.post("/admin/password", data={
+        "current_password": "not-it-at-all", "new_password": "a-long-new-secret",
+        "new_password_again": "a-long-new-secret"}, follow_redirects=True)
+    page = wrong.get_data(as_text=True)
+    assert f'{ERROR}" autofocus' in _input(page, "current_password")
+    again = admin_client.get("/admin/password").get_data(as_text=True)
+    assert "aria-invalid" not in again and "<title>Change password · spamguard</title>" in again
+    assert "autofocus" in _input(again, "current_password")
+
+
+def test_a_refused_api_key_marks_its_name_or_its_scopes(admin_client):
+    admin_client.post("/admin/api-keys", data={"name": "gateway", "scope": "submit"})
+    taken = admin_client.post("/admin/api-keys", data={"name": "Gateway", "scope": "submit"})
+    page = taken.get_data(as_text=True)
+    assert taken.status_code == 400 and "<title>Error: API keys · spamguard</title>" in page
+    assert f'{ERROR}" autofocus' in _input(page, "name")
+    none = admin_client.post("/admin/api-keys", data={"name": "another"}).get_data(as_text=True)
+    assert "aria-invalid" not in _input(none, "name")
+    assert f'{ERROR}" autofocus' in _input(none, "scope")  # the first box of the fieldset
+
+
+def test_a_refused_sender_rule_marks_the_sender(admin_client):
+    refused = admin_client.post("/admin/senders", data={"sender": "  ", "action": "block"},
+                                follow_redirects=True)
+    assert ("error", "Rule not set: give the sender: a phone number, short code or sender "
+                     "name.") in flashes(refused)
+    page = refused.get_data(as_text=True)
+    assert "<title>Error: Senders · spamguard</title>" in page
+    assert f'{ERROR}" autofocus' in _input(page, "sender")
+    assert "aria-invalid" not in _input(page, "note")
+
+
+def test_a_refused_filter_names_the_field_by_its_label_and_marks_it(viewer_client):
+    answer = viewer_client.get("/admin/messages?min_p=5")
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 400 and "<title>Error: Messages · spamguard</title>" in page
+    assert "“P(spam) from” must be a spam probability from 0 to 1, not 5" in page
+    assert 'aria-invalid="true" aria-describedby="filter-error" autofocus' in _input(page,
+                                                                                    "min_p")
+    assert "aria-invalid" not in _input(page, "max_p")
+    both = viewer_client.get("/admin/messages?min_p=0.8&max_p=0.2").get_data(as_text=True)
+    assert "aria-invalid" in _input(both, "min_p") and "aria-invalid" in _input(both, "max_p")
+    # The service keeps the arguments' names for other callers.
+    from spamguard.services.message_queries import FilterError, MessageFilter
+
+    with pytest.raises(FilterError, match="^max_p must be a spam probability") as refused:
+        MessageFilter.from_args({"max_p": "5"})
+    assert refused.value.fields == ("max_p",)
