@@ -110,3 +110,50 @@ def test_a_refused_filter_names_the_field_by_its_label_and_marks_it(viewer_clien
     with pytest.raises(FilterError, match="^max_p must be a spam probability") as refused:
         MessageFilter.from_args({"max_p": "5"})
     assert refused.value.fields == ("max_p",)
+
+
+def test_the_review_card_has_a_heading_a_labelled_note_and_named_keys(moderator_client,
+                                                                      add_messages):
+    first, second = add_messages(("one", 0.5), ("two", 0.52))
+    page = moderator_client.get("/admin/queue").get_data(as_text=True)
+    card = re.search(r'<article class="card queue-item" id="current"[^>]*>', page).group()
+    assert 'tabindex="-1" aria-labelledby="current-title"' in card
+    assert "data-focus" not in card  # nothing done yet: the focus stays where it is
+    assert re.search(r'<h2 class="card-title" id="current-title"><a href="/admin/messages/'
+                     r'\d+">Message #\d+</a></h2>', page)
+    assert '<label class="note">Note (optional) <input name="note" maxlength="2000">' in page
+    assert 'placeholder="Note (optional)"' not in page
+    for key in ("S", "H", "K", "U"):
+        assert f'aria-keyshortcuts="{key}"' in page, key
+
+
+def test_after_a_decision_skip_or_undo_the_status_line_says_it_and_the_card_takes_focus(
+        moderator_client, add_messages):
+    """Undo's outcome was a flash present at load, not announced; it is on the status line
+    now, like a decision's, and the card is marked to take the focus (admin.js)."""
+    first, second = add_messages(("one", 0.5), ("two", 0.52))
+    decided = moderator_client.post("/admin/queue/decide", data={
+        "message_id": first, "label": "spam", "seen": "none"}, follow_redirects=True)
+    assert ' aria-labelledby="current-title" data-focus>' in decided.get_data(as_text=True)
+    undone = moderator_client.post("/admin/queue/undo", follow_redirects=True)
+    page = undone.get_data(as_text=True)
+    assert ('<p class="said" role="status" aria-live="polite" data-announce>Undid your '
+            f"decision on message {first}.</p>") in page
+    assert ' aria-labelledby="current-title" data-focus>' in page
+    assert "flash-info" not in page
+
+
+def test_a_relabel_on_a_message_page_puts_the_focus_back_on_its_note(moderator_client,
+                                                                     add_messages):
+    mid, other = add_messages(("one", 0.5), ("two", 0.52))
+    page = moderator_client.get(f"/admin/messages/{mid}").get_data(as_text=True)
+    assert "data-focus" not in page
+    labelled = moderator_client.post(f"/admin/messages/{mid}/review", data={
+        "label": "ham", "seen": "none"}, follow_redirects=True).get_data(as_text=True)
+    assert '<input name="note" maxlength="2000" data-focus>' in labelled
+    assert "data-focus" not in moderator_client.get(f"/admin/messages/{mid}").get_data(
+        as_text=True)  # once
+    # Only for the message labelled: another's page keeps the focus where it was.
+    moderator_client.post(f"/admin/messages/{mid}/review", data={"label": "spam"})
+    assert "data-focus" not in moderator_client.get(f"/admin/messages/{other}").get_data(
+        as_text=True)

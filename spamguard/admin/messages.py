@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from flask import abort, flash, redirect, render_template, request, url_for
+from flask import session as cookie
 
 from spamguard.admin.base import (
     back,
@@ -139,6 +140,9 @@ def message_bulk():
         return confirm(count, None, relabelled=True)
 
 
+RELABELLED = "relabelled"  # session entry: the message just labelled on its page
+
+
 @bp.route("/messages/<id:message_id>")
 def message_detail(message_id: int):
     """Show a message with every verdict, every review and similar messages."""
@@ -149,7 +153,9 @@ def message_detail(message_id: int):
     holder = queue_claims.holder(db, message_id, utcnow())
     if holder is not None and holder.user_id == user_id():
         holder = None  # their own claim: the queue showed it to them
-    return render_template("admin/message.html", message=message,
+    # Just labelled here: the focus goes back to the label form, not the top of the page.
+    relabelled = cookie.pop(RELABELLED, None) == message_id
+    return render_template("admin/message.html", message=message, relabelled=relabelled,
                            similar=message_queries.similar_messages(db, message),
                            history=reviews.review_history(db, message_id), labels=LABELS,
                            seen=reviews.latest_review_id(db, message_id), holder=holder,
@@ -168,6 +174,7 @@ def message_review(message_id: int):
     form = request.form
     label = form.get("label", "")
     db = session()
+    cookie[RELABELLED] = message_id
     try:
         seen = reviews.Seen.parse(form["seen"]) if "seen" in form else None
         review = reviews.add_review(session=db, message_id=message_id, label=label,

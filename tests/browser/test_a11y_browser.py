@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.test_admin_browser import login
+from tests.browser.test_admin_browser import login, seeded  # noqa: F401 (a fixture)
 from tests.fixtures_admin import PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -74,3 +74,52 @@ def test_a_refused_form_focuses_the_field_at_fault_or_the_error(page, live_serve
     assert said.startswith("Blocked +15550001234")
     assert page.evaluate("window.announced.slice(-2)") == ["", said]  # emptied, written again
     assert page.evaluate("document.activeElement === document.body")
+
+
+def test_after_a_decision_the_focus_is_on_the_next_message(page, live_server, seeded,  # noqa: F811
+                                                           add_messages, db_session_factory):
+    """After Spam, Ham, Skip or Undo in the queue, a spot-check decision or a relabel on a
+    message's page, the focus is where the next decision is made (it was on <body>: the
+    next message's note field took 12 Tabs). In the queue and the spot check it is the
+    card, whose keys still work; its note field is a Tab or two away."""
+    from tests.browser.conftest import settled_text
+    from tests.browser.test_admin_browser import current_id
+
+    ids, (active, _) = seeded
+    add_messages(("Hi mum, this is my new number", 0.91), ("Your parcel fee is due", 0.93),
+                 model_version_id=active)
+    page.add_init_script(RECORD_ANNOUNCED)
+    login(page, live_server, "mo")
+    page.goto(f"{live_server}/admin/queue")
+    assert page.evaluate("document.activeElement === document.body")  # nothing done yet
+    for key in ("s", "k", "u"):
+        with page.expect_navigation():
+            page.keyboard.press(key)
+        assert focused(page, "id") == "current", key
+        assert page.inner_text("#current h2") == f"Message #{current_id(page)}"
+    said = f"Undid your decision on message {current_id(page)}."
+    assert settled_text(page, "p.said") == said
+    assert page.evaluate("window.announced.slice(-2)") == ["", said]
+    for _ in range(3):
+        page.keyboard.press("Tab")
+        if focused(page) == "note":
+            break
+    assert focused(page) == "note"
+    assert page.evaluate("document.activeElement.labels[0].innerText").startswith(
+        "Note (optional)")
+    # Spot check: the card again, after a decision and after a skip.
+    page.goto(f"{live_server}/admin/spot-check?verdict=spam")
+    for button, said in (("button[name=label][value=ham]", "Message "), ("button[data-key=k]",
+                                                                         "Skipped message ")):
+        with page.expect_navigation():
+            page.click(button)
+        assert focused(page, "id") == "current", button
+        assert settled_text(page, "p.said").startswith(said)
+    # A message's page: back to its label form's note.
+    page.goto(f"{live_server}/admin/messages/{ids[0]}")
+    with page.expect_navigation():
+        page.click("button[name=label][value=spam]")
+    assert focused(page) == "note"
+    assert settled_text(page, "p.flash-info") == f"Message {ids[0]} labelled spam."
+    assert page.evaluate("window.announced.slice(-2)") == ["", f"Message {ids[0]} labelled spam."]
+

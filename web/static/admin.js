@@ -25,10 +25,13 @@
   // at what the last action concerns, not at the top: the first field the server marked
   // wrong in a refused form (aria-invalid, described by the error); else an error that
   // names no field (a flash, tabindex="-1"), unless the page focuses a field of its own
-  // (autofocus: the login form's password).
+  // (autofocus: the login form's password); else what the page marks data-focus after a
+  // decision (the next message's card in the queue and a spot check, the label form's
+  // note on a message's page).
   var start = document.querySelector('[aria-invalid="true"]')
       || (document.querySelector("[autofocus]") ? null
-          : document.querySelector(".flash-error[tabindex]"));
+          : document.querySelector(".flash-error[tabindex]"))
+      || document.querySelector("[data-focus]");
   if (start) {
     start.focus();
   }
