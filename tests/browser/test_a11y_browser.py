@@ -123,3 +123,33 @@ def test_after_a_decision_the_focus_is_on_the_next_message(page, live_server, se
     assert settled_text(page, "p.flash-info") == f"Message {ids[0]} labelled spam."
     assert page.evaluate("window.announced.slice(-2)") == ["", f"Message {ids[0]} labelled spam."]
 
+
+def test_a_running_rebuild_is_watched_without_reloading_the_page(page, live_server, make_user,
+                                                                db_session_factory):
+    """The campaigns page reloaded itself every 5 s while a rebuild ran (meta refresh:
+    focus and reading place lost each time). Now admin.js asks for the page and, once the
+    rebuild is over, says so in the status region with a link to reload."""
+    from spamguard.services import locks, retrain_jobs
+
+    make_user("mo", "moderator")
+    login(page, live_server, "mo")
+    page.clock.install()
+    with locks.acquire(session_factory=db_session_factory, name=retrain_jobs.CAMPAIGN_LOCK,
+                       ttl=600):
+        page.goto(f"{live_server}/admin/campaigns")
+        page.evaluate("window.stayed = true")
+        region = page.locator("[data-poll]")
+        assert region.get_attribute("role") == "status"
+        assert region.inner_text().endswith("Check again")
+        page.clock.run_for(6000)  # asked once: still running
+        page.wait_for_timeout(500)
+        assert region.inner_text().endswith("Check again")
+    page.clock.run_for(6000)
+    page.wait_for_function(
+        "() => document.querySelector('[data-poll]').textContent.startsWith('Finished')")
+    assert region.inner_text() == "Finished: reload to see the result. Reload"
+    assert page.evaluate("window.stayed")  # the same page: never reloaded
+    with page.expect_navigation():
+        page.click("[data-poll] a")
+    assert page.locator("[data-poll]").count() == 0
+

@@ -53,6 +53,38 @@
     window.setTimeout(function () { region.textContent = text; }, 150);
   });
 
+  // A job running in the background ([data-poll]: a campaign rebuild, a retraining): the page
+  // is fetched again every data-poll seconds, and once the page got has no [data-poll] (the
+  // job is over), the region says so with a link to reload. Never a reload of its own: the
+  // reader's place and focus stay. A redirect (the login ended) or an error: it stops
+  // asking, and the region's "Check again" link is left, as without JavaScript.
+  var polled = document.querySelector("[data-poll]");
+  if (polled && window.fetch && window.DOMParser) {
+    var every = 1000 * (parseFloat(polled.getAttribute("data-poll")) || 5);
+    var asking = window.setInterval(function () {
+      window.fetch(window.location.href, {credentials: "same-origin", cache: "no-store"})
+        .then(function (response) {
+          if (!response.ok || response.redirected) {
+            window.clearInterval(asking);
+            return null;
+          }
+          return response.text();
+        })
+        .then(function (html) {
+          if (html === null || new DOMParser().parseFromString(html, "text/html")
+              .querySelector("[data-poll]")) {
+            return;
+          }
+          window.clearInterval(asking);
+          var reload = document.createElement("a");
+          reload.href = window.location.href;
+          reload.textContent = "Reload";
+          polled.textContent = "Finished: reload to see the result. ";  // a change: announced
+          polled.appendChild(reload);
+        }, function () { window.clearInterval(asking); });
+    }, every);
+  }
+
   // <button data-copy="id" data-copy-said="id2">: copies the value of field #id and says
   // so in the live region #id2 (the new API key). Shown only where the browser offers the
   // clipboard (https, or this machine); the field stays selectable text either way.
