@@ -153,3 +153,17 @@ def test_a_running_rebuild_is_watched_without_reloading_the_page(page, live_serv
         page.click("[data-poll] a")
     assert page.locator("[data-poll]").count() == 0
 
+
+def test_links_in_running_text_are_underlined_and_navigation_is_not(page, live_server,
+                                                                    make_user):
+    """axe link-in-text-block: a link in a sentence was told apart by its colour only."""
+    make_user("mo", "moderator")
+    login(page, live_server, "mo")
+    page.goto(f"{live_server}/admin/queue")
+    underline = "e => getComputedStyle(e).textDecorationLine"
+    assert page.locator("p a", has_text="Spot check").evaluate(underline) == "underline"
+    assert page.locator("nav.nav a", has_text="Messages").evaluate(underline) == "none"
+    page.goto(f"{live_server}/admin/campaigns")
+    assert page.locator(".heading p a", has_text="most recent").evaluate(underline) \
+        == "underline"
+
