@@ -157,3 +157,27 @@ def test_a_relabel_on_a_message_page_puts_the_focus_back_on_its_note(moderator_c
     moderator_client.post(f"/admin/messages/{mid}/review", data={"label": "spam"})
     assert "data-focus" not in moderator_client.get(f"/admin/messages/{other}").get_data(
         as_text=True)
+
+
+BUTTON = re.compile(r'<(?:button|a)\b([^>]*)\baria-label="([^"]*)"[^>]*>(.*?)</(?:button|a)>',
+                    re.DOTALL)
+
+
+def names_missing_their_text(page: str) -> list[tuple[str, str]]:
+    """(accessible name, visible text) of each button or link whose aria-label does not
+    hold its visible text (WCAG 2.5.3, label in name: speech users say what they see)."""
+    from html import unescape
+
+    found = []
+    for _, name, inner in BUTTON.findall(page):
+        text = " ".join(unescape(re.sub(r"<kbd>.*?</kbd>|<[^>]+>", " ", inner)).split())
+        if text and text.lower().rstrip("…") not in unescape(name).lower():
+            found.append((unescape(name), text))
+    return found
+
+
+def test_the_users_buttons_names_hold_their_visible_text(admin_client, make_user):
+    make_user("mod", "moderator")
+    page = admin_client.get("/admin/users").get_data(as_text=True)
+    assert 'aria-label="Change role of mod" data-confirm=' in page
+    assert names_missing_their_text(page) == []
