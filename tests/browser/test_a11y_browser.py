@@ -167,3 +167,17 @@ def test_links_in_running_text_are_underlined_and_navigation_is_not(page, live_s
     assert page.locator(".heading p a", has_text="most recent").evaluate(underline) \
         == "underline"
 
+
+def test_the_shortcuts_switch_sits_on_one_line_with_its_words(page, live_server, make_user,
+                                                             add_messages):
+    make_user("mo", "moderator")
+    add_messages(("WIN a FREE prize, call now", 0.55))
+    login(page, live_server, "mo")
+    page.goto(f"{live_server}/admin/queue")
+    switch = page.locator("label.shortcuts-switch")
+    box = switch.locator("input").bounding_box()
+    label = switch.bounding_box()
+    assert label["height"] < 2 * box["height"] + 8  # one line, not the box over its words
+    keys = page.locator("p.small kbd").first.bounding_box()
+    assert abs((keys["y"] + keys["height"] / 2) - (box["y"] + box["height"] / 2)) < 12
+
