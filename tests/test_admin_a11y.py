@@ -181,3 +181,34 @@ def test_the_users_buttons_names_hold_their_visible_text(admin_client, make_user
     page = admin_client.get("/admin/users").get_data(as_text=True)
     assert 'aria-label="Change role of mod" data-confirm=' in page
     assert names_missing_their_text(page) == []
+
+
+def test_every_nav_is_named_and_no_table_header_is_empty(admin_client, add_messages,
+                                                         two_versions, db_session_factory):
+    """Landmarks of one role told apart by name (the main menu, the spot check's and the
+    dashboard's tabs, pagers); a column of buttons has a header ("Actions", read only by
+    screen readers), a table's corner is a cell, not an empty header."""
+    from spamguard.services import reviews
+
+    active, candidate = two_versions
+    mid, _ = add_messages(("Free prize", 0.9), ("lunch?", 0.1), model_version_id=active)
+    with db_session_factory() as session:
+        reviews.add_review(session=session, message_id=mid, label="spam", user_id=1)
+        session.commit()
+    admin_client.post("/admin/api-keys", data={"name": "gateway", "scope": "submit"})
+    admin_client.post("/admin/senders", data={"sender": "+15550001234", "action": "block"})
+    for url in ("/admin/", "/admin/spot-check", "/admin/campaigns", "/admin/messages",
+                f"/admin/messages/{mid}", "/admin/users", "/admin/api-keys", "/admin/senders",
+                "/admin/models", f"/admin/models/{active}",
+                f"/admin/models/compare?a={active}&b={candidate}"):
+        answer = admin_client.get(url, follow_redirects=True)
+        assert answer.status_code == 200, url
+        page = answer.get_data(as_text=True)
+        navs = re.findall(r"<nav\b[^>]*>", page)
+        assert navs and all('aria-label="' in nav for nav in navs), (url, navs)
+        assert not re.search(r"<th\b[^>]*>\s*</th>", page), url
+        if url.startswith("/admin/models/") and "compare" not in url:  # its report's matrix
+            assert "<tr><td></td><th>predicted ham</th>" in page
+    page = admin_client.get("/admin/users").get_data(as_text=True)
+    assert '<th><span class="visually-hidden">Actions</span></th>' in page
+    assert '<nav class="nav" aria-label="Main">' in page

@@ -230,7 +230,7 @@ def test_an_unknown_admin_address_gets_the_admin_error_page(client, viewer_clien
             page = answer.get_data(as_text=True)
             assert answer.status_code == 404 and answer.mimetype == "text/html", path
             assert "There is no page at this address." in page and "<h1>Error 404</h1>" in page
-            assert ('<nav class="nav">' in page) == logged_in, (path, logged_in)
+            assert ('<nav class="nav" aria-label="Main">' in page) == logged_in, (path, logged_in)
             assert answer.headers["Cache-Control"] == "no-store"
             assert answer.headers["Content-Security-Policy"].startswith("default-src 'self'")
     wrong = viewer_client.get("/admin/queue/decide")  # a POST-only action
