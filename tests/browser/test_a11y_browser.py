@@ -181,3 +181,27 @@ def test_the_shortcuts_switch_sits_on_one_line_with_its_words(page, live_server,
     keys = page.locator("p.small kbd").first.bounding_box()
     assert abs((keys["y"] + keys["height"] / 2) - (box["y"] + box["height"] / 2)) < 12
 
+
+def test_pages_fit_320_css_pixels(page, live_server, seeded, db_session_factory):  # noqa: F811
+    """400% zoom of a 1280 px screen (WCAG 1.4.10): the two-column grids made the dashboard,
+    a message's page, a model's and the comparison 330 px wide. The Verdicts table of a
+    message fits a phone (390 px) without scrolling in its box."""
+    from spamguard.models import Verdict
+
+    ids, (active, candidate) = seeded
+    with db_session_factory() as session:  # a verdict by a model of a long name, sender rule
+        session.add_all([Verdict(message_id=ids[0], model_version_id=version,
+                                 spam_probability=0.9731, label="spam", threshold=0.5,
+                                 latency_ms=12.3, sender_rule=rule)
+                         for version, rule in ((active, None), (candidate, "block"))])
+        session.commit()
+    login(page, live_server, "root")
+    page.set_viewport_size({"width": 320, "height": 700})
+    for url in ("/admin/", f"/admin/messages/{ids[0]}", f"/admin/models/{active}",
+                f"/admin/models/compare?a={active}&b={candidate}"):
+        page.goto(f"{live_server}{url}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 320, url
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server}/admin/messages/{ids[0]}")
+    verdicts = page.locator("h2:has-text('Verdicts') + .table-wrap")
+    assert verdicts.evaluate("e => e.scrollWidth <= e.clientWidth")
