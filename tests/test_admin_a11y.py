@@ -212,3 +212,43 @@ def test_every_nav_is_named_and_no_table_header_is_empty(admin_client, add_messa
     page = admin_client.get("/admin/users").get_data(as_text=True)
     assert '<th><span class="visually-hidden">Actions</span></th>' in page
     assert '<nav class="nav" aria-label="Main">' in page
+
+
+def test_bulk_buttons_say_what_they_label_above_and_below_the_list(moderator_client,
+                                                                   add_messages):
+    """They were heard as "Spam", "Ham", "Spam…", "Ham…", their scope in a span apart, and
+    only above a table of up to 50 rows: after ticking rows, up to 150 stops back up."""
+    add_messages(*[(f"message {i}", 0.5) for i in range(3)])
+    page = moderator_client.get("/admin/messages").get_data(as_text=True)
+    bars = re.findall(r'<div class="bulkbar">.*?</div>\s*</div>', page, re.DOTALL)
+    assert len(bars) == 2 and page.index("</table>") < page.rindex('<div class="bulkbar">')
+    for where, bar in zip(("top", "bottom"), bars, strict=True):
+        assert f'role="group" aria-labelledby="bulk-selected-{where}"' in bar
+        assert f'<span id="bulk-all-{where}">All 3 matching:</span>' in bar
+        assert 'aria-label="Label the selected messages spam">Spam</button>' in bar
+        assert 'aria-label="Label all 3 matching messages ham (asks first)">Ham…</button>' in bar
+    assert page.index('<form method="post" action="/admin/messages/bulk" id="bulk">') \
+        < page.rindex('<div class="bulkbar">') < page.index("</form>", page.index('id="bulk"'))
+    assert names_missing_their_text(page) == []
+
+
+def test_each_campaigns_buttons_name_their_campaign(moderator_client, add_messages,
+                                                     db_session_factory):
+    import numpy as np
+
+    from spamguard.services import campaigns
+
+    add_messages(*[(f"FREE entry {i}", 0.9) for i in range(3)],
+                 *[(f"Your parcel {i}", 0.8) for i in range(3)])
+    with db_session_factory() as session:
+        campaigns.rebuild_campaigns(session=session, min_size=3, encoder=lambda texts: np.asarray(
+            [[1.0, 0, 0] if "FREE" in t else [0, 1.0, 0] for t in texts], dtype=np.float32))
+        session.commit()
+    page = moderator_client.get("/admin/campaigns").get_data(as_text=True)
+    ids = re.findall(r'data-campaign-id="(\d+)"', page)
+    assert len(ids) == 2
+    for cid in ids:
+        for label in ("spam", "ham"):
+            assert (f'>All 3 {label}<span class="visually-hidden"> of campaign #{cid}</span>'
+                    "</button>") in page
+        assert f'See messages<span class="visually-hidden"> of campaign #{cid}</span></a>' in page
