@@ -252,3 +252,40 @@ def test_each_campaigns_buttons_name_their_campaign(moderator_client, add_messag
             assert (f'>All 3 {label}<span class="visually-hidden"> of campaign #{cid}</span>'
                     "</button>") in page
         assert f'See messages<span class="visually-hidden"> of campaign #{cid}</span></a>' in page
+
+
+def test_report_figures_say_what_they_show_with_their_numbers(viewer_client, two_versions,
+                                                              tiny_model_dir, add_messages):
+    """alt="pr curve", "confusion matrix", or the file name on the comparison: now what
+    each figure shows, with its numbers from report.json; the comparison has headings."""
+    import json
+    from html import unescape
+
+    from spamguard.admin.models import report_columns
+
+    active, candidate = two_versions
+    page = viewer_client.get(f"/admin/models/{active}").get_data(as_text=True)
+    alts = [unescape(a) for a in re.findall(r'<img src="[^"]*" alt="([^"]*)"', page)]
+    assert len(alts) == 2, alts
+    pr, matrix = alts
+    report = json.loads((tiny_model_dir / "report.json").read_text())
+    model = report["model"]
+    name = report_columns(report)[0][0]
+    assert pr.startswith("Precision-recall curves of spam (precision against recall). ")
+    assert (f"{name}: average precision {model['average_precision']:.4f}; at threshold "
+            f"{model['threshold']:g} spam precision {model['spam_precision']:.3f}") in pr
+    (tn, fp), (fn, tp) = model["confusion_matrix"]["matrix"]
+    assert matrix.startswith("Confusion matrices. ")
+    assert (f"{name} at threshold {model['threshold']:g}: of true ham, {tn} predicted ham and "
+            f"{fp} spam; of true spam, {fn} predicted ham and {tp} spam") in matrix
+    compare = viewer_client.get(f"/admin/models/compare?a={active}&b={candidate}").get_data(
+        as_text=True)
+    assert "<h2>Precision-recall curves</h2>" in compare
+    assert "<h2>Confusion matrices</h2>" in compare
+    alts = [unescape(a) for a in re.findall(r'<img src="[^"]*" alt="([^"]*)"', compare)]
+    assert len(alts) == 4 and not any(".png" in alt for alt in alts)
+    assert all(alt.startswith(("Precision-recall curves", "Confusion matrices")) for alt in alts)
+    add_messages(("Free prize", 0.9), ("lunch?", 0.1), "pending")
+    dashboard = viewer_client.get("/admin/dashboard").get_data(as_text=True)
+    for label in ("spam", "ham", "pending"):
+        assert f'aria-label="{label}: 1 of 3 verdicts"></meter>' in dashboard
