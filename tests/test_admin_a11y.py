@@ -289,3 +289,19 @@ def test_report_figures_say_what_they_show_with_their_numbers(viewer_client, two
     dashboard = viewer_client.get("/admin/dashboard").get_data(as_text=True)
     for label in ("spam", "ham", "pending"):
         assert f'aria-label="{label}: 1 of 3 verdicts"></meter>' in dashboard
+
+
+def test_a_disagreement_is_said_in_words_and_each_spot_check_tab_has_its_title(
+        moderator_client, add_messages):
+    """The yellow row alone marked a moderator disagreeing with the model; the spot check's
+    tabs were all titled "Spot check"."""
+    mid, other = add_messages(("Free prize", 0.9), ("lunch?", 0.1))
+    moderator_client.post(f"/admin/messages/{mid}/review", data={"label": "ham"})
+    moderator_client.post(f"/admin/messages/{other}/review", data={"label": "ham"})
+    page = moderator_client.get("/admin/messages").get_data(as_text=True)
+    assert page.count('<small class="muted disagrees">disagrees with the model</small>') == 1
+    row = re.search(r'<tr class="disagree">.*?</tr>', page, re.DOTALL).group()
+    assert f'href="/admin/messages/{mid}"' in row and "disagrees with the model" in row
+    for verdict, title in (("any", "blind"), ("spam", "spam verdicts"), ("ham", "ham verdicts")):
+        tab = moderator_client.get(f"/admin/spot-check?verdict={verdict}").get_data(as_text=True)
+        assert f"<title>Spot check: {title} · spamguard</title>" in tab
