@@ -6,12 +6,16 @@ class SpamguardError(Exception):
 
     ``cli_hint`` ends the message as the CLI shows it (``str(exc)``: "see `spamguard
     models`"); the admin UI shows :meth:`for_ui`, the message with ``ui_hint`` instead.
+    ``field`` names what was wrong when it was one value asked of the user ("password",
+    "repeated", "sender"...): the admin UI marks that field of its form.
     """
 
     exit_code = 2
 
-    def __init__(self, message: str = "", *, cli_hint: str = "", ui_hint: str = "") -> None:
+    def __init__(self, message: str = "", *, cli_hint: str = "", ui_hint: str = "",
+                 field: str = "") -> None:
         self.message, self.cli_hint, self.ui_hint = message, cli_hint, ui_hint
+        self.field = field
         super().__init__(message + cli_hint)
 
     def for_ui(self) -> str:

@@ -18,7 +18,7 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 SEEN = re.compile(r'name="seen" value="([^"]+)"')  # the review a decision form showed
-FLASH = re.compile(r'<p class="flash flash-(\w+)" role="(?:status|alert)">(.*?)</p>',
+FLASH = re.compile(r'<p class="flash flash-(\w+)" role="(?:status|alert)"[^>]*>(.*?)</p>',
                    re.DOTALL)
 
 

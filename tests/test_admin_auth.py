@@ -265,7 +265,10 @@ def test_a_refused_new_user_keeps_the_typed_name_and_role_but_not_the_password(a
     assert taken.status_code == 400
     page = taken.get_data(as_text=True)
     assert "User not created: user &#39;dora&#39; already exists" in page
-    assert 'aria-describedby="username-rule" value="Dora" autofocus' in page
+    # The field at fault is marked, described by the error, then its rule, and focused.
+    assert ('<input name="username" required minlength="2" autocomplete="off" '
+            'aria-invalid="true" aria-describedby="page-error username-rule" autofocus '
+            'value="Dora">') in page
     assert "<option selected>viewer</option>" in page
     assert "long-enough-secret" not in page
     short = admin_client.post("/admin/users", data={
@@ -303,8 +306,8 @@ def test_disabling_a_user_logs_them_out(admin_client, moderator_client, db_sessi
     own = admin_client.post(f"/admin/users/{ids['admin']}/active", data={"active": "0"})
     assert own.status_code == 302 and own.headers["Location"] == "/admin/users"
     page = admin_client.get("/admin/users").get_data(as_text=True)
-    assert '<p class="flash flash-error" role="alert">You cannot disable your own ' \
-           'account.</p>' in page
+    assert ('<p class="flash flash-error" role="alert" data-announce tabindex="-1" '
+            'id="page-error">You cannot disable your own account.</p>') in page
     assert "admin is now disabled" not in page
     with db_session_factory() as session:
         assert dict(session.execute(select(User.username, User.is_active)).all()) == {

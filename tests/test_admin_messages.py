@@ -19,7 +19,8 @@ def test_list_and_filters(viewer_client, add_messages):
     found = viewer_client.get("/admin/messages?q=noon").get_data(as_text=True)
     assert "lunch" in found and "Free prize" not in found
     bad = viewer_client.get("/admin/messages?min_p=lots")
-    assert bad.status_code == 400 and "min_p must be a number" in bad.get_data(as_text=True)
+    assert bad.status_code == 400
+    assert "“P(spam) from” must be a number" in bad.get_data(as_text=True)
     assert viewer_client.get("/admin/messages?page=0x").status_code == 400
     # From a live audit: int() and float() also read other scripts' digits and "1_0".
     for query in ("page=%D9%A3", "page=1_0", "min_p=%D9%A0.%D9%A9", "max_p=0_5"):
@@ -43,18 +44,22 @@ def test_list_and_filters(viewer_client, add_messages):
     assert huge.headers["Location"].endswith("/admin/messages?page=1&q=noon")
     past = viewer_client.get("/admin/messages?page=99", follow_redirects=True)
     assert past.status_code == 200 and "page 1 of 1 · 2 messages" in past.get_data(as_text=True)
-    for query, says in [("min_p=2", "min_p is a spam probability, from 0 to 1, not 2"),
-                        ("max_p=-0.1", "max_p is a spam probability, from 0 to 1, not -0.1"),
-                        ("min_p=0.9&max_p=0.1", "min_p 0.9 is above max_p 0.1"),
+    # Named by the form's labels, not the query's names (an audit: "min_p" is not what the
+    # field says).
+    for query, says in [("min_p=2", "“P(spam) from” must be a spam probability from 0 "
+                                    "to 1, not 2"),
+                        ("max_p=-0.1", "“P(spam) to” must be a spam probability from 0 to "
+                                       "1, not -0.1"),
+                        ("min_p=0.9&max_p=0.1", "“P(spam) from” 0.9 is above “P(spam) to” 0.1"),
                         ("since=2026-11-30&until=2026-11-01",
-                         "since 2026-11-30 is after until 2026-11-01"),
+                         "“Since” 2026-11-30 is after “Until” 2026-11-01"),
                         # a 500 before (FTS5 read "pri" and an open quote; PostgreSQL text
                         # cannot hold a NUL)
-                        ("q=pri%00ze", "q contains a NUL character"),
-                        ("sender=%2B1555%00", "sender contains a NUL character"),
+                        ("q=pri%00ze", "“Text” contains a NUL character"),
+                        ("sender=%2B1555%00", "“Sender” contains a NUL character"),
                         # cut to 200 before, it matched texts without the rest of the term
-                        ("q=" + "a" * 201, "q is limited to 200 characters, not 201"),
-                        ("sender=" + "1" * 256, "sender is limited to 255 characters")]:
+                        ("q=" + "a" * 201, "“Text” is limited to 200 characters, not 201"),
+                        ("sender=" + "1" * 256, "“Sender” is limited to 255 characters")]:
         answer = viewer_client.get(f"/admin/messages?{query}")
         assert answer.status_code == 400 and says in answer.get_data(as_text=True), query
     assert viewer_client.get("/admin/messages?min_p=0.4&max_p=0.4").status_code == 200
@@ -408,8 +413,8 @@ def test_a_stale_message_page_after_an_undo_does_not_blame_an_earlier_reviewer(
     agreed = moderator_client.post(f"/admin/messages/{mid}/review", follow_redirects=True,
                                    data={"label": "ham", "seen": str(bobs_id)}
                                    ).get_data(as_text=True)
-    assert (f'<p class="flash flash-info" role="status">Message {mid} is already labelled ham '
-            "by alice — nothing to do.</p>") in agreed
+    assert (f'<p class="flash flash-info" role="status" data-announce>Message {mid} is already '
+            "labelled ham by alice — nothing to do.</p>") in agreed
     assert "flash-error" not in agreed
 
 
@@ -494,20 +499,21 @@ def test_a_refused_filter_comes_back_on_the_list_page_filled_in(viewer_client, a
     add_messages(("Free prize call now", 0.97))
     for query, said, kept in (
             ("since=2026-12-02&until=2026-12-01&sender=%2B4479&q=prize",
-             "since 2026-12-02 is after until 2026-12-01",
+             "“Since” 2026-12-02 is after “Until” 2026-12-01",
              ['name="since" type="date" value="2026-12-02"',
               'name="until" type="date" value="2026-12-01"', 'value="+4479"',
               'value="prize"']),
             ("min_p=0.6&max_p=0.4&model_label=spam&disagreement=1",
-             "min_p 0.6 is above max_p 0.4",
+             "“P(spam) from” 0.6 is above “P(spam) to” 0.4",
              ['value="0.6"', 'value="0.4"', "<option selected>spam</option>",
               'name="disagreement" value="1" checked']),
-            ("min_p=lots", "min_p must be a number", ['value="lots"'])):
+            ("min_p=lots", "“P(spam) from” must be a number", ['value="lots"'])):
         answer = viewer_client.get(f"/admin/messages?{query}")
         page = answer.get_data(as_text=True)
         assert answer.status_code == 400 and answer.headers["Cache-Control"] == "no-store"
-        assert '<p class="flash flash-error filter-error" role="alert" id="filter-error">' \
-            f"Nothing listed: {said}" in page.replace("&#39;", "'"), query
+        assert ('<p class="flash flash-error filter-error" role="alert" id="filter-error" '
+                f'tabindex="-1" data-announce>Nothing listed: {said}'
+                in page.replace("&#39;", "'")), query
         assert '<form class="filters card"' in page and "Back to the dashboard" not in page
         for field in kept:
             assert field in page, (query, field)

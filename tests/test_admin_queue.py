@@ -126,6 +126,7 @@ def test_a_decision_on_a_message_someone_reviewed_meanwhile_is_not_saved(
     assert (f"alice labelled message {first} spam while you were looking; your ham label "
             f"was not saved. Your note was not saved: “my sister&#39;s &lt;new&gt; "
             f"number”.") in late  # said back, to copy rather than type again
+    assert '<p class="said refused" role="status"' in late  # on the status line, announced
     assert f'data-message-id="{second}"' in late  # and bob sees the next message
     again = alice.post("/admin/queue/decide", data={**alice_form, "label": "ham"},
                        follow_redirects=True).get_data(as_text=True)  # a second tab
@@ -153,9 +154,10 @@ def test_a_decision_someone_already_gave_is_information_not_an_error(
     alice.post("/admin/queue/decide", data={**alice_form, "label": "spam"})
     late = bob.post("/admin/queue/decide", data={**bob_form, "label": "spam", "note": "scam"},
                     follow_redirects=True).get_data(as_text=True)
-    assert (f'<p class="flash flash-info" role="status">Message {first} is already labelled '
-            f"spam by alice — nothing to do. Your note was not saved: “scam”.</p>") in late
-    assert "flash-error" not in late
+    assert ('<p class="said" role="status" aria-live="polite" data-announce>Message '
+            f"{first} is already labelled spam by alice — nothing to do. Your note was not "
+            "saved: “scam”.</p>") in late  # the status line, not a flash
+    assert "flash-error" not in late and "refused" not in late
     assert f'data-message-id="{second}"' in late  # bob goes on to the next message
     again = alice.post("/admin/queue/decide", data={**alice_form, "label": "spam"},
                        follow_redirects=True).get_data(as_text=True)  # alice's second tab

@@ -230,7 +230,7 @@ def test_an_unknown_admin_address_gets_the_admin_error_page(client, viewer_clien
             page = answer.get_data(as_text=True)
             assert answer.status_code == 404 and answer.mimetype == "text/html", path
             assert "There is no page at this address." in page and "<h1>Error 404</h1>" in page
-            assert ('<nav class="nav">' in page) == logged_in, (path, logged_in)
+            assert ('<nav class="nav" aria-label="Main">' in page) == logged_in, (path, logged_in)
             assert answer.headers["Cache-Control"] == "no-store"
             assert answer.headers["Content-Security-Policy"].startswith("default-src 'self'")
     wrong = viewer_client.get("/admin/queue/decide")  # a POST-only action
@@ -272,12 +272,17 @@ def test_the_focus_ring_has_3_to_1_contrast_where_it_shows():
 
 
 def test_an_error_is_announced_at_once_and_information_politely(admin_client):
-    """role=alert for an error flash, role=status for the rest."""
+    """role=alert for an error flash, role=status for the rest; admin.js writes either
+    again after the load (data-announce), as screen readers announce only a change. An
+    error takes the focus (tabindex), and leads the title."""
     error = admin_client.post("/admin/messages/bulk", data={"label": "x"},
                               follow_redirects=True).get_data(as_text=True)
-    assert '<p class="flash flash-error" role="alert">Choose spam or ham.</p>' in error
+    assert ('<p class="flash flash-error" role="alert" data-announce tabindex="-1" '
+            'id="page-error">Choose spam or ham.</p>') in error
+    assert "<title>Error: Messages · spamguard</title>" in error
     info = admin_client.post("/admin/logout", follow_redirects=True).get_data(as_text=True)
-    assert '<p class="flash flash-info" role="status">Logged out.</p>' in info
+    assert '<p class="flash flash-info" role="status" data-announce>Logged out.</p>' in info
+    assert "<title>Log in · spamguard</title>" in info
 
 
 @pytest.mark.parametrize("text, marked", [

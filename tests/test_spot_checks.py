@@ -333,12 +333,16 @@ def test_someone_else_labelling_the_draw_first_is_a_conflict_and_still_counts(
     page = moderator_client.post("/admin/spot-check/decide", follow_redirects=True, data={
         "message_id": drawn, "label": label, "verdict": "spam", "seen": "none"})
     text = page.get_data(as_text=True)
+    # On the status line above the next message (announced; the focus goes to that message).
     if label == "ham":
-        assert "ann labelled message" in text and "your ham label was not saved" in text
+        assert ('<p class="said refused" role="status" aria-live="polite" data-announce>ann '
+                f"labelled message {drawn} spam while you were looking; your ham label was not "
+                "saved.</p>") in text
     else:  # the same label: information, not an error
-        assert (f'<p class="flash flash-info" role="status">Message {drawn} is already '
-                "labelled spam by ann — nothing to do.</p>") in text
-        assert "flash-error" not in text
+        assert ('<p class="said" role="status" aria-live="polite" data-announce>Message '
+                f"{drawn} is already labelled spam by ann — nothing to do.</p>") in text
+        assert "refused" not in text
+    assert "data-focus" in text
     assert int(CURRENT.search(text).group(1)) != drawn
     with session_scope(db_session_factory) as session:  # it counts, by ann's label
         spam_est, _ = spot_checks.estimates(session, active_id)

@@ -27,13 +27,14 @@ KEPT_FORMS = 20  # forms remembered per login session, so the signed cookie stay
 
 
 def _page(*, created: tuple[object, str] | None = None, typed: dict | None = None,
-          status: int = 200):
+          status: int = 200, error_field: str = ""):
     """The API keys page; ``created`` is (row, plaintext) of a key made just now, ``typed``
-    refills the form after a refusal. Each page's form gets a new id."""
+    refills the form after a refusal and ``error_field`` names its field at fault ("name"
+    or "scope"). Each page's form gets a new id."""
     keys = apikeys.list_api_keys(session=session())
     return render_template("admin/api_keys.html", keys=keys, created=created,
                            typed=typed or {}, scopes=apikeys.SCOPE_HELP,
-                           key_scopes=apikeys.key_scopes,
+                           key_scopes=apikeys.key_scopes, error_field=error_field,
                            form_id=secrets.token_urlsafe(16)), status
 
 
@@ -78,7 +79,8 @@ def api_key_create():
     except apikeys.ApiKeyError as exc:
         db.rollback()
         flash(f"API key not created: {exc.for_ui()}", "error")
-        return _page(typed={"name": name[:150], "scopes": scopes}, status=400)
+        return _page(typed={"name": name[:150], "scopes": scopes}, status=400,
+                     error_field=exc.field)
     db.commit()
     if form_id:
         cookie[SENT_FORMS] = [*cookie.get(SENT_FORMS, []), [form_id, row.id]][-KEPT_FORMS:]

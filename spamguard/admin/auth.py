@@ -134,6 +134,11 @@ def password_form():
     return render_template("admin/password.html", **password_rule("your username"))
 
 
+# The Password form's fields, by what services.users names in a UserError.
+PASSWORD_FIELDS = {"current": "current_password", "password": "new_password",
+                   "repeated": "new_password_again"}
+
+
 @bp.route("/password", methods=["POST"])
 def password_change():
     """Change your own password (any role); a wrong current one counts as a failed login."""
@@ -146,7 +151,8 @@ def password_change():
                               repeated=form.get("new_password_again", ""))
     except users.UserError as exc:
         db.commit()  # keeps the failed-attempt count (the only write before an error)
-        return fail(sentence(f"Password not changed: {exc.for_ui()}"), "admin.password_form")
+        return fail(sentence(f"Password not changed: {exc.for_ui()}"), "admin.password_form",
+                    field=PASSWORD_FIELDS.get(exc.field, ""))
     db.commit()
     login_user(LoggedInUser.of(user))  # other sessions ended with the change; this one goes on
     flash("Your password was changed.", "info")

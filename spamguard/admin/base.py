@@ -11,6 +11,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Blueprint, abort, current_app, flash, redirect, request, url_for
+from flask import session as cookie
 from flask_login import UserMixin, current_user
 from markupsafe import Markup, escape
 from sqlalchemy.orm import Session
@@ -117,24 +118,41 @@ def back(default: str, **values: Any):
     return redirect(target if is_local(target) else url_for(default, **values))
 
 
-def fail(message: str, default: str, **values: Any):
-    """Flash an error and go back."""
+ERROR_FIELD = "error_field"  # session entry: the form field a refusal names, for the next page
+
+
+def fail(message: str, default: str, *, field: str = "", **values: Any):
+    """Flash an error and go back; ``field``: the name of the form field at fault, which
+    the next page marks (aria-invalid, described by the error) and focuses."""
     flash(message, "error")
+    if field:
+        cookie[ERROR_FIELD] = field
     return back(default, **values)
 
 
+@bp.app_context_processor
+def error_field() -> dict[str, str]:
+    """``error_field`` for every template: the field named by :func:`fail` before the
+    redirect (taken once, as a flash is). A view that answers a refused form itself passes
+    its own ``error_field`` to render_template, which wins."""
+    return {"error_field": cookie.pop(ERROR_FIELD, "") if ERROR_FIELD in cookie else ""}
+
+
 def run_action(action: Callable[[Session], Any], *, done: Callable[[Any], str],
-               endpoint: str, refused: str = "", **values: Any):
+               endpoint: str, refused: str = "", fields: bool = False, **values: Any):
     """Run a service call in the request's session; commit and flash ``done(result)``, or
     roll back and flash the error (after ``refused``, e.g. "Role not changed", as one
-    sentence). Either way go back to ``endpoint``."""
+    sentence). Either way go back to ``endpoint``. ``fields``: the form's fields are named
+    as the service names them (``SpamguardError.field``), so the page marks the one at
+    fault."""
     db = session()
     try:
         result = action(db)
     except SpamguardError as exc:
         db.rollback()
         why = exc.for_ui()
-        return fail(sentence(f"{refused}: {why}") if refused else why, endpoint, **values)
+        return fail(sentence(f"{refused}: {why}") if refused else why, endpoint,
+                    field=exc.field if fields else "", **values)
     db.commit()
     flash(done(result), "info")
     return back(endpoint, **values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from flask import abort, flash, redirect, render_template, request, url_for
+from flask import session as cookie
 
 from spamguard.admin.base import (
     back,
@@ -24,6 +25,12 @@ from spamguard.services.message_queries import FilterError, MessageFilter
 from spamguard.sqltypes import parse_id, utcnow
 
 PER_PAGE = 50
+# How a refused filter names its fields: by the labels of the form (messages.html), quoted
+# ("min_p" is not what the field says); a campaign (a link's, no field) as before.
+FORM_LABELS = {name: f"\u201c{label}\u201d" for name, label in {
+    "model_label": "Model says", "review": "Moderator says", "min_p": "P(spam) from",
+    "max_p": "P(spam) to", "since": "Since", "until": "Until", "sender": "Sender",
+    "q": "Text"}.items()}
 
 
 def _filters(args) -> MessageFilter:
@@ -51,11 +58,12 @@ def message_list():
     understood, or matches nothing by construction (since after until), gets the list
     page again (400) with the reason beside the form and the values as typed."""
     try:
-        filters = MessageFilter.from_args(request.args)
+        filters = MessageFilter.from_args(request.args, FORM_LABELS)
     except FilterError as exc:
         empty = message_queries.Page(items=[], page=1, per_page=PER_PAGE, total=0)
         return render_template("admin/messages.html", page=empty, args={},
-                               filters=_as_typed(request.args), filter_error=str(exc)), 400
+                               filters=_as_typed(request.args), filter_error=str(exc),
+                               error_field=list(exc.fields)), 400
     page = message_queries.list_messages(session(), filters, page=page_number(),
                                          per_page=PER_PAGE)
     if page.page > page.pages:  # an old link after messages went, or a hand-made URL
@@ -132,6 +140,9 @@ def message_bulk():
         return confirm(count, None, relabelled=True)
 
 
+RELABELLED = "relabelled"  # session entry: the message just labelled on its page
+
+
 @bp.route("/messages/<id:message_id>")
 def message_detail(message_id: int):
     """Show a message with every verdict, every review and similar messages."""
@@ -142,7 +153,9 @@ def message_detail(message_id: int):
     holder = queue_claims.holder(db, message_id, utcnow())
     if holder is not None and holder.user_id == user_id():
         holder = None  # their own claim: the queue showed it to them
-    return render_template("admin/message.html", message=message,
+    # Just labelled here: the focus goes back to the label form, not the top of the page.
+    relabelled = cookie.pop(RELABELLED, None) == message_id
+    return render_template("admin/message.html", message=message, relabelled=relabelled,
                            similar=message_queries.similar_messages(db, message),
                            history=reviews.review_history(db, message_id), labels=LABELS,
                            seen=reviews.latest_review_id(db, message_id), holder=holder,
@@ -161,6 +174,7 @@ def message_review(message_id: int):
     form = request.form
     label = form.get("label", "")
     db = session()
+    cookie[RELABELLED] = message_id
     try:
         seen = reviews.Seen.parse(form["seen"]) if "seen" in form else None
         review = reviews.add_review(session=db, message_id=message_id, label=label,

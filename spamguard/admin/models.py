@@ -39,6 +39,38 @@ def load_report(version: ModelVersion) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else None
 
 
+FIGURES = {"pr_curve.png": "Precision-recall curves", "confusion_matrix.png": "Confusion matrices"}
+
+
+def figure_alt(name: str, columns: list[tuple[str, dict]]) -> str:
+    """The text alternative of report image ``name``: what it shows, and the numbers it
+    shows where the report has them (a blind reader gets the same as a sighted one). Each
+    of ``columns`` (:func:`report_columns`) is a curve, or a matrix, in the image."""
+    def num(value: Any, fmt: str) -> str:
+        return "–" if not isinstance(value, int | float) else format(value, fmt)
+
+    said = []
+    for column, result in columns:
+        threshold = num(result.get("threshold"), "g")
+        if name == "pr_curve.png":
+            said.append(f"{column}: average precision {num(result.get('average_precision'), '.4f')}"
+                        f"; at threshold {threshold} spam precision "
+                        f"{num(result.get('spam_precision'), '.3f')}, spam recall "
+                        f"{num(result.get('spam_recall'), '.3f')}")
+            continue
+        matrix = (result.get("confusion_matrix") or {}).get("matrix")
+        try:
+            (tn, fp), (fn, tp) = matrix
+        except (TypeError, ValueError):
+            said.append(f"{column}: no matrix in the report")
+            continue
+        said.append(f"{column} at threshold {threshold}: of true ham, {tn} predicted ham and "
+                    f"{fp} spam; of true spam, {fn} predicted ham and {tp} spam")
+    what = ("Precision-recall curves of spam (precision against recall)"
+            if name == "pr_curve.png" else "Confusion matrices")
+    return f"{what}. " + ". ".join(said) + "." if said else f"{what} (no report to read)."
+
+
 def headline_rows(results: list[dict | None]) -> list[list[str]]:
     """Rows of (metric, one formatted value per result) in the report's own format."""
     from spamguard.ml.report import HEADLINE
@@ -112,7 +144,8 @@ def model_detail(version_id: str):
                            protected=registry.protected_versions(session(), ui=True).get(
                                version.id),
                            rows=headline_rows([r for _, r in columns]) if report else [],
-                           images=[n for n in REPORT_IMAGES if (version.path / n).is_file()])
+                           images=[n for n in REPORT_IMAGES if (version.path / n).is_file()],
+                           alts={name: figure_alt(name, columns) for name in REPORT_IMAGES})
 
 
 def report_columns(report: dict) -> list[tuple[str, dict]]:
@@ -146,7 +179,11 @@ def model_compare():
     reports = [load_report(a), load_report(b)]
     rows = headline_rows([(r or {}).get("model") for r in reports])
     return render_template("admin/compare.html", versions=[a, b], rows=rows, reports=reports,
-                           images=REPORT_IMAGES)
+                           images=REPORT_IMAGES, figures=FIGURES,
+                           alts={(version.id, name): figure_alt(name, report_columns(report)
+                                                                if report else [])
+                                 for version, report in zip((a, b), reports, strict=True)
+                                 for name in REPORT_IMAGES})
 
 
 @bp.route("/models/<version_id>/promote", methods=["POST"])

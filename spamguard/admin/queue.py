@@ -61,7 +61,7 @@ def queue():
     now = utcnow()
     reviewer = user_id() if current_user.can("moderator") else None  # viewers claim nothing
     focus = cookie.pop("queue_focus", None)  # just undone: show it again first
-    said = cookie.pop("queue_said", "")  # the decision just made, for the status line
+    said, refused = said_line("queue")  # what the last decision did, for the status line
     shown = queue_claims.next_for(db, user_id=reviewer, now=now, limit=UPCOMING + 1,
                                   seconds=settings().queue_claim_seconds, exclude_ids=skipped,
                                   first=[focus] if focus is not None else [])
@@ -77,6 +77,7 @@ def queue():
                            upcoming=shown.upcoming, threshold=threshold, skipped=len(skipped),
                            backlog=message_queries.queue_size(db), last=last,
                            can_undo=bool(decisions), holder=holder, said=said,
+                           said_refused=refused,
                            held_elsewhere=queue_claims.held_by_others(db, user_id=reviewer,
                                                                       now=now))
 
@@ -94,7 +95,7 @@ def queue_decide():
                                     user_id=user_id(), note=request.form.get("note"),
                                     seen=reviews.Seen.parse(request.form.get("seen")))
     except reviews.ReviewConflict as exc:
-        flash_conflict(exc, label, request.form.get("note"))
+        say_conflict("queue", exc, label, request.form.get("note"))
         db.rollback()
         return redirect(url_for("admin.queue"))
     except (ValueError, SpamguardError) as exc:
@@ -103,8 +104,29 @@ def queue_decide():
     db.commit()
     cookie["queue_decisions"] = [*_decisions(), [review.id, message_id]][-MAX_DECISIONS:]
     # Said by the next page's status line (read out by screen readers, see queue.html).
-    cookie["queue_said"] = f"Marked message {message_id} as {review.label}."
+    say("queue", f"Marked message {message_id} as {review.label}.")
     return redirect(url_for("admin.queue"))
+
+
+def say(page: str, text: str, refused: bool = False) -> None:
+    """What the last decision, skip or undo did, for the status line of the next ``page``
+    ("queue", "spot_check"; see :func:`said_line`); ``refused``: it was not saved."""
+    cookie[f"{page}_said"] = [text, refused]
+
+
+def said_line(page: str) -> tuple[str, bool]:
+    """The status line :func:`say` left for ``page``, once (a reload says nothing), and
+    whether it says a decision was refused; ("", False) when there is none. Its page then
+    puts the focus on the next message (review_card), not the top of the page."""
+    said = cookie.pop(f"{page}_said", None)
+    if isinstance(said, str):  # a login from before: the text alone
+        return said, False
+    return (str(said[0]), bool(said[1])) if said else ("", False)
+
+
+def say_conflict(page: str, exc: reviews.ReviewConflict, label: str, note: str | None) -> None:
+    """:func:`flash_conflict`, on ``page``'s status line (call before the rollback)."""
+    say(page, conflict_message(exc, label, note), refused=not exc.agrees_with(label))
 
 
 def flash_conflict(exc: reviews.ReviewConflict, label: str, note: str | None) -> None:
@@ -166,7 +188,7 @@ def queue_skip():
     db = session()
     queue_claims.release(db, user_id=user_id(), message_id=message_id)  # others may take it
     db.commit()
-    cookie["queue_said"] = f"Skipped message {message_id}."
+    say("queue", f"Skipped message {message_id}.")
     return redirect(url_for("admin.queue"))
 
 
@@ -199,5 +221,5 @@ def queue_undo():
         return fail(f"Could not undo: {exc}.", "admin.queue")
     db.commit()
     cookie["queue_focus"] = message.id
-    flash(f"Undid your decision on message {message.id}.", "info")
+    say("queue", f"Undid your decision on message {message.id}.")
     return redirect(url_for("admin.queue"))

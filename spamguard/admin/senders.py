@@ -47,7 +47,7 @@ def sender_rule_set():
         lambda db: sender_rules.set_rule(db, sender=form.get("sender", ""), action=action,
                                          note=note, by=current_user.username),
         done=lambda change: said_for(change, action), refused="Rule not set",
-        endpoint="admin.sender_list")
+        endpoint="admin.sender_list", fields=True)
 
 
 @bp.route("/senders/<integer_id:rule_id>/remove", methods=["POST"])

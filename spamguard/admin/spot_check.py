@@ -9,11 +9,11 @@ labelled or skipped, and every skip is counted (see :mod:`spamguard.services.spo
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from spamguard.admin.base import bp, fail, role_required, session, user_id
-from spamguard.admin.queue import flash_conflict
+from spamguard.admin.queue import said_line, say, say_conflict
 from spamguard.errors import SpamguardError
 from spamguard.models import LABELS
 from spamguard.services import registry, reviews, spot_checks
@@ -56,9 +56,10 @@ def spot_check():
         db.commit()
         current = row.message if row is not None else None
     labels = LABELS if verdict == "any" else (verdict,)
+    said, refused = said_line("spot_check")
     return render_template(
         "admin/spot_check.html", verdict=verdict, verdicts=spot_checks.MODES, active=active,
-        current=current,
+        current=current, said=said, said_refused=refused,
         left=sum(spot_checks.drawable_count(db, active.id, v,
                                             up_to=spot_checks.LEFT_SHOWN_UP_TO)
                  for v in labels) if active else 0,
@@ -85,7 +86,7 @@ def spot_check_decide():
         reviews.add_review(session=db, message_id=message_id, label=label, user_id=user_id(),
                            note=request.form.get("note"), seen=reviews.Seen(None))
     except reviews.ReviewConflict as exc:
-        flash_conflict(exc, label, request.form.get("note"))  # before the rollback expires it
+        say_conflict("spot_check", exc, label, request.form.get("note"))  # before the rollback
         db.rollback()
         # Someone labelled it first: the draw still counts, by that label (settle). If that
         # decision was undone meanwhile, the draw stays open and is shown again.
@@ -101,7 +102,7 @@ def spot_check_decide():
             f"({row.message.spam_probability:.3f}).")
     spot_checks.close_draw(db, row, "labelled")
     db.commit()
-    flash(said, "info")
+    say("spot_check", said)
     return _back(verdict)
 
 
@@ -114,10 +115,13 @@ def spot_check_skip():
     message meanwhile: that draw counts, by their label."""
     verdict = _verdict()
     db = session()
-    row, _ = _draw_on_screen(db, verdict)
+    row, message_id = _draw_on_screen(db, verdict)
     # A skip counts whatever model is active now; if someone labelled the message
     # meanwhile, the draw counts by that label instead.
-    if row is not None and not spot_checks.close_draw(db, row, "skipped"):
+    skipped = row is not None and spot_checks.close_draw(db, row, "skipped")
+    if row is not None and not skipped:
         spot_checks.settle(db, row)
     db.commit()
+    if skipped:
+        say("spot_check", f"Skipped message {message_id}.")
     return _back(verdict)

@@ -21,14 +21,20 @@ def user_list():
     return _users_page()
 
 
+# The fields of the add and reset forms, by what services.users names in a UserError.
+CREATE_FIELDS = {"username": "username", "password": "password", "role": "role"}
+RESET_FIELDS = {"password": "new_password", "repeated": "new_password_again"}
+
+
 def _users_page(typed: dict[str, str] | None = None, status: int = 200,
-                reset_for: int | None = None):
+                reset_for: int | None = None, error_field: str = ""):
     """The users page; ``typed`` refills the add form after a refusal (never the password),
-    ``reset_for`` keeps the account chosen in the reset form after one."""
+    ``reset_for`` keeps the account chosen in the reset form after one; ``error_field``
+    names the field at fault (marked, and focused)."""
     accounts = users.list_users(session())
     locked = {user.id: until for user in accounts if (until := users.locked_until(user))}
     return render_template("admin/users.html", users=accounts, locked=locked, roles=ROLES,
-                           typed=typed or {}, reset_for=reset_for,
+                           typed=typed or {}, reset_for=reset_for, error_field=error_field,
                            username_rule=users.username_rule(),
                            username_min=users.MIN_USERNAME_LENGTH,
                            **password_rule("the username")), status
@@ -49,7 +55,8 @@ def user_create():
         db.rollback()
         flash(sentence(f"User not created: {exc.for_ui()}"), "error")
         return _users_page({"username": form.get("username", "")[:150],
-                            "role": form.get("role", "")}, 400)
+                            "role": form.get("role", "")}, 400,
+                           error_field=CREATE_FIELDS.get(exc.field, ""))
     db.commit()
     flash(f"Created {user.role} {user.username}.", "info")
     return redirect(url_for("admin.user_list"))
@@ -135,7 +142,8 @@ def user_password_reset():
     except users.UserError as exc:
         db.rollback()
         flash(sentence(f"Password not reset: {exc.for_ui()}"), "error")
-        return _users_page(status=400, reset_for=target)
+        return _users_page(status=400, reset_for=target,
+                           error_field=RESET_FIELDS.get(exc.field, ""))
     db.commit()
     flash(f"New password set for {user.username}: their logins have ended, on every browser, "
           "and a lock after failed logins is lifted. Give them the password in a safe way.",

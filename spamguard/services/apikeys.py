@@ -58,9 +58,10 @@ def _scopes_text(scopes: Iterable[str] | None) -> str:
     asked = {scope.strip().lower() for scope in scopes}
     if unknown := sorted(asked - set(SCOPES)):
         raise ApiKeyError(f"unknown API key scope {', '.join(map(repr, unknown))}; "
-                          f"the scopes are {', '.join(SCOPES)}")
+                          f"the scopes are {', '.join(SCOPES)}", field="scope")
     if not asked:
-        raise ApiKeyError(f"an API key needs at least one scope of {', '.join(SCOPES)}")
+        raise ApiKeyError(f"an API key needs at least one scope of {', '.join(SCOPES)}",
+                          field="scope")
     return ",".join(scope for scope in SCOPES if scope in asked)
 
 
@@ -87,10 +88,10 @@ def create_api_key(*, session: Session, name: str, scopes: Iterable[str] | None 
     scopes_text = _scopes_text(scopes)
     name = name.strip()
     if not name or len(name) > 100:
-        raise ApiKeyError("an API key needs a name of 1 to 100 characters")
+        raise ApiKeyError("an API key needs a name of 1 to 100 characters", field="name")
     if any(_garbles_a_listing(c) for c in name):
         raise ApiKeyError("an API key name cannot hold a line break, tab, escape or other "
-                          "control character")
+                          "control character", field="name")
     _refuse_a_name_in_use(session, name)
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(name=name, key_prefix=plaintext[:PREFIX_CHARS], key_hash=hash_key(plaintext),
@@ -119,7 +120,7 @@ def _refuse_a_name_in_use(session: Session, name: str) -> None:
         if taken.name.strip().casefold() == folded:
             raise ApiKeyError(f"an API key named {taken.name!r} already exists (id {taken.id}, "
                               f"{taken.key_prefix}); choose another name, or revoke that key "
-                              "first")
+                              "first", field="name")
 
 
 def verify_api_key(*, session: Session, key: str) -> ApiKey | None:

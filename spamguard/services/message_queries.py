@@ -28,7 +28,12 @@ MAX_PAGE = 100_000  # a larger page number is clamped (its offset would overflow
 
 
 class FilterError(ValueError):
-    """A filter value that cannot be understood (shown to the user)."""
+    """A filter value that cannot be understood (shown to the user); ``fields``: the
+    arguments at fault (one, or two that contradict each other)."""
+
+    def __init__(self, message: str, *fields: str) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 @dataclass(frozen=True)
@@ -47,23 +52,28 @@ class MessageFilter:
     campaign_id: int | None = None
 
     @classmethod
-    def from_args(cls, args: Mapping[str, str]) -> MessageFilter:
-        """Parse query-string arguments; raise :class:`FilterError` naming a bad one."""
-        model_label = _choice(args, "model_label", (*LABELS, "pending"))
-        review = _choice(args, "review", REVIEW_STATES)
-        min_p, max_p = _probability(args, "min_p"), _probability(args, "max_p")
+    def from_args(cls, args: Mapping[str, str],
+                  names: Mapping[str, str] | None = None) -> MessageFilter:
+        """Parse query-string arguments; raise :class:`FilterError` naming a bad one: by
+        ``names[argument]`` where given (the admin form's labels, "P(spam) from"), else by
+        the argument ("min_p")."""
+        n = _Names(names or {})
+        model_label = _choice(args, "model_label", (*LABELS, "pending"), n)
+        review = _choice(args, "review", REVIEW_STATES, n)
+        min_p, max_p = _probability(args, "min_p", n), _probability(args, "max_p", n)
         if None not in (min_p, max_p) and min_p > max_p:  # would silently match nothing
-            raise FilterError(f"min_p {min_p:g} is above max_p {max_p:g}: no probability "
-                              "is in that range")
-        since, until = _day(args, "since"), _day(args, "until")
+            raise FilterError(f"{n['min_p']} {min_p:g} is above {n['max_p']} {max_p:g}: no "
+                              "probability is in that range", "min_p", "max_p")
+        since, until = _day(args, "since", n), _day(args, "until", n)
         if None not in (since, until) and since > until:
-            raise FilterError(f"since {since} is after until {until}: no day is in that range")
+            raise FilterError(f"{n['since']} {since} is after {n['until']} {until}: no day is "
+                              "in that range", "since", "until")
         return cls(
             model_label=model_label, review=review,
             disagreement=args.get("disagreement", "") in {"1", "on", "true", "yes"},
             min_p=min_p, max_p=max_p, since=since, until=until,
-            sender=_text(args, "sender", 255), q=_text(args, "q", 200),
-            campaign_id=_campaign(args),
+            sender=_text(args, "sender", 255, n), q=_text(args, "q", 200, n),
+            campaign_id=_campaign(args, n),
         )
 
     def as_args(self) -> dict[str, str]:
@@ -112,27 +122,35 @@ class MessageFilter:
         return said
 
 
-def _text(args: Mapping[str, str], name: str, max_length: int) -> str:
+class _Names(dict):
+    """How errors name each argument: as given, else by the argument itself."""
+
+    def __missing__(self, name: str) -> str:
+        return name
+
+
+def _text(args: Mapping[str, str], name: str, max_length: int, n: _Names) -> str:
     """A free-text filter, stripped. A longer one is refused, not cut: a cut search term
     matched messages without the rest of it, which a bulk relabel then labelled. No stored
     text holds a NUL (intake refuses it), PostgreSQL cannot take one, and FTS5 stops reading
     its query there, so one is a bad value rather than a 500."""
     value = args.get(name, "").strip()
     if len(value) > max_length:
-        raise FilterError(f"{name} is limited to {max_length} characters, not {len(value)}")
+        raise FilterError(f"{n[name]} is limited to {max_length} characters, not {len(value)}",
+                          name)
     if "\x00" in value:
-        raise FilterError(f"{name} contains a NUL character, which no message holds")
+        raise FilterError(f"{n[name]} contains a NUL character, which no message holds", name)
     return value
 
 
-def _choice(args: Mapping[str, str], name: str, allowed: Iterable[str]) -> str:
+def _choice(args: Mapping[str, str], name: str, allowed: Iterable[str], n: _Names) -> str:
     value = args.get(name, "").strip()
     if value and value not in allowed:
-        raise FilterError(f"{name} must be one of {', '.join(allowed)}")
+        raise FilterError(f"{n[name]} must be one of {', '.join(allowed)}", name)
     return value
 
 
-def _number(args: Mapping[str, str], name: str) -> float | None:
+def _number(args: Mapping[str, str], name: str, n: _Names) -> float | None:
     value = args.get(name, "").strip()
     if not value:
         return None
@@ -141,49 +159,53 @@ def _number(args: Mapping[str, str], name: str) -> float | None:
             raise ValueError(value)
         number = float(value)
     except ValueError:
-        raise FilterError(f"{name} must be a number, not {value!r}") from None
+        raise FilterError(f"{n[name]} must be a number, not {value!r}", name) from None
     if not math.isfinite(number):
-        raise FilterError(f"{name} must be a finite number, not {value!r}")
+        raise FilterError(f"{n[name]} must be a finite number, not {value!r}", name)
     return number
 
 
-def _probability(args: Mapping[str, str], name: str) -> float | None:
-    number = _number(args, name)
+def _probability(args: Mapping[str, str], name: str, n: _Names) -> float | None:
+    number = _number(args, name, n)
     if number is not None and not 0.0 <= number <= 1.0:
-        raise FilterError(f"{name} is a spam probability, from 0 to 1, not {number:g}")
+        raise FilterError(f"{n[name]} must be a spam probability from 0 to 1, not {number:g}",
+                          name)
     return number
 
 
-def _id(args: Mapping[str, str], name: str, *, max_id: int) -> int | None:
+def _id(args: Mapping[str, str], name: str, n: _Names, *, max_id: int) -> int | None:
     value = args.get(name, "").strip()
     if not value:
         return None
     try:
         return parse_id(value, max_id=max_id)
     except ValueError:
-        raise FilterError(f"{name} must be a positive whole number, not {value[:30]!r}") from None
+        raise FilterError(f"{n[name]} must be a positive whole number, not {value[:30]!r}",
+                          name) from None
 
 
-def _campaign(args: Mapping[str, str]) -> int | None:
+def _campaign(args: Mapping[str, str], n: _Names) -> int | None:
     """``campaign_id``, or ``campaign`` as people also write it (never silently ignored)."""
     # Campaign ids are INTEGER on PostgreSQL (they grow with campaigns, not messages).
-    by_id = _id(args, "campaign_id", max_id=MAX_INTEGER_ID)
-    by_name = _id(args, "campaign", max_id=MAX_INTEGER_ID)
+    by_id = _id(args, "campaign_id", n, max_id=MAX_INTEGER_ID)
+    by_name = _id(args, "campaign", n, max_id=MAX_INTEGER_ID)
     if None not in (by_id, by_name) and by_id != by_name:
-        raise FilterError(f"campaign {by_name} and campaign_id {by_id} disagree: give one")
+        raise FilterError(f"{n['campaign']} {by_name} and {n['campaign_id']} {by_id} disagree: "
+                          "give one", "campaign", "campaign_id")
     return by_name if by_id is None else by_id
 
 
-def _day(args: Mapping[str, str], name: str) -> date | None:
+def _day(args: Mapping[str, str], name: str, n: _Names) -> date | None:
     value = args.get(name, "").strip()
     if not value:
         return None
     try:
         day = date.fromisoformat(value)
     except ValueError:
-        raise FilterError(f"{name} must be a date like 2026-11-30, not {value!r}") from None
+        raise FilterError(f"{n[name]} must be a date like 2026-11-30, not {value!r}",
+                          name) from None
     if day >= date.max:  # the day after it (the inclusive end) does not exist
-        raise FilterError(f"{name} must be before {date.max.isoformat()}")
+        raise FilterError(f"{n[name]} must be before {date.max.isoformat()}", name)
     return day
 
 

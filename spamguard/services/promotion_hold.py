@@ -47,7 +47,7 @@ def clean_reason(reason: str | None, what: str = "reason") -> str | None:
     characters; None when empty. One with a NUL character is refused (SpamguardError, its
     ``what`` named): PostgreSQL text cannot hold it (a 500 page), SQLite kept it."""
     if reason and "\x00" in reason:
-        raise SpamguardError(f"the {what} contains a NUL character")
+        raise SpamguardError(f"the {what} contains a NUL character", field=what)
     folded = " ".join((reason or "").split())[:MAX_REASON].rstrip()
     return folded or None
 

@@ -57,18 +57,21 @@ class Change:
 def clean_sender(sender: str) -> str:
     """The sender as a rule keeps it (surrounding spaces left out), or SenderRuleError."""
     if not isinstance(sender, str) or not sender.strip():
-        raise SenderRuleError("give the sender: a phone number, short code or sender name")
+        raise SenderRuleError("give the sender: a phone number, short code or sender name",
+                              field="sender")
     sender = sender.strip()
     if len(sender) > MAX_SENDER:
         raise SenderRuleError(f"the sender is {len(sender)} characters long; the limit is "
-                              f"{MAX_SENDER}")
+                              f"{MAX_SENDER}", field="sender")
     if any(ord(c) < 32 for c in sender):
-        raise SenderRuleError("the sender contains a control character or line break")
+        raise SenderRuleError("the sender contains a control character or line break",
+                              field="sender")
     # Case folding can lengthen a name ("ß" is "ss"): a key past the column's length was a
     # DataError (a 500 page) on PostgreSQL, where SQLite stored it.
     if len(sender_key(sender)) > MAX_SENDER:
         raise SenderRuleError(f"the sender is {len(sender_key(sender))} characters long once "
-                              f"capitals are folded; the limit is {MAX_SENDER}")
+                              f"capitals are folded; the limit is {MAX_SENDER}",
+                              field="sender")
     return sender
 
 

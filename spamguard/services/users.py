@@ -63,9 +63,9 @@ def validate_new_user(username: str, password: str, role: str) -> str:
     if not MIN_USERNAME_LENGTH <= len(name) <= MAX_USERNAME_LENGTH or not set(name) <= allowed:
         marks = ", ".join(f"'{mark}'" for mark in USERNAME_MARKS)
         raise UserError(f"username must be {MIN_USERNAME_LENGTH}-{MAX_USERNAME_LENGTH} "
-                        f"characters of a-z, 0-9, {marks}")
+                        f"characters of a-z, 0-9, {marks}", field="username")
     if role not in ROLES:
-        raise UserError(f"role must be one of {', '.join(ROLES)}")
+        raise UserError(f"role must be one of {', '.join(ROLES)}", field="role")
     validate_password(password, username=name)
     return name
 
@@ -76,16 +76,17 @@ def validate_password(password: str, *, username: str) -> None:
     password), not the account's name and not one of the most used passwords (both
     ignoring case and surrounding spaces: the first guesses of anyone trying)."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+        raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters",
+                        field="password")
     if len("".join(password.split())) < MIN_PASSWORD_LENGTH:
         raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters that "
-                        "are not spaces")
+                        "are not spaces", field="password")
     folded = password.strip().casefold()
     if folded == username.strip().casefold():
-        raise UserError("password must not be the username")
+        raise UserError("password must not be the username", field="password")
     if folded in common_passwords():
         raise UserError("password is one of the most used passwords, which are guessed "
-                        "first; choose another")
+                        "first; choose another", field="password")
 
 
 def password_rule(name: str = "the username") -> str:
@@ -116,7 +117,7 @@ def create_user(*, session: Session, username: str, password: str, role: str,
     """Create an account; refuse a taken name, a short password or an unknown role."""
     name = validate_new_user(username, password, role)
     if session.scalars(select(User).where(User.username == name)).first() is not None:
-        raise UserError(f"user {name!r} already exists")
+        raise UserError(f"user {name!r} already exists", field="username")
     user = User(username=name, password_hash=hash_password(password), role=role,
                 is_active=True, failed_logins=0, session_epoch=first_epoch())
     session.add(user)
@@ -374,11 +375,11 @@ def change_password(*, session: Session, user_id: int, current: str, new: str,
                         f"{until:%H:%M} UTC")
     if not check_password_hash(user.password_hash, current):
         _count_failure(session, user)
-        raise UserError("the current password is wrong")
+        raise UserError("the current password is wrong", field="current")
     if new != repeated:
-        raise UserError("the new password and its repetition differ")
+        raise UserError("the new password and its repetition differ", field="repeated")
     if new == current:
-        raise UserError("the new password is the current one")
+        raise UserError("the new password is the current one", field="password")
     validate_password(new, username=user.username)
     user.password_hash, user.failed_logins = hash_password(new), 0
     session.flush()
@@ -402,7 +403,7 @@ def set_password(*, session: Session, password: str, username: str | None = None
         username = username.strip().lower()
     user = _find(session, user_id, username)
     if repeated is not None and repeated != password:
-        raise UserError("the new password and its repetition differ")
+        raise UserError("the new password and its repetition differ", field="repeated")
     validate_password(password, username=user.username)
     user.password_hash = hash_password(password)
     user.failed_logins, user.locked_until = 0, None

@@ -62,6 +62,19 @@ def page(chromium):
     assert not problems, problems
 
 
+# admin.js empties each [data-announce] region (a flash, the queue's status line) as the
+# page loads and writes its text back 150 ms later, so that screen readers announce it
+# (keeping its height meanwhile). Settled: every region it emptied has its text again.
+ANNOUNCED = ("() => Array.from(document.querySelectorAll('[data-announce]'))"
+             ".every(e => !e.style.minHeight || e.textContent.trim())")
+
+
+def settled_text(page, selector: str = "main") -> str:
+    """The text of ``selector`` once the page's announcements are written back."""
+    page.wait_for_function(ANNOUNCED)
+    return page.inner_text(selector)
+
+
 def shoot(page, name: str) -> None:
     """Save a full-page screenshot of ``page`` at laptop and phone widths."""
     folder = artifacts_dir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import SIZES
+from tests.browser.conftest import SIZES, settled_text
 from tests.browser.test_admin_browser import login
 
 pytestmark = pytest.mark.browser
@@ -99,7 +99,7 @@ def test_a_new_api_key_is_copied_and_a_reload_makes_no_second_one(page, live_ser
     # Reloading the page sends its form again: refused, and no second key.
     page.reload()
     assert "This form was already sent: API key 1 (gateway) was created from it." in (
-        page.inner_text("main"))
+        settled_text(page))
     assert page.locator("#new-key").count() == 0
     with db_session_factory() as session:
         assert session.query(ApiKey).count() == 1
@@ -131,7 +131,7 @@ def test_an_admin_adds_and_removes_a_sender_rule_at_phone_width_too(page, live_s
     with page.expect_navigation():
         page.click("button[name=action][value=block]")
     assert "Blocked PRIZE-DRAW: messages from 'PRIZE-DRAW' (capitals or not) are spam" in (
-        page.inner_text("p.flash"))
+        settled_text(page, "p.flash"))
     row = page.locator("tbody tr", has_text="PRIZE-DRAW")
     assert "blocked" in row.inner_text() and "a prize-draw scam wave" in row.inner_text()
     assert page.locator("tbody tr").count() == 3
@@ -153,7 +153,7 @@ def test_an_admin_adds_and_removes_a_sender_rule_at_phone_width_too(page, live_s
     with page.expect_navigation():
         row.locator("button", has_text="Remove").click()
     assert len(asked) == 2
-    assert "Removed the rule for PRIZE-DRAW" in page.inner_text("p.flash")
+    assert "Removed the rule for PRIZE-DRAW" in settled_text(page, "p.flash")
     assert page.locator("tbody tr", has_text="PRIZE-DRAW").count() == 0
     assert page.evaluate("document.documentElement.scrollWidth") <= SIZES["phone"]["width"]
     with session_scope(db_session_factory) as session:
@@ -170,7 +170,7 @@ def test_an_admin_adds_and_removes_a_sender_rule_at_phone_width_too(page, live_s
         form.locator("button", has_text="Always allow").click()
     assert asked[-1] == "Label every new message from this sender ham?"
     assert page.url == f"{live_server}/admin/messages/{message_id}"
-    assert "(new messages from this sender are ham)" in page.inner_text("main")
+    assert "(new messages from this sender are ham)" in settled_text(page)
     page.goto(f"{live_server}/admin/messages/{long_id}")  # "This sender" names a long one
     for size in ("phone", "laptop"):
         page.set_viewport_size(SIZES[size])

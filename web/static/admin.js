@@ -21,19 +21,69 @@
     });
   });
 
+  // Where the focus goes as the page loads, so that a keyboard or screen-reader user starts
+  // at what the last action concerns, not at the top: the first field the server marked
+  // wrong in a refused form (aria-invalid, described by the error); else an error that
+  // names no field (a flash, tabindex="-1"), unless the page focuses a field of its own
+  // (autofocus: the login form's password); else what the page marks data-focus after a
+  // decision (the next message's card in the queue and a spot check, the label form's
+  // note on a message's page).
+  var start = document.querySelector('[aria-invalid="true"]')
+      || (document.querySelector("[autofocus]") ? null
+          : document.querySelector(".flash-error[tabindex]"))
+      || document.querySelector("[data-focus]");
+  if (start) {
+    start.focus();
+  }
+  var described = ((start && start.getAttribute("aria-describedby")) || "").split(" ");
+
   // A status line the server wrote for what the last action did (data-announce: the review
-  // queue's "Marked message 12 as spam."). Screen readers announce changes to a live
-  // region, not what it held when the page loaded, so its text is put back a moment after
-  // the load. Its height is kept meanwhile: nothing below it moves.
+  // queue's "Marked message 12 as spam.", a flash). Screen readers announce changes to a
+  // live region, not what it held when the page loaded, so its text is put back a moment
+  // after the load. Its height is kept meanwhile: nothing below it moves. Not the error just
+  // focused, nor the one describing the field focused: that is read with the focus, and an
+  // emptied description would be read as nothing.
   document.querySelectorAll("[data-announce]").forEach(function (region) {
     var text = region.textContent;
-    if (!text.trim()) {
+    if (!text.trim() || region === start || (region.id && described.indexOf(region.id) !== -1)) {
       return;
     }
     region.style.minHeight = region.offsetHeight + "px";
     region.textContent = "";
     window.setTimeout(function () { region.textContent = text; }, 150);
   });
+
+  // A job running in the background ([data-poll]: a campaign rebuild, a retraining): the page
+  // is fetched again every data-poll seconds, and once the page got has no [data-poll] (the
+  // job is over), the region says so with a link to reload. Never a reload of its own: the
+  // reader's place and focus stay. A redirect (the login ended) or an error: it stops
+  // asking, and the region's "Check again" link is left, as without JavaScript.
+  var polled = document.querySelector("[data-poll]");
+  if (polled && window.fetch && window.DOMParser) {
+    var every = 1000 * (parseFloat(polled.getAttribute("data-poll")) || 5);
+    var asking = window.setInterval(function () {
+      window.fetch(window.location.href, {credentials: "same-origin", cache: "no-store"})
+        .then(function (response) {
+          if (!response.ok || response.redirected) {
+            window.clearInterval(asking);
+            return null;
+          }
+          return response.text();
+        })
+        .then(function (html) {
+          if (html === null || new DOMParser().parseFromString(html, "text/html")
+              .querySelector("[data-poll]")) {
+            return;
+          }
+          window.clearInterval(asking);
+          var reload = document.createElement("a");
+          reload.href = window.location.href;
+          reload.textContent = "Reload";
+          polled.textContent = "Finished: reload to see the result. ";  // a change: announced
+          polled.appendChild(reload);
+        }, function () { window.clearInterval(asking); });
+    }, every);
+  }
 
   // <button data-copy="id" data-copy-said="id2">: copies the value of field #id and says
   // so in the live region #id2 (the new API key). Shown only where the browser offers the
