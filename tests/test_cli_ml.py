@@ -471,6 +471,35 @@ def test_train_refuses_an_out_of_date_database_before_training(tmp_path, tiny_ba
     assert not (home / "models").exists() or not any((home / "models").iterdir())
 
 
+def _train_in(tmp_path, tiny_backbone_dir):
+    """``spamguard train`` (one epoch) on a new instance under ``tmp_path``."""
+    good = tmp_path / "good.tsv"
+    good.write_text("".join(f"ham\thello number {i}\nspam\tWIN prize {i}\n" for i in "abcdefgh"))
+    env = {"SPAMGUARD_HOME": str(tmp_path / "instance"), "SPAMGUARD_DATABASE_URL": ""}
+    return run(env, ["train", "--data", str(good), "--backbone", str(tiny_backbone_dir),
+                     "--epochs", "1"])
+
+
+def test_train_on_a_full_disk_is_one_line_and_leaves_no_temporary_folder(
+        tmp_path, tiny_backbone_dir, monkeypatch):
+    from safetensors import SafetensorError
+
+    from spamguard.ml import classifier as classifier_module
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device "
+                              "(os error 28)")
+
+    monkeypatch.setattr(classifier_module, "save_file", full)
+    result = _train_in(tmp_path, tiny_backbone_dir)
+    models = tmp_path / "instance" / "models"
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: cannot write model version ")
+    assert last.endswith(f" to {models}: No space left on device")
+    assert list(models.iterdir()) == []
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_train_seed_out_of_range_is_a_usage_error(tmp_path, seed):
     env = {"SPAMGUARD_HOME": str(tmp_path / "instance"), "SPAMGUARD_DATABASE_URL": ""}

@@ -543,6 +543,29 @@ def test_a_full_disk_is_one_line_and_exit_2(retrain, db_session_factory, monkeyp
     assert "Traceback" not in caplog.text
 
 
+def test_a_full_disk_while_writing_the_candidate_is_one_line_and_exit_2(
+        retrain, retrain_settings, db_session_factory, monkeypatch, caplog) -> None:
+    """safetensors' error of a full disk is no OSError: it still says one line, exit 2,
+    and leaves no temporary folder."""
+    from safetensors import SafetensorError
+
+    from spamguard.ml import classifier as classifier_module
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device "
+                              "(os error 28)")
+
+    monkeypatch.setattr(classifier_module, "save_file", full)
+    with caplog.at_level("ERROR"):
+        outcome = retrain()
+    assert (outcome.status, outcome.exit_code) == ("failed", 2)
+    models = retrain_settings.models_dir
+    assert outcome.summary.startswith("retrain: failed: cannot write model version ")
+    assert outcome.summary.endswith(f" to {models}: No space left on device")
+    assert "Traceback" not in caplog.text
+    assert list(models.iterdir()) == []
+
+
 def test_a_warm_retrain_never_loads_the_encoder(retrain, db_session_factory, monkeypatch,
                                                db_backend) -> None:
     """Every text cached (reviews of texts trained on before): the candidate's training and
