@@ -139,6 +139,22 @@ def database_busy(exc: BaseException) -> bool:
     return getattr(exc.orig, "sqlstate", None) in BUSY_SQLSTATES
 
 
+def database_error(exc: SQLAlchemyError) -> DatabaseError | None:
+    """What a command says, in one line, when the database fails under it: a
+    :class:`DatabaseUnavailableError` (exit 1, retry) for one that does not answer or is
+    busy (:func:`database_unavailable`), a :class:`DatabaseError` (exit 2, a person must fix
+    it) for another operational error (a full disk, a read-only SQLite file); None for any
+    other error, a bug whose traceback is wanted."""
+    from sqlalchemy.exc import OperationalError
+
+    if database_unavailable(exc):
+        state = "is busy" if database_busy(exc) else "does not answer"
+        return DatabaseUnavailableError(f"the database {state}: {first_line(exc)}")
+    if isinstance(exc, OperationalError):
+        return DatabaseError(f"database error: {first_line(exc)}")
+    return None
+
+
 def _from_sqlite(exc: SQLAlchemyError) -> bool:
     return type(getattr(exc, "orig", None)).__module__.startswith("sqlite3")
 

@@ -1,5 +1,12 @@
 """Errors a user can fix: the CLI prints them as one line and exits non-zero."""
 
+import errno
+
+# A full, read-only or forbidden disk does not heal by itself: exit 2 ("a person must fix
+# this"), with one line and no traceback, instead of 1 ("retry next time").
+NEEDS_A_PERSON = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM,
+                            errno.EDQUOT})
+
 
 class SpamguardError(Exception):
     """A problem the user can act on (bad file, missing model, wrong setting).

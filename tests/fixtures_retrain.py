@@ -149,3 +149,40 @@ def copy_version(source: Path, models_dir: Path) -> Path:
     target = models_dir / source.name
     shutil.copytree(source, target)
     return target
+
+
+class ConnectionRefused(Exception):  # noqa: N818  (named as the server's answer)
+    """A psycopg-like error of a server that is down: a connection failure, no SQLSTATE."""
+
+    sqlstate = None
+
+
+REFUSED = ('connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+           "Connection refused")
+
+
+def database_fails(monkeypatch: pytest.MonkeyPatch, orig: Exception, *,
+                   from_stage: str | None = None) -> None:
+    """Make every commit raise OperationalError(``orig``), as a database that went down (or
+    whose disk filled) does, from retrain's checkpoint ``from_stage`` on (None: at once);
+    ``monkeypatch.undo()`` brings it back."""
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import SessionTransaction
+
+    from spamguard.services import retrain as retrain_module
+
+    down = [] if from_stage else ["down"]
+    real_checkpoint, real_commit = retrain_module.checkpoint, SessionTransaction.commit
+
+    def checkpoint(stage, *args, **kwargs):
+        real_checkpoint(stage, *args, **kwargs)
+        if stage == from_stage:
+            down.append(stage)
+
+    def commit(self, *args, **kwargs):
+        if down:
+            raise OperationalError("COMMIT", {}, orig)
+        return real_commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(retrain_module, "checkpoint", checkpoint)
+    monkeypatch.setattr(SessionTransaction, "commit", commit)

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from spamguard.cli import build_cli
 from tests.fixtures_ml import sample_data
+from tests.fixtures_retrain import REFUSED, ConnectionRefused
 
 
 @pytest.fixture(scope="module")
@@ -469,6 +470,56 @@ def test_train_refuses_an_out_of_date_database_before_training(tmp_path, tiny_ba
         f"error: database schema is out of date (at empty, need {head_revision()}): "
         "run `spamguard db upgrade`")
     assert not (home / "models").exists() or not any((home / "models").iterdir())
+
+
+def _train_in(tmp_path, tiny_backbone_dir):
+    """``spamguard train`` (one epoch) on a new instance under ``tmp_path``."""
+    good = tmp_path / "good.tsv"
+    good.write_text("".join(f"ham\thello number {i}\nspam\tWIN prize {i}\n" for i in "abcdefgh"))
+    env = {"SPAMGUARD_HOME": str(tmp_path / "instance"), "SPAMGUARD_DATABASE_URL": ""}
+    return run(env, ["train", "--data", str(good), "--backbone", str(tiny_backbone_dir),
+                     "--epochs", "1"])
+
+
+def test_train_on_a_full_disk_is_one_line_and_leaves_no_temporary_folder(
+        tmp_path, tiny_backbone_dir, monkeypatch):
+    from safetensors import SafetensorError
+
+    from spamguard.ml import classifier as classifier_module
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device "
+                              "(os error 28)")
+
+    monkeypatch.setattr(classifier_module, "save_file", full)
+    result = _train_in(tmp_path, tiny_backbone_dir)
+    models = tmp_path / "instance" / "models"
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: cannot write model version ")
+    assert last.endswith(f" to {models}: No space left on device")
+    assert list(models.iterdir()) == []
+
+
+@pytest.mark.parametrize(("orig", "exit_code", "said"), [
+    pytest.param(lambda: ConnectionRefused(REFUSED), 1,
+                 f"the database does not answer: {REFUSED}", id="down"),
+    pytest.param(lambda: __import__("sqlite3").OperationalError("database or disk is full"),
+                 2, "database error: database or disk is full", id="disk-full"),
+])
+def test_train_whose_database_fails_while_registering_is_one_line(
+        tmp_path, tiny_backbone_dir, monkeypatch, orig, exit_code, said):
+    """The version is written, not registered: the line names its folder."""
+    from tests.fixtures_retrain import database_fails
+
+    database_fails(monkeypatch, orig())  # the first commit is the registration's
+    result = _train_in(tmp_path, tiny_backbone_dir)
+    assert result.exit_code == exit_code and "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    (folder,) = (tmp_path / "instance" / "models").iterdir()
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: model version {folder.name} was written to {folder} but not registered: "
+        f"{said} (`spamguard promote {folder}` registers it and makes it active)")
 
 
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])

@@ -38,6 +38,21 @@ def test_acquire_release_and_reacquire(db_session_factory) -> None:
     assert _row(db_session_factory) is None
 
 
+def test_a_release_the_database_refuses_is_a_warning(db_session_factory, monkeypatch,
+                                                     caplog) -> None:
+    """The lock expires by itself: the caller's outcome (retrain's one line) stands."""
+    from tests.fixtures_retrain import REFUSED, ConnectionRefused, database_fails
+
+    lease = locks.acquire(session_factory=db_session_factory, name="job", ttl=60)
+    database_fails(monkeypatch, ConnectionRefused(REFUSED))
+    with caplog.at_level("WARNING"):
+        lease.release()
+    assert [(r.getMessage(), r.exc_info) for r in caplog.records] == [
+        (f"could not release lock 'job' ({REFUSED}); it expires by itself within 60 s", None)]
+    monkeypatch.undo()
+    assert _row(db_session_factory).owner == str(lease.owner)
+
+
 def test_a_live_holder_keeps_the_lock(db_session_factory) -> None:
     with locks.acquire(session_factory=db_session_factory, name="job", ttl=60):
         with pytest.raises(LockHeldError, match=f"held by pid {os.getpid()}"):

@@ -14,8 +14,11 @@ from spamguard.models import AuditEvent, EvalExample, ModelVersion, TrainingRun
 from spamguard.services import locks, model_diff, registry
 from spamguard.services.retrain import LOCK_NAME
 from tests.fixtures_retrain import (
+    REFUSED,
+    ConnectionRefused,
     base_rows,
     copy_version,
+    database_fails,
     inverting_reviews,
     store_reviews,
     write_labelled,
@@ -273,6 +276,68 @@ def test_next_run_cleans_up_after_a_dead_one(
     assert current.counts["cleanup"]["tmp_dirs_removed"] == [leftover.name]
 
 
+@pytest.mark.parametrize(("orig", "exit_code", "said"), [
+    pytest.param(lambda: ConnectionRefused(REFUSED), 1,
+                 f"the database does not answer: {REFUSED}", id="down"),
+    pytest.param(lambda: __import__("sqlite3").OperationalError("database or disk is full"),
+                 2, "database error: database or disk is full", id="disk-full"),
+])
+def test_a_database_failing_while_registering_is_one_line(
+        retrain, retrain_settings, db_session_factory, monkeypatch, caplog, orig,
+        exit_code, said) -> None:
+    """Registering, recording the run's end and releasing the lock all fail: one line, and
+    the next run cleans up as after a dead run."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from spamguard.models import Lock
+    from spamguard.sqltypes import utcnow
+
+    error = orig()
+    database_fails(monkeypatch, error, from_stage="registering")
+    lines: list[str] = []
+    with caplog.at_level("WARNING"):
+        outcome = retrain(log=lines.append)
+    assert (outcome.status, outcome.exit_code) == ("failed", exit_code)
+    assert outcome.summary == f"retrain: failed: {said}"
+    assert lines[-1] == (f"retrain: note: the run's end could not be recorded ({said}); "
+                         "the next run records it as failed")
+    assert [(r.getMessage(), r.exc_info) for r in caplog.records] == [
+        (f"could not release lock 'retrain' ({error}); it expires by itself within 3600 s",
+         None)]
+    monkeypatch.undo()  # the database is back
+    (run,) = _runs(db_session_factory)
+    candidate = Path(run.counts["candidate_dir"])
+    assert run.status == "running" and candidate.is_dir()
+    with session_scope(db_session_factory) as session:  # the lock expires
+        session.execute(update(Lock).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert retrain().counts["cleanup"]["unregistered_candidates_removed"] == [candidate.name]
+    assert _runs(db_session_factory)[0].status == "failed" and not candidate.exists()
+
+
+@pytest.mark.parametrize("at", ["lock", "start"])
+def test_a_database_failing_before_the_run_starts_is_one_line(retrain, db_session_factory,
+                                                              monkeypatch, at) -> None:
+    """Taking the lock or recording the run fails: no row to record it in, one line."""
+    from sqlalchemy.exc import OperationalError
+
+    from spamguard.services import retrain as retrain_module
+
+    if at == "lock":
+        database_fails(monkeypatch, ConnectionRefused(REFUSED))
+    else:
+        def start(self, trigger):
+            raise OperationalError("INSERT", {}, ConnectionRefused(REFUSED))
+
+        monkeypatch.setattr(retrain_module._Retrain, "_start", start)
+    outcome = retrain()
+    assert (outcome.status, outcome.exit_code) == ("failed", 1)
+    assert outcome.summary == f"retrain: failed: the database does not answer: {REFUSED}"
+    monkeypatch.undo()
+    assert _runs(db_session_factory) == []
+
+
 def test_temporary_version_folders_name_their_writer() -> None:
     import os
     import socket
@@ -476,6 +541,29 @@ def test_a_full_disk_is_one_line_and_exit_2(retrain, db_session_factory, monkeyp
     assert (outcome.status, outcome.exit_code) == ("failed", 2)
     assert outcome.summary == "retrain: failed: No space left on device: /srv/models/x"
     assert "Traceback" not in caplog.text
+
+
+def test_a_full_disk_while_writing_the_candidate_is_one_line_and_exit_2(
+        retrain, retrain_settings, db_session_factory, monkeypatch, caplog) -> None:
+    """safetensors' error of a full disk is no OSError: it still says one line, exit 2,
+    and leaves no temporary folder."""
+    from safetensors import SafetensorError
+
+    from spamguard.ml import classifier as classifier_module
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device "
+                              "(os error 28)")
+
+    monkeypatch.setattr(classifier_module, "save_file", full)
+    with caplog.at_level("ERROR"):
+        outcome = retrain()
+    assert (outcome.status, outcome.exit_code) == ("failed", 2)
+    models = retrain_settings.models_dir
+    assert outcome.summary.startswith("retrain: failed: cannot write model version ")
+    assert outcome.summary.endswith(f" to {models}: No space left on device")
+    assert "Traceback" not in caplog.text
+    assert list(models.iterdir()) == []
 
 
 def test_a_warm_retrain_never_loads_the_encoder(retrain, db_session_factory, monkeypatch,

@@ -13,7 +13,13 @@ from click.testing import CliRunner
 from spamguard.cli import build_cli
 from spamguard.services import locks, model_diff
 from spamguard.services.retrain import LOCK_NAME
-from tests.fixtures_retrain import inverting_reviews, store_reviews
+from tests.fixtures_retrain import (
+    REFUSED,
+    ConnectionRefused,
+    database_fails,
+    inverting_reviews,
+    store_reviews,
+)
 
 
 @pytest.fixture
@@ -110,6 +116,23 @@ def test_unreachable_database_exits_1_so_a_scheduler_retries(retrain_env) -> Non
         "SPAMGUARD_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"})
     assert result.exit_code == 1, result.output
     assert "cannot read the database" in result.output
+
+
+@pytest.mark.parametrize(("orig", "exit_code", "said"), [
+    pytest.param(lambda: ConnectionRefused(REFUSED), 1,
+                 f"the database does not answer: {REFUSED}", id="down"),
+    pytest.param(lambda: __import__("sqlite3").OperationalError("database or disk is full"),
+                 2, "database error: database or disk is full", id="disk-full"),
+])
+def test_a_database_failing_mid_run_is_one_line(invoke, monkeypatch, caplog, orig, exit_code,
+                                                said) -> None:
+    database_fails(monkeypatch, orig(), from_stage="registering")
+    with caplog.at_level("WARNING"):
+        result = invoke("--trigger", "cron")
+    assert result.exit_code == exit_code, result.output
+    assert isinstance(result.exception, SystemExit)  # not an escaped database error
+    assert result.stdout.splitlines()[-1] == f"retrain: failed: {said}"
+    assert "Traceback" not in result.output + caplog.text
 
 
 def test_a_refused_login_exits_2_so_a_person_fixes_it(retrain_env, db_backend) -> None:

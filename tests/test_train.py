@@ -211,6 +211,42 @@ def test_save_syncs_every_file_before_the_rename(trained, tmp_path, monkeypatch)
     assert ("fsync", str(tmp_path)) in events[renamed:]  # the rename itself
 
 
+NO_SPACE = "Error while serializing: I/O error: No space left on device (os error 28)"
+
+
+def _safetensors_full(*args, **kwargs):
+    from safetensors import SafetensorError
+
+    raise SafetensorError(NO_SPACE)  # what safetensors says of a full disk: no OSError
+
+
+def _copy_full(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize(("name", "full"), [("save_file", _safetensors_full),
+                                            ("shutil.copyfile", _copy_full)],
+                         ids=["safetensors", "report-copy"])
+def test_a_full_disk_while_saving_is_one_line_and_leaves_no_temporary_folder(
+        trained, tmp_path, monkeypatch, name, full):
+    from spamguard.errors import ModelError
+    from spamguard.ml import classifier as classifier_module
+
+    _, result = trained
+    report = tmp_path / "report.md"
+    report.write_text("report")
+    monkeypatch.setattr(f"{classifier_module.__name__}.{name}", full)
+    models = tmp_path / "models"
+    with pytest.raises(ModelError) as raised:
+        result.classifier.save(models / "v1", extra_files={"report.md": report})
+    assert str(raised.value) == (f"cannot write model version v1 to {models}: "
+                                 "No space left on device")
+    assert raised.value.exit_code == 2
+    assert list(models.iterdir()) == []  # no .tmp-v1@host-pid left for a later retrain
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o002], ids=["022", "002"])
 def test_saved_weights_and_cache_shards_get_the_umask_mode(trained, tmp_path, umask):
     """safetensors writes 0600; retraining may run as another user than the service, which

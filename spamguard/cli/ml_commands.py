@@ -81,8 +81,10 @@ def register(cli: click.Group) -> None:
                       max_length: int, epochs: int, seed: int, no_features: bool,
                       no_lexical: bool, max_ham_fpr: float) -> None:
         """Train a model version on labelled data and print its report."""
+        from sqlalchemy.exc import SQLAlchemyError
+
         from spamguard.cli.context import session_factory_for
-        from spamguard.db import session_scope
+        from spamguard.db import database_error, session_scope
         from spamguard.ml.also_train import (
             also_train_note,
             is_also_train,
@@ -119,11 +121,19 @@ def register(cli: click.Group) -> None:
                                  data_source=str(Path(data_path).resolve()),
                                  log=lambda line: click.echo(line, err=True),
                                  always_train=is_also_train, also_train_files=also.files)
-            with session_scope(factory) as session:
-                version = registry.register_version(session=session,
-                                                    version_dir=result.directory,
-                                                    by=cli_user())
-                status = version.status
+            try:
+                with session_scope(factory) as session:
+                    version = registry.register_version(session=session,
+                                                        version_dir=result.directory,
+                                                        by=cli_user())
+                    status = version.status
+            except SQLAlchemyError as exc:  # down (exit 1) or failing (2): the folder stays
+                if (error := database_error(exc)) is None:
+                    raise
+                raise type(error)(
+                    f"model version {result.metadata['version']} was written to "
+                    f"{result.directory} but not registered: {error} (`spamguard promote "
+                    f"{result.directory}` registers it and makes it active)") from None
         click.echo(result.summary)
         timing = result.metadata["timing"]
         click.echo(f"\nmodel {result.metadata['version']} ({status}) in {result.directory}")

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from spamguard.errors import ModelError
+from spamguard.errors import NEEDS_A_PERSON, ModelError
 from spamguard.ml.backbone import Backbone, load_backbone, settings_mismatch
 from spamguard.ml.baseline import TfidfSvmBaseline
 from spamguard.ml.blend import Blend, head_logit, shown_probability
 from spamguard.ml.embeddings import CachedEncoder, setting_problem
 from spamguard.ml.features import FEATURE_NAMES, message_features
-from spamguard.ml.files import give_usual_mode, sync_folder
+from spamguard.ml.files import give_usual_mode, os_error_of, sync_folder
 from spamguard.ml.head import BertArch
 from spamguard.ml.onnx_runtime import with_runtime
 from spamguard.ml.version_files import (  # noqa: F401  (read_metadata: part of this API)
@@ -227,23 +227,37 @@ class SpamClassifier:
         return LABEL_MAP[int(probability >= self.threshold)]
 
     def save(self, directory: str | Path, extra_files: dict[str, Path] | None = None) -> Path:
-        """Write the version to ``directory`` atomically (temporary folder, then rename)."""
+        """Write the version to ``directory`` atomically (temporary folder, then rename).
+
+        Raises:
+            ModelError: ``directory`` exists, or the disk is full, read-only or forbidden
+                (one line; a person must fix it). Whatever fails, the temporary folder is
+                removed.
+        """
         directory = Path(directory)
         tmp = directory.parent / temporary_name(directory.name)
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        state = {k: v.contiguous() for k, v in self.head.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE))
-        give_usual_mode(tmp / WEIGHTS_FILE)  # safetensors writes 0600
-        if self.lexical is not None:
-            self.lexical.save(tmp)
-        (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2, sort_keys=True),
-                                         encoding="utf-8")
-        for name, path in (extra_files or {}).items():
-            shutil.copyfile(path, tmp / name)
-        if directory.exists():
-            raise ModelError(f"{directory} already exists")
-        sync_folder(tmp)  # on disk before the rename makes it a version a registry can name
-        os.replace(tmp, directory)
+        try:
+            tmp.mkdir(parents=True)
+            state = {k: v.contiguous() for k, v in self.head.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_FILE))
+            give_usual_mode(tmp / WEIGHTS_FILE)  # safetensors writes 0600
+            if self.lexical is not None:
+                self.lexical.save(tmp)
+            (tmp / METADATA_FILE).write_text(
+                json.dumps(self.metadata, indent=2, sort_keys=True), encoding="utf-8")
+            for name, path in (extra_files or {}).items():
+                shutil.copyfile(path, tmp / name)
+            if directory.exists():
+                raise ModelError(f"{directory} already exists")
+            sync_folder(tmp)  # on disk before the rename makes it a version a registry names
+            os.replace(tmp, directory)
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            error = os_error_of(exc)  # safetensors' own error says "(os error 28)"
+            if error is not None and error.errno in NEEDS_A_PERSON:
+                raise ModelError(f"cannot write model version {directory.name} to "
+                                 f"{directory.parent}: {error.strerror}") from None
+            raise
         sync_folder(directory.parent, files=False)  # and the rename itself
         return directory

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +54,22 @@ def usual_mode() -> int:
 def give_usual_mode(path: str | Path) -> None:
     """Set ``path`` to :func:`usual_mode` (for files created 0600 by mkstemp or safetensors)."""
     os.chmod(path, usual_mode())
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def os_error_of(exc: BaseException) -> OSError | None:
+    """``exc`` as an OSError: itself, or safetensors' SafetensorError of a failed write
+    ("Error while serializing: I/O error: No space left on device (os error 28)"), which is
+    not an OSError; None for anything else."""
+    if isinstance(exc, OSError):
+        return exc
+    match = _OS_ERROR.search(str(exc))
+    if match is None or type(exc).__name__ != "SafetensorError":
+        return None
+    code = int(match.group(1))
+    return OSError(code, os.strerror(code))
 
 
 def sync_file(path: str | Path) -> None:

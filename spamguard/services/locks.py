@@ -20,9 +20,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import delete, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from spamguard.db import first_line
 from spamguard.errors import LockHeldError, LockLostError
 from spamguard.models import Lock
 from spamguard.sqltypes import as_utc, utcnow
@@ -124,10 +125,17 @@ class Lease:
             thread.join()
 
     def release(self) -> None:
-        """Drop the lock if this process still holds it."""
-        with self.session_factory() as session, session.begin():
-            session.execute(delete(Lock).where(Lock.name == self.name,
-                                               Lock.owner == str(self.owner)))
+        """Drop the lock if this process still holds it. A database that fails now (down,
+        a full disk) costs a warning, not the caller's outcome: the lock expires by itself
+        (sooner on this host, where a dead owner's lock is taken over at once)."""
+        try:
+            with self.session_factory() as session, session.begin():
+                session.execute(delete(Lock).where(Lock.name == self.name,
+                                                   Lock.owner == str(self.owner)))
+        except SQLAlchemyError as exc:
+            logger.debug("releasing lock %r failed", self.name, exc_info=True)
+            logger.warning("could not release lock %r (%s); it expires by itself within "
+                           "%.0f s", self.name, first_line(exc), self.ttl)
 
     def __enter__(self) -> Lease:
         return self

@@ -11,7 +11,6 @@ the dead run failed and removes its temporary folders.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import socket
@@ -25,7 +24,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from spamguard.config import GATE_METRICS, Settings
-from spamguard.errors import LockHeldError, SpamguardError
+from spamguard.db import database_error
+from spamguard.errors import NEEDS_A_PERSON, LockHeldError, SpamguardError
 from spamguard.ml.also_train import (
     AlsoTrain,
     also_train_note,
@@ -55,9 +55,6 @@ from spamguard.sqltypes import utcnow
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_REJECTED, EXIT_LOCKED = 0, 1, 2, 3, 4
 EXIT_CODES = {"promoted": EXIT_OK, "skipped": EXIT_OK, "dry_run": EXIT_OK,
               "rejected": EXIT_REJECTED, "locked": EXIT_LOCKED}
-# A full, read-only or forbidden disk does not heal by itself: exit 2 ("a person must fix
-# this"), with one line and no traceback, instead of 1 ("retry next time").
-NEEDS_A_PERSON = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 PAUSE_ENV, PAUSE_SECONDS_ENV = "SPAMGUARD_TEST_PAUSE_AT", "SPAMGUARD_TEST_PAUSE_SECONDS"
 logger = logging.getLogger(__name__)
 
@@ -133,10 +130,25 @@ def run_retrain(*, session_factory: sessionmaker[Session], settings: Settings,
                               ttl=settings.retrain_lock_ttl)
     except LockHeldError as exc:
         return RetrainOutcome("locked", EXIT_LOCKED, f"retrain: locked: {exc}")
+    except SQLAlchemyError as exc:  # no lock, no run's row: nothing to record
+        if (error := database_error(exc)) is None:
+            raise
+        return RetrainOutcome("failed", error.exit_code, f"retrain: failed: {error}")
     with lease:
         job = _Retrain(session_factory, settings, lease, log, force=force, dry_run=dry_run,
                        progress=progress, by=by, started_by=started_by)
         return job.run(trigger)
+
+
+def _one_line(exc: Exception) -> tuple[str, int] | None:
+    """The line and exit code that tell all of ``exc``: a full, read-only or forbidden disk
+    (2), a database that does not answer (1) or fails otherwise (2); None for anything else
+    (a bug, another I/O error), whose traceback is logged."""
+    if isinstance(exc, OSError) and exc.errno in NEEDS_A_PERSON:
+        return (f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)), EXIT_USER_ERROR
+    if isinstance(exc, SQLAlchemyError) and (error := database_error(exc)) is not None:
+        return str(error), error.exit_code
+    return None
 
 
 class _Retrain:
@@ -161,23 +173,27 @@ class _Retrain:
 
     def run(self, trigger: str) -> RetrainOutcome:
         """Clean up after dead runs, record this run, do it, and record how it ended."""
-        cleaned = clean_leftovers(session_factory=self.session_factory,
-                                  models_dir=self.settings.models_dir,
-                                  max_age_s=self.settings.retrain_lock_ttl)
-        if self.lease.took_over:
-            cleaned["lock_taken_over_from"] = self.lease.took_over
-        self.counts["cleanup"] = cleaned
-        self.run_id = self._start(trigger)
+        try:
+            cleaned = clean_leftovers(session_factory=self.session_factory,
+                                      models_dir=self.settings.models_dir,
+                                      max_age_s=self.settings.retrain_lock_ttl)
+            if self.lease.took_over:
+                cleaned["lock_taken_over_from"] = self.lease.took_over
+            self.counts["cleanup"] = cleaned
+            self.run_id = self._start(trigger)
+        except SQLAlchemyError as exc:  # no run's row yet to record it in
+            if (error := database_error(exc)) is None:
+                raise
+            return self._failed(str(error), error.exit_code)
         try:
             with self.lease.kept_alive():
                 outcome = self._work()
         except SpamguardError as exc:
             outcome = self._failed(str(exc), exc.exit_code)
-        except Exception as exc:  # any bug or I/O error: record it, never leave "running"
-            if isinstance(exc, OSError) and exc.errno in NEEDS_A_PERSON:
+        except Exception as exc:  # any bug, I/O or database error: record it
+            if said := _one_line(exc):
                 logger.debug("retrain failed", exc_info=True)  # one line is the whole story
-                outcome = self._failed(f"{exc.strerror}: {exc.filename}" if exc.filename
-                                       else str(exc), EXIT_USER_ERROR)
+                outcome = self._failed(*said)
             else:
                 logger.exception("retrain failed")
                 outcome = self._failed(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
@@ -185,8 +201,8 @@ class _Retrain:
             if not self.committed:  # a signal just after the commit must not undo its record
                 self._finish(self._failed("interrupted", EXIT_FAILED))
             raise
-        if not self.committed:
-            self._finish(outcome)  # the decision paths finish inside their transaction
+        if not self.committed:  # the decision paths finish inside their transaction
+            outcome = self._finish(outcome)
         return outcome
 
     def _start(self, trigger: str) -> int:
@@ -385,9 +401,22 @@ class _Retrain:
         outcome.counts["error"] = error
         return outcome
 
-    def _finish(self, outcome: RetrainOutcome) -> None:
-        with self.session_factory() as session, session.begin():
-            self._write_finish(session, outcome, max_review_id=None)
+    def _finish(self, outcome: RetrainOutcome) -> RetrainOutcome:
+        """Record how the run ended; return the outcome, a failure if the database fails now
+        (down, a full disk: said in one line; the row stays ``running`` until the next run
+        records it as failed)."""
+        try:
+            with self.session_factory() as session, session.begin():
+                self._write_finish(session, outcome, max_review_id=None)
+        except SQLAlchemyError as exc:
+            if (error := database_error(exc)) is None:
+                raise
+            logger.debug("recording the run's end failed", exc_info=True)
+            self.log(f"retrain: note: the run's end could not be recorded ({error}); the "
+                     "next run records it as failed")
+            return outcome if outcome.status == "failed" else self._failed(
+                str(error), error.exit_code)
+        return outcome
 
     def _write_finish(self, session: Session, outcome: RetrainOutcome, *,
                       max_review_id: int | None) -> None:
