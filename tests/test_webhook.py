@@ -437,19 +437,28 @@ def test_a_locked_database_answers_503_with_retry_after(make_app, failing_messag
     assert SECRET_BODY not in caplog.text and SENDER not in caplog.text
 
 
-@pytest.mark.parametrize("error", ["database or disk is full",
-                                   "attempt to write a readonly database"])
+@pytest.mark.parametrize(("error", "pg_error"), [
+    ("database or disk is full", "DiskFull"),
+    ("attempt to write a readonly database", "ReadOnlySqlTransaction")])
 def test_a_database_that_cannot_write_answers_503_and_healthz_says_so(make_app,
                                                                      failing_message_insert,
-                                                                     monkeypatch, error):
+                                                                     monkeypatch, error,
+                                                                     pg_error):
     """A fault audit: a full disk (or a read-only standby) answered 500 to every message,
     each with a traceback, while /healthz said ok (its SELECT 1 still passes)."""
     import time
 
+    import psycopg.errors
+
     from spamguard import ops
 
     app = make_app()
-    failing_message_insert(app, error)
+    if app.config["SPAMGUARD"].resolved_database_url.startswith("sqlite"):
+        failing_message_insert(app, error)
+    else:  # PostgreSQL says it by SQLSTATE (53100, 25006), which psycopg's classes carry
+        monkeypatch.setattr(psycopg, pg_error, getattr(psycopg.errors, pg_error),
+                            raising=False)
+        failing_message_insert(app, error, kind=pg_error)
     client = app.test_client()
     response = post_signed(client, twilio_params(SECRET_BODY))
     assert response.status_code == 503 and response.headers["Retry-After"] == "60"
