@@ -150,6 +150,9 @@ def database_error(exc: SQLAlchemyError) -> DatabaseError | None:
     if database_unavailable(exc):
         state = "is busy" if database_busy(exc) else "does not answer"
         return DatabaseUnavailableError(f"the database {state}: {first_line(exc)}")
+    if database_cannot_write(exc):
+        return DatabaseError(f"the database cannot write (a full disk, or read-only): "
+                             f"{first_line(exc)}")
     if isinstance(exc, OperationalError):
         return DatabaseError(f"database error: {first_line(exc)}")
     return None

@@ -505,7 +505,8 @@ def test_train_on_a_full_disk_is_one_line_and_leaves_no_temporary_folder(
     pytest.param(lambda: ConnectionRefused(REFUSED), 1,
                  f"the database does not answer: {REFUSED}", id="down"),
     pytest.param(lambda: __import__("sqlite3").OperationalError("database or disk is full"),
-                 2, "database error: database or disk is full", id="disk-full"),
+                 2, "the database cannot write (a full disk, or read-only): database or disk "
+                 "is full", id="disk-full"),
 ])
 def test_train_whose_database_fails_while_registering_is_one_line(
         tmp_path, tiny_backbone_dir, monkeypatch, orig, exit_code, said):

@@ -280,7 +280,8 @@ def test_next_run_cleans_up_after_a_dead_one(
     pytest.param(lambda: ConnectionRefused(REFUSED), 1,
                  f"the database does not answer: {REFUSED}", id="down"),
     pytest.param(lambda: __import__("sqlite3").OperationalError("database or disk is full"),
-                 2, "database error: database or disk is full", id="disk-full"),
+                 2, "the database cannot write (a full disk, or read-only): database or disk "
+                 "is full", id="disk-full"),
 ])
 def test_a_database_failing_while_registering_is_one_line(
         retrain, retrain_settings, db_session_factory, monkeypatch, caplog, orig,

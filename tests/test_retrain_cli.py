@@ -122,7 +122,8 @@ def test_unreachable_database_exits_1_so_a_scheduler_retries(retrain_env) -> Non
     pytest.param(lambda: ConnectionRefused(REFUSED), 1,
                  f"the database does not answer: {REFUSED}", id="down"),
     pytest.param(lambda: __import__("sqlite3").OperationalError("database or disk is full"),
-                 2, "database error: database or disk is full", id="disk-full"),
+                 2, "the database cannot write (a full disk, or read-only): database or disk "
+                 "is full", id="disk-full"),
 ])
 def test_a_database_failing_mid_run_is_one_line(invoke, monkeypatch, caplog, orig, exit_code,
                                                 said) -> None:
