@@ -162,12 +162,15 @@ REFUSED = ('connection failed: connection to server at "127.0.0.1", port 5432 fa
 
 
 def database_fails(monkeypatch: pytest.MonkeyPatch, orig: Exception, *,
-                   from_stage: str | None = None) -> None:
-    """Make every commit raise OperationalError(``orig``), as a database that went down (or
-    whose disk filled) does, from retrain's checkpoint ``from_stage`` on (None: at once);
-    ``monkeypatch.undo()`` brings it back."""
+                   from_stage: str | None = None, kind: type | None = None) -> None:
+    """Make every commit raise ``kind`` (default OperationalError) of ``orig``, as a
+    database that went down (or whose disk filled) does, from retrain's checkpoint
+    ``from_stage`` on (None: at once); ``monkeypatch.undo()`` brings it back. A read-only
+    PostgreSQL standby's error (25006) reaches SQLAlchemy as an InternalError."""
     from sqlalchemy.exc import OperationalError
     from sqlalchemy.orm import SessionTransaction
+
+    kind = kind or OperationalError
 
     from spamguard.services import retrain as retrain_module
 
@@ -181,7 +184,7 @@ def database_fails(monkeypatch: pytest.MonkeyPatch, orig: Exception, *,
 
     def commit(self, *args, **kwargs):
         if down:
-            raise OperationalError("COMMIT", {}, orig)
+            raise kind("COMMIT", {}, orig)
         return real_commit(self, *args, **kwargs)
 
     monkeypatch.setattr(retrain_module, "checkpoint", checkpoint)

@@ -37,7 +37,7 @@ def register(cli: click.Group) -> None:
         from spamguard.services.backup import create_backup
 
         made = create_backup(ctx.settings.resolved_database_url, folder,
-                             log=(lambda line: None) if quiet else _progress)
+                             log=(lambda line: None) if quiet else _progress, warn=_progress)
         revision = made.manifest["database"]["revision"]
         if not is_known_revision(revision):  # made by a newer release: only it can restore
             click.echo(f"note: the database is at revision {revision}, newer than this "

@@ -19,7 +19,6 @@ has its final name is whole; it is readable by its owner only (it holds every me
 from __future__ import annotations
 
 import errno
-import glob
 import hashlib
 import json
 import os
@@ -82,16 +81,20 @@ def database_kind(url: str) -> str:
     return "sqlite" if is_sqlite(url) else "postgresql"
 
 
-def create_backup(url: str, destination: Path | str, *, log: Log = _quiet) -> Backup:
+def create_backup(url: str, destination: Path | str, *, log: Log = _quiet,
+                  warn: Log | None = None) -> Backup:
     """Back up the database at ``url`` and the model versions it names into the new folder
-    ``destination`` (its parent is created if missing)."""
+    ``destination`` (its parent is created if missing). ``log`` hears the progress, ``warn``
+    (default ``log``) what a person should act on even when the progress is not wanted."""
     destination = Path(destination)
+    warn = warn or log
     if os.path.lexists(destination):
         raise BackupError(f"{destination} already exists: give a new folder for the backup")
     destination.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in unfinished_backups(destination):
-        log(f"note: {leftover} is what a `backup create` of {destination} that was killed "
-            "left (not a backup): delete it, unless that backup is still running")
+    for leftover in unfinished_backups(destination.parent):
+        killed = destination.parent / PARTIAL.fullmatch(leftover.name)["name"]
+        warn(f"note: {leftover} is what a `backup create` of {killed} that was killed left "
+             "(not a backup): delete it, unless that backup is still running")
     work = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-",
                                  dir=destination.parent))  # 0700: it holds every message
     try:
@@ -122,11 +125,12 @@ def create_backup(url: str, destination: Path | str, *, log: Log = _quiet) -> Ba
     return Backup(destination, manifest, missing)
 
 
-def unfinished_backups(destination: Path) -> list[Path]:
-    """The folders a ``backup create`` of ``destination`` left when it was killed (SIGKILL,
-    a power cut: any other end removes its folder)."""
+def unfinished_backups(folder: Path) -> list[Path]:
+    """The folders a ``backup create`` into ``folder`` left when it was killed (SIGKILL, a
+    power cut: any other end removes its folder), of any name: a nightly backup is named
+    by its day, so the next one never has the killed one's name."""
     try:
-        found = destination.parent.glob(f".{glob.escape(destination.name)}.partial-*")
+        found = folder.glob(".*.partial-*")
         return sorted(p for p in found
                       if PARTIAL.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
     except OSError:
