@@ -459,3 +459,22 @@ def test_two_admins_taking_each_other_away_at_once_leave_one(db_session_factory,
         enabled_admins = [u.username for u in users.list_users(session)
                           if u.role == "admin" and u.is_active]
     assert enabled_admins == ["ann"]
+
+
+def test_sigterm_at_a_password_prompt_is_a_stop_not_an_abort(cli_env, monkeypatch):
+    """Click turns an interrupt at a prompt into Abort ("Aborted!", exit 1): SIGTERM there
+    is said as it is everywhere else (a review)."""
+    import click.termui
+    from click.testing import CliRunner
+
+    from spamguard.cli import Terminated, build_cli, user_commands
+
+    def terminated(*_args):
+        raise Terminated
+
+    monkeypatch.setattr(user_commands, "is_terminal", lambda stream: True)
+    # (CliRunner puts its own hidden_prompt_func in place: the step under it, then)
+    monkeypatch.setattr(click.termui, "_readline_prompt", terminated)
+    result = CliRunner().invoke(build_cli(), ["user", "create", "zed"])
+    assert result.exit_code == 143  # (the newline ends the prompt's line, as at Ctrl-C)
+    assert result.output == "\nerror: stopped by SIGTERM\n"

@@ -32,6 +32,11 @@ def _stop_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _say_terminated() -> None:
+    click.echo("error: stopped by SIGTERM", err=True)
+    sys.exit(128 + signal.SIGTERM)
+
+
 class _OneLineUsageError(click.ClickException):
     """A Click usage error said in one line: Click's own takes three or four (usage,
     a "Try --help" hint, a blank line, the error)."""
@@ -82,8 +87,11 @@ class _Group(click.Group):
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except Terminated:  # the command's cleanups have run on the way out
-            click.echo("error: stopped by SIGTERM", err=True)
-            sys.exit(128 + signal.SIGTERM)
+            _say_terminated()
+        except click.Abort as exc:  # Click's prompts turn an interrupt into Abort
+            if isinstance(exc.__context__, Terminated):
+                _say_terminated()
+            raise
         except BrokenPipeError:  # `spamguard classify | head`: the reader has gone
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no flush error at exit)
             sys.exit(1)
