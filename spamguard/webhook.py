@@ -8,7 +8,7 @@ import re
 from urllib.parse import parse_qsl, quote
 
 from flask import Blueprint, Flask, Response, request
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -225,7 +225,7 @@ def forwards(message: Message, forward_to: str) -> bool:
     if message.model_label is None:  # pending: a blocked sender stays blocked
         try:
             rules = sender_rules.actions_for(db_session(), {message.sender})
-        except DBAPIError:  # the message is stored: an error answer would have it sent again
+        except SQLAlchemyError:  # the message is stored: an error answer would have it sent again
             messages.rollback_keeping(db_session(), message)
             log.warning("sender rules could not be read (database error): message %s "
                         "forwarded without that check", message.id)
@@ -235,10 +235,19 @@ def forwards(message: Message, forward_to: str) -> bool:
 
 
 def forwarded_text(message: Message) -> str:
-    """"From <sender>: <body>", cut to Twilio's limit for one message; a picture message's
-    attachments are counted, not sent on."""
+    """"From <sender>: <body>", cut to Twilio's limit for one message (in UTF-16 units,
+    as Twilio counts); a picture message's attachments are counted, not sent on."""
     media = int((message.raw or {}).get("NumMedia", "0") or 0)
     note = f" [{media} attachment{'s' if media != 1 else ''} not forwarded]" if media else ""
     text = f"From {message.sender}: {message.body}"
-    room = TWILIO_MAX_CHARS - len(note)
-    return (text if len(text) <= room else text[:room - 1] + "\u2026") + note
+    room = TWILIO_MAX_CHARS - _units(note)
+    if _units(text) > room:  # Twilio counts UTF-16 units: an emoji is two
+        while _units(text) > room - 1:
+            text = text[:-max(1, (_units(text) - room + 1) // 2)]
+        text += "\u2026"
+    return text + note
+
+
+def _units(text: str) -> int:
+    """``text``'s length as Twilio counts it, in UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2

@@ -542,6 +542,15 @@ def test_a_busy_database_after_the_message_is_stored_answers_pending_not_503(app
     assert response.status_code == 202 and response.get_json()["status"] == "pending"
     assert count_rows(app, Message) == 1 and count_rows(app, Verdict) == 0
 
+    def no_connection(**_):  # the pool's own error, which is no DBAPIError (a review)
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+        raise PoolTimeout("QueuePool limit of size 5 overflow 10 reached")
+
+    monkeypatch.setattr(messages, "classify_stored", no_connection)
+    response = api("POST", "/messages", json={k: v for k, v in MESSAGE.items() if k != "id"})
+    assert response.status_code == 202 and count_rows(app, Message) == 2
+
 
 @pytest.mark.parametrize("error", ["database is locked", "disk I/O error"])
 def test_a_database_that_dies_once_the_message_is_stored_answers_pending(app, api, error):

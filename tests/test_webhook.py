@@ -659,6 +659,13 @@ def test_a_forwarded_copy_fits_one_twilio_message(make_app):
     assert forwarded_text(long).startswith("From +15550001111: xxx")
     assert forwarded_text(long).endswith("x\u2026")
     assert forwarded_text(picture) == "From +15550001111:  [2 attachments not forwarded]"
+    from types import SimpleNamespace
+
+    emoji = SimpleNamespace(sender=long.sender, body="\U0001F600" * 1600, raw=None)  # two
+    # UTF-16 units each, as Twilio counts them
+    cut = forwarded_text(emoji)
+    assert len(cut.encode("utf-16-le")) // 2 in (TWILIO_MAX_CHARS - 1, TWILIO_MAX_CHARS)
+    assert cut.endswith("\U0001F600\u2026")
 
 
 @pytest.mark.parametrize("raw", ["5550009999", "+1 555 000 9999", "+0155500099", "+1555",

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, inspect, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -89,14 +89,15 @@ def classify_or_leave_pending(*, session: Session, message: Message, classifier:
         if get_classifier is not None:
             classifier = get_classifier()
         return classify_stored(session=session, classifier=classifier, message=message)
-    except DBAPIError as exc:
+    except SQLAlchemyError as exc:  # also the pool's TimeoutError, no DBAPIError
         rollback_keeping(session, message, as_stored)
         if database_unavailable(exc):
             log.warning("verdict for message %s not stored (database busy): left pending",
                         message_id)
         else:  # a full disk, a read-only standby: an operator should hear of it
+            error = getattr(exc, "orig", None) or exc
             log.error("verdict for message %s not stored (%s: %s): left pending",
-                      message_id, type(exc.orig).__name__, str(exc.orig).splitlines()[0])
+                      message_id, type(error).__name__, (str(error).splitlines() or [""])[0])
         return None
 
 
