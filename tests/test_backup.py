@@ -788,6 +788,22 @@ def test_sigterm_undoes_a_restore(instance, empty_target, tmp_path):
     assert again.exit_code == 0, again.output
 
 
+def test_a_restore_still_running_is_not_called_killed(instance, empty_target, tmp_path):
+    """A second restore into the same instance (two terminals, a repeated deploy step) was
+    told to delete the live one's files as a killed restore's (a review)."""
+    from tests.fixtures_signals import stop
+
+    process, home = _start_restore(instance, empty_target, tmp_path)
+    try:
+        second = _cli(home, empty_target, "backup", "restore", str(tmp_path / "bk"))
+        assert second.exit_code == 2
+        assert second.stderr.startswith(
+            f"error: a restore into this instance is running (pid {process.pid}, started ")
+        assert second.stderr.endswith("): wait for it to end\n")
+    finally:
+        stop(process)
+
+
 def test_a_killed_restore_is_named_with_what_to_delete(instance, empty_target, tmp_path):
     """SIGKILL runs no cleanup: the next restore says the versions and the hidden database
     copy are an interrupted restore's, and which paths to delete."""

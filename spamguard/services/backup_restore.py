@@ -22,6 +22,7 @@ import glob
 import json
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -83,6 +84,9 @@ def restore_backup(backup: Path | str, *, url: str, models_dir: Path, by: str | 
         if not safe_name(version):
             raise BackupError(f"{backup}: model version {version!r} cannot be a folder name")
     leftovers = unfinished_restore(url, models_dir, versions)
+    if leftovers and (running := _running_restore(models_dir)) is not None:
+        raise BackupError(f"a restore into this instance is running ({running}): wait for "
+                          "it to end")
     _target_is_empty(url, leftovers)
     _no_leftovers(models_dir, versions, leftovers)
     marker = _mark_unfinished(backup, models_dir, versions)
@@ -146,6 +150,25 @@ def unfinished_restore(url: str, models_dir: Path, versions: list[str]) -> list[
     return found
 
 
+def _running_restore(models_dir: Path) -> str | None:
+    """The marker's restore when it is still running on this machine ("pid N, started
+    T"), else None: its files are not leftovers to delete."""
+    try:
+        marker = json.loads((models_dir / UNFINISHED).read_text(encoding="utf-8"))
+        pid, host = int(marker["pid"]), marker.get("host")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if host != socket.gethostname() or pid == os.getpid():
+        return None  # another machine's restore (shared storage) cannot be checked
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    return f"pid {pid}, started {marker.get('started_at', '?')}"
+
+
 def _no_leftovers(models_dir: Path, versions: list[str], leftovers: list[Path]) -> None:
     """Refuse a models folder that holds the backup's versions, saying so when they are
     what a killed restore left, and what to delete."""
@@ -168,6 +191,7 @@ def _mark_unfinished(backup: Path, models_dir: Path, versions: list[str]) -> Pat
     marker = models_dir / UNFINISHED
     marker.write_text(json.dumps({
         "backup": str(backup.resolve()), "versions": versions, "pid": os.getpid(),
+        "host": socket.gethostname(),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds")}) + "\n",
         encoding="utf-8")
     return marker
