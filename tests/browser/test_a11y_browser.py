@@ -141,6 +141,9 @@ def test_a_running_rebuild_is_watched_without_reloading_the_page(page, live_serv
         region = page.locator("[data-poll]")
         assert region.get_attribute("role") == "status"
         assert region.inner_text().endswith("Check again")
+        # a link in grey words: underlined (axe link-in-text-block, found on a recheck)
+        assert region.locator("a").evaluate("e => getComputedStyle(e).textDecorationLine") \
+            == "underline"
         page.clock.run_for(6000)  # asked once: still running
         page.wait_for_timeout(500)
         assert region.inner_text().endswith("Check again")
@@ -148,6 +151,8 @@ def test_a_running_rebuild_is_watched_without_reloading_the_page(page, live_serv
     page.wait_for_function(
         "() => document.querySelector('[data-poll]').textContent.startsWith('Finished')")
     assert region.inner_text() == "Finished: reload to see the result. Reload"
+    assert region.locator("a").evaluate("e => getComputedStyle(e).textDecorationLine") \
+        == "underline"
     assert page.evaluate("window.stayed")  # the same page: never reloaded
     with page.expect_navigation():
         page.click("[data-poll] a")
