@@ -53,6 +53,33 @@ def test_a_release_the_database_refuses_is_a_warning(db_session_factory, monkeyp
     assert _row(db_session_factory).owner == str(lease.owner)
 
 
+def test_a_renewal_the_database_refuses_is_one_line_and_tried_again(db_session_factory,
+                                                                    monkeypatch, caplog):
+    """While the database is down, each beat of a long retraining logged a traceback."""
+    import threading
+
+    from tests.fixtures_retrain import REFUSED, ConnectionRefused, database_fails
+
+    lease = locks.acquire(session_factory=db_session_factory, name="job", ttl=0.3)
+    database_fails(monkeypatch, ConnectionRefused(REFUSED))
+    beats = threading.Event()
+    real_renew = lease.renew
+
+    def renew():
+        try:
+            real_renew()
+        finally:
+            beats.set()
+
+    monkeypatch.setattr(lease, "renew", renew)
+    with caplog.at_level("WARNING"), lease.kept_alive():
+        assert beats.wait(30)
+    warned = [r for r in caplog.records if "renew" in r.getMessage()]
+    assert warned and all(r.exc_info is None for r in warned)
+    assert warned[0].getMessage() == (f"could not renew lock 'job' ({REFUSED}); trying "
+                                      "again in 0 s")
+
+
 def test_a_live_holder_keeps_the_lock(db_session_factory) -> None:
     with locks.acquire(session_factory=db_session_factory, name="job", ttl=60):
         with pytest.raises(LockHeldError, match=f"held by pid {os.getpid()}"):

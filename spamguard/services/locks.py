@@ -113,7 +113,11 @@ class Lease:
                     self.renew()
                 except LockLostError:
                     return
-                except Exception:  # a database hiccup: the next beat tries again
+                except SQLAlchemyError as exc:  # a database hiccup: the next beat tries again
+                    logger.debug("renewing lock %r failed", self.name, exc_info=True)
+                    logger.warning("could not renew lock %r (%s); trying again in %.0f s",
+                                   self.name, first_line(exc), max(self.ttl / 3, 0.05))
+                except Exception:  # a bug: its traceback is wanted
                     logger.warning("could not renew lock %r", self.name, exc_info=True)
 
         thread = threading.Thread(target=beat, name=f"lease-{self.name}", daemon=True)
