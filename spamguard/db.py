@@ -112,7 +112,8 @@ BUSY_SQLSTATES = ("55P03", "57014")
 # A database that answers but cannot store anything: PostgreSQL's disk_full and
 # read_only_sql_transaction (a standby after a failover), SQLite's own wording of each.
 CANNOT_WRITE_SQLSTATES = ("53100", "25006")
-CANNOT_WRITE_TEXTS = ("database or disk is full", "attempt to write a readonly database")
+SQLITE_READ_ONLY = "attempt to write a readonly database"
+CANNOT_WRITE_TEXTS = ("database or disk is full", SQLITE_READ_ONLY)
 
 
 def database_cannot_write(exc: BaseException) -> bool:
@@ -632,7 +633,7 @@ def open_database(url: str | URL, *, create_if_empty: bool = False,
 
 # What SQLite says when it cannot create a file beside the database (WAL's -wal and -shm,
 # which even a reader needs when they are not there) or write the file itself.
-SQLITE_ACCESS_ERRORS = ("unable to open database file", "attempt to write a readonly database")
+SQLITE_ACCESS_ERRORS = ("unable to open database file", SQLITE_READ_ONLY)
 
 
 def sqlite_access_problem(url: str | URL, exc: BaseException) -> str:

@@ -161,16 +161,34 @@ REFUSED = ('connection failed: connection to server at "127.0.0.1", port 5432 fa
            "Connection refused")
 
 
+def read_only_standby() -> Exception:
+    """psycopg's error for a write on a read-only PostgreSQL standby (SQLSTATE 25006)."""
+    import psycopg.errors
+
+    return psycopg.errors.ReadOnlySqlTransaction(
+        "cannot execute INSERT in a read-only transaction")
+
+
+CANNOT_WRITE = "the database cannot write (a full disk, or read-only)"
+# (orig, exit code, the one line said): a server that is down, a full disk.
+DATABASE_FAILURES = [
+    pytest.param(lambda: ConnectionRefused(REFUSED), 1,
+                 f"the database does not answer: {REFUSED}", id="down"),
+    pytest.param(lambda: __import__("sqlite3").OperationalError("database or disk is full"),
+                 2, f"{CANNOT_WRITE}: database or disk is full", id="disk-full"),
+]
+
+
 def database_fails(monkeypatch: pytest.MonkeyPatch, orig: Exception, *,
-                   from_stage: str | None = None, kind: type | None = None) -> None:
-    """Make every commit raise ``kind`` (default OperationalError) of ``orig``, as a
-    database that went down (or whose disk filled) does, from retrain's checkpoint
-    ``from_stage`` on (None: at once); ``monkeypatch.undo()`` brings it back. A read-only
-    PostgreSQL standby's error (25006) reaches SQLAlchemy as an InternalError."""
-    from sqlalchemy.exc import OperationalError
+                   from_stage: str | None = None) -> None:
+    """Make every commit raise the SQLAlchemy error of ``orig``, as a database that went
+    down (or whose disk filled) does, from retrain's checkpoint ``from_stage`` on (None: at
+    once); ``monkeypatch.undo()`` brings it back. A read-only PostgreSQL standby's error
+    (25006) reaches SQLAlchemy as an InternalError, the others as an OperationalError."""
+    from sqlalchemy.exc import InternalError, OperationalError
     from sqlalchemy.orm import SessionTransaction
 
-    kind = kind or OperationalError
+    kind = InternalError if getattr(orig, "sqlstate", None) == "25006" else OperationalError
 
     from spamguard.services import retrain as retrain_module
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from spamguard.cli import build_cli
 from tests.fixtures_ml import sample_data
-from tests.fixtures_retrain import REFUSED, ConnectionRefused
+from tests.fixtures_retrain import DATABASE_FAILURES
 
 
 @pytest.fixture(scope="module")
@@ -501,13 +501,7 @@ def test_train_on_a_full_disk_is_one_line_and_leaves_no_temporary_folder(
     assert list(models.iterdir()) == []
 
 
-@pytest.mark.parametrize(("orig", "exit_code", "said"), [
-    pytest.param(lambda: ConnectionRefused(REFUSED), 1,
-                 f"the database does not answer: {REFUSED}", id="down"),
-    pytest.param(lambda: __import__("sqlite3").OperationalError("database or disk is full"),
-                 2, "the database cannot write (a full disk, or read-only): database or disk "
-                 "is full", id="disk-full"),
-])
+@pytest.mark.parametrize(("orig", "exit_code", "said"), DATABASE_FAILURES)
 def test_train_whose_database_fails_while_registering_is_one_line(
         tmp_path, tiny_backbone_dir, monkeypatch, orig, exit_code, said):
     """The version is written, not registered: the line names its folder."""

@@ -14,6 +14,7 @@ from spamguard.models import AuditEvent, EvalExample, ModelVersion, TrainingRun
 from spamguard.services import locks, model_diff, registry
 from spamguard.services.retrain import LOCK_NAME
 from tests.fixtures_retrain import (
+    DATABASE_FAILURES,
     REFUSED,
     ConnectionRefused,
     base_rows,
@@ -276,13 +277,7 @@ def test_next_run_cleans_up_after_a_dead_one(
     assert current.counts["cleanup"]["tmp_dirs_removed"] == [leftover.name]
 
 
-@pytest.mark.parametrize(("orig", "exit_code", "said"), [
-    pytest.param(lambda: ConnectionRefused(REFUSED), 1,
-                 f"the database does not answer: {REFUSED}", id="down"),
-    pytest.param(lambda: __import__("sqlite3").OperationalError("database or disk is full"),
-                 2, "the database cannot write (a full disk, or read-only): database or disk "
-                 "is full", id="disk-full"),
-])
+@pytest.mark.parametrize(("orig", "exit_code", "said"), DATABASE_FAILURES)
 def test_a_database_failing_while_registering_is_one_line(
         retrain, retrain_settings, db_session_factory, monkeypatch, caplog, orig,
         exit_code, said) -> None:

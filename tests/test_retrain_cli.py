@@ -14,10 +14,11 @@ from spamguard.cli import build_cli
 from spamguard.services import locks, model_diff
 from spamguard.services.retrain import LOCK_NAME
 from tests.fixtures_retrain import (
-    REFUSED,
-    ConnectionRefused,
+    CANNOT_WRITE,
+    DATABASE_FAILURES,
     database_fails,
     inverting_reviews,
+    read_only_standby,
     store_reviews,
 )
 
@@ -118,32 +119,14 @@ def test_unreachable_database_exits_1_so_a_scheduler_retries(retrain_env) -> Non
     assert "cannot read the database" in result.output
 
 
-def read_only_standby():
-    """psycopg's error for a write on a read-only PostgreSQL standby (SQLSTATE 25006)."""
-    import psycopg.errors
-
-    return psycopg.errors.ReadOnlySqlTransaction(
-        "cannot execute INSERT in a read-only transaction")
-
-
 @pytest.mark.parametrize(("orig", "exit_code", "said"), [
-    pytest.param(lambda: ConnectionRefused(REFUSED), 1,
-                 f"the database does not answer: {REFUSED}", id="down"),
-    pytest.param(lambda: __import__("sqlite3").OperationalError("database or disk is full"),
-                 2, "the database cannot write (a full disk, or read-only): database or disk "
-                 "is full", id="disk-full"),
-    pytest.param(read_only_standby, 2, "the database cannot write (a full disk, or "
-                 "read-only): cannot execute INSERT in a read-only transaction",
-                 id="read-only"),
+    *DATABASE_FAILURES,
+    pytest.param(read_only_standby, 2, f"{CANNOT_WRITE}: cannot execute INSERT in a "
+                 "read-only transaction", id="read-only"),
 ])
 def test_a_database_failing_mid_run_is_one_line(invoke, monkeypatch, caplog, orig, exit_code,
                                                 said) -> None:
-    from sqlalchemy.exc import InternalError, OperationalError
-
-    error = orig()
-    database_fails(monkeypatch, error, from_stage="registering",
-                   kind=InternalError if getattr(error, "sqlstate", None) == "25006"
-                   else OperationalError)
+    database_fails(monkeypatch, orig(), from_stage="registering")
     with caplog.at_level("WARNING"):
         result = invoke("--trigger", "cron")
     assert result.exit_code == exit_code, result.output

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from spamguard.db import conflict_insert, database_busy, database_unavailable
+from spamguard.db import conflict_insert, database_busy, database_unavailable, first_line
 from spamguard.ml.data import text_hash
 from spamguard.models import Message, Verdict
 from spamguard.services import sender_rules
@@ -95,9 +95,8 @@ def classify_or_leave_pending(*, session: Session, message: Message, classifier:
             log.warning("verdict for message %s not stored (database busy): left pending",
                         message_id)
         else:  # a full disk, a read-only standby: an operator should hear of it
-            error = getattr(exc, "orig", None) or exc
-            log.error("verdict for message %s not stored (%s: %s): left pending",
-                      message_id, type(error).__name__, (str(error).splitlines() or [""])[0])
+            log.error("verdict for message %s not stored (%s: %s): left pending", message_id,
+                      type(getattr(exc, "orig", None) or exc).__name__, first_line(exc))
         return None
 
 
