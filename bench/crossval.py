@@ -68,8 +68,9 @@ from spamguard.ml.data import dedupe, load_labelled, normalise, split
 from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.features import FEATURE_NAMES
 from spamguard.ml.head import BertArch
+from spamguard.ml.head_fit import SELECTIONS, fit_head, fit_head_epochs
 from spamguard.ml.threshold import choose_threshold
-from spamguard.ml.train import SELECTIONS, TrainConfig, fit_head, fit_head_epochs
+from spamguard.ml.train import TrainConfig
 from spamguard.ml.version_files import DEFAULT_POOLING, POOLINGS
 
 ROOT = Path(__file__).resolve().parents[1]

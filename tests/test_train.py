@@ -9,8 +9,9 @@ import torch
 
 from spamguard.ml.classifier import SpamClassifier
 from spamguard.ml.head import BertArch
+from spamguard.ml.head_fit import class_weights
 from spamguard.ml.threshold import choose_threshold
-from spamguard.ml.train import TrainConfig, class_weights, train_model
+from spamguard.ml.train import TrainConfig, train_model
 from tests.fixtures_ml import make_tiny_backbone_dir, sample_data
 
 
@@ -352,7 +353,7 @@ def test_report_on_other_data_uses_the_versions_own_lexical_half(trained, tmp_pa
 
 
 def test_head_trains_on_one_thread_and_gives_the_same_bytes_on_any_core_count(monkeypatch):
-    from spamguard.ml.train import fit_head
+    from spamguard.ml.head_fit import fit_head
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 64)).astype(np.float32)
@@ -380,7 +381,7 @@ def test_head_trains_on_one_thread_and_gives_the_same_bytes_on_any_core_count(mo
 def test_the_multi_tensor_optimiser_gives_the_per_tensor_loops_weights(monkeypatch):
     """fit_head asks AdamW for its foreach path (faster); it must stay the same arithmetic
     as the per-tensor loop PyTorch uses on a CPU by default, or trained heads would change."""
-    from spamguard.ml.train import fit_head
+    from spamguard.ml.head_fit import fit_head
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 96)).astype(np.float32)
@@ -422,7 +423,7 @@ def _conflicting_examples():
 
 
 def test_sample_weights_pull_the_head_towards_the_weighted_messages():
-    from spamguard.ml.train import fit_head
+    from spamguard.ml.head_fit import fit_head
 
     x, y, marked = _conflicting_examples()
     config = TrainConfig(epochs=15, patience=15)
@@ -440,7 +441,7 @@ def test_sample_weights_pull_the_head_towards_the_weighted_messages():
 
 
 def test_sample_weights_must_be_one_positive_number_per_message():
-    from spamguard.ml.train import fit_head
+    from spamguard.ml.head_fit import fit_head
 
     x, y, _ = _conflicting_examples()
     for weights in (np.ones(5), np.r_[np.ones(279), 0.0]):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,9 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.utils.class_weight import compute_class_weight
-from tqdm.auto import tqdm
 
 from spamguard.errors import ModelError
 from spamguard.ml.also_train import also_train_note, is_also_train
@@ -24,6 +20,7 @@ from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.blend import Blend, head_logit
 from spamguard.ml.classifier import LABEL_MAP, SpamClassifier, build_inputs
 from spamguard.ml.data import (
+    DedupeStats,
     LabelledData,
     Split,
     always_train_count,
@@ -32,16 +29,13 @@ from spamguard.ml.data import (
     dedupe,
     split,
 )
-from spamguard.ml.embeddings import CachedEncoder, setting_problem, show_progress
+from spamguard.ml.embeddings import CachedEncoder, setting_problem
 from spamguard.ml.features import FEATURE_NAMES
-from spamguard.ml.head import BertArch
+from spamguard.ml.head_fit import HeadFit, fit_head
 from spamguard.ml.threshold import choose_threshold
 from spamguard.ml.version_files import DEFAULT_POOLING
 
 HEAD_ALONE = "BERT head alone"
-# What picks the epoch whose weights fit_head keeps: the lowest validation loss (the
-# recipe), or the highest ROC AUC / average precision of the spam logit on validation.
-SELECTIONS = {"loss": None, "auc": roc_auc_score, "ap": average_precision_score}
 
 
 @dataclass
@@ -62,184 +56,6 @@ class TrainConfig:
     lexical: bool = True  # blend in the TF-IDF + SVM model (spamguard.ml.blend)
     seed: int = 42
     split_seed: int = 2018
-
-
-@dataclass
-class HeadFit:
-    """A trained head and how training went."""
-
-    head: BertArch
-    best_epoch: int
-    best_val_loss: float
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
-def class_weights(labels: np.ndarray, sample_weight: np.ndarray | None = None) -> torch.Tensor:
-    """Balanced class weights, as in the recipe (about [0.58, 3.7] on the SMS data).
-
-    With ``sample_weight``, classes are balanced by their summed weights (sklearn's rule,
-    ``total / (2 * class total)``), so weighting some messages up does not tilt the loss
-    towards their class as a whole.
-    """
-    if sample_weight is None:
-        weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
-    else:
-        totals = np.array([sample_weight[labels == c].sum() for c in (0, 1)], dtype=np.float64)
-        if not np.all(totals > 0):
-            raise ValueError("class weights need messages of both classes")
-        weights = totals.sum() / (2 * totals)
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread inside the block.
-
-    The head's matrices (32 x 400 by 400 x 512) are far too small to share between
-    threads: on 2 cores one thread trained the default head in 1.8 s against 11-19 s with
-    two while anything else ran on the machine (2026-12-01), and as fast when it was
-    quiet. One thread also makes the trained bytes the same on any number of cores.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-             config: TrainConfig, progress: bool | None = None, *,
-             select: str = "loss", sample_weight: np.ndarray | None = None) -> HeadFit:
-    """Train BERT_Arch with class-weighted NLLLoss; keep the weights of the best val loss
-    (or of the best val ranking, ``select``).
-
-    Runs on one torch thread (:func:`one_thread`).
-
-    Args:
-        x_train, y_train: head inputs and 0/1 labels to learn from.
-        x_val, y_val: held-out inputs and labels that pick the best epoch.
-        config: optimiser and head settings.
-        progress: show a bar over epochs (None: only on a terminal).
-        select: what picks the kept epoch (:data:`SELECTIONS`): "loss" (the recipe) or the
-            highest validation ROC AUC ("auc") or average precision ("ap") of the spam
-            logit, recorded in the history as ``val_auc``/``val_ap`` (cross-validation's
-            candidates). Patience counts epochs since the best; ties keep the earlier one.
-        sample_weight: one weight per training message (None: all 1, the recipe's loss
-            exactly). Validation loss is never weighted.
-
-    Returns:
-        The best head (in eval mode) with its epoch and loss history (best_val_loss is the
-        kept epoch's validation loss).
-    """
-    if select not in SELECTIONS:
-        raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, not {select!r}")
-    with one_thread():
-        return _fit_head(x_train, y_train, x_val, y_val, config, progress, select,
-                         sample_weight)
-
-
-@dataclass
-class _HeadTraining:
-    """A fresh head with its data, loss, optimiser and batch-order generator (seeded)."""
-
-    head: BertArch
-    xt: torch.Tensor
-    yt: torch.Tensor
-    loss_fn: torch.nn.NLLLoss
-    optimiser: torch.optim.Optimizer
-    generator: torch.Generator
-    sample_weight: torch.Tensor | None = None  # per training message; None: the recipe
-
-    @classmethod
-    def start(cls, x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig,
-              sample_weight: np.ndarray | None = None) -> _HeadTraining:
-        torch.manual_seed(config.seed)
-        generator = torch.Generator().manual_seed(config.seed)
-        xt, yt = torch.from_numpy(x_train.astype(np.float32)), torch.from_numpy(y_train)
-        head = BertArch(xt.shape[1], hidden=config.hidden, dropout=config.dropout)
-        head.set_scaling(xt)
-        weights = None
-        if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight, dtype=np.float64)
-            if sample_weight.shape != (len(y_train),) or not np.all(sample_weight > 0):
-                raise ValueError("sample_weight needs one positive weight per training message")
-            weights = torch.from_numpy(sample_weight.astype(np.float32))
-        loss_fn = torch.nn.NLLLoss(weight=class_weights(y_train, sample_weight))
-        # foreach: the arithmetic of the per-tensor loop PyTorch picks on a CPU, bit for bit
-        # (same weights), in fewer calls: the head trains in 4.5 s instead of 5.7 s (11
-        # epochs, mean-last3 input; fused=True would be faster still but rounds differently).
-        optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr,
-                                      weight_decay=config.weight_decay, foreach=True)
-        return cls(head, xt, yt, loss_fn, optimiser, generator, weights)
-
-    def loss(self, batch: torch.Tensor) -> torch.Tensor:
-        """The class-weighted NLL of a batch; with sample weights, their weighted mean
-        (NLLLoss's own mean divides by the batch's summed class weights, and so does this)."""
-        log_probs, labels = self.head(self.xt[batch]), self.yt[batch]
-        if self.sample_weight is None:
-            return self.loss_fn(log_probs, labels)
-        per_message = torch.nn.functional.nll_loss(log_probs, labels, reduction="none")
-        weights = self.sample_weight[batch] * self.loss_fn.weight[labels]
-        return (weights * per_message).sum() / weights.sum()
-
-    def epoch(self, batch_size: int) -> float:
-        """One pass over shuffled batches (gradient norm clipped at 1.0); the mean loss."""
-        self.head.train()
-        order = torch.randperm(len(self.xt), generator=self.generator)
-        total = 0.0
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            self.optimiser.zero_grad()
-            loss = self.loss(batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.head.parameters(), 1.0)
-            self.optimiser.step()
-            total += float(loss.detach()) * len(batch)
-        self.head.eval()
-        return total / len(self.xt)
-
-
-def _fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-              config: TrainConfig, progress: bool | None, select: str = "loss",
-              sample_weight: np.ndarray | None = None) -> HeadFit:
-    run = _HeadTraining.start(x_train, y_train, config, sample_weight)
-    head = run.head
-    xv, yv = torch.from_numpy(x_val.astype(np.float32)), torch.from_numpy(y_val)
-    best = HeadFit(head=head, best_epoch=-1, best_val_loss=float("inf"))
-    best_state, best_score = None, float("inf")  # lower is better: loss or -AUC / -AP
-    show = show_progress(progress, config.epochs)
-    for epoch in tqdm(range(config.epochs), desc="training head", unit="epoch", disable=not show):
-        train_loss = run.epoch(config.batch_size)
-        with torch.inference_mode():
-            log_probs = head(xv)
-            val_loss = float(run.loss_fn(log_probs, yv))
-        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
-        score = val_loss
-        if SELECTIONS[select] is not None:
-            record[f"val_{select}"] = float(SELECTIONS[select](y_val,
-                                                               head_logit(log_probs.numpy())))
-            score = -record[f"val_{select}"]
-        best.history.append(record)
-        if score < best_score:
-            best_score, best.best_val_loss, best.best_epoch = score, val_loss, epoch
-            best_state = {k: v.clone() for k, v in head.state_dict().items()}
-        elif epoch - best.best_epoch >= config.patience:
-            break  # the selection measure has stopped improving; the best weights are kept
-    head.load_state_dict(best_state)
-    head.eval()
-    return best
-
-
-def fit_head_epochs(x: np.ndarray, y: np.ndarray, epochs: int, config: TrainConfig) -> BertArch:
-    """:func:`fit_head`'s training (same seed, same steps) for exactly ``epochs`` epochs with
-    no validation part, keeping the last weights (cross-validation's refit). On fit_head's
-    own training data with its best epoch count + 1 it returns the head fit_head kept."""
-    with one_thread():
-        run = _HeadTraining.start(x, y, config)
-        for _ in range(epochs):
-            run.epoch(config.batch_size)
-    return run.head
 
 
 @dataclass
@@ -314,16 +130,51 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     Returns:
         The trained classifier, its directory, metadata and a printable summary.
     """
-    from spamguard.ml import report as reporting
-    from spamguard.ml.baseline import TfidfSvmBaseline
-
     config = config or TrainConfig()
     say = log or (lambda _line: None)
-    timing: dict[str, float] = {}
     started = time.perf_counter()
     for folder in (models_dir, cache_root):  # an unwritable place fails now, not after training
         if folder is not None:
             Path(folder).mkdir(parents=True, exist_ok=True)
+    prepared = _prepare(data, config, data_source, always_train, say)
+    if not isinstance(backbone, Backbone):
+        say("train: loading the backbone")
+        backbone = load_backbone(backbone, cache_root=cache_root)
+    if problem := setting_problem(backbone, config.pooling, config.max_length):
+        raise ModelError(problem)
+    run = _Run(config, prepared, backbone, cache_root, progress, say,
+               timing={"load_backbone_s": time.perf_counter() - started})
+    run.embed()
+    sample_weight, weight = _sample_weights(prepared, weighted or always_train,
+                                            always_train_weight)
+    mark = time.perf_counter()
+    fit = fit_head(run.inputs["train"], prepared.parts.train.labels, run.inputs["val"],
+                   prepared.parts.val.labels, config, progress, sample_weight=sample_weight)
+    run.timing["train_head_s"] = time.perf_counter() - mark
+    metadata = _metadata(backbone, config, run.features, fit, prepared.parts, prepared.stats,
+                         data, data_source)
+    _record_training_data(metadata, prepared, also_train_files, weight, always_train_weight)
+    classifier, evaluations = run.evaluate(fit, metadata, sample_weight)
+    run.timing["total_s"] = time.perf_counter() - started
+    metadata["timing"] = {k: round(v, 3) for k, v in run.timing.items()}
+    metadata["timing"]["backbone_texts_embedded"] = run.encoder.computed
+    return _save(classifier, metadata, evaluations, prepared.parts, Path(models_dir))
+
+
+@dataclass
+class _Prepared:
+    """The deduplicated messages, their split, and which of them always train."""
+
+    unique: LabelledData
+    stats: DedupeStats
+    parts: Split
+    kept: int  # always-training messages that the split did keep out of validation/test
+
+
+def _prepare(data: LabelledData, config: TrainConfig, data_source: str,
+             always_train: Callable[[str], bool] | None, say: Callable[[str], None]
+             ) -> _Prepared:
+    """Deduplicate and split, and say how."""
     unique, stats = dedupe(data)
     check_trainable(unique, data_source or "training data")
     marked = (np.array([always_train(origin) for origin in unique.origins], dtype=bool)
@@ -339,99 +190,147 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     if stats.label_conflicts:  # otherwise only report.md would tell
         say(f"train: note: {stats.label_conflicts} duplicate(s) of a text had the other label; "
             "each such text is trained as spam (the spam label wins)")
-    if not isinstance(backbone, Backbone):
-        say("train: loading the backbone")
-        backbone = load_backbone(backbone, cache_root=cache_root)
-    if problem := setting_problem(backbone, config.pooling, config.max_length):
-        raise ModelError(problem)
-    timing["load_backbone_s"] = time.perf_counter() - started
-    encoder = CachedEncoder(backbone, cache_root, pooling=config.pooling,
-                            max_length=config.max_length, batch_size=config.batch_size)
-    features = list(FEATURE_NAMES) if config.features else []
-    mark = time.perf_counter()
-    say(f"train: embedding {len(unique)} messages with {backbone.name} (cached ones are "
-        "not run again)")
-    inputs = {name: build_inputs(encoder, getattr(parts, name).texts, features, progress)
-              for name in ("train", "val", "test")}
-    timing["embed_s"] = time.perf_counter() - mark
-    say(f"train: {encoder.computed} texts run through the backbone in "
-        f"{timing['embed_s']:.1f} s; training the head")
-    mark = time.perf_counter()
-    sample_weight, weight = None, 1.0
-    weighs = weighted or always_train
-    heavy = (np.array([weighs(o) for o in parts.train.origins], dtype=bool)
-             if kept else np.zeros(len(parts.train), dtype=bool))
-    if heavy.any():
-        weight = review_weight(always_train_weight, int(heavy.sum()), int((~heavy).sum()))
-    if weight != 1.0:
-        sample_weight = np.where(heavy, weight, 1.0)
-    fit = fit_head(inputs["train"], parts.train.labels, inputs["val"], parts.val.labels,
-                   config, progress, sample_weight=sample_weight)
-    timing["train_head_s"] = time.perf_counter() - mark
+    return _Prepared(unique, stats, parts, kept)
 
-    metadata = _metadata(backbone, config, features, fit, parts, stats, data, data_source)
+
+def _sample_weights(prepared: _Prepared, weighs: Callable[[str], bool] | None,
+                    asked: float) -> tuple[np.ndarray | None, float]:
+    """Each training message's loss weight (None: all 1) and the weight a weighted one got."""
+    train = prepared.parts.train
+    heavy = (np.array([weighs(o) for o in train.origins], dtype=bool)
+             if prepared.kept else np.zeros(len(train), dtype=bool))
+    weight = review_weight(asked, int(heavy.sum()), int((~heavy).sum())) if heavy.any() else 1.0
+    return (np.where(heavy, weight, 1.0) if weight != 1.0 else None), weight
+
+
+def _record_training_data(metadata: dict[str, Any], prepared: _Prepared,
+                          also_train_files: Sequence[dict[str, Any]], weight: float,
+                          asked: float) -> None:
+    """Add the also-train files and the always-training messages to model.json's data."""
     if also_train_files:
         metadata["data"]["also_train"] = {
             "files": list(also_train_files),
-            "in_training": int(sum(is_also_train(o) for o in parts.train.origins))}
-    if kept:
-        metadata["data"]["always_train"] = kept
+            "in_training": int(sum(is_also_train(o) for o in prepared.parts.train.origins))}
+    if prepared.kept:
+        metadata["data"]["always_train"] = prepared.kept
         metadata["data"]["always_train_weight"] = round(weight, 4)
-        metadata["data"]["always_train_weight_asked"] = always_train_weight
-    mark = time.perf_counter()
-    say("train: fitting the TF-IDF + SVM baseline, choosing the threshold, writing the report")
-    # The report's baseline; with lexical=True the same fitted model is the lexical half.
-    baseline = TfidfSvmBaseline(random_state=config.seed).fit(
-        parts.train.texts, parts.train.labels, sample_weight=sample_weight)
-    timing["baseline_s"] = time.perf_counter() - mark
-    classifier = SpamClassifier(backbone=backbone, head=fit.head, metadata=metadata,
-                                cache_root=cache_root, batch_size=config.batch_size)
-    head_only = {name: classifier.head_proba(inputs[name]) for name in ("val", "test")}
-    boundary = 0.5
-    if config.lexical:
-        blend = Blend.fit(head_logit(classifier.head_log_probs(inputs["val"])),
-                          baseline.decision_function(parts.val.texts), parts.val.labels)
-        metadata["blend"] = blend.to_json()
-        classifier = SpamClassifier(backbone=backbone, head=fit.head, metadata=metadata,
-                                    cache_root=cache_root, batch_size=config.batch_size,
-                                    lexical=baseline)
-        boundary = blend.boundary
-    val_scores = classifier.proba_from_inputs(inputs["val"], parts.val.texts)
-    threshold, selection = choose_threshold(parts.val.labels, val_scores, config.max_ham_fpr,
-                                            boundary)
-    metadata["threshold"], metadata["threshold_selection"] = threshold, selection
-    test_scores = classifier.proba_from_inputs(inputs["test"], parts.test.texts)
+        metadata["data"]["always_train_weight_asked"] = asked
 
-    baseline_scores = baseline.decision_function(parts.test.texts)
-    model_eval = reporting.evaluate(parts.test.labels, test_scores, threshold)
-    baseline_eval = reporting.evaluate(parts.test.labels, baseline_scores, 0.0,
-                                       probabilities=False)
-    val_eval = reporting.evaluate(parts.val.labels, val_scores, threshold)
-    metadata["metrics"] = {"test": _headline(model_eval), "val": _headline(val_eval),
-                           "baseline_test": _headline(baseline_eval)}
-    components = []
-    if config.lexical:  # what the BERT half scores on its own, with its own threshold
-        head_threshold, _ = choose_threshold(parts.val.labels, head_only["val"],
-                                             config.max_ham_fpr)
-        head_eval = reporting.evaluate(parts.test.labels, head_only["test"], head_threshold)
-        metadata["metrics"]["head_test"] = _headline(head_eval)
-        components.append((HEAD_ALONE, head_eval, head_only["test"]))
-    timing["total_s"] = time.perf_counter() - started
-    metadata["timing"] = {k: round(v, 3) for k, v in timing.items()}
-    metadata["timing"]["backbone_texts_embedded"] = encoder.computed
 
-    models_dir = Path(models_dir)
+@dataclass
+class _Evaluations:
+    """A trained model's test evaluations, the baseline's, and the BERT half's alone."""
+
+    model: dict[str, Any]
+    baseline: dict[str, Any]
+    test_scores: np.ndarray
+    baseline_scores: np.ndarray
+    components: list[tuple[str, dict[str, Any], np.ndarray]]
+
+
+@dataclass
+class _Run:
+    """One training run's backbone, inputs and timings, from embedding to evaluation."""
+
+    config: TrainConfig
+    prepared: _Prepared
+    backbone: Backbone
+    cache_root: str | Path | None
+    progress: bool | None
+    say: Callable[[str], None]
+    timing: dict[str, float]
+    encoder: CachedEncoder | None = None
+    features: list[str] = field(default_factory=list)
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def embed(self) -> None:
+        """Build each part's head inputs (cached embeddings are not computed again)."""
+        config, parts = self.config, self.prepared.parts
+        self.encoder = CachedEncoder(self.backbone, self.cache_root, pooling=config.pooling,
+                                     max_length=config.max_length,
+                                     batch_size=config.batch_size)
+        self.features = list(FEATURE_NAMES) if config.features else []
+        mark = time.perf_counter()
+        self.say(f"train: embedding {len(self.prepared.unique)} messages with "
+                 f"{self.backbone.name} (cached ones are not run again)")
+        self.inputs = {name: build_inputs(self.encoder, getattr(parts, name).texts,
+                                          self.features, self.progress)
+                       for name in ("train", "val", "test")}
+        self.timing["embed_s"] = time.perf_counter() - mark
+        self.say(f"train: {self.encoder.computed} texts run through the backbone in "
+                 f"{self.timing['embed_s']:.1f} s; training the head")
+
+    def classifier(self, fit: HeadFit, metadata: dict[str, Any], lexical=None
+                   ) -> SpamClassifier:
+        return SpamClassifier(backbone=self.backbone, head=fit.head, metadata=metadata,
+                              cache_root=self.cache_root, batch_size=self.config.batch_size,
+                              lexical=lexical)
+
+    def evaluate(self, fit: HeadFit, metadata: dict[str, Any],
+                 sample_weight: np.ndarray | None) -> tuple[SpamClassifier, _Evaluations]:
+        """Fit the TF-IDF + SVM baseline (and blend), choose the threshold on validation,
+        and evaluate on test; record it all in ``metadata``."""
+        from spamguard.ml import report as reporting
+        from spamguard.ml.baseline import TfidfSvmBaseline
+
+        config, parts, inputs = self.config, self.prepared.parts, self.inputs
+        mark = time.perf_counter()
+        self.say("train: fitting the TF-IDF + SVM baseline, choosing the threshold, "
+                 "writing the report")
+        # The report's baseline; with lexical=True the same fitted model is the lexical half.
+        baseline = TfidfSvmBaseline(random_state=config.seed).fit(
+            parts.train.texts, parts.train.labels, sample_weight=sample_weight)
+        self.timing["baseline_s"] = time.perf_counter() - mark
+        classifier = self.classifier(fit, metadata)
+        head_only = {name: classifier.head_proba(inputs[name]) for name in ("val", "test")}
+        boundary = 0.5
+        if config.lexical:
+            blend = Blend.fit(head_logit(classifier.head_log_probs(inputs["val"])),
+                              baseline.decision_function(parts.val.texts), parts.val.labels)
+            metadata["blend"] = blend.to_json()
+            classifier = self.classifier(fit, metadata, lexical=baseline)
+            boundary = blend.boundary
+        val_scores = classifier.proba_from_inputs(inputs["val"], parts.val.texts)
+        threshold, selection = choose_threshold(parts.val.labels, val_scores,
+                                                config.max_ham_fpr, boundary)
+        metadata["threshold"], metadata["threshold_selection"] = threshold, selection
+        test_scores = classifier.proba_from_inputs(inputs["test"], parts.test.texts)
+        baseline_scores = baseline.decision_function(parts.test.texts)
+        model_eval = reporting.evaluate(parts.test.labels, test_scores, threshold)
+        baseline_eval = reporting.evaluate(parts.test.labels, baseline_scores, 0.0,
+                                           probabilities=False)
+        val_eval = reporting.evaluate(parts.val.labels, val_scores, threshold)
+        metadata["metrics"] = {"test": _headline(model_eval), "val": _headline(val_eval),
+                               "baseline_test": _headline(baseline_eval)}
+        components = []
+        if config.lexical:  # what the BERT half scores on its own, with its own threshold
+            head_threshold, _ = choose_threshold(parts.val.labels, head_only["val"],
+                                                 config.max_ham_fpr)
+            head_eval = reporting.evaluate(parts.test.labels, head_only["test"], head_threshold)
+            metadata["metrics"]["head_test"] = _headline(head_eval)
+            components.append((HEAD_ALONE, head_eval, head_only["test"]))
+        return classifier, _Evaluations(model_eval, baseline_eval, test_scores,
+                                        baseline_scores, components)
+
+
+def _save(classifier: SpamClassifier, metadata: dict[str, Any], evaluations: _Evaluations,
+          parts: Split, models_dir: Path) -> TrainResult:
+    """Write the version folder with its report files; the result with a printable summary."""
+    from spamguard.ml import report as reporting
+
     version = new_version_id(metadata["data"]["hash"])
     metadata["version"] = version
     with tempfile.TemporaryDirectory() as tmp:
         files = reporting.write_report(
-            tmp, title=f"spamguard model {version}", model=model_eval, baseline=baseline_eval,
-            y_true=parts.test.labels, model_scores=test_scores, baseline_scores=baseline_scores,
-            info=report_info(metadata), components=components)
+            tmp, title=f"spamguard model {version}", model=evaluations.model,
+            baseline=evaluations.baseline, y_true=parts.test.labels,
+            model_scores=evaluations.test_scores, baseline_scores=evaluations.baseline_scores,
+            info=report_info(metadata), components=evaluations.components)
         directory = classifier.save(models_dir / version,
                                     extra_files={Path(p).name: Path(p) for p in files.values()})
-    summary = reporting.render_summary(model_eval, baseline_eval,
-                                       {name: result for name, result, _ in components})
+    summary = reporting.render_summary(
+        evaluations.model, evaluations.baseline,
+        {name: result for name, result, _ in evaluations.components})
     return TrainResult(classifier, directory, metadata, summary)
 
 
@@ -468,7 +367,7 @@ def report_info(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 def _metadata(backbone: Backbone, config: TrainConfig, features: list[str], fit: HeadFit,
-              parts: Split, stats, data: LabelledData, source: str) -> dict[str, Any]:
+              parts: Split, stats: DedupeStats, data: LabelledData, source: str) -> dict[str, Any]:
     from importlib.metadata import version  # importing transformers for it costs 0.5 s
 
     import sklearn
