@@ -127,7 +127,7 @@ def test_errors_are_one_line(cli, registered) -> None:
 def test_refuses_an_out_of_date_schema(cli, home, monkeypatch) -> None:
     assert run(cli, "db", "upgrade").exit_code == 0
     current = db.head_revision()
-    monkeypatch.setattr(db, "head_revision", lambda: "9999")
+    monkeypatch.setattr(db.schema, "head_revision", lambda: "9999")
     result = CliRunner().invoke(cli, ["models"])
     assert result.exit_code == 2
     assert result.output.strip() == (

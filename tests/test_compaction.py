@@ -120,7 +120,7 @@ def test_a_database_another_writer_holds_is_one_line_and_changes_nothing(
 
     from spamguard import db
 
-    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(db.engines, "SQLITE_BUSY_TIMEOUT_MS", 100)  # every connection's
     path = sqlite_file(migrated_db_url)
     holder = sqlite3.connect(path, isolation_level=None)
     try:

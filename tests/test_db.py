@@ -187,7 +187,7 @@ def test_open_database_creates_only_fresh_sqlite(tmp_path, monkeypatch) -> None:
         db.open_database(url)
     db.open_database(url, create_if_empty=True).dispose()
     current = db.head_revision()
-    monkeypatch.setattr(db, "head_revision", lambda: "9999")
+    monkeypatch.setattr(db.schema, "head_revision", lambda: "9999")
     with pytest.raises(SchemaOutOfDateError, match=rf"at {current}, need 9999\): run `spamguard"):
         db.open_database(url, create_if_empty=True)
 

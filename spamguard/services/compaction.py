@@ -23,8 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, inspect, text
 
-from spamguard import db as database
-from spamguard.db import sqlite_file
+from spamguard.db import engines, sqlite_file
 from spamguard.services.text_search import INDEX_TABLE
 
 CHECKPOINT_TRIES = 20
@@ -102,7 +101,7 @@ def _empty_log(connection) -> bool:
                 time.sleep(CHECKPOINT_PAUSE_SECONDS)
         return False
     finally:
-        connection.exec_driver_sql(f"PRAGMA busy_timeout = {database.SQLITE_BUSY_TIMEOUT_MS}")
+        connection.exec_driver_sql(f"PRAGMA busy_timeout = {engines.SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def _vacuum_postgres(engine: Engine, started: float) -> Compaction:

@@ -1,0 +1,113 @@
+"""The database: engines and sessions (:mod:`.engines`), schema migrations
+(:mod:`.schema`), SQLite files (:mod:`.sqlite_files`), and what a failure means
+(:mod:`.failures`), for SQLite (default) and PostgreSQL.
+
+Callers use the names below (``from spamguard import db``; ``db.make_engine(...)``).
+Nothing here connects at import time.
+"""
+
+from __future__ import annotations
+
+from spamguard.db.engines import (
+    PG_CONNECT_TIMEOUT_S,
+    PG_KEEPALIVES,
+    PG_LOCK_TIMEOUT_MS,
+    PG_STATEMENT_TIMEOUT_MS,
+    PG_TCP_USER_TIMEOUT_MS,
+    POSTGRES_SNAPSHOT_READ,
+    SQLITE_BUSY_TIMEOUT_MS,
+    SUPPORTED_BACKENDS,
+    conflict_insert,
+    is_sqlite,
+    make_engine,
+    make_migration_engine,
+    make_session_factory,
+    normalise_url,
+    safe_url,
+    session_scope,
+    sqlite_write_lock,
+)
+from spamguard.db.failures import (
+    BAD_OPTION_VALUE,
+    BUSY_SQLSTATES,
+    CANNOT_WRITE_SQLSTATES,
+    CANNOT_WRITE_TEXTS,
+    REFUSED_LOGIN_TEXTS,
+    SQLITE_READ_ONLY,
+    TRANSIENT_SQLSTATES,
+    database_busy,
+    database_cannot_write,
+    database_error,
+    database_unavailable,
+    first_line,
+)
+from spamguard.db.schema import (
+    SchemaStatus,
+    alembic_config,
+    ensure_schema_current,
+    head_revision,
+    is_known_revision,
+    migration_warnings_shown,
+    migrations_dir,
+    open_database,
+    schema_status,
+    upgrade_schema,
+)
+from spamguard.db.sqlite_files import (
+    SQLITE_ACCESS_ERRORS,
+    empty_sqlite_file,
+    ensure_sqlite_parent,
+    missing_sqlite_file,
+    new_sqlite_removed_on_failure,
+    sqlite_access_problem,
+    sqlite_file,
+)
+
+__all__ = [
+    "TRANSIENT_SQLSTATES",
+    "REFUSED_LOGIN_TEXTS",
+    "BAD_OPTION_VALUE",
+    "database_unavailable",
+    "BUSY_SQLSTATES",
+    "CANNOT_WRITE_SQLSTATES",
+    "SQLITE_READ_ONLY",
+    "CANNOT_WRITE_TEXTS",
+    "database_cannot_write",
+    "database_busy",
+    "database_error",
+    "first_line",
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "PG_LOCK_TIMEOUT_MS",
+    "PG_STATEMENT_TIMEOUT_MS",
+    "PG_CONNECT_TIMEOUT_S",
+    "PG_TCP_USER_TIMEOUT_MS",
+    "PG_KEEPALIVES",
+    "POSTGRES_SNAPSHOT_READ",
+    "SUPPORTED_BACKENDS",
+    "normalise_url",
+    "sqlite_write_lock",
+    "is_sqlite",
+    "safe_url",
+    "make_engine",
+    "make_migration_engine",
+    "make_session_factory",
+    "session_scope",
+    "conflict_insert",
+    "sqlite_file",
+    "missing_sqlite_file",
+    "empty_sqlite_file",
+    "new_sqlite_removed_on_failure",
+    "ensure_sqlite_parent",
+    "SQLITE_ACCESS_ERRORS",
+    "sqlite_access_problem",
+    "migrations_dir",
+    "alembic_config",
+    "head_revision",
+    "migration_warnings_shown",
+    "upgrade_schema",
+    "is_known_revision",
+    "SchemaStatus",
+    "schema_status",
+    "ensure_schema_current",
+    "open_database",
+]
