@@ -21,35 +21,21 @@ from spamguard.db.failures import first_line
 from spamguard.errors import DatabaseError
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
-
-
 # PostgreSQL limits for the web service's sessions: a request waits at most as long for a
 # lock as SQLite's busy timeout, and no statement outlives gunicorn's 120 s worker timeout
 # (a killed worker answers nothing and loses the message); both end in a 503 the gateway
 # retries. Connecting gives up after PG_CONNECT_TIMEOUT_S (a host that drops packets).
 PG_LOCK_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS
-
-
 PG_STATEMENT_TIMEOUT_MS = 30_000
-
-
 PG_CONNECT_TIMEOUT_S = 10
-
-
 # libpq's TCP settings: probe an idle connection after 10 s, every 5 s, give up after 3
 # unanswered probes; drop a connection whose sent data is unacknowledged for 15 s.
 PG_TCP_USER_TIMEOUT_MS = 15_000
-
-
 PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                  "keepalives_count": 3, "tcp_user_timeout": PG_TCP_USER_TIMEOUT_MS}
-
-
 # One moment for a long read on PostgreSQL (export, the snapshot pg_dump reads):
 # REPEATABLE READ keeps the transaction's first snapshot, read-only says it writes nothing.
 POSTGRES_SNAPSHOT_READ = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
-
-
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")  # what the migrations and tests cover
 
 

@@ -15,8 +15,6 @@ from spamguard.errors import DatabaseError, DatabaseUnavailableError
 # cancelled (statement timeout), server shutting down. A wrong password (28P01), a missing
 # database (3D000) or a full disk (53100) need a person, not a retry.
 TRANSIENT_SQLSTATES = ("08", "40", "55P03", "53300", "57014", "57P01", "57P02", "57P03")
-
-
 # A login the server refuses reaches psycopg without a SQLSTATE (libpq reports connection
 # failures as text), so these, in the server's English wording, mark the ones a person must
 # fix: a wrong or missing password, an unknown database or role, no pg_hba.conf entry, no
@@ -26,8 +24,6 @@ REFUSED_LOGIN_TEXTS = ("password authentication failed", "no password supplied",
                        "does not exist", "no pg_hba.conf entry",
                        "permission denied for database", "is not permitted to log in",
                        "does not support SSL")
-
-
 # libpq refusing a connection option's value in the URL ("invalid sslmode value: "bogus"",
 # also gssencmode, target_session_attrs...): a typo to fix, not a server to wait for.
 BAD_OPTION_VALUE = re.compile(r"\binvalid \w+ value\b")
@@ -61,16 +57,10 @@ def database_unavailable(exc: BaseException) -> bool:
 
 # PostgreSQL: lock_not_available (lock_timeout), query_canceled (statement_timeout).
 BUSY_SQLSTATES = ("55P03", "57014")
-
-
 # A database that answers but cannot store anything: PostgreSQL's disk_full and
 # read_only_sql_transaction (a standby after a failover), SQLite's own wording of each.
 CANNOT_WRITE_SQLSTATES = ("53100", "25006")
-
-
 SQLITE_READ_ONLY = "attempt to write a readonly database"
-
-
 CANNOT_WRITE_TEXTS = ("database or disk is full", SQLITE_READ_ONLY)
 
 
