@@ -57,18 +57,23 @@ from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, matthews_corrcoef
-from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
+from sklearn.model_selection import (
+    RepeatedStratifiedKFold,
+    StratifiedGroupKFold,
+    train_test_split,
+)
 from sklearn.svm import LinearSVC
 
 from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.baseline import TfidfSvmBaseline
 from spamguard.ml.blend import Blend, head_logit
 from spamguard.ml.classifier import build_inputs
-from spamguard.ml.data import dedupe, load_labelled, normalise, split
+from spamguard.ml.data import dedupe, load_labelled, normalise
 from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.features import FEATURE_NAMES
 from spamguard.ml.head import BertArch
 from spamguard.ml.head_fit import SELECTIONS, fit_head, fit_head_epochs
+from spamguard.ml.near_duplicates import near_duplicate_groups, split_keeping_copies
 from spamguard.ml.threshold import choose_threshold
 from spamguard.ml.train import TrainConfig
 from spamguard.ml.version_files import DEFAULT_POOLING, POOLINGS
@@ -268,6 +273,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for the heads (1 is fastest for a 400->512 MLP)")
     parser.add_argument("--quick", action="store_true", help="3 folds x 1 repeat")
+    parser.add_argument("--ungrouped", action="store_true",
+                        help="split, folds and inner parts as before December 2026: near-"
+                        "exact copies may land on both sides, and the ham budget is 0.2%% "
+                        "of each inner part's ham (0 messages there)")
     args = parser.parse_args(argv)
     if args.quick:
         args.folds, args.repeats = 3, 1
@@ -427,11 +436,60 @@ def lexical_model(c: float, variant: str | None, seed: int):
     return LexicalModel(lexical_spec(variant), random_state=seed)
 
 
+def fold_indices(args: argparse.Namespace, labels: np.ndarray, groups: np.ndarray):
+    """(training part, test part) of each fold of each repeat; a group of near-exact
+    copies stays in one part (lone messages: as RepeatedStratifiedKFold deals them)."""
+    if args.ungrouped:
+        yield from RepeatedStratifiedKFold(n_splits=args.folds, n_repeats=args.repeats,
+                                           random_state=args.seed).split(labels, labels)
+        return
+    seeds = np.random.RandomState(args.seed).randint(np.iinfo(np.int32).max,
+                                                      size=args.repeats)
+    for seed in seeds:
+        folds = StratifiedGroupKFold(n_splits=args.folds, shuffle=True, random_state=seed)
+        yield from folds.split(labels, labels, groups[:len(labels)])
+
+
+def inner_split(train: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The fold's inner 15% (early stopping, blend scales, threshold), stratified, with each
+    group of copies on one side, as training's split keeps them."""
+    units: dict[int, list[int]] = {}
+    for i in train.tolist():
+        units.setdefault(int(groups[i]), []).append(i)
+    members = list(units.values())
+    unit_labels = np.array([labels[m].max() for m in members])
+    fit_u, val_u = train_test_split(np.arange(len(members)), test_size=0.15, random_state=k,
+                                    stratify=unit_labels)
+    return (np.array([i for u in fit_u for i in members[u]]),
+            np.array([i for u in val_u for i in members[u]]))
+
+
+def ham_budget(args: argparse.Namespace, val_labels: np.ndarray, labels: np.ndarray):
+    """The ham false-positive budget of an inner part: as many ham as training's own
+    validation split may block (0.2% of its ham, rounded down: 1 of about 590), since an
+    inner part's 400 ham would allow none. ``--ungrouped``: 0.2% of the inner part."""
+    max_fpr = TrainConfig().max_ham_fpr
+    allowed = int(np.floor(max_fpr * int((val_labels == 0).sum()) + 1e-9))
+
+    def budget(val_idx: np.ndarray) -> float:
+        if args.ungrouped:
+            return max_fpr
+        inner_ham = int((labels[val_idx] == 0).sum())
+        return max(max_fpr, (allowed + 0.5) / inner_ham) if inner_ham else max_fpr
+
+    return budget
+
+
 def run(args: argparse.Namespace) -> str:
     everything = dedupe(load_labelled(args.data))[0]
-    parts = split(everything, seed=2018)
+    parts, _ = split_keeping_copies(everything, seed=2018, always_train=None,
+                                    grouped=not args.ungrouped)
     texts = parts.train.texts + parts.val.texts
     labels = np.concatenate([parts.train.labels, parts.val.labels]).astype(np.int64)
+    groups = (np.arange(len(labels)) if args.ungrouped
+              else near_duplicate_groups(texts))  # the folds keep copies together too
+    budget = ham_budget(args, parts.val.labels, labels)
     cross = len(labels)  # the folds split these; extra messages come after them
     extra_idx = np.arange(0)
     if args.extra_train:
@@ -443,18 +501,15 @@ def run(args: argparse.Namespace) -> str:
     inputs = head_inputs(texts, cands)
     torch.set_num_threads(args.threads)
     config = TrainConfig()
-    folds = RepeatedStratifiedKFold(n_splits=args.folds, n_repeats=args.repeats,
-                                    random_state=args.seed)
     predicted = {c.name: np.zeros((args.repeats, cross), dtype=int) for c in cands}
     refit_layers = {c.source for c in cands if c.refit}
     refit_lexical = {(c.svm_c, c.lexical) for c in cands if c.refit}
     # head key -> per fold (kept epoch, epochs trained, seconds)
     kept: dict[tuple, list] = defaultdict(list)
     started = time.perf_counter()
-    for k, (train, test) in enumerate(folds.split(np.zeros(cross), labels[:cross])):
+    for k, (train, test) in enumerate(fold_indices(args, labels[:cross], groups)):
         rep = k // args.folds
-        fit_idx, val_idx = train_test_split(train, test_size=0.15, random_state=k,
-                                            stratify=labels[train])
+        fit_idx, val_idx = inner_split(train, labels, groups, k)
         fits = {w: (fit_idx, None) if not w else (np.concatenate([fit_idx, extra_idx]),
                    None if w == 1 else np.concatenate([np.ones(len(fit_idx)),
                                                        np.full(len(extra_idx), w)]))
@@ -511,7 +566,7 @@ def run(args: argparse.Namespace) -> str:
                 predicted[cand.name][rep, test] = st >= 0
                 continue
             if cand.kind == "head":  # as trained alone: probability 0.5 plus the budget
-                threshold, _ = choose_threshold(labels[val_idx], hv, config.max_ham_fpr, 0.0)
+                threshold, _ = choose_threshold(labels[val_idx], hv, budget(val_idx), 0.0)
                 predicted[cand.name][rep, test] = ht >= threshold
                 continue
             # The shipped Blend with each scale divided by twice its share: share 0.5 is the
@@ -519,7 +574,7 @@ def run(args: argparse.Namespace) -> str:
             w = cand.head_share
             blend = Blend(head_scale=hv.std() / (2 * w), lexical_scale=sv.std() / (2 * (1 - w)))
             bv, bt = blend.score(hv, sv), blend.score(ht, st)
-            threshold, _ = choose_threshold(labels[val_idx], bv, config.max_ham_fpr,
+            threshold, _ = choose_threshold(labels[val_idx], bv, budget(val_idx),
                                             cand.boundary)
             predicted[cand.name][rep, test] = bt >= threshold
         print(f"fold {k + 1}/{args.folds * args.repeats} "

@@ -122,7 +122,9 @@ def test_train_no_lexical_makes_a_head_only_version(home, tiny_backbone_dir, mon
     # Stage lines on stderr: with no terminal there are no progress bars to show life.
     stages = [line for line in result.stderr.splitlines() if line.startswith("train: ")]
     assert [line.split(":")[1].split()[0] for line in stages] == [
-        "56", "loading", "embedding", "0", "fitting"]  # all 56 texts cached by the first run
+        "56", "48", "loading", "embedding", "0", "fitting"]  # all 56 cached by the first run
+    assert stages[1] == ("train: 48 near-exact copies in 13 groups, each group kept on one "
+                         "side of the split")
     newest = max((root / "instance" / "models").iterdir(), key=lambda p: p.name)
     meta = json.loads((newest / "model.json").read_text())
     assert meta["config"]["lexical"] is False and "blend" not in meta

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -471,8 +472,12 @@ def test_the_evaluation_set_avoids_what_the_active_model_was_trained_on(
         directory = Path(registry.get_version(session, active).directory)
     parts = version_split(json.loads((directory / "model.json").read_text()))
     seen = {text_hash(t) for t in parts.train.texts + parts.val.texts}
-    assert chosen and not chosen & seen  # 20% was asked; only its 13 test texts are unseen
-    assert chosen == {text_hash(t) for t in parts.test.texts}
+    assert chosen and not chosen & seen
+    # 20% was asked; its test texts are the unseen ones (all of them when they are fewer:
+    # a split that keeps near-exact copies together can make the test part larger)
+    unseen = {text_hash(t) for t in parts.test.texts}
+    everything = len(parts.train) + len(parts.val) + len(parts.test)
+    assert chosen <= unseen and len(chosen) == min(len(unseen), math.ceil(0.2 * everything))
     assert not any("could not be rebuilt" in line for line in lines)
 
 

@@ -335,10 +335,13 @@ def always_train_count(data: LabelledData, always_train: np.ndarray | None) -> i
 
 
 def split(data: LabelledData, *, seed: int = 2018, train_size: float = 0.7,
-          always_train: np.ndarray | None = None) -> Split:
+          always_train: np.ndarray | None = None, groups: np.ndarray | None = None) -> Split:
     """Stratified split: ``train_size`` for training, the rest halved into val and test.
 
-    Call on deduplicated data, so no normalised text lands on both sides.
+    Call on deduplicated data, so no normalised text lands on both sides. ``groups`` (one
+    id per message; :func:`spamguard.ml.near_duplicates.near_duplicate_groups`) keeps each
+    group's messages on one side: the groups are split, stratified by whether a group
+    holds spam, and a data set of lone messages is split exactly as without ``groups``.
 
     ``always_train`` (one bool per message) marks messages that go to training whatever
     the split; the others are split as usual and the marked ones join the training part.
@@ -351,29 +354,47 @@ def split(data: LabelledData, *, seed: int = 2018, train_size: float = 0.7,
     marked = None if always_train is None else np.asarray(always_train, dtype=bool)
     if marked is not None and len(marked) != len(data):
         raise ValueError(f"always_train has {len(marked)} flags for {len(data)} messages")
+    if groups is not None and len(groups) != len(data):
+        raise ValueError(f"groups has {len(groups)} ids for {len(data)} messages")
     if always_train_count(data, marked):
-        rest = split(data.subset(np.flatnonzero(~marked)), seed=seed, train_size=train_size)
+        others = np.flatnonzero(~marked)
+        rest = split(data.subset(others), seed=seed, train_size=train_size,
+                     groups=None if groups is None else groups[others])
         extra = data.subset(np.flatnonzero(marked))
         train = LabelledData(rest.train.texts + extra.texts,
                              np.concatenate([rest.train.labels, extra.labels]),
                              rest.train.origins + extra.origins)
         return Split(train, rest.val, rest.test)
     check_trainable(data)
-    index = np.arange(len(data))
+    members, labels = _units(data, groups)
     # Imported here: the web service uses this module (text_hash) and needs no scikit-learn.
     from sklearn.model_selection import train_test_split
 
     try:
         train_idx, rest_idx = train_test_split(
-            index, train_size=train_size, random_state=seed, stratify=data.labels)
+            np.arange(len(members)), train_size=train_size, random_state=seed,
+            stratify=labels)
         val_idx, test_idx = train_test_split(
-            rest_idx, test_size=0.5, random_state=seed, stratify=data.labels[rest_idx])
+            rest_idx, test_size=0.5, random_state=seed, stratify=labels[rest_idx])
     except ValueError as exc:  # a class too small to reach both validation and test
         counts = data.counts()
         raise DataError(f"cannot split {counts['ham']} ham and {counts['spam']} spam into "
                         f"train, validation and test with both classes in each ({exc}); "
                         "add labelled messages") from None
-    return Split(data.subset(train_idx), data.subset(val_idx), data.subset(test_idx))
+    return Split(*(data.subset([i for unit in part for i in members[unit]])
+                   for part in (train_idx, val_idx, test_idx)))
+
+
+def _units(data: LabelledData, groups: np.ndarray | None) -> tuple[list[list[int]], np.ndarray]:
+    """What :func:`split` deals out: each message alone, or each group's messages (in
+    order of the group's first one) with the group's label (spam if any is)."""
+    if groups is None:
+        return [[i] for i in range(len(data))], data.labels
+    members: dict[int, list[int]] = {}
+    for i, group in enumerate(groups.tolist()):
+        members.setdefault(group, []).append(i)
+    units = list(members.values())
+    return units, np.array([data.labels[unit].max() for unit in units], dtype=np.int64)
 
 
 def data_hash(data: LabelledData) -> str:

@@ -21,7 +21,8 @@ from spamguard.ml.also_train import (
 )
 from spamguard.ml.baseline import TfidfSvmBaseline
 from spamguard.ml.classifier import SpamClassifier
-from spamguard.ml.data import Split, data_hash, dedupe, load_labelled, split, text_hash
+from spamguard.ml.data import Split, data_hash, dedupe, load_labelled, text_hash
+from spamguard.ml.near_duplicates import split_keeping_copies
 
 
 def _read_stored(directory: Path) -> dict[str, Any]:
@@ -106,8 +107,10 @@ def version_split(metadata: dict) -> Split | None:
         unique, _ = dedupe(data)
         marked = (np.array([is_also_train(o) for o in unique.origins], dtype=bool)
                   if also_paths else None)
-        return split(unique, seed=metadata.get("config", {}).get("split_seed", 2018),
-                     always_train=marked)
+        config = metadata.get("config", {})
+        return split_keeping_copies(  # a version that records no grouping was split without
+            unique, seed=config.get("split_seed", 2018), always_train=marked,
+            grouped=config.get("group_near_duplicates", False))[0]
     except DataError:
         return None
 

@@ -27,11 +27,11 @@ from spamguard.ml.data import (
     check_trainable,
     data_hash,
     dedupe,
-    split,
 )
 from spamguard.ml.embeddings import CachedEncoder, setting_problem
 from spamguard.ml.features import FEATURE_NAMES
 from spamguard.ml.head_fit import HeadFit, fit_head
+from spamguard.ml.near_duplicates import RATIO, group_counts, near_note, split_keeping_copies
 from spamguard.ml.threshold import choose_threshold
 from spamguard.ml.version_files import DEFAULT_POOLING
 
@@ -56,6 +56,9 @@ class TrainConfig:
     lexical: bool = True  # blend in the TF-IDF + SVM model (spamguard.ml.blend)
     seed: int = 42
     split_seed: int = 2018
+    # Keep near-exact copies on one side of the split (spamguard.ml.near_duplicates);
+    # versions from before December 2026 record no such key and were split without it.
+    group_near_duplicates: bool = True
 
 
 @dataclass
@@ -169,6 +172,7 @@ class _Prepared:
     stats: DedupeStats
     parts: Split
     kept: int  # always-training messages that the split did keep out of validation/test
+    near_duplicates: dict[str, int] | None = None  # group_counts of the split's groups
 
 
 def _prepare(data: LabelledData, config: TrainConfig, data_source: str,
@@ -179,18 +183,27 @@ def _prepare(data: LabelledData, config: TrainConfig, data_source: str,
     check_trainable(unique, data_source or "training data")
     marked = (np.array([always_train(origin) for origin in unique.origins], dtype=bool)
               if always_train and unique.origins else None)
-    parts = split(unique, seed=config.split_seed, always_train=marked)
     kept = always_train_count(unique, marked)
+    parts, groups = split_keeping_copies(unique, seed=config.split_seed, always_train=marked,
+                                         grouped=config.group_near_duplicates)
     if marked is not None and marked.any() and not kept:
         say(f"train: note: too few other messages to split, so the {int(marked.sum())} "
             "that would always train are split with them")
     say(f"train: {len(unique)} distinct messages ({stats.removed} duplicates grouped): "
         f"{len(parts.train)} train" + (f" ({kept} of them always)" if kept else "")
         + f", {len(parts.val)} validation, {len(parts.test)} test")
+    near = None if groups is None else group_counts(groups)
+    if near and near["groups"]:
+        say(f"train: {near['messages']} near-exact copies in {near['groups']} groups, each "
+            "group kept on one side of the split")
+    elif config.group_near_duplicates and groups is None:
+        say("train: note: the near-exact copies leave too few groups to put both classes "
+            "in validation and test, so they were split one by one (copies may be on both "
+            "sides)")
     if stats.label_conflicts:  # otherwise only report.md would tell
         say(f"train: note: {stats.label_conflicts} duplicate(s) of a text had the other label; "
             "each such text is trained as spam (the spam label wins)")
-    return _Prepared(unique, stats, parts, kept)
+    return _Prepared(unique, stats, parts, kept, near)
 
 
 def _sample_weights(prepared: _Prepared, weighs: Callable[[str], bool] | None,
@@ -206,7 +219,10 @@ def _sample_weights(prepared: _Prepared, weighs: Callable[[str], bool] | None,
 def _record_training_data(metadata: dict[str, Any], prepared: _Prepared,
                           also_train_files: Sequence[dict[str, Any]], weight: float,
                           asked: float) -> None:
-    """Add the also-train files and the always-training messages to model.json's data."""
+    """Add the near-exact copies kept together, the also-train files and the
+    always-training messages to model.json's data."""
+    if prepared.near_duplicates is not None:
+        metadata["data"]["near_duplicates"] = {**prepared.near_duplicates, "ratio": RATIO}
     if also_train_files:
         metadata["data"]["also_train"] = {
             "files": list(also_train_files),
@@ -355,6 +371,8 @@ def report_info(metadata: dict[str, Any]) -> dict[str, Any]:
         "messages read": data["counts"]["input"]["total"],
         "duplicates removed (same normalised text)": data["dedupe"]["removed"],
         "label conflicts among duplicates (kept as spam)": data["dedupe"]["label_conflicts"],
+        **({"near-exact copies kept on one side of the split": near_note(
+               data["near_duplicates"])} if data.get("near_duplicates") else {}),
         "split train / val / test": " / ".join(str(data["split"][k]["total"])
                                                 for k in ("train", "val", "test")),
         **({"always in training (also-train files)": also_train_note(
