@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -11,6 +14,7 @@ from spamguard.cli import build_cli
 from spamguard.db import session_scope
 from spamguard.errors import DataError
 from spamguard.ml.data import LabelledData, load_labelled, text_hash
+from spamguard.ml.evaluation import version_split
 from spamguard.models import Review
 from spamguard.services.evalset import (
     add_reviewed,
@@ -19,7 +23,7 @@ from spamguard.services.evalset import (
     load_evalset,
 )
 from tests.fixtures_ml import sample_data
-from tests.fixtures_retrain import store_reviews
+from tests.fixtures_retrain import base_rows, copy_version, store_reviews, write_labelled
 
 
 def test_choose_from_base_is_stratified_seeded_and_deduplicated() -> None:
@@ -234,3 +238,83 @@ def test_the_comparison_leaves_out_what_was_added_after_the_active_model_learnt_
     assert compared.counts()["left_out_learnt_by_active"] == 1
     with session_scope(db_session_factory) as session:
         assert learnt_by(session, None) == learnt_by(session, "no-such-version")
+
+
+@pytest.fixture(scope="session")
+def base_trained_dir(tmp_path_factory, tiny_backbone) -> Path:
+    """A version `spamguard train` made from a base file (the retraining base rows): its
+    training and validation texts can be rebuilt (copy it before changing it)."""
+    import torch
+
+    from spamguard.ml.train import TrainConfig, train_model
+
+    root = tmp_path_factory.mktemp("base-trained")
+    data = write_labelled(root / "base.tsv", base_rows())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as one_torch_thread: two spin-wait on a busy machine
+    try:
+        result = train_model(load_labelled(data), models_dir=root / "models", cache_root=None,
+                             backbone=tiny_backbone, config=TrainConfig(epochs=1),
+                             data_source=str(data), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return result.directory
+
+
+def _activate_copy(settings, factory, version_dir: Path, **data_changes) -> dict:
+    """Register a copy of ``version_dir`` (its model.json ``data`` updated with
+    ``data_changes``) as the active version; return its metadata."""
+    from spamguard.services import registry
+
+    directory = copy_version(version_dir, settings.models_dir)
+    metadata = json.loads((directory / "model.json").read_text())
+    metadata["data"].update(data_changes)
+    (directory / "model.json").write_text(json.dumps(metadata))
+    with session_scope(factory) as session:
+        registry.register_version(session=session, version_dir=directory, status="active")
+    return metadata
+
+
+def test_from_reviews_leaves_out_the_active_models_base_training_texts(
+        retrain_settings, db_session_factory, base_trained_dir) -> None:
+    """Texts of the active version's training or validation split of its base data (canned
+    replies are in the 2012 data and in live traffic) would favour it at the gate as much
+    as the reviews it learnt: --from-reviews leaves them out, and a message given by id is
+    counted for the warning. Its test split was never seen, so may be added."""
+    metadata = _activate_copy(retrain_settings, db_session_factory, base_trained_dir)
+    parts = version_split(metadata)
+    trained, tuned, held_out = parts.train.texts[0], parts.val.texts[0], parts.test.texts[0]
+    ids = store_reviews(db_session_factory, [(trained, "ham"), (tuned, "ham"),
+                                             (held_out, "spam"), ("new reviewed one", "ham")])
+    with session_scope(db_session_factory) as session:
+        result = add_reviewed(session=session, count=5)
+        assert (result.added, result.unseen_left) == (2, 0)
+        assert load_evalset(session).hashes == {text_hash(held_out),
+                                                text_hash("new reviewed one")}
+        assert result.base_checked
+        given = add_reviewed(session=session, message_ids=[ids[0]])
+        assert (given.added, given.trained_on, given.base_checked) == (1, 1, True)
+
+
+def test_from_reviews_says_when_the_base_training_data_cannot_be_rebuilt(
+        retrain_settings, retrain_env, db_session_factory, base_trained_dir, tmp_path) -> None:
+    """A version whose recorded data file is gone (or a retrained one) cannot be checked
+    against its base training data: the messages are added, and the command says so."""
+    metadata = _activate_copy(retrain_settings, db_session_factory, base_trained_dir,
+                              source=str(tmp_path / "gone.tsv"))
+    assert version_split(metadata) is None
+    trained = version_split(json.loads((base_trained_dir / "model.json").read_text()))
+    with session_scope(db_session_factory) as session:  # as the command would choose it
+        chosen, _ = ensure_evalset(session=session, fraction=0.2,
+                                   base=load_labelled(retrain_settings.base_data_path))
+    text = next(t for t in trained.train.texts if text_hash(t) not in chosen.hashes)
+    store_reviews(db_session_factory, [(text, "ham")])
+    result = CliRunner().invoke(build_cli(), ["evalset", "add", "--from-reviews", "5"],
+                                env=retrain_env)
+    assert result.exit_code == 0, result.output
+    assert "added 1 reviewed message(s)" in result.output
+    assert (f"note: the active model's base training data ({metadata['version']}) could "
+            "not be rebuilt") in result.stderr
+    assert "checked only against the reviews it learnt" in result.stderr
+    with session_scope(db_session_factory) as session:
+        assert add_reviewed(session=session).base_checked is False

@@ -145,3 +145,9 @@ def register(cli: click.Group) -> None:
                 click.echo(f"warning: the active model was trained on {result.trained_on} of "
                            "the messages given by --message-id, so the gate favours it on "
                            "them", err=True)
+            if result.added and not result.base_checked:
+                click.echo(f"note: the active model's base training data ({active.id}) could "
+                           "not be rebuilt (its recorded data file is gone or changed, or it "
+                           "was retrained), so the added messages were checked only against "
+                           "the reviews it learnt; any it was trained on in its base data "
+                           "favour it at the gate", err=True)

@@ -24,8 +24,9 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from spamguard.errors import DataError
+from spamguard.errors import DataError, ModelError
 from spamguard.ml.data import LABEL_NAMES, LabelledData, dedupe, text_hash
+from spamguard.ml.version_files import read_metadata
 from spamguard.models import EvalExample, Message, TrainingRun
 from spamguard.services import registry
 from spamguard.services.training_data import LABEL_IDS, ReviewedMessage, latest_reviews
@@ -227,6 +228,27 @@ def trained_on_by_active(session: Session) -> set[str]:
     return learnt_by(session, active.id if active else None).hashes
 
 
+def base_seen_by_active(session: Session) -> set[str] | None:
+    """Normalised texts of the active version's base data it was trained or tuned on: its
+    training and validation splits of the file `spamguard train` read (the shipped 2012
+    set, say) with its ``--also-train`` files, rebuilt by
+    :func:`~spamguard.ml.evaluation.texts_seen_by`. Canned replies are in that data and in
+    live traffic alike. None when they cannot be rebuilt: the version's folder or recorded
+    file is gone or changed, or it was retrained (its data came from the database too; the
+    reviews it learnt are :func:`trained_on_by_active`). No active version: none.
+    """
+    from spamguard.ml.evaluation import texts_seen_by  # loads torch: only when adding
+
+    active = registry.active_version(session)
+    if active is None:
+        return set()
+    try:
+        metadata = read_metadata(active.path)
+    except ModelError:  # folder gone or model.json unreadable: its data cannot be known
+        return None
+    return texts_seen_by(metadata)
+
+
 @dataclass
 class Added:
     """What :func:`add_reviewed` did."""
@@ -235,6 +257,24 @@ class Added:
     already: int  # not added: the same normalised text is in the set already
     trained_on: int = 0  # added by id although the active version was trained on them
     unseen_left: int = 0  # reviewed messages the active version was not trained on, not added
+    # False: the active version's base training data could not be rebuilt, so only the
+    # reviews it learnt were checked (:func:`base_seen_by_active`), for the caller to say so
+    base_checked: bool = True
+
+
+def _refuse_unreviewed(session: Session, message_ids: Sequence[int],
+                       reviewed: dict[int, ReviewedMessage]) -> None:
+    """Raise DataError naming the ``message_ids`` that do not exist or have no review."""
+    missing = [i for i in message_ids if i not in reviewed]
+    if not missing:
+        return
+    exists = set(session.scalars(select(Message.id).where(Message.id.in_(missing))))
+    unknown = [i for i in missing if i not in exists]
+    raise DataError("; ".join(
+        f"{what} {', '.join(map(str, ids))}" for what, ids in (
+            ("no such message(s):", unknown),
+            ("message(s) with no review:", [i for i in missing if i in exists]))
+        if ids))
 
 
 def add_reviewed(*, session: Session, message_ids: Sequence[int] = (), count: int = 0,
@@ -246,22 +286,16 @@ def add_reviewed(*, session: Session, message_ids: Sequence[int] = (), count: in
         message_ids: these reviewed messages, by id (added even if the active version was
             trained on them: counted in ``trained_on``, for the caller to warn).
         count: also this many other reviewed messages, with distinct texts not yet in the
-            set and not trained on by the active version (:func:`trained_on_by_active`),
-            chosen at random with ``seed``.
+            set and not trained or tuned on by the active version, as reviews
+            (:func:`trained_on_by_active`) or in its base data
+            (:func:`base_seen_by_active`), chosen at random with ``seed``.
     """
     reviews = latest_reviews(session)
     known = load_evalset(session, reviews=reviews).hashes
-    seen = trained_on_by_active(session)
     reviewed = {r.message_id: r for r in reviews}
-    missing = [i for i in message_ids if i not in reviewed]
-    if missing:
-        exists = set(session.scalars(select(Message.id).where(Message.id.in_(missing))))
-        unknown = [i for i in missing if i not in exists]
-        raise DataError("; ".join(
-            f"{what} {', '.join(map(str, ids))}" for what, ids in (
-                ("no such message(s):", unknown),
-                ("message(s) with no review:", [i for i in missing if i in exists]))
-            if ids))
+    _refuse_unreviewed(session, message_ids, reviewed)
+    base = base_seen_by_active(session)
+    seen = trained_on_by_active(session) | (base or set())
     picked = [reviewed[i] for i in message_ids]
     trained_on = sum(r.text_hash in seen for r in picked)
     unseen_left = 0
@@ -275,4 +309,5 @@ def add_reviewed(*, session: Session, message_ids: Sequence[int] = (), count: in
         unseen_left = len(pool) - len(chosen)
     added = _insert(session, [r.text for r in picked], [LABEL_IDS[r.label] for r in picked],
                     "review", known)
-    return Added(added, len(picked) - added, trained_on, unseen_left)
+    return Added(added, len(picked) - added, trained_on, unseen_left,
+                 base_checked=base is not None)
