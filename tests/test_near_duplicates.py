@@ -160,3 +160,13 @@ def test_one_campaign_as_all_the_spam_is_split_one_by_one(tmp_path):
     parts, groups = split_keeping_copies(data, seed=2018, always_train=None, grouped=True)
     assert groups is None
     assert parts.test.texts == split(data, seed=2018).test.texts
+
+
+def test_without_a_test_part_training_and_validation_keep_the_recipes_proportion():
+    data = _campaigns()
+    parts, groups = split_keeping_copies(data, seed=2018, always_train=None, grouped=True,
+                                         with_test=False)
+    assert len(parts.test) == 0 and groups is not None
+    assert len(parts.train) + len(parts.val) == len(data)
+    assert len(parts.val) / len(data) == pytest.approx(0.15 / 0.85, abs=0.04)
+    assert parts.val.labels.sum() > 0 and (parts.val.labels == 0).sum() > 0

@@ -237,6 +237,26 @@ def test_evaluation_set_stays_fixed_and_is_never_trained_on(
         assert outcome.counts["eval_set"]["total"] == 17
 
 
+def test_the_candidate_is_tested_on_the_evaluation_set_and_trains_on_the_rest(
+        retrain) -> None:
+    """The candidate's test part is the evaluation set the gate compares on; the rest is
+    split into training and validation only (a three-way split used to leave it 70% of
+    the base data, so it trained on less than the active model had)."""
+    outcome = retrain(min_new_reviews=0)
+    data = SpamClassifier.load(outcome.report_path.parent).metadata["data"]
+    evalset_size = outcome.counts["eval_set"]["total"]
+    assert data["held_out"] == {"messages": evalset_size}
+    assert data["split"]["test"]["total"] == evalset_size
+    assert (data["split"]["train"]["total"] + data["split"]["val"]["total"]
+            == outcome.counts["training"]["total"])
+    assert data["split"]["val"]["total"] / outcome.counts["training"]["total"] == (
+        pytest.approx(0.15 / 0.85, abs=0.06))
+    report = (outcome.report_path.parent / "report.md").read_text()
+    assert f"given apart ({evalset_size}: retraining's evaluation set)" in report
+    metadata = SpamClassifier.load(outcome.report_path.parent).metadata
+    assert metadata["metrics"]["test"]["n"] == evalset_size
+
+
 def test_too_few_examples_of_a_class_fails_clearly(
         retrain, retrain_settings, db_session_factory) -> None:
     write_labelled(Path(retrain_settings.base_data),

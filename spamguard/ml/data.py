@@ -335,8 +335,12 @@ def always_train_count(data: LabelledData, always_train: np.ndarray | None) -> i
 
 
 def split(data: LabelledData, *, seed: int = 2018, train_size: float = 0.7,
-          always_train: np.ndarray | None = None, groups: np.ndarray | None = None) -> Split:
+          always_train: np.ndarray | None = None, groups: np.ndarray | None = None,
+          with_test: bool = True) -> Split:
     """Stratified split: ``train_size`` for training, the rest halved into val and test.
+
+    ``with_test=False`` (the test messages are given apart: retraining's evaluation set)
+    makes no test part: training and validation keep the recipe's proportion (70 to 15).
 
     Call on deduplicated data, so no normalised text lands on both sides. ``groups`` (one
     id per message; :func:`spamguard.ml.near_duplicates.near_duplicate_groups`) keeps each
@@ -359,7 +363,7 @@ def split(data: LabelledData, *, seed: int = 2018, train_size: float = 0.7,
     if always_train_count(data, marked):
         others = np.flatnonzero(~marked)
         rest = split(data.subset(others), seed=seed, train_size=train_size,
-                     groups=None if groups is None else groups[others])
+                     groups=None if groups is None else groups[others], with_test=with_test)
         extra = data.subset(np.flatnonzero(marked))
         train = LabelledData(rest.train.texts + extra.texts,
                              np.concatenate([rest.train.labels, extra.labels]),
@@ -370,16 +374,23 @@ def split(data: LabelledData, *, seed: int = 2018, train_size: float = 0.7,
     # Imported here: the web service uses this module (text_hash) and needs no scikit-learn.
     from sklearn.model_selection import train_test_split
 
+    units = np.arange(len(members))
+    held = (1 - train_size) / 2  # the validation part's share, and the test part's
     try:
-        train_idx, rest_idx = train_test_split(
-            np.arange(len(members)), train_size=train_size, random_state=seed,
-            stratify=labels)
-        val_idx, test_idx = train_test_split(
-            rest_idx, test_size=0.5, random_state=seed, stratify=labels[rest_idx])
+        if not with_test:
+            train_idx, val_idx = train_test_split(
+                units, test_size=held / (1 - held), random_state=seed, stratify=labels)
+            test_idx = units[:0]
+        else:
+            train_idx, rest_idx = train_test_split(
+                units, train_size=train_size, random_state=seed, stratify=labels)
+            val_idx, test_idx = train_test_split(
+                rest_idx, test_size=0.5, random_state=seed, stratify=labels[rest_idx])
     except ValueError as exc:  # a class too small to reach both validation and test
         counts = data.counts()
+        parts = "train, validation and test" if with_test else "train and validation"
         raise DataError(f"cannot split {counts['ham']} ham and {counts['spam']} spam into "
-                        f"train, validation and test with both classes in each ({exc}); "
+                        f"{parts} with both classes in each ({exc}); "
                         "add labelled messages") from None
     return Split(*(data.subset([i for unit in part for i in members[unit]])
                    for part in (train_idx, val_idx, test_idx)))

@@ -93,7 +93,8 @@ def _components(count: int, pairs: list[tuple[int, int]]) -> np.ndarray:
 
 
 def split_keeping_copies(data: LabelledData, *, seed: int, always_train: np.ndarray | None,
-                         grouped: bool) -> tuple[Split, np.ndarray | None]:
+                         grouped: bool, with_test: bool = True
+                         ) -> tuple[Split, np.ndarray | None]:
     """:func:`~spamguard.ml.data.split` of deduplicated ``data``, with its near-exact copies
     kept on one side when ``grouped`` (training's rule since December 2026); the groups
     too (None when not grouped).
@@ -106,10 +107,11 @@ def split_keeping_copies(data: LabelledData, *, seed: int, always_train: np.ndar
         groups = split_groups(data.texts, always_train
                               if always_train_count(data, always_train) else None)
         try:
-            return split(data, seed=seed, always_train=always_train, groups=groups), groups
+            return split(data, seed=seed, always_train=always_train, groups=groups,
+                         with_test=with_test), groups
         except DataError:
             pass
-    return split(data, seed=seed, always_train=always_train), None
+    return split(data, seed=seed, always_train=always_train, with_test=with_test), None
 
 
 def split_groups(texts: Sequence[str], always_train: np.ndarray | None = None) -> np.ndarray:

@@ -31,7 +31,12 @@ from spamguard.ml.data import (
 from spamguard.ml.embeddings import CachedEncoder, setting_problem
 from spamguard.ml.features import FEATURE_NAMES
 from spamguard.ml.head_fit import HeadFit, fit_head
-from spamguard.ml.near_duplicates import RATIO, group_counts, near_note, split_keeping_copies
+from spamguard.ml.near_duplicates import (
+    RATIO,
+    group_counts,
+    near_note,
+    split_keeping_copies,
+)
 from spamguard.ml.threshold import choose_threshold
 from spamguard.ml.version_files import DEFAULT_POOLING
 
@@ -102,7 +107,8 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
                 always_train: Callable[[str], bool] | None = None,
                 always_train_weight: float = 1.0,
                 weighted: Callable[[str], bool] | None = None,
-                also_train_files: Sequence[dict[str, Any]] = ()) -> TrainResult:
+                also_train_files: Sequence[dict[str, Any]] = (),
+                held_out: LabelledData | None = None) -> TrainResult:
     """Deduplicate, split, embed (cached), train, pick a threshold, evaluate, save.
 
     Args:
@@ -129,6 +135,9 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
             also-train files' messages (:mod:`spamguard.ml.also_train`).
         also_train_files: the record of each also-train file whose messages ``data``
             holds (:func:`~spamguard.ml.also_train.load_also_train`), kept in model.json.
+        held_out: the test messages, when they are chosen apart (retraining's evaluation
+            set, which the gate compares on): ``data`` is then split into training and
+            validation only, in the recipe's proportion.
 
     Returns:
         The trained classifier, its directory, metadata and a printable summary.
@@ -139,7 +148,7 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     for folder in (models_dir, cache_root):  # an unwritable place fails now, not after training
         if folder is not None:
             Path(folder).mkdir(parents=True, exist_ok=True)
-    prepared = _prepare(data, config, data_source, always_train, say)
+    prepared = _prepare(data, config, data_source, always_train, say, held_out)
     if not isinstance(backbone, Backbone):
         say("train: loading the backbone")
         backbone = load_backbone(backbone, cache_root=cache_root)
@@ -173,25 +182,31 @@ class _Prepared:
     parts: Split
     kept: int  # always-training messages that the split did keep out of validation/test
     near_duplicates: dict[str, int] | None = None  # group_counts of the split's groups
+    held_out: dict[str, int] | None = None  # the test messages given apart
 
 
 def _prepare(data: LabelledData, config: TrainConfig, data_source: str,
-             always_train: Callable[[str], bool] | None, say: Callable[[str], None]
-             ) -> _Prepared:
-    """Deduplicate and split, and say how."""
+             always_train: Callable[[str], bool] | None, say: Callable[[str], None],
+             held_out: LabelledData | None = None) -> _Prepared:
+    """Deduplicate and split (``held_out``: see :func:`train_model`), and say how."""
     unique, stats = dedupe(data)
     check_trainable(unique, data_source or "training data")
     marked = (np.array([always_train(origin) for origin in unique.origins], dtype=bool)
               if always_train and unique.origins else None)
+    held = None if held_out is None else dedupe(held_out)[0]
     kept = always_train_count(unique, marked)
     parts, groups = split_keeping_copies(unique, seed=config.split_seed, always_train=marked,
-                                         grouped=config.group_near_duplicates)
+                                         grouped=config.group_near_duplicates,
+                                         with_test=held is None)
+    if held is not None:
+        parts.test = held
     if marked is not None and marked.any() and not kept:
         say(f"train: note: too few other messages to split, so the {int(marked.sum())} "
             "that would always train are split with them")
     say(f"train: {len(unique)} distinct messages ({stats.removed} duplicates grouped): "
         f"{len(parts.train)} train" + (f" ({kept} of them always)" if kept else "")
-        + f", {len(parts.val)} validation, {len(parts.test)} test")
+        + f", {len(parts.val)} validation, {len(parts.test)} test"
+        + (" (given apart)" if held is not None else ""))
     near = None if groups is None else group_counts(groups)
     if near and near["groups"]:
         say(f"train: {near['messages']} near-exact copies in {near['groups']} groups, each "
@@ -203,7 +218,9 @@ def _prepare(data: LabelledData, config: TrainConfig, data_source: str,
     if stats.label_conflicts:  # otherwise only report.md would tell
         say(f"train: note: {stats.label_conflicts} duplicate(s) of a text had the other label; "
             "each such text is trained as spam (the spam label wins)")
-    return _Prepared(unique, stats, parts, kept, near)
+    return _Prepared(unique, stats, parts, kept, near,
+                     None if held is None else {"messages": len(held)})
+
 
 
 def _sample_weights(prepared: _Prepared, weighs: Callable[[str], bool] | None,
@@ -223,6 +240,8 @@ def _record_training_data(metadata: dict[str, Any], prepared: _Prepared,
     always-training messages to model.json's data."""
     if prepared.near_duplicates is not None:
         metadata["data"]["near_duplicates"] = {**prepared.near_duplicates, "ratio": RATIO}
+    if prepared.held_out is not None:
+        metadata["data"]["held_out"] = prepared.held_out
     if also_train_files:
         metadata["data"]["also_train"] = {
             "files": list(also_train_files),
@@ -373,6 +392,8 @@ def report_info(metadata: dict[str, Any]) -> dict[str, Any]:
         "label conflicts among duplicates (kept as spam)": data["dedupe"]["label_conflicts"],
         **({"near-exact copies kept on one side of the split": near_note(
                data["near_duplicates"])} if data.get("near_duplicates") else {}),
+        **({"test messages": f"given apart ({data['held_out']['messages']}: retraining's "
+                             "evaluation set)"} if data.get("held_out") else {}),
         "split train / val / test": " / ".join(str(data["split"][k]["total"])
                                                 for k in ("train", "val", "test")),
         **({"always in training (also-train files)": also_train_note(

@@ -274,7 +274,7 @@ class _Retrain:
                      "(the spam label wins)")
         checkpoint("training", self.lease, self.log)
         candidate = train_candidate(training, settings=self.settings, snapshot=snapshot,
-                                    progress=self.progress)
+                                    progress=self.progress, evalset=evalset)
         # Recorded before anything can fail, so the next run can delete an unregistered
         # candidate left by a run that died between training and registering.
         self.counts["candidate_dir"] = str(candidate.directory)

@@ -232,8 +232,14 @@ def torch_threads(count: int) -> Iterator[None]:
 
 
 def train_candidate(training: TrainingSet, *, settings: Settings, snapshot: Snapshot,
-                    progress: bool | None) -> Candidate:
-    """Train a version on ``training`` with the active version's backbone and settings."""
+                    progress: bool | None, evalset: EvalSet | None = None) -> Candidate:
+    """Train a version on ``training`` with the active version's backbone and settings.
+
+    With a non-empty ``evalset``, that set is the candidate's test part (its report is on
+    the messages the gate compares on) and the training data is split into training and
+    validation only, so the candidate learns from as much base data as the active model
+    did (a three-way split left it 70% of what was left, and its test part unused).
+    """
     started = time.perf_counter()
     backbone = load_backbone(backbone_location(snapshot.active_metadata, settings),
                              cache_root=settings.cache_dir)
@@ -256,6 +262,7 @@ def train_candidate(training: TrainingSet, *, settings: Settings, snapshot: Snap
             weighted=lambda origin: origin.startswith(REVIEW_ORIGIN),
             always_train_weight=settings.retrain_review_weight,
             also_train_files=training.also_train_files,
+            held_out=evalset.as_data() if evalset is not None and len(evalset) else None,
             data_source=f"{settings.base_data_path} + {counts['reviewed_messages']} reviewed "
                         "messages" + (f" + {counts['also_train_messages']} also-train "
                                       "messages" if counts.get("also_train_messages") else "")
