@@ -164,3 +164,21 @@ def test_write_report_needs_baseline_scores(tmp_path, model_result, baseline_res
             y_true=Y_TRUE,
             model_scores=SCORES,
         )
+
+
+def test_report_says_which_split_or_file_it_measures(tmp_path, model_result):
+    """The headline and report.json name what they were measured on: the version's test
+    split (training's report) or the file ``spamguard report --data`` evaluated."""
+    paths = write_report(tmp_path / "train", title="t", model=model_result, y_true=Y_TRUE,
+                         model_scores=SCORES)
+    stored = json.loads(paths["json"].read_text())
+    assert stored["split"] == "test" and stored["data_file"] is None
+    assert (stored["model"]["n"], stored["model"]["n_spam"]) == (10, 4)
+    assert "## Headline (test split: 10 messages, 4 spam)\n" in paths["markdown"].read_text()
+    data_file = tmp_path / "fresh.tsv"
+    paths = write_report(tmp_path / "other", title="t", model=model_result, y_true=Y_TRUE,
+                         model_scores=SCORES, data_file=data_file)
+    stored = json.loads(paths["json"].read_text())
+    assert stored["split"] is None and stored["data_file"] == str(data_file)
+    md = paths["markdown"].read_text()
+    assert "## Headline (fresh.tsv: 10 messages, 4 spam)\n" in md and "test split" not in md

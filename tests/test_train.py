@@ -498,3 +498,14 @@ def test_training_says_when_duplicates_disagree_on_the_label(tmp_path, tiny_back
 def test_weighted_class_weights_need_both_classes():
     with pytest.raises(ValueError, match="both classes"):
         class_weights(np.zeros(5, dtype=np.int64), np.ones(5))
+
+
+def test_report_says_it_measures_the_test_split(trained):
+    _, result = trained
+    stored = json.loads((result.directory / "report.json").read_text())
+    assert stored["split"] == "test" and stored["data_file"] is None
+    n, n_spam = stored["model"]["n"], stored["model"]["n_spam"]
+    assert (n, n_spam) == (result.metadata["metrics"]["test"]["n"],
+                           result.metadata["metrics"]["test"]["n_spam"])
+    assert f"## Headline (test split: {n} messages, {n_spam} spam)\n" in (
+        result.directory / "report.md").read_text()

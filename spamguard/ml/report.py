@@ -186,12 +186,20 @@ def _md_table(rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
-def _markdown(title: str, named: Sequence[tuple[str, Result]], info: Mapping[str, Any]) -> str:
+def measured_on(model: Result, data_file: str | Path | None = None) -> str:
+    """What the numbers are measured on, for headings: "test split: 673 messages, 79
+    spam", or the file's name instead of "test split" (``spamguard report --data``)."""
+    where = "test split" if data_file is None else Path(data_file).name
+    return f"{where}: {model['n']} messages, {model['n_spam']} spam"
+
+
+def _markdown(title: str, named: Sequence[tuple[str, Result]], info: Mapping[str, Any],
+              measured: str) -> str:
     """Build the text of report.md."""
     lines = [f"# {title}", ""]
     if info:
         lines += ["## Data and run", "", *_md_table([["key", "value"], *info.items()]), ""]
-    lines += ["## Headline", ""]
+    lines += [f"## Headline ({measured})", ""]
     lines += _md_table(
         [["metric", *(name for name, _ in named)], *_headline_rows([m for _, m in named])]
     )
@@ -270,6 +278,7 @@ def write_report(
     info: Mapping[str, Any] | None = None,
     components: Sequence[tuple[str, Result, Sequence[float] | np.ndarray]] = (),
     extra: Mapping[str, Any] | None = None,
+    data_file: str | Path | None = None,
 ) -> dict[str, Path]:
     """Write report.json, report.md, pr_curve.png and confusion_matrix.png.
 
@@ -285,6 +294,10 @@ def write_report(
         components: ``(name, result, scores)`` of parts of the model on their own (the
             BERT head alone in a blended model), shown between the model and baseline.
         extra: Further top-level entries of report.json (such as ``overlap``).
+        data_file: The labelled file the results were measured on, when not the
+            version's own test split (``spamguard report --data``). report.json records
+            ``split`` ("test", or None with a file) and ``data_file``; report.md's headline
+            says which, with the message and spam counts.
 
     Returns:
         Paths by kind: ``json``, ``markdown``, ``pr_curve``, ``confusion_matrix``.
@@ -305,13 +318,16 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     paths = {kind: out / name for kind, name in REPORT_FILES.items()}
     info = dict(info or {})
-    payload = {"title": title, "info": info, "model": model, "baseline": baseline,
+    payload = {"title": title, "split": "test" if data_file is None else None,
+               "data_file": None if data_file is None else str(data_file),
+               "info": info, "model": model, "baseline": baseline,
                "components": {name: result for name, result, _ in components},
                **(extra or {})}
     payload["files"] = REPORT_FILES
     text = json.dumps(_json_safe(payload), indent=2, allow_nan=False)
     paths["json"].write_text(text + "\n", encoding="utf-8")
-    paths["markdown"].write_text(_markdown(title, named, info), encoding="utf-8")
+    markdown = _markdown(title, named, info, measured_on(model, data_file))
+    paths["markdown"].write_text(markdown, encoding="utf-8")
     _plot_pr(paths["pr_curve"], y, curves)
     _plot_confusion(paths["confusion_matrix"], named)
     return paths
