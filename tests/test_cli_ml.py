@@ -638,8 +638,6 @@ def test_a_number_option_refuses_nan(tmp_path, args):
     assert not (tmp_path / "spamguard.db").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="spamguard/ml/evaluation.py is to pass "
-                   "write_report(..., data_file=data_path); remove this mark when it does")
 def test_report_on_a_file_names_the_file_not_the_test_split(home, tmp_path):
     env, _ = home
     test_file = tmp_path / "fresh.tsv"

@@ -253,6 +253,7 @@ def test_the_candidate_is_tested_on_the_evaluation_set_and_trains_on_the_rest(
         pytest.approx(0.15 / 0.85, abs=0.06))
     report = (outcome.report_path.parent / "report.md").read_text()
     assert f"given apart ({evalset_size}: retraining's evaluation set)" in report
+    assert f"## Headline (retraining's evaluation set: {evalset_size} messages" in report
     metadata = SpamClassifier.load(outcome.report_path.parent).metadata
     assert metadata["metrics"]["test"]["n"] == evalset_size
 

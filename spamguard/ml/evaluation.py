@@ -203,5 +203,6 @@ def evaluate_version(directory: Path, data_path: Path, out: Path,
     files = reporting.write_report(
         out, title=f"spamguard model {classifier.version} on {data_path.name}",
         model=model_eval, baseline=baseline_eval, y_true=test.labels, model_scores=scores,
-        baseline_scores=baseline_scores, info=info, extra={"overlap": overlap})
+        baseline_scores=baseline_scores, info=info, extra={"overlap": overlap},
+        data_file=data_path)
     return reporting.render_summary(model_eval, baseline_eval), files["markdown"]

@@ -186,10 +186,12 @@ def _md_table(rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
-def measured_on(model: Result, data_file: str | Path | None = None) -> str:
+def measured_on(model: Result, data_file: str | Path | None = None,
+                test_part: str = "test split") -> str:
     """What the numbers are measured on, for headings: "test split: 673 messages, 79
-    spam", or the file's name instead of "test split" (``spamguard report --data``)."""
-    where = "test split" if data_file is None else Path(data_file).name
+    spam" (``test_part``: a retraining candidate's is the evaluation set), or the file's
+    name (``spamguard report --data``)."""
+    where = test_part if data_file is None else Path(data_file).name
     return f"{where}: {model['n']} messages, {model['n_spam']} spam"
 
 
@@ -279,6 +281,7 @@ def write_report(
     components: Sequence[tuple[str, Result, Sequence[float] | np.ndarray]] = (),
     extra: Mapping[str, Any] | None = None,
     data_file: str | Path | None = None,
+    test_part: str = "test split",
 ) -> dict[str, Path]:
     """Write report.json, report.md, pr_curve.png and confusion_matrix.png.
 
@@ -298,6 +301,8 @@ def write_report(
             version's own test split (``spamguard report --data``). report.json records
             ``split`` ("test", or None with a file) and ``data_file``; report.md's headline
             says which, with the message and spam counts.
+        test_part: What the test part is called there ("test split"; retraining gives its
+            candidates the evaluation set as their test part).
 
     Returns:
         Paths by kind: ``json``, ``markdown``, ``pr_curve``, ``confusion_matrix``.
@@ -326,7 +331,7 @@ def write_report(
     payload["files"] = REPORT_FILES
     text = json.dumps(_json_safe(payload), indent=2, allow_nan=False)
     paths["json"].write_text(text + "\n", encoding="utf-8")
-    markdown = _markdown(title, named, info, measured_on(model, data_file))
+    markdown = _markdown(title, named, info, measured_on(model, data_file, test_part))
     paths["markdown"].write_text(markdown, encoding="utf-8")
     _plot_pr(paths["pr_curve"], y, curves)
     _plot_confusion(paths["confusion_matrix"], named)

@@ -360,7 +360,9 @@ def _save(classifier: SpamClassifier, metadata: dict[str, Any], evaluations: _Ev
             tmp, title=f"spamguard model {version}", model=evaluations.model,
             baseline=evaluations.baseline, y_true=parts.test.labels,
             model_scores=evaluations.test_scores, baseline_scores=evaluations.baseline_scores,
-            info=report_info(metadata), components=evaluations.components)
+            info=report_info(metadata), components=evaluations.components,
+            test_part="retraining's evaluation set" if metadata["data"].get("held_out")
+            else "test split")
         directory = classifier.save(models_dir / version,
                                     extra_files={Path(p).name: Path(p) for p in files.values()})
     summary = reporting.render_summary(
