@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from spamguard.ml.classifier import SpamClassifier
-from spamguard.ml.data import Split, dedupe, load_labelled, split
+from spamguard.ml.data import Split, dedupe, load_labelled
+from spamguard.ml.near_duplicates import split_keeping_copies
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "sms_spam_collection.tsv"
@@ -50,8 +51,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def load_split(path: Path, quick: bool) -> Split:
-    """The split training uses (dedupe, seed 2018); --quick keeps every 4th val/test text."""
-    parts = split(dedupe(load_labelled(path))[0], seed=2018)
+    """The split training uses (dedupe, near-exact copies together, seed 2018); --quick
+    keeps every 4th val/test text."""
+    parts, _ = split_keeping_copies(dedupe(load_labelled(path))[0], seed=2018,
+                                    always_train=None, grouped=True)
     if quick:  # every 4th message keeps the length mix and both classes
         parts.val, parts.test = (d.subset(range(0, len(d), 4)) for d in (parts.val, parts.test))
     return parts
