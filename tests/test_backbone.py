@@ -134,10 +134,10 @@ def test_a_hub_id_is_looked_up_locally_first(tiny_backbone_dir, monkeypatch, cac
     from transformers import AutoModel, AutoTokenizer
 
     from spamguard.errors import ModelError
-    from spamguard.ml import backbone as backbone_module
+    from spamguard.ml import hub
     from spamguard.ml.backbone import load_backbone
 
-    monkeypatch.setattr(backbone_module, "hub_unreachable", lambda: None if reachable else
+    monkeypatch.setattr(hub, "hub_unreachable", lambda: None if reachable else
                         "the hub (https://hub.example) cannot be reached (no route)")
 
     seen: list[bool] = []
@@ -180,7 +180,7 @@ def hub_at(monkeypatch):
 
     from huggingface_hub import constants
 
-    from spamguard.ml.backbone import PROXY_VARIABLES
+    from spamguard.ml.hub import PROXY_VARIABLES
 
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -204,7 +204,7 @@ def hub_at(monkeypatch):
 def test_hub_unreachable_tries_each_address_unless_a_proxy_decides(monkeypatch, hub_at):
     import socket
 
-    from spamguard.ml.backbone import hub_unreachable
+    from spamguard.ml.hub import hub_unreachable
 
     looked_up = hub_at("https://huggingface.co", [("10.0.0.1", 443), ("10.0.0.2", 443)])
     tried = []
@@ -238,7 +238,7 @@ def test_hub_check_gives_up_after_its_timeout_however_slow_the_lookup(monkeypatc
     import threading
     import time
 
-    from spamguard.ml.backbone import hub_unreachable
+    from spamguard.ml.hub import hub_unreachable
 
     hub_at("https://huggingface.co", [])
     release = threading.Event()
@@ -262,7 +262,7 @@ def test_a_hub_whose_first_address_drops_packets_is_reached_on_the_next(hub_at):
     gets a share of the time, so the second is tried before the check runs out."""
     import socket
 
-    from spamguard.ml.backbone import hub_unreachable
+    from spamguard.ml.hub import hub_unreachable
 
     hole = socket.socket()  # a listener whose accept queue is full: connect() hangs
     hole.bind(("127.0.0.1", 0))
@@ -374,7 +374,7 @@ def test_hub_unreachable_leaves_it_to_the_proxy_for_the_endpoint_scheme(monkeypa
 
     from huggingface_hub import constants
 
-    from spamguard.ml.backbone import PROXY_VARIABLES, hub_unreachable
+    from spamguard.ml.hub import PROXY_VARIABLES, hub_unreachable
 
     for name in (*PROXY_VARIABLES, "HTTP_PROXY", "http_proxy", "REQUEST_METHOD"):
         monkeypatch.delenv(name, raising=False)

@@ -8,7 +8,7 @@ import torch
 
 from spamguard.config import load_settings
 from spamguard.errors import ModelError
-from spamguard.ml.backbone import bf16_backbone
+from spamguard.ml.backbone_variants import bf16_backbone
 from spamguard.ml.classifier import SpamClassifier
 from spamguard.ml.embeddings import CachedEncoder, encode
 from spamguard.ml.onnx_runtime import with_runtime
@@ -91,9 +91,9 @@ def test_a_bf16_backbone_is_not_passed_off_as_fp32(bf16):
 
 def bf16_units(monkeypatch, present: bool) -> None:
     """Pretend the CPU has (or lacks) bf16 matrix units."""
-    import spamguard.ml.backbone as backbone_module
+    import spamguard.ml.backbone_variants as variants
 
-    monkeypatch.setattr(backbone_module, "native_bf16", lambda: present)
+    monkeypatch.setattr(variants, "native_bf16", lambda: present)
 
 
 @pytest.mark.parametrize(("present", "int8", "expected"), [

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from spamguard.ml.backbone import quantize_backbone
+from spamguard.ml.backbone_variants import quantize_backbone
 from spamguard.ml.classifier import SpamClassifier
 from spamguard.ml.embeddings import CachedEncoder
 

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import metadata as package_metadata
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +25,7 @@ from torch import nn
 
 from spamguard.errors import ModelError
 from spamguard.ml.files import replace_durably
+from spamguard.ml.hub import hub_load
 
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 
@@ -406,7 +407,7 @@ def _load_now(display: str, location: str) -> Backbone:
         if local.is_dir():
             tokenizer, model, loading = load()
         else:
-            tokenizer, model, loading = _hub_load(load)
+            tokenizer, model, loading = hub_load(load)
     except Exception as exc:  # transformers raises many types for "not found/offline"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load backbone {display!r} from {location}: {reason}") from None
@@ -414,163 +415,3 @@ def _load_now(display: str, location: str) -> Backbone:
         logging.getLogger(__name__).warning("backbone %s has no fast tokenizer", display)
     return Backbone.from_model(display, model, tokenizer,
                                untrained=set(loading.get("missing_keys") or ()))
-
-
-def _hub_load(load):
-    """``load`` a hub id from the local hub cache first, then (unless HF_HUB_OFFLINE) from
-    the hub: offline, the hub client retries for about 50 s and logs a dozen lines before it
-    fails, which a copy already on disk never needs."""
-    try:
-        return load(local_files_only=True)
-    except Exception:
-        if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-            raise
-    problem = hub_unreachable()
-    if problem is not None:  # the hub client would spend about 50 s retrying to learn this
-        raise OSError(f"not in the local hub cache, and {problem}; copy the model to a "
-                      "folder on this machine and give its path")
-    hub_log = logging.getLogger("huggingface_hub")
-    level = hub_log.level
-    hub_log.setLevel(logging.ERROR)  # the retry warnings; the final error is ours to say
-    try:
-        return load()
-    finally:
-        hub_log.setLevel(level)
-
-
-# The variables a proxy for the hub is usually set with (urllib's getproxies() reads these,
-# any other *_proxy, and on macOS and Windows the system's settings, as the hub client does).
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
-                   "all_proxy")
-
-
-def hub_unreachable(timeout: float = 5.0) -> str | None:
-    """Why this machine cannot open a connection to the model hub (``HF_ENDPOINT``), or
-    None when it can, or when a proxy is configured for the endpoint's scheme (the proxy
-    decides, not us).
-
-    The whole check takes at most about ``timeout`` seconds. The name lookup runs in a
-    daemon thread (no socket timeout bounds it), left to finish on its own when it is
-    slower; then each address the name has is tried with an equal share of the time left,
-    so one that drops packets (broken IPv6, say) does not use up the time of the next.
-    """
-    import socket
-    import threading
-    import time
-    from urllib.parse import urlsplit
-    from urllib.request import getproxies
-
-    from huggingface_hub import constants
-
-    endpoint = urlsplit(constants.ENDPOINT)
-    proxies = getproxies()  # what the hub client (httpx or requests) goes by
-    if proxies.get(endpoint.scheme) or proxies.get("all"):
-        return None
-    deadline = time.monotonic() + timeout
-    found: dict[str, object] = {}
-
-    def lookup() -> None:
-        try:
-            if not endpoint.hostname:
-                raise ValueError("no host name")
-            port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-            found["addresses"] = [info[4][:2] for info in socket.getaddrinfo(
-                endpoint.hostname, port, type=socket.SOCK_STREAM)]
-        except (OSError, UnicodeError, ValueError) as exc:  # no DNS, a bad endpoint
-            found["error"] = exc
-
-    thread = threading.Thread(target=lookup, name="hub-lookup", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    error = found.get("error")
-    addresses = found.get("addresses", [])
-    for index, address in enumerate(addresses):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        try:
-            socket.create_connection(address, timeout=left / (len(addresses) - index)).close()
-        except OSError as exc:  # refused, unreachable, timed out
-            error = exc
-        else:
-            return None
-    if error is None:
-        reason = f"no answer within {timeout:g} s"
-    else:
-        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-    return f"the hub ({constants.ENDPOINT}) cannot be reached ({reason})"
-
-
-def _int8_layers(model: nn.Module) -> set[str]:
-    """Names of the Linear layers to quantise: all but the feed-forward output projections.
-
-    The FFN output layer reads GELU activations with large outliers; quantising its input
-    per tensor to int8 moved mean-pooled embeddings of all-MiniLM-L6-v2 to a cosine of 0.76
-    (worst of 120 validation texts) from the fp32 ones, against 0.93 when it stays fp32.
-    """
-    return {name for name, module in model.named_modules()
-            if isinstance(module, nn.Linear)
-            and not (name.endswith("output.dense") and "attention" not in name)}
-
-
-def quantize_backbone(backbone: Backbone) -> Backbone:
-    """Copy ``backbone`` with its Linear layers dynamically quantised to int8 (CPU only).
-
-    The copy keeps the source weights' ``hash`` (a model version still matches it) but has
-    ``variant="int8"``, so its embeddings are cached apart from the fp32 ones.
-
-    Args:
-        backbone: a frozen fp32 backbone (it is not modified).
-
-    Returns:
-        The quantised backbone.
-    """
-    if backbone.variant != "fp32":
-        return backbone
-    import warnings
-
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        # torch.ao's eager quantisation announces its move to torchao on every call; it is
-        # still the supported CPU int8 path in torch 2.13 (docs/performance.md).
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*quantize_per_tensor", category=UserWarning)
-        model = quantize_dynamic(backbone.model, _int8_layers(backbone.model),
-                                 dtype=torch.qint8, inplace=False)
-    model.eval()
-    return replace(backbone, model=model, variant="int8")
-
-
-def bf16_backbone(backbone: Backbone) -> Backbone:
-    """Copy ``backbone`` with its weights and activations in bfloat16 (PyTorch, CPU).
-
-    Worth it on CPUs with native bf16 matrix units (Intel AMX, AVX512-BF16): 2.3x the fp32
-    throughput of all-MiniLM-L6-v2 on a 2-core Sapphire-Rapids-class Xeon, with pooled
-    embeddings at a cosine of at least 0.9998 to the fp32 ones. Without such units bf16
-    is emulated and slower than fp32, so the ``auto`` runtime picks it only where
-    :func:`native_bf16` says so (docs/performance.md). The copy keeps
-    the weights ``hash`` but has ``variant="bf16"``: its embeddings are cached apart.
-    """
-    if backbone.variant == "bf16":
-        return backbone
-    if backbone.variant != "fp32":
-        raise ModelError(f"cannot make a bf16 copy of a {backbone.variant} backbone")
-    import copy
-
-    model = copy.deepcopy(backbone.model).to(torch.bfloat16)
-    freeze(model)
-    return replace(backbone, model=model, variant="bf16")
-
-
-def native_bf16() -> bool:
-    """Whether this CPU has bf16 matrix instructions, AMX or AVX512-BF16 (without them
-    oneDNN emulates bf16 and it is slower than fp32)."""
-    import torch.cpu
-
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    try:
-        return any(bool(getattr(torch.cpu, name)()) for name in checks
-                   if hasattr(torch.cpu, name))
-    except RuntimeError:
-        return False

@@ -35,7 +35,8 @@ from torch import nn
 
 from spamguard.config import check_number_format
 from spamguard.errors import ModelError
-from spamguard.ml.backbone import Backbone, _int8_layers, freeze
+from spamguard.ml.backbone import Backbone, freeze
+from spamguard.ml.backbone_variants import int8_layers
 from spamguard.ml.files import folder_lock, replace_durably
 
 # "torch-bf16": PyTorch with bfloat16 weights (fast only on CPUs with bf16 matrix units);
@@ -136,11 +137,11 @@ def quantize(source: Path, path: Path, backbone: Backbone) -> None:
     """Write an int8 copy of the fp32 graph ``source`` to ``path``.
 
     Like the PyTorch int8 path, the feed-forward output projections stay fp32 (their GELU
-    inputs have outliers that per-tensor int8 handles badly; see backbone._int8_layers).
+    inputs have outliers that per-tensor int8 handles badly; see backbone_variants.int8_layers).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    keep = {name for name in _linear_names(backbone) if name not in _int8_layers(backbone.model)}
+    keep = {name for name in _linear_names(backbone) if name not in int8_layers(backbone.model)}
     import onnx
 
     model = onnx.load(str(source))
@@ -330,7 +331,7 @@ def resolve_runtime(runtime: str, *, int8: bool = False) -> str:
     """
     if runtime != "auto":
         return runtime
-    from spamguard.ml.backbone import native_bf16
+    from spamguard.ml.backbone_variants import native_bf16
 
     return "torch-bf16" if not int8 and native_bf16() else "onnx"
 
@@ -339,7 +340,7 @@ def with_runtime(backbone: Backbone, runtime: str, *, folder: str | Path | None,
                  int8: bool = False) -> Backbone:
     """``backbone`` on the asked runtime (one of :data:`RUNTIMES`; ``auto`` as
     :func:`resolve_runtime` says), int8 if asked."""
-    from spamguard.ml.backbone import bf16_backbone, native_bf16, quantize_backbone
+    from spamguard.ml.backbone_variants import bf16_backbone, native_bf16, quantize_backbone
 
     if runtime not in RUNTIMES:
         raise ModelError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
