@@ -32,9 +32,10 @@ from spamguard.ml.also_train import (
     load_also_train,
     retraining_paths,
 )
-from spamguard.ml.data import data_hash, load_labelled
+from spamguard.ml.data import LabelledData, data_hash, load_labelled
 from spamguard.models import RUN_TRIGGERS, TrainingRun
 from spamguard.services import locks, promotion_hold, registry, traffic_diff
+from spamguard.services.evalset import EvalSet
 from spamguard.services.example_redaction import ERASED, redact_orphan_examples
 from spamguard.services.retrain_jobs import RETRAIN_LOCK as LOCK_NAME
 from spamguard.services.retrain_steps import (
@@ -50,6 +51,7 @@ from spamguard.services.retrain_steps import (
     take_snapshot,
     train_candidate,
 )
+from spamguard.services.training_data import TrainingSet
 from spamguard.sqltypes import utcnow
 
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_REJECTED, EXIT_LOCKED = 0, 1, 2, 3, 4
@@ -235,30 +237,10 @@ class _Retrain:
             session.get(TrainingRun, self.run_id).active_version_id = snapshot.active_id
         self._note_another_home(snapshot.active_dir)
         self.counts["new_reviews"], self.active_id = snapshot.new_reviews, snapshot.active_id
-        # Read every night, skip or not: a missing or broken base file fails now (exit 2),
-        # not on the night enough reviews have come in, and a changed one is trained on.
-        base = load_labelled(self.settings.base_data_path)
-        named = self.settings.also_train_paths
-        named_by = ("SPAMGUARD_ALSO_TRAIN" if named is not None
-                    else f"the active version {snapshot.active_id}'s model.json")
-        also = load_also_train(retraining_paths(named, snapshot.active_metadata), named_by)
-        self.counts["base_data_hash"] = data_hash(base)
-        self.counts["also_train_hash"] = also.hash
-        changed = []
-        if snapshot.last_base_hash is not None:
-            if snapshot.last_base_hash != self.counts["base_data_hash"]:
-                changed.append(f"the base data ({self.settings.base_data_path})")
-            # A run from before also-train files existed trained on none of them.
-            if (snapshot.last_also_train_hash or AlsoTrain().hash) != also.hash:
-                changed.append("the also-train files")
-        base_changed = bool(changed)
-        need = self.settings.retrain_min_new_reviews
-        if snapshot.active_id and not self.force and snapshot.new_reviews < need:
-            if not base_changed:
-                return self._outcome("skipped", f"retrain: skipped: {snapshot.new_reviews} "
-                                     f"new review(s) since the last run (need {need})")
-            self.log(f"retrain: note: {' and '.join(changed)} changed since the last run: "
-                     f"training with {snapshot.new_reviews} new review(s)")
+        base, also, named_by = self._read_data(snapshot)
+        skipped = self._skip(snapshot)
+        if skipped is not None:
+            return skipped
         check_writable(self.settings.models_dir)
         if len(also):  # unset, the setting names nothing: say what training keeps
             self.log(f"retrain: note: {also_train_note(also.files)} always in training "
@@ -281,6 +263,51 @@ class _Retrain:
         with self.session_factory() as session, session.begin():
             session.get(TrainingRun, self.run_id).counts = dict(self.counts)
         checkpoint("evaluating", self.lease, self.log)
+        gate = self._judge(candidate, snapshot, evalset, training)
+        checkpoint("registering", self.lease, self.log)
+        return self._record(candidate, snapshot, gate)
+
+    def _read_data(self, snapshot: Snapshot) -> tuple[LabelledData, AlsoTrain, str]:
+        """The base data and the also-train files (and what named them), with their hashes
+        in the run's counts.
+
+        Read every night, skip or not: a missing or broken base file fails now (exit 2),
+        not on the night enough reviews have come in, and a changed one is trained on.
+        """
+        base = load_labelled(self.settings.base_data_path)
+        named = self.settings.also_train_paths
+        named_by = ("SPAMGUARD_ALSO_TRAIN" if named is not None
+                    else f"the active version {snapshot.active_id}'s model.json")
+        also = load_also_train(retraining_paths(named, snapshot.active_metadata), named_by)
+        self.counts["base_data_hash"] = data_hash(base)
+        self.counts["also_train_hash"] = also.hash
+        return base, also, named_by
+
+    def _skip(self, snapshot: Snapshot) -> RetrainOutcome | None:
+        """The "skipped" outcome when too few reviews are new and no data changed; None
+        (and a note when data changed) to go on."""
+        changed = []
+        if snapshot.last_base_hash is not None:
+            if snapshot.last_base_hash != self.counts["base_data_hash"]:
+                changed.append(f"the base data ({self.settings.base_data_path})")
+            # A run from before also-train files existed trained on none of them.
+            if (snapshot.last_also_train_hash or AlsoTrain().hash) != self.counts[
+                    "also_train_hash"]:
+                changed.append("the also-train files")
+        need = self.settings.retrain_min_new_reviews
+        if not snapshot.active_id or self.force or snapshot.new_reviews >= need:
+            return None
+        if not changed:
+            return self._outcome("skipped", f"retrain: skipped: {snapshot.new_reviews} "
+                                 f"new review(s) since the last run (need {need})")
+        self.log(f"retrain: note: {' and '.join(changed)} changed since the last run: "
+                 f"training with {snapshot.new_reviews} new review(s)")
+        return None
+
+    def _judge(self, candidate: Candidate, snapshot: Snapshot, evalset: EvalSet,
+               training: TrainingSet) -> Gate:
+        """Compare the candidate with the active model, decide, write changes.md, and keep
+        the comparison in the run's counts."""
         changes = evaluate_and_report(candidate, snapshot=snapshot, evalset=evalset,
                                       settings=self.settings, traffic=self._traffic(snapshot),
                                       log=self.log)
@@ -304,8 +331,7 @@ class _Retrain:
                            flips=candidate.flip_counts, decision=gate.as_dict(),
                            traffic=traffic_diff.counts(changes.get("traffic")),
                            timing=candidate.timing)
-        checkpoint("registering", self.lease, self.log)
-        return self._record(candidate, snapshot, gate)
+        return gate
 
     def _traffic(self, snapshot: Snapshot) -> traffic_diff.Traffic | dict[str, Any] | None:
         """The recent messages to compare the candidate with the active model on (None:
