@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--quick", action="store_true", help="every 4th val/test message")
     args = parser.parse_args()
-    from spamguard.ml.backbone import native_bf16
+    from spamguard.ml.backbone_variants import native_bf16
     from spamguard.ml.classifier import SpamClassifier
 
     parts = load_split(args.data, args.quick)

@@ -170,3 +170,20 @@ def test_without_a_test_part_training_and_validation_keep_the_recipes_proportion
     assert len(parts.train) + len(parts.val) == len(data)
     assert len(parts.val) / len(data) == pytest.approx(0.15 / 0.85, abs=0.04)
     assert parts.val.labels.sum() > 0 and (parts.val.labels == 0).sum() > 0
+
+
+def test_two_campaigns_as_all_the_spam_never_leave_validation_without_spam():
+    """Stratifying 2 spam groups may put both in training; then the copies are split one by
+    one (a candidate validated on ham only would almost never say spam)."""
+    campaigns = [SPAM_TEMPLATES[0], SPAM_TEMPLATES[1]]
+    spam = [f"{body} ref {'x' * i}" for body in campaigns for i in range(4)]
+    data = _data(spam + [" ".join(random.Random(i).sample(
+        "lunch home work pub train bus late early mum dad dinner film".split(), 5))
+        for i in range(20)], [1] * 8 + [0] * 20)
+    assert len(set(near_duplicate_groups(spam).tolist())) == 2
+    for seed in range(2018, 2028):
+        for with_test in (True, False):
+            parts, _ = split_keeping_copies(data, seed=seed, always_train=None, grouped=True,
+                                            with_test=with_test)
+            for part in (parts.val, parts.test) if with_test else (parts.val,):
+                assert set(part.labels.tolist()) == {0, 1}, (seed, with_test)

@@ -254,6 +254,8 @@ def test_the_candidate_is_tested_on_the_evaluation_set_and_trains_on_the_rest(
     report = (outcome.report_path.parent / "report.md").read_text()
     assert f"given apart ({evalset_size}: retraining's evaluation set)" in report
     assert f"## Headline (retraining's evaluation set: {evalset_size} messages" in report
+    recorded = json.loads((outcome.report_path.parent / "report.json").read_text())
+    assert recorded["split"] == "retraining's evaluation set"
     metadata = SpamClassifier.load(outcome.report_path.parent).metadata
     assert metadata["metrics"]["test"]["n"] == evalset_size
 

@@ -386,6 +386,9 @@ def split(data: LabelledData, *, seed: int = 2018, train_size: float = 0.7,
                 units, train_size=train_size, random_state=seed, stratify=labels)
             val_idx, test_idx = train_test_split(
                 rest_idx, test_size=0.5, random_state=seed, stratify=labels[rest_idx])
+        for part in (val_idx, test_idx) if with_test else (val_idx,):
+            if len(set(labels[part].tolist())) < 2:  # stratifying a class of 2 groups can
+                raise ValueError("a part got one class only")  # leave one side without it
     except ValueError as exc:  # a class too small to reach both validation and test
         counts = data.counts()
         parts = "train, validation and test" if with_test else "train and validation"

@@ -16,7 +16,7 @@ data every pair at :data:`RATIO` had a cosine of 0.6 or more).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -37,35 +37,34 @@ def near_duplicate_groups(texts: Sequence[str]) -> np.ndarray:
     """One group id per text (0, 1, ... in order of first member); near-exact copies
     (see the module's docstring) share one. A text without a letter or digit is alone."""
     keys = [compact_key(text) for text in texts]
-    pairs = _equal_keys(keys) + _alike_pairs(keys)
-    return _components(len(keys), pairs)
-
-
-def _equal_keys(keys: list[str]) -> list[tuple[int, int]]:
+    forest = _Forest(len(keys))
     first: dict[str, int] = {}
-    pairs = []
     for i, key in enumerate(keys):
-        if key and first.setdefault(key, i) != i:
-            pairs.append((first[key], i))
-    return pairs
+        if key:
+            forest.join(first.setdefault(key, i), i)
+    for a, b in _candidate_pairs(keys):
+        # difflib is the slow part: a pair already joined through others needs none (one
+        # campaign's hundreds of copies are compared about once each, not pairwise)
+        if not forest.joined(a, b) and _alike(keys[a], keys[b]):
+            forest.join(a, b)
+    return forest.numbered()
 
 
-def _alike_pairs(keys: list[str]) -> list[tuple[int, int]]:
-    """Pairs of different keys at least :data:`RATIO` alike (candidates by trigram cosine)."""
+def _candidate_pairs(keys: list[str]) -> Iterator[tuple[int, int]]:
+    """Pairs (a < b) of different keys whose character trigrams have a cosine of at least
+    :data:`CANDIDATE_COSINE`, a block of rows at a time against the rows after them."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     if sum(len(key) >= 3 for key in keys) < 2:
-        return []
+        return
     vectors = TfidfVectorizer(analyzer="char", ngram_range=(3, 3), lowercase=False,
                               dtype=np.float32).fit_transform(keys)
-    pairs = []
     for start in range(0, len(keys), CHUNK):
-        cosine = (vectors[start:start + CHUNK] @ vectors.T).toarray()
+        cosine = (vectors[start:start + CHUNK] @ vectors[start:].T).toarray()
         rows, cols = np.nonzero(cosine >= CANDIDATE_COSINE)
-        for a, b in zip(rows + start, cols, strict=True):
-            if b > a and keys[a] != keys[b] and _alike(keys[a], keys[b]):
-                pairs.append((int(a), int(b)))
-    return pairs
+        for a, b in zip((rows + start).tolist(), (cols + start).tolist(), strict=True):
+            if b > a and keys[a] != keys[b]:
+                yield a, b
 
 
 def _alike(a: str, b: str) -> bool:
@@ -73,23 +72,32 @@ def _alike(a: str, b: str) -> bool:
     return matcher.real_quick_ratio() >= RATIO and matcher.ratio() >= RATIO
 
 
-def _components(count: int, pairs: list[tuple[int, int]]) -> np.ndarray:
-    """Connected components, numbered in order of each one's first member."""
-    parent = list(range(count))
+class _Forest:
+    """Union-find over ``count`` items; each set's root is its smallest member."""
 
-    def root(i: int) -> int:
+    def __init__(self, count: int):
+        self.parent = list(range(count))
+
+    def root(self, i: int) -> int:
+        parent = self.parent
         while parent[i] != i:
             parent[i] = parent[parent[i]]
             i = parent[i]
         return i
 
-    for a, b in pairs:
-        ra, rb = root(a), root(b)
+    def joined(self, a: int, b: int) -> bool:
+        return self.root(a) == self.root(b)
+
+    def join(self, a: int, b: int) -> None:
+        ra, rb = self.root(a), self.root(b)
         if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = [root(i) for i in range(count)]
-    number: dict[int, int] = {}
-    return np.array([number.setdefault(r, len(number)) for r in roots], dtype=np.int64)
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def numbered(self) -> np.ndarray:
+        """Each item's set, numbered 0, 1, ... in order of the sets' first members."""
+        number: dict[int, int] = {}
+        return np.array([number.setdefault(self.root(i), len(number))
+                         for i in range(len(self.parent))], dtype=np.int64)
 
 
 def split_keeping_copies(data: LabelledData, *, seed: int, always_train: np.ndarray | None,

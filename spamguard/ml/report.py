@@ -302,7 +302,8 @@ def write_report(
             ``split`` ("test", or None with a file) and ``data_file``; report.md's headline
             says which, with the message and spam counts.
         test_part: What the test part is called there ("test split"; retraining gives its
-            candidates the evaluation set as their test part).
+            candidates the evaluation set as their test part), and report.json's ``split``
+            ("test" for the test split, else these words).
 
     Returns:
         Paths by kind: ``json``, ``markdown``, ``pr_curve``, ``confusion_matrix``.
@@ -323,7 +324,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     paths = {kind: out / name for kind, name in REPORT_FILES.items()}
     info = dict(info or {})
-    payload = {"title": title, "split": "test" if data_file is None else None,
+    split = "test" if test_part == "test split" else test_part
+    payload = {"title": title, "split": split if data_file is None else None,
                "data_file": None if data_file is None else str(data_file),
                "info": info, "model": model, "baseline": baseline,
                "components": {name: result for name, result, _ in components},

@@ -176,7 +176,9 @@ def config_from(metadata: dict[str, Any] | None) -> TrainConfig:
     """The active version's training settings (same pooling and length hit the cache).
 
     A version trained before the TF-IDF + SVM blend existed records no ``lexical``: it is
-    retrained as it was made, head only (``spamguard train`` makes a blended one).
+    retrained as it was made, head only (``spamguard train`` makes a blended one). One
+    trained before near-exact copies were kept together (no ``group_near_duplicates``) is
+    retrained with them kept together: that is how data is split, not the model's recipe.
     """
     recorded = (metadata or {}).get("config") or {}
     known = {f.name for f in fields(TrainConfig)}
