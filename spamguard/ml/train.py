@@ -222,7 +222,6 @@ def _prepare(data: LabelledData, config: TrainConfig, data_source: str,
                      None if held is None else {"messages": len(held)})
 
 
-
 def _sample_weights(prepared: _Prepared, weighs: Callable[[str], bool] | None,
                     asked: float) -> tuple[np.ndarray | None, float]:
     """Each training message's loss weight (None: all 1) and the weight a weighted one got."""
