@@ -68,7 +68,7 @@ from spamguard.ml.backbone import Backbone, load_backbone
 from spamguard.ml.baseline import TfidfSvmBaseline
 from spamguard.ml.blend import Blend, head_logit
 from spamguard.ml.classifier import build_inputs
-from spamguard.ml.data import dedupe, load_labelled, normalise
+from spamguard.ml.data import dedupe, group_units, load_labelled, normalise
 from spamguard.ml.embeddings import CachedEncoder
 from spamguard.ml.features import FEATURE_NAMES
 from spamguard.ml.head import BertArch
@@ -454,15 +454,11 @@ def inner_split(train: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: in
                 ) -> tuple[np.ndarray, np.ndarray]:
     """The fold's inner 15% (early stopping, blend scales, threshold), stratified, with each
     group of copies on one side, as training's split keeps them."""
-    units: dict[int, list[int]] = {}
-    for i in train.tolist():
-        units.setdefault(int(groups[i]), []).append(i)
-    members = list(units.values())
-    unit_labels = np.array([labels[m].max() for m in members])
+    members, unit_labels = group_units(labels[train], groups[train])
     fit_u, val_u = train_test_split(np.arange(len(members)), test_size=0.15, random_state=k,
                                     stratify=unit_labels)
-    return (np.array([i for u in fit_u for i in members[u]]),
-            np.array([i for u in val_u for i in members[u]]))
+    return (np.array([train[i] for u in fit_u for i in members[u]]),
+            np.array([train[i] for u in val_u for i in members[u]]))
 
 
 def ham_budget(args: argparse.Namespace, val_labels: np.ndarray, labels: np.ndarray):

@@ -269,12 +269,19 @@ def test_report_on_its_own_training_data_says_how_much_it_saw(home, tmp_path):
     assert "note:" not in result.stdout
 
 
-def test_report_on_new_messages_has_no_overlap_note(home, tmp_path):
+def _report_on_two_new_messages(home, tmp_path, name: str):
+    """`spamguard report --data` on a file of two messages no version saw; the result and
+    the file."""
     env, _ = home
-    test_file = tmp_path / "new.tsv"
+    test_file = tmp_path / name
     test_file.write_text("spam\tzebra quantum voucher xyzzy\nham\tthe heron flew over\n")
     result = run(env, ["report", "--data", str(test_file), "--out", str(tmp_path / "rep")])
     assert result.exit_code == 0, result.output
+    return result, test_file
+
+
+def test_report_on_new_messages_has_no_overlap_note(home, tmp_path):
+    result, _ = _report_on_two_new_messages(home, tmp_path, "new.tsv")
     assert "note:" not in result.stderr
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["overlap"] == {"checked": True, "messages": 2, "seen": 0}
@@ -639,11 +646,7 @@ def test_a_number_option_refuses_nan(tmp_path, args):
 
 
 def test_report_on_a_file_names_the_file_not_the_test_split(home, tmp_path):
-    env, _ = home
-    test_file = tmp_path / "fresh.tsv"
-    test_file.write_text("spam\tzebra quantum voucher xyzzy\nham\tthe heron flew over\n")
-    result = run(env, ["report", "--data", str(test_file), "--out", str(tmp_path / "rep")])
-    assert result.exit_code == 0, result.output
+    _, test_file = _report_on_two_new_messages(home, tmp_path, "fresh.tsv")
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["split"] is None and report["data_file"] == str(test_file)
     md = (tmp_path / "rep" / "report.md").read_text()

@@ -370,7 +370,7 @@ def split(data: LabelledData, *, seed: int = 2018, train_size: float = 0.7,
                              rest.train.origins + extra.origins)
         return Split(train, rest.val, rest.test)
     check_trainable(data)
-    members, labels = _units(data, groups)
+    members, labels = group_units(data.labels, groups)
     # Imported here: the web service uses this module (text_hash) and needs no scikit-learn.
     from sklearn.model_selection import train_test_split
 
@@ -399,16 +399,17 @@ def split(data: LabelledData, *, seed: int = 2018, train_size: float = 0.7,
                    for part in (train_idx, val_idx, test_idx)))
 
 
-def _units(data: LabelledData, groups: np.ndarray | None) -> tuple[list[list[int]], np.ndarray]:
-    """What :func:`split` deals out: each message alone, or each group's messages (in
+def group_units(labels: np.ndarray, groups: np.ndarray | None
+                ) -> tuple[list[list[int]], np.ndarray]:
+    """What :func:`split` deals out: each message alone, or each group's positions (in
     order of the group's first one) with the group's label (spam if any is)."""
     if groups is None:
-        return [[i] for i in range(len(data))], data.labels
+        return [[i] for i in range(len(labels))], labels
     members: dict[int, list[int]] = {}
     for i, group in enumerate(groups.tolist()):
         members.setdefault(group, []).append(i)
     units = list(members.values())
-    return units, np.array([data.labels[unit].max() for unit in units], dtype=np.int64)
+    return units, np.array([labels[unit].max() for unit in units], dtype=np.int64)
 
 
 def data_hash(data: LabelledData) -> str:
