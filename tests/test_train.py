@@ -1,6 +1,8 @@
 """Head training, threshold choice, determinism and the version directory it writes."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -353,19 +355,20 @@ def test_report_on_other_data_uses_the_versions_own_lexical_half(trained, tmp_pa
 
 
 def test_head_trains_on_one_thread_and_gives_the_same_bytes_on_any_core_count(monkeypatch):
+    from spamguard.ml.adamw import AdamW
     from spamguard.ml.head_fit import fit_head
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 64)).astype(np.float32)
     y = (x[:, 0] + 0.5 * rng.normal(size=300) > 0.8).astype(np.int64)
     seen = []
-    real_step = torch.optim.AdamW.step
+    real_step = AdamW.step
 
     def step(self, *args, **kwargs):
         seen.append(torch.get_num_threads())
         return real_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    monkeypatch.setattr(AdamW, "step", step)
     before = torch.get_num_threads()
     states = []
     for threads in (2, 1):
@@ -378,26 +381,56 @@ def test_head_trains_on_one_thread_and_gives_the_same_bytes_on_any_core_count(mo
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
-def test_the_multi_tensor_optimiser_gives_the_per_tensor_loops_weights(monkeypatch):
-    """fit_head asks AdamW for its foreach path (faster); it must stay the same arithmetic
-    as the per-tensor loop PyTorch uses on a CPU by default, or trained heads would change."""
-    from spamguard.ml.head_fit import fit_head
+@pytest.mark.parametrize("foreach", [True, False])
+def test_our_adamw_trains_the_bytes_torchs_adamw_trains(monkeypatch, foreach):
+    """fit_head's AdamW (spamguard.ml.adamw, made to skip torch.optim's start-up) must do
+    torch.optim.AdamW's arithmetic exactly, its multi-tensor path and the per-tensor loop
+    PyTorch picks on a CPU by default alike, or trained heads would change."""
+    from spamguard.ml import head_fit
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 96)).astype(np.float32)
     y = (x[:, 0] + 0.5 * rng.normal(size=300) > 0.8).astype(np.int64)
-    real = torch.optim.AdamW
-    asked, states = [], []
-    for foreach in (True, False):
-        def adamw(params, foreach_=foreach, **options):
-            asked.append(options.pop("foreach", None))
-            return real(params, foreach=foreach_, **options)
+    config = TrainConfig(epochs=4, lr=3e-3, weight_decay=0.05)
+    ours = head_fit.fit_head(x[:240], y[:240], x[240:], y[240:], config)
+    made = []
 
-        monkeypatch.setattr(torch.optim, "AdamW", adamw)
-        fit = fit_head(x[:240], y[:240], x[240:], y[240:], TrainConfig(epochs=4))
-        states.append(fit.head.state_dict())
-    assert asked == [True, True]  # what fit_head itself asks for
-    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    def torch_adamw(params, **options):
+        made.append(options)
+        return torch.optim.AdamW(params, foreach=foreach, **options)
+
+    monkeypatch.setattr(head_fit, "AdamW", torch_adamw)
+    theirs = head_fit.fit_head(x[:240], y[:240], x[240:], y[240:], config)
+    assert made == [{"lr": 3e-3, "weight_decay": 0.05}]
+    state = ours.head.state_dict()
+    assert ours.history == theirs.history
+    assert all(torch.equal(state[k], theirs.head.state_dict()[k]) for k in state)
+
+
+def test_fitting_a_head_does_not_import_torchs_compiler():
+    """torch.optim imports torch._dynamo (about 2 s); a warm retraining cannot afford it."""
+    code = ("import sys, numpy as np\n"
+            "from spamguard.ml.head_fit import fit_head\n"
+            "from spamguard.ml.train import TrainConfig\n"
+            "x = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)\n"
+            "y = (x[:, 0] > 0).astype(np.int64)\n"
+            "fit_head(x[:40], y[:40], x[40:], y[40:], TrainConfig(epochs=2))\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_adamw_refuses_what_it_does_not_handle():
+    from spamguard.ml.adamw import AdamW
+
+    with pytest.raises(ValueError, match="no parameters"):
+        AdamW([])
+    with pytest.raises(ValueError, match="real-valued"):
+        AdamW([torch.nn.Parameter(torch.zeros(2, dtype=torch.complex64))])
+    layer = torch.nn.Linear(2, 1)
+    with pytest.raises(ValueError, match="needs a gradient"):
+        AdamW(layer.parameters()).step()
 
 
 def test_class_weights_balance_summed_sample_weights():
