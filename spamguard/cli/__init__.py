@@ -6,6 +6,8 @@ Each sub-module registers its commands in :func:`build_cli`; user errors
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import signal
 import sys
@@ -131,6 +133,15 @@ def build_cli() -> click.Group:
     return cli
 
 
+def _quick_exit() -> None:
+    """Spare the interpreter's last garbage collections at exit (registered first, so it
+    runs after every other exit handler): with torch and scikit-learn loaded they took
+    0.8-1.1 s of a 12 s warm ``train``. Objects still alive then are freed by reference
+    counting as before; only cycles are left to the process's end."""
+    atexit.register(gc.freeze)
+
+
 def main() -> None:
     _stop_cleanly_on_sigterm()
+    _quick_exit()
     build_cli()(prog_name="spamguard")

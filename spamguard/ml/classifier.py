@@ -203,16 +203,21 @@ class SpamClassifier:
         trained before the blend computed it, so their thresholds still mean the same)."""
         return self._head(inputs)[:, 1].exp().double().numpy()
 
-    def proba_from_inputs(self, inputs: np.ndarray, texts: Sequence[str] | None = None
-                          ) -> np.ndarray:
+    def proba_from_inputs(self, inputs: np.ndarray, texts: Sequence[str] | None = None, *,
+                          lexical_scores: np.ndarray | None = None) -> np.ndarray:
         """Spam probability from precomputed head inputs (and, for a blended model, the
-        texts they came from)."""
+        texts they came from, or the lexical half's scores of them when already known)."""
         if self.blend is None:
             return self.head_proba(inputs)
         log_probs = self.head_log_probs(inputs)
-        if texts is None or len(texts) != len(log_probs):
+        if lexical_scores is not None:
+            lexical = np.asarray(lexical_scores, dtype=float)
+            if lexical.shape != (len(log_probs),):
+                raise ValueError("lexical_scores needs one score per input")
+        elif texts is None or len(texts) != len(log_probs):
             raise ValueError("a blended model needs the texts of its inputs")
-        lexical = self.lexical.decision_function(texts)
+        else:
+            lexical = self.lexical.decision_function(texts)
         return self.blend.probability(self.blend.score(head_logit(log_probs), lexical))
 
     def classify(self, texts: Sequence[str], progress: bool | None = None) -> list[dict]:

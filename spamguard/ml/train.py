@@ -149,24 +149,29 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
         if folder is not None:
             Path(folder).mkdir(parents=True, exist_ok=True)
     prepared = _prepare(data, config, data_source, always_train, say, held_out)
+    prepared_at = time.perf_counter()
     if not isinstance(backbone, Backbone):
         say("train: loading the backbone")
         backbone = load_backbone(backbone, cache_root=cache_root)
     if problem := setting_problem(backbone, config.pooling, config.max_length):
         raise ModelError(problem)
     run = _Run(config, prepared, backbone, cache_root, progress, say,
-               timing={"load_backbone_s": time.perf_counter() - started})
+               timing={"prepare_s": prepared_at - started,
+                       "load_backbone_s": time.perf_counter() - prepared_at})
     run.embed()
     sample_weight, weight = _sample_weights(prepared, weighted or always_train,
                                             always_train_weight)
+    say("train: training the head")
     mark = time.perf_counter()
     fit = fit_head(run.inputs["train"], prepared.parts.train.labels, run.inputs["val"],
                    prepared.parts.val.labels, config, progress, sample_weight=sample_weight)
     run.timing["train_head_s"] = time.perf_counter() - mark
+    say("train: fitting the TF-IDF + SVM baseline")
+    baseline = run.fit_baseline(sample_weight)
     metadata = _metadata(backbone, config, run.features, fit, prepared.parts, prepared.stats,
                          data, data_source)
     _record_training_data(metadata, prepared, also_train_files, weight, always_train_weight)
-    classifier, evaluations = run.evaluate(fit, metadata, sample_weight)
+    classifier, evaluations = run.evaluate(fit, metadata, baseline)
     run.timing["total_s"] = time.perf_counter() - started
     metadata["timing"] = {k: round(v, 3) for k, v in run.timing.items()}
     metadata["timing"]["backbone_texts_embedded"] = run.encoder.computed
@@ -252,6 +257,14 @@ def _record_training_data(metadata: dict[str, Any], prepared: _Prepared,
 
 
 @dataclass
+class _Baseline:
+    """The fitted TF-IDF + SVM model and its scores of the validation and test parts."""
+
+    model: Any  # TfidfSvmBaseline (imported with scikit-learn when fitted)
+    scores: dict[str, np.ndarray]
+
+
+@dataclass
 class _Evaluations:
     """A trained model's test evaluations, the baseline's, and the BERT half's alone."""
 
@@ -292,7 +305,7 @@ class _Run:
                        for name in ("train", "val", "test")}
         self.timing["embed_s"] = time.perf_counter() - mark
         self.say(f"train: {self.encoder.computed} texts run through the backbone in "
-                 f"{self.timing['embed_s']:.1f} s; training the head")
+                 f"{self.timing['embed_s']:.1f} s")
 
     def classifier(self, fit: HeadFit, metadata: dict[str, Any], lexical=None
                    ) -> SpamClassifier:
@@ -300,36 +313,44 @@ class _Run:
                               cache_root=self.cache_root, batch_size=self.config.batch_size,
                               lexical=lexical)
 
-    def evaluate(self, fit: HeadFit, metadata: dict[str, Any],
-                 sample_weight: np.ndarray | None) -> tuple[SpamClassifier, _Evaluations]:
-        """Fit the TF-IDF + SVM baseline (and blend), choose the threshold on validation,
-        and evaluate on test; record it all in ``metadata``."""
-        from spamguard.ml import report as reporting
+    def fit_baseline(self, sample_weight: np.ndarray | None) -> _Baseline:
+        """Fit the TF-IDF + SVM baseline on the training part and score validation and
+        test with it (the report's baseline; with lexical=True also the blend's half)."""
         from spamguard.ml.baseline import TfidfSvmBaseline
 
-        config, parts, inputs = self.config, self.prepared.parts, self.inputs
-        mark = time.perf_counter()
-        self.say("train: fitting the TF-IDF + SVM baseline, choosing the threshold, "
-                 "writing the report")
-        # The report's baseline; with lexical=True the same fitted model is the lexical half.
-        baseline = TfidfSvmBaseline(random_state=config.seed).fit(
+        parts, mark = self.prepared.parts, time.perf_counter()
+        model = TfidfSvmBaseline(random_state=self.config.seed).fit(
             parts.train.texts, parts.train.labels, sample_weight=sample_weight)
+        scores = {name: model.decision_function(getattr(parts, name).texts)
+                  for name in ("val", "test")}
         self.timing["baseline_s"] = time.perf_counter() - mark
+        return _Baseline(model, scores)
+
+    def evaluate(self, fit: HeadFit, metadata: dict[str, Any], baseline: _Baseline
+                 ) -> tuple[SpamClassifier, _Evaluations]:
+        """Blend the head with the baseline (config.lexical), choose the threshold on
+        validation, and evaluate on test; record it all in ``metadata``."""
+        from spamguard.ml import report as reporting
+
+        config, parts, inputs = self.config, self.prepared.parts, self.inputs
+        self.say("train: choosing the threshold, writing the report")
         classifier = self.classifier(fit, metadata)
         head_only = {name: classifier.head_proba(inputs[name]) for name in ("val", "test")}
         boundary = 0.5
         if config.lexical:
             blend = Blend.fit(head_logit(classifier.head_log_probs(inputs["val"])),
-                              baseline.decision_function(parts.val.texts), parts.val.labels)
+                              baseline.scores["val"], parts.val.labels)
             metadata["blend"] = blend.to_json()
-            classifier = self.classifier(fit, metadata, lexical=baseline)
+            classifier = self.classifier(fit, metadata, lexical=baseline.model)
             boundary = blend.boundary
-        val_scores = classifier.proba_from_inputs(inputs["val"], parts.val.texts)
+        val_scores = classifier.proba_from_inputs(inputs["val"], parts.val.texts,
+                                                  lexical_scores=baseline.scores["val"])
         threshold, selection = choose_threshold(parts.val.labels, val_scores,
                                                 config.max_ham_fpr, boundary)
         metadata["threshold"], metadata["threshold_selection"] = threshold, selection
-        test_scores = classifier.proba_from_inputs(inputs["test"], parts.test.texts)
-        baseline_scores = baseline.decision_function(parts.test.texts)
+        test_scores = classifier.proba_from_inputs(inputs["test"], parts.test.texts,
+                                                   lexical_scores=baseline.scores["test"])
+        baseline_scores = baseline.scores["test"]
         model_eval = reporting.evaluate(parts.test.labels, test_scores, threshold)
         baseline_eval = reporting.evaluate(parts.test.labels, baseline_scores, 0.0,
                                            probabilities=False)
