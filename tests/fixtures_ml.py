@@ -6,10 +6,21 @@ uncased WordPiece tokenizer), so the same loading code as production is exercise
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+
+def python_prints(code: str) -> list[str]:
+    """The lines a fresh Python process running ``code`` prints (what a command does at
+    start-up and exit cannot be seen from inside the test's process)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=True)
+    return done.stdout.splitlines()
+
 
 SPAM = [
     "WINNER!! You have won a £1000 prize. Call 09061701461 to claim now",

@@ -1,15 +1,13 @@
 """``spamguard train``, ``classify`` and ``report`` from the command line."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from spamguard.cli import build_cli
-from tests.fixtures_ml import sample_data
+from tests.fixtures_ml import python_prints, sample_data
 from tests.fixtures_retrain import DATABASE_FAILURES
 
 
@@ -667,7 +665,5 @@ def test_the_command_freezes_the_garbage_collector_after_the_other_exit_handlers
             "except SystemExit:\n"
             "    pass\n"
             "print('frozen before exit:', gc.get_freeze_count() > 0)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, check=True)
-    assert done.stdout.splitlines()[-2:] == ["frozen before exit: False",
+    assert python_prints(code)[-2:] == ["frozen before exit: False",
                                              "frozen at exit: True"]

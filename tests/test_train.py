@@ -1,8 +1,6 @@
 """Head training, threshold choice, determinism and the version directory it writes."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ from spamguard.ml.head import BertArch
 from spamguard.ml.head_fit import class_weights
 from spamguard.ml.threshold import choose_threshold
 from spamguard.ml.train import TrainConfig, train_model
-from tests.fixtures_ml import make_tiny_backbone_dir, sample_data
+from tests.fixtures_ml import make_tiny_backbone_dir, python_prints, sample_data
 
 
 def test_head_shape_follows_input_and_outputs_log_probs():
@@ -416,9 +414,7 @@ def test_fitting_a_head_does_not_import_torchs_compiler():
             "y = (x[:, 0] > 0).astype(np.int64)\n"
             "fit_head(x[:40], y[:40], x[40:], y[40:], TrainConfig(epochs=2))\n"
             "print('torch._dynamo' in sys.modules)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, check=True)
-    assert done.stdout.strip() == "False"
+    assert python_prints(code) == ["False"]
 
 
 def test_adamw_refuses_what_it_does_not_handle():
