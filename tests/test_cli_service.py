@@ -322,3 +322,40 @@ def test_cli_engines_hide_bound_values_unless_bodies_are_logged(cli_env, monkeyp
     monkeypatch.setenv("SPAMGUARD_LOG_BODIES", log_bodies)
     with session_factory_for(CliContext()) as factory:
         assert factory.kw["bind"].hide_parameters is hidden
+
+
+def test_each_command_is_found_in_the_module_that_registers_it():
+    """The top-level group imports a command's module only when the command is used;
+    its map must name, for every command a module registers, that module."""
+    import importlib
+    import pkgutil
+
+    import click
+
+    import spamguard.cli as package
+    from spamguard.cli import COMMAND_MODULES
+
+    registered = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"spamguard.cli.{info.name}")
+        if hasattr(module, "register"):
+            group = click.Group("probe")
+            module.register(group)
+            registered.update(dict.fromkeys(group.commands, info.name))
+    assert registered == COMMAND_MODULES
+
+
+def test_a_command_imports_its_own_module_and_not_the_others():
+    from tests.fixtures_ml import python_prints
+
+    code = ("import sys\n"
+            "sys.argv = ['spamguard', 'promotion', '--help']\n"
+            "from spamguard.cli import main\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print(sorted(m for m in sys.modules if m.endswith('_commands')))\n")
+    assert python_prints(code)[-1] == "['spamguard.cli.promotion_commands']"
+    result = CliRunner().invoke(build_cli(), ["--help"])
+    assert result.exit_code == 0 and "classify-pending" in result.output

@@ -45,7 +45,7 @@ def test_each_exec_start_is_a_command_this_release_parses(name):
     assert lines
     for argv in lines:
         assert argv[0] == INSTALLED
-        command = cli.commands[argv[1]]
+        command = cli.get_command(click.Context(cli), argv[1])
         rest = argv[2:]
         while isinstance(command, click.Group):  # "models prune ..."
             command, rest = command.commands[rest[0]], rest[1:]

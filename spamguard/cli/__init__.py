@@ -103,33 +103,59 @@ class _Group(click.Group):
             sys.exit(2)
 
 
-def build_cli() -> click.Group:
-    """Assemble the command group (imports are local so ``--help`` stays fast)."""
+# Which module registers each top-level command: a command imports only its own module
+# (and what that needs), not every other command's (0.4 s of a warm `train`; more for
+# the small commands). tests/test_cli_service.py checks this against the modules.
+COMMAND_MODULES = {
+    "api-key": "service_commands", "audit": "audit_commands", "backup": "backup_commands",
+    "cache": "model_commands", "campaigns": "user_commands",
+    "classify": "ml_commands", "classify-pending": "service_commands", "db": "db_commands",
+    "evalset": "retrain_commands", "export": "export_commands",
+    "messages": "message_commands", "models": "model_commands",
+    "promote": "model_commands", "promotion": "promotion_commands",
+    "report": "ml_commands", "retrain": "retrain_commands", "rollback": "model_commands",
+    "senders": "sender_commands", "serve": "service_commands", "train": "ml_commands",
+    "user": "user_commands",
+}
 
-    @click.group("spamguard", cls=_Group)
+
+class _LazyGroup(_Group):
+    """The top-level group: a command's module is imported when the command is asked for
+    (``--help`` asks for all of them)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMAND_MODULES) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            load_commands(self, COMMAND_MODULES[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0] not in COMMAND_MODULES:  # Click's "Did you mean" reads .commands
+            for module_name in sorted(set(COMMAND_MODULES.values())):
+                load_commands(self, module_name)
+        return super().resolve_command(ctx, args)
+
+
+def load_commands(cli: click.Group, module_name: str) -> None:
+    """Register the commands of ``spamguard.cli.<module_name>`` on ``cli`` (once)."""
+    import importlib
+
+    loaded = cli.__dict__.setdefault("_spamguard_loaded", set())
+    if module_name not in loaded:
+        loaded.add(module_name)
+        importlib.import_module(f"spamguard.cli.{module_name}").register(cli)
+
+
+def build_cli() -> click.Group:
+    """The command group; each command's module is imported when it is used."""
+
+    @click.group("spamguard", cls=_LazyGroup)
     @click.version_option(package_name="spamguard")
     def cli() -> None:
         """SMS spam detection: train, classify, serve, moderate, retrain."""
 
-    from spamguard.cli import (
-        audit_commands,
-        backup_commands,
-        db_commands,
-        export_commands,
-        message_commands,
-        ml_commands,
-        model_commands,
-        promotion_commands,
-        retrain_commands,
-        sender_commands,
-        service_commands,
-        user_commands,
-    )
-
-    for module in (ml_commands, audit_commands, backup_commands, db_commands, export_commands,
-                   message_commands, model_commands, promotion_commands, sender_commands,
-                   service_commands, user_commands, retrain_commands):
-        module.register(cli)
     return cli
 
 
