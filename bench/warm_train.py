@@ -5,7 +5,8 @@ Usage::
 
     python bench/warm_train.py [--runs N] [--home DIR] [--data FILE] [--backbone DIR]
 
-Each run is the command in a new process, start-up, imports, registration and the report's
+Each run is the command in a new process (the spamguard Python imports: set PYTHONPATH
+to a checkout to time that one), start-up, imports, registration and the report's
 files included (wall clock). Without ``--home`` a throw-away instance is made and its first
 run, from an empty cache, is timed too; with ``--home`` the instance's cache is used as it
 is. A plain fp32 ``torch.mm`` is timed before and after, so a reader can tell a slow host
@@ -73,7 +74,9 @@ def train_once(home: Path, args: argparse.Namespace) -> dict[str, float]:
     env = {**os.environ, "SPAMGUARD_HOME": str(home)}
     env.pop("SPAMGUARD_DATABASE_URL", None)
     start = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    # cwd: the spamguard timed is the one Python imports (PYTHONPATH first), not a
+    # checkout that happens to be the current folder (`-m` puts it first on the path)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=home)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"spamguard train failed (exit {done.returncode}):\n{done.stderr}")

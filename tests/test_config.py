@@ -83,6 +83,19 @@ def test_rate_limit_that_allows_nothing_is_refused(raw):
         load_settings(environ={"SPAMGUARD_API_RATE_LIMIT": raw})
 
 
+def test_the_default_rate_limits_are_valid_and_not_parsed_at_every_start():
+    """load_settings reads a rate limit only when one is given (the limits library costs
+    0.26 s of every command's start-up), so the defaults themselves must be valid."""
+    from spamguard.config import check_rate_limit
+
+    check_rate_limit(Settings.api_rate_limit)
+    check_rate_limit(Settings.login_failure_limit, "SPAMGUARD_LOGIN_FAILURE_LIMIT")
+    from tests.fixtures_ml import python_prints
+
+    assert python_prints("import sys\nfrom spamguard.config import load_settings\n"
+                         "load_settings(environ={})\nprint('limits' in sys.modules)") == ["False"]
+
+
 @pytest.mark.parametrize("raw", ["600 per minute", "10/second", "600/minute;20/second",
                                  "100 per hour, 5 per second"])
 def test_rate_limit_in_limits_syntax_is_kept(raw):
