@@ -96,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="spamguard-warm-train-") as scratch:
         home = args.home or Path(scratch)
+        home.mkdir(parents=True, exist_ok=True)
         before = matmul_gflops()
         runs: list[tuple[str, dict[str, float]]] = []
         if args.home is None:
