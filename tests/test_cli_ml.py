@@ -122,7 +122,7 @@ def test_train_no_lexical_makes_a_head_only_version(home, tiny_backbone_dir, mon
     # Stage lines on stderr: with no terminal there are no progress bars to show life.
     stages = [line for line in result.stderr.splitlines() if line.startswith("train: ")]
     assert [line.split(":")[1].split()[0] for line in stages] == [  # "0": all 56 cached
-        "56", "48", "loading", "embedding", "0", "training", "fitting", "choosing"]
+        "56", "48", "loading", "embedding", "0", "training", "choosing"]
     assert stages[1] == ("train: 48 near-exact copies in 13 groups, each group kept on one "
                          "side of the split")
     newest = max((root / "instance" / "models").iterdir(), key=lambda p: p.name)

@@ -538,3 +538,30 @@ def test_report_says_it_measures_the_test_split(trained):
                            result.metadata["metrics"]["test"]["n_spam"])
     assert f"## Headline (test split: {n} messages, {n_spam} spam)\n" in (
         result.directory / "report.md").read_text()
+
+
+def test_a_version_trained_with_the_baseline_in_a_child_is_the_same(trained, tiny_backbone,
+                                                                    tmp_path, monkeypatch):
+    """On two cores a large enough training set has the baseline fitted in a child process
+    while the head trains (spamguard.ml.baseline_job): the version must not change."""
+    from spamguard.ml import baseline_job
+
+    monkeypatch.setattr(baseline_job, "cores", lambda: 2)
+    monkeypatch.setattr(baseline_job, "CHILD_FROM", 1)
+    started = []
+    real_start = baseline_job.start_baseline
+
+    def start(*args, **kwargs):
+        started.append(job := real_start(*args, **kwargs))
+        return job
+
+    monkeypatch.setattr("spamguard.ml.train.start_baseline", start)
+    _, here = trained
+    child = train_model(sample_data(), models_dir=tmp_path / "models",
+                        cache_root=tmp_path / "cache", backbone=tiny_backbone,
+                        config=TrainConfig(epochs=4), data_source="sample", progress=False)
+    assert started[0].process is not None  # the child did the fit
+    for name in ("head.safetensors", "lexical.safetensors", "lexical.json"):
+        assert (child.directory / name).read_bytes() == (here.directory / name).read_bytes()
+    assert child.metadata["metrics"] == here.metadata["metrics"]
+    assert child.metadata["threshold"] == here.metadata["threshold"]

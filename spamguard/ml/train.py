@@ -17,6 +17,7 @@ import torch
 from spamguard.errors import ModelError
 from spamguard.ml.also_train import also_train_note, is_also_train
 from spamguard.ml.backbone import Backbone, load_backbone
+from spamguard.ml.baseline_job import FittedBaseline, start_baseline
 from spamguard.ml.blend import Blend, head_logit
 from spamguard.ml.classifier import LABEL_MAP, SpamClassifier, build_inputs
 from spamguard.ml.data import (
@@ -161,13 +162,19 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     run.embed()
     sample_weight, weight = _sample_weights(prepared, weighted or always_train,
                                             always_train_weight)
-    say("train: training the head")
-    mark = time.perf_counter()
-    fit = fit_head(run.inputs["train"], prepared.parts.train.labels, run.inputs["val"],
-                   prepared.parts.val.labels, config, progress, sample_weight=sample_weight)
-    run.timing["train_head_s"] = time.perf_counter() - mark
-    say("train: fitting the TF-IDF + SVM baseline")
-    baseline = run.fit_baseline(sample_weight)
+    parts = prepared.parts
+    say("train: training the head, and the TF-IDF + SVM baseline alongside")
+    job = start_baseline(parts.train.texts, parts.train.labels, config.seed, sample_weight,
+                         {"val": parts.val.texts, "test": parts.test.texts}, say=say)
+    try:
+        mark = time.perf_counter()
+        fit = fit_head(run.inputs["train"], parts.train.labels, run.inputs["val"],
+                       parts.val.labels, config, progress, sample_weight=sample_weight)
+        run.timing["train_head_s"] = time.perf_counter() - mark
+        baseline = job.result(say)  # the report's baseline; with lexical=True, the blend's half
+        run.timing["baseline_s"] = time.perf_counter() - mark - run.timing["train_head_s"]
+    finally:
+        job.cancel()
     metadata = _metadata(backbone, config, run.features, fit, prepared.parts, prepared.stats,
                          data, data_source)
     _record_training_data(metadata, prepared, also_train_files, weight, always_train_weight)
@@ -257,14 +264,6 @@ def _record_training_data(metadata: dict[str, Any], prepared: _Prepared,
 
 
 @dataclass
-class _Baseline:
-    """The fitted TF-IDF + SVM model and its scores of the validation and test parts."""
-
-    model: Any  # TfidfSvmBaseline (imported with scikit-learn when fitted)
-    scores: dict[str, np.ndarray]
-
-
-@dataclass
 class _Evaluations:
     """A trained model's test evaluations, the baseline's, and the BERT half's alone."""
 
@@ -313,20 +312,7 @@ class _Run:
                               cache_root=self.cache_root, batch_size=self.config.batch_size,
                               lexical=lexical)
 
-    def fit_baseline(self, sample_weight: np.ndarray | None) -> _Baseline:
-        """Fit the TF-IDF + SVM baseline on the training part and score validation and
-        test with it (the report's baseline; with lexical=True also the blend's half)."""
-        from spamguard.ml.baseline import TfidfSvmBaseline
-
-        parts, mark = self.prepared.parts, time.perf_counter()
-        model = TfidfSvmBaseline(random_state=self.config.seed).fit(
-            parts.train.texts, parts.train.labels, sample_weight=sample_weight)
-        scores = {name: model.decision_function(getattr(parts, name).texts)
-                  for name in ("val", "test")}
-        self.timing["baseline_s"] = time.perf_counter() - mark
-        return _Baseline(model, scores)
-
-    def evaluate(self, fit: HeadFit, metadata: dict[str, Any], baseline: _Baseline
+    def evaluate(self, fit: HeadFit, metadata: dict[str, Any], baseline: FittedBaseline
                  ) -> tuple[SpamClassifier, _Evaluations]:
         """Blend the head with the baseline (config.lexical), choose the threshold on
         validation, and evaluate on test; record it all in ``metadata``."""

@@ -24,10 +24,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -36,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from spamguard.child_processes import dies_with_parent
 from spamguard.errors import SpamguardError
 from spamguard.wording import megabytes
 
@@ -53,7 +52,6 @@ Log = Callable[[str], None]
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 # The name a backup is written under until complete: ".NAME.partial-" and mkdtemp's 8.
 PARTIAL = re.compile(r"\.(?P<name>.+)\.partial-[a-z0-9_]{8}")
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class BackupError(SpamguardError):
@@ -280,26 +278,6 @@ def run_pg_tool(command: list[str], url: str) -> str:
     return result.stdout
 
 
-def dies_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has Linux send the child SIGKILL when this process ends,
-    however it ends (SIGKILL included): a pg_dump left behind would go on reading the
-    database for nothing, into a folder no one will use. None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def arrange() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl: no signal will come
-            os._exit(1)
-
-    return arrange
 
 
 def _copy_versions(versions: list[tuple[str, str, str]], folder: Path,

@@ -1,0 +1,151 @@
+"""Fit the TF-IDF + SVM baseline in a child process while the head trains.
+
+The head trains on one torch thread (:func:`spamguard.ml.head_fit.one_thread`), so on two
+cores the other one is idle for those 4 s; the baseline's fit and scoring (about 1.2 s,
+pure-Python n-gram counting) run there instead. A thread cannot do it: the baseline holds
+the GIL so much that the head, which lets go of it in every torch call, slowed from 3.8 to
+5.5 s. The child gets the texts and labels in JSON and hands back the fitted model in its
+usual files (``lexical.json``, ``lexical.safetensors``: :meth:`TfidfSvmBaseline.save`)
+and the scores in safetensors: nothing is unpickled. The result is the model an in-process
+fit gives, to the bit (``tests/test_baseline_job.py``).
+
+On one core, for a small training set, or when the child cannot be started or fails, the
+baseline is fitted in this process as before (a failure is said: :meth:`BaselineJob.result`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spamguard.child_processes import dies_with_parent
+
+INPUT, SCORES = "input.json", "scores.safetensors"
+# Fewest training messages for which a child pays: it first spends about 1.3 s starting
+# Python and importing scikit-learn, which only a long enough head training hides (the
+# default's 3,145 messages: 3.6 s); on a few hundred an in-process fit takes 0.1 s.
+CHILD_FROM = 2000
+
+
+@dataclass
+class FittedBaseline:
+    """The fitted TF-IDF + SVM model and its scores of each part it was asked to score."""
+
+    model: object  # TfidfSvmBaseline
+    scores: dict[str, np.ndarray]
+
+
+def fit_baseline(texts: Sequence[str], labels: Sequence[int], seed: int,
+                 sample_weight: Sequence[float] | None,
+                 to_score: dict[str, Sequence[str]]) -> FittedBaseline:
+    """Fit the baseline on ``texts`` and score each of ``to_score``'s parts (in this process)."""
+    from spamguard.ml.baseline import TfidfSvmBaseline
+
+    model = TfidfSvmBaseline(random_state=seed).fit(texts, labels, sample_weight=sample_weight)
+    return FittedBaseline(model, {name: model.decision_function(part)
+                                  for name, part in to_score.items()})
+
+
+def cores() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+@dataclass
+class BaselineJob:
+    """A baseline fit under way: in a child process, or done already in this one."""
+
+    arguments: tuple
+    folder: Path | None = None
+    process: subprocess.Popen | None = None
+    done: FittedBaseline | None = None
+
+    def result(self, say: Callable[[str], None] = lambda _line: None) -> FittedBaseline:
+        """Wait for the fit; if the child failed, fit here (and say why)."""
+        if self.done is not None:
+            return self.done
+        try:
+            _, problem = self.process.communicate()
+            if self.process.returncode == 0:
+                self.done = _read_result(self.folder)
+                return self.done
+            lines = problem.decode("utf-8", "replace").strip().splitlines()
+            say("train: note: the baseline's process failed (" + (lines[-1] if lines else
+                f"exit {self.process.returncode}") + "); fitting it here")
+        finally:
+            self.cancel()
+        self.done = fit_baseline(*self.arguments)
+        return self.done
+
+    def cancel(self) -> None:
+        """Stop the child (if running) and remove its folder."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start_baseline(texts: Sequence[str], labels: Sequence[int], seed: int,
+                   sample_weight: Sequence[float] | None, to_score: dict[str, Sequence[str]],
+                   *, say: Callable[[str], None] = lambda _line: None) -> BaselineJob:
+    """Start fitting the baseline in a child process when a second core is free for it
+    and there are :data:`CHILD_FROM` texts or more; else fit it now.
+    :meth:`BaselineJob.result` gives the fit either way."""
+    arguments = (list(texts), [int(v) for v in labels], int(seed),
+                 None if sample_weight is None else [float(w) for w in sample_weight],
+                 {name: list(part) for name, part in to_score.items()})
+    if cores() < 2 or len(arguments[0]) < CHILD_FROM:
+        return BaselineJob(arguments, done=fit_baseline(*arguments))
+    folder = Path(tempfile.mkdtemp(prefix="spamguard-baseline-"))
+    try:
+        (folder / INPUT).write_text(json.dumps(dict(zip(
+            ("texts", "labels", "seed", "sample_weight", "to_score"), arguments,
+            strict=True))), encoding="utf-8")
+        process = subprocess.Popen([sys.executable, "-m", "spamguard.ml.baseline_job",
+                                    str(folder)], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   cwd=folder,  # `-m` puts the cwd first on sys.path
+                                   preexec_fn=dies_with_parent())
+    except OSError as exc:  # no room for the input, no process to be had
+        shutil.rmtree(folder, ignore_errors=True)
+        say(f"train: note: could not start the baseline's process ({exc}); fitting it here")
+        return BaselineJob(arguments, done=fit_baseline(*arguments))
+    return BaselineJob(arguments, folder, process)
+
+
+def _read_result(folder: Path) -> FittedBaseline:
+    from safetensors.numpy import load_file
+
+    from spamguard.ml.baseline import TfidfSvmBaseline
+
+    return FittedBaseline(TfidfSvmBaseline.load(folder), load_file(str(folder / SCORES)))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The child: read the folder's input, fit, write the model and the scores there."""
+    from safetensors.numpy import save_file
+
+    folder = Path((sys.argv[1:] if argv is None else argv)[0])
+    given = json.loads((folder / INPUT).read_text(encoding="utf-8"))
+    fitted = fit_baseline(given["texts"], given["labels"], given["seed"],
+                          given["sample_weight"], given["to_score"])
+    fitted.model.save(folder)
+    save_file({name: np.ascontiguousarray(scores, dtype=np.float64)
+               for name, scores in fitted.scores.items()}, str(folder / SCORES))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The baseline fitted in a child process while the head trains: the same model to the
+bit as a fit in the process, and a fit in the process whenever the child cannot help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spamguard.ml import baseline_job
+from spamguard.ml.baseline_job import fit_baseline, start_baseline
+from tests.fixtures_ml import sample_data
+
+
+@pytest.fixture
+def parts():
+    data = sample_data(4)
+    weights = np.where(np.arange(len(data)) % 5 == 0, 2.5, 1.0)
+    return (data.texts[:30], data.labels[:30], 7, weights[:30],  # fit_baseline's arguments
+            {"val": data.texts[30:38], "test": data.texts[38:]})
+
+
+@pytest.fixture
+def two_cores(monkeypatch):
+    """A machine where the child is used, even for these few texts."""
+    monkeypatch.setattr(baseline_job, "cores", lambda: 2)
+    monkeypatch.setattr(baseline_job, "CHILD_FROM", 1)
+
+
+def _files(model, folder: Path) -> dict[str, bytes]:
+    folder.mkdir()
+    return {path.name: path.read_bytes() for path in model.save(folder)}
+
+
+def test_the_childs_fit_is_the_fit_in_this_process_to_the_bit(parts, tmp_path, two_cores):
+    job = start_baseline(*parts)
+    assert job.process is not None and job.done is None  # it really went to a child
+    child = job.result()
+    here = fit_baseline(*parts)
+    assert child.scores.keys() == here.scores.keys() == {"val", "test"}
+    for name in here.scores:
+        assert np.array_equal(child.scores[name], here.scores[name])
+    assert _files(child.model, tmp_path / "child") == _files(here.model, tmp_path / "here")
+    assert not job.folder.exists()  # its folder is removed once read
+
+
+def test_a_child_that_fails_is_said_and_the_fit_done_here(parts, monkeypatch, two_cores):
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    said = []
+    job = start_baseline(*parts)
+    fitted = job.result(said.append)
+    assert said == ["train: note: the baseline's process failed (exit 1); fitting it here"]
+    expected = fit_baseline(*parts)
+    assert np.array_equal(fitted.scores["test"], expected.scores["test"])
+    assert not job.folder.exists()
+
+
+def test_a_child_that_cannot_start_means_a_fit_here(parts, monkeypatch, two_cores):
+    def no_process(*_args, **_kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    said = []
+    job = start_baseline(*parts, say=said.append)
+    assert job.process is None and job.done is not None
+    assert said[0].startswith("train: note: could not start the baseline's process (")
+    assert job.result() is job.done
+
+
+@pytest.mark.parametrize(("cores", "child_from"), [(1, 1), (2, 31)])
+def test_on_one_core_or_few_texts_the_fit_is_done_here(parts, monkeypatch, cores, child_from):
+    monkeypatch.setattr(baseline_job, "cores", lambda: cores)
+    monkeypatch.setattr(baseline_job, "CHILD_FROM", child_from)  # the parts have 30 texts
+    job = start_baseline(*parts)
+    assert job.process is None and job.folder is None and job.done is not None
+
+
+def test_cancel_stops_the_child_and_removes_its_folder(parts, monkeypatch, two_cores,
+                                                       tmp_path):
+    slow = tmp_path / "slow-python"
+    slow.write_text("#!/bin/sh\nexec sleep 60\n")
+    slow.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(slow))
+    job = start_baseline(*parts)
+    assert job.process.poll() is None and job.folder.exists()
+    job.cancel()  # what train_model does when the head's training fails
+    assert job.process.returncode == -9 and not job.folder.exists()
