@@ -93,7 +93,7 @@ def print_table(rows: list[tuple[str, dict]]) -> None:
     """Print one line per scenario."""
     columns = [("total s", "wall"), ("load backbone + train s", "train_total_s"),
                ("load + embed s", "load_and_embed_s"), ("train head s", "train_head_s"),
-               ("baseline s", "baseline_s"), ("evaluate s", "evaluate_s"),
+               ("baseline added s", "baseline_s"), ("evaluate s", "evaluate_s"),
                ("texts embedded", "backbone_texts_embedded"), ("train rows", "train_rows"),
                ("eval rows", "eval_rows"), ("outcome", "status")]
     header = ["scenario", *(name for name, _ in columns)]

@@ -11,6 +11,12 @@ files included (wall clock). Without ``--home`` a throw-away instance is made an
 run, from an empty cache, is timed too; with ``--home`` the instance's cache is used as it
 is. A plain fp32 ``torch.mm`` is timed before and after, so a reader can tell a slow host
 from a slow change. Prints a table; timing assertions never go in tests.
+
+Columns (from each version's ``model.json`` timing): split (deduplicate, group near-exact
+copies, split), load backbone (deferred on a warm cache), embed, head (its training),
+baseline added (what the TF-IDF + SVM fit added: about 0 when a child process fitted it
+while the head trained), train_model (all of those and choosing the threshold), outside
+(start-up imports, the database, writing the report's files, exit).
 """
 
 from __future__ import annotations
@@ -106,8 +112,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"warm run {number} of {args.runs}...", file=sys.stderr)
             runs.append((f"warm {number}", train_once(home, args)))
         after = matmul_gflops()
-    print(table(["run", "wall s", "split s", "load backbone s", "embed s", "head s", "baseline s",
-                 "train_model s", "outside s", "texts embedded"], rows_for(runs)))
+    print(table(["run", "wall s", "split s", "load backbone s", "embed s", "head s",
+                 "baseline added s", "train_model s", "outside s", "texts embedded"],
+                rows_for(runs)))
     warm = [r["wall_s"] for name, r in runs if name.startswith("warm")]
     within = sum(w <= TARGET_WARM_S for w in warm)
     print(f"\nwarm runs: {min(warm):.1f}-{max(warm):.1f} s wall clock, median "
