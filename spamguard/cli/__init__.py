@@ -1,6 +1,7 @@
 """The ``spamguard`` command: a thin Click layer over :mod:`spamguard.ml` and the services.
 
-Each sub-module registers its commands in :func:`build_cli`; user errors
+Each sub-module registers its commands, imported when one of them is used
+(:data:`COMMAND_MODULES`); user errors
 (:class:`~spamguard.errors.SpamguardError`) become one line on stderr and a non-zero exit.
 """
 

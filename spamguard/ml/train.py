@@ -162,24 +162,7 @@ def train_model(data: LabelledData, *, models_dir: str | Path, cache_root: str |
     run.embed()
     sample_weight, weight = _sample_weights(prepared, weighted or always_train,
                                             always_train_weight)
-    parts = prepared.parts
-    say("train: training the head, and the TF-IDF + SVM baseline alongside")
-    mark = time.perf_counter()
-    job = start_baseline(parts.train.texts, parts.train.labels, config.seed, sample_weight,
-                         {"val": parts.val.texts, "test": parts.test.texts}, say=say)
-    try:
-        run.timing["baseline_s"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        fit = fit_head(run.inputs["train"], parts.train.labels, run.inputs["val"],
-                       parts.val.labels, config, progress, sample_weight=sample_weight)
-        run.timing["train_head_s"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        baseline = job.result(say)  # the report's baseline; with lexical=True, the blend's half
-        # the time the baseline added: its fit, when done in this process; when a child
-        # process fitted it during the head's training, only its start and the wait after
-        run.timing["baseline_s"] += time.perf_counter() - mark
-    finally:
-        job.cancel()
+    fit, baseline = run.fit_head_and_baseline(sample_weight)
     metadata = _metadata(backbone, config, run.features, fit, prepared.parts, prepared.stats,
                          data, data_source)
     _record_training_data(metadata, prepared, also_train_files, weight, always_train_weight)
@@ -316,6 +299,33 @@ class _Run:
         return SpamClassifier(backbone=self.backbone, head=fit.head, metadata=metadata,
                               cache_root=self.cache_root, batch_size=self.config.batch_size,
                               lexical=lexical)
+
+    def fit_head_and_baseline(self, sample_weight: np.ndarray | None
+                              ) -> tuple[HeadFit, FittedBaseline]:
+        """Train the head and, meanwhile in a child process when that pays
+        (:mod:`spamguard.ml.baseline_job`), fit the TF-IDF + SVM baseline: the report's
+        baseline and, with lexical=True, the blend's half."""
+        config, parts, inputs = self.config, self.prepared.parts, self.inputs
+        self.say("train: training the head, and the TF-IDF + SVM baseline alongside")
+        mark = time.perf_counter()
+        job = start_baseline(parts.train.texts, parts.train.labels, config.seed,
+                             sample_weight, {"val": parts.val.texts, "test": parts.test.texts},
+                             say=self.say)
+        try:
+            self.timing["baseline_s"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            fit = fit_head(inputs["train"], parts.train.labels, inputs["val"],
+                           parts.val.labels, config, self.progress,
+                           sample_weight=sample_weight)
+            self.timing["train_head_s"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            baseline = job.result(self.say)
+            # the time the baseline added: its fit, when done in this process; when a
+            # child process fitted it during the head's training, its start and the wait
+            self.timing["baseline_s"] += time.perf_counter() - mark
+        finally:
+            job.cancel()
+        return fit, baseline
 
     def evaluate(self, fit: HeadFit, metadata: dict[str, Any], baseline: FittedBaseline
                  ) -> tuple[SpamClassifier, _Evaluations]:
