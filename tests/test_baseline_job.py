@@ -36,9 +36,11 @@ def _files(model, folder: Path) -> dict[str, bytes]:
 
 
 def test_the_childs_fit_is_the_fit_in_this_process_to_the_bit(parts, tmp_path, two_cores):
-    job = start_baseline(*parts)
+    said = []
+    job = start_baseline(*parts, say=said.append)
     assert job.process is not None and job.done is None  # it really went to a child
-    child = job.result()
+    child = job.result(said.append)
+    assert said == []  # the child's fit, not a fit here after the child failed
     here = fit_baseline(*parts)
     assert child.scores.keys() == here.scores.keys() == {"val", "test"}
     for name in here.scores:

@@ -557,10 +557,13 @@ def test_a_version_trained_with_the_baseline_in_a_child_is_the_same(trained, tin
 
     monkeypatch.setattr("spamguard.ml.train.start_baseline", start)
     _, here = trained
+    said = []
     child = train_model(sample_data(), models_dir=tmp_path / "models",
                         cache_root=tmp_path / "cache", backbone=tiny_backbone,
-                        config=TrainConfig(epochs=4), data_source="sample", progress=False)
-    assert started[0].process is not None  # the child did the fit
+                        config=TrainConfig(epochs=4), data_source="sample", progress=False,
+                        log=said.append)
+    assert started[0].process is not None  # the child did the fit ...
+    assert not [line for line in said if "baseline's process" in line]  # ... and did not fail
     for name in ("head.safetensors", "lexical.safetensors", "lexical.json"):
         assert (child.directory / name).read_bytes() == (here.directory / name).read_bytes()
     assert child.metadata["metrics"] == here.metadata["metrics"]
