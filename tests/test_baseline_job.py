@@ -90,3 +90,39 @@ def test_cancel_stops_the_child_and_removes_its_folder(parts, monkeypatch, two_c
     assert job.process.poll() is None and job.folder.exists()
     job.cancel()  # what train_model does when the head's training fails
     assert job.process.returncode == -9 and not job.folder.exists()
+
+
+def test_no_room_for_the_childs_folder_means_a_fit_here(parts, monkeypatch, two_cores):
+    import errno
+    import tempfile
+
+    def no_room(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", no_room)
+    said = []
+    job = start_baseline(*parts, say=said.append)
+    assert job.process is None and job.done is not None
+    assert said == ["train: note: could not start the baseline's process ([Errno 28] No "
+                    "space left on device); fitting it here"]
+
+
+def test_an_interrupt_while_starting_the_child_leaves_no_folder(parts, monkeypatch,
+                                                                two_cores, tmp_path):
+    import tempfile
+
+    made = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def mkdtemp(*args, **kwargs):
+        made.append(Path(real_mkdtemp(*args, dir=tmp_path, **kwargs)))
+        return str(made[-1])
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt  # Ctrl-C, or SIGTERM (the CLI raises a KeyboardInterrupt)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    monkeypatch.setattr(subprocess, "Popen", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        start_baseline(*parts)
+    assert len(made) == 1 and not made[0].exists()

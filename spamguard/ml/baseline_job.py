@@ -109,8 +109,9 @@ def start_baseline(texts: Sequence[str], labels: Sequence[int], seed: int,
                  {name: list(part) for name, part in to_score.items()})
     if cores() < 2 or len(arguments[0]) < CHILD_FROM:
         return BaselineJob(arguments, done=fit_baseline(*arguments))
-    folder = Path(tempfile.mkdtemp(prefix="spamguard-baseline-"))
+    folder = None
     try:
+        folder = Path(tempfile.mkdtemp(prefix="spamguard-baseline-"))
         (folder / INPUT).write_text(json.dumps(dict(zip(
             ("texts", "labels", "seed", "sample_weight", "to_score"), arguments,
             strict=True))), encoding="utf-8")
@@ -119,8 +120,11 @@ def start_baseline(texts: Sequence[str], labels: Sequence[int], seed: int,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                    cwd=folder,  # `-m` puts the cwd first on sys.path
                                    preexec_fn=dies_with_parent())
-    except OSError as exc:  # no room for the input, no process to be had
-        shutil.rmtree(folder, ignore_errors=True)
+    except BaseException as exc:  # no room for the folder or the input, no process to be had
+        if folder is not None:  # (or Ctrl-C, SIGTERM: the folder must not stay behind)
+            shutil.rmtree(folder, ignore_errors=True)
+        if not isinstance(exc, OSError):
+            raise
         say(f"train: note: could not start the baseline's process ({exc}); fitting it here")
         return BaselineJob(arguments, done=fit_baseline(*arguments))
     return BaselineJob(arguments, folder, process)
