@@ -126,3 +126,36 @@ def test_an_interrupt_while_starting_the_child_leaves_no_folder(parts, monkeypat
     with pytest.raises(KeyboardInterrupt):
         start_baseline(*parts)
     assert len(made) == 1 and not made[0].exists()
+
+
+def test_the_child_runs_the_spamguard_this_process_runs(tmp_path):
+    """`python -m spamguard` in a checkout imports the checkout's spamguard from the current
+    folder; the child, in its own folder, must not import another (installed) one."""
+    import os
+    import shutil
+
+    import spamguard
+
+    checkout = tmp_path / "checkout"
+    shutil.copytree(Path(spamguard.__file__).parent, checkout / "spamguard",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    job_file = checkout / "spamguard" / "ml" / "baseline_job.py"
+    code = job_file.read_text(encoding="utf-8")
+    marked = code.replace("for name, scores in fitted.scores.items()}",  # only this copy's
+                          "for name, scores in {**fitted.scores, 'copy': [0.0]}.items()}")
+    assert marked != code
+    job_file.write_text(marked, encoding="utf-8")
+    program = ("import sys\n"
+               "from spamguard.ml import baseline_job\n"
+               "assert baseline_job.__file__.startswith(sys.argv[1])\n"
+               "baseline_job.cores = lambda: 2\n"
+               "baseline_job.CHILD_FROM = 1\n"
+               "texts = ['WIN a FREE prize call now', 'see you at lunch'] * 5\n"
+               "job = baseline_job.start_baseline(texts, [1, 0] * 5, 0, None, {'val': texts},\n"
+               "                                  say=print)\n"
+               "print(sorted(job.result(print).scores))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", program, str(checkout)], cwd=checkout,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["['copy', 'val']"]

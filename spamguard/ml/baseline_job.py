@@ -1,5 +1,8 @@
 """Fit the TF-IDF + SVM baseline in a child process while the head trains.
 
+The child is ``python -c CHILD_CODE ROOT FOLDER`` (:func:`main`; ``python -m
+spamguard.ml.baseline_job FOLDER`` does the same with whatever spamguard is on the path).
+
 The head trains on one torch thread (:func:`spamguard.ml.head_fit.one_thread`), so on two
 cores the other one is idle for those 4 s; the baseline's fit and scoring (about 1.2 s,
 pure-Python n-gram counting) run there instead. A thread cannot do it: the baseline holds
@@ -34,6 +37,15 @@ INPUT, SCORES = "input.json", "scores.safetensors"
 # Python and importing scikit-learn, which only a long enough head training hides (the
 # default's 3,145 messages: 3.6 s); on a few hundred an in-process fit takes 0.1 s.
 CHILD_FROM = 2000
+# The child runs the spamguard this process runs: a checkout's, found on the current folder
+# by `python -m spamguard` (or on a relative PYTHONPATH), is not on the child's path (its
+# current folder is its temporary one), where an installed copy would fit another baseline.
+CHILD_CODE = ("import sys\n"
+              "root = sys.argv[1]\n"
+              "if root not in sys.path:\n"
+              "    sys.path.insert(0, root)\n"
+              "from spamguard.ml.baseline_job import main\n"
+              "main(sys.argv[2:])\n")
 
 
 @dataclass
@@ -115,10 +127,10 @@ def start_baseline(texts: Sequence[str], labels: Sequence[int], seed: int,
         (folder / INPUT).write_text(json.dumps(dict(zip(
             ("texts", "labels", "seed", "sample_weight", "to_score"), arguments,
             strict=True))), encoding="utf-8")
-        process = subprocess.Popen([sys.executable, "-m", "spamguard.ml.baseline_job",
+        process = subprocess.Popen([sys.executable, "-c", CHILD_CODE, package_root(),
                                     str(folder)], stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   cwd=folder,  # `-m` puts the cwd first on sys.path
+                                   cwd=folder,  # `-c` puts the cwd first on sys.path
                                    preexec_fn=dies_with_parent())
     except BaseException as exc:  # no room for the folder or the input, no process to be had
         if folder is not None:  # (or Ctrl-C, SIGTERM: the folder must not stay behind)
@@ -128,6 +140,13 @@ def start_baseline(texts: Sequence[str], labels: Sequence[int], seed: int,
         say(f"train: note: could not start the baseline's process ({exc}); fitting it here")
         return BaselineJob(arguments, done=fit_baseline(*arguments))
     return BaselineJob(arguments, folder, process)
+
+
+def package_root() -> str:
+    """The folder this process imported spamguard from (as on sys.path: not resolved)."""
+    import spamguard
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(spamguard.__file__)))
 
 
 def _read_result(folder: Path) -> FittedBaseline:
