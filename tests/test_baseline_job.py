@@ -159,3 +159,16 @@ def test_the_child_runs_the_spamguard_this_process_runs(tmp_path):
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["['copy', 'val']"]
+
+
+def test_what_a_successful_child_writes_to_stderr_is_shown(parts, monkeypatch, two_cores,
+                                                           tmp_path, capsys):
+    """scikit-learn's warnings (a ConvergenceWarning) reach the user as from a fit here."""
+    python = tmp_path / "warning-python"
+    python.write_text(f"#!/bin/sh\necho 'ConvergenceWarning: liblinear failed to "
+                      f"converge' >&2\nexec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    said = []
+    start_baseline(*parts).result(said.append)
+    assert said == [] and "ConvergenceWarning: liblinear" in capsys.readouterr().err

@@ -92,6 +92,8 @@ class BaselineJob:
             _, problem = self.process.communicate()
             if self.process.returncode == 0:
                 self.done = _read_result(self.folder)
+                if problem:  # scikit-learn's warnings, as an in-process fit would show them
+                    sys.stderr.write(problem.decode("utf-8", "replace"))
                 return self.done
             lines = problem.decode("utf-8", "replace").strip().splitlines()
             say("train: note: the baseline's process failed (" + (lines[-1] if lines else
