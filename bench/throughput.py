@@ -294,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run every measurement and print the tables."""
     from transformers.utils import logging as hf_logging
 
+    from spamguard.config import load_settings
     from spamguard.ml.backbone import resolve
     from spamguard.ml.baseline import TfidfSvmBaseline
     from spamguard.ml.onnx_runtime import resolve_runtime, with_runtime
@@ -332,7 +333,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("\nspamguard vs pipeline (b=32), target >= 3x: " + ", ".join(
         f"{name.removeprefix('spamguard ')} {rates[name] / pipeline:.2f}x"
         for name in classifiers))
-    batch_default = resolve_runtime("auto")
+    # what classify would pick: with AVX512-BF16 but no AMX, the choice kept (or measured)
+    # in SPAMGUARD_HOME's graph folder
+    batch_default = resolve_runtime("auto", backbone=fp32.backbone,
+                                    folder=load_settings().onnx_dir)
     label = {"onnx": "spamguard fp32 (onnx, service default)",
              "torch-bf16": "spamguard bf16 (torch-bf16)"}[batch_default]
     print(f"`spamguard classify` default on this CPU (--runtime auto -> {batch_default}): "

@@ -18,7 +18,7 @@ PLACEHOLDER_SECRET = "dev-insecure-change-me"
 GATE_METRICS = ("mcc", "spam_f1", "accuracy", "roc_auc", "spam_precision", "spam_recall")
 # Backbone runtimes (spamguard.ml.onnx_runtime.RUNTIMES; repeated so config imports no torch).
 # "auto": onnx for the service's single messages; for batches (`spamguard classify`),
-# torch-bf16 on a CPU with bf16 matrix units and onnx elsewhere.
+# torch-bf16 where bf16 is faster (AMX; measured once with AVX512-BF16 alone), else onnx.
 RUNTIMES = ("auto", "onnx", "torch", "torch-bf16")
 
 

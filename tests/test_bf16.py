@@ -89,16 +89,17 @@ def test_a_bf16_backbone_is_not_passed_off_as_fp32(bf16):
         with_runtime(bf16, "torch", folder=None)
 
 
-def bf16_units(monkeypatch, present: bool) -> None:
-    """Pretend the CPU has (or lacks) bf16 matrix units."""
+def bf16_units(monkeypatch, present: bool, *, amx: bool | None = None) -> None:
+    """Pretend the CPU has (or lacks) bf16 matrix units; AMX tiles too unless ``amx`` says."""
     import spamguard.ml.backbone_variants as variants
 
     monkeypatch.setattr(variants, "native_bf16", lambda: present)
+    monkeypatch.setattr(variants, "amx_tiles", lambda: present if amx is None else amx)
 
 
 @pytest.mark.parametrize(("present", "int8", "expected"), [
     (True, False, "torch-bf16"), (False, False, "onnx"), (True, True, "onnx")])
-def test_auto_is_bf16_only_on_a_cpu_with_bf16_units(monkeypatch, present, int8, expected):
+def test_auto_is_bf16_on_a_cpu_with_amx(monkeypatch, present, int8, expected):
     from spamguard.ml.onnx_runtime import resolve_runtime
 
     bf16_units(monkeypatch, present)
@@ -124,6 +125,19 @@ def test_the_service_maps_auto_to_onnx(monkeypatch):
     assert ModelProvider.from_settings(settings).runtime == "torch-bf16"
 
 
+def variants_classified(monkeypatch) -> list[str]:
+    """The backbone variant of each SpamClassifier.classify call, as calls come."""
+    variants = []
+    original = SpamClassifier.classify
+
+    def spy(self, texts, progress=None):
+        variants.append(self.backbone.variant)
+        return original(self, texts, progress)
+
+    monkeypatch.setattr(SpamClassifier, "classify", spy)
+    return variants
+
+
 @pytest.mark.parametrize(("args", "env_runtime", "present", "expected"), [
     (["--runtime", "torch-bf16"], "", False, ["bf16"]),
     ([], "", True, ["bf16"]),  # the default, auto, on a CPU with bf16 units
@@ -138,14 +152,7 @@ def test_classify_cli_runs_the_bf16_backbone(tiny_model_dir, tmp_path, monkeypat
     from spamguard.cli import build_cli
 
     bf16_units(monkeypatch, present)
-    variants = []
-    original = SpamClassifier.classify
-
-    def spy(self, texts, progress=None):
-        variants.append(self.backbone.variant)
-        return original(self, texts, progress)
-
-    monkeypatch.setattr(SpamClassifier, "classify", spy)
+    variants = variants_classified(monkeypatch)
     env = {"SPAMGUARD_HOME": str(tmp_path / "home"), "SPAMGUARD_DATABASE_URL": "",
            "SPAMGUARD_RUNTIME": env_runtime}
     result = CliRunner().invoke(build_cli(), ["classify", *args, "--model",
@@ -170,3 +177,148 @@ def test_classify_names_the_runtime_auto_picked_only_to_a_person(tiny_model_dir,
                                 env=env, input="hello\n")
     assert result.exit_code == 0, result.output
     assert ("note: runtime torch-bf16 (auto" in result.stderr) is tty
+
+
+class Timings:
+    """A stand-in for runtime_choice.bf16_speedup that counts its calls."""
+
+    def __init__(self, speedup: float):
+        self.speedup, self.calls = speedup, 0
+
+    def __call__(self, backbone):
+        self.calls += 1
+        return self.speedup
+
+
+@pytest.fixture()
+def avx512_bf16_only(monkeypatch):
+    """A CPU with AVX512-BF16 but no AMX, whose bf16 speed is what the test says."""
+    from spamguard.ml import runtime_choice
+
+    bf16_units(monkeypatch, True, amx=False)
+
+    def timed(speedup: float) -> Timings:
+        timings = Timings(speedup)
+        monkeypatch.setattr(runtime_choice, "bf16_speedup", timings)
+        return timings
+
+    return timed
+
+
+@pytest.mark.parametrize(("speedup", "expected"), [(1.5, "torch-bf16"), (1.2, "torch-bf16"),
+                                                   (1.19, "onnx"), (0.8, "onnx")])
+def test_without_amx_auto_measures_once_and_keeps_the_choice(
+        tiny_backbone, tmp_path, avx512_bf16_only, speedup, expected, caplog):
+    import json
+
+    from spamguard.ml.onnx_runtime import resolve_runtime
+    from spamguard.ml.runtime_choice import CHOICE_FILE, choice_key
+
+    timings = avx512_bf16_only(speedup)
+    with caplog.at_level("WARNING"):
+        assert resolve_runtime("auto", backbone=tiny_backbone, folder=tmp_path) == expected
+    assert "timing fp32 and bf16" in caplog.text and f"{speedup:.2f}x" in caplog.text
+    kept = json.loads((tmp_path / CHOICE_FILE).read_text())["choices"]
+    assert kept[choice_key(tiny_backbone)]["runtime"] == expected
+    assert kept[choice_key(tiny_backbone)]["bf16_speedup"] == speedup
+    timings.speedup = 3.0 if expected == "onnx" else 0.5  # the kept answer is used
+    assert resolve_runtime("auto", backbone=tiny_backbone, folder=tmp_path) == expected
+    assert timings.calls == 1
+
+
+def test_the_kept_choice_is_per_thread_count_and_backbone(tiny_backbone, tmp_path,
+                                                          avx512_bf16_only, monkeypatch):
+    from dataclasses import replace
+
+    from spamguard.ml.onnx_runtime import resolve_runtime
+
+    timings = avx512_bf16_only(0.8)
+    assert resolve_runtime("auto", backbone=tiny_backbone, folder=tmp_path) == "onnx"
+    timings.speedup = 2.0
+    other = replace(tiny_backbone, hash="0" * 64)
+    assert resolve_runtime("auto", backbone=other, folder=tmp_path) == "torch-bf16"
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads + 1)
+    assert resolve_runtime("auto", backbone=tiny_backbone, folder=tmp_path) == "torch-bf16"
+    assert timings.calls == 3
+    monkeypatch.undo()  # back to the first thread count: its choice is still kept
+    bf16_units(monkeypatch, True, amx=False)
+    from spamguard.ml import runtime_choice
+
+    monkeypatch.setattr(runtime_choice, "bf16_speedup", timings)
+    assert resolve_runtime("auto", backbone=tiny_backbone, folder=tmp_path) == "onnx"
+    assert timings.calls == 3
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '{"choices": []}', '[1, 2]',
+                                     '{"choices": {"KEY": {"runtime": "tpu"}}}'])
+def test_a_damaged_choice_file_is_measured_again(tiny_backbone, tmp_path, avx512_bf16_only,
+                                                 content):
+    import json
+
+    from spamguard.ml.onnx_runtime import resolve_runtime
+    from spamguard.ml.runtime_choice import CHOICE_FILE, choice_key
+
+    (tmp_path / CHOICE_FILE).write_text(content.replace("KEY", choice_key(tiny_backbone)))
+    timings = avx512_bf16_only(1.6)
+    assert resolve_runtime("auto", backbone=tiny_backbone, folder=tmp_path) == "torch-bf16"
+    assert timings.calls == 1
+    kept = json.loads((tmp_path / CHOICE_FILE).read_text())["choices"]
+    assert kept[choice_key(tiny_backbone)]["runtime"] == "torch-bf16"
+
+
+def test_an_unwritable_folder_still_gets_a_measured_answer(tiny_backbone, tmp_path,
+                                                           avx512_bf16_only, caplog):
+    from spamguard.ml.onnx_runtime import resolve_runtime
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    timings = avx512_bf16_only(1.5)
+    with caplog.at_level("WARNING"):
+        assert resolve_runtime("auto", backbone=tiny_backbone,
+                               folder=blocker / "onnx") == "torch-bf16"
+    assert timings.calls == 1 and "cannot keep the runtime choice" in caplog.text
+
+
+def test_auto_does_not_measure_where_the_answer_is_known(tiny_backbone, tmp_path,
+                                                         avx512_bf16_only, monkeypatch):
+    from spamguard.ml.onnx_runtime import resolve_runtime
+
+    timings = avx512_bf16_only(2.0)
+    assert resolve_runtime("auto", int8=True, backbone=tiny_backbone, folder=tmp_path) == "onnx"
+    assert resolve_runtime("auto", folder=tmp_path) == "onnx"  # nothing to time
+    assert resolve_runtime("auto", backbone=bf16_backbone(tiny_backbone),
+                           folder=tmp_path) == "torch-bf16"  # converted already
+    bf16_units(monkeypatch, True, amx=True)
+    assert resolve_runtime("auto", backbone=tiny_backbone, folder=tmp_path) == "torch-bf16"
+    bf16_units(monkeypatch, False, amx=False)
+    assert resolve_runtime("auto", backbone=tiny_backbone, folder=tmp_path) == "onnx"
+    assert timings.calls == 0 and not list(tmp_path.iterdir())
+
+
+def test_classify_without_amx_runs_what_was_measured(tiny_model_dir, tmp_path,
+                                                     avx512_bf16_only, monkeypatch):
+    from click.testing import CliRunner
+
+    from spamguard.cli import build_cli
+    from spamguard.ml.runtime_choice import CHOICE_FILE
+
+    timings = avx512_bf16_only(0.7)
+    variants = variants_classified(monkeypatch)
+    home = tmp_path / "home"
+    env = {"SPAMGUARD_HOME": str(home), "SPAMGUARD_DATABASE_URL": "",
+           "SPAMGUARD_RUNTIME": ""}
+    for _ in range(2):
+        result = CliRunner().invoke(build_cli(), ["classify", "--model", str(tiny_model_dir),
+                                                  "-"], env=env, input="hello\n")
+        assert result.exit_code == 0, result.output
+    assert variants == ["fp32", "fp32"] and timings.calls == 1  # onnx keeps the fp32 variant
+    assert (home / "cache" / "onnx" / CHOICE_FILE).exists()
+
+
+def test_bf16_speedup_times_the_real_backbone(tiny_backbone):
+    from spamguard.ml.runtime_choice import bf16_speedup, cpu_name
+
+    assert bf16_speedup(tiny_backbone) > 0
+    assert cpu_name()
+    assert tiny_backbone.model.dtype == torch.float32  # the source was left alone

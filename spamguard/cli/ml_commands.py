@@ -148,7 +148,8 @@ def register(cli: click.Group) -> None:
                   "(faster on CPU, scores shift slightly; see docs/performance.md).")
     @click.option("--runtime", type=click.Choice(list(RUNTIMES)), default=None,
                   help="Backbone runtime (default: SPAMGUARD_RUNTIME, else auto: torch-bf16 "
-                       "on a CPU with bf16 matrix units, else onnx; docs/performance.md).")
+                       "where this CPU runs it faster than fp32, else onnx; "
+                       "docs/performance.md).")
     @click.option("--format", "input_format", type=click.Choice(["auto", "text", "csv", "tsv"]),
                   default="auto", show_default=True,
                   help="Input format; auto: a .csv/.tsv suffix or a first line that looks "
@@ -185,15 +186,14 @@ def register(cli: click.Group) -> None:
             click.echo("note: no messages in the input", err=True)
             return
         runtime = runtime or ctx.settings.runtime
-        if runtime == "auto" and stderr_is_terminal():  # a person, not a script, is watching
-            from spamguard.ml.onnx_runtime import resolve_runtime
-
-            if resolve_runtime(runtime, int8=quantize) == "torch-bf16":
-                notice("runtime torch-bf16 (auto: this CPU has bf16 matrix units); "
-                       "--runtime onnx gives the service's fp32 scores")
         classifier = SpamClassifier.load(directory, batch_size=batch_size,
                                          quantize=quantize, runtime=runtime,
                                          onnx_dir=ctx.settings.onnx_dir)
+        # a person, not a script, is watching: say why the scores are not the service's
+        if runtime == "auto" and classifier.backbone.variant == "bf16" \
+                and stderr_is_terminal():
+            notice("runtime torch-bf16 (auto: the fastest on this CPU); "
+                   "--runtime onnx gives the service's fp32 scores")
         for result in classifier.classify(texts):
             click.echo(json_line(result))
 

@@ -59,12 +59,13 @@ def quantize_backbone(backbone: Backbone) -> Backbone:
 def bf16_backbone(backbone: Backbone) -> Backbone:
     """Copy ``backbone`` with its weights and activations in bfloat16 (PyTorch, CPU).
 
-    Worth it on CPUs with native bf16 matrix units (Intel AMX, AVX512-BF16): 2.3x the fp32
-    throughput of all-MiniLM-L6-v2 on a 2-core Sapphire-Rapids-class Xeon, with pooled
-    embeddings at a cosine of at least 0.9998 to the fp32 ones. Without such units bf16
-    is emulated and slower than fp32, so the ``auto`` runtime picks it only where
-    :func:`native_bf16` says so (docs/performance.md). The copy keeps
-    the weights ``hash`` but has ``variant="bf16"``: its embeddings are cached apart.
+    Worth it on CPUs with native bf16 matrix units: 2.3x the fp32 throughput of
+    all-MiniLM-L6-v2 on a 2-core Xeon with AMX, with pooled embeddings at a cosine of at
+    least 0.9998 to the fp32 ones. Without such units bf16 is emulated and slower than
+    fp32; with AVX512-BF16 alone it can go either way, so the ``auto`` runtime picks it
+    only where it is faster (:mod:`spamguard.ml.runtime_choice`, docs/performance.md).
+    The copy keeps the weights ``hash`` but has ``variant="bf16"``: its embeddings are
+    cached apart.
     """
     if backbone.variant == "bf16":
         return backbone
@@ -80,9 +81,18 @@ def bf16_backbone(backbone: Backbone) -> Backbone:
 def native_bf16() -> bool:
     """Whether this CPU has bf16 matrix instructions, AMX or AVX512-BF16 (without them
     oneDNN emulates bf16 and it is slower than fp32)."""
+    return _cpu_reports("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+
+
+def amx_tiles() -> bool:
+    """Whether this CPU has AMX tiles, with which bf16 is always the fastest (AVX512-BF16
+    alone may not be: see :mod:`spamguard.ml.runtime_choice`)."""
+    return _cpu_reports("_is_amx_tile_supported")
+
+
+def _cpu_reports(*checks: str) -> bool:
     import torch.cpu
 
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     try:
         return any(bool(getattr(torch.cpu, name)()) for name in checks
                    if hasattr(torch.cpu, name))

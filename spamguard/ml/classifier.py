@@ -121,7 +121,7 @@ class SpamClassifier:
                 to ONNX and run by ONNX Runtime: same scores in fp32, faster) or
                 ``"torch-bf16"`` (PyTorch in bfloat16: much faster on CPUs with bf16
                 matrix units, scores shift slightly; not with ``quantize``) or ``"auto"``
-                (for batches: torch-bf16 on such a CPU, else onnx; see
+                (for batches: torch-bf16 where this CPU runs it faster, else onnx; see
                 :func:`~spamguard.ml.onnx_runtime.resolve_runtime`).
             onnx_dir: where exported graphs are kept (default: ``cache_root/onnx``).
 

@@ -320,20 +320,40 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def resolve_runtime(runtime: str, *, int8: bool = False) -> str:
+def resolve_runtime(runtime: str, *, int8: bool = False, backbone: Backbone | None = None,
+                    folder: str | Path | None = None) -> str:
     """The runtime ``"auto"`` stands for in batch work on this CPU; other names unchanged.
 
-    ``torch-bf16`` where the CPU has bf16 matrix units (Intel AMX, AVX512-BF16): in batches
-    of 32 it ran at 1.6-1.7x (AMD EPYC, AVX512-BF16) to 1.9-2.2x (Intel Xeon, AMX) the
-    fp32 runtimes with no validation or test decision changed (docs/performance.md). Elsewhere,
-    and with int8 (one backbone has one number format), ``onnx``. For one message at a
-    time bf16 gains nothing, so the service maps ``auto`` to ``onnx`` itself.
+    ``torch-bf16`` where the CPU has AMX tiles: in batches of 32 it ran at 1.9-2.2x the
+    fp32 runtimes with no validation or test decision changed (docs/performance.md). With
+    AVX512-BF16 but no AMX, bf16 ran 1.7x fp32 on one CPU and 0.64-0.94x on another, so
+    ``backbone`` is timed in both once and the choice kept in ``folder``
+    (:func:`~spamguard.ml.runtime_choice.measured_runtime`; without a backbone, ``onnx``).
+    Elsewhere, and with int8 (one backbone has one number format), ``onnx``. For one
+    message at a time bf16 gains nothing, so the service maps ``auto`` to ``onnx`` itself.
     """
     if runtime != "auto":
         return runtime
-    from spamguard.ml.backbone_variants import native_bf16
+    from spamguard.ml.backbone_variants import amx_tiles, native_bf16
 
-    return "torch-bf16" if not int8 and native_bf16() else "onnx"
+    if int8 or not native_bf16():
+        return "onnx"
+    if amx_tiles():
+        return "torch-bf16"
+    if backbone is not None and backbone.variant == "bf16":
+        return "torch-bf16"  # converted already (a reused backbone)
+    if backbone is None or backbone.variant != "fp32" \
+            or isinstance(backbone.loaded_model, OnnxEncoder):
+        return "onnx"
+    from spamguard.ml.runtime_choice import measured_runtime
+
+    return measured_runtime(backbone, folder or default_graph_folder())
+
+
+def default_graph_folder() -> Path:
+    """Where graphs (and the runtime choice) go when no folder is given: a private folder
+    in the user's home, so a graph another user could plant is never loaded."""
+    return Path.home() / ".cache" / "spamguard" / "onnx"
 
 
 def with_runtime(backbone: Backbone, runtime: str, *, folder: str | Path | None,
@@ -344,7 +364,7 @@ def with_runtime(backbone: Backbone, runtime: str, *, folder: str | Path | None,
 
     if runtime not in RUNTIMES:
         raise ModelError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
-    runtime = resolve_runtime(runtime, int8=int8)
+    runtime = resolve_runtime(runtime, int8=int8, backbone=backbone, folder=folder)
     try:
         check_number_format(runtime, int8)
     except ValueError as exc:
@@ -363,6 +383,4 @@ def with_runtime(backbone: Backbone, runtime: str, *, folder: str | Path | None,
                             "runtime will be slower than torch")
             return bf16_backbone(backbone)
         return quantize_backbone(backbone) if int8 else backbone
-    if folder is None:  # a private folder: never load a graph another user could plant
-        folder = Path.home() / ".cache" / "spamguard" / "onnx"
-    return onnx_backbone(backbone, folder, int8=int8)
+    return onnx_backbone(backbone, folder or default_graph_folder(), int8=int8)
