@@ -322,3 +322,28 @@ def test_bf16_speedup_times_the_real_backbone(tiny_backbone):
     assert bf16_speedup(tiny_backbone) > 0
     assert cpu_name()
     assert tiny_backbone.model.dtype == torch.float32  # the source was left alone
+
+
+@pytest.mark.parametrize("failure", ["disk full", "file is a folder"])
+def test_a_choice_that_cannot_be_written_is_measured_once(tiny_backbone, tmp_path,
+                                                          avx512_bf16_only, monkeypatch,
+                                                          failure, caplog):
+    import errno
+
+    from spamguard.ml import runtime_choice
+    from spamguard.ml.onnx_runtime import resolve_runtime
+
+    if failure == "disk full":
+        def full(tmp, final):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(runtime_choice, "replace_durably", full)
+    else:
+        (tmp_path / runtime_choice.CHOICE_FILE).mkdir()
+    timings = avx512_bf16_only(1.5)
+    with caplog.at_level("WARNING"):
+        assert resolve_runtime("auto", backbone=tiny_backbone, folder=tmp_path) == "torch-bf16"
+    assert timings.calls == 1  # the answer measured is used, not measured again
+    assert "cannot keep the runtime choice" in caplog.text
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+

@@ -104,6 +104,7 @@ def measured_runtime(backbone: Backbone, folder: str | Path) -> str:
     folder = Path(folder)
     key = choice_key(backbone)
     path = folder / CHOICE_FILE
+    choice = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with folder_lock(folder, ".runtime-choice.lock"):
@@ -114,6 +115,10 @@ def measured_runtime(backbone: Backbone, folder: str | Path) -> str:
             choices[key] = choice
             _write(path, choices)
     except OSError as exc:
+        if choice is not None:  # measured, but the file could not be written (a full disk)
+            log.warning("cannot keep the runtime choice in %s (%s)", path,
+                        exc.strerror or exc)
+            return choice["runtime"]
         log.warning("cannot keep the runtime choice in %s (%s): measuring without keeping it",
                     folder, exc.strerror or exc)
         choice = _measure(backbone)
