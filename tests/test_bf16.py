@@ -347,3 +347,26 @@ def test_a_choice_that_cannot_be_written_is_measured_once(tiny_backbone, tmp_pat
     assert "cannot keep the runtime choice" in caplog.text
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
+
+def test_a_kept_choice_is_read_where_the_lock_cannot_be_taken(tiny_backbone, tmp_path,
+                                                              avx512_bf16_only, monkeypatch):
+    """Another user's instance (its lock file is theirs, mode 0644): the choice they kept is
+    readable, so it is used; only a missing one is measured."""
+    from contextlib import contextmanager
+
+    from spamguard.ml import runtime_choice
+    from spamguard.ml.onnx_runtime import resolve_runtime
+
+    timings = avx512_bf16_only(0.8)
+    assert resolve_runtime("auto", backbone=tiny_backbone, folder=tmp_path) == "onnx"
+
+    @contextmanager
+    def not_ours(folder, name=".lock", *, wait=True):
+        raise PermissionError(13, "Permission denied", str(folder / name))
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(runtime_choice, "folder_lock", not_ours)
+    timings.speedup = 2.0
+    assert resolve_runtime("auto", backbone=tiny_backbone, folder=tmp_path) == "onnx"
+    assert timings.calls == 1
+

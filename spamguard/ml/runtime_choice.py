@@ -98,12 +98,17 @@ def read_choices(path: Path) -> dict[str, dict]:
 def measured_runtime(backbone: Backbone, folder: str | Path) -> str:
     """``torch-bf16`` or ``onnx`` for ``backbone`` on this CPU: measured once, then kept.
 
-    One process measures while others wait for its answer (``flock``). A folder that
+    One process measures while others wait for its answer (``flock``). A kept answer is
+    read without the lock (the file is only ever replaced whole), so a user who may read
+    the folder but not write there (another user's instance) uses it too. A folder that
     cannot be written to still gets a measured answer, only not kept.
     """
     folder = Path(folder)
     key = choice_key(backbone)
     path = folder / CHOICE_FILE
+    kept = read_choices(path).get(key)
+    if kept is not None:
+        return kept["runtime"]
     choice = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
