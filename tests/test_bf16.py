@@ -370,3 +370,15 @@ def test_a_kept_choice_is_read_where_the_lock_cannot_be_taken(tiny_backbone, tmp
     assert resolve_runtime("auto", backbone=tiny_backbone, folder=tmp_path) == "onnx"
     assert timings.calls == 1
 
+
+def test_a_reused_backbone_keeps_its_runtime_on_any_bf16_cpu(tiny_backbone, tmp_path,
+                                                             monkeypatch):
+    """auto with a backbone that runs on ONNX Runtime already: onnx with AMX too (as
+    without it), not torch-bf16, which with_runtime then refuses."""
+    from spamguard.ml.onnx_runtime import onnx_backbone, resolve_runtime
+
+    on_onnx = onnx_backbone(tiny_backbone, tmp_path)
+    for amx in (False, True):
+        bf16_units(monkeypatch, True, amx=amx)
+        assert resolve_runtime("auto", backbone=on_onnx, folder=tmp_path) == "onnx"
+        assert with_runtime(on_onnx, "auto", folder=tmp_path) is on_onnx

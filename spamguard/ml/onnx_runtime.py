@@ -336,14 +336,15 @@ def resolve_runtime(runtime: str, *, int8: bool = False, backbone: Backbone | No
         return runtime
     from spamguard.ml.backbone_variants import amx_tiles, native_bf16
 
+    if backbone is not None and isinstance(backbone.loaded_model, OnnxEncoder):
+        return "onnx"  # runs on ONNX Runtime already (a reused backbone), AMX or not
     if int8 or not native_bf16():
         return "onnx"
     if amx_tiles():
         return "torch-bf16"
     if backbone is not None and backbone.variant == "bf16":
         return "torch-bf16"  # converted already (a reused backbone)
-    if backbone is None or backbone.variant != "fp32" \
-            or isinstance(backbone.loaded_model, OnnxEncoder):
+    if backbone is None or backbone.variant != "fp32":
         return "onnx"
     from spamguard.ml.runtime_choice import measured_runtime
 
