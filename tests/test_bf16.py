@@ -314,6 +314,7 @@ def test_classify_without_amx_runs_what_was_measured(tiny_model_dir, tmp_path,
         assert result.exit_code == 0, result.output
     assert variants == ["fp32", "fp32"] and timings.calls == 1  # onnx keeps the fp32 variant
     assert (home / "cache" / "onnx" / CHOICE_FILE).exists()
+    assert list((home / "cache" / "onnx").glob("*-fp32.onnx"))  # ONNX Runtime, not torch
 
 
 def test_bf16_speedup_times_the_real_backbone(tiny_backbone):
