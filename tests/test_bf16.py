@@ -325,6 +325,21 @@ def test_bf16_speedup_times_the_real_backbone(tiny_backbone):
     assert tiny_backbone.model.dtype == torch.float32  # the source was left alone
 
 
+def test_bf16_speedup_times_a_backbone_with_a_small_vocabulary(tiny_backbone):
+    from dataclasses import replace
+
+    from transformers import BertConfig, BertModel
+
+    from spamguard.ml.backbone import freeze
+    from spamguard.ml.runtime_choice import bf16_speedup
+
+    config = BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32)
+    model = BertModel(config)
+    freeze(model)
+    assert bf16_speedup(replace(tiny_backbone, model=model)) > 0
+
+
 @pytest.mark.parametrize("failure", ["disk full", "file is a folder"])
 def test_a_choice_that_cannot_be_written_is_measured_once(tiny_backbone, tmp_path,
                                                           avx512_bf16_only, monkeypatch,
