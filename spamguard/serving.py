@@ -91,8 +91,11 @@ def host_port(host: str, port: int) -> str:
 
 
 def default_workers() -> int:
-    """2 to 4 workers: one per core, at least two so a slow request never blocks all."""
-    return max(2, min(4, os.cpu_count() or 2))
+    """2 to 4 workers: one per usable core (a container's CPU quota counted), at least two
+    so a slow request never blocks all."""
+    from spamguard.cpus import usable_cores
+
+    return max(2, min(4, usable_cores()))
 
 
 def gunicorn_options(*, host: str, port: int, workers: int, timeout: int) -> dict[str, Any]:

@@ -26,7 +26,7 @@ def parts():
 @pytest.fixture
 def two_cores(monkeypatch):
     """A machine where the child is used, even for these few texts."""
-    monkeypatch.setattr(baseline_job, "cores", lambda: 2)
+    monkeypatch.setattr(baseline_job, "usable_cores", lambda: 2)
     monkeypatch.setattr(baseline_job, "CHILD_FROM", 1)
 
 
@@ -74,7 +74,7 @@ def test_a_child_that_cannot_start_means_a_fit_here(parts, monkeypatch, two_core
 
 @pytest.mark.parametrize(("cores", "child_from"), [(1, 1), (2, 31)])
 def test_on_one_core_or_few_texts_the_fit_is_done_here(parts, monkeypatch, cores, child_from):
-    monkeypatch.setattr(baseline_job, "cores", lambda: cores)
+    monkeypatch.setattr(baseline_job, "usable_cores", lambda: cores)
     monkeypatch.setattr(baseline_job, "CHILD_FROM", child_from)  # the parts have 30 texts
     job = start_baseline(*parts)
     assert job.process is None and job.folder is None and job.done is not None
@@ -148,7 +148,7 @@ def test_the_child_runs_the_spamguard_this_process_runs(tmp_path):
     program = ("import sys\n"
                "from spamguard.ml import baseline_job\n"
                "assert baseline_job.__file__.startswith(sys.argv[1])\n"
-               "baseline_job.cores = lambda: 2\n"
+               "baseline_job.usable_cores = lambda: 2\n"
                "baseline_job.CHILD_FROM = 1\n"
                "texts = ['WIN a FREE prize call now', 'see you at lunch'] * 5\n"
                "job = baseline_job.start_baseline(texts, [1, 0] * 5, 0, None, {'val': texts},\n"

@@ -546,7 +546,7 @@ def test_a_version_trained_with_the_baseline_in_a_child_is_the_same(trained, tin
     while the head trains (spamguard.ml.baseline_job): the version must not change."""
     from spamguard.ml import baseline_job
 
-    monkeypatch.setattr(baseline_job, "cores", lambda: 2)
+    monkeypatch.setattr(baseline_job, "usable_cores", lambda: 2)
     monkeypatch.setattr(baseline_job, "CHILD_FROM", 1)
     started = []
     real_start = baseline_job.start_baseline

@@ -169,6 +169,9 @@ def _quick_exit() -> None:
 
 
 def main() -> None:
+    from spamguard.cpus import limit_threads
+
+    limit_threads()  # before any command imports torch (a container's CPU quota)
     _stop_cleanly_on_sigterm()
     _quick_exit()
     build_cli()(prog_name="spamguard")

@@ -22,7 +22,8 @@ def register(cli: click.Group) -> None:
               help="Address to listen on (0.0.0.0 for all interfaces).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="Gunicorn worker processes [default: cores, between 2 and 4].")
+              help="Gunicorn worker processes [default: usable cores (a container's "
+                   "CPU quota counted), between 2 and 4].")
 @click.option("--timeout", type=click.IntRange(10, 3600), default=120, show_default=True,
               help="Seconds a request may take (the first one in a worker loads the model).")
 @pass_ctx

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from spamguard.child_processes import dies_with_parent
+from spamguard.cpus import usable_cores
 
 INPUT, SCORES = "input.json", "scores.safetensors"
 # Fewest training messages for which a child pays: it first spends about 1.3 s starting
@@ -65,14 +66,6 @@ def fit_baseline(texts: Sequence[str], labels: Sequence[int], seed: int,
     model = TfidfSvmBaseline(random_state=seed).fit(texts, labels, sample_weight=sample_weight)
     return FittedBaseline(model, {name: model.decision_function(part)
                                   for name, part in to_score.items()})
-
-
-def cores() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 @dataclass
@@ -121,7 +114,7 @@ def start_baseline(texts: Sequence[str], labels: Sequence[int], seed: int,
     arguments = (list(texts), [int(v) for v in labels], int(seed),
                  None if sample_weight is None else [float(w) for w in sample_weight],
                  {name: list(part) for name, part in to_score.items()})
-    if cores() < 2 or len(arguments[0]) < CHILD_FROM:
+    if usable_cores() < 2 or len(arguments[0]) < CHILD_FROM:
         return BaselineJob(arguments, done=fit_baseline(*arguments))
     folder = None
     try:
