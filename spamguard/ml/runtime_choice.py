@@ -53,7 +53,7 @@ def cpu_name() -> str:
 
 def choice_key(backbone: Backbone) -> str:
     """What a measured choice depends on: CPU, PyTorch version, threads and backbone."""
-    return (f"{cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    return (f"{cpu_name()} | torch {torch.__version__} | threads {torch.get_num_threads()}"
             f" | {backbone.identity}")
 
 
