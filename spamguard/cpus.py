@@ -27,6 +27,16 @@ def _read(path: Path) -> str | None:
         return None
 
 
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir() without its exceptions: before Python 3.14 it raises what stat() does
+    beyond "not found" (EACCES under a folder this user may not search, an LSM denial), and
+    main() reads the quota before every command."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def _own_groups(proc_cgroup: str) -> tuple[str | None, str | None]:
     """This process's cgroup v2 path and v1 ``cpu`` controller path (``/proc/self/cgroup``)."""
     v2 = v1 = None
@@ -44,7 +54,7 @@ def _folders(base: Path, group: str | None) -> Iterator[Path]:
     """``base/group`` and its parents up to ``base`` (every level may set a limit); just
     ``base`` when the group is unknown or not visible (a container sees its own as root)."""
     folder = base / group.strip("/") if group else base
-    if not folder.is_dir():
+    if not _is_dir(folder):
         folder = base
     while True:
         yield folder
@@ -82,7 +92,7 @@ def quota_cpus(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -> floa
     v2_group, v1_group = _own_groups(proc_cgroup)
     quotas = [_v2_quota(folder) for folder in _folders(root, v2_group)]
     for name in V1_CPU_FOLDERS:
-        if (root / name).is_dir():
+        if _is_dir(root / name):
             quotas += [_v1_quota(folder) for folder in _folders(root / name, v1_group)]
             break
     found = [quota for quota in quotas if quota is not None]

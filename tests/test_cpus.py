@@ -119,3 +119,20 @@ def test_default_workers_follow_the_usable_cores(monkeypatch, cores, workers):
 
     monkeypatch.setattr(cpus, "usable_cores", lambda: cores)
     assert default_workers() == workers
+
+
+def test_a_cgroup_folder_that_cannot_be_searched_means_no_quota(tmp_path, monkeypatch):
+    """stat() of a folder under one without search permission fails with EACCES (an LSM
+    denial, a mode-0700 group as another user): Path.is_dir() raises that before Python
+    3.14, and main() would then fail on every command."""
+    v1(tmp_path, "/docker/abc", 200000)
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        if "docker" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    assert quota_cpus(tmp_path, V1_SELF) is None
+    assert usable_cores(tmp_path, V1_SELF) >= 1
