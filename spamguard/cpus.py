@@ -18,6 +18,7 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 V1_CPU_FOLDERS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
+_set_here: str | None = None  # the OMP_NUM_THREADS limit_threads put in os.environ
 
 
 def _read(path: Path) -> str | None:
@@ -121,4 +122,14 @@ def limit_threads(environ: MutableMapping[str, str] | None = None,
     if cores >= (os.cpu_count() or 1):
         return None
     environ["OMP_NUM_THREADS"] = str(cores)
+    if environ is os.environ:
+        global _set_here
+        _set_here = str(cores)
     return cores
+
+
+def omp_threads_chosen() -> bool:
+    """Whether ``OMP_NUM_THREADS`` holds a value someone chose, rather than none or the
+    quota's that :func:`limit_threads` set (``serve`` then still gives each worker one)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return bool(value) and value != _set_here

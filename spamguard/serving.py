@@ -150,7 +150,11 @@ def run_gunicorn(settings: Settings, options: dict[str, Any]) -> None:
         metrics_dir = tempfile.mkdtemp(prefix="spamguard-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     # Each worker is one request at a time: one torch thread each avoids oversubscribing cores.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # (main() may have set the quota's CPUs already: the workers still get one each.)
+    from spamguard.cpus import omp_threads_chosen
+
+    if not omp_threads_chosen():
+        os.environ["OMP_NUM_THREADS"] = "1"
 
     class Application(BaseApplication):
         def load_config(self) -> None:

@@ -131,3 +131,32 @@ def test_a_worker_leaving_run_keeps_the_metrics_folder(monkeypatch) -> None:
     monkeypatch.undo()
     assert folders[0].is_dir()
     folders[0].rmdir()
+
+
+@pytest.mark.parametrize(("user_value", "worker_value"), [(None, "1"), ("3", "3")])
+def test_workers_get_one_omp_thread_even_under_a_cpu_quota(monkeypatch, user_value,
+                                                           worker_value) -> None:
+    """main() sets OMP_NUM_THREADS from a CPU quota (spamguard.cpus.limit_threads) before
+    serve runs: that must not replace serve's one thread per worker, while a value the
+    user set still stands."""
+    from gunicorn.app.base import BaseApplication
+
+    from spamguard import cpus
+
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    if user_value is not None:
+        monkeypatch.setenv("OMP_NUM_THREADS", user_value)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(cpus, "usable_cores", lambda *a, **k: 4)
+    monkeypatch.setattr(cpus, "_set_here", None)
+    cpus.limit_threads()  # what main() does first: a 4-CPU quota on an 8-CPU host
+    seen = []
+    monkeypatch.setattr(BaseApplication, "run",
+                        lambda self: seen.append(os.environ["OMP_NUM_THREADS"]))
+    serving.run_gunicorn(None, {})
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    monkeypatch.undo()
+    assert not Path(folder).exists()
+    assert seen == [worker_value]
