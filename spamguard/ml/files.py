@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,6 +94,14 @@ def sync_folder(folder: Path, *, files: bool = True) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def temp_beside(path: Path) -> str:
+    """A new empty file (mode 0600) in ``path``'s folder, named after it, to write and then
+    :func:`replace_durably` onto ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return tmp
 
 
 def replace_durably(tmp: str | Path, final: Path) -> None:

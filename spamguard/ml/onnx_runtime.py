@@ -22,8 +22,6 @@ written to a temporary name and renamed, so no process ever reads a half-written
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +35,7 @@ from spamguard.config import check_number_format
 from spamguard.errors import ModelError
 from spamguard.ml.backbone import Backbone, freeze
 from spamguard.ml.backbone_variants import int8_layers
-from spamguard.ml.files import folder_lock, replace_durably
+from spamguard.ml.files import folder_lock, replace_durably, temp_beside
 
 # "torch-bf16": PyTorch with bfloat16 weights (fast only on CPUs with bf16 matrix units);
 # "auto": the fastest measured for batches on this CPU (resolve_runtime).
@@ -114,7 +112,7 @@ def export(backbone: Backbone, path: Path) -> None:
     if with_pooler:
         axes["pooler_output"] = {0: "batch"}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path)
+    tmp = temp_beside(path)
     try:
         with warnings.catch_warnings():
             # The tracer warns about Python-side shape checks inside transformers; the
@@ -147,7 +145,7 @@ def quantize(source: Path, path: Path, backbone: Backbone) -> None:
     model = onnx.load(str(source))
     exclude = [node.name for node in model.graph.node
                if node.op_type in {"MatMul", "Gemm"} and _node_module(node.name) in keep]
-    tmp = _temp_beside(path)
+    tmp = temp_beside(path)
     root = logging.getLogger()
     hint = _DropMessage("pre-processing before quantization")
     root.addFilter(hint)  # quantize_dynamic logs this hint on the root logger
@@ -169,12 +167,6 @@ class _DropMessage(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return self.text not in record.getMessage()
-
-
-def _temp_beside(path: Path) -> str:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return tmp
 
 
 def _linear_names(backbone: Backbone) -> set[str]:

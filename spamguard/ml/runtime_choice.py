@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from spamguard.ml.backbone import Backbone
-from spamguard.ml.files import folder_lock, replace_durably
+from spamguard.ml.files import folder_lock, replace_durably, temp_beside
 
 CHOICE_FILE = "runtime-choice.json"
 # bf16 rounds scores slightly (docs/performance.md): worth it only for a clear gain.
@@ -143,10 +141,10 @@ def _measure(backbone: Backbone) -> dict:
 
 
 def _write(path: Path, choices: dict[str, dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_beside(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"choices": choices}, handle, indent=1, sort_keys=True)
+        Path(tmp).write_text(json.dumps({"choices": choices}, indent=1, sort_keys=True),
+                             encoding="utf-8")
         replace_durably(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
