@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from spamguard.cli import build_cli
 from spamguard.errors import SpamguardError
 from spamguard.ml.embeddings import SPACE_FILE, EmbeddingCache
+from spamguard.ml.onnx_runtime import INT8_VARIANT
 from spamguard.services.cache_prune import identities_in_use, prune_cache
 from spamguard.services.registry import register_version
 
@@ -38,6 +39,8 @@ def _age(path, seconds: float) -> None:
 def test_prune_keeps_used_and_recent_entries_and_removes_the_rest(tmp_path):
     used = _space(tmp_path, IN_USE, age=30 * DAY)
     used_int8 = _space(tmp_path, f"{IN_USE}|int8", age=30 * DAY)
+    used_onnx_int8 = _space(tmp_path, f"{IN_USE}|{INT8_VARIANT}", age=30 * DAY)
+    retired = _space(tmp_path, f"{IN_USE}|onnx-int8-pc1", age=2 * DAY)  # replaced recipe
     stale = _space(tmp_path, OTHER, age=2 * DAY)
     recent = _space(tmp_path, "c" * 64, age=3600)  # a training run may be writing it
     legacy = _space(tmp_path, "d" * 64, age=2 * DAY)
@@ -48,14 +51,17 @@ def test_prune_keeps_used_and_recent_entries_and_removes_the_rest(tmp_path):
     graphs = {name: onnx / name for name in (f"{IN_USE[:24]}-h3-fp32.onnx",
                                               f"{IN_USE[:24]}-fp32.onnx",  # an older format
                                               f"{OTHER[:24]}-h3-fp32.onnx",
-                                              f"{OTHER[:24]}-h3-int8.onnx")}
+                                              f"{OTHER[:24]}-h3-int8.onnx",
+                                              f"{IN_USE[:24]}-h3-{INT8_VARIANT}.onnx",
+                                              f"{IN_USE[:24]}-h3-onnx-int8-pc1.onnx")}
     for graph in graphs.values():
         graph.write_bytes(b"x" * 1000)
         _age(graph, 2 * DAY)
 
     dry = prune_cache(tmp_path, {IN_USE}, dry_run=True)
-    removable = {stale.dir, legacy.dir, graphs[f"{OTHER[:24]}-h3-fp32.onnx"],
-                 graphs[f"{OTHER[:24]}-h3-int8.onnx"], graphs[f"{IN_USE[:24]}-fp32.onnx"]}
+    removable = {stale.dir, legacy.dir, retired.dir, graphs[f"{OTHER[:24]}-h3-fp32.onnx"],
+                 graphs[f"{OTHER[:24]}-h3-int8.onnx"], graphs[f"{IN_USE[:24]}-fp32.onnx"],
+                 graphs[f"{IN_USE[:24]}-h3-onnx-int8-pc1.onnx"]}
     assert {path for path, _ in dry.removed} == removable
     assert all(path.exists() for path in removable)  # a dry run removes nothing
     assert dry.removed_bytes > 2000
@@ -63,7 +69,8 @@ def test_prune_keeps_used_and_recent_entries_and_removes_the_rest(tmp_path):
     done = prune_cache(tmp_path, {IN_USE})
     assert {path for path, _ in done.removed} == removable
     assert not any(path.exists() for path in removable)
-    kept = {used.dir, used_int8.dir, recent.dir, graphs[f"{IN_USE[:24]}-h3-fp32.onnx"]}
+    kept = {used.dir, used_int8.dir, used_onnx_int8.dir, recent.dir,
+            graphs[f"{IN_USE[:24]}-h3-fp32.onnx"], graphs[f"{IN_USE[:24]}-h3-{INT8_VARIANT}.onnx"]}
     assert {path for path, _ in done.kept} == kept and all(path.exists() for path in kept)
     assert EmbeddingCache(tmp_path, IN_USE, "mean", 128).get(["hello"])[0] is not None
 

@@ -20,6 +20,7 @@ from spamguard.ml.onnx_runtime import (
     GRAPH_FORMAT,
     INT8_VARIANT,
     OnnxEncoder,
+    graph_prefix,
     onnx_backbone,
     with_runtime,
 )
@@ -70,17 +71,28 @@ def test_fp32_shares_the_pytorch_cache_and_int8_does_not(tmp_path, tiny_backbone
     assert int8.computed == len(TEXTS)
 
 
-def test_int8_graph_keeps_ffn_output_projections_fp32(int8_onnx):
+def test_int8_graph_quantises_every_dense_layer(int8_onnx):
     graph = onnx.load(str(int8_onnx.model.path)).graph
-    float_matmuls = [n.name for n in graph.node if n.op_type == "MatMul"
-                     and "/dense/" in n.name]
+    float_dense = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm")
+                   and "/dense/" in n.name]
     int8_matmuls = [n.name for n in graph.node if n.op_type == "MatMulInteger"]
     layers = int8_onnx.model.config.num_hidden_layers
-    assert len(float_matmuls) == layers  # one FFN output projection a layer
-    assert all("/output/dense/" in name and "attention" not in name for name in float_matmuls)
+    assert float_dense == []
     pooler = [name for name in int8_matmuls if "/pooler/" in name]
-    # query, key, value, attention output and FFN input in every layer, and the pooler
-    assert len(int8_matmuls) == 5 * layers + len(pooler) and len(pooler) <= 1
+    # query, key, value, attention output, FFN input and FFN output in every layer, and
+    # the pooler (the attention products of activations stay float: they have no weights)
+    assert len(int8_matmuls) == 6 * layers + len(pooler) and len(pooler) <= 1
+    assert sum("/output/dense/" in name and "attention" not in name
+               for name in int8_matmuls) == layers
+
+
+def test_a_graph_of_a_retired_int8_recipe_is_never_opened(tiny_backbone, tmp_path):
+    retired = tmp_path / f"{tiny_backbone.identity[:24]}-{GRAPH_FORMAT}-onnx-int8-pc1.onnx"
+    retired.write_bytes(b"the recipe before 2026-12-04")
+    assert graph_prefix(retired.name) is None  # so `cache prune` removes it
+    int8 = onnx_backbone(tiny_backbone, tmp_path, int8=True)
+    assert int8.model.path.name.endswith(f"-{INT8_VARIANT}.onnx") and int8.model.path != retired
+    assert graph_prefix(int8.model.path.name) == tiny_backbone.identity[:24]
 
 
 def test_export_leaves_the_pytorch_backbone_frozen(tiny_backbone, tmp_path):

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from spamguard.errors import ModelError, SpamguardError
 from spamguard.ml.backbone import MEMO_FOLDER, backbone_identity, folder_digest, resolve
 from spamguard.ml.embeddings import SPACE_FILE
-from spamguard.ml.onnx_runtime import GRAPH_ID_CHARS, graph_prefix
+from spamguard.ml.onnx_runtime import GRAPH_ID_CHARS, RETIRED_VARIANTS, graph_prefix
 from spamguard.ml.version_files import read_metadata
 from spamguard.services.registry import list_versions
 
@@ -111,7 +111,8 @@ class Undescribed(Exception):
 
 def _space_identity(space: Path) -> str | None:
     """The backbone identity an embedding space was written for (None: a space from before
-    space.json, December 2026, whose key scheme is no longer used).
+    space.json, December 2026, whose key scheme is no longer used, or one of a retired int8
+    recipe).
 
     Raises:
         Undescribed: space.json is there but is damaged or unreadable (the cache mends it
@@ -126,7 +127,8 @@ def _space_identity(space: Path) -> str | None:
             raise TypeError(f"backbone_key {key!r}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise Undescribed(str(exc)) from None
-    return key.split("|")[0]  # "identity" or "identity|variant" (int8, bf16)
+    identity, _, variant = key.partition("|")  # "identity" or "identity|variant" (int8, bf16)
+    return None if variant in RETIRED_VARIANTS else identity
 
 
 def _memo_current(memo: Path, in_use: set[str], digests: dict[Path, str]) -> bool:
