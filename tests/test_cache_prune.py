@@ -48,20 +48,22 @@ def test_prune_keeps_used_and_recent_entries_and_removes_the_rest(tmp_path):
     _age(legacy.dir, 2 * DAY)
     onnx = tmp_path / "onnx"
     onnx.mkdir()
-    graphs = {name: onnx / name for name in (f"{IN_USE[:24]}-h3-fp32.onnx",
+    graphs = {name: onnx / name for name in (f"{IN_USE[:24]}-h4-fp32.onnx",
                                               f"{IN_USE[:24]}-fp32.onnx",  # an older format
-                                              f"{OTHER[:24]}-h3-fp32.onnx",
-                                              f"{OTHER[:24]}-h3-int8.onnx",
-                                              f"{IN_USE[:24]}-h3-{INT8_VARIANT}.onnx",
-                                              f"{IN_USE[:24]}-h3-onnx-int8-pc1.onnx")}
+                                              f"{OTHER[:24]}-h4-fp32.onnx",
+                                              f"{OTHER[:24]}-h4-int8.onnx",
+                                              f"{IN_USE[:24]}-h4-{INT8_VARIANT}.onnx",
+                                              f"{IN_USE[:24]}-h4-onnx-int8-pc1.onnx",
+                                              f"{IN_USE[:24]}-h3-fp32.onnx")}  # older
     for graph in graphs.values():
         graph.write_bytes(b"x" * 1000)
         _age(graph, 2 * DAY)
 
     dry = prune_cache(tmp_path, {IN_USE}, dry_run=True)
-    removable = {stale.dir, legacy.dir, retired.dir, graphs[f"{OTHER[:24]}-h3-fp32.onnx"],
-                 graphs[f"{OTHER[:24]}-h3-int8.onnx"], graphs[f"{IN_USE[:24]}-fp32.onnx"],
-                 graphs[f"{IN_USE[:24]}-h3-onnx-int8-pc1.onnx"]}
+    removable = {stale.dir, legacy.dir, retired.dir, graphs[f"{OTHER[:24]}-h4-fp32.onnx"],
+                 graphs[f"{OTHER[:24]}-h4-int8.onnx"], graphs[f"{IN_USE[:24]}-fp32.onnx"],
+                 graphs[f"{IN_USE[:24]}-h4-onnx-int8-pc1.onnx"],
+                 graphs[f"{IN_USE[:24]}-h3-fp32.onnx"]}
     assert {path for path, _ in dry.removed} == removable
     assert all(path.exists() for path in removable)  # a dry run removes nothing
     assert dry.removed_bytes > 2000
@@ -70,7 +72,7 @@ def test_prune_keeps_used_and_recent_entries_and_removes_the_rest(tmp_path):
     assert {path for path, _ in done.removed} == removable
     assert not any(path.exists() for path in removable)
     kept = {used.dir, used_int8.dir, used_onnx_int8.dir, recent.dir,
-            graphs[f"{IN_USE[:24]}-h3-fp32.onnx"], graphs[f"{IN_USE[:24]}-h3-{INT8_VARIANT}.onnx"]}
+            graphs[f"{IN_USE[:24]}-h4-fp32.onnx"], graphs[f"{IN_USE[:24]}-h4-{INT8_VARIANT}.onnx"]}
     assert {path for path, _ in done.kept} == kept and all(path.exists() for path in kept)
     assert EmbeddingCache(tmp_path, IN_USE, "mean", 128).get(["hello"])[0] is not None
 
@@ -102,7 +104,7 @@ def test_prune_drops_backbone_memos_that_no_longer_describe_their_folder(tmp_pat
 def test_the_graph_format_in_the_test_names_is_current():
     from spamguard.ml.onnx_runtime import GRAPH_FORMAT
 
-    assert GRAPH_FORMAT == "h3"  # the names above; change them with the format
+    assert GRAPH_FORMAT == "h4"  # the names above; change them with the format
 
 
 def test_a_space_describes_itself(tmp_path):

@@ -86,6 +86,30 @@ def test_int8_graph_quantises_every_dense_layer(int8_onnx):
                for name in int8_matmuls) == layers
 
 
+def test_attention_is_exported_eager_and_the_backbone_keeps_its_own(tiny_backbone, tmp_path,
+                                                                   fp32_onnx):
+    before = tiny_backbone.model.config._attn_implementation
+    assert before == "sdpa"  # what transformers loads by default: the case that matters
+    ops = [n.op_type for n in onnx.load(str(fp32_onnx.model.path)).graph.node]
+    layers = tiny_backbone.model.config.num_hidden_layers
+    # SDPA's NaN guards (an IsNaN and a Where on every layer's attention) are not recorded;
+    # the mask is still built once
+    assert "IsNaN" not in ops and ops.count("Where") < layers
+    assert tiny_backbone.model.config._attn_implementation == before
+
+
+def test_a_model_that_cannot_switch_attention_still_exports(tiny_backbone, tmp_path,
+                                                            monkeypatch):
+    def refuse(_model, _name):
+        raise ValueError("eager attention is not supported")
+
+    monkeypatch.setattr(type(tiny_backbone.model), "set_attn_implementation", refuse)
+    onnx_runtime.export(tiny_backbone, tmp_path / "graph.onnx")
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "graph.onnx")).graph.node}
+    assert "IsNaN" in ops  # recorded as it runs: SDPA
+    assert tiny_backbone.model.config._attn_implementation == "sdpa"
+
+
 def test_a_graph_of_a_retired_int8_recipe_is_never_opened(tiny_backbone, tmp_path):
     retired = tmp_path / f"{tiny_backbone.identity[:24]}-{GRAPH_FORMAT}-onnx-int8-pc1.onnx"
     retired.write_bytes(b"the recipe before 2026-12-04")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -54,9 +55,10 @@ log = logging.getLogger(__name__)
 # the poolings that read several layers (embeddings.LAYER_POOLINGS reads at most 3 in all;
 # a one-layer backbone has only the embeddings' output before its last layer).
 EARLIER_STATES = ("hidden_state_minus_1", "hidden_state_minus_2")
-# Part of every graph's file name: graphs from before the earlier states were exported
-# (December 2026) have other names, so they are never opened (`cache prune` removes them).
-GRAPH_FORMAT = "h3"
+# Part of every graph's file name, so graphs of an older format are never opened (`cache
+# prune` removes them): "h3" added the earlier layers' states (December 2026), "h4" records
+# eager attention instead of SDPA (2026-12-04; see export()).
+GRAPH_FORMAT = "h4"
 GRAPH_ID_CHARS = 24  # hex digits of the backbone identity that start a graph's file name
 
 
@@ -102,7 +104,10 @@ def export(backbone: Backbone, path: Path) -> None:
     """Write ``backbone`` (a PyTorch fp32 backbone) to ``path`` as an ONNX graph.
 
     The trace runs on two texts of different lengths, so the padding path is what gets
-    recorded; batch and sequence axes are dynamic.
+    recorded; batch and sequence axes are dynamic. Attention is recorded in its eager form
+    (the same function): the SDPA form transformers loads by default exports with NaN
+    guards (``IsNaN``/``Where`` on every attention matrix) that cost ONNX Runtime about a
+    tenth of the int8 backbone's time (docs/performance.md).
     """
     names = _input_names(backbone)
     example = backbone.tokenizer(["spamguard export", "a longer example message, 0800 123"],
@@ -126,15 +131,33 @@ def export(backbone: Backbone, path: Path) -> None:
             warnings.simplefilter("ignore")
             # eval(): the exporter restores the wrapper's train/eval mode afterwards, and
             # a wrapper left in training mode would switch the backbone's dropout back on.
-            torch.onnx.export(_Exportable(backbone.model, names, with_pooler,
-                                          len(earlier)).eval(),
-                              tuple(example[k] for k in names), tmp, input_names=names,
-                              output_names=outputs, dynamic_axes=axes, opset_version=OPSET,
-                              dynamo=False)
+            with _eager_attention(backbone.model):
+                torch.onnx.export(_Exportable(backbone.model, names, with_pooler,
+                                              len(earlier)).eval(),
+                                  tuple(example[k] for k in names), tmp, input_names=names,
+                                  output_names=outputs, dynamic_axes=axes,
+                                  opset_version=OPSET, dynamo=False)
         replace_durably(tmp, path)  # also undoes mkstemp's 0600
     finally:
         Path(tmp).unlink(missing_ok=True)
         freeze(backbone.model)  # whatever the exporter did, the backbone stays frozen
+
+
+@contextmanager
+def _eager_attention(model: nn.Module):
+    """Run ``model`` with eager attention inside the block, then as it was (the PyTorch
+    backbone stays in use after an export). A model that cannot switch is left as it is."""
+    before = getattr(model.config, "_attn_implementation", None)
+    try:
+        model.set_attn_implementation("eager")
+    except (AttributeError, ValueError, ImportError) as exc:
+        log.info("exporting with %s attention (%s)", before, _first_line(exc))
+        yield
+        return
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
 
 
 def quantize(source: Path, path: Path) -> None:
