@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from spamguard.config import load_settings
 from spamguard.errors import ModelError
@@ -87,15 +88,37 @@ def test_int8_graph_quantises_every_dense_layer(int8_onnx):
 
 
 def test_attention_is_exported_eager_and_the_backbone_keeps_its_own(tiny_backbone, tmp_path,
-                                                                   fp32_onnx):
-    before = tiny_backbone.model.config._attn_implementation
-    assert before == "sdpa"  # what transformers loads by default: the case that matters
-    ops = [n.op_type for n in onnx.load(str(fp32_onnx.model.path)).graph.node]
+                                                                   monkeypatch):
+    assert tiny_backbone.model.config._attn_implementation == "sdpa"  # transformers' default
+    seen = []
+    real_export = torch.onnx.export
+
+    def export(*args, **kwargs):
+        seen.append(tiny_backbone.model.config._attn_implementation)
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+    onnx_runtime.export(tiny_backbone, tmp_path / "graph.onnx")
+    assert seen == ["eager"]
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "graph.onnx")).graph.node]
     layers = tiny_backbone.model.config.num_hidden_layers
     # SDPA's NaN guards (an IsNaN and a Where on every layer's attention) are not recorded;
     # the mask is still built once
     assert "IsNaN" not in ops and ops.count("Where") < layers
-    assert tiny_backbone.model.config._attn_implementation == before
+    assert tiny_backbone.model.config._attn_implementation == "sdpa"
+
+
+def test_a_failed_export_still_gives_the_backbone_its_attention_back(tiny_backbone, tmp_path,
+                                                                     monkeypatch):
+    def fail(*_args, **_kwargs):
+        raise RuntimeError("exporter broke")
+
+    monkeypatch.setattr(torch.onnx, "export", fail)
+    with pytest.raises(RuntimeError, match="exporter broke") as caught:
+        onnx_runtime.export(tiny_backbone, tmp_path / "graph.onnx")
+    assert caught.value.__context__ is None  # no unrelated error chained onto it
+    assert tiny_backbone.model.config._attn_implementation == "sdpa"
+    assert not list(tmp_path.iterdir())  # no half-written graph left
 
 
 def test_a_model_that_cannot_switch_attention_still_exports(tiny_backbone, tmp_path,
@@ -110,13 +133,14 @@ def test_a_model_that_cannot_switch_attention_still_exports(tiny_backbone, tmp_p
     assert tiny_backbone.model.config._attn_implementation == "sdpa"
 
 
-def test_a_graph_of_a_retired_int8_recipe_is_never_opened(tiny_backbone, tmp_path):
-    retired = tmp_path / f"{tiny_backbone.identity[:24]}-{GRAPH_FORMAT}-onnx-int8-pc1.onnx"
-    retired.write_bytes(b"the recipe before 2026-12-04")
-    assert graph_prefix(retired.name) is None  # so `cache prune` removes it
-    int8 = onnx_backbone(tiny_backbone, tmp_path, int8=True)
-    assert int8.model.path.name.endswith(f"-{INT8_VARIANT}.onnx") and int8.model.path != retired
-    assert graph_prefix(int8.model.path.name) == tiny_backbone.identity[:24]
+def test_graphs_of_an_older_format_or_a_retired_int8_recipe_are_never_opened(tiny_backbone):
+    prefix = tiny_backbone.identity[:24]
+    assert graph_prefix(f"{prefix}-{GRAPH_FORMAT}-fp32.onnx") == prefix
+    assert graph_prefix(f"{prefix}-{GRAPH_FORMAT}-{INT8_VARIANT}.onnx") == prefix
+    # so `cache prune` removes them: the retired recipe in today's format, older formats
+    assert graph_prefix(f"{prefix}-{GRAPH_FORMAT}-onnx-int8-pc1.onnx") is None
+    assert graph_prefix(f"{prefix}-h3-onnx-int8-pc2.onnx") is None
+    assert graph_prefix(f"{prefix}-h3-fp32.onnx") is None
 
 
 def test_export_leaves_the_pytorch_backbone_frozen(tiny_backbone, tmp_path):

@@ -344,7 +344,8 @@ def register(cli: click.Group) -> None:
     @pass_ctx
     def cache_prune_command(ctx: CliContext, dry_run: bool) -> None:
         """Remove cached embeddings and ONNX graphs of backbones no registered model
-        version uses (files changed in the last 24 hours are kept)."""
+        version uses, and those of an older graph format or a replaced int8 recipe (files
+        changed in the last 24 hours are kept)."""
         from spamguard.services.cache_prune import identities_in_use, prune_cache
 
         with transaction(ctx, create=False) as session:

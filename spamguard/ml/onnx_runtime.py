@@ -22,6 +22,7 @@ written to a temporary name and renamed, so no process ever reads a half-written
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import replace
@@ -146,18 +147,35 @@ def export(backbone: Backbone, path: Path) -> None:
 @contextmanager
 def _eager_attention(model: nn.Module):
     """Run ``model`` with eager attention inside the block, then as it was (the PyTorch
-    backbone stays in use after an export). A model that cannot switch is left as it is."""
-    before = getattr(model.config, "_attn_implementation", None)
-    try:
-        model.set_attn_implementation("eager")
-    except (AttributeError, ValueError, ImportError) as exc:
-        log.info("exporting with %s attention (%s)", before, _first_line(exc))
-        yield
-        return
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(before)
+    backbone stays in use after an export). A model that cannot switch is left as it is.
+
+    One export at a time in a process (:data:`_EXPORTING`): the switch changes the shared
+    model, so two overlapping exports could otherwise restore each other's state.
+    """
+    with _EXPORTING:
+        before = getattr(model.config, "_attn_implementation", None)
+        switched = False
+        try:
+            model.set_attn_implementation("eager")
+            switched = True
+        except (AttributeError, ValueError, ImportError) as exc:
+            reason = _first_line(exc)
+        else:  # transformers may only warn and keep its implementation
+            reason = "the model kept it"
+        if getattr(model.config, "_attn_implementation", None) != "eager":
+            log.info("exporting with %s attention (%s)", before, reason)
+        try:
+            yield
+        finally:
+            if switched:
+                try:
+                    model.set_attn_implementation(before)
+                except Exception as exc:  # never hide the export's own outcome
+                    log.warning("could not restore %s attention after the export: %s",
+                                before, _first_line(exc))
+
+
+_EXPORTING = threading.Lock()
 
 
 def quantize(source: Path, path: Path) -> None:
