@@ -72,10 +72,10 @@ def graph_prefix(file_name: str) -> str | None:
     """The identity prefix of a file :func:`graph_name` named; None for a graph of an older
     format or a retired int8 recipe (never opened)."""
     prefix, _, rest = file_name.partition("-")
-    variant = rest.removeprefix(f"{GRAPH_FORMAT}-").removesuffix(".onnx")
-    if not rest.startswith(f"{GRAPH_FORMAT}-") or variant in RETIRED_VARIANTS:
+    if not rest.startswith(f"{GRAPH_FORMAT}-"):
         return None
-    return prefix
+    variant = rest.removeprefix(f"{GRAPH_FORMAT}-").removesuffix(".onnx")
+    return None if variant in RETIRED_VARIANTS else prefix
 
 
 class _Exportable(nn.Module):
@@ -144,6 +144,10 @@ def export(backbone: Backbone, path: Path) -> None:
         freeze(backbone.model)  # whatever the exporter did, the backbone stays frozen
 
 
+# Held while an export has switched the shared model's attention (_eager_attention).
+_EXPORTING = threading.Lock()
+
+
 @contextmanager
 def _eager_attention(model: nn.Module):
     """Run ``model`` with eager attention inside the block, then as it was (the PyTorch
@@ -173,9 +177,6 @@ def _eager_attention(model: nn.Module):
                 except Exception as exc:  # never hide the export's own outcome
                     log.warning("could not restore %s attention after the export: %s",
                                 before, _first_line(exc))
-
-
-_EXPORTING = threading.Lock()
 
 
 def quantize(source: Path, path: Path) -> None:
